@@ -1,0 +1,239 @@
+package domain
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// SASPrefix starts every shared access signature token.
+const SASPrefix = "SharedAccessSignature "
+
+// DPSKeyName is the skn value the device SDKs send with provisioning tokens.
+const DPSKeyName = "registration"
+
+// DefaultTokenTTL is the lifetime of the SAS tokens the SDK mints when no
+// other TTL is configured: one hour, as in the official device SDKs.
+const DefaultTokenTTL = time.Hour
+
+// Errors returned by the SAS functions. Match them with errors.Is.
+var (
+	// ErrInvalidKey reports a symmetric key that is not valid base64 or is empty.
+	ErrInvalidKey = errors.New("iotc: symmetric key is not valid base64")
+	// ErrMalformedToken reports a SAS token that cannot be parsed.
+	ErrMalformedToken = errors.New("iotc: malformed SAS token")
+	// ErrTokenExpired reports a SAS token whose se lies in the past.
+	ErrTokenExpired = errors.New("iotc: SAS token expired")
+	// ErrBadSignature reports a SAS token whose signature does not match the key.
+	ErrBadSignature = errors.New("iotc: SAS token signature does not match")
+)
+
+func decodeKey(key string) ([]byte, error) {
+	k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(key))
+	if err != nil || len(k) == 0 {
+		return nil, ErrInvalidKey
+	}
+	return k, nil
+}
+
+func sign(key []byte, data string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(data))
+	return base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
+// DeriveDeviceKey derives the device key of registrationID from a
+// symmetric-key enrollment group key: base64(HMAC-SHA256(base64-decode(groupKey),
+// registrationID)). It returns ErrInvalidKey when groupKey is not base64.
+func DeriveDeviceKey(groupKey, registrationID string) (string, error) {
+	k, err := decodeKey(groupKey)
+	if err != nil {
+		return "", err
+	}
+	return sign(k, registrationID), nil
+}
+
+// ValidateKey reports ErrInvalidKey when key is not a non-empty base64 string.
+func ValidateKey(key string) error {
+	_, err := decodeKey(key)
+	return err
+}
+
+// HubResource is the SAS resource (audience) of a device on an IoT hub:
+// "{host}/devices/{deviceID}".
+func HubResource(host, deviceID string) string { return host + "/devices/" + deviceID }
+
+// DPSResource is the SAS resource of a registration at the Device
+// Provisioning Service: "{idScope}/registrations/{registrationID}".
+func DPSResource(idScope, registrationID string) string {
+	return idScope + "/registrations/" + registrationID
+}
+
+// EscapeComponent percent-encodes s for a query string or a SAS field the
+// way the Node and Python SDKs do: uppercase hex, space as %20.
+func EscapeComponent(s string) string {
+	return strings.ReplaceAll(url.QueryEscape(s), "+", "%20")
+}
+
+// BuildSAS returns a SAS token for resource signed with the base64 key,
+// valid until expiry. The resource is URL-encoded in the token (sr) and the
+// signature is computed over that encoded form, as the docs show. keyName
+// is added as skn when not empty. It returns ErrInvalidKey for a bad key.
+func BuildSAS(key, resource string, expiry time.Time, keyName string) (string, error) {
+	k, err := decodeKey(key)
+	if err != nil {
+		return "", err
+	}
+	sr := EscapeComponent(resource)
+	se := strconv.FormatInt(expiry.Unix(), 10)
+	tok := SASPrefix + "sr=" + sr + "&sig=" + EscapeComponent(sign(k, sr+"\n"+se)) + "&se=" + se
+	if keyName != "" {
+		tok += "&skn=" + EscapeComponent(keyName)
+	}
+	return tok, nil
+}
+
+// SASToken is a parsed shared access signature.
+type SASToken struct {
+	// RawResource is sr exactly as it appears in the token (encoded or not).
+	RawResource string
+	// Resource is sr URL-decoded.
+	Resource string
+	// Signature is sig URL-decoded (base64 text).
+	Signature string
+	// Expiry is se.
+	Expiry time.Time
+	// KeyName is skn URL-decoded, empty when absent.
+	KeyName   string
+	rawExpiry string
+}
+
+// String never shows the signature, so a token can be logged safely.
+func (t SASToken) String() string {
+	return fmt.Sprintf("SAS(sr=%s se=%d skn=%s sig=<redacted>)", t.Resource, t.Expiry.Unix(), t.KeyName)
+}
+
+// ParseSAS parses a token of the form "SharedAccessSignature k=v&k=v..."
+// with sr, sig and se in any order and skn optional. Unknown fields are
+// ignored. It returns an error wrapping ErrMalformedToken when a required
+// field is missing, repeated or undecodable.
+func ParseSAS(token string) (SASToken, error) {
+	var t SASToken
+	body, ok := strings.CutPrefix(strings.TrimSpace(token), strings.TrimSpace(SASPrefix))
+	if !ok {
+		return t, fmt.Errorf("%w: missing %q prefix", ErrMalformedToken, strings.TrimSpace(SASPrefix))
+	}
+	body = strings.TrimSpace(body)
+	seen := map[string]bool{}
+	for _, part := range strings.Split(body, "&") {
+		k, v, ok := strings.Cut(part, "=")
+		if !ok {
+			return t, fmt.Errorf("%w: field %q has no value", ErrMalformedToken, k)
+		}
+		k = strings.ToLower(k)
+		switch k {
+		case "sr", "sig", "se", "skn":
+		default:
+			continue
+		}
+		if seen[k] {
+			return t, fmt.Errorf("%w: field %s repeated", ErrMalformedToken, k)
+		}
+		seen[k] = true
+		dec, err := url.QueryUnescape(v)
+		if err != nil {
+			return t, fmt.Errorf("%w: field %s: %v", ErrMalformedToken, k, err)
+		}
+		switch k {
+		case "sr":
+			t.RawResource, t.Resource = v, dec
+		case "sig":
+			// A '+' in base64 left unencoded must stay a '+'.
+			if d, err := url.PathUnescape(v); err == nil {
+				dec = d
+			}
+			t.Signature = dec
+		case "se":
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return t, fmt.Errorf("%w: se %q is not a number of seconds", ErrMalformedToken, v)
+			}
+			t.Expiry, t.rawExpiry = time.Unix(n, 0), v
+		case "skn":
+			t.KeyName = dec
+		}
+	}
+	for _, k := range []string{"sr", "sig", "se"} {
+		if !seen[k] {
+			return t, fmt.Errorf("%w: missing %s", ErrMalformedToken, k)
+		}
+	}
+	return t, nil
+}
+
+// Verify checks the signature with the base64 key and the expiry against
+// now. The HMAC is computed over sr exactly as it appears in the token; the
+// decoded, lowercase-hex and uppercase-hex forms are also accepted, because
+// the official SDKs disagree on how to encode sr. It returns ErrInvalidKey,
+// ErrBadSignature or ErrTokenExpired.
+func (t SASToken) Verify(key string, now time.Time) error {
+	k, err := decodeKey(key)
+	if err != nil {
+		return err
+	}
+	got, err := base64.StdEncoding.DecodeString(t.Signature)
+	if err != nil {
+		return ErrBadSignature
+	}
+	se := t.rawExpiry
+	if se == "" {
+		se = strconv.FormatInt(t.Expiry.Unix(), 10)
+	}
+	enc := EscapeComponent(t.Resource)
+	ok := false
+	for _, sr := range []string{t.RawResource, t.Resource, enc, lowerHexEscapes(enc)} {
+		m := hmac.New(sha256.New, k)
+		m.Write([]byte(sr + "\n" + se))
+		if hmac.Equal(m.Sum(nil), got) {
+			ok = true
+			break
+		}
+	}
+	if !ok {
+		return ErrBadSignature
+	}
+	if !t.Expiry.After(now) {
+		return ErrTokenExpired
+	}
+	return nil
+}
+
+// MatchesResource reports whether the token's decoded sr names resource,
+// ignoring case and a trailing slash.
+func (t SASToken) MatchesResource(resource string) bool {
+	a := strings.TrimSuffix(t.Resource, "/")
+	b := strings.TrimSuffix(resource, "/")
+	return strings.EqualFold(a, b)
+}
+
+// lowerHexEscapes rewrites %2F style escapes to %2f, as the C SDK encodes.
+func lowerHexEscapes(s string) string {
+	b := []byte(s)
+	for i := 0; i+2 < len(b); i++ {
+		if b[i] == '%' {
+			for j := i + 1; j <= i+2; j++ {
+				if b[j] >= 'A' && b[j] <= 'F' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			i += 2
+		}
+	}
+	return string(b)
+}
