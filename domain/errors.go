@@ -1,0 +1,116 @@
+package domain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+)
+
+// Sentinel errors. Match them with errors.Is; adapters wrap them with detail.
+var (
+	// ErrNotConnected is returned by operations that need a live hub
+	// session while the client is offline or reconnecting.
+	ErrNotConnected = errors.New("iotc: not connected")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("iotc: client closed")
+	// ErrMessageTooLarge is returned before sending a message over an IoT
+	// Hub limit (256 KiB telemetry, 32 KiB twin sections, 128 KiB method
+	// payloads).
+	ErrMessageTooLarge = errors.New("iotc: message too large")
+	// ErrUnauthorized reports refused credentials (MQTT CONNACK 4 or 5,
+	// AMQP unauthorized-access, HTTP 401). It is never retried as is.
+	ErrUnauthorized = errors.New("iotc: unauthorized")
+	// ErrDeviceNotFound reports a device identity the hub does not know.
+	ErrDeviceNotFound = errors.New("iotc: device not found")
+	// ErrThrottled reports IoT Hub or DPS throttling (status 429).
+	ErrThrottled = errors.New("iotc: throttled")
+	// ErrTimeout reports a request the hub did not answer in time.
+	ErrTimeout = errors.New("iotc: timed out waiting for the service")
+	// ErrNotSupported reports an operation the transport cannot do, such as
+	// renewing a SAS token in place over MQTT.
+	ErrNotSupported = errors.New("iotc: not supported by this transport")
+	// ErrInvalidConfig reports a configuration that cannot work.
+	ErrInvalidConfig = errors.New("iotc: invalid configuration")
+	// ErrMalformed reports a service payload that cannot be parsed.
+	ErrMalformed = errors.New("iotc: malformed payload")
+)
+
+// HubError is a failed IoT Hub or DPS request that carries the service's
+// status code (the "status" of a twin response topic, a DPS response, an
+// AMQP status-code). The code is part of the API; the message is not.
+type HubError struct {
+	// Op names the request: "twin get", "reported patch", "register", ...
+	Op string
+	// Status is the service status (400, 401, 404, 429, 500, ...).
+	Status int
+	// Code is the service error code when one was given (401002, ...).
+	Code int
+	// Message is the service's own description, if any.
+	Message string
+}
+
+func (e *HubError) Error() string {
+	s := fmt.Sprintf("iotc: %s: status %d", e.Op, e.Status)
+	if e.Code != 0 {
+		s += fmt.Sprintf(" (code %d)", e.Code)
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// Is lets errors.Is match a HubError against the sentinels that its
+// status implies: 401/403 ErrUnauthorized, 404 ErrDeviceNotFound, 413
+// ErrMessageTooLarge, 429 ErrThrottled, 408/504 ErrTimeout.
+func (e *HubError) Is(target error) bool {
+	switch target {
+	case ErrUnauthorized:
+		return e.Status == 401 || e.Status == 403
+	case ErrDeviceNotFound:
+		return e.Status == 404
+	case ErrMessageTooLarge:
+		return e.Status == 413
+	case ErrThrottled:
+		return e.Status == 429
+	case ErrTimeout:
+		return e.Status == 408 || e.Status == 504
+	}
+	return false
+}
+
+// IsRetryable reports whether an operation that failed with err may
+// succeed if tried again later on a new connection: network failures,
+// lost connections, timeouts, throttling and service errors (5xx) are;
+// refused credentials, unknown devices, malformed or oversized requests,
+// invalid configuration and cancellation are not.
+func IsRetryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	switch {
+	case errors.Is(err, context.Canceled),
+		errors.Is(err, ErrClosed),
+		errors.Is(err, ErrUnauthorized),
+		errors.Is(err, ErrDeviceNotFound),
+		errors.Is(err, ErrMessageTooLarge),
+		errors.Is(err, ErrInvalidConfig),
+		errors.Is(err, ErrInvalidKey),
+		errors.Is(err, ErrMalformed):
+		return false
+	}
+	var he *HubError
+	if errors.As(err, &he) {
+		return he.Status == 408 || he.Status == 429 || he.Status >= 500
+	}
+	var pe *ProvisioningError
+	if errors.As(err, &pe) {
+		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	return true
+}

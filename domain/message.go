@@ -1,0 +1,153 @@
+package domain
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// IoT Hub limits that messages run into.
+const (
+	// MaxTelemetrySize is the largest device-to-cloud message IoT Hub
+	// accepts: 256 KiB, body and application properties together.
+	MaxTelemetrySize = 256 << 10
+	// MaxTwinSectionSize is the largest desired or reported section: 32 KiB.
+	MaxTwinSectionSize = 32 << 10
+	// MaxMethodPayloadSize is the largest direct-method payload each way: 128 KiB.
+	MaxMethodPayloadSize = 128 << 10
+	// MaxCloudToDeviceSize is the largest cloud-to-device message: 64 KiB.
+	MaxCloudToDeviceSize = 64 << 10
+)
+
+// Defaults of a telemetry message; IoT Central routes JSON telemetry only
+// with these two set.
+const (
+	DefaultContentType     = "application/json"
+	DefaultContentEncoding = "utf-8"
+)
+
+// Message is one device-to-cloud telemetry message.
+type Message struct {
+	// Body is sent as is. NewJSONMessage fills it from a value.
+	Body []byte
+	// ContentType defaults to DefaultContentType when empty.
+	ContentType string
+	// ContentEncoding defaults to DefaultContentEncoding when empty.
+	ContentEncoding string
+	// MessageID is optional; the SDK sets a random one when empty.
+	MessageID string
+	// CorrelationID is optional.
+	CorrelationID string
+	// CreationTime, when set, is sent as iothub-creation-time-utc.
+	CreationTime time.Time
+	// Component is the IoT Plug and Play component ($.sub); empty for the
+	// root interface.
+	Component string
+	// Properties are application properties. Keys starting with "$." or
+	// "iothub-" are reserved (except iothub-creation-time-utc).
+	Properties map[string]string
+}
+
+// NewJSONMessage encodes v as the JSON body of a new message. A []byte or
+// json.RawMessage is used as is.
+func NewJSONMessage(v any) (Message, error) {
+	var body []byte
+	switch b := v.(type) {
+	case json.RawMessage:
+		body = b
+	case []byte:
+		body = b
+	default:
+		var err error
+		if body, err = json.Marshal(v); err != nil {
+			return Message{}, fmt.Errorf("iotc: encode telemetry: %w", err)
+		}
+	}
+	return Message{Body: body}, nil
+}
+
+// WithDefaults returns m with the content type and encoding defaulted.
+func (m Message) WithDefaults() Message {
+	if m.ContentType == "" {
+		m.ContentType = DefaultContentType
+	}
+	if m.ContentEncoding == "" {
+		m.ContentEncoding = DefaultContentEncoding
+	}
+	return m
+}
+
+// Validate checks the message against IoT Hub's rules before it is sent:
+// it returns ErrMessageTooLarge when the body plus properties exceed
+// MaxTelemetrySize, and ErrInvalidConfig for a reserved or empty property key.
+func (m Message) Validate() error {
+	for k := range m.Properties {
+		if k == "" {
+			return fmt.Errorf("%w: empty application property key", ErrInvalidConfig)
+		}
+		if strings.HasPrefix(k, "$.") || (strings.HasPrefix(strings.ToLower(k), "iothub-") && k != PropCreationTimeUTC) {
+			return fmt.Errorf("%w: application property %q uses a reserved prefix", ErrInvalidConfig, k)
+		}
+	}
+	if n := m.Size(); n > MaxTelemetrySize {
+		return fmt.Errorf("%w: telemetry of %d bytes exceeds the IoT Hub limit of %d", ErrMessageTooLarge, n, MaxTelemetrySize)
+	}
+	return nil
+}
+
+// Size is the number of bytes IoT Hub counts against MaxTelemetrySize:
+// the body and every property key and value.
+func (m Message) Size() int {
+	n := len(m.Body)
+	for _, p := range m.PropertyBag() {
+		n += len(p.Key) + len(p.Value)
+	}
+	return n
+}
+
+// PropertyBag returns the system properties then the application
+// properties (sorted by key), with defaults applied, ready to encode once.
+func (m Message) PropertyBag() PropertyBag {
+	m = m.WithDefaults()
+	bag := make(PropertyBag, 0, 6+len(m.Properties))
+	add := func(k, v string) {
+		if v != "" {
+			bag = append(bag, Property{Key: k, Value: v})
+		}
+	}
+	add(PropMessageID, m.MessageID)
+	add(PropCorrelationID, m.CorrelationID)
+	add(PropContentType, m.ContentType)
+	add(PropContentEncoding, m.ContentEncoding)
+	add(PropComponent, m.Component)
+	if !m.CreationTime.IsZero() {
+		add(PropCreationTimeUTC, m.CreationTime.UTC().Format(time.RFC3339Nano))
+	}
+	for _, k := range slices.Sorted(maps.Keys(m.Properties)) {
+		if k == PropCreationTimeUTC && !m.CreationTime.IsZero() {
+			continue
+		}
+		bag = append(bag, Property{Key: k, Value: m.Properties[k]})
+	}
+	return bag
+}
+
+// CloudMessage is a cloud-to-device message as the device receives it.
+type CloudMessage struct {
+	Body []byte
+	// Properties holds every property of the message, system properties
+	// under their "$." names (e.g. "$.mid") and application properties
+	// (e.g. "method-name") under their own.
+	Properties map[string]string
+}
+
+// MessageID returns the $.mid system property.
+func (c CloudMessage) MessageID() string { return c.Properties[PropMessageID] }
+
+// ParseCloudMessage builds a CloudMessage from a decoded property bag.
+func ParseCloudMessage(body []byte, bag PropertyBag) CloudMessage {
+	return CloudMessage{Body: body, Properties: bag.Map()}
+}

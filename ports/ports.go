@@ -1,0 +1,178 @@
+// Package ports declares what the device application (package app) needs
+// from the outside world: a provisioning service, a hub to open sessions
+// with, and a store for the credentials cache. Transport adapters
+// (adapters/mqtt, adapters/mqttws, adapters/amqp) and storage adapters
+// (adapters/filestore) implement them; package mocks holds generated mocks.
+//
+// Every interface is small and non-generic. Errors follow one contract:
+// adapters wrap the domain sentinels (domain.ErrUnauthorized,
+// domain.ErrDeviceNotFound, domain.ErrMessageTooLarge, domain.ErrTimeout,
+// domain.ErrNotConnected, ...) or return a *domain.HubError /
+// *domain.ProvisioningError carrying the service status, so that app can
+// decide with domain.IsRetryable and never looks at protocol types.
+// Adapters never reconnect on their own: app owns the single retry loop.
+package ports
+
+//go:generate go run github.com/golang/mock/mockgen@v1.6.0 -source=ports.go -destination=../mocks/ports.go -package=mocks
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+
+	"github.com/iotc-go/iotc/domain"
+)
+
+// ErrNoCredentials is returned by CredentialStore.Load when nothing usable
+// is stored (absent, unreadable or corrupt).
+var ErrNoCredentials = errors.New("iotc: no cached credentials")
+
+// Auth is how a device authenticates one connection.
+type Auth struct {
+	// SASToken is the password for symmetric-key devices; empty for X.509.
+	SASToken string
+	// Certificate is the TLS client certificate of X.509 devices.
+	Certificate *tls.Certificate
+}
+
+// ProvisioningRequest is one registration with the Device Provisioning
+// Service.
+type ProvisioningRequest struct {
+	// Host is the DPS host name (domain.DefaultProvisioningHost in Azure).
+	Host string
+	// IDScope is the DPS ID scope ("0ne...").
+	IDScope string
+	// Registration is the request body.
+	Registration domain.RegistrationRequest
+	// Auth signs the request (SAS resource domain.DPSResource, key name
+	// domain.DPSKeyName) or carries the X.509 certificate.
+	Auth Auth
+}
+
+// Provisioner registers a device with DPS.
+type Provisioner interface {
+	// Provision registers and polls until DPS gives a final answer,
+	// honouring retry-after. It returns the assignment, a
+	// *domain.ProvisioningError for a failed or disabled registration,
+	// an error wrapping domain.ErrUnauthorized when DPS refuses the
+	// credentials, or a retryable network error. It stops when ctx ends.
+	Provision(ctx context.Context, req ProvisioningRequest) (domain.Assignment, error)
+}
+
+// HubConnection says which hub to open a session with, as whom.
+type HubConnection struct {
+	// Host is the IoT hub host name.
+	Host string
+	// DeviceID is the device identity on the hub.
+	DeviceID string
+	// ModelID is the IoT Plug and Play model id announced on connect.
+	ModelID string
+	// Auth authenticates the session; a SAS token's expiry bounds it.
+	Auth Auth
+}
+
+// MethodRequest is a direct-method invocation as the transport received it.
+type MethodRequest struct {
+	// Method is the raw method name ("component*command" or "command").
+	Method string
+	// RequestID correlates the response.
+	RequestID string
+	// Payload is the request body (may be empty).
+	Payload []byte
+}
+
+// EventHandler receives what the hub pushes to the device. Adapters call
+// it from their own goroutines; implementations must return quickly and
+// must be safe for concurrent use.
+type EventHandler interface {
+	// OnDesiredPatch receives a desired-properties patch (JSON with $version).
+	OnDesiredPatch(patch []byte)
+	// OnMethod receives a direct-method request; answer it with
+	// HubSession.RespondMethod.
+	OnMethod(req MethodRequest)
+	// OnCloudMessage receives a cloud-to-device message. The message is
+	// acknowledged to the hub only when settle is called; a message never
+	// settled is redelivered on a later connection.
+	OnCloudMessage(msg domain.CloudMessage, settle func())
+}
+
+// HubConnector opens sessions with an IoT hub.
+type HubConnector interface {
+	// Connect opens one authenticated session and subscribes to desired
+	// patches, methods and cloud-to-device messages, delivering them to
+	// events. It fails with an error wrapping domain.ErrUnauthorized when
+	// the hub refuses the credentials, domain.ErrDeviceNotFound for an
+	// unknown device, or a retryable network error.
+	Connect(ctx context.Context, conn HubConnection, events EventHandler) (HubSession, error)
+}
+
+// TelemetrySender sends device-to-cloud messages.
+type TelemetrySender interface {
+	// SendTelemetry sends m at least once and returns when the hub
+	// acknowledged it. It fails with domain.ErrMessageTooLarge before
+	// sending an oversized message and with domain.ErrNotConnected when
+	// the session has died (the message may or may not have arrived).
+	SendTelemetry(ctx context.Context, m domain.Message) error
+}
+
+// TwinClient reads the twin and reports properties.
+type TwinClient interface {
+	// GetTwin returns the twin document {"desired":...,"reported":...}.
+	// A refusal carries the status as *domain.HubError.
+	GetTwin(ctx context.Context) ([]byte, error)
+	// PatchReported applies a reported-properties patch and returns the
+	// new reported version. A refusal carries the status as
+	// *domain.HubError (400 for bad JSON, 413/ErrMessageTooLarge over
+	// 32 KiB, 429 throttled).
+	PatchReported(ctx context.Context, patch []byte) (version int64, err error)
+}
+
+// MethodResponder answers direct methods.
+type MethodResponder interface {
+	// RespondMethod sends the response to the request with requestID.
+	RespondMethod(ctx context.Context, requestID string, status int, payload []byte) error
+}
+
+// SessionLifecycle is the life of one session.
+type SessionLifecycle interface {
+	// Done is closed when the session has ended, by Close or by failure.
+	Done() <-chan struct{}
+	// Err says why the session ended: nil after Close, otherwise the
+	// failure (wrapping domain.ErrUnauthorized when the hub dropped the
+	// session for an expired token, if the transport can tell).
+	Err() error
+	// RenewToken presents a new SAS token on the open session. Transports
+	// that cannot (MQTT) return domain.ErrNotSupported; app then reconnects.
+	RenewToken(ctx context.Context, sasToken string) error
+	// Close ends the session and waits for its goroutines. It is
+	// idempotent.
+	Close() error
+}
+
+// HubSession is one open, authenticated session with an IoT hub.
+type HubSession interface {
+	TelemetrySender
+	TwinClient
+	MethodResponder
+	SessionLifecycle
+}
+
+// Transport is what a transport adapter provides: provisioning and hub
+// sessions over one protocol. Choosing a transport is choosing a value.
+type Transport interface {
+	Provisioner
+	HubConnector
+	// Name is a short name for logs and status reports ("mqtt", "mqttws",
+	// "amqp", "amqpws").
+	Name() string
+}
+
+// CredentialStore keeps the provisioning result between runs.
+type CredentialStore interface {
+	// Load returns the stored record, or an error wrapping
+	// ErrNoCredentials when there is none usable. A corrupt record is
+	// reported as ErrNoCredentials, never as a crash.
+	Load(ctx context.Context) (domain.CachedCredentials, error)
+	// Save stores the record atomically.
+	Save(ctx context.Context, c domain.CachedCredentials) error
+}
