@@ -1,0 +1,241 @@
+package domain
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSplitMethodName(t *testing.T) {
+	tests := []struct{ in, comp, name string }{
+		{"reboot", "", "reboot"},
+		{"commandComponent*cmd1", "commandComponent", "cmd1"},
+		{"a*b*c", "a", "b*c"},
+		{"", "", ""},
+	}
+	for _, tt := range tests {
+		c, n := SplitMethodName(tt.in)
+		if c != tt.comp || n != tt.name {
+			t.Errorf("SplitMethodName(%q) = %q,%q", tt.in, c, n)
+		}
+	}
+	for _, tt := range []struct{ in, comp, name string }{
+		{"component*command_name", "component", "command_name"},
+		{"Commands:setLed", "", "setLed"},
+		{"Commands:comp*setLed", "comp", "setLed"},
+		{"setLed", "", "setLed"},
+	} {
+		c, n := ParseQueuedCommandName(tt.in)
+		if c != tt.comp || n != tt.name {
+			t.Errorf("ParseQueuedCommandName(%q) = %q,%q", tt.in, c, n)
+		}
+	}
+}
+
+func TestCommandResponseEncode(t *testing.T) {
+	s, b, err := CommandResponse{}.Encode()
+	if err != nil || s != 200 || string(b) != "{}" {
+		t.Errorf("zero = %d %s %v", s, b, err)
+	}
+	s, b, err = CommandResponse{Status: 404, Payload: map[string]string{"error": "no"}}.Encode()
+	if err != nil || s != 404 || string(b) != `{"error":"no"}` {
+		t.Errorf("404 = %d %s %v", s, b, err)
+	}
+	if _, _, err := (CommandResponse{Payload: json.RawMessage("{bad")}).Encode(); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("invalid raw: %v", err)
+	}
+	if _, _, err := (CommandResponse{Payload: strings.Repeat("x", MaxMethodPayloadSize)}).Encode(); !errors.Is(err, ErrMessageTooLarge) {
+		t.Errorf("large: %v", err)
+	}
+	if _, _, err := (CommandResponse{Payload: func() {}}).Encode(); err == nil {
+		t.Error("func payload accepted")
+	}
+}
+
+func TestMessage(t *testing.T) {
+	m, err := NewJSONMessage(map[string]any{"temperature": 21.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Component = "thermostat1"
+	m.MessageID = "m1"
+	m.CreationTime = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	m.Properties = map[string]string{"z": "1", "alert": "yes"}
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	want := "%24.mid=m1&%24.ct=application%2Fjson&%24.ce=utf-8&%24.sub=thermostat1&iothub-creation-time-utc=2026-01-02T03%3A04%3A05Z&alert=yes&z=1"
+	if got := m.PropertyBag().Encode(); got != want {
+		t.Errorf("bag = %s\nwant  %s", got, want)
+	}
+	for _, k := range []string{"$.ct", "iothub-app", ""} {
+		bad := Message{Body: []byte("{}"), Properties: map[string]string{k: "x"}}
+		if err := bad.Validate(); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("key %q: %v", k, err)
+		}
+	}
+	big := Message{Body: make([]byte, MaxTelemetrySize-10), Properties: map[string]string{"k": "0123456789"}}
+	if err := big.Validate(); !errors.Is(err, ErrMessageTooLarge) {
+		t.Errorf("big: %v", err)
+	}
+	if _, err := NewJSONMessage(make(chan int)); err == nil {
+		t.Error("chan encoded")
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	b := Backoff{Base: time.Second, Cap: 10 * time.Second}
+	want := []time.Duration{1, 2, 4, 8, 10, 10, 10}
+	for n, w := range want {
+		if got := b.Ceiling(n); got != w*time.Second {
+			t.Errorf("Ceiling(%d) = %v, want %v", n, got, w*time.Second)
+		}
+	}
+	if got := b.Ceiling(1 << 30); got != 10*time.Second {
+		t.Errorf("huge attempt = %v", got)
+	}
+	if got := b.Delay(2, 0.5); got != 2*time.Second {
+		t.Errorf("Delay(2,.5) = %v", got)
+	}
+	if got := b.Delay(2, 7); got != 4*time.Second {
+		t.Errorf("Delay clamps r: %v", got)
+	}
+	if got := (Backoff{}).Ceiling(0); got != DefaultBackoffBase {
+		t.Errorf("default base %v", got)
+	}
+	if err := (Backoff{Base: time.Minute, Cap: time.Second}).Validate(); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("Validate: %v", err)
+	}
+}
+
+func TestIsRetryable(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{fmt.Errorf("x: %w", ErrUnauthorized), false},
+		{&HubError{Op: "twin", Status: 401}, false},
+		{&HubError{Op: "twin", Status: 404}, false},
+		{&HubError{Op: "twin", Status: 429}, true},
+		{&HubError{Op: "twin", Status: 503}, true},
+		{&HubError{Op: "twin", Status: 400}, false},
+		{ErrMessageTooLarge, false},
+		{context.Canceled, false},
+		{context.DeadlineExceeded, true},
+		{ErrNotConnected, true},
+		{&ProvisioningError{Status: "failed"}, false},
+		{errors.New("connection reset"), true},
+	}
+	for _, tt := range tests {
+		if got := IsRetryable(tt.err); got != tt.want {
+			t.Errorf("IsRetryable(%v) = %v", tt.err, got)
+		}
+	}
+	if !errors.Is(&HubError{Status: 429}, ErrThrottled) || errors.Is(&HubError{Status: 500}, ErrThrottled) {
+		t.Error("HubError.Is")
+	}
+	if !errors.Is(fmt.Errorf("w: %w", &ProvisioningError{Status: DPSDisabled}), ErrUnauthorized) {
+		t.Error("disabled enrollment should match ErrUnauthorized")
+	}
+}
+
+func TestOperationStatus(t *testing.T) {
+	s, err := ParseOperationStatus([]byte(`{"operationId":"o","status":"Assigned","registrationState":{"assignedHub":"h","deviceId":"d","substatus":"initialAssignment"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.Assignment()
+	if err != nil || a.Hub != "h" || a.DeviceID != "d" {
+		t.Errorf("assignment %+v %v", a, err)
+	}
+	s, _ = ParseOperationStatus([]byte(`{"status":"failed","registrationState":{"errorCode":401002,"errorMessage":"no"}}`))
+	_, err = s.Assignment()
+	var pe *ProvisioningError
+	if !errors.As(err, &pe) || pe.ErrorCode != 401002 || !errors.Is(err, ErrUnauthorized) {
+		t.Errorf("failed: %v", err)
+	}
+	for _, in := range []string{`{"status":"assigned"}`, `{"status":"assigning"}`} {
+		s, _ := ParseOperationStatus([]byte(in))
+		if _, err := s.Assignment(); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v", in, err)
+		}
+	}
+	if _, err := ParseOperationStatus([]byte(`{`)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("bad json: %v", err)
+	}
+	if ClampPollInterval(-1) != DefaultPollInterval || ClampPollInterval(time.Hour) != MaxPollInterval || ClampPollInterval(3*time.Second) != 3*time.Second {
+		t.Error("ClampPollInterval")
+	}
+	body, _ := RegistrationRequest{RegistrationID: "d1", ModelID: "dtmi:x;1", LegacyModelID: true}.Body()
+	if string(body) != `{"payload":{"iotcModelId":"dtmi:x;1","modelId":"dtmi:x;1"},"registrationId":"d1"}` {
+		t.Errorf("body %s", body)
+	}
+	body, _ = RegistrationRequest{RegistrationID: "d1"}.Body()
+	if string(body) != `{"registrationId":"d1"}` {
+		t.Errorf("body %s", body)
+	}
+}
+
+func TestConnectionString(t *testing.T) {
+	cs, err := ParseConnectionString("HostName=h.azure-devices.net;DeviceId=d1;SharedAccessKey=" + docDerivedKey)
+	if err != nil || cs.HostName != "h.azure-devices.net" || cs.DeviceID != "d1" || cs.SharedAccessKey != docDerivedKey {
+		t.Fatalf("%+v %v", cs, err)
+	}
+	if strings.Contains(cs.String(), docDerivedKey) {
+		t.Error("String leaks the key")
+	}
+	for _, bad := range []string{"", "HostName=h", "HostName=h;DeviceId=d", "junk"} {
+		if _, err := ParseConnectionString(bad); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+	c := Credential{Kind: KindConnectionString, ConnectionString: "hostname=h;deviceid=d;sharedaccesskey=" + docDerivedKey}
+	if k, err := c.DeviceKey("ignored"); err != nil || k != docDerivedKey {
+		t.Errorf("DeviceKey %v", err)
+	}
+}
+
+func TestCredentialNeverPrintsSecret(t *testing.T) {
+	for _, c := range []Credential{
+		{Kind: KindGroupKey, Key: docGroupKey},
+		{Kind: KindDeviceKey, Key: docDerivedKey},
+		{Kind: KindConnectionString, ConnectionString: "HostName=h;DeviceId=d;SharedAccessKey=" + docDerivedKey},
+		{Kind: KindX509, CertFile: "c.pem", KeyFile: "k.pem", Passphrase: "hunter2"},
+	} {
+		for _, s := range []string{c.String(), fmt.Sprintf("%v %+v %#v %s", c, c, c, c)} {
+			if strings.Contains(s, docGroupKey) || strings.Contains(s, docDerivedKey) || strings.Contains(s, "hunter2") {
+				t.Errorf("secret printed: %s", s)
+			}
+		}
+	}
+	g := Credential{Kind: KindGroupKey, Key: docGroupKey}
+	k1, _ := g.DeviceKey(docRegID)
+	k2, _ := g.DeviceKey(docRegID)
+	if k1 != docDerivedKey || k2 != docDerivedKey || g.Key != docGroupKey {
+		t.Error("deriving twice must give the same key and keep the group key")
+	}
+	if err := (Credential{Kind: KindGroupKey, Key: "%%"}).Validate(); !errors.Is(err, ErrInvalidKey) || !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("Validate bad key: %v", err)
+	}
+	if err := (Credential{Kind: KindX509, CertFile: "c"}).Validate(); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("Validate x509 without key: %v", err)
+	}
+	if err := (Credential{}).Validate(); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("Validate none: %v", err)
+	}
+}
+
+func FuzzParseConnectionString(f *testing.F) {
+	f.Add("HostName=h;DeviceId=d;SharedAccessKey=k")
+	f.Fuzz(func(t *testing.T, s string) {
+		cs, err := ParseConnectionString(s)
+		if err == nil && strings.Contains(cs.String(), "SharedAccessKey="+cs.SharedAccessKey+";") && cs.SharedAccessKey != "" {
+			t.Fatal("key printed")
+		}
+	})
+}
