@@ -1,0 +1,432 @@
+package mqttcore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/ports"
+)
+
+// twinResult is a twin response delivered to the waiting request.
+type twinResult struct {
+	TwinResponse
+	body []byte
+}
+
+// Session is one IoT Hub session over MQTT; it implements
+// ports.HubSession. Create it with Core.Connect.
+type Session struct {
+	core     *Core
+	log      *slog.Logger
+	cl       paho.Client
+	raw      net.Conn
+	deviceID string
+	events   ports.EventHandler
+	expiry   time.Time // SAS token expiry; zero for X.509
+
+	telemetryPrefix string
+	rid             atomic.Uint64
+
+	mu      sync.Mutex
+	pending map[string]chan twinResult
+	closed  bool // Close called
+	ended   bool // done closed
+	err     error
+	queue   []func()
+	running bool // a drain goroutine is active
+
+	done      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+var _ ports.HubSession = (*Session)(nil)
+
+// Connect implements ports.HubConnector: it connects to conn.Host with
+// client id = device id and a persistent session (CleanSession=false, so
+// cloud-to-device messages wait while the device is away), subscribes to
+// twin responses, desired patches, direct methods (QoS 0) and
+// cloud-to-device messages (QoS 1, acknowledged only when settled), and
+// delivers events to events on a goroutine the session owns, in arrival
+// order.
+//
+// Errors: domain.ErrInvalidConfig for a missing host, device id, handler
+// or credential; an error wrapping domain.ErrUnauthorized for CONNACK 4/5
+// or a refused subscription (SUBACK 0x80); ctx's error; a retryable
+// network error otherwise. IoT Hub allows one connection per device: a
+// second one drops the first.
+func (c *Core) Connect(ctx context.Context, conn ports.HubConnection, events ports.EventHandler) (ports.HubSession, error) {
+	if events == nil {
+		return nil, fmt.Errorf("%w: hub connect needs an event handler", domain.ErrInvalidConfig)
+	}
+	if conn.Host == "" || conn.DeviceID == "" {
+		return nil, fmt.Errorf("%w: hub connect needs a host and a device id", domain.ErrInvalidConfig)
+	}
+	if conn.Auth.SASToken == "" && conn.Auth.Certificate == nil {
+		return nil, fmt.Errorf("%w: hub connect needs a SAS token or a certificate", domain.ErrInvalidConfig)
+	}
+	s := &Session{
+		core:            c,
+		log:             c.log.With("deviceId", conn.DeviceID, "host", conn.Host),
+		deviceID:        conn.DeviceID,
+		events:          events,
+		telemetryPrefix: TelemetryTopic(conn.DeviceID, ""),
+		pending:         make(map[string]chan twinResult),
+		done:            make(chan struct{}),
+	}
+	if conn.Auth.SASToken != "" {
+		if t, err := domain.ParseSAS(conn.Auth.SASToken); err == nil {
+			s.expiry = t.Expiry
+		}
+	}
+	s.log.Debug("hub: connecting", "modelId", conn.ModelID)
+	cl, raw, err := c.connect(ctx, connParams{
+		host:     conn.Host,
+		clientID: conn.DeviceID,
+		username: HubUsername(conn.Host, conn.DeviceID, conn.ModelID, c.cfg.ClientVersion),
+		password: conn.Auth.SASToken,
+		cert:     conn.Auth.Certificate,
+		clean:    false,
+		onLost:   s.onLost,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("hub: %w", err)
+	}
+	s.cl, s.raw = cl, raw
+	filters := map[string]byte{
+		TopicTwinResFilter:              0,
+		TopicDesiredFilter:              0,
+		TopicMethodsFilter:              0,
+		CloudToDeviceFilter(s.deviceID): 1,
+	}
+	handlers := map[string]paho.MessageHandler{
+		TopicTwinResFilter:              s.onTwinResponse,
+		TopicDesiredFilter:              s.onDesired,
+		TopicMethodsFilter:              s.onMethod,
+		CloudToDeviceFilter(s.deviceID): s.onCloudMessage,
+	}
+	for f, h := range handlers {
+		// Routes first (no packet), then one SUBSCRIBE for all filters.
+		cl.AddRoute(f, h)
+	}
+	tok := cl.SubscribeMultiple(filters, nil)
+	if err := wait(ctx, tok, s.done, errConnLost); err == nil {
+		err = checkSubAck(tok, filters)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("hub: %w", err)
+		}
+	} else {
+		cause := err
+		if errors.Is(err, errConnLost) {
+			cause = s.Err()
+		}
+		s.Close()
+		return nil, fmt.Errorf("hub: subscribe: %w", cause)
+	}
+	s.log.Debug("hub: connected")
+	return s, nil
+}
+
+// onLost runs on a paho goroutine when the connection drops.
+func (s *Session) onLost(cause error) {
+	err := fmt.Errorf("%w: mqtt connection lost: %w", domain.ErrNotConnected, cause)
+	if !s.expiry.IsZero() && !time.Now().Before(s.expiry) {
+		err = fmt.Errorf("%w: %w: connection lost after the SAS token expired: %w", domain.ErrUnauthorized, domain.ErrTokenExpired, cause)
+	}
+	s.log.Debug("hub: connection lost", "err", cause)
+	s.end(err)
+}
+
+// end records why the session ended (first caller wins), closes done and
+// fails every pending request.
+func (s *Session) end(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return
+	}
+	s.ended = true
+	s.err = err
+	clear(s.pending)
+	close(s.done)
+}
+
+// Done is closed when the session has ended, by Close or by the loss of
+// the connection (this adapter never reconnects).
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err is nil while the session runs and after Close; after a lost
+// connection it wraps domain.ErrNotConnected and the cause (and
+// domain.ErrUnauthorized plus domain.ErrTokenExpired when the SAS token
+// had expired, which is how IoT Hub ends such sessions).
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// deadErr is the error of an operation attempted on or cut by a dead
+// session.
+func (s *Session) deadErr() error {
+	if err := s.Err(); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: session closed", domain.ErrNotConnected)
+}
+
+// RenewToken returns domain.ErrNotSupported: MQTT 3.1.1 cannot present a
+// new password on an open connection; reconnect with the new token.
+func (s *Session) RenewToken(context.Context, string) error {
+	return fmt.Errorf("%w: mqtt cannot renew a SAS token in place", domain.ErrNotSupported)
+}
+
+// Close disconnects (sending DISCONNECT when the connection is up), waits
+// for paho's and the session's goroutines (the event being delivered, if
+// any, included; queued events not yet delivered are dropped) and
+// returns nil. Unsettled cloud-to-device messages stay with the hub for
+// the next session. Close is idempotent and safe to call from any
+// goroutine except an EventHandler callback.
+func (s *Session) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.queue = nil
+		s.mu.Unlock()
+		s.cl.Disconnect(disconnectQuiesce)
+		_ = s.raw.Close()
+		s.end(nil)
+		s.wg.Wait()
+		s.log.Debug("hub: closed")
+	})
+	return nil
+}
+
+// publish publishes and waits for the token (PUBACK for QoS 1, the write
+// for QoS 0), ctx or the session's end.
+func (s *Session) publish(ctx context.Context, topic string, qos byte, payload []byte) error {
+	select {
+	case <-s.done:
+		return s.deadErr()
+	default:
+	}
+	tok := s.cl.Publish(topic, qos, false, payload)
+	err := wait(ctx, tok, s.done, errConnLost)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errConnLost):
+		return s.deadErr()
+	case ctx.Err() != nil:
+		return err
+	case errors.Is(err, paho.ErrNotConnected):
+		return fmt.Errorf("%w: %w", domain.ErrNotConnected, err)
+	}
+	return fmt.Errorf("mqtt: publish: %w", err)
+}
+
+// SendTelemetry implements ports.TelemetrySender: it validates m (an
+// oversized message fails with domain.ErrMessageTooLarge before anything
+// is sent; reserved or empty property keys with domain.ErrInvalidConfig),
+// publishes it at QoS 1 on devices/{id}/messages/events/{property bag}
+// and returns when the hub sent PUBACK. A session that died before the
+// PUBACK gives an error wrapping domain.ErrNotConnected (the message may
+// have arrived); ctx's end gives ctx's error.
+func (s *Session) SendTelemetry(ctx context.Context, m domain.Message) error {
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	return s.publish(ctx, s.telemetryPrefix+m.PropertyBag().Encode(), 1, m.Body)
+}
+
+// request sends a twin request and waits for its response.
+func (s *Session) request(ctx context.Context, op, topic string, body []byte) (twinResult, error) {
+	rid := strconv.FormatUint(s.rid.Add(1), 10)
+	ch := make(chan twinResult, 1)
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return twinResult{}, s.deadErr()
+	}
+	s.pending[rid] = ch
+	s.mu.Unlock()
+	forget := func() {
+		s.mu.Lock()
+		delete(s.pending, rid)
+		s.mu.Unlock()
+	}
+	if err := s.publish(ctx, topic+rid, 0, body); err != nil {
+		forget()
+		return twinResult{}, fmt.Errorf("%s: %w", op, err)
+	}
+	timer := time.NewTimer(s.core.cfg.RequestTimeout)
+	defer timer.Stop()
+	select {
+	case r := <-ch:
+		if r.Status >= 300 {
+			return r, hubError(op, r.Status, r.body)
+		}
+		return r, nil
+	case <-ctx.Done():
+		forget()
+		return twinResult{}, fmt.Errorf("%s: %w", op, ctx.Err())
+	case <-timer.C:
+		forget()
+		return twinResult{}, fmt.Errorf("%s: %w: no response within %s", op, domain.ErrTimeout, s.core.cfg.RequestTimeout)
+	case <-s.done:
+		return twinResult{}, fmt.Errorf("%s: %w", op, s.deadErr())
+	}
+}
+
+// GetTwin implements ports.TwinClient: it returns the twin document
+// {"desired":{...},"reported":{...}} as the hub sent it. A status of 300
+// or more gives a *domain.HubError (429 throttled, 5xx retryable); no
+// answer within Config.RequestTimeout gives domain.ErrTimeout.
+func (s *Session) GetTwin(ctx context.Context) ([]byte, error) {
+	r, err := s.request(ctx, "twin get", topicTwinGet, nil)
+	if err != nil {
+		return nil, err
+	}
+	return r.body, nil
+}
+
+// PatchReported implements ports.TwinClient: it sends patch (JSON; null
+// removes a member) and returns the new reported $version. A patch over
+// domain.MaxTwinSectionSize (32 KiB) fails with domain.ErrMessageTooLarge
+// before sending; a refusal gives *domain.HubError (400 bad JSON, 429
+// throttled); a response without $version gives domain.ErrMalformed.
+func (s *Session) PatchReported(ctx context.Context, patch []byte) (int64, error) {
+	if len(patch) > domain.MaxTwinSectionSize {
+		return 0, fmt.Errorf("%w: reported patch of %d bytes exceeds %d", domain.ErrMessageTooLarge, len(patch), domain.MaxTwinSectionSize)
+	}
+	r, err := s.request(ctx, "reported patch", topicTwinPatchReported, patch)
+	if err != nil {
+		return 0, err
+	}
+	if !r.HasVersion {
+		return 0, fmt.Errorf("reported patch: %w: response without $version", domain.ErrMalformed)
+	}
+	return r.Version, nil
+}
+
+// RespondMethod implements ports.MethodResponder: it publishes payload
+// on $iothub/methods/res/{status}/?$rid={requestID} (QoS 0, as the Azure
+// SDKs). A payload over domain.MaxMethodPayloadSize (128 KiB) fails with
+// domain.ErrMessageTooLarge; an empty request id or one holding '/', '#',
+// '+' or '&' with domain.ErrInvalidConfig; a dead session with
+// domain.ErrNotConnected. The hub answers the caller with 504 when the
+// response comes after its timeout.
+func (s *Session) RespondMethod(ctx context.Context, requestID string, status int, payload []byte) error {
+	if requestID == "" || strings.ContainsAny(requestID, "/#+&\x00") {
+		return fmt.Errorf("%w: method request id %q", domain.ErrInvalidConfig, requestID)
+	}
+	if len(payload) > domain.MaxMethodPayloadSize {
+		return fmt.Errorf("%w: method response of %d bytes exceeds %d", domain.ErrMessageTooLarge, len(payload), domain.MaxMethodPayloadSize)
+	}
+	if err := s.publish(ctx, MethodResponseTopic(status, requestID), 0, payload); err != nil {
+		return fmt.Errorf("method response: %w", err)
+	}
+	return nil
+}
+
+// enqueue appends an event delivery; a drain goroutine runs while the
+// queue is not empty, so an idle session costs no goroutine of ours.
+func (s *Session) enqueue(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.queue = append(s.queue, f)
+	if !s.running {
+		s.running = true
+		s.wg.Add(1)
+		go s.drain()
+	}
+}
+
+// drain delivers queued events in order until the queue is empty.
+func (s *Session) drain() {
+	defer s.wg.Done()
+	for {
+		s.mu.Lock()
+		if len(s.queue) == 0 || s.closed {
+			s.running = false
+			s.queue = nil
+			s.mu.Unlock()
+			return
+		}
+		f := s.queue[0]
+		s.queue[0] = nil
+		s.queue = s.queue[1:]
+		s.mu.Unlock()
+		f()
+	}
+}
+
+// onTwinResponse runs on paho's router: it never blocks.
+func (s *Session) onTwinResponse(_ paho.Client, m paho.Message) {
+	m.Ack()
+	r, err := ParseTwinResponseTopic(m.Topic())
+	if err != nil {
+		s.log.Warn("hub: ignoring twin response", "err", err)
+		return
+	}
+	s.mu.Lock()
+	ch, ok := s.pending[r.RID]
+	delete(s.pending, r.RID)
+	s.mu.Unlock()
+	if !ok {
+		s.log.Debug("hub: twin response for no pending request", "rid", r.RID)
+		return
+	}
+	ch <- twinResult{TwinResponse: r, body: m.Payload()} // buffered, sent once
+}
+
+// onDesired runs on paho's router.
+func (s *Session) onDesired(_ paho.Client, m paho.Message) {
+	m.Ack()
+	if _, err := ParseDesiredPatchTopic(m.Topic()); err != nil {
+		s.log.Warn("hub: ignoring desired patch", "err", err)
+		return
+	}
+	body := m.Payload()
+	s.enqueue(func() { s.events.OnDesiredPatch(body) })
+}
+
+// onMethod runs on paho's router.
+func (s *Session) onMethod(_ paho.Client, m paho.Message) {
+	m.Ack()
+	name, rid, err := ParseMethodRequestTopic(m.Topic())
+	if err != nil {
+		s.log.Warn("hub: ignoring method request", "err", err)
+		return
+	}
+	req := ports.MethodRequest{Method: name, RequestID: rid, Payload: m.Payload()}
+	s.enqueue(func() { s.events.OnMethod(req) })
+}
+
+// onCloudMessage runs on paho's router. The PUBACK is sent by settle.
+func (s *Session) onCloudMessage(_ paho.Client, m paho.Message) {
+	bag, err := ParseCloudToDeviceTopic(s.deviceID, m.Topic())
+	if err != nil {
+		// Unparsable: acknowledge so the hub does not redeliver it forever.
+		m.Ack()
+		s.log.Warn("hub: dropping cloud-to-device message", "err", err)
+		return
+	}
+	msg := domain.ParseCloudMessage(m.Payload(), bag)
+	settle := sync.OnceFunc(m.Ack)
+	s.enqueue(func() { s.events.OnCloudMessage(msg, settle) })
+}

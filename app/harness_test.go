@@ -1,0 +1,320 @@
+package app
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/golang/mock/gomock"
+	"go.uber.org/goleak"
+
+	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/mocks"
+	"github.com/iotc-go/iotc/ports"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const (
+	testScope = "0ne00TEST1"
+	testDev   = "dev1"
+	testModel = "dtmi:com:example:Thermostat;1"
+	testHub   = "hub1.azure-devices.net"
+	// groupKey is the bytes 0..63, the vector of seed-features §2.1.
+	groupKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+Pw=="
+	// derivedKey is groupKey derived for "dev1"... computed in init.
+	emptyTwin = `{"desired":{"$version":1},"reported":{"$version":1}}`
+)
+
+var derivedKey = func() string {
+	k, err := domain.DeriveDeviceKey(groupKey, testDev)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
+// hub is one mocked hub session with channels that record what the
+// client did with it.
+type hub struct {
+	*mocks.MockHubSession
+	done      chan struct{}
+	closeOnce sync.Once
+	mu        sync.Mutex
+	err       error
+	twin      string
+	reported  chan string
+	responses chan response
+	sent      chan domain.Message
+	renewals  chan string
+	renewErr  error
+	sendHook  func(domain.Message) error // replaces the default send, if set
+}
+
+type response struct {
+	rid    string
+	status int
+	body   string
+}
+
+func newHub(ctrl *gomock.Controller, twin string) *hub {
+	h := &hub{
+		MockHubSession: mocks.NewMockHubSession(ctrl),
+		done:           make(chan struct{}),
+		twin:           twin,
+		reported:       make(chan string, 64),
+		responses:      make(chan response, 64),
+		sent:           make(chan domain.Message, 64),
+		renewals:       make(chan string, 64),
+		renewErr:       domain.ErrNotSupported,
+	}
+	m := h.MockHubSession.EXPECT()
+	m.Done().Return(h.done).AnyTimes()
+	m.Err().DoAndReturn(func() error { h.mu.Lock(); defer h.mu.Unlock(); return h.err }).AnyTimes()
+	m.Close().DoAndReturn(func() error { h.kill(nil); return nil }).AnyTimes()
+	m.GetTwin(gomock.Any()).DoAndReturn(func(context.Context) ([]byte, error) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return []byte(h.twin), nil
+	}).AnyTimes()
+	m.PatchReported(gomock.Any(), gomock.Any()).DoAndReturn(func(_ context.Context, b []byte) (int64, error) {
+		h.reported <- string(b)
+		return 2, nil
+	}).AnyTimes()
+	m.RespondMethod(gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).DoAndReturn(func(_ context.Context, rid string, status int, body []byte) error {
+		h.responses <- response{rid, status, string(body)}
+		return nil
+	}).AnyTimes()
+	m.SendTelemetry(gomock.Any(), gomock.Any()).DoAndReturn(func(_ context.Context, msg domain.Message) error {
+		if h.sendHook != nil {
+			return h.sendHook(msg)
+		}
+		h.sent <- msg
+		return nil
+	}).AnyTimes()
+	m.RenewToken(gomock.Any(), gomock.Any()).DoAndReturn(func(_ context.Context, tok string) error {
+		h.renewals <- tok
+		return h.renewErr
+	}).AnyTimes()
+	return h
+}
+
+// kill ends the session with err, as a dropped connection does.
+func (h *hub) kill(err error) {
+	h.closeOnce.Do(func() {
+		h.mu.Lock()
+		h.err = err
+		h.mu.Unlock()
+		close(h.done)
+	})
+}
+
+func (h *hub) closed() bool {
+	select {
+	case <-h.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// connResult is the scripted answer to one HubConnector.Connect call.
+type connResult struct {
+	hub *hub
+	err error
+}
+
+// env is a client under test with its mocked transport and store.
+type env struct {
+	t      *testing.T
+	ctrl   *gomock.Controller
+	tr     *mocks.MockTransport
+	store  *mocks.MockCredentialStore
+	conns  chan ports.HubConnection
+	events chan ports.EventHandler
+
+	mu       sync.Mutex
+	statuses []domain.ConnectionStatus
+}
+
+func newEnv(t *testing.T) *env {
+	ctrl := gomock.NewController(t)
+	e := &env{
+		t:      t,
+		ctrl:   ctrl,
+		tr:     mocks.NewMockTransport(ctrl),
+		store:  mocks.NewMockCredentialStore(ctrl),
+		conns:  make(chan ports.HubConnection, 64),
+		events: make(chan ports.EventHandler, 64),
+	}
+	e.tr.EXPECT().Name().Return("mqtt").AnyTimes()
+	return e
+}
+
+func (e *env) options() Options {
+	return Options{
+		DeviceID:   testDev,
+		IDScope:    testScope,
+		Credential: domain.Credential{Kind: domain.KindGroupKey, Key: groupKey},
+		ModelID:    testModel,
+		Transports: []ports.Transport{e.tr},
+		OnStatus: func(s domain.ConnectionStatus) {
+			e.mu.Lock()
+			e.statuses = append(e.statuses, s)
+			e.mu.Unlock()
+		},
+	}
+}
+
+func (e *env) client(o Options) *Client {
+	e.t.Helper()
+	c, err := New(o)
+	if err != nil {
+		e.t.Fatalf("New: %v", err)
+	}
+	return c
+}
+
+// status returns the statuses delivered so far, after letting the
+// bubble's goroutines settle.
+func (e *env) status() []domain.ConnectionStatus {
+	synctest.Wait()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]domain.ConnectionStatus(nil), e.statuses...)
+}
+
+// hasStatus reports whether a status with state and reason was reported.
+func (e *env) hasStatus(state domain.State, reason domain.Reason) bool {
+	for _, s := range e.status() {
+		if s.State == state && s.Reason == reason {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *env) requireStatus(state domain.State, reason domain.Reason) {
+	e.t.Helper()
+	if !e.hasStatus(state, reason) {
+		e.t.Fatalf("no status %v (%v) among %v", state, reason, e.status())
+	}
+}
+
+// noCache makes the store report an empty cache and accept saves.
+func (e *env) noCache() {
+	e.store.EXPECT().Load(gomock.Any()).Return(domain.CachedCredentials{}, fmt.Errorf("file absent: %w", ports.ErrNoCredentials)).AnyTimes()
+	e.store.EXPECT().Save(gomock.Any(), gomock.Any()).Return(nil).AnyTimes()
+}
+
+// cache makes the store return a record for hub.
+func (e *env) cache(hub string) {
+	e.store.EXPECT().Load(gomock.Any()).Return(domain.CachedCredentials{
+		IDScope: testScope, RegistrationID: testDev, Hub: hub, DeviceID: testDev,
+		ModelID: testModel, Kind: domain.KindGroupKey,
+	}, nil).AnyTimes()
+}
+
+// provisions scripts DPS to assign hub, times times.
+func (e *env) provisions(hub string, times int) {
+	e.tr.EXPECT().Provision(gomock.Any(), gomock.Any()).Return(domain.Assignment{Hub: hub, DeviceID: testDev}, nil).Times(times)
+}
+
+// hubConnects scripts the answers of successive hub Connect calls.
+func (e *env) hubConnects(results ...connResult) {
+	var mu sync.Mutex
+	i := 0
+	e.tr.EXPECT().Connect(gomock.Any(), gomock.Any(), gomock.Any()).DoAndReturn(
+		func(_ context.Context, conn ports.HubConnection, ev ports.EventHandler) (ports.HubSession, error) {
+			mu.Lock()
+			r := results[i]
+			i++
+			mu.Unlock()
+			e.conns <- conn
+			if r.err != nil {
+				return nil, r.err
+			}
+			e.events <- ev
+			return r.hub, nil
+		}).Times(len(results))
+}
+
+func closeClient(t *testing.T, c *Client) {
+	t.Helper()
+	if err := c.Close(context.Background()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+// jsonEqual compares two JSON documents structurally.
+func jsonEqual(t *testing.T, got, want string) {
+	t.Helper()
+	var g, w any
+	if err := json.Unmarshal([]byte(got), &g); err != nil {
+		t.Fatalf("bad JSON %q: %v", got, err)
+	}
+	if err := json.Unmarshal([]byte(want), &w); err != nil {
+		t.Fatalf("bad want JSON %q: %v", want, err)
+	}
+	if !reflect.DeepEqual(g, w) {
+		t.Fatalf("JSON differs:\n got %s\nwant %s", got, want)
+	}
+}
+
+// verifyToken checks a SAS token: its resource, key name and signature.
+func verifyToken(t *testing.T, tok, resource, keyName, key string) domain.SASToken {
+	t.Helper()
+	st, err := domain.ParseSAS(tok)
+	if err != nil {
+		t.Fatalf("ParseSAS: %v", err)
+	}
+	if !st.MatchesResource(resource) {
+		t.Fatalf("token resource %q, want %q", st.Resource, resource)
+	}
+	if st.KeyName != keyName {
+		t.Fatalf("token skn %q, want %q", st.KeyName, keyName)
+	}
+	if err := st.Verify(key, time.Now()); err != nil {
+		t.Fatalf("token does not verify with the expected key: %v", err)
+	}
+	return st
+}
+
+// selfSigned returns a self-signed certificate for cn and its key, as PEM.
+func selfSigned(t *testing.T, cn string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}

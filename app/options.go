@@ -1,0 +1,167 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/ports"
+)
+
+// DefaultQueueLimit is how many inbound events of one kind (desired
+// patches, commands, cloud-to-device messages) wait for their handler
+// before new ones are refused. A refused desired patch is picked up by the
+// twin sync after the next reconnect, a refused command is answered 503,
+// and a refused cloud-to-device message is left unsettled so the hub
+// delivers it again.
+const DefaultQueueLimit = 1024
+
+// renewFraction is the part of a SAS token's lifetime after which a new one
+// is presented: 80 %, as the Azure IoT C SDK does.
+const renewFraction = 0.8
+
+// maxRenewCheck bounds how long the supervisor sleeps before it looks at
+// the wall clock again, so that a token is still renewed in time after the
+// host was suspended (monotonic timers stop while a machine sleeps).
+const maxRenewCheck = time.Minute
+
+// minTokenTTL is the shortest SAS lifetime accepted: shorter tokens would
+// expire while a connection is being set up.
+const minTokenTTL = 10 * time.Second
+
+// Options configures a Client. The zero value of every optional field
+// selects the documented default.
+type Options struct {
+	// DeviceID is the device identity and the DPS registration id. It may
+	// be empty for X.509 credentials (the certificate's subject CN is
+	// used) and for connection strings (the string's DeviceId is used).
+	DeviceID string
+	// IDScope is the DPS ID scope of the IoT Central application
+	// ("0ne..."). Required unless the credential is a connection string.
+	IDScope string
+	// ProvisioningHost is the DPS endpoint. Default
+	// domain.DefaultProvisioningHost.
+	ProvisioningHost string
+	// Credential is the secret the device connects with. A group key is
+	// kept as is: the device key is derived from it for every use, so
+	// re-provisioning always derives from the group key.
+	Credential domain.Credential
+	// ModelID is the IoT Plug and Play model id, sent to DPS as
+	// {"modelId": ...} and to the hub in the connect request. Optional.
+	ModelID string
+	// LegacyModelID also sends the model id to DPS as "iotcModelId", the
+	// key older IoT Central applications read.
+	LegacyModelID bool
+	// Transports are tried in order when provisioning and connecting: when
+	// one fails with a retryable error the next one is tried and the
+	// status callback sees domain.ReasonTransportFallback. At least one is
+	// required; nil entries are refused.
+	Transports []ports.Transport
+	// Store caches the provisioning result between runs. Optional: without
+	// it every Connect provisions (DPS allows a limited number of
+	// registrations per device per hour).
+	Store ports.CredentialStore
+	// TokenTTL is the lifetime of the SAS tokens the client mints. Default
+	// domain.DefaultTokenTTL (one hour); at least 10 s. A token is renewed
+	// at 80 % of its lifetime: in place where the transport can, else by
+	// reconnecting.
+	TokenTTL time.Duration
+	// Backoff is the reconnect backoff (exponential, full jitter, capped).
+	// Zero value: 1 s base, 2 min cap. The retry count resets once a
+	// connection stayed up for domain.DefaultBackoffStable.
+	Backoff domain.Backoff
+	// MaxAttempts bounds consecutive failed connection attempts in one
+	// Connect call or one reconnect; 0 retries forever. Errors that are
+	// not retryable (refused credentials, disabled device) are never
+	// retried.
+	MaxAttempts int
+	// QueueLimit bounds each inbound event queue. Default DefaultQueueLimit.
+	QueueLimit int
+	// Logger receives the client's logs; nil discards them. Keys and SAS
+	// tokens are never logged.
+	Logger *slog.Logger
+	// OnStatus is called with every connection state change, in order,
+	// from a goroutine of its own: a slow callback delays later status
+	// reports but never the client.
+	OnStatus func(domain.ConnectionStatus)
+}
+
+func (o Options) withDefaults() Options {
+	if o.ProvisioningHost == "" {
+		o.ProvisioningHost = domain.DefaultProvisioningHost
+	}
+	if o.TokenTTL == 0 {
+		o.TokenTTL = domain.DefaultTokenTTL
+	}
+	if o.QueueLimit == 0 {
+		o.QueueLimit = DefaultQueueLimit
+	}
+	return o
+}
+
+// validate checks the options and returns the registration id.
+func (o Options) validate() (regID string, err error) {
+	bad := func(format string, args ...any) (string, error) {
+		return "", fmt.Errorf("%w: "+format, append([]any{domain.ErrInvalidConfig}, args...)...)
+	}
+	if len(o.Transports) == 0 {
+		return bad("no transport")
+	}
+	for i, t := range o.Transports {
+		if t == nil {
+			return bad("transport %d is nil", i)
+		}
+	}
+	if err := o.Credential.Validate(); err != nil {
+		return "", err
+	}
+	if o.TokenTTL < minTokenTTL {
+		return bad("token TTL %v is below %v", o.TokenTTL, minTokenTTL)
+	}
+	if err := o.Backoff.Validate(); err != nil {
+		return "", err
+	}
+	if o.MaxAttempts < 0 {
+		return bad("negative MaxAttempts")
+	}
+	if o.QueueLimit < 0 {
+		return bad("negative QueueLimit")
+	}
+	switch o.Credential.Kind {
+	case domain.KindConnectionString:
+		cs, err := domain.ParseConnectionString(o.Credential.ConnectionString)
+		if err != nil {
+			return "", err
+		}
+		if cs.X509 {
+			return bad("an x509 connection string carries no certificate; use an X.509 credential with the hub's IDScope instead")
+		}
+		if cs.ModuleID != "" {
+			return bad("module identities are not supported")
+		}
+		if o.DeviceID != "" && o.DeviceID != cs.DeviceID {
+			return bad("DeviceID %q differs from the connection string's %q", o.DeviceID, cs.DeviceID)
+		}
+		return cs.DeviceID, nil
+	case domain.KindX509:
+		cn, err := o.Credential.X509CommonName()
+		if err != nil {
+			return "", err
+		}
+		if o.DeviceID == "" {
+			o.DeviceID = cn
+		}
+	}
+	if o.IDScope == "" {
+		return bad("IDScope is required")
+	}
+	if o.DeviceID == "" {
+		return bad("DeviceID is required")
+	}
+	return o.DeviceID, nil
+}
+
+// errGaveUp marks the error that ended the supervisor.
+var errGaveUp = errors.New("iotc: gave up reconnecting")

@@ -1,0 +1,278 @@
+'use strict';
+// Shared helpers for the conformance suite: emulator connection info, the operator
+// REST API, key derivation, provisioning, hub clients, certificates and bounded waits.
+//
+// The suite talks to a running cmd/iotc-emulator whose connection info is in the JSON
+// file named by IOTC_EMULATOR_INFO. The Azure SDK itself is used unchanged: it trusts the
+// emulator's CA only through NODE_EXTRA_CA_CERTS, exactly as a real device trusts Azure's
+// public roots. run.sh sets both variables.
+
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const https = require('node:https');
+const os = require('node:os');
+const path = require('node:path');
+const { execFileSync } = require('node:child_process');
+
+const { Client, Message } = require('azure-iot-device');
+const { Mqtt } = require('azure-iot-device-mqtt');
+const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
+const ProvMqtt = require('azure-iot-provisioning-device-mqtt').Mqtt;
+const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
+const { X509Security } = require('azure-iot-security-x509');
+
+/** Default bound for any single wait in a scenario; each test also has its own timeout. */
+const WAIT_MS = 20000;
+
+/** Per-test timeout: a hang fails the test instead of blocking the run. */
+const TEST_TIMEOUT_MS = 30000;
+
+const INFO_FIELDS = ['idScope', 'groupKey', 'caFile', 'restUrl', 'apiToken', 'mqttAddr', 'hubHost', 'provisioningHost'];
+
+let cachedInfo;
+
+/** Reads and validates the emulator info file named by IOTC_EMULATOR_INFO. */
+function loadInfo() {
+  if (cachedInfo) return cachedInfo;
+  const file = process.env.IOTC_EMULATOR_INFO;
+  if (!file) {
+    throw new Error('IOTC_EMULATOR_INFO is not set: run the suite through conformance/run.sh, ' +
+      'or start `iotc-emulator --info-file PATH` and export IOTC_EMULATOR_INFO=PATH');
+  }
+  const info = JSON.parse(fs.readFileSync(file, 'utf8'));
+  for (const f of INFO_FIELDS) {
+    if (typeof info[f] !== 'string' || info[f] === '') {
+      throw new Error(`emulator info file ${file}: field "${f}" is missing or not a non-empty string`);
+    }
+  }
+  const extra = process.env.NODE_EXTRA_CA_CERTS;
+  if (!extra || path.resolve(extra) !== path.resolve(info.caFile)) {
+    throw new Error('NODE_EXTRA_CA_CERTS must name the emulator CA file (info.caFile) so the Azure SDK trusts ' +
+      'the emulator; it is read when node starts, so set it before running `node --test`');
+  }
+  info.ca = fs.readFileSync(info.caFile);
+  cachedInfo = info;
+  return info;
+}
+
+/** A device/registration id unique to this run: lowercase, digits and '-', as DPS allows. */
+function uniqueId(prefix) {
+  return `${prefix}-${crypto.randomBytes(5).toString('hex')}`;
+}
+
+/** derivedKey = base64(HMAC-SHA256(key = base64decode(groupKey), data = registrationId)). */
+function deriveKey(groupKey, registrationId) {
+  return crypto.createHmac('sha256', Buffer.from(groupKey, 'base64'))
+    .update(registrationId, 'utf8')
+    .digest('base64');
+}
+
+/**
+ * Calls the operator REST API. Returns {status, body, text}; body is the parsed JSON or
+ * undefined when the answer is empty or not JSON. Never logs the token.
+ */
+function rest(method, urlPath, payload, { auth = true, timeoutMs = WAIT_MS } = {}) {
+  const info = loadInfo();
+  const url = new URL(urlPath, info.restUrl.endsWith('/') ? info.restUrl : info.restUrl + '/');
+  const data = payload === undefined ? undefined : Buffer.from(JSON.stringify(payload));
+  const headers = { Accept: 'application/json' };
+  if (auth) headers.Authorization = info.apiToken;
+  if (data) {
+    headers['Content-Type'] = 'application/json';
+    headers['Content-Length'] = data.length;
+  }
+  return new Promise((resolve, reject) => {
+    const req = https.request(url, { method, headers, ca: info.ca, timeout: timeoutMs }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let body;
+        try { body = text ? JSON.parse(text) : undefined; } catch { body = undefined; }
+        resolve({ status: res.statusCode, body, text });
+      });
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`REST ${method} ${url.pathname} timed out after ${timeoutMs} ms`)));
+    req.on('error', reject);
+    if (data) req.write(data);
+    req.end();
+  });
+}
+
+/** Like rest(), and asserts a 2xx status; returns the parsed body. */
+async function restOk(method, urlPath, payload, expectStatus) {
+  const res = await rest(method, urlPath, payload);
+  const want = expectStatus === undefined ? 'a 2xx status' : `status ${expectStatus}`;
+  const ok = expectStatus === undefined ? res.status >= 200 && res.status < 300 : res.status === expectStatus;
+  assert.ok(ok, `REST ${method} ${urlPath}: want ${want}, got ${res.status}: ${res.text.slice(0, 500)}`);
+  return res.body;
+}
+
+/**
+ * Polls a REST GET until check(body) returns true (the emulator applies device traffic
+ * asynchronously and REST offers no signal). Fails with the last answer after ms.
+ */
+async function pollRest(urlPath, check, what, ms = WAIT_MS) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    last = await rest('GET', urlPath);
+    if (last.status >= 200 && last.status < 300 && last.body !== undefined && check(last.body)) return last.body;
+    if (Date.now() >= deadline) {
+      assert.fail(`REST GET ${urlPath}: ${what} not seen within ${ms} ms; last answer ${last.status}: ${last.text.slice(0, 500)}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * Makes sure every subscription the SDK has issued so far has reached the hub: MQTT keeps
+ * a connection's packets in order, so once a QoS 1 telemetry message is acknowledged, the
+ * SUBSCRIBE packets written before it have been processed. Uses only the public API.
+ */
+async function syncSubscriptions(client) {
+  const msg = new Message(JSON.stringify({ conformanceSync: 1 }));
+  msg.contentType = 'application/json';
+  msg.contentEncoding = 'utf-8';
+  await withTimeout(client.sendEvent(msg), WAIT_MS, 'sync telemetry acknowledgement');
+}
+
+/** Rejects with a clear message when promise does not settle within ms. */
+function withTimeout(promise, ms, what) {
+  let timer;
+  const t = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, t]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Waits for the first `event` on emitter whose arguments satisfy predicate; resolves with
+ * the arguments array. The listener is removed afterwards.
+ */
+function waitForEvent(emitter, event, predicate = () => true, ms = WAIT_MS) {
+  let listener;
+  const p = new Promise((resolve) => {
+    listener = (...args) => { if (predicate(...args)) resolve(args); };
+    emitter.on(event, listener);
+  });
+  return withTimeout(p, ms, `event '${event}'`).finally(() => emitter.removeListener(event, listener));
+}
+
+/** Registers through DPS over MQTT with a symmetric key and an optional {modelId} payload. */
+async function provisionWithKey(registrationId, key, payload) {
+  const info = loadInfo();
+  const security = new SymmetricKeySecurityClient(registrationId, key);
+  const client = ProvisioningDeviceClient.create(info.provisioningHost, info.idScope, new ProvMqtt(), security);
+  if (payload !== undefined) client.setProvisioningPayload(payload);
+  return withTimeout(client.register(), WAIT_MS, `DPS registration of ${registrationId}`);
+}
+
+/** Registers through DPS over MQTT with an X.509 certificate {cert, key}. */
+async function provisionWithX509(registrationId, x509, payload) {
+  const info = loadInfo();
+  const security = new X509Security(registrationId, x509);
+  const client = ProvisioningDeviceClient.create(info.provisioningHost, info.idScope, new ProvMqtt(), security);
+  if (payload !== undefined) client.setProvisioningPayload(payload);
+  return withTimeout(client.register(), WAIT_MS, `DPS X.509 registration of ${registrationId}`);
+}
+
+/** Provisions a fresh device with a key derived from the emulator's group key. */
+async function provisionDevice(prefix, modelId) {
+  const info = loadInfo();
+  const deviceId = uniqueId(prefix);
+  const key = deriveKey(info.groupKey, deviceId);
+  const result = await provisionWithKey(deviceId, key, modelId ? { modelId } : undefined);
+  assert.equal(result.deviceId, deviceId, 'DPS assigned device id');
+  assert.equal(result.assignedHub, info.hubHost, 'DPS assigned hub');
+  return { deviceId, key, hub: result.assignedHub, modelId, result };
+}
+
+/**
+ * Opens a hub client with the connection string form
+ * HostName=...;DeviceId=...;SharedAccessKey=... over MQTT. Call close() on the result.
+ */
+async function openSasClient(dev, { onBeforeOpen } = {}) {
+  const cs = `HostName=${dev.hub};DeviceId=${dev.deviceId};SharedAccessKey=${dev.key}`;
+  const client = Client.fromConnectionString(cs, Mqtt);
+  if (dev.modelId) await client.setOptions({ modelId: dev.modelId });
+  if (onBeforeOpen) onBeforeOpen(client);
+  await withTimeout(client.open(), WAIT_MS, `hub connection of ${dev.deviceId}`);
+  return client;
+}
+
+/** Opens a hub client authenticated with an X.509 certificate {cert, key}. */
+async function openX509Client(hub, deviceId, x509) {
+  const client = Client.fromConnectionString(`HostName=${hub};DeviceId=${deviceId};x509=true`, Mqtt);
+  await client.setOptions(x509);
+  await withTimeout(client.open(), WAIT_MS, `X.509 hub connection of ${deviceId}`);
+  return client;
+}
+
+/** Closes a client, bounded, never throwing (used in cleanup). */
+async function closeQuietly(client) {
+  if (!client) return;
+  try {
+    await withTimeout(client.close(), 10000, 'client close');
+  } catch {
+    // cleanup must not mask the test's own failure
+  }
+  client.removeAllListeners();
+}
+
+/**
+ * Makes a CA and a device leaf certificate (CN = commonName, clientAuth) with the openssl
+ * CLI in a temporary directory. Returns PEM strings {caCert, caKey, cert, key, dir}.
+ */
+function makeCertificates(commonName) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iotc-conf-x509-'));
+  const p = (f) => path.join(dir, f);
+  const run = (args) => execFileSync('openssl', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  fs.writeFileSync(p('ca.ext'), [
+    'basicConstraints=critical,CA:TRUE',
+    'keyUsage=critical,keyCertSign,cRLSign,digitalSignature',
+    'subjectKeyIdentifier=hash',
+    '',
+  ].join('\n'));
+  fs.writeFileSync(p('leaf.ext'), [
+    'basicConstraints=critical,CA:FALSE',
+    'keyUsage=critical,digitalSignature,keyEncipherment',
+    'extendedKeyUsage=clientAuth',
+    'subjectKeyIdentifier=hash',
+    'authorityKeyIdentifier=keyid,issuer',
+    '',
+  ].join('\n'));
+  run(['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', p('ca.key')]);
+  run(['req', '-new', '-key', p('ca.key'), '-subj', `/CN=iotc conformance CA ${path.basename(dir)}`, '-out', p('ca.csr')]);
+  run(['x509', '-req', '-in', p('ca.csr'), '-signkey', p('ca.key'), '-days', '2', '-sha256',
+    '-extfile', p('ca.ext'), '-out', p('ca.pem')]);
+  run(['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', p('device.key')]);
+  run(['req', '-new', '-key', p('device.key'), '-subj', `/CN=${commonName}`, '-out', p('device.csr')]);
+  run(['x509', '-req', '-in', p('device.csr'), '-CA', p('ca.pem'), '-CAkey', p('ca.key'), '-set_serial',
+    '0x' + crypto.randomBytes(8).toString('hex'), '-days', '2', '-sha256', '-extfile', p('leaf.ext'), '-out', p('device.pem')]);
+  const read = (f) => fs.readFileSync(p(f), 'utf8');
+  return { dir, caCert: read('ca.pem'), caKey: read('ca.key'), cert: read('device.pem'), key: read('device.key') };
+}
+
+module.exports = {
+  WAIT_MS,
+  TEST_TIMEOUT_MS,
+  loadInfo,
+  uniqueId,
+  deriveKey,
+  rest,
+  restOk,
+  pollRest,
+  syncSubscriptions,
+  withTimeout,
+  waitForEvent,
+  provisionWithKey,
+  provisionWithX509,
+  provisionDevice,
+  openSasClient,
+  openX509Client,
+  closeQuietly,
+  makeCertificates,
+};

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Runs the conformance suite: the official Azure IoT Node SDK against cmd/iotc-emulator.
+#
+#   bash conformance/run.sh            (from the repository root or anywhere)
+#
+# It builds the emulator, starts it on the standard MQTT port (127.0.0.1:8883) with a
+# throw-away certificate directory, waits until its info file exists and the port accepts
+# connections, installs the pinned SDK with `npm ci` when node_modules is missing, runs
+# `node --test` and stops the emulator. The exit status is the test status.
+#
+# Environment handed to the tests:
+#   IOTC_EMULATOR_INFO   path of the JSON file written by `iotc-emulator --info-file`
+#   NODE_EXTRA_CA_CERTS  the emulator's CA PEM (info.caFile); node reads it at start-up, so
+#                        the Azure SDK trusts the emulator exactly as a device trusts Azure.
+#
+# Needs: go, node >= 20 with npm, openssl (the X.509 scenario makes its certificates
+# with the openssl CLI), and the port 8883 free on 127.0.0.1.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+work=$(mktemp -d "${TMPDIR:-/tmp}/iotc-conformance.XXXXXX")
+info="$work/info.json"
+log="$work/emulator.log"
+mqtt_addr="${IOTC_CONFORMANCE_MQTT_ADDR:-127.0.0.1:8883}"
+emu_pid=""
+
+stop_emulator() {
+	if [[ -n "$emu_pid" ]] && kill -0 "$emu_pid" 2>/dev/null; then
+		kill -TERM "$emu_pid" 2>/dev/null || true
+		for _ in $(seq 1 100); do
+			kill -0 "$emu_pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$emu_pid" 2>/dev/null || true
+		wait "$emu_pid" 2>/dev/null || true
+	fi
+	emu_pid=""
+}
+
+# Shows the emulator's log without the lines that print secrets (group key, API token).
+show_log() {
+	echo "---- emulator log (lines naming keys or tokens left out) ----" >&2
+	grep -viE 'key|token|secret|password|signature' "$log" | tail -n 80 >&2 || true
+	echo "---- end of emulator log ----" >&2
+}
+
+cleanup() {
+	stop_emulator
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "conformance: building cmd/iotc-emulator" >&2
+(cd "$root" && go build -o "$work/iotc-emulator" ./cmd/iotc-emulator)
+
+echo "conformance: starting the emulator on $mqtt_addr" >&2
+"$work/iotc-emulator" \
+	--mqtt-addr "$mqtt_addr" \
+	--cert-dir "$work/certs" \
+	--info-file "$info" \
+	>"$log" 2>&1 &
+emu_pid=$!
+
+# Wait (at most 60 s) for a complete info file and an accepting MQTT port.
+ready=""
+for _ in $(seq 1 600); do
+	if ! kill -0 "$emu_pid" 2>/dev/null; then
+		echo "conformance: the emulator exited before it was ready" >&2
+		show_log
+		exit 1
+	fi
+	if [[ -s "$info" ]] && node -e '
+		const i = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+		for (const f of ["idScope","groupKey","caFile","restUrl","apiToken","mqttAddr","hubHost","provisioningHost"])
+			if (typeof i[f] !== "string" || !i[f]) process.exit(1);
+		const [host, port] = [i.mqttAddr.slice(0, i.mqttAddr.lastIndexOf(":")), +i.mqttAddr.slice(i.mqttAddr.lastIndexOf(":") + 1)];
+		const s = require("net").connect({ host: host.replace(/^\[|\]$/g, ""), port }, () => { s.destroy(); process.exit(0); });
+		s.on("error", () => process.exit(1));
+	' "$info" 2>/dev/null; then
+		ready=1
+		break
+	fi
+	sleep 0.1
+done
+if [[ -z "$ready" ]]; then
+	echo "conformance: the emulator did not become ready within 60 s" >&2
+	show_log
+	exit 1
+fi
+
+cd "$here"
+if [[ ! -d node_modules ]]; then
+	echo "conformance: installing the pinned SDK (npm ci)" >&2
+	npm ci --no-audit --no-fund >&2
+fi
+
+ca_file=$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).caFile' "$info")
+echo "conformance: running node --test" >&2
+status=0
+IOTC_EMULATOR_INFO="$info" NODE_EXTRA_CA_CERTS="$ca_file" npm test || status=$?
+
+stop_emulator
+if [[ $status -ne 0 ]]; then
+	show_log
+fi
+exit "$status"

@@ -1,0 +1,625 @@
+package emulator
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iotc-go/iotc/domain"
+)
+
+// newDevice creates a device and connects it with all subscriptions.
+func newHubDevice(t *testing.T, e *Emulator, id string) (*hubDevice, string) {
+	t.Helper()
+	key, err := e.CreateDevice(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return connectHub(t, e, id, key, true), key
+}
+
+func TestHubAuthRefusals(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, nil)
+	key, err := e.CreateDevice("d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := e.CreateDevice("d2")
+	wrongAudience, err := domain.BuildSAS(key, domain.HubResource("elsewhere.azure-devices.net", "d1"), time.Now().Add(time.Hour), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, clientID, user, password string }{
+		{"wrong key", "d1", hubUser(e, "d1", ""), hubSAS(t, e, "d1", other, time.Hour)},
+		{"expired token", "d1", hubUser(e, "d1", ""), hubSAS(t, e, "d1", key, -time.Second)},
+		{"wrong audience", "d1", hubUser(e, "d1", ""), wrongAudience},
+		{"unknown device", "ghost", hubUser(e, "ghost", ""), hubSAS(t, e, "ghost", key, time.Hour)},
+		{"client id differs from user name", "d2", hubUser(e, "d1", ""), hubSAS(t, e, "d1", key, time.Hour)},
+		{"module", "d1/m1", e.HubHost() + "/d1/m1/?api-version=2021-04-12", hubSAS(t, e, "d1", key, time.Hour)},
+		{"token of another device", "d1", hubUser(e, "d1", ""), hubSAS(t, e, "d2", other, time.Hour)},
+		{"malformed token", "d1", hubUser(e, "d1", ""), "SharedAccessSignature sr=x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := dial(t, e, dialOpts{clientID: tc.clientID, username: tc.user, password: tc.password})
+			expectRefused(t, err)
+		})
+	}
+	t.Run("C-style unencoded sr and field order", func(t *testing.T) {
+		// sr not encoded, fields sr, sig, se as the C SDK writes them.
+		tok, err := domain.BuildSAS(key, domain.HubResource(e.HubHost(), "d1"), time.Now().Add(time.Hour), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		parsed, err := domain.ParseSAS(tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Re-sign over the raw resource, which the C SDK does not encode.
+		raw := domain.HubResource(e.HubHost(), "d1")
+		se := fmt.Sprint(parsed.Expiry.Unix())
+		sig := signForTest(t, key, raw+"\n"+se)
+		cTok := "SharedAccessSignature sr=" + raw + "&sig=" + domain.EscapeComponent(sig) + "&se=" + se
+		cl, err := dial(t, e, dialOpts{clientID: "d1", username: hubUser(e, "d1", ""), password: cTok})
+		if err != nil {
+			t.Fatalf("C-style token refused: %v", err)
+		}
+		cl.close()
+	})
+}
+
+func TestTelemetry(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, nil)
+	d, _ := newHubDevice(t, e, "tele")
+	ctx := ctxT(t)
+
+	next := make(chan Telemetry, 1)
+	go func() {
+		m, err := e.NextTelemetry(ctx, "tele")
+		if err != nil {
+			t.Errorf("NextTelemetry: %v", err)
+		}
+		next <- m
+	}()
+	// NextTelemetry must be waiting before the device publishes: wait for
+	// its registration without sleeping.
+	waitWatcher(t, e, "tele")
+	d.publish("devices/tele/messages/events/%24.ct=application%2Fjson&%24.ce=utf-8&%24.sub=thermostat1&%24.mid=m-1&color=red%20blue", 1,
+		[]byte(`{"temperature":21.5,"ok":true}`))
+	m := <-next
+	if m.DeviceID != "tele" || m.Component != "thermostat1" || string(m.Body) != `{"temperature":21.5,"ok":true}` ||
+		m.Properties["color"] != "red blue" || m.System["$.ct"] != "application/json" || m.System["$.ce"] != "utf-8" ||
+		m.System["$.mid"] != "m-1" || len(m.Properties) != 1 || m.Received.IsZero() {
+		t.Fatalf("telemetry %+v", m)
+	}
+	v, err := e.LatestTelemetry("tele", "thermostat1", "temperature")
+	if err != nil || v.Value != 21.5 {
+		t.Fatalf("LatestTelemetry = %+v, %v", v, err)
+	}
+	if _, err := e.LatestTelemetry("tele", "", "temperature"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("root component has no temperature, got %v", err)
+	}
+
+	// QoS 0, literal "$.sub" key, no trailing property bag.
+	go func() {
+		m, _ := e.NextTelemetry(ctx, "tele")
+		next <- m
+	}()
+	waitWatcher(t, e, "tele")
+	d.publish("devices/tele/messages/events/$.sub=c2", 0, []byte(`{"humidity":40}`))
+	if m := <-next; m.Component != "c2" {
+		t.Fatalf("component %q, want c2", m.Component)
+	}
+	go func() {
+		m, _ := e.NextTelemetry(ctx, "tele")
+		next <- m
+	}()
+	waitWatcher(t, e, "tele")
+	d.publish("devices/tele/messages/events/", 1, []byte(`not json`))
+	if m := <-next; m.Component != "" || string(m.Body) != "not json" {
+		t.Fatalf("telemetry %+v", m)
+	}
+	if v, err := e.LatestTelemetry("tele", "c2", "humidity"); err != nil || v.Value != 40.0 {
+		t.Fatalf("humidity %+v, %v", v, err)
+	}
+	// Exactly the limit is accepted.
+	big := bytes.Repeat([]byte("a"), MaxTelemetryBody)
+	d.publish("devices/tele/messages/events/", 1, big)
+	if status, _, _ := d.twinRequest("$iothub/twin/GET/", nil); status != "200" {
+		t.Fatal("connection unusable after a 256 KiB message")
+	}
+}
+
+// waitWatcher waits until a NextTelemetry call is registered for id.
+func waitWatcher(t *testing.T, e *Emulator, id string) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		e.mu.Lock()
+		n := len(e.watchers[id])
+		e.mu.Unlock()
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("NextTelemetry never registered")
+		}
+		time.Sleep(time.Millisecond) // registration happens at once; this only yields
+	}
+}
+
+func TestNextTelemetryContextAndClose(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := e.NextTelemetry(ctx, "x"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("NextTelemetry on a cancelled context: %v", err)
+	}
+}
+
+func TestConnectionDroppedOnViolation(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, nil)
+	if _, err := e.CreateDevice("victim"); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		act  func(d *hubDevice)
+	}{
+		{"QoS0 publish to another device's telemetry", func(d *hubDevice) {
+			d.c.Publish("devices/victim/messages/events/", 0, false, []byte("{}"))
+		}},
+		{"QoS1 publish to another device's telemetry", func(d *hubDevice) {
+			d.c.Publish("devices/victim/messages/events/", 1, false, []byte("{}"))
+		}},
+		{"publish to a twin response topic", func(d *hubDevice) {
+			d.c.Publish("$iothub/twin/res/200/?$rid=1", 0, false, []byte("{}"))
+		}},
+		{"publish to the desired patch topic", func(d *hubDevice) {
+			d.c.Publish("$iothub/twin/PATCH/properties/desired/?$version=9", 0, false, []byte("{}"))
+		}},
+		{"publish to an unknown topic", func(d *hubDevice) {
+			d.c.Publish("random/topic", 0, false, []byte("{}"))
+		}},
+		{"publish a DPS request", func(d *hubDevice) {
+			d.c.Publish("$dps/registrations/PUT/iotdps-register/?$rid=1", 1, false, []byte("{}"))
+		}},
+		{"twin request without $rid", func(d *hubDevice) {
+			d.c.Publish("$iothub/twin/GET/", 0, false, nil)
+		}},
+		{"subscribe to another device's messages", func(d *hubDevice) {
+			d.c.Subscribe("devices/victim/messages/devicebound/#", 1, nil)
+		}},
+		{"subscribe to everything", func(d *hubDevice) {
+			d.c.Subscribe("#", 0, nil)
+		}},
+		{"oversize telemetry", func(d *hubDevice) {
+			d.c.Publish("devices/"+d.id+"/messages/events/", 1, false, bytes.Repeat([]byte("x"), MaxTelemetryBody+1))
+		}},
+		{"QoS 2 publish", func(d *hubDevice) {
+			d.c.Publish("devices/"+d.id+"/messages/events/", 2, false, []byte("{}"))
+		}},
+		{"malformed property bag", func(d *hubDevice) {
+			d.c.Publish("devices/"+d.id+"/messages/events/a=%zz", 1, false, []byte("{}"))
+		}},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d, _ := newHubDevice(t, e, fmt.Sprintf("bad-%d", i))
+			tc.act(d)
+			d.expectLost()
+			dev, err := e.Device(d.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = dev // Connected may lag the client's view by a moment; the drop itself is the assertion.
+		})
+	}
+}
+
+func TestTwin(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, nil)
+	d, _ := newHubDevice(t, e, "twin")
+
+	// GET on a fresh twin, with the Node/Python " " body.
+	status, _, body := d.twinRequest("$iothub/twin/GET/", []byte(" "))
+	doc := decodeJSON(t, body)
+	desired, _ := doc["desired"].(map[string]any)
+	reported, _ := doc["reported"].(map[string]any)
+	if status != "200" || desired["$version"] != 1.0 || reported["$version"] != 1.0 || desired["$metadata"] == nil {
+		t.Fatalf("GET %s %s", status, body)
+	}
+
+	// Reported patch: 204, $version in the topic, empty body.
+	status, q, body := d.twinRequest("$iothub/twin/PATCH/properties/reported/", []byte(`{"battery":55,"obj":{"x":1,"y":2}}`))
+	if status != "204" || q.Get("$version") != "2" || len(body) != 0 {
+		t.Fatalf("PATCH answered %s %v %q", status, q, body)
+	}
+	status, q, _ = d.twinRequest("$iothub/twin/PATCH/properties/reported/", []byte(`{"obj":{"x":null}}`))
+	if status != "204" || q.Get("$version") != "3" {
+		t.Fatalf("second PATCH answered %s %v", status, q)
+	}
+	_, rep, err := e.Twin("twin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep["battery"] != 55.0 || rep["$version"] != int64(3) {
+		t.Fatalf("reported %v", rep)
+	}
+	if obj := rep["obj"].(map[string]any); len(obj) != 1 || obj["y"] != 2.0 {
+		t.Fatalf("null did not delete: %v", obj)
+	}
+
+	// Bad patches: 400, the version does not move, the connection stays.
+	for _, bad := range []string{`{not json`, `[1,2]`, `{"a.b":1}`, `{"big":"` + strings.Repeat("x", 4000) + `","b2":"` + strings.Repeat("y", 4000) + `"}`} {
+		status, _, body := d.twinRequest("$iothub/twin/PATCH/properties/reported/", []byte(bad))
+		if status != "400" || len(body) == 0 {
+			t.Fatalf("patch %.30q answered %s %q, want 400 with a body", bad, status, body)
+		}
+	}
+	// Fill the section past 32 KiB in steps that are each valid.
+	var lastStatus string
+	for i := range 10 {
+		lastStatus, _, _ = d.twinRequest("$iothub/twin/PATCH/properties/reported/", []byte(fmt.Sprintf(`{"k%d":"%s"}`, i, strings.Repeat("z", 4000))))
+	}
+	if lastStatus != "400" {
+		t.Fatalf("a reported section over 32 KiB answered %s, want 400", lastStatus)
+	}
+	_, rep, _ = e.Twin("twin")
+	b, _ := json.Marshal(rep)
+	if len(b) > 40<<10 {
+		t.Fatalf("reported section grew to %d bytes", len(b))
+	}
+
+	// Desired update from the operator, pushed with $version.
+	if err := e.UpdateProperties(ctxT(t), "twin", "thermostat1", map[string]any{"targetTemperature": 23}); err != nil {
+		t.Fatal(err)
+	}
+	m := recv(t, d.desired)
+	if m.Topic() != "$iothub/twin/PATCH/properties/desired/?$version=2" {
+		t.Fatalf("desired push on %q", m.Topic())
+	}
+	push := decodeJSON(t, m.Payload())
+	comp, _ := push["thermostat1"].(map[string]any)
+	if push["$version"] != 2.0 || comp["targetTemperature"] != 23.0 || comp["__t"] != "c" {
+		t.Fatalf("desired push %s", m.Payload())
+	}
+	if err := e.UpdateProperties(ctxT(t), "twin", "", map[string]any{"rate": "5m"}); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, d.desired); !strings.HasSuffix(m.Topic(), "?$version=3") || decodeJSON(t, m.Payload())["rate"] != "5m" {
+		t.Fatalf("second push %s %s", m.Topic(), m.Payload())
+	}
+	status, _, body = d.twinRequest("$iothub/twin/GET/", nil)
+	doc = decodeJSON(t, body)
+	desired = doc["desired"].(map[string]any)
+	if status != "200" || desired["$version"] != 3.0 || desired["rate"] != "5m" {
+		t.Fatalf("GET after desired updates: %s", body)
+	}
+	if err := e.UpdateProperties(ctxT(t), "twin", "", map[string]any{"bad.name": 1}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad desired name: %v", err)
+	}
+	if err := e.UpdateProperties(ctxT(t), "nobody", "", map[string]any{"a": 1}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown device: %v", err)
+	}
+}
+
+func TestTwinAndMethodTrafficIsPerDevice(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, nil)
+	a, _ := newHubDevice(t, e, "a")
+	b, _ := newHubDevice(t, e, "b")
+
+	// a's twin answer must not reach b: b's first answer is its own.
+	if status, _, _ := a.twinRequest("$iothub/twin/GET/", nil); status != "200" {
+		t.Fatal(status)
+	}
+	if status, _, _ := b.twinRequest("$iothub/twin/GET/", nil); status != "200" {
+		t.Fatal(status) // twinRequest fails if the first answer has another $rid
+	}
+	// a's desired push must not reach b.
+	if err := e.UpdateProperties(ctxT(t), "a", "", map[string]any{"x": 1}); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, a.desired)
+	if err := e.UpdateProperties(ctxT(t), "b", "", map[string]any{"y": 2}); err != nil {
+		t.Fatal(err)
+	}
+	if p := decodeJSON(t, recv(t, b.desired).Payload()); p["y"] != 2.0 {
+		t.Fatalf("b's first desired push is %v", p)
+	}
+	// a's method request must not reach b.
+	answer := func(d *hubDevice) {
+		m := recv(t, d.methods)
+		_, q := parseResTopic(t, strings.Replace(m.Topic(), "$iothub/methods/POST/", "$iothub/methods/POST/x", 1), "$iothub/methods/POST/x")
+		_ = q
+		rid := m.Topic()[strings.Index(m.Topic(), "$rid=")+5:]
+		d.publish("$iothub/methods/res/200/?$rid="+rid, 0, []byte(`"`+d.id+`"`))
+	}
+	go answer(a)
+	res, err := e.InvokeCommand(ctxT(t), "a", "", "who", nil, wait)
+	if err != nil || string(res.Payload) != `"a"` {
+		t.Fatalf("a answered %+v, %v", res, err)
+	}
+	go answer(b)
+	res, err = e.InvokeCommand(ctxT(t), "b", "", "who", nil, wait)
+	if err != nil || string(res.Payload) != `"b"` {
+		t.Fatalf("b answered %+v, %v", res, err)
+	}
+}
+
+func TestMethods(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, nil)
+	d, _ := newHubDevice(t, e, "m")
+	type req struct{ topic, body string }
+	got := make(chan req, 1)
+	go func() {
+		m := recv(t, d.methods)
+		got <- req{m.Topic(), string(m.Payload())}
+		rid := m.Topic()[strings.Index(m.Topic(), "?$rid=")+6:]
+		d.publish("$iothub/methods/res/201/?$rid="+rid, 1, []byte(`{"maxTemp":21.5}`))
+	}()
+	res, err := e.InvokeCommand(ctxT(t), "m", "thermostat1", "getMaxMinReport", "2024-01-01T00:00:00Z", wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if !strings.HasPrefix(r.topic, "$iothub/methods/POST/thermostat1*getMaxMinReport/?$rid=") || r.body != `"2024-01-01T00:00:00Z"` {
+		t.Fatalf("request %+v", r)
+	}
+	if res.Status != 201 || string(res.Payload) != `{"maxTemp":21.5}` {
+		t.Fatalf("result %+v", res)
+	}
+
+	// Non-JSON and empty answers.
+	go func() {
+		m := recv(t, d.methods)
+		rid := m.Topic()[strings.Index(m.Topic(), "?$rid=")+6:]
+		d.publish("$iothub/methods/res/500/?$rid="+rid, 0, []byte(`oops`))
+	}()
+	res, err = e.InvokeCommand(ctxT(t), "m", "", "reboot", nil, wait)
+	if err != nil || res.Status != 500 || string(res.Payload) != `"oops"` {
+		t.Fatalf("result %+v, %v", res, err)
+	}
+
+	// No answer: ErrTimeout; the late answer is ignored.
+	res, err = e.InvokeCommand(ctxT(t), "m", "", "slow", map[string]int{"n": 1}, 50*time.Millisecond)
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("InvokeCommand without an answer = %+v, %v; want ErrTimeout", res, err)
+	}
+	late := recv(t, d.methods)
+	if string(late.Payload()) != `{"n":1}` {
+		t.Fatalf("slow request body %q", late.Payload())
+	}
+	rid := late.Topic()[strings.Index(late.Topic(), "?$rid=")+6:]
+	d.publish("$iothub/methods/res/200/?$rid="+rid, 0, []byte(`{}`))
+	if status, _, _ := d.twinRequest("$iothub/twin/GET/", nil); status != "200" {
+		t.Fatal("connection unusable after a late method answer")
+	}
+
+	if _, err := e.InvokeCommand(ctxT(t), "ghost", "", "x", nil, time.Second); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown device: %v", err)
+	}
+	if _, err := e.InvokeCommand(ctxT(t), "m", "", "a/b", nil, time.Second); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad name: %v", err)
+	}
+	if _, err := e.CreateDevice("off"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.InvokeCommand(ctxT(t), "off", "", "x", nil, time.Second); !errors.Is(err, ErrDeviceOffline) {
+		t.Fatalf("offline device: %v", err)
+	}
+	// Connected but not subscribed to methods: offline for methods.
+	key, _ := e.CreateDevice("nosub")
+	cl, err := dial(t, e, dialOpts{clientID: "nosub", username: hubUser(e, "nosub", ""), password: hubSAS(t, e, "nosub", key, time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = cl
+	if _, err := e.InvokeCommand(ctxT(t), "nosub", "", "x", nil, time.Second); !errors.Is(err, ErrDeviceOffline) {
+		t.Fatalf("unsubscribed device: %v", err)
+	}
+}
+
+func TestC2DQueuedWhileOfflineAndRedelivered(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, nil)
+	key, err := e.CreateDevice("c2d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	// First session (persistent) subscribes, then leaves.
+	d := connectHub(t, e, "c2d", key, false)
+	d.close()
+	if err := e.WaitSubscribed(ctx, "c2d", TopicMethods); err == nil {
+		// WaitSubscribed returns at once only while connected; wait for the drop.
+		waitOffline(t, e, "c2d")
+	}
+
+	if err := e.SendCloudToDevice(ctx, "c2d", []byte("hello"), map[string]string{"color": "red"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.QueueCommand(ctx, "c2d", "thermostat1", "reboot", map[string]int{"delay": 5}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Reconnect with the persistent session and no new SUBSCRIBE, acks off.
+	cl, err := dial(t, e, dialOpts{clientID: "c2d", username: hubUser(e, "c2d", ""), password: hubSAS(t, e, "c2d", key, time.Hour), manualAck: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox := make(chan pahoMsg, 10)
+	cl.c.AddRoute("devices/c2d/messages/devicebound/#", func(_ pahoClient, m pahoMessage) { inbox <- m })
+	first, second := recvMsg(t, inbox), recvMsg(t, inbox)
+	if !strings.HasPrefix(first.Topic(), "devices/c2d/messages/devicebound/%24.mid=") ||
+		!strings.Contains(first.Topic(), "&%24.to=%2Fdevices%2Fc2d%2Fmessages%2Fdevicebound") ||
+		!strings.HasSuffix(first.Topic(), "&color=red") || string(first.Payload()) != "hello" || first.Qos() != 1 {
+		t.Fatalf("first message %s %q qos %d", first.Topic(), first.Payload(), first.Qos())
+	}
+	if !strings.HasSuffix(second.Topic(), "&method-name=thermostat1%2Areboot") || string(second.Payload()) != `{"delay":5}` {
+		t.Fatalf("queued command %s %q", second.Topic(), second.Payload())
+	}
+	bag, err := domain.DecodePropertyBag(strings.TrimPrefix(second.Topic(), "devices/c2d/messages/devicebound/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mn, _ := bag.Get(domain.PropMethodName); mn != "thermostat1*reboot" {
+		t.Fatalf("method-name %q", mn)
+	}
+	// Acknowledge only the first, then drop the connection.
+	first.Ack()
+	h := &hubDevice{client: cl, id: "c2d", twinRes: cl.subscribe("$iothub/twin/res/#", 0)}
+	h.twinRequest("$iothub/twin/GET/", nil) // the PUBACK was read before this request
+	cl.close()
+	waitOffline(t, e, "c2d")
+
+	// A clean session gets the unacknowledged message again once it subscribes.
+	d2 := connectHub(t, e, "c2d", key, true)
+	again := recv(t, d2.c2d)
+	if again.Topic() != second.Topic() || !again.Duplicate() {
+		t.Fatalf("redelivery %s dup=%v, want %s dup=true", again.Topic(), again.Duplicate(), second.Topic())
+	}
+	d2.twinRequest("$iothub/twin/GET/", nil) // auto-ack processed before this
+	if n := pendingC2D(e, "c2d"); n != 0 {
+		t.Fatalf("%d messages still queued after the acks", n)
+	}
+}
+
+type (
+	pahoMsg     = interface{ Ack() }
+)
+
+func TestC2DQueueLimitAndSize(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, nil)
+	if _, err := e.CreateDevice("full"); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	for i := range MaxC2DQueue {
+		if err := e.SendCloudToDevice(ctx, "full", []byte(fmt.Sprint(i)), nil); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	if err := e.SendCloudToDevice(ctx, "full", []byte("one too many"), nil); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("51st message: %v, want ErrQueueFull", err)
+	}
+	if err := e.QueueCommand(ctx, "full", "", "x", nil); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("queued command on a full queue: %v", err)
+	}
+	if err := e.SendCloudToDevice(ctx, "ghost", nil, nil); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown device: %v", err)
+	}
+	if _, err := e.CreateDevice("small"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SendCloudToDevice(ctx, "small", make([]byte, MaxC2DBody+1), nil); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversize message: %v", err)
+	}
+}
+
+func TestOneConnectionPerDevice(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, nil)
+	first, key := newHubDevice(t, e, "dup")
+	second := connectHub(t, e, "dup", key, true)
+	first.expectLost()
+	if status, _, _ := second.twinRequest("$iothub/twin/GET/", nil); status != "200" {
+		t.Fatal("the newer connection does not work")
+	}
+	if d, _ := e.Device("dup"); !d.Connected {
+		t.Fatal("device not connected after the takeover")
+	}
+}
+
+func TestDisconnectDevice(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, nil)
+	d, _ := newHubDevice(t, e, "drop")
+	if err := e.DisconnectDevice("drop"); err != nil {
+		t.Fatal(err)
+	}
+	d.expectLost()
+	waitOffline(t, e, "drop")
+	if err := e.DisconnectDevice("drop"); !errors.Is(err, ErrDeviceOffline) {
+		t.Fatalf("second drop: %v", err)
+	}
+	if err := e.DisconnectDevice("ghost"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown device: %v", err)
+	}
+}
+
+func TestCloseWithHalfOpenConnection(t *testing.T) {
+	t.Parallel()
+	e, err := Start(t.Context(), &Options{MQTTAddr: "127.0.0.1:0", RESTAddr: "127.0.0.1:0", CertDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A TCP connection that never speaks TLS must not keep Close waiting.
+	c, err := net.Dial("tcp", e.MQTTAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Make sure the listener accepted it before closing.
+	key, _ := e.CreateDevice("probe")
+	probe := connectHub(t, e, "probe", key, true)
+	probe.close()
+	if err := e.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := e.NextTelemetry(t.Context(), "probe"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("NextTelemetry after Close: %v", err)
+	}
+}
+
+// waitOffline waits until the emulator has seen the device's connection end.
+func waitOffline(t *testing.T, e *Emulator, id string) {
+	t.Helper()
+	ctx := ctxT(t)
+	for {
+		e.mu.Lock()
+		d := e.devices[id]
+		connected := d != nil && d.conn != nil
+		ch := e.changeChanLocked(id)
+		e.mu.Unlock()
+		if !connected {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			t.Fatal("device never went offline")
+		}
+	}
+}
+
+func pendingC2D(e *Emulator, id string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.devices[id].c2d)
+}
+
+func signForTest(t *testing.T, key, data string) string {
+	t.Helper()
+	tok, err := domain.BuildSAS(key, "x", time.Unix(1, 0), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = tok
+	return hmacB64(t, key, data)
+}

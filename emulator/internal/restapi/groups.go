@@ -1,0 +1,170 @@
+package restapi
+
+import (
+	"crypto/rand"
+	"crypto/sha1" // #nosec G505 -- thumbprints are SHA-1 by definition, not a security check
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"net/http"
+	"strings"
+)
+
+// Enrollment group limits.
+const (
+	// maxGroupIDLen is IoT Central's limit on enrollment group ids.
+	maxGroupIDLen = 128
+	// generatedKeyBytes is the size of generated group keys (as IoT Central).
+	generatedKeyBytes = 64
+	// minKeyBytes and maxKeyBytes bound supplied keys (DPS accepts 16..64 bytes).
+	minKeyBytes = 16
+	maxKeyBytes = 64
+)
+
+func (h *handler) listGroups(w http.ResponseWriter, r *http.Request) {
+	gs, err := h.b.ListEnrollmentGroups(r.Context())
+	h.respond(w, r, http.StatusOK, listOf(gs), err)
+}
+
+func (h *handler) getGroup(w http.ResponseWriter, r *http.Request) {
+	g, err := h.b.GetEnrollmentGroup(r.Context(), r.PathValue("id"))
+	h.respond(w, r, http.StatusOK, g, err)
+}
+
+func (h *handler) putGroup(w http.ResponseWriter, r *http.Request) {
+	body, err := readBody(w, r)
+	var g EnrollmentGroup
+	if err == nil {
+		g, err = parseEnrollmentGroup(body, r.PathValue("id"))
+	}
+	if err == nil {
+		g, err = h.b.PutEnrollmentGroup(r.Context(), g)
+	}
+	h.respond(w, r, http.StatusOK, g, err)
+}
+
+// parseEnrollmentGroup decodes and validates a PUT body for group id,
+// applying the defaults (DisplayName = id, Type "iot", Enabled true) and
+// generating missing symmetric keys. Errors wrap ErrBadRequest.
+func parseEnrollmentGroup(body []byte, id string) (EnrollmentGroup, error) {
+	if err := checkGroupID(id); err != nil {
+		return EnrollmentGroup{}, err
+	}
+	g := EnrollmentGroup{Enabled: true}
+	if err := decodeJSON(body, &g); err != nil {
+		return EnrollmentGroup{}, err
+	}
+	switch g.ID {
+	case "":
+		g.ID = id
+	case id:
+	default:
+		return EnrollmentGroup{}, badRequestf("body id %q differs from the id %q in the path", g.ID, id)
+	}
+	if g.DisplayName == "" {
+		g.DisplayName = id
+	}
+	switch g.Type {
+	case "":
+		g.Type = "iot"
+	case "iot", "iotEdge":
+	default:
+		return EnrollmentGroup{}, badRequestf("type must be \"iot\" or \"iotEdge\", got %q", g.Type)
+	}
+	a := &g.Attestation
+	switch a.Type {
+	case AttestationSymmetricKey:
+		if a.X509 != (X509Attestation{}) {
+			return EnrollmentGroup{}, badRequestf("a symmetricKey attestation cannot carry x509 certificates")
+		}
+		for _, k := range []*string{&a.SymmetricKey.PrimaryKey, &a.SymmetricKey.SecondaryKey} {
+			var err error
+			if *k, err = checkOrGenerateKey(*k); err != nil {
+				return EnrollmentGroup{}, err
+			}
+		}
+	case AttestationX509:
+		if a.SymmetricKey != (SymmetricKey{}) {
+			return EnrollmentGroup{}, badRequestf("an x509 attestation cannot carry symmetric keys")
+		}
+		certs := &a.X509.SigningCertificates
+		if certs.Primary.Certificate == "" {
+			return EnrollmentGroup{}, badRequestf("attestation.x509.signingCertificates.primary.certificate (PEM) is required")
+		}
+		for _, c := range []*X509Certificate{&certs.Primary, &certs.Secondary} {
+			if *c == (X509Certificate{}) {
+				continue
+			}
+			thumb, err := checkCACertificate(c.Certificate)
+			if err != nil {
+				return EnrollmentGroup{}, err
+			}
+			c.Info.SHA1Thumbprint = thumb
+		}
+	case "":
+		return EnrollmentGroup{}, badRequestf("attestation.type is required: %q or %q", AttestationSymmetricKey, AttestationX509)
+	default:
+		return EnrollmentGroup{}, badRequestf("attestation.type %q is not supported; use %q or %q",
+			a.Type, AttestationSymmetricKey, AttestationX509)
+	}
+	return g, nil
+}
+
+func checkGroupID(id string) error {
+	if id == "" || len(id) > maxGroupIDLen {
+		return badRequestf("enrollment group id must be 1 to %d characters", maxGroupIDLen)
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-._:", c)) {
+			return badRequestf("enrollment group id %q may hold only letters, digits and -._:", id)
+		}
+	}
+	return nil
+}
+
+// checkOrGenerateKey returns key when it is base64 of 16..64 bytes, a new
+// random 64-byte key when it is empty, and an ErrBadRequest otherwise. The
+// error never quotes the key.
+func checkOrGenerateKey(key string) (string, error) {
+	if key == "" {
+		b := make([]byte, generatedKeyBytes)
+		_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+		return base64.StdEncoding.EncodeToString(b), nil
+	}
+	raw, err := base64.StdEncoding.DecodeString(key)
+	if err != nil {
+		return "", badRequestf("symmetric key is not valid base64")
+	}
+	n := len(raw)
+	if n < minKeyBytes || n > maxKeyBytes {
+		return "", badRequestf("symmetric key must decode to %d..%d bytes, got %d", minKeyBytes, maxKeyBytes, n)
+	}
+	return key, nil
+}
+
+// checkCACertificate parses the first PEM CERTIFICATE block of s, requires
+// a CA certificate (basicConstraints CA:TRUE) and returns its SHA-1
+// thumbprint in upper-case hex. Errors wrap ErrBadRequest.
+func checkCACertificate(s string) (string, error) {
+	rest := []byte(s)
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return "", badRequestf("certificate holds no PEM CERTIFICATE block")
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return "", badRequestf("certificate does not parse: %v", err)
+		}
+		if !cert.IsCA {
+			return "", badRequestf("certificate %q is not a CA certificate (basicConstraints CA:TRUE is required to sign devices)", cert.Subject.CommonName)
+		}
+		sum := sha1.Sum(block.Bytes) // #nosec G401 -- thumbprint, not a signature
+		return strings.ToUpper(hex.EncodeToString(sum[:])), nil
+	}
+}

@@ -1,0 +1,245 @@
+package restapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+)
+
+// MaxBodyBytes is the largest request body accepted (1 MiB); a larger one is
+// answered 413 RequestEntityTooLarge.
+const MaxBodyBytes = 1 << 20
+
+// commandGrace is added to a command's own timeouts to bound the backend
+// call, so a backend that ignores its timeouts cannot hold a request forever.
+const commandGrace = 5 * time.Second
+
+type handler struct {
+	b      Backend
+	digest [sha256.Size]byte // SHA-256 of the token, so compares run in constant time whatever the length
+	empty  bool
+	log    *slog.Logger
+	mux    *http.ServeMux
+}
+
+// New returns the REST API handler over b. Every request must carry token
+// in its Authorization header (bare or after "Bearer "); an empty token
+// refuses every request. A nil logger discards logs. The handler never logs
+// the token, the Authorization header or keys.
+func New(b Backend, token string, logger *slog.Logger) http.Handler {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	h := &handler{b: b, digest: sha256.Sum256([]byte(token)), empty: token == "", log: logger, mux: http.NewServeMux()}
+	routes := []struct {
+		path    string
+		methods map[string]http.HandlerFunc
+	}{
+		{"/api/devices", map[string]http.HandlerFunc{"GET": h.listDevices}},
+		{"/api/devices/{id}", map[string]http.HandlerFunc{"GET": h.getDevice}},
+		{"/api/devices/{id}/credentials", map[string]http.HandlerFunc{"GET": h.getCredentials}},
+		{"/api/devices/{id}/properties", map[string]http.HandlerFunc{"GET": h.getProperties, "PATCH": h.patchProperties}},
+		{"/api/devices/{id}/components/{c}/properties", map[string]http.HandlerFunc{"GET": h.getProperties, "PATCH": h.patchProperties}},
+		{"/api/devices/{id}/commands/{name}", map[string]http.HandlerFunc{"POST": h.postCommand}},
+		{"/api/devices/{id}/components/{c}/commands/{name}", map[string]http.HandlerFunc{"POST": h.postCommand}},
+		{"/api/devices/{id}/messages", map[string]http.HandlerFunc{"POST": h.postMessage}},
+		{"/api/devices/{id}/telemetry/{name}", map[string]http.HandlerFunc{"GET": h.getTelemetry}},
+		{"/api/devices/{id}/components/{c}/telemetry/{name}", map[string]http.HandlerFunc{"GET": h.getTelemetry}},
+		{"/api/enrollmentGroups", map[string]http.HandlerFunc{"GET": h.listGroups}},
+		{"/api/enrollmentGroups/{id}", map[string]http.HandlerFunc{"GET": h.getGroup, "PUT": h.putGroup}},
+	}
+	for _, rt := range routes {
+		allowed := make([]string, 0, len(rt.methods))
+		for m, f := range rt.methods {
+			h.mux.HandleFunc(m+" "+rt.path, f)
+			allowed = append(allowed, m)
+			if m == http.MethodGet {
+				allowed = append(allowed, http.MethodHead)
+			}
+		}
+		slices.Sort(allowed)
+		allow := strings.Join(allowed, ", ")
+		// A method-less pattern is less specific than the method ones, so it
+		// only catches the methods the path does not serve.
+		h.mux.HandleFunc(rt.path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			h.fail(w, r, http.StatusMethodNotAllowed, "MethodNotAllowed",
+				fmt.Sprintf("method %s is not allowed on %s; allowed: %s", r.Method, r.URL.Path, allow))
+		})
+	}
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		h.fail(w, r, http.StatusNotFound, "NotFound", "no such route: "+r.URL.Path)
+	})
+	return h
+}
+
+type requestIDKey struct{}
+
+// ServeHTTP checks the token, then routes.
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := newRequestID()
+	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+	w.Header().Set("x-ms-request-id", id)
+	if !h.authorized(r.Header.Get("Authorization")) {
+		h.log.Warn("restapi: request refused: missing or wrong API token",
+			"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "requestId", id)
+		h.fail(w, r, http.StatusUnauthorized, "Unauthorized", "missing or invalid Authorization header")
+		return
+	}
+	h.log.Debug("restapi: request", "method", r.Method, "path", r.URL.Path, "requestId", id)
+	h.mux.ServeHTTP(w, r)
+}
+
+func (h *handler) authorized(header string) bool {
+	if h.empty || header == "" {
+		return false
+	}
+	whole := sha256.Sum256([]byte(header))
+	ok := subtle.ConstantTimeCompare(whole[:], h.digest[:])
+	if len(header) > 7 && strings.EqualFold(header[:7], "bearer ") {
+		bare := sha256.Sum256([]byte(strings.TrimSpace(header[7:])))
+		ok |= subtle.ConstantTimeCompare(bare[:], h.digest[:])
+	}
+	return ok == 1
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+func requestID(r *http.Request) string {
+	id, _ := r.Context().Value(requestIDKey{}).(string)
+	return id
+}
+
+// apiError is the IoT Central error body.
+type apiError struct {
+	Error apiErrorBody `json:"error"`
+}
+
+type apiErrorBody struct {
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+	RequestID string `json:"requestId"`
+	Time      string `json:"time"`
+}
+
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	w.Header().Set("x-ms-error-code", code)
+	h.reply(w, r, status, apiError{Error: apiErrorBody{
+		Code: code, Message: msg, RequestID: requestID(r), Time: time.Now().UTC().Format(time.RFC3339),
+	}})
+}
+
+// failErr answers a backend or validation error with its mapped status.
+func (h *handler) failErr(w http.ResponseWriter, r *http.Request, err error) {
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		h.fail(w, r, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge",
+			fmt.Sprintf("request body is larger than %d bytes", tooBig.Limit))
+	case errors.Is(err, ErrBadRequest):
+		h.fail(w, r, http.StatusBadRequest, "BadRequest", err.Error())
+	case errors.Is(err, ErrDeviceOffline):
+		h.fail(w, r, http.StatusNotFound, "DeviceNotOnline", "could not connect to the device to send the command: "+err.Error())
+	case errors.Is(err, ErrNotFound):
+		h.fail(w, r, http.StatusNotFound, "NotFound", err.Error())
+	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		h.fail(w, r, http.StatusGatewayTimeout, "GatewayTimeout", "timed out waiting for the device: "+err.Error())
+	case errors.Is(err, ErrQueueFull):
+		h.fail(w, r, http.StatusForbidden, "DeviceMaximumQueueDepthExceeded", err.Error())
+	case errors.Is(err, ErrTooLarge):
+		h.fail(w, r, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", err.Error())
+	default:
+		h.log.Error("restapi: backend error", "method", r.Method, "path", r.URL.Path,
+			"requestId", requestID(r), "err", err)
+		h.fail(w, r, http.StatusInternalServerError, "InternalServerError",
+			"the emulator failed to handle the request; see its log for request "+requestID(r))
+	}
+}
+
+func (h *handler) reply(w http.ResponseWriter, r *http.Request, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		h.log.Error("restapi: cannot encode response", "path", r.URL.Path, "requestId", requestID(r), "err", err)
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"code":"InternalServerError","message":"cannot encode the response","requestId":"` + requestID(r) + `"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(append(b, '\n'))
+	}
+}
+
+// badRequestf returns an error wrapping ErrBadRequest.
+func badRequestf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrBadRequest}, args...)...)
+}
+
+// readBody reads at most MaxBodyBytes of the request body. It returns an
+// *http.MaxBytesError beyond the limit.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, err
+		}
+		return nil, badRequestf("cannot read request body: %v", err)
+	}
+	return b, nil
+}
+
+// decodeJSON decodes exactly one JSON value from b into v, refusing trailing
+// data; errors wrap ErrBadRequest.
+func decodeJSON(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return badRequestf("request body is empty; a JSON value is required")
+		}
+		return badRequestf("malformed JSON: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return badRequestf("malformed JSON: trailing data after the JSON value")
+	}
+	return nil
+}
+
+// list is the IoT Central collection shape.
+type list[T any] struct {
+	Value []T `json:"value"`
+}
+
+// listOf wraps v in the collection shape; nil becomes an empty array.
+func listOf[T any](v []T) list[T] {
+	if v == nil {
+		v = []T{}
+	}
+	return list[T]{Value: v}
+}
+
+// respond answers err when it is not nil, else v with status.
+func (h *handler) respond(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
+	if err != nil {
+		h.failErr(w, r, err)
+		return
+	}
+	h.reply(w, r, status, v)
+}

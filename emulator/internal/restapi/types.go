@@ -1,0 +1,284 @@
+package restapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Sentinel errors a Backend wraps (with %w) so that the handler can answer
+// with the matching HTTP status. Any other error is answered 500 and logged.
+var (
+	// ErrNotFound reports an unknown device, enrollment group or telemetry
+	// name; answered 404 NotFound.
+	ErrNotFound = errors.New("restapi: not found")
+	// ErrDeviceOffline reports a command for a device that is not connected
+	// (and did not connect within the connection timeout); answered 404
+	// DeviceNotOnline, as IoT Hub's 404103.
+	ErrDeviceOffline = errors.New("restapi: device not online")
+	// ErrTimeout reports a device that did not answer a command within the
+	// response timeout; answered 504 GatewayTimeout.
+	ErrTimeout = errors.New("restapi: timed out waiting for the device")
+	// ErrBadRequest reports input the backend refuses (for example a twin
+	// patch nested too deep); answered 400 BadRequest.
+	ErrBadRequest = errors.New("restapi: bad request")
+	// ErrQueueFull reports a device whose cloud-to-device queue is full (IoT
+	// Hub keeps at most 50 messages per device); answered 403
+	// DeviceMaximumQueueDepthExceeded.
+	ErrQueueFull = errors.New("restapi: device queue is full")
+	// ErrTooLarge reports a message or twin patch over an IoT Hub limit (64
+	// KiB per cloud-to-device message, 32 KiB per twin section); answered 413
+	// RequestEntityTooLarge.
+	ErrTooLarge = errors.New("restapi: payload too large")
+)
+
+// Backend is the emulator state the REST API reads and changes. Every method
+// may be called from many goroutines at once and must honour ctx. Errors wrap
+// the sentinels above; an unknown device or group is ErrNotFound. The text of
+// a sentinel-wrapping error is shown to the API caller, so it must never hold
+// a key or token; other errors are only logged.
+type Backend interface {
+	// ListDevices returns every device known to the emulator, in any order.
+	ListDevices(ctx context.Context) ([]Device, error)
+	// GetDevice returns one device, or ErrNotFound.
+	GetDevice(ctx context.Context, id string) (Device, error)
+	// DeviceCredentials returns how a device authenticates, or ErrNotFound.
+	DeviceCredentials(ctx context.Context, id string) (DeviceCredentials, error)
+	// DeviceTwin returns the desired and reported sections of a device twin,
+	// or ErrNotFound.
+	DeviceTwin(ctx context.Context, id string) (Twin, error)
+	// PatchDesired merges patch into the desired section (a null value
+	// deletes the property), bumps its $version and pushes the patch to the
+	// device if connected. Components come as objects marked "__t":"c".
+	// Errors: ErrNotFound, ErrBadRequest, ErrTooLarge (32 KiB section limit).
+	PatchDesired(ctx context.Context, id string, patch map[string]any) error
+	// InvokeCommand runs a direct method on the device: component may be
+	// empty; req has been validated and its timeouts defaulted. It waits up
+	// to req.ConnectionTimeout seconds for the device to connect
+	// (ErrDeviceOffline otherwise) and req.ResponseTimeout seconds for its
+	// answer (ErrTimeout otherwise).
+	InvokeCommand(ctx context.Context, id, component, name string, req CommandRequest) (CommandResult, error)
+	// QueueCommand queues the command as a cloud-to-device message with the
+	// method-name application property, delivered when the device next
+	// subscribes. Errors: ErrNotFound, ErrQueueFull, ErrTooLarge.
+	QueueCommand(ctx context.Context, id, component, name string, request json.RawMessage) error
+	// SendMessage queues a plain cloud-to-device message.
+	// Errors: ErrNotFound, ErrQueueFull, ErrTooLarge.
+	SendMessage(ctx context.Context, id string, msg CloudMessage) error
+	// LatestTelemetry returns the newest value of one telemetry field of a
+	// device (component empty for the root). ErrNotFound when the device is
+	// unknown or has sent no such field yet.
+	LatestTelemetry(ctx context.Context, id, component, name string) (TelemetryValue, error)
+	// ListEnrollmentGroups returns every enrollment group, in any order.
+	ListEnrollmentGroups(ctx context.Context) ([]EnrollmentGroup, error)
+	// GetEnrollmentGroup returns one enrollment group, or ErrNotFound.
+	GetEnrollmentGroup(ctx context.Context, id string) (EnrollmentGroup, error)
+	// PutEnrollmentGroup creates or replaces a group and returns it as
+	// stored. The handler has validated it and generated missing keys.
+	PutEnrollmentGroup(ctx context.Context, g EnrollmentGroup) (EnrollmentGroup, error)
+}
+
+// Device is a device of the application, shaped like IoT Central's device.
+type Device struct {
+	// ID is the device ID (the DPS registration ID).
+	ID string `json:"id"`
+	// DisplayName defaults to the ID in IoT Central.
+	DisplayName string `json:"displayName,omitempty"`
+	// Template is the model id (DTMI) the device announced; empty when none.
+	Template string `json:"template,omitempty"`
+	// Enabled is false for a blocked device.
+	Enabled bool `json:"enabled"`
+	// Provisioned is true once the device registered through DPS.
+	Provisioned bool `json:"provisioned"`
+	// Simulated is always false in the emulator; kept for IoT Central clients.
+	Simulated bool `json:"simulated"`
+	// Connected tells whether the device holds a hub connection now
+	// (emulator extension).
+	Connected bool `json:"connected"`
+}
+
+// SymmetricKey is a pair of base64 keys (IoT Central generates 64-byte keys).
+type SymmetricKey struct {
+	// PrimaryKey is a base64 key.
+	PrimaryKey string `json:"primaryKey"`
+	// SecondaryKey is a base64 key, equally valid.
+	SecondaryKey string `json:"secondaryKey"`
+}
+
+// DeviceCredentials is how a device authenticates. In JSON the symmetric key
+// is omitted when both keys are empty, and X509 shows as
+// "x509":{"clientCertificates":{}} (the emulator does not keep device
+// certificates: the device's own certificate, chained to a group CA, is its
+// credential).
+type DeviceCredentials struct {
+	// IDScope is the DPS ID scope of the application.
+	IDScope string
+	// SymmetricKey is the device key (derived from its group key).
+	SymmetricKey SymmetricKey
+	// X509 is true for a device that authenticates with a certificate.
+	X509 bool
+}
+
+type x509CredentialsWire struct {
+	ClientCertificates struct{} `json:"clientCertificates"`
+}
+
+type deviceCredentialsWire struct {
+	IDScope      string               `json:"idScope"`
+	SymmetricKey *SymmetricKey        `json:"symmetricKey,omitempty"`
+	X509         *x509CredentialsWire `json:"x509,omitempty"`
+}
+
+// MarshalJSON writes the IoT Central credentials shape.
+func (c DeviceCredentials) MarshalJSON() ([]byte, error) {
+	w := deviceCredentialsWire{IDScope: c.IDScope}
+	if c.SymmetricKey != (SymmetricKey{}) {
+		k := c.SymmetricKey
+		w.SymmetricKey = &k
+	}
+	if c.X509 {
+		w.X509 = &x509CredentialsWire{}
+	}
+	return json.Marshal(w)
+}
+
+// UnmarshalJSON reads the IoT Central credentials shape; it returns the
+// decoder's error on malformed JSON.
+func (c *DeviceCredentials) UnmarshalJSON(b []byte) error {
+	var w deviceCredentialsWire
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*c = DeviceCredentials{IDScope: w.IDScope, X509: w.X509 != nil}
+	if w.SymmetricKey != nil {
+		c.SymmetricKey = *w.SymmetricKey
+	}
+	return nil
+}
+
+// Twin holds the two property sections of a device twin as IoT Hub writes
+// them: property names to values, plus optional "$version" and "$metadata"
+// (with "$lastUpdated" per property) entries. Reported writable properties
+// are acknowledgements {"value","ac","av","ad"}.
+type Twin struct {
+	Desired  map[string]any
+	Reported map[string]any
+}
+
+// CommandRequest is the body of a command POST. Defaults: ConnectionTimeout
+// 0 (the device must be online), ResponseTimeout 30; both in seconds, at
+// most 300, and ResponseTimeout at least 5 (IoT Hub's direct-method limits).
+type CommandRequest struct {
+	// Request is the command payload, passed to the device as JSON; empty
+	// means none.
+	Request json.RawMessage `json:"request,omitempty"`
+	// ConnectionTimeout is how long to wait for an offline device, seconds.
+	ConnectionTimeout int `json:"connectionTimeout"`
+	// ResponseTimeout is how long to wait for the device's answer, seconds.
+	ResponseTimeout int `json:"responseTimeout"`
+}
+
+// CommandResult is the device's answer to a command.
+type CommandResult struct {
+	// ResponseCode is the status the device answered with.
+	ResponseCode int
+	// Response is the device's JSON payload; empty means none (null).
+	Response json.RawMessage
+}
+
+// CommandInvocation is the 201 answer to a command POST, as IoT Central
+// returns it. Response is null when the device sent no payload.
+type CommandInvocation struct {
+	// Request is the payload sent to the device (omitted when none).
+	Request json.RawMessage `json:"request,omitempty"`
+	// Response is the device's payload; a non-JSON one shows as a string.
+	Response json.RawMessage `json:"response"`
+	// ResponseCode is the status the device answered with.
+	ResponseCode int `json:"responseCode"`
+	// ConnectionTimeout is the timeout applied, seconds.
+	ConnectionTimeout int `json:"connectionTimeout"`
+	// ResponseTimeout is the timeout applied, seconds.
+	ResponseTimeout int `json:"responseTimeout"`
+}
+
+// CloudMessage is a cloud-to-device message to queue for a device.
+type CloudMessage struct {
+	// Data is the message body.
+	Data []byte
+	// Properties are the application properties.
+	Properties map[string]string
+}
+
+// TelemetryValue is the latest value of one telemetry field.
+type TelemetryValue struct {
+	// Timestamp is when the hub received the message (RFC 3339 in JSON).
+	Timestamp time.Time `json:"timestamp"`
+	// Value is the field's value as decoded from the message JSON.
+	Value any `json:"value"`
+}
+
+// Attestation types of an enrollment group; any other is answered 400.
+const (
+	// AttestationSymmetricKey: devices sign SAS tokens with a key derived
+	// from the group key.
+	AttestationSymmetricKey = "symmetricKey"
+	// AttestationX509: devices present certificates chained to a group CA.
+	AttestationX509 = "x509"
+)
+
+// EnrollmentGroup is a DPS enrollment group as IoT Central shows it.
+// Defaults applied by PUT: DisplayName = ID, Type "iot", Enabled true,
+// symmetric keys generated when absent.
+type EnrollmentGroup struct {
+	// ID is the group id, 1..128 characters of [A-Za-z0-9-._:].
+	ID string `json:"id"`
+	// DisplayName is a human-readable name.
+	DisplayName string `json:"displayName"`
+	// Type is "iot" (or "iotEdge"; the emulator treats both alike).
+	Type string `json:"type"`
+	// Enabled false makes DPS refuse the group's devices.
+	Enabled bool `json:"enabled"`
+	// Attestation is how the group's devices prove who they are.
+	Attestation Attestation `json:"attestation"`
+}
+
+// Attestation is the attestation mechanism of an enrollment group.
+type Attestation struct {
+	// Type is AttestationSymmetricKey or AttestationX509.
+	Type string `json:"type"`
+	// SymmetricKey holds the group keys (symmetricKey type only).
+	SymmetricKey SymmetricKey `json:"symmetricKey,omitzero"`
+	// X509 holds the group's signing CA certificates (x509 type only).
+	X509 X509Attestation `json:"x509,omitzero"`
+}
+
+// X509Attestation holds the signing CA certificates of an X.509 group.
+type X509Attestation struct {
+	// SigningCertificates are the group's CA certificates.
+	SigningCertificates SigningCertificates `json:"signingCertificates"`
+}
+
+// SigningCertificates are the primary (required) and secondary (optional)
+// CA certificates of an X.509 enrollment group.
+type SigningCertificates struct {
+	// Primary is required for an x509 group.
+	Primary X509Certificate `json:"primary,omitzero"`
+	// Secondary is optional (omitted when zero).
+	Secondary X509Certificate `json:"secondary,omitzero"`
+}
+
+// X509Certificate is one CA certificate in PEM, with its SHA-1 thumbprint
+// (filled by the handler).
+type X509Certificate struct {
+	// Certificate is the PEM text; it must be a CA (basicConstraints CA:TRUE).
+	Certificate string `json:"certificate"`
+	// Info is computed by the handler on PUT; any value sent is replaced.
+	Info X509CertificateInfo `json:"info,omitzero"`
+}
+
+// X509CertificateInfo describes a certificate.
+type X509CertificateInfo struct {
+	// SHA1Thumbprint is the upper-case hex SHA-1 of the DER certificate.
+	SHA1Thumbprint string `json:"sha1Thumbprint"`
+}

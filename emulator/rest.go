@@ -1,0 +1,226 @@
+package emulator
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/iotc-go/iotc/emulator/internal/pki"
+	"github.com/iotc-go/iotc/emulator/internal/restapi"
+)
+
+// startREST serves the operator API over HTTPS with the server certificate.
+func (e *Emulator) startREST() error {
+	ln, err := net.Listen("tcp", e.cfg.restAddr)
+	if err != nil {
+		return fmt.Errorf("emulator: REST listener: %w", err)
+	}
+	cfg := e.serverTLS()
+	cfg.ClientAuth = tls.NoClientCert
+	e.restSrv = &http.Server{
+		Handler:           restapi.New(restBackend{e}, e.cfg.apiToken, e.log.With("component", "rest")),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	e.restURL = "https://" + ln.Addr().String()
+	tln := tls.NewListener(ln, cfg)
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		if err := e.restSrv.Serve(tln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			e.log.Error("REST server stopped", "error", err)
+		}
+	}()
+	return nil
+}
+
+// restBackend adapts *Emulator to restapi.Backend.
+type restBackend struct{ e *Emulator }
+
+var _ restapi.Backend = restBackend{}
+
+// restErr maps the emulator's sentinels onto the REST API's.
+func restErr(err error) error {
+	var target error
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrNotFound):
+		target = restapi.ErrNotFound
+	case errors.Is(err, ErrDeviceOffline):
+		target = restapi.ErrDeviceOffline
+	case errors.Is(err, ErrTimeout):
+		target = restapi.ErrTimeout
+	case errors.Is(err, ErrQueueFull):
+		target = restapi.ErrQueueFull
+	case errors.Is(err, ErrTooLarge):
+		target = restapi.ErrTooLarge
+	case errors.Is(err, ErrInvalid), errors.Is(err, ErrConflict):
+		target = restapi.ErrBadRequest
+	default:
+		return err
+	}
+	return fmt.Errorf("%w: %w", target, err)
+}
+
+func toRESTDevice(d Device) restapi.Device {
+	return restapi.Device{
+		ID: d.ID, DisplayName: d.DisplayName, Template: d.ModelID, Enabled: d.Enabled,
+		Provisioned: d.Provisioned, Connected: d.Connected,
+	}
+}
+
+func (b restBackend) ListDevices(ctx context.Context) ([]restapi.Device, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ds := b.e.Devices()
+	out := make([]restapi.Device, len(ds))
+	for i, d := range ds {
+		out[i] = toRESTDevice(d)
+	}
+	return out, nil
+}
+
+func (b restBackend) GetDevice(ctx context.Context, id string) (restapi.Device, error) {
+	if err := ctx.Err(); err != nil {
+		return restapi.Device{}, err
+	}
+	d, err := b.e.Device(id)
+	return toRESTDevice(d), restErr(err)
+}
+
+func (b restBackend) DeviceCredentials(ctx context.Context, id string) (restapi.DeviceCredentials, error) {
+	if err := ctx.Err(); err != nil {
+		return restapi.DeviceCredentials{}, err
+	}
+	d, err := b.e.Device(id)
+	if err != nil {
+		return restapi.DeviceCredentials{}, restErr(err)
+	}
+	return restapi.DeviceCredentials{
+		IDScope:      b.e.IDScope(),
+		SymmetricKey: restapi.SymmetricKey{PrimaryKey: d.PrimaryKey, SecondaryKey: d.SecondaryKey},
+		X509:         d.Attestation == AttestationX509,
+	}, nil
+}
+
+func (b restBackend) DeviceTwin(ctx context.Context, id string) (restapi.Twin, error) {
+	if err := ctx.Err(); err != nil {
+		return restapi.Twin{}, err
+	}
+	desired, reported, err := b.e.Twin(id)
+	return restapi.Twin{Desired: desired, Reported: reported}, restErr(err)
+}
+
+func (b restBackend) PatchDesired(ctx context.Context, id string, patch map[string]any) error {
+	return restErr(b.e.UpdateProperties(ctx, id, "", patch))
+}
+
+func rawPayload(r json.RawMessage) any {
+	if len(r) == 0 {
+		return nil
+	}
+	return r
+}
+
+func (b restBackend) InvokeCommand(ctx context.Context, id, component, name string, req restapi.CommandRequest) (restapi.CommandResult, error) {
+	res, err := b.e.invoke(ctx, id, component, name, rawPayload(req.Request),
+		time.Duration(req.ConnectionTimeout)*time.Second, time.Duration(req.ResponseTimeout)*time.Second)
+	if err != nil {
+		return restapi.CommandResult{}, restErr(err)
+	}
+	return restapi.CommandResult{ResponseCode: res.Status, Response: res.Payload}, nil
+}
+
+func (b restBackend) QueueCommand(ctx context.Context, id, component, name string, request json.RawMessage) error {
+	return restErr(b.e.QueueCommand(ctx, id, component, name, rawPayload(request)))
+}
+
+func (b restBackend) SendMessage(ctx context.Context, id string, msg restapi.CloudMessage) error {
+	return restErr(b.e.SendCloudToDevice(ctx, id, msg.Data, msg.Properties))
+}
+
+func (b restBackend) LatestTelemetry(ctx context.Context, id, component, name string) (restapi.TelemetryValue, error) {
+	if err := ctx.Err(); err != nil {
+		return restapi.TelemetryValue{}, err
+	}
+	v, err := b.e.LatestTelemetry(id, component, name)
+	return restapi.TelemetryValue{Timestamp: v.Timestamp, Value: v.Value}, restErr(err)
+}
+
+func toRESTGroup(g EnrollmentGroup) restapi.EnrollmentGroup {
+	out := restapi.EnrollmentGroup{ID: g.ID, DisplayName: g.DisplayName, Type: "iot", Enabled: g.Enabled}
+	if !g.IsX509() {
+		out.Attestation = restapi.Attestation{
+			Type:         restapi.AttestationSymmetricKey,
+			SymmetricKey: restapi.SymmetricKey{PrimaryKey: g.PrimaryKey, SecondaryKey: g.SecondaryKey},
+		}
+		return out
+	}
+	out.Attestation.Type = restapi.AttestationX509
+	certs, err := pki.ParseCertificates(g.CACertPEM)
+	if err != nil {
+		return out
+	}
+	sc := &out.Attestation.X509.SigningCertificates
+	sc.Primary.Certificate = string(pki.EncodeCertificate(certs[0]))
+	if len(certs) > 1 {
+		sc.Secondary.Certificate = string(pki.EncodeCertificate(certs[1]))
+	}
+	return out
+}
+
+func (b restBackend) ListEnrollmentGroups(ctx context.Context) ([]restapi.EnrollmentGroup, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	gs := b.e.EnrollmentGroups()
+	out := make([]restapi.EnrollmentGroup, len(gs))
+	for i, g := range gs {
+		out[i] = toRESTGroup(g)
+	}
+	return out, nil
+}
+
+func (b restBackend) GetEnrollmentGroup(ctx context.Context, id string) (restapi.EnrollmentGroup, error) {
+	if err := ctx.Err(); err != nil {
+		return restapi.EnrollmentGroup{}, err
+	}
+	gs := b.e.EnrollmentGroups()
+	i := slices.IndexFunc(gs, func(g EnrollmentGroup) bool { return g.ID == id })
+	if i < 0 {
+		return restapi.EnrollmentGroup{}, fmt.Errorf("%w: enrollment group %q", restapi.ErrNotFound, id)
+	}
+	return toRESTGroup(gs[i]), nil
+}
+
+func (b restBackend) PutEnrollmentGroup(ctx context.Context, rg restapi.EnrollmentGroup) (restapi.EnrollmentGroup, error) {
+	if err := ctx.Err(); err != nil {
+		return restapi.EnrollmentGroup{}, err
+	}
+	g := EnrollmentGroup{ID: rg.ID, DisplayName: rg.DisplayName, Enabled: rg.Enabled}
+	switch rg.Attestation.Type {
+	case restapi.AttestationX509:
+		sc := rg.Attestation.X509.SigningCertificates
+		g.CACertPEM = []byte(sc.Primary.Certificate)
+		if sc.Secondary.Certificate != "" {
+			g.CACertPEM = append(append(g.CACertPEM, '\n'), sc.Secondary.Certificate...)
+		}
+		if len(g.CACertPEM) == 0 {
+			return restapi.EnrollmentGroup{}, fmt.Errorf("%w: X.509 group %q without a signing certificate", restapi.ErrBadRequest, rg.ID)
+		}
+	default:
+		g.PrimaryKey, g.SecondaryKey = rg.Attestation.SymmetricKey.PrimaryKey, rg.Attestation.SymmetricKey.SecondaryKey
+	}
+	stored, err := b.e.PutEnrollmentGroup(g)
+	if err != nil {
+		return restapi.EnrollmentGroup{}, restErr(err)
+	}
+	return toRESTGroup(stored), nil
+}
