@@ -73,6 +73,13 @@ type Client struct {
 	// worker touches it.
 	lastDesired int64
 
+	// ackMu guards the properties the worker is handling and the final
+	// acknowledgements given for them meanwhile.
+	ackMu    sync.Mutex
+	inflight map[string]bool
+	handling bool // handlers of the in-flight properties are running
+	deferred []deferredAck
+
 	mu          sync.Mutex
 	started     bool
 	connecting  bool
@@ -411,9 +418,32 @@ func (c *Client) ReportProperties(ctx context.Context, component string, props m
 }
 
 // AckProperty reports the acknowledgement of p, typically the final 200
-// (or 4xx/5xx) after a handler answered 202. Errors as ReportProperties.
+// (or 4xx/5xx) after a handler answered 202. It may be called from inside
+// the property handler or concurrently with it, and never lands before
+// the handler's own answer: while the handler runs, the acknowledgement
+// supersedes the handler's in the patch the client reports when the
+// handler returns, and AckProperty returns nil at once (a failure to
+// report is logged); while the handler's answer is being reported,
+// AckProperty waits and reports right after it. Errors are those of
+// ReportProperties, or ctx's.
 func (c *Client) AckProperty(ctx context.Context, p domain.DesiredProperty, ack domain.PropertyAck) error {
-	return c.report(ctx, domain.AckPatch(p, ack))
+	patch := domain.AckPatch(p, ack)
+	if _, err := domain.EncodeReported(patch); err != nil {
+		return err
+	}
+	done, deferred := c.deferAck(p, ack)
+	switch {
+	case !deferred:
+		return c.report(ctx, patch)
+	case done == nil:
+		return nil
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (c *Client) report(ctx context.Context, patch map[string]any) error {

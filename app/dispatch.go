@@ -118,8 +118,14 @@ func (c *Client) syncTwin(reconnect bool) {
 	c.applyDesired(pending)
 }
 
+// propKey identifies a property for in-flight tracking.
+func propKey(component, name string) string { return component + "\x00" + name }
+
 // applyDesired calls the property handler for each property and reports
-// the acknowledgements as one patch.
+// the acknowledgements as one patch. While it runs, the properties are "in
+// flight": a final acknowledgement given meanwhile with AckProperty (from
+// inside the handler or from another goroutine) supersedes the handler's
+// answer in that patch, or is reported right after it, never before.
 func (c *Client) applyDesired(props []domain.DesiredProperty) {
 	if len(props) == 0 {
 		return
@@ -131,6 +137,15 @@ func (c *Client) applyDesired(props []domain.DesiredProperty) {
 		c.log.Info("no property handler; desired properties left unacknowledged", "count", len(props))
 		return
 	}
+	inflight := make(map[string]bool, len(props))
+	for _, p := range props {
+		inflight[propKey(p.Component, p.Name)] = true
+	}
+	c.ackMu.Lock()
+	c.inflight, c.handling = inflight, true
+	c.ackMu.Unlock()
+	defer c.flushDeferredAcks()
+
 	patch := map[string]any{}
 	var acks []map[string]any
 	for _, p := range props {
@@ -144,7 +159,20 @@ func (c *Client) applyDesired(props []domain.DesiredProperty) {
 		domain.MergePatch(patch, one)
 		c.log.Info("property handled", "component", p.Component, "name", p.Name, "version", p.Version, "status", ack.Status)
 	}
+	c.ackMu.Lock()
+	final := c.deferred
+	c.deferred, c.handling = nil, false
+	c.ackMu.Unlock()
+	for _, f := range final {
+		domain.MergePatch(patch, f.merge)
+		acks = append(acks, f.alone)
+	}
 	err := c.report(c.runCtx, patch)
+	defer func() {
+		for _, f := range final {
+			f.done <- err
+		}
+	}()
 	if errors.Is(err, domain.ErrMessageTooLarge) && len(acks) > 1 {
 		// Too many acknowledgements for one patch: send them one by one.
 		for _, a := range acks {
@@ -156,6 +184,55 @@ func (c *Client) applyDesired(props []domain.DesiredProperty) {
 	if err != nil {
 		c.log.Warn("cannot report property acknowledgements; they are handled again after the next reconnect", "err", err)
 	}
+}
+
+// deferredAck is a final acknowledgement given while its property was in
+// flight, twice so that merging one copy leaves the other intact; done
+// receives the result of reporting it.
+type deferredAck struct {
+	merge, alone map[string]any
+	done         chan error
+}
+
+// flushDeferredAcks reports the acknowledgements given while the
+// properties were in flight, then ends the in-flight period.
+func (c *Client) flushDeferredAcks() {
+	for {
+		c.ackMu.Lock()
+		final := c.deferred
+		c.deferred, c.handling = nil, false
+		if len(final) == 0 {
+			c.inflight = nil
+			c.ackMu.Unlock()
+			return
+		}
+		c.ackMu.Unlock()
+		for _, f := range final {
+			err := c.report(c.runCtx, f.alone)
+			if err != nil {
+				c.log.Warn("cannot report a final property acknowledgement", "err", err)
+			}
+			f.done <- err
+		}
+	}
+}
+
+// deferAck hands the acknowledgement to the property worker when p is in
+// flight and reports whether it did. done delivers the report's result; it
+// is nil while handlers still run, because the caller may be the handler
+// itself and must not wait for its own return.
+func (c *Client) deferAck(p domain.DesiredProperty, ack domain.PropertyAck) (done <-chan error, deferred bool) {
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	if !c.inflight[propKey(p.Component, p.Name)] {
+		return nil, false
+	}
+	d := deferredAck{merge: domain.AckPatch(p, ack), alone: domain.AckPatch(p, ack), done: make(chan error, 1)}
+	c.deferred = append(c.deferred, d)
+	if c.handling {
+		return nil, true
+	}
+	return d.done, true
 }
 
 func (c *Client) callProperty(h PropertyHandler, p domain.DesiredProperty) (ack domain.PropertyAck) {

@@ -361,3 +361,47 @@ func TestQueueIsBounded(t *testing.T) {
 		t.Fatalf("drained %v", got)
 	}
 }
+
+func TestFinalAckDuringHandlerSupersedesIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, c, h, ev := liveEnv(t)
+		defer closeClient(t, c)
+		started, release := make(chan domain.DesiredProperty), make(chan struct{})
+		c.OnProperty(func(ctx context.Context, p domain.DesiredProperty) domain.PropertyAck {
+			if p.Name == "inside" {
+				// The final answer given from inside the handler wins.
+				if err := c.AckProperty(ctx, p, domain.PropertyAck{Status: 200, Description: "done inside"}); err != nil {
+					t.Errorf("AckProperty inside the handler: %v", err)
+				}
+				return domain.PropertyAck{Status: 202}
+			}
+			started <- p
+			<-release
+			return domain.PropertyAck{Status: 202, Description: "working"}
+		})
+		ev.OnDesiredPatch([]byte(`{"$version":2,"inside":1}`))
+		jsonEqual(t, <-h.reported, `{"inside":{"value":1,"ac":200,"av":2,"ad":"done inside"}}`)
+
+		ev.OnDesiredPatch([]byte(`{"$version":3,"outside":1}`))
+		p := <-started
+		// Another goroutine answers before the handler returned its 202.
+		if err := c.AckProperty(context.Background(), p, domain.PropertyAck{Status: 200, Description: "done"}); err != nil {
+			t.Fatalf("AckProperty: %v", err)
+		}
+		synctest.Wait()
+		if len(h.reported) != 0 {
+			t.Fatalf("final ack reported before the handler returned: %s", <-h.reported)
+		}
+		close(release)
+		jsonEqual(t, <-h.reported, `{"outside":{"value":1,"ac":200,"av":3,"ad":"done"}}`)
+		synctest.Wait()
+		if len(h.reported) != 0 {
+			t.Errorf("the superseded 202 was reported after the final ack: %s", <-h.reported)
+		}
+		// Outside the handler, AckProperty reports at once.
+		if err := c.AckProperty(context.Background(), p, domain.PropertyAck{Status: 500, Description: "broke later"}); err != nil {
+			t.Fatal(err)
+		}
+		jsonEqual(t, <-h.reported, `{"outside":{"value":1,"ac":500,"av":3,"ad":"broke later"}}`)
+	})
+}

@@ -8,6 +8,10 @@
 # connections, installs the pinned SDK with `npm ci` when node_modules is missing, runs
 # `node --test` and stops the emulator. The exit status is the test status.
 #
+# Optional environment:
+#   IOTC_EMULATOR_BIN           a prebuilt iotc-emulator to run instead of building one
+#   IOTC_CONFORMANCE_MQTT_ADDR  the MQTT listener (default 127.0.0.1:8883; the SDK needs 8883)
+#
 # Environment handed to the tests:
 #   IOTC_EMULATOR_INFO   path of the JSON file written by `iotc-emulator --info-file`
 #   NODE_EXTRA_CA_CERTS  the emulator's CA PEM (info.caFile); node reads it at start-up, so
@@ -52,11 +56,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "conformance: building cmd/iotc-emulator" >&2
-(cd "$root" && go build -o "$work/iotc-emulator" ./cmd/iotc-emulator)
+emulator_bin="${IOTC_EMULATOR_BIN:-}"
+if [[ -z "$emulator_bin" ]]; then
+	echo "conformance: building cmd/iotc-emulator" >&2
+	(cd "$root" && go build -o "$work/iotc-emulator" ./cmd/iotc-emulator)
+	emulator_bin="$work/iotc-emulator"
+fi
 
 echo "conformance: starting the emulator on $mqtt_addr" >&2
-"$work/iotc-emulator" \
+"$emulator_bin" \
 	--mqtt-addr "$mqtt_addr" \
 	--cert-dir "$work/certs" \
 	--info-file "$info" \

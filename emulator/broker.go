@@ -24,6 +24,7 @@ var (
 	errDroppedByOperator = errors.New("emulator: connection dropped by operator")
 	errForbidden         = errors.New("emulator: topic not allowed")
 	errProtocol          = errors.New("emulator: protocol violation")
+	errMalformedSAS      = errors.New("password is not a well-formed SAS token")
 )
 
 // hook plugs the emulator into mochi.
@@ -32,8 +33,10 @@ type hook struct {
 	e *Emulator
 }
 
+// ID names the hook for mochi.
 func (h *hook) ID() string { return "iotc-emulator" }
 
+// Provides lists the mochi events the hook handles.
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished,
@@ -96,6 +99,14 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 	d.conn = c
 	d.lastActivity = e.now()
 	e.notifyLocked(c.id)
+	if !c.expiry.IsZero() {
+		// IoT Hub closes a connection whose SAS token expires (MQTT 3.1.1
+		// cannot re-authenticate); the SDKs reconnect before that.
+		c.expire = time.AfterFunc(time.Until(c.expiry), func() {
+			e.log.Info("dropping connection: SAS token expired", "device_id", c.id)
+			cl.Stop(domain.ErrTokenExpired)
+		})
+	}
 	if c.modelID != "" {
 		d.modelID = c.modelID
 	}
@@ -112,11 +123,16 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	}
 }
 
+// OnDisconnect forgets the connection; the device goes offline unless a
+// newer connection already replaced this one.
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	e := h.e
 	e.mu.Lock()
 	c := e.conns[cl]
 	delete(e.conns, cl)
+	if c != nil && c.expire != nil {
+		c.expire.Stop()
+	}
 	if c != nil && c.role == wire.RoleHub {
 		if d, ok := e.devices[c.id]; ok && d.conn == c {
 			d.conn = nil
@@ -342,7 +358,7 @@ func (e *Emulator) authDPS(cl *mqtt.Client, regID, password string, certs []*x50
 	if password != "" {
 		tok, err := domain.ParseSAS(password)
 		if err != nil {
-			return nil, err
+			return nil, errMalformedSAS // details could echo parts of the secret
 		}
 		if !tok.MatchesResource(domain.DPSResource(e.cfg.idScope, regID)) {
 			return nil, fmt.Errorf("SAS audience %q is not %q", tok.Resource, domain.DPSResource(e.cfg.idScope, regID))
@@ -438,7 +454,7 @@ func (e *Emulator) authHub(cl *mqtt.Client, id, password string, certs []*x509.C
 	if password != "" {
 		tok, err := domain.ParseSAS(password)
 		if err != nil {
-			return nil, err
+			return nil, errMalformedSAS // details could echo parts of the secret
 		}
 		if !tok.MatchesResource(domain.HubResource(e.cfg.hubHost, id)) {
 			return nil, fmt.Errorf("SAS audience %q is not %q", tok.Resource, domain.HubResource(e.cfg.hubHost, id))
@@ -447,6 +463,7 @@ func (e *Emulator) authHub(cl *mqtt.Client, id, password string, certs []*x509.C
 		for _, k := range d.keys() {
 			err := tok.Verify(k, now)
 			if err == nil {
+				c.expiry = tok.Expiry
 				return c, nil
 			}
 			if errors.Is(err, domain.ErrTokenExpired) {

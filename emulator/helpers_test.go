@@ -2,7 +2,10 @@ package emulator
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,6 +73,7 @@ type dialOpts struct {
 	clean                        bool
 	cert                         *tls.Certificate
 	manualAck                    bool
+	onMessage                    paho.MessageHandler // messages matching no subscription of this client
 }
 
 func dial(t *testing.T, e *Emulator, o dialOpts) (*client, error) {
@@ -80,7 +84,7 @@ func dial(t *testing.T, e *Emulator, o dialOpts) (*client, error) {
 	}
 	cl := &client{t: t, lost: make(chan error, 1)}
 	opts := paho.NewClientOptions().
-		AddBroker("ssl://"+e.MQTTAddr()).
+		AddBroker("ssl://" + e.MQTTAddr()).
 		SetClientID(o.clientID).
 		SetUsername(o.username).
 		SetPassword(o.password).
@@ -93,6 +97,7 @@ func dial(t *testing.T, e *Emulator, o dialOpts) (*client, error) {
 		SetKeepAlive(60 * time.Second).
 		SetConnectTimeout(wait).
 		SetAutoAckDisabled(o.manualAck).
+		SetDefaultPublishHandler(o.onMessage).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			select {
 			case cl.lost <- err:
@@ -224,7 +229,7 @@ func derived(t *testing.T, groupKey, reg string) string {
 // everything a device subscribes to. It returns the mailboxes.
 type hubDevice struct {
 	*client
-	id                            string
+	id                             string
 	twinRes, desired, methods, c2d chan paho.Message
 }
 
@@ -280,6 +285,28 @@ func parseResTopic(t *testing.T, topic, prefix string) (string, url.Values) {
 		vals.Add(k, v)
 	}
 	return status, vals
+}
+
+// ridOf returns the $rid of a request topic.
+func ridOf(t *testing.T, topic string) string {
+	t.Helper()
+	i := strings.Index(topic, "?$rid=")
+	if i < 0 {
+		t.Fatalf("topic %q has no $rid", topic)
+	}
+	rid, _, _ := strings.Cut(topic[i+len("?$rid="):], "&")
+	return rid
+}
+
+func hmacB64(t *testing.T, key, data string) string {
+	t.Helper()
+	k, err := base64.StdEncoding.DecodeString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := hmac.New(sha256.New, k)
+	m.Write([]byte(data))
+	return base64.StdEncoding.EncodeToString(m.Sum(nil))
 }
 
 func decodeJSON(t *testing.T, b []byte) map[string]any {

@@ -76,6 +76,7 @@ func (e *Emulator) telemetry(c *conn, t wire.Topic, pk packets.Packet) {
 		select {
 		case ch <- cloneTelemetry(msg):
 		default:
+			e.log.Warn("telemetry watcher full, message dropped for it", "device_id", c.id)
 		}
 	}
 	e.mu.Unlock()

@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,10 +11,12 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/iotc-go/iotc/domain"
 )
 
-// newDevice creates a device and connects it with all subscriptions.
+// newHubDevice creates a device and connects it with all subscriptions.
 func newHubDevice(t *testing.T, e *Emulator, id string) (*hubDevice, string) {
 	t.Helper()
 	key, err := e.CreateDevice(id)
@@ -50,26 +53,23 @@ func TestHubAuthRefusals(t *testing.T) {
 			expectRefused(t, err)
 		})
 	}
-	t.Run("C-style unencoded sr and field order", func(t *testing.T) {
-		// sr not encoded, fields sr, sig, se as the C SDK writes them.
-		tok, err := domain.BuildSAS(key, domain.HubResource(e.HubHost(), "d1"), time.Now().Add(time.Hour), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		parsed, err := domain.ParseSAS(tok)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Re-sign over the raw resource, which the C SDK does not encode.
+	t.Run("C-style unencoded sr, Node-style field order", func(t *testing.T) {
 		raw := domain.HubResource(e.HubHost(), "d1")
-		se := fmt.Sprint(parsed.Expiry.Unix())
-		sig := signForTest(t, key, raw+"\n"+se)
-		cTok := "SharedAccessSignature sr=" + raw + "&sig=" + domain.EscapeComponent(sig) + "&se=" + se
-		cl, err := dial(t, e, dialOpts{clientID: "d1", username: hubUser(e, "d1", ""), password: cTok})
-		if err != nil {
-			t.Fatalf("C-style token refused: %v", err)
+		se := fmt.Sprint(time.Now().Add(time.Hour).Unix())
+		sig := domain.EscapeComponent(hmacB64(t, key, raw+"\n"+se))
+		for _, tok := range []string{
+			"SharedAccessSignature sr=" + raw + "&sig=" + sig + "&se=" + se,
+			"SharedAccessSignature sig=" + sig + "&se=" + se + "&sr=" + raw,
+		} {
+			cl, err := dial(t, e, dialOpts{clientID: "d1", username: hubUser(e, "d1", "dtmi:c:style;1"), password: tok})
+			if err != nil {
+				t.Fatalf("token %q refused: %v", strings.SplitN(tok, "sig=", 2)[0], err)
+			}
+			cl.close()
 		}
-		cl.close()
+		if d, _ := e.Device("d1"); d.ModelID != "dtmi:c:style;1" {
+			t.Fatalf("model id from the user name not stored: %q", d.ModelID)
+		}
 	})
 }
 
@@ -77,90 +77,100 @@ func TestTelemetry(t *testing.T) {
 	t.Parallel()
 	e := startEmu(t, nil)
 	d, _ := newHubDevice(t, e, "tele")
-	ctx := ctxT(t)
-
-	next := make(chan Telemetry, 1)
-	go func() {
-		m, err := e.NextTelemetry(ctx, "tele")
-		if err != nil {
-			t.Errorf("NextTelemetry: %v", err)
+	msgs, stop := e.WatchTelemetry("tele")
+	defer stop()
+	next := func() Telemetry {
+		t.Helper()
+		select {
+		case m := <-msgs:
+			return m
+		case <-time.After(wait):
+			t.Fatal("no telemetry arrived")
+			return Telemetry{}
 		}
-		next <- m
-	}()
-	// NextTelemetry must be waiting before the device publishes: wait for
-	// its registration without sleeping.
-	waitWatcher(t, e, "tele")
+	}
 	d.publish("devices/tele/messages/events/%24.ct=application%2Fjson&%24.ce=utf-8&%24.sub=thermostat1&%24.mid=m-1&color=red%20blue", 1,
 		[]byte(`{"temperature":21.5,"ok":true}`))
-	m := <-next
+	m := next()
 	if m.DeviceID != "tele" || m.Component != "thermostat1" || string(m.Body) != `{"temperature":21.5,"ok":true}` ||
 		m.Properties["color"] != "red blue" || m.System["$.ct"] != "application/json" || m.System["$.ce"] != "utf-8" ||
 		m.System["$.mid"] != "m-1" || len(m.Properties) != 1 || m.Received.IsZero() {
 		t.Fatalf("telemetry %+v", m)
 	}
 	v, err := e.LatestTelemetry("tele", "thermostat1", "temperature")
-	if err != nil || v.Value != 21.5 {
+	if err != nil || v.Value != 21.5 || v.Timestamp.IsZero() {
 		t.Fatalf("LatestTelemetry = %+v, %v", v, err)
 	}
 	if _, err := e.LatestTelemetry("tele", "", "temperature"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("root component has no temperature, got %v", err)
 	}
 
-	// QoS 0, literal "$.sub" key, no trailing property bag.
-	go func() {
-		m, _ := e.NextTelemetry(ctx, "tele")
-		next <- m
-	}()
-	waitWatcher(t, e, "tele")
+	// QoS 0, literal "$.sub" key.
 	d.publish("devices/tele/messages/events/$.sub=c2", 0, []byte(`{"humidity":40}`))
-	if m := <-next; m.Component != "c2" {
+	if m := next(); m.Component != "c2" {
 		t.Fatalf("component %q, want c2", m.Component)
-	}
-	go func() {
-		m, _ := e.NextTelemetry(ctx, "tele")
-		next <- m
-	}()
-	waitWatcher(t, e, "tele")
-	d.publish("devices/tele/messages/events/", 1, []byte(`not json`))
-	if m := <-next; m.Component != "" || string(m.Body) != "not json" {
-		t.Fatalf("telemetry %+v", m)
 	}
 	if v, err := e.LatestTelemetry("tele", "c2", "humidity"); err != nil || v.Value != 40.0 {
 		t.Fatalf("humidity %+v, %v", v, err)
 	}
+	// No property bag, a body that is not JSON.
+	d.publish("devices/tele/messages/events/", 1, []byte(`not json`))
+	if m := next(); m.Component != "" || string(m.Body) != "not json" || len(m.System) != 0 {
+		t.Fatalf("telemetry %+v", m)
+	}
 	// Exactly the limit is accepted.
-	big := bytes.Repeat([]byte("a"), MaxTelemetryBody)
-	d.publish("devices/tele/messages/events/", 1, big)
-	if status, _, _ := d.twinRequest("$iothub/twin/GET/", nil); status != "200" {
-		t.Fatal("connection unusable after a 256 KiB message")
+	d.publish("devices/tele/messages/events/", 1, bytes.Repeat([]byte("a"), MaxTelemetryBody))
+	if m := next(); len(m.Body) != MaxTelemetryBody {
+		t.Fatalf("body of %d bytes", len(m.Body))
+	}
+	if _, err := e.LatestTelemetry("ghost", "", "x"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown device: %v", err)
 	}
 }
 
-// waitWatcher waits until a NextTelemetry call is registered for id.
-func waitWatcher(t *testing.T, e *Emulator, id string) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		e.mu.Lock()
-		n := len(e.watchers[id])
-		e.mu.Unlock()
-		if n > 0 {
+func TestNextTelemetrySeesMessagesAfterTheCall(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, nil)
+	d, _ := newHubDevice(t, e, "nt")
+	got := make(chan Telemetry, 1)
+	ctx := ctxT(t)
+	go func() {
+		m, err := e.NextTelemetry(ctx, "nt")
+		if err != nil {
+			t.Errorf("NextTelemetry: %v", err)
+		}
+		got <- m
+	}()
+	// The goroutine may not have registered yet; each publish waits for its
+	// PUBACK, and a later one arrives after the registration.
+	for i := 0; ; i++ {
+		d.publish("devices/nt/messages/events/", 1, []byte(fmt.Sprintf(`{"n":%d}`, i)))
+		select {
+		case m := <-got:
+			if m.DeviceID != "nt" || !strings.HasPrefix(string(m.Body), `{"n":`) {
+				t.Fatalf("NextTelemetry = %+v", m)
+			}
 			return
+		case <-ctx.Done():
+			t.Fatal("NextTelemetry never returned")
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("NextTelemetry never registered")
-		}
-		time.Sleep(time.Millisecond) // registration happens at once; this only yields
 	}
 }
 
-func TestNextTelemetryContextAndClose(t *testing.T) {
+func TestNextTelemetryContext(t *testing.T) {
 	t.Parallel()
 	e := startEmu(t, nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if _, err := e.NextTelemetry(ctx, "x"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("NextTelemetry on a cancelled context: %v", err)
+	}
+	e.mu.Lock()
+	n := len(e.watchers)
+	e.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d watchers left behind", n)
 	}
 }
 
@@ -193,7 +203,7 @@ func TestConnectionDroppedOnViolation(t *testing.T) {
 			d.c.Publish("$dps/registrations/PUT/iotdps-register/?$rid=1", 1, false, []byte("{}"))
 		}},
 		{"twin request without $rid", func(d *hubDevice) {
-			d.c.Publish("$iothub/twin/GET/", 0, false, nil)
+			d.c.Publish("$iothub/twin/GET/", 0, false, []byte{})
 		}},
 		{"subscribe to another device's messages", func(d *hubDevice) {
 			d.c.Subscribe("devices/victim/messages/devicebound/#", 1, nil)
@@ -216,11 +226,7 @@ func TestConnectionDroppedOnViolation(t *testing.T) {
 			d, _ := newHubDevice(t, e, fmt.Sprintf("bad-%d", i))
 			tc.act(d)
 			d.expectLost()
-			dev, err := e.Device(d.id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_ = dev // Connected may lag the client's view by a moment; the drop itself is the assertion.
+			waitOffline(t, e, d.id)
 		})
 	}
 }
@@ -259,8 +265,8 @@ func TestTwin(t *testing.T) {
 		t.Fatalf("null did not delete: %v", obj)
 	}
 
-	// Bad patches: 400, the version does not move, the connection stays.
-	for _, bad := range []string{`{not json`, `[1,2]`, `{"a.b":1}`, `{"big":"` + strings.Repeat("x", 4000) + `","b2":"` + strings.Repeat("y", 4000) + `"}`} {
+	// Bad patches: 400 with a body; the connection stays.
+	for _, bad := range []string{`{not json`, `[1,2]`, `{"a.b":1}`, `{"s":"` + strings.Repeat("x", 5000) + `"}`} {
 		status, _, body := d.twinRequest("$iothub/twin/PATCH/properties/reported/", []byte(bad))
 		if status != "400" || len(body) == 0 {
 			t.Fatalf("patch %.30q answered %s %q, want 400 with a body", bad, status, body)
@@ -269,14 +275,14 @@ func TestTwin(t *testing.T) {
 	// Fill the section past 32 KiB in steps that are each valid.
 	var lastStatus string
 	for i := range 10 {
-		lastStatus, _, _ = d.twinRequest("$iothub/twin/PATCH/properties/reported/", []byte(fmt.Sprintf(`{"k%d":"%s"}`, i, strings.Repeat("z", 4000))))
+		lastStatus, _, _ = d.twinRequest("$iothub/twin/PATCH/properties/reported/", fmt.Appendf(nil, `{"k%d":"%s"}`, i, strings.Repeat("z", 4000)))
 	}
 	if lastStatus != "400" {
 		t.Fatalf("a reported section over 32 KiB answered %s, want 400", lastStatus)
 	}
 	_, rep, _ = e.Twin("twin")
-	b, _ := json.Marshal(rep)
-	if len(b) > 40<<10 {
+	delete(rep, "$metadata")
+	if b, _ := json.Marshal(rep); len(b) > MaxTwinSection+100 {
 		t.Fatalf("reported section grew to %d bytes", len(b))
 	}
 
@@ -300,8 +306,7 @@ func TestTwin(t *testing.T) {
 		t.Fatalf("second push %s %s", m.Topic(), m.Payload())
 	}
 	status, _, body = d.twinRequest("$iothub/twin/GET/", nil)
-	doc = decodeJSON(t, body)
-	desired = doc["desired"].(map[string]any)
+	desired = decodeJSON(t, body)["desired"].(map[string]any)
 	if status != "200" || desired["$version"] != 3.0 || desired["rate"] != "5m" {
 		t.Fatalf("GET after desired updates: %s", body)
 	}
@@ -311,6 +316,13 @@ func TestTwin(t *testing.T) {
 	if err := e.UpdateProperties(ctxT(t), "nobody", "", map[string]any{"a": 1}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown device: %v", err)
 	}
+	big := map[string]any{}
+	for i := range 9 {
+		big[fmt.Sprintf("p%d", i)] = strings.Repeat("q", 4000)
+	}
+	if err := e.UpdateProperties(ctxT(t), "twin", "", big); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("desired section over 32 KiB: %v", err)
+	}
 }
 
 func TestTwinAndMethodTrafficIsPerDevice(t *testing.T) {
@@ -319,12 +331,13 @@ func TestTwinAndMethodTrafficIsPerDevice(t *testing.T) {
 	a, _ := newHubDevice(t, e, "a")
 	b, _ := newHubDevice(t, e, "b")
 
-	// a's twin answer must not reach b: b's first answer is its own.
+	// a's twin answer must not reach b: b's first answer is its own
+	// (twinRequest fails when the first answer carries another $rid).
 	if status, _, _ := a.twinRequest("$iothub/twin/GET/", nil); status != "200" {
 		t.Fatal(status)
 	}
 	if status, _, _ := b.twinRequest("$iothub/twin/GET/", nil); status != "200" {
-		t.Fatal(status) // twinRequest fails if the first answer has another $rid
+		t.Fatal(status)
 	}
 	// a's desired push must not reach b.
 	if err := e.UpdateProperties(ctxT(t), "a", "", map[string]any{"x": 1}); err != nil {
@@ -334,16 +347,13 @@ func TestTwinAndMethodTrafficIsPerDevice(t *testing.T) {
 	if err := e.UpdateProperties(ctxT(t), "b", "", map[string]any{"y": 2}); err != nil {
 		t.Fatal(err)
 	}
-	if p := decodeJSON(t, recv(t, b.desired).Payload()); p["y"] != 2.0 {
+	if p := decodeJSON(t, recv(t, b.desired).Payload()); p["y"] != 2.0 || p["x"] != nil {
 		t.Fatalf("b's first desired push is %v", p)
 	}
-	// a's method request must not reach b.
+	// a's method request must not reach b: b's first request is its own.
 	answer := func(d *hubDevice) {
 		m := recv(t, d.methods)
-		_, q := parseResTopic(t, strings.Replace(m.Topic(), "$iothub/methods/POST/", "$iothub/methods/POST/x", 1), "$iothub/methods/POST/x")
-		_ = q
-		rid := m.Topic()[strings.Index(m.Topic(), "$rid=")+5:]
-		d.publish("$iothub/methods/res/200/?$rid="+rid, 0, []byte(`"`+d.id+`"`))
+		d.publish("$iothub/methods/res/200/?$rid="+ridOf(t, m.Topic()), 0, []byte(`"`+d.id+`"`))
 	}
 	go answer(a)
 	res, err := e.InvokeCommand(ctxT(t), "a", "", "who", nil, wait)
@@ -354,6 +364,17 @@ func TestTwinAndMethodTrafficIsPerDevice(t *testing.T) {
 	res, err = e.InvokeCommand(ctxT(t), "b", "", "who", nil, wait)
 	if err != nil || string(res.Payload) != `"b"` {
 		t.Fatalf("b answered %+v, %v", res, err)
+	}
+	// b cannot answer a's request with a's $rid.
+	go func() {
+		m := recv(t, a.methods)
+		b.publish("$iothub/methods/res/200/?$rid="+ridOf(t, m.Topic()), 0, []byte(`"forged"`))
+		b.twinRequest("$iothub/twin/GET/", nil) // b's forged answer has been processed
+		a.publish("$iothub/methods/res/200/?$rid="+ridOf(t, m.Topic()), 0, []byte(`"a"`))
+	}()
+	res, err = e.InvokeCommand(ctxT(t), "a", "", "who", nil, wait)
+	if err != nil || string(res.Payload) != `"a"` {
+		t.Fatalf("a answered %+v, %v (b's forged answer must not count)", res, err)
 	}
 }
 
@@ -366,8 +387,7 @@ func TestMethods(t *testing.T) {
 	go func() {
 		m := recv(t, d.methods)
 		got <- req{m.Topic(), string(m.Payload())}
-		rid := m.Topic()[strings.Index(m.Topic(), "?$rid=")+6:]
-		d.publish("$iothub/methods/res/201/?$rid="+rid, 1, []byte(`{"maxTemp":21.5}`))
+		d.publish("$iothub/methods/res/201/?$rid="+ridOf(t, m.Topic()), 1, []byte(`{"maxTemp":21.5}`))
 	}()
 	res, err := e.InvokeCommand(ctxT(t), "m", "thermostat1", "getMaxMinReport", "2024-01-01T00:00:00Z", wait)
 	if err != nil {
@@ -381,15 +401,18 @@ func TestMethods(t *testing.T) {
 		t.Fatalf("result %+v", res)
 	}
 
-	// Non-JSON and empty answers.
+	// A non-JSON answer comes back as a JSON string; nil payload sends null.
 	go func() {
 		m := recv(t, d.methods)
-		rid := m.Topic()[strings.Index(m.Topic(), "?$rid=")+6:]
-		d.publish("$iothub/methods/res/500/?$rid="+rid, 0, []byte(`oops`))
+		got <- req{m.Topic(), string(m.Payload())}
+		d.publish("$iothub/methods/res/500/?$rid="+ridOf(t, m.Topic()), 0, []byte(`oops`))
 	}()
 	res, err = e.InvokeCommand(ctxT(t), "m", "", "reboot", nil, wait)
 	if err != nil || res.Status != 500 || string(res.Payload) != `"oops"` {
 		t.Fatalf("result %+v, %v", res, err)
+	}
+	if r := <-got; r.body != "null" || !strings.HasPrefix(r.topic, "$iothub/methods/POST/reboot/?$rid=") {
+		t.Fatalf("request %+v", r)
 	}
 
 	// No answer: ErrTimeout; the late answer is ignored.
@@ -401,8 +424,7 @@ func TestMethods(t *testing.T) {
 	if string(late.Payload()) != `{"n":1}` {
 		t.Fatalf("slow request body %q", late.Payload())
 	}
-	rid := late.Topic()[strings.Index(late.Topic(), "?$rid=")+6:]
-	d.publish("$iothub/methods/res/200/?$rid="+rid, 0, []byte(`{}`))
+	d.publish("$iothub/methods/res/200/?$rid="+ridOf(t, late.Topic()), 0, []byte(`{}`))
 	if status, _, _ := d.twinRequest("$iothub/twin/GET/", nil); status != "200" {
 		t.Fatal("connection unusable after a late method answer")
 	}
@@ -421,13 +443,35 @@ func TestMethods(t *testing.T) {
 	}
 	// Connected but not subscribed to methods: offline for methods.
 	key, _ := e.CreateDevice("nosub")
-	cl, err := dial(t, e, dialOpts{clientID: "nosub", username: hubUser(e, "nosub", ""), password: hubSAS(t, e, "nosub", key, time.Hour)})
+	if _, err := dial(t, e, dialOpts{clientID: "nosub", username: hubUser(e, "nosub", ""), password: hubSAS(t, e, "nosub", key, time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.InvokeCommand(ctxT(t), "nosub", "", "x", nil, time.Second); !errors.Is(err, ErrDeviceOffline) {
+		t.Fatalf("unsubscribed device: %v", err)
+	}
+}
+
+func TestInvokeWaitsForConnection(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, nil)
+	key, err := e.CreateDevice("late")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = cl
-	if _, err := e.InvokeCommand(ctxT(t), "nosub", "", "x", nil, time.Second); !errors.Is(err, ErrDeviceOffline) {
-		t.Fatalf("unsubscribed device: %v", err)
+	type out struct {
+		res CommandResult
+		err error
+	}
+	done := make(chan out, 1)
+	go func() {
+		res, err := e.invoke(ctxT(t), "late", "", "ping", nil, wait, wait)
+		done <- out{res, err}
+	}()
+	d := connectHub(t, e, "late", key, true)
+	m := recv(t, d.methods)
+	d.publish("$iothub/methods/res/200/?$rid="+ridOf(t, m.Topic()), 0, []byte(`"pong"`))
+	if o := <-done; o.err != nil || string(o.res.Payload) != `"pong"` {
+		t.Fatalf("invoke = %+v, %v", o.res, o.err)
 	}
 }
 
@@ -442,10 +486,7 @@ func TestC2DQueuedWhileOfflineAndRedelivered(t *testing.T) {
 	// First session (persistent) subscribes, then leaves.
 	d := connectHub(t, e, "c2d", key, false)
 	d.close()
-	if err := e.WaitSubscribed(ctx, "c2d", TopicMethods); err == nil {
-		// WaitSubscribed returns at once only while connected; wait for the drop.
-		waitOffline(t, e, "c2d")
-	}
+	waitOffline(t, e, "c2d")
 
 	if err := e.SendCloudToDevice(ctx, "c2d", []byte("hello"), map[string]string{"color": "red"}); err != nil {
 		t.Fatal(err)
@@ -454,18 +495,24 @@ func TestC2DQueuedWhileOfflineAndRedelivered(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Reconnect with the persistent session and no new SUBSCRIBE, acks off.
-	cl, err := dial(t, e, dialOpts{clientID: "c2d", username: hubUser(e, "c2d", ""), password: hubSAS(t, e, "c2d", key, time.Hour), manualAck: true})
+	// Reconnect with the persistent session and no new SUBSCRIBE, acks off:
+	// the kept subscription brings the queued messages.
+	inbox := make(chan paho.Message, 10)
+	cl, err := dial(t, e, dialOpts{
+		clientID: "c2d", username: hubUser(e, "c2d", ""), password: hubSAS(t, e, "c2d", key, time.Hour),
+		manualAck: true, onMessage: func(_ paho.Client, m paho.Message) { inbox <- m },
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	inbox := make(chan pahoMsg, 10)
-	cl.c.AddRoute("devices/c2d/messages/devicebound/#", func(_ pahoClient, m pahoMessage) { inbox <- m })
-	first, second := recvMsg(t, inbox), recvMsg(t, inbox)
+	first, second := recv(t, inbox), recv(t, inbox)
+	if string(first.Payload()) != "hello" { // paho hands messages to handlers concurrently
+		first, second = second, first
+	}
 	if !strings.HasPrefix(first.Topic(), "devices/c2d/messages/devicebound/%24.mid=") ||
 		!strings.Contains(first.Topic(), "&%24.to=%2Fdevices%2Fc2d%2Fmessages%2Fdevicebound") ||
-		!strings.HasSuffix(first.Topic(), "&color=red") || string(first.Payload()) != "hello" || first.Qos() != 1 {
-		t.Fatalf("first message %s %q qos %d", first.Topic(), first.Payload(), first.Qos())
+		!strings.HasSuffix(first.Topic(), "&color=red") || string(first.Payload()) != "hello" || first.Qos() != 1 || first.Duplicate() {
+		t.Fatalf("first message %s %q qos %d dup %v", first.Topic(), first.Payload(), first.Qos(), first.Duplicate())
 	}
 	if !strings.HasSuffix(second.Topic(), "&method-name=thermostat1%2Areboot") || string(second.Payload()) != `{"delay":5}` {
 		t.Fatalf("queued command %s %q", second.Topic(), second.Payload())
@@ -481,6 +528,9 @@ func TestC2DQueuedWhileOfflineAndRedelivered(t *testing.T) {
 	first.Ack()
 	h := &hubDevice{client: cl, id: "c2d", twinRes: cl.subscribe("$iothub/twin/res/#", 0)}
 	h.twinRequest("$iothub/twin/GET/", nil) // the PUBACK was read before this request
+	if n := pendingC2D(e, "c2d"); n != 1 {
+		t.Fatalf("%d messages queued after one ack, want 1", n)
+	}
 	cl.close()
 	waitOffline(t, e, "c2d")
 
@@ -490,15 +540,18 @@ func TestC2DQueuedWhileOfflineAndRedelivered(t *testing.T) {
 	if again.Topic() != second.Topic() || !again.Duplicate() {
 		t.Fatalf("redelivery %s dup=%v, want %s dup=true", again.Topic(), again.Duplicate(), second.Topic())
 	}
-	d2.twinRequest("$iothub/twin/GET/", nil) // auto-ack processed before this
+	d2.twinRequest("$iothub/twin/GET/", nil) // paho's automatic PUBACK was read before this
 	if n := pendingC2D(e, "c2d"); n != 0 {
 		t.Fatalf("%d messages still queued after the acks", n)
 	}
+	// Delivered at once to a connected, subscribed device.
+	if err := e.SendCloudToDevice(ctx, "c2d", []byte("live"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, d2.c2d); string(m.Payload()) != "live" {
+		t.Fatalf("live message %q", m.Payload())
+	}
 }
-
-type (
-	pahoMsg     = interface{ Ack() }
-)
 
 func TestC2DQueueLimitAndSize(t *testing.T) {
 	t.Parallel()
@@ -572,9 +625,8 @@ func TestCloseWithHalfOpenConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	// Make sure the listener accepted it before closing.
 	key, _ := e.CreateDevice("probe")
-	probe := connectHub(t, e, "probe", key, true)
+	probe := connectHub(t, e, "probe", key, true) // accepted after the raw connection
 	probe.close()
 	if err := e.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
@@ -614,12 +666,17 @@ func pendingC2D(e *Emulator, id string) int {
 	return len(e.devices[id].c2d)
 }
 
-func signForTest(t *testing.T, key, data string) string {
-	t.Helper()
-	tok, err := domain.BuildSAS(key, "x", time.Unix(1, 0), "")
+func TestConnectionDroppedWhenTokenExpires(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, nil)
+	key, err := e.CreateDevice("short")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = tok
-	return hmacB64(t, key, data)
+	cl, err := dial(t, e, dialOpts{clientID: "short", username: hubUser(e, "short", ""), password: hubSAS(t, e, "short", key, 2*time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.expectLost()
+	waitOffline(t, e, "short")
 }

@@ -140,7 +140,9 @@ type conn struct {
 	modelID string
 	groupID string // DPS: matched group, "" for an individual enrollment
 	x509    bool
-	wmu     sync.Mutex // serialises writes to cl
+	expiry  time.Time   // SAS expiry; zero for X.509
+	expire  *time.Timer // drops the connection at expiry
+	wmu     sync.Mutex  // serialises writes to cl
 
 	// guarded by Emulator.mu
 	nextPID  uint16
@@ -327,21 +329,8 @@ func (e *Emulator) LatestTelemetry(id, component, name string) (TelemetryValue, 
 // arrives after the call started (the device need not exist yet). It
 // returns ctx.Err() when ctx ends first and ErrClosed when the emulator closes.
 func (e *Emulator) NextTelemetry(ctx context.Context, id string) (Telemetry, error) {
-	ch := make(chan Telemetry, 1)
-	e.mu.Lock()
-	if e.watchers[id] == nil {
-		e.watchers[id] = map[chan Telemetry]struct{}{}
-	}
-	e.watchers[id][ch] = struct{}{}
-	e.mu.Unlock()
-	defer func() {
-		e.mu.Lock()
-		delete(e.watchers[id], ch)
-		if len(e.watchers[id]) == 0 {
-			delete(e.watchers, id)
-		}
-		e.mu.Unlock()
-	}()
+	ch, stop := e.watch(id, 1)
+	defer stop()
 	select {
 	case t := <-ch:
 		return t, nil
@@ -349,6 +338,38 @@ func (e *Emulator) NextTelemetry(ctx context.Context, id string) (Telemetry, err
 		return Telemetry{}, ctx.Err()
 	case <-e.done:
 		return Telemetry{}, ErrClosed
+	}
+}
+
+// TelemetryWatchBuffer is how many messages a WatchTelemetry channel holds;
+// when it is full, newer messages are dropped for that watcher.
+const TelemetryWatchBuffer = 256
+
+// WatchTelemetry streams every telemetry message of device id that arrives
+// from now on, until stop is called (stop is idempotent; call it, or the
+// watcher lives as long as the emulator). The channel is never closed.
+func (e *Emulator) WatchTelemetry(id string) (messages <-chan Telemetry, stop func()) {
+	return e.watch(id, TelemetryWatchBuffer)
+}
+
+func (e *Emulator) watch(id string, buf int) (chan Telemetry, func()) {
+	ch := make(chan Telemetry, buf)
+	e.mu.Lock()
+	if e.watchers[id] == nil {
+		e.watchers[id] = map[chan Telemetry]struct{}{}
+	}
+	e.watchers[id][ch] = struct{}{}
+	e.mu.Unlock()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			e.mu.Lock()
+			delete(e.watchers[id], ch)
+			if len(e.watchers[id]) == 0 {
+				delete(e.watchers, id)
+			}
+			e.mu.Unlock()
+		})
 	}
 }
 

@@ -68,8 +68,8 @@ func hubSAS(t Target) (string, error) {
 // noEvents discards hub events.
 type noEvents struct{}
 
-func (noEvents) OnDesiredPatch([]byte)                              {}
-func (noEvents) OnMethod(ports.MethodRequest)                       {}
+func (noEvents) OnDesiredPatch([]byte)                               {}
+func (noEvents) OnMethod(ports.MethodRequest)                        {}
 func (noEvents) OnCloudMessage(_ domain.CloudMessage, settle func()) { settle() }
 
 // TransportPath sends through a ports.Transport session: SendTelemetry
@@ -103,10 +103,10 @@ func RawPahoPath() Path {
 			return Conn{}, err
 		}
 		opts := paho.NewClientOptions().
-			AddBroker("tls://"+t.Addr).
+			AddBroker("tls://" + t.Addr).
 			SetTLSConfig(&tls.Config{ServerName: t.HubHost, RootCAs: t.RootCAs, MinVersion: tls.VersionTLS12}).
 			SetClientID(t.DeviceID).
-			SetUsername(t.HubHost+"/"+t.DeviceID+"/?api-version=2021-04-12").
+			SetUsername(t.HubHost + "/" + t.DeviceID + "/?api-version=2021-04-12").
 			SetPassword(sas).
 			SetProtocolVersion(4).
 			SetCleanSession(false).

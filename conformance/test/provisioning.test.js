@@ -10,6 +10,12 @@ const h = require('../lib/helpers');
 
 const MODEL_ID = 'dtmi:iotcgo:conformance:Thermostat;1';
 
+test('the key derivation used here matches the documented DPS test vector', () => {
+  // articles/iot-dps/concepts-symmetric-key-attestation.md
+  const group = '8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==';
+  assert.equal(h.deriveKey(group, 'sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6'), 'Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc=');
+});
+
 test('REST API refuses a request without the API token', { timeout: h.TEST_TIMEOUT_MS }, async () => {
   const res = await h.rest('GET', '/api/devices', undefined, { auth: false });
   assert.equal(res.status, 401, `GET /api/devices without Authorization: ${res.text.slice(0, 200)}`);

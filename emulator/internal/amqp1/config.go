@@ -219,10 +219,14 @@ type Handler interface {
 // accepts, a nil OnAttach refuses with amqp:not-found, a nil OnMessage
 // accepts every message, a nil OnDetach does nothing.
 type HandlerFuncs struct {
-	Open    func(ctx context.Context, c *Conn) error
-	Attach  func(ctx context.Context, l *Link) error
+	// Open implements OnOpen; nil accepts.
+	Open func(ctx context.Context, c *Conn) error
+	// Attach implements OnAttach; nil refuses with amqp:not-found.
+	Attach func(ctx context.Context, l *Link) error
+	// Message implements OnMessage; nil accepts every message.
 	Message func(ctx context.Context, l *Link, d *Delivery) Outcome
-	Detach  func(l *Link, err error)
+	// Detach implements OnDetach; nil does nothing.
+	Detach func(l *Link, err error)
 }
 
 // OnOpen implements [Handler].

@@ -168,8 +168,9 @@ func (l *Link) Err() error {
 // Detach detaches the link with err sent to the peer (nil for a clean
 // detach; a non-*Error becomes amqp:internal-error), e.g. &Error{Condition:
 // ErrCondUnauthorizedAccess} when a token expires. Handler.OnDetach is
-// called with err. Detaching an ended link is a no-op; after the connection
-// ended it returns [ErrConnClosed].
+// called with err. Detaching an ended link, or one whose OnAttach has not
+// returned yet, is a no-op; after the connection ended it returns
+// [ErrConnClosed].
 func (l *Link) Detach(err error) error {
 	c := l.c
 	c.mu.Lock()

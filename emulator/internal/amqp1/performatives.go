@@ -192,83 +192,113 @@ type Attach struct {
 // Flow is the flow performative (Part 2 §2.7.4). Handle is nil for a
 // session-only flow.
 type Flow struct {
+	// NextIncomingID is the sender's next-incoming-id; nil before the peer's begin was seen.
 	NextIncomingID *uint32
+	// IncomingWindow, NextOutgoingID and OutgoingWindow are the session state (mandatory).
 	IncomingWindow uint32
 	NextOutgoingID uint32
 	OutgoingWindow uint32
-	Handle         *uint32
-	DeliveryCount  *uint32
-	LinkCredit     *uint32
-	Available      *uint32
-	Drain          bool
-	Echo           bool
-	Properties     map[string]any
+	// Handle names the link; nil for a session-only flow.
+	Handle *uint32
+	// DeliveryCount, LinkCredit and Available are the link state; nil when absent.
+	DeliveryCount *uint32
+	LinkCredit    *uint32
+	Available     *uint32
+	// Drain asks the sender to use or give back all credit.
+	Drain bool
+	// Echo asks the peer to answer with its own flow state.
+	Echo bool
+	// Properties are link-state properties; nil when absent.
+	Properties map[string]any
 }
 
 // Transfer is the transfer performative (Part 2 §2.7.5). Payload is not part
 // of the performative: it is the rest of the frame body.
 type Transfer struct {
-	Handle        uint32
+	// Handle names the link (mandatory).
+	Handle uint32
+	// DeliveryID, DeliveryTag and MessageFormat are set on the first frame of a delivery.
 	DeliveryID    *uint32
 	DeliveryTag   []byte
 	MessageFormat *uint32
-	Settled       bool
-	More          bool
+	// Settled marks a pre-settled delivery.
+	Settled bool
+	// More says further frames of the same delivery follow.
+	More bool
+	// RcvSettleMode optionally overrides the link's mode; nil when absent.
 	RcvSettleMode *ReceiverSettleMode
-	State         DeliveryState
-	Resume        bool
-	Aborted       bool
-	Batchable     bool
+	// State is the delivery state (link recovery); nil when absent.
+	State DeliveryState
+	// Resume, Aborted and Batchable are the flags of the same names.
+	Resume    bool
+	Aborted   bool
+	Batchable bool
 	// Payload is the message bytes carried by this frame.
 	Payload []byte
 }
 
 // Disposition is the disposition performative (Part 2 §2.7.6).
 type Disposition struct {
-	Role      Role
-	First     uint32
-	Last      *uint32
-	Settled   bool
-	State     DeliveryState
+	// Role is the role of the sender of the disposition.
+	Role Role
+	// First and Last (nil = First) bound the delivery-ids concerned.
+	First uint32
+	Last  *uint32
+	// Settled settles the deliveries.
+	Settled bool
+	// State is the outcome or other delivery state; nil when absent.
+	State DeliveryState
+	// Batchable is the batchable hint.
 	Batchable bool
 }
 
 // Detach is the detach performative (Part 2 §2.7.7).
 type Detach struct {
+	// Handle names the link.
 	Handle uint32
+	// Closed is true for a closing (not suspending) detach.
 	Closed bool
-	Error  *Error
+	// Error says why; nil for a clean detach.
+	Error *Error
 }
 
 // End is the end performative (Part 2 §2.7.8).
 type End struct {
+	// Error says why; nil for a clean end.
 	Error *Error
 }
 
 // Close is the close performative (Part 2 §2.7.9).
 type Close struct {
+	// Error says why; nil for a clean close.
 	Error *Error
 }
 
 // SASLMechanisms is sasl-mechanisms (Part 5 §5.3.3.1).
 type SASLMechanisms struct {
+	// Mechanisms are the mechanisms the server offers, in preference order.
 	Mechanisms []Symbol
 }
 
 // SASLInit is sasl-init (Part 5 §5.3.3.2).
 type SASLInit struct {
-	Mechanism       Symbol
+	// Mechanism is the chosen mechanism (mandatory).
+	Mechanism Symbol
+	// InitialResponse is the mechanism's first message (PLAIN: authzid NUL user NUL password).
 	InitialResponse []byte
-	Hostname        string
+	// Hostname is the virtual host; "" when absent.
+	Hostname string
 }
 
 // SASLChallenge is sasl-challenge (Part 5 §5.3.3.3).
 type SASLChallenge struct {
+	// Challenge is the server's challenge data.
 	Challenge []byte
 }
 
 // SASLResponse is sasl-response (Part 5 §5.3.3.4).
 type SASLResponse struct {
+	// Response is the client's response data.
 	Response []byte
 }
 
@@ -286,13 +316,17 @@ const (
 
 // SASLOutcome is sasl-outcome (Part 5 §5.3.3.5).
 type SASLOutcome struct {
-	Code           SASLCode
+	// Code is the result of the authentication.
+	Code SASLCode
+	// AdditionalData is optional mechanism data; nil when absent.
 	AdditionalData []byte
 }
 
 // Source is the source terminus (Part 3 §3.5.3). Filter and DefaultOutcome
 // are kept as decoded so that they can be echoed back.
 type Source struct {
+	// Address is the node address ("" when absent); the other fields are
+	// those of the specification, zero when absent.
 	Address               string
 	Durable               uint32
 	ExpiryPolicy          Symbol
@@ -308,6 +342,8 @@ type Source struct {
 
 // Target is the target terminus (Part 3 §3.5.4).
 type Target struct {
+	// Address is the node address ("" when absent); the other fields are
+	// those of the specification, zero when absent.
 	Address               string
 	Durable               uint32
 	ExpiryPolicy          Symbol
@@ -332,6 +368,7 @@ type Outcome interface {
 
 // Received is the received delivery state (Part 3 §3.4.1).
 type Received struct {
+	// SectionNumber and SectionOffset locate the first byte not yet received.
 	SectionNumber uint32
 	SectionOffset uint64
 }
@@ -341,6 +378,7 @@ type Accepted struct{}
 
 // Rejected is the rejected outcome (Part 3 §3.4.3); Error may be nil.
 type Rejected struct {
+	// Error says why the message was rejected; may be nil.
 	Error *Error
 }
 
@@ -349,8 +387,11 @@ type Released struct{}
 
 // Modified is the modified outcome (Part 3 §3.4.5).
 type Modified struct {
-	DeliveryFailed     bool
-	UndeliverableHere  bool
+	// DeliveryFailed counts the attempt as failed.
+	DeliveryFailed bool
+	// UndeliverableHere asks not to redeliver on this link.
+	UndeliverableHere bool
+	// MessageAnnotations are merged into the message; nil when absent.
 	MessageAnnotations map[string]any
 }
 

@@ -445,7 +445,8 @@ func (s *session) onDetach(d *Detach) {
 	delete(s.localHandles, l.localHandle)
 	if !l.detachSent {
 		l.detachSent = true
-		_ = c.send(s.localCh, &Detach{Handle: l.localHandle, Closed: true}, nil, nil)
+		// Echo the peer's closed flag; the link is not kept for resumption either way.
+		_ = c.send(s.localCh, &Detach{Handle: l.localHandle, Closed: d.Closed}, nil, nil)
 	}
 	var cause error = ErrLinkDetached
 	var reason error

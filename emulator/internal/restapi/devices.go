@@ -161,7 +161,7 @@ func overlay(view, patch map[string]any) {
 			continue
 		}
 		if !domain.IsComponent(v) {
-			view[k] = v
+			view[k] = clone(v)
 			continue
 		}
 		sub, ok := view[k].(map[string]any)
@@ -171,6 +171,26 @@ func overlay(view, patch map[string]any) {
 		}
 		overlay(sub, v.(map[string]any))
 	}
+}
+
+// clone deep-copies JSON maps and slices, so that a view never shares (and
+// overlay never changes) the backend's twin.
+func clone(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[k] = clone(e)
+		}
+		return m
+	case []any:
+		s := make([]any, len(x))
+		for i, e := range x {
+			s[i] = clone(e)
+		}
+		return s
+	}
+	return v
 }
 
 func asMap(v any) map[string]any {
@@ -208,28 +228,28 @@ func sectionView(desired, reported, reportedMD map[string]any, desiredVersion an
 		}
 		m := map[string]any{}
 		if hasR {
-			view[k] = rv
+			view[k] = clone(rv)
 			if ack := asMap(rv); ack != nil && ack["ac"] != nil {
 				if val, ok := ack["value"]; ok {
-					view[k] = val
+					view[k] = clone(val)
 					for wire, name := range map[string]string{"ac": "ackCode", "av": "ackVersion", "ad": "ackDescription"} {
 						if x, ok := ack[wire]; ok {
-							m[name] = x
+							m[name] = clone(x)
 						}
 					}
 				}
 			}
 		} else {
-			view[k] = d
+			view[k] = clone(d)
 		}
 		if hasD {
-			m["desiredValue"] = d
+			m["desiredValue"] = clone(d)
 			if desiredVersion != nil {
-				m["desiredVersion"] = desiredVersion
+				m["desiredVersion"] = clone(desiredVersion)
 			}
 		}
 		if lu := asMap(reportedMD[k])["$lastUpdated"]; lu != nil {
-			m["lastUpdateTime"] = lu
+			m["lastUpdateTime"] = clone(lu)
 		}
 		if len(m) > 0 {
 			meta[k] = m

@@ -90,6 +90,7 @@ func FuzzPropertiesView(f *testing.F) {
 		if json.Unmarshal(b, &m) != nil {
 			return
 		}
+		before, _ := json.Marshal(m)
 		for _, c := range []string{"", "c"} {
 			for _, tw := range []Twin{{Desired: m}, {Reported: m}, {Desired: m, Reported: m}} {
 				v := propertiesView(tw, c)
@@ -97,7 +98,13 @@ func FuzzPropertiesView(f *testing.F) {
 					t.Fatalf("view does not encode: %v", err)
 				}
 				overlay(v, m)
+				if _, err := json.Marshal(v); err != nil {
+					t.Fatalf("overlaid view does not encode: %v", err)
+				}
 			}
+		}
+		if after, _ := json.Marshal(m); string(after) != string(before) {
+			t.Fatalf("view or overlay changed the twin:\n%s\n%s", before, after)
 		}
 	})
 }

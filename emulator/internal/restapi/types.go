@@ -46,7 +46,8 @@ type Backend interface {
 	// DeviceCredentials returns how a device authenticates, or ErrNotFound.
 	DeviceCredentials(ctx context.Context, id string) (DeviceCredentials, error)
 	// DeviceTwin returns the desired and reported sections of a device twin,
-	// or ErrNotFound.
+	// or ErrNotFound. The handler reads the maps after the call returns and
+	// never changes them, so return copies (or maps never changed again).
 	DeviceTwin(ctx context.Context, id string) (Twin, error)
 	// PatchDesired merges patch into the desired section (a null value
 	// deletes the property), bumps its $version and pushes the patch to the

@@ -76,8 +76,16 @@ const (
 // needs a numeric status; a DPS poll needs an operationId. Every other topic
 // (including another service's topics and cloud-to-device topics) returns
 // an error wrapping ErrMalformed. It never checks who may use the topic: see
-// PublishAllowed.
+// PublishAllowed. On error the Topic is the zero value.
 func ParseTopic(topic string) (Topic, error) {
+	t, err := parseTopic(topic)
+	if err != nil {
+		return Topic{}, err
+	}
+	return t, nil
+}
+
+func parseTopic(topic string) (Topic, error) {
 	var t Topic
 	if topic == "" || len(topic) > MaxTopicLen {
 		return t, fmt.Errorf("%w: topic length %d", ErrMalformed, len(topic))

@@ -1,0 +1,172 @@
+// Command iotc-emulator runs a local Azure IoT Central on this machine: the
+// Device Provisioning Service and an IoT hub over MQTT/TLS (port 8883), and
+// an HTTPS operator API shaped like IoT Central's REST API, so that a device
+// (built with this SDK or with the official Azure IoT SDKs) can be developed
+// and tested with no cloud account.
+//
+// Usage:
+//
+//	iotc-emulator [flags]
+//
+// On start it prints the ID scope, the enrollment group's primary key, the
+// CA certificate file devices must trust, and the REST base URL with its API
+// token. Stop it with Ctrl-C.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/iotc-go/iotc/emulator"
+)
+
+// info is what --info-file writes, for scripts and test suites.
+type info struct {
+	IDScope          string `json:"idScope"`
+	GroupKey         string `json:"groupKey"`
+	CAFile           string `json:"caFile"`
+	RESTURL          string `json:"restUrl"`
+	APIToken         string `json:"apiToken"`
+	MQTTAddr         string `json:"mqttAddr"`
+	HubHost          string `json:"hubHost"`
+	ProvisioningHost string `json:"provisioningHost"`
+}
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "iotc-emulator:", err)
+		os.Exit(1)
+	}
+}
+
+func defaultCertDir() string {
+	if d, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(d, "iotc-emulator")
+	}
+	return filepath.Join(os.TempDir(), "iotc-emulator")
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("iotc-emulator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		mqttAddr   = fs.String("mqtt-addr", "127.0.0.1:8883", "MQTT over TLS listener for DPS and the hub (devices connect here)")
+		restAddr   = fs.String("rest-addr", "127.0.0.1:8443", `HTTPS operator API listener ("-" disables it)`)
+		hubHost    = fs.String("hub-host", "localhost", "host name DPS assigns devices to; must resolve to this machine")
+		idScope    = fs.String("id-scope", "", "DPS ID scope (default: a random 0ne... scope)")
+		groupKey   = fs.String("group-key", os.Getenv("IOTC_EMULATOR_GROUP_KEY"), "base64 primary key of the default symmetric-key enrollment group (default: $IOTC_EMULATOR_GROUP_KEY or random)")
+		certDir    = fs.String("cert-dir", defaultCertDir(), "directory of the emulator's CA and server certificate; created on first run and reused so devices keep trusting the same CA")
+		apiToken   = fs.String("api-token", os.Getenv("IOTC_EMULATOR_API_TOKEN"), "token the REST API requires in the Authorization header (default: $IOTC_EMULATOR_API_TOKEN or random)")
+		retryAfter = fs.Duration("retry-after", time.Second, "retry-after DPS sends while a registration is being assigned")
+		manual     = fs.Bool("no-auto-approve", false, "refuse registrations of devices not created beforehand")
+		infoFile   = fs.String("info-file", "", "write the connection details as JSON to this file once listening")
+		verbose    = fs.Bool("v", false, "log every refused connection and rejected request to stderr")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, `iotc-emulator runs a local Azure IoT Central: DPS and an IoT hub over
+MQTT/TLS, plus an HTTPS operator API shaped like IoT Central's REST API.
+
+Point a device at it with:
+  provisioning host  localhost (port 8883)
+  ID scope           printed below
+  group key          printed below (derive the device key from it as usual)
+  trusted CA         the ca.pem file printed below
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	if err := os.MkdirAll(*certDir, 0o700); err != nil {
+		return fmt.Errorf("cert dir: %w", err)
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	opts := &emulator.Options{
+		MQTTAddr:   *mqttAddr,
+		RESTAddr:   *restAddr,
+		HubHost:    *hubHost,
+		IDScope:    *idScope,
+		CertDir:    *certDir,
+		APIToken:   *apiToken,
+		RetryAfter: *retryAfter,
+		Logger:     logger,
+	}
+	if *groupKey != "" {
+		opts.Groups = []emulator.EnrollmentGroup{{ID: "default", Enabled: true, PrimaryKey: *groupKey}}
+	}
+	if *manual {
+		off := false
+		opts.AutoApprove = &off
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	e, err := emulator.Start(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+
+	in := info{
+		IDScope:          e.IDScope(),
+		GroupKey:         e.GroupKey(),
+		CAFile:           e.CAFile(),
+		RESTURL:          e.RESTURL(),
+		APIToken:         e.APIToken(),
+		MQTTAddr:         e.MQTTAddr(),
+		HubHost:          e.HubHost(),
+		ProvisioningHost: e.HubHost(),
+	}
+	fmt.Fprintf(stdout, `iotc-emulator is running.
+  MQTT (DPS + hub)  %s
+  ID scope          %s
+  group key         %s
+  trust this CA     %s
+  REST API          %s
+  API token         %s
+Press Ctrl-C to stop.
+`, in.MQTTAddr, in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken)
+	if *infoFile != "" {
+		b, _ := json.MarshalIndent(in, "", "  ")
+		tmp := *infoFile + ".tmp"
+		if err := os.WriteFile(tmp, b, 0o600); err != nil {
+			return fmt.Errorf("info file: %w", err)
+		}
+		if err := os.Rename(tmp, *infoFile); err != nil {
+			return fmt.Errorf("info file: %w", err)
+		}
+	}
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "iotc-emulator: stopping")
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(disabled)"
+	}
+	return s
+}

@@ -1,0 +1,210 @@
+package iotc
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/iotc-go/iotc/domain"
+)
+
+// Transport selects the protocol the device speaks to DPS and the hub.
+type Transport int
+
+// Transports. The zero value is MQTT.
+const (
+	// MQTT is MQTT 3.1.1 over TLS, port 8883 by default.
+	MQTT Transport = iota
+	// MQTTWebSockets is MQTT over secure WebSockets (port 443). Not
+	// available yet: New returns ErrInvalidConfig.
+	MQTTWebSockets
+	// AMQP is AMQP 1.0 over TLS (port 5671). Not available yet: New
+	// returns ErrInvalidConfig.
+	AMQP
+	// AMQPWebSockets is AMQP 1.0 over secure WebSockets (port 443). Not
+	// available yet: New returns ErrInvalidConfig.
+	AMQPWebSockets
+)
+
+func (t Transport) String() string {
+	switch t {
+	case MQTT:
+		return "mqtt"
+	case MQTTWebSockets:
+		return "mqttws"
+	case AMQP:
+		return "amqp"
+	case AMQPWebSockets:
+		return "amqpws"
+	}
+	return fmt.Sprintf("Transport(%d)", int(t))
+}
+
+// Credential is what a device proves its identity with. Build one with
+// GroupKey, DeviceKey, X509Files, X509PEM or ConnectionString. Printing a
+// Credential never shows its secret.
+type Credential struct {
+	c domain.Credential
+}
+
+// String describes the credential without its secret.
+func (c Credential) String() string { return c.c.String() }
+
+// GoString keeps %#v from printing the secret.
+func (c Credential) GoString() string { return c.c.String() }
+
+// GroupKey is the base64 primary (or secondary) key of an IoT Central
+// symmetric-key enrollment group (SAS-IoT-Devices). The device key is
+// derived from it and the device id (HMAC-SHA256); the group key itself
+// never leaves the process.
+func GroupKey(key string) Credential {
+	return Credential{domain.Credential{Kind: domain.KindGroupKey, Key: key}}
+}
+
+// DeviceKey is the base64 symmetric key of one device (the device's
+// "Connect" page in IoT Central, or DeriveDeviceKey of a group key).
+func DeviceKey(key string) Credential {
+	return Credential{domain.Credential{Kind: domain.KindDeviceKey, Key: key}}
+}
+
+// X509Files is an X.509 client certificate and its private key as PEM
+// files. passphrase decrypts a legacy encrypted PEM key ("Proc-Type:
+// 4,ENCRYPTED"); leave it empty for a plain key. The certificate's subject
+// CN must be the device id; Config.DeviceID may be left empty.
+func X509Files(certFile, keyFile, passphrase string) Credential {
+	return Credential{domain.Credential{Kind: domain.KindX509, CertFile: certFile, KeyFile: keyFile, Passphrase: passphrase}}
+}
+
+// X509PEM is an X.509 client certificate and key given as PEM bytes, as
+// X509Files.
+func X509PEM(certPEM, keyPEM []byte, passphrase string) Credential {
+	return Credential{domain.Credential{Kind: domain.KindX509, CertPEM: certPEM, KeyPEM: keyPEM, Passphrase: passphrase}}
+}
+
+// ConnectionString is an IoT Hub device connection string
+// "HostName=...;DeviceId=...;SharedAccessKey=...". DPS is skipped; the
+// IDScope is not needed.
+func ConnectionString(s string) Credential {
+	return Credential{domain.Credential{Kind: domain.KindConnectionString, ConnectionString: s}}
+}
+
+// DeriveDeviceKey derives a device's key from a group key, as IoT Central
+// does: base64(HMAC-SHA256(base64-decode(groupKey), deviceID)). It returns
+// an error wrapping ErrInvalidKey when groupKey is not base64.
+func DeriveDeviceKey(groupKey, deviceID string) (string, error) {
+	return domain.DeriveDeviceKey(groupKey, deviceID)
+}
+
+// LogLevel filters the client's log records. The numeric values are those
+// of the Python iotc IOTCLogLevel.
+type LogLevel int
+
+// Log levels.
+const (
+	// LogDisabled logs nothing.
+	LogDisabled LogLevel = 1
+	// LogAPIOnly (the default) logs connection changes, provisioning,
+	// handled properties and commands: slog.LevelInfo and above.
+	LogAPIOnly LogLevel = 2
+	// LogAll also logs every message sent and received: slog.LevelDebug
+	// and above.
+	LogAll LogLevel = 16
+)
+
+// Backoff is the reconnect backoff: the wait before retry n is uniform in
+// [0, min(Cap, Base*2^n)). Zero fields mean 1 s base and 2 min cap.
+type Backoff = domain.Backoff
+
+// Config configures a Client. Only IDScope, DeviceID and Credential are
+// needed to reach IoT Central; every other zero field selects its default.
+type Config struct {
+	// DeviceID is the device id, also its DPS registration id. It may be
+	// empty with X.509 credentials (the certificate CN is used) and with a
+	// connection string.
+	DeviceID string
+	// IDScope is the application's DPS ID scope ("0ne..."), shown under
+	// Permissions > Device connection groups.
+	IDScope string
+	// Credential is required.
+	Credential Credential
+	// ModelID is the IoT Plug and Play model id ("dtmi:...;1"), sent to
+	// DPS and announced to the hub so IoT Central assigns the device
+	// template. Optional.
+	ModelID string
+	// LegacyModelID also sends the model id to DPS as "iotcModelId" for
+	// IoT Central applications that predate IoT Plug and Play.
+	LegacyModelID bool
+	// Transport is the protocol. Default MQTT.
+	Transport Transport
+	// ProvisioningHost is the DPS endpoint. Default
+	// "global.azure-devices-provisioning.net".
+	ProvisioningHost string
+	// Port is the TCP port of DPS and the hub. Default: the transport's
+	// (8883 for MQTT).
+	Port int
+	// RootCAs verifies the servers; nil means the system roots. To use a
+	// local emulator, trust its CA explicitly here.
+	RootCAs *x509.CertPool
+	// CredentialsFile caches the provisioning result (hub and device id,
+	// no secret) as JSON (mode 0600), so that restarts skip DPS. Optional.
+	CredentialsFile string
+	// TokenTTL is the lifetime of the SAS tokens the client mints; default
+	// one hour, at least 10 s. Tokens are renewed at 80 % of it (over MQTT
+	// by reconnecting).
+	TokenTTL time.Duration
+	// Backoff is the reconnect backoff; the zero value is 1 s doubling to
+	// 2 min, with full jitter.
+	Backoff Backoff
+	// MaxAttempts bounds consecutive failed connection attempts; 0 (the
+	// default) retries forever while the errors are retryable.
+	MaxAttempts int
+	// Logger receives the client's logs; nil (the default) is silent.
+	// Keys and SAS tokens are never logged.
+	Logger *slog.Logger
+	// LogLevel filters what reaches Logger. Default LogAPIOnly.
+	LogLevel LogLevel
+	// OnStatus is called with every connection state change, in order, on
+	// a goroutine of its own (a slow callback never blocks the client).
+	OnStatus func(Status)
+}
+
+// logger applies LogLevel to Logger.
+func (c Config) logger() (*slog.Logger, error) {
+	var min slog.Level
+	switch c.LogLevel {
+	case LogDisabled:
+		return nil, nil
+	case 0, LogAPIOnly:
+		min = slog.LevelInfo
+	case LogAll:
+		min = slog.LevelDebug
+	default:
+		return nil, fmt.Errorf("%w: LogLevel %d (use LogDisabled, LogAPIOnly or LogAll)", ErrInvalidConfig, int(c.LogLevel))
+	}
+	if c.Logger == nil {
+		return nil, nil
+	}
+	return slog.New(levelHandler{min: min, h: c.Logger.Handler()}), nil
+}
+
+// levelHandler drops records below min.
+type levelHandler struct {
+	min slog.Level
+	h   slog.Handler
+}
+
+func (l levelHandler) Enabled(ctx context.Context, level slog.Level) bool {
+	return level >= l.min && l.h.Enabled(ctx, level)
+}
+
+func (l levelHandler) Handle(ctx context.Context, r slog.Record) error { return l.h.Handle(ctx, r) }
+
+func (l levelHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return levelHandler{min: l.min, h: l.h.WithAttrs(as)}
+}
+
+func (l levelHandler) WithGroup(name string) slog.Handler {
+	return levelHandler{min: l.min, h: l.h.WithGroup(name)}
+}

@@ -1,0 +1,219 @@
+// Package iotc connects devices to Azure IoT Central.
+//
+// A Client provisions the device through the Device Provisioning Service
+// (group key, device key or X.509 certificate; or a hub connection string
+// without DPS), connects to the assigned IoT hub announcing its IoT Plug and
+// Play model, keeps writable properties in sync (calling the property
+// handler for every value not yet acknowledged, also after reconnects),
+// answers commands with any status and JSON payload, receives commands
+// queued while offline and other cloud-to-device messages, and sends
+// telemetry and reported properties. It reconnects by itself with
+// exponential backoff and full jitter, renews its SAS token before it
+// expires, and reports every connection change to a status callback.
+//
+//	client, err := iotc.New(iotc.Config{
+//		DeviceID:   "thermostat-01",
+//		IDScope:    "0ne00ABCDEF",
+//		Credential: iotc.GroupKey(os.Getenv("IOTC_GROUP_KEY")),
+//		ModelID:    "dtmi:com:example:Thermostat;1",
+//	})
+//	client.OnProperty(func(ctx context.Context, p iotc.Property) iotc.PropertyAck { ... })
+//	client.OnCommand(func(ctx context.Context, c iotc.Command) iotc.CommandResponse { ... })
+//	err = client.Connect(ctx)
+//	err = client.SendTelemetry(ctx, map[string]any{"temperature": 21.5}, iotc.Component("thermostat1"))
+//
+// The package is the composition root of the SDK: it wires package app
+// (the device logic) to the MQTT transport and the credentials file. Tests
+// and advanced users can build app directly from ports.
+package iotc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/iotc-go/iotc/adapters/filestore"
+	"github.com/iotc-go/iotc/adapters/mqtt"
+	"github.com/iotc-go/iotc/app"
+	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/ports"
+)
+
+// Client is a device connected to IoT Central. Its methods are safe for
+// concurrent use. Register handlers before Connect so that the startup
+// twin sync reaches them.
+type Client struct {
+	app *app.Client
+}
+
+// New checks cfg and builds a client; it does not connect (see Connect)
+// and starts no goroutine. Errors wrap ErrInvalidConfig: a missing or
+// malformed credential (ErrInvalidKey for a key that is not base64), a
+// missing IDScope or DeviceID, a transport not available yet, a bad port
+// or LogLevel.
+func New(cfg Config) (*Client, error) {
+	logger, err := cfg.logger()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Port < 0 || cfg.Port > 65535 {
+		return nil, fmt.Errorf("%w: port %d", ErrInvalidConfig, cfg.Port)
+	}
+	var transport ports.Transport
+	switch cfg.Transport {
+	case MQTT:
+		transport = mqtt.New(&mqtt.Options{Port: cfg.Port, RootCAs: cfg.RootCAs, Logger: withAttr(logger, "transport", "mqtt")})
+	case MQTTWebSockets, AMQP, AMQPWebSockets:
+		return nil, fmt.Errorf("%w: transport %s is not available yet; use iotc.MQTT", ErrInvalidConfig, cfg.Transport)
+	default:
+		return nil, fmt.Errorf("%w: unknown transport %d", ErrInvalidConfig, int(cfg.Transport))
+	}
+	opts := app.Options{
+		DeviceID:         cfg.DeviceID,
+		IDScope:          cfg.IDScope,
+		ProvisioningHost: cfg.ProvisioningHost,
+		Credential:       cfg.Credential.c,
+		ModelID:          cfg.ModelID,
+		LegacyModelID:    cfg.LegacyModelID,
+		Transports:       []ports.Transport{transport},
+		TokenTTL:         cfg.TokenTTL,
+		Backoff:          cfg.Backoff,
+		MaxAttempts:      cfg.MaxAttempts,
+		Logger:           logger,
+		OnStatus:         cfg.OnStatus,
+	}
+	if cfg.CredentialsFile != "" {
+		opts.Store = filestore.New(cfg.CredentialsFile, withAttr(logger, "store", "file"))
+	}
+	a, err := app.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{app: a}, nil
+}
+
+func withAttr(l *slog.Logger, k, v string) *slog.Logger {
+	if l == nil {
+		return nil
+	}
+	return l.With(k, v)
+}
+
+// OnProperty sets the writable-property handler; nil removes it. It is
+// called for every desired value the device has not acknowledged at its
+// version: at Connect, after every reconnect and for each change. Its
+// PropertyAck is reported as the acknowledgement. Without a handler,
+// desired values stay unacknowledged. Properties are handled one at a
+// time, in order, on a goroutine the client owns; a panic is reported as
+// status 500.
+func (c *Client) OnProperty(h func(ctx context.Context, p Property) PropertyAck) {
+	if h == nil {
+		c.app.OnProperty(nil)
+		return
+	}
+	c.app.OnProperty(func(ctx context.Context, p domain.DesiredProperty) domain.PropertyAck {
+		return h(ctx, propertyOf(p))
+	})
+}
+
+// OnCommand sets the command handler; nil removes it. Commands without a
+// handler are answered 501 with {"error": "..."}, a panicking handler 500.
+// Commands are handled one at a time, in order, on a goroutine the client
+// owns; IoT Central waits up to the command's timeout (30 s by default)
+// for the answer. For long work, answer 202 and report progress as
+// properties.
+func (c *Client) OnCommand(h func(ctx context.Context, cmd Command) CommandResponse) {
+	if h == nil {
+		c.app.OnCommand(nil)
+		return
+	}
+	c.app.OnCommand(func(ctx context.Context, r domain.CommandRequest) domain.CommandResponse {
+		return h(ctx, commandOf(r))
+	})
+}
+
+// OnQueuedCommand sets the handler of commands IoT Central queued while
+// the device was offline; nil removes it, and then queued commands go to
+// the OnCommand handler (with Queued set, its response discarded). The
+// message is settled when the handler returns.
+func (c *Client) OnQueuedCommand(h func(ctx context.Context, cmd Command)) {
+	if h == nil {
+		c.app.OnQueuedCommand(nil)
+		return
+	}
+	c.app.OnQueuedCommand(func(ctx context.Context, r domain.CommandRequest) {
+		h(ctx, commandOf(r))
+	})
+}
+
+// OnCloudMessage sets the handler of cloud-to-device messages that are
+// not queued commands; nil removes it (they are then dropped). The message
+// is settled when the handler returns.
+func (c *Client) OnCloudMessage(h func(ctx context.Context, m CloudMessage)) {
+	c.app.OnCloudMessage(h)
+}
+
+// Connect provisions the device (or uses the credentials file), connects
+// to the hub and synchronises the writable properties; afterwards the
+// client reconnects by itself until Close. Network failures are retried
+// with backoff while ctx lasts; refused credentials (ErrUnauthorized), a
+// disabled device (*ProvisioningError) or an unknown device
+// (ErrDeviceNotFound) return at once. Use a ctx deadline to bound it.
+func (c *Client) Connect(ctx context.Context) error { return c.app.Connect(ctx) }
+
+// SendTelemetry sends v encoded as JSON ([]byte and json.RawMessage are
+// sent as they are) and returns when the hub acknowledged it. It returns
+// ErrNotConnected at once while offline, ErrMessageTooLarge over 256 KiB,
+// ErrInvalidConfig for a reserved property name, or an encoding error.
+// IoT Hub meters messages in 4 KiB blocks and throttles a unit at about
+// 100 messages per second.
+func (c *Client) SendTelemetry(ctx context.Context, v any, opts ...TelemetryOption) error {
+	m, err := domain.NewJSONMessage(v)
+	if err != nil {
+		return err
+	}
+	for _, o := range opts {
+		o.applyTelemetry(&m)
+	}
+	return c.app.SendTelemetry(ctx, m)
+}
+
+// ReportProperties reports device (read-only) properties; with
+// Component(name) they are wrapped as that component's. Errors:
+// ErrNotConnected, ErrMessageTooLarge over 32 KiB, *HubError when the hub
+// refuses (429: about 50 twin updates per second per unit).
+func (c *Client) ReportProperties(ctx context.Context, props map[string]any, opts ...ReportOption) error {
+	var ro reportOptions
+	for _, o := range opts {
+		o.applyReport(&ro)
+	}
+	return c.app.ReportProperties(ctx, ro.component, props)
+}
+
+// AckProperty reports an acknowledgement of p, typically the final one
+// after the handler answered 202. Errors as ReportProperties.
+func (c *Client) AckProperty(ctx context.Context, p Property, ack PropertyAck) error {
+	return c.app.AckProperty(ctx, p.domain(), ack)
+}
+
+// FetchTwin reads the device twin. Errors: ErrNotConnected, *HubError.
+func (c *Client) FetchTwin(ctx context.Context) (Twin, error) { return c.app.FetchTwin(ctx) }
+
+// IsConnected reports whether the client has an open hub session.
+func (c *Client) IsConnected() bool { return c.app.IsConnected() }
+
+// Status returns the current connection status.
+func (c *Client) Status() Status { return c.app.Status() }
+
+// Err returns why the client gave up reconnecting (refused credentials,
+// disabled device, MaxAttempts reached), or nil.
+func (c *Client) Err() error { return c.app.Err() }
+
+// DeviceID is the device id: the one DPS assigned once connected, else the
+// configured one.
+func (c *Client) DeviceID() string { return c.app.DeviceID() }
+
+// Close disconnects and returns when every goroutine of the client has
+// ended; running handlers see their context cancelled and are waited for.
+// If ctx ends first, Close returns its error. Close is idempotent.
+func (c *Client) Close(ctx context.Context) error { return c.app.Close(ctx) }

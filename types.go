@@ -1,0 +1,220 @@
+package iotc
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/iotc-go/iotc/domain"
+)
+
+// Errors the client returns; match them with errors.Is.
+var (
+	// ErrNotConnected: the client is offline or reconnecting. SendTelemetry
+	// never waits for a connection.
+	ErrNotConnected = domain.ErrNotConnected
+	// ErrClosed: Close was called, or the client gave up (see Client.Err).
+	ErrClosed = domain.ErrClosed
+	// ErrMessageTooLarge: over 256 KiB telemetry, 32 KiB reported
+	// properties or 128 KiB command payloads (IoT Hub limits), checked
+	// before sending.
+	ErrMessageTooLarge = domain.ErrMessageTooLarge
+	// ErrUnauthorized: DPS or the hub refused the credentials. Never retried.
+	ErrUnauthorized = domain.ErrUnauthorized
+	// ErrDeviceNotFound: the hub does not know the device.
+	ErrDeviceNotFound = domain.ErrDeviceNotFound
+	// ErrThrottled: IoT Hub or DPS throttled the request (429).
+	ErrThrottled = domain.ErrThrottled
+	// ErrTimeout: the service did not answer in time.
+	ErrTimeout = domain.ErrTimeout
+	// ErrInvalidConfig: the configuration cannot work.
+	ErrInvalidConfig = domain.ErrInvalidConfig
+	// ErrInvalidKey: a symmetric key is not base64.
+	ErrInvalidKey = domain.ErrInvalidKey
+)
+
+// HubError is a refused hub or DPS request carrying the service status.
+type HubError = domain.HubError
+
+// ProvisioningError is a final DPS answer other than "assigned" (failed,
+// disabled, blacklisted).
+type ProvisioningError = domain.ProvisioningError
+
+// Status is one connection state change: State, Reason, Err, Transport.
+type Status = domain.ConnectionStatus
+
+// State is a connection state.
+type State = domain.State
+
+// Connection states.
+const (
+	StateDisconnected = domain.StateDisconnected
+	StateConnecting   = domain.StateConnecting
+	StateConnected    = domain.StateConnected
+	StateReconnecting = domain.StateReconnecting
+	StateClosed       = domain.StateClosed
+)
+
+// Reason says why the state changed; the values of the Python iotc
+// IOTCConnectionState are kept.
+type Reason = domain.Reason
+
+// Reasons of state changes.
+const (
+	ReasonNone                  = domain.ReasonNone
+	ReasonExpiredToken          = domain.ReasonExpiredToken
+	ReasonDeviceDisabled        = domain.ReasonDeviceDisabled
+	ReasonBadCredential         = domain.ReasonBadCredential
+	ReasonRetryExpired          = domain.ReasonRetryExpired
+	ReasonNoNetwork             = domain.ReasonNoNetwork
+	ReasonCommunicationError    = domain.ReasonCommunicationError
+	ReasonConnectionOK          = domain.ReasonConnectionOK
+	ReasonClientClose           = domain.ReasonClientClose
+	ReasonTransportFallback     = domain.ReasonTransportFallback
+	ReasonReprovisioned         = domain.ReasonReprovisioned
+	ReasonDesiredChangedOffline = domain.ReasonDesiredChangedOffline
+)
+
+// Twin is the device twin: desired and reported properties with their
+// $version.
+type Twin = domain.Twin
+
+// PropertyAck is a property handler's answer, reported as the IoT Plug and
+// Play acknowledgement {"value", "ac", "av", "ad"}: Status 200 (or 0)
+// applied, 202 in progress (call Client.AckProperty later), 4xx/5xx
+// refused; Description is optional; Value nil reports the desired value.
+type PropertyAck = domain.PropertyAck
+
+// CommandResponse is a command handler's answer: any Status (0 means 200)
+// and a Payload encoded as JSON (nil sends {}), at most 128 KiB.
+type CommandResponse = domain.CommandResponse
+
+// CloudMessage is a cloud-to-device message: Body and every property
+// (system ones under "$." names).
+type CloudMessage = domain.CloudMessage
+
+// Property is a writable property the operator set.
+type Property struct {
+	// Component is the IoT Plug and Play component; empty for the root.
+	Component string
+	// Name is the property name.
+	Name string
+	// Value is the desired value as JSON.
+	Value json.RawMessage
+	// Version is the desired $version the acknowledgement refers to.
+	Version int64
+}
+
+// Unmarshal decodes the desired value into v.
+func (p Property) Unmarshal(v any) error {
+	if err := json.Unmarshal(p.Value, v); err != nil {
+		return fmt.Errorf("iotc: property %s: %w", p.Name, err)
+	}
+	return nil
+}
+
+func (p Property) domain() domain.DesiredProperty {
+	return domain.DesiredProperty{Component: p.Component, Name: p.Name, Value: p.Value, Version: p.Version}
+}
+
+func propertyOf(p domain.DesiredProperty) Property {
+	return Property{Component: p.Component, Name: p.Name, Value: p.Value, Version: p.Version}
+}
+
+// Command is a command sent to the device: a direct method, or (Queued) a
+// command IoT Central kept while the device was offline.
+type Command struct {
+	// Component is the IoT Plug and Play component; empty for the root.
+	Component string
+	// Name is the command name.
+	Name string
+	// Payload is the request body, normally JSON; nil when empty. Queued
+	// commands carry whatever the service sent.
+	Payload json.RawMessage
+	// RequestID correlates a direct method's response; empty when Queued.
+	RequestID string
+	// Queued is true for a command delivered as a cloud-to-device message;
+	// it takes no response.
+	Queued bool
+}
+
+// Unmarshal decodes the request payload into v.
+func (c Command) Unmarshal(v any) error {
+	if err := json.Unmarshal(c.Payload, v); err != nil {
+		return fmt.Errorf("iotc: command %s payload: %w", c.Name, err)
+	}
+	return nil
+}
+
+func commandOf(c domain.CommandRequest) Command {
+	return Command{Component: c.Component, Name: c.Name, Payload: c.Payload, RequestID: c.RequestID, Queued: c.Queued}
+}
+
+// TelemetryOption adjusts one telemetry message.
+type TelemetryOption interface {
+	applyTelemetry(*domain.Message)
+}
+
+// ReportOption adjusts one reported-properties patch.
+type ReportOption interface {
+	applyReport(*reportOptions)
+}
+
+type reportOptions struct {
+	component string
+}
+
+type telemetryFunc func(*domain.Message)
+
+func (f telemetryFunc) applyTelemetry(m *domain.Message) { f(m) }
+
+// ComponentOption names an IoT Plug and Play component; it is both a
+// TelemetryOption and a ReportOption.
+type ComponentOption string
+
+func (c ComponentOption) applyTelemetry(m *domain.Message) { m.Component = string(c) }
+func (c ComponentOption) applyReport(r *reportOptions)    { r.component = string(c) }
+
+// Component sends telemetry as the component's ($.sub), or reports
+// properties inside {"name": {"__t": "c", ...}}. Default: the root.
+func Component(name string) ComponentOption { return ComponentOption(name) }
+
+// Properties adds application properties to a telemetry message. Keys
+// starting with "$." or "iothub-" are reserved (ErrInvalidConfig).
+func Properties(p map[string]string) TelemetryOption {
+	return telemetryFunc(func(m *domain.Message) {
+		if m.Properties == nil {
+			m.Properties = make(map[string]string, len(p))
+		}
+		for k, v := range p {
+			m.Properties[k] = v
+		}
+	})
+}
+
+// MessageID sets the message id ($.mid). Default: a random UUID.
+func MessageID(id string) TelemetryOption {
+	return telemetryFunc(func(m *domain.Message) { m.MessageID = id })
+}
+
+// CorrelationID sets the correlation id ($.cid).
+func CorrelationID(id string) TelemetryOption {
+	return telemetryFunc(func(m *domain.Message) { m.CorrelationID = id })
+}
+
+// CreationTime sets iothub-creation-time-utc, the time the reading was
+// taken, which IoT Central uses as the telemetry timestamp.
+func CreationTime(t time.Time) TelemetryOption {
+	return telemetryFunc(func(m *domain.Message) { m.CreationTime = t })
+}
+
+// ContentType sets $.ct. Default "application/json"; IoT Central only
+// decodes JSON telemetry.
+func ContentType(ct string) TelemetryOption {
+	return telemetryFunc(func(m *domain.Message) { m.ContentType = ct })
+}
+
+// ContentEncoding sets $.ce. Default "utf-8".
+func ContentEncoding(ce string) TelemetryOption {
+	return telemetryFunc(func(m *domain.Message) { m.ContentEncoding = ce })
+}
