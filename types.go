@@ -173,7 +173,7 @@ func (f telemetryFunc) applyTelemetry(m *domain.Message) { f(m) }
 type ComponentOption string
 
 func (c ComponentOption) applyTelemetry(m *domain.Message) { m.Component = string(c) }
-func (c ComponentOption) applyReport(r *reportOptions)    { r.component = string(c) }
+func (c ComponentOption) applyReport(r *reportOptions)     { r.component = string(c) }
 
 // Component sends telemetry as the component's ($.sub), or reports
 // properties inside {"name": {"__t": "c", ...}}. Default: the root.

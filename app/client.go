@@ -496,12 +496,15 @@ func (c *Client) Close(ctx context.Context) error {
 		c.runCancel()
 		done := c.closeDone
 		go func() {
+			// The workers see runCtx cancelled and return before the session
+			// closes, so none of them is inside a session call racing the
+			// disconnect.
+			c.wg.Wait()
 			if sess != nil {
 				if err := sess.Close(); err != nil {
 					c.log.Debug("close session", "err", err)
 				}
 			}
-			c.wg.Wait()
 			c.statusQ.close()
 			c.statusWG.Wait()
 			close(done)

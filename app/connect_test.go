@@ -402,4 +402,3 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		t.Fatalf("good options: %v", err)
 	}
 }
-

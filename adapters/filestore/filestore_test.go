@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/iotc-go/iotc/domain"
 	"github.com/iotc-go/iotc/ports"
 )
@@ -247,4 +249,8 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("Decode accepted an invalid record %+v", c)
 		}
 	})
+}
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
 }

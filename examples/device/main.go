@@ -273,8 +273,12 @@ func (t *thermostat) onCommand(_ context.Context, c iotc.Command) iotc.CommandRe
 	case "getMaxMinReport":
 		t.mu.Lock()
 		defer t.mu.Unlock()
+		lo, hi := t.min, t.max
+		if math.IsInf(lo, 0) || math.IsInf(hi, 0) { // no reading since the last reboot
+			lo, hi = t.temperature, t.temperature
+		}
 		return iotc.CommandResponse{Status: 200, Payload: map[string]any{
-			"maxTemp": t.max, "minTemp": t.min, "endTime": time.Now().UTC().Format(time.RFC3339),
+			"maxTemp": hi, "minTemp": lo, "endTime": time.Now().UTC().Format(time.RFC3339),
 		}}
 	}
 	return iotc.CommandResponse{Status: 404, Payload: map[string]string{"error": "unknown command " + c.Name}}

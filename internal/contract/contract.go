@@ -223,6 +223,7 @@ func jsonEqual(t testing.TB, got []byte, want string) {
 // newTransport builds. Scenarios run in parallel on one emulator.
 func RunTransport(t *testing.T, newTransport NewTransport) {
 	s := Start(t, newTransport)
+	t.Run("ProvisionFailed", func(t *testing.T) { testProvisionFailed(t, newTransport) })
 	t.Run("Name", func(t *testing.T) {
 		if s.Tr.Name() == "" {
 			t.Fatal("empty Name")
@@ -337,6 +338,37 @@ func (s *Suite) testProvisionInvalid(t *testing.T) {
 		if _, err := s.Tr.Provision(ctx, req); !errors.Is(err, domain.ErrInvalidConfig) {
 			t.Errorf("%s: Provision = %v, want ErrInvalidConfig", name, err)
 		}
+	}
+}
+
+// testProvisionFailed registers an unknown device with an emulator that
+// approves only known devices: DPS answers "failed".
+func testProvisionFailed(t *testing.T, newTransport NewTransport) {
+	t.Parallel()
+	ctx := stepContext(t)
+	approve := false
+	e, err := emulator.Start(ctx, &emulator.Options{MQTTAddr: "127.0.0.1:0", RESTAddr: "-", RetryAfter: -1, AutoApprove: &approve})
+	if err != nil {
+		t.Fatalf("start emulator: %v", err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	s := &Suite{E: e, Tr: newTransport(e), prefix: "failed"}
+	reg := s.DeviceID("unknown")
+	key, err := domain.DeriveDeviceKey(e.GroupKey(), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := s.provisionRequest(reg, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Tr.Provision(ctx, req)
+	var pe *domain.ProvisioningError
+	if !errors.As(err, &pe) || pe.Status != domain.DPSFailed {
+		t.Fatalf("Provision of an unapproved device = %v, want a *domain.ProvisioningError with status failed", err)
+	}
+	if domain.IsRetryable(err) {
+		t.Fatalf("a failed registration is reported as retryable: %v", err)
 	}
 }
 
