@@ -28,6 +28,7 @@ const (
 	AMQPWebSockets
 )
 
+// String is the transport's short name: mqtt, mqttws, amqp or amqpws.
 func (t Transport) String() string {
 	switch t {
 	case MQTT:

@@ -153,8 +153,10 @@ func (c *Client) OnCloudMessage(h func(ctx context.Context, m CloudMessage)) {
 	c.app.OnCloudMessage(h)
 }
 
-// Connect provisions the device (or uses the credentials file), connects
-// to the hub and synchronises the writable properties; afterwards the
+// Connect provisions the device (or uses the credentials file) and
+// connects to the hub; it returns once the session is open, while the
+// writable properties are synchronised on the client's own goroutine (the
+// property handler is called for each pending value). Afterwards the
 // client reconnects by itself until Close. Network failures are retried
 // with backoff while ctx lasts; refused credentials (ErrUnauthorized), a
 // disabled device (*ProvisioningError) or an unknown device
@@ -191,7 +193,12 @@ func (c *Client) ReportProperties(ctx context.Context, props map[string]any, opt
 }
 
 // AckProperty reports an acknowledgement of p, typically the final one
-// after the handler answered 202. Errors as ReportProperties.
+// after the handler answered 202. It never lands before the handler's own
+// answer: called while the handler for p still runs (from inside it or
+// from another goroutine), it returns nil at once and its acknowledgement
+// replaces the handler's in the report made when the handler returns;
+// called while that report is in flight, it waits and reports right after.
+// Errors as ReportProperties.
 func (c *Client) AckProperty(ctx context.Context, p Property, ack PropertyAck) error {
 	return c.app.AckProperty(ctx, p.domain(), ack)
 }

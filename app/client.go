@@ -90,7 +90,8 @@ type Client struct {
 	status      domain.ConnectionStatus
 	sess        *session
 	assign      *assignment
-	preferred   int // index of the transport that worked last
+	skipCache   bool // the cached record was refused; provision instead
+	preferred   int  // index of the transport that worked last
 }
 
 // session is an open hub session with what the supervisor needs to know.

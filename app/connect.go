@@ -41,6 +41,11 @@ func (c *Client) establish(ctx context.Context, initial bool) (*session, error) 
 	if err != nil && a.fromCache && isRefused(err) && c.connStr == nil {
 		c.log.Warn("the hub refused the cached credentials; provisioning again", "hub", a.hub, "err", err)
 		c.setStatus(domain.ConnectionStatus{State: domain.StateConnecting, Reason: domain.ReasonReprovisioned, Err: err})
+		// Forget the stale record: if DPS cannot be reached now, the next
+		// attempt provisions again instead of retrying the refused hub.
+		c.mu.Lock()
+		c.assign, c.skipCache = nil, true
+		c.mu.Unlock()
 		if a, err = c.provision(ctx); err != nil {
 			return nil, err
 		}
@@ -80,7 +85,10 @@ func (c *Client) assignment(ctx context.Context) (assignment, error) {
 		c.mu.Unlock()
 		return a, nil
 	}
-	if c.opts.Store != nil {
+	c.mu.Lock()
+	skipCache := c.skipCache
+	c.mu.Unlock()
+	if c.opts.Store != nil && !skipCache {
 		rec, err := c.opts.Store.Load(ctx)
 		switch {
 		case err != nil && !errors.Is(err, ports.ErrNoCredentials):

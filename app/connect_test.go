@@ -402,3 +402,26 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		t.Fatalf("good options: %v", err)
 	}
 }
+
+func TestRefusedCacheThenDPSUnreachableRetriesDPSNotTheStaleHub(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		e.cache("stale.azure-devices.net")
+		gomock.InOrder(
+			e.tr.EXPECT().Provision(gomock.Any(), gomock.Any()).Return(domain.Assignment{}, dialErr),
+			e.tr.EXPECT().Provision(gomock.Any(), gomock.Any()).Return(domain.Assignment{Hub: testHub, DeviceID: testDev}, nil),
+		)
+		e.store.EXPECT().Save(gomock.Any(), gomock.Any()).Return(nil)
+		e.hubConnects(connResult{err: fmt.Errorf("connack 5: %w", domain.ErrUnauthorized)}, connResult{hub: newHub(e.ctrl, emptyTwin)})
+		o := e.options()
+		o.Store = e.store
+		c := e.client(o)
+		defer closeClient(t, c)
+		if err := c.Connect(context.Background()); err != nil {
+			t.Fatalf("Connect: %v", err)
+		}
+		if first, second := <-e.conns, <-e.conns; first.Host != "stale.azure-devices.net" || second.Host != testHub {
+			t.Errorf("connected to %q then %q", first.Host, second.Host)
+		}
+	})
+}

@@ -43,12 +43,14 @@ type events struct {
 	ref *sessionRef
 }
 
+// OnDesiredPatch queues a desired patch for the property worker.
 func (e *events) OnDesiredPatch(patch []byte) {
 	if !e.c.propQ.push(propEvent{patch: patch}) {
 		e.c.log.Warn("property queue full; the patch is handled by the twin sync after the next reconnect")
 	}
 }
 
+// OnMethod queues a command; a full queue is answered 503.
 func (e *events) OnMethod(req ports.MethodRequest) {
 	if !e.c.cmdQ.push(methodJob{req: req, ref: e.ref}) {
 		e.c.log.Warn("command queue full; answering 503", "command", req.Method)
@@ -58,6 +60,8 @@ func (e *events) OnMethod(req ports.MethodRequest) {
 	}
 }
 
+// OnCloudMessage queues a cloud-to-device message; a full queue leaves it
+// unsettled for redelivery.
 func (e *events) OnCloudMessage(msg domain.CloudMessage, settle func()) {
 	if !e.c.msgQ.push(cloudJob{msg: msg, settle: settle}) {
 		e.c.log.Warn("cloud message queue full; the message stays unsettled and is delivered again")

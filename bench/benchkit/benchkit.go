@@ -50,13 +50,17 @@ type Sender func(ctx context.Context) error
 
 // Conn is one connected device on a path.
 type Conn struct {
-	Send  Sender
+	// Send sends one message and waits for its PUBACK.
+	Send Sender
+	// Close disconnects and waits for the client's goroutines.
 	Close func() error
 }
 
 // Path is one way of sending telemetry.
 type Path struct {
-	Name    string
+	// Name labels the path in reports ("sdk adapters/mqtt", "raw paho").
+	Name string
+	// Connect connects device t and returns its sender.
 	Connect func(ctx context.Context, t Target) (Conn, error)
 }
 

@@ -116,7 +116,7 @@ func run() error {
 	}
 	select {
 	case p := <-properties:
-		fmt.Printf("5. writable property %s=%s received (version %d) and acknowledged\n", p.Name, p.Value, p.Version)
+		fmt.Printf("5. writable property %s=%s received (version %d); the handler answered 200\n", p.Name, p.Value, p.Version)
 	case <-ctx.Done():
 		return errors.New("the writable property did not reach the device")
 	}

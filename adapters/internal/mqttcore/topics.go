@@ -20,12 +20,20 @@ const (
 	DPSAPIVersion = "2019-03-31"
 )
 
-// Topic filters and prefixes of IoT Hub and DPS over MQTT.
+// Subscription filters of IoT Hub and DPS over MQTT (IoT Hub allows a
+// device at most 5 subscriptions; a session uses 4).
 const (
-	TopicTwinResFilter     = "$iothub/twin/res/#"
-	TopicDesiredFilter     = "$iothub/twin/PATCH/properties/desired/#"
-	TopicMethodsFilter     = "$iothub/methods/POST/#"
-	TopicDPSResFilter      = "$dps/registrations/res/#"
+	// TopicTwinResFilter receives twin GET and PATCH responses.
+	TopicTwinResFilter = "$iothub/twin/res/#"
+	// TopicDesiredFilter receives desired-property patches.
+	TopicDesiredFilter = "$iothub/twin/PATCH/properties/desired/#"
+	// TopicMethodsFilter receives direct-method requests.
+	TopicMethodsFilter = "$iothub/methods/POST/#"
+	// TopicDPSResFilter receives DPS responses.
+	TopicDPSResFilter = "$dps/registrations/res/#"
+)
+
+const (
 	topicTwinResPrefix     = "$iothub/twin/res/"
 	topicDesiredPrefix     = "$iothub/twin/PATCH/properties/desired/"
 	topicMethodsPrefix     = "$iothub/methods/POST/"
@@ -126,8 +134,10 @@ func splitStatusQuery(rest string) (int, string, error) {
 
 // TwinResponse is a parsed "$iothub/twin/res/{status}/?$rid={rid}[&$version={n}]" topic.
 type TwinResponse struct {
+	// Status is the hub's status (200 GET, 204 PATCH, 4xx/5xx refusals).
 	Status int
-	RID    string
+	// RID is the $rid of the request answered.
+	RID string
 	// Version is the $version of a reported patch response; HasVersion
 	// says whether it was present.
 	Version    int64
@@ -238,8 +248,10 @@ func ParseCloudToDeviceTopic(deviceID, topic string) (domain.PropertyBag, error)
 
 // DPSResponse is a parsed "$dps/registrations/res/{status}/?$rid={rid}[&retry-after={s}]" topic.
 type DPSResponse struct {
+	// Status is DPS's status (200 final, 202 in progress, 429/5xx transient).
 	Status int
-	RID    string
+	// RID is the $rid of the request answered.
+	RID string
 	// RetryAfter is the retry-after value, or -1 when absent (then
 	// domain.ClampPollInterval applies the default).
 	RetryAfter time.Duration
