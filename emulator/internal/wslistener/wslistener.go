@@ -148,7 +148,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer h.untrack(c)
 	var certs []*x509.Certificate
-	if c.tls != nil {
+	if c.tls != nil && len(c.tls.PeerCertificates) > 0 {
 		certs = c.tls.PeerCertificates
 	}
 	serve(c, certs)
