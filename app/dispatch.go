@@ -114,7 +114,9 @@ func (c *Client) syncTwin(reconnect bool) {
 		return
 	}
 	pending := twin.PendingDesired()
-	c.lastDesired = max(c.lastDesired, twin.DesiredVersion)
+	// The twin is authoritative: after a re-provisioning (a recreated or
+	// moved device) its versions may start again from 1.
+	c.lastDesired = twin.DesiredVersion
 	c.log.Debug("twin synced", "desired_version", twin.DesiredVersion, "pending", len(pending))
 	if reconnect && len(pending) > 0 {
 		c.setStatus(domain.ConnectionStatus{State: domain.StateConnected, Reason: domain.ReasonDesiredChangedOffline, Transport: s.transport})
