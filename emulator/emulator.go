@@ -33,6 +33,7 @@ type Emulator struct {
 	mqttLn  *connTracker
 	restSrv *http.Server
 	restURL string
+	ws      *wsServer // nil when disabled; see websocket.go
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -100,6 +101,9 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 	if err := e.startMQTT(); err != nil {
 		return nil, err
 	}
+	if err := e.startWebSocket(); err != nil {
+		return nil, err
+	}
 	if cfg.restAddr != "-" {
 		if err := e.startREST(); err != nil {
 			return nil, err
@@ -109,7 +113,7 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 		return nil, err
 	}
 	ok = true
-	e.log.Info("emulator started", "mqtt", e.MQTTAddr(), "rest", e.restURL, "id_scope", cfg.idScope, "hub_host", cfg.hubHost, "ca_file", e.bundle.CAFile)
+	e.log.Info("emulator started", "mqtt", e.MQTTAddr(), "websocket", e.WebSocketAddr(), "rest", e.restURL, "id_scope", cfg.idScope, "hub_host", cfg.hubHost, "ca_file", e.bundle.CAFile)
 	return e, nil
 }
 
@@ -170,6 +174,7 @@ func (e *Emulator) Close() error {
 				errs = append(errs, err)
 			}
 		}
+		errs = append(errs, e.closeWebSocket()) // before mochi's Close, which waits for its clients
 		if e.srv != nil {
 			errs = append(errs, e.srv.Close())
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -39,6 +40,12 @@ type Options struct {
 	// MQTTAddr is the MQTT/TLS listener (DPS and hub). Default
 	// "127.0.0.1:8883"; "127.0.0.1:0" picks a free port (see MQTTAddr()).
 	MQTTAddr string
+	// WebSocketAddr is the WebSocket/TLS listener (path /$iothub/websocket,
+	// subprotocol "mqtt") for DPS and the hub. Default "127.0.0.1:443",
+	// except when MQTTAddr has port 0: then port 0 on MQTTAddr's host, so
+	// tests never collide on 443. Port 0 picks a free port (see
+	// WebSocketAddr()); "-" disables it.
+	WebSocketAddr string
 	// RESTAddr is the HTTPS operator API listener. Default
 	// "127.0.0.1:8443"; port 0 picks a free port; "-" disables it.
 	RESTAddr string
@@ -154,11 +161,11 @@ func normalizeGroup(g EnrollmentGroup) (EnrollmentGroup, error) {
 
 // resolved is Options with every default applied.
 type resolved struct {
-	mqttAddr, restAddr, hubHost, idScope, certDir, apiToken string
-	groups                                                  []EnrollmentGroup
-	autoApprove                                             bool
-	retryAfter                                              int
-	log                                                     *slog.Logger
+	mqttAddr, restAddr, wsAddr, hubHost, idScope, certDir, apiToken string
+	groups                                                          []EnrollmentGroup
+	autoApprove                                                     bool
+	retryAfter                                                      int
+	log                                                             *slog.Logger
 }
 
 func resolve(o *Options) (resolved, error) {
@@ -166,12 +173,18 @@ func resolve(o *Options) (resolved, error) {
 		o = &Options{}
 	}
 	r := resolved{
-		mqttAddr: o.MQTTAddr, restAddr: o.RESTAddr, hubHost: o.HubHost, idScope: o.IDScope,
+		mqttAddr: o.MQTTAddr, restAddr: o.RESTAddr, wsAddr: o.WebSocketAddr, hubHost: o.HubHost, idScope: o.IDScope,
 		certDir: o.CertDir, apiToken: o.APIToken, autoApprove: o.AutoApprove == nil || *o.AutoApprove,
 		log: o.Logger,
 	}
 	if r.mqttAddr == "" {
 		r.mqttAddr = "127.0.0.1:8883"
+	}
+	if r.wsAddr == "" {
+		r.wsAddr = "127.0.0.1:443"
+		if host, port, err := net.SplitHostPort(r.mqttAddr); err == nil && port == "0" {
+			r.wsAddr = net.JoinHostPort(host, "0")
+		}
 	}
 	if r.restAddr == "" {
 		r.restAddr = "127.0.0.1:8443"

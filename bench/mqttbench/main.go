@@ -22,6 +22,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/iotc-go/iotc"
 	"io"
 	"log/slog"
 	"net"
@@ -132,6 +133,7 @@ func portOf(addr string) (int, error) {
 // facade will be added here as more benchkit.Path values.
 func sdkPaths(port int, roots *x509.CertPool) []benchkit.Path {
 	return []benchkit.Path{
+		benchkit.FacadePath("sdk iotc.Client", iotc.MQTT, port),
 		benchkit.TransportPath("sdk adapters/mqtt", mqtt.New(&mqtt.Options{Port: port, RootCAs: roots})),
 	}
 }

@@ -1,0 +1,98 @@
+package emulator
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/iotc-go/iotc/emulator/internal/wslistener"
+)
+
+// wsListenerID names, in mochi's client table, the MQTT connections that
+// arrived over WebSockets. mochi does not know the listener (the emulator
+// serves it), so Close ends those connections itself before mochi's.
+const wsListenerID = "wss"
+
+// wsServer is the TLS WebSocket listener at /$iothub/websocket.
+type wsServer struct {
+	ln      net.Listener
+	srv     *http.Server
+	handler *wslistener.Handler
+}
+
+// startWebSocket serves MQTT over WebSockets (subprotocol "mqtt", any
+// case) on the WebSocket address, for DPS and the hub alike: each
+// upgraded connection goes to the same mochi broker as the MQTT/TLS
+// listener, with its TLS client certificates visible to the CONNECT hook.
+func (e *Emulator) startWebSocket() error {
+	if e.cfg.wsAddr == "-" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", e.cfg.wsAddr)
+	if err != nil {
+		return fmt.Errorf("emulator: WebSocket listener: %w", err)
+	}
+	log := e.log.With("component", "websocket")
+	h := wslistener.New(wslistener.Handlers{
+		MQTT: e.serveMQTTWebSocket,
+		// AMQP over WebSockets (AMQPWSB10) plugs in here.
+		Logger: log,
+	})
+	ws := &wsServer{ln: ln, handler: h, srv: &http.Server{
+		Handler: h,
+		// No ReadTimeout or WriteTimeout: their deadlines would stay on
+		// the upgraded connections.
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}}
+	e.ws = ws
+	tln := tls.NewListener(ln, e.serverTLS())
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		if err := ws.srv.Serve(tln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("WebSocket server stopped", "error", err)
+		}
+	}()
+	return nil
+}
+
+// serveMQTTWebSocket runs one MQTT connection that arrived over a
+// WebSocket until it ends. Client certificates reach the CONNECT hook
+// through the connection's ConnectionState method.
+func (e *Emulator) serveMQTTWebSocket(conn net.Conn, _ []*x509.Certificate) {
+	// As on the TLS listener: CONNECT must come in time; mochi then
+	// applies the keep-alive deadline.
+	_ = conn.SetDeadline(time.Now().Add(connectTimeout))
+	if err := e.srv.EstablishConnection(wsListenerID, conn); err != nil {
+		e.log.Debug("WebSocket MQTT connection ended", "remote", conn.RemoteAddr().String(), "error", err)
+	}
+}
+
+// closeWebSocket stops accepting, then ends every WebSocket connection
+// and waits for their handlers. It must run before mochi's Close, which
+// waits for every client it serves.
+func (e *Emulator) closeWebSocket() error {
+	if e.ws == nil {
+		return nil
+	}
+	err := e.ws.srv.Close()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return errors.Join(err, e.ws.handler.Close())
+}
+
+// WebSocketAddr is the bound host:port of the WebSocket/TLS listener
+// (path /$iothub/websocket), or "" when it is disabled.
+func (e *Emulator) WebSocketAddr() string {
+	if e.ws == nil {
+		return ""
+	}
+	return e.ws.ln.Addr().String()
+}
