@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"time"
 
 	"github.com/iotc-go/iotc/domain"
@@ -17,8 +18,9 @@ type Transport int
 const (
 	// MQTT is MQTT 3.1.1 over TLS, port 8883 by default.
 	MQTT Transport = iota
-	// MQTTWebSockets is MQTT over secure WebSockets (port 443). Not
-	// available yet: New returns ErrInvalidConfig.
+	// MQTTWebSockets is MQTT over secure WebSockets (port 443, path
+	// /$iothub/websocket), through an HTTP proxy when Config.Proxy or the
+	// environment (HTTPS_PROXY, NO_PROXY) names one.
 	MQTTWebSockets
 	// AMQP is AMQP 1.0 over TLS (port 5671). Not available yet: New
 	// returns ErrInvalidConfig.
@@ -139,12 +141,28 @@ type Config struct {
 	LegacyModelID bool
 	// Transport is the protocol. Default MQTT.
 	Transport Transport
+	// Fallback lists transports tried, in order, after Transport when it
+	// cannot connect with a retryable error (port blocked, host
+	// unreachable); the one that worked is tried first on reconnects.
+	// Each switch reaches OnStatus with ReasonTransportFallback. Example:
+	// Transport MQTT with Fallback {MQTTWebSockets} tries 8883, then 443.
+	// Default none; a transport may appear once.
+	Fallback []Transport
 	// ProvisioningHost is the DPS endpoint. Default
 	// "global.azure-devices-provisioning.net".
 	ProvisioningHost string
-	// Port is the TCP port of DPS and the hub. Default: the transport's
-	// (8883 for MQTT).
+	// Port is the TCP port of DPS and the hub for the TLS transports.
+	// Default: the transport's (8883 for MQTT).
 	Port int
+	// WebSocketPort is the TCP port of DPS and the hub for the WebSocket
+	// transports (MQTTWebSockets). Default 443.
+	WebSocketPort int
+	// Proxy is the HTTP CONNECT proxy of the WebSocket transports
+	// ("http://host:port", with "user:password@" for Basic auth; the
+	// password is never logged). nil uses HTTPS_PROXY and NO_PROXY from the
+	// environment (localhost is never proxied). The TLS transports connect
+	// directly.
+	Proxy *url.URL
 	// RootCAs verifies the servers; nil means the system roots. To use a
 	// local emulator, trust its CA explicitly here.
 	RootCAs *x509.CertPool

@@ -33,10 +33,8 @@ import (
 	"log/slog"
 
 	"github.com/iotc-go/iotc/adapters/filestore"
-	"github.com/iotc-go/iotc/adapters/mqtt"
 	"github.com/iotc-go/iotc/app"
 	"github.com/iotc-go/iotc/domain"
-	"github.com/iotc-go/iotc/ports"
 )
 
 // Client is a device connected to IoT Central. Its methods are safe for
@@ -59,14 +57,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Port < 0 || cfg.Port > 65535 {
 		return nil, fmt.Errorf("%w: port %d", ErrInvalidConfig, cfg.Port)
 	}
-	var transport ports.Transport
-	switch cfg.Transport {
-	case MQTT:
-		transport = mqtt.New(&mqtt.Options{Port: cfg.Port, RootCAs: cfg.RootCAs, Logger: withAttr(logger, "transport", "mqtt")})
-	case MQTTWebSockets, AMQP, AMQPWebSockets:
-		return nil, fmt.Errorf("%w: transport %s is not available yet; use iotc.MQTT", ErrInvalidConfig, cfg.Transport)
-	default:
-		return nil, fmt.Errorf("%w: unknown transport %d", ErrInvalidConfig, int(cfg.Transport))
+	transports, err := cfg.transports(logger) // see transport_ws.go
+	if err != nil {
+		return nil, err
 	}
 	opts := app.Options{
 		DeviceID:         cfg.DeviceID,
@@ -75,7 +68,7 @@ func New(cfg Config) (*Client, error) {
 		Credential:       cfg.Credential.c,
 		ModelID:          cfg.ModelID,
 		LegacyModelID:    cfg.LegacyModelID,
-		Transports:       []ports.Transport{transport},
+		Transports:       transports,
 		TokenTTL:         cfg.TokenTTL,
 		Backoff:          cfg.Backoff,
 		MaxAttempts:      cfg.MaxAttempts,

@@ -68,6 +68,7 @@ echo "conformance: starting the emulator on $mqtt_addr" >&2
 	--mqtt-addr "$mqtt_addr" \
 	--cert-dir "$work/certs" \
 	--info-file "$info" \
+	-v \
 	>"$log" 2>&1 &
 emu_pid=$!
 

@@ -2,6 +2,7 @@ package mqttws_test
 
 import (
 	"net"
+	"os"
 	"strconv"
 	"testing"
 
@@ -14,6 +15,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(envChild) != "" {
+		os.Exit(envProxyChild())
+	}
 	goleak.VerifyTestMain(m)
 }
 

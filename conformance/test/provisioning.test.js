@@ -10,6 +10,10 @@ const h = require('../lib/helpers');
 
 const MODEL_ID = 'dtmi:iotcgo:conformance:Thermostat;1';
 
+// How the SDK reports an authentication refusal: MQTT CONNACK 5 ("Not authorized") or 4
+// ("Bad username or password"), or a DPS 401 answer. A network error does not match.
+const REFUSED = /not authorized|bad username or password|unauthorized|\b401\b/i;
+
 test('the key derivation used here matches the documented DPS test vector', () => {
   // articles/iot-dps/concepts-symmetric-key-attestation.md
   const group = '8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==';
@@ -46,7 +50,8 @@ test('scenario 1: provision with a group-derived key over MQTT', { timeout: h.TE
 
   const cred = await h.restOk('GET', `/api/devices/${deviceId}/credentials`);
   assert.equal(cred.idScope, info.idScope, 'credentials idScope');
-  assert.equal(cred.symmetricKey && cred.symmetricKey.primaryKey, key, 'credentials primaryKey is the derived key');
+  // Compared without printing either key on failure (keys never reach the test log).
+  assert.ok(cred.symmetricKey && cred.symmetricKey.primaryKey === key, 'credentials primaryKey is the derived key');
 
   // The derived key opens a hub session on the assigned hub.
   const client = await h.openSasClient({ deviceId, key, hub: result.assignedHub, modelId: MODEL_ID });
@@ -58,7 +63,7 @@ test('scenario 1b: a key not derived from the group is refused by DPS', { timeou
   const deviceId = h.uniqueId('conf-badkey');
   const wrongKey = h.deriveKey(info.groupKey, deviceId + '-other');
   await assert.rejects(h.provisionWithKey(deviceId, wrongKey, { modelId: MODEL_ID }),
-    (err) => !/timed out/.test(err.message), 'registration with a wrong key must fail, not hang');
+    (err) => REFUSED.test(err.message), 'DPS refuses the connection as unauthorized (not a network error or a hang)');
   const res = await h.rest('GET', `/api/devices/${deviceId}`);
   assert.equal(res.status, 404, 'a refused registration creates no device');
 });
@@ -112,7 +117,7 @@ test('scenario 2b: a certificate from an unregistered CA is refused by DPS', { t
   const deviceId = h.uniqueId('conf-x509-rogue');
   const certs = h.makeCertificates(deviceId); // its CA is never registered
   await assert.rejects(h.provisionWithX509(deviceId, { cert: certs.cert, key: certs.key }, { modelId: MODEL_ID }),
-    (err) => !/timed out/.test(err.message), 'registration with an unknown CA must fail, not hang');
+    (err) => REFUSED.test(err.message), 'DPS refuses the certificate as unauthorized (not a network error or a hang)');
   const res = await h.rest('GET', `/api/devices/${deviceId}`);
   assert.equal(res.status, 404, 'a refused registration creates no device');
 });

@@ -1,0 +1,49 @@
+package iotc
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"github.com/iotc-go/iotc/adapters/mqtt"
+	"github.com/iotc-go/iotc/adapters/mqttws"
+	"github.com/iotc-go/iotc/ports"
+)
+
+// transports builds the adapters cfg selects: cfg.Transport first, then
+// cfg.Fallback in order. Errors wrap ErrInvalidConfig: an unknown or not
+// yet available transport, a transport listed twice, a bad port or proxy.
+func (cfg Config) transports(logger *slog.Logger) ([]ports.Transport, error) {
+	if cfg.WebSocketPort < 0 || cfg.WebSocketPort > 65535 {
+		return nil, fmt.Errorf("%w: WebSocket port %d", ErrInvalidConfig, cfg.WebSocketPort)
+	}
+	order := append([]Transport{cfg.Transport}, cfg.Fallback...)
+	out := make([]ports.Transport, 0, len(order))
+	for i, t := range order {
+		if slices.Contains(order[:i], t) {
+			return nil, fmt.Errorf("%w: transport %s listed twice (Transport and Fallback)", ErrInvalidConfig, t)
+		}
+		tr, err := cfg.transport(t, logger)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, tr)
+	}
+	return out, nil
+}
+
+// transport builds one adapter.
+func (cfg Config) transport(t Transport, logger *slog.Logger) (ports.Transport, error) {
+	switch t {
+	case MQTT:
+		return mqtt.New(&mqtt.Options{Port: cfg.Port, RootCAs: cfg.RootCAs, Logger: withAttr(logger, "transport", "mqtt")}), nil
+	case MQTTWebSockets:
+		if cfg.Proxy != nil && cfg.Proxy.Scheme != "http" {
+			return nil, fmt.Errorf("%w: proxy %s: only http:// proxies are supported", ErrInvalidConfig, cfg.Proxy.Redacted())
+		}
+		return mqttws.New(&mqttws.Options{Port: cfg.WebSocketPort, RootCAs: cfg.RootCAs, Proxy: cfg.Proxy, Logger: withAttr(logger, "transport", "mqttws")}), nil
+	case AMQP, AMQPWebSockets:
+		return nil, fmt.Errorf("%w: transport %s is not available yet; use iotc.MQTT or iotc.MQTTWebSockets", ErrInvalidConfig, t)
+	}
+	return nil, fmt.Errorf("%w: unknown transport %d", ErrInvalidConfig, int(t))
+}
