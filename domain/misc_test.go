@@ -239,3 +239,22 @@ func FuzzParseConnectionString(f *testing.F) {
 		}
 	})
 }
+
+func FuzzMethodNames(f *testing.F) {
+	f.Add("thermostat1*getMaxMinReport")
+	f.Add("Commands:comp*setLed")
+	f.Add("::**")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, n := SplitMethodName(s)
+		if c != "" && c+ComponentSeparator+n != s {
+			t.Fatalf("SplitMethodName(%q) = %q,%q loses data", s, c, n)
+		}
+		if c == "" && n != s && !strings.HasPrefix(s, ComponentSeparator) {
+			t.Fatalf("root command %q renamed to %q", s, n)
+		}
+		qc, qn := ParseQueuedCommandName(s)
+		if strings.Contains(qc, ":") || (qc == "" && strings.Contains(qn, ":")) {
+			t.Fatalf("ParseQueuedCommandName(%q) kept a prefix: %q,%q", s, qc, qn)
+		}
+	})
+}
