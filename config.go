@@ -151,11 +151,13 @@ type Config struct {
 	// ProvisioningHost is the DPS endpoint. Default
 	// "global.azure-devices-provisioning.net".
 	ProvisioningHost string
-	// Port is the TCP port of DPS and the hub for the TLS transports.
-	// Default: the transport's (8883 for MQTT).
+	// Port is the TCP port of DPS and the hub for Transport (Fallback
+	// transports use their default port). Default: the transport's (8883
+	// for MQTT, 443 for MQTTWebSockets).
 	Port int
-	// WebSocketPort is the TCP port of DPS and the hub for the WebSocket
-	// transports (MQTTWebSockets). Default 443.
+	// WebSocketPort is the TCP port of DPS and the hub for MQTTWebSockets,
+	// as Transport or in Fallback. Default: Port when Transport is
+	// MQTTWebSockets, else 443.
 	WebSocketPort int
 	// Proxy is the HTTP CONNECT proxy of the WebSocket transports
 	// ("http://host:port", with "user:password@" for Basic auth; the

@@ -84,7 +84,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		edit func(*iotc.Config)
 		want error
 	}{
-		{"mqtt over websockets not yet", func(c *iotc.Config) { c.Transport = iotc.MQTTWebSockets }, iotc.ErrInvalidConfig},
+		{"transport listed twice", func(c *iotc.Config) { c.Fallback = []iotc.Transport{iotc.MQTT} }, iotc.ErrInvalidConfig},
 		{"amqp not yet", func(c *iotc.Config) { c.Transport = iotc.AMQP }, iotc.ErrInvalidConfig},
 		{"amqp over websockets not yet", func(c *iotc.Config) { c.Transport = iotc.AMQPWebSockets }, iotc.ErrInvalidConfig},
 		{"unknown transport", func(c *iotc.Config) { c.Transport = 42 }, iotc.ErrInvalidConfig},

@@ -36,12 +36,20 @@ func (cfg Config) transports(logger *slog.Logger) ([]ports.Transport, error) {
 func (cfg Config) transport(t Transport, logger *slog.Logger) (ports.Transport, error) {
 	switch t {
 	case MQTT:
-		return mqtt.New(&mqtt.Options{Port: cfg.Port, RootCAs: cfg.RootCAs, Logger: withAttr(logger, "transport", "mqtt")}), nil
+		port := 0 // a fallback uses the default port
+		if t == cfg.Transport {
+			port = cfg.Port
+		}
+		return mqtt.New(&mqtt.Options{Port: port, RootCAs: cfg.RootCAs, Logger: withAttr(logger, "transport", "mqtt")}), nil
 	case MQTTWebSockets:
 		if cfg.Proxy != nil && cfg.Proxy.Scheme != "http" {
 			return nil, fmt.Errorf("%w: proxy %s: only http:// proxies are supported", ErrInvalidConfig, cfg.Proxy.Redacted())
 		}
-		return mqttws.New(&mqttws.Options{Port: cfg.WebSocketPort, RootCAs: cfg.RootCAs, Proxy: cfg.Proxy, Logger: withAttr(logger, "transport", "mqttws")}), nil
+		port := cfg.WebSocketPort
+		if port == 0 && t == cfg.Transport {
+			port = cfg.Port
+		}
+		return mqttws.New(&mqttws.Options{Port: port, RootCAs: cfg.RootCAs, Proxy: cfg.Proxy, Logger: withAttr(logger, "transport", "mqttws")}), nil
 	case AMQP, AMQPWebSockets:
 		return nil, fmt.Errorf("%w: transport %s is not available yet; use iotc.MQTT or iotc.MQTTWebSockets", ErrInvalidConfig, t)
 	}

@@ -96,6 +96,11 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 	if d.conn != nil && d.conn != c {
 		e.log.Info("new connection replaces the old one", "device_id", c.id)
 	}
+	if s := d.amqp; s != nil {
+		e.log.Info("new MQTT connection replaces the AMQP one", "device_id", c.id)
+		d.amqp = nil
+		s.dc.Close(errors.New("the device connected again over MQTT")) // never blocks
+	}
 	d.conn = c
 	d.lastActivity = e.now()
 	e.notifyLocked(c.id)

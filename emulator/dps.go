@@ -103,40 +103,46 @@ func (e *Emulator) dpsAnswer(c *conn, status int, rid string, retryAfter int, v 
 	}
 }
 
-func (e *Emulator) dpsFail(c *conn, status int, rid string, code int, msg string) {
+// dpsFail returns an error answer (status, no retry-after, error body).
+func (e *Emulator) dpsFail(c *conn, status int, code int, msg string) (int, int, any) {
 	e.log.Warn("DPS request refused", "registration_id", c.id, "status", status, "reason", msg)
-	e.dpsAnswer(c, status, rid, -1, dpsError{
+	return status, -1, dpsError{
 		ErrorCode: code, TrackingID: newUUID(), Message: msg, TimestampUtc: e.now().Format(dpsTimeFormat),
-	})
+	}
 }
 
 func (e *Emulator) handleDPS(c *conn, t wire.Topic, body []byte) {
 	switch t.Kind {
 	case wire.KindDPSRegister:
-		e.dpsRegister(c, t.RID, body)
+		status, retryAfter, v := e.dpsRegisterResult(c, body)
+		e.dpsAnswer(c, status, t.RID, retryAfter, v)
 	case wire.KindDPSPoll:
-		e.mu.Lock()
-		op, ok := e.ops[t.OperationID]
-		e.mu.Unlock()
-		if !ok || op.regID != c.id {
-			e.dpsFail(c, 404, t.RID, dpsErrNotFound, "operation "+strconv.Quote(t.OperationID)+" not found")
-			return
-		}
-		e.dpsAnswer(c, 200, t.RID, -1, json.RawMessage(op.body))
+		status, retryAfter, v := e.dpsPollResult(c, t.OperationID)
+		e.dpsAnswer(c, status, t.RID, retryAfter, v)
 	}
 }
 
-// dpsRegister decides the registration outright, answers 202 assigning,
-// and keeps the final answer for the poll.
-func (e *Emulator) dpsRegister(c *conn, rid string, body []byte) {
+// dpsPollResult answers an operation-status poll (any protocol).
+func (e *Emulator) dpsPollResult(c *conn, operationID string) (status, retryAfter int, v any) {
+	e.mu.Lock()
+	op, ok := e.ops[operationID]
+	e.mu.Unlock()
+	if !ok || op.regID != c.id {
+		return e.dpsFail(c, 404, dpsErrNotFound, "operation "+strconv.Quote(operationID)+" not found")
+	}
+	return 200, -1, json.RawMessage(op.body)
+}
+
+// dpsRegisterResult decides the registration outright (any protocol),
+// keeps the final answer for the poll and returns 202 assigning with the
+// retry-after, or an error answer.
+func (e *Emulator) dpsRegisterResult(c *conn, body []byte) (status, retryAfter int, v any) {
 	regID, modelID, err := parseRegisterRequest(body)
 	if err != nil {
-		e.dpsFail(c, 400, rid, dpsErrBadRequest, err.Error())
-		return
+		return e.dpsFail(c, 400, dpsErrBadRequest, err.Error())
 	}
 	if regID != "" && regID != c.id {
-		e.dpsFail(c, 400, rid, dpsErrBadRequest, "registrationId "+strconv.Quote(regID)+" is not the connection's")
-		return
+		return e.dpsFail(c, 400, dpsErrBadRequest, "registrationId "+strconv.Quote(regID)+" is not the connection's")
 	}
 	opID := "4." + randomHex(8) + "." + newUUID()
 	now := e.now()
@@ -200,9 +206,8 @@ func (e *Emulator) dpsRegister(c *conn, rid string, body []byte) {
 	}
 	e.mu.Unlock()
 	if err != nil {
-		e.dpsFail(c, 500, rid, 500000, "encode registration state")
-		return
+		return e.dpsFail(c, 500, 500000, "encode registration state")
 	}
 	e.log.Info("registration", "registration_id", c.id, "status", st.Status, "group_id", c.groupID, "model_id", modelID)
-	e.dpsAnswer(c, 202, rid, e.cfg.retryAfter, operationStatus{OperationID: opID, Status: "assigning"})
+	return 202, e.cfg.retryAfter, operationStatus{OperationID: opID, Status: "assigning"}
 }

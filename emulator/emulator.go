@@ -33,7 +33,8 @@ type Emulator struct {
 	mqttLn  *connTracker
 	restSrv *http.Server
 	restURL string
-	ws      *wsServer // nil when disabled; see websocket.go
+	ws      *wsServer   // nil when disabled; see websocket.go
+	amqp    *amqpServer // see amqp.go
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -101,6 +102,9 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 	if err := e.startMQTT(); err != nil {
 		return nil, err
 	}
+	if err := e.startAMQP(); err != nil {
+		return nil, err
+	}
 	if err := e.startWebSocket(); err != nil {
 		return nil, err
 	}
@@ -113,7 +117,7 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 		return nil, err
 	}
 	ok = true
-	e.log.Info("emulator started", "mqtt", e.MQTTAddr(), "websocket", e.WebSocketAddr(), "rest", e.restURL, "id_scope", cfg.idScope, "hub_host", cfg.hubHost, "ca_file", e.bundle.CAFile)
+	e.log.Info("emulator started", "mqtt", e.MQTTAddr(), "websocket", e.WebSocketAddr(), "amqp", e.AMQPAddr(), "rest", e.restURL, "id_scope", cfg.idScope, "hub_host", cfg.hubHost, "ca_file", e.bundle.CAFile)
 	return e, nil
 }
 
@@ -174,6 +178,7 @@ func (e *Emulator) Close() error {
 				errs = append(errs, err)
 			}
 		}
+		errs = append(errs, e.closeAMQP())      // AMQP connections, TLS and WebSocket alike, get a close
 		errs = append(errs, e.closeWebSocket()) // before mochi's Close, which waits for its clients
 		if e.srv != nil {
 			errs = append(errs, e.srv.Close())

@@ -57,12 +57,19 @@ func (e *Emulator) telemetry(c *conn, t wire.Topic, pk packets.Packet) {
 		DeviceID: c.id, Component: system[domain.PropComponent], Body: append([]byte(nil), pk.Payload...),
 		Properties: app, System: system, Received: e.now(),
 	}
+	e.storeTelemetry(msg)
+}
+
+// storeTelemetry records a device-to-cloud message (any protocol): the
+// latest value of each field of a JSON object body, and a copy to every
+// watcher.
+func (e *Emulator) storeTelemetry(msg Telemetry) {
 	var fields map[string]any
-	if err := json.Unmarshal(pk.Payload, &fields); err != nil {
+	if err := json.Unmarshal(msg.Body, &fields); err != nil {
 		fields = nil // not a JSON object: stored as a message, no latest values
 	}
 	e.mu.Lock()
-	if d, ok := e.devices[c.id]; ok {
+	if d, ok := e.devices[msg.DeviceID]; ok {
 		vals := d.telemetry[msg.Component]
 		if vals == nil && len(fields) > 0 {
 			vals = map[string]TelemetryValue{}
@@ -72,11 +79,11 @@ func (e *Emulator) telemetry(c *conn, t wire.Topic, pk packets.Packet) {
 			vals[k] = TelemetryValue{Value: v, Timestamp: msg.Received}
 		}
 	}
-	for ch := range e.watchers[c.id] {
+	for ch := range e.watchers[msg.DeviceID] {
 		select {
 		case ch <- cloneTelemetry(msg):
 		default:
-			e.log.Warn("telemetry watcher full, message dropped for it", "device_id", c.id)
+			e.log.Warn("telemetry watcher full, message dropped for it", "device_id", msg.DeviceID)
 		}
 	}
 	e.mu.Unlock()
@@ -117,34 +124,44 @@ func twinError(msg string) []byte {
 }
 
 func (e *Emulator) twinGet(c *conn, rid string) {
+	status, body := e.twinDocument(c.id)
+	e.twinAnswer(c, status, rid, 0, body)
+}
+
+// twinDocument returns the status and body of a twin GET (any protocol).
+func (e *Emulator) twinDocument(id string) (int, []byte) {
 	e.mu.Lock()
-	d, err := e.lookup(c.id)
+	d, err := e.lookup(id)
 	var doc map[string]any
 	if err == nil {
 		doc = map[string]any{"desired": d.desired.Document(), "reported": d.reported.Document()}
 	}
 	e.mu.Unlock()
 	if err != nil {
-		e.twinAnswer(c, 404, rid, 0, twinError(err.Error()))
-		return
+		return 404, twinError(err.Error())
 	}
 	body, err := json.Marshal(doc)
 	if err != nil {
-		e.twinAnswer(c, 500, rid, 0, twinError("encode twin"))
-		return
+		return 500, twinError("encode twin")
 	}
-	e.twinAnswer(c, 200, rid, 0, body)
+	return 200, body
 }
 
 func (e *Emulator) twinPatch(c *conn, rid string, body []byte) {
+	status, v, resp := e.patchReported(c.id, body)
+	e.twinAnswer(c, status, rid, v, resp)
+}
+
+// patchReported applies a reported patch (any protocol) and returns the
+// status, the new reported version (0 on error) and the error body.
+func (e *Emulator) patchReported(id string, body []byte) (int, int64, []byte) {
 	patch, err := wire.ParseTwinPatch(body)
 	if err != nil {
-		e.log.Warn("reported patch refused", "device_id", c.id, "error", err)
-		e.twinAnswer(c, 400, rid, 0, twinError(err.Error()))
-		return
+		e.log.Warn("reported patch refused", "device_id", id, "error", err)
+		return 400, 0, twinError(err.Error())
 	}
 	e.mu.Lock()
-	d, err := e.lookup(c.id)
+	d, err := e.lookup(id)
 	var v int64
 	if err == nil {
 		v, err = d.reported.Apply(patch, e.now())
@@ -152,15 +169,14 @@ func (e *Emulator) twinPatch(c *conn, rid string, body []byte) {
 	e.mu.Unlock()
 	switch {
 	case errors.Is(err, ErrNotFound):
-		e.twinAnswer(c, 404, rid, 0, twinError(err.Error()))
+		return 404, 0, twinError(err.Error())
 	case errors.Is(err, twin.ErrTooLarge):
-		e.log.Warn("reported patch refused", "device_id", c.id, "error", err)
-		e.twinAnswer(c, 400, rid, 0, twinError(err.Error()))
+		e.log.Warn("reported patch refused", "device_id", id, "error", err)
+		return 400, 0, twinError(err.Error())
 	case err != nil:
-		e.twinAnswer(c, 500, rid, 0, twinError(err.Error()))
-	default:
-		e.twinAnswer(c, 204, rid, v, nil)
+		return 500, 0, twinError(err.Error())
 	}
+	return 204, v, nil
 }
 
 func methodKey(deviceID, rid string) string { return deviceID + "\n" + rid }
@@ -174,7 +190,13 @@ func (e *Emulator) methodResponse(c *conn, t wire.Topic, body []byte) {
 		e.log.Warn("method response for no pending request (late or unknown $rid)", "device_id", c.id, "rid", t.RID)
 		return
 	}
-	res := CommandResult{Status: t.Status}
+	ch <- commandResult(t.Status, body) // buffered, one sender: the map entry was removed above
+}
+
+// commandResult is a device's method answer (any protocol): a JSON body
+// as it is, another body as a JSON string, an empty one as nil.
+func commandResult(status int, body []byte) CommandResult {
+	res := CommandResult{Status: status}
 	switch {
 	case len(strings.TrimSpace(string(body))) == 0:
 	case json.Valid(body):
@@ -182,7 +204,7 @@ func (e *Emulator) methodResponse(c *conn, t wire.Topic, body []byte) {
 	default:
 		res.Payload, _ = json.Marshal(string(body))
 	}
-	ch <- res // buffered, one sender: the map entry was removed above
+	return res
 }
 
 // InvokeCommand calls a direct method on a connected device: it publishes
@@ -237,6 +259,10 @@ func (e *Emulator) invoke(ctx context.Context, id, component, name string, paylo
 		e.mu.Unlock()
 		return CommandResult{}, err
 	}
+	if s := d.amqp; s != nil {
+		e.mu.Unlock()
+		return e.invokeAMQP(ctx, s, method, body, timeout)
+	}
 	c := d.conn
 	if c == nil || !c.subscribed(topic) {
 		e.mu.Unlock()
@@ -275,6 +301,12 @@ func (e *Emulator) invoke(ctx context.Context, id, component, name string, paylo
 func (e *Emulator) deliverC2D(id string) {
 	e.mu.Lock()
 	d, ok := e.devices[id]
+	if ok && d.amqp != nil {
+		s := d.amqp
+		e.mu.Unlock()
+		s.dc.NotifyC2D()
+		return
+	}
 	if !ok || d.conn == nil {
 		e.mu.Unlock()
 		return
@@ -287,7 +319,7 @@ func (e *Emulator) deliverC2D(id string) {
 	var out []packets.Packet
 	e.mu.Lock()
 	for _, m := range d.c2d {
-		if m.sentOn == c || !c.subscribed(m.topic) {
+		if m.sentOn == c || m.amqpOn != nil || !c.subscribed(m.topic) {
 			continue
 		}
 		pid := c.allocPID()

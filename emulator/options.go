@@ -46,6 +46,11 @@ type Options struct {
 	// tests never collide on 443. Port 0 picks a free port (see
 	// WebSocketAddr()); "-" disables it.
 	WebSocketAddr string
+	// AMQPAddr is the AMQP 1.0/TLS listener (DPS and hub). Default
+	// "127.0.0.1:5671", except when MQTTAddr has port 0: then port 0 on
+	// MQTTAddr's host. Port 0 picks a free port (see AMQPAddr()); "-"
+	// disables it (AMQP over WebSockets stays on WebSocketAddr).
+	AMQPAddr string
 	// RESTAddr is the HTTPS operator API listener. Default
 	// "127.0.0.1:8443"; port 0 picks a free port; "-" disables it.
 	RESTAddr string
@@ -161,11 +166,11 @@ func normalizeGroup(g EnrollmentGroup) (EnrollmentGroup, error) {
 
 // resolved is Options with every default applied.
 type resolved struct {
-	mqttAddr, restAddr, wsAddr, hubHost, idScope, certDir, apiToken string
-	groups                                                          []EnrollmentGroup
-	autoApprove                                                     bool
-	retryAfter                                                      int
-	log                                                             *slog.Logger
+	mqttAddr, restAddr, wsAddr, amqpAddr, hubHost, idScope, certDir, apiToken string
+	groups                                                                    []EnrollmentGroup
+	autoApprove                                                               bool
+	retryAfter                                                                int
+	log                                                                       *slog.Logger
 }
 
 func resolve(o *Options) (resolved, error) {
@@ -173,7 +178,7 @@ func resolve(o *Options) (resolved, error) {
 		o = &Options{}
 	}
 	r := resolved{
-		mqttAddr: o.MQTTAddr, restAddr: o.RESTAddr, wsAddr: o.WebSocketAddr, hubHost: o.HubHost, idScope: o.IDScope,
+		mqttAddr: o.MQTTAddr, restAddr: o.RESTAddr, wsAddr: o.WebSocketAddr, amqpAddr: o.AMQPAddr, hubHost: o.HubHost, idScope: o.IDScope,
 		certDir: o.CertDir, apiToken: o.APIToken, autoApprove: o.AutoApprove == nil || *o.AutoApprove,
 		log: o.Logger,
 	}
@@ -184,6 +189,12 @@ func resolve(o *Options) (resolved, error) {
 		r.wsAddr = "127.0.0.1:443"
 		if host, port, err := net.SplitHostPort(r.mqttAddr); err == nil && port == "0" {
 			r.wsAddr = net.JoinHostPort(host, "0")
+		}
+	}
+	if r.amqpAddr == "" {
+		r.amqpAddr = "127.0.0.1:5671"
+		if host, port, err := net.SplitHostPort(r.mqttAddr); err == nil && port == "0" {
+			r.amqpAddr = net.JoinHostPort(host, "0")
 		}
 	}
 	if r.restAddr == "" {

@@ -13,6 +13,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 
 	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/emulator/internal/amqphub"
 	"github.com/iotc-go/iotc/emulator/internal/twin"
 	"github.com/iotc-go/iotc/emulator/internal/wire"
 )
@@ -93,6 +94,7 @@ type device struct {
 	telemetry                map[string]map[string]TelemetryValue
 	c2d                      []*c2dMsg
 	conn                     *conn
+	amqp                     *amqpSession // live AMQP hub session (see amqp.go); nil when none
 }
 
 func newDevice(id string, now time.Time) *device {
@@ -118,7 +120,7 @@ func (d *device) keys() []string {
 func (d *device) public() Device {
 	p := Device{
 		ID: d.id, DisplayName: d.displayName, ModelID: d.modelID, Enabled: d.enabled,
-		Provisioned: d.provisioned, Connected: d.conn != nil, GroupID: d.groupID,
+		Provisioned: d.provisioned, Connected: d.conn != nil || d.amqp != nil, GroupID: d.groupID,
 		Attestation: AttestationSymmetricKey, Created: d.created, LastActivity: d.lastActivity,
 	}
 	if d.x509 {
@@ -162,8 +164,10 @@ func (c *conn) subscribed(topic string) bool {
 type c2dMsg struct {
 	id         string
 	topic      string
+	props      map[string]string // application properties (for AMQP)
 	body       []byte
 	sentOn     *conn
+	amqpOn     *amqpSession // in flight on this AMQP session
 	deliveries int
 }
 
@@ -288,19 +292,25 @@ func (e *Emulator) UpdateProperties(ctx context.Context, id, component string, p
 		}
 		return fmt.Errorf("%w: desired patch: %v", ErrInvalid, err)
 	}
-	c := d.conn
+	c, s := d.conn, d.amqp
 	e.mu.Unlock()
 	e.log.Info("desired properties updated", "device_id", id, "version", v)
-	if c == nil {
-		return nil
-	}
-	topic := fmt.Sprintf("$iothub/twin/PATCH/properties/desired/?$version=%d", v)
-	if !c.subscribed(topic) {
+	if c == nil && s == nil {
 		return nil
 	}
 	body, err := json.Marshal(twin.WithVersion(p, v))
 	if err != nil {
 		return fmt.Errorf("emulator: encode desired patch: %w", err)
+	}
+	if s != nil {
+		if err := s.dc.PushDesired(body); err != nil && !errors.Is(err, amqphub.ErrNotSubscribed) {
+			e.log.Warn("desired patch not delivered", "device_id", id, "error", err)
+		}
+		return nil
+	}
+	topic := fmt.Sprintf("$iothub/twin/PATCH/properties/desired/?$version=%d", v)
+	if !c.subscribed(topic) {
+		return nil
 	}
 	if err := e.send(c, topic, body); err != nil {
 		e.log.Warn("desired patch not delivered", "device_id", id, "error", err)
@@ -425,12 +435,18 @@ func (e *Emulator) DisconnectDevice(id string) error {
 	e.mu.Lock()
 	d, err := e.lookup(id)
 	var c *conn
+	var s *amqpSession
 	if err == nil {
-		c = d.conn
+		c, s = d.conn, d.amqp
 	}
 	e.mu.Unlock()
 	if err != nil {
 		return err
+	}
+	if s != nil {
+		e.log.Info("dropping device connection on request", "device_id", id, "protocol", amqphub.Protocol)
+		s.dc.Close(errDroppedByOperator)
+		return nil
 	}
 	if c == nil {
 		return fmt.Errorf("%w: device %q", ErrDeviceOffline, id)
@@ -471,7 +487,10 @@ func (e *Emulator) SendCloudToDevice(ctx context.Context, id string, body []byte
 	for _, k := range keys {
 		bag = append(bag, domain.Property{Key: k, Value: props[k]})
 	}
-	m := &c2dMsg{id: mid, topic: wire.C2DFilterPrefix(id) + bag.Encode(), body: append([]byte(nil), body...)}
+	m := &c2dMsg{id: mid, topic: wire.C2DFilterPrefix(id) + bag.Encode(), body: append([]byte(nil), body...), props: map[string]string{}}
+	for k, v := range props {
+		m.props[k] = v
+	}
 	e.mu.Lock()
 	d, err := e.lookup(id)
 	if err != nil {
@@ -551,7 +570,7 @@ func (e *Emulator) WaitSubscribed(ctx context.Context, id, topic string) error {
 	for {
 		e.mu.Lock()
 		d, ok := e.devices[id]
-		ready := ok && d.conn != nil && d.conn.subscribed(topic)
+		ready := ok && (d.conn != nil && d.conn.subscribed(topic) || d.amqp != nil && amqpSubscribed(d.amqp, id, topic))
 		ch := e.changeChanLocked(id)
 		e.mu.Unlock()
 		if ready {

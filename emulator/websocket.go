@@ -39,8 +39,8 @@ func (e *Emulator) startWebSocket() error {
 	}
 	log := e.log.With("component", "websocket")
 	h := wslistener.New(wslistener.Handlers{
-		MQTT: e.serveMQTTWebSocket,
-		// AMQP over WebSockets (AMQPWSB10) plugs in here.
+		MQTT:   e.serveMQTTWebSocket,
+		AMQP:   e.serveAMQPWebSocket,
 		Logger: log,
 	})
 	ws := &wsServer{ln: ln, handler: h, srv: &http.Server{

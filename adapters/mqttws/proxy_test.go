@@ -2,10 +2,12 @@ package mqttws_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -181,13 +183,20 @@ const (
 func TestContractThroughProxy(t *testing.T) {
 	p := startProxy(t, proxyUser, proxyPass, nil)
 	var wsAddr string
+	logs := &lockedBuffer{}
 	contract.RunTransport(t, func(e *emulator.Emulator) ports.Transport {
 		_, port, _ := net.SplitHostPort(e.WebSocketAddr())
 		wsAddr = net.JoinHostPort(contract.DPSHost, port)
-		return mqttws.New(&mqttws.Options{Port: wsPort(t, e), RootCAs: e.CAPool(), Proxy: p.url(proxyUser, proxyPass)})
+		return mqttws.New(&mqttws.Options{
+			Port: wsPort(t, e), RootCAs: e.CAPool(), Proxy: p.url(proxyUser, proxyPass),
+			Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		})
 	})
 	if t.Failed() {
 		return
+	}
+	if text := logs.String(); !strings.Contains(text, p.ln.Addr().String()) || strings.Contains(text, proxyPass) {
+		t.Errorf("debug logs should name the proxy and never its password:\n%s", text)
 	}
 	seen := p.seen()
 	if len(seen) == 0 {
@@ -294,4 +303,22 @@ func TestInvalidOptions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writers.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -38,6 +38,8 @@ type info struct {
 	RESTURL          string `json:"restUrl"`
 	APIToken         string `json:"apiToken"`
 	MQTTAddr         string `json:"mqttAddr"`
+	WebSocketAddr    string `json:"webSocketAddr"`
+	AMQPAddr         string `json:"amqpAddr"`
 	HubHost          string `json:"hubHost"`
 	ProvisioningHost string `json:"provisioningHost"`
 }
@@ -64,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var (
 		mqttAddr   = fs.String("mqtt-addr", "127.0.0.1:8883", "MQTT over TLS listener for DPS and the hub (devices connect here)")
+		wsAddr     = fs.String("ws-addr", "127.0.0.1:443", `WebSocket/TLS listener at /$iothub/websocket for MQTT and AMQP over WebSockets ("-" disables it)`)
+		amqpAddr   = fs.String("amqp-addr", "127.0.0.1:5671", `AMQP 1.0 over TLS listener for DPS and the hub ("-" disables it)`)
 		restAddr   = fs.String("rest-addr", "127.0.0.1:8443", `HTTPS operator API listener ("-" disables it)`)
 		hubHost    = fs.String("hub-host", "localhost", "host name DPS assigns devices to; must resolve to this machine")
 		idScope    = fs.String("id-scope", "", "DPS ID scope (default: a random 0ne... scope)")
@@ -80,7 +84,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 MQTT/TLS, plus an HTTPS operator API shaped like IoT Central's REST API.
 
 Point a device at it with:
-  provisioning host  localhost (port 8883)
+  provisioning host  localhost (port 8883 for MQTT, 443 for WebSockets, 5671 for AMQP)
   ID scope           printed below
   group key          printed below (derive the device key from it as usual)
   trusted CA         the ca.pem file printed below
@@ -105,14 +109,16 @@ Flags:
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	opts := &emulator.Options{
-		MQTTAddr:   *mqttAddr,
-		RESTAddr:   *restAddr,
-		HubHost:    *hubHost,
-		IDScope:    *idScope,
-		CertDir:    *certDir,
-		APIToken:   *apiToken,
-		RetryAfter: *retryAfter,
-		Logger:     logger,
+		MQTTAddr:      *mqttAddr,
+		WebSocketAddr: *wsAddr,
+		AMQPAddr:      *amqpAddr,
+		RESTAddr:      *restAddr,
+		HubHost:       *hubHost,
+		IDScope:       *idScope,
+		CertDir:       *certDir,
+		APIToken:      *apiToken,
+		RetryAfter:    *retryAfter,
+		Logger:        logger,
 	}
 	if *groupKey != "" {
 		opts.Groups = []emulator.EnrollmentGroup{{ID: "default", Enabled: true, PrimaryKey: *groupKey}}
@@ -137,18 +143,22 @@ Flags:
 		RESTURL:          e.RESTURL(),
 		APIToken:         e.APIToken(),
 		MQTTAddr:         e.MQTTAddr(),
+		WebSocketAddr:    e.WebSocketAddr(),
+		AMQPAddr:         e.AMQPAddr(),
 		HubHost:          e.HubHost(),
 		ProvisioningHost: e.HubHost(),
 	}
 	fmt.Fprintf(stdout, `iotc-emulator is running.
   MQTT (DPS + hub)  %s
+  WebSockets        %s (MQTT and AMQP at /$iothub/websocket)
+  AMQP (DPS + hub)  %s
   ID scope          %s
   group key         %s
   trust this CA     %s
   REST API          %s
   API token         %s
 Press Ctrl-C to stop.
-`, in.MQTTAddr, in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken)
+`, in.MQTTAddr, orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken)
 	if *infoFile != "" {
 		b, _ := json.MarshalIndent(in, "", "  ")
 		tmp := *infoFile + ".tmp"

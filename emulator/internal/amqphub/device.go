@@ -43,8 +43,8 @@ type devConn struct {
 	// guarded by cs.mu
 	ended   bool
 	links   map[*amqp1.Link]*linkState
-	desired bool           // PUT /notifications/twin/properties/desired received
-	desCh   string         // channel of the twin link that subscribed
+	desired bool   // PUT /notifications/twin/properties/desired received
+	desCh   string // channel of the twin link that subscribed
 	pending map[amqp.UUID]chan methodResult
 }
 
@@ -429,18 +429,25 @@ const (
 	resourceDesired  = "/notifications/twin/properties/desired"
 )
 
-// twinRequest answers a twin request (E.7) on the paired receiver link.
-func (cs *connState) twinRequest(ctx context.Context, ls *linkState, m *amqp.Message) amqp1.Outcome {
-	dc := ls.dc
+// parseTwinRequest returns the operation and resource message annotations
+// of a twin request ("" when absent; resource without a trailing '/') and
+// its correlation-id (nil when absent).
+func parseTwinRequest(m *amqp.Message) (op, resource string, corr any) {
 	opv, _ := annotation(m, "operation")
-	op, _ := textOf(opv)
+	op, _ = textOf(opv)
 	resv, _ := annotation(m, "resource")
-	res, _ := textOf(resv)
-	res = strings.TrimSuffix(res, "/")
-	var corr any
+	resource, _ = textOf(resv)
+	resource = strings.TrimSuffix(resource, "/")
 	if m.Properties != nil {
 		corr = m.Properties.CorrelationID
 	}
+	return op, resource, corr
+}
+
+// twinRequest answers a twin request (E.7) on the paired receiver link.
+func (cs *connState) twinRequest(ctx context.Context, ls *linkState, m *amqp.Message) amqp1.Outcome {
+	dc := ls.dc
+	op, res, corr := parseTwinRequest(m)
 	status, version, body := 400, int64(-1), []byte(nil)
 	switch {
 	case strings.EqualFold(op, "GET"):

@@ -125,8 +125,8 @@ type connState struct {
 
 	mu      sync.Mutex
 	closing bool
-	devices map[string]*device  // key: lower-case device id
-	dps     map[string]*dpsReg  // key: lower-case "scope/registrations/reg"
+	devices map[string]*device // key: lower-case device id
+	dps     map[string]*dpsReg // key: lower-case "scope/registrations/reg"
 	links   map[*amqp1.Link]*linkState
 	cbsOut  []*linkState // $cbs links where the server sends
 	nextSeq uint64
