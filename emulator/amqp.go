@@ -32,8 +32,11 @@ func (e *Emulator) startAMQP() error {
 	hub, err := amqphub.NewServer(amqpBackend{e}, amqphub.Options{
 		HubHost:          e.cfg.hubHost,
 		MaxTelemetryBody: MaxTelemetryBody,
-		Engine:           amqp1.Config{ContainerID: "iotc-emulator", MaxMessageSize: MaxTelemetryBody + 64<<10},
-		Logger:           e.log.With("component", "amqp"),
+		// The engine accepts messages up to 1 MiB so that telemetry over
+		// MaxTelemetryBody is rejected with amqp:resource-limit-exceeded,
+		// as IoT Hub does, rather than ending the link.
+		Engine: amqp1.Config{ContainerID: "iotc-emulator"},
+		Logger: e.log.With("component", "amqp"),
 	})
 	if err != nil {
 		return fmt.Errorf("emulator: AMQP: %w", err)

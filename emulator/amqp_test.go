@@ -123,6 +123,20 @@ func TestAMQPHubEndToEnd(t *testing.T) {
 	if d, _ := e.Device(id); !d.Connected {
 		t.Fatal("device not connected")
 	}
+	// Over 256 KiB: rejected, the link stays.
+	err = tel.Send(ctxT(t), &amqp.Message{Data: [][]byte{make([]byte, 300<<10)}}, nil)
+	var ae *amqp.Error
+	if !errors.As(err, &ae) || ae.Condition != amqp.ErrCondResourceLimitExceeded {
+		t.Fatalf("300 KiB telemetry: %v", err)
+	}
+	if err := tel.Send(ctxT(t), &amqp.Message{Data: [][]byte{[]byte(`{"temperature":22}`)}}, nil); err != nil {
+		t.Fatalf("after a refusal: %v", err)
+	}
+	select {
+	case <-msgs:
+	case <-time.After(wait):
+		t.Fatal("no telemetry after a refusal")
+	}
 
 	// Twin: GET, PATCH reported, desired notifications.
 	props := map[string]any{"com.microsoft:channel-correlation-id": "twin:1"}

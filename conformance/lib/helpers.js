@@ -1,6 +1,8 @@
 'use strict';
 // Shared helpers for the conformance suite: emulator connection info, the operator
 // REST API, key derivation, provisioning, hub clients, certificates and bounded waits.
+// Provisioning and hub helpers take a transport from lib/transports.js (`tr`), so every
+// scenario runs unchanged over MQTT, MQTT over WebSockets, AMQP and AMQP over WebSockets.
 //
 // The suite talks to a running cmd/iotc-emulator whose connection info is in the JSON
 // file named by IOTC_EMULATOR_INFO. The Azure SDK itself is used unchanged: it trusts the
@@ -16,11 +18,10 @@ const path = require('node:path');
 const { execFileSync } = require('node:child_process');
 
 const { Client, Message } = require('azure-iot-device');
-const { Mqtt } = require('azure-iot-device-mqtt');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
-const ProvMqtt = require('azure-iot-provisioning-device-mqtt').Mqtt;
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { X509Security } = require('azure-iot-security-x509');
+const { TRANSPORTS } = require('./transports');
 
 /** Default bound for any single wait in a scenario; each test also has its own timeout. */
 const WAIT_MS = 20000;
@@ -44,6 +45,21 @@ function loadInfo() {
   for (const f of INFO_FIELDS) {
     if (typeof info[f] !== 'string' || info[f] === '') {
       throw new Error(`emulator info file ${file}: field "${f}" is missing or not a non-empty string`);
+    }
+  }
+  // Every selected transport needs its listener, on the port the SDK dials (it has no
+  // port option): 8883, 443 or 5671.
+  for (const tr of TRANSPORTS) {
+    const addr = info[tr.infoAddr];
+    if (typeof addr !== 'string' || addr === '' || addr === '-') {
+      throw new Error(`emulator info file ${file}: field "${tr.infoAddr}" is missing, so the ${tr.title} ` +
+        'scenarios cannot run (start the emulator with its WebSocket and AMQP listeners, or narrow ' +
+        'IOTC_CONFORMANCE_TRANSPORTS)');
+    }
+    const port = Number(addr.slice(addr.lastIndexOf(':') + 1));
+    if (port !== tr.port) {
+      throw new Error(`emulator info file ${file}: ${tr.infoAddr} ${addr} is not on port ${tr.port}, the only ` +
+        `port the SDK's ${tr.title} transport dials`);
     }
   }
   const extra = process.env.NODE_EXTRA_CA_CERTS;
@@ -128,17 +144,60 @@ async function pollRest(urlPath, check, what, ms = WAIT_MS) {
 }
 
 /**
- * Makes sure every subscription the SDK has issued so far has reached the hub: MQTT keeps
- * a connection's packets in order, so once a QoS 1 telemetry message is acknowledged, the
- * SUBSCRIBE packets written before it have been processed. Uses only the public API.
+ * The SDK's subscribe-like operations (enableMethods, enableC2D,
+ * enableTwinDesiredPropertiesUpdates) run in the background when a listener is added; the
+ * public API gives no completion signal. Each hub client opened here uses a subclass of
+ * the SDK transport that only records those calls and when their callbacks run, so
+ * syncSubscriptions() can wait for them. The SDK's behaviour is unchanged.
+ */
+const pendingByClient = new WeakMap();
+
+function trackingTransport(Base, pending) {
+  const track = (what, callback) => {
+    let settle;
+    const done = new Promise((resolve, reject) => {
+      settle = (err) => (err ? reject(new Error(`${what} failed: ${err.message || err}`)) : resolve());
+    });
+    done.catch(() => {}); // reported by syncSubscriptions or by the SDK's own error paths
+    pending.push(done);
+    return (err, ...rest) => {
+      settle(err);
+      if (callback) callback(err, ...rest);
+    };
+  };
+  return class TrackingTransport extends Base {
+    enableMethods(callback) { return super.enableMethods(track('enableMethods', callback)); }
+    enableC2D(callback) { return super.enableC2D(track('enableC2D', callback)); }
+    enableTwinDesiredPropertiesUpdates(callback) {
+      return super.enableTwinDesiredPropertiesUpdates(track('enableTwinDesiredPropertiesUpdates', callback));
+    }
+  };
+}
+
+/** Client.fromConnectionString over transport tr, remembering the transport's enable calls. */
+function hubClient(tr, connectionString) {
+  const pending = [];
+  const client = Client.fromConnectionString(connectionString, trackingTransport(tr.Device, pending));
+  pendingByClient.set(client, pending);
+  return client;
+}
+
+/**
+ * Makes sure every subscription the SDK has started so far has reached the hub: first the
+ * SDK's own enable* callbacks (MQTT: SUBACK; AMQP: links attached and, for desired
+ * properties, the twin PUT answered), then a telemetry message acknowledged by the hub.
+ * Over MQTT the acknowledgement alone already orders things (one connection keeps its
+ * packets in order); over AMQP the method and twin links are attached one after another,
+ * so only the callbacks say when they are in place.
  */
 async function syncSubscriptions(client) {
+  const pending = pendingByClient.get(client) || [];
+  await withTimeout(Promise.all(pending.slice()), WAIT_MS, 'the SDK subscriptions (enable* callbacks)');
   const msg = new Message(JSON.stringify({ conformanceSync: 1 }));
   msg.contentType = 'application/json';
   msg.contentEncoding = 'utf-8';
   await withTimeout(client.sendEvent(msg), WAIT_MS, 'sync telemetry acknowledgement');
 }
-
 /** Rejects with a clear message when promise does not settle within ms. */
 function withTimeout(promise, ms, what) {
   let timer;
@@ -161,56 +220,60 @@ function waitForEvent(emitter, event, predicate = () => true, ms = WAIT_MS) {
   return withTimeout(p, ms, `event '${event}'`).finally(() => emitter.removeListener(event, listener));
 }
 
-/** Registers through DPS over MQTT with a symmetric key and an optional {modelId} payload. */
-async function provisionWithKey(registrationId, key, payload) {
+/** Registers through DPS over transport tr with a symmetric key and an optional {modelId} payload. */
+async function provisionWithKey(tr, registrationId, key, payload) {
   const info = loadInfo();
   const security = new SymmetricKeySecurityClient(registrationId, key);
-  const client = ProvisioningDeviceClient.create(info.provisioningHost, info.idScope, new ProvMqtt(), security);
+  const client = ProvisioningDeviceClient.create(info.provisioningHost, info.idScope, new tr.Provisioning(), security);
   if (payload !== undefined) client.setProvisioningPayload(payload);
-  return withTimeout(client.register(), WAIT_MS, `DPS registration of ${registrationId}`);
+  return withTimeout(client.register(), WAIT_MS, `DPS registration of ${registrationId} over ${tr.title}`);
 }
 
-/** Registers through DPS over MQTT with an X.509 certificate {cert, key}. */
-async function provisionWithX509(registrationId, x509, payload) {
+/** Registers through DPS over transport tr with an X.509 certificate {cert, key}. */
+async function provisionWithX509(tr, registrationId, x509, payload) {
   const info = loadInfo();
   const security = new X509Security(registrationId, x509);
-  const client = ProvisioningDeviceClient.create(info.provisioningHost, info.idScope, new ProvMqtt(), security);
+  const client = ProvisioningDeviceClient.create(info.provisioningHost, info.idScope, new tr.Provisioning(), security);
   if (payload !== undefined) client.setProvisioningPayload(payload);
-  return withTimeout(client.register(), WAIT_MS, `DPS X.509 registration of ${registrationId}`);
+  return withTimeout(client.register(), WAIT_MS, `DPS X.509 registration of ${registrationId} over ${tr.title}`);
 }
 
-/** Provisions a fresh device with a key derived from the emulator's group key. */
-async function provisionDevice(prefix, modelId) {
+/**
+ * Provisions a fresh device over transport tr with a key derived from the emulator's
+ * group key. The result remembers tr, so openSasClient connects over the same protocol.
+ */
+async function provisionDevice(tr, prefix, modelId) {
   const info = loadInfo();
   const deviceId = uniqueId(prefix);
   const key = deriveKey(info.groupKey, deviceId);
-  const result = await provisionWithKey(deviceId, key, modelId ? { modelId } : undefined);
+  const result = await provisionWithKey(tr, deviceId, key, modelId ? { modelId } : undefined);
   assert.equal(result.deviceId, deviceId, 'DPS assigned device id');
   assert.equal(result.assignedHub, info.hubHost, 'DPS assigned hub');
-  return { deviceId, key, hub: result.assignedHub, modelId, result };
+  return { tr, deviceId, key, hub: result.assignedHub, modelId, result };
 }
 
 /**
  * Opens a hub client with the connection string form
- * HostName=...;DeviceId=...;SharedAccessKey=... over MQTT. Call close() on the result.
+ * HostName=...;DeviceId=...;SharedAccessKey=... over dev.tr. Call close() on the result.
+ * The model id is set as an option on every transport; only the MQTT transports send it
+ * (the SDK's AMQP transport has no model-id field), the emulator knows it from DPS anyway.
  */
 async function openSasClient(dev, { onBeforeOpen } = {}) {
   const cs = `HostName=${dev.hub};DeviceId=${dev.deviceId};SharedAccessKey=${dev.key}`;
-  const client = Client.fromConnectionString(cs, Mqtt);
+  const client = hubClient(dev.tr, cs);
   if (dev.modelId) await client.setOptions({ modelId: dev.modelId });
   if (onBeforeOpen) onBeforeOpen(client);
-  await withTimeout(client.open(), WAIT_MS, `hub connection of ${dev.deviceId}`);
+  await withTimeout(client.open(), WAIT_MS, `hub connection of ${dev.deviceId} over ${dev.tr.title}`);
   return client;
 }
 
-/** Opens a hub client authenticated with an X.509 certificate {cert, key}. */
-async function openX509Client(hub, deviceId, x509) {
-  const client = Client.fromConnectionString(`HostName=${hub};DeviceId=${deviceId};x509=true`, Mqtt);
+/** Opens a hub client over transport tr authenticated with an X.509 certificate {cert, key}. */
+async function openX509Client(tr, hub, deviceId, x509) {
+  const client = hubClient(tr, `HostName=${hub};DeviceId=${deviceId};x509=true`);
   await client.setOptions(x509);
-  await withTimeout(client.open(), WAIT_MS, `X.509 hub connection of ${deviceId}`);
+  await withTimeout(client.open(), WAIT_MS, `X.509 hub connection of ${deviceId} over ${tr.title}`);
   return client;
 }
-
 /** Closes a client, bounded, never throwing (used in cleanup). */
 async function closeQuietly(client) {
   if (!client) return;
@@ -257,6 +320,7 @@ function makeCertificates(commonName) {
 }
 
 module.exports = {
+  TRANSPORTS,
   WAIT_MS,
   TEST_TIMEOUT_MS,
   loadInfo,

@@ -33,47 +33,49 @@ function methodNameMatches(value, name) {
   return value === name || (typeof value === 'string' && value.endsWith(':' + name));
 }
 
-test('scenario 7: queued command and message reach a device that comes back online', { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
-  const dev = await h.provisionDevice('conf-c2d', MODEL_ID);
-  const clients = [];
-  t.after(() => Promise.all(clients.map((c) => h.closeQuietly(c))));
+for (const tr of h.TRANSPORTS) {
+  test(`${tr.prefix}scenario 7: queued command and message reach a device that comes back online`, { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
+    const dev = await h.provisionDevice(tr, 'conf-c2d', MODEL_ID);
+    const clients = [];
+    t.after(() => Promise.all(clients.map((c) => h.closeQuietly(c))));
 
-  // First connection subscribes to cloud-to-device messages, then the device goes offline.
-  const first = await openWithInbox(dev);
-  clients.push(first.client);
-  await h.syncSubscriptions(first.client);
-  await h.withTimeout(first.client.close(), h.WAIT_MS, 'close');
+    // First connection subscribes to cloud-to-device messages, then the device goes offline.
+    const first = await openWithInbox(dev);
+    clients.push(first.client);
+    await h.syncSubscriptions(first.client);
+    await h.withTimeout(first.client.close(), h.WAIT_MS, 'close');
 
-  const base = `/api/devices/${dev.deviceId}`;
-  const request = { firmwareUrl: 'https://example.com/fw/2.0.bin', force: true };
-  await h.restOk('POST', `${base}/commands/updateFirmware?queue=true`, { request });
-  const data = { note: 'hello from the cloud', n: 7 };
-  await h.restOk('POST', `${base}/messages`, { data, properties: { color: 'red', 'with space': 'a&b=c' } });
+    const base = `/api/devices/${dev.deviceId}`;
+    const request = { firmwareUrl: 'https://example.com/fw/2.0.bin', force: true };
+    await h.restOk('POST', `${base}/commands/updateFirmware?queue=true`, { request });
+    const data = { note: 'hello from the cloud', n: 7 };
+    await h.restOk('POST', `${base}/messages`, { data, properties: { color: 'red', 'with space': 'a&b=c' } });
 
-  // Device side: both arrive on reconnect; the device completes them.
-  const second = await openWithInbox(dev);
-  clients.push(second.client);
-  const got = await second.take(2);
-  const cmd = got.find((m) => m.properties.getValue('method-name') !== undefined);
-  const plain = got.find((m) => m.properties.getValue('color') !== undefined);
-  assert.ok(cmd, 'the queued command arrived with a method-name property');
-  assert.ok(plain, 'the plain message arrived with its color property');
-  assert.ok(methodNameMatches(cmd.properties.getValue('method-name'), 'updateFirmware'),
-    `method-name ${cmd.properties.getValue('method-name')} names updateFirmware`);
-  assert.deepEqual(JSON.parse(cmd.getData().toString('utf8')), request, 'queued command body is the request');
-  assert.equal(plain.properties.getValue('with space'), 'a&b=c', 'property needing URL encoding');
-  assert.deepEqual(JSON.parse(plain.getData().toString('utf8')), data, 'plain message body is the data');
-  for (const m of got) {
-    await h.withTimeout(second.client.complete(m), h.WAIT_MS, 'complete');
-  }
-  await h.withTimeout(second.client.close(), h.WAIT_MS, 'close');
+    // Device side: both arrive on reconnect; the device completes them.
+    const second = await openWithInbox(dev);
+    clients.push(second.client);
+    const got = await second.take(2);
+    const cmd = got.find((m) => m.properties.getValue('method-name') !== undefined);
+    const plain = got.find((m) => m.properties.getValue('color') !== undefined);
+    assert.ok(cmd, 'the queued command arrived with a method-name property');
+    assert.ok(plain, 'the plain message arrived with its color property');
+    assert.ok(methodNameMatches(cmd.properties.getValue('method-name'), 'updateFirmware'),
+      `method-name ${cmd.properties.getValue('method-name')} names updateFirmware`);
+    assert.deepEqual(JSON.parse(cmd.getData().toString('utf8')), request, 'queued command body is the request');
+    assert.equal(plain.properties.getValue('with space'), 'a&b=c', 'property needing URL encoding');
+    assert.deepEqual(JSON.parse(plain.getData().toString('utf8')), data, 'plain message body is the data');
+    for (const m of got) {
+      await h.withTimeout(second.client.complete(m), h.WAIT_MS, 'complete');
+    }
+    await h.withTimeout(second.client.close(), h.WAIT_MS, 'close');
 
-  // Service side: completed messages are gone. Queue a marker; on the next connection the
-  // marker is the first thing delivered, so nothing completed was delivered again.
-  await h.restOk('POST', `${base}/messages`, { data: { marker: true }, properties: { marker: 'yes' } });
-  const third = await openWithInbox(dev);
-  clients.push(third.client);
-  const [next] = await third.take(1);
-  assert.equal(next.properties.getValue('marker'), 'yes', 'the first message after completion is the new marker');
-  await h.withTimeout(third.client.complete(next), h.WAIT_MS, 'complete');
-});
+    // Service side: completed messages are gone. Queue a marker; on the next connection the
+    // marker is the first thing delivered, so nothing completed was delivered again.
+    await h.restOk('POST', `${base}/messages`, { data: { marker: true }, properties: { marker: 'yes' } });
+    const third = await openWithInbox(dev);
+    clients.push(third.client);
+    const [next] = await third.take(1);
+    assert.equal(next.properties.getValue('marker'), 'yes', 'the first message after completion is the new marker');
+    await h.withTimeout(third.client.complete(next), h.WAIT_MS, 'complete');
+  });
+}

@@ -25,99 +25,101 @@ test('REST API refuses a request without the API token', { timeout: h.TEST_TIMEO
   assert.equal(res.status, 401, `GET /api/devices without Authorization: ${res.text.slice(0, 200)}`);
 });
 
-test('scenario 1: provision with a group-derived key over MQTT', { timeout: h.TEST_TIMEOUT_MS }, async () => {
-  const info = h.loadInfo();
-  const deviceId = h.uniqueId('conf-sk');
-  const key = h.deriveKey(info.groupKey, deviceId);
+for (const tr of h.TRANSPORTS) {
+  test(`${tr.prefix}scenario 1: provision with a group-derived key over ${tr.title}`, { timeout: h.TEST_TIMEOUT_MS }, async () => {
+    const info = h.loadInfo();
+    const deviceId = h.uniqueId('conf-sk');
+    const key = h.deriveKey(info.groupKey, deviceId);
 
-  // Device side: the official provisioning client registers and is assigned.
-  const result = await h.provisionWithKey(deviceId, key, { modelId: MODEL_ID });
-  assert.equal(result.registrationId, deviceId, 'registrationId');
-  assert.equal(result.deviceId, deviceId, 'deviceId');
-  assert.equal(result.assignedHub, info.hubHost, 'assignedHub');
-  assert.equal(result.status, 'assigned', 'registration status');
+    // Device side: the official provisioning client registers and is assigned.
+    const result = await h.provisionWithKey(tr, deviceId, key, { modelId: MODEL_ID });
+    assert.equal(result.registrationId, deviceId, 'registrationId');
+    assert.equal(result.deviceId, deviceId, 'deviceId');
+    assert.equal(result.assignedHub, info.hubHost, 'assignedHub');
+    assert.equal(result.status, 'assigned', 'registration status');
 
-  // Service side: the device exists, is provisioned and carries the model from the payload.
-  const dev = await h.restOk('GET', `/api/devices/${deviceId}`);
-  assert.equal(dev.id, deviceId, 'REST device id');
-  assert.equal(dev.provisioned, true, 'REST device provisioned');
-  assert.equal(dev.enabled, true, 'REST device enabled');
-  assert.equal(dev.template, MODEL_ID, 'REST device template (model id)');
+    // Service side: the device exists, is provisioned and carries the model from the payload.
+    const dev = await h.restOk('GET', `/api/devices/${deviceId}`);
+    assert.equal(dev.id, deviceId, 'REST device id');
+    assert.equal(dev.provisioned, true, 'REST device provisioned');
+    assert.equal(dev.enabled, true, 'REST device enabled');
+    assert.equal(dev.template, MODEL_ID, 'REST device template (model id)');
 
-  const list = await h.restOk('GET', '/api/devices');
-  assert.ok(Array.isArray(list.value), 'GET /api/devices answers {"value": [...]}');
-  assert.ok(list.value.some((d) => d.id === deviceId), 'the new device is listed');
+    const list = await h.restOk('GET', '/api/devices');
+    assert.ok(Array.isArray(list.value), 'GET /api/devices answers {"value": [...]}');
+    assert.ok(list.value.some((d) => d.id === deviceId), 'the new device is listed');
 
-  const cred = await h.restOk('GET', `/api/devices/${deviceId}/credentials`);
-  assert.equal(cred.idScope, info.idScope, 'credentials idScope');
-  // Compared without printing either key on failure (keys never reach the test log).
-  assert.ok(cred.symmetricKey && cred.symmetricKey.primaryKey === key, 'credentials primaryKey is the derived key');
+    const cred = await h.restOk('GET', `/api/devices/${deviceId}/credentials`);
+    assert.equal(cred.idScope, info.idScope, 'credentials idScope');
+    // Compared without printing either key on failure (keys never reach the test log).
+    assert.ok(cred.symmetricKey && cred.symmetricKey.primaryKey === key, 'credentials primaryKey is the derived key');
 
-  // The derived key opens a hub session on the assigned hub.
-  const client = await h.openSasClient({ deviceId, key, hub: result.assignedHub, modelId: MODEL_ID });
-  await h.closeQuietly(client);
-});
+    // The derived key opens a hub session on the assigned hub.
+    const client = await h.openSasClient({ tr, deviceId, key, hub: result.assignedHub, modelId: MODEL_ID });
+    await h.closeQuietly(client);
+  });
 
-test('scenario 1b: a key not derived from the group is refused by DPS', { timeout: h.TEST_TIMEOUT_MS }, async () => {
-  const info = h.loadInfo();
-  const deviceId = h.uniqueId('conf-badkey');
-  const wrongKey = h.deriveKey(info.groupKey, deviceId + '-other');
-  await assert.rejects(h.provisionWithKey(deviceId, wrongKey, { modelId: MODEL_ID }),
-    (err) => REFUSED.test(err.message), 'DPS refuses the connection as unauthorized (not a network error or a hang)');
-  const res = await h.rest('GET', `/api/devices/${deviceId}`);
-  assert.equal(res.status, 404, 'a refused registration creates no device');
-});
+  test(`${tr.prefix}scenario 1b: a key not derived from the group is refused by DPS`, { timeout: h.TEST_TIMEOUT_MS }, async () => {
+    const info = h.loadInfo();
+    const deviceId = h.uniqueId('conf-badkey');
+    const wrongKey = h.deriveKey(info.groupKey, deviceId + '-other');
+    await assert.rejects(h.provisionWithKey(tr, deviceId, wrongKey, { modelId: MODEL_ID }),
+      (err) => REFUSED.test(err.message), 'DPS refuses the connection as unauthorized (not a network error or a hang)');
+    const res = await h.rest('GET', `/api/devices/${deviceId}`);
+    assert.equal(res.status, 404, 'a refused registration creates no device');
+  });
 
-test('scenario 2: provision with an X.509 certificate and send telemetry', { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
-  const info = h.loadInfo();
-  const deviceId = h.uniqueId('conf-x509');
-  const certs = h.makeCertificates(deviceId);
-  const groupId = h.uniqueId('conf-x509-group');
-  const group = {
-    displayName: `conformance ${groupId}`,
-    type: 'iot',
-    enabled: true,
-    attestation: { type: 'x509', x509: { signingCertificates: { primary: { certificate: certs.caCert } } } },
-  };
+  test(`${tr.prefix}scenario 2: provision with an X.509 certificate and send telemetry`, { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
+    const info = h.loadInfo();
+    const deviceId = h.uniqueId('conf-x509');
+    const certs = h.makeCertificates(deviceId);
+    const groupId = h.uniqueId('conf-x509-group');
+    const group = {
+      displayName: `conformance ${groupId}`,
+      type: 'iot',
+      enabled: true,
+      attestation: { type: 'x509', x509: { signingCertificates: { primary: { certificate: certs.caCert } } } },
+    };
 
-  // Service side: register the CA as an X.509 enrollment group and read it back.
-  const put = await h.restOk('PUT', `/api/enrollmentGroups/${groupId}`, group);
-  assert.equal(put.displayName, group.displayName, 'PUT answer displayName');
-  const got = await h.restOk('GET', `/api/enrollmentGroups/${groupId}`);
-  assert.equal(got.displayName, group.displayName, 'GET displayName');
-  assert.equal(got.type, 'iot', 'GET type');
-  assert.equal(got.enabled, true, 'GET enabled');
-  assert.equal(got.attestation && got.attestation.type, 'x509', 'GET attestation type');
+    // Service side: register the CA as an X.509 enrollment group and read it back.
+    const put = await h.restOk('PUT', `/api/enrollmentGroups/${groupId}`, group);
+    assert.equal(put.displayName, group.displayName, 'PUT answer displayName');
+    const got = await h.restOk('GET', `/api/enrollmentGroups/${groupId}`);
+    assert.equal(got.displayName, group.displayName, 'GET displayName');
+    assert.equal(got.type, 'iot', 'GET type');
+    assert.equal(got.enabled, true, 'GET enabled');
+    assert.equal(got.attestation && got.attestation.type, 'x509', 'GET attestation type');
 
-  // Device side: provision with the leaf certificate (CN = registration id).
-  const x509 = { cert: certs.cert, key: certs.key };
-  const result = await h.provisionWithX509(deviceId, x509, { modelId: MODEL_ID });
-  assert.equal(result.deviceId, deviceId, 'deviceId = certificate CN');
-  assert.equal(result.assignedHub, info.hubHost, 'assignedHub');
-  assert.equal(result.status, 'assigned', 'registration status');
+    // Device side: provision with the leaf certificate (CN = registration id).
+    const x509 = { cert: certs.cert, key: certs.key };
+    const result = await h.provisionWithX509(tr, deviceId, x509, { modelId: MODEL_ID });
+    assert.equal(result.deviceId, deviceId, 'deviceId = certificate CN');
+    assert.equal(result.assignedHub, info.hubHost, 'assignedHub');
+    assert.equal(result.status, 'assigned', 'registration status');
 
-  const dev = await h.restOk('GET', `/api/devices/${deviceId}`);
-  assert.equal(dev.id, deviceId, 'REST device id');
-  assert.equal(dev.provisioned, true, 'REST device provisioned');
-  assert.equal(dev.template, MODEL_ID, 'REST device template (model id)');
+    const dev = await h.restOk('GET', `/api/devices/${deviceId}`);
+    assert.equal(dev.id, deviceId, 'REST device id');
+    assert.equal(dev.provisioned, true, 'REST device provisioned');
+    assert.equal(dev.template, MODEL_ID, 'REST device template (model id)');
 
-  // Hub: connect with the same certificate and send telemetry; REST sees the value.
-  const client = await h.openX509Client(result.assignedHub, deviceId, { ...x509, modelId: MODEL_ID });
-  t.after(() => h.closeQuietly(client));
-  const msg = new Message(JSON.stringify({ temperature: 19.75 }));
-  msg.contentType = 'application/json';
-  msg.contentEncoding = 'utf-8';
-  await h.withTimeout(client.sendEvent(msg), h.WAIT_MS, 'X.509 telemetry acknowledgement');
-  const latest = await h.pollRest(`/api/devices/${deviceId}/telemetry/temperature`,
-    (b) => b.value === 19.75, 'temperature 19.75');
-  assert.ok(!Number.isNaN(Date.parse(latest.timestamp)), `telemetry timestamp ${latest.timestamp} is a date`);
-});
+    // Hub: connect with the same certificate and send telemetry; REST sees the value.
+    const client = await h.openX509Client(tr, result.assignedHub, deviceId, { ...x509, modelId: MODEL_ID });
+    t.after(() => h.closeQuietly(client));
+    const msg = new Message(JSON.stringify({ temperature: 19.75 }));
+    msg.contentType = 'application/json';
+    msg.contentEncoding = 'utf-8';
+    await h.withTimeout(client.sendEvent(msg), h.WAIT_MS, 'X.509 telemetry acknowledgement');
+    const latest = await h.pollRest(`/api/devices/${deviceId}/telemetry/temperature`,
+      (b) => b.value === 19.75, 'temperature 19.75');
+    assert.ok(!Number.isNaN(Date.parse(latest.timestamp)), `telemetry timestamp ${latest.timestamp} is a date`);
+  });
 
-test('scenario 2b: a certificate from an unregistered CA is refused by DPS', { timeout: h.TEST_TIMEOUT_MS }, async () => {
-  const deviceId = h.uniqueId('conf-x509-rogue');
-  const certs = h.makeCertificates(deviceId); // its CA is never registered
-  await assert.rejects(h.provisionWithX509(deviceId, { cert: certs.cert, key: certs.key }, { modelId: MODEL_ID }),
-    (err) => REFUSED.test(err.message), 'DPS refuses the certificate as unauthorized (not a network error or a hang)');
-  const res = await h.rest('GET', `/api/devices/${deviceId}`);
-  assert.equal(res.status, 404, 'a refused registration creates no device');
-});
+  test(`${tr.prefix}scenario 2b: a certificate from an unregistered CA is refused by DPS`, { timeout: h.TEST_TIMEOUT_MS }, async () => {
+    const deviceId = h.uniqueId('conf-x509-rogue');
+    const certs = h.makeCertificates(deviceId); // its CA is never registered
+    await assert.rejects(h.provisionWithX509(tr, deviceId, { cert: certs.cert, key: certs.key }, { modelId: MODEL_ID }),
+      (err) => REFUSED.test(err.message), 'DPS refuses the certificate as unauthorized (not a network error or a hang)');
+    const res = await h.rest('GET', `/api/devices/${deviceId}`);
+    assert.equal(res.status, 404, 'a refused registration creates no device');
+  });
+}

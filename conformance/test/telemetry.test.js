@@ -16,48 +16,50 @@ function jsonMessage(body) {
   return msg;
 }
 
-test('scenario 3: telemetry with properties and a component', { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
-  const testStart = Date.now();
-  const dev = await h.provisionDevice('conf-tel', MODEL_ID);
-  const client = await h.openSasClient(dev);
-  t.after(() => h.closeQuietly(client));
+for (const tr of h.TRANSPORTS) {
+  test(`${tr.prefix}scenario 3: telemetry with properties and a component`, { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
+    const testStart = Date.now();
+    const dev = await h.provisionDevice(tr, 'conf-tel', MODEL_ID);
+    const client = await h.openSasClient(dev);
+    t.after(() => h.closeQuietly(client));
 
-  // Root telemetry with system properties and application properties whose values need
-  // URL encoding in the property bag.
-  const root = jsonMessage({ temperature: 21.5, status: 'ok', location: { lat: 47.64, lon: -122.13 } });
-  root.messageId = h.uniqueId('mid');
-  root.correlationId = 'corr-1';
-  root.properties.add('alert', 'high & dry = 100%/yes?');
-  root.properties.add('unit', 'celsius');
-  const rootSent = await h.withTimeout(client.sendEvent(root), h.WAIT_MS, 'root telemetry acknowledgement');
-  assert.equal(rootSent.constructor.name, 'MessageEnqueued', 'device side: the hub acknowledged the root message');
+    // Root telemetry with system properties and application properties whose values need
+    // URL encoding in the property bag.
+    const root = jsonMessage({ temperature: 21.5, status: 'ok', location: { lat: 47.64, lon: -122.13 } });
+    root.messageId = h.uniqueId('mid');
+    root.correlationId = 'corr-1';
+    root.properties.add('alert', 'high & dry = 100%/yes?');
+    root.properties.add('unit', 'celsius');
+    const rootSent = await h.withTimeout(client.sendEvent(root), h.WAIT_MS, 'root telemetry acknowledgement');
+    assert.equal(rootSent.constructor.name, 'MessageEnqueued', 'device side: the hub acknowledged the root message');
 
-  // The same telemetry name in component thermostat1, with a different value.
-  const comp = jsonMessage({ temperature: 33.25, targetReached: true });
-  comp.properties.add('source', 'thermostat one');
-  comp.properties.add('dt-subject', 'thermostat1');
-  const compSent = await h.withTimeout(client.sendEvent(comp), h.WAIT_MS, 'component telemetry acknowledgement');
-  assert.equal(compSent.constructor.name, 'MessageEnqueued', 'device side: the hub acknowledged the component message');
+    // The same telemetry name in component thermostat1, with a different value.
+    const comp = jsonMessage({ temperature: 33.25, targetReached: true });
+    comp.properties.add('source', 'thermostat one');
+    comp.properties.add('dt-subject', 'thermostat1');
+    const compSent = await h.withTimeout(client.sendEvent(comp), h.WAIT_MS, 'component telemetry acknowledgement');
+    assert.equal(compSent.constructor.name, 'MessageEnqueued', 'device side: the hub acknowledged the component message');
 
-  // Service side. Wait for the component message first (sent last); then the root values
-  // must still be those of the root message, so the component did not leak into the root.
-  const base = `/api/devices/${dev.deviceId}`;
-  const compTemp = await h.pollRest(`${base}/components/thermostat1/telemetry/temperature`,
-    (b) => b.value === 33.25, 'component temperature 33.25');
-  const compFlag = await h.restOk('GET', `${base}/components/thermostat1/telemetry/targetReached`);
-  assert.equal(compFlag.value, true, 'component targetReached');
+    // Service side. Wait for the component message first (sent last); then the root values
+    // must still be those of the root message, so the component did not leak into the root.
+    const base = `/api/devices/${dev.deviceId}`;
+    const compTemp = await h.pollRest(`${base}/components/thermostat1/telemetry/temperature`,
+      (b) => b.value === 33.25, 'component temperature 33.25');
+    const compFlag = await h.restOk('GET', `${base}/components/thermostat1/telemetry/targetReached`);
+    assert.equal(compFlag.value, true, 'component targetReached');
 
-  const rootTemp = await h.restOk('GET', `${base}/telemetry/temperature`);
-  assert.equal(rootTemp.value, 21.5, 'root temperature is the root value, not the component one');
-  const rootStatus = await h.restOk('GET', `${base}/telemetry/status`);
-  assert.equal(rootStatus.value, 'ok', 'root status');
-  const rootLoc = await h.restOk('GET', `${base}/telemetry/location`);
-  assert.deepEqual(rootLoc.value, { lat: 47.64, lon: -122.13 }, 'root location (object value)');
+    const rootTemp = await h.restOk('GET', `${base}/telemetry/temperature`);
+    assert.equal(rootTemp.value, 21.5, 'root temperature is the root value, not the component one');
+    const rootStatus = await h.restOk('GET', `${base}/telemetry/status`);
+    assert.equal(rootStatus.value, 'ok', 'root status');
+    const rootLoc = await h.restOk('GET', `${base}/telemetry/location`);
+    assert.deepEqual(rootLoc.value, { lat: 47.64, lon: -122.13 }, 'root location (object value)');
 
-  for (const [what, v] of [['component temperature', compTemp], ['root temperature', rootTemp]]) {
-    const ts = Date.parse(v.timestamp);
-    assert.ok(!Number.isNaN(ts), `${what} timestamp ${v.timestamp} is a date`);
-    // Loose sanity bound (clock skew), not a timing assertion: the value is from this run.
-    assert.ok(ts >= testStart - 60000, `${what} timestamp ${v.timestamp} is from this run`);
-  }
-});
+    for (const [what, v] of [['component temperature', compTemp], ['root temperature', rootTemp]]) {
+      const ts = Date.parse(v.timestamp);
+      assert.ok(!Number.isNaN(ts), `${what} timestamp ${v.timestamp} is a date`);
+      // Loose sanity bound (clock skew), not a timing assertion: the value is from this run.
+      assert.ok(ts >= testStart - 60000, `${what} timestamp ${v.timestamp} is from this run`);
+    }
+  });
+}

@@ -263,7 +263,7 @@ func TestTokenExpiryEndsSessionAndRenewalKeepsIt(t *testing.T) {
 	s := session(t, c)
 	cbs := newCBS(t, s)
 	// dev1: a short token, renewed before it expires.
-	short := time.Now().Add(2 * time.Second)
+	short := time.Now().Add(3 * time.Second) // se has whole seconds: at least 2s to attach
 	if code, _ := cbs.putToken(t, testHost+"/devices/dev1", sas(t, domain.HubResource(testHost, "dev1"), short)); code != 200 {
 		t.Fatal(code)
 	}
