@@ -180,11 +180,16 @@ func (e *Emulator) Close() error {
 		}
 		errs = append(errs, e.closeAMQP())      // AMQP connections, TLS and WebSocket alike, get a close
 		errs = append(errs, e.closeWebSocket()) // before mochi's Close, which waits for its clients
-		if e.srv != nil {
-			errs = append(errs, e.srv.Close())
-		}
+		// Close every MQTT connection and wait for mochi to finish with each
+		// client before mochi's own Close: its Clients.GetByListener takes
+		// the read lock twice, so a client deleting itself meanwhile would
+		// deadlock the two.
 		if e.mqttLn != nil {
-			_ = e.mqttLn.Close() // already closed by mochi when it served
+			_ = e.mqttLn.Close()
+		}
+		if e.srv != nil {
+			e.srv.Listeners.ClientsWg.Wait()
+			errs = append(errs, e.srv.Close())
 		}
 		e.wg.Wait()
 		if e.tempDir != "" {
