@@ -64,11 +64,6 @@ type Path struct {
 	Connect func(ctx context.Context, t Target) (Conn, error)
 }
 
-// hubSAS signs a one-hour hub token.
-func hubSAS(t Target) (string, error) {
-	return domain.BuildSAS(t.Key, domain.HubResource(t.HubHost, t.DeviceID), time.Now().Add(time.Hour), "")
-}
-
 // noEvents discards hub events.
 type noEvents struct{}
 
@@ -81,7 +76,7 @@ func (noEvents) OnCloudMessage(_ domain.CloudMessage, settle func()) { settle() 
 // and topic built for each message, as an application would).
 func TransportPath(name string, tr ports.Transport) Path {
 	return Path{Name: name, Connect: func(ctx context.Context, t Target) (Conn, error) {
-		sas, err := hubSAS(t)
+		sas, err := HubSAS(t)
 		if err != nil {
 			return Conn{}, err
 		}
@@ -102,7 +97,7 @@ func TransportPath(name string, tr ports.Transport) Path {
 // same topic at QoS 1 and waiting for PUBACK, with the topic computed once.
 func RawPahoPath() Path {
 	return Path{Name: "raw paho", Connect: func(ctx context.Context, t Target) (Conn, error) {
-		sas, err := hubSAS(t)
+		sas, err := HubSAS(t)
 		if err != nil {
 			return Conn{}, err
 		}
@@ -116,30 +111,7 @@ func RawPahoPath() Path {
 			SetCleanSession(false).
 			SetAutoReconnect(false).
 			SetKeepAlive(4 * time.Minute)
-		cl := paho.NewClient(opts)
-		tok := cl.Connect()
-		select {
-		case <-tok.Done():
-		case <-ctx.Done():
-			return Conn{}, ctx.Err()
-		}
-		if err := tok.Error(); err != nil {
-			return Conn{}, err
-		}
-		topic := "devices/" + t.DeviceID + "/messages/events/" + domain.Message{}.PropertyBag().Encode()
-		body := Body()
-		return Conn{
-			Send: func(ctx context.Context) error {
-				tok := cl.Publish(topic, 1, false, body)
-				select {
-				case <-tok.Done():
-					return tok.Error()
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			},
-			Close: func() error { cl.Disconnect(1000); return nil },
-		}, nil
+		return PahoConn(ctx, t, opts)
 	}}
 }
 

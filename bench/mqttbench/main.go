@@ -25,13 +25,9 @@ import (
 	"github.com/iotc-go/iotc"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"runtime"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,7 +62,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "mqttbench: -throughput-emulator must be inprocess, child or both")
 		os.Exit(2)
 	}
-	levels, err := parseLevels(*inflight)
+	levels, err := benchkit.ParseLevels(*inflight)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mqttbench:", err)
 		os.Exit(2)
@@ -109,26 +105,6 @@ func run(ctx context.Context, where string, messages, rounds int, levels []int, 
 	return nil
 }
 
-func parseLevels(s string) ([]int, error) {
-	var out []int
-	for f := range strings.SplitSeq(s, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("bad -inflight value %q", f)
-		}
-		out = append(out, n)
-	}
-	return out, nil
-}
-
-func portOf(addr string) (int, error) {
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(p)
-}
-
 // sdkPaths returns the paths compared with raw paho. The app layer or the
 // facade will be added here as more benchkit.Path values.
 func sdkPaths(port int, roots *x509.CertPool) []benchkit.Path {
@@ -152,7 +128,7 @@ func inProcessEnv(ctx context.Context) (env, func(), error) {
 	if err != nil {
 		return env{}, nil, err
 	}
-	port, err := portOf(e.MQTTAddr())
+	port, err := benchkit.PortOf(e.MQTTAddr())
 	if err != nil {
 		_ = e.Close()
 		return env{}, nil, err
@@ -196,34 +172,14 @@ func throughput(ctx context.Context, ev env, messages, rounds int, levels []int)
 				rates[i] = append(rates[i], float64(messages)/elapsed.Seconds())
 			}
 		}
-		base := median(rates[baseline])
+		base := benchkit.Median(rates[baseline])
 		for i, p := range paths {
-			m := median(rates[i])
-			fmt.Printf("%-9d %-20s %12.0f %8.2f   runs: %s\n", level, p.Name, m, m/base, formatRates(rates[i]))
+			m := benchkit.Median(rates[i])
+			fmt.Printf("%-9d %-20s %12.0f %8.2f   runs: %s\n", level, p.Name, m, m/base, benchkit.FormatRates(rates[i]))
 		}
 	}
 	fmt.Println()
 	return nil
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func formatRates(xs []float64) string {
-	parts := make([]string, len(xs))
-	for i, x := range xs {
-		parts[i] = strconv.FormatFloat(x, 'f', 0, 64)
-	}
-	return strings.Join(parts, " ")
 }
 
 // childInfo is what the emulator child prints on its first stdout line.
@@ -340,7 +296,7 @@ func childEnv(ctx context.Context) (env, func(), error) {
 	if !roots.AppendCertsFromPEM(info.CAPEM) {
 		return fail(errors.New("bad CA PEM"))
 	}
-	port, err := portOf(info.Addr)
+	port, err := benchkit.PortOf(info.Addr)
 	if err != nil {
 		return fail(err)
 	}

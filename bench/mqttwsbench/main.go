@@ -25,9 +25,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -36,7 +34,6 @@ import (
 	"github.com/iotc-go/iotc/adapters/mqtt"
 	"github.com/iotc-go/iotc/adapters/mqttws"
 	"github.com/iotc-go/iotc/bench/benchkit"
-	"github.com/iotc-go/iotc/domain"
 	"github.com/iotc-go/iotc/emulator"
 )
 
@@ -47,7 +44,7 @@ func main() {
 		inflight = flag.String("inflight", "1,100", "comma-separated in-flight levels")
 	)
 	flag.Parse()
-	levels, err := parseLevels(*inflight)
+	levels, err := benchkit.ParseLevels(*inflight)
 	if err != nil || *messages <= 0 || *rounds <= 0 {
 		fmt.Fprintln(os.Stderr, "mqttwsbench: bad flags:", err)
 		os.Exit(2)
@@ -57,18 +54,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "mqttwsbench:", err)
 		os.Exit(1)
 	}
-}
-
-func parseLevels(s string) ([]int, error) {
-	var out []int
-	for f := range strings.SplitSeq(s, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("bad -inflight value %q", f)
-		}
-		out = append(out, n)
-	}
-	return out, nil
 }
 
 // path is a benchkit.Path and the index of its baseline (itself for a
@@ -84,11 +69,11 @@ func run(ctx context.Context, messages, rounds int, levels []int) error {
 		return err
 	}
 	defer e.Close()
-	mqttPort, err := portOf(e.MQTTAddr())
+	mqttPort, err := benchkit.PortOf(e.MQTTAddr())
 	if err != nil {
 		return err
 	}
-	wsPort, err := portOf(e.WebSocketAddr())
+	wsPort, err := benchkit.PortOf(e.WebSocketAddr())
 	if err != nil {
 		return err
 	}
@@ -136,8 +121,8 @@ func run(ctx context.Context, messages, rounds int, levels []int) error {
 			}
 		}
 		for i, p := range paths {
-			m := median(rates[i])
-			fmt.Printf("%-9d %-22s %12.0f %8.2f  %-16s runs: %s\n", level, p.Name, m, m/median(rates[p.baseline]), paths[p.baseline].Name, formatRates(rates[i]))
+			m := benchkit.Median(rates[i])
+			fmt.Printf("%-9d %-22s %12.0f %8.2f  %-16s runs: %s\n", level, p.Name, m, m/benchkit.Median(rates[p.baseline]), paths[p.baseline].Name, benchkit.FormatRates(rates[i]))
 		}
 	}
 	return nil
@@ -160,11 +145,11 @@ func pahoOptions(t benchkit.Target, sas string) *paho.ClientOptions {
 // rawPahoWS is paho's own wss:// transport to wsURL.
 func rawPahoWS(wsURL string) benchkit.Path {
 	return benchkit.Path{Name: "raw paho wss", Connect: func(ctx context.Context, t benchkit.Target) (benchkit.Conn, error) {
-		sas, err := hubSAS(t)
+		sas, err := benchkit.HubSAS(t)
 		if err != nil {
 			return benchkit.Conn{}, err
 		}
-		return pahoConn(ctx, t, pahoOptions(t, sas).AddBroker(wsURL))
+		return benchkit.PahoConn(ctx, t, pahoOptions(t, sas).AddBroker(wsURL))
 	}}
 }
 
@@ -172,7 +157,7 @@ func rawPahoWS(wsURL string) benchkit.Path {
 // connection to wsURL (the library adapters/mqttws uses).
 func rawPahoNhooyr(wsURL string) benchkit.Path {
 	return benchkit.Path{Name: "raw paho+nhooyr wss", Connect: func(ctx context.Context, t benchkit.Target) (benchkit.Conn, error) {
-		sas, err := hubSAS(t)
+		sas, err := benchkit.HubSAS(t)
 		if err != nil {
 			return benchkit.Conn{}, err
 		}
@@ -188,67 +173,6 @@ func rawPahoNhooyr(wsURL string) benchkit.Path {
 				// The connection lives until paho closes it.
 				return websocket.NetConn(context.Background(), ws, websocket.MessageBinary), nil
 			})
-		return pahoConn(ctx, t, opts)
+		return benchkit.PahoConn(ctx, t, opts)
 	}}
-}
-
-func hubSAS(t benchkit.Target) (string, error) {
-	return domain.BuildSAS(t.Key, domain.HubResource(t.HubHost, t.DeviceID), time.Now().Add(time.Hour), "")
-}
-
-// pahoConn connects a paho client and publishes the benchmark body at QoS
-// 1 to the device's telemetry topic, computed once.
-func pahoConn(ctx context.Context, t benchkit.Target, opts *paho.ClientOptions) (benchkit.Conn, error) {
-	cl := paho.NewClient(opts)
-	tok := cl.Connect()
-	select {
-	case <-tok.Done():
-	case <-ctx.Done():
-		return benchkit.Conn{}, ctx.Err()
-	}
-	if err := tok.Error(); err != nil {
-		return benchkit.Conn{}, err
-	}
-	topic := "devices/" + t.DeviceID + "/messages/events/" + domain.Message{}.PropertyBag().Encode()
-	body := benchkit.Body()
-	return benchkit.Conn{
-		Send: func(ctx context.Context) error {
-			tok := cl.Publish(topic, 1, false, body)
-			select {
-			case <-tok.Done():
-				return tok.Error()
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		},
-		Close: func() error { cl.Disconnect(1000); return nil },
-	}, nil
-}
-
-func portOf(addr string) (int, error) {
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(p)
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func formatRates(xs []float64) string {
-	parts := make([]string, len(xs))
-	for i, x := range xs {
-		parts[i] = strconv.FormatFloat(x, 'f', 0, 64)
-	}
-	return strings.Join(parts, " ")
 }
