@@ -20,6 +20,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"github.com/iotc-go/iotc"
 	"net"
 	"net/http"
 	"net/url"
@@ -79,13 +80,14 @@ func run(ctx context.Context, messages, rounds int, levels []int) error {
 	}
 	wsURL := (&url.URL{Scheme: "wss", Host: net.JoinHostPort(e.HubHost(), strconv.Itoa(wsPort)), Path: mqttws.Path}).String()
 	paths := []path{
-		{benchkit.TransportPath("sdk adapters/mqttws", mqttws.New(&mqttws.Options{Port: wsPort, RootCAs: e.CAPool(), NoProxy: true})), 2},
-		{rawPahoNhooyr(wsURL), 2},
-		{rawPahoWS(wsURL), 2},
-		{benchkit.TransportPath("sdk adapters/mqtt", mqtt.New(&mqtt.Options{Port: mqttPort, RootCAs: e.CAPool()})), 4},
-		{benchkit.RawPahoPath(), 4},
+		{benchkit.FacadePath("sdk iotc.Client mqttws", iotc.MQTTWebSockets, wsPort), 3},
+		{benchkit.TransportPath("sdk adapters/mqttws", mqttws.New(&mqttws.Options{Port: wsPort, RootCAs: e.CAPool(), NoProxy: true})), 3},
+		{rawPahoNhooyr(wsURL), 3},
+		{rawPahoWS(wsURL), 3},
+		{benchkit.TransportPath("sdk adapters/mqtt", mqtt.New(&mqtt.Options{Port: mqttPort, RootCAs: e.CAPool()})), 5},
+		{benchkit.RawPahoPath(), 5},
 	}
-	paths[4].Name = "raw paho tls"
+	paths[5].Name = "raw paho tls"
 	seq := 0
 	newDevice := func() (benchkit.Target, error) {
 		seq++
