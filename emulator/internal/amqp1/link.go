@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -276,6 +277,7 @@ func (l *Link) endedErrLocked() error {
 // pre-settled and Send returns (nil, nil) once it is written. Otherwise Send
 // waits for the peer's disposition and returns its outcome (*Accepted,
 // *Rejected, *Released or *Modified; nil if the peer settled without one).
+// Send is [Link.SendAsync] followed by its wait.
 //
 // Errors: [ErrNotSender]; [ErrMessageTooLarge] against the peer's
 // max-message-size; ctx.Err() when ctx ends first (if the transfer was
@@ -283,6 +285,23 @@ func (l *Link) endedErrLocked() error {
 // an error wrapping [ErrLinkDetached] or [ErrConnClosed] when the link or
 // connection ends; encoding errors from msg.MarshalBinary.
 func (l *Link) Send(ctx context.Context, msg *Message) (Outcome, error) {
+	wait, err := l.SendAsync(ctx, msg)
+	if err != nil {
+		return nil, err
+	}
+	return wait(ctx)
+}
+
+// SendAsync sends msg like [Link.Send] but returns as soon as its transfer
+// frames are written, so that several deliveries of the link can wait for
+// their dispositions at once (calls are served in order, one transfer at a
+// time). wait returns the peer's outcome: at once (nil, nil) on a settled
+// link; otherwise when the peer settles, the link or connection ends
+// (error wrapping [ErrLinkDetached] or [ErrConnClosed]), or wait's ctx
+// ends (ctx.Err(); the outcome is then never reported). wait may be called
+// more than once and returns the same result after the first return.
+// Errors of SendAsync itself are those of Send before the transfer.
+func (l *Link) SendAsync(ctx context.Context, msg *Message) (wait func(context.Context) (Outcome, error), err error) {
 	if l.role != RoleSender {
 		return nil, ErrNotSender
 	}
@@ -390,17 +409,28 @@ func (l *Link) Send(ctx context.Context, msg *Message) (Outcome, error) {
 		return nil, fmt.Errorf("%w: %w", ErrConnClosed, err)
 	}
 	if settled {
-		return nil, nil
+		return func(context.Context) (Outcome, error) { return nil, nil }, nil
 	}
-	select {
-	case r := <-res:
-		return r.out, r.err
-	case <-ctx.Done():
-		c.mu.Lock()
-		delete(s.unsettledOut, id)
-		c.mu.Unlock()
-		return nil, ctx.Err()
-	}
+	var (
+		once sync.Once
+		done = make(chan struct{})
+		out  Outcome
+		werr error
+	)
+	return func(wctx context.Context) (Outcome, error) {
+		select {
+		case r := <-res:
+			once.Do(func() { out, werr = r.out, r.err; close(done) })
+		case <-done:
+		case <-wctx.Done():
+			c.mu.Lock()
+			delete(s.unsettledOut, id)
+			c.mu.Unlock()
+			once.Do(func() { werr = wctx.Err(); close(done) })
+		}
+		<-done
+		return out, werr
+	}, nil
 }
 
 // receiveLoop hands the link's deliveries to Handler.OnMessage in order,

@@ -329,11 +329,23 @@ func decodeMessage(b []byte) (m *amqp.Message, err error) {
 	return m, nil
 }
 
-// c2dLoop delivers the device's cloud-to-device messages on l, one at a
-// time, and reports each outcome to the backend.
+// asyncSender is the optional capability of an amqp1 link to return once a
+// transfer is written and report its outcome later, so that several
+// cloud-to-device messages can wait for the device's settlement at once,
+// as IoT Hub allows up to the link credit. Without it one message at a time
+// is in flight.
+type asyncSender interface {
+	SendAsync(ctx context.Context, msg *amqp1.Message) (wait func(context.Context) (amqp1.Outcome, error), err error)
+}
+
+// c2dLoop delivers the device's cloud-to-device messages on l in queue
+// order and reports each outcome to the backend.
 func (cs *connState) c2dLoop(dc *devConn, l *amqp1.Link) {
 	defer cs.wg.Done()
 	defer dc.c2d.Done()
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
+	async, _ := any(l).(asyncSender)
 	ctx := l.Context()
 	for ctx.Err() == nil {
 		msg, ok := dc.sess.NextC2D(ctx)
@@ -344,29 +356,53 @@ func (cs *connState) c2dLoop(dc *devConn, l *amqp1.Link) {
 			}
 			continue
 		}
-		out, err := l.Send(ctx, c2dMessageOf(dc.dev.id, msg))
-		outcome := C2DComplete
-		switch o := out.(type) {
-		case *amqp1.Rejected:
-			outcome = C2DReject
-		case *amqp1.Released, *amqp1.Modified:
-			outcome = C2DAbandon
-		case nil, *amqp1.Accepted:
-		default:
-			cs.log.Warn("unexpected cloud-to-device outcome", "device_id", dc.dev.id, "outcome", fmt.Sprintf("%T", o))
-			outcome = C2DAbandon
+		m := c2dMessageOf(dc.dev.id, msg)
+		if async == nil {
+			out, err := l.Send(ctx, m)
+			cs.settleC2D(ctx, dc, msg, out, err)
+			continue
 		}
+		wait, err := async.SendAsync(ctx, m)
 		if err != nil {
-			outcome = C2DAbandon
-			if errors.Is(err, amqp1.ErrMessageTooLarge) {
-				outcome = C2DReject // would never fit this link
-			}
-			cs.log.Info("cloud-to-device message not delivered", "device_id", dc.dev.id, "message_id", msg.MessageID, "reason", err.Error())
+			cs.settleC2D(ctx, dc, msg, nil, err)
+			continue
 		}
-		if serr := dc.sess.SettleC2D(context.WithoutCancel(ctx), msg.LockToken, outcome); serr != nil {
-			cs.log.Warn("settle cloud-to-device message", "device_id", dc.dev.id, "message_id", msg.MessageID, "error", serr)
+		inflight.Add(1)
+		go func() {
+			defer inflight.Done()
+			out, err := wait(ctx)
+			cs.settleC2D(ctx, dc, msg, out, err)
+		}()
+	}
+}
+
+// settleC2D maps the device's outcome of a cloud-to-device message (or the
+// send error) to complete, abandon or reject and reports it.
+func (cs *connState) settleC2D(ctx context.Context, dc *devConn, msg C2DMessage, out amqp1.Outcome, err error) {
+	outcome := C2DComplete
+	switch o := out.(type) {
+	case *amqp1.Rejected:
+		outcome = C2DReject
+	case *amqp1.Released, *amqp1.Modified:
+		outcome = C2DAbandon
+	case nil, *amqp1.Accepted:
+	default:
+		cs.log.Warn("unexpected cloud-to-device outcome", "device_id", dc.dev.id, "outcome", fmt.Sprintf("%T", o))
+		outcome = C2DAbandon
+	}
+	if err != nil {
+		outcome = C2DAbandon
+		if errors.Is(err, amqp1.ErrMessageTooLarge) {
+			outcome = C2DReject // would never fit this link
 		}
-		cs.log.Debug("cloud-to-device message settled", "device_id", dc.dev.id, "message_id", msg.MessageID, "outcome", outcome.String())
+		cs.log.Info("cloud-to-device message not delivered", "device_id", dc.dev.id, "message_id", msg.MessageID, "reason", err.Error())
+	}
+	if serr := dc.sess.SettleC2D(context.WithoutCancel(ctx), msg.LockToken, outcome); serr != nil {
+		cs.log.Warn("settle cloud-to-device message", "device_id", dc.dev.id, "message_id", msg.MessageID, "error", serr)
+	}
+	cs.log.Debug("cloud-to-device message settled", "device_id", dc.dev.id, "message_id", msg.MessageID, "outcome", outcome.String())
+	if outcome == C2DAbandon {
+		dc.NotifyC2D() // available again: the loop may be waiting
 	}
 }
 
