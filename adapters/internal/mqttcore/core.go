@@ -138,6 +138,10 @@ type connParams struct {
 	// onLost is called (on a paho goroutine) when an established
 	// connection drops; nil for none.
 	onLost func(error)
+	// routes are installed before CONNECT, so that messages a persistent
+	// session delivers right after CONNACK (queued cloud-to-device
+	// messages) find their handler instead of being dropped by paho.
+	routes map[string]paho.MessageHandler
 }
 
 // connect dials and performs CONNECT/CONNACK, honouring ctx. On success
@@ -188,6 +192,9 @@ func (c *Core) connect(ctx context.Context, p connParams) (paho.Client, net.Conn
 		opts.SetConnectionLostHandler(func(_ paho.Client, err error) { onLost(err) })
 	}
 	cl := paho.NewClient(opts)
+	for f, h := range p.routes {
+		cl.AddRoute(f, h)
+	}
 	tok := cl.Connect()
 	select {
 	case <-tok.Done():

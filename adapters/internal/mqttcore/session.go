@@ -92,6 +92,12 @@ func (c *Core) Connect(ctx context.Context, conn ports.HubConnection, events por
 		}
 	}
 	s.log.Debug("hub: connecting", "modelId", conn.ModelID)
+	handlers := map[string]paho.MessageHandler{
+		TopicTwinResFilter:              s.onTwinResponse,
+		TopicDesiredFilter:              s.onDesired,
+		TopicMethodsFilter:              s.onMethod,
+		CloudToDeviceFilter(s.deviceID): s.onCloudMessage,
+	}
 	cl, raw, err := c.connect(ctx, connParams{
 		host:     conn.Host,
 		clientID: conn.DeviceID,
@@ -100,6 +106,7 @@ func (c *Core) Connect(ctx context.Context, conn ports.HubConnection, events por
 		cert:     conn.Auth.Certificate,
 		clean:    false,
 		onLost:   s.onLost,
+		routes:   handlers,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("hub: %w", err)
@@ -110,16 +117,6 @@ func (c *Core) Connect(ctx context.Context, conn ports.HubConnection, events por
 		TopicDesiredFilter:              0,
 		TopicMethodsFilter:              0,
 		CloudToDeviceFilter(s.deviceID): 1,
-	}
-	handlers := map[string]paho.MessageHandler{
-		TopicTwinResFilter:              s.onTwinResponse,
-		TopicDesiredFilter:              s.onDesired,
-		TopicMethodsFilter:              s.onMethod,
-		CloudToDeviceFilter(s.deviceID): s.onCloudMessage,
-	}
-	for f, h := range handlers {
-		// Routes first (no packet), then one SUBSCRIBE for all filters.
-		cl.AddRoute(f, h)
 	}
 	tok := cl.SubscribeMultiple(filters, nil)
 	if err := wait(ctx, tok, s.done, errConnLost); err == nil {
