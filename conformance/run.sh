@@ -3,14 +3,20 @@
 #
 #   bash conformance/run.sh            (from the repository root or anywhere)
 #
-# It builds the emulator, starts it on the standard MQTT port (127.0.0.1:8883) with a
-# throw-away certificate directory, waits until its info file exists and the port accepts
-# connections, installs the pinned SDK with `npm ci` when node_modules is missing, runs
-# `node --test` and stops the emulator. The exit status is the test status.
+# It builds the emulator, starts it on the standard ports (127.0.0.1: 8883 MQTT/TLS, 443
+# WebSockets for MQTT and AMQP, 5671 AMQP/TLS) with a throw-away certificate directory,
+# waits until its info file exists and every port accepts connections, installs the pinned
+# SDK with `npm ci` when node_modules is missing, runs `node --test` and stops the emulator.
+# Every scenario runs over each transport (mqtt, mqttws, amqp, amqpws). The exit status is
+# the test status.
 #
 # Optional environment:
-#   IOTC_EMULATOR_BIN           a prebuilt iotc-emulator to run instead of building one
-#   IOTC_CONFORMANCE_MQTT_ADDR  the MQTT listener (default 127.0.0.1:8883; the SDK needs 8883)
+#   IOTC_EMULATOR_BIN              a prebuilt iotc-emulator to run instead of building one
+#   IOTC_CONFORMANCE_TRANSPORTS    comma-separated subset of mqtt,mqttws,amqp,amqpws (default
+#                                  all); the emulator still opens every listener
+#
+# The SDK dials fixed ports (8883, 443, 5671) and has no port option, so the listeners are
+# not configurable here.
 #
 # Environment handed to the tests:
 #   IOTC_EMULATOR_INFO   path of the JSON file written by `iotc-emulator --info-file`
@@ -18,7 +24,8 @@
 #                        the Azure SDK trusts the emulator exactly as a device trusts Azure.
 #
 # Needs: go, node >= 20 with npm, openssl (the X.509 scenario makes its certificates
-# with the openssl CLI), and the port 8883 free on 127.0.0.1.
+# with the openssl CLI), and the ports 8883, 443 and 5671 free on 127.0.0.1 (443 needs
+# root or CAP_NET_BIND_SERVICE).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,7 +33,9 @@ root=$(cd "$here/.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/iotc-conformance.XXXXXX")
 info="$work/info.json"
 log="$work/emulator.log"
-mqtt_addr="${IOTC_CONFORMANCE_MQTT_ADDR:-127.0.0.1:8883}"
+mqtt_addr=127.0.0.1:8883
+ws_addr=127.0.0.1:443
+amqp_addr=127.0.0.1:5671
 emu_pid=""
 
 stop_emulator() {
@@ -63,16 +72,18 @@ if [[ -z "$emulator_bin" ]]; then
 	emulator_bin="$work/iotc-emulator"
 fi
 
-echo "conformance: starting the emulator on $mqtt_addr" >&2
+echo "conformance: starting the emulator on $mqtt_addr (MQTT), $ws_addr (WebSockets), $amqp_addr (AMQP)" >&2
 "$emulator_bin" \
 	--mqtt-addr "$mqtt_addr" \
+	--ws-addr "$ws_addr" \
+	--amqp-addr "$amqp_addr" \
 	--cert-dir "$work/certs" \
 	--info-file "$info" \
 	-v \
 	>"$log" 2>&1 &
 emu_pid=$!
 
-# Wait (at most 60 s) for a complete info file and an accepting MQTT port.
+# Wait (at most 60 s) for a complete info file and accepting MQTT, WebSocket and AMQP ports.
 ready=""
 for _ in $(seq 1 600); do
 	if ! kill -0 "$emu_pid" 2>/dev/null; then
@@ -82,11 +93,15 @@ for _ in $(seq 1 600); do
 	fi
 	if [[ -s "$info" ]] && node -e '
 		const i = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-		for (const f of ["idScope","groupKey","caFile","restUrl","apiToken","mqttAddr","hubHost","provisioningHost"])
+		const addrs = ["mqttAddr", "webSocketAddr", "amqpAddr"];
+		for (const f of ["idScope","groupKey","caFile","restUrl","apiToken","hubHost","provisioningHost", ...addrs])
 			if (typeof i[f] !== "string" || !i[f]) process.exit(1);
-		const [host, port] = [i.mqttAddr.slice(0, i.mqttAddr.lastIndexOf(":")), +i.mqttAddr.slice(i.mqttAddr.lastIndexOf(":") + 1)];
-		const s = require("net").connect({ host: host.replace(/^\[|\]$/g, ""), port }, () => { s.destroy(); process.exit(0); });
-		s.on("error", () => process.exit(1));
+		const probe = (a) => new Promise((ok, bad) => {
+			const host = a.slice(0, a.lastIndexOf(":")).replace(/^\[|\]$/g, ""), port = +a.slice(a.lastIndexOf(":") + 1);
+			const s = require("net").connect({ host, port }, () => { s.destroy(); ok(); });
+			s.on("error", bad);
+		});
+		Promise.all(addrs.map((f) => probe(i[f]))).then(() => process.exit(0), () => process.exit(1));
 	' "$info" 2>/dev/null; then
 		ready=1
 		break

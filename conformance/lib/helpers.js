@@ -149,19 +149,24 @@ async function pollRest(urlPath, check, what, ms = WAIT_MS) {
  * public API gives no completion signal. Each hub client opened here uses a subclass of
  * the SDK transport that only records those calls and when their callbacks run, so
  * syncSubscriptions() can wait for them. The SDK's behaviour is unchanged.
+ *
+ * Per operation, the first successful callback counts: the SDK calls enableMethods once per
+ * onDeviceMethod(), and over AMQP only the first of several overlapping calls ever gets its
+ * callback (the method link state machine drops `attach` while it is attaching).
  */
-const pendingByClient = new WeakMap();
+const enablesByClient = new WeakMap();
 
-function trackingTransport(Base, pending) {
-  const track = (what, callback) => {
-    let settle;
-    const done = new Promise((resolve, reject) => {
-      settle = (err) => (err ? reject(new Error(`${what} failed: ${err.message || err}`)) : resolve());
-    });
-    done.catch(() => {}); // reported by syncSubscriptions or by the SDK's own error paths
-    pending.push(done);
+const ENABLE_OPS = ['enableMethods', 'enableC2D', 'enableTwinDesiredPropertiesUpdates'];
+
+function trackingTransport(Base, enables) {
+  const track = (op, callback) => {
+    const entry = enables.get(op) || { calls: 0, errors: [], waiters: [], ok: false };
+    enables.set(op, entry);
+    entry.calls++;
     return (err, ...rest) => {
-      settle(err);
+      if (err) entry.errors.push(err);
+      else entry.ok = true;
+      for (const w of entry.waiters.splice(0)) w();
       if (callback) callback(err, ...rest);
     };
   };
@@ -176,10 +181,25 @@ function trackingTransport(Base, pending) {
 
 /** Client.fromConnectionString over transport tr, remembering the transport's enable calls. */
 function hubClient(tr, connectionString) {
-  const pending = [];
-  const client = Client.fromConnectionString(connectionString, trackingTransport(tr.Device, pending));
-  pendingByClient.set(client, pending);
+  const enables = new Map();
+  const client = Client.fromConnectionString(connectionString, trackingTransport(tr.Device, enables));
+  enablesByClient.set(client, enables);
   return client;
+}
+
+/** Resolves when op has succeeded once; rejects when every call of op so far has failed. */
+function enabled(op, entry) {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      if (entry.ok) return resolve();
+      if (entry.errors.length >= entry.calls) {
+        const e = entry.errors[entry.errors.length - 1];
+        return reject(new Error(`${op} failed: ${(e && (e.message || e.name)) || e}`));
+      }
+      entry.waiters.push(check);
+    };
+    check();
+  });
 }
 
 /**
@@ -191,13 +211,15 @@ function hubClient(tr, connectionString) {
  * so only the callbacks say when they are in place.
  */
 async function syncSubscriptions(client) {
-  const pending = pendingByClient.get(client) || [];
-  await withTimeout(Promise.all(pending.slice()), WAIT_MS, 'the SDK subscriptions (enable* callbacks)');
+  const enables = enablesByClient.get(client) || new Map();
+  const waits = ENABLE_OPS.filter((op) => enables.has(op)).map((op) => enabled(op, enables.get(op)));
+  await withTimeout(Promise.all(waits), WAIT_MS, 'the SDK subscriptions (enable* callbacks)');
   const msg = new Message(JSON.stringify({ conformanceSync: 1 }));
   msg.contentType = 'application/json';
   msg.contentEncoding = 'utf-8';
   await withTimeout(client.sendEvent(msg), WAIT_MS, 'sync telemetry acknowledgement');
 }
+
 /** Rejects with a clear message when promise does not settle within ms. */
 function withTimeout(promise, ms, what) {
   let timer;
@@ -221,21 +243,27 @@ function waitForEvent(emitter, event, predicate = () => true, ms = WAIT_MS) {
 }
 
 /** Registers through DPS over transport tr with a symmetric key and an optional {modelId} payload. */
-async function provisionWithKey(tr, registrationId, key, payload) {
+async function provisionWithKey(tr, registrationId, key, payload, { waitMs = WAIT_MS } = {}) {
   const info = loadInfo();
   const security = new SymmetricKeySecurityClient(registrationId, key);
   const client = ProvisioningDeviceClient.create(info.provisioningHost, info.idScope, new tr.Provisioning(), security);
   if (payload !== undefined) client.setProvisioningPayload(payload);
-  return withTimeout(client.register(), WAIT_MS, `DPS registration of ${registrationId} over ${tr.title}`);
+  return withTimeout(client.register(), waitMs, `DPS registration of ${registrationId} over ${tr.title}`);
 }
 
 /** Registers through DPS over transport tr with an X.509 certificate {cert, key}. */
-async function provisionWithX509(tr, registrationId, x509, payload) {
+async function provisionWithX509(tr, registrationId, x509, payload, { waitMs = WAIT_MS } = {}) {
   const info = loadInfo();
   const security = new X509Security(registrationId, x509);
   const client = ProvisioningDeviceClient.create(info.provisioningHost, info.idScope, new tr.Provisioning(), security);
   if (payload !== undefined) client.setProvisioningPayload(payload);
-  return withTimeout(client.register(), WAIT_MS, `DPS X.509 registration of ${registrationId} over ${tr.title}`);
+  return withTimeout(client.register(), waitMs, `DPS X.509 registration of ${registrationId} over ${tr.title}`);
+}
+
+/** The DPS SAS token the SDK's symmetric-key security client makes for registrationId. */
+async function dpsSasToken(registrationId, key) {
+  const sas = await new SymmetricKeySecurityClient(registrationId, key).createSharedAccessSignature(loadInfo().idScope);
+  return sas.toString();
 }
 
 /**
@@ -274,6 +302,78 @@ async function openX509Client(tr, hub, deviceId, x509) {
   await withTimeout(client.open(), WAIT_MS, `X.509 hub connection of ${deviceId} over ${tr.title}`);
   return client;
 }
+/**
+ * rhea and ws exactly as the SDK's AMQP transports load them (resolved from
+ * azure-iot-amqp-base, so the copies pinned by package-lock.json).
+ */
+function sdkAmqpModule(name) {
+  const base = path.dirname(require.resolve('azure-iot-amqp-base/package.json'));
+  return require(require.resolve(name, { paths: [base] }));
+}
+
+/**
+ * Asks the emulator's DPS over AMQP (transport tr: TLS 5671, or WebSockets 443 with
+ * subprotocol AMQPWSB10) the way the SDK does, with rhea directly, to see how it refuses
+ * credentials the SDK cannot report precisely. `sas` makes rhea use SASL PLAIN with
+ * username {idScope}/registrations/{id} (as azure-iot-provisioning-device-amqp does);
+ * `x509` {cert, key} sends a TLS client certificate. Once the connection is open it
+ * attaches a receiver to {idScope}/registrations/{id}.
+ *
+ * Resolves {stage, condition, description}: stage "connection" (refused before or at open,
+ * e.g. a SASL outcome), "link" (the attach was refused with a detach error), "accepted"
+ * (the link was attached: not a refusal) or "disconnected" (the socket ended without an
+ * AMQP error). Never logs the token.
+ */
+function dpsAmqpProbe(tr, registrationId, { sas, x509 } = {}) {
+  const info = loadInfo();
+  const rhea = sdkAmqpModule('rhea');
+  const container = rhea.create_container();
+  const address = `${info.idScope}/registrations/${registrationId}`;
+  const tls = { ca: info.ca, ...(x509 ? { cert: x509.cert, key: x509.key } : {}) };
+  const opts = {
+    host: info.provisioningHost, hostname: info.provisioningHost, port: tr.port, transport: 'tls',
+    reconnect: false, ...tls,
+  };
+  if (sas) {
+    opts.username = address;
+    opts.password = sas;
+  }
+  if (tr.infoAddr === 'webSocketAddr') {
+    const ws = container.websocket_connect(sdkAmqpModule('ws'));
+    opts.connection_details = ws(`wss://${info.provisioningHost}:${tr.port}/$iothub/websocket`, 'AMQPWSB10', tls);
+  }
+  container.on('error', () => {}); // rhea raises unhandled link errors on the container
+  let conn;
+  const result = new Promise((resolve) => {
+    const done = (stage, err) => resolve({
+      stage,
+      condition: err && err.condition,
+      description: err && err.description,
+    });
+    conn = container.connect(opts);
+    conn.on('connection_open', () => conn.open_receiver({ source: { address }, autoaccept: false }));
+    conn.on('receiver_open', (ctx) => {
+      // A refusal is an attach answer with a null source, followed by a detach with the
+      // error (rhea keeps the null as a typed value).
+      const remote = ctx.receiver.remote.attach;
+      const src = remote && remote.source;
+      const isNull = src === null || src === undefined || (src.type && src.type.name === 'Null');
+      if (!isNull) done('accepted');
+    });
+    conn.on('receiver_close', () => done('link', { condition: undefined, description: 'detached without an error' }));
+    conn.on('receiver_error', (ctx) => done('link', ctx.receiver.error));
+    conn.on('connection_error', (ctx) => done('connection', ctx.error || ctx.connection.error));
+    conn.on('error', (ctx) => done('connection', ctx.error || ctx));
+    conn.on('disconnected', (ctx) => done('disconnected', ctx.error && { condition: ctx.error.code, description: ctx.error.message }));
+  });
+  return withTimeout(result, WAIT_MS, `AMQP DPS probe of ${registrationId} over ${tr.title}`).finally(() => {
+    try { conn.close(); } catch { /* already closed */ }
+    conn.removeAllListeners();
+    conn.on('error', () => {});
+    conn.on('disconnected', () => {});
+  });
+}
+
 /** Closes a client, bounded, never throwing (used in cleanup). */
 async function closeQuietly(client) {
   if (!client) return;
@@ -333,6 +433,8 @@ module.exports = {
   withTimeout,
   waitForEvent,
   provisionWithKey,
+  dpsAmqpProbe,
+  dpsSasToken,
   provisionWithX509,
   provisionDevice,
   openSasClient,

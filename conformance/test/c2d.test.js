@@ -1,8 +1,9 @@
 'use strict';
-// Scenario 7: a command queued through the REST API for an offline device and a plain
-// cloud-to-device message are delivered when the device reconnects (the SDK connects with
-// clean session 0 by default), carry their properties and body, and are gone once
-// completed.
+// Scenario 7, over every transport: a command queued through the REST API for an offline
+// device and a plain cloud-to-device message are delivered when the device reconnects (over
+// MQTT the SDK connects with clean session 0; over AMQP it attaches the devicebound link),
+// carry their properties and body, and are gone once completed. The device takes both
+// messages before completing either, as the hub allows several unsettled deliveries.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -24,7 +25,9 @@ async function openWithInbox(dev) {
   const take = (n) => h.withTimeout(new Promise((resolve) => {
     const check = () => (inbox.length >= n ? resolve(inbox.slice(0, n)) : waiters.push(check));
     check();
-  }), h.WAIT_MS, `${n} cloud-to-device message(s)`);
+  }), h.WAIT_MS, `${n} cloud-to-device message(s)`).catch((err) => {
+    throw new Error(`${err.message}; ${inbox.length} arrived, none completed yet`);
+  });
   return { client, inbox, take };
 }
 

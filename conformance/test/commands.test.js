@@ -1,7 +1,7 @@
 'use strict';
-// Scenario 6: commands invoked through the REST API reach the device's method handlers
-// (root and component `comp*cmd` names) and the REST caller sees the device's status code
-// and payload.
+// Scenario 6, over every transport: commands invoked through the REST API reach the
+// device's method handlers (root and component `comp*cmd` names) and the REST caller sees
+// the device's status code and payload.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -28,7 +28,7 @@ for (const tr of h.TRANSPORTS) {
       seen.push({ name: req.methodName, payload: req.payload });
       res.send(500, { error: 'sensor offline' }).catch(() => {});
     });
-    await h.syncSubscriptions(client); // the methods SUBSCRIBE has reached the hub
+    await h.syncSubscriptions(client); // the methods subscription (MQTT SUBSCRIBE, AMQP links) is in place
 
     const base = `/api/devices/${dev.deviceId}`;
 

@@ -1,7 +1,7 @@
 'use strict';
-// Scenarios 1 and 2: DPS over MQTT with a group-derived symmetric key and with an X.509
-// certificate, checked on the device side (SDK registration result, hub connection) and on
-// the service side (operator REST API).
+// Scenarios 1 and 2: DPS with a group-derived symmetric key and with an X.509 certificate,
+// over every transport (lib/transports.js), checked on the device side (SDK registration
+// result, hub connection) and on the service side (operator REST API).
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -59,12 +59,33 @@ for (const tr of h.TRANSPORTS) {
     await h.closeQuietly(client);
   });
 
-  test(`${tr.prefix}scenario 1b: a key not derived from the group is refused by DPS`, { timeout: h.TEST_TIMEOUT_MS }, async () => {
+  test(`${tr.prefix}scenario 1b: a key not derived from the group is refused by DPS`, { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
     const info = h.loadInfo();
     const deviceId = h.uniqueId('conf-badkey');
     const wrongKey = h.deriveKey(info.groupKey, deviceId + '-other');
-    await assert.rejects(h.provisionWithKey(tr, deviceId, wrongKey, { modelId: MODEL_ID }),
-      (err) => REFUSED.test(err.message), 'DPS refuses the connection as unauthorized (not a network error or a hang)');
+    const err = await h.provisionWithKey(tr, deviceId, wrongKey, { modelId: MODEL_ID })
+      .then(() => assert.fail('DPS accepted a key not derived from the group'), (e) => e);
+    if (!tr.amqp) {
+      assert.match(String(err.message), REFUSED, 'DPS refuses the connection as unauthorized (not a network error or a hang)');
+    } else {
+      // SDK limitation (see README): on a failed SASL outcome azure-iot-amqp-base reads
+      // context.connection.error, which rhea leaves unset, so the provisioning transport
+      // goes on to attach its links and reports a NotConnectedError without the reason.
+      t.diagnostic(`SDK error: ${err.name}: ${err.message}`);
+      assert.ok(REFUSED.test(String(err.message)) || err.name === 'NotConnectedError',
+        `the SDK rejects the registration (${err.name}: ${err.message}), as unauthorized or as its SASL-failure NotConnectedError`);
+      // The reason, on the wire, with the SDK's own AMQP library and the SDK's SAS token.
+      const wire = await h.dpsAmqpProbe(tr, deviceId, { sas: await h.dpsSasToken(deviceId, wrongKey) });
+      assert.equal(wire.condition, 'amqp:unauthorized-access',
+        `DPS over ${tr.title} refuses the wrong key as unauthorized: ${JSON.stringify(wire)}`);
+      if (wire.stage === 'connection') {
+        assert.match(String(wire.description), /Failed to authenticate: 1$/, 'SASL outcome code 1 (auth)');
+      }
+      // The same probe with the right key is accepted, so the refusal is about the key.
+      const rightKey = h.deriveKey(info.groupKey, deviceId);
+      const ok = await h.dpsAmqpProbe(tr, deviceId, { sas: await h.dpsSasToken(deviceId, rightKey) });
+      assert.equal(ok.stage, 'accepted', `the derived key opens the DPS link: ${JSON.stringify(ok)}`);
+    }
     const res = await h.rest('GET', `/api/devices/${deviceId}`);
     assert.equal(res.status, 404, 'a refused registration creates no device');
   });
@@ -114,12 +135,32 @@ for (const tr of h.TRANSPORTS) {
     assert.ok(!Number.isNaN(Date.parse(latest.timestamp)), `telemetry timestamp ${latest.timestamp} is a date`);
   });
 
-  test(`${tr.prefix}scenario 2b: a certificate from an unregistered CA is refused by DPS`, { timeout: h.TEST_TIMEOUT_MS }, async () => {
-    const deviceId = h.uniqueId('conf-x509-rogue');
-    const certs = h.makeCertificates(deviceId); // its CA is never registered
-    await assert.rejects(h.provisionWithX509(tr, deviceId, { cert: certs.cert, key: certs.key }, { modelId: MODEL_ID }),
-      (err) => REFUSED.test(err.message), 'DPS refuses the certificate as unauthorized (not a network error or a hang)');
-    const res = await h.rest('GET', `/api/devices/${deviceId}`);
-    assert.equal(res.status, 404, 'a refused registration creates no device');
-  });
+  // Over AMQP the SDK needs up to its 45 s forced rundown here (see README), so this test
+  // waits longer there.
+  const rogueWaitMs = tr.amqp ? 60000 : h.WAIT_MS;
+  test(`${tr.prefix}scenario 2b: a certificate from an unregistered CA is refused by DPS`,
+    { timeout: tr.amqp ? rogueWaitMs + 20000 : h.TEST_TIMEOUT_MS }, async (t) => {
+      const deviceId = h.uniqueId('conf-x509-rogue');
+      const certs = h.makeCertificates(deviceId); // its CA is never registered
+      const x509 = { cert: certs.cert, key: certs.key };
+      const err = await h.provisionWithX509(tr, deviceId, x509, { modelId: MODEL_ID }, { waitMs: rogueWaitMs })
+        .then(() => assert.fail('DPS accepted a certificate from an unregistered CA'), (e) => e);
+      if (!tr.amqp) {
+        assert.match(String(err.message), REFUSED, 'DPS refuses the certificate as unauthorized (not a network error or a hang)');
+      } else {
+        // SDK limitation (see README): when DPS refuses the receiver link, the provisioning
+        // transport tears down while its sender attach is still in flight; the late refusal
+        // of that link makes rhea drop the socket before the session end is answered, and
+        // azure-iot-amqp-base then waits for its 45 s forced rundown and reports a
+        // TimeoutError. An unauthorized error (when the refusal arrives in time) is fine too.
+        t.diagnostic(`SDK error: ${err.name}: ${err.message}`);
+        assert.ok(REFUSED.test(String(err.message)) || ['UnauthorizedError', 'TimeoutError'].includes(err.name),
+          `the SDK rejects the registration (${err.name}: ${err.message}), as unauthorized or after its forced rundown`);
+        const wire = await h.dpsAmqpProbe(tr, deviceId, { x509 });
+        assert.equal(wire.condition, 'amqp:unauthorized-access',
+          `DPS over ${tr.title} refuses the certificate as unauthorized: ${JSON.stringify(wire)}`);
+      }
+      const res = await h.rest('GET', `/api/devices/${deviceId}`);
+      assert.equal(res.status, 404, 'a refused registration creates no device');
+    });
 }

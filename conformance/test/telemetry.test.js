@@ -1,6 +1,7 @@
 'use strict';
-// Scenario 3: telemetry with system and application properties, at the root and in a
-// component (the SDK maps the `dt-subject` message property to `$.sub`).
+// Scenario 3, over every transport: telemetry with system and application properties, at
+// the root and in a component (the SDK maps the `dt-subject` message property to `$.sub`
+// over MQTT and to a message annotation over AMQP).
 
 const test = require('node:test');
 const assert = require('node:assert/strict');

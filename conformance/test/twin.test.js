@@ -1,6 +1,6 @@
 'use strict';
-// Scenarios 4 and 5: get the twin, patch reported properties (REST reads them back), and
-// receive a desired patch written through the REST API.
+// Scenarios 4 and 5, over every transport: get the twin, patch reported properties (REST
+// reads them back), and receive a desired patch written through the REST API.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -72,7 +72,7 @@ for (const tr of h.TRANSPORTS) {
     const v0 = twin.properties.desired.$version;
     assert.equal(typeof v0, 'number', 'desired $version is a number');
     twin.on('properties.desired', () => {}); // the first listener makes the SDK subscribe
-    await h.syncSubscriptions(client); // the desired-patch SUBSCRIBE has reached the hub
+    await h.syncSubscriptions(client); // the desired-patch subscription (MQTT SUBSCRIBE, AMQP twin PUT) is in place
 
     const base = `/api/devices/${dev.deviceId}`;
     const rootGot = h.waitForEvent(twin, 'properties.desired', (p) => p.targetTemperature === 23);
