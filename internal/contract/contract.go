@@ -166,34 +166,22 @@ func recv[T any](t testing.TB, ctx context.Context, ch <-chan T, what string) T 
 	}
 }
 
-// SendUntilSeen sends with send and returns the first message of device
-// id the emulator reports. NextTelemetry only sees messages that arrive
-// after it started, and nothing signals when it has, so the send is
-// repeated (at most every 200 ms) until one is seen: every send must
-// therefore produce the same message.
-func (s *Suite) SendUntilSeen(t testing.TB, ctx context.Context, id string, send func() error) emulator.Telemetry {
+// SendAndSee sends once with send and returns the first message of
+// device id the emulator reports. The watch is registered before the send,
+// so the message cannot slip past it.
+func (s *Suite) SendAndSee(t testing.TB, ctx context.Context, id string, send func() error) emulator.Telemetry {
 	t.Helper()
-	got := make(chan emulator.Telemetry, 1)
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		if tel, err := s.E.NextTelemetry(wctx, id); err == nil {
-			got <- tel
-		}
-	}()
-	retry := time.NewTicker(200 * time.Millisecond)
-	defer retry.Stop()
-	for {
-		if err := send(); err != nil {
-			t.Fatalf("send telemetry: %v", err)
-		}
-		select {
-		case tel := <-got:
-			return tel
-		case <-retry.C:
-		case <-ctx.Done():
-			t.Fatalf("telemetry of %s never reached the emulator: %v", id, ctx.Err())
-		}
+	msgs, stop := s.E.WatchTelemetry(id)
+	defer stop()
+	if err := send(); err != nil {
+		t.Fatalf("send telemetry: %v", err)
+	}
+	select {
+	case tel := <-msgs:
+		return tel
+	case <-ctx.Done():
+		t.Fatalf("telemetry of %s never reached the emulator: %v", id, ctx.Err())
+		return emulator.Telemetry{}
 	}
 }
 
@@ -439,7 +427,7 @@ func (s *Suite) testTelemetry(t *testing.T) {
 		Component:     "thermostat1",
 		Properties:    map[string]string{"alert": "true", "a b&c": "x/y=z"},
 	}
-	tel := s.SendUntilSeen(t, ctx, id, func() error { return sess.SendTelemetry(ctx, m) })
+	tel := s.SendAndSee(t, ctx, id, func() error { return sess.SendTelemetry(ctx, m) })
 	if string(tel.Body) != `{"temperature":21.5}` {
 		t.Errorf("body = %q", tel.Body)
 	}
@@ -469,7 +457,7 @@ func (s *Suite) testTelemetryTooLarge(t *testing.T) {
 	big := domain.Message{Body: bytes.Repeat([]byte("a"), domain.MaxTelemetrySize)}
 	marker := domain.Message{Body: []byte(`{"marker":1}`)}
 	sentBig := false
-	tel := s.SendUntilSeen(t, ctx, id, func() error {
+	tel := s.SendAndSee(t, ctx, id, func() error {
 		if !sentBig {
 			sentBig = true
 			if err := sess.SendTelemetry(ctx, big); !errors.Is(err, domain.ErrMessageTooLarge) {
