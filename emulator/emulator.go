@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,13 +51,19 @@ type Emulator struct {
 	methods  map[string]chan CommandResult // key: deviceID "\n" rid
 	watchers map[string]map[chan Telemetry]struct{}
 	changes  map[string]chan struct{} // see WaitSubscribed
+
+	saveMu    sync.Mutex // serialises save (see datadir.go)
+	persist   bool       // DataDir set and its state loaded; guarded by saveMu after Start
+	lastSaved []byte     // guarded by saveMu
 }
 
 // Start runs an emulator: it loads or creates the certificates, binds the
 // MQTT listener (and the REST listener unless disabled) and returns once
-// they accept connections. ctx bounds start-up only; stop the emulator
-// with Close. It returns an error wrapping ErrInvalid for bad options, or
-// the listen / certificate error.
+// they accept connections. With Options.DataDir it first loads the saved
+// state (see DataDir). ctx bounds start-up only; stop the emulator
+// with Close. It returns an error wrapping ErrInvalid for bad options,
+// ErrDataFile for an unreadable or invalid DataDir state file, or the
+// listen / certificate / state-writing error.
 func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 	cfg, err := resolve(opts)
 	if err != nil {
@@ -80,6 +87,23 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 			_ = e.Close()
 		}
 	}()
+	if cfg.dataDir != "" {
+		snap, err := loadDataDir(cfg.dataDir)
+		if err != nil {
+			return nil, err
+		}
+		if snap != nil {
+			if err := e.restore(snap); err != nil {
+				return nil, err
+			}
+		}
+		if cfg.certDir == filepath.Join(cfg.dataDir, "certs") {
+			// Private like the data directory: it holds the CA key.
+			if err := os.MkdirAll(cfg.certDir, 0o700); err != nil {
+				return nil, fmt.Errorf("emulator: cert dir: %w", err)
+			}
+		}
+	}
 	dir := cfg.certDir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "iotc-emulator-*"); err != nil {
@@ -116,8 +140,18 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if cfg.dataDir != "" {
+		e.saveMu.Lock()
+		e.persist = true
+		e.saveMu.Unlock()
+		if err := e.save(); err != nil {
+			return nil, err
+		}
+		e.wg.Add(1)
+		go e.runSaver()
+	}
 	ok = true
-	e.log.Info("emulator started", "mqtt", e.MQTTAddr(), "websocket", e.WebSocketAddr(), "amqp", e.AMQPAddr(), "rest", e.restURL, "id_scope", cfg.idScope, "hub_host", cfg.hubHost, "ca_file", e.bundle.CAFile)
+	e.log.Info("emulator started", "mqtt", e.MQTTAddr(), "websocket", e.WebSocketAddr(), "amqp", e.AMQPAddr(), "rest", e.restURL, "id_scope", e.cfg.idScope, "data_dir", cfg.dataDir, "hub_host", cfg.hubHost, "ca_file", e.bundle.CAFile)
 	return e, nil
 }
 
@@ -166,8 +200,9 @@ func (e *Emulator) startMQTT() error {
 const sessionExpiry = time.Hour
 
 // Close stops the listeners, drops every connection, ends every goroutine
-// the emulator started, fails pending InvokeCommand calls with ErrClosed
-// and removes the temporary certificate directory. It is safe to call
+// the emulator started, fails pending InvokeCommand calls with ErrClosed,
+// writes the DataDir state file a last time (returning its error) and
+// removes the temporary certificate directory. It is safe to call
 // more than once; later calls return the first result.
 func (e *Emulator) Close() error {
 	e.closeOnce.Do(func() {
@@ -192,6 +227,7 @@ func (e *Emulator) Close() error {
 			errs = append(errs, e.srv.Close())
 		}
 		e.wg.Wait()
+		errs = append(errs, e.save()) // the final state, once every connection is gone
 		if e.tempDir != "" {
 			errs = append(errs, os.RemoveAll(e.tempDir))
 		}

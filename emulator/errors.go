@@ -23,6 +23,9 @@ var (
 	// ErrTooLarge reports a cloud-to-device body over MaxC2DBody or a desired
 	// patch that would make the section exceed MaxTwinSection.
 	ErrTooLarge = errors.New("emulator: over a service size limit")
+	// ErrDataFile reports, from Start, a DataDir state file that cannot be
+	// read or is not a valid state file; the file is left as it was.
+	ErrDataFile = errors.New("emulator: bad data directory state file")
 	// ErrClosed reports a call on a closed emulator.
 	ErrClosed = errors.New("emulator: closed")
 )

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -69,8 +70,27 @@ type Options struct {
 	AutoApprove *bool
 	// CertDir holds ca.pem, ca-key.pem, server.pem and server-key.pem; they
 	// are read when present and generated (and written) when not. Default:
-	// a temporary directory removed by Close.
+	// DataDir/certs when DataDir is set, else a temporary directory removed
+	// by Close.
 	CertDir string
+	// DataDir, when set, makes the emulator's state survive a restart: Start
+	// creates the directory (mode 0700) when missing, loads DataDirFile from
+	// it when present and writes it at once; the running emulator rewrites
+	// it (atomically, mode 0600) at most once every DataDirSaveInterval
+	// while something changed, and Close writes it a last time. It keeps the
+	// ID scope, the enrollment groups, and every device with its keys,
+	// model id, group, attestation, enabled/provisioned flags, twin (desired
+	// and reported with $version and $metadata) and queued cloud-to-device
+	// messages. It does not keep connections, pending commands, telemetry
+	// or the API token. The file holds the group and device keys in clear:
+	// it is the emulator's own secret store, readable only by its owner.
+	//
+	// When both are given, an explicit IDScope or Groups option replaces
+	// the file's ID scope or enrollment groups (devices keep the keys they
+	// were given); devices, twins and queues always come from the file.
+	// A file that cannot be read or decoded makes Start fail with
+	// ErrDataFile and is left untouched. Default "": state is in memory only.
+	DataDir string
 	// APIToken guards the REST API (header "Authorization: <token>").
 	// Default: a random token (see APIToken()).
 	APIToken string
@@ -167,8 +187,10 @@ func normalizeGroup(g EnrollmentGroup) (EnrollmentGroup, error) {
 // resolved is Options with every default applied.
 type resolved struct {
 	mqttAddr, restAddr, wsAddr, amqpAddr, hubHost, idScope, certDir, apiToken string
+	dataDir                                                                   string
 	groups                                                                    []EnrollmentGroup
 	autoApprove                                                               bool
+	explicitScope, explicitGroups                                             bool // set in Options, so they win over DataDir's file
 	retryAfter                                                                int
 	log                                                                       *slog.Logger
 }
@@ -180,7 +202,10 @@ func resolve(o *Options) (resolved, error) {
 	r := resolved{
 		mqttAddr: o.MQTTAddr, restAddr: o.RESTAddr, wsAddr: o.WebSocketAddr, amqpAddr: o.AMQPAddr, hubHost: o.HubHost, idScope: o.IDScope,
 		certDir: o.CertDir, apiToken: o.APIToken, autoApprove: o.AutoApprove == nil || *o.AutoApprove,
-		log: o.Logger,
+		log: o.Logger, dataDir: o.DataDir, explicitScope: o.IDScope != "", explicitGroups: len(o.Groups) > 0,
+	}
+	if r.certDir == "" && r.dataDir != "" {
+		r.certDir = filepath.Join(r.dataDir, "certs")
 	}
 	if r.mqttAddr == "" {
 		r.mqttAddr = "127.0.0.1:8883"

@@ -72,7 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		hubHost    = fs.String("hub-host", "localhost", "host name DPS assigns devices to; must resolve to this machine")
 		idScope    = fs.String("id-scope", "", "DPS ID scope (default: a random 0ne... scope)")
 		groupKey   = fs.String("group-key", os.Getenv("IOTC_EMULATOR_GROUP_KEY"), "base64 primary key of the default symmetric-key enrollment group (default: $IOTC_EMULATOR_GROUP_KEY or random)")
-		certDir    = fs.String("cert-dir", defaultCertDir(), "directory of the emulator's CA and server certificate; created on first run and reused so devices keep trusting the same CA")
+		certDir    = fs.String("cert-dir", defaultCertDir(), "directory of the emulator's CA and server certificate; created on first run and reused so devices keep trusting the same CA (with --data-dir and no --cert-dir: <data-dir>/certs)")
+		dataDir    = fs.String("data-dir", "", "directory where the emulator keeps its ID scope, enrollment groups, devices (keys included), twins and queued messages across restarts (default: memory only)")
 		apiToken   = fs.String("api-token", os.Getenv("IOTC_EMULATOR_API_TOKEN"), "token the REST API requires in the Authorization header (default: $IOTC_EMULATOR_API_TOKEN or random)")
 		retryAfter = fs.Duration("retry-after", time.Second, "retry-after DPS sends while a registration is being assigned")
 		manual     = fs.Bool("no-auto-approve", false, "refuse registrations of devices not created beforehand")
@@ -99,7 +100,11 @@ Flags:
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
 	}
-	if err := os.MkdirAll(*certDir, 0o700); err != nil {
+	certDirSet := false
+	fs.Visit(func(f *flag.Flag) { certDirSet = certDirSet || f.Name == "cert-dir" })
+	if *dataDir != "" && !certDirSet {
+		*certDir = "" // the emulator uses <data-dir>/certs
+	} else if err := os.MkdirAll(*certDir, 0o700); err != nil {
 		return fmt.Errorf("cert dir: %w", err)
 	}
 	level := slog.LevelWarn
@@ -116,6 +121,7 @@ Flags:
 		HubHost:       *hubHost,
 		IDScope:       *idScope,
 		CertDir:       *certDir,
+		DataDir:       *dataDir,
 		APIToken:      *apiToken,
 		RetryAfter:    *retryAfter,
 		Logger:        logger,

@@ -135,3 +135,48 @@ func deepCopy(v any) any {
 	}
 	return v
 }
+
+// State is the persistent form of a Section: what a restarted emulator
+// needs to show the same document and continue the same $version.
+type State struct {
+	Properties map[string]any `json:"properties"`
+	Metadata   map[string]any `json:"metadata"`
+	Version    int64          `json:"version"`
+	Updated    time.Time      `json:"updated"`
+}
+
+// State returns a deep copy of the section in its persistent form.
+func (s *Section) State() State {
+	return State{
+		Properties: s.Properties(),
+		Metadata:   deepCopy(s.meta).(map[string]any),
+		Version:    s.version,
+		Updated:    s.updated,
+	}
+}
+
+// Restore rebuilds a section from st (see State); withVersion and maxLen
+// are as for NewSection. It returns an error for a $version below 1 and
+// ErrTooLarge when the properties exceed maxLen.
+func Restore(st State, withVersion bool, maxLen int) (*Section, error) {
+	if st.Version < 1 {
+		return nil, fmt.Errorf("emulator: twin section $version %d is below 1", st.Version)
+	}
+	s := &Section{props: map[string]any{}, meta: map[string]any{}, version: st.Version, updated: st.Updated, withVersion: withVersion, maxLen: maxLen}
+	if st.Properties != nil {
+		s.props = deepCopy(st.Properties).(map[string]any)
+	}
+	if st.Metadata != nil {
+		s.meta = deepCopy(st.Metadata).(map[string]any)
+	}
+	if maxLen > 0 {
+		b, err := json.Marshal(s.props)
+		if err != nil {
+			return nil, fmt.Errorf("emulator: twin section does not encode: %w", err)
+		}
+		if len(b) > maxLen {
+			return nil, fmt.Errorf("%w: %d bytes exceeds %d", ErrTooLarge, len(b), maxLen)
+		}
+	}
+	return s, nil
+}

@@ -1,0 +1,277 @@
+package emulator
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func startData(t *testing.T, opts Options) (*Emulator, error) {
+	t.Helper()
+	opts.MQTTAddr, opts.RESTAddr = "127.0.0.1:0", "-"
+	return Start(t.Context(), &opts)
+}
+
+func jsonOf(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestDataDirSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	dataDir := filepath.Join(t.TempDir(), "data")
+	e1, err := startData(t, Options{DataDir: dataDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			_ = e1.Close()
+		}
+	})
+	if want := filepath.Join(dataDir, "certs"); filepath.Dir(e1.CAFile()) != want {
+		t.Fatalf("CA file %s, want it in %s", e1.CAFile(), want)
+	}
+	scope, groupKey := e1.IDScope(), e1.GroupKey()
+
+	// Provision over DPS with the group key, then use the hub.
+	const reg = "keeper"
+	const model = "dtmi:com:example:Keeper;1"
+	key := derived(t, groupKey, reg)
+	s, err := dialDPS(t, e1, reg, dpsSAS(t, e1, reg, key, time.Hour), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ans := s.register(1, `{"registrationId":"keeper","payload":{"modelId":"`+model+`"}}`); ans["status"] != "assigned" {
+		t.Fatalf("registration %v", ans)
+	}
+	s.close()
+	h := connectHub(t, e1, reg, key, false)
+	if status, _, _ := h.twinRequest("$iothub/twin/PATCH/properties/reported/", []byte(`{"temp":21.5,"unit":{"name":"C"}}`)); status != "204" {
+		t.Fatalf("reported patch status %s", status)
+	}
+	h.close()
+	waitOffline(t, e1, reg)
+	ctx := ctxT(t)
+	if err := e1.UpdateProperties(ctx, reg, "", map[string]any{"target": 30}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e1.SendCloudToDevice(ctx, reg, []byte("kept"), map[string]string{"color": "blue"}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := e1.Device(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desired1, reported1, err := e1.Twin(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reported1["$version"] != int64(2) || desired1["$version"] != int64(2) {
+		t.Fatalf("versions before restart: desired %v reported %v", desired1["$version"], reported1["$version"])
+	}
+	closed = true
+	if err := e1.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	st, err := os.Stat(filepath.Join(dataDir, DataDirFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("state file mode %v, want 0600", st.Mode().Perm())
+	}
+	for _, dir := range []string{dataDir, filepath.Join(dataDir, "certs")} {
+		if dst, err := os.Stat(dir); err != nil {
+			t.Error(err)
+		} else if dst.Mode().Perm() != 0o700 {
+			t.Errorf("%s has mode %v, want 0700", dir, dst.Mode().Perm())
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(dataDir, ".*tmp*")); len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+
+	e2, err := startData(t, Options{DataDir: dataDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e2.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	if e2.IDScope() != scope || e2.GroupKey() != groupKey {
+		t.Fatalf("after restart scope %q key match %v, want scope %q", e2.IDScope(), e2.GroupKey() == groupKey, scope)
+	}
+	after, err := e2.Device(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after.Connected, before.Connected = false, false
+	if !after.Created.Equal(before.Created) || !after.LastActivity.Equal(before.LastActivity) {
+		t.Fatalf("times changed: %v/%v -> %v/%v", before.Created, before.LastActivity, after.Created, after.LastActivity)
+	}
+	after.Created, after.LastActivity, before.Created, before.LastActivity = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	if after != before || after.ModelID != model || after.PrimaryKey != key || !after.Provisioned || after.GroupID != "default" {
+		t.Fatalf("device after restart %+v, want %+v", after, before)
+	}
+	desired2, reported2, err := e2.Twin(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if jsonOf(t, desired2) != jsonOf(t, desired1) || jsonOf(t, reported2) != jsonOf(t, reported1) {
+		t.Fatalf("twin after restart\n desired %s\nreported %s\nwant\n desired %s\nreported %s",
+			jsonOf(t, desired2), jsonOf(t, reported2), jsonOf(t, desired1), jsonOf(t, reported1))
+	}
+	if n := pendingC2D(e2, reg); n != 1 {
+		t.Fatalf("%d queued messages after restart, want 1", n)
+	}
+
+	// The device connects with its old key; the queued message arrives and
+	// the twin continues from the kept versions.
+	h2 := connectHub(t, e2, reg, key, true)
+	m := recv(t, h2.c2d)
+	if string(m.Payload()) != "kept" || !strings.HasSuffix(m.Topic(), "&color=blue") {
+		t.Fatalf("queued message after restart: %s %q", m.Topic(), m.Payload())
+	}
+	status, q, _ := h2.twinRequest("$iothub/twin/PATCH/properties/reported/", []byte(`{"temp":22}`))
+	if status != "204" || q.Get("$version") != "3" {
+		t.Fatalf("reported patch after restart: %s version %s, want 204 version 3", status, q.Get("$version"))
+	}
+	h2.twinRequest("$iothub/twin/GET/", nil) // the c2d PUBACK was read before this
+	if n := pendingC2D(e2, reg); n != 0 {
+		t.Fatalf("%d messages queued after the ack", n)
+	}
+}
+
+func TestDataDirExplicitOptionsWin(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	e1, err := startData(t, Options{DataDir: dataDir, CertDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	devKey, err := e1.CreateDevice("solo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	groupKey := randomKey()
+	e2, err := startData(t, Options{DataDir: dataDir, IDScope: "0neEXPLICIT",
+		Groups: []EnrollmentGroup{{ID: "mine", Enabled: true, PrimaryKey: groupKey}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e2.Close() })
+	if e2.IDScope() != "0neEXPLICIT" || e2.GroupKey() != groupKey {
+		t.Fatalf("explicit options lost: scope %q", e2.IDScope())
+	}
+	if gs := e2.EnrollmentGroups(); len(gs) != 1 || gs[0].ID != "mine" {
+		t.Fatalf("groups %+v, want only mine", gs)
+	}
+	d, err := e2.Device("solo")
+	if err != nil || d.PrimaryKey != devKey || d.GroupID != "" {
+		t.Fatalf("device from the file: %+v, %v", d, err)
+	}
+	// The new choice is what the file now holds.
+	b, err := os.ReadFile(filepath.Join(dataDir, DataDirFile))
+	if err != nil || !strings.Contains(string(b), `"idScope": "0neEXPLICIT"`) {
+		t.Fatalf("state file does not hold the explicit scope (%v)", err)
+	}
+}
+
+func TestDataDirBadFileIsAnErrorAndKept(t *testing.T) {
+	t.Parallel()
+	// A valid file to break in several ways.
+	good := t.TempDir()
+	e, err := startData(t, Options{DataDir: good, CertDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.CreateDevice("dev"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	valid, err := os.ReadFile(filepath.Join(good, DataDirFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{
+		"garbage":        "not json at all",
+		"truncated":      string(valid[:len(valid)/2]),
+		"empty":          "",
+		"other format":   strings.Replace(string(valid), `"format": 1`, `"format": 7`, 1),
+		"bad device key": strings.Replace(string(valid), `"individualKeys": [`+"\n"+`        "`, `"individualKeys": [`+"\n"+`        "!!`, 1),
+		"bad device id":  strings.Replace(string(valid), `"id": "dev"`, `"id": "a/b"`, 1),
+	} {
+		t.Run(name, func(t *testing.T) {
+			if content == string(valid) {
+				t.Fatal("the test did not change the file")
+			}
+			dir := t.TempDir()
+			path := filepath.Join(dir, DataDirFile)
+			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			e, err := startData(t, Options{DataDir: dir, CertDir: t.TempDir()})
+			if err == nil {
+				_ = e.Close()
+				t.Fatal("Start accepted a bad state file")
+			}
+			if !errors.Is(err, ErrDataFile) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("error %v, want ErrDataFile naming %s", err, path)
+			}
+			if got, _ := os.ReadFile(path); string(got) != content {
+				t.Fatal("the bad state file was changed")
+			}
+		})
+	}
+}
+
+func TestDataDirSavedWhileRunning(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	e, err := startData(t, Options{DataDir: dataDir, CertDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	path := filepath.Join(dataDir, DataDirFile)
+	// Start writes the file at once, so the generated scope is kept even
+	// if the process is killed.
+	if b, err := os.ReadFile(path); err != nil || !strings.Contains(string(b), e.IDScope()) {
+		t.Fatalf("state file after Start lacks the scope (%v)", err)
+	}
+	if _, err := e.CreateDevice("live"); err != nil {
+		t.Fatal(err)
+	}
+	// The saver picks the change up without Close (bounded wait, polled).
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(wait)
+	for {
+		if b, err := os.ReadFile(path); err == nil && strings.Contains(string(b), `"id": "live"`) {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatal("the running emulator never saved the new device")
+		}
+	}
+}
