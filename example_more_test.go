@@ -1,0 +1,100 @@
+package iotc_test
+
+import (
+	"context"
+	"log"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/iotc-go/iotc"
+)
+
+// A device behind a firewall: try MQTT on 8883 first and fall back to MQTT
+// over WebSockets on 443, through an HTTP proxy. OnStatus sees the switch
+// with ReasonTransportFallback. Compiled, not run (it needs IoT Central).
+func ExampleConfig_fallback() {
+	proxy, err := url.Parse(os.Getenv("IOTC_PROXY")) // e.g. http://user:pass@proxy:3128
+	if err != nil {
+		log.Fatal(err)
+	}
+	client, err := iotc.New(iotc.Config{
+		DeviceID:   "gateway-7",
+		IDScope:    os.Getenv("IOTC_ID_SCOPE"),
+		Credential: iotc.DeviceKey(os.Getenv("IOTC_DEVICE_KEY")),
+		Transport:  iotc.MQTT,
+		Fallback:   []iotc.Transport{iotc.MQTTWebSockets},
+		Proxy:      proxy,
+		OnStatus: func(s iotc.Status) {
+			if s.Reason == iotc.ReasonTransportFallback {
+				log.Printf("falling back to %s: %v", s.Transport, s.Err)
+			}
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := client.Connect(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close(context.Background())
+}
+
+// A writable property that takes a while to apply: answer 202 at once and
+// report the final status later with AckProperty. Compiled, not run.
+func ExampleClient_AckProperty() {
+	client, err := iotc.New(iotc.Config{
+		DeviceID:   "valve-3",
+		IDScope:    os.Getenv("IOTC_ID_SCOPE"),
+		Credential: iotc.GroupKey(os.Getenv("IOTC_GROUP_KEY")),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	client.OnProperty(func(ctx context.Context, p iotc.Property) iotc.PropertyAck {
+		go func() {
+			time.Sleep(5 * time.Second) // move the valve
+			ack := iotc.PropertyAck{Status: 200, Description: "valve moved"}
+			if err := client.AckProperty(context.Background(), p, ack); err != nil {
+				log.Println("final ack:", err)
+			}
+		}()
+		return iotc.PropertyAck{Status: 202, Description: "moving"}
+	})
+	if err := client.Connect(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close(context.Background())
+}
+
+// Telemetry options: a component, application properties, a message id and
+// the creation time; queued (offline) commands have their own handler.
+// Compiled, not run.
+func ExampleClient_SendTelemetry() {
+	client, err := iotc.New(iotc.Config{
+		DeviceID:        "thermostat-01",
+		IDScope:         os.Getenv("IOTC_ID_SCOPE"),
+		Credential:      iotc.GroupKey(os.Getenv("IOTC_GROUP_KEY")),
+		CredentialsFile: "thermostat-01.json", // restarts skip DPS
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	client.OnQueuedCommand(func(ctx context.Context, c iotc.Command) {
+		log.Printf("queued command %s (component %q)", c.Name, c.Component)
+	})
+	ctx := context.Background()
+	if err := client.Connect(ctx); err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close(ctx)
+	err = client.SendTelemetry(ctx, map[string]any{"temperature": 21.5},
+		iotc.Component("thermostat1"),
+		iotc.Properties(map[string]string{"alert": "high"}),
+		iotc.MessageID("reading-42"),
+		iotc.CreationTime(time.Now()),
+	)
+	if err != nil {
+		log.Println("send:", err)
+	}
+}
