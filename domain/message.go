@@ -83,7 +83,19 @@ func (m Message) WithDefaults() Message {
 // Validate checks the message against IoT Hub's rules before it is sent:
 // it returns ErrMessageTooLarge when the body plus properties exceed
 // MaxTelemetrySize, and ErrInvalidConfig for a reserved or empty property key.
-func (m Message) Validate() error {
+func (m Message) Validate() error { return m.validate(m.PropertyBag()) }
+
+// EncodeProperties validates m as Validate does and returns its property
+// bag encoded (once) for the MQTT topic, building the bag a single time.
+func (m Message) EncodeProperties() (string, error) {
+	bag := m.PropertyBag()
+	if err := m.validate(bag); err != nil {
+		return "", err
+	}
+	return bag.Encode(), nil
+}
+
+func (m Message) validate(bag PropertyBag) error {
 	for k := range m.Properties {
 		if k == "" {
 			return fmt.Errorf("%w: empty application property key", ErrInvalidConfig)
@@ -92,7 +104,7 @@ func (m Message) Validate() error {
 			return fmt.Errorf("%w: application property %q uses a reserved prefix", ErrInvalidConfig, k)
 		}
 	}
-	if n := m.Size(); n > MaxTelemetrySize {
+	if n := m.size(bag); n > MaxTelemetrySize {
 		return fmt.Errorf("%w: telemetry of %d bytes exceeds the IoT Hub limit of %d", ErrMessageTooLarge, n, MaxTelemetrySize)
 	}
 	return nil
@@ -100,9 +112,11 @@ func (m Message) Validate() error {
 
 // Size is the number of bytes IoT Hub counts against MaxTelemetrySize:
 // the body and every property key and value.
-func (m Message) Size() int {
+func (m Message) Size() int { return m.size(m.PropertyBag()) }
+
+func (m Message) size(bag PropertyBag) int {
 	n := len(m.Body)
-	for _, p := range m.PropertyBag() {
+	for _, p := range bag {
 		n += len(p.Key) + len(p.Value)
 	}
 	return n

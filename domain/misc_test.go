@@ -258,3 +258,39 @@ func FuzzMethodNames(f *testing.F) {
 		}
 	})
 }
+
+func TestEncodePropertiesMatchesValidateAndEncode(t *testing.T) {
+	bagOf := func(m Message) int { return m.Size() - len(m.Body) }
+	root := Message{}
+	msgs := []Message{
+		{Body: []byte(`{"a":1}`)},
+		{Body: []byte(`{"a":1}`), Component: "thermostat1"},
+		{Body: []byte("x"), ContentType: "text/plain", ContentEncoding: "ascii"},
+		{Body: []byte(`{}`), MessageID: "m1", CorrelationID: "c1", CreationTime: time.Unix(1, 0)},
+		{Body: []byte(`{}`), Properties: map[string]string{"k": "v", "a b": "c&d"}},
+		{Body: []byte(`{}`), Properties: map[string]string{"$.mid": "reserved"}},
+		{Body: []byte(`{}`), Properties: map[string]string{"": "empty key"}},
+		{Body: make([]byte, MaxTelemetrySize-bagOf(root))},
+		{Body: make([]byte, MaxTelemetrySize-bagOf(root)+1)},
+	}
+	for i, m := range msgs {
+		got, gotErr := m.EncodeProperties()
+		wantErr := m.Validate()
+		want := ""
+		if wantErr == nil {
+			want = m.PropertyBag().Encode()
+		}
+		if got != want || !errors.Is(gotErr, wantErr) && (gotErr == nil) != (wantErr == nil) {
+			t.Errorf("message %d: EncodeProperties = %q, %v; want %q, %v", i, got, gotErr, want, wantErr)
+		}
+		if (gotErr == nil) != (wantErr == nil) || errors.Is(gotErr, ErrMessageTooLarge) != errors.Is(wantErr, ErrMessageTooLarge) {
+			t.Errorf("message %d: error %v, want %v", i, gotErr, wantErr)
+		}
+	}
+	if _, err := msgs[8].EncodeProperties(); !errors.Is(err, ErrMessageTooLarge) {
+		t.Errorf("one byte over the limit: %v", err)
+	}
+	if _, err := msgs[7].EncodeProperties(); err != nil {
+		t.Errorf("exactly at the limit: %v", err)
+	}
+}

@@ -36,7 +36,6 @@ type Session struct {
 	expiry   time.Time // SAS token expiry; zero for X.509
 
 	telemetryPrefix string
-	lastTopic       atomic.Pointer[cachedTopic]
 	rid             atomic.Uint64
 
 	mu      sync.Mutex
@@ -242,46 +241,11 @@ func (s *Session) publish(ctx context.Context, topic string, qos byte, payload [
 // PUBACK gives an error wrapping domain.ErrNotConnected (the message may
 // have arrived); ctx's end gives ctx's error.
 func (s *Session) SendTelemetry(ctx context.Context, m domain.Message) error {
-	topic, err := s.telemetryTopic(m)
+	bag, err := m.EncodeProperties()
 	if err != nil {
 		return err
 	}
-	return s.publish(ctx, topic, 1, m.Body)
-}
-
-// cachedTopic is the topic of the last message with no per-message
-// property (no message id, correlation id, creation time or application
-// property): its property bag depends only on content type, encoding and
-// component, so it is encoded once and reused.
-type cachedTopic struct {
-	ct, ce, component string
-	topic             string
-	bagSize           int // what the bag adds to domain.Message.Size
-}
-
-// telemetryTopic validates m and returns its topic. It is equivalent to
-// m.Validate() followed by encoding m.PropertyBag(), with the bag of
-// messages without per-message properties cached.
-func (s *Session) telemetryTopic(m domain.Message) (string, error) {
-	if m.MessageID != "" || m.CorrelationID != "" || !m.CreationTime.IsZero() || len(m.Properties) > 0 {
-		if err := m.Validate(); err != nil {
-			return "", err
-		}
-		return s.telemetryPrefix + m.PropertyBag().Encode(), nil
-	}
-	c := s.lastTopic.Load()
-	if c == nil || c.ct != m.ContentType || c.ce != m.ContentEncoding || c.component != m.Component {
-		bag := m.PropertyBag()
-		c = &cachedTopic{ct: m.ContentType, ce: m.ContentEncoding, component: m.Component, topic: s.telemetryPrefix + bag.Encode()}
-		for _, p := range bag {
-			c.bagSize += len(p.Key) + len(p.Value)
-		}
-		s.lastTopic.Store(c)
-	}
-	if n := len(m.Body) + c.bagSize; n > domain.MaxTelemetrySize {
-		return "", fmt.Errorf("%w: telemetry of %d bytes exceeds the IoT Hub limit of %d", domain.ErrMessageTooLarge, n, domain.MaxTelemetrySize)
-	}
-	return c.topic, nil
+	return s.publish(ctx, s.telemetryPrefix+bag, 1, m.Body)
 }
 
 // request sends a twin request and waits for its response.
