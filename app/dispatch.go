@@ -34,7 +34,7 @@ type methodJob struct {
 
 type cloudJob struct {
 	msg    domain.CloudMessage
-	settle func()
+	settle func(domain.Outcome)
 }
 
 // events is the ports.EventHandler of one session: it only queues.
@@ -62,7 +62,7 @@ func (e *events) OnMethod(req ports.MethodRequest) {
 
 // OnCloudMessage queues a cloud-to-device message; a full queue leaves it
 // unsettled for redelivery.
-func (e *events) OnCloudMessage(msg domain.CloudMessage, settle func()) {
+func (e *events) OnCloudMessage(msg domain.CloudMessage, settle func(domain.Outcome)) {
 	if !e.c.msgQ.push(cloudJob{msg: msg, settle: settle}) {
 		e.c.log.Warn("cloud message queue full; the message stays unsettled and is delivered again")
 	}
@@ -313,7 +313,7 @@ func (c *Client) respond(ref *sessionRef, req ports.MethodRequest, resp domain.C
 func (c *Client) handleCloud(j cloudJob) {
 	defer func() {
 		if j.settle != nil {
-			j.settle()
+			j.settle(domain.Complete)
 		}
 	}()
 	c.handlers.RLock()

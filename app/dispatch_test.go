@@ -222,7 +222,7 @@ func TestQueuedCommandsAndCloudMessages(t *testing.T) {
 		settled := make(chan string, 8)
 		send := func(id string, props map[string]string, body string) {
 			props["$.mid"] = id
-			ev.OnCloudMessage(domain.CloudMessage{Body: []byte(body), Properties: props}, func() {
+			ev.OnCloudMessage(domain.CloudMessage{Body: []byte(body), Properties: props}, func(domain.Outcome) {
 				note("settle " + id)
 				settled <- id
 			})

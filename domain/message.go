@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -164,4 +165,36 @@ func (c CloudMessage) MessageID() string { return c.Properties[PropMessageID] }
 // ParseCloudMessage builds a CloudMessage from a decoded property bag.
 func ParseCloudMessage(body []byte, bag PropertyBag) CloudMessage {
 	return CloudMessage{Body: body, Properties: bag.Map()}
+}
+
+// Outcome is how a cloud-to-device message is settled with IoT Hub.
+type Outcome int
+
+// Settlement outcomes of a cloud-to-device message, IoT Hub's three.
+const (
+	// Complete: the message was handled; the hub deletes it. MQTT sends
+	// PUBACK; AMQP settles it accepted.
+	Complete Outcome = iota
+	// Abandon: the device cannot handle it now; the hub delivers it again
+	// (up to its max delivery count, 10 by default). MQTT cannot abandon
+	// on an open connection: the message is left unacknowledged and comes
+	// again on the next connection; AMQP settles it released.
+	Abandon
+	// Reject: the message can never be handled; the hub dead-letters it.
+	// AMQP settles it rejected; MQTT has no reject and sends PUBACK, as the
+	// Azure IoT C SDK does, so the message is not delivered again.
+	Reject
+)
+
+// String returns "complete", "abandon" or "reject".
+func (o Outcome) String() string {
+	switch o {
+	case Complete:
+		return "complete"
+	case Abandon:
+		return "abandon"
+	case Reject:
+		return "reject"
+	}
+	return "outcome(" + strconv.Itoa(int(o)) + ")"
 }

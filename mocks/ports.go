@@ -75,7 +75,7 @@ func (m *MockEventHandler) EXPECT() *MockEventHandlerMockRecorder {
 }
 
 // OnCloudMessage mocks base method.
-func (m *MockEventHandler) OnCloudMessage(msg domain.CloudMessage, settle func()) {
+func (m *MockEventHandler) OnCloudMessage(msg domain.CloudMessage, settle func(domain.Outcome)) {
 	m.ctrl.T.Helper()
 	m.ctrl.Call(m, "OnCloudMessage", msg, settle)
 }

@@ -10,6 +10,11 @@
 // domain.ErrNotConnected, ...) or return a *domain.HubError /
 // *domain.ProvisioningError carrying the service status, so that app can
 // decide with domain.IsRetryable and never looks at protocol types.
+// Every error that means "the session died" (connection lost, reset,
+// closed while a request was in flight, written to a dead connection)
+// wraps domain.ErrNotConnected, and no error text carries a network
+// address, a key or a token. Every call returns within about 100 ms of
+// its context ending.
 // Adapters never reconnect on their own: app owns the single retry loop.
 package ports
 
@@ -91,9 +96,15 @@ type EventHandler interface {
 	// HubSession.RespondMethod.
 	OnMethod(req MethodRequest)
 	// OnCloudMessage receives a cloud-to-device message. The message is
-	// acknowledged to the hub only when settle is called; a message never
-	// settled is redelivered on a later connection.
-	OnCloudMessage(msg domain.CloudMessage, settle func())
+	// settled with the hub only when settle is called, with the outcome
+	// the application chose (domain.Complete, domain.Abandon,
+	// domain.Reject); calls after the first are ignored. A message never
+	// settled is delivered again on a later connection. settle never
+	// blocks for long and may be called from any goroutine, also after the
+	// session died (it then does nothing: the hub delivers the message
+	// again). A settlement made before HubSession.Close is sent before the
+	// session disconnects.
+	OnCloudMessage(msg domain.CloudMessage, settle func(domain.Outcome))
 }
 
 // HubConnector opens sessions with an IoT hub.

@@ -69,7 +69,7 @@ type noEvents struct{}
 
 func (noEvents) OnDesiredPatch([]byte)                               {}
 func (noEvents) OnMethod(ports.MethodRequest)                        {}
-func (noEvents) OnCloudMessage(_ domain.CloudMessage, settle func()) { settle() }
+func (noEvents) OnCloudMessage(_ domain.CloudMessage, settle func(domain.Outcome)) { settle(domain.Complete) }
 
 // TransportPath sends through a ports.Transport session: SendTelemetry
 // of a domain.Message with the BodySize body (validation, property bag

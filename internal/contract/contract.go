@@ -105,7 +105,7 @@ func (s *Suite) Connect(t testing.TB, ctx context.Context, id, key string) (port
 // CloudEvent is one cloud-to-device delivery seen by a Recorder.
 type CloudEvent struct {
 	Msg    domain.CloudMessage
-	Settle func()
+	Settle func(domain.Outcome)
 }
 
 // Recorder is a ports.EventHandler that records every event on buffered
@@ -145,7 +145,7 @@ func (r *Recorder) OnMethod(req ports.MethodRequest) {
 }
 
 // OnCloudMessage implements ports.EventHandler.
-func (r *Recorder) OnCloudMessage(msg domain.CloudMessage, settle func()) {
+func (r *Recorder) OnCloudMessage(msg domain.CloudMessage, settle func(domain.Outcome)) {
 	select {
 	case r.Cloud <- CloudEvent{Msg: msg, Settle: settle}:
 	default:
@@ -671,8 +671,8 @@ func (s *Suite) testCloudToDevice(t *testing.T) {
 	if ev2.Msg.MessageID() != mid || string(ev2.Msg.Body) != "hello" {
 		t.Fatalf("redelivered %q (mid %q), want hello (mid %q)", ev2.Msg.Body, ev2.Msg.MessageID(), mid)
 	}
-	ev2.Settle()
-	ev2.Settle() // idempotent
+	ev2.Settle(domain.Complete)
+	ev2.Settle(domain.Complete) // idempotent
 	if err := sess2.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -685,8 +685,8 @@ func (s *Suite) testCloudToDevice(t *testing.T) {
 	if string(ev3.Msg.Body) != "second" {
 		t.Fatalf("after settling, the next session got %q (mid %q) first, want second", ev3.Msg.Body, ev3.Msg.MessageID())
 	}
-	ev3.Settle()
-	ev.Settle() // settling on a closed session must not panic or block
+	ev3.Settle(domain.Complete)
+	ev.Settle(domain.Complete) // settling on a closed session must not panic or block
 }
 
 func (s *Suite) testDropped(t *testing.T) {

@@ -425,6 +425,17 @@ func (s *Session) onCloudMessage(_ paho.Client, m paho.Message) {
 		return
 	}
 	msg := domain.ParseCloudMessage(m.Payload(), bag)
-	settle := sync.OnceFunc(m.Ack)
+	var once sync.Once
+	settle := func(o domain.Outcome) {
+		once.Do(func() {
+			if o == domain.Abandon {
+				// MQTT cannot abandon on an open connection: leave the
+				// message unacknowledged; it comes again on the next one.
+				s.log.Debug("hub: cloud-to-device message abandoned; redelivered on the next connection")
+				return
+			}
+			m.Ack()
+		})
+	}
 	s.enqueue(func() { s.events.OnCloudMessage(msg, settle) })
 }
