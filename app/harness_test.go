@@ -97,6 +97,9 @@ func newHub(ctrl *gomock.Controller, twin string) *hub {
 		h.rep = map[string]any{"$version": 1.0}
 	}
 	m.GetTwin(gomock.Any()).DoAndReturn(func(context.Context) ([]byte, error) {
+		if h.closed() {
+			return nil, fmt.Errorf("%w: session closed", domain.ErrNotConnected)
+		}
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		if h.getErr != nil {
@@ -107,6 +110,9 @@ func newHub(ctrl *gomock.Controller, twin string) *hub {
 		return json.Marshal(map[string]any{"desired": h.desired, "reported": h.rep})
 	}).AnyTimes()
 	m.PatchReported(gomock.Any(), gomock.Any()).DoAndReturn(func(_ context.Context, b []byte) (int64, error) {
+		if h.closed() {
+			return 0, fmt.Errorf("%w: session closed", domain.ErrNotConnected)
+		}
 		var patch map[string]any
 		if err := json.Unmarshal(b, &patch); err != nil {
 			return 0, &domain.HubError{Op: "reported patch", Status: 400}
@@ -126,6 +132,9 @@ func newHub(ctrl *gomock.Controller, twin string) *hub {
 	m.SendTelemetry(gomock.Any(), gomock.Any()).DoAndReturn(func(_ context.Context, msg domain.Message) error {
 		if h.sendHook != nil {
 			return h.sendHook(msg)
+		}
+		if h.closed() {
+			return fmt.Errorf("%w: session closed", domain.ErrNotConnected)
 		}
 		h.sent <- msg
 		return nil
