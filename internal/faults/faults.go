@@ -65,6 +65,9 @@ type Result struct {
 	// Unrecovered counts faults no connection followed (the last fault
 	// may fall too close to the end of the run).
 	Unrecovered int
+	// MaxOverrun is the longest time a send outlived its context (0 or
+	// less: none did).
+	MaxOverrun time.Duration
 	// CloseTime is how long Client.Close took at the end.
 	CloseTime time.Duration
 	// Errors holds the first distinct error texts of failed sends.
@@ -72,8 +75,8 @@ type Result struct {
 }
 
 func (r Result) String() string {
-	return fmt.Sprintf("sent=%d acked=%d failed=%d received=%d lost=%d duplicated=%d faults=%d reconnects=%d max_recovery=%v unrecovered=%d close=%v",
-		r.Sent, r.Acked, r.Failed, r.Received, r.Lost, r.Duplicated, r.Faults, r.Reconnects, r.MaxRecovery.Round(time.Millisecond), r.Unrecovered, r.CloseTime.Round(time.Millisecond))
+	return fmt.Sprintf("sent=%d acked=%d failed=%d received=%d lost=%d duplicated=%d faults=%d reconnects=%d max_recovery=%v unrecovered=%d max_ctx_overrun=%v close=%v",
+		r.Sent, r.Acked, r.Failed, r.Received, r.Lost, r.Duplicated, r.Faults, r.Reconnects, r.MaxRecovery.Round(time.Millisecond), r.Unrecovered, max(r.MaxOverrun, 0).Round(time.Millisecond), r.CloseTime.Round(time.Millisecond))
 }
 
 func (c Config) withDefaults() Config {
@@ -224,11 +227,14 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				case <-t.C:
 				}
 				n := int(seq.Add(1))
+				start := time.Now()
 				sctx, cancel := context.WithTimeout(context.Background(), cfg.SendTimeout)
 				err := client.SendTelemetry(sctx, map[string]any{"n": n}, iotc.Properties(map[string]string{"seq": strconv.Itoa(n)}))
 				cancel()
+				took := time.Since(start)
 				resMu.Lock()
 				res.Sent++
+				res.MaxOverrun = max(res.MaxOverrun, took-cfg.SendTimeout)
 				if err == nil {
 					res.Acked++
 					acked[n] = true
