@@ -692,3 +692,40 @@ func TestConnectOptions(t *testing.T) {
 		})
 	})
 }
+
+func TestAckWhileTheHandlersReportIsInFlightWaitsAndFollowsIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		h := newHub(e.ctrl, emptyTwin)
+		c := e.connected(nil, connResult{hub: h})
+		defer closeClient(t, c)
+		ev := <-e.events
+		got := make(chan domain.DesiredProperty, 1)
+		c.OnProperty(func(_ context.Context, p domain.DesiredProperty) domain.PropertyAck {
+			got <- p
+			return domain.PropertyAck{Status: 202}
+		})
+		synctest.Wait()
+		// The hub is slow to answer the handler's report.
+		h.reported = make(chan string) // unbuffered: PatchReported waits for the test
+		h.desire(ev, `{"target":5}`)
+		p := <-got
+		done := make(chan error, 1)
+		go func() {
+			done <- c.AckProperty(context.Background(), p, domain.PropertyAck{Status: 200, Description: "final"})
+		}()
+		synctest.Wait()
+		if len(done) != 0 {
+			t.Fatal("AckProperty returned before the handler's own answer was reported")
+		}
+		jsonEqual(t, <-h.reported, `{"target":{"value":5,"ac":202,"av":2}}`)
+		jsonEqual(t, <-h.reported, `{"target":{"value":5,"ac":200,"av":2,"ad":"final"}}`)
+		if err := <-done; err != nil {
+			t.Fatalf("AckProperty = %v", err)
+		}
+		// A bad acknowledgement is refused before anything is sent.
+		if err := c.AckProperty(context.Background(), p, domain.PropertyAck{Status: 200, Value: make(chan int)}); err == nil {
+			t.Error("AckProperty with an unencodable value succeeded")
+		}
+	})
+}
