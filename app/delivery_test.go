@@ -526,14 +526,13 @@ func TestCloseWaitsForConnectInProgress(t *testing.T) {
 		connectDone := make(chan error, 1)
 		go func() { connectDone <- c.Connect(context.Background()) }()
 		<-entered
+		start := time.Now()
 		closeClient(t, c)
-		select {
-		case err := <-connectDone:
-			if !errors.Is(err, domain.ErrClosed) {
-				t.Errorf("Connect interrupted by Close = %v, want ErrClosed", err)
-			}
-		default:
-			t.Fatal("Close returned while Connect was still running")
+		if waited := time.Since(start); waited < time.Second {
+			t.Fatalf("Close returned after %v while Connect was still winding down (1 s)", waited)
+		}
+		if err := <-connectDone; !errors.Is(err, domain.ErrClosed) {
+			t.Errorf("Connect interrupted by Close = %v, want ErrClosed", err)
 		}
 	})
 }

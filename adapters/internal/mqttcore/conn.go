@@ -33,9 +33,9 @@ type gracefulConn struct {
 	net.Conn
 	writeTimeout time.Duration
 	once         sync.Once
-	err      error
-	readOnce sync.Once
-	readEnd  chan struct{} // closed once a Read failed (EOF included)
+	err          error
+	readOnce     sync.Once
+	readEnd      chan struct{} // closed once a Read failed (EOF included)
 }
 
 func newGracefulConn(c net.Conn, writeTimeout time.Duration) *gracefulConn {
