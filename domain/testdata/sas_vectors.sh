@@ -6,6 +6,9 @@
 #
 #   bash domain/testdata/sas_vectors.sh > domain/testdata/sas_vectors.tsv
 #
+# Needs bash, openssl, coreutils (base64, od, tr) and node. .ci/run checks
+# that the committed file is what this recipe prints.
+#
 # Rules (reference/protocol.md section A, Azure's DPS symmetric-key docs):
 #   device key = base64(HMAC-SHA256(key = base64-decode(group key), data = registration id))
 #                (the registration id exactly as given: no case folding)
@@ -18,7 +21,7 @@ set -euo pipefail
 # hmac_b64 KEY_B64 DATA: base64(HMAC-SHA256(base64-decode(KEY_B64), DATA)) with openssl.
 hmac_b64() {
 	local hexkey
-	hexkey=$(printf '%s' "$1" | base64 -d | xxd -p | tr -d '\n')
+	hexkey=$(printf '%s' "$1" | base64 -d | od -An -v -tx1 | tr -d ' \n')
 	printf '%s' "$2" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$hexkey" -binary | base64 -w0
 }
 
