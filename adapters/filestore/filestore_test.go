@@ -208,7 +208,13 @@ func TestConcurrentSaves(t *testing.T) {
 			}
 		}()
 	}
-	wg.Wait()
+	saved := make(chan struct{})
+	go func() { wg.Wait(); close(saved) }()
+	select {
+	case <-saved:
+	case <-time.After(time.Minute):
+		t.Fatal("concurrent saves did not all return within a minute")
+	}
 	got, err := New(path, nil).Load(context.Background())
 	if err != nil {
 		t.Fatal(err)
