@@ -80,8 +80,9 @@ func ExampleClient_SendTelemetry() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	client.OnQueuedCommand(func(ctx context.Context, c iotc.Command) {
+	client.OnQueuedCommand(func(ctx context.Context, c iotc.Command) iotc.Outcome {
 		log.Printf("queued command %s (component %q)", c.Name, c.Component)
+		return iotc.Complete // iotc.Abandon: deliver it again later; iotc.Reject: never
 	})
 	ctx := context.Background()
 	if err := client.Connect(ctx); err != nil {
