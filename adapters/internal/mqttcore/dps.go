@@ -108,15 +108,16 @@ var errConnLost = errors.New("connection lost")
 // subscribe or publish token only when the connection is gone ("connection
 // lost before Subscribe completed", "not Connected"), often before the
 // connection-lost handler has run, so a token error wraps
-// domain.ErrNotConnected too: the caller may retry.
+// domain.ErrNotConnected too: the caller may retry. No network address
+// shows in the text (scrub).
 func (d *dpsConn) fail(step string, err error) error {
 	switch {
 	case errors.Is(err, errConnLost):
-		return fmt.Errorf("dps: %s: %w: connection lost: %w", step, domain.ErrNotConnected, d.lostErr)
+		return fmt.Errorf("dps: %s: %w: connection lost: %w", step, domain.ErrNotConnected, scrub(d.lostErr))
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("dps: %s: %w", step, err)
 	}
-	return fmt.Errorf("dps: %s: %w: %w", step, domain.ErrNotConnected, err)
+	return fmt.Errorf("dps: %s: %w: %w", step, domain.ErrNotConnected, scrub(err))
 }
 
 // onMessage runs on paho's router: it acks, parses and hands off without

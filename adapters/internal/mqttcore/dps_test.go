@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -486,6 +487,23 @@ func TestDPSConnectionLost(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// TestDPSFailNamesNoAddress: a lost connection or a failed token reported
+// by a TCP error keeps the cause (errors.Is) but not the addresses.
+func TestDPSFailNamesNoAddress(t *testing.T) {
+	local := &net.TCPAddr{IP: net.IPv4(10, 0, 0, 2), Port: 50123}
+	remote := &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 8883}
+	opErr := &net.OpError{Op: "read", Net: "tcp", Source: local, Addr: remote, Err: syscall.ECONNRESET}
+	d := &dpsConn{lostErr: fmt.Errorf("pinger: %w", opErr)}
+	for _, err := range []error{d.fail("wait for response", errConnLost), d.fail("publish", opErr)} {
+		if !errors.Is(err, domain.ErrNotConnected) || !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("%v: want ErrNotConnected and the cause", err)
+		}
+		if text := err.Error(); strings.Contains(text, "10.0.0.") || strings.Contains(text, "8883") || !strings.Contains(text, "connection reset") {
+			t.Errorf("error text %q names an address or lost the cause", text)
+		}
 	}
 }
 
