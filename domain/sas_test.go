@@ -123,6 +123,7 @@ func FuzzParseSAS(f *testing.F) {
 	f.Add("0ne00000001/registrations/Dev-1.A", "registration", int64(0), []byte{0xff, 0, 1}, uint8(7),
 		"SharedAccessSignature sig=a&se=1&skn=registration&sr=x")
 	f.Add("a&b=c d+e%2F", "k n&", int64(1<<40), []byte{1}, uint8(23), "SharedAccessSignature sr=%&sig=%%&se=99999999999999999999")
+	f.Add(" Hub.Example/devices/Dev 1 ", " skn\t", int64(7), []byte("k"), uint8(2), "SharedAccessSignature se=007&sig=a+b%2Bc&sr=h%2fdevices%2fd&skn=%20x%20&extra=1")
 	f.Fuzz(func(t *testing.T, resource, skn string, se int64, key []byte, order uint8, text string) {
 		// Build -> parse -> verify.
 		if se < 0 {
