@@ -24,16 +24,29 @@ const lingerTimeout = time.Second
 // (WebSockets) it waits for the reader to see the server close, which
 // servers do right after DISCONNECT. Either wait is bounded by
 // lingerTimeout.
+//
+// It also owns the write deadline: paho sets one of its WriteTimeout
+// (kept short, because it also bounds how long a Publish waits to hand
+// its packet to paho's writer) around each publish write; gracefulConn
+// replaces it with writeTimeout, the real bound of one write.
 type gracefulConn struct {
 	net.Conn
-	once     sync.Once
+	writeTimeout time.Duration
+	once         sync.Once
 	err      error
 	readOnce sync.Once
 	readEnd  chan struct{} // closed once a Read failed (EOF included)
 }
 
-func newGracefulConn(c net.Conn) *gracefulConn {
-	return &gracefulConn{Conn: c, readEnd: make(chan struct{})}
+func newGracefulConn(c net.Conn, writeTimeout time.Duration) *gracefulConn {
+	return &gracefulConn{Conn: c, writeTimeout: writeTimeout, readEnd: make(chan struct{})}
+}
+
+func (c *gracefulConn) SetWriteDeadline(t time.Time) error {
+	if !t.IsZero() {
+		t = time.Now().Add(c.writeTimeout)
+	}
+	return c.Conn.SetWriteDeadline(t)
 }
 
 func (c *gracefulConn) Read(b []byte) (int, error) {

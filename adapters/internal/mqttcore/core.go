@@ -35,7 +35,13 @@ const (
 	DefaultRequestTimeout = 60 * time.Second
 	// DefaultWriteTimeout bounds one write to the connection: a write
 	// blocked that long means the connection is dead, and it is closed.
-	DefaultWriteTimeout = 10 * time.Second
+	DefaultWriteTimeout = 30 * time.Second
+	// publishHandoff bounds how long one paho Publish waits to hand its
+	// packet to paho's writer. A publish that times out was not written
+	// and is handed over again while the session lives; one caught by the
+	// loss of the connection ends within this time, which bounds how long
+	// Close waits for it.
+	publishHandoff = time.Second
 	// DefaultClientVersion is announced as DeviceClientType (hub) and
 	// ClientVersion (DPS).
 	DefaultClientVersion = "iotc-go/0.1.0"
@@ -178,7 +184,7 @@ func (c *Core) connect(ctx context.Context, p connParams) (paho.Client, net.Conn
 	}
 	// paho and the session close the connection gracefully; the abort
 	// paths below close raw at once.
-	polite := newGracefulConn(raw)
+	polite := newGracefulConn(raw, c.cfg.WriteTimeout)
 	var once sync.Once
 	opts := paho.NewClientOptions().
 		AddBroker("tcp://mqtt-broker:8883"). // the Dialer decides where to connect
@@ -192,7 +198,7 @@ func (c *Core) connect(ctx context.Context, p connParams) (paho.Client, net.Conn
 		SetOrderMatters(true). // our handlers never block: they queue
 		SetAutoAckDisabled(true).
 		SetKeepAlive(c.cfg.KeepAlive).
-		SetWriteTimeout(c.cfg.WriteTimeout).
+		SetWriteTimeout(publishHandoff).
 		SetStore(noStore{}).
 		SetConnectTimeout(c.cfg.ConnectTimeout).
 		SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) {

@@ -207,8 +207,8 @@ func (s *Session) Close() error {
 		s.mu.Unlock()
 		// While connected, paho's writer takes publishes promptly; waiting
 		// for them keeps a Publish from racing Disconnect (it would block
-		// until the write timeout). On a dead connection they end within
-		// the write timeout.
+		// until its handoff timeout). On a dead connection they end within
+		// publishHandoff.
 		s.pubs.Wait()
 		s.cl.Disconnect(disconnectQuiesce)
 		_ = s.raw.Close()
@@ -235,13 +235,13 @@ func (s *Session) publish(ctx context.Context, topic string, qos byte, payload [
 	s.mu.Unlock()
 	var tok paho.Token
 	if ctx.Done() == nil {
-		tok = s.cl.Publish(topic, qos, false, payload)
+		tok = s.handOver(ctx, topic, qos, payload)
 		s.pubs.Done()
 	} else {
 		ch := make(chan paho.Token, 1)
 		go func() {
 			defer s.pubs.Done()
-			ch <- s.cl.Publish(topic, qos, false, payload)
+			ch <- s.handOver(ctx, topic, qos, payload)
 		}()
 		select {
 		case tok = <-ch:
@@ -264,6 +264,34 @@ func (s *Session) publish(ctx context.Context, topic string, qos byte, payload [
 	// lost before the acknowledgement, a write that failed or timed out.
 	return fmt.Errorf("%w: mqtt publish: %w", domain.ErrNotConnected, scrub(err))
 }
+
+// handOver calls paho's Publish, again while its handoff to paho's writer
+// times out (the packet was then not written) and the session and ctx
+// live.
+func (s *Session) handOver(ctx context.Context, topic string, qos byte, payload []byte) paho.Token {
+	for {
+		tok := s.cl.Publish(topic, qos, false, payload)
+		select {
+		case <-tok.Done():
+		default:
+			return tok // handed over: the token completes later
+		}
+		err := tok.Error()
+		if err == nil || err.Error() != errPublishTimeout || ctx.Err() != nil {
+			return tok
+		}
+		select {
+		case <-s.done:
+			return tok
+		default:
+		}
+		s.log.Debug("hub: paho's writer is busy; handing the publish over again")
+	}
+}
+
+// errPublishTimeout is the text of the error paho gives a Publish whose
+// packet could not be handed to its writer within the write timeout.
+const errPublishTimeout = "publish was broken by timeout"
 
 // SendTelemetry implements ports.TelemetrySender: it validates m (an
 // oversized message fails with domain.ErrMessageTooLarge before anything
