@@ -43,7 +43,6 @@ type dpsAns struct {
 	body       string
 	rid        string        // answer with this rid instead of the request's
 	silent     bool          // send nothing
-	drop       bool          // close the connection instead of answering
 	dropAfter  time.Duration // when > 0: answer, then close the connection this much later
 	rawTopic   string        // send on this topic instead
 	also       *dpsAns       // then send this too
@@ -138,10 +137,7 @@ func (f *fakeDPS) serve(c net.Conn) {
 			f.reqs = append(f.reqs, r)
 			f.mu.Unlock()
 			for a := f.answer(n, r); ; a = *a.also {
-				switch {
-				case a.drop:
-					return
-				case !a.silent:
+				if !a.silent {
 					rid := r.rid
 					if a.rid != "" {
 						rid = a.rid
@@ -470,7 +466,11 @@ func TestDPSConnectionLost(t *testing.T) {
 	}{
 		{"while subscribing", &fakeDPS{suback: 1, dropOnSubscribe: true}, "subscribe"},
 		{"while publishing", &fakeDPS{suback: 1, dropOnPublish: true}, "publish"},
-		{"while waiting for the answer", &fakeDPS{suback: 1, answer: func(int, dpsReq) dpsAns { return dpsAns{drop: true} }}, "wait for response"},
+		// (The drop comes a fake second after the PUBACK: dropping at once
+		// would race the PUBACK, and then the step is "publish".)
+		{"while waiting for the answer", &fakeDPS{suback: 1, answer: func(int, dpsReq) dpsAns {
+			return dpsAns{silent: true, dropAfter: time.Second}
+		}}, "wait for response"},
 		{"while waiting to poll", &fakeDPS{suback: 1, answer: func(n int, r dpsReq) dpsAns {
 			return dpsAns{status: 202, retryAfter: "30", body: assigning, dropAfter: 5 * time.Second}
 		}}, "wait to poll"},
