@@ -48,14 +48,25 @@ func (b Backoff) Ceiling(n int) time.Duration {
 	}
 	d := b.Base
 	for i := 0; i < n && d < b.Cap; i++ {
+		if d > b.Cap/2 {
+			return b.Cap // doubling would pass the cap (or overflow)
+		}
 		d *= 2
 	}
 	return min(d, b.Cap)
 }
 
 // Delay is the delay before retry n given a uniform random number r in
-// [0, 1): r*Ceiling(n). Out-of-range r is clamped.
+// [0, 1): r*Ceiling(n). Out-of-range r is clamped (NaN counts as 0), so
+// the delay is never negative nor above the ceiling.
 func (b Backoff) Delay(n int, r float64) time.Duration {
-	r = max(0, min(r, 1))
-	return time.Duration(r * float64(b.Ceiling(n)))
+	c := b.Ceiling(n)
+	switch {
+	case !(r > 0): // zero, negative or NaN
+		return 0
+	case r >= 1:
+		return c
+	}
+	// r < 1, so the product is below 2^63 even for the largest ceiling.
+	return min(time.Duration(r*float64(c)), c)
 }

@@ -230,12 +230,75 @@ func TestCredentialNeverPrintsSecret(t *testing.T) {
 	}
 }
 
+// FuzzParseConnectionString formats a connection string from fuzzed
+// fields (keys in fuzzed case and order), parses it and checks the
+// fields; and checks that fuzzed text never leaks the key in String.
 func FuzzParseConnectionString(f *testing.F) {
-	f.Add("HostName=h;DeviceId=d;SharedAccessKey=k")
-	f.Fuzz(func(t *testing.T, s string) {
-		cs, err := ParseConnectionString(s)
-		if err == nil && strings.Contains(cs.String(), "SharedAccessKey="+cs.SharedAccessKey+";") && cs.SharedAccessKey != "" {
+	f.Add("h.azure-devices.net", "d1", "", docDerivedKey, false, uint8(0), uint8(0), "HostName=h;DeviceId=d;SharedAccessKey=k")
+	f.Add("MyHub.azure-devices.net", "Dev-1.A", "mod", "", true, uint8(5), uint8(0xff), "hostname=h;;deviceid=d;x509=TRUE")
+	f.Add("h", "d=e", "m", "a==", false, uint8(3), uint8(0x2a), " HostName = h ;DeviceId=d;SharedAccessKey=k==;junk")
+	f.Fuzz(func(t *testing.T, host, device, module, key string, x509 bool, order, caseBits uint8, text string) {
+		usable := func(v string) bool { return v != "" && !strings.Contains(v, ";") && strings.TrimSpace(v) == v }
+		if usable(host) && usable(device) && (module == "" || usable(module)) && (x509 || usable(key)) {
+			fields := [][2]string{{"HostName", host}, {"DeviceId", device}}
+			if module != "" {
+				fields = append(fields, [2]string{"ModuleId", module})
+			}
+			if x509 {
+				fields = append(fields, [2]string{"x509", "true"})
+			} else {
+				fields = append(fields, [2]string{"SharedAccessKey", key})
+			}
+			for i := len(fields) - 1; i > 0; i-- {
+				j := int(order) % (i + 1)
+				fields[i], fields[j] = fields[j], fields[i]
+				order /= uint8(i + 1)
+			}
+			parts := make([]string, len(fields))
+			for i, kv := range fields {
+				k := kv[0]
+				if caseBits&(1<<i) != 0 {
+					k = strings.ToUpper(k)
+				} else if caseBits&(1<<(i+4)) != 0 {
+					k = strings.ToLower(k)
+				}
+				parts[i] = k + "=" + kv[1]
+			}
+			s := strings.Join(parts, ";")
+			cs, err := ParseConnectionString(s)
+			if err != nil {
+				t.Fatalf("ParseConnectionString(%q): %v", s, err)
+			}
+			wantKey := key
+			if x509 {
+				wantKey = ""
+			}
+			if cs.HostName != host || cs.DeviceID != device || cs.ModuleID != module || cs.X509 != x509 || cs.SharedAccessKey != wantKey {
+				t.Fatalf("ParseConnectionString(%q) = %+v", s, cs)
+			}
+			if x509 {
+				// String of an X.509 string holds no secret: it must parse back.
+				again, err := ParseConnectionString(cs.String())
+				if err != nil || again != cs {
+					t.Fatalf("ParseConnectionString(String()) = %+v, %v; want %+v", again, err, cs)
+				}
+			}
+		}
+		cs, err := ParseConnectionString(text)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("error %v does not wrap ErrInvalidConfig", err)
+			}
+			return
+		}
+		if cs.HostName == "" || cs.DeviceID == "" || (cs.SharedAccessKey == "" && !cs.X509) {
+			t.Fatalf("ParseConnectionString(%q) accepted an incomplete %+v", text, cs)
+		}
+		if cs.SharedAccessKey != "" && strings.Contains(cs.String(), "SharedAccessKey="+cs.SharedAccessKey+";") {
 			t.Fatal("key printed")
+		}
+		if cs.SharedAccessKey != "" && !strings.Contains(cs.String(), "<redacted>") {
+			t.Fatalf("String() = %q shows no redaction", cs.String())
 		}
 	})
 }

@@ -12,7 +12,8 @@ const DefaultProvisioningHost = "global.azure-devices-provisioning.net"
 
 // DPS polling bounds: the service's retry-after is honoured but clamped to
 // [MinPollInterval, MaxPollInterval]; DefaultPollInterval applies when the
-// service gives none. DPS allows 5 polls per 10 s per device.
+// service gives none. DPS allows 5 polls per 10 s per device: see
+// DPSPacer and DPSRetryWait.
 const (
 	DefaultPollInterval = 2 * time.Second
 	MinPollInterval     = 0

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/goleak"
 
@@ -207,7 +208,13 @@ func TestConcurrentSaves(t *testing.T) {
 			}
 		}()
 	}
-	wg.Wait()
+	saved := make(chan struct{})
+	go func() { wg.Wait(); close(saved) }()
+	select {
+	case <-saved:
+	case <-time.After(time.Minute):
+		t.Fatal("concurrent saves did not all return within a minute")
+	}
 	got, err := New(path, nil).Load(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -232,12 +239,60 @@ func TestConcurrentSaves(t *testing.T) {
 	}
 }
 
+// FuzzDecode saves a record made of fuzzed fields with Store.Save, reads
+// the file back with Decode and Load and checks every field; and decodes
+// fuzzed bytes, saves what was accepted and checks that it decodes the same.
 func FuzzDecode(f *testing.F) {
-	f.Add([]byte(`{"idScope":"0ne","registrationId":"r","hub":"h","deviceId":"d","kind":1,"saved":"2025-01-01T00:00:00Z"}`))
-	f.Add([]byte(`{"hub":"h","deviceId":"d","saved":"not a time"}`))
-	f.Add([]byte(`null`))
-	f.Add([]byte(`{"hub":"h","deviceId":"d"}garbage`))
-	f.Fuzz(func(t *testing.T, b []byte) {
+	f.Add("0ne", "r", "h", "d", "dtmi:x;1", 1, "", "", int64(1735689600), int64(0),
+		[]byte(`{"idScope":"0ne","registrationId":"r","hub":"h","deviceId":"d","kind":1,"saved":"2025-01-01T00:00:00Z"}`))
+	f.Add("0NE00ABCDEF", "Dev-1.A", "hub.example.net", "Dev-1.A", "", 3, "/etc/c \"q\".pem", "k\n.pem", int64(-62135596800), int64(999999999),
+		[]byte(`{"hub":"h","deviceId":"d","saved":"not a time"}`))
+	f.Add("", "", "", "", "", 0, "", "", int64(0), int64(0), []byte(`null`))
+	f.Add(" 0ne ", "rég 1", " h\t", "d\u2028", " dtmi:x;1 ", 2, "C:\\certs\\c.pem ", "", int64(1), int64(123456789), []byte(`{"hub":" h ","deviceId":"d","modelId":"\u00e9 ","saved":"2025-01-01T00:00:00.5+02:00"}`))
+	f.Add("s", "r", "h", "d", "<&>", -7, "", "", int64(253402300799), int64(1), []byte(`{"hub":"h","deviceId":"d"}garbage`))
+	f.Fuzz(func(t *testing.T, scope, reg, hub, dev, model string, kind int, certFile, keyFile string, sec, nsec int64, b []byte) {
+		ctx := context.Background()
+		dir := t.TempDir()
+		// Encode (Save) -> decode.
+		const minSec, maxSec = -62135596800, 253402300799 // years 1..9999, what JSON times hold
+		sec = minSec + (sec%(maxSec-minSec)+(maxSec-minSec))%(maxSec-minSec)
+		in := domain.CachedCredentials{
+			IDScope: scope, RegistrationID: reg, Hub: hub, DeviceID: dev, ModelID: model,
+			Kind: domain.CredentialKind(kind), CertFile: certFile, KeyFile: keyFile,
+			Saved: time.Unix(sec, (nsec%1e9+1e9)%1e9).UTC(),
+		}
+		texts := []string{scope, reg, hub, dev, model, certFile, keyFile}
+		allUTF8 := true
+		for _, s := range texts {
+			allUTF8 = allUTF8 && utf8.ValidString(s)
+		}
+		st := New(filepath.Join(dir, "a.json"), nil)
+		err := st.Save(ctx, in)
+		switch {
+		case !in.Valid():
+			if !errors.Is(err, domain.ErrInvalidConfig) {
+				t.Fatalf("Save(%+v) = %v, want ErrInvalidConfig", in, err)
+			}
+		case err != nil:
+			t.Fatalf("Save(%+v): %v", in, err)
+		case allUTF8: // JSON replaces invalid UTF-8, so only valid text round-trips
+			raw, err := os.ReadFile(st.Path())
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := Decode(raw)
+			if err != nil {
+				t.Fatalf("Decode(Save(%+v)): %v\n%s", in, err, raw)
+			}
+			if !sameRecord(out, in) {
+				t.Fatalf("round trip changed\n %+v\ninto\n %+v", in, out)
+			}
+			loaded, err := st.Load(ctx)
+			if err != nil || !sameRecord(loaded, in) {
+				t.Fatalf("Load = %+v, %v; want %+v", loaded, err, in)
+			}
+		}
+		// Decode -> encode (Save) -> decode.
 		c, err := Decode(b)
 		if err != nil {
 			if !errors.Is(err, domain.ErrMalformed) {
@@ -248,7 +303,22 @@ func FuzzDecode(f *testing.F) {
 		if !c.Valid() {
 			t.Fatalf("Decode accepted an invalid record %+v", c)
 		}
+		st2 := New(filepath.Join(dir, "b.json"), nil)
+		if err := st2.Save(ctx, c); err != nil {
+			t.Fatalf("Save(Decode(%q)): %v", b, err)
+		}
+		again, err := st2.Load(ctx)
+		if err != nil || !sameRecord(again, c) {
+			t.Fatalf("Decode(%q) = %+v; saved and loaded: %+v, %v", b, c, again, err)
+		}
 	})
+}
+
+// sameRecord compares records field by field (times with Equal).
+func sameRecord(a, b domain.CachedCredentials) bool {
+	sa, sb := a.Saved, b.Saved
+	a.Saved, b.Saved = time.Time{}, time.Time{}
+	return a == b && sa.Equal(sb)
 }
 
 func TestMain(m *testing.M) {

@@ -124,7 +124,11 @@ func TestNoSecretsInLogs(t *testing.T) {
 	if err := s.E.DisconnectDevice(id); err != nil {
 		t.Fatal(err)
 	}
-	<-sess.Done()
+	select {
+	case <-sess.Done():
+	case <-ctx.Done():
+		t.Fatal("the session did not end after DisconnectDevice")
+	}
 	wrong := s.HubSAS(t, id, "d3JvbmcgZGV2aWNlIGtleSB3cm9uZyBkZXZpY2Uga2V5")
 	_, err = s.Tr.Connect(ctx, ports.HubConnection{Host: s.E.HubHost(), DeviceID: id, Auth: ports.Auth{SASToken: wrong}}, contract.NewRecorder())
 	if err == nil {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/iotc-go/iotc/adapters/mqttws"
 	"github.com/iotc-go/iotc/domain"
@@ -57,7 +58,11 @@ func startProxy(t testing.TB, user, pass string, route func(string) string) *con
 	p := &connectProxy{ln: ln, user: user, pass: pass, route: route, conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.serve()
-	t.Cleanup(p.close)
+	t.Cleanup(func() {
+		if !p.close(time.Minute) {
+			t.Error("the CONNECT proxy's goroutines did not end within a minute of closing it")
+		}
+	})
 	return p
 }
 
@@ -92,7 +97,9 @@ func (p *connectProxy) untrack(c net.Conn) {
 	p.mu.Unlock()
 }
 
-func (p *connectProxy) close() {
+// close closes the listener and every tunnel and reports whether all of
+// the proxy's goroutines ended within limit.
+func (p *connectProxy) close(limit time.Duration) bool {
 	p.mu.Lock()
 	p.closed = true
 	for c := range p.conns {
@@ -100,7 +107,14 @@ func (p *connectProxy) close() {
 	}
 	p.mu.Unlock()
 	_ = p.ln.Close()
-	p.wg.Wait()
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(limit):
+		return false
+	}
 }
 
 func (p *connectProxy) serve() {

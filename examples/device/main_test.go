@@ -33,17 +33,41 @@ func TestDeviceAgainstEmulator(t *testing.T) {
 	t.Setenv("IOTC_GROUP_KEY", emu.GroupKey())
 	watch, stop := emu.WatchTelemetry("example-dev")
 	defer stop()
+	creds := filepath.Join(t.TempDir(), "creds.json")
 	args := []string{"-device", "example-dev", "-dps", host, "-port", port, "-ca", ca, "-interval", "10ms", "-count", "2",
-		"-credentials", filepath.Join(t.TempDir(), "creds.json")}
-	if err := run(args); err != nil {
-		t.Fatalf("run: %v", err)
+		"-credentials", creds}
+	// Every wait is bounded: a hang fails with a message instead of
+	// running into the package timeout.
+	done := make(chan error, 1)
+	go func() { done <- run(args) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(waitLimit):
+		t.Fatalf("run did not return within %v", waitLimit)
 	}
-	for range 2 {
-		if m := <-watch; !strings.Contains(string(m.Body), "temperature") {
-			t.Errorf("telemetry %s", m.Body)
+	timeout := time.NewTimer(waitLimit)
+	defer timeout.Stop()
+	for i := range 2 {
+		select {
+		case m := <-watch:
+			if !strings.Contains(string(m.Body), "temperature") {
+				t.Errorf("telemetry %d: %s", i, m.Body)
+			}
+		case <-timeout.C:
+			t.Fatalf("the emulator received %d of 2 telemetry messages within %v", i, waitLimit)
 		}
 	}
+	if b, err := os.ReadFile(creds); err != nil || !strings.Contains(string(b), `"deviceId": "example-dev"`) {
+		t.Errorf("credentials cache %q: %s, %v", creds, b, err)
+	}
 }
+
+// waitLimit bounds each wait of the tests (not a timing assertion: a
+// healthy run takes well under a second).
+const waitLimit = 30 * time.Second
 
 func TestDeviceRejectsAmbiguousOrMissingCredentials(t *testing.T) {
 	t.Setenv("IOTC_GROUP_KEY", "")

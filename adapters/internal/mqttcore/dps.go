@@ -29,13 +29,16 @@ type dpsConn struct {
 	lost      chan struct{}
 	lostErr   error
 	rid       atomic.Uint64
+	pace      domain.DPSPacer // keeps requests within DPS's rate
 }
 
 // Provision implements ports.Provisioner: it connects to req.Host with
 // client id = registration id and a clean session, registers, polls the
 // operation status honouring retry-after (clamped by
-// domain.ClampPollInterval; at most 100 polls), retries 429 and 5xx
-// answers after their retry-after, and returns the assignment.
+// domain.ClampPollInterval; at most 100 requests), retries 429 and 5xx
+// answers after their retry-after (at least domain.MinTransientRetry),
+// never sends more than domain.DPSRequestLimit requests in
+// domain.DPSRequestWindow, and returns the assignment.
 //
 // Errors: domain.ErrInvalidConfig for an incomplete request; an error
 // wrapping domain.ErrUnauthorized for CONNACK 4/5 or a refused
@@ -100,12 +103,21 @@ func (c *Core) Provision(ctx context.Context, req ports.ProvisioningRequest) (do
 // errConnLost stands for the dropped connection until its cause is known.
 var errConnLost = errors.New("connection lost")
 
-// fail wraps an error of step, replacing errConnLost by the real cause.
+// fail wraps an error of step (a wait for a paho token, the connection's
+// end or ctx), replacing errConnLost by the real cause. paho fails a
+// subscribe or publish token only when the connection is gone ("connection
+// lost before Subscribe completed", "not Connected"), often before the
+// connection-lost handler has run, so a token error wraps
+// domain.ErrNotConnected too: the caller may retry. No network address
+// shows in the text (scrub).
 func (d *dpsConn) fail(step string, err error) error {
-	if errors.Is(err, errConnLost) {
-		return fmt.Errorf("dps: %s: %w: connection lost: %w", step, domain.ErrNotConnected, d.lostErr)
+	switch {
+	case errors.Is(err, errConnLost):
+		return fmt.Errorf("dps: %s: %w: connection lost: %w", step, domain.ErrNotConnected, scrub(d.lostErr))
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("dps: %s: %w", step, err)
 	}
-	return fmt.Errorf("dps: %s: %w", step, err)
+	return fmt.Errorf("dps: %s: %w: %w", step, domain.ErrNotConnected, scrub(err))
 }
 
 // onMessage runs on paho's router: it acks, parses and hands off without
@@ -128,6 +140,7 @@ func (d *dpsConn) onMessage(_ paho.Client, m paho.Message) {
 // that rid.
 func (d *dpsConn) request(ctx context.Context, topic, suffix string, body []byte) (dpsMsg, error) {
 	rid := strconv.FormatUint(d.rid.Add(1), 10)
+	d.pace.Sent(time.Now())
 	tok := d.cl.Publish(topic+rid+suffix, 1, false, body)
 	if err := wait(ctx, tok, d.lost, errConnLost); err != nil {
 		return dpsMsg{}, d.fail("publish", err)
@@ -194,7 +207,7 @@ func (d *dpsConn) run(ctx context.Context, registerBody []byte) (domain.Assignme
 		default:
 			return domain.Assignment{}, hubError(op, r.Status, r.body)
 		}
-		if err := d.sleep(ctx, domain.ClampPollInterval(r.RetryAfter)); err != nil {
+		if err := d.sleep(ctx, d.pace.Wait(time.Now(), domain.DPSRetryWait(r.Status, r.RetryAfter))); err != nil {
 			return domain.Assignment{}, err
 		}
 	}

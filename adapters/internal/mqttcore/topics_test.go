@@ -2,6 +2,8 @@ package mqttcore
 
 import (
 	"errors"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -206,10 +208,45 @@ func FuzzParseMethodRequestTopic(f *testing.F) {
 	})
 }
 
+// FuzzParseDesiredPatchTopic formats a topic with a fuzzed $version and
+// an extra query field before or after it, and checks that the version
+// parses back; fuzzed topics that parse must be desired patches whose
+// version formats and parses back the same.
 func FuzzParseDesiredPatchTopic(f *testing.F) {
-	f.Add("$iothub/twin/PATCH/properties/desired/?$version=8")
-	f.Fuzz(func(t *testing.T, topic string) {
-		_, _ = ParseDesiredPatchTopic(topic)
+	f.Add(int64(8), "$rid", "1", false, "$iothub/twin/PATCH/properties/desired/?$version=8")
+	f.Add(int64(-1), "a b", "c&d=e", true, "$iothub/twin/PATCH/properties/desired/?%24version=9223372036854775807")
+	f.Add(int64(9223372036854775807), "", "", false, "$iothub/twin/PATCH/properties/desired/$version=x")
+	f.Fuzz(func(t *testing.T, version int64, key, value string, before bool, topic string) {
+		q := "$version=" + strconv.FormatInt(version, 10)
+		if dk, err := url.QueryUnescape(domain.EscapeComponent(key)); err == nil && dk != "$version" {
+			extra := domain.EscapeComponent(key) + "=" + domain.EscapeComponent(value)
+			if before {
+				q = extra + "&" + q
+			} else {
+				q += "&" + extra
+			}
+		}
+		formatted := topicDesiredPrefix + "?" + q
+		if got, err := ParseDesiredPatchTopic(formatted); err != nil || got != version {
+			t.Fatalf("ParseDesiredPatchTopic(%q) = %d, %v; want %d", formatted, got, err, version)
+		}
+		v, err := ParseDesiredPatchTopic(topic)
+		if err != nil {
+			if !errors.Is(err, errTopic) {
+				t.Fatalf("error %v does not wrap errTopic", err)
+			}
+			return
+		}
+		if !strings.HasPrefix(topic, topicDesiredPrefix) {
+			t.Fatalf("accepted %q, which is no desired patch", topic)
+		}
+		if v != 0 && !strings.Contains(topic, "version=") {
+			t.Fatalf("version %d from %q, which carries none", v, topic)
+		}
+		again := topicDesiredPrefix + "?$version=" + strconv.FormatInt(v, 10)
+		if w, err := ParseDesiredPatchTopic(again); err != nil || w != v {
+			t.Fatalf("version %d of %q formats as %q, which parses as %d, %v", v, topic, again, w, err)
+		}
 	})
 }
 
