@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/ports"
 )
 
 // Transport selects the protocol the device speaks to DPS and the hub.
@@ -216,6 +217,16 @@ type Config struct {
 	// OnStatus is called with every connection state change, in order, on
 	// a goroutine of its own (a slow callback never blocks the client).
 	OnStatus func(Status)
+
+	// Adapter builds the client on a ports.Transport of your own instead
+	// of the ones Transport and Fallback select: iotctest's in-memory hub
+	// or a gomock mock in unit tests, or an adapter you wrote. Port,
+	// WebSocketPort, Proxy and RootCAs are then unused; Fallback must be
+	// empty. Default nil.
+	Adapter ports.Transport
+	// CredentialStore keeps the provisioning result in a store of your
+	// own instead of CredentialsFile (set one or neither). Default nil.
+	CredentialStore ports.CredentialStore
 }
 
 // logger applies LogLevel to Logger.

@@ -36,6 +36,7 @@ import (
 	"github.com/iotc-go/iotc/adapters/filestore"
 	"github.com/iotc-go/iotc/app"
 	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/ports"
 )
 
 // Client is a device connected to IoT Central. Its methods are safe for
@@ -58,8 +59,13 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Port < 0 || cfg.Port > 65535 {
 		return nil, fmt.Errorf("%w: port %d", ErrInvalidConfig, cfg.Port)
 	}
-	transports, err := cfg.transports(logger) // see transport_ws.go
-	if err != nil {
+	var transports []ports.Transport
+	if cfg.Adapter != nil {
+		if len(cfg.Fallback) > 0 {
+			return nil, fmt.Errorf("%w: Fallback cannot be combined with Adapter", ErrInvalidConfig)
+		}
+		transports = []ports.Transport{cfg.Adapter}
+	} else if transports, err = cfg.transports(logger); err != nil { // see transport_ws.go
 		return nil, err
 	}
 	opts := app.Options{
@@ -81,7 +87,12 @@ func New(cfg Config) (*Client, error) {
 		OnStatus:         cfg.OnStatus,
 	}
 	opts.ProvisioningPayload = cfg.ProvisioningPayload
-	if cfg.CredentialsFile != "" {
+	switch {
+	case cfg.CredentialsFile != "" && cfg.CredentialStore != nil:
+		return nil, fmt.Errorf("%w: set CredentialsFile or CredentialStore, not both", ErrInvalidConfig)
+	case cfg.CredentialStore != nil:
+		opts.Store = cfg.CredentialStore
+	case cfg.CredentialsFile != "":
 		opts.Store = filestore.New(cfg.CredentialsFile, withAttr(logger, "store", "file"))
 	}
 	a, err := app.New(opts)
@@ -98,64 +109,53 @@ func withAttr(l *slog.Logger, k, v string) *slog.Logger {
 	return l.With(k, v)
 }
 
-// OnProperty sets the writable-property handler; nil removes it. It is
-// called for every desired value the device has not acknowledged at its
-// version: at Connect, after every reconnect and for each change. Its
-// PropertyAck is reported as the acknowledgement. Without a handler,
-// desired values stay unacknowledged. Properties are handled one at a
-// time, in order, on a goroutine the client owns; a panic is reported as
-// status 500.
-func (c *Client) OnProperty(h func(ctx context.Context, p Property) PropertyAck) {
-	if h == nil {
-		c.app.OnProperty(nil)
-		return
-	}
-	c.app.OnProperty(func(ctx context.Context, p domain.DesiredProperty) domain.PropertyAck {
-		return h(ctx, propertyOf(p))
-	})
+// OnProperty sets the catch-all writable-property handler; nil removes it.
+// It is called for every desired value the device has not acknowledged at
+// its version (at Connect, after every reconnect and for each change) that
+// no HandleProperty handler claims. Its PropertyAck is reported as the
+// acknowledgement. Without a handler, desired values stay unacknowledged
+// (never auto-acked). Properties are handled one at a time, in order, on a
+// goroutine the client owns; a panic is reported as status 500.
+func (c *Client) OnProperty(h PropertyHandler) { c.app.OnProperty(h) }
+
+// HandleProperty sets the handler of one writable property, name in
+// component ("" for the root), ahead of the OnProperty catch-all; nil
+// removes it. Handlers run as OnProperty's.
+func (c *Client) HandleProperty(component, name string, h PropertyHandler) {
+	c.app.HandleProperty(component, name, h)
 }
 
-// OnCommand sets the command handler; nil removes it. Commands without a
-// handler are answered 501 with {"error": "..."}, a panicking handler 500.
-// Commands are handled one at a time, in order, on a goroutine the client
-// owns; IoT Central waits up to the command's timeout (30 s by default)
-// for the answer. For long work, answer 202 and report progress as
-// properties.
-func (c *Client) OnCommand(h func(ctx context.Context, cmd Command) CommandResponse) {
-	if h == nil {
-		c.app.OnCommand(nil)
-		return
-	}
-	c.app.OnCommand(func(ctx context.Context, r domain.CommandRequest) domain.CommandResponse {
-		return h(ctx, commandOf(r))
-	})
+// OnCommand sets the catch-all command handler; nil removes it. Commands
+// that neither a HandleCommand handler nor this one takes are answered 501
+// with {"error": "..."}, a panicking handler 500. Commands are handled one
+// at a time, in order, on a goroutine the client owns; IoT Central waits up
+// to the command's timeout (30 s by default) for the answer. For long work,
+// answer 202 and report progress as properties.
+func (c *Client) OnCommand(h CommandHandler) { c.app.OnCommand(h) }
+
+// HandleCommand sets the handler of one command, name in component (""
+// for the root), ahead of the OnCommand catch-all, as the official SDKs'
+// onDeviceMethod(name); nil removes it. A queued command of that name goes
+// to it too when no OnQueuedCommand handler is set.
+func (c *Client) HandleCommand(component, name string, h CommandHandler) {
+	c.app.HandleCommand(component, name, h)
 }
 
 // OnQueuedCommand sets the handler of commands IoT Central queued while
 // the device was offline; nil removes it, and then queued commands go to
-// the OnCommand handler (with Queued set, its response discarded, the
+// the command handlers (with Queued set, the response discarded, the
 // message completed). The message is settled with the Outcome the handler
 // returns once it returned: Complete (the zero value), Abandon (delivered
 // again) or Reject (dead-lettered). A panicking handler rejects it; a
 // handler still running when Close is called leaves it unsettled, so it
 // comes again on a later connection.
-func (c *Client) OnQueuedCommand(h func(ctx context.Context, cmd Command) Outcome) {
-	if h == nil {
-		c.app.OnQueuedCommand(nil)
-		return
-	}
-	c.app.OnQueuedCommand(func(ctx context.Context, r domain.CommandRequest) domain.Outcome {
-		return h(ctx, commandOf(r))
-	})
-}
+func (c *Client) OnQueuedCommand(h QueuedCommandHandler) { c.app.OnQueuedCommand(h) }
 
 // OnCloudMessage sets the handler of cloud-to-device messages that are
 // not queued commands; nil removes it (they are then completed unread).
 // The message is settled as OnQueuedCommand's. IoT Hub keeps up to 50
 // messages per device and delivers one at most 10 times.
-func (c *Client) OnCloudMessage(h func(ctx context.Context, m CloudMessage) Outcome) {
-	c.app.OnCloudMessage(h)
-}
+func (c *Client) OnCloudMessage(h CloudMessageHandler) { c.app.OnCloudMessage(h) }
 
 // Connect provisions the device (or uses the credentials file) and
 // connects to the hub; it returns once the session is open, while the
@@ -230,7 +230,7 @@ func (c *Client) ReportProperties(ctx context.Context, props map[string]any, opt
 // handler is not reported and gives ErrSuperseded. Errors as
 // ReportProperties.
 func (c *Client) AckProperty(ctx context.Context, p Property, ack PropertyAck) error {
-	return c.app.AckProperty(ctx, p.domain(), ack)
+	return c.app.AckProperty(ctx, p, ack)
 }
 
 // FetchTwin reads the device twin. Errors: ErrNotConnected, *HubError.

@@ -1,8 +1,6 @@
 package iotc
 
 import (
-	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/iotc-go/iotc/app"
@@ -114,62 +112,32 @@ type CommandResponse = domain.CommandResponse
 // (system ones under "$." names).
 type CloudMessage = domain.CloudMessage
 
-// Property is a writable property the operator set.
-type Property struct {
-	// Component is the IoT Plug and Play component; empty for the root.
-	Component string
-	// Name is the property name.
-	Name string
-	// Value is the desired value as JSON.
-	Value json.RawMessage
-	// Version is the desired $version the acknowledgement refers to.
-	Version int64
-}
-
-// Unmarshal decodes the desired value into v.
-func (p Property) Unmarshal(v any) error {
-	if err := json.Unmarshal(p.Value, v); err != nil {
-		return fmt.Errorf("iotc: property %s: %w", p.Name, err)
-	}
-	return nil
-}
-
-func (p Property) domain() domain.DesiredProperty {
-	return domain.DesiredProperty{Component: p.Component, Name: p.Name, Value: p.Value, Version: p.Version}
-}
-
-func propertyOf(p domain.DesiredProperty) Property {
-	return Property{Component: p.Component, Name: p.Name, Value: p.Value, Version: p.Version}
-}
+// Property is a writable property the operator set: Component (empty for
+// the root), Name, Value (the desired JSON; decode it with Unmarshal) and
+// Version (the desired $version the acknowledgement refers to).
+type Property = domain.DesiredProperty
 
 // Command is a command sent to the device: a direct method, or (Queued) a
-// command IoT Central kept while the device was offline.
-type Command struct {
-	// Component is the IoT Plug and Play component; empty for the root.
-	Component string
-	// Name is the command name.
-	Name string
-	// Payload is the request body, normally JSON; nil when empty. Queued
-	// commands carry whatever the service sent.
-	Payload json.RawMessage
-	// RequestID correlates a direct method's response; empty when Queued.
-	RequestID string
-	// Queued is true for a command delivered as a cloud-to-device message;
-	// it takes no response.
-	Queued bool
-}
+// command IoT Central kept while the device was offline (no RequestID, no
+// response). Component is empty for the root; Payload is the request body,
+// normally JSON (decode it with Unmarshal), nil when empty.
+type Command = domain.CommandRequest
 
-// Unmarshal decodes the request payload into v.
-func (c Command) Unmarshal(v any) error {
-	if err := json.Unmarshal(c.Payload, v); err != nil {
-		return fmt.Errorf("iotc: command %s payload: %w", c.Name, err)
-	}
-	return nil
-}
+// PropertyHandler applies one writable property and returns its
+// acknowledgement (see OnProperty).
+type PropertyHandler = app.PropertyHandler
 
-func commandOf(c domain.CommandRequest) Command {
-	return Command{Component: c.Component, Name: c.Name, Payload: c.Payload, RequestID: c.RequestID, Queued: c.Queued}
-}
+// CommandHandler runs one command and returns its response (see
+// OnCommand).
+type CommandHandler = app.CommandHandler
+
+// QueuedCommandHandler runs a command queued while the device was offline
+// and returns how to settle it (see OnQueuedCommand).
+type QueuedCommandHandler = app.QueuedCommandHandler
+
+// CloudMessageHandler receives a cloud-to-device message and returns how to
+// settle it (see OnCloudMessage).
+type CloudMessageHandler = app.CloudMessageHandler
 
 // TelemetryOption adjusts one telemetry message.
 type TelemetryOption interface {

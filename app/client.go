@@ -74,10 +74,12 @@ type Client struct {
 
 	handlers struct {
 		sync.RWMutex
-		property PropertyHandler
-		command  CommandHandler
-		queued   QueuedCommandHandler
-		message  CloudMessageHandler
+		property   PropertyHandler
+		command    CommandHandler
+		queued     QueuedCommandHandler
+		message    CloudMessageHandler
+		properties map[string]PropertyHandler // by propKey(component, name)
+		commands   map[string]CommandHandler  // by propKey(component, name)
 	}
 
 	// runCtx is the context handlers see; Close cancels it.
@@ -187,14 +189,67 @@ func (c *Client) OnProperty(h PropertyHandler) {
 	c.handlers.Unlock()
 }
 
-// OnCommand sets the direct-method handler (nil removes it). Without one,
-// commands are answered 501 with {"error": "..."}. A panicking handler is
-// answered 500. Commands run one at a time in arrival order, on a goroutine
-// separate from properties and messages.
+// HandleProperty sets the handler of the writable property name of
+// component ("" for the root), ahead of the OnProperty catch-all; nil
+// removes it.
+func (c *Client) HandleProperty(component, name string, h PropertyHandler) {
+	c.handlers.Lock()
+	defer c.handlers.Unlock()
+	if h == nil {
+		delete(c.handlers.properties, propKey(component, name))
+		return
+	}
+	if c.handlers.properties == nil {
+		c.handlers.properties = map[string]PropertyHandler{}
+	}
+	c.handlers.properties[propKey(component, name)] = h
+}
+
+// propertyHandler returns the handler of p: its own, else the catch-all.
+func (c *Client) propertyHandler(p domain.DesiredProperty) PropertyHandler {
+	c.handlers.RLock()
+	defer c.handlers.RUnlock()
+	if h, ok := c.handlers.properties[propKey(p.Component, p.Name)]; ok {
+		return h
+	}
+	return c.handlers.property
+}
+
+// OnCommand sets the catch-all direct-method handler (nil removes it).
+// Commands that neither a HandleCommand handler nor this one takes are
+// answered 501 with {"error": "..."}. A panicking handler is answered 500.
+// Commands run one at a time in arrival order, on a goroutine separate from
+// properties and messages.
 func (c *Client) OnCommand(h CommandHandler) {
 	c.handlers.Lock()
 	c.handlers.command = h
 	c.handlers.Unlock()
+}
+
+// HandleCommand sets the handler of the command name of component (""
+// for the root), ahead of the OnCommand catch-all; nil removes it.
+func (c *Client) HandleCommand(component, name string, h CommandHandler) {
+	c.handlers.Lock()
+	defer c.handlers.Unlock()
+	if h == nil {
+		delete(c.handlers.commands, propKey(component, name))
+		return
+	}
+	if c.handlers.commands == nil {
+		c.handlers.commands = map[string]CommandHandler{}
+	}
+	c.handlers.commands[propKey(component, name)] = h
+}
+
+// commandHandler returns the handler of a command: its own, else the
+// catch-all, else nil.
+func (c *Client) commandHandler(component, name string) CommandHandler {
+	c.handlers.RLock()
+	defer c.handlers.RUnlock()
+	if h, ok := c.handlers.commands[propKey(component, name)]; ok {
+		return h
+	}
+	return c.handlers.command
 }
 
 // OnQueuedCommand sets the handler of commands queued while the device

@@ -205,14 +205,17 @@ func propKey(component, name string) string { return component + "\x00" + name }
 // with AckProperty supersedes the handler's answer in that patch, or is
 // reported right after it, never before.
 func (c *Client) applyDesired(props []domain.DesiredProperty, report map[string]bool) {
-	if len(props) == 0 {
-		return
+	var handled []domain.DesiredProperty
+	for _, p := range props {
+		if c.propertyHandler(p) != nil {
+			handled = append(handled, p)
+		}
 	}
-	c.handlers.RLock()
-	h := c.handlers.property
-	c.handlers.RUnlock()
-	if h == nil {
-		c.log.Info("no property handler; desired properties left unacknowledged", "count", len(props))
+	if n := len(props) - len(handled); n > 0 {
+		c.log.Info("no property handler; desired properties left unacknowledged", "count", n)
+	}
+	props = handled
+	if len(props) == 0 {
 		return
 	}
 	c.ackMu.Lock()
@@ -232,7 +235,7 @@ func (c *Client) applyDesired(props []domain.DesiredProperty, report map[string]
 		if c.runCtx.Err() != nil {
 			return
 		}
-		ack := c.callProperty(h, p)
+		ack := c.callProperty(c.propertyHandler(p), p)
 		c.log.Info("property handled", "component", p.Component, "name", p.Name, "version", p.Version, "status", ack.Status)
 		if report != nil && !report[propKey(p.Component, p.Name)] {
 			continue
@@ -348,9 +351,7 @@ func (c *Client) handleMethod(j methodJob) {
 	if len(j.req.Payload) > 0 {
 		req.Payload = json.RawMessage(j.req.Payload)
 	}
-	c.handlers.RLock()
-	h := c.handlers.command
-	c.handlers.RUnlock()
+	h := c.commandHandler(component, name)
 	var resp domain.CommandResponse
 	if h == nil {
 		c.log.Info("no command handler; answering 501", "command", j.req.Method)
@@ -411,7 +412,7 @@ func (c *Client) handleCloud(j cloudJob) {
 
 func (c *Client) runCloud(msg domain.CloudMessage) (outcome domain.Outcome, settle bool) {
 	c.handlers.RLock()
-	queued, command, message := c.handlers.queued, c.handlers.command, c.handlers.message
+	queued, message := c.handlers.queued, c.handlers.message
 	c.handlers.RUnlock()
 	defer func() {
 		if r := recover(); r != nil {
@@ -425,6 +426,7 @@ func (c *Client) runCloud(msg domain.CloudMessage) (outcome domain.Outcome, sett
 		if len(msg.Body) > 0 {
 			req.Payload = json.RawMessage(msg.Body)
 		}
+		command := c.commandHandler(component, name)
 		switch {
 		case name == "":
 			c.log.Warn("queued command without a name; rejected", "method_name", methodName)

@@ -25,6 +25,14 @@ type CommandRequest struct {
 	Queued bool
 }
 
+// Unmarshal decodes the request payload into v.
+func (c CommandRequest) Unmarshal(v any) error {
+	if err := json.Unmarshal(c.Payload, v); err != nil {
+		return fmt.Errorf("iotc: command %s payload: %w", c.Name, err)
+	}
+	return nil
+}
+
 // SplitMethodName splits a direct-method name "component*command" into its
 // component and command; a name without '*' belongs to the root component.
 func SplitMethodName(method string) (component, name string) {

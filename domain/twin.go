@@ -133,6 +133,14 @@ type DesiredProperty struct {
 	Version int64
 }
 
+// Unmarshal decodes the desired value into v.
+func (p DesiredProperty) Unmarshal(v any) error {
+	if err := json.Unmarshal(p.Value, v); err != nil {
+		return fmt.Errorf("iotc: property %s: %w", p.Name, err)
+	}
+	return nil
+}
+
 // IsComponent reports whether a desired or reported value is an IoT Plug
 // and Play component: an object whose "__t" is "c".
 func IsComponent(v any) bool {
