@@ -207,3 +207,12 @@ func ContentType(ct string) TelemetryOption {
 func ContentEncoding(ce string) TelemetryOption {
 	return telemetryFunc(func(m *domain.Message) { m.ContentEncoding = ce })
 }
+
+// Assignment is where DPS placed a device (Hub, DeviceID, Substatus and
+// any custom Payload): what a ports.Provisioner returns, for tests that
+// script a transport with the gomock mocks.
+type Assignment = domain.Assignment
+
+// Message is one telemetry message as a transport sends it, for tests that
+// script a transport with the gomock mocks.
+type Message = domain.Message
