@@ -23,8 +23,10 @@
 //	err = client.SendTelemetry(ctx, map[string]any{"temperature": 21.5}, iotc.Component("thermostat1"))
 //
 // The package is the composition root of the SDK: it wires package app
-// (the device logic) to the MQTT transport and the credentials file. Tests
-// and advanced users can build app directly from ports.
+// (the use cases) to the transport adapters and the credentials file.
+// Config.Adapter builds the same Client on any ports.Transport instead:
+// package iotctest's in-memory hub for unit tests of device logic, the
+// gomock mocks of package mocks, or an adapter of your own.
 package iotc
 
 import (
