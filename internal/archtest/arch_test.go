@@ -89,6 +89,10 @@ func violation(pkg, imp string) string {
 		if under(irel, "adapters") && !under(irel, own) && !under(irel, "adapters/internal") {
 			return "an adapter must not import another adapter (share code through adapters/internal)"
 		}
+	case under(pkg, "iotctest"):
+		if internal && (under(irel, "emulator") || under(irel, "adapters") || under(irel, "app")) {
+			return "iotctest implements the ports itself: it must not import the emulator, an adapter or app"
+		}
 	case under(pkg, "emulator"):
 		if internal && (under(irel, "app") || under(irel, "adapters") || under(irel, "mocks") || irel == "") {
 			return "the emulator must not import the SDK's app, adapters or facade"
