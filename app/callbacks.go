@@ -29,6 +29,9 @@ func (cb *callbacks) enter() func() {
 		if cb.ids[id]--; cb.ids[id] <= 0 {
 			delete(cb.ids, id)
 		}
+		if len(cb.ids) == 0 {
+			cb.ids = nil // an idle client keeps no map
+		}
 		cb.mu.Unlock()
 	}
 }

@@ -49,7 +49,7 @@ var _ ports.CredentialStore = (*Store)(nil)
 // about unreadable or corrupt files; nil discards them.
 func New(path string, logger *slog.Logger) *Store {
 	if logger == nil {
-		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Store{path: path, log: logger}
 }

@@ -28,6 +28,8 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +42,9 @@ import (
 )
 
 func main() {
+	if os.Getenv("MQTTBENCH_MEMPROFILE") != "" {
+		runtime.MemProfileRate = 1 // every allocation, for a precise heap profile
+	}
 	var (
 		messages = flag.Int("messages", 20000, "messages per timed run")
 		rounds   = flag.Int("rounds", 3, "timed runs per path and in-flight level (the median is reported)")
@@ -352,6 +357,12 @@ func footprint(ctx context.Context, ev env, n int) error {
 			err = parallel(n, func(i int) error { return conns[i].Send(ctx) })
 		}
 		heap1, g1 := measure()
+		if prefix := os.Getenv("MQTTBENCH_MEMPROFILE"); prefix != "" {
+			if f, ferr := os.Create(prefix + "-" + strings.NewReplacer(" ", "_", "/", "_").Replace(p.Name) + ".pprof"); ferr == nil {
+				_ = pprof.WriteHeapProfile(f)
+				_ = f.Close()
+			}
+		}
 		for _, c := range conns {
 			if c.Close != nil {
 				_ = c.Close()

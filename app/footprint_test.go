@@ -1,0 +1,68 @@
+package app
+
+import (
+	"context"
+	"runtime"
+	"testing"
+
+	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/ports"
+)
+
+// nullTransport provisions and connects at once, with sessions that do
+// nothing: what is left is the client's own footprint.
+type nullTransport struct{}
+
+func (nullTransport) Name() string { return "null" }
+func (nullTransport) Provision(_ context.Context, r ports.ProvisioningRequest) (domain.Assignment, error) {
+	return domain.Assignment{Hub: "hub", DeviceID: r.Registration.RegistrationID}, nil
+}
+func (nullTransport) Connect(context.Context, ports.HubConnection, ports.EventHandler) (ports.HubSession, error) {
+	return &nullSession{done: make(chan struct{})}, nil
+}
+
+type nullSession struct{ done chan struct{} }
+
+func (s *nullSession) SendTelemetry(context.Context, domain.Message) error { return nil }
+func (s *nullSession) GetTwin(context.Context) ([]byte, error) {
+	return []byte(`{"desired":{"$version":1},"reported":{"$version":1}}`), nil
+}
+func (s *nullSession) PatchReported(context.Context, []byte) (int64, error)          { return 2, nil }
+func (s *nullSession) RespondMethod(context.Context, string, int, []byte) error     { return nil }
+func (s *nullSession) Done() <-chan struct{}                                        { return s.done }
+func (s *nullSession) Err() error                                                   { return nil }
+func (s *nullSession) RenewToken(context.Context, string) error                     { return nil }
+func (s *nullSession) Close() error                                                 { return nil }
+
+// BenchmarkClientFootprint reports the heap and goroutines one connected,
+// idle client adds on top of its transport's session.
+func BenchmarkClientFootprint(b *testing.B) {
+	const n = 1000
+	for range b.N {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		g0 := runtime.NumGoroutine()
+		clients := make([]*Client, n)
+		for i := range clients {
+			c, err := New(Options{DeviceID: "dev", IDScope: "0ne0", Credential: domain.Credential{Kind: domain.KindDeviceKey, Key: groupKey}, Transports: []ports.Transport{nullTransport{}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := c.Connect(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			clients[i] = c
+		}
+		for range 50 {
+			runtime.Gosched()
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heapB/client")
+		b.ReportMetric(float64(runtime.NumGoroutine()-g0)/n, "goroutines/client")
+		for _, c := range clients {
+			_ = c.Close(context.Background())
+		}
+	}
+}
