@@ -107,7 +107,7 @@ type Client struct {
 	deferred []deferredAck
 	latest   map[string]int64 // property key -> newest version handed to the handler
 
-	mu        sync.Mutex
+	mu        sync.RWMutex // read-locked only by acquire, the hot path of every send
 	phase     phase
 	changed   chan struct{} // closed (and replaced) whenever phase or sess changes
 	closeDone chan struct{}
@@ -122,7 +122,8 @@ type Client struct {
 }
 
 // session is an open hub session with what the supervisor needs to know.
-// ops and draining are guarded by Client.mu.
+// draining is written and idle is guarded under Client.mu; ops is
+// incremented under Client.mu (read-locked) and decremented without it.
 type session struct {
 	ports.HubSession
 	transport   string
@@ -130,8 +131,8 @@ type session struct {
 	expiry      time.Time // zero for X.509
 	connectedAt time.Time
 
-	ops      int           // operations in flight
-	draining bool          // no new operation may start
+	ops      atomic.Int64  // operations in flight
+	draining atomic.Bool   // no new operation may start
 	idle     chan struct{} // closed when ops reaches 0 while draining
 }
 
@@ -503,30 +504,30 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 // ends first the error wraps both domain.ErrNotConnected and ctx's error.
 func (c *Client) acquire(ctx context.Context, avoid *session) (*session, error) {
 	for {
-		c.mu.Lock()
+		c.mu.RLock()
 		switch c.phase {
 		case phaseClosed:
-			c.mu.Unlock()
+			c.mu.RUnlock()
 			return nil, domain.ErrClosed
 		case phaseGaveUp:
 			err := c.gaveUp
-			c.mu.Unlock()
+			c.mu.RUnlock()
 			return nil, fmt.Errorf("%w: %w", domain.ErrClosed, err)
 		case phaseIdle:
-			c.mu.Unlock()
+			c.mu.RUnlock()
 			return nil, fmt.Errorf("%w: the client is not connected (call Connect)", domain.ErrNotConnected)
 		}
-		if s := c.sess; s != nil && s != avoid && !s.draining {
-			s.ops++
-			c.mu.Unlock()
+		if s := c.sess; s != nil && s != avoid && !s.draining.Load() {
+			s.ops.Add(1)
+			c.mu.RUnlock()
 			return s, nil
 		}
 		if c.opts.FailFast {
-			c.mu.Unlock()
+			c.mu.RUnlock()
 			return nil, fmt.Errorf("%w: the client is reconnecting", domain.ErrNotConnected)
 		}
 		ch := c.changed
-		c.mu.Unlock()
+		c.mu.RUnlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -537,9 +538,11 @@ func (c *Client) acquire(ctx context.Context, avoid *session) (*session, error) 
 
 // release ends an operation started by acquire.
 func (c *Client) release(s *session) {
+	if s.ops.Add(-1) != 0 || !s.draining.Load() {
+		return
+	}
 	c.mu.Lock()
-	s.ops--
-	if s.ops == 0 && s.idle != nil {
+	if s.idle != nil && s.ops.Load() == 0 {
 		close(s.idle)
 		s.idle = nil
 	}
@@ -588,12 +591,12 @@ func (c *Client) sessionFailed(s *session, err error) {
 // up to timeout or until the client closes.
 func (c *Client) drain(s *session, timeout time.Duration) {
 	c.mu.Lock()
-	s.draining = true
+	s.draining.Store(true)
 	if c.sess == s {
 		c.sess = nil
 		c.broadcastLocked()
 	}
-	if s.ops == 0 {
+	if s.ops.Load() == 0 {
 		c.mu.Unlock()
 		return
 	}
@@ -601,7 +604,7 @@ func (c *Client) drain(s *session, timeout time.Duration) {
 		s.idle = make(chan struct{})
 	}
 	idle := s.idle
-	n := s.ops
+	n := s.ops.Load()
 	c.mu.Unlock()
 	c.log.Debug("waiting for operations in flight before closing the session", "count", n)
 	t := time.NewTimer(timeout)

@@ -139,7 +139,7 @@ func (c *Client) syncTwin(reconnect bool) {
 		c.mu.Lock()
 		s := c.sess
 		if s != nil {
-			s.ops++
+			s.ops.Add(1)
 		}
 		c.mu.Unlock()
 		if s == nil {

@@ -66,3 +66,28 @@ func BenchmarkClientFootprint(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSendTelemetry measures the client's own cost per message (the
+// session does nothing): allocations and CPU on top of the transport's.
+func BenchmarkSendTelemetry(b *testing.B) {
+	c, err := New(Options{DeviceID: "dev", IDScope: "0ne0", Credential: domain.Credential{Kind: domain.KindDeviceKey, Key: groupKey}, Transports: []ports.Transport{nullTransport{}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	if err := c.Connect(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	body := []byte(`{"temperature":21.5,"humidity":40}`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := c.SendTelemetry(ctx, domain.Message{Body: body}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

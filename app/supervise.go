@@ -42,7 +42,7 @@ func (c *Client) supervise(s *session) {
 		}
 		stable := time.Since(s.connectedAt) >= c.opts.StableAfter
 		c.mu.Lock()
-		s.draining = true
+		s.draining.Store(true)
 		if c.sess == s {
 			c.sess = nil
 			c.broadcastLocked()

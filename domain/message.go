@@ -84,7 +84,15 @@ func (m Message) WithDefaults() Message {
 // Validate checks the message against IoT Hub's rules before it is sent:
 // it returns ErrMessageTooLarge when the body plus properties exceed
 // MaxTelemetrySize, and ErrInvalidConfig for a reserved or empty property key.
-func (m Message) Validate() error { return m.validate(m.PropertyBag()) }
+func (m Message) Validate() error {
+	if err := m.checkKeys(); err != nil {
+		return err
+	}
+	if n := m.Size(); n > MaxTelemetrySize {
+		return fmt.Errorf("%w: telemetry of %d bytes exceeds the IoT Hub limit of %d", ErrMessageTooLarge, n, MaxTelemetrySize)
+	}
+	return nil
+}
 
 // EncodeProperties validates m as Validate does and returns its property
 // bag encoded (once) for the MQTT topic, building the bag a single time.
@@ -96,14 +104,21 @@ func (m Message) EncodeProperties() (string, error) {
 	return bag.Encode(), nil
 }
 
-func (m Message) validate(bag PropertyBag) error {
+func (m Message) checkKeys() error {
 	for k := range m.Properties {
 		if k == "" {
 			return fmt.Errorf("%w: empty application property key", ErrInvalidConfig)
 		}
-		if strings.HasPrefix(k, "$.") || (strings.HasPrefix(strings.ToLower(k), "iothub-") && k != PropCreationTimeUTC) {
+		if strings.HasPrefix(k, "$.") || (len(k) >= 7 && strings.EqualFold(k[:7], "iothub-") && k != PropCreationTimeUTC) {
 			return fmt.Errorf("%w: application property %q uses a reserved prefix", ErrInvalidConfig, k)
 		}
+	}
+	return nil
+}
+
+func (m Message) validate(bag PropertyBag) error {
+	if err := m.checkKeys(); err != nil {
+		return err
 	}
 	if n := m.size(bag); n > MaxTelemetrySize {
 		return fmt.Errorf("%w: telemetry of %d bytes exceeds the IoT Hub limit of %d", ErrMessageTooLarge, n, MaxTelemetrySize)
@@ -113,7 +128,31 @@ func (m Message) validate(bag PropertyBag) error {
 
 // Size is the number of bytes IoT Hub counts against MaxTelemetrySize:
 // the body and every property key and value.
-func (m Message) Size() int { return m.size(m.PropertyBag()) }
+// It is computed without building the bag.
+func (m Message) Size() int {
+	m = m.WithDefaults()
+	n := len(m.Body)
+	for _, p := range [...]struct{ k, v string }{
+		{PropMessageID, m.MessageID}, {PropCorrelationID, m.CorrelationID},
+		{PropContentType, m.ContentType}, {PropContentEncoding, m.ContentEncoding},
+		{PropComponent, m.Component},
+	} {
+		if p.v != "" {
+			n += len(p.k) + len(p.v)
+		}
+	}
+	created := !m.CreationTime.IsZero()
+	if created {
+		n += len(PropCreationTimeUTC) + len(m.CreationTime.UTC().Format(time.RFC3339Nano))
+	}
+	for k, v := range m.Properties {
+		if k == PropCreationTimeUTC && created {
+			continue
+		}
+		n += len(k) + len(v)
+	}
+	return n
+}
 
 func (m Message) size(bag PropertyBag) int {
 	n := len(m.Body)

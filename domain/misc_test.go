@@ -357,3 +357,25 @@ func TestEncodePropertiesMatchesValidateAndEncode(t *testing.T) {
 		t.Errorf("exactly at the limit: %v", err)
 	}
 }
+
+// Size is computed without building the bag; it must count exactly what
+// the bag holds.
+func TestMessageSizeMatchesItsPropertyBag(t *testing.T) {
+	when := time.Date(2026, 12, 1, 10, 0, 0, 123456789, time.FixedZone("x", 3600))
+	for i, m := range []Message{
+		{Body: []byte(`{}`)},
+		{Body: []byte(`{"a":1}`), MessageID: "m1", CorrelationID: "c1", Component: "thermostat1"},
+		{Body: []byte(`x`), ContentType: "text/plain", ContentEncoding: "ascii", Properties: map[string]string{"a": "1", "bb": "22"}},
+		{Body: []byte(`{}`), CreationTime: when, Properties: map[string]string{PropCreationTimeUTC: "ignored when CreationTime is set", "k": "v"}},
+		{Body: []byte(`{}`), Properties: map[string]string{PropCreationTimeUTC: "2026-01-01T00:00:00Z"}},
+	} {
+		bag := m.PropertyBag()
+		want := len(m.Body)
+		for _, p := range bag {
+			want += len(p.Key) + len(p.Value)
+		}
+		if got := m.Size(); got != want {
+			t.Errorf("message %d: Size() = %d, the bag counts %d", i, got, want)
+		}
+	}
+}
