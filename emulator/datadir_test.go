@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
 func startData(t *testing.T, opts Options) (*Emulator, error) {
@@ -169,7 +171,7 @@ func TestDataDirExplicitOptionsWin(t *testing.T) {
 	if err := e1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	groupKey := randomKey()
+	groupKey := core.RandomKey()
 	e2, err := startData(t, Options{DataDir: dataDir, IDScope: "0neEXPLICIT",
 		Groups: []EnrollmentGroup{{ID: "mine", Enabled: true, PrimaryKey: groupKey}}})
 	if err != nil {

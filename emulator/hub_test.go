@@ -166,10 +166,7 @@ func TestNextTelemetryContext(t *testing.T) {
 	if _, err := e.NextTelemetry(ctx, "x"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("NextTelemetry on a cancelled context: %v", err)
 	}
-	e.mu.Lock()
-	n := len(e.watchers)
-	e.mu.Unlock()
-	if n != 0 {
+	if n := e.core.Watchers(); n != 0 {
 		t.Fatalf("%d watchers left behind", n)
 	}
 }
@@ -464,7 +461,7 @@ func TestInvokeWaitsForConnection(t *testing.T) {
 	}
 	done := make(chan out, 1)
 	go func() {
-		res, err := e.invoke(ctxT(t), "late", "", "ping", nil, wait, wait)
+		res, err := e.core.InvokeCommand(ctxT(t), "late", "", "ping", nil, wait, wait)
 		done <- out{res, err}
 	}()
 	d := connectHub(t, e, "late", key, true)
@@ -642,29 +639,12 @@ func TestCloseWithHalfOpenConnection(t *testing.T) {
 // waitOffline waits until the emulator has seen the device's connection end.
 func waitOffline(t *testing.T, e *Emulator, id string) {
 	t.Helper()
-	ctx := ctxT(t)
-	for {
-		e.mu.Lock()
-		d := e.devices[id]
-		connected := d != nil && d.conn != nil
-		ch := e.changeChanLocked(id)
-		e.mu.Unlock()
-		if !connected {
-			return
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			t.Fatal("device never went offline")
-		}
+	if err := e.core.WaitOffline(ctxT(t), id); err != nil {
+		t.Fatalf("device never went offline: %v", err)
 	}
 }
 
-func pendingC2D(e *Emulator, id string) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.devices[id].c2d)
-}
+func pendingC2D(e *Emulator, id string) int { return e.core.PendingC2D(id) }
 
 func TestConnectionDroppedWhenTokenExpires(t *testing.T) {
 	t.Parallel()

@@ -130,7 +130,7 @@ func rawPayload(r json.RawMessage) any {
 }
 
 func (b restBackend) InvokeCommand(ctx context.Context, id, component, name string, req restapi.CommandRequest) (restapi.CommandResult, error) {
-	res, err := b.e.invoke(ctx, id, component, name, rawPayload(req.Request),
+	res, err := b.e.core.InvokeCommand(ctx, id, component, name, rawPayload(req.Request),
 		time.Duration(req.ConnectionTimeout)*time.Second, time.Duration(req.ResponseTimeout)*time.Second)
 	if err != nil {
 		return restapi.CommandResult{}, restErr(err)
