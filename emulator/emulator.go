@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/iotc-go/iotc/emulator/internal/core"
@@ -69,6 +70,13 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 		if err := e.core.Load(); err != nil {
 			return nil, err
 		}
+		if !cfg.explicitToken {
+			tok, err := keptToken(filepath.Join(cfg.dataDir, DataDirTokenFile), e.cfg.apiToken)
+			if err != nil {
+				return nil, err
+			}
+			e.cfg.apiToken = tok
+		}
 		if cfg.certDir == filepath.Join(cfg.dataDir, "certs") {
 			// Private like the data directory: it holds the CA key.
 			if err := os.MkdirAll(cfg.certDir, 0o700); err != nil {
@@ -89,6 +97,9 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 	}
 	if e.bundle, err = pki.LoadOrCreate(dir, hosts); err != nil {
 		return nil, fmt.Errorf("emulator: certificates: %w", err)
+	}
+	if e.bundle.Reissued != "" {
+		e.log.Warn("server certificate reissued from the same CA", "reason", e.bundle.Reissued, "cert_dir", dir)
 	}
 	e.caPool = x509.NewCertPool()
 	e.caPool.AddCert(e.bundle.CA.Cert)
@@ -193,3 +204,24 @@ func (e *Emulator) CAPool() *x509.CertPool { return e.caPool.Clone() }
 
 // CACertPEM is the emulator's CA certificate in PEM.
 func (e *Emulator) CACertPEM() []byte { return append([]byte(nil), e.bundle.CA.CertPEM...) }
+
+// keptToken returns the API token stored in path, or stores fresh there
+// (mode 0600) and returns it when the file does not exist yet.
+func keptToken(path, fresh string) (string, error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		tok := strings.TrimSpace(string(b))
+		if tok == "" || strings.ContainsAny(tok, "\r\n") {
+			return "", fmt.Errorf("%w: %s holds no API token (remove it to get a new one)", ErrDataFile, path)
+		}
+		return tok, nil
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.WriteFile(path, []byte(fresh+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("emulator: keep API token: %w", err)
+		}
+		return fresh, nil
+	default:
+		return "", fmt.Errorf("%w: %s: %w", ErrDataFile, path, err)
+	}
+}

@@ -71,6 +71,8 @@ type client struct {
 type dialOpts struct {
 	clientID, username, password string
 	clean                        bool
+	serverName                   string // TLS server name; default "localhost"
+	websocket                    bool   // dial MQTT over WebSockets
 	cert                         *tls.Certificate
 	manualAck                    bool
 	onMessage                    paho.MessageHandler // messages matching no subscription of this client
@@ -78,13 +80,20 @@ type dialOpts struct {
 
 func dial(t *testing.T, e *Emulator, o dialOpts) (*client, error) {
 	t.Helper()
-	tlsCfg := &tls.Config{RootCAs: e.CAPool(), ServerName: "localhost", MinVersion: tls.VersionTLS12}
+	if o.serverName == "" {
+		o.serverName = "localhost"
+	}
+	tlsCfg := &tls.Config{RootCAs: e.CAPool(), ServerName: o.serverName, MinVersion: tls.VersionTLS12}
 	if o.cert != nil {
 		tlsCfg.Certificates = []tls.Certificate{*o.cert}
 	}
 	cl := &client{t: t, lost: make(chan error, 1)}
+	broker := "ssl://" + e.MQTTAddr()
+	if o.websocket {
+		broker = "wss://" + e.WebSocketAddr() + "/$iothub/websocket"
+	}
 	opts := paho.NewClientOptions().
-		AddBroker("ssl://" + e.MQTTAddr()).
+		AddBroker(broker).
 		SetClientID(o.clientID).
 		SetUsername(o.username).
 		SetPassword(o.password).

@@ -37,6 +37,10 @@ const (
 // DataDirFile is the name of the state file inside Options.DataDir.
 const DataDirFile = core.DataDirFile
 
+// DataDirTokenFile is the file inside Options.DataDir that keeps the API
+// token across restarts.
+const DataDirTokenFile = "api-token"
+
 // DataDirSaveInterval is how often a running emulator with a DataDir checks
 // for changes and rewrites its state file; Close always writes it.
 const DataDirSaveInterval = core.DataDirSaveInterval
@@ -45,7 +49,9 @@ const DataDirSaveInterval = core.DataDirSaveInterval
 // the standard loopback ports.
 type Options struct {
 	// MQTTAddr is the MQTT/TLS listener (DPS and hub). Default
-	// "127.0.0.1:8883"; "127.0.0.1:0" picks a free port (see MQTTAddr()).
+	// "127.0.0.1:8883"; "127.0.0.1:0" picks a free port (see MQTTAddr());
+	// "-" disables it (MQTT over WebSockets and AMQP keep working), to
+	// stage a network where only 443 is open.
 	MQTTAddr string
 	// WebSocketAddr is the WebSocket/TLS listener (path /$iothub/websocket,
 	// subprotocol "mqtt") for DPS and the hub. Default "127.0.0.1:443",
@@ -87,9 +93,12 @@ type Options struct {
 	// ID scope, the enrollment groups, and every device with its keys,
 	// model id, group, attestation, enabled/provisioned flags, twin (desired
 	// and reported with $version and $metadata) and queued cloud-to-device
-	// messages. It does not keep connections, pending commands, telemetry
-	// or the API token. The file holds the group and device keys in clear:
-	// it is the emulator's own secret store, readable only by its owner.
+	// messages. It does not keep connections, pending commands or
+	// telemetry. Unless APIToken is given, the API token is kept too, in
+	// DataDirTokenFile (mode 0600), so scripts keep working across
+	// restarts. The files hold the group and device keys and the token in
+	// clear: the directory is the emulator's own secret store, readable
+	// only by its owner.
 	//
 	// When both are given, an explicit IDScope or Groups option replaces
 	// the file's ID scope or enrollment groups (devices keep the keys they
@@ -98,7 +107,8 @@ type Options struct {
 	// ErrDataFile and is left untouched. Default "": state is in memory only.
 	DataDir string
 	// APIToken guards the REST API (header "Authorization: <token>").
-	// Default: a random token (see APIToken()).
+	// Default: the token kept in DataDir when there is one, else a new
+	// random token (see APIToken()).
 	APIToken string
 	// RetryAfter is the retry-after DPS sends with 202 answers, written in
 	// whole seconds, rounded down (so anything under a second, or a negative
@@ -125,7 +135,7 @@ type resolved struct {
 	dataDir                                                                   string
 	groups                                                                    []EnrollmentGroup
 	autoApprove                                                               bool
-	explicitScope, explicitGroups                                             bool // set in Options, so they win over DataDir's file
+	explicitScope, explicitGroups, explicitToken                              bool // set in Options, so they win over DataDir's file
 	retryAfter, history                                                       int
 	log                                                                       *slog.Logger
 }
@@ -137,7 +147,7 @@ func resolve(o *Options) (resolved, error) {
 	r := resolved{
 		mqttAddr: o.MQTTAddr, restAddr: o.RESTAddr, wsAddr: o.WebSocketAddr, amqpAddr: o.AMQPAddr, hubHost: o.HubHost, idScope: o.IDScope,
 		certDir: o.CertDir, apiToken: o.APIToken, autoApprove: o.AutoApprove == nil || *o.AutoApprove,
-		log: o.Logger, dataDir: o.DataDir, history: o.TelemetryHistory, explicitScope: o.IDScope != "", explicitGroups: len(o.Groups) > 0,
+		log: o.Logger, dataDir: o.DataDir, history: o.TelemetryHistory, explicitScope: o.IDScope != "", explicitGroups: len(o.Groups) > 0, explicitToken: o.APIToken != "",
 	}
 	if r.certDir == "" && r.dataDir != "" {
 		r.certDir = filepath.Join(r.dataDir, "certs")
