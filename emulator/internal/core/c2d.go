@@ -157,6 +157,7 @@ func (c *Core) SettleC2D(id string, l Link, msgID string, o Outcome) {
 	default:
 		d.c2d = slices.Delete(d.c2d, i, i+1)
 		d.lastActivity = c.now()
+		c.notifyLocked(id)
 		if o == Reject {
 			d.deadLetters = append(d.deadLetters, m)
 			if len(d.deadLetters) > MaxDeadLetters {
@@ -189,6 +190,30 @@ func (c *Core) PendingC2D(id string) int {
 		return len(d.c2d)
 	}
 	return 0
+}
+
+// WaitPendingC2D waits until at most n cloud-to-device messages wait for
+// the device (an unknown device has none); ctx.Err() or ErrClosed otherwise.
+func (c *Core) WaitPendingC2D(ctx context.Context, id string, n int) error {
+	for {
+		c.mu.Lock()
+		pending := 0
+		if d, ok := c.devices[id]; ok {
+			pending = len(d.c2d)
+		}
+		ch := c.changeChanLocked(id)
+		c.mu.Unlock()
+		if pending <= n {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.done:
+			return ErrClosed
+		}
+	}
 }
 
 // DeadLetters returns the messages the device rejected, oldest first

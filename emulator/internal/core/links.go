@@ -158,7 +158,7 @@ func (c *Core) WaitOffline(ctx context.Context, id string) error {
 }
 
 // changeChanLocked returns a channel closed at the device's next
-// connection change (connect, disconnect, subscribe); c.mu held.
+// connection change (connect, disconnect, subscribe) or settlement; c.mu held.
 func (c *Core) changeChanLocked(id string) chan struct{} {
 	ch, ok := c.changes[id]
 	if !ok {
