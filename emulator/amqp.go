@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/iotc-go/iotc/emulator/internal/amqp1"
@@ -110,14 +111,14 @@ func (e *Emulator) AMQPAddr() string {
 // amqpBackend is the emulator's core seen by the AMQP application layer.
 type amqpBackend struct{ e *Emulator }
 
-// amqpErr maps the core's sentinels onto amqphub's.
+// amqpErr maps the core's sentinels onto amqphub's; the text (which a
+// device sees) names the reason once.
 func amqpErr(err error) error {
-	switch {
-	case errors.Is(err, core.ErrNotFound):
-		return fmt.Errorf("%w: %w", amqphub.ErrNotFound, err)
-	default:
-		return fmt.Errorf("%w: %w", amqphub.ErrUnauthorized, err)
+	target, sentinel := amqphub.ErrUnauthorized, core.ErrUnauthorized
+	if errors.Is(err, core.ErrNotFound) {
+		target, sentinel = amqphub.ErrNotFound, core.ErrNotFound
 	}
+	return fmt.Errorf("%w: %s", target, strings.TrimPrefix(err.Error(), sentinel.Error()+": "))
 }
 
 // AuthenticateDevice implements amqphub.Backend.
