@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,4 +93,25 @@ func TestStartRefusesBadAddress(t *testing.T) {
 	if !strings.Contains(err.Error(), "MQTT listener") {
 		t.Fatalf("error %q does not name the MQTT listener", err)
 	}
+}
+
+// TestWaitSubscribedTopics: each sample topic stands for one feature on
+// any protocol; a topic of none of them is refused, not waited for.
+func TestWaitSubscribedTopics(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, nil)
+	d, _ := newHubDevice(t, e, "waiter")
+	for _, topic := range []string{TopicMethods, TopicDesired, TopicTwinResponses, C2DTopic("waiter"), TopicMethods + "reboot/?$rid=1"} {
+		if err := e.WaitSubscribed(ctxT(t), "waiter", topic); err != nil {
+			t.Errorf("WaitSubscribed(%q) = %v", topic, err)
+		}
+	}
+	if err := e.WaitSubscribed(ctxT(t), "waiter", "devices/other/messages/devicebound/"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("another device's C2D topic: %v, want ErrInvalid", err)
+	}
+	if err := e.WaitSubscribed(ctxT(t), "waiter", "$iothub/unknown/"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("unknown topic: %v, want ErrInvalid", err)
+	}
+	d.close()
+	waitOffline(t, e, "waiter")
 }
