@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/iotc-go/iotc/emulator/internal/amqp1"
 	"github.com/iotc-go/iotc/emulator/internal/amqphub"
+	"github.com/iotc-go/iotc/emulator/internal/core"
 	"github.com/iotc-go/iotc/emulator/internal/wire"
 )
 
@@ -108,48 +108,44 @@ func (e *Emulator) AMQPAddr() string {
 	return e.amqp.ln.Addr().String()
 }
 
-// amqpBackend is the emulator's state seen by the AMQP application layer.
+// amqpBackend is the emulator's core seen by the AMQP application layer.
 type amqpBackend struct{ e *Emulator }
 
-// authFailure maps an authentication error of authHub/authDPS.
-func authFailure(err error) error {
-	return fmt.Errorf("%w: %w", amqphub.ErrUnauthorized, err)
+// amqpErr maps the core's sentinels onto amqphub's; the text (which a
+// device sees) names the reason once.
+func amqpErr(err error) error {
+	target, sentinel := amqphub.ErrUnauthorized, core.ErrUnauthorized
+	if errors.Is(err, core.ErrNotFound) {
+		target, sentinel = amqphub.ErrNotFound, core.ErrNotFound
+	}
+	return fmt.Errorf("%w: %s", target, strings.TrimPrefix(err.Error(), sentinel.Error()+": "))
 }
 
 // AuthenticateDevice implements amqphub.Backend.
 func (b amqpBackend) AuthenticateDevice(_ context.Context, deviceID, sasToken string) (time.Time, error) {
 	e := b.e
-	if err := b.known(deviceID); err != nil {
-		return time.Time{}, err
+	if _, err := e.core.Device(deviceID); err != nil {
+		return time.Time{}, amqpErr(err)
 	}
-	c, err := e.authHub(nil, deviceID, sasToken, nil)
+	a, err := e.core.AuthenticateHub(deviceID, sasToken, nil)
 	if err != nil {
 		e.log.Warn("AMQP authentication refused", "device_id", deviceID, "reason", err.Error())
-		return time.Time{}, authFailure(err)
+		return time.Time{}, amqpErr(err)
 	}
-	return c.expiry, nil
+	return a.Expiry, nil
 }
 
 // AuthenticateDeviceX509 implements amqphub.Backend.
 func (b amqpBackend) AuthenticateDeviceX509(_ context.Context, deviceID string, certs []*x509.Certificate) error {
-	if err := b.known(deviceID); err != nil {
-		return err
+	if _, err := b.e.core.Device(deviceID); err != nil {
+		return amqpErr(err)
 	}
 	if len(certs) == 0 {
 		return fmt.Errorf("%w: no client certificate", amqphub.ErrUnauthorized)
 	}
-	if _, err := b.e.authHub(nil, deviceID, "", certs); err != nil {
+	if _, err := b.e.core.AuthenticateHub(deviceID, "", certs); err != nil {
 		b.e.log.Warn("AMQP authentication refused", "device_id", deviceID, "reason", err.Error())
-		return authFailure(err)
-	}
-	return nil
-}
-
-func (b amqpBackend) known(deviceID string) error {
-	b.e.mu.Lock()
-	defer b.e.mu.Unlock()
-	if _, ok := b.e.devices[deviceID]; !ok {
-		return fmt.Errorf("%w: device %q", amqphub.ErrNotFound, deviceID)
+		return amqpErr(err)
 	}
 	return nil
 }
@@ -158,27 +154,17 @@ func (b amqpBackend) known(deviceID string) error {
 // device's one connection; an MQTT or older AMQP connection is dropped.
 func (b amqpBackend) ConnectDevice(_ context.Context, deviceID string, dc amqphub.DeviceConn) (amqphub.DeviceSession, error) {
 	e := b.e
-	e.mu.Lock()
-	d, err := e.lookup(deviceID)
-	if err != nil {
-		e.mu.Unlock()
-		return nil, fmt.Errorf("%w: %w", amqphub.ErrNotFound, err)
-	}
-	if !d.enabled {
-		e.mu.Unlock()
-		return nil, fmt.Errorf("%w: device %q is disabled", amqphub.ErrUnauthorized, deviceID)
-	}
-	oldMQTT, oldAMQP := d.conn, d.amqp
 	s := &amqpSession{e: e, id: deviceID, dc: dc}
-	d.amqp, d.conn = s, nil
-	d.lastActivity = e.now()
-	e.notifyLocked(deviceID)
-	e.mu.Unlock()
-	if oldAMQP != nil {
-		oldAMQP.dc.Close(errors.New("the device connected again"))
+	prev, err := e.core.Attach(deviceID, s, "")
+	if err != nil {
+		return nil, amqpErr(err)
 	}
-	if oldMQTT != nil {
-		oldMQTT.cl.Stop(errReplacedByAMQP)
+	if prev != nil {
+		if _, ok := prev.(*amqpSession); ok {
+			prev.Drop(errors.New("the device connected again"))
+		} else {
+			prev.Drop(errReplacedByAMQP)
+		}
 	}
 	e.log.Info("connection accepted", "role", wire.RoleHub.String(), "device_id", deviceID, "protocol", dc.Protocol())
 	return s, nil
@@ -189,185 +175,125 @@ var errReplacedByAMQP = errors.New("emulator: the device connected again over AM
 // AuthenticateDPS implements amqphub.Backend.
 func (b amqpBackend) AuthenticateDPS(_ context.Context, cred amqphub.DPSCredentials) (amqphub.DPSSession, error) {
 	e := b.e
-	if cred.IDScope != e.cfg.idScope {
-		return nil, fmt.Errorf("%w: unknown ID scope %q", amqphub.ErrNotFound, cred.IDScope)
-	}
-	if err := validID(cred.RegistrationID); err != nil {
-		return nil, fmt.Errorf("%w: %w", amqphub.ErrUnauthorized, err)
-	}
-	c, err := e.authDPS(nil, cred.RegistrationID, cred.SASToken, cred.Certificates)
+	a, err := e.core.AuthenticateDPS(cred.IDScope, cred.RegistrationID, cred.SASToken, cred.Certificates)
 	if err != nil {
 		e.log.Warn("AMQP DPS authentication refused", "registration_id", cred.RegistrationID, "reason", err.Error())
-		return nil, authFailure(err)
+		return nil, amqpErr(err)
 	}
-	return amqpDPS{e: e, c: c}, nil
+	return amqpDPS{e: e, a: a}, nil
 }
 
 // amqpDPS registers one authenticated registration id.
 type amqpDPS struct {
 	e *Emulator
-	c *conn
+	a core.DPSAuth
 }
 
 // Register implements amqphub.DPSSession.
 func (s amqpDPS) Register(_ context.Context, body []byte, _ bool) amqphub.DPSResponse {
-	status, retryAfter, v := s.e.dpsRegisterResult(s.c, body)
-	return s.e.dpsResponse(status, retryAfter, v)
+	return amqphub.DPSResponse(s.e.core.Register(s.a, body))
 }
 
 // OperationStatus implements amqphub.DPSSession.
 func (s amqpDPS) OperationStatus(_ context.Context, operationID string) amqphub.DPSResponse {
-	status, retryAfter, v := s.e.dpsPollResult(s.c, operationID)
-	return s.e.dpsResponse(status, retryAfter, v)
+	return amqphub.DPSResponse(s.e.core.PollOperation(s.a, operationID))
 }
 
-func (e *Emulator) dpsResponse(status, retryAfter int, v any) amqphub.DPSResponse {
-	body, err := json.Marshal(v)
-	if err != nil {
-		return amqphub.DPSResponse{Status: 500, RetryAfter: -1, Body: []byte(`{"errorCode":500000,"message":"encode answer"}`)}
-	}
-	return amqphub.DPSResponse{Status: status, RetryAfter: retryAfter, Body: body}
-}
-
-// amqpSession is a device's hub session over AMQP.
+// amqpSession is a device's hub session over AMQP; it is the device's
+// core.Link while it is the device's connection.
 type amqpSession struct {
 	e  *Emulator
 	id string
 	dc amqphub.DeviceConn
 }
 
-// Telemetry implements amqphub.DeviceSession.
-func (s *amqpSession) Telemetry(_ context.Context, t amqphub.Telemetry) error {
-	if len(t.Body) > MaxTelemetryBody {
-		return fmt.Errorf("%w: telemetry body of %d bytes exceeds %d", amqphub.ErrTooLarge, len(t.Body), MaxTelemetryBody)
-	}
-	s.e.touch(s.id)
-	s.e.storeTelemetry(Telemetry{
-		DeviceID: s.id, Component: t.Component, Body: t.Body, Properties: t.Properties, System: t.System, Received: s.e.now(),
-	})
-	return nil
-}
+var _ core.Link = (*amqpSession)(nil)
 
-// Twin implements amqphub.DeviceSession.
-func (s *amqpSession) Twin(context.Context) (int, []byte) {
-	s.e.touch(s.id)
-	return s.e.twinDocument(s.id)
-}
+// Protocol implements core.Link.
+func (s *amqpSession) Protocol() string { return amqphub.Protocol }
 
-// PatchReported implements amqphub.DeviceSession.
-func (s *amqpSession) PatchReported(_ context.Context, patch []byte) (int, int64, []byte) {
-	s.e.touch(s.id)
-	return s.e.patchReported(s.id, patch)
-}
-
-// NextC2D implements amqphub.DeviceSession: the oldest queued message not
-// in flight on this session.
-func (s *amqpSession) NextC2D(context.Context) (amqphub.C2DMessage, bool) {
-	e := s.e
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	d, ok := e.devices[s.id]
-	if !ok || d.amqp != s {
-		return amqphub.C2DMessage{}, false
-	}
-	for _, m := range d.c2d {
-		if m.amqpOn != nil {
-			continue
-		}
-		m.amqpOn = s
-		m.deliveries++
-		props := make(map[string]string, len(m.props))
-		for k, v := range m.props {
-			props[k] = v
-		}
-		return amqphub.C2DMessage{LockToken: m.id, MessageID: m.id, Body: m.body, Properties: props}, true
-	}
-	return amqphub.C2DMessage{}, false
-}
-
-// SettleC2D implements amqphub.DeviceSession.
-func (s *amqpSession) SettleC2D(_ context.Context, lockToken string, outcome amqphub.C2DOutcome) error {
-	e := s.e
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	d, ok := e.devices[s.id]
-	if !ok {
-		return nil
-	}
-	for i, m := range d.c2d {
-		if m.id != lockToken || m.amqpOn != s {
-			continue
-		}
-		if outcome == amqphub.C2DAbandon {
-			m.amqpOn = nil
-		} else {
-			d.c2d = append(d.c2d[:i], d.c2d[i+1:]...)
-			d.lastActivity = e.now()
-		}
-		e.log.Info("cloud-to-device message settled", "device_id", s.id, "message_id", m.id, "outcome", outcome.String())
-		return nil
-	}
-	return nil
-}
-
-// SubscriptionsChanged implements amqphub.DeviceSession.
-func (s *amqpSession) SubscriptionsChanged() {
-	s.e.mu.Lock()
-	s.e.notifyLocked(s.id)
-	s.e.mu.Unlock()
-}
-
-// Close implements amqphub.DeviceSession.
-func (s *amqpSession) Close() {
-	e := s.e
-	e.mu.Lock()
-	d, ok := e.devices[s.id]
-	if ok {
-		if d.amqp == s {
-			d.amqp = nil
-		}
-		for _, m := range d.c2d {
-			if m.amqpOn == s {
-				m.amqpOn = nil
-			}
-		}
-		e.notifyLocked(s.id)
-	}
-	e.mu.Unlock()
-	e.log.Info("connection closed", "role", wire.RoleHub.String(), "device_id", s.id, "protocol", amqphub.Protocol)
-	e.deliverC2D(s.id) // messages it held go to a newer connection
-}
-
-// amqpSubscribed reports whether an AMQP device holds the subscription
-// matching an MQTT topic of WaitSubscribed.
-func amqpSubscribed(s *amqpSession, id, topic string) bool {
-	switch {
-	case strings.HasPrefix(topic, TopicMethods):
+// Subscribed implements core.Link.
+func (s *amqpSession) Subscribed(f core.Feature) bool {
+	switch f {
+	case core.FeatureMethods:
 		return s.dc.Subscribed(amqphub.FeatureMethods)
-	case strings.HasPrefix(topic, TopicDesired):
+	case core.FeatureDesired:
 		return s.dc.Subscribed(amqphub.FeatureDesired)
-	case strings.HasPrefix(topic, TopicTwinResponses):
+	case core.FeatureTwin:
 		return s.dc.Subscribed(amqphub.FeatureTwin)
-	case strings.HasPrefix(topic, wire.C2DFilterPrefix(id)):
+	case core.FeatureC2D:
 		return s.dc.Subscribed(amqphub.FeatureC2D)
 	}
 	return false
 }
 
-// invokeAMQP runs a direct method on an AMQP device.
-func (e *Emulator) invokeAMQP(ctx context.Context, s *amqpSession, method string, body []byte, timeout time.Duration) (CommandResult, error) {
-	tctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	status, resp, err := s.dc.InvokeMethod(tctx, method, body)
-	switch {
-	case err == nil:
-		return commandResult(status, resp), nil
-	case ctx.Err() != nil:
-		return CommandResult{}, ctx.Err()
-	case errors.Is(err, context.DeadlineExceeded):
-		e.log.Warn("direct method timed out", "device_id", s.id, "method", method, "timeout", timeout)
-		return CommandResult{}, fmt.Errorf("%w: device %q, method %s, after %s", ErrTimeout, s.id, method, timeout)
-	default:
-		return CommandResult{}, fmt.Errorf("%w: device %q (method %s): %v", ErrDeviceOffline, s.id, method, err)
+// PushDesired implements core.Link.
+func (s *amqpSession) PushDesired(body []byte, _ int64) error {
+	if err := s.dc.PushDesired(body); err != nil && !errors.Is(err, amqphub.ErrNotSubscribed) {
+		return err
 	}
+	return nil
+}
+
+// InvokeMethod implements core.Link.
+func (s *amqpSession) InvokeMethod(ctx context.Context, method string, payload []byte) (int, []byte, error) {
+	return s.dc.InvokeMethod(ctx, method, payload)
+}
+
+// NotifyC2D implements core.Link.
+func (s *amqpSession) NotifyC2D() { s.dc.NotifyC2D() }
+
+// Drop implements core.Link.
+func (s *amqpSession) Drop(reason error) { s.dc.Close(reason) }
+
+// Telemetry implements amqphub.DeviceSession.
+func (s *amqpSession) Telemetry(_ context.Context, t amqphub.Telemetry) error {
+	if len(t.Body) > MaxTelemetryBody {
+		return fmt.Errorf("%w: telemetry body of %d bytes exceeds %d", amqphub.ErrTooLarge, len(t.Body), MaxTelemetryBody)
+	}
+	s.e.core.StoreTelemetry(Telemetry{
+		DeviceID: s.id, Component: t.Component, Body: t.Body, Properties: t.Properties, System: t.System, Received: time.Now().UTC(),
+	})
+	return nil
+}
+
+// Twin implements amqphub.DeviceSession.
+func (s *amqpSession) Twin(context.Context) (int, []byte) { return s.e.core.TwinDocument(s.id) }
+
+// PatchReported implements amqphub.DeviceSession.
+func (s *amqpSession) PatchReported(_ context.Context, patch []byte) (int, int64, []byte) {
+	return s.e.core.PatchReported(s.id, patch)
+}
+
+// NextC2D implements amqphub.DeviceSession: the oldest queued message not
+// in flight.
+func (s *amqpSession) NextC2D(context.Context) (amqphub.C2DMessage, bool) {
+	m, ok := s.e.core.NextC2D(s.id, s)
+	if !ok {
+		return amqphub.C2DMessage{}, false
+	}
+	return amqphub.C2DMessage{LockToken: m.MessageID, MessageID: m.MessageID, Body: m.Body, Properties: m.Properties}, true
+}
+
+// SettleC2D implements amqphub.DeviceSession.
+func (s *amqpSession) SettleC2D(_ context.Context, lockToken string, outcome amqphub.C2DOutcome) error {
+	o := core.Complete
+	switch outcome {
+	case amqphub.C2DAbandon:
+		o = core.Abandon
+	case amqphub.C2DReject:
+		o = core.Reject
+	}
+	s.e.core.SettleC2D(s.id, s, lockToken, o)
+	return nil
+}
+
+// SubscriptionsChanged implements amqphub.DeviceSession.
+func (s *amqpSession) SubscriptionsChanged() { s.e.core.SubscriptionsChanged(s.id) }
+
+// Close implements amqphub.DeviceSession: messages it held go to a newer
+// connection.
+func (s *amqpSession) Close() {
+	s.e.core.Detach(s.id, s)
+	s.e.log.Info("connection closed", "role", wire.RoleHub.String(), "device_id", s.id, "protocol", amqphub.Protocol)
 }

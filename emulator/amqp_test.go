@@ -6,14 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/Azure/go-amqp"
 	"nhooyr.io/websocket"
-
-	"github.com/iotc-go/iotc/domain"
 )
 
 func amqpTLS(e *Emulator) *tls.Config {
@@ -58,7 +57,7 @@ func amqpPutToken(t *testing.T, s *amqp.Session, e *Emulator, id, token string) 
 	err = snd.Send(ctxT(t), &amqp.Message{
 		Properties: &amqp.MessageProperties{MessageID: "put-1"},
 		ApplicationProperties: map[string]any{"operation": "put-token", "type": "servicebus.windows.net:sastoken",
-			"name": domain.EscapeComponent(domain.HubResource(e.HubHost(), id))},
+			"name": url.QueryEscape(e.HubHost() + "/devices/" + id)},
 		Value: token,
 	}, nil)
 	if err != nil {
@@ -111,7 +110,7 @@ func TestAMQPHubEndToEnd(t *testing.T) {
 	}
 	select {
 	case m := <-msgs:
-		if m.Component != "thermostat1" || m.System[domain.PropMessageID] != "m1" || string(m.Body) != `{"temperature":21.5}` {
+		if m.Component != "thermostat1" || m.System["$.mid"] != "m1" || string(m.Body) != `{"temperature":21.5}` {
 			t.Fatalf("telemetry %+v", m)
 		}
 	case <-time.After(wait):

@@ -8,11 +8,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
 func startData(t *testing.T, opts Options) (*Emulator, error) {
 	t.Helper()
-	opts.MQTTAddr, opts.RESTAddr = "127.0.0.1:0", "-"
+	opts.MQTTAddr = "127.0.0.1:0"
+	if opts.RESTAddr == "" {
+		opts.RESTAddr = "-"
+	}
 	return Start(t.Context(), &opts)
 }
 
@@ -149,9 +154,10 @@ func TestDataDirSurvivesRestart(t *testing.T) {
 	if status != "204" || q.Get("$version") != "3" {
 		t.Fatalf("reported patch after restart: %s version %s, want 204 version 3", status, q.Get("$version"))
 	}
-	h2.twinRequest("$iothub/twin/GET/", nil) // the c2d PUBACK was read before this
-	if n := pendingC2D(e2, reg); n != 0 {
-		t.Fatalf("%d messages queued after the ack", n)
+	// paho sends the PUBACK once its handler returned, maybe after the
+	// twin request: wait for it (bounded).
+	if err := e2.core.WaitPendingC2D(ctxT(t), reg, 0); err != nil {
+		t.Fatalf("%d messages queued after the ack: %v", pendingC2D(e2, reg), err)
 	}
 }
 
@@ -169,7 +175,7 @@ func TestDataDirExplicitOptionsWin(t *testing.T) {
 	if err := e1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	groupKey := randomKey()
+	groupKey := core.RandomKey()
 	e2, err := startData(t, Options{DataDir: dataDir, IDScope: "0neEXPLICIT",
 		Groups: []EnrollmentGroup{{ID: "mine", Enabled: true, PrimaryKey: groupKey}}})
 	if err != nil {
@@ -273,5 +279,65 @@ func TestDataDirSavedWhileRunning(t *testing.T) {
 		case <-deadline:
 			t.Fatal("the running emulator never saved the new device")
 		}
+	}
+}
+
+// TestDataDirKeepsAPIToken: with a DataDir the API token survives a
+// restart (kept in DataDirTokenFile, mode 0600); an explicit APIToken wins
+// without replacing the kept one.
+func TestDataDirKeepsAPIToken(t *testing.T) {
+	t.Parallel()
+	dataDir := filepath.Join(t.TempDir(), "data")
+	e1, err := startData(t, Options{DataDir: dataDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := e1.APIToken()
+	if err := e1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(dataDir, DataDirTokenFile))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("token file: %v, mode %v", err, st.Mode().Perm())
+	}
+	e2, err := startData(t, Options{DataDir: dataDir, RESTAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e2.APIToken() != tok {
+		t.Fatal("the API token changed across a restart with the same DataDir")
+	}
+	if status, _ := restDo(t, e2, "GET", "/api/devices", tok, nil); status != 200 {
+		t.Fatalf("the kept token is refused: %d", status)
+	}
+	if err := e2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e3, err := startData(t, Options{DataDir: dataDir, APIToken: "given"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e3.APIToken() != "given" {
+		t.Fatalf("explicit token replaced by %q", e3.APIToken())
+	}
+	if err := e3.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e4, err := startData(t, Options{DataDir: dataDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e4.APIToken() != tok {
+		t.Fatal("an explicit token overwrote the kept one")
+	}
+	if err := e4.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A kept file with no token is a clear start-up error.
+	if err := os.WriteFile(filepath.Join(dataDir, DataDirTokenFile), []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := startData(t, Options{DataDir: dataDir}); !errors.Is(err, ErrDataFile) {
+		t.Fatalf("empty token file: %v, want ErrDataFile", err)
 	}
 }

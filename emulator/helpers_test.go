@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,8 +18,6 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"go.uber.org/goleak"
-
-	"github.com/iotc-go/iotc/domain"
 )
 
 func TestMain(m *testing.M) {
@@ -71,6 +70,8 @@ type client struct {
 type dialOpts struct {
 	clientID, username, password string
 	clean                        bool
+	serverName                   string // TLS server name; default "localhost"
+	websocket                    bool   // dial MQTT over WebSockets
 	cert                         *tls.Certificate
 	manualAck                    bool
 	onMessage                    paho.MessageHandler // messages matching no subscription of this client
@@ -78,13 +79,20 @@ type dialOpts struct {
 
 func dial(t *testing.T, e *Emulator, o dialOpts) (*client, error) {
 	t.Helper()
-	tlsCfg := &tls.Config{RootCAs: e.CAPool(), ServerName: "localhost", MinVersion: tls.VersionTLS12}
+	if o.serverName == "" {
+		o.serverName = "localhost"
+	}
+	tlsCfg := &tls.Config{RootCAs: e.CAPool(), ServerName: o.serverName, MinVersion: tls.VersionTLS12}
 	if o.cert != nil {
 		tlsCfg.Certificates = []tls.Certificate{*o.cert}
 	}
 	cl := &client{t: t, lost: make(chan error, 1)}
+	broker := "ssl://" + e.MQTTAddr()
+	if o.websocket {
+		broker = "wss://" + e.WebSocketAddr() + "/$iothub/websocket"
+	}
 	opts := paho.NewClientOptions().
-		AddBroker("ssl://" + e.MQTTAddr()).
+		AddBroker(broker).
 		SetClientID(o.clientID).
 		SetUsername(o.username).
 		SetPassword(o.password).
@@ -198,31 +206,35 @@ func dpsUser(e *Emulator, reg string) string {
 	return e.IDScope() + "/registrations/" + reg + "/api-version=2019-03-31&ClientVersion=paho-test"
 }
 
-func hubSAS(t *testing.T, e *Emulator, id, key string, ttl time.Duration) string {
+// testSAS builds a SAS token with no code of the emulator or the SDK:
+// sr is the resource percent-encoded as the Node SDK does, the signature
+// is HMAC-SHA256 over "sr\nse" (see internal/sas/testdata for vectors made
+// with openssl that the emulator's own code is checked against).
+func testSAS(t *testing.T, key, resource string, expiry time.Time, keyName string) string {
 	t.Helper()
-	tok, err := domain.BuildSAS(key, domain.HubResource(e.HubHost(), id), time.Now().Add(ttl), "")
-	if err != nil {
-		t.Fatal(err)
+	sr := strings.ReplaceAll(url.QueryEscape(resource), "+", "%20")
+	se := strconv.FormatInt(expiry.Unix(), 10)
+	tok := "SharedAccessSignature sr=" + sr + "&sig=" + url.QueryEscape(hmacB64(t, key, sr+"\n"+se)) + "&se=" + se
+	if keyName != "" {
+		tok += "&skn=" + url.QueryEscape(keyName)
 	}
 	return tok
+}
+
+func hubSAS(t *testing.T, e *Emulator, id, key string, ttl time.Duration) string {
+	t.Helper()
+	return testSAS(t, key, e.HubHost()+"/devices/"+id, time.Now().Add(ttl), "")
 }
 
 func dpsSAS(t *testing.T, e *Emulator, reg, key string, ttl time.Duration) string {
 	t.Helper()
-	tok, err := domain.BuildSAS(key, domain.DPSResource(e.IDScope(), reg), time.Now().Add(ttl), domain.DPSKeyName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return testSAS(t, key, e.IDScope()+"/registrations/"+reg, time.Now().Add(ttl), "registration")
 }
 
+// derived is the device key of reg under groupKey, computed here.
 func derived(t *testing.T, groupKey, reg string) string {
 	t.Helper()
-	k, err := domain.DeriveDeviceKey(groupKey, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
+	return hmacB64(t, groupKey, reg)
 }
 
 // connectHub connects a device with a SAS token and subscribes to

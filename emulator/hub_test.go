@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -34,10 +35,12 @@ func TestHubAuthRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	other, _ := e.CreateDevice("d2")
-	wrongAudience, err := domain.BuildSAS(key, domain.HubResource("elsewhere.azure-devices.net", "d1"), time.Now().Add(time.Hour), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	wrongAudience := testSAS(t, key, "elsewhere.azure-devices.net/devices/d1", time.Now().Add(time.Hour), "")
+	// sr sent encoded, but signed over the decoded resource: a mistake an
+	// SDK can make, which IoT Hub refuses.
+	decSE := fmt.Sprint(time.Now().Add(time.Hour).Unix())
+	decodedSigned := "SharedAccessSignature sr=" + url.QueryEscape(e.HubHost()+"/devices/d1") +
+		"&sig=" + url.QueryEscape(hmacB64(t, key, e.HubHost()+"/devices/d1\n"+decSE)) + "&se=" + decSE
 	for _, tc := range []struct{ name, clientID, user, password string }{
 		{"wrong key", "d1", hubUser(e, "d1", ""), hubSAS(t, e, "d1", other, time.Hour)},
 		{"expired token", "d1", hubUser(e, "d1", ""), hubSAS(t, e, "d1", key, -time.Second)},
@@ -47,6 +50,7 @@ func TestHubAuthRefusals(t *testing.T) {
 		{"module", "d1/m1", e.HubHost() + "/d1/m1/?api-version=2021-04-12", hubSAS(t, e, "d1", key, time.Hour)},
 		{"token of another device", "d1", hubUser(e, "d1", ""), hubSAS(t, e, "d2", other, time.Hour)},
 		{"malformed token", "d1", hubUser(e, "d1", ""), "SharedAccessSignature sr=x"},
+		{"encoded sr signed decoded", "d1", hubUser(e, "d1", ""), decodedSigned},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := dial(t, e, dialOpts{clientID: tc.clientID, username: tc.user, password: tc.password})
@@ -54,9 +58,9 @@ func TestHubAuthRefusals(t *testing.T) {
 		})
 	}
 	t.Run("C-style unencoded sr, Node-style field order", func(t *testing.T) {
-		raw := domain.HubResource(e.HubHost(), "d1")
+		raw := e.HubHost() + "/devices/d1"
 		se := fmt.Sprint(time.Now().Add(time.Hour).Unix())
-		sig := domain.EscapeComponent(hmacB64(t, key, raw+"\n"+se))
+		sig := url.QueryEscape(hmacB64(t, key, raw+"\n"+se))
 		for _, tok := range []string{
 			"SharedAccessSignature sr=" + raw + "&sig=" + sig + "&se=" + se,
 			"SharedAccessSignature sig=" + sig + "&se=" + se + "&sr=" + raw,
@@ -166,10 +170,7 @@ func TestNextTelemetryContext(t *testing.T) {
 	if _, err := e.NextTelemetry(ctx, "x"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("NextTelemetry on a cancelled context: %v", err)
 	}
-	e.mu.Lock()
-	n := len(e.watchers)
-	e.mu.Unlock()
-	if n != 0 {
+	if n := e.core.Watchers(); n != 0 {
 		t.Fatalf("%d watchers left behind", n)
 	}
 }
@@ -464,7 +465,7 @@ func TestInvokeWaitsForConnection(t *testing.T) {
 	}
 	done := make(chan out, 1)
 	go func() {
-		res, err := e.invoke(ctxT(t), "late", "", "ping", nil, wait, wait)
+		res, err := e.core.InvokeCommand(ctxT(t), "late", "", "ping", nil, wait, wait)
 		done <- out{res, err}
 	}()
 	d := connectHub(t, e, "late", key, true)
@@ -540,9 +541,9 @@ func TestC2DQueuedWhileOfflineAndRedelivered(t *testing.T) {
 	if again.Topic() != second.Topic() || !again.Duplicate() {
 		t.Fatalf("redelivery %s dup=%v, want %s dup=true", again.Topic(), again.Duplicate(), second.Topic())
 	}
-	d2.twinRequest("$iothub/twin/GET/", nil) // paho's automatic PUBACK was read before this
-	if n := pendingC2D(e, "c2d"); n != 0 {
-		t.Fatalf("%d messages still queued after the acks", n)
+	// paho sends its automatic PUBACK after the handler returned: wait for it (bounded).
+	if err := e.core.WaitPendingC2D(ctxT(t), "c2d", 0); err != nil {
+		t.Fatalf("%d messages still queued after the acks: %v", pendingC2D(e, "c2d"), err)
 	}
 	// Delivered at once to a connected, subscribed device.
 	if err := e.SendCloudToDevice(ctx, "c2d", []byte("live"), nil); err != nil {
@@ -642,29 +643,12 @@ func TestCloseWithHalfOpenConnection(t *testing.T) {
 // waitOffline waits until the emulator has seen the device's connection end.
 func waitOffline(t *testing.T, e *Emulator, id string) {
 	t.Helper()
-	ctx := ctxT(t)
-	for {
-		e.mu.Lock()
-		d := e.devices[id]
-		connected := d != nil && d.conn != nil
-		ch := e.changeChanLocked(id)
-		e.mu.Unlock()
-		if !connected {
-			return
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			t.Fatal("device never went offline")
-		}
+	if err := e.core.WaitOffline(ctxT(t), id); err != nil {
+		t.Fatalf("device never went offline: %v", err)
 	}
 }
 
-func pendingC2D(e *Emulator, id string) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.devices[id].c2d)
-}
+func pendingC2D(e *Emulator, id string) int { return e.core.PendingC2D(id) }
 
 func TestConnectionDroppedWhenTokenExpires(t *testing.T) {
 	t.Parallel()

@@ -1,9 +1,6 @@
 package emulator
 
 import (
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,35 +8,50 @@ import (
 	"strings"
 	"time"
 
-	"github.com/iotc-go/iotc/domain"
-	"github.com/iotc-go/iotc/emulator/internal/pki"
+	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
 // Service limits the emulator enforces, as IoT Hub does.
 const (
 	// MaxTelemetryBody is the largest device-to-cloud message body (256 KiB);
 	// a bigger one closes the device's connection.
-	MaxTelemetryBody = 256 << 10
+	MaxTelemetryBody = core.MaxTelemetryBody
 	// MaxC2DBody is the largest cloud-to-device message body (64 KiB).
-	MaxC2DBody = 64 << 10
+	MaxC2DBody = core.MaxC2DBody
 	// MaxC2DQueue is how many cloud-to-device messages may wait for one
 	// device (delivered but not yet acknowledged ones included).
-	MaxC2DQueue = 50
+	MaxC2DQueue = core.MaxC2DQueue
 	// MaxTwinSection is the largest desired or reported section (32 KiB of
 	// JSON); a reported patch that would exceed it gets status 400.
-	MaxTwinSection = 32 << 10
+	MaxTwinSection = core.MaxTwinSection
 	// DefaultCommandTimeout is the InvokeCommand timeout used when none is
 	// given (IoT Hub's default responseTimeoutInSeconds).
-	DefaultCommandTimeout = 30 * time.Second
+	DefaultCommandTimeout = core.DefaultCommandTimeout
 	// MaxCommandTimeout caps the InvokeCommand timeout (IoT Hub: 300 s).
-	MaxCommandTimeout = 300 * time.Second
+	MaxCommandTimeout = core.MaxCommandTimeout
+	// DefaultTelemetryHistory is how many messages per device the telemetry
+	// history keeps when Options.TelemetryHistory is zero.
+	DefaultTelemetryHistory = core.DefaultTelemetryHistory
 )
+
+// DataDirFile is the name of the state file inside Options.DataDir.
+const DataDirFile = core.DataDirFile
+
+// DataDirTokenFile is the file inside Options.DataDir that keeps the API
+// token across restarts.
+const DataDirTokenFile = "api-token"
+
+// DataDirSaveInterval is how often a running emulator with a DataDir checks
+// for changes and rewrites its state file; Close always writes it.
+const DataDirSaveInterval = core.DataDirSaveInterval
 
 // Options configure Start. The zero value (or nil) is a working emulator on
 // the standard loopback ports.
 type Options struct {
 	// MQTTAddr is the MQTT/TLS listener (DPS and hub). Default
-	// "127.0.0.1:8883"; "127.0.0.1:0" picks a free port (see MQTTAddr()).
+	// "127.0.0.1:8883"; "127.0.0.1:0" picks a free port (see MQTTAddr());
+	// "-" disables it (MQTT over WebSockets and AMQP keep working), to
+	// stage a network where only 443 is open.
 	MQTTAddr string
 	// WebSocketAddr is the WebSocket/TLS listener (path /$iothub/websocket,
 	// subprotocol "mqtt") for DPS and the hub. Default "127.0.0.1:443",
@@ -81,9 +93,12 @@ type Options struct {
 	// ID scope, the enrollment groups, and every device with its keys,
 	// model id, group, attestation, enabled/provisioned flags, twin (desired
 	// and reported with $version and $metadata) and queued cloud-to-device
-	// messages. It does not keep connections, pending commands, telemetry
-	// or the API token. The file holds the group and device keys in clear:
-	// it is the emulator's own secret store, readable only by its owner.
+	// messages. It does not keep connections, pending commands or
+	// telemetry. Unless APIToken is given, the API token is kept too, in
+	// DataDirTokenFile (mode 0600), so scripts keep working across
+	// restarts. The files hold the group and device keys and the token in
+	// clear: the directory is the emulator's own secret store, readable
+	// only by its owner.
 	//
 	// When both are given, an explicit IDScope or Groups option replaces
 	// the file's ID scope or enrollment groups (devices keep the keys they
@@ -92,12 +107,18 @@ type Options struct {
 	// ErrDataFile and is left untouched. Default "": state is in memory only.
 	DataDir string
 	// APIToken guards the REST API (header "Authorization: <token>").
-	// Default: a random token (see APIToken()).
+	// Default: the token kept in DataDir when there is one, else a new
+	// random token (see APIToken()).
 	APIToken string
 	// RetryAfter is the retry-after DPS sends with 202 answers, written in
 	// whole seconds, rounded down (so anything under a second, or a negative
 	// value, sends retry-after=0). Default (zero) 1s.
 	RetryAfter time.Duration
+	// TelemetryHistory is how many telemetry messages per device the
+	// emulator keeps (see TelemetryHistory and GET
+	// /api/devices/{id}/telemetry): 0 means DefaultTelemetryHistory, a
+	// negative value keeps none. The oldest message goes first.
+	TelemetryHistory int
 	// Logger receives one line per refused connection, dropped connection
 	// and rejected request. nil discards. Secrets are never logged.
 	Logger *slog.Logger
@@ -106,83 +127,7 @@ type Options struct {
 // EnrollmentGroup is a DPS enrollment group: symmetric keys (devices
 // derive their key from the group key and their registration id) or, when
 // CACertPEM is set, an X.509 CA whose leaf certificates' CN is the device id.
-type EnrollmentGroup struct {
-	// ID names the group (letters, digits, '-', '.', '_', ':'; at most 128).
-	ID string
-	// DisplayName is shown by the REST API; default ID.
-	DisplayName string
-	// Enabled groups can register devices; devices of a disabled group get
-	// DPS status "disabled".
-	Enabled bool
-	// PrimaryKey and SecondaryKey are base64 symmetric keys (generated when
-	// empty for a symmetric-key group; ignored for an X.509 group).
-	PrimaryKey, SecondaryKey string
-	// CACertPEM holds the trusted CA certificate(s) of an X.509 group.
-	CACertPEM []byte
-}
-
-// IsX509 reports whether the group authenticates with certificates.
-func (g EnrollmentGroup) IsX509() bool { return len(g.CACertPEM) > 0 }
-
-func randomKey() string {
-	b := make([]byte, 64)
-	_, _ = rand.Read(b)
-	return base64.StdEncoding.EncodeToString(b)
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// validID checks an IoT Hub device id (also used for groups): 1..128 ASCII
-// letters, digits and - . % _ * ? ! ( ) , : = @ $ ' (no '/', '+' or '#',
-// which would break MQTT topics).
-func validID(id string) error {
-	if id == "" || len(id) > 128 {
-		return fmt.Errorf("%w: id must be 1..128 characters", ErrInvalid)
-	}
-	for _, r := range id {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
-		case strings.ContainsRune("-.%_*?!(),:=@$'", r):
-		default:
-			return fmt.Errorf("%w: id %q has character %q", ErrInvalid, id, r)
-		}
-	}
-	return nil
-}
-
-// normalizeGroup validates g and fills its defaults.
-func normalizeGroup(g EnrollmentGroup) (EnrollmentGroup, error) {
-	if err := validID(g.ID); err != nil {
-		return g, fmt.Errorf("enrollment group: %w", err)
-	}
-	if g.DisplayName == "" {
-		g.DisplayName = g.ID
-	}
-	if g.IsX509() {
-		if _, err := pki.ParseCertificates(g.CACertPEM); err != nil {
-			return g, fmt.Errorf("%w: enrollment group %s: %v", ErrInvalid, g.ID, err)
-		}
-		g.CACertPEM = append([]byte(nil), g.CACertPEM...)
-		g.PrimaryKey, g.SecondaryKey = "", ""
-		return g, nil
-	}
-	if g.PrimaryKey == "" {
-		g.PrimaryKey = randomKey()
-	}
-	if g.SecondaryKey == "" {
-		g.SecondaryKey = randomKey()
-	}
-	for _, k := range []string{g.PrimaryKey, g.SecondaryKey} {
-		if err := domain.ValidateKey(k); err != nil {
-			return g, fmt.Errorf("%w: enrollment group %s: key is not base64", ErrInvalid, g.ID)
-		}
-	}
-	return g, nil
-}
+type EnrollmentGroup = core.EnrollmentGroup
 
 // resolved is Options with every default applied.
 type resolved struct {
@@ -190,8 +135,8 @@ type resolved struct {
 	dataDir                                                                   string
 	groups                                                                    []EnrollmentGroup
 	autoApprove                                                               bool
-	explicitScope, explicitGroups                                             bool // set in Options, so they win over DataDir's file
-	retryAfter                                                                int
+	explicitScope, explicitGroups, explicitToken                              bool // set in Options, so they win over DataDir's file
+	retryAfter, history                                                       int
 	log                                                                       *slog.Logger
 }
 
@@ -202,7 +147,7 @@ func resolve(o *Options) (resolved, error) {
 	r := resolved{
 		mqttAddr: o.MQTTAddr, restAddr: o.RESTAddr, wsAddr: o.WebSocketAddr, amqpAddr: o.AMQPAddr, hubHost: o.HubHost, idScope: o.IDScope,
 		certDir: o.CertDir, apiToken: o.APIToken, autoApprove: o.AutoApprove == nil || *o.AutoApprove,
-		log: o.Logger, dataDir: o.DataDir, explicitScope: o.IDScope != "", explicitGroups: len(o.Groups) > 0,
+		log: o.Logger, dataDir: o.DataDir, history: o.TelemetryHistory, explicitScope: o.IDScope != "", explicitGroups: len(o.Groups) > 0, explicitToken: o.APIToken != "",
 	}
 	if r.certDir == "" && r.dataDir != "" {
 		r.certDir = filepath.Join(r.dataDir, "certs")
@@ -232,13 +177,13 @@ func resolve(o *Options) (resolved, error) {
 		return r, fmt.Errorf("%w: hub host %q", ErrInvalid, r.hubHost)
 	}
 	if r.idScope == "" {
-		r.idScope = "0ne" + strings.ToUpper(randomHex(4))
+		r.idScope = "0ne" + strings.ToUpper(core.RandomHex(4))
 	}
 	if strings.ContainsAny(r.idScope, "/?#+& ") {
 		return r, fmt.Errorf("%w: ID scope %q", ErrInvalid, r.idScope)
 	}
 	if r.apiToken == "" {
-		r.apiToken = "SharedAccessSignature sr=emulator&sig=" + randomHex(24)
+		r.apiToken = "SharedAccessSignature sr=emulator&sig=" + core.RandomHex(24)
 	}
 	switch {
 	case o.RetryAfter < 0:
@@ -257,7 +202,7 @@ func resolve(o *Options) (resolved, error) {
 	}
 	seen := map[string]bool{}
 	for _, g := range groups {
-		ng, err := normalizeGroup(g)
+		ng, err := core.NormalizeGroup(g)
 		if err != nil {
 			return r, err
 		}

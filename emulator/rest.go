@@ -130,7 +130,7 @@ func rawPayload(r json.RawMessage) any {
 }
 
 func (b restBackend) InvokeCommand(ctx context.Context, id, component, name string, req restapi.CommandRequest) (restapi.CommandResult, error) {
-	res, err := b.e.invoke(ctx, id, component, name, rawPayload(req.Request),
+	res, err := b.e.core.InvokeCommand(ctx, id, component, name, rawPayload(req.Request),
 		time.Duration(req.ConnectionTimeout)*time.Second, time.Duration(req.ResponseTimeout)*time.Second)
 	if err != nil {
 		return restapi.CommandResult{}, restErr(err)
@@ -152,6 +152,32 @@ func (b restBackend) LatestTelemetry(ctx context.Context, id, component, name st
 	}
 	v, err := b.e.LatestTelemetry(id, component, name)
 	return restapi.TelemetryValue{Timestamp: v.Timestamp, Value: v.Value}, restErr(err)
+}
+
+func (b restBackend) TelemetryHistory(ctx context.Context, id string, q restapi.TelemetryQuery) ([]restapi.TelemetryMessage, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ms, err := b.e.TelemetryHistory(id, TelemetryFilter{Since: q.Since, Component: q.Component, ByComponent: q.ByComponent, Limit: q.Limit})
+	if err != nil {
+		return nil, restErr(err)
+	}
+	out := make([]restapi.TelemetryMessage, len(ms))
+	for i, m := range ms {
+		tm := restapi.TelemetryMessage{
+			Timestamp: m.Received, Component: m.Component,
+			MessageID: m.System["$.mid"], CorrelationID: m.System["$.cid"],
+			ContentType: m.System["$.ct"], ContentEncoding: m.System["$.ce"],
+			Properties: m.Properties, SystemProperties: m.System,
+		}
+		if len(m.Body) > 0 && json.Valid(m.Body) {
+			tm.Data = m.Body
+		} else {
+			tm.DataBase64 = m.Body
+		}
+		out[i] = tm
+	}
+	return out, nil
 }
 
 func toRESTGroup(g EnrollmentGroup) restapi.EnrollmentGroup {

@@ -2,11 +2,16 @@ package emulator
 
 import (
 	"bytes"
+	"crypto/sha1"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
+
+	"github.com/iotc-go/iotc/emulator/internal/pki"
 )
 
 func restClient(e *Emulator) *http.Client {
@@ -112,5 +117,27 @@ func TestRESTOverHTTPS(t *testing.T) {
 	if err := json.Unmarshal(body, &groups); err != nil || status != 200 || len(groups.Value) != 1 ||
 		groups.Value[0].ID != "default" || groups.Value[0].Attestation.SymmetricKey.PrimaryKey != e.GroupKey() {
 		t.Fatalf("groups: %d %s", status, body)
+	}
+}
+
+// TestRESTGroupThumbprint: GET of an X.509 enrollment group shows the
+// SHA-1 thumbprint of its CA, as its type says.
+func TestRESTGroupThumbprint(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, &Options{RESTAddr: "127.0.0.1:0"})
+	ca, err := pki.NewCA("thumb CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.PutEnrollmentGroup(EnrollmentGroup{ID: "x509-thumb", Enabled: true, CACertPEM: ca.CertPEM}); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha1.Sum(ca.Cert.Raw)
+	want := strings.ToUpper(hex.EncodeToString(sum[:]))
+	for _, path := range []string{"/api/enrollmentGroups/x509-thumb", "/api/enrollmentGroups"} {
+		status, body := restDo(t, e, "GET", path, e.APIToken(), nil)
+		if status != 200 || !strings.Contains(string(body), `"sha1Thumbprint":"`+want+`"`) {
+			t.Errorf("GET %s = %d %s, want thumbprint %s", path, status, body, want)
+		}
 	}
 }

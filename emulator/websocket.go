@@ -2,7 +2,6 @@ package emulator
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,11 +11,6 @@ import (
 
 	"github.com/iotc-go/iotc/emulator/internal/wslistener"
 )
-
-// wsListenerID names, in mochi's client table, the MQTT connections that
-// arrived over WebSockets. mochi does not know the listener (the emulator
-// serves it), so Close ends those connections itself before mochi's.
-const wsListenerID = "wss"
 
 // wsServer is the TLS WebSocket listener at /$iothub/websocket.
 type wsServer struct {
@@ -39,7 +33,7 @@ func (e *Emulator) startWebSocket() error {
 	}
 	log := e.log.With("component", "websocket")
 	h := wslistener.New(wslistener.Handlers{
-		MQTT:   e.serveMQTTWebSocket,
+		MQTT:   e.mqtt.ServeConn,
 		AMQP:   e.serveAMQPWebSocket,
 		Logger: log,
 	})
@@ -60,18 +54,6 @@ func (e *Emulator) startWebSocket() error {
 		}
 	}()
 	return nil
-}
-
-// serveMQTTWebSocket runs one MQTT connection that arrived over a
-// WebSocket until it ends. Client certificates reach the CONNECT hook
-// through the connection's ConnectionState method.
-func (e *Emulator) serveMQTTWebSocket(conn net.Conn, _ []*x509.Certificate) {
-	// As on the TLS listener: CONNECT must come in time; mochi then
-	// applies the keep-alive deadline.
-	_ = conn.SetDeadline(time.Now().Add(connectTimeout))
-	if err := e.srv.EstablishConnection(wsListenerID, conn); err != nil {
-		e.log.Debug("WebSocket MQTT connection ended", "remote", conn.RemoteAddr().String(), "error", err)
-	}
 }
 
 // closeWebSocket stops accepting, then ends every WebSocket connection

@@ -1,16 +1,24 @@
 // Command iotc-emulator runs a local Azure IoT Central on this machine: the
-// Device Provisioning Service and an IoT hub over MQTT/TLS (port 8883), and
-// an HTTPS operator API shaped like IoT Central's REST API, so that a device
-// (built with this SDK or with the official Azure IoT SDKs) can be developed
-// and tested with no cloud account.
+// Device Provisioning Service and an IoT hub over MQTT/TLS (port 8883),
+// MQTT and AMQP over WebSockets (port 443) and AMQP/TLS (port 5671), and an
+// HTTPS operator API shaped like IoT Central's REST API (port 8443), so
+// that a device (built with this SDK or with the official Azure IoT SDKs)
+// can be developed and tested with no cloud account.
 //
 // Usage:
 //
-//	iotc-emulator [flags]
+//	go build -o iotc-emulator ./cmd/iotc-emulator
+//	./iotc-emulator [flags]
 //
 // On start it prints the ID scope, the enrollment group's primary key, the
 // CA certificate file devices must trust, and the REST base URL with its API
-// token. Stop it with Ctrl-C.
+// token; --info-file writes the same as JSON, with the process id. Stop it
+// with Ctrl-C or SIGTERM to that pid (with "go run", signal the emulator's
+// pid from the info file: killing the go command leaves the emulator
+// running). Any listener flag set to "-" disables that listener. With
+// --data-dir the ID scope, groups, devices, twins, queued messages and the
+// API token survive a restart. A server certificate in --cert-dir that
+// does not name --hub-host is reissued from the same CA.
 package main
 
 import (
@@ -42,6 +50,8 @@ type info struct {
 	AMQPAddr         string `json:"amqpAddr"`
 	HubHost          string `json:"hubHost"`
 	ProvisioningHost string `json:"provisioningHost"`
+	// PID is the emulator's process id: signal it (SIGTERM) to stop it.
+	PID int `json:"pid"`
 }
 
 func main() {
@@ -62,10 +72,24 @@ func defaultCertDir() string {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	e, err := start(ctx, args, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "iotc-emulator: stopping")
+	return e.Close()
+}
+
+// start parses args, starts the emulator, prints its details (and writes
+// the info file) and returns it running.
+func start(ctx context.Context, args []string, stdout, stderr io.Writer) (_ *emulator.Emulator, err error) {
 	fs := flag.NewFlagSet("iotc-emulator", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		mqttAddr   = fs.String("mqtt-addr", "127.0.0.1:8883", "MQTT over TLS listener for DPS and the hub (devices connect here)")
+		mqttAddr   = fs.String("mqtt-addr", "127.0.0.1:8883", `MQTT over TLS listener for DPS and the hub ("-" disables it, as when only 443 is open)`)
 		wsAddr     = fs.String("ws-addr", "127.0.0.1:443", `WebSocket/TLS listener at /$iothub/websocket for MQTT and AMQP over WebSockets ("-" disables it)`)
 		amqpAddr   = fs.String("amqp-addr", "127.0.0.1:5671", `AMQP 1.0 over TLS listener for DPS and the hub ("-" disables it)`)
 		restAddr   = fs.String("rest-addr", "127.0.0.1:8443", `HTTPS operator API listener ("-" disables it)`)
@@ -74,7 +98,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		groupKey   = fs.String("group-key", os.Getenv("IOTC_EMULATOR_GROUP_KEY"), "base64 primary key of the default symmetric-key enrollment group (default: $IOTC_EMULATOR_GROUP_KEY or random)")
 		certDir    = fs.String("cert-dir", defaultCertDir(), "directory of the emulator's CA and server certificate; created on first run and reused so devices keep trusting the same CA (with --data-dir and no --cert-dir: <data-dir>/certs)")
 		dataDir    = fs.String("data-dir", "", "directory where the emulator keeps its ID scope, enrollment groups, devices (keys included), twins and queued messages across restarts (default: memory only)")
-		apiToken   = fs.String("api-token", os.Getenv("IOTC_EMULATOR_API_TOKEN"), "token the REST API requires in the Authorization header (default: $IOTC_EMULATOR_API_TOKEN or random)")
+		apiToken   = fs.String("api-token", os.Getenv("IOTC_EMULATOR_API_TOKEN"), "token the REST API requires in the Authorization header (default: $IOTC_EMULATOR_API_TOKEN, else the one kept in --data-dir, else random)")
+		history    = fs.Int("telemetry-history", emulator.DefaultTelemetryHistory, "telemetry messages kept per device for GET /api/devices/{id}/telemetry (negative: none)")
 		retryAfter = fs.Duration("retry-after", time.Second, "retry-after DPS sends while a registration is being assigned")
 		manual     = fs.Bool("no-auto-approve", false, "refuse registrations of devices not created beforehand")
 		infoFile   = fs.String("info-file", "", "write the connection details as JSON to this file once listening")
@@ -95,17 +120,17 @@ Flags:
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
 	}
 	certDirSet := false
 	fs.Visit(func(f *flag.Flag) { certDirSet = certDirSet || f.Name == "cert-dir" })
 	if *dataDir != "" && !certDirSet {
 		*certDir = "" // the emulator uses <data-dir>/certs
 	} else if err := os.MkdirAll(*certDir, 0o700); err != nil {
-		return fmt.Errorf("cert dir: %w", err)
+		return nil, fmt.Errorf("cert dir: %w", err)
 	}
 	level := slog.LevelWarn
 	if *verbose {
@@ -125,22 +150,29 @@ Flags:
 		APIToken:      *apiToken,
 		RetryAfter:    *retryAfter,
 		Logger:        logger,
+		// 0 would mean the default; the flag's 0 means none.
+		TelemetryHistory: *history,
 	}
 	if *groupKey != "" {
 		opts.Groups = []emulator.EnrollmentGroup{{ID: "default", Enabled: true, PrimaryKey: *groupKey}}
+	}
+	if *history == 0 {
+		opts.TelemetryHistory = -1
 	}
 	if *manual {
 		off := false
 		opts.AutoApprove = &off
 	}
 
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	e, err := emulator.Start(ctx, opts)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer e.Close()
+	defer func() {
+		if err != nil {
+			_ = e.Close()
+		}
+	}()
 
 	in := info{
 		IDScope:          e.IDScope(),
@@ -153,6 +185,7 @@ Flags:
 		AMQPAddr:         e.AMQPAddr(),
 		HubHost:          e.HubHost(),
 		ProvisioningHost: e.HubHost(),
+		PID:              os.Getpid(),
 	}
 	fmt.Fprintf(stdout, `iotc-emulator is running.
   MQTT (DPS + hub)  %s
@@ -163,21 +196,20 @@ Flags:
   trust this CA     %s
   REST API          %s
   API token         %s
-Press Ctrl-C to stop.
-`, in.MQTTAddr, orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken)
+  pid               %d
+Press Ctrl-C (or send SIGTERM to the pid) to stop.
+`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, in.PID)
 	if *infoFile != "" {
 		b, _ := json.MarshalIndent(in, "", "  ")
 		tmp := *infoFile + ".tmp"
 		if err := os.WriteFile(tmp, b, 0o600); err != nil {
-			return fmt.Errorf("info file: %w", err)
+			return nil, fmt.Errorf("info file: %w", err)
 		}
 		if err := os.Rename(tmp, *infoFile); err != nil {
-			return fmt.Errorf("info file: %w", err)
+			return nil, fmt.Errorf("info file: %w", err)
 		}
 	}
-	<-ctx.Done()
-	fmt.Fprintln(stdout, "iotc-emulator: stopping")
-	return nil
+	return e, nil
 }
 
 func orNone(s string) string {

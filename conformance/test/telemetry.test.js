@@ -1,7 +1,10 @@
 'use strict';
 // Scenario 3, over every transport: telemetry with system and application properties, at
 // the root and in a component (the SDK maps the `dt-subject` message property to `$.sub`
-// over MQTT and to a message annotation over AMQP).
+// over MQTT and to a message annotation over AMQP). The service side checks the latest
+// values and, through the emulator's telemetry history (GET /api/devices/{id}/telemetry),
+// that message id, correlation id, content type and encoding, application properties,
+// component and body arrived as the SDK sent them.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -55,6 +58,31 @@ for (const tr of h.TRANSPORTS) {
     assert.equal(rootStatus.value, 'ok', 'root status');
     const rootLoc = await h.restOk('GET', `${base}/telemetry/location`);
     assert.deepEqual(rootLoc.value, { lat: 47.64, lon: -122.13 }, 'root location (object value)');
+
+    // Every message as the hub received it, oldest first.
+    const hist = await h.restOk('GET', `${base}/telemetry`);
+    assert.ok(Array.isArray(hist.value), 'GET .../telemetry answers {"value": [...]}');
+    assert.equal(hist.value.length, 2, `the history holds the two messages sent: ${JSON.stringify(hist.value).slice(0, 500)}`);
+    const [hr, hc] = hist.value;
+    assert.equal(hr.messageId, root.messageId, 'root message id');
+    assert.equal(hr.correlationId, 'corr-1', 'root correlation id');
+    assert.equal(hr.contentType, 'application/json', 'root content type');
+    assert.equal(hr.contentEncoding, 'utf-8', 'root content encoding');
+    assert.equal(hr.component, '', 'root message has no component');
+    assert.equal(hr.properties.alert, 'high & dry = 100%/yes?', 'root property alert, decoded once');
+    assert.equal(hr.properties.unit, 'celsius', 'root property unit');
+    assert.deepEqual(hr.data, { temperature: 21.5, status: 'ok', location: { lat: 47.64, lon: -122.13 } }, 'root body');
+    assert.equal(hc.component, 'thermostat1', 'component message component');
+    assert.equal(hc.properties.source, 'thermostat one', 'component property source');
+    assert.equal(hc.contentType, 'application/json', 'component content type');
+    assert.deepEqual(hc.data, { temperature: 33.25, targetReached: true }, 'component body');
+    assert.ok(Date.parse(hc.timestamp) >= Date.parse(hr.timestamp), 'history is oldest first');
+    const onlyComp = await h.restOk('GET', `${base}/telemetry?component=thermostat1`);
+    assert.deepEqual(onlyComp.value.map((m) => m.component), ['thermostat1'], '?component= keeps that component only');
+    const after = await h.restOk('GET', `${base}/telemetry?since=${encodeURIComponent(hr.timestamp)}`);
+    // (timestamps have nanoseconds; compared here by message, not by JavaScript's milliseconds)
+    assert.deepEqual(after.value.map((m) => m.component), ['thermostat1'],
+      '?since=<root timestamp> keeps only the later component message');
 
     for (const [what, v] of [['component temperature', compTemp], ['root temperature', rootTemp]]) {
       const ts = Date.parse(v.timestamp);

@@ -8,11 +8,11 @@ import (
 
 	"github.com/Azure/go-amqp"
 
-	"github.com/iotc-go/iotc/domain"
+	esas "github.com/iotc-go/iotc/emulator/internal/sas"
 )
 
 func dpsToken(t *testing.T, reg string) string {
-	return sas(t, domain.DPSResource(testScope, reg), time.Now().Add(time.Hour))
+	return sas(t, esas.DPSResource(testScope, reg), time.Now().Add(time.Hour))
 }
 
 // dpsLinks attaches the DPS sender and receiver as the C SDK does.
@@ -108,9 +108,9 @@ func TestDPSRefusals(t *testing.T) {
 	t.Parallel()
 	h := startHarness(t, false)
 	for _, tc := range []struct{ user, token string }{
-		{testScope + "/registrations/reg1", sas(t, domain.DPSResource(testScope, "reg1"), time.Now().Add(-time.Minute))},
+		{testScope + "/registrations/reg1", sas(t, esas.DPSResource(testScope, "reg1"), time.Now().Add(-time.Minute))},
 		{testScope + "/registrations/reg1", dpsToken(t, "reg2")},
-		{"0neOTHER/registrations/reg1", sas(t, domain.DPSResource("0neOTHER", "reg1"), time.Now().Add(time.Hour))},
+		{"0neOTHER/registrations/reg1", sas(t, esas.DPSResource("0neOTHER", "reg1"), time.Now().Add(time.Hour))},
 		{testScope + "/registrations/unknown", dpsToken(t, "unknown")},
 	} {
 		if _, err := amqp.Dial(testCtx(t), "amqp://"+h.addr, &amqp.ConnOptions{SASLType: amqp.SASLTypePlain(tc.user, tc.token)}); err == nil {

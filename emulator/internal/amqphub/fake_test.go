@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/iotc-go/iotc/domain"
+	esas "github.com/iotc-go/iotc/emulator/internal/sas"
 )
 
 // fakeBackend is an in-memory Backend for the tests: devices with keys or
@@ -125,11 +125,11 @@ func (b *fakeBackend) AuthenticateDevice(_ context.Context, deviceID, sasToken s
 	if !ok {
 		return time.Time{}, fmt.Errorf("%w: device %q", ErrNotFound, deviceID)
 	}
-	tok, err := domain.ParseSAS(sasToken)
+	tok, err := esas.Parse(sasToken)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%w: malformed token", ErrUnauthorized)
 	}
-	if !tok.MatchesResource(domain.HubResource(b.host, deviceID)) {
+	if !tok.Names(esas.HubResource(b.host, deviceID)) {
 		return time.Time{}, fmt.Errorf("%w: audience %q", ErrUnauthorized, tok.Resource)
 	}
 	if err := tok.Verify(key, time.Now()); err != nil {
@@ -191,11 +191,11 @@ func (b *fakeBackend) AuthenticateDPS(_ context.Context, cred DPSCredentials) (D
 	if !ok {
 		return nil, fmt.Errorf("%w: registration %q", ErrUnauthorized, cred.RegistrationID)
 	}
-	tok, err := domain.ParseSAS(cred.SASToken)
+	tok, err := esas.Parse(cred.SASToken)
 	if err != nil {
 		return nil, fmt.Errorf("%w: malformed token", ErrUnauthorized)
 	}
-	if !tok.MatchesResource(domain.DPSResource(b.scope, cred.RegistrationID)) {
+	if !tok.Names(esas.DPSResource(b.scope, cred.RegistrationID)) {
 		return nil, fmt.Errorf("%w: audience", ErrUnauthorized)
 	}
 	if err := tok.Verify(key, time.Now()); err != nil {

@@ -13,9 +13,9 @@ import (
 	"github.com/Azure/go-amqp"
 	"go.uber.org/goleak"
 
-	"github.com/iotc-go/iotc/domain"
 	"github.com/iotc-go/iotc/emulator/internal/amqp1"
 	"github.com/iotc-go/iotc/emulator/internal/pki"
+	esas "github.com/iotc-go/iotc/emulator/internal/sas"
 )
 
 func TestMain(m *testing.M) {
@@ -131,7 +131,7 @@ func session(t *testing.T, c *amqp.Conn) *amqp.Session {
 
 func sas(t *testing.T, resource string, expiry time.Time) string {
 	t.Helper()
-	tok, err := domain.BuildSAS(testKey, resource, expiry, "")
+	tok, err := esas.Build(testKey, resource, expiry, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func sas(t *testing.T, resource string, expiry time.Time) string {
 }
 
 func hubToken(t *testing.T, id string, ttl time.Duration) string {
-	return sas(t, domain.HubResource(testHost, id), time.Now().Add(ttl))
+	return sas(t, esas.HubResource(testHost, id), time.Now().Add(ttl))
 }
 
 // cbsClient holds the $cbs links of a connection, as the SDKs keep them.

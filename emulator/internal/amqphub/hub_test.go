@@ -13,6 +13,7 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/iotc-go/iotc/domain"
+	esas "github.com/iotc-go/iotc/emulator/internal/sas"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -27,9 +28,9 @@ func TestCBSPutTokenStatuses(t *testing.T) {
 		want                  int32
 	}{
 		{"C raw audience", testHost + "/devices/dev1", hubToken(t, "dev1", time.Hour), 200},
-		{"Node encoded audience", domain.EscapeComponent(testHost + "/devices/dev2"), hubToken(t, "dev2", time.Hour), 200},
+		{"Node encoded audience", esas.Escape(testHost + "/devices/dev2"), hubToken(t, "dev2", time.Hour), 200},
 		{"wrong key", testHost + "/devices/dev1", func() string {
-			tok, _ := domain.BuildSAS("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", domain.HubResource(testHost, "dev1"), time.Now().Add(time.Hour), "")
+			tok, _ := esas.Build("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", esas.HubResource(testHost, "dev1"), time.Now().Add(time.Hour), "")
 			return tok
 		}(), 401},
 		{"expired", testHost + "/devices/dev1", hubToken(t, "dev1", -time.Minute), 401},
@@ -264,7 +265,7 @@ func TestTokenExpiryEndsSessionAndRenewalKeepsIt(t *testing.T) {
 	cbs := newCBS(t, s)
 	// dev1: a short token, renewed before it expires.
 	short := time.Now().Add(3 * time.Second) // se has whole seconds: at least 2s to attach
-	if code, _ := cbs.putToken(t, testHost+"/devices/dev1", sas(t, domain.HubResource(testHost, "dev1"), short)); code != 200 {
+	if code, _ := cbs.putToken(t, testHost+"/devices/dev1", sas(t, esas.HubResource(testHost, "dev1"), short)); code != 200 {
 		t.Fatal(code)
 	}
 	snd1, err := s.NewSender(testCtx(t), "/devices/dev1/messages/events", nil)
@@ -276,7 +277,7 @@ func TestTokenExpiryEndsSessionAndRenewalKeepsIt(t *testing.T) {
 		t.Fatal(code)
 	}
 	// dev2: a short token, not renewed.
-	if code, _ := cbs.putToken(t, testHost+"/devices/dev2", sas(t, domain.HubResource(testHost, "dev2"), short)); code != 200 {
+	if code, _ := cbs.putToken(t, testHost+"/devices/dev2", sas(t, esas.HubResource(testHost, "dev2"), short)); code != 200 {
 		t.Fatal(code)
 	}
 	snd2, err := s.NewSender(testCtx(t), "/devices/dev2/messages/events", nil)

@@ -43,6 +43,10 @@ type Bundle struct {
 	CAFile string
 	// Server is the TLS server certificate (leaf then CA).
 	Server tls.Certificate
+	// Reissued, when not "", says why the stored server certificate was
+	// replaced by a new one from the same CA (for example "it is not valid
+	// for vm").
+	Reissued string
 }
 
 func serial() (*big.Int, error) {
@@ -197,6 +201,17 @@ func LoadOrCreate(dir string, hosts []string) (*Bundle, error) {
 		if err := leaf.CheckSignatureFrom(ca.Cert); err != nil {
 			return nil, fmt.Errorf("pki: %s was not issued by %s: %w", srvPath, caPath, err)
 		}
+		if why := unfit(leaf, hosts, time.Now()); why != "" {
+			// Reissued from the same CA, so devices that trust it keep working.
+			nl, ierr := ca.IssueServer(hosts)
+			if ierr != nil {
+				return nil, ierr
+			}
+			if err := writeFiles(srvPath, nl.CertPEM, srvKeyPath, nl.KeyPEM); err != nil {
+				return nil, err
+			}
+			return &Bundle{CA: ca, CAFile: caPath, Server: nl.TLS, Reissued: why}, nil
+		}
 		srv.Leaf = leaf
 		if len(srv.Certificate) == 1 {
 			srv.Certificate = append(srv.Certificate, ca.Cert.Raw)
@@ -214,6 +229,26 @@ func LoadOrCreate(dir string, hosts []string) (*Bundle, error) {
 		return nil, fmt.Errorf("pki: load %s: %w", srvPath, err)
 	}
 	return &Bundle{CA: ca, CAFile: caPath, Server: srv}, nil
+}
+
+// renewBefore is how long before its expiry a server certificate is reissued.
+const renewBefore = 7 * 24 * time.Hour
+
+// unfit says why a stored server certificate cannot serve hosts at now
+// (a host it does not name, expired or about to expire), "" when it can.
+func unfit(leaf *x509.Certificate, hosts []string, now time.Time) string {
+	for _, h := range hosts {
+		if h == "" {
+			continue
+		}
+		if err := leaf.VerifyHostname(h); err != nil {
+			return fmt.Sprintf("it is not valid for %s", h)
+		}
+	}
+	if now.Add(renewBefore).After(leaf.NotAfter) {
+		return "it expires on " + leaf.NotAfter.UTC().Format(time.DateOnly)
+	}
+	return ""
 }
 
 func loadIssuer(certPath, keyPath string) (*Issuer, error) {

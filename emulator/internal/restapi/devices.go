@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,6 +57,53 @@ func (h *handler) getTelemetry(w http.ResponseWriter, r *http.Request) {
 	}
 	v, err := h.b.LatestTelemetry(r.Context(), r.PathValue("id"), c, r.PathValue("name"))
 	h.respond(w, r, http.StatusOK, v, err)
+}
+
+// getTelemetryHistory answers GET /api/devices/{id}/telemetry[?since=RFC
+// 3339 time][&component=name][&limit=n].
+func (h *handler) getTelemetryHistory(w http.ResponseWriter, r *http.Request) {
+	q, err := parseTelemetryQuery(r.URL.Query())
+	if err != nil {
+		h.failErr(w, r, err)
+		return
+	}
+	ms, err := h.b.TelemetryHistory(r.Context(), r.PathValue("id"), q)
+	h.respond(w, r, http.StatusOK, listOf(ms), err)
+}
+
+func parseTelemetryQuery(v url.Values) (TelemetryQuery, error) {
+	var q TelemetryQuery
+	for k, vs := range v {
+		switch k {
+		case "since", "component", "limit", "api-version":
+			if len(vs) > 1 {
+				return q, badRequestf("query parameter %s given %d times", k, len(vs))
+			}
+		default:
+			return q, badRequestf("unknown query parameter %q (since, component, limit)", k)
+		}
+	}
+	if s := v.Get("since"); s != "" {
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return q, badRequestf("since %q is not an RFC 3339 time", s)
+		}
+		q.Since = t
+	}
+	if v.Has("component") {
+		q.Component, q.ByComponent = v.Get("component"), true
+		if err := checkComponent(q.Component); err != nil {
+			return q, err
+		}
+	}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxTelemetryLimit {
+			return q, badRequestf("limit %q is not a number from 1 to %d", s, MaxTelemetryLimit)
+		}
+		q.Limit = n
+	}
+	return q, nil
 }
 
 // checkComponent checks a component name from a path; empty means the root.

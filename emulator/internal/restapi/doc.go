@@ -22,6 +22,7 @@
 //	POST  /api/devices/{id}/commands/{name}                     201, CommandInvocation
 //	POST  /api/devices/{id}/components/{c}/commands/{name}      201, CommandInvocation
 //	POST  /api/devices/{id}/messages                            202 (emulator extension)
+//	GET   /api/devices/{id}/telemetry                           {"value":[TelemetryMessage...]} (emulator extension)
 //	GET   /api/devices/{id}/telemetry/{name}                    TelemetryValue
 //	GET   /api/devices/{id}/components/{c}/telemetry/{name}     TelemetryValue
 //	GET   /api/enrollmentGroups                                 {"value":[EnrollmentGroup...]}
@@ -47,6 +48,13 @@
 //   - POST /api/devices/{id}/messages sends a plain cloud-to-device message:
 //     body {"data": string or any JSON, "properties": {"key": "value"}}; a
 //     string is sent as its bytes, other JSON as its compact encoding.
+//   - GET /api/devices/{id}/telemetry lists the telemetry messages the
+//     emulator kept for the device, oldest first, each with its time,
+//     component, message id, correlation id, content type and encoding,
+//     application and system properties, and body ("data" when JSON, else
+//     "dataBase64"). Query parameters: since (RFC 3339; messages received
+//     strictly after it), component (only that component's messages; empty
+//     for the root component) and limit (the newest n of the selection).
 //   - Device has a "connected" field.
 //
 // Errors are JSON {"error":{"code","message","requestId","time"}} with the

@@ -17,6 +17,8 @@ type fakeBackend struct {
 	twins     map[string]Twin
 	telemetry map[string]TelemetryValue // key: id/component/name
 	groups    map[string]EnrollmentGroup
+	history   []TelemetryMessage // returned by TelemetryHistory
+	queries   []TelemetryQuery   // what TelemetryHistory was asked
 
 	patches   []map[string]any
 	invokes   []invokeCall
@@ -220,4 +222,14 @@ func (f *fakeBackend) PutEnrollmentGroup(_ context.Context, g EnrollmentGroup) (
 	}
 	f.groups[g.ID] = g
 	return g, nil
+}
+
+func (f *fakeBackend) TelemetryHistory(_ context.Context, id string, q TelemetryQuery) ([]TelemetryMessage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.known(id); err != nil {
+		return nil, err
+	}
+	f.queries = append(f.queries, q)
+	return f.history, nil
 }

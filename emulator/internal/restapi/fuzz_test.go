@@ -4,7 +4,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"net/url"
+	"strconv"
 	"testing"
+	"time"
 )
 
 // FuzzParseRequests feeds arbitrary bodies to every request decoder: none may
@@ -105,6 +108,41 @@ func FuzzPropertiesView(f *testing.F) {
 		}
 		if after, _ := json.Marshal(m); string(after) != string(before) {
 			t.Fatalf("view or overlay changed the twin:\n%s\n%s", before, after)
+		}
+	})
+}
+
+// FuzzTelemetryQuery: any query string parses or fails with ErrBadRequest,
+// and a query made from a parsed one parses to the same.
+func FuzzTelemetryQuery(f *testing.F) {
+	f.Add("since=2024-05-01T12:30:00.5Z&component=thermostat1&limit=7")
+	f.Add("component=&limit=1")
+	f.Add("since=bad")
+	f.Fuzz(func(t *testing.T, raw string) {
+		v, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		q, err := parseTelemetryQuery(v)
+		if err != nil {
+			if !errors.Is(err, ErrBadRequest) {
+				t.Fatalf("parseTelemetryQuery(%q) = %v, not ErrBadRequest", raw, err)
+			}
+			return
+		}
+		back := url.Values{}
+		if !q.Since.IsZero() {
+			back.Set("since", q.Since.Format(time.RFC3339Nano))
+		}
+		if q.ByComponent {
+			back.Set("component", q.Component)
+		}
+		if q.Limit > 0 {
+			back.Set("limit", strconv.Itoa(q.Limit))
+		}
+		q2, err := parseTelemetryQuery(back)
+		if err != nil || !q2.Since.Equal(q.Since) || q2.Component != q.Component || q2.ByComponent != q.ByComponent || q2.Limit != q.Limit {
+			t.Fatalf("round trip of %q: %+v -> %q -> %+v, %v", raw, q, back.Encode(), q2, err)
 		}
 	})
 }

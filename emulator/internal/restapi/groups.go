@@ -24,12 +24,50 @@ const (
 
 func (h *handler) listGroups(w http.ResponseWriter, r *http.Request) {
 	gs, err := h.b.ListEnrollmentGroups(r.Context())
+	for i := range gs {
+		gs[i] = withThumbprints(gs[i])
+	}
 	h.respond(w, r, http.StatusOK, listOf(gs), err)
 }
 
 func (h *handler) getGroup(w http.ResponseWriter, r *http.Request) {
 	g, err := h.b.GetEnrollmentGroup(r.Context(), r.PathValue("id"))
-	h.respond(w, r, http.StatusOK, g, err)
+	h.respond(w, r, http.StatusOK, withThumbprints(g), err)
+}
+
+// withThumbprints fills info.sha1Thumbprint of every signing certificate
+// of an X.509 group the backend returned (it stores only the PEM).
+func withThumbprints(g EnrollmentGroup) EnrollmentGroup {
+	if g.Attestation.Type != AttestationX509 {
+		return g
+	}
+	certs := &g.Attestation.X509.SigningCertificates
+	for _, c := range []*X509Certificate{&certs.Primary, &certs.Secondary} {
+		if c.Certificate == "" {
+			continue
+		}
+		if t := thumbprint(c.Certificate); t != "" {
+			c.Info.SHA1Thumbprint = t
+		}
+	}
+	return g
+}
+
+// thumbprint is the upper-case hex SHA-1 of the first PEM CERTIFICATE
+// block of s, "" when there is none.
+func thumbprint(s string) string {
+	rest := []byte(s)
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return ""
+		}
+		if block.Type == "CERTIFICATE" {
+			sum := sha1.Sum(block.Bytes) // #nosec G401 -- thumbprint, not a signature
+			return strings.ToUpper(hex.EncodeToString(sum[:]))
+		}
+	}
 }
 
 func (h *handler) putGroup(w http.ResponseWriter, r *http.Request) {
@@ -41,7 +79,7 @@ func (h *handler) putGroup(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		g, err = h.b.PutEnrollmentGroup(r.Context(), g)
 	}
-	h.respond(w, r, http.StatusOK, g, err)
+	h.respond(w, r, http.StatusOK, withThumbprints(g), err)
 }
 
 // parseEnrollmentGroup decodes and validates a PUT body for group id,

@@ -54,6 +54,7 @@ func New(b Backend, token string, logger *slog.Logger) http.Handler {
 		{"/api/devices/{id}/commands/{name}", map[string]http.HandlerFunc{"POST": h.postCommand}},
 		{"/api/devices/{id}/components/{c}/commands/{name}", map[string]http.HandlerFunc{"POST": h.postCommand}},
 		{"/api/devices/{id}/messages", map[string]http.HandlerFunc{"POST": h.postMessage}},
+		{"/api/devices/{id}/telemetry", map[string]http.HandlerFunc{"GET": h.getTelemetryHistory}},
 		{"/api/devices/{id}/telemetry/{name}", map[string]http.HandlerFunc{"GET": h.getTelemetry}},
 		{"/api/devices/{id}/components/{c}/telemetry/{name}", map[string]http.HandlerFunc{"GET": h.getTelemetry}},
 		{"/api/enrollmentGroups", map[string]http.HandlerFunc{"GET": h.listGroups}},

@@ -6,7 +6,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha1"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -597,6 +599,53 @@ func TestTelemetry(t *testing.T) {
 	e.call("GET", "/api/devices/ghost/telemetry/temperature", "").wantError(t, http.StatusNotFound, "NotFound")
 }
 
+func TestTelemetryHistoryRoute(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ts := time.Date(2024, 5, 1, 12, 30, 0, 0, time.UTC)
+	e.f.history = []TelemetryMessage{
+		{Timestamp: ts, Component: "thermostat1", MessageID: "m1", CorrelationID: "c1", ContentType: "application/json",
+			ContentEncoding: "utf-8", Properties: map[string]string{"unit": "C"}, SystemProperties: map[string]string{"$.mid": "m1"},
+			Data: json.RawMessage(`{"t":1}`)},
+		{Timestamp: ts.Add(time.Second), Properties: map[string]string{}, SystemProperties: map[string]string{}, DataBase64: []byte{0xff, 0}},
+	}
+	r := e.call("GET", "/api/devices/dev1/telemetry", "")
+	r.want(t, http.StatusOK)
+	jsonEqual(t, r.body, `{"value":[
+		{"timestamp":"2024-05-01T12:30:00Z","component":"thermostat1","messageId":"m1","correlationId":"c1",
+		 "contentType":"application/json","contentEncoding":"utf-8","properties":{"unit":"C"},
+		 "systemProperties":{"$.mid":"m1"},"data":{"t":1}},
+		{"timestamp":"2024-05-01T12:30:01Z","component":"","properties":{},"systemProperties":{},"dataBase64":"/wA="}]}`)
+
+	e.call("GET", "/api/devices/dev1/telemetry?since=2024-05-01T12:30:00.5Z&component=thermostat1&limit=7", "").want(t, http.StatusOK)
+	e.call("GET", "/api/devices/dev1/telemetry?component=", "").want(t, http.StatusOK)
+	e.f.mu.Lock()
+	got := e.f.queries
+	e.f.mu.Unlock()
+	want := []TelemetryQuery{
+		{},
+		{Since: ts.Add(500 * time.Millisecond), Component: "thermostat1", ByComponent: true, Limit: 7},
+		{ByComponent: true},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("queries %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if !got[i].Since.Equal(want[i].Since) || got[i].Component != want[i].Component ||
+			got[i].ByComponent != want[i].ByComponent || got[i].Limit != want[i].Limit {
+			t.Errorf("query %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	for _, bad := range []string{
+		"?since=yesterday", "?limit=0", "?limit=-1", "?limit=x", "?limit=100001", "?color=red",
+		"?component=a.b", "?since=2024-05-01T12:30:00Z&since=2024-05-01T12:30:00Z",
+	} {
+		e.call("GET", "/api/devices/dev1/telemetry"+bad, "").wantError(t, http.StatusBadRequest, "BadRequest")
+	}
+	e.call("GET", "/api/devices/ghost/telemetry", "").wantError(t, http.StatusNotFound, "NotFound")
+	e.call("POST", "/api/devices/dev1/telemetry", "{}").wantError(t, http.StatusMethodNotAllowed, "MethodNotAllowed")
+}
+
 // newCert makes a self-signed certificate in PEM, a CA or not.
 func newCert(t *testing.T, cn string, isCA bool) string {
 	t.Helper()
@@ -821,4 +870,28 @@ func TestPropertiesViewEdgeCases(t *testing.T) {
 	// A nil twin has an empty view.
 	jsonEqual(t, propertiesView(Twin{}, ""), `{}`)
 	jsonEqual(t, propertiesView(Twin{}, "c"), `{}`)
+}
+
+// TestGroupThumbprintFromBackend: a backend keeps only the PEM of an X.509
+// group; GET and list still show each certificate's SHA-1 thumbprint.
+func TestGroupThumbprintFromBackend(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ca := newCert(t, "group-ca", true)
+	block, _ := pem.Decode([]byte(ca))
+	sum := sha1.Sum(block.Bytes)
+	want := strings.ToUpper(hex.EncodeToString(sum[:]))
+	g := EnrollmentGroup{ID: "x5", DisplayName: "x5", Type: "iot", Enabled: true}
+	g.Attestation.Type = AttestationX509
+	g.Attestation.X509.SigningCertificates.Primary.Certificate = ca
+	e.f.mu.Lock()
+	e.f.groups["x5"] = g
+	e.f.mu.Unlock()
+	for _, path := range []string{"/api/enrollmentGroups/x5", "/api/enrollmentGroups"} {
+		r := e.call("GET", path, "")
+		r.want(t, http.StatusOK)
+		if !strings.Contains(string(r.raw), `"sha1Thumbprint":"`+want+`"`) {
+			t.Errorf("GET %s = %s, want thumbprint %s", path, r.raw, want)
+		}
+	}
 }

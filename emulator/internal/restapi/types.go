@@ -71,6 +71,10 @@ type Backend interface {
 	// device (component empty for the root). ErrNotFound when the device is
 	// unknown or has sent no such field yet.
 	LatestTelemetry(ctx context.Context, id, component, name string) (TelemetryValue, error)
+	// TelemetryHistory returns the device's kept telemetry messages that
+	// match q, oldest first (emulator extension). ErrNotFound when the
+	// device is unknown.
+	TelemetryHistory(ctx context.Context, id string, q TelemetryQuery) ([]TelemetryMessage, error)
 	// ListEnrollmentGroups returns every enrollment group, in any order.
 	ListEnrollmentGroups(ctx context.Context) ([]EnrollmentGroup, error)
 	// GetEnrollmentGroup returns one enrollment group, or ErrNotFound.
@@ -218,6 +222,43 @@ type TelemetryValue struct {
 	// Value is the field's value as decoded from the message JSON.
 	Value any `json:"value"`
 }
+
+// TelemetryQuery selects messages of a device's telemetry history.
+type TelemetryQuery struct {
+	// Since keeps messages received strictly after it; zero keeps all.
+	Since time.Time
+	// Component keeps only that component's messages when ByComponent is
+	// set ("" is the root component).
+	Component   string
+	ByComponent bool
+	// Limit keeps the newest Limit messages of the selection; 0 keeps all.
+	Limit int
+}
+
+// TelemetryMessage is one kept device-to-cloud message (emulator extension).
+type TelemetryMessage struct {
+	// Timestamp is when the hub received the message (RFC 3339 in JSON).
+	Timestamp time.Time `json:"timestamp"`
+	// Component is the component the message was sent for, "" for the root.
+	Component string `json:"component"`
+	// MessageID, CorrelationID, ContentType and ContentEncoding are the
+	// system properties of those names, "" when not sent.
+	MessageID       string `json:"messageId,omitempty"`
+	CorrelationID   string `json:"correlationId,omitempty"`
+	ContentType     string `json:"contentType,omitempty"`
+	ContentEncoding string `json:"contentEncoding,omitempty"`
+	// Properties are the application properties.
+	Properties map[string]string `json:"properties"`
+	// SystemProperties are every system property as sent ("$.mid", ...).
+	SystemProperties map[string]string `json:"systemProperties"`
+	// Data is the body when it is JSON; otherwise DataBase64 holds it.
+	Data json.RawMessage `json:"data,omitempty"`
+	// DataBase64 is the base64 body when it is not JSON.
+	DataBase64 []byte `json:"dataBase64,omitempty"`
+}
+
+// MaxTelemetryLimit is the largest limit a telemetry history request may ask.
+const MaxTelemetryLimit = 100000
 
 // Attestation types of an enrollment group; any other is answered 400.
 const (

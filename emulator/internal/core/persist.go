@@ -1,4 +1,4 @@
-package emulator
+package core
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/emulator/internal/sas"
 	"github.com/iotc-go/iotc/emulator/internal/twin"
 	"github.com/iotc-go/iotc/emulator/internal/wire"
 )
@@ -98,21 +98,50 @@ func loadDataDir(dir string) (*snapshot, error) {
 	return &s, nil
 }
 
-// restore applies a loaded snapshot to a new emulator (before it serves):
-// the ID scope and groups unless given in Options, and every device.
-func (e *Emulator) restore(s *snapshot) error {
-	path := dataFilePath(e.cfg.dataDir)
+// Load creates the data directory when missing and applies its state file
+// when there is one (the ID scope and groups unless explicit, and every
+// device), then writes the state at once and starts saving it every
+// DataDirSaveInterval until Close. Call it once, before any front-end
+// serves; it does nothing without Config.DataDir. Errors wrap ErrDataFile
+// for a state file that cannot be read or decoded.
+func (c *Core) Load() error {
+	if c.cfg.DataDir == "" {
+		return nil
+	}
+	snap, err := loadDataDir(c.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if snap != nil {
+		if err := c.restore(snap); err != nil {
+			return err
+		}
+	}
+	c.saveMu.Lock()
+	c.persist = true
+	c.saveMu.Unlock()
+	if err := c.Save(); err != nil {
+		return err
+	}
+	c.wg.Add(1)
+	go c.runSaver()
+	return nil
+}
+
+// restore applies a loaded snapshot to a new model (before it serves).
+func (c *Core) restore(s *snapshot) error {
+	path := dataFilePath(c.cfg.DataDir)
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s: %s", ErrDataFile, path, fmt.Sprintf(format, args...))
 	}
-	if !e.cfg.explicitScope {
-		e.cfg.idScope = s.IDScope
+	if !c.cfg.ExplicitScope {
+		c.cfg.IDScope = s.IDScope
 	}
-	if !e.cfg.explicitGroups {
+	if !c.cfg.ExplicitGroups {
 		var groups []EnrollmentGroup
 		seen := map[string]bool{}
 		for _, gs := range s.Groups {
-			g, err := normalizeGroup(EnrollmentGroup{ID: gs.ID, DisplayName: gs.DisplayName, Enabled: gs.Enabled,
+			g, err := NormalizeGroup(EnrollmentGroup{ID: gs.ID, DisplayName: gs.DisplayName, Enabled: gs.Enabled,
 				PrimaryKey: gs.PrimaryKey, SecondaryKey: gs.SecondaryKey, CACertPEM: []byte(gs.CACertPEM)})
 			if err != nil {
 				return bad("%v", err)
@@ -126,11 +155,11 @@ func (e *Emulator) restore(s *snapshot) error {
 			seen[g.ID] = true
 			groups = append(groups, g)
 		}
-		e.groups = groups
+		c.groups = groups
 	}
 	devices := make(map[string]*device, len(s.Devices))
 	for _, ds := range s.Devices {
-		if err := validID(ds.ID); err != nil {
+		if err := ValidID(ds.ID); err != nil {
 			return bad("device: %v", err)
 		}
 		if _, dup := devices[ds.ID]; dup {
@@ -155,7 +184,7 @@ func (e *Emulator) restore(s *snapshot) error {
 			if k == "" {
 				continue
 			}
-			if err := domain.ValidateKey(k); err != nil {
+			if err := sas.ValidKey(k); err != nil {
 				return bad("device %s: a key is not base64", ds.ID)
 			}
 		}
@@ -174,7 +203,7 @@ func (e *Emulator) restore(s *snapshot) error {
 			if cs.ID == "" || !strings.HasPrefix(cs.Topic, prefix) || len(cs.Body) > MaxC2DBody || cs.Deliveries < 0 {
 				return bad("device %s: bad cloud-to-device message %q", ds.ID, cs.ID)
 			}
-			m := &c2dMsg{id: cs.ID, topic: cs.Topic, props: map[string]string{}, body: cs.Body, deliveries: cs.Deliveries}
+			m := &c2dMsg{id: cs.ID, props: map[string]string{}, body: cs.Body, deliveries: cs.Deliveries}
 			for k, v := range cs.Properties {
 				m.props[k] = v
 			}
@@ -182,18 +211,18 @@ func (e *Emulator) restore(s *snapshot) error {
 		}
 		devices[d.id] = d
 	}
-	e.devices = devices
+	c.devices = devices
 	return nil
 }
 
-// snapshotLocked encodes the state file; e.mu held.
-func (e *Emulator) snapshotLocked() ([]byte, error) {
-	s := snapshot{Format: dataFormat, IDScope: e.cfg.idScope, Groups: []groupState{}, Devices: []deviceState{}}
-	for _, g := range e.groups {
+// snapshotLocked encodes the state file; c.mu held.
+func (c *Core) snapshotLocked() ([]byte, error) {
+	s := snapshot{Format: dataFormat, IDScope: c.cfg.IDScope, Groups: []groupState{}, Devices: []deviceState{}}
+	for _, g := range c.groups {
 		s.Groups = append(s.Groups, groupState{ID: g.ID, DisplayName: g.DisplayName, Enabled: g.Enabled,
 			PrimaryKey: g.PrimaryKey, SecondaryKey: g.SecondaryKey, CACertPEM: string(g.CACertPEM)})
 	}
-	for _, d := range e.devices {
+	for _, d := range c.devices {
 		ds := deviceState{
 			ID: d.id, DisplayName: d.displayName, ModelID: d.modelID, Enabled: d.enabled, Provisioned: d.provisioned,
 			GroupID: d.groupID, Attestation: AttestationSymmetricKey, IndividualKeys: d.indivKeys, GroupKeys: d.groupKeys,
@@ -203,7 +232,7 @@ func (e *Emulator) snapshotLocked() ([]byte, error) {
 			ds.Attestation = AttestationX509
 		}
 		for _, m := range d.c2d {
-			ds.C2D = append(ds.C2D, c2dState{ID: m.id, Topic: m.topic, Properties: m.props, Body: m.body, Deliveries: m.deliveries})
+			ds.C2D = append(ds.C2D, c2dState{ID: m.id, Topic: wire.C2DTopic(d.id, m.id, m.props), Properties: m.props, Body: m.body, Deliveries: m.deliveries})
 		}
 		s.Devices = append(s.Devices, ds)
 	}
@@ -212,42 +241,42 @@ func (e *Emulator) snapshotLocked() ([]byte, error) {
 	return json.MarshalIndent(s, "", "  ")
 }
 
-// save writes the state file when it differs from the last one written.
-// It does nothing without a DataDir or before the state was loaded.
-func (e *Emulator) save() error {
-	e.saveMu.Lock()
-	defer e.saveMu.Unlock()
-	if !e.persist {
+// Save writes the state file when it differs from the last one written.
+// It does nothing without a DataDir or before Load.
+func (c *Core) Save() error {
+	c.saveMu.Lock()
+	defer c.saveMu.Unlock()
+	if !c.persist {
 		return nil
 	}
-	e.mu.Lock()
-	b, err := e.snapshotLocked()
-	e.mu.Unlock()
+	c.mu.Lock()
+	b, err := c.snapshotLocked()
+	c.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("emulator: encode state: %w", err)
 	}
-	if bytes.Equal(b, e.lastSaved) {
+	if bytes.Equal(b, c.lastSaved) {
 		return nil
 	}
-	if err := writeFileAtomic(dataFilePath(e.cfg.dataDir), b); err != nil {
+	if err := writeFileAtomic(dataFilePath(c.cfg.DataDir), b); err != nil {
 		return err
 	}
-	e.lastSaved = b
+	c.lastSaved = b
 	return nil
 }
 
 // runSaver saves the state every DataDirSaveInterval until Close.
-func (e *Emulator) runSaver() {
-	defer e.wg.Done()
+func (c *Core) runSaver() {
+	defer c.wg.Done()
 	t := time.NewTicker(DataDirSaveInterval)
 	defer t.Stop()
 	for {
 		select {
-		case <-e.done:
+		case <-c.done:
 			return
 		case <-t.C:
-			if err := e.save(); err != nil {
-				e.log.Warn("state not saved to the data directory", "error", err)
+			if err := c.Save(); err != nil {
+				c.log.Warn("state not saved to the data directory", "error", err)
 			}
 		}
 	}

@@ -1,13 +1,10 @@
-package emulator
+package core
 
 import (
 	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
-
-	"github.com/iotc-go/iotc/domain"
-	"github.com/iotc-go/iotc/emulator/internal/wire"
 )
 
 // dpsOp is one registration operation, answered to polls.
@@ -61,7 +58,17 @@ type registerRequest struct {
 	Payload        json.RawMessage `json:"payload"`
 }
 
-// ParseRegisterRequest decodes a DPS register body and returns the
+// DPSResponse is the answer to a DPS request, the same for every protocol.
+type DPSResponse struct {
+	// Status is the HTTP-like status (202, 200, 400, 401, 404, 500).
+	Status int
+	// RetryAfter is the retry-after in seconds, -1 for none.
+	RetryAfter int
+	// Body is the JSON answer.
+	Body []byte
+}
+
+// parseRegisterRequest decodes a DPS register body and returns the
 // registration id it names ("" when absent) and the model id of its
 // payload (modelId, else the legacy iotcModelId; "" when absent). It
 // returns an error for a body that is not a JSON object.
@@ -84,92 +91,72 @@ func parseRegisterRequest(body []byte) (regID, modelID string, err error) {
 	return req.RegistrationID, modelID, nil
 }
 
-func (e *Emulator) dpsAnswer(c *conn, status int, rid string, retryAfter int, v any) {
-	topic := "$dps/registrations/res/" + strconv.Itoa(status) + "/?$rid=" + rid
-	if retryAfter >= 0 {
-		topic += "&retry-after=" + strconv.Itoa(retryAfter)
-	}
+func (c *Core) answer(status, retryAfter int, v any) DPSResponse {
 	body, err := json.Marshal(v)
 	if err != nil {
-		e.log.Error("encode DPS answer", "error", err)
-		return
+		return DPSResponse{Status: 500, RetryAfter: -1, Body: []byte(`{"errorCode":500000,"message":"encode answer"}`)}
 	}
-	if !c.subscribed(topic) {
-		e.log.Warn("DPS answer not delivered: not subscribed to $dps/registrations/res/#", "registration_id", c.id)
-		return
-	}
-	if err := e.send(c, topic, body); err != nil {
-		e.log.Warn("DPS answer not delivered", "registration_id", c.id, "error", err)
-	}
+	return DPSResponse{Status: status, RetryAfter: retryAfter, Body: body}
 }
 
-// dpsFail returns an error answer (status, no retry-after, error body).
-func (e *Emulator) dpsFail(c *conn, status int, code int, msg string) (int, int, any) {
-	e.log.Warn("DPS request refused", "registration_id", c.id, "status", status, "reason", msg)
-	return status, -1, dpsError{
-		ErrorCode: code, TrackingID: newUUID(), Message: msg, TimestampUtc: e.now().Format(dpsTimeFormat),
-	}
+// dpsFail returns an error answer (no retry-after, error body).
+func (c *Core) dpsFail(regID string, status int, code int, msg string) DPSResponse {
+	c.log.Warn("DPS request refused", "registration_id", regID, "status", status, "reason", msg)
+	return c.answer(status, -1, dpsError{
+		ErrorCode: code, TrackingID: NewUUID(), Message: msg, TimestampUtc: c.now().Format(dpsTimeFormat),
+	})
 }
 
-func (e *Emulator) handleDPS(c *conn, t wire.Topic, body []byte) {
-	switch t.Kind {
-	case wire.KindDPSRegister:
-		status, retryAfter, v := e.dpsRegisterResult(c, body)
-		e.dpsAnswer(c, status, t.RID, retryAfter, v)
-	case wire.KindDPSPoll:
-		status, retryAfter, v := e.dpsPollResult(c, t.OperationID)
-		e.dpsAnswer(c, status, t.RID, retryAfter, v)
+// PollOperation answers an operation-status poll of an authenticated
+// registration: the final state of its operation, or 404.
+func (c *Core) PollOperation(a DPSAuth, operationID string) DPSResponse {
+	c.mu.Lock()
+	op, ok := c.ops[operationID]
+	c.mu.Unlock()
+	if !ok || op.regID != a.RegistrationID {
+		return c.dpsFail(a.RegistrationID, 404, dpsErrNotFound, "operation "+strconv.Quote(operationID)+" not found")
 	}
+	return DPSResponse{Status: 200, RetryAfter: -1, Body: op.body}
 }
 
-// dpsPollResult answers an operation-status poll (any protocol).
-func (e *Emulator) dpsPollResult(c *conn, operationID string) (status, retryAfter int, v any) {
-	e.mu.Lock()
-	op, ok := e.ops[operationID]
-	e.mu.Unlock()
-	if !ok || op.regID != c.id {
-		return e.dpsFail(c, 404, dpsErrNotFound, "operation "+strconv.Quote(operationID)+" not found")
-	}
-	return 200, -1, json.RawMessage(op.body)
-}
-
-// dpsRegisterResult decides the registration outright (any protocol),
-// keeps the final answer for the poll and returns 202 assigning with the
-// retry-after, or an error answer.
-func (e *Emulator) dpsRegisterResult(c *conn, body []byte) (status, retryAfter int, v any) {
+// Register decides a registration outright, keeps the final answer for
+// the poll and returns 202 assigning with the retry-after, or an error
+// answer.
+func (c *Core) Register(a DPSAuth, body []byte) DPSResponse {
 	regID, modelID, err := parseRegisterRequest(body)
 	if err != nil {
-		return e.dpsFail(c, 400, dpsErrBadRequest, err.Error())
+		return c.dpsFail(a.RegistrationID, 400, dpsErrBadRequest, err.Error())
 	}
-	if regID != "" && regID != c.id {
-		return e.dpsFail(c, 400, dpsErrBadRequest, "registrationId "+strconv.Quote(regID)+" is not the connection's")
+	if regID != "" && regID != a.RegistrationID {
+		return c.dpsFail(a.RegistrationID, 400, dpsErrBadRequest, "registrationId "+strconv.Quote(regID)+" is not the connection's")
 	}
-	opID := "4." + randomHex(8) + "." + newUUID()
-	now := e.now()
+	id := a.RegistrationID
+	opID := "4." + RandomHex(8) + "." + NewUUID()
+	now := c.now()
 	ts := now.Format(dpsTimeFormat)
-	st := &registrationState{RegistrationID: c.id, LastUpdatedDateTimeUtc: ts}
+	st := &registrationState{RegistrationID: id, LastUpdatedDateTimeUtc: ts}
 	final := operationStatus{OperationID: opID, RegistrationState: st}
 
-	e.mu.Lock()
-	d, exists := e.devices[c.id]
+	c.mu.Lock()
+	d, exists := c.devices[id]
 	var g EnrollmentGroup
 	var hasGroup bool
-	if c.groupID != "" {
-		g, hasGroup = e.group(c.groupID)
+	if a.GroupID != "" {
+		g, hasGroup = c.group(a.GroupID)
 	}
 	switch {
-	case c.groupID != "" && !hasGroup:
-		st.Status, st.ErrorCode, st.ErrorMessage = "failed", dpsErrNotFound, "enrollment group "+c.groupID+" no longer exists"
+	case a.GroupID != "" && !hasGroup:
+		st.Status, st.ErrorCode, st.ErrorMessage = "failed", dpsErrNotFound, "enrollment group "+a.GroupID+" no longer exists"
 	case hasGroup && !g.Enabled:
 		st.Status, st.ErrorCode, st.ErrorMessage = "disabled", dpsErrUnauthorized, "enrollment group "+g.ID+" is disabled"
 	case exists && !d.enabled:
-		st.Status, st.ErrorCode, st.ErrorMessage = "disabled", dpsErrUnauthorized, "device "+c.id+" is disabled"
-	case !exists && (!hasGroup || !e.cfg.autoApprove):
-		st.Status, st.ErrorCode, st.ErrorMessage = "failed", dpsErrUnauthorized, "device "+c.id+" is not approved (auto-approve is off)"
+		st.Status, st.ErrorCode, st.ErrorMessage = "disabled", dpsErrUnauthorized, "device "+id+" is disabled"
+	case !exists && (!hasGroup || !c.cfg.AutoApprove):
+		st.Status, st.ErrorCode, st.ErrorMessage = "failed", dpsErrUnauthorized, "device "+id+" is not approved (auto-approve is off)"
 	default:
 		if !exists {
-			d = newDevice(c.id, now)
-			e.devices[c.id] = d
+			d = newDevice(id, now)
+			c.devices[id] = d
 		}
 		substatus := "initialAssignment"
 		if d.provisioned {
@@ -179,8 +166,8 @@ func (e *Emulator) dpsRegisterResult(c *conn, body []byte) (status, retryAfter i
 			d.groupID = g.ID
 			d.x509 = g.IsX509()
 			if !d.x509 {
-				pk, _ := domain.DeriveDeviceKey(g.PrimaryKey, c.id)
-				sk, _ := domain.DeriveDeviceKey(g.SecondaryKey, c.id)
+				pk, _ := deriveKey(g.PrimaryKey, id)
+				sk, _ := deriveKey(g.SecondaryKey, id)
 				d.groupKeys = [2]string{pk, sk}
 			}
 		}
@@ -191,23 +178,23 @@ func (e *Emulator) dpsRegisterResult(c *conn, body []byte) (status, retryAfter i
 		d.lastActivity = now
 		st.Status, st.Substatus = "assigned", substatus
 		st.CreatedDateTimeUtc = d.created.Format(dpsTimeFormat)
-		st.AssignedHub, st.DeviceID = e.cfg.hubHost, c.id
-		st.Etag = strconv.Quote(randomHex(8))
+		st.AssignedHub, st.DeviceID = c.cfg.HubHost, id
+		st.Etag = strconv.Quote(RandomHex(8))
 	}
 	final.Status = st.Status
 	fb, err := json.Marshal(final)
 	if err == nil {
-		for id, op := range e.ops {
+		for oid, op := range c.ops {
 			if now.Sub(op.created) > dpsOpTTL {
-				delete(e.ops, id)
+				delete(c.ops, oid)
 			}
 		}
-		e.ops[opID] = &dpsOp{regID: c.id, created: now, body: fb}
+		c.ops[opID] = &dpsOp{regID: id, created: now, body: fb}
 	}
-	e.mu.Unlock()
+	c.mu.Unlock()
 	if err != nil {
-		return e.dpsFail(c, 500, 500000, "encode registration state")
+		return c.dpsFail(id, 500, 500000, "encode registration state")
 	}
-	e.log.Info("registration", "registration_id", c.id, "status", st.Status, "group_id", c.groupID, "model_id", modelID)
-	return 202, e.cfg.retryAfter, operationStatus{OperationID: opID, Status: "assigning"}
+	c.log.Info("registration", "registration_id", id, "status", st.Status, "group_id", a.GroupID, "model_id", modelID)
+	return c.answer(202, c.cfg.RetryAfter, operationStatus{OperationID: opID, Status: "assigning"})
 }

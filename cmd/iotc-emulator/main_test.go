@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/iotc-go/iotc/emulator"
+)
+
+// ephemeral are flags that keep a test off the standard ports.
+func ephemeral(dir string) []string {
+	return []string{
+		"-mqtt-addr", "127.0.0.1:0", "-ws-addr", "127.0.0.1:0", "-amqp-addr", "127.0.0.1:0",
+		"-rest-addr", "127.0.0.1:0", "-cert-dir", filepath.Join(dir, "certs"),
+		"-info-file", filepath.Join(dir, "info.json"),
+	}
+}
+
+// startCLI starts the emulator as the command does and returns it with the
+// info file it wrote; it is closed at the end of the test.
+func startCLI(t *testing.T, dir string, args ...string) (*emulator.Emulator, info, string) {
+	t.Helper()
+	t.Setenv("IOTC_EMULATOR_API_TOKEN", "")
+	t.Setenv("IOTC_EMULATOR_GROUP_KEY", "")
+	var out, errOut bytes.Buffer
+	e, err := start(t.Context(), append(ephemeral(dir), args...), &out, &errOut)
+	if err != nil {
+		t.Fatalf("start %v: %v\n%s", args, err, errOut.String())
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	b, err := os.ReadFile(filepath.Join(dir, "info.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in info
+	if err := json.Unmarshal(b, &in); err != nil {
+		t.Fatalf("info file %s: %v", b, err)
+	}
+	return e, in, out.String()
+}
+
+func TestInfoFile(t *testing.T) {
+	e, in, out := startCLI(t, t.TempDir())
+	if in.IDScope != e.IDScope() || in.MQTTAddr != e.MQTTAddr() || in.APIToken != e.APIToken() || in.CAFile != e.CAFile() {
+		t.Fatalf("info %+v does not describe the emulator", in)
+	}
+	if in.PID != os.Getpid() {
+		t.Fatalf("info pid %d, want %d", in.PID, os.Getpid())
+	}
+	if !strings.Contains(out, "pid ") || !strings.Contains(out, e.IDScope()) {
+		t.Fatalf("start-up text lacks the pid or the scope:\n%s", out)
+	}
+}
+
+func TestMQTTAddrDash(t *testing.T) {
+	e, in, out := startCLI(t, t.TempDir(), "-mqtt-addr", "-")
+	if e.MQTTAddr() != "" || in.MQTTAddr != "" {
+		t.Fatalf("MQTT listener %q / %q, want none", e.MQTTAddr(), in.MQTTAddr)
+	}
+	if in.WebSocketAddr == "" || in.AMQPAddr == "" {
+		t.Fatalf("WebSocket %q AMQP %q", in.WebSocketAddr, in.AMQPAddr)
+	}
+	if !strings.Contains(out, "MQTT (DPS + hub)  (disabled)") {
+		t.Fatalf("start-up text does not say MQTT is disabled:\n%s", out)
+	}
+}
+
+func TestAPITokenSurvivesRestartWithDataDir(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	e1, in1, _ := startCLI(t, dir, "-data-dir", data)
+	if err := e1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e2, in2, _ := startCLI(t, dir, "-data-dir", data)
+	if in1.APIToken == "" || in2.APIToken != in1.APIToken || e2.APIToken() != in1.APIToken {
+		t.Fatalf("API token %q then %q", in1.APIToken, in2.APIToken)
+	}
+	if in2.IDScope != in1.IDScope {
+		t.Fatalf("ID scope %q then %q", in1.IDScope, in2.IDScope)
+	}
+	st, err := os.Stat(filepath.Join(data, emulator.DataDirTokenFile))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("token file: %v", err)
+	}
+	if err := e2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, in3, _ := startCLI(t, dir, "-data-dir", data, "-api-token", "from-flag")
+	if in3.APIToken != "from-flag" {
+		t.Fatalf("-api-token ignored: %q", in3.APIToken)
+	}
+}
+
+func TestHubHostReissuesCertificate(t *testing.T) {
+	dir := t.TempDir()
+	e1, in1, _ := startCLI(t, dir)
+	ca, err := os.ReadFile(in1.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, in2, _ := startCLI(t, dir, "-hub-host", "vm")
+	if in2.HubHost != "vm" {
+		t.Fatalf("hub host %q", in2.HubHost)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	for _, addr := range []string{in2.MQTTAddr, in2.WebSocketAddr, in2.AMQPAddr} {
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "vm", MinVersion: tls.VersionTLS12})
+		if err != nil {
+			t.Fatalf("TLS to %s as vm with the old CA: %v", addr, err)
+		}
+		_ = c.Close()
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	t.Setenv("IOTC_EMULATOR_API_TOKEN", "")
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"-no-such-flag"},
+		{"extra-argument"},
+		{"-mqtt-addr", "no-port"},
+		{"-hub-host", "bad host"},
+	} {
+		var out, errOut bytes.Buffer
+		e, err := start(t.Context(), append(ephemeral(dir), args...), &out, &errOut)
+		if err == nil {
+			_ = e.Close()
+			t.Errorf("start %v succeeded", args)
+		}
+	}
+}

@@ -1,0 +1,233 @@
+package core
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+)
+
+// Outcome is how a device settles a cloud-to-device message.
+type Outcome int
+
+// The three settlements of IoT Hub.
+const (
+	// Complete removes the message from the queue.
+	Complete Outcome = iota
+	// Abandon puts the message back for redelivery.
+	Abandon
+	// Reject removes the message and dead-letters it.
+	Reject
+)
+
+// String names the outcome.
+func (o Outcome) String() string {
+	switch o {
+	case Complete:
+		return "complete"
+	case Abandon:
+		return "abandon"
+	case Reject:
+		return "reject"
+	}
+	return "unknown"
+}
+
+// MaxDeadLetters is how many rejected messages are kept per device.
+const MaxDeadLetters = 50
+
+type c2dMsg struct {
+	id         string
+	props      map[string]string // application properties
+	body       []byte
+	on         Link // in flight on this link; nil when waiting
+	deliveries int
+}
+
+// C2DMessage is a cloud-to-device message handed to a front-end.
+type C2DMessage struct {
+	// MessageID is the message id ($.mid), also its lock token.
+	MessageID string
+	// To is the message's address: "/devices/{id}/messages/devicebound".
+	To string
+	// Properties are the application properties.
+	Properties map[string]string
+	// Body is the message body.
+	Body []byte
+	// Redelivered is set when the message was handed out before.
+	Redelivered bool
+}
+
+// SendCloudToDevice queues a cloud-to-device message and offers it to the
+// device's connection. It stays queued until settled (Complete or
+// Reject); abandoned or unsettled messages come again. It returns
+// ErrNotFound, ErrTooLarge for a body over MaxC2DBody, ErrInvalid for an
+// empty property name, and ErrQueueFull when MaxC2DQueue messages wait.
+func (c *Core) SendCloudToDevice(ctx context.Context, id string, body []byte, props map[string]string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(body) > MaxC2DBody {
+		return fmt.Errorf("%w: cloud-to-device body of %d bytes exceeds %d", ErrTooLarge, len(body), MaxC2DBody)
+	}
+	for k := range props {
+		if k == "" {
+			return fmt.Errorf("%w: empty property name", ErrInvalid)
+		}
+	}
+	m := &c2dMsg{id: NewUUID(), body: slices.Clone(body), props: maps.Clone(props)}
+	if m.props == nil {
+		m.props = map[string]string{}
+	}
+	c.mu.Lock()
+	d, err := c.lookup(id)
+	if err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	if len(d.c2d) >= MaxC2DQueue {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: device %q has %d messages pending", ErrQueueFull, id, MaxC2DQueue)
+	}
+	d.c2d = append(d.c2d, m)
+	l := d.link
+	c.mu.Unlock()
+	c.log.Info("cloud-to-device message queued", "device_id", id, "message_id", m.id)
+	if l != nil {
+		l.NotifyC2D()
+	}
+	return nil
+}
+
+func (m *c2dMsg) public(deviceID string) C2DMessage {
+	return C2DMessage{
+		MessageID: m.id, To: "/devices/" + deviceID + "/messages/devicebound",
+		Properties: maps.Clone(m.props), Body: m.body, Redelivered: m.deliveries > 0,
+	}
+}
+
+// NextC2D hands l the oldest queued message not in flight, marking it in
+// flight on l, when l is the device's connection; ok is false when there
+// is none.
+func (c *Core) NextC2D(id string, l Link) (C2DMessage, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, ok := c.devices[id]
+	if !ok || d.link != l {
+		return C2DMessage{}, false
+	}
+	for _, m := range d.c2d {
+		if m.on != nil {
+			continue
+		}
+		out := m.public(id)
+		m.on = l
+		m.deliveries++
+		return out, true
+	}
+	return C2DMessage{}, false
+}
+
+// SettleC2D settles message msgID of the device. Complete and Reject
+// remove it (a Reject keeps it among the device's dead letters); Abandon
+// releases it for redelivery when it is in flight on l, and offers it
+// again. Settling an unknown message does nothing.
+func (c *Core) SettleC2D(id string, l Link, msgID string, o Outcome) {
+	c.mu.Lock()
+	d, ok := c.devices[id]
+	if !ok {
+		c.mu.Unlock()
+		return
+	}
+	i := slices.IndexFunc(d.c2d, func(m *c2dMsg) bool { return m.id == msgID })
+	if i < 0 {
+		c.mu.Unlock()
+		return
+	}
+	m := d.c2d[i]
+	var notify Link
+	switch o {
+	case Abandon:
+		if m.on != l {
+			c.mu.Unlock()
+			return
+		}
+		m.on = nil
+		notify = d.link
+	default:
+		d.c2d = slices.Delete(d.c2d, i, i+1)
+		d.lastActivity = c.now()
+		c.notifyLocked(id)
+		if o == Reject {
+			d.deadLetters = append(d.deadLetters, m)
+			if len(d.deadLetters) > MaxDeadLetters {
+				d.deadLetters = slices.Delete(d.deadLetters, 0, 1)
+			}
+		}
+	}
+	c.mu.Unlock()
+	c.log.Info("cloud-to-device message settled", "device_id", id, "message_id", msgID, "outcome", o.String())
+	if notify != nil && notify != l {
+		notify.NotifyC2D()
+	}
+}
+
+// releaseLocked puts the messages in flight on l back in the queue; c.mu held.
+func (c *Core) releaseLocked(d *device, l Link) {
+	for _, m := range d.c2d {
+		if m.on == l {
+			m.on = nil
+		}
+	}
+}
+
+// PendingC2D is how many cloud-to-device messages wait for the device
+// (in flight ones included); 0 for an unknown device.
+func (c *Core) PendingC2D(id string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d, ok := c.devices[id]; ok {
+		return len(d.c2d)
+	}
+	return 0
+}
+
+// WaitPendingC2D waits until at most n cloud-to-device messages wait for
+// the device (an unknown device has none); ctx.Err() or ErrClosed otherwise.
+func (c *Core) WaitPendingC2D(ctx context.Context, id string, n int) error {
+	for {
+		c.mu.Lock()
+		pending := 0
+		if d, ok := c.devices[id]; ok {
+			pending = len(d.c2d)
+		}
+		ch := c.changeChanLocked(id)
+		c.mu.Unlock()
+		if pending <= n {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.done:
+			return ErrClosed
+		}
+	}
+}
+
+// DeadLetters returns the messages the device rejected, oldest first
+// (at most MaxDeadLetters).
+func (c *Core) DeadLetters(id string) []C2DMessage {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, ok := c.devices[id]
+	if !ok {
+		return nil
+	}
+	out := make([]C2DMessage, len(d.deadLetters))
+	for i, m := range d.deadLetters {
+		out[i] = m.public(id)
+	}
+	return out
+}

@@ -1,0 +1,464 @@
+// Package core is the emulator's model of IoT Central and its rules: the
+// device registry and enrollment groups, DPS decisions, twins with versions
+// and $metadata, command invocations with their timeouts, cloud-to-device
+// queues with settlement, telemetry (latest values and history), and
+// persistence in a data directory. It knows no protocol: the front-ends
+// (MQTT, AMQP, WebSockets, REST) call it, and reach a device's live
+// connection through the Link it attached. It imports no protocol library.
+package core
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/iotc-go/iotc/emulator/internal/twin"
+	"github.com/iotc-go/iotc/emulator/internal/wire"
+)
+
+// Errors of the model. Match them with errors.Is; returned errors wrap
+// them with the device or group concerned.
+var (
+	// ErrNotFound reports an unknown device, group, component value or telemetry name.
+	ErrNotFound = errors.New("emulator: not found")
+	// ErrConflict reports a create of something that already exists.
+	ErrConflict = errors.New("emulator: already exists")
+	// ErrInvalid reports a bad argument: a malformed id, key, certificate or patch.
+	ErrInvalid = errors.New("emulator: invalid argument")
+	// ErrDeviceOffline reports a direct method to a device that is not
+	// connected or not subscribed to methods (IoT Hub: 404103).
+	ErrDeviceOffline = errors.New("emulator: device is not online")
+	// ErrTimeout reports a direct method the device did not answer in time
+	// (IoT Hub: 504101).
+	ErrTimeout = errors.New("emulator: device did not respond in time")
+	// ErrQueueFull reports a cloud-to-device message refused because the
+	// device already has MaxC2DQueue messages pending (IoT Hub: 403004).
+	ErrQueueFull = errors.New("emulator: device queue is full")
+	// ErrTooLarge reports a cloud-to-device body over MaxC2DBody or a desired
+	// patch that would make the section exceed MaxTwinSection.
+	ErrTooLarge = errors.New("emulator: over a service size limit")
+	// ErrDataFile reports a data directory state file that cannot be read
+	// or is not a valid state file; the file is left as it was.
+	ErrDataFile = errors.New("emulator: bad data directory state file")
+	// ErrClosed reports a call on a closed emulator.
+	ErrClosed = errors.New("emulator: closed")
+	// ErrUnauthorized reports refused credentials (front-ends map it to
+	// their protocol's refusal).
+	ErrUnauthorized = errors.New("emulator: unauthorized")
+)
+
+// Service limits the model enforces, as IoT Hub does.
+const (
+	// MaxTelemetryBody is the largest device-to-cloud message body (256 KiB).
+	MaxTelemetryBody = 256 << 10
+	// MaxC2DBody is the largest cloud-to-device message body (64 KiB).
+	MaxC2DBody = 64 << 10
+	// MaxC2DQueue is how many cloud-to-device messages may wait for one
+	// device (delivered but not yet settled ones included).
+	MaxC2DQueue = 50
+	// MaxTwinSection is the largest desired or reported section (32 KiB of JSON).
+	MaxTwinSection = 32 << 10
+	// DefaultCommandTimeout is the command timeout used when none is given.
+	DefaultCommandTimeout = 30 * time.Second
+	// MaxCommandTimeout caps a command timeout (IoT Hub: 300 s).
+	MaxCommandTimeout = 300 * time.Second
+	// DefaultTelemetryHistory is how many messages per device the history
+	// keeps when Config.TelemetryHistory is zero.
+	DefaultTelemetryHistory = 1000
+	// TelemetryWatchBuffer is how many messages a watcher channel holds;
+	// when it is full, newer messages are dropped for that watcher.
+	TelemetryWatchBuffer = 256
+)
+
+// Attestation kinds reported in Device.Attestation.
+const (
+	AttestationSymmetricKey = "symmetricKey"
+	AttestationX509         = "x509"
+)
+
+// Device is a snapshot of one device the emulator knows.
+type Device struct {
+	// ID is the device id (= DPS registration id).
+	ID string
+	// DisplayName defaults to ID.
+	DisplayName string
+	// ModelID is the IoT Plug and Play model: the DPS payload's modelId
+	// (or iotcModelId), replaced by the hub CONNECT model-id when sent.
+	ModelID string
+	// Enabled devices may register and connect.
+	Enabled bool
+	// Provisioned is set once DPS assigned the device.
+	Provisioned bool
+	// Connected reports a live hub connection.
+	Connected bool
+	// GroupID is the enrollment group that provisioned the device, "" for
+	// a device that only has an individual enrollment (CreateDevice).
+	GroupID string
+	// Attestation is AttestationSymmetricKey or AttestationX509.
+	Attestation string
+	// PrimaryKey and SecondaryKey are the device's symmetric keys: its
+	// individual keys when created with CreateDevice, else the keys derived
+	// from its group's keys. Empty for X.509 devices.
+	PrimaryKey, SecondaryKey string
+	// Created is when the device was first known; LastActivity is the last
+	// connect, message or request.
+	Created, LastActivity time.Time
+}
+
+// TelemetryValue is the latest value of one telemetry field.
+type TelemetryValue struct {
+	// Value is the JSON-decoded field value (float64, string, bool, map, slice).
+	Value any
+	// Timestamp is when the message carrying it arrived.
+	Timestamp time.Time
+}
+
+// Telemetry is one device-to-cloud message.
+type Telemetry struct {
+	// DeviceID is the sending device.
+	DeviceID string
+	// Component is the $.sub system property, "" for the root component.
+	Component string
+	// Body is the message body as sent.
+	Body []byte
+	// Properties are the application properties of the property bag.
+	Properties map[string]string
+	// System are the system properties ($.ct, $.ce, $.mid, $.cid, $.sub, ...).
+	System map[string]string
+	// Received is when the emulator got the message.
+	Received time.Time
+}
+
+// CommandResult is a device's answer to a direct method.
+type CommandResult struct {
+	// Status is the status code the device chose.
+	Status int
+	// Payload is the response body when it is JSON; other bodies are
+	// wrapped in a JSON string; nil when empty.
+	Payload json.RawMessage
+}
+
+// EnrollmentGroup is a DPS enrollment group: symmetric keys (devices
+// derive their key from the group key and their registration id) or, when
+// CACertPEM is set, an X.509 CA whose leaf certificates' CN is the device id.
+type EnrollmentGroup struct {
+	// ID names the group (letters, digits, '-', '.', '_', ':'; at most 128).
+	ID string
+	// DisplayName is shown by the REST API; default ID.
+	DisplayName string
+	// Enabled groups can register devices; devices of a disabled group get
+	// DPS status "disabled".
+	Enabled bool
+	// PrimaryKey and SecondaryKey are base64 symmetric keys (generated when
+	// empty for a symmetric-key group; ignored for an X.509 group).
+	PrimaryKey, SecondaryKey string
+	// CACertPEM holds the trusted CA certificate(s) of an X.509 group.
+	CACertPEM []byte
+}
+
+// IsX509 reports whether the group authenticates with certificates.
+func (g EnrollmentGroup) IsX509() bool { return len(g.CACertPEM) > 0 }
+
+// Config is what New needs; Groups must be normalized (NormalizeGroup).
+type Config struct {
+	// IDScope is the DPS ID scope; HubHost the host name DPS assigns.
+	IDScope, HubHost string
+	// Groups are the enrollment groups.
+	Groups []EnrollmentGroup
+	// AutoApprove lets any registration id under an enabled group be assigned.
+	AutoApprove bool
+	// RetryAfter is the retry-after, in seconds, of DPS 202 answers.
+	RetryAfter int
+	// TelemetryHistory is how many messages per device are kept; 0 means
+	// DefaultTelemetryHistory, a negative value keeps none.
+	TelemetryHistory int
+	// DataDir, when set, is where the state is persisted (see Load).
+	DataDir string
+	// ExplicitScope and ExplicitGroups say IDScope and Groups were chosen by
+	// the user, so they win over those of the data directory's file.
+	ExplicitScope, ExplicitGroups bool
+	// Log receives the model's log lines; nil discards.
+	Log *slog.Logger
+}
+
+// Core is the model. Its methods are safe for concurrent use.
+type Core struct {
+	cfg     Config
+	log     *slog.Logger
+	done    chan struct{}
+	closing sync.Once
+	wg      sync.WaitGroup
+
+	mu       sync.Mutex
+	groups   []EnrollmentGroup
+	devices  map[string]*device
+	ops      map[string]*dpsOp
+	watchers map[string]map[chan Telemetry]struct{}
+	changes  map[string]chan struct{} // see WaitSubscribed
+
+	saveMu    sync.Mutex // serialises save
+	persist   bool       // DataDir set and its state loaded; guarded by saveMu
+	lastSaved []byte     // guarded by saveMu
+}
+
+// New returns a model with cfg's groups and no devices. With
+// cfg.DataDir, call Load before any front-end serves.
+func New(cfg Config) *Core {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TelemetryHistory == 0 {
+		cfg.TelemetryHistory = DefaultTelemetryHistory
+	}
+	return &Core{
+		cfg: cfg, log: cfg.Log, done: make(chan struct{}),
+		groups:   slices.Clone(cfg.Groups),
+		devices:  map[string]*device{},
+		ops:      map[string]*dpsOp{},
+		watchers: map[string]map[chan Telemetry]struct{}{},
+		changes:  map[string]chan struct{}{},
+	}
+}
+
+// Close ends waits (WaitSubscribed, NextTelemetry, InvokeCommand) with
+// ErrClosed and stops the saver; call Save afterwards for the final state.
+// It is safe to call more than once.
+func (c *Core) Close() {
+	c.closing.Do(func() { close(c.done) })
+	c.wg.Wait()
+}
+
+// Done is closed by Close.
+func (c *Core) Done() <-chan struct{} { return c.done }
+
+// IDScope is the DPS ID scope (the data directory's unless given).
+func (c *Core) IDScope() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg.IDScope
+}
+
+// HubHost is the host name DPS assigns and hub tokens name.
+func (c *Core) HubHost() string { return c.cfg.HubHost }
+
+func (c *Core) now() time.Time { return time.Now().UTC() }
+
+type device struct {
+	id, displayName, modelID string
+	enabled, provisioned     bool
+	groupID                  string
+	x509                     bool
+	indivKeys, groupKeys     [2]string
+	created, lastActivity    time.Time
+	desired, reported        *twin.Section
+	telemetry                map[string]map[string]TelemetryValue
+	history                  []Telemetry // oldest first, at most cfg.TelemetryHistory
+	c2d                      []*c2dMsg
+	deadLetters              []*c2dMsg // rejected, oldest first
+	link                     Link      // live hub connection; nil when offline
+}
+
+func newDevice(id string, now time.Time) *device {
+	return &device{
+		id: id, displayName: id, enabled: true, created: now, lastActivity: now,
+		desired:   twin.NewSection(true, wire.MaxTwinSectionLen, now),
+		reported:  twin.NewSection(false, wire.MaxTwinSectionLen, now),
+		telemetry: map[string]map[string]TelemetryValue{},
+	}
+}
+
+// keys are the symmetric keys a hub SAS token of the device may be signed with.
+func (d *device) keys() []string {
+	var out []string
+	for _, k := range append(d.indivKeys[:], d.groupKeys[:]...) {
+		if k != "" {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func (d *device) public() Device {
+	p := Device{
+		ID: d.id, DisplayName: d.displayName, ModelID: d.modelID, Enabled: d.enabled,
+		Provisioned: d.provisioned, Connected: d.link != nil, GroupID: d.groupID,
+		Attestation: AttestationSymmetricKey, Created: d.created, LastActivity: d.lastActivity,
+	}
+	if d.x509 {
+		p.Attestation = AttestationX509
+	}
+	keys := d.indivKeys
+	if keys[0] == "" {
+		keys = d.groupKeys
+	}
+	p.PrimaryKey, p.SecondaryKey = keys[0], keys[1]
+	return p
+}
+
+// lookup returns the device or an error wrapping ErrNotFound; c.mu held.
+func (c *Core) lookup(id string) (*device, error) {
+	d, ok := c.devices[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: device %q", ErrNotFound, id)
+	}
+	return d, nil
+}
+
+// CreateDevice creates device id with an individual enrollment and random
+// symmetric keys, and returns its primary key. It returns ErrInvalid for a
+// malformed id and ErrConflict when it exists.
+func (c *Core) CreateDevice(id string) (string, error) {
+	if err := ValidID(id); err != nil {
+		return "", fmt.Errorf("create device: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.devices[id]; ok {
+		return "", fmt.Errorf("%w: device %q", ErrConflict, id)
+	}
+	d := newDevice(id, c.now())
+	d.indivKeys = [2]string{RandomKey(), RandomKey()}
+	c.devices[id] = d
+	c.log.Info("device created", "device_id", id)
+	return d.indivKeys[0], nil
+}
+
+// Devices lists every device, sorted by id.
+func (c *Core) Devices() []Device {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Device, 0, len(c.devices))
+	for _, d := range c.devices {
+		out = append(out, d.public())
+	}
+	slices.SortFunc(out, func(a, b Device) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Device returns one device, or an error wrapping ErrNotFound.
+func (c *Core) Device(id string) (Device, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, err := c.lookup(id)
+	if err != nil {
+		return Device{}, err
+	}
+	return d.public(), nil
+}
+
+// Touch records activity of device id.
+func (c *Core) Touch(id string) {
+	c.mu.Lock()
+	if d, ok := c.devices[id]; ok {
+		d.lastActivity = c.now()
+	}
+	c.mu.Unlock()
+}
+
+// GroupKey is the primary key of the first symmetric-key group, "" when none.
+func (c *Core) GroupKey() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, g := range c.groups {
+		if !g.IsX509() {
+			return g.PrimaryKey
+		}
+	}
+	return ""
+}
+
+// EnrollmentGroups lists the enrollment groups in creation order.
+func (c *Core) EnrollmentGroups() []EnrollmentGroup {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]EnrollmentGroup, len(c.groups))
+	for i, g := range c.groups {
+		g.CACertPEM = slices.Clone(g.CACertPEM)
+		out[i] = g
+	}
+	return out
+}
+
+// PutEnrollmentGroup creates or replaces the group with g.ID, generating
+// missing symmetric keys, and returns what was stored. It returns
+// ErrInvalid for a bad id, key or CA certificate.
+func (c *Core) PutEnrollmentGroup(g EnrollmentGroup) (EnrollmentGroup, error) {
+	ng, err := NormalizeGroup(g)
+	if err != nil {
+		return EnrollmentGroup{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if i := slices.IndexFunc(c.groups, func(x EnrollmentGroup) bool { return x.ID == ng.ID }); i >= 0 {
+		c.groups[i] = ng
+	} else {
+		c.groups = append(c.groups, ng)
+	}
+	c.log.Info("enrollment group stored", "group_id", ng.ID, "enabled", ng.Enabled, "x509", ng.IsX509())
+	out := ng
+	out.CACertPEM = slices.Clone(ng.CACertPEM)
+	return out, nil
+}
+
+// group returns the group with id; c.mu held.
+func (c *Core) group(id string) (EnrollmentGroup, bool) {
+	for _, g := range c.groups {
+		if g.ID == id {
+			return g, true
+		}
+	}
+	return EnrollmentGroup{}, false
+}
+
+// errDroppedByOperator is the reason given to a link dropped by DisconnectDevice.
+var errDroppedByOperator = errors.New("emulator: connection dropped by operator")
+
+// DisconnectDevice drops the device's hub connection as a network failure
+// would. It returns ErrNotFound and ErrDeviceOffline.
+func (c *Core) DisconnectDevice(id string) error {
+	c.mu.Lock()
+	d, err := c.lookup(id)
+	var l Link
+	if err == nil {
+		l = d.link
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		return fmt.Errorf("%w: device %q", ErrDeviceOffline, id)
+	}
+	c.log.Info("dropping device connection on request", "device_id", id, "protocol", l.Protocol())
+	l.Drop(errDroppedByOperator)
+	return nil
+}
+
+// closed reports whether Close was called.
+func (c *Core) closed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// bound returns a context that ends with ctx or at Close.
+func (c *Core) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	cctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-c.done:
+			cancel()
+		case <-cctx.Done():
+		}
+	}()
+	return cctx, cancel
+}

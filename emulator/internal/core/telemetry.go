@@ -1,0 +1,169 @@
+package core
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+)
+
+// StoreTelemetry records a device-to-cloud message (any protocol): the
+// latest value of each field of a JSON object body, the message in the
+// device's history, and a copy to every watcher.
+func (c *Core) StoreTelemetry(msg Telemetry) {
+	var fields map[string]any
+	if err := json.Unmarshal(msg.Body, &fields); err != nil {
+		fields = nil // not a JSON object: stored as a message, no latest values
+	}
+	c.mu.Lock()
+	if d, ok := c.devices[msg.DeviceID]; ok {
+		d.lastActivity = c.now()
+		vals := d.telemetry[msg.Component]
+		if vals == nil && len(fields) > 0 {
+			vals = map[string]TelemetryValue{}
+			d.telemetry[msg.Component] = vals
+		}
+		for k, v := range fields {
+			vals[k] = TelemetryValue{Value: v, Timestamp: msg.Received}
+		}
+		if n := c.cfg.TelemetryHistory; n > 0 {
+			if len(d.history) >= n {
+				d.history = slices.Delete(d.history, 0, len(d.history)-n+1)
+			}
+			d.history = append(d.history, cloneTelemetry(msg))
+		}
+	}
+	for ch := range c.watchers[msg.DeviceID] {
+		select {
+		case ch <- cloneTelemetry(msg):
+		default:
+			c.log.Warn("telemetry watcher full, message dropped for it", "device_id", msg.DeviceID)
+		}
+	}
+	c.mu.Unlock()
+}
+
+func cloneTelemetry(t Telemetry) Telemetry {
+	out := t
+	out.Body = slices.Clone(t.Body)
+	out.Properties, out.System = maps.Clone(t.Properties), maps.Clone(t.System)
+	if out.Properties == nil {
+		out.Properties = map[string]string{}
+	}
+	if out.System == nil {
+		out.System = map[string]string{}
+	}
+	return out
+}
+
+// LatestTelemetry returns the latest value of field name sent by the device
+// in a JSON object body, for component ("" = root). It returns ErrNotFound
+// for an unknown device or a name never sent.
+func (c *Core) LatestTelemetry(id, component, name string) (TelemetryValue, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, err := c.lookup(id)
+	if err != nil {
+		return TelemetryValue{}, err
+	}
+	v, ok := d.telemetry[component][name]
+	if !ok {
+		return TelemetryValue{}, fmt.Errorf("%w: telemetry %q of device %q component %q", ErrNotFound, name, id, component)
+	}
+	return v, nil
+}
+
+// HistoryFilter selects messages of a device's telemetry history.
+type HistoryFilter struct {
+	// Since keeps messages received strictly after it (zero: all).
+	Since time.Time
+	// Component, when ByComponent is set, keeps only that component's
+	// messages ("" is the root component).
+	Component   string
+	ByComponent bool
+	// Limit keeps the newest Limit messages of the selection (0: all).
+	Limit int
+}
+
+// TelemetryHistory returns the device's kept messages that match f, oldest
+// first. It returns ErrNotFound for an unknown device.
+func (c *Core) TelemetryHistory(id string, f HistoryFilter) ([]Telemetry, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, err := c.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	out := []Telemetry{}
+	for _, m := range d.history {
+		if !f.Since.IsZero() && !m.Received.After(f.Since) {
+			continue
+		}
+		if f.ByComponent && m.Component != f.Component {
+			continue
+		}
+		out = append(out, cloneTelemetry(m))
+	}
+	if f.Limit > 0 && len(out) > f.Limit {
+		out = out[len(out)-f.Limit:]
+	}
+	return out, nil
+}
+
+// NextTelemetry waits for the next telemetry message of device id that
+// arrives after the call started (the device need not exist yet). It
+// returns ctx.Err() or ErrClosed.
+func (c *Core) NextTelemetry(ctx context.Context, id string) (Telemetry, error) {
+	ch, stop := c.watch(id, 1)
+	defer stop()
+	select {
+	case t := <-ch:
+		return t, nil
+	case <-ctx.Done():
+		return Telemetry{}, ctx.Err()
+	case <-c.done:
+		return Telemetry{}, ErrClosed
+	}
+}
+
+// WatchTelemetry streams every telemetry message of device id that arrives
+// from now on, until stop is called (stop is idempotent). The channel
+// holds TelemetryWatchBuffer messages and is never closed.
+func (c *Core) WatchTelemetry(id string) (<-chan Telemetry, func()) {
+	return c.watch(id, TelemetryWatchBuffer)
+}
+
+// Watchers is how many telemetry watchers are registered.
+func (c *Core) Watchers() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, w := range c.watchers {
+		n += len(w)
+	}
+	return n
+}
+
+func (c *Core) watch(id string, buf int) (chan Telemetry, func()) {
+	ch := make(chan Telemetry, buf)
+	c.mu.Lock()
+	if c.watchers[id] == nil {
+		c.watchers[id] = map[chan Telemetry]struct{}{}
+	}
+	c.watchers[id][ch] = struct{}{}
+	c.mu.Unlock()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			c.mu.Lock()
+			delete(c.watchers[id], ch)
+			if len(c.watchers[id]) == 0 {
+				delete(c.watchers, id)
+			}
+			c.mu.Unlock()
+		})
+	}
+}

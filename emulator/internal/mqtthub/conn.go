@@ -1,0 +1,289 @@
+package mqtthub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/iotc-go/iotc/emulator/internal/core"
+	"github.com/iotc-go/iotc/emulator/internal/wire"
+)
+
+// conn is one MQTT connection; a hub connection is the device's core.Link.
+type conn struct {
+	s       *Server
+	cl      *mqtt.Client
+	role    wire.Role
+	id      string // device id (hub) or registration id (DPS)
+	modelID string
+	x509    bool
+	dps     core.DPSAuth // DPS connections
+	expiry  time.Time    // SAS expiry; zero for X.509
+	wmu     sync.Mutex   // serialises writes to cl and keeps deliveries in queue order
+
+	mu       sync.Mutex
+	expire   *time.Timer       // drops the connection at expiry
+	nextPID  uint16            // guarded by mu
+	inflight map[uint16]string // packet id -> cloud-to-device message id; guarded by mu
+}
+
+var _ core.Link = (*conn)(nil)
+
+// Sample topics matching each feature's subscription.
+const (
+	topicMethods = "$iothub/methods/POST/"
+	topicDesired = "$iothub/twin/PATCH/properties/desired/"
+	topicTwin    = "$iothub/twin/res/"
+)
+
+// Protocol implements core.Link.
+func (c *conn) Protocol() string { return "mqtt" }
+
+// Subscribed implements core.Link.
+func (c *conn) Subscribed(f core.Feature) bool {
+	switch f {
+	case core.FeatureMethods:
+		return c.subscribed(topicMethods)
+	case core.FeatureDesired:
+		return c.subscribed(topicDesired)
+	case core.FeatureTwin:
+		return c.subscribed(topicTwin)
+	case core.FeatureC2D:
+		return c.subscribed(wire.C2DFilterPrefix(c.id))
+	}
+	return false
+}
+
+// subscribed reports whether the client holds a filter matching topic.
+func (c *conn) subscribed(topic string) bool {
+	for f := range c.cl.State.Subscriptions.GetAll() {
+		if wire.MatchFilter(f, topic) {
+			return true
+		}
+	}
+	return false
+}
+
+// Drop implements core.Link.
+func (c *conn) Drop(reason error) { c.cl.Stop(reason) }
+
+// PushDesired implements core.Link.
+func (c *conn) PushDesired(body []byte, version int64) error {
+	topic := "$iothub/twin/PATCH/properties/desired/?$version=" + strconv.FormatInt(version, 10)
+	if !c.subscribed(topic) {
+		return nil
+	}
+	return c.send(topic, body)
+}
+
+var errNotSubscribed = errors.New("not subscribed to $iothub/methods/POST/#")
+
+func methodKey(deviceID, rid string) string { return deviceID + "\n" + rid }
+
+// InvokeMethod implements core.Link.
+func (c *conn) InvokeMethod(ctx context.Context, method string, payload []byte) (int, []byte, error) {
+	s := c.s
+	rid := strconv.FormatUint(s.seq.Add(1), 10)
+	topic := "$iothub/methods/POST/" + method + "/?$rid=" + rid
+	if !c.subscribed(topic) {
+		return 0, nil, errNotSubscribed
+	}
+	key := methodKey(c.id, rid)
+	ch := make(chan methodAnswer, 1)
+	s.mu.Lock()
+	s.methods[key] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.methods, key)
+		s.mu.Unlock()
+	}()
+	if err := c.send(topic, payload); err != nil {
+		return 0, nil, err
+	}
+	select {
+	case a := <-ch:
+		return a.status, a.body, nil
+	case <-ctx.Done():
+		return 0, nil, ctx.Err()
+	}
+}
+
+// NotifyC2D implements core.Link: it sends the queued messages the core
+// hands out, each at QoS 1 with a packet id of this connection, while the
+// device is subscribed. A message leaves the queue only by its PUBACK.
+func (c *conn) NotifyC2D() {
+	if c.role != wire.RoleHub {
+		return
+	}
+	m := c.s.cfg.Model
+	c.wmu.Lock() // keeps deliveries on this connection in queue order
+	defer c.wmu.Unlock()
+	for !c.cl.Closed() && c.subscribed(wire.C2DFilterPrefix(c.id)) {
+		c.mu.Lock()
+		pid := c.allocPID()
+		c.mu.Unlock()
+		if pid == 0 {
+			return // 65535 unacknowledged messages: wait for acks
+		}
+		msg, ok := m.NextC2D(c.id, c)
+		if !ok {
+			return
+		}
+		topic := wire.C2DTopic(c.id, msg.MessageID, msg.Properties)
+		if !c.subscribed(topic) {
+			m.SettleC2D(c.id, c, msg.MessageID, core.Abandon)
+			return
+		}
+		c.mu.Lock()
+		c.inflight[pid] = msg.MessageID
+		c.mu.Unlock()
+		err := c.cl.WritePacket(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Dup: msg.Redelivered},
+			TopicName:   topic,
+			Payload:     msg.Body,
+			PacketID:    pid,
+		})
+		if err != nil {
+			c.s.log.Warn("cloud-to-device message not delivered", "device_id", c.id, "error", err)
+			return
+		}
+	}
+}
+
+// allocPID returns a free packet id of the connection, 0 when none; c.mu held.
+func (c *conn) allocPID() uint16 {
+	for range 65535 {
+		c.nextPID++
+		if c.nextPID == 0 {
+			c.nextPID = 1
+		}
+		if _, used := c.inflight[c.nextPID]; !used {
+			return c.nextPID
+		}
+	}
+	return 0
+}
+
+// acked completes the message a PUBACK acknowledges.
+func (c *conn) acked(pid uint16) {
+	if c.role != wire.RoleHub {
+		return
+	}
+	c.mu.Lock()
+	id, ok := c.inflight[pid]
+	delete(c.inflight, pid)
+	c.mu.Unlock()
+	if ok {
+		c.s.cfg.Model.SettleC2D(c.id, c, id, core.Complete)
+		c.s.log.Info("cloud-to-device message acknowledged", "device_id", c.id, "message_id", id)
+	}
+}
+
+// send writes a QoS 0 PUBLISH straight to this client. $iothub and $dps
+// topics are shared by every device, so they are never routed through the
+// broker: only the connection concerned sees its responses.
+func (c *conn) send(topic string, body []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.cl.Closed() {
+		return mqtt.ErrConnectionClosed
+	}
+	return c.cl.WritePacket(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish},
+		TopicName:   topic,
+		Payload:     body,
+	})
+}
+
+func (s *Server) handleHub(c *conn, t wire.Topic, pk packets.Packet) {
+	m := s.cfg.Model
+	switch t.Kind {
+	case wire.KindTelemetry:
+		s.telemetry(c, t, pk)
+	case wire.KindTwinGet:
+		status, body := m.TwinDocument(c.id)
+		s.twinAnswer(c, status, t.RID, 0, body)
+	case wire.KindTwinPatchReported:
+		status, v, body := m.PatchReported(c.id, pk.Payload)
+		s.twinAnswer(c, status, t.RID, v, body)
+	case wire.KindMethodResponse:
+		s.methodResponse(c, t, pk.Payload)
+	}
+}
+
+func (s *Server) telemetry(c *conn, t wire.Topic, pk packets.Packet) {
+	bag, err := wire.DecodeBag(t.PropertyBag)
+	if err != nil {
+		s.log.Warn("dropping connection: bad property bag", "device_id", c.id, "error", err)
+		c.cl.Stop(fmt.Errorf("%w: %v", errProtocol, err))
+		return
+	}
+	system, app := wire.SplitBag(bag)
+	if pk.FixedHeader.Retain {
+		app["mqtt-retain"] = "true"
+	}
+	s.cfg.Model.StoreTelemetry(core.Telemetry{
+		DeviceID: c.id, Component: system["$.sub"], Body: append([]byte(nil), pk.Payload...),
+		Properties: app, System: system, Received: time.Now().UTC(),
+	})
+}
+
+// twinAnswer writes $iothub/twin/res/{status}/?$rid={rid}[&$version=n] to
+// the device alone.
+func (s *Server) twinAnswer(c *conn, status int, rid string, version int64, body []byte) {
+	topic := "$iothub/twin/res/" + strconv.Itoa(status) + "/?$rid=" + rid
+	if version > 0 {
+		topic += "&$version=" + strconv.FormatInt(version, 10)
+	}
+	if !c.subscribed(topic) {
+		s.log.Warn("twin answer not delivered: not subscribed to $iothub/twin/res/#", "device_id", c.id, "status", status)
+		return
+	}
+	if err := c.send(topic, body); err != nil {
+		s.log.Warn("twin answer not delivered", "device_id", c.id, "error", err)
+	}
+}
+
+func (s *Server) methodResponse(c *conn, t wire.Topic, body []byte) {
+	key := methodKey(c.id, t.RID)
+	s.mu.Lock()
+	ch, ok := s.methods[key]
+	delete(s.methods, key)
+	s.mu.Unlock()
+	if !ok {
+		s.log.Warn("method response for no pending request (late or unknown $rid)", "device_id", c.id, "rid", t.RID)
+		return
+	}
+	ch <- methodAnswer{status: t.Status, body: append([]byte(nil), body...)} // buffered, one sender: the map entry was removed above
+}
+
+func (s *Server) handleDPS(c *conn, t wire.Topic, body []byte) {
+	m := s.cfg.Model
+	var r core.DPSResponse
+	switch t.Kind {
+	case wire.KindDPSRegister:
+		r = m.Register(c.dps, body)
+	case wire.KindDPSPoll:
+		r = m.PollOperation(c.dps, t.OperationID)
+	default:
+		return
+	}
+	topic := "$dps/registrations/res/" + strconv.Itoa(r.Status) + "/?$rid=" + t.RID
+	if r.RetryAfter >= 0 {
+		topic += "&retry-after=" + strconv.Itoa(r.RetryAfter)
+	}
+	if !c.subscribed(topic) {
+		s.log.Warn("DPS answer not delivered: not subscribed to $dps/registrations/res/#", "registration_id", c.id)
+		return
+	}
+	if err := c.send(topic, r.Body); err != nil {
+		s.log.Warn("DPS answer not delivered", "registration_id", c.id, "error", err)
+	}
+}

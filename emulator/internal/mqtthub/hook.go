@@ -1,0 +1,315 @@
+package mqtthub
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/iotc-go/iotc/emulator/internal/wire"
+)
+
+// dpsClientPrefix keeps DPS sessions apart from hub sessions of the same
+// id in mochi's client table ('/' cannot appear in a device id).
+const dpsClientPrefix = "$dps/"
+
+var (
+	errForbidden    = errors.New("emulator: topic not allowed")
+	errProtocol     = errors.New("emulator: protocol violation")
+	errTokenExpired = errors.New("emulator: SAS token expired")
+)
+
+// hook plugs the front-end into mochi.
+type hook struct {
+	mqtt.HookBase
+	s *Server
+}
+
+// ID names the hook for mochi.
+func (h *hook) ID() string { return "iotc-emulator" }
+
+// Provides lists the mochi events the hook handles.
+func (h *hook) Provides(b byte) bool {
+	return bytes.Contains([]byte{
+		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished,
+		mqtt.OnDisconnect, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnSubscribe, mqtt.OnPacketProcessed,
+		mqtt.OnPublish, mqtt.OnPublished,
+	}, []byte{b})
+}
+
+// OnConnect refuses anything but MQTT 3.1.1 and drops Will messages (a
+// Will would otherwise be routed to other clients).
+func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	if pk.ProtocolVersion != 4 {
+		h.s.log.Warn("connection refused: only MQTT 3.1.1 is supported", "client_id", pk.Connect.ClientIdentifier, "protocol_version", pk.ProtocolVersion)
+		_ = h.s.srv.SendConnack(cl, packets.ErrUnsupportedProtocolVersion, false, nil)
+		return packets.ErrUnsupportedProtocolVersion
+	}
+	if pk.Connect.WillFlag {
+		h.s.log.Info("ignoring Will message", "client_id", pk.Connect.ClientIdentifier)
+		cl.Properties.Will = mqtt.Will{}
+	}
+	return nil
+}
+
+// OnConnectAuthenticate checks the user name, SAS token or certificate; a
+// refusal makes mochi answer CONNACK 5 (not authorized).
+func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	s := h.s
+	c, err := s.authenticate(cl, pk)
+	if err != nil {
+		s.log.Warn("connection refused", "client_id", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote, "reason", err.Error())
+		return false
+	}
+	if c.role == wire.RoleDPS {
+		cl.ID = dpsClientPrefix + c.id
+	}
+	s.mu.Lock()
+	s.conns[cl] = c
+	s.mu.Unlock()
+	s.log.Info("connection accepted", "role", c.role.String(), "device_id", c.id, "remote", cl.Net.Remote, "x509", c.x509)
+	return true
+}
+
+// OnSessionEstablish makes the connection the device's current one; mochi
+// then drops an older MQTT connection with the same id.
+func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+	s := h.s
+	c := s.connOf(cl)
+	if c == nil || c.role != wire.RoleHub {
+		return
+	}
+	prev, err := s.cfg.Model.Attach(c.id, c, c.modelID)
+	if err != nil {
+		return
+	}
+	switch p := prev.(type) {
+	case nil:
+	case *conn:
+		if p != c {
+			s.log.Info("new connection replaces the old one", "device_id", c.id)
+		}
+	default:
+		s.log.Info("new MQTT connection replaces the "+prev.Protocol()+" one", "device_id", c.id)
+		prev.Drop(errReplaced) // never blocks
+	}
+	if !c.expiry.IsZero() {
+		// IoT Hub closes a connection whose SAS token expires (MQTT 3.1.1
+		// cannot re-authenticate); the SDKs reconnect before that.
+		c.mu.Lock()
+		c.expire = time.AfterFunc(time.Until(c.expiry), func() {
+			s.log.Info("dropping connection: SAS token expired", "device_id", c.id)
+			cl.Stop(errTokenExpired)
+		})
+		c.mu.Unlock()
+	}
+}
+
+// OnSessionEstablished delivers queued cloud-to-device messages when a
+// persistent session kept the C2D subscription.
+func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	if c := h.s.connOf(cl); c != nil && c.role == wire.RoleHub {
+		h.s.cfg.Model.SubscriptionsChanged(c.id) // inherited subscriptions are now in place
+		c.NotifyC2D()
+	}
+}
+
+// OnDisconnect forgets the connection; the device goes offline unless a
+// newer connection already replaced this one.
+func (h *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
+	s := h.s
+	s.mu.Lock()
+	c := s.conns[cl]
+	delete(s.conns, cl)
+	s.mu.Unlock()
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	if c.expire != nil {
+		c.expire.Stop()
+	}
+	c.mu.Unlock()
+	if c.role == wire.RoleHub {
+		s.cfg.Model.Detach(c.id, c)
+	}
+	s.log.Info("connection closed", "role", c.role.String(), "device_id", c.id, "cause", errString(err))
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "client disconnect"
+	}
+	return err.Error()
+}
+
+// OnACLCheck repeats the permission checks of OnPacketRead, which already
+// dropped any offender; it also keeps mochi from routing anything to a
+// device.
+func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	c := h.s.connOf(cl)
+	if c == nil {
+		return false
+	}
+	if !write {
+		return wire.SubscribeAllowed(c.role, c.id, topic)
+	}
+	t, err := wire.ParseTopic(topic)
+	return err == nil && wire.PublishAllowed(c.role, c.id, t)
+}
+
+// OnPacketRead checks every PUBLISH and SUBSCRIBE before mochi acts on it:
+// QoS 2, a topic or filter the device may not use, or an oversized
+// telemetry body ends the connection, as IoT Hub does (MQTT 3.1.1 has no
+// error replies). It also records PUBACKs of cloud-to-device messages.
+func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	s := h.s
+	switch pk.FixedHeader.Type {
+	case packets.Publish, packets.Subscribe, packets.Puback:
+	default:
+		return pk, nil
+	}
+	c := s.connOf(cl)
+	if c == nil {
+		return pk, nil
+	}
+	var err error
+	switch pk.FixedHeader.Type {
+	case packets.Puback:
+		c.acked(pk.PacketID)
+		return pk, nil
+	case packets.Subscribe:
+		for _, f := range pk.Filters {
+			if !wire.SubscribeAllowed(c.role, c.id, f.Filter) {
+				err = fmt.Errorf("%w: subscribe to %q", errForbidden, f.Filter)
+				break
+			}
+		}
+	case packets.Publish:
+		err = s.checkPublish(c, pk)
+	}
+	if err != nil {
+		s.log.Warn("dropping connection", "role", c.role.String(), "device_id", c.id, "reason", err.Error())
+		return pk, fmt.Errorf("%w: %w", packets.ErrRejectPacket, err)
+	}
+	return pk, nil
+}
+
+func (s *Server) checkPublish(c *conn, pk packets.Packet) error {
+	if pk.FixedHeader.Qos > 1 {
+		return fmt.Errorf("%w: QoS %d publish", errProtocol, pk.FixedHeader.Qos)
+	}
+	t, err := wire.ParseTopic(pk.TopicName)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errForbidden, err)
+	}
+	if !wire.PublishAllowed(c.role, c.id, t) {
+		return fmt.Errorf("%w: publish to %q", errForbidden, pk.TopicName)
+	}
+	if t.Kind == wire.KindTelemetry && len(pk.Payload) > s.cfg.MaxTelemetryBody {
+		return fmt.Errorf("%w: telemetry body of %d bytes exceeds %d", errProtocol, len(pk.Payload), s.cfg.MaxTelemetryBody)
+	}
+	return nil
+}
+
+// OnSubscribe grants at most QoS 1.
+func (h *hook) OnSubscribe(_ *mqtt.Client, pk packets.Packet) packets.Packet {
+	for i := range pk.Filters {
+		pk.Filters[i].Qos = min(pk.Filters[i].Qos, 1)
+	}
+	return pk
+}
+
+// OnPacketProcessed delivers queued cloud-to-device messages once the
+// SUBACK of a subscription has been written.
+func (h *hook) OnPacketProcessed(cl *mqtt.Client, pk packets.Packet, err error) {
+	if pk.FixedHeader.Type != packets.Subscribe || err != nil {
+		return
+	}
+	if c := h.s.connOf(cl); c != nil && c.role == wire.RoleHub {
+		h.s.cfg.Model.SubscriptionsChanged(c.id)
+		c.NotifyC2D()
+	}
+}
+
+// OnPublish acknowledges device requests without routing them: the
+// front-end answers them itself in OnPublished, after the PUBACK.
+func (h *hook) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	return pk, packets.CodeSuccessIgnore
+}
+
+// OnPublished handles a device request after mochi acknowledged it.
+func (h *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
+	s := h.s
+	c := s.connOf(cl)
+	if c == nil {
+		return
+	}
+	t, err := wire.ParseTopic(pk.TopicName)
+	if err != nil {
+		return // checked in OnPacketRead
+	}
+	switch c.role {
+	case wire.RoleDPS:
+		s.handleDPS(c, t, pk.Payload)
+	case wire.RoleHub:
+		s.cfg.Model.Touch(c.id)
+		s.handleHub(c, t, pk)
+	}
+}
+
+func (s *Server) connOf(cl *mqtt.Client) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns[cl]
+}
+
+// peerCerts returns the TLS client certificate chain, if any.
+func peerCerts(cl *mqtt.Client) []*x509.Certificate {
+	cs, ok := cl.Net.Conn.(interface{ ConnectionState() tls.ConnectionState })
+	if !ok {
+		return nil
+	}
+	return cs.ConnectionState().PeerCertificates
+}
+
+// authenticate checks a CONNECT and returns the connection it opens.
+func (s *Server) authenticate(cl *mqtt.Client, pk packets.Packet) (*conn, error) {
+	u, err := wire.ParseUsername(string(pk.Connect.Username))
+	if err != nil {
+		return nil, err
+	}
+	clientID := pk.Connect.ClientIdentifier
+	password := string(pk.Connect.Password)
+	certs := peerCerts(cl)
+	switch u.Role {
+	case wire.RoleDPS:
+		if u.RegistrationID != clientID {
+			return nil, fmt.Errorf("registration id %q in the user name differs from client id %q", u.RegistrationID, clientID)
+		}
+		a, err := s.cfg.Model.AuthenticateDPS(u.IDScope, clientID, password, certs)
+		if err != nil {
+			return nil, err
+		}
+		return &conn{s: s, cl: cl, role: wire.RoleDPS, id: clientID, dps: a, x509: a.X509}, nil
+	case wire.RoleHub:
+		if u.DeviceID != clientID {
+			return nil, fmt.Errorf("device id %q in the user name differs from client id %q", u.DeviceID, clientID)
+		}
+		if u.ModuleID != "" {
+			return nil, fmt.Errorf("modules are not supported (module %q)", u.ModuleID)
+		}
+		a, err := s.cfg.Model.AuthenticateHub(clientID, password, certs)
+		if err != nil {
+			return nil, err
+		}
+		return &conn{s: s, cl: cl, role: wire.RoleHub, id: clientID, modelID: u.ModelID, x509: a.X509,
+			expiry: a.Expiry, inflight: map[uint16]string{}}, nil
+	}
+	return nil, errors.New("unknown user name form")
+}

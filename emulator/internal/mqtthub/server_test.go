@@ -1,0 +1,34 @@
+package mqtthub
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+// TestRedactHandler: mochi's packet dumps (which hold passwords and
+// payloads) never reach the log; its Info chatter is dropped.
+func TestRedactHandler(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(redactHandler{slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})}).With("component", "mochi")
+	log.Warn("bad packet", "pk", "password=SharedAccessSignature sig=secret", "packet", "secret-body", "will", "secret-will", "client", "dev1")
+	log.Info("client connected", "client", "dev1")
+	log.Warn("", "client", "dev1")
+	out := buf.String()
+	if strings.Contains(out, "secret") {
+		t.Fatalf("a packet dump reached the log: %s", out)
+	}
+	if !strings.Contains(out, "bad packet") || !strings.Contains(out, "client=dev1") || strings.Count(out, "<redacted>") != 3 {
+		t.Fatalf("warning lost or not redacted: %s", out)
+	}
+	if strings.Contains(out, "client connected") || strings.Count(out, "\n") != 1 {
+		t.Fatalf("Info chatter or empty message logged: %s", out)
+	}
+	g := slog.New(redactHandler{slog.NewTextHandler(&buf, nil)}).WithGroup("g")
+	buf.Reset()
+	g.Error("e", "packet", "secret")
+	if strings.Contains(buf.String(), "secret") {
+		t.Fatalf("redaction lost under a group: %s", buf.String())
+	}
+}
