@@ -1,0 +1,115 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	goamqp "github.com/Azure/go-amqp"
+
+	"github.com/iotc-go/iotc/adapters/internal/wsdial"
+	"github.com/iotc-go/iotc/domain"
+)
+
+// CBS (claims-based security) vocabulary of IoT Hub.
+const (
+	cbsNode      = "$cbs"
+	cbsReplyTo   = "cbs"
+	cbsTokenType = "servicebus.windows.net:sastoken"
+	cbsStatus    = "status-code"
+	cbsDesc      = "status-description"
+)
+
+// cbsLinks is the $cbs request and response links of a session.
+type cbsLinks struct {
+	snd *goamqp.Sender
+	rcv *goamqp.Receiver
+	seq atomic.Uint64
+}
+
+// newCBS attaches the two $cbs links.
+func newCBS(ctx context.Context, sess *goamqp.Session) (*cbsLinks, error) {
+	snd, err := sess.NewSender(ctx, cbsNode, nil)
+	if err != nil {
+		return nil, attachError(ctx, "attach the CBS request link", err)
+	}
+	rcv, err := sess.NewReceiver(ctx, cbsNode, &goamqp.ReceiverOptions{TargetAddress: cbsReplyTo, Credit: 2})
+	if err != nil {
+		return nil, attachError(ctx, "attach the CBS response link", err)
+	}
+	return &cbsLinks{snd: snd, rcv: rcv}, nil
+}
+
+// putToken presents token for audience and waits for the answer (at most
+// timeout). Callers serialize put-tokens. Errors: ErrUnauthorized (401,
+// 403), ErrDeviceNotFound (404), *domain.HubError for other statuses,
+// ErrNotConnected when the links are gone, ErrTimeout, ctx's error.
+func (c *cbsLinks) putToken(ctx context.Context, timeout time.Duration, audience, token string) error {
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	id := "put-token-" + strconv.FormatUint(c.seq.Add(1), 10)
+	to, replyTo := cbsNode, cbsReplyTo
+	err := c.snd.Send(rctx, &goamqp.Message{
+		Properties: &goamqp.MessageProperties{MessageID: id, To: &to, ReplyTo: &replyTo},
+		ApplicationProperties: map[string]any{
+			"operation": "put-token",
+			"type":      cbsTokenType,
+			"name":      audience,
+		},
+		Value: token,
+	}, nil)
+	if err != nil {
+		return cbsError(ctx, rctx, timeout, err)
+	}
+	for {
+		m, err := c.rcv.Receive(rctx, nil)
+		if err != nil {
+			return cbsError(ctx, rctx, timeout, err)
+		}
+		_ = c.rcv.AcceptMessage(rctx, m)
+		if correlationOf(m) != id {
+			continue // the late answer of an abandoned put-token
+		}
+		status := 0
+		if v, ok := appProp(m.ApplicationProperties, cbsStatus); ok {
+			if n, ok := intOf(v); ok {
+				status = int(n)
+			}
+		}
+		desc := ""
+		if v, ok := appProp(m.ApplicationProperties, cbsDesc); ok {
+			desc, _ = textOf(v)
+		}
+		if len(desc) > maxDescription {
+			desc = desc[:maxDescription]
+		}
+		switch {
+		case status == 200 || status == 202:
+			return nil
+		case status == 401 || status == 403:
+			return fmt.Errorf("%w: the hub refused the SAS token (CBS %d)", domain.ErrUnauthorized, status)
+		case status == 404:
+			return fmt.Errorf("%w: CBS 404: %s", domain.ErrDeviceNotFound, desc)
+		}
+		return &domain.HubError{Op: "put-token", Status: status, Message: desc}
+	}
+}
+
+// cbsError classifies a failed put-token send or receive.
+func cbsError(ctx, rctx context.Context, timeout time.Duration, err error) error {
+	var ae *goamqp.Error
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("put-token: %w", ctx.Err())
+	case rctx.Err() != nil:
+		return fmt.Errorf("put-token: %w: no answer within %s", domain.ErrTimeout, timeout)
+	case linkFailed(err):
+		return fmt.Errorf("put-token: %w", deadError(err, false))
+	case errors.As(err, &ae):
+		return fmt.Errorf("put-token: %w", conditionError("put-token", ae))
+	}
+	return fmt.Errorf("put-token: %w", wsdial.Sanitize(err))
+}
