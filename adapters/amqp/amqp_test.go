@@ -53,3 +53,8 @@ func TestContract(t *testing.T) {
 func TestContractWebSockets(t *testing.T) {
 	contract.RunTransport(t, newWS(t))
 }
+
+func TestRenewInPlace(t *testing.T) {
+	t.Run("amqp", func(t *testing.T) { t.Parallel(); contract.RunRenewInPlace(t, newTLS(t)) })
+	t.Run("amqpws", func(t *testing.T) { t.Parallel(); contract.RunRenewInPlace(t, newWS(t)) })
+}

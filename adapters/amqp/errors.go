@@ -137,7 +137,7 @@ func deadError(err error, expired bool) error {
 	if remote.Condition == goamqp.ErrCondUnauthorizedAccess && expired {
 		return fmt.Errorf("%w: %w: %w: the hub ended the session after the SAS token expired", domain.ErrNotConnected, domain.ErrUnauthorized, domain.ErrTokenExpired)
 	}
-	return fmt.Errorf("%w: the hub ended the session: %w", domain.ErrNotConnected, conditionError("session", remote))
+	return fmt.Errorf("%w: the hub ended the session: %w", domain.ErrNotConnected, conditionError("link", remote))
 }
 
 // lostText describes a local connection failure without addresses.
