@@ -125,11 +125,11 @@ func attachError(ctx context.Context, what string, err error) error {
 	var ae *goamqp.Error
 	switch {
 	case errors.As(err, &le) && le.RemoteErr != nil:
-		return fmt.Errorf("%s: %w", what, conditionError(what, le.RemoteErr))
+		return conditionError(what, le.RemoteErr)
 	case errors.As(err, &se) && se.RemoteErr != nil:
-		return fmt.Errorf("%s: %w", what, conditionError(what, se.RemoteErr))
+		return conditionError(what, se.RemoteErr)
 	case errors.As(err, &ae):
-		return fmt.Errorf("%s: %w", what, conditionError(what, ae))
+		return conditionError(what, ae)
 	case linkFailed(err):
 		return fmt.Errorf("%s: %w", what, deadError(err, false))
 	}
