@@ -85,8 +85,13 @@ func TestDeviceOverAMQP(t *testing.T) {
 			stop()
 			t.Fatalf("run -transport %s: %v", tr, err)
 		}
-		if m := <-watch; !strings.Contains(string(m.Body), "temperature") {
-			t.Errorf("%s telemetry %s", tr, m.Body)
+		select {
+		case m := <-watch:
+			if !strings.Contains(string(m.Body), "temperature") {
+				t.Errorf("%s telemetry %s", tr, m.Body)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("no %s telemetry reached the emulator", tr)
 		}
 		stop()
 	}
