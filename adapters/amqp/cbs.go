@@ -23,36 +23,37 @@ const (
 	cbsDesc      = "status-description"
 )
 
-// cbsLinks is the $cbs request and response links of a session.
-type cbsLinks struct {
-	snd *goamqp.Sender
-	rcv *goamqp.Receiver
-	seq atomic.Uint64
+// cbs authenticates a session's connection with put-tokens. Its two
+// links are attached for each put-token and detached after it, as the
+// Azure SDK for Go does: go-amqp gives every link a goroutine and a
+// 5000-slot queue (40 KiB, twice that for a receiver), too much to keep
+// for a request made once an hour.
+type cbs struct {
+	sess *goamqp.Session
+	seq  atomic.Uint64
 }
 
-// newCBS attaches the two $cbs links.
-func newCBS(ctx context.Context, sess *goamqp.Session) (*cbsLinks, error) {
-	snd, err := sess.NewSender(ctx, cbsNode, nil)
-	if err != nil {
-		return nil, attachError(ctx, "attach the CBS request link", err)
-	}
-	rcv, err := sess.NewReceiver(ctx, cbsNode, &goamqp.ReceiverOptions{TargetAddress: cbsReplyTo, Credit: 2})
-	if err != nil {
-		return nil, attachError(ctx, "attach the CBS response link", err)
-	}
-	return &cbsLinks{snd: snd, rcv: rcv}, nil
-}
-
-// putToken presents token for audience and waits for the answer (at most
-// timeout). Callers serialize put-tokens. Errors: ErrUnauthorized (401,
-// 403), ErrDeviceNotFound (404), *domain.HubError for other statuses,
-// ErrNotConnected when the links are gone, ErrTimeout, ctx's error.
-func (c *cbsLinks) putToken(ctx context.Context, timeout time.Duration, audience, token string) error {
+// putToken presents token for audience on new $cbs links and waits for
+// the answer (at most timeout). Callers serialize put-tokens. Errors:
+// ErrUnauthorized (401, 403), ErrDeviceNotFound (404), *domain.HubError
+// for other statuses, ErrNotConnected when the session is gone,
+// ErrTimeout, ctx's error.
+func (c *cbs) putToken(ctx context.Context, timeout time.Duration, audience, token string) error {
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	snd, err := c.sess.NewSender(rctx, cbsNode, nil)
+	if err != nil {
+		return cbsError(ctx, rctx, timeout, err)
+	}
+	defer closeLink(ctx, snd.Close)
+	rcv, err := c.sess.NewReceiver(rctx, cbsNode, &goamqp.ReceiverOptions{TargetAddress: cbsReplyTo, Credit: 1})
+	if err != nil {
+		return cbsError(ctx, rctx, timeout, err)
+	}
+	defer closeLink(ctx, rcv.Close)
 	id := "put-token-" + strconv.FormatUint(c.seq.Add(1), 10)
 	to, replyTo := cbsNode, cbsReplyTo
-	err := c.snd.Send(rctx, &goamqp.Message{
+	err = snd.Send(rctx, &goamqp.Message{
 		Properties: &goamqp.MessageProperties{MessageID: id, To: &to, ReplyTo: &replyTo},
 		ApplicationProperties: map[string]any{
 			"operation": "put-token",
@@ -65,11 +66,11 @@ func (c *cbsLinks) putToken(ctx context.Context, timeout time.Duration, audience
 		return cbsError(ctx, rctx, timeout, err)
 	}
 	for {
-		m, err := c.rcv.Receive(rctx, nil)
+		m, err := rcv.Receive(rctx, nil)
 		if err != nil {
 			return cbsError(ctx, rctx, timeout, err)
 		}
-		_ = c.rcv.AcceptMessage(rctx, m)
+		_ = rcv.AcceptMessage(rctx, m)
 		if correlationOf(m) != id {
 			continue // the late answer of an abandoned put-token
 		}
@@ -97,6 +98,18 @@ func (c *cbsLinks) putToken(ctx context.Context, timeout time.Duration, audience
 		return &domain.HubError{Op: "put-token", Status: status, Message: desc}
 	}
 }
+
+// closeLink detaches a CBS link, waiting for the hub's detach at most
+// linkCloseTimeout and not after ctx ended (go-amqp then finishes the
+// detach in the background).
+func closeLink(ctx context.Context, closeFn func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(ctx, linkCloseTimeout)
+	defer cancel()
+	_ = closeFn(ctx)
+}
+
+// linkCloseTimeout bounds the wait for the hub's detach of a CBS link.
+const linkCloseTimeout = 5 * time.Second
 
 // cbsError classifies a failed put-token send or receive.
 func cbsError(ctx, rctx context.Context, timeout time.Duration, err error) error {

@@ -46,7 +46,7 @@ type Session struct {
 	cancel context.CancelFunc
 
 	cbsMu    sync.Mutex // one put-token at a time
-	cbs      *cbsLinks  // nil for X.509 sessions
+	cbs      *cbs       // nil for X.509 sessions
 	audience string
 
 	tel   *goamqp.Sender
@@ -165,12 +165,8 @@ func (s *Session) attach(ctx context.Context, conn ports.HubConnection) error {
 		return attachError(ctx, "session", err)
 	}
 	if conn.Auth.SASToken != "" {
-		cbs, err := newCBS(ctx, sess)
-		if err != nil {
-			return err
-		}
-		s.cbs = cbs
-		if err := cbs.putToken(ctx, s.t.reqTimeout, s.audience, conn.Auth.SASToken); err != nil {
+		s.cbs = &cbs{sess: sess}
+		if err := s.cbs.putToken(ctx, s.t.reqTimeout, s.audience, conn.Auth.SASToken); err != nil {
 			return err
 		}
 	}
@@ -319,6 +315,9 @@ func (s *Session) RenewToken(ctx context.Context, sasToken string) error {
 		return fmt.Errorf("%w: renew token: the SAS token is malformed", domain.ErrInvalidConfig)
 	}
 	if err := s.alive(); err != nil {
+		return fmt.Errorf("renew token: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("renew token: %w", err)
 	}
 	s.cbsMu.Lock()
