@@ -228,7 +228,7 @@ func (t *Transport) open(ctx context.Context, host string, cert *tls.Certificate
 	} else {
 		raw, err := t.dial(ctx, "tcp", net.JoinHostPort(host, t.port))
 		if err != nil {
-			return nil, dialError(ctx, t.name+": dial", err)
+			return nil, dialError(ctx, t.name, err)
 		}
 		tlsConn := tls.Client(raw, tc)
 		if err := tlsConn.HandshakeContext(ctx); err != nil {

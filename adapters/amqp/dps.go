@@ -80,16 +80,16 @@ func (t *Transport) Provision(ctx context.Context, req ports.ProvisioningRequest
 	}
 	log := t.log.With("registrationId", reg, "host", req.Host)
 	log.Debug("dps: connecting")
-	cctx, cancel := withConnectTimeout(ctx, t.connTimeout)
+	cctx, cancel := context.WithTimeout(ctx, t.connTimeout)
 	defer cancel()
 	conn, err := t.open(cctx, req.Host, req.Auth.Certificate, sasl)
 	if err != nil {
-		return domain.Assignment{}, fmt.Errorf("dps: %w", err)
+		return domain.Assignment{}, fmt.Errorf("dps: %w", connectStepError(ctx, cctx, err))
 	}
 	defer conn.Close()
 	d := &dpsLinks{t: t}
 	if err := d.attach(cctx, conn, node); err != nil {
-		return domain.Assignment{}, fmt.Errorf("dps: %w", err)
+		return domain.Assignment{}, fmt.Errorf("dps: %w", connectStepError(ctx, cctx, err))
 	}
 	a, err := d.run(ctx, body, log)
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	goamqp "github.com/Azure/go-amqp"
 
@@ -25,33 +24,26 @@ const (
 const maxDescription = 256
 
 // dialError classifies a failed dial or TLS handshake: ctx's error when
-// ctx ended, domain.ErrTimeout when the connect time-out did, otherwise a
-// retryable error naming no address.
+// ctx (the connect context) ended, otherwise a retryable error naming no
+// address.
 func dialError(ctx context.Context, what string, err error) error {
 	if ctx.Err() != nil {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) && !hasCallerDeadline(ctx) {
-			return fmt.Errorf("%w: %s: connect time-out", domain.ErrTimeout, what)
-		}
 		return fmt.Errorf("%s: %w", what, ctx.Err())
 	}
 	return fmt.Errorf("%s: %w", what, wsdial.Sanitize(err))
 }
 
-// connectCtx is the context of one connection attempt: ctx bounded by the
-// connect time-out, marked so that errors can tell the two apart.
-type connectKey struct{}
-
-func withConnectTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	_, callerDeadline := ctx.Deadline()
-	ctx = context.WithValue(ctx, connectKey{}, callerDeadline)
-	return context.WithTimeout(ctx, d)
-}
-
-// hasCallerDeadline reports whether the caller's own context (not the
-// connect time-out) had a deadline.
-func hasCallerDeadline(ctx context.Context) bool {
-	v, ok := ctx.Value(connectKey{}).(bool)
-	return !ok || v
+// connectStepError adds to the error of a connect step why the connect
+// context ended: the caller's ctx (its error stays matchable) or the
+// connect time-out (domain.ErrTimeout).
+func connectStepError(ctx, cctx context.Context, err error) error {
+	switch {
+	case ctx.Err() != nil && !errors.Is(err, ctx.Err()):
+		return fmt.Errorf("%w: %w", ctx.Err(), err)
+	case ctx.Err() == nil && cctx.Err() != nil && !errors.Is(err, domain.ErrTimeout):
+		return fmt.Errorf("%w: connect time-out: %w", domain.ErrTimeout, err)
+	}
+	return err
 }
 
 // openError classifies a failed AMQP open: SASL refusals are
@@ -137,7 +129,7 @@ func deadError(err error, expired bool) error {
 	if remote.Condition == goamqp.ErrCondUnauthorizedAccess && expired {
 		return fmt.Errorf("%w: %w: %w: the hub ended the session after the SAS token expired", domain.ErrNotConnected, domain.ErrUnauthorized, domain.ErrTokenExpired)
 	}
-	return fmt.Errorf("%w: the hub ended the session: %w", domain.ErrNotConnected, conditionError("link", remote))
+	return fmt.Errorf("%w: the hub ended the session: %w", domain.ErrNotConnected, conditionError("hub", remote))
 }
 
 // lostText describes a local connection failure without addresses.

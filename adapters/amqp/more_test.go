@@ -344,3 +344,64 @@ func TestCancelledCalls(t *testing.T) {
 		t.Fatalf("session unusable after cancelled calls: %v", err)
 	}
 }
+
+// silentListener accepts TCP connections and never answers; it stops when
+// t ends.
+func silentListener(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+	})
+	return portOf(t, ln.Addr().String())
+}
+
+// TestConnectTimeoutAndCancel: against a server that never answers, the
+// connect time-out gives a retryable domain.ErrTimeout and the caller's
+// cancellation gives context.Canceled, for Connect and Provision.
+func TestConnectTimeoutAndCancel(t *testing.T) {
+	t.Parallel()
+	port := silentListener(t)
+	conn := ports.HubConnection{Host: "localhost", DeviceID: "d", Auth: ports.Auth{SASToken: "SharedAccessSignature sr=localhost%2Fdevices%2Fd&sig=x&se=9999999999"}}
+	prov := ports.ProvisioningRequest{Host: "localhost", IDScope: "0ne1", Registration: domain.RegistrationRequest{RegistrationID: "d"}, Auth: ports.Auth{SASToken: "x"}}
+	for _, ws := range []bool{false, true} {
+		tr := amqp.New(&amqp.Options{WebSockets: ws, Port: port, ConnectTimeout: 300 * time.Millisecond, NoProxy: true})
+		ctx := stepCtx(t)
+		if _, err := tr.Connect(ctx, conn, contract.NewRecorder()); !errors.Is(err, domain.ErrTimeout) || !domain.IsRetryable(err) {
+			t.Errorf("websockets %v: Connect to a silent server = %v, want a retryable ErrTimeout", ws, err)
+		}
+		if _, err := tr.Provision(ctx, prov); !errors.Is(err, domain.ErrTimeout) {
+			t.Errorf("websockets %v: Provision from a silent server = %v, want ErrTimeout", ws, err)
+		}
+		slow := amqp.New(&amqp.Options{WebSockets: ws, Port: port, NoProxy: true})
+		cctx, cancel := context.WithCancel(ctx)
+		time.AfterFunc(100*time.Millisecond, cancel)
+		if _, err := slow.Connect(cctx, conn, contract.NewRecorder()); !errors.Is(err, context.Canceled) {
+			t.Errorf("websockets %v: cancelled Connect = %v, want context.Canceled", ws, err)
+		}
+	}
+}

@@ -120,18 +120,18 @@ func (t *Transport) Connect(ctx context.Context, conn ports.HubConnection, event
 		return nil, fmt.Errorf("hub: %w", err)
 	}
 	s.log.Debug("hub: connecting", "modelId", conn.ModelID)
-	cctx, cancel := withConnectTimeout(ctx, t.connTimeout)
+	cctx, cancel := context.WithTimeout(ctx, t.connTimeout)
 	defer cancel()
 	c, err := t.open(cctx, conn.Host, conn.Auth.Certificate, sasl)
 	if err != nil {
-		return nil, fmt.Errorf("hub: %w", err)
+		return nil, fmt.Errorf("hub: %w", connectStepError(ctx, cctx, err))
 	}
 	s.conn = c
 	s.life, s.cancel = context.WithCancel(context.Background())
 	if err := s.attach(cctx, conn); err != nil {
 		s.cancel()
 		_ = c.Close()
-		return nil, fmt.Errorf("hub: %w", err)
+		return nil, fmt.Errorf("hub: %w", connectStepError(ctx, cctx, err))
 	}
 	s.wg.Add(3)
 	go s.loop(s.twRcv, s.onTwin)
@@ -144,18 +144,6 @@ func (t *Transport) Connect(ctx context.Context, conn ports.HubConnection, event
 	}
 	s.log.Debug("hub: connected")
 	return s, nil
-}
-
-// connectStepError turns the connect time-out ending a step into
-// domain.ErrTimeout and keeps the caller's ctx error.
-func connectStepError(ctx, cctx context.Context, err error) error {
-	switch {
-	case ctx.Err() != nil:
-		return fmt.Errorf("%w (%w)", ctx.Err(), err)
-	case cctx.Err() != nil:
-		return fmt.Errorf("%w: connect time-out: %w", domain.ErrTimeout, err)
-	}
-	return err
 }
 
 // attach opens the session, authenticates and attaches every link.
