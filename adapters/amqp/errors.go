@@ -140,25 +140,13 @@ func lostText(err error) string {
 	switch {
 	case errors.As(err, &ce):
 		// go-amqp keeps the local cause unexported; reword its text.
-		return scrub(ce.Error())
+		return wsdial.Scrub(ce.Error())
 	case errors.As(err, &se):
-		return scrub(se.Error())
+		return wsdial.Scrub(se.Error())
 	case errors.As(err, &le):
-		return scrub(le.Error())
+		return wsdial.Scrub(le.Error())
 	}
 	return wsdial.Sanitize(err).Error()
-}
-
-// scrub removes host:port and IP literals from a library's error text.
-func scrub(s string) string {
-	fields := strings.Fields(s)
-	for i, f := range fields {
-		core := strings.Trim(f, `",;()`)
-		if strings.Count(core, ":") >= 1 && strings.ContainsAny(core, "0123456789") && (strings.Contains(core, ".") || strings.Count(core, ":") > 1) {
-			fields[i] = "<address>"
-		}
-	}
-	return strings.Join(fields, " ")
 }
 
 // linkFailed reports whether err means the connection, session or link is

@@ -277,7 +277,11 @@ func TestErrorsNameNoAddressOrSecret(t *testing.T) {
 	if err := s.E.DisconnectDevice(id); err != nil {
 		t.Fatal(err)
 	}
-	<-sess.Done()
+	select {
+	case <-sess.Done():
+	case <-ctx.Done():
+		t.Fatal("the dropped session did not end")
+	}
 	wrong := s.HubSAS(t, id, wrongKey)
 	_, wrongErr := s.Tr.Connect(ctx, ports.HubConnection{Host: s.E.HubHost(), DeviceID: id, Auth: ports.Auth{SASToken: wrong}}, contract.NewRecorder())
 	if !errors.Is(wrongErr, domain.ErrUnauthorized) {

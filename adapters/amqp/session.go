@@ -370,13 +370,26 @@ func (s *Session) SendTelemetry(ctx context.Context, m domain.Message) error {
 	return nil
 }
 
+// The default content type and encoding, shared by every message that
+// uses them (go-amqp only reads them).
+var (
+	defaultContentType     = domain.DefaultContentType
+	defaultContentEncoding = domain.DefaultContentEncoding
+)
+
 // telemetryMessage maps m to its AMQP message.
 func telemetryMessage(m domain.Message) *goamqp.Message {
-	m = m.WithDefaults()
-	ct, ce := m.ContentType, m.ContentEncoding
 	msg := &goamqp.Message{
-		Properties: &goamqp.MessageProperties{ContentType: &ct, ContentEncoding: &ce},
+		Properties: &goamqp.MessageProperties{ContentType: &defaultContentType, ContentEncoding: &defaultContentEncoding},
 		Data:       [][]byte{m.Body},
+	}
+	if m.ContentType != "" && m.ContentType != defaultContentType {
+		ct := m.ContentType
+		msg.Properties.ContentType = &ct
+	}
+	if m.ContentEncoding != "" && m.ContentEncoding != defaultContentEncoding {
+		ce := m.ContentEncoding
+		msg.Properties.ContentEncoding = &ce
 	}
 	if m.MessageID != "" {
 		msg.Properties.MessageID = m.MessageID

@@ -14,7 +14,7 @@ import (
 
 // shortTokenTTL is the lifetime of the first token in the renewal cases:
 // long enough to connect, short enough to keep the suite quick.
-const shortTokenTTL = 3 * time.Second
+const shortTokenTTL = 5 * time.Second
 
 // RunRenewInPlace checks, for transports whose RenewToken renews a SAS
 // token on the open connection (AMQP's CBS put-token), what the app

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 
 	"nhooyr.io/websocket"
@@ -228,7 +229,25 @@ func describe(err error) string {
 	if errors.Is(err, net.ErrClosed) {
 		return "use of closed network connection"
 	}
-	return err.Error()
+	return Scrub(err.Error())
+}
+
+// addressPatterns match what Scrub removes: URLs, IPv4 and bracketed IPv6
+// literals with an optional port, host:port.
+var addressPatterns = []*regexp.Regexp{
+	regexp.MustCompile(`[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"']+`),
+	regexp.MustCompile(`\[[0-9a-fA-F:.%]+\](:\d+)?`),
+	regexp.MustCompile(`\b\d{1,3}(\.\d{1,3}){3}(:\d+)?\b`),
+	regexp.MustCompile(`\b[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)*:\d{1,5}\b`),
+}
+
+// Scrub replaces the network addresses in a library's error text by
+// "<address>".
+func Scrub(s string) string {
+	for _, re := range addressPatterns {
+		s = re.ReplaceAllString(s, "<address>")
+	}
+	return s
 }
 
 // conn is a WebSocket seen as a net.Conn. Hitting a deadline while a read
