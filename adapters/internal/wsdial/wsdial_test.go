@@ -74,10 +74,10 @@ func TestProxyOptions(t *testing.T) {
 func TestScrub(t *testing.T) {
 	for in, want := range map[string]string{
 		"read tcp 127.0.0.1:5555->127.0.0.1:4444: read: connection reset by peer": "read tcp <address>-><address>: read: connection reset by peer",
-		`Get "https://hub.example.com:443/$iothub/websocket": EOF`:                  `Get "<address>": EOF`,
-		"dial tcp [::1]:5671: connect: connection refused":                         "dial tcp <address>: connect: connection refused",
-		"dial tcp localhost:5671: i/o timeout":                                      "dial tcp <address>: i/o timeout",
-		"amqp:connection:forced: the device connected again":                       "amqp:connection:forced: the device connected again",
+		`Get "https://hub.example.com:443/$iothub/websocket": EOF`:                `Get "<address>": EOF`,
+		"dial tcp [::1]:5671: connect: connection refused":                        "dial tcp <address>: connect: connection refused",
+		"dial tcp localhost:5671: i/o timeout":                                    "dial tcp <address>: i/o timeout",
+		"amqp:connection:forced: the device connected again":                      "amqp:connection:forced: the device connected again",
 	} {
 		if got := Scrub(in); got != want {
 			t.Errorf("Scrub(%q) = %q, want %q", in, got, want)
