@@ -187,9 +187,36 @@ type Config struct {
 	// Backoff is the reconnect backoff; the zero value is 1 s doubling to
 	// 2 min, with full jitter.
 	Backoff Backoff
-	// MaxAttempts bounds consecutive failed connection attempts; 0 (the
-	// default) retries forever while the errors are retryable.
+	// MaxAttempts bounds consecutive failed connection attempts (a
+	// successful connection starts the count again); 0 (the default)
+	// retries forever while the errors are retryable.
 	MaxAttempts int
+	// StableAfter is how long a connection must have stayed up for its
+	// loss to be reconnected at once, with the backoff starting again from
+	// its base; connections lost sooner are reconnected with a growing
+	// backoff. Default 1 s.
+	StableAfter time.Duration
+	// DrainTimeout bounds how long a token renewal by reconnecting (MQTT)
+	// and Close wait for the acknowledgements of sends in flight before
+	// closing the connection. Default 10 s.
+	DrainTimeout time.Duration
+	// FailFast makes SendTelemetry, ReportProperties, AckProperty and
+	// FetchTwin return ErrNotConnected at once while the client is
+	// connecting or reconnecting, without resending what a lost connection
+	// did not acknowledge. Default false: they wait for the next
+	// connection within their context and resend (at least once).
+	FailFast bool
+	// ProvisioningPayload is custom data sent to DPS with the
+	// registration, beside {"modelId": ...}, for custom allocation
+	// policies; read DPS's answer with Client.ProvisioningPayload.
+	// Optional; it must encode as JSON.
+	ProvisioningPayload map[string]any
+	// SyncAllDesired hands every desired property in the twin to the
+	// property handler at the first twin sync after Connect, acknowledged
+	// ones too, for devices that keep settings only in memory; only values
+	// not yet acknowledged at their version are acknowledged. Default
+	// false: only pending values are handed over.
+	SyncAllDesired bool
 	// Logger receives the client's logs; nil (the default) is silent.
 	// Keys and SAS tokens are never logged.
 	Logger *slog.Logger

@@ -80,8 +80,9 @@ func ExampleClient_SendTelemetry() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	client.OnQueuedCommand(func(ctx context.Context, c iotc.Command) {
+	client.OnQueuedCommand(func(ctx context.Context, c iotc.Command) iotc.Outcome {
 		log.Printf("queued command %s (component %q)", c.Name, c.Component)
+		return iotc.Complete // iotc.Abandon: deliver it again later; iotc.Reject: never
 	})
 	ctx := context.Background()
 	if err := client.Connect(ctx); err != nil {
@@ -97,4 +98,52 @@ func ExampleClient_SendTelemetry() {
 	if err != nil {
 		log.Println("send:", err)
 	}
+}
+
+// A "reboot" command: the handler answers, then closes the client. Close
+// called from inside a handler starts the shutdown and returns at once.
+func ExampleClient_Close_fromHandler() {
+	client, err := iotc.New(iotc.Config{
+		DeviceID:   "thermostat-01",
+		IDScope:    "0ne00ABCDEF",
+		Credential: iotc.GroupKey(os.Getenv("IOTC_GROUP_KEY")),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	rebooted := make(chan struct{})
+	client.OnCommand(func(ctx context.Context, c iotc.Command) iotc.CommandResponse {
+		if c.Name != "reboot" {
+			return iotc.CommandResponse{Status: 404}
+		}
+		go func() {
+			_ = client.Close(context.Background()) // waits for the handler to return
+			close(rebooted)
+		}()
+		return iotc.CommandResponse{Status: 200, Payload: map[string]string{"status": "rebooting"}}
+	})
+	if err := client.Connect(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	<-rebooted
+}
+
+// Force a new registration with DPS (Python's connect(force_dps=True)),
+// with custom allocation data, and read what DPS answered.
+func ExampleForceProvisioning() {
+	client, err := iotc.New(iotc.Config{
+		DeviceID:            "thermostat-01",
+		IDScope:             "0ne00ABCDEF",
+		Credential:          iotc.GroupKey(os.Getenv("IOTC_GROUP_KEY")),
+		CredentialsFile:     "thermostat-01.json",
+		ProvisioningPayload: map[string]any{"site": "lab-3"},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close(context.Background())
+	if err := client.Connect(context.Background(), iotc.ForceProvisioning()); err != nil {
+		log.Fatal(err)
+	}
+	log.Printf("DPS answered %s", client.ProvisioningPayload())
 }

@@ -29,6 +29,7 @@ package iotc
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 
@@ -72,9 +73,14 @@ func New(cfg Config) (*Client, error) {
 		TokenTTL:         cfg.TokenTTL,
 		Backoff:          cfg.Backoff,
 		MaxAttempts:      cfg.MaxAttempts,
+		StableAfter:      cfg.StableAfter,
+		DrainTimeout:     cfg.DrainTimeout,
+		FailFast:         cfg.FailFast,
+		SyncAllDesired:   cfg.SyncAllDesired,
 		Logger:           logger,
 		OnStatus:         cfg.OnStatus,
 	}
+	opts.ProvisioningPayload = cfg.ProvisioningPayload
 	if cfg.CredentialsFile != "" {
 		opts.Store = filestore.New(cfg.CredentialsFile, withAttr(logger, "store", "file"))
 	}
@@ -127,22 +133,27 @@ func (c *Client) OnCommand(h func(ctx context.Context, cmd Command) CommandRespo
 
 // OnQueuedCommand sets the handler of commands IoT Central queued while
 // the device was offline; nil removes it, and then queued commands go to
-// the OnCommand handler (with Queued set, its response discarded). The
-// message is settled when the handler returns.
-func (c *Client) OnQueuedCommand(h func(ctx context.Context, cmd Command)) {
+// the OnCommand handler (with Queued set, its response discarded, the
+// message completed). The message is settled with the Outcome the handler
+// returns once it returned: Complete (the zero value), Abandon (delivered
+// again) or Reject (dead-lettered). A panicking handler rejects it; a
+// handler still running when Close is called leaves it unsettled, so it
+// comes again on a later connection.
+func (c *Client) OnQueuedCommand(h func(ctx context.Context, cmd Command) Outcome) {
 	if h == nil {
 		c.app.OnQueuedCommand(nil)
 		return
 	}
-	c.app.OnQueuedCommand(func(ctx context.Context, r domain.CommandRequest) {
-		h(ctx, commandOf(r))
+	c.app.OnQueuedCommand(func(ctx context.Context, r domain.CommandRequest) domain.Outcome {
+		return h(ctx, commandOf(r))
 	})
 }
 
 // OnCloudMessage sets the handler of cloud-to-device messages that are
-// not queued commands; nil removes it (they are then dropped). The message
-// is settled when the handler returns.
-func (c *Client) OnCloudMessage(h func(ctx context.Context, m CloudMessage)) {
+// not queued commands; nil removes it (they are then completed unread).
+// The message is settled as OnQueuedCommand's. IoT Hub keeps up to 50
+// messages per device and delivers one at most 10 times.
+func (c *Client) OnCloudMessage(h func(ctx context.Context, m CloudMessage) Outcome) {
 	c.app.OnCloudMessage(h)
 }
 
@@ -153,13 +164,36 @@ func (c *Client) OnCloudMessage(h func(ctx context.Context, m CloudMessage)) {
 // client reconnects by itself until Close. Network failures are retried
 // with backoff while ctx lasts; refused credentials (ErrUnauthorized), a
 // disabled device (*ProvisioningError) or an unknown device
-// (ErrDeviceNotFound) return at once. Use a ctx deadline to bound it.
-func (c *Client) Connect(ctx context.Context) error { return c.app.Connect(ctx) }
+// (ErrDeviceNotFound) return at once. Use a ctx deadline to bound it. A
+// failed Connect leaves nothing running; Close waits for a Connect in
+// progress. Options: ForceProvisioning.
+func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
+	return c.app.Connect(ctx, opts...)
+}
+
+// ConnectOption changes one Connect call.
+type ConnectOption = app.ConnectOption
+
+// ForceProvisioning makes Connect register with DPS again even when the
+// credentials file holds an assignment (the Python client's
+// connect(force_dps=True)). DPS allows about 5 registrations per 10 s per
+// device and answers 429 beyond.
+func ForceProvisioning() ConnectOption { return app.ForceProvisioning() }
+
+// ProvisioningPayload returns the custom payload DPS returned with the
+// assignment this client received (see Config.ProvisioningPayload), or nil.
+func (c *Client) ProvisioningPayload() json.RawMessage { return c.app.ProvisioningPayload() }
 
 // SendTelemetry sends v encoded as JSON ([]byte and json.RawMessage are
-// sent as they are) and returns when the hub acknowledged it. It returns
-// ErrNotConnected at once while offline, ErrMessageTooLarge over 256 KiB,
-// ErrInvalidConfig for a reserved property name, or an encoding error.
+// sent as they are) and returns when the hub acknowledged it. While the
+// client is reconnecting it waits for the connection within ctx, and a
+// message whose connection was lost before the acknowledgement is sent
+// again, with the same message id (at least once). It fails at once with
+// ErrClosed after Close or once the client gave up, ErrNotConnected before
+// Connect succeeded (or with Config.FailFast while offline),
+// ErrMessageTooLarge over 256 KiB, ErrInvalidConfig for a reserved
+// property name, or an encoding error; when ctx ends while offline the
+// error matches both ErrNotConnected and ctx's error.
 // IoT Hub meters messages in 4 KiB blocks and throttles a unit at about
 // 100 messages per second.
 func (c *Client) SendTelemetry(ctx context.Context, v any, opts ...TelemetryOption) error {
@@ -174,8 +208,9 @@ func (c *Client) SendTelemetry(ctx context.Context, v any, opts ...TelemetryOpti
 }
 
 // ReportProperties reports device (read-only) properties; with
-// Component(name) they are wrapped as that component's. Errors:
-// ErrNotConnected, ErrMessageTooLarge over 32 KiB, *HubError when the hub
+// Component(name) they are wrapped as that component's. It waits for the
+// connection and resends as SendTelemetry does. Errors: those of
+// SendTelemetry, ErrMessageTooLarge over 32 KiB, *HubError when the hub
 // refuses (429: about 50 twin updates per second per unit).
 func (c *Client) ReportProperties(ctx context.Context, props map[string]any, opts ...ReportOption) error {
 	var ro reportOptions
@@ -191,7 +226,9 @@ func (c *Client) ReportProperties(ctx context.Context, props map[string]any, opt
 // from another goroutine), it returns nil at once and its acknowledgement
 // replaces the handler's in the report made when the handler returns;
 // called while that report is in flight, it waits and reports right after.
-// Errors as ReportProperties.
+// An acknowledgement for a version older than one already handed to the
+// handler is not reported and gives ErrSuperseded. Errors as
+// ReportProperties.
 func (c *Client) AckProperty(ctx context.Context, p Property, ack PropertyAck) error {
 	return c.app.AckProperty(ctx, p.domain(), ack)
 }
@@ -213,7 +250,11 @@ func (c *Client) Err() error { return c.app.Err() }
 // configured one.
 func (c *Client) DeviceID() string { return c.app.DeviceID() }
 
-// Close disconnects and returns when every goroutine of the client has
-// ended; running handlers see their context cancelled and are waited for.
-// If ctx ends first, Close returns its error. Close is idempotent.
+// Close lets the sends in flight get their acknowledgements (up to
+// Config.DrainTimeout), disconnects and returns when every goroutine of
+// the client has ended; running handlers see their context cancelled and
+// are waited for. If ctx ends first, Close returns its error. Close is
+// idempotent. Called from inside a handler or OnStatus (a "reboot"
+// command), it starts the shutdown and returns nil at once: it cannot
+// wait for its own goroutine; a Close from elsewhere waits for the end.
 func (c *Client) Close(ctx context.Context) error { return c.app.Close(ctx) }

@@ -132,8 +132,8 @@ func TestDeviceAgainstEmulator(t *testing.T) {
 			}
 			return iotc.CommandResponse{Status: 201, Payload: map[string]any{"component": cmd.Component, "name": cmd.Name, "delay": in["delay"]}}
 		})
-		c.OnQueuedCommand(func(_ context.Context, cmd iotc.Command) { queued <- cmd })
-		c.OnCloudMessage(func(_ context.Context, m iotc.CloudMessage) { messages <- m })
+		c.OnQueuedCommand(func(_ context.Context, cmd iotc.Command) iotc.Outcome { queued <- cmd; return iotc.Complete })
+		c.OnCloudMessage(func(_ context.Context, m iotc.CloudMessage) iotc.Outcome { messages <- m; return iotc.Complete })
 	})
 	ctx := testCtx(t)
 	if !c.IsConnected() || c.Status().State != iotc.StateConnected || c.DeviceID() != id {

@@ -5,14 +5,19 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/iotc-go/iotc/app"
 	"github.com/iotc-go/iotc/domain"
 )
 
 // Errors the client returns; match them with errors.Is.
 var (
-	// ErrNotConnected: the client is offline or reconnecting. SendTelemetry
-	// never waits for a connection.
+	// ErrNotConnected: the client is not connected: Connect was not called
+	// or failed, or (with Config.FailFast) it is reconnecting; also joined
+	// to ctx's error when a send's context ended while offline.
 	ErrNotConnected = domain.ErrNotConnected
+	// ErrSuperseded: AckProperty for a version older than one already
+	// handed to the property handler; it is not reported.
+	ErrSuperseded = app.ErrSuperseded
 	// ErrClosed: Close was called, or the client gave up (see Client.Err).
 	ErrClosed = domain.ErrClosed
 	// ErrMessageTooLarge: over 256 KiB telemetry, 32 KiB reported
@@ -31,6 +36,22 @@ var (
 	ErrInvalidConfig = domain.ErrInvalidConfig
 	// ErrInvalidKey: a symmetric key is not base64.
 	ErrInvalidKey = domain.ErrInvalidKey
+)
+
+// Outcome is how a cloud-to-device message or queued command is settled
+// with IoT Hub.
+type Outcome = domain.Outcome
+
+// Settlement outcomes. Over MQTT, Abandon leaves the message
+// unacknowledged until the next connection and Reject acknowledges it
+// (MQTT cannot dead-letter); over AMQP they are released and rejected.
+const (
+	// Complete: handled; the hub deletes the message. The zero value.
+	Complete = domain.Complete
+	// Abandon: not now; the hub delivers it again (at most 10 times).
+	Abandon = domain.Abandon
+	// Reject: never; the hub dead-letters it.
+	Reject = domain.Reject
 )
 
 // HubError is a refused hub or DPS request carrying the service status.

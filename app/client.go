@@ -6,17 +6,21 @@
 // mocks; the root package iotc wires it to real adapters.
 //
 // The client owns a single reconnect loop: transports never reconnect on
-// their own. Every goroutine the client starts ends before Close returns.
+// their own. Sends and property reports ride over reconnects (at least
+// once, with the same message id). Every goroutine the client starts ends
+// before Close returns.
 package app
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/iotc-go/iotc/domain"
@@ -34,13 +38,30 @@ type PropertyHandler func(ctx context.Context, p domain.DesiredProperty) domain.
 type CommandHandler func(ctx context.Context, c domain.CommandRequest) domain.CommandResponse
 
 // QueuedCommandHandler runs a command IoT Central queued while the device
-// was offline. It takes no response; the message is settled when the
-// handler returns.
-type QueuedCommandHandler func(ctx context.Context, c domain.CommandRequest)
+// was offline and says how to settle it: domain.Complete (the zero value)
+// when it was handled, domain.Abandon to have it delivered again,
+// domain.Reject to dead-letter it.
+type QueuedCommandHandler func(ctx context.Context, c domain.CommandRequest) domain.Outcome
 
 // CloudMessageHandler receives a cloud-to-device message that is not a
-// queued command. The message is settled when the handler returns.
-type CloudMessageHandler func(ctx context.Context, m domain.CloudMessage)
+// queued command and says how to settle it (see QueuedCommandHandler).
+type CloudMessageHandler func(ctx context.Context, m domain.CloudMessage) domain.Outcome
+
+// ErrSuperseded is returned by AckProperty for a version older than one the
+// client has already handed to the property handler: the newer value's
+// acknowledgement stands and the stale one is not reported.
+var ErrSuperseded = errors.New("iotc: a newer version of the property was received; acknowledgement not reported")
+
+// phase is where the client is in its life.
+type phase int
+
+const (
+	phaseIdle        phase = iota // not connected, nobody connecting (new, or Connect failed)
+	phaseConnecting               // Connect is running
+	phaseSupervising              // connected once; the supervisor keeps a session open
+	phaseGaveUp                   // the supervisor gave up (see gaveUp)
+	phaseClosed                   // Close was called
+)
 
 // Client is one device's connection to IoT Central. Its methods are safe
 // for concurrent use. Build it with New, register handlers, then Connect.
@@ -59,48 +80,57 @@ type Client struct {
 		message  CloudMessageHandler
 	}
 
+	// runCtx is the context handlers see; Close cancels it.
 	runCtx    context.Context
 	runCancel context.CancelFunc
-	wg        sync.WaitGroup // supervisor and workers
-	statusWG  sync.WaitGroup // status dispatcher
+	wg        sync.WaitGroup // supervisor, Connect calls, session closers, helpers
+	cb        callbacks      // goroutines running user code
 
 	propQ   *queue[propEvent]
 	cmdQ    *queue[methodJob]
 	msgQ    *queue[cloudJob]
 	statusQ *queue[domain.ConnectionStatus]
 
-	// lastDesired is the desired $version last handled; only the property
-	// worker touches it.
+	// Property worker state: only the property queue's drainer touches
+	// lastDesired and synced.
 	lastDesired int64
+	synced      bool        // a twin sync succeeded on the current session
+	resync      atomic.Bool // an event was dropped: sync the twin again
 
 	// ackMu guards the properties the worker is handling and the final
 	// acknowledgements given for them meanwhile.
 	ackMu    sync.Mutex
-	inflight map[string]bool
-	handling bool // handlers of the in-flight properties are running
+	inflight map[string]int64 // property key -> version being handled
+	handling bool             // handlers of the in-flight properties are running
 	deferred []deferredAck
+	latest   map[string]int64 // property key -> newest version handed to the handler
 
-	mu          sync.Mutex
-	started     bool
-	connecting  bool
-	supervising bool
-	closed      bool
-	closeDone   chan struct{}
-	gaveUp      error
-	status      domain.ConnectionStatus
-	sess        *session
-	assign      *assignment
-	skipCache   bool // the cached record was refused; provision instead
-	preferred   int  // index of the transport that worked last
+	mu        sync.Mutex
+	phase     phase
+	changed   chan struct{} // closed (and replaced) whenever phase or sess changes
+	closeDone chan struct{}
+	gaveUp    error
+	status    domain.ConnectionStatus
+	sess      *session // the session new operations use; nil while offline or draining
+	assign    *assignment
+	skipCache bool // the cached record was refused; provision instead
+	preferred int  // index of the transport that worked last
+	provided  json.RawMessage
+	untracked bool // shutdown waits for c.wg: no new tracked goroutine
 }
 
 // session is an open hub session with what the supervisor needs to know.
+// ops and draining are guarded by Client.mu.
 type session struct {
 	ports.HubSession
 	transport   string
 	issued      time.Time // wall clock time the SAS token was minted
 	expiry      time.Time // zero for X.509
 	connectedAt time.Time
+
+	ops      int           // operations in flight
+	draining bool          // no new operation may start
+	idle     chan struct{} // closed when ops reaches 0 while draining
 }
 
 // assignment is where the device connects and where that came from.
@@ -123,7 +153,7 @@ func New(opts Options) (*Client, error) {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
-	c.log = c.log.With("device", regID)
+	c.log = c.log.With("device_id", regID)
 	switch opts.Credential.Kind {
 	case domain.KindGroupKey, domain.KindDeviceKey, domain.KindConnectionString:
 		if c.deviceKey, err = opts.Credential.DeviceKey(regID); err != nil {
@@ -135,11 +165,15 @@ func New(opts Options) (*Client, error) {
 		c.connStr = &cs
 	}
 	c.runCtx, c.runCancel = context.WithCancel(context.Background())
-	c.propQ = newQueue[propEvent](opts.QueueLimit)
-	c.cmdQ = newQueue[methodJob](opts.QueueLimit)
-	c.msgQ = newQueue[cloudJob](opts.QueueLimit)
-	c.statusQ = newQueue[domain.ConnectionStatus](0)
+	c.propQ = newQueue(c.runCtx, opts.QueueLimit, &c.cb, c.handleProperty)
+	c.cmdQ = newQueue(c.runCtx, opts.QueueLimit, &c.cb, c.handleMethod)
+	c.msgQ = newQueue(c.runCtx, opts.QueueLimit, &c.cb, c.handleCloud)
+	// Status reports are all delivered, Close's included.
+	c.statusQ = newQueue(context.Background(), 0, &c.cb, c.deliverStatus)
 	c.status = domain.ConnectionStatus{State: domain.StateDisconnected}
+	c.changed = make(chan struct{})
+	c.inflight = map[string]int64{}
+	c.latest = map[string]int64{}
 	return c, nil
 }
 
@@ -166,16 +200,16 @@ func (c *Client) OnCommand(h CommandHandler) {
 // OnQueuedCommand sets the handler of commands queued while the device
 // was offline (cloud-to-device messages with a "method-name" property,
 // "prefix:name" and "component*name" both understood). When it is nil,
-// queued commands go to the OnCommand handler with Queued set, and its
-// response is discarded.
+// queued commands go to the OnCommand handler with Queued set, its
+// response is discarded and the message completed.
 func (c *Client) OnQueuedCommand(h QueuedCommandHandler) {
 	c.handlers.Lock()
 	c.handlers.queued = h
 	c.handlers.Unlock()
 }
 
-// OnCloudMessage sets the handler of other cloud-to-device messages. Without
-// one they are logged and settled.
+// OnCloudMessage sets the handler of other cloud-to-device messages.
+// Without one they are logged and completed.
 func (c *Client) OnCloudMessage(h CloudMessageHandler) {
 	c.handlers.Lock()
 	c.handlers.message = h
@@ -189,7 +223,8 @@ func (c *Client) Status() domain.ConnectionStatus {
 	return c.status
 }
 
-// IsConnected reports whether a hub session is open.
+// IsConnected reports whether a hub session is open and taking new
+// operations.
 func (c *Client) IsConnected() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -215,20 +250,36 @@ func (c *Client) DeviceID() string {
 	return c.regID
 }
 
+// ProvisioningPayload returns the custom payload DPS returned with the
+// last assignment made by this client (a custom allocation policy's
+// answer), or nil when there was none or the cached credentials were used.
+func (c *Client) ProvisioningPayload() json.RawMessage {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append(json.RawMessage(nil), c.provided...)
+}
+
+// broadcastLocked wakes every operation waiting for a session; c.mu is held.
+func (c *Client) broadcastLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
 // setStatusLocked records and reports a state change; c.mu is held.
 func (c *Client) setStatusLocked(st domain.ConnectionStatus) {
-	if c.closed && st.State != domain.StateClosed {
+	if c.phase == phaseClosed && st.State != domain.StateClosed {
 		return
 	}
 	c.status = st
-	if c.started {
-		c.statusQ.push(st)
+	c.statusQ.push(st)
+	attrs := []any{"state", st.State.String(), "reason", st.Reason.String()}
+	if st.Transport != "" {
+		attrs = append(attrs, "via", st.Transport)
 	}
 	if st.Err != nil {
-		c.log.Info("connection status", "state", st.State.String(), "reason", st.Reason.String(), "transport", st.Transport, "err", st.Err)
-	} else {
-		c.log.Info("connection status", "state", st.State.String(), "reason", st.Reason.String(), "transport", st.Transport)
+		attrs = append(attrs, "err", st.Err)
 	}
+	c.log.Info("connection status", attrs...)
 }
 
 func (c *Client) setStatus(st domain.ConnectionStatus) {
@@ -237,26 +288,16 @@ func (c *Client) setStatus(st domain.ConnectionStatus) {
 	c.mu.Unlock()
 }
 
-// startLocked starts the workers and the status dispatcher once; c.mu is held.
-func (c *Client) startLocked() {
-	if c.started {
-		return
-	}
-	c.started = true
-	c.wg.Add(3)
-	go func() { defer c.wg.Done(); c.propQ.run(c.runCtx, c.handleProperty) }()
-	go func() { defer c.wg.Done(); c.cmdQ.run(c.runCtx, c.handleMethod) }()
-	go func() { defer c.wg.Done(); c.msgQ.run(c.runCtx, c.handleCloud) }()
-	c.statusWG.Add(1)
-	go func() { defer c.statusWG.Done(); c.statusQ.run(context.Background(), c.deliverStatus) }()
-}
-
 // goTracked runs fn on a goroutine Close waits for, unless the client is
-// closing.
+// closed.
 func (c *Client) goTracked(fn func()) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	return c.goTrackedLocked(fn)
+}
+
+func (c *Client) goTrackedLocked(fn func()) bool {
+	if c.untracked {
 		return false
 	}
 	c.wg.Add(1)
@@ -276,56 +317,90 @@ func (c *Client) deliverStatus(st domain.ConnectionStatus) {
 	c.opts.OnStatus(st)
 }
 
+// ConnectOption changes one Connect call.
+type ConnectOption func(*connectOptions)
+
+type connectOptions struct {
+	forceProvisioning bool
+}
+
+// ForceProvisioning makes Connect register with DPS again even when the
+// credentials cache (or an earlier Connect) holds an assignment, as the
+// Python client's connect(force_dps=True). DPS allows a limited number of
+// registrations per device (about 5 per 10 s, and it throttles with 429).
+func ForceProvisioning() ConnectOption {
+	return func(o *connectOptions) { o.forceProvisioning = true }
+}
+
 // Connect provisions the device if needed, opens the hub session and
 // starts supervising it: from then on the client reconnects by itself
 // until Close. Retryable failures are retried with the backoff while ctx
-// lasts (and up to MaxAttempts); refused credentials or a disabled
-// enrollment return at once. Errors: domain.ErrClosed after Close, errors
-// wrapping domain.ErrUnauthorized, domain.ErrDeviceNotFound,
-// *domain.ProvisioningError, or ctx's error. Calling Connect on a
-// connected client returns nil.
-func (c *Client) Connect(ctx context.Context) error {
+// lasts (and up to MaxAttempts consecutive failures); refused credentials
+// or a disabled enrollment return at once. Errors: domain.ErrClosed after
+// Close, errors wrapping domain.ErrUnauthorized, domain.ErrDeviceNotFound,
+// *domain.ProvisioningError, or ctx's error. A failed Connect leaves no
+// goroutine running. Calling Connect on a connected client returns nil;
+// calling it while another Connect runs returns domain.ErrInvalidConfig.
+func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
+	var co connectOptions
+	for _, o := range opts {
+		o(&co)
+	}
 	c.mu.Lock()
-	switch {
-	case c.closed:
+	switch c.phase {
+	case phaseClosed:
 		c.mu.Unlock()
 		return domain.ErrClosed
-	case c.gaveUp != nil:
+	case phaseGaveUp:
 		err := c.gaveUp
 		c.mu.Unlock()
 		return fmt.Errorf("%w: %w", domain.ErrClosed, err)
-	case c.supervising:
+	case phaseSupervising:
 		c.mu.Unlock()
 		return nil
-	case c.connecting:
+	case phaseConnecting:
 		c.mu.Unlock()
 		return fmt.Errorf("%w: Connect is already in progress", domain.ErrInvalidConfig)
 	}
-	c.connecting = true
-	c.startLocked()
+	c.phase = phaseConnecting
+	c.broadcastLocked()
+	c.wg.Add(1) // Close waits for this call
+	if co.forceProvisioning {
+		c.assign, c.skipCache = nil, true
+	}
 	c.setStatusLocked(domain.ConnectionStatus{State: domain.StateConnecting})
 	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.connecting = false
-		c.mu.Unlock()
-	}()
+	defer c.wg.Done()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(c.runCtx, cancel)
 	defer stop()
 
-	attempt := 0
+	fail := func(st domain.ConnectionStatus, err error) error {
+		c.mu.Lock()
+		if c.phase == phaseConnecting {
+			c.phase = phaseIdle
+			c.broadcastLocked()
+			c.setStatusLocked(st)
+		}
+		closed := c.phase == phaseClosed
+		c.mu.Unlock()
+		if closed {
+			return domain.ErrClosed
+		}
+		return err
+	}
+	failures := 0
 	for {
 		s, err := c.establish(ctx, true)
 		if err == nil {
 			c.mu.Lock()
-			if c.closed {
+			if c.phase == phaseClosed {
 				c.mu.Unlock()
 				return domain.ErrClosed
 			}
-			c.supervising = true
+			c.phase = phaseSupervising
 			c.wg.Add(1)
 			go c.supervise(s)
 			c.mu.Unlock()
@@ -335,19 +410,16 @@ func (c *Client) Connect(ctx context.Context) error {
 			return domain.ErrClosed
 		}
 		if ctx.Err() != nil || !domain.IsRetryable(err) {
-			c.setStatus(domain.ConnectionStatus{State: domain.StateDisconnected, Reason: reasonFor(err), Err: err})
-			return err
+			return fail(domain.ConnectionStatus{State: domain.StateDisconnected, Reason: reasonFor(err), Err: err}, err)
 		}
-		attempt++
-		if c.opts.MaxAttempts > 0 && attempt >= c.opts.MaxAttempts {
-			err = fmt.Errorf("iotc: %d connection attempts failed: %w", attempt, err)
-			c.setStatus(domain.ConnectionStatus{State: domain.StateDisconnected, Reason: domain.ReasonRetryExpired, Err: err})
-			return err
+		failures++
+		if c.opts.MaxAttempts > 0 && failures >= c.opts.MaxAttempts {
+			err = fmt.Errorf("iotc: %d connection attempts failed: %w", failures, err)
+			return fail(domain.ConnectionStatus{State: domain.StateDisconnected, Reason: domain.ReasonRetryExpired, Err: err}, err)
 		}
 		c.setStatus(domain.ConnectionStatus{State: domain.StateConnecting, Reason: reasonFor(err), Err: err})
-		if err := c.sleep(ctx, c.opts.Backoff.Delay(attempt-1, randFloat())); err != nil {
-			c.setStatus(domain.ConnectionStatus{State: domain.StateDisconnected, Reason: domain.ReasonNone, Err: err})
-			return err
+		if err := c.sleep(ctx, c.opts.Backoff.Delay(failures-1, randFloat())); err != nil {
+			return fail(domain.ConnectionStatus{State: domain.StateDisconnected, Reason: domain.ReasonNone, Err: err}, err)
 		}
 	}
 }
@@ -367,28 +439,137 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// current returns the open session, or an error saying why there is none.
-func (c *Client) current() (*session, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch {
-	case c.closed:
-		return nil, domain.ErrClosed
-	case c.gaveUp != nil:
-		return nil, fmt.Errorf("%w: %w", domain.ErrClosed, c.gaveUp)
-	case c.sess == nil:
-		return nil, domain.ErrNotConnected
+// acquire returns the session a new operation runs on, counted in flight
+// until release. While the client is connecting or reconnecting it waits
+// for the next session (other than avoid, a session an operation just
+// failed on) within ctx. It fails at once after Close (domain.ErrClosed),
+// after the client gave up (domain.ErrClosed wrapping why), when nothing
+// is connecting (domain.ErrNotConnected), or with FailFast set; when ctx
+// ends first the error wraps both domain.ErrNotConnected and ctx's error.
+func (c *Client) acquire(ctx context.Context, avoid *session) (*session, error) {
+	for {
+		c.mu.Lock()
+		switch c.phase {
+		case phaseClosed:
+			c.mu.Unlock()
+			return nil, domain.ErrClosed
+		case phaseGaveUp:
+			err := c.gaveUp
+			c.mu.Unlock()
+			return nil, fmt.Errorf("%w: %w", domain.ErrClosed, err)
+		case phaseIdle:
+			c.mu.Unlock()
+			return nil, fmt.Errorf("%w: the client is not connected (call Connect)", domain.ErrNotConnected)
+		}
+		if s := c.sess; s != nil && s != avoid && !s.draining {
+			s.ops++
+			c.mu.Unlock()
+			return s, nil
+		}
+		if c.opts.FailFast {
+			c.mu.Unlock()
+			return nil, fmt.Errorf("%w: the client is reconnecting", domain.ErrNotConnected)
+		}
+		ch := c.changed
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: waiting for a connection: %w", domain.ErrNotConnected, ctx.Err())
+		}
 	}
-	return c.sess, nil
+}
+
+// release ends an operation started by acquire.
+func (c *Client) release(s *session) {
+	c.mu.Lock()
+	s.ops--
+	if s.ops == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+	c.mu.Unlock()
+}
+
+// onSession runs op on a session, riding over reconnects: when the session
+// dies under it (an error wrapping domain.ErrNotConnected), op runs again
+// on the next session, unless FailFast is set or ctx has ended.
+func (c *Client) onSession(ctx context.Context, op func(*session) error) error {
+	var avoid *session
+	for {
+		s, err := c.acquire(ctx, avoid)
+		if err != nil {
+			return err
+		}
+		err = op(s)
+		c.release(s)
+		if err == nil || !errors.Is(err, domain.ErrNotConnected) || c.opts.FailFast {
+			return err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w: %w", err, ctx.Err())
+		}
+		c.sessionFailed(s, err)
+		avoid = s
+	}
+}
+
+// sessionFailed makes sure a session an operation found dead is replaced:
+// if the transport has not ended it yet, it is closed so that the
+// supervisor sees it end.
+func (c *Client) sessionFailed(s *session, err error) {
+	select {
+	case <-s.Done():
+		return
+	default:
+	}
+	c.log.Debug("an operation found the session dead; closing it", "err", err)
+	if !c.goTracked(func() { _ = s.Close() }) {
+		_ = s.Close()
+	}
+}
+
+// drain stops new operations on s and waits until those in flight ended,
+// up to timeout or until the client closes.
+func (c *Client) drain(s *session, timeout time.Duration) {
+	c.mu.Lock()
+	s.draining = true
+	if c.sess == s {
+		c.sess = nil
+		c.broadcastLocked()
+	}
+	if s.ops == 0 {
+		c.mu.Unlock()
+		return
+	}
+	if s.idle == nil {
+		s.idle = make(chan struct{})
+	}
+	idle := s.idle
+	n := s.ops
+	c.mu.Unlock()
+	c.log.Debug("waiting for operations in flight before closing the session", "count", n)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-idle:
+	case <-t.C:
+		c.log.Warn("operations still in flight after the drain timeout; closing the session", "timeout", timeout)
+	case <-s.Done():
+	}
 }
 
 // SendTelemetry validates m, gives it a random message id when it has
-// none, and sends it over the open session, returning once the hub
-// acknowledged it. It does not wait for a connection: while the client is
-// offline or reconnecting it returns domain.ErrNotConnected at once.
-// Other errors: domain.ErrMessageTooLarge over 256 KiB (IoT Hub's limit,
-// checked before sending), domain.ErrInvalidConfig for a reserved
-// property name, domain.ErrClosed after Close, ctx's error.
+// none, and sends it, returning once the hub acknowledged it. While the
+// client is connecting or reconnecting it waits for the next session
+// within ctx, and a message whose session died before the acknowledgement
+// is sent again on the next session with the same message id (at least
+// once: the hub may see it twice). Errors: domain.ErrMessageTooLarge over
+// 256 KiB (IoT Hub's limit, checked before sending), domain.ErrInvalidConfig
+// for a reserved property name, domain.ErrClosed after Close or once the
+// client gave up, domain.ErrNotConnected when Connect was never called or
+// failed, or with FailFast while offline; when ctx ends while offline the
+// error matches both domain.ErrNotConnected and ctx's error.
 func (c *Client) SendTelemetry(ctx context.Context, m domain.Message) error {
 	if m.MessageID == "" {
 		m.MessageID = newMessageID()
@@ -397,11 +578,8 @@ func (c *Client) SendTelemetry(ctx context.Context, m domain.Message) error {
 	if err := m.Validate(); err != nil {
 		return err
 	}
-	s, err := c.current()
+	err := c.onSession(ctx, func(s *session) error { return s.SendTelemetry(ctx, m) })
 	if err != nil {
-		return err
-	}
-	if err := s.SendTelemetry(ctx, m); err != nil {
 		return fmt.Errorf("iotc: send telemetry: %w", err)
 	}
 	c.log.Debug("telemetry sent", "message_id", m.MessageID, "component", m.Component, "bytes", len(m.Body))
@@ -409,11 +587,12 @@ func (c *Client) SendTelemetry(ctx context.Context, m domain.Message) error {
 }
 
 // ReportProperties reports read-only (or any) properties. A non-empty
-// component wraps them as {"component": {"__t": "c", ...}}. Errors:
-// domain.ErrMessageTooLarge over 32 KiB (the twin section limit),
-// domain.ErrNotConnected while offline, *domain.HubError when the hub
-// refuses the patch (429 throttled: IoT Hub allows about 50 updates per
-// second per unit).
+// component wraps them as {"component": {"__t": "c", ...}}. It waits for
+// a session and rides over reconnects as SendTelemetry does (a patch is
+// idempotent). Errors: domain.ErrMessageTooLarge over 32 KiB (the twin
+// section limit), those of SendTelemetry for the connection, and
+// *domain.HubError when the hub refuses the patch (429 throttled: IoT Hub
+// allows about 50 updates per second per unit).
 func (c *Client) ReportProperties(ctx context.Context, component string, props map[string]any) error {
 	return c.report(ctx, domain.ReportedPatch(component, props))
 }
@@ -425,15 +604,19 @@ func (c *Client) ReportProperties(ctx context.Context, component string, props m
 // supersedes the handler's in the patch the client reports when the
 // handler returns, and AckProperty returns nil at once (a failure to
 // report is logged); while the handler's answer is being reported,
-// AckProperty waits and reports right after it. Errors are those of
+// AckProperty waits and reports right after it. An acknowledgement for a
+// version older than one already handed to the handler is not reported:
+// AckProperty returns ErrSuperseded. Other errors are those of
 // ReportProperties, or ctx's.
 func (c *Client) AckProperty(ctx context.Context, p domain.DesiredProperty, ack domain.PropertyAck) error {
 	patch := domain.AckPatch(p, ack)
 	if _, err := domain.EncodeReported(patch); err != nil {
 		return err
 	}
-	done, deferred := c.deferAck(p, ack)
+	done, deferred, err := c.deferAck(p, ack)
 	switch {
+	case err != nil:
+		return err
 	case !deferred:
 		return c.report(ctx, patch)
 	case done == nil:
@@ -452,11 +635,11 @@ func (c *Client) report(ctx context.Context, patch map[string]any) error {
 	if err != nil {
 		return err
 	}
-	s, err := c.current()
-	if err != nil {
+	var v int64
+	err = c.onSession(ctx, func(s *session) (err error) {
+		v, err = s.PatchReported(ctx, body)
 		return err
-	}
-	v, err := s.PatchReported(ctx, body)
+	})
 	if err != nil {
 		return fmt.Errorf("iotc: report properties: %w", err)
 	}
@@ -464,61 +647,86 @@ func (c *Client) report(ctx context.Context, patch map[string]any) error {
 	return nil
 }
 
-// FetchTwin reads the device twin. Errors: domain.ErrNotConnected while
-// offline, *domain.HubError when the hub refuses (429 throttled: about 100
-// reads per second per unit), domain.ErrMalformed for an unparsable twin.
+// FetchTwin reads the device twin, waiting for a session as SendTelemetry
+// does. Errors: those of SendTelemetry for the connection, *domain.HubError
+// when the hub refuses (429 throttled: about 100 reads per second per
+// unit), domain.ErrMalformed for an unparsable twin.
 func (c *Client) FetchTwin(ctx context.Context) (domain.Twin, error) {
-	s, err := c.current()
-	if err != nil {
-		return domain.Twin{}, err
-	}
-	b, err := s.GetTwin(ctx)
+	var b []byte
+	err := c.onSession(ctx, func(s *session) (err error) {
+		b, err = s.GetTwin(ctx)
+		return err
+	})
 	if err != nil {
 		return domain.Twin{}, fmt.Errorf("iotc: get twin: %w", err)
 	}
 	return domain.ParseTwin(b)
 }
 
-// Close closes the session, stops reconnecting and waits until every
-// goroutine the client started has ended: handlers see their context
-// cancelled and are waited for. Queued events not yet handled are dropped
-// (unsettled cloud-to-device messages are delivered again on the next
-// connection). If ctx ends first, Close returns ctx's error and the
-// remaining goroutines end as soon as the handlers return. Close is
+// Close stops reconnecting, lets the operations in flight on the open
+// session finish (up to DrainTimeout or ctx), cancels the handlers'
+// context, closes the session and waits until every goroutine the client
+// started has ended: running handlers are waited for. Queued events not
+// yet handled are dropped; a cloud-to-device message whose handler did not
+// return before Close stays unsettled and is delivered again on a later
+// connection. If ctx ends first, Close returns ctx's error and the rest
+// ends in the background as soon as the handlers return. Close is
 // idempotent; later calls wait the same way.
+//
+// Close may be called from inside a handler or the status callback (a
+// "reboot" command): it then starts the shutdown and returns nil at once,
+// since it cannot wait for the goroutine it runs on; the shutdown completes
+// when the callback returns, and a Close from another goroutine waits for
+// it.
 func (c *Client) Close(ctx context.Context) error {
+	inside := c.cb.inside()
 	c.mu.Lock()
-	if !c.closed {
+	if c.phase != phaseClosed {
 		c.setStatusLocked(domain.ConnectionStatus{State: domain.StateClosed, Reason: domain.ReasonClientClose})
-		c.closed = true
+		c.phase = phaseClosed
+		c.broadcastLocked()
 		c.closeDone = make(chan struct{})
 		sess := c.sess
 		c.sess = nil
-		c.runCancel()
-		done := c.closeDone
-		go func() {
-			// The workers see runCtx cancelled and return before the session
-			// closes, so none of them is inside a session call racing the
-			// disconnect.
-			c.wg.Wait()
-			if sess != nil {
-				if err := sess.Close(); err != nil {
-					c.log.Debug("close session", "err", err)
-				}
-			}
-			c.statusQ.close()
-			c.statusWG.Wait()
-			close(done)
-		}()
+		go c.shutdown(ctx, sess, c.closeDone)
 	}
 	done := c.closeDone
 	c.mu.Unlock()
+	if inside {
+		return nil
+	}
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("iotc: close: handlers still running: %w", ctx.Err())
+		return fmt.Errorf("iotc: close: still shutting down: %w", ctx.Err())
 	}
+}
+
+// shutdown is Close's work; done is closed when everything has ended.
+func (c *Client) shutdown(ctx context.Context, sess *session, done chan struct{}) {
+	if sess != nil {
+		timeout := c.opts.DrainTimeout
+		if dl, ok := ctx.Deadline(); ok {
+			timeout = min(timeout, time.Until(dl))
+		}
+		c.drain(sess, timeout)
+	}
+	c.runCancel()
+	c.propQ.stop()
+	c.cmdQ.stop()
+	c.msgQ.stop()
+	c.mu.Lock()
+	c.untracked = true
+	c.mu.Unlock()
+	c.wg.Wait() // supervisor, Connect calls, closers of old sessions
+	if sess != nil {
+		if err := sess.Close(); err != nil {
+			c.log.Debug("close session", "err", err)
+		}
+	}
+	c.statusQ.stop()
+	close(done)
 }
 
 // newMessageID returns a random UUID (version 4).

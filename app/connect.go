@@ -55,17 +55,16 @@ func (c *Client) establish(ctx context.Context, initial bool) (*session, error) 
 		return nil, err
 	}
 	c.mu.Lock()
-	if c.closed {
+	if c.phase == phaseClosed {
 		c.mu.Unlock()
 		_ = s.Close()
 		return nil, domain.ErrClosed
 	}
 	c.sess = s
+	c.broadcastLocked()
 	c.setStatusLocked(domain.ConnectionStatus{State: domain.StateConnected, Reason: domain.ReasonConnectionOK, Transport: s.transport})
 	c.mu.Unlock()
-	if !c.propQ.push(propEvent{sync: true, reconnect: !initial}) {
-		c.log.Warn("property queue full; twin sync skipped until the next reconnect")
-	}
+	c.requestSync(!initial)
 	return s, nil
 }
 
@@ -118,6 +117,7 @@ func (c *Client) provision(ctx context.Context) (assignment, error) {
 			RegistrationID: c.regID,
 			ModelID:        c.opts.ModelID,
 			LegacyModelID:  c.opts.LegacyModelID,
+			Payload:        c.opts.ProvisioningPayload,
 		},
 	}
 	var res domain.Assignment
@@ -141,6 +141,7 @@ func (c *Client) provision(ctx context.Context) (assignment, error) {
 	c.log.Info("provisioned", "hub", a.hub, "device_id", a.deviceID, "substatus", res.Substatus)
 	c.mu.Lock()
 	c.assign = &a
+	c.provided = res.Payload
 	c.mu.Unlock()
 	if c.opts.Store != nil {
 		rec := domain.CachedCredentials{

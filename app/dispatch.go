@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"time"
 
 	"github.com/iotc-go/iotc/domain"
 	"github.com/iotc-go/iotc/ports"
@@ -43,10 +44,13 @@ type events struct {
 	ref *sessionRef
 }
 
-// OnDesiredPatch queues a desired patch for the property worker.
+// OnDesiredPatch queues a desired patch for the property worker. When the
+// queue is full the patch is dropped and the twin is synced again as soon
+// as the worker has room, on the live session.
 func (e *events) OnDesiredPatch(patch []byte) {
 	if !e.c.propQ.push(propEvent{patch: patch}) {
-		e.c.log.Warn("property queue full; the patch is handled by the twin sync after the next reconnect")
+		e.c.resync.Store(true)
+		e.c.log.Warn("property queue full; the twin is synced again once the queue has room")
 	}
 }
 
@@ -68,6 +72,8 @@ func (e *events) OnCloudMessage(msg domain.CloudMessage, settle func(domain.Outc
 	}
 }
 
+func isTooLarge(err error) bool { return errors.Is(err, domain.ErrMessageTooLarge) }
+
 func errorBody(msg string) map[string]string { return map[string]string{"error": msg} }
 
 // recovered turns a handler panic into an error and logs it with its stack.
@@ -77,8 +83,25 @@ func (c *Client) recovered(what string, r any) error {
 	return err
 }
 
+// requestSync asks the property worker for a twin sync; when the queue is
+// full the worker does it once it has room.
+func (c *Client) requestSync(reconnect bool) {
+	c.resync.Store(false)
+	if !c.propQ.push(propEvent{sync: true, reconnect: reconnect}) {
+		c.resync.Store(true)
+		c.log.Warn("property queue full; the twin is synced once the queue has room")
+	}
+}
+
 // handleProperty runs on the property worker.
 func (c *Client) handleProperty(ev propEvent) {
+	c.propertyEvent(ev)
+	if c.resync.Swap(false) {
+		c.syncTwin(false)
+	}
+}
+
+func (c *Client) propertyEvent(ev propEvent) {
 	if ev.sync {
 		c.syncTwin(ev.reconnect)
 		return
@@ -88,51 +111,100 @@ func (c *Client) handleProperty(ev propEvent) {
 		c.log.Warn("ignoring a malformed desired patch", "err", err)
 		return
 	}
-	if version != 0 && version <= c.lastDesired {
+	switch {
+	case !c.synced:
+		// No twin read yet on this session: the twin says what is pending.
+		c.syncTwin(false)
+		return
+	case version != 0 && version <= c.lastDesired:
 		c.log.Debug("desired patch already handled", "version", version)
+		return
+	case version != 0 && version != c.lastDesired+1:
+		// A gap (a patch was missed) or an absurd jump: the twin is
+		// authoritative, and its version replaces the one seen.
+		c.log.Warn("desired patch version gap; syncing the twin", "have", c.lastDesired, "got", version)
+		c.syncTwin(false)
 		return
 	}
 	c.lastDesired = version
-	c.applyDesired(props)
+	c.applyDesired(props, nil)
 }
 
-// syncTwin reads the twin and handles every desired property not yet
-// acknowledged at its version.
+// syncTwin reads the twin on the live session and handles every desired
+// property not yet acknowledged at its version. A failed read is retried
+// with the backoff while the session lives; once it is gone, the next
+// session's sync takes over.
 func (c *Client) syncTwin(reconnect bool) {
-	s, err := c.current()
-	if err != nil {
-		return
+	for attempt := 0; ; attempt++ {
+		c.mu.Lock()
+		s := c.sess
+		if s != nil {
+			s.ops++
+		}
+		c.mu.Unlock()
+		if s == nil {
+			c.synced = false
+			return
+		}
+		b, err := s.GetTwin(c.runCtx)
+		c.release(s)
+		if err == nil {
+			var twin domain.Twin
+			if twin, err = domain.ParseTwin(b); err == nil {
+				c.applyTwin(s, twin, reconnect)
+				return
+			}
+		}
+		if c.runCtx.Err() != nil {
+			return
+		}
+		d := c.opts.Backoff.Delay(attempt, randFloat())
+		c.log.Warn("twin sync failed; retrying on the live session", "err", err, "retry_in", d)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-s.Done():
+		case <-c.runCtx.Done():
+		}
+		t.Stop()
 	}
-	b, err := s.GetTwin(c.runCtx)
-	if err != nil {
-		c.log.Warn("twin sync: cannot get the twin; retried after the next reconnect", "err", err)
-		return
-	}
-	twin, err := domain.ParseTwin(b)
-	if err != nil {
-		c.log.Warn("twin sync: malformed twin", "err", err)
-		return
-	}
+}
+
+func (c *Client) applyTwin(s *session, twin domain.Twin, reconnect bool) {
 	pending := twin.PendingDesired()
 	// The twin is authoritative: after a re-provisioning (a recreated or
 	// moved device) its versions may start again from 1.
+	first := !c.synced
 	c.lastDesired = twin.DesiredVersion
+	c.synced = true
 	c.log.Debug("twin synced", "desired_version", twin.DesiredVersion, "pending", len(pending))
 	if reconnect && len(pending) > 0 {
 		c.setStatus(domain.ConnectionStatus{State: domain.StateConnected, Reason: domain.ReasonDesiredChangedOffline, Transport: s.transport})
 	}
-	c.applyDesired(pending)
+	if c.opts.SyncAllDesired && first {
+		// The whole desired document goes to the handler; only the
+		// pending values are acknowledged.
+		all := twin.AllDesired()
+		isPending := make(map[string]bool, len(pending))
+		for _, p := range pending {
+			isPending[propKey(p.Component, p.Name)] = true
+		}
+		c.applyDesired(all, isPending)
+		return
+	}
+	c.applyDesired(pending, nil)
 }
 
 // propKey identifies a property for in-flight tracking.
 func propKey(component, name string) string { return component + "\x00" + name }
 
 // applyDesired calls the property handler for each property and reports
-// the acknowledgements as one patch. While it runs, the properties are "in
-// flight": a final acknowledgement given meanwhile with AckProperty (from
-// inside the handler or from another goroutine) supersedes the handler's
-// answer in that patch, or is reported right after it, never before.
-func (c *Client) applyDesired(props []domain.DesiredProperty) {
+// the acknowledgements as one patch (when report is not nil, only for the
+// properties it marks). While it runs, the properties are "in flight" at
+// their version: a final acknowledgement for that version given meanwhile
+// with AckProperty supersedes the handler's answer in that patch, or is
+// reported right after it, never before.
+func (c *Client) applyDesired(props []domain.DesiredProperty, report map[string]bool) {
 	if len(props) == 0 {
 		return
 	}
@@ -143,12 +215,14 @@ func (c *Client) applyDesired(props []domain.DesiredProperty) {
 		c.log.Info("no property handler; desired properties left unacknowledged", "count", len(props))
 		return
 	}
-	inflight := make(map[string]bool, len(props))
-	for _, p := range props {
-		inflight[propKey(p.Component, p.Name)] = true
-	}
 	c.ackMu.Lock()
-	c.inflight, c.handling = inflight, true
+	clear(c.inflight)
+	for _, p := range props {
+		k := propKey(p.Component, p.Name)
+		c.inflight[k] = p.Version
+		c.latest[k] = p.Version // the twin may restart versions: not a max
+	}
+	c.handling = true
 	c.ackMu.Unlock()
 	defer c.flushDeferredAcks()
 
@@ -159,11 +233,14 @@ func (c *Client) applyDesired(props []domain.DesiredProperty) {
 			return
 		}
 		ack := c.callProperty(h, p)
-		one := domain.AckPatch(p, ack)
-		// MergePatch keeps references to one's maps; acks gets its own copy.
-		acks = append(acks, domain.AckPatch(p, ack))
-		domain.MergePatch(patch, one)
 		c.log.Info("property handled", "component", p.Component, "name", p.Name, "version", p.Version, "status", ack.Status)
+		if report != nil && !report[propKey(p.Component, p.Name)] {
+			continue
+		}
+		// MergePatch keeps references to its source's maps; acks gets its
+		// own copy.
+		acks = append(acks, domain.AckPatch(p, ack))
+		domain.MergePatch(patch, domain.AckPatch(p, ack))
 	}
 	c.ackMu.Lock()
 	final := c.deferred
@@ -173,13 +250,16 @@ func (c *Client) applyDesired(props []domain.DesiredProperty) {
 		domain.MergePatch(patch, f.merge)
 		acks = append(acks, f.alone)
 	}
-	err := c.report(c.runCtx, patch)
+	var err error
+	if len(patch) > 0 {
+		err = c.report(c.runCtx, patch)
+	}
 	defer func() {
 		for _, f := range final {
 			f.done <- err
 		}
 	}()
-	if errors.Is(err, domain.ErrMessageTooLarge) && len(acks) > 1 {
+	if isTooLarge(err) && len(acks) > 1 {
 		// Too many acknowledgements for one patch: send them one by one.
 		for _, a := range acks {
 			if err = c.report(c.runCtx, a); err != nil {
@@ -187,8 +267,8 @@ func (c *Client) applyDesired(props []domain.DesiredProperty) {
 			}
 		}
 	}
-	if err != nil {
-		c.log.Warn("cannot report property acknowledgements; they are handled again after the next reconnect", "err", err)
+	if err != nil && c.runCtx.Err() == nil {
+		c.log.Warn("cannot report property acknowledgements; they are handled again at the next twin sync", "err", err)
 	}
 }
 
@@ -208,7 +288,7 @@ func (c *Client) flushDeferredAcks() {
 		final := c.deferred
 		c.deferred, c.handling = nil, false
 		if len(final) == 0 {
-			c.inflight = nil
+			clear(c.inflight)
 			c.ackMu.Unlock()
 			return
 		}
@@ -224,21 +304,27 @@ func (c *Client) flushDeferredAcks() {
 }
 
 // deferAck hands the acknowledgement to the property worker when p is in
-// flight and reports whether it did. done delivers the report's result; it
-// is nil while handlers still run, because the caller may be the handler
-// itself and must not wait for its own return.
-func (c *Client) deferAck(p domain.DesiredProperty, ack domain.PropertyAck) (done <-chan error, deferred bool) {
+// flight at its version and reports whether it did. done delivers the
+// report's result; it is nil while handlers still run, because the caller
+// may be the handler itself and must not wait for its own return. An
+// acknowledgement older than the newest version handed to the handler
+// gives ErrSuperseded.
+func (c *Client) deferAck(p domain.DesiredProperty, ack domain.PropertyAck) (done <-chan error, deferred bool, err error) {
 	c.ackMu.Lock()
 	defer c.ackMu.Unlock()
-	if !c.inflight[propKey(p.Component, p.Name)] {
-		return nil, false
+	k := propKey(p.Component, p.Name)
+	if v, ok := c.latest[k]; ok && p.Version < v {
+		return nil, false, fmt.Errorf("%w (%s version %d, newest %d)", ErrSuperseded, p.Name, p.Version, v)
+	}
+	if v, ok := c.inflight[k]; !ok || v != p.Version {
+		return nil, false, nil
 	}
 	d := deferredAck{merge: domain.AckPatch(p, ack), alone: domain.AckPatch(p, ack), done: make(chan error, 1)}
 	c.deferred = append(c.deferred, d)
 	if c.handling {
-		return nil, true
+		return nil, true, nil
 	}
-	return d.done, true
+	return d.done, true, nil
 }
 
 func (c *Client) callProperty(h PropertyHandler, p domain.DesiredProperty) (ack domain.PropertyAck) {
@@ -285,7 +371,8 @@ func (c *Client) callCommand(h CommandHandler, req domain.CommandRequest) (resp 
 	return h(c.runCtx, req)
 }
 
-// respond sends resp on the session the request came on.
+// respond sends resp on the session the request came on: a request id
+// means nothing on another connection.
 func (c *Client) respond(ref *sessionRef, req ports.MethodRequest, resp domain.CommandResponse) {
 	status, body, err := resp.Encode()
 	if err != nil {
@@ -308,45 +395,58 @@ func (c *Client) respond(ref *sessionRef, req ports.MethodRequest, resp domain.C
 }
 
 // handleCloud runs on the cloud-message worker. The message is settled
-// after its handler returned, even if it panicked, so that a poison
-// message is not delivered forever.
+// with the handler's outcome once it returned normally; a panicking
+// handler rejects it (a poison message must not come back forever); a
+// handler cut off by Close leaves it unsettled, so it comes again.
 func (c *Client) handleCloud(j cloudJob) {
-	defer func() {
-		if j.settle != nil {
-			j.settle(domain.Complete)
-		}
-	}()
+	outcome, settle := c.runCloud(j.msg)
+	if !settle || c.runCtx.Err() != nil {
+		c.log.Info("cloud-to-device message left unsettled; it is delivered again", "message_id", j.msg.MessageID())
+		return
+	}
+	if j.settle != nil {
+		j.settle(outcome)
+	}
+}
+
+func (c *Client) runCloud(msg domain.CloudMessage) (outcome domain.Outcome, settle bool) {
 	c.handlers.RLock()
 	queued, command, message := c.handlers.queued, c.handlers.command, c.handlers.message
 	c.handlers.RUnlock()
 	defer func() {
 		if r := recover(); r != nil {
 			_ = c.recovered("cloud message", r)
+			outcome, settle = domain.Reject, true
 		}
 	}()
-	if methodName, ok := j.msg.Properties[methodNameProperty]; ok {
+	if methodName, ok := msg.Properties[methodNameProperty]; ok {
 		component, name := domain.ParseQueuedCommandName(methodName)
 		req := domain.CommandRequest{Name: name, Component: component, Queued: true}
-		if len(j.msg.Body) > 0 {
-			req.Payload = json.RawMessage(j.msg.Body)
+		if len(msg.Body) > 0 {
+			req.Payload = json.RawMessage(msg.Body)
 		}
 		switch {
 		case name == "":
-			c.log.Warn("queued command without a name; settled", "method_name", methodName)
+			c.log.Warn("queued command without a name; rejected", "method_name", methodName)
+			return domain.Reject, true
 		case queued != nil:
-			queued(c.runCtx, req)
-			c.log.Info("queued command handled", "component", component, "command", name)
+			o := queued(c.runCtx, req)
+			c.log.Info("queued command handled", "component", component, "command", name, "outcome", o.String())
+			return o, true
 		case command != nil:
 			_ = command(c.runCtx, req)
 			c.log.Info("queued command handled by the command handler", "component", component, "command", name)
+			return domain.Complete, true
 		default:
-			c.log.Info("no handler for a queued command; settled", "component", component, "command", name)
+			c.log.Info("no handler for a queued command; completed", "component", component, "command", name)
+			return domain.Complete, true
 		}
-		return
 	}
 	if message == nil {
-		c.log.Info("no cloud message handler; settled", "message_id", j.msg.MessageID())
-		return
+		c.log.Info("no cloud message handler; completed", "message_id", msg.MessageID())
+		return domain.Complete, true
 	}
-	message(c.runCtx, j.msg)
+	o := message(c.runCtx, msg)
+	c.log.Debug("cloud message handled", "message_id", msg.MessageID(), "outcome", o.String())
+	return o, true
 }

@@ -87,19 +87,19 @@ func TestDesiredPatch202ThenFinalAck(t *testing.T) {
 			got <- p
 			return domain.PropertyAck{Status: 202, Description: "heating up"}
 		})
-		ev.OnDesiredPatch([]byte(`{"$version":7,"thermostat1":{"__t":"c","targetTemperature":30}}`))
+		h.desire(ev, `{"thermostat1":{"__t":"c","targetTemperature":30}}`)
 		p := <-got
-		if p.Component != "thermostat1" || p.Name != "targetTemperature" || p.Version != 7 {
+		if p.Component != "thermostat1" || p.Name != "targetTemperature" || p.Version != 2 {
 			t.Fatalf("handler got %+v", p)
 		}
-		jsonEqual(t, <-h.reported, `{"thermostat1":{"__t":"c","targetTemperature":{"value":30,"ac":202,"av":7,"ad":"heating up"}}}`)
+		jsonEqual(t, <-h.reported, `{"thermostat1":{"__t":"c","targetTemperature":{"value":30,"ac":202,"av":2,"ad":"heating up"}}}`)
 		if err := c.AckProperty(context.Background(), p, domain.PropertyAck{Status: 200, Value: 29.5, Description: "reached"}); err != nil {
 			t.Fatalf("AckProperty: %v", err)
 		}
-		jsonEqual(t, <-h.reported, `{"thermostat1":{"__t":"c","targetTemperature":{"value":29.5,"ac":200,"av":7,"ad":"reached"}}}`)
+		jsonEqual(t, <-h.reported, `{"thermostat1":{"__t":"c","targetTemperature":{"value":29.5,"ac":200,"av":2,"ad":"reached"}}}`)
 
 		// A patch older than the one handled is not handled again.
-		ev.OnDesiredPatch([]byte(`{"$version":6,"thermostat1":{"__t":"c","targetTemperature":10}}`))
+		ev.OnDesiredPatch([]byte(`{"$version":1,"thermostat1":{"__t":"c","targetTemperature":10}}`))
 		ev.OnDesiredPatch([]byte(`not json`))
 		synctest.Wait()
 		if len(got) != 0 {
@@ -222,38 +222,52 @@ func TestQueuedCommandsAndCloudMessages(t *testing.T) {
 		settled := make(chan string, 8)
 		send := func(id string, props map[string]string, body string) {
 			props["$.mid"] = id
-			ev.OnCloudMessage(domain.CloudMessage{Body: []byte(body), Properties: props}, func(domain.Outcome) {
-				note("settle " + id)
+			ev.OnCloudMessage(domain.CloudMessage{Body: []byte(body), Properties: props}, func(o domain.Outcome) {
+				note("settle " + id + " " + o.String())
 				settled <- id
 			})
 		}
-		c.OnQueuedCommand(func(_ context.Context, req domain.CommandRequest) {
+		c.OnQueuedCommand(func(_ context.Context, req domain.CommandRequest) domain.Outcome {
 			if !req.Queued || req.RequestID != "" {
 				t.Errorf("queued request %+v", req)
 			}
 			note("queued " + req.Component + "/" + req.Name + " " + string(req.Payload))
-			if req.Name == "explode" {
+			switch req.Name {
+			case "explode":
 				panic("queued handler bug")
+			case "later":
+				return domain.Abandon
 			}
+			return domain.Complete
 		})
-		c.OnCloudMessage(func(_ context.Context, m domain.CloudMessage) {
+		c.OnCloudMessage(func(_ context.Context, m domain.CloudMessage) domain.Outcome {
 			note("message " + m.MessageID() + " " + string(m.Body))
+			if string(m.Body) == "garbage" {
+				return domain.Reject
+			}
+			return domain.Complete
 		})
 		send("a", map[string]string{"method-name": "Commands:setLed"}, `{"on":true}`)
 		send("b", map[string]string{"method-name": "thermostat1*reboot"}, `5`)
 		send("c", map[string]string{"method-name": "explode"}, ``)
 		send("d", map[string]string{"color": "red"}, `hello`)
-		for range 4 {
+		send("f", map[string]string{"method-name": "later"}, ``)
+		send("g", map[string]string{}, `garbage`)
+		send("h", map[string]string{"method-name": "Commands:"}, ``)
+		for range 7 {
 			<-settled
 		}
 		mu.Lock()
 		got := strings.Join(log, "\n")
 		mu.Unlock()
 		want := strings.Join([]string{
-			`queued /setLed {"on":true}`, "settle a",
-			"queued thermostat1/reboot 5", "settle b",
-			"queued /explode ", "settle c",
-			"message d hello", "settle d",
+			`queued /setLed {"on":true}`, "settle a complete",
+			"queued thermostat1/reboot 5", "settle b complete",
+			"queued /explode ", "settle c reject",
+			"message d hello", "settle d complete",
+			"queued /later ", "settle f abandon",
+			"message g garbage", "settle g reject",
+			"settle h reject",
 		}, "\n")
 		if got != want {
 			t.Errorf("got\n%s\nwant\n%s", got, want)
@@ -340,26 +354,55 @@ func TestReportPropertiesAndFetchTwin(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if twin.DesiredVersion != 3 || twin.ReportedVersion != 8 || len(twin.PendingDesired()) != 0 {
+		// The hub's twin took both reports: version 8 plus two.
+		if twin.DesiredVersion != 3 || twin.ReportedVersion != 10 || len(twin.PendingDesired()) != 0 || twin.Reported["serial"] != "X1" {
 			t.Errorf("twin %+v", twin)
 		}
 	})
 }
 
-func TestQueueIsBounded(t *testing.T) {
-	q := newQueue[int](2)
-	if !q.push(1) || !q.push(2) || q.push(3) {
-		t.Fatal("a queue of 2 accepted a third item or refused one of the first two")
-	}
-	q.close()
-	if q.push(4) {
-		t.Fatal("a closed queue accepted an item")
-	}
-	var got []int
-	q.run(context.Background(), func(v int) { got = append(got, v) })
-	if len(got) != 2 || got[0] != 1 || got[1] != 2 {
-		t.Fatalf("drained %v", got)
-	}
+func TestQueueIsBoundedAndOrdered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var got []int
+		q := newQueue(context.Background(), 2, nil, func(v int) {
+			<-release
+			got = append(got, v)
+		})
+		if !q.push(1) {
+			t.Fatal("push 1 refused")
+		}
+		synctest.Wait() // the drainer holds 1
+		if !q.push(2) || !q.push(3) || q.push(4) {
+			t.Fatal("a queue of 2 accepted a third waiting item or refused one of the first two")
+		}
+		close(release)
+		q.stop()
+		if q.push(5) {
+			t.Fatal("a stopped queue accepted an item")
+		}
+		if len(got) != 3 || got[0] != 1 || got[1] != 2 || got[2] != 3 {
+			t.Fatalf("drained %v", got)
+		}
+	})
+}
+
+func TestQueueRunsNoGoroutineWhenIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ran := make(chan int, 4)
+		q := newQueue(context.Background(), 0, nil, func(v int) { ran <- v })
+		q.push(1)
+		synctest.Wait()
+		// synctest.Test fails if a goroutine of the bubble is left
+		// blocked; the drainer must have exited once the queue emptied.
+		q.mu.Lock()
+		running := q.running
+		q.mu.Unlock()
+		if running || len(ran) != 1 {
+			t.Fatalf("after one item: running=%v handled=%d", running, len(ran))
+		}
+		q.stop()
+	})
 }
 
 func TestFinalAckDuringHandlerSupersedesIt(t *testing.T) {

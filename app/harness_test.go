@@ -54,7 +54,9 @@ type hub struct {
 	closeOnce sync.Once
 	mu        sync.Mutex
 	err       error
-	twin      string
+	desired   map[string]any // the twin, updated by desire and PatchReported
+	rep       map[string]any
+	getErr    func() error // when set, GetTwin fails with its result (nil: succeeds)
 	reported  chan string
 	responses chan response
 	sent      chan domain.Message
@@ -73,7 +75,6 @@ func newHub(ctrl *gomock.Controller, twin string) *hub {
 	h := &hub{
 		MockHubSession: mocks.NewMockHubSession(ctrl),
 		done:           make(chan struct{}),
-		twin:           twin,
 		reported:       make(chan string, 64),
 		responses:      make(chan response, 64),
 		sent:           make(chan domain.Message, 64),
@@ -84,14 +85,45 @@ func newHub(ctrl *gomock.Controller, twin string) *hub {
 	m.Done().Return(h.done).AnyTimes()
 	m.Err().DoAndReturn(func() error { h.mu.Lock(); defer h.mu.Unlock(); return h.err }).AnyTimes()
 	m.Close().DoAndReturn(func() error { h.kill(nil); return nil }).AnyTimes()
+	var doc struct{ Desired, Reported map[string]any }
+	if err := json.Unmarshal([]byte(twin), &doc); err != nil {
+		panic(fmt.Sprintf("bad test twin %q: %v", twin, err))
+	}
+	h.desired, h.rep = doc.Desired, doc.Reported
+	if h.desired == nil {
+		h.desired = map[string]any{"$version": 1.0}
+	}
+	if h.rep == nil {
+		h.rep = map[string]any{"$version": 1.0}
+	}
 	m.GetTwin(gomock.Any()).DoAndReturn(func(context.Context) ([]byte, error) {
+		if h.closed() {
+			return nil, fmt.Errorf("%w: session closed", domain.ErrNotConnected)
+		}
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		return []byte(h.twin), nil
+		if h.getErr != nil {
+			if err := h.getErr(); err != nil {
+				return nil, err
+			}
+		}
+		return json.Marshal(map[string]any{"desired": h.desired, "reported": h.rep})
 	}).AnyTimes()
 	m.PatchReported(gomock.Any(), gomock.Any()).DoAndReturn(func(_ context.Context, b []byte) (int64, error) {
+		if h.closed() {
+			return 0, fmt.Errorf("%w: session closed", domain.ErrNotConnected)
+		}
+		var patch map[string]any
+		if err := json.Unmarshal(b, &patch); err != nil {
+			return 0, &domain.HubError{Op: "reported patch", Status: 400}
+		}
+		h.mu.Lock()
+		mergeJSON(h.rep, patch)
+		v, _ := h.rep["$version"].(float64)
+		h.rep["$version"] = v + 1
+		h.mu.Unlock()
 		h.reported <- string(b)
-		return 2, nil
+		return int64(v + 1), nil
 	}).AnyTimes()
 	m.RespondMethod(gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).DoAndReturn(func(_ context.Context, rid string, status int, body []byte) error {
 		h.responses <- response{rid, status, string(body)}
@@ -101,6 +133,9 @@ func newHub(ctrl *gomock.Controller, twin string) *hub {
 		if h.sendHook != nil {
 			return h.sendHook(msg)
 		}
+		if h.closed() {
+			return fmt.Errorf("%w: session closed", domain.ErrNotConnected)
+		}
 		h.sent <- msg
 		return nil
 	}).AnyTimes()
@@ -109,6 +144,65 @@ func newHub(ctrl *gomock.Controller, twin string) *hub {
 		return h.renewErr
 	}).AnyTimes()
 	return h
+}
+
+// mergeJSON applies a JSON merge patch (null removes a member).
+func mergeJSON(dst, patch map[string]any) {
+	for k, v := range patch {
+		switch pv := v.(type) {
+		case nil:
+			delete(dst, k)
+		case map[string]any:
+			sub, ok := dst[k].(map[string]any)
+			if !ok {
+				sub = map[string]any{}
+				dst[k] = sub
+			}
+			mergeJSON(sub, pv)
+		default:
+			dst[k] = v
+		}
+	}
+}
+
+// desire changes the desired properties as the service would: the twin
+// gets the patch and a new $version, and ev receives the patch with it.
+// It returns the new version.
+func (h *hub) desire(ev ports.EventHandler, patch string) int64 {
+	var p map[string]any
+	if err := json.Unmarshal([]byte(patch), &p); err != nil {
+		panic(fmt.Sprintf("bad test patch %q: %v", patch, err))
+	}
+	h.mu.Lock()
+	mergeJSON(h.desired, p)
+	v, _ := h.desired["$version"].(float64)
+	v++
+	h.desired["$version"] = v
+	// $metadata says at which version each value was written, as IoT Hub's.
+	meta, _ := h.desired["$metadata"].(map[string]any)
+	if meta == nil {
+		meta = map[string]any{}
+		h.desired["$metadata"] = meta
+	}
+	for k, pv := range p {
+		if sub, ok := pv.(map[string]any); ok && sub["__t"] == "c" {
+			cm, _ := meta[k].(map[string]any)
+			if cm == nil {
+				cm = map[string]any{}
+				meta[k] = cm
+			}
+			for sk := range sub {
+				cm[sk] = map[string]any{"$lastUpdatedVersion": v}
+			}
+			continue
+		}
+		meta[k] = map[string]any{"$lastUpdatedVersion": v}
+	}
+	h.mu.Unlock()
+	p["$version"] = v
+	b, _ := json.Marshal(p)
+	ev.OnDesiredPatch(b)
+	return int64(v)
 }
 
 // kill ends the session with err, as a dropped connection does.

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,8 +13,8 @@ import (
 
 // DefaultQueueLimit is how many inbound events of one kind (desired
 // patches, commands, cloud-to-device messages) wait for their handler
-// before new ones are refused. A refused desired patch is picked up by the
-// twin sync after the next reconnect, a refused command is answered 503,
+// before new ones are refused. A refused desired patch is picked up by a
+// twin sync on the live session, a refused command is answered 503,
 // and a refused cloud-to-device message is left unsettled so the hub
 // delivers it again.
 const DefaultQueueLimit = 1024
@@ -26,6 +27,17 @@ const renewFraction = 0.8
 // the wall clock again, so that a token is still renewed in time after the
 // host was suspended (monotonic timers stop while a machine sleeps).
 const maxRenewCheck = time.Minute
+
+// DefaultDrainTimeout bounds how long a planned token renewal (over a
+// transport that renews by reconnecting) and Close wait for the
+// acknowledgements of operations in flight before closing the session.
+const DefaultDrainTimeout = 10 * time.Second
+
+// DefaultStableAfter is how long a session must stay up for its loss to
+// count as a single drop: the first reconnect is then immediate and the
+// backoff starts again from its base. A session lost sooner is reconnected
+// with the backoff, which keeps growing while connections keep dropping.
+const DefaultStableAfter = time.Second
 
 // minTokenTTL is the shortest SAS lifetime accepted: shorter tokens would
 // expire while a connection is being set up.
@@ -73,10 +85,35 @@ type Options struct {
 	// connection stayed up for domain.DefaultBackoffStable.
 	Backoff domain.Backoff
 	// MaxAttempts bounds consecutive failed connection attempts in one
-	// Connect call or one reconnect; 0 retries forever. Errors that are
-	// not retryable (refused credentials, disabled device) are never
-	// retried.
+	// Connect call or one reconnect: a successful connection starts the
+	// count again. 0 retries forever. Errors that are not retryable
+	// (refused credentials, disabled device) are never retried.
 	MaxAttempts int
+	// StableAfter is how long a session must have been up for the backoff
+	// to start again from its base and the first reconnect to be
+	// immediate. Default DefaultStableAfter (1 s).
+	StableAfter time.Duration
+	// DrainTimeout bounds how long a planned token renewal by reconnecting
+	// and Close wait for the acknowledgements of sends in flight. Default
+	// DefaultDrainTimeout (10 s).
+	DrainTimeout time.Duration
+	// FailFast makes SendTelemetry, ReportProperties, AckProperty and
+	// FetchTwin fail at once with domain.ErrNotConnected while the client
+	// is connecting or reconnecting, and not send again what a dying
+	// session did not acknowledge. By default they wait for the next
+	// session within their context and resend (at least once).
+	FailFast bool
+	// ProvisioningPayload is custom data sent to DPS with the registration
+	// (merged with {"modelId": ...}), for custom allocation policies; the
+	// answer is read with Client.ProvisioningPayload. Optional; it must
+	// encode as JSON.
+	ProvisioningPayload map[string]any
+	// SyncAllDesired hands every desired property in the twin to the
+	// property handler at the first twin sync, acknowledged ones too, for
+	// devices that keep their settings in memory only. Only values not yet
+	// acknowledged at their version are acknowledged again. Default false:
+	// only pending values are handed over.
+	SyncAllDesired bool
 	// QueueLimit bounds each inbound event queue. Default DefaultQueueLimit.
 	QueueLimit int
 	// Logger receives the client's logs; nil discards them. Keys and SAS
@@ -97,6 +134,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.QueueLimit == 0 {
 		o.QueueLimit = DefaultQueueLimit
+	}
+	if o.StableAfter == 0 {
+		o.StableAfter = DefaultStableAfter
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = DefaultDrainTimeout
 	}
 	return o
 }
@@ -128,6 +171,14 @@ func (o Options) validate() (regID string, err error) {
 	}
 	if o.QueueLimit < 0 {
 		return bad("negative QueueLimit")
+	}
+	if o.StableAfter < 0 || o.DrainTimeout < 0 {
+		return bad("negative StableAfter or DrainTimeout")
+	}
+	if o.ProvisioningPayload != nil {
+		if _, err := json.Marshal(o.ProvisioningPayload); err != nil {
+			return bad("ProvisioningPayload does not encode as JSON: %v", err)
+		}
 	}
 	switch o.Credential.Kind {
 	case domain.KindConnectionString:

@@ -5,75 +5,71 @@ import (
 	"sync"
 )
 
-// queue is a bounded FIFO served by one goroutine. push never blocks.
+// queue is a bounded FIFO served by at most one goroutine at a time, which
+// runs only while the queue holds work: an idle client costs no goroutine
+// here, and a failed Connect leaves none behind. push never blocks.
 type queue[T any] struct {
-	mu     sync.Mutex
-	items  []T
-	limit  int // 0 = unbounded
-	closed bool
-	wake   chan struct{}
+	ctx   context.Context // the drainer stops (dropping what is left) when it ends
+	fn    func(T)
+	hooks *callbacks // records the drainer as a callback goroutine; may be nil
+
+	mu      sync.Mutex
+	items   []T
+	limit   int // 0 = unbounded
+	closed  bool
+	running bool
+	wg      sync.WaitGroup
 }
 
-func newQueue[T any](limit int) *queue[T] {
-	return &queue[T]{limit: limit, wake: make(chan struct{}, 1)}
+func newQueue[T any](ctx context.Context, limit int, hooks *callbacks, fn func(T)) *queue[T] {
+	return &queue[T]{ctx: ctx, fn: fn, hooks: hooks, limit: limit}
 }
 
-// push appends v; it reports false when the queue is full or closed.
+// push appends v and starts the drainer if none runs; it reports false
+// when the queue is full or stopped.
 func (q *queue[T]) push(v T) bool {
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	if q.closed || (q.limit > 0 && len(q.items) >= q.limit) {
-		q.mu.Unlock()
 		return false
 	}
 	q.items = append(q.items, v)
-	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
+	if !q.running {
+		q.running = true
+		q.wg.Add(1)
+		go q.drain()
 	}
 	return true
 }
 
-// close stops accepting items; run returns once the queue is drained.
-func (q *queue[T]) close() {
+// stop refuses new items and waits for the drainer, which finishes the
+// items already queued unless ctx has ended.
+func (q *queue[T]) stop() {
 	q.mu.Lock()
 	q.closed = true
 	q.mu.Unlock()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
+	q.wg.Wait()
 }
 
-// run calls fn for each item in order until ctx ends (pending items are
-// dropped) or the queue is closed and drained.
-func (q *queue[T]) run(ctx context.Context, fn func(T)) {
+func (q *queue[T]) drain() {
+	defer q.wg.Done()
+	if q.hooks != nil {
+		leave := q.hooks.enter()
+		defer leave()
+	}
 	for {
-		if ctx.Err() != nil {
-			return
-		}
 		q.mu.Lock()
-		if len(q.items) == 0 {
-			closed := q.closed
+		if len(q.items) == 0 || q.ctx.Err() != nil {
+			q.items = nil
+			q.running = false
 			q.mu.Unlock()
-			if closed {
-				return
-			}
-			select {
-			case <-q.wake:
-			case <-ctx.Done():
-				return
-			}
-			continue
+			return
 		}
 		v := q.items[0]
 		var zero T
 		q.items[0] = zero
 		q.items = q.items[1:]
-		if len(q.items) == 0 {
-			q.items = nil
-		}
 		q.mu.Unlock()
-		fn(v)
+		q.fn(v)
 	}
 }

@@ -21,7 +21,11 @@ const (
 // successful Connect until Close, or until it gives up.
 func (c *Client) supervise(s *session) {
 	defer c.wg.Done()
-	attempt := 0
+	// failures counts consecutive failed attempts (MaxAttempts); backoff is
+	// the exponent of the next delay, reset once a session stayed up for
+	// StableAfter, so that a connection that keeps dropping right after it
+	// opened still backs off.
+	failures, backoff := 0, 0
 	for {
 		res, err := c.watch(s)
 		if res == watchClosed {
@@ -31,26 +35,53 @@ func (c *Client) supervise(s *session) {
 		if res == watchRenewal || errors.Is(err, domain.ErrUnauthorized) {
 			reason = domain.ReasonExpiredToken
 		}
+		if res == watchRenewal {
+			// A planned renewal: no new operation on the old session, and
+			// those in flight get their acknowledgements before it closes.
+			c.drain(s, c.opts.DrainTimeout)
+		}
+		stable := time.Since(s.connectedAt) >= c.opts.StableAfter
 		c.mu.Lock()
+		s.draining = true
 		if c.sess == s {
 			c.sess = nil
+			c.broadcastLocked()
 		}
 		c.setStatusLocked(domain.ConnectionStatus{State: domain.StateReconnecting, Reason: reason, Err: err, Transport: s.transport})
-		c.mu.Unlock()
-		if cerr := s.Close(); cerr != nil {
-			c.log.Debug("close session", "err", cerr)
+		old := s
+		// A drained session closes cleanly before the new one opens; a
+		// dead one is closed in the background so that reconnecting does
+		// not wait for its transport to wind down.
+		if res == watchRenewal || !c.goTrackedLocked(func() { c.closeSession(old) }) {
+			c.mu.Unlock()
+			c.closeSession(old)
+		} else {
+			c.mu.Unlock()
 		}
-		if time.Since(s.connectedAt) >= domain.DefaultBackoffStable {
-			attempt = 0
+		// The first attempt after a renewal, or after the loss of a session
+		// that had been stable, is immediate: a single drop is most often
+		// cured by reconnecting at once. Later ones back off with jitter.
+		immediate := res == watchRenewal || stable
+		if stable {
+			backoff = 0
 		}
-		ns, err := c.reconnect(&attempt, res == watchRenewal)
+		ns, err := c.reconnect(&failures, &backoff, immediate)
 		if err != nil {
 			if c.runCtx.Err() == nil {
 				c.giveUp(err)
 			}
 			return
 		}
+		if !stable {
+			backoff++ // the next quick drop waits longer
+		}
 		s = ns
+	}
+}
+
+func (c *Client) closeSession(s *session) {
+	if err := s.Close(); err != nil {
+		c.log.Debug("close session", "err", err)
 	}
 }
 
@@ -62,9 +93,12 @@ func (c *Client) giveUp(err error) {
 	}
 	c.log.Error("giving up reconnecting", "err", err)
 	c.mu.Lock()
-	c.gaveUp = err
-	c.supervising = false
-	c.setStatusLocked(domain.ConnectionStatus{State: domain.StateClosed, Reason: reason, Err: err})
+	if c.phase == phaseSupervising {
+		c.gaveUp = err
+		c.phase = phaseGaveUp
+		c.broadcastLocked()
+		c.setStatusLocked(domain.ConnectionStatus{State: domain.StateClosed, Reason: reason, Err: err})
+	}
 	c.mu.Unlock()
 }
 
@@ -139,17 +173,19 @@ func (c *Client) renew(s *session) (res watchResult, done bool, err error) {
 }
 
 // reconnect opens a new session with backoff. It returns an error when the
-// client closes, a non-retryable error occurs or MaxAttempts is reached.
-func (c *Client) reconnect(attempt *int, immediate bool) (*session, error) {
+// client closes, a non-retryable error occurs or MaxAttempts consecutive
+// attempts failed.
+func (c *Client) reconnect(failures, backoff *int, immediate bool) (*session, error) {
 	for {
 		if !immediate {
-			if err := c.sleep(c.runCtx, c.opts.Backoff.Delay(*attempt, randFloat())); err != nil {
+			if err := c.sleep(c.runCtx, c.opts.Backoff.Delay(*backoff, randFloat())); err != nil {
 				return nil, err
 			}
 		}
 		immediate = false
 		s, err := c.establish(c.runCtx, false)
 		if err == nil {
+			*failures = 0
 			return s, nil
 		}
 		if c.runCtx.Err() != nil {
@@ -158,9 +194,10 @@ func (c *Client) reconnect(attempt *int, immediate bool) (*session, error) {
 		if !domain.IsRetryable(err) {
 			return nil, err
 		}
-		*attempt++
-		if c.opts.MaxAttempts > 0 && *attempt >= c.opts.MaxAttempts {
-			return nil, fmt.Errorf("%w after %d attempts: %w", errGaveUp, *attempt, err)
+		*failures++
+		*backoff++
+		if c.opts.MaxAttempts > 0 && *failures >= c.opts.MaxAttempts {
+			return nil, fmt.Errorf("%w after %d attempts: %w", errGaveUp, *failures, err)
 		}
 		c.setStatus(domain.ConnectionStatus{State: domain.StateReconnecting, Reason: reasonFor(err), Err: err})
 	}

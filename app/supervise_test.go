@@ -125,22 +125,26 @@ func TestHubDropForExpiredTokenReconnects(t *testing.T) {
 	})
 }
 
-func TestSessionDeathMidSend(t *testing.T) {
+func TestSessionDeathMidSendResendsOnTheNextSession(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := newEnv(t)
 		h1, h2 := newHub(e.ctrl, emptyTwin), newHub(e.ctrl, emptyTwin)
-		h1.sendHook = func(domain.Message) error {
+		var first domain.Message
+		h1.sendHook = func(m domain.Message) error {
+			first = m
 			h1.kill(errors.New("connection reset"))
 			return fmt.Errorf("publish: %w", domain.ErrNotConnected)
 		}
 		c := e.connected(nil, connResult{hub: h1}, connResult{hub: h2})
 		defer closeClient(t, c)
 		ctx := context.Background()
-		if err := c.SendTelemetry(ctx, domain.Message{Body: []byte(`{"t":1}`)}); !errors.Is(err, domain.ErrNotConnected) {
-			t.Fatalf("SendTelemetry on a dying session = %v", err)
+		if err := c.SendTelemetry(ctx, domain.Message{Body: []byte(`{"t":1}`)}); err != nil {
+			t.Fatalf("SendTelemetry across a dying session = %v, want it resent and acknowledged", err)
 		}
-		<-e.conns
-		synctest.Wait()
+		m := <-h2.sent
+		if string(m.Body) != `{"t":1}` || m.MessageID == "" || m.MessageID != first.MessageID {
+			t.Errorf("resent %s with id %q, first try had id %q", m.Body, m.MessageID, first.MessageID)
+		}
 		if err := c.SendTelemetry(ctx, domain.Message{Body: []byte(`{"t":2}`)}); err != nil {
 			t.Fatalf("SendTelemetry after the reconnect: %v", err)
 		}

@@ -188,6 +188,12 @@ func flattenDesired(m map[string]any, version int64) []DesiredProperty {
 	return append(root, comps...)
 }
 
+// AllDesired lists every desired property, acknowledged or not, with the
+// section $version.
+func (t Twin) AllDesired() []DesiredProperty {
+	return flattenDesired(t.Desired, t.DesiredVersion)
+}
+
 // PendingDesired lists the desired properties the device has not
 // acknowledged at their version: no reported entry, or a reported "av"
 // older than the version the property was last written at (taken from

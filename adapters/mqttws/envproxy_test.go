@@ -81,9 +81,11 @@ func envProxyChild() int {
 
 type discard struct{}
 
-func (discard) OnDesiredPatch([]byte)                               {}
-func (discard) OnMethod(ports.MethodRequest)                        {}
-func (discard) OnCloudMessage(_ domain.CloudMessage, settle func(domain.Outcome)) { settle(domain.Complete) }
+func (discard) OnDesiredPatch([]byte)        {}
+func (discard) OnMethod(ports.MethodRequest) {}
+func (discard) OnCloudMessage(_ domain.CloudMessage, settle func(domain.Outcome)) {
+	settle(domain.Complete)
+}
 
 func TestProxyFromEnvironment(t *testing.T) {
 	t.Parallel()

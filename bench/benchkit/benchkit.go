@@ -67,9 +67,11 @@ type Path struct {
 // noEvents discards hub events.
 type noEvents struct{}
 
-func (noEvents) OnDesiredPatch([]byte)                               {}
-func (noEvents) OnMethod(ports.MethodRequest)                        {}
-func (noEvents) OnCloudMessage(_ domain.CloudMessage, settle func(domain.Outcome)) { settle(domain.Complete) }
+func (noEvents) OnDesiredPatch([]byte)        {}
+func (noEvents) OnMethod(ports.MethodRequest) {}
+func (noEvents) OnCloudMessage(_ domain.CloudMessage, settle func(domain.Outcome)) {
+	settle(domain.Complete)
+}
 
 // TransportPath sends through a ports.Transport session: SendTelemetry
 // of a domain.Message with the BodySize body (validation, property bag

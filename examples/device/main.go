@@ -184,11 +184,13 @@ func run(args []string) error {
 	th := &thermostat{temperature: 21, target: 21, min: math.Inf(1), max: math.Inf(-1)}
 	client.OnProperty(th.onProperty)
 	client.OnCommand(th.onCommand)
-	client.OnQueuedCommand(func(_ context.Context, c iotc.Command) {
+	client.OnQueuedCommand(func(_ context.Context, c iotc.Command) iotc.Outcome {
 		fmt.Printf("queued command %s (component %q): %s\n", c.Name, c.Component, c.Payload)
+		return iotc.Complete
 	})
-	client.OnCloudMessage(func(_ context.Context, m iotc.CloudMessage) {
+	client.OnCloudMessage(func(_ context.Context, m iotc.CloudMessage) iotc.Outcome {
 		fmt.Printf("cloud message %s: %q\n", m.MessageID(), m.Body)
+		return iotc.Complete
 	})
 
 	if err := client.Connect(ctx); err != nil {

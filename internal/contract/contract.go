@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -235,6 +236,8 @@ func RunTransport(t *testing.T, newTransport NewTransport) {
 		t.Run("DesiredPatch", s.testDesiredPatch)
 		t.Run("Method", s.testMethod)
 		t.Run("CloudToDevice", s.testCloudToDevice)
+		t.Run("CloudToDeviceOutcomes", s.testCloudToDeviceOutcomes)
+		t.Run("DeadSessionErrors", s.testDeadSessionErrors)
 		t.Run("ConnectionDropped", s.testDropped)
 		t.Run("SecondConnection", s.testSecondConnection)
 		t.Run("Close", s.testClose)
@@ -761,11 +764,146 @@ func (s *Suite) testRenewToken(t *testing.T) {
 	ctx := stepContext(t)
 	id, key := s.NewDevice(t)
 	sess, _ := s.Connect(t, ctx, id, key)
-	err := sess.RenewToken(ctx, s.HubSAS(t, id, key))
-	if err != nil && !errors.Is(err, domain.ErrNotSupported) {
-		t.Fatalf("RenewToken = %v, want nil or ErrNotSupported", err)
+	// A token signed with the wrong key: a transport that renews in place
+	// must present it and have it refused; one that cannot says so.
+	_, other := s.NewDevice(t)
+	bad, err := domain.BuildSAS(other, domain.HubResource(s.E.HubHost(), id), time.Now().Add(time.Hour), "")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := sess.GetTwin(ctx); err != nil {
-		t.Fatalf("session after RenewToken: %v", err)
+	err = sess.RenewToken(ctx, bad)
+	inPlace := !errors.Is(err, domain.ErrNotSupported)
+	if inPlace && !errors.Is(err, domain.ErrUnauthorized) {
+		t.Fatalf("RenewToken(wrong key) = %v, want ErrUnauthorized (renewed in place) or ErrNotSupported", err)
 	}
+	if !inPlace {
+		if _, err := sess.GetTwin(ctx); err != nil {
+			t.Fatalf("session after RenewToken: %v", err)
+		}
+		return
+	}
+	// In place: a good token is taken and the session goes on.
+	sess2, _ := s.Connect(t, ctx, id, key)
+	if err := sess2.RenewToken(ctx, s.HubSAS(t, id, key)); err != nil {
+		t.Fatalf("RenewToken(good token) = %v", err)
+	}
+	if err := sess2.SendTelemetry(ctx, domain.Message{Body: []byte(`{"after":"renewal"}`)}.WithDefaults()); err != nil {
+		t.Fatalf("SendTelemetry after RenewToken: %v", err)
+	}
+}
+
+// testCloudToDeviceOutcomes: a completed or rejected message never comes
+// again; an abandoned one does (on this session or the next).
+func (s *Suite) testCloudToDeviceOutcomes(t *testing.T) {
+	t.Parallel()
+	ctx := stepContext(t)
+	id, key := s.NewDevice(t)
+	sess, rec := s.Connect(t, ctx, id, key)
+	outcome := map[string]domain.Outcome{"complete": domain.Complete, "abandon": domain.Abandon, "reject": domain.Reject}
+	for _, body := range []string{"complete", "abandon", "reject"} {
+		if err := s.E.SendCloudToDevice(ctx, id, []byte(body), nil); err != nil {
+			t.Fatalf("SendCloudToDevice: %v", err)
+		}
+	}
+	mids := map[string]string{}
+	for len(mids) < 3 {
+		ev := recv(t, ctx, rec.Cloud, "cloud-to-device message")
+		body := string(ev.Msg.Body)
+		if _, seen := mids[body]; seen {
+			continue // an abandoned message already back
+		}
+		mids[body] = ev.Msg.MessageID()
+		ev.Settle(outcome[body])
+	}
+	if err := sess.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, rec2 := s.Connect(t, ctx, id, key)
+	if err := s.E.SendCloudToDevice(ctx, id, []byte("end"), nil); err != nil {
+		t.Fatalf("SendCloudToDevice: %v", err)
+	}
+	gotAbandoned := false
+	for {
+		ev := recv(t, ctx, rec2.Cloud, "cloud-to-device message on the next session")
+		body := string(ev.Msg.Body)
+		ev.Settle(domain.Complete)
+		if body == "end" {
+			break
+		}
+		switch body {
+		case "abandon":
+			if ev.Msg.MessageID() != mids["abandon"] {
+				t.Errorf("abandoned message came back with id %q, want %q", ev.Msg.MessageID(), mids["abandon"])
+			}
+			gotAbandoned = true
+		default:
+			t.Errorf("the %s message came back after it was settled %s", body, body)
+		}
+	}
+	// An abandoned message may also have come back on the first session
+	// (AMQP releases it at once); over MQTT it waits for the next one.
+	for len(rec.Cloud) > 0 {
+		if ev := <-rec.Cloud; string(ev.Msg.Body) == "abandon" {
+			gotAbandoned = true
+		}
+	}
+	if !gotAbandoned {
+		t.Error("the abandoned message was never delivered again")
+	}
+}
+
+// testDeadSessionErrors: sends cut by a dropped connection fail with
+// errors wrapping ErrNotConnected whose text carries no address.
+func (s *Suite) testDeadSessionErrors(t *testing.T) {
+	t.Parallel()
+	ctx := stepContext(t)
+	id, key := s.NewDevice(t)
+	sess, _ := s.Connect(t, ctx, id, key)
+	errs := make(chan error, 64)
+	stop := make(chan struct{})
+	var senders sync.WaitGroup
+	for range 8 {
+		senders.Add(1)
+		go func() {
+			defer senders.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				err := sess.SendTelemetry(ctx, domain.Message{Body: []byte(`{"x":1}`)}.WithDefaults())
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(20 * time.Millisecond) // let the senders get going (not a timing assertion)
+	if err := s.E.DisconnectDevice(id); err != nil {
+		t.Fatalf("DisconnectDevice: %v", err)
+	}
+	recv(t, ctx, sess.Done(), "end of the dropped session")
+	close(stop)
+	senders.Wait()
+	close(errs)
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, domain.ErrNotConnected) {
+			t.Errorf("%s = %v, want an error wrapping ErrNotConnected", what, err)
+		}
+		if text := err.Error(); strings.Contains(text, "127.0.0.1") || strings.Contains(text, "[::1]") {
+			t.Errorf("%s text carries an address: %q", what, text)
+		}
+	}
+	n := 0
+	for err := range errs {
+		n++
+		check("send cut by the drop", err)
+	}
+	if n == 0 {
+		t.Error("no send failed although the session was dropped under them")
+	}
+	check("Err after the drop", sess.Err())
 }

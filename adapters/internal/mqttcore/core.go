@@ -33,6 +33,15 @@ const (
 	// response when the caller's context has no earlier deadline: 60 s,
 	// as the C SDK's twin GET.
 	DefaultRequestTimeout = 60 * time.Second
+	// DefaultWriteTimeout bounds one write to the connection: a write
+	// blocked that long means the connection is dead, and it is closed.
+	DefaultWriteTimeout = 30 * time.Second
+	// publishHandoff bounds how long one paho Publish waits to hand its
+	// packet to paho's writer. A publish that times out was not written
+	// and is handed over again while the session lives; one caught by the
+	// loss of the connection ends within this time, which bounds how long
+	// Close waits for it.
+	publishHandoff = time.Second
 	// DefaultClientVersion is announced as DeviceClientType (hub) and
 	// ClientVersion (DPS).
 	DefaultClientVersion = "iotc-go/0.1.0"
@@ -71,6 +80,11 @@ type Config struct {
 	// RequestTimeout bounds each twin or DPS request; 0 means
 	// DefaultRequestTimeout. The caller's context may end it sooner.
 	RequestTimeout time.Duration
+	// WriteTimeout bounds one write to the connection (a write blocked
+	// longer closes it); 0 means DefaultWriteTimeout. Calls still return
+	// when their context ends: a publish caught in a stalled write is left
+	// to finish in the background.
+	WriteTimeout time.Duration
 	// ClientVersion is announced to the hub and DPS; "" means
 	// DefaultClientVersion.
 	ClientVersion string
@@ -103,6 +117,9 @@ func New(cfg Config) *Core {
 	}
 	if cfg.ClientVersion == "" {
 		cfg.ClientVersion = DefaultClientVersion
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
 	}
 	if cfg.Name == "" {
 		cfg.Name = "mqtt"
@@ -161,10 +178,13 @@ func (c *Core) connect(ctx context.Context, p connParams) (paho.Client, net.Conn
 			return nil, nil, fmt.Errorf("mqtt: dial %s: %w", p.host, ctx.Err())
 		}
 		if dctx.Err() != nil {
-			return nil, nil, fmt.Errorf("%w: mqtt: dial %s: %w", domain.ErrTimeout, p.host, err)
+			return nil, nil, fmt.Errorf("%w: mqtt: dial %s: %w", domain.ErrTimeout, p.host, scrub(err))
 		}
-		return nil, nil, fmt.Errorf("mqtt: dial %s: %w", p.host, err)
+		return nil, nil, fmt.Errorf("mqtt: dial %s: %w", p.host, scrub(err))
 	}
+	// paho and the session close the connection gracefully; the abort
+	// paths below close raw at once.
+	polite := newGracefulConn(raw, c.cfg.WriteTimeout)
 	var once sync.Once
 	opts := paho.NewClientOptions().
 		AddBroker("tcp://mqtt-broker:8883"). // the Dialer decides where to connect
@@ -178,10 +198,12 @@ func (c *Core) connect(ctx context.Context, p connParams) (paho.Client, net.Conn
 		SetOrderMatters(true). // our handlers never block: they queue
 		SetAutoAckDisabled(true).
 		SetKeepAlive(c.cfg.KeepAlive).
+		SetWriteTimeout(publishHandoff).
+		SetStore(noStore{}).
 		SetConnectTimeout(c.cfg.ConnectTimeout).
 		SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) {
 			var conn net.Conn
-			once.Do(func() { conn = raw })
+			once.Do(func() { conn = polite })
 			if conn == nil {
 				return nil, errors.New("mqtt: connection already used")
 			}
@@ -220,9 +242,9 @@ func (c *Core) connect(ctx context.Context, p connParams) (paho.Client, net.Conn
 		if ctx.Err() != nil {
 			return nil, nil, fmt.Errorf("mqtt: connect to %s: %w", p.host, ctx.Err())
 		}
-		return nil, nil, fmt.Errorf("mqtt: connect to %s: %w", p.host, err)
+		return nil, nil, fmt.Errorf("mqtt: connect to %s: %w", p.host, scrub(err))
 	}
-	return cl, raw, nil
+	return cl, polite, nil
 }
 
 // wait waits for tok, ctx or (when not nil) done, whichever comes first.

@@ -47,7 +47,8 @@ type Session struct {
 	running bool // a drain goroutine is active
 
 	done      chan struct{}
-	wg        sync.WaitGroup
+	wg        sync.WaitGroup // event drain
+	pubs      sync.WaitGroup // publishes inside paho
 	closeOnce sync.Once
 }
 
@@ -138,6 +139,7 @@ func (c *Core) Connect(ctx context.Context, conn ports.HubConnection, events por
 
 // onLost runs on a paho goroutine when the connection drops.
 func (s *Session) onLost(cause error) {
+	cause = scrub(cause)
 	err := fmt.Errorf("%w: mqtt connection lost: %w", domain.ErrNotConnected, cause)
 	if !s.expiry.IsZero() && !time.Now().Before(s.expiry) {
 		err = fmt.Errorf("%w: %w: connection lost after the SAS token expired: %w", domain.ErrUnauthorized, domain.ErrTokenExpired, cause)
@@ -189,18 +191,25 @@ func (s *Session) RenewToken(context.Context, string) error {
 	return fmt.Errorf("%w: mqtt cannot renew a SAS token in place", domain.ErrNotSupported)
 }
 
-// Close disconnects (sending DISCONNECT when the connection is up), waits
+// Close refuses new operations, lets the publishes already handed to paho
+// reach the connection, disconnects (DISCONNECT after every settlement
+// made before Close, then a graceful close so that none is lost), waits
 // for paho's and the session's goroutines (the event being delivered, if
-// any, included; queued events not yet delivered are dropped) and
-// returns nil. Unsettled cloud-to-device messages stay with the hub for
-// the next session. Close is idempotent and safe to call from any
-// goroutine except an EventHandler callback.
+// any, included; queued events not yet delivered are dropped) and returns
+// nil. Unsettled cloud-to-device messages stay with the hub for the next
+// session. Close is idempotent and safe to call from any goroutine except
+// an EventHandler callback.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
 		s.queue = nil
 		s.mu.Unlock()
+		// While connected, paho's writer takes publishes promptly; waiting
+		// for them keeps a Publish from racing Disconnect (it would block
+		// until its handoff timeout). On a dead connection they end within
+		// publishHandoff.
+		s.pubs.Wait()
 		s.cl.Disconnect(disconnectQuiesce)
 		_ = s.raw.Close()
 		s.end(nil)
@@ -211,14 +220,37 @@ func (s *Session) Close() error {
 }
 
 // publish publishes and waits for the token (PUBACK for QoS 1, the write
-// for QoS 0), ctx or the session's end.
+// for QoS 0), ctx or the session's end. paho's Publish can block (until
+// the write timeout) when the connection stalls or drops under it, so it
+// runs on a goroutine of its own whenever ctx can end: the caller returns
+// within moments of ctx's end. Every failure that means the connection is
+// gone wraps domain.ErrNotConnected.
 func (s *Session) publish(ctx context.Context, topic string, qos byte, payload []byte) error {
-	select {
-	case <-s.done:
+	s.mu.Lock()
+	if s.ended || s.closed {
+		s.mu.Unlock()
 		return s.deadErr()
-	default:
 	}
-	tok := s.cl.Publish(topic, qos, false, payload)
+	s.pubs.Add(1)
+	s.mu.Unlock()
+	var tok paho.Token
+	if ctx.Done() == nil {
+		tok = s.handOver(ctx, topic, qos, payload)
+		s.pubs.Done()
+	} else {
+		ch := make(chan paho.Token, 1)
+		go func() {
+			defer s.pubs.Done()
+			ch <- s.handOver(ctx, topic, qos, payload)
+		}()
+		select {
+		case tok = <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return s.deadErr()
+		}
+	}
 	err := wait(ctx, tok, s.done, errConnLost)
 	switch {
 	case err == nil:
@@ -227,11 +259,39 @@ func (s *Session) publish(ctx context.Context, topic string, qos byte, payload [
 		return s.deadErr()
 	case ctx.Err() != nil:
 		return err
-	case errors.Is(err, paho.ErrNotConnected):
-		return fmt.Errorf("%w: %w", domain.ErrNotConnected, err)
 	}
-	return fmt.Errorf("mqtt: publish: %w", err)
+	// paho fails a publish only for the connection's sake: not connected,
+	// lost before the acknowledgement, a write that failed or timed out.
+	return fmt.Errorf("%w: mqtt publish: %w", domain.ErrNotConnected, scrub(err))
 }
+
+// handOver calls paho's Publish, again while its handoff to paho's writer
+// times out (the packet was then not written) and the session and ctx
+// live.
+func (s *Session) handOver(ctx context.Context, topic string, qos byte, payload []byte) paho.Token {
+	for {
+		tok := s.cl.Publish(topic, qos, false, payload)
+		select {
+		case <-tok.Done():
+		default:
+			return tok // handed over: the token completes later
+		}
+		err := tok.Error()
+		if err == nil || err.Error() != errPublishTimeout || ctx.Err() != nil {
+			return tok
+		}
+		select {
+		case <-s.done:
+			return tok
+		default:
+		}
+		s.log.Debug("hub: paho's writer is busy; handing the publish over again")
+	}
+}
+
+// errPublishTimeout is the text of the error paho gives a Publish whose
+// packet could not be handed to its writer within the write timeout.
+const errPublishTimeout = "publish was broken by timeout"
 
 // SendTelemetry implements ports.TelemetrySender: it validates m (an
 // oversized message fails with domain.ErrMessageTooLarge before anything
