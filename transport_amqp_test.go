@@ -131,3 +131,64 @@ func TestFallbackChainToAMQP(t *testing.T) {
 		t.Fatalf("fallback steps %v, want [amqp amqpws]", steps)
 	}
 }
+
+// TestAMQPRenewsTokenInPlace: with a 10 s TokenTTL the client renews the
+// SAS token over AMQP on the open connection: sends running across the
+// first token's expiry all succeed, and the client connects once.
+func TestAMQPRenewsTokenInPlace(t *testing.T) {
+	t.Parallel()
+	emu := startEmulator(t)
+	for _, tc := range []struct {
+		tr   iotc.Transport
+		port func(*testing.T, *emulator.Emulator) int
+	}{{iotc.AMQP, amqpPort}, {iotc.AMQPWebSockets, wsPort}} {
+		t.Run(tc.tr.String(), func(t *testing.T) {
+			t.Parallel()
+			id := "renew-" + tc.tr.String()
+			var mu sync.Mutex
+			var states []iotc.Status
+			cfg := config(t, emu, id)
+			cfg.Transport = tc.tr
+			cfg.Port = tc.port(t, emu)
+			cfg.TokenTTL = 10 * time.Second
+			cfg.OnStatus = func(s iotc.Status) { mu.Lock(); states = append(states, s); mu.Unlock() }
+			c := connect(t, cfg, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+			defer cancel()
+			end := time.Now().Add(cfg.TokenTTL + 2*time.Second) // past the first token's expiry
+			sent := 0
+			for time.Now().Before(end) {
+				if err := c.SendTelemetry(ctx, map[string]any{"n": sent}); err != nil {
+					t.Fatalf("SendTelemetry %d: %v", sent, err)
+				}
+				sent++
+				timer := time.NewTimer(50 * time.Millisecond)
+				select {
+				case <-timer.C:
+				case <-ctx.Done():
+					t.Fatal(ctx.Err())
+				}
+			}
+			if s := c.Status(); s.State != iotc.StateConnected {
+				t.Fatalf("status %+v after the first token expired", s)
+			}
+			if err := c.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			connected := 0
+			for _, s := range states {
+				if s.State == iotc.StateConnected {
+					connected++
+				}
+				if s.Reason == iotc.ReasonExpiredToken {
+					t.Errorf("status %+v: the token was renewed by reconnecting", s)
+				}
+			}
+			if connected != 1 {
+				t.Errorf("connected %d times (statuses %v), want once: renewal reconnected", connected, states)
+			}
+		})
+	}
+}
