@@ -409,3 +409,29 @@ func TestConnectTimeoutAndCancel(t *testing.T) {
 		}
 	}
 }
+
+// TestProvisionPayload: the model id and a custom payload travel in the
+// DPS register request; the emulator records the model id.
+func TestProvisionPayload(t *testing.T) {
+	t.Parallel()
+	s := contract.Start(t, newTLS(t))
+	ctx := stepCtx(t)
+	reg := s.DeviceID("payload")
+	key, err := domain.DeriveDeviceKey(s.E.GroupKey(), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sas, err := domain.BuildSAS(key, domain.DPSResource(s.E.IDScope(), reg), time.Now().Add(time.Hour), domain.DPSKeyName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.Tr.Provision(ctx, ports.ProvisioningRequest{Host: contract.DPSHost, IDScope: s.E.IDScope(), Auth: ports.Auth{SASToken: sas},
+		Registration: domain.RegistrationRequest{RegistrationID: reg, ModelID: "dtmi:com:example:Payload;2", Payload: map[string]any{"site": "lab-7"}}})
+	if err != nil {
+		t.Fatalf("Provision: %v", err)
+	}
+	d, err := s.E.Device(a.DeviceID)
+	if err != nil || d.ModelID != "dtmi:com:example:Payload;2" || !d.Provisioned {
+		t.Fatalf("device %+v (%v): want model dtmi:com:example:Payload;2, provisioned", d, err)
+	}
+}
