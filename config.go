@@ -23,11 +23,15 @@ const (
 	// /$iothub/websocket), through an HTTP proxy when Config.Proxy or the
 	// environment (HTTPS_PROXY, NO_PROXY) names one.
 	MQTTWebSockets
-	// AMQP is AMQP 1.0 over TLS (port 5671). Not available yet: New
-	// returns ErrInvalidConfig.
+	// AMQP is AMQP 1.0 over TLS, port 5671 by default. One connection
+	// carries telemetry, commands, properties and cloud-to-device
+	// messages, and SAS tokens are renewed on the open connection (no
+	// reconnect every TokenTTL as over MQTT).
 	AMQP
-	// AMQPWebSockets is AMQP 1.0 over secure WebSockets (port 443). Not
-	// available yet: New returns ErrInvalidConfig.
+	// AMQPWebSockets is AMQP 1.0 over secure WebSockets (port 443, path
+	// /$iothub/websocket, subprotocol AMQPWSB10), through an HTTP proxy
+	// when Config.Proxy or the environment (HTTPS_PROXY, NO_PROXY) names
+	// one.
 	AMQPWebSockets
 )
 
@@ -153,13 +157,18 @@ type Config struct {
 	// "global.azure-devices-provisioning.net".
 	ProvisioningHost string
 	// Port is the TCP port of DPS and the hub for Transport (Fallback
-	// transports use their default port). Default: the transport's (8883
-	// for MQTT, 443 for MQTTWebSockets).
+	// transports use their default port or WebSocketPort / AMQPPort).
+	// Default: the transport's (8883 for MQTT, 443 for the WebSocket
+	// transports, 5671 for AMQP).
 	Port int
-	// WebSocketPort is the TCP port of DPS and the hub for MQTTWebSockets,
-	// as Transport or in Fallback. Default: Port when Transport is
-	// MQTTWebSockets, else 443.
+	// WebSocketPort is the TCP port of DPS and the hub for MQTTWebSockets
+	// and AMQPWebSockets (IoT Hub serves both on one port), as Transport
+	// or in Fallback. Default: Port when Transport is a WebSocket
+	// transport, else 443.
 	WebSocketPort int
+	// AMQPPort is the TCP port of DPS and the hub for AMQP, as Transport
+	// or in Fallback. Default: Port when Transport is AMQP, else 5671.
+	AMQPPort int
 	// Proxy is the HTTP CONNECT proxy of the WebSocket transports
 	// ("http://host:port", with "user:password@" for Basic auth; the
 	// password is never logged). nil uses HTTPS_PROXY and NO_PROXY from the

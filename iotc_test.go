@@ -85,8 +85,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		want error
 	}{
 		{"transport listed twice", func(c *iotc.Config) { c.Fallback = []iotc.Transport{iotc.MQTT} }, iotc.ErrInvalidConfig},
-		{"amqp not yet", func(c *iotc.Config) { c.Transport = iotc.AMQP }, iotc.ErrInvalidConfig},
-		{"amqp over websockets not yet", func(c *iotc.Config) { c.Transport = iotc.AMQPWebSockets }, iotc.ErrInvalidConfig},
+		{"bad amqp port", func(c *iotc.Config) { c.Transport = iotc.AMQP; c.AMQPPort = 70000 }, iotc.ErrInvalidConfig},
+		{"unknown fallback transport", func(c *iotc.Config) { c.Fallback = []iotc.Transport{iotc.AMQPWebSockets, 42} }, iotc.ErrInvalidConfig},
 		{"unknown transport", func(c *iotc.Config) { c.Transport = 42 }, iotc.ErrInvalidConfig},
 		{"no credential", func(c *iotc.Config) { c.Credential = iotc.Credential{} }, iotc.ErrInvalidConfig},
 		{"key not base64", func(c *iotc.Config) { c.Credential = iotc.GroupKey("secret!!") }, iotc.ErrInvalidKey},

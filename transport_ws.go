@@ -11,11 +11,14 @@ import (
 )
 
 // transports builds the adapters cfg selects: cfg.Transport first, then
-// cfg.Fallback in order. Errors wrap ErrInvalidConfig: an unknown or not
-// yet available transport, a transport listed twice, a bad port or proxy.
+// cfg.Fallback in order. Errors wrap ErrInvalidConfig: an unknown
+// transport, a transport listed twice, a bad port or proxy.
 func (cfg Config) transports(logger *slog.Logger) ([]ports.Transport, error) {
 	if cfg.WebSocketPort < 0 || cfg.WebSocketPort > 65535 {
 		return nil, fmt.Errorf("%w: WebSocket port %d", ErrInvalidConfig, cfg.WebSocketPort)
+	}
+	if cfg.AMQPPort < 0 || cfg.AMQPPort > 65535 {
+		return nil, fmt.Errorf("%w: AMQP port %d", ErrInvalidConfig, cfg.AMQPPort)
 	}
 	order := append([]Transport{cfg.Transport}, cfg.Fallback...)
 	out := make([]ports.Transport, 0, len(order))
@@ -51,7 +54,7 @@ func (cfg Config) transport(t Transport, logger *slog.Logger) (ports.Transport, 
 		}
 		return mqttws.New(&mqttws.Options{Port: port, RootCAs: cfg.RootCAs, Proxy: cfg.Proxy, Logger: withAttr(logger, "transport", "mqttws")}), nil
 	case AMQP, AMQPWebSockets:
-		return nil, fmt.Errorf("%w: transport %s is not available yet; use iotc.MQTT or iotc.MQTTWebSockets", ErrInvalidConfig, t)
+		return cfg.amqpTransport(t, logger)
 	}
 	return nil, fmt.Errorf("%w: unknown transport %d", ErrInvalidConfig, int(t))
 }

@@ -115,7 +115,12 @@ func TestTransportConfigErrors(t *testing.T) {
 			c.Transport = iotc.MQTTWebSockets
 			c.Fallback = []iotc.Transport{iotc.MQTT, iotc.MQTTWebSockets}
 		}},
-		{"fallback not available yet", func(c *iotc.Config) { c.Fallback = []iotc.Transport{iotc.AMQP} }},
+		{"fallback repeats amqp", func(c *iotc.Config) { c.Fallback = []iotc.Transport{iotc.AMQP, iotc.AMQPWebSockets, iotc.AMQP} }},
+		{"amqp over websockets with a socks proxy", func(c *iotc.Config) {
+			c.Transport = iotc.AMQPWebSockets
+			c.Proxy = &url.URL{Scheme: "socks5", Host: "127.0.0.1:1080"}
+		}},
+		{"bad AMQP port", func(c *iotc.Config) { c.Fallback = []iotc.Transport{iotc.AMQP}; c.AMQPPort = -1 }},
 		{"bad WebSocket port", func(c *iotc.Config) { c.Transport = iotc.MQTTWebSockets; c.WebSocketPort = -1 }},
 		{"socks proxy", func(c *iotc.Config) {
 			c.Transport = iotc.MQTTWebSockets

@@ -14,24 +14,23 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"strconv"
 	"time"
 
 	"github.com/iotc-go/iotc/adapters/internal/mqttcore"
+	"github.com/iotc-go/iotc/adapters/internal/wsdial"
 	"github.com/iotc-go/iotc/domain"
 	"github.com/iotc-go/iotc/ports"
 )
 
 // DefaultPort is the HTTPS port IoT Hub and DPS serve WebSockets on.
-const DefaultPort = 443
+const DefaultPort = wsdial.DefaultPort
 
 // Path is the request path of MQTT over WebSockets on IoT Hub and DPS.
-const Path = "/$iothub/websocket"
+const Path = wsdial.Path
 
 // Subprotocol is the WebSocket subprotocol offered to the server.
 const Subprotocol = "mqtt"
@@ -120,7 +119,7 @@ func New(o *Options) *Transport {
 		nd := &net.Dialer{KeepAlive: 30 * time.Second}
 		d.dial = nd.DialContext
 	}
-	d.proxy, d.proxyDesc, d.err = proxyFunc(o.Proxy, o.NoProxy)
+	d.proxy, d.proxyDesc, d.err = wsdial.Proxy("mqttws", o.Proxy, o.NoProxy)
 	return &Transport{core: mqttcore.New(mqttcore.Config{
 		Name:           "mqttws",
 		Dial:           d.Dial,
@@ -130,48 +129,6 @@ func New(o *Options) *Transport {
 		RequestTimeout: o.RequestTimeout,
 		Logger:         o.Logger,
 	})}
-}
-
-// proxyFunc turns the proxy options into an http.Transport Proxy function
-// and a description safe to log.
-func proxyFunc(p *url.URL, none bool) (func(*http.Request) (*url.URL, error), string, error) {
-	switch {
-	case p != nil && none:
-		return nil, "", fmt.Errorf("%w: mqttws: Proxy and NoProxy are both set", domain.ErrInvalidConfig)
-	case none:
-		return nil, "none", nil
-	case p == nil:
-		return func(r *http.Request) (*url.URL, error) {
-			u, err := http.ProxyFromEnvironment(r)
-			if err != nil {
-				return nil, fmt.Errorf("%w: mqttws: proxy from the environment: %w", domain.ErrInvalidConfig, err)
-			}
-			if err := checkProxy(u); err != nil {
-				return nil, fmt.Errorf("proxy from the environment: %w", err)
-			}
-			return u, nil
-		}, "environment", nil
-	}
-	if err := checkProxy(p); err != nil {
-		return nil, "", err
-	}
-	fixed := *p
-	if p.User != nil {
-		user := *p.User
-		fixed.User = &user
-	}
-	return func(*http.Request) (*url.URL, error) { return &fixed, nil }, fixed.Redacted(), nil
-}
-
-// checkProxy accepts nil and http://host:port URLs.
-func checkProxy(u *url.URL) error {
-	if u == nil {
-		return nil
-	}
-	if u.Scheme != "http" || u.Host == "" || u.Opaque != "" {
-		return fmt.Errorf("%w: mqttws: proxy %q: want http://[user:password@]host:port", domain.ErrInvalidConfig, u.Redacted())
-	}
-	return nil
 }
 
 // Name returns "mqttws".
@@ -204,7 +161,7 @@ func (t *Transport) Connect(ctx context.Context, conn ports.HubConnection, event
 type dialer struct {
 	port      string
 	dial      func(ctx context.Context, network, address string) (net.Conn, error)
-	proxy     func(*http.Request) (*url.URL, error)
+	proxy     wsdial.ProxyFunc
 	proxyDesc string
 	err       error
 	log       *slog.Logger
@@ -220,5 +177,5 @@ func (d *dialer) Dial(ctx context.Context, host string, tc *tls.Config) (net.Con
 		u.Host = net.JoinHostPort(host, d.port)
 	}
 	d.log.Debug("websocket dial", "url", u.String(), "proxy", d.proxyDesc)
-	return dialWebSocket(ctx, u.String(), tc, d.proxy, d.dial)
+	return wsdial.Dial(ctx, wsdial.Options{Who: "mqttws", URL: u.String(), Subprotocol: Subprotocol, TLS: tc, Proxy: d.proxy, Dial: d.dial})
 }

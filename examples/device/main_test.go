@@ -86,3 +86,37 @@ func TestDeviceRejectsAmbiguousOrMissingCredentials(t *testing.T) {
 		t.Errorf("unknown transport: %v", err)
 	}
 }
+
+// TestDeviceOverAMQP runs the program with -transport amqp and amqpws.
+func TestDeviceOverAMQP(t *testing.T) {
+	emu, err := emulator.Start(context.Background(), &emulator.Options{MQTTAddr: "127.0.0.1:0", RESTAddr: "-", RetryAfter: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, emu.CACertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("IOTC_ID_SCOPE", emu.IDScope())
+	t.Setenv("IOTC_GROUP_KEY", emu.GroupKey())
+	for tr, addr := range map[string]string{"amqp": emu.AMQPAddr(), "amqpws": emu.WebSocketAddr()} {
+		host, port, _ := net.SplitHostPort(addr)
+		id := "example-" + tr
+		watch, stop := emu.WatchTelemetry(id)
+		args := []string{"-device", id, "-dps", host, "-port", port, "-ca", ca, "-transport", tr, "-interval", "10ms", "-count", "1"}
+		if err := run(args); err != nil {
+			stop()
+			t.Fatalf("run -transport %s: %v", tr, err)
+		}
+		select {
+		case m := <-watch:
+			if !strings.Contains(string(m.Body), "temperature") {
+				t.Errorf("%s telemetry %s", tr, m.Body)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("no %s telemetry reached the emulator", tr)
+		}
+		stop()
+	}
+}

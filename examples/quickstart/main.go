@@ -1,16 +1,18 @@
 // Command quickstart runs a whole IoT Central on this machine and a device
 // against it: it starts the emulator in-process on free ports, provisions a
-// thermostat with the emulator's group key over MQTT (trusting the
-// emulator's CA), sends telemetry, reports a property, then receives a
-// writable property and a command made through the emulator, printing each
-// step. It exits 0 on success and 1 with a message on failure.
+// thermostat with the emulator's group key (trusting the emulator's CA),
+// sends telemetry, reports a property, then receives a writable property
+// and a command made through the emulator, printing each step. It exits 0
+// on success, 2 for a bad flag and 1 with a message on failure.
 //
-//	go run ./examples/quickstart
+//	go run ./examples/quickstart                     # MQTT over TLS
+//	go run ./examples/quickstart -transport amqpws   # mqtt, mqttws, amqp or amqpws
 package main
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -27,14 +29,45 @@ const (
 )
 
 func main() {
-	if err := run(); err != nil {
+	fs := flag.NewFlagSet("quickstart", flag.ContinueOnError)
+	name := fs.String("transport", "mqtt", "transport: mqtt, mqttws, amqp or amqpws")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	tr, err := transport(*name)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "quickstart:", err)
+		os.Exit(2)
+	}
+	if err := run(tr); err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart failed:", err)
 		os.Exit(1)
 	}
 	fmt.Println("quickstart: all steps passed")
 }
 
-func run() error {
+// transport parses a -transport value.
+func transport(name string) (iotc.Transport, error) {
+	for _, t := range []iotc.Transport{iotc.MQTT, iotc.MQTTWebSockets, iotc.AMQP, iotc.AMQPWebSockets} {
+		if t.String() == name {
+			return t, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown transport %q: want mqtt, mqttws, amqp or amqpws", name)
+}
+
+// listener is the emulator address that serves tr.
+func listener(emu *emulator.Emulator, tr iotc.Transport) string {
+	switch tr {
+	case iotc.MQTTWebSockets, iotc.AMQPWebSockets:
+		return emu.WebSocketAddr()
+	case iotc.AMQP:
+		return emu.AMQPAddr()
+	}
+	return emu.MQTTAddr()
+}
+
+func run(tr iotc.Transport) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -43,7 +76,7 @@ func run() error {
 		return fmt.Errorf("start the emulator: %w", err)
 	}
 	defer emu.Close()
-	host, portText, err := net.SplitHostPort(emu.MQTTAddr())
+	host, portText, err := net.SplitHostPort(listener(emu, tr))
 	if err != nil {
 		return fmt.Errorf("emulator address: %w", err)
 	}
@@ -51,14 +84,14 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("emulator port: %w", err)
 	}
-	fmt.Printf("1. emulator running: MQTT on %s, ID scope %s\n", emu.MQTTAddr(), emu.IDScope())
+	fmt.Printf("1. emulator running: %s on %s, ID scope %s\n", tr, listener(emu, tr), emu.IDScope())
 
 	client, err := iotc.New(iotc.Config{
 		DeviceID:         deviceID,
 		IDScope:          emu.IDScope(),
 		Credential:       iotc.GroupKey(emu.GroupKey()),
 		ModelID:          modelID,
-		Transport:        iotc.MQTT,
+		Transport:        tr,
 		ProvisioningHost: host,
 		Port:             port,
 		RootCAs:          emu.CAPool(), // the emulator's CA is trusted explicitly
@@ -88,7 +121,7 @@ func run() error {
 	if err := client.Connect(ctx); err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
-	fmt.Printf("2. device %q provisioned with the group key and connected over MQTT\n", client.DeviceID())
+	fmt.Printf("2. device %q provisioned with the group key and connected over %s\n", client.DeviceID(), tr)
 
 	received, stop := emu.WatchTelemetry(deviceID)
 	defer stop()

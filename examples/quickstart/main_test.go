@@ -4,14 +4,23 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/iotc-go/iotc"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// TestQuickstart runs the whole quickstart: emulator, provisioning,
-// telemetry, reported and writable properties, a command.
+// TestQuickstart runs the whole quickstart over each transport: emulator,
+// provisioning, telemetry, reported and writable properties, a command.
 func TestQuickstart(t *testing.T) {
-	if err := run(); err != nil {
-		t.Fatal(err)
+	for _, tr := range []iotc.Transport{iotc.MQTT, iotc.MQTTWebSockets, iotc.AMQP, iotc.AMQPWebSockets} {
+		t.Run(tr.String(), func(t *testing.T) {
+			if err := run(tr); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if _, err := transport("carrier-pigeon"); err == nil {
+		t.Error("an unknown transport was accepted")
 	}
 }

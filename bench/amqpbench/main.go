@@ -1,0 +1,396 @@
+// Command amqpbench measures the AMQP transport against a bare go-amqp
+// client, side by side in one run:
+//
+//  1. throughput: 256-byte JSON telemetry sent unsettled, each message
+//     waiting for the hub's accepted disposition (the AMQP equivalent of
+//     MQTT QoS 1), through the SDK (iotc.Client, and adapters/amqp alone)
+//     and through a bare go-amqp sender (TLS, SASL ANONYMOUS, one CBS
+//     put-token, one sender link, the same message properties), to the
+//     same in-process emulator, with 1 and with 100 messages in flight; it
+//     prints msgs/s and the ratio to the bare client (median of -rounds
+//     runs, the paths alternating order each round);
+//  2. footprint: -devices devices connected from this process, first
+//     through adapters/amqp (CBS, telemetry, cloud-to-device, methods and
+//     twin links on one connection), then through the bare sender (CBS
+//     links closed after the put-token), with the emulator in a child
+//     process so that only client memory is counted; it prints the live
+//     heap and goroutines per connected device.
+//
+// Usage: go run ./bench/amqpbench [-messages 10000] [-rounds 3] [-inflight 1,100] [-devices 1000]
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	goamqp "github.com/Azure/go-amqp"
+
+	"github.com/iotc-go/iotc"
+	"github.com/iotc-go/iotc/adapters/amqp"
+	"github.com/iotc-go/iotc/bench/benchkit"
+	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/emulator"
+	"github.com/iotc-go/iotc/ports"
+)
+
+func main() {
+	var (
+		messages = flag.Int("messages", 10000, "messages per timed run")
+		rounds   = flag.Int("rounds", 3, "timed runs per path and in-flight level (the median is reported)")
+		inflight = flag.String("inflight", "1,100", "comma-separated in-flight levels")
+		devices  = flag.Int("devices", 1000, "devices connected at once for the footprint test (0 skips it)")
+		serve    = flag.Bool("serve-emulator", false, "internal: run the emulator for the footprint test and print how to reach it")
+	)
+	flag.Parse()
+	if *serve {
+		if err := serveEmulator(); err != nil {
+			fmt.Fprintln(os.Stderr, "amqpbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	levels, err := benchkit.ParseLevels(*inflight)
+	if err != nil || *messages <= 0 || *rounds <= 0 || *devices < 0 {
+		fmt.Fprintln(os.Stderr, "amqpbench: bad flags:", err)
+		os.Exit(2)
+	}
+	ctx := context.Background()
+	fmt.Printf("amqpbench: %s, GOMAXPROCS=%d, %d-byte JSON body, unsettled sends (wait for accepted)\n\n", runtime.Version(), runtime.GOMAXPROCS(0), benchkit.BodySize)
+	if err := throughput(ctx, *messages, *rounds, levels); err != nil {
+		fmt.Fprintln(os.Stderr, "amqpbench: throughput:", err)
+		os.Exit(1)
+	}
+	if *devices > 0 {
+		if err := footprint(ctx, *devices); err != nil {
+			fmt.Fprintln(os.Stderr, "amqpbench: footprint:", err)
+			os.Exit(1)
+		}
+	}
+}
+
+// rawAMQPPath is the baseline: a bare go-amqp client that authenticates
+// with one CBS put-token (the CBS links are closed after it) and sends the
+// same body with the same properties as the SDK on one sender link,
+// waiting for each disposition.
+func rawAMQPPath() benchkit.Path {
+	return benchkit.Path{Name: "raw go-amqp", Connect: func(ctx context.Context, t benchkit.Target) (benchkit.Conn, error) {
+		sas, err := benchkit.HubSAS(t)
+		if err != nil {
+			return benchkit.Conn{}, err
+		}
+		conn, err := goamqp.Dial(ctx, "amqps://"+t.Addr, &goamqp.ConnOptions{
+			TLSConfig:   &tls.Config{ServerName: t.HubHost, RootCAs: t.RootCAs, MinVersion: tls.VersionTLS12},
+			HostName:    t.HubHost,
+			SASLType:    goamqp.SASLTypeAnonymous(),
+			IdleTimeout: amqp.DefaultIdleTimeout,
+		})
+		if err != nil {
+			return benchkit.Conn{}, err
+		}
+		fail := func(err error) (benchkit.Conn, error) { _ = conn.Close(); return benchkit.Conn{}, err }
+		sess, err := conn.NewSession(ctx, nil)
+		if err != nil {
+			return fail(err)
+		}
+		if err := putToken(ctx, sess, domain.HubResource(t.HubHost, t.DeviceID), sas); err != nil {
+			return fail(err)
+		}
+		snd, err := sess.NewSender(ctx, "/devices/"+t.DeviceID+"/messages/events", nil)
+		if err != nil {
+			return fail(err)
+		}
+		body := benchkit.Body()
+		ct, ce := domain.DefaultContentType, domain.DefaultContentEncoding
+		return benchkit.Conn{
+			Send: func(ctx context.Context) error {
+				return snd.Send(ctx, &goamqp.Message{
+					Properties: &goamqp.MessageProperties{ContentType: &ct, ContentEncoding: &ce},
+					Data:       [][]byte{body},
+				}, nil)
+			},
+			Close: conn.Close,
+		}, nil
+	}}
+}
+
+// putToken authenticates on $cbs and closes the CBS links.
+func putToken(ctx context.Context, sess *goamqp.Session, audience, token string) error {
+	snd, err := sess.NewSender(ctx, "$cbs", nil)
+	if err != nil {
+		return err
+	}
+	defer snd.Close(ctx)
+	rcv, err := sess.NewReceiver(ctx, "$cbs", &goamqp.ReceiverOptions{TargetAddress: "cbs"})
+	if err != nil {
+		return err
+	}
+	defer rcv.Close(ctx)
+	replyTo := "cbs"
+	if err := snd.Send(ctx, &goamqp.Message{
+		Properties:            &goamqp.MessageProperties{MessageID: "1", ReplyTo: &replyTo},
+		ApplicationProperties: map[string]any{"operation": "put-token", "type": "servicebus.windows.net:sastoken", "name": audience},
+		Value:                 token,
+	}, nil); err != nil {
+		return err
+	}
+	m, err := rcv.Receive(ctx, nil)
+	if err != nil {
+		return err
+	}
+	_ = rcv.AcceptMessage(ctx, m)
+	if code, _ := m.ApplicationProperties["status-code"].(int32); code != 200 {
+		return fmt.Errorf("put-token: status %d", code)
+	}
+	return nil
+}
+
+// sdkPaths are the SDK paths compared with the bare client.
+func sdkPaths(port int, roots *x509.CertPool) []benchkit.Path {
+	return []benchkit.Path{
+		benchkit.FacadePath("sdk iotc.Client", iotc.AMQP, port),
+		benchkit.TransportPath("sdk adapters/amqp", amqp.New(&amqp.Options{Port: port, RootCAs: roots})),
+	}
+}
+
+func throughput(ctx context.Context, messages, rounds int, levels []int) error {
+	e, err := emulator.Start(ctx, &emulator.Options{MQTTAddr: "127.0.0.1:0", RESTAddr: "-", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	port, err := benchkit.PortOf(e.AMQPAddr())
+	if err != nil {
+		return err
+	}
+	seq := 0
+	newDevice := func() (benchkit.Target, error) {
+		seq++
+		id := fmt.Sprintf("bench-%d", seq)
+		key, err := e.CreateDevice(id)
+		return benchkit.Target{Addr: e.AMQPAddr(), HubHost: e.HubHost(), RootCAs: e.CAPool(), DeviceID: id, Key: key}, err
+	}
+	paths := append(sdkPaths(port, e.CAPool()), rawAMQPPath())
+	baseline := len(paths) - 1
+	fmt.Printf("throughput (in-process emulator): %d messages per run, median of %d runs\n", messages, rounds)
+	fmt.Printf("%-9s %-20s %12s %8s\n", "in-flight", "path", "msgs/s", "ratio")
+	for _, level := range levels {
+		rates := make([][]float64, len(paths))
+		for r := range rounds {
+			for k := range paths {
+				i := (k + r) % len(paths) // alternate who goes first
+				target, err := newDevice()
+				if err != nil {
+					return err
+				}
+				c, err := paths[i].Connect(ctx, target)
+				if err != nil {
+					return fmt.Errorf("%s: connect: %w", paths[i].Name, err)
+				}
+				if _, err := benchkit.Run(ctx, c.Send, min(1000, messages), level); err != nil { // warm-up
+					_ = c.Close()
+					return fmt.Errorf("%s: %w", paths[i].Name, err)
+				}
+				elapsed, err := benchkit.Run(ctx, c.Send, messages, level)
+				_ = c.Close()
+				if err != nil {
+					return fmt.Errorf("%s: %w", paths[i].Name, err)
+				}
+				rates[i] = append(rates[i], float64(messages)/elapsed.Seconds())
+			}
+		}
+		base := benchkit.Median(rates[baseline])
+		for i, p := range paths {
+			m := benchkit.Median(rates[i])
+			fmt.Printf("%-9d %-20s %12.0f %8.2f   runs: %s\n", level, p.Name, m, m/base, benchkit.FormatRates(rates[i]))
+		}
+	}
+	fmt.Println()
+	return nil
+}
+
+// childInfo is what the emulator child prints on its first stdout line.
+type childInfo struct {
+	Addr     string `json:"addr"`
+	IDScope  string `json:"idScope"`
+	GroupKey string `json:"groupKey"`
+	CAPEM    []byte `json:"caPEM"`
+}
+
+// serveEmulator runs in the child: it starts an emulator, prints a
+// childInfo line and runs until stdin closes.
+func serveEmulator() error {
+	e, err := emulator.Start(context.Background(), &emulator.Options{
+		MQTTAddr: "127.0.0.1:0", RESTAddr: "-", RetryAfter: -1, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	if err := json.NewEncoder(os.Stdout).Encode(childInfo{Addr: e.AMQPAddr(), IDScope: e.IDScope(), GroupKey: e.GroupKey(), CAPEM: e.CACertPEM()}); err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return nil
+}
+
+// startChild starts this program with -serve-emulator.
+func startChild() (childInfo, func(), error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return childInfo{}, nil, err
+	}
+	cmd := exec.Command(exe, "-serve-emulator")
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return childInfo{}, nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return childInfo{}, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return childInfo{}, nil, err
+	}
+	stop := func() {
+		_ = stdin.Close()
+		_ = cmd.Wait()
+	}
+	line, err := bufio.NewReader(stdout).ReadBytes('\n')
+	var info childInfo
+	if err == nil {
+		err = json.Unmarshal(line, &info)
+	}
+	if err != nil {
+		stop()
+		return childInfo{}, nil, fmt.Errorf("emulator child: %w", err)
+	}
+	return info, stop, nil
+}
+
+// measure returns the live heap (after GC) and the goroutine count.
+func measure() (uint64, int) {
+	var ms runtime.MemStats
+	for range 3 {
+		runtime.GC()
+	}
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc, runtime.NumGoroutine()
+}
+
+// parallel runs f(i) for i in [0,n) on 32 workers and returns the first error.
+func parallel(n int, f func(i int) error) error {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	next := make(chan int)
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := f(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return first
+}
+
+func footprint(ctx context.Context, n int) error {
+	info, stop, err := startChild()
+	if err != nil {
+		return err
+	}
+	defer stop()
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(info.CAPEM) {
+		return errors.New("bad CA PEM from the emulator child")
+	}
+	port, err := benchkit.PortOf(info.Addr)
+	if err != nil {
+		return err
+	}
+	tr := amqp.New(&amqp.Options{Port: port, RootCAs: roots})
+	targets := make([]benchkit.Target, n)
+	var seq atomic.Int64
+	start := time.Now()
+	err = parallel(n, func(i int) error {
+		id := fmt.Sprintf("child-%06d", seq.Add(1))
+		key, err := domain.DeriveDeviceKey(info.GroupKey, id)
+		if err != nil {
+			return err
+		}
+		sas, err := domain.BuildSAS(key, domain.DPSResource(info.IDScope, id), time.Now().Add(time.Hour), domain.DPSKeyName)
+		if err != nil {
+			return err
+		}
+		a, err := tr.Provision(ctx, ports.ProvisioningRequest{Host: "localhost", IDScope: info.IDScope,
+			Registration: domain.RegistrationRequest{RegistrationID: id}, Auth: ports.Auth{SASToken: sas}})
+		if err != nil {
+			return fmt.Errorf("provision %s: %w", id, err)
+		}
+		targets[i] = benchkit.Target{Addr: info.Addr, HubHost: a.Hub, RootCAs: roots, DeviceID: a.DeviceID, Key: key}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("footprint (emulator in a child process): %d devices provisioned over AMQP in %s\n", n, time.Since(start).Round(time.Millisecond))
+	fmt.Printf("%-20s %14s %14s %12s\n", "path", "heap/device", "goroutines/dev", "connect all")
+	for _, p := range []benchkit.Path{benchkit.TransportPath("sdk adapters/amqp", tr), rawAMQPPath()} {
+		heap0, g0 := measure()
+		conns := make([]benchkit.Conn, n)
+		start := time.Now()
+		err := parallel(n, func(i int) error {
+			c, err := p.Connect(ctx, targets[i])
+			if err != nil {
+				return fmt.Errorf("%s: connect %s: %w", p.Name, targets[i].DeviceID, err)
+			}
+			conns[i] = c
+			return nil
+		})
+		took := time.Since(start)
+		if err == nil {
+			// One message each, so every connection has been used.
+			err = parallel(n, func(i int) error { return conns[i].Send(ctx) })
+		}
+		heap1, g1 := measure()
+		for _, c := range conns {
+			if c.Close != nil {
+				_ = c.Close()
+			}
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%-20s %11.1f KiB %14.1f %12s\n", p.Name, float64(int64(heap1)-int64(heap0))/float64(n)/1024, float64(g1-g0)/float64(n), took.Round(time.Millisecond))
+	}
+	return nil
+}
