@@ -233,6 +233,11 @@ type Config struct {
 	// WebSocketPort, Proxy and RootCAs are then unused; Fallback must be
 	// empty. Default nil.
 	Adapter ports.Transport
+	// ProductInfo is appended to the client version the device announces
+	// to DPS and the hub (MQTT DeviceClientType, AMQP
+	// com.microsoft:client-version), as the Azure SDKs' productInfo: for
+	// example "contoso-thermostat/2.1". Default none.
+	ProductInfo string
 	// CredentialStore keeps the provisioning result in a store of your
 	// own instead of CredentialsFile (set one or neither). Default nil.
 	CredentialStore ports.CredentialStore

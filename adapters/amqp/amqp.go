@@ -116,6 +116,10 @@ type Options struct {
 	// Logger receives debug and warning records; nil discards them. SAS
 	// tokens, keys and proxy passwords are never logged.
 	Logger *slog.Logger
+	// ProductInfo is appended to the client version announced to DPS and
+	// the hub (as the Azure SDKs' productInfo), for example
+	// "contoso-thermostat/2.1". Default none.
+	ProductInfo string
 }
 
 // Transport is the AMQP transport; it implements ports.Transport. It is
@@ -123,6 +127,7 @@ type Options struct {
 // call and every session opens its own.
 type Transport struct {
 	name        string
+	version     string // announced as com.microsoft:client-version
 	ws          bool
 	port        string
 	roots       *x509.CertPool
@@ -147,7 +152,10 @@ func New(o *Options) *Transport {
 	if o == nil {
 		o = &Options{}
 	}
-	t := &Transport{name: "amqp", ws: o.WebSockets, roots: o.RootCAs, dial: o.DialContext}
+	t := &Transport{name: "amqp", ws: o.WebSockets, roots: o.RootCAs, dial: o.DialContext, version: DefaultClientVersion}
+	if o.ProductInfo != "" {
+		t.version += " " + o.ProductInfo
+	}
 	port := o.Port
 	if t.ws {
 		t.name = "amqpws"
@@ -241,7 +249,7 @@ func (t *Transport) open(ctx context.Context, host string, cert *tls.Certificate
 		HostName:    host,
 		IdleTimeout: t.idle,
 		SASLType:    sasl,
-		Properties:  map[string]any{propClientVersion: DefaultClientVersion},
+		Properties:  map[string]any{propClientVersion: t.version},
 	})
 	if err != nil {
 		_ = nc.Close()

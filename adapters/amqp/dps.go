@@ -105,7 +105,7 @@ func (d *dpsLinks) attach(ctx context.Context, conn *goamqp.Conn, node string) e
 	if err != nil {
 		return attachError(ctx, "session", err)
 	}
-	props := map[string]any{propAPIVersion: dpsAPIVersion, propClientVersion: DefaultClientVersion}
+	props := map[string]any{propAPIVersion: dpsAPIVersion, propClientVersion: d.t.version}
 	if d.snd, err = sess.NewSender(ctx, node, &goamqp.SenderOptions{Properties: props}); err != nil {
 		return attachError(ctx, "attach the request link", err)
 	}

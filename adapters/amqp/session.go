@@ -160,7 +160,7 @@ func (s *Session) attach(ctx context.Context, conn ports.HubConnection) error {
 	}
 	base := "/devices/" + conn.DeviceID
 	props := func(extra ...string) map[string]any {
-		p := map[string]any{propClientVersion: DefaultClientVersion, propAPIVersion: hubAPIVersion}
+		p := map[string]any{propClientVersion: s.t.version, propAPIVersion: hubAPIVersion}
 		if conn.ModelID != "" {
 			p[propModelID] = conn.ModelID
 		}

@@ -57,6 +57,10 @@ type Options struct {
 	// DialContext opens the TCP connection; nil means a net.Dialer. Set it
 	// to go through a proxy or to map host names in tests.
 	DialContext func(ctx context.Context, network, address string) (net.Conn, error)
+	// ProductInfo is appended to the client version announced to DPS and
+	// the hub (as the Azure SDKs' productInfo), for example
+	// "contoso-thermostat/2.1". Default none.
+	ProductInfo string
 	// Logger receives debug and warning records; nil discards them. SAS
 	// tokens and keys are never logged.
 	Logger *slog.Logger
@@ -92,6 +96,7 @@ func New(o *Options) *Transport {
 		KeepAlive:      o.KeepAlive,
 		ConnectTimeout: o.ConnectTimeout,
 		RequestTimeout: o.RequestTimeout,
+		ClientVersion:  mqttcore.ClientVersion(o.ProductInfo),
 		Logger:         o.Logger,
 		Dial: func(ctx context.Context, host string, tc *tls.Config) (net.Conn, error) {
 			raw, err := dial(ctx, "tcp", net.JoinHostPort(host, portText))

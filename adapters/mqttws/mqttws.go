@@ -87,6 +87,10 @@ type Options struct {
 	// Logger receives debug and warning records; nil discards them. SAS
 	// tokens, keys and proxy passwords are never logged.
 	Logger *slog.Logger
+	// ProductInfo is appended to the client version announced to DPS and
+	// the hub (as the Azure SDKs' productInfo), for example
+	// "contoso-thermostat/2.1". Default none.
+	ProductInfo string
 }
 
 // Transport is the MQTT over WebSockets transport; it implements
@@ -127,6 +131,7 @@ func New(o *Options) *Transport {
 		KeepAlive:      o.KeepAlive,
 		ConnectTimeout: o.ConnectTimeout,
 		RequestTimeout: o.RequestTimeout,
+		ClientVersion:  mqttcore.ClientVersion(o.ProductInfo),
 		Logger:         o.Logger,
 	})}
 }

@@ -92,6 +92,15 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// ClientVersion is DefaultClientVersion followed by productInfo, when
+// there is one.
+func ClientVersion(productInfo string) string {
+	if productInfo == "" {
+		return DefaultClientVersion
+	}
+	return DefaultClientVersion + " " + productInfo
+}
+
 // Core implements ports.Transport over MQTT 3.1.1 with a pluggable Dialer.
 // It is safe for concurrent use; it holds no connection itself.
 type Core struct {

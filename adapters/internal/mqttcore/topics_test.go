@@ -278,3 +278,17 @@ func FuzzParseDPSResponseTopic(f *testing.F) {
 		}
 	})
 }
+
+func TestProductInfoInTheClientVersion(t *testing.T) {
+	if got := ClientVersion(""); got != DefaultClientVersion {
+		t.Errorf("ClientVersion(\"\") = %q", got)
+	}
+	v := ClientVersion("contoso-thermostat/2.1")
+	if v != DefaultClientVersion+" contoso-thermostat/2.1" {
+		t.Errorf("ClientVersion = %q", v)
+	}
+	u := HubUsername("hub.example", "dev1", "", v)
+	if !strings.HasSuffix(u, "&DeviceClientType="+domain.EscapeComponent(v)) || strings.Contains(u, " ") {
+		t.Errorf("user name %q does not carry the escaped product info", u)
+	}
+}
