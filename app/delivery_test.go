@@ -730,3 +730,49 @@ func TestAckWhileTheHandlersReportIsInFlightWaitsAndFollowsIt(t *testing.T) {
 		}
 	})
 }
+
+// The reconnect delays the client really sleeps follow the backoff's full
+// jitter: uniform in [0, ceiling). 60 draws keep the mean within 0.3..0.7
+// of the ceiling except with a probability under one in a million, and a
+// delay stuck at the ceiling or at zero is far outside it.
+func TestReconnectDelaysAreJittered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		h1 := newHub(e.ctrl, emptyTwin)
+		e.provisions(testHub, 1)
+		e.hubConnects(connResult{hub: h1})
+		attempts := make(chan time.Time, 1000)
+		e.tr.EXPECT().Connect(gomock.Any(), gomock.Any(), gomock.Any()).DoAndReturn(
+			func(context.Context, ports.HubConnection, ports.EventHandler) (ports.HubSession, error) {
+				select {
+				case attempts <- time.Now():
+				default:
+				}
+				return nil, dialErr
+			}).AnyTimes()
+		o := e.options()
+		o.Backoff = domain.Backoff{Base: time.Second, Cap: time.Second} // every ceiling is 1 s
+		c := e.client(o)
+		defer closeClient(t, c)
+		if err := c.Connect(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		<-e.conns
+		time.Sleep(10 * time.Millisecond) // a session too short to count as stable
+		h1.kill(dropErr)
+		prev := <-attempts
+		var sum time.Duration
+		for range 60 {
+			at := <-attempts
+			d := at.Sub(prev)
+			prev = at
+			if d < 0 || d >= time.Second {
+				t.Fatalf("delay %v outside [0, 1 s)", d)
+			}
+			sum += d
+		}
+		if mean := sum / 60; mean < 300*time.Millisecond || mean > 700*time.Millisecond {
+			t.Fatalf("mean reconnect delay %v over 60 attempts, want about 0.5 s (full jitter)", mean)
+		}
+	})
+}
