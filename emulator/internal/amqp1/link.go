@@ -426,7 +426,15 @@ func (l *Link) SendAsync(ctx context.Context, msg *Message) (wait func(context.C
 			c.mu.Lock()
 			delete(s.unsettledOut, id)
 			c.mu.Unlock()
-			once.Do(func() { werr = wctx.Err(); close(done) })
+			// A disposition (or the link's end) that arrived before the
+			// context ended wins: select picks at random among ready
+			// cases, and a settled message must not count as abandoned.
+			select {
+			case r := <-res:
+				once.Do(func() { out, werr = r.out, r.err; close(done) })
+			default:
+				once.Do(func() { werr = wctx.Err(); close(done) })
+			}
 		}
 		<-done
 		return out, werr
