@@ -117,6 +117,8 @@ type Client struct {
 	preferred int  // index of the transport that worked last
 	provided  json.RawMessage
 	untracked bool // shutdown waits for c.wg: no new tracked goroutine
+
+	ob outboxState // EnqueueTelemetry and the outbox pump (outbox.go)
 }
 
 // session is an open hub session with what the supervisor needs to know.
@@ -719,7 +721,8 @@ func (c *Client) shutdown(ctx context.Context, sess *session, done chan struct{}
 	c.mu.Lock()
 	c.untracked = true
 	c.mu.Unlock()
-	c.wg.Wait() // supervisor, Connect calls, closers of old sessions
+	c.wg.Wait() // supervisor, Connect calls, closers of old sessions, outbox pump
+	c.closeOutbox()
 	if sess != nil {
 		if err := sess.Close(); err != nil {
 			c.log.Debug("close session", "err", err)
