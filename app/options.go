@@ -125,8 +125,9 @@ type Options struct {
 	OnStatus func(domain.ConnectionStatus)
 	// Outbox stores what EnqueueTelemetry accepted until the hub
 	// acknowledged it; the client's pump delivers it in order. The client
-	// owns it from New on: Close closes it. Optional: without it
-	// EnqueueTelemetry fails with domain.ErrInvalidConfig.
+	// owns it once New succeeded: Close closes it (when New fails, the
+	// caller still owns it). Optional: without it EnqueueTelemetry fails
+	// with domain.ErrInvalidConfig.
 	Outbox ports.Outbox
 	// OutboxMaxAge drops outbox messages older than this, oldest first,
 	// before delivering and when the outbox is full, with a log line and

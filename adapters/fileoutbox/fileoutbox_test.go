@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"testing"
@@ -426,5 +427,78 @@ func BenchmarkAppend(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 		})
+	}
+}
+
+// Appends from several goroutines while a reader delivers and removes, in
+// segments so small that rotation and deletion race the fsyncs: every
+// message is read once, in each writer's order, and nothing is left.
+func TestConcurrentAppendAndRemoveWithRotation(t *testing.T) {
+	dir := t.TempDir()
+	o := open(t, dir, fileoutbox.Options{SegmentSize: 400})
+	const writers, each = 4, 100
+	ctx := context.Background()
+	errs := make(chan error, writers)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for w := range writers {
+			go func() {
+				for i := range each {
+					if _, err := o.Append(ctx, outboxtest.Msg(w*each+i, 40), t0); err != nil {
+						errs <- err
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range writers {
+			if err := <-errs; err != nil {
+				t.Errorf("Append: %v", err)
+			}
+		}
+	}()
+	last := map[int]int{}
+	seen := 0
+	deadline := time.After(time.Minute)
+	for seen < writers*each {
+		select {
+		case <-deadline:
+			t.Fatalf("read %d of %d", seen, writers*each)
+		default:
+		}
+		es, err := o.Peek(ctx, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			n, _ := strconv.Atoi(e.Message.Properties["seq"])
+			w := n / each
+			if p, ok := last[w]; ok && n <= p {
+				t.Fatalf("writer %d: %d after %d", w, n, p)
+			}
+			last[w] = n
+			seen++
+		}
+		if len(es) == 0 {
+			runtime.Gosched() // the writers are behind
+			continue
+		}
+		if err := o.Remove(ctx, es[len(es)-1].Seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
+	if n, b := o.Len(); n != 0 || b != 0 {
+		t.Fatalf("Len = %d, %d", n, b)
+	}
+	_ = o.Close()
+	if n := len(segments(t, dir)); n > 2 {
+		t.Fatalf("%d segments left after everything was delivered", n)
+	}
+	o = open(t, dir, fileoutbox.Options{SegmentSize: 400})
+	if got := ids(t, o); len(got) != 0 {
+		t.Fatalf("after reopening: %v", got)
 	}
 }
