@@ -241,6 +241,27 @@ type Config struct {
 	// CredentialStore keeps the provisioning result in a store of your
 	// own instead of CredentialsFile (set one or neither). Default nil.
 	CredentialStore ports.CredentialStore
+	// OutboxDir makes the outbox of EnqueueTelemetry durable: messages are
+	// kept in this directory (created mode 0700, files 0600) until the hub
+	// acknowledged them, across crashes, kill -9 and (unless OutboxNoSync)
+	// power loss, and delivered after a restart. One client at a time may
+	// use a directory (New fails otherwise); Close releases it. Damaged files are reported in
+	// the log and what is intact is recovered; New fails only when the
+	// directory cannot be used. Default "": the outbox is in memory and
+	// lost when the process ends.
+	OutboxDir string
+	// OutboxLimit bounds the outbox; when it is full EnqueueTelemetry
+	// fails with ErrOutboxFull. Default 10,000 messages and 16 MiB.
+	OutboxLimit OutboxLimit
+	// OutboxMaxAge drops outbox messages older than this, oldest first
+	// (before delivering, and to make room when the outbox is full), each
+	// drop logged and counted in OutboxStats.Expired. Default 0: never.
+	OutboxMaxAge time.Duration
+	// OutboxNoSync skips the fsync that makes each EnqueueTelemetry
+	// durable on disk before it returns: messages then survive the
+	// process being killed but not a power loss, and enqueueing is tens of
+	// times faster (measured in the README). Default false.
+	OutboxNoSync bool
 }
 
 // logger applies LogLevel to Logger.

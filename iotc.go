@@ -97,8 +97,13 @@ func New(cfg Config) (*Client, error) {
 	case cfg.CredentialsFile != "":
 		opts.Store = filestore.New(cfg.CredentialsFile, withAttr(logger, "store", "file"))
 	}
+	if opts.Outbox, err = cfg.openOutbox(logger); err != nil { // outbox.go
+		return nil, err
+	}
+	opts.OutboxMaxAge = cfg.OutboxMaxAge
 	a, err := app.New(opts)
 	if err != nil {
+		_ = opts.Outbox.Close()
 		return nil, err
 	}
 	return &Client{app: a}, nil

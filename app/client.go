@@ -119,6 +119,8 @@ type Client struct {
 	preferred int  // index of the transport that worked last
 	provided  json.RawMessage
 	untracked bool // shutdown waits for c.wg: no new tracked goroutine
+
+	ob outboxState // EnqueueTelemetry and the outbox pump (outbox.go)
 }
 
 // session is an open hub session with what the supervisor needs to know.
@@ -503,6 +505,14 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 // is connecting (domain.ErrNotConnected), or with FailFast set; when ctx
 // ends first the error wraps both domain.ErrNotConnected and ctx's error.
 func (c *Client) acquire(ctx context.Context, avoid *session) (*session, error) {
+	return c.waitSession(ctx, avoid, c.opts.FailFast)
+}
+
+// errNobodyConnects: no session is open and none is coming.
+var errNobodyConnects = fmt.Errorf("%w: the client is not connected (call Connect)", domain.ErrNotConnected)
+
+// waitSession is acquire; failFast returns at once while offline.
+func (c *Client) waitSession(ctx context.Context, avoid *session, failFast bool) (*session, error) {
 	for {
 		c.mu.RLock()
 		switch c.phase {
@@ -515,14 +525,14 @@ func (c *Client) acquire(ctx context.Context, avoid *session) (*session, error) 
 			return nil, fmt.Errorf("%w: %w", domain.ErrClosed, err)
 		case phaseIdle:
 			c.mu.RUnlock()
-			return nil, fmt.Errorf("%w: the client is not connected (call Connect)", domain.ErrNotConnected)
+			return nil, errNobodyConnects
 		}
 		if s := c.sess; s != nil && s != avoid && !s.draining.Load() {
 			s.ops.Add(1)
 			c.mu.RUnlock()
 			return s, nil
 		}
-		if c.opts.FailFast {
+		if failFast {
 			c.mu.RUnlock()
 			return nil, fmt.Errorf("%w: the client is reconnecting", domain.ErrNotConnected)
 		}
@@ -777,7 +787,8 @@ func (c *Client) shutdown(ctx context.Context, sess *session, done chan struct{}
 	c.mu.Lock()
 	c.untracked = true
 	c.mu.Unlock()
-	c.wg.Wait() // supervisor, Connect calls, closers of old sessions
+	c.wg.Wait() // supervisor, Connect calls, closers of old sessions, outbox pump
+	c.closeOutbox()
 	if sess != nil {
 		if err := sess.Close(); err != nil {
 			c.log.Debug("close session", "err", err)

@@ -65,6 +65,7 @@ func (c *Client) establish(ctx context.Context, initial bool) (*session, error) 
 	c.setStatusLocked(domain.ConnectionStatus{State: domain.StateConnected, Reason: domain.ReasonConnectionOK, Transport: s.transport})
 	c.mu.Unlock()
 	c.requestSync(!initial)
+	c.kickOutbox() // deliver what waits in the outbox, first thing on every session
 	return s, nil
 }
 

@@ -123,6 +123,16 @@ type Options struct {
 	// from a goroutine of its own: a slow callback delays later status
 	// reports but never the client.
 	OnStatus func(domain.ConnectionStatus)
+	// Outbox stores what EnqueueTelemetry accepted until the hub
+	// acknowledged it; the client's pump delivers it in order. The client
+	// owns it once New succeeded: Close closes it (when New fails, the
+	// caller still owns it). Optional: without it EnqueueTelemetry fails
+	// with domain.ErrInvalidConfig.
+	Outbox ports.Outbox
+	// OutboxMaxAge drops outbox messages older than this, oldest first,
+	// before delivering and when the outbox is full, with a log line and
+	// OutboxStats.Expired. Default 0: messages never expire.
+	OutboxMaxAge time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -174,6 +184,9 @@ func (o Options) validate() (regID string, err error) {
 	}
 	if o.StableAfter < 0 || o.DrainTimeout < 0 {
 		return bad("negative StableAfter or DrainTimeout")
+	}
+	if err := o.validateOutbox(); err != nil {
+		return "", err
 	}
 	if o.ProvisioningPayload != nil {
 		if _, err := json.Marshal(o.ProvisioningPayload); err != nil {

@@ -7,6 +7,7 @@ package mocks
 import (
 	context "context"
 	reflect "reflect"
+	time "time"
 
 	gomock "github.com/golang/mock/gomock"
 	domain "github.com/iotc-go/iotc/domain"
@@ -608,4 +609,100 @@ func (m *MockCredentialStore) Save(ctx context.Context, c domain.CachedCredentia
 func (mr *MockCredentialStoreMockRecorder) Save(ctx, c interface{}) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Save", reflect.TypeOf((*MockCredentialStore)(nil).Save), ctx, c)
+}
+
+// MockOutbox is a mock of Outbox interface.
+type MockOutbox struct {
+	ctrl     *gomock.Controller
+	recorder *MockOutboxMockRecorder
+}
+
+// MockOutboxMockRecorder is the mock recorder for MockOutbox.
+type MockOutboxMockRecorder struct {
+	mock *MockOutbox
+}
+
+// NewMockOutbox creates a new mock instance.
+func NewMockOutbox(ctrl *gomock.Controller) *MockOutbox {
+	mock := &MockOutbox{ctrl: ctrl}
+	mock.recorder = &MockOutboxMockRecorder{mock}
+	return mock
+}
+
+// EXPECT returns an object that allows the caller to indicate expected use.
+func (m *MockOutbox) EXPECT() *MockOutboxMockRecorder {
+	return m.recorder
+}
+
+// Append mocks base method.
+func (m_2 *MockOutbox) Append(ctx context.Context, m domain.Message, enqueued time.Time) (uint64, error) {
+	m_2.ctrl.T.Helper()
+	ret := m_2.ctrl.Call(m_2, "Append", ctx, m, enqueued)
+	ret0, _ := ret[0].(uint64)
+	ret1, _ := ret[1].(error)
+	return ret0, ret1
+}
+
+// Append indicates an expected call of Append.
+func (mr *MockOutboxMockRecorder) Append(ctx, m, enqueued interface{}) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Append", reflect.TypeOf((*MockOutbox)(nil).Append), ctx, m, enqueued)
+}
+
+// Close mocks base method.
+func (m *MockOutbox) Close() error {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Close")
+	ret0, _ := ret[0].(error)
+	return ret0
+}
+
+// Close indicates an expected call of Close.
+func (mr *MockOutboxMockRecorder) Close() *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Close", reflect.TypeOf((*MockOutbox)(nil).Close))
+}
+
+// Len mocks base method.
+func (m *MockOutbox) Len() (int, int64) {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Len")
+	ret0, _ := ret[0].(int)
+	ret1, _ := ret[1].(int64)
+	return ret0, ret1
+}
+
+// Len indicates an expected call of Len.
+func (mr *MockOutboxMockRecorder) Len() *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Len", reflect.TypeOf((*MockOutbox)(nil).Len))
+}
+
+// Peek mocks base method.
+func (m *MockOutbox) Peek(ctx context.Context, max int) ([]ports.OutboxEntry, error) {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Peek", ctx, max)
+	ret0, _ := ret[0].([]ports.OutboxEntry)
+	ret1, _ := ret[1].(error)
+	return ret0, ret1
+}
+
+// Peek indicates an expected call of Peek.
+func (mr *MockOutboxMockRecorder) Peek(ctx, max interface{}) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Peek", reflect.TypeOf((*MockOutbox)(nil).Peek), ctx, max)
+}
+
+// Remove mocks base method.
+func (m *MockOutbox) Remove(ctx context.Context, through uint64) error {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Remove", ctx, through)
+	ret0, _ := ret[0].(error)
+	return ret0
+}
+
+// Remove indicates an expected call of Remove.
+func (mr *MockOutboxMockRecorder) Remove(ctx, through interface{}) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Remove", reflect.TypeOf((*MockOutbox)(nil).Remove), ctx, through)
 }

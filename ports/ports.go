@@ -1,8 +1,10 @@
 // Package ports declares what the device application (package app) needs
 // from the outside world: a provisioning service, a hub to open sessions
-// with, and a store for the credentials cache. Transport adapters
-// (adapters/mqtt, adapters/mqttws, adapters/amqp) and storage adapters
-// (adapters/filestore) implement them; package mocks holds generated mocks.
+// with, a store for the credentials cache and an outbox of telemetry not
+// yet delivered. Transport adapters (adapters/mqtt, adapters/mqttws,
+// adapters/amqp) and storage adapters (adapters/filestore,
+// adapters/memoutbox, adapters/fileoutbox) implement them; package mocks
+// holds generated mocks.
 //
 // Every interface is small and non-generic. Errors follow one contract:
 // adapters wrap the domain sentinels (domain.ErrUnauthorized,
@@ -24,6 +26,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"time"
 
 	"github.com/iotc-go/iotc/domain"
 )
@@ -186,4 +189,54 @@ type CredentialStore interface {
 	Load(ctx context.Context) (domain.CachedCredentials, error)
 	// Save stores the record atomically.
 	Save(ctx context.Context, c domain.CachedCredentials) error
+}
+
+// OutboxEntry is one message stored in an Outbox.
+type OutboxEntry struct {
+	// Seq is the entry's place in the outbox, given by Append: it grows
+	// with every append, also across restarts of a durable outbox, and is
+	// never 0.
+	Seq uint64
+	// Enqueued is when the message was accepted (wall clock), for the
+	// maximum age.
+	Enqueued time.Time
+	// Message is the telemetry, with its message id set.
+	Message domain.Message
+}
+
+// Outbox is a bounded FIFO of telemetry not yet acknowledged by the hub,
+// drained in order by the client's pump: Peek the oldest entries, send
+// them, Remove what was acknowledged. A durable outbox keeps its entries
+// across restarts of the process. Implementations are safe for concurrent
+// use; the client has at most one reader (Peek/Remove) and any number of
+// writers (Append).
+//
+// Error contract: Append fails with an error wrapping domain.ErrOutboxFull
+// when the message would exceed the outbox's domain.OutboxLimit (nothing
+// stored is dropped to make room), with domain.ErrClosed after Close, with
+// ctx's error when ctx has ended before anything was stored, and with a
+// wrapped I/O error when the store cannot write (the message may then be
+// stored or not: it is never half stored). Peek and Remove fail with
+// domain.ErrClosed after Close or a wrapped I/O error. A corrupt durable
+// store is reported when it is opened (its adapter documents what it
+// recovers), never by a panic.
+type Outbox interface {
+	// Append stores m (its MessageID already set) at the tail and returns
+	// its Seq once it is stored as durably as the adapter promises.
+	Append(ctx context.Context, m domain.Message, enqueued time.Time) (seq uint64, err error)
+	// Peek returns up to max of the oldest entries, in Seq order, without
+	// removing them; none when the outbox is empty. The caller must not
+	// modify what it returns.
+	Peek(ctx context.Context, max int) ([]OutboxEntry, error)
+	// Remove deletes every entry whose Seq is at most through (delivered
+	// or expired). Removing what is already gone is not an error. A
+	// removal may be lost in a crash (the entries are then delivered
+	// again, with the same message id): only Append is made durable.
+	Remove(ctx context.Context, through uint64) error
+	// Len returns how many messages are stored and their bytes, counted
+	// as domain.Message.Size.
+	Len() (messages int, bytes int64)
+	// Close releases the store; the entries stay on disk in a durable
+	// outbox. It is idempotent.
+	Close() error
 }
