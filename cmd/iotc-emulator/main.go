@@ -196,9 +196,10 @@ Flags:
   trust this CA     %s
   REST API          %s
   API token         %s
+  dashboard         %s
   pid               %d
 Press Ctrl-C (or send SIGTERM to the pid) to stop.
-`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, in.PID)
+`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(e.DashboardURL()), in.PID)
 	if *infoFile != "" {
 		b, _ := json.MarshalIndent(in, "", "  ")
 		tmp := *infoFile + ".tmp"
