@@ -20,7 +20,7 @@ func (e *Emulator) DashboardURL() string {
 	if e.restURL == "" {
 		return ""
 	}
-	return e.restURL + "/#token=" + url.QueryEscape(e.cfg.apiToken)
+	return e.restURL + "/#token=" + url.PathEscape(e.cfg.apiToken)
 }
 
 // dashBackend adapts *Emulator to dashboard.Backend.

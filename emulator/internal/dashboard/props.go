@@ -45,9 +45,22 @@ func jsonText(v any) string {
 	return string(b)
 }
 
+// number reads a twin number: float64 once decoded from JSON, an integer
+// type when the section was built in memory.
 func number(v any) (int64, bool) {
-	f, ok := v.(float64)
-	return int64(f), ok
+	switch n := v.(type) {
+	case float64:
+		return int64(n), true
+	case int64:
+		return n, true
+	case int:
+		return int64(n), true
+	case json.Number:
+		i, err := n.Int64()
+		return i, err == nil
+	default:
+		return 0, false
+	}
 }
 
 // propRow is one property of a twin section.

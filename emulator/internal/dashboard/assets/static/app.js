@@ -155,7 +155,11 @@
         const g = c.canvas.getContext("2d"), W = c.canvas.width, H = c.canvas.height, P = 24;
         const pts = c.pts.filter((p) => p[0] >= now - WINDOW_MS);
         const last = c.pts[c.pts.length - 1];
-        const end = Math.max(now, last ? last[0] : now), start = end - WINDOW_MS;
+        const end = Math.max(now, last ? last[0] : now);
+        // The axis spans the data (at least 10 s, at most WINDOW_MS), so a
+        // device that just started still draws a readable line.
+        const span = Math.min(WINDOW_MS, Math.max(10000, end - (pts.length ? pts[0][0] : end)));
+        const start = end - span;
         g.clearRect(0, 0, W, H);
         g.strokeStyle = "#d0d7de"; g.lineWidth = 1;
         g.strokeRect(P + 0.5, 4.5, W - P - 5, H - P - 4);
@@ -165,9 +169,9 @@
         g.fillStyle = "#57606a"; g.font = "10px sans-serif";
         g.fillText(String(+hi.toPrecision(4)), 2, 12);
         g.fillText(String(+lo.toPrecision(4)), 2, H - P);
-        g.fillText("-2 min", P + 2, H - 8);
+        g.fillText("-" + Math.round(span / 1000) + " s", P + 2, H - 8);
         g.fillText("now", W - 24, H - 8);
-        const x = (t) => P + (W - P - 5) * (t - start) / WINDOW_MS;
+        const x = (t) => P + (W - P - 5) * (t - start) / span;
         const y = (v) => 4 + (H - P - 4) * (1 - (v - lo) / (hi - lo));
         g.strokeStyle = "#0969da"; g.lineWidth = 2; g.beginPath();
         pts.forEach((p, i) => (i ? g.lineTo(x(p[0]), y(p[1])) : g.moveTo(x(p[0]), y(p[1]))));
