@@ -154,6 +154,24 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("live telemetry did not reach the chart: %v", err)
 	}
 
+	// A burst of messages keeps the page bounded: the raw list holds the
+	// newest 20 only.
+	for i := range 60 {
+		if err := client.SendTelemetry(ctx, map[string]any{"temperature": 30 + float64(i)/100, "seq": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rawItems int
+	if err := run(bctx,
+		chromedp.WaitVisible(`//ol[@id="raw"]/li[1]/code[contains(text(), '"seq":59')]`, chromedp.BySearch),
+		chromedp.Evaluate(`document.querySelectorAll("#raw li").length`, &rawItems),
+	); err != nil {
+		t.Fatalf("burst of telemetry: %v", err)
+	}
+	if rawItems != 20 {
+		t.Errorf("raw message list holds %d items after 66 messages, want 20", rawItems)
+	}
+
 	// Writing a property in the form reaches the device's handler, and its
 	// acknowledgement appears.
 	if err := run(bctx,
