@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/iotc-go/iotc/emulator/internal/core"
@@ -94,15 +95,13 @@ func (b dashBackend) WatchEvents(id string) (<-chan dashboard.Event, func()) {
 			}
 		}
 	}()
-	stopped := false
+	var once sync.Once
 	return out, func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		stopIn()
-		close(quit)
-		<-done
+		once.Do(func() {
+			stopIn()
+			close(quit)
+			<-done
+		})
 	}
 }
 
@@ -163,15 +162,13 @@ func (b dashBackend) WatchTelemetry(id string) (<-chan dashboard.Telemetry, func
 			}
 		}
 	}()
-	stopped := false
+	var once sync.Once
 	return out, func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		stopIn()
-		close(quit)
-		<-done
+		once.Do(func() {
+			stopIn()
+			close(quit)
+			<-done
+		})
 	}
 }
 

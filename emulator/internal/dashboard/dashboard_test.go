@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -335,4 +336,44 @@ func TestSafeNext(t *testing.T) {
 			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+func TestDevicesStreamSendsChangedRows(t *testing.T) {
+	f := newFake()
+	h := serve(t, f, nil)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/live", nil)
+	req.Header.Set("Authorization", token)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	f.mu.Lock()
+	f.devices[1].Connected = true
+	f.devices = append(f.devices, Device{ID: "d3", ModelID: "dtmi:new;1"})
+	f.mu.Unlock()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		var ev struct {
+			Rows   []deviceRow `json:"rows"`
+			Total  int         `json:"total"`
+			Online int         `json:"online"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("event %s: %v", line, err)
+		}
+		if ev.Total != 3 || ev.Online != 2 || len(ev.Rows) != 2 || ev.Rows[0].ID != "d2" || !ev.Rows[0].Connected || ev.Rows[1].ID != "d3" {
+			t.Fatalf("devices event %s: want only d2 (now connected) and the new d3", line)
+		}
+		return
+	}
+	t.Fatalf("stream ended without a devices event: %v", sc.Err())
 }
