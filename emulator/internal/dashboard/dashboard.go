@@ -49,6 +49,9 @@ const (
 	RawMessages = 20
 	// ChartHistory is how many past messages seed the device page's charts.
 	ChartHistory = 300
+	// MaxRawBody is how much of a message body the pages show (2 KiB); the
+	// rest is cut, so that 256 KiB messages do not flood the browser.
+	MaxRawBody = 2 << 10
 	// MaxBody is the largest request body accepted (64 KiB).
 	MaxBody = 64 << 10
 	// StatusInterval is how often the live streams send device status.
@@ -327,6 +330,9 @@ type rawMessage struct {
 
 func toRaw(m Telemetry) rawMessage {
 	rm := rawMessage{Time: m.Received.UTC().Format(time.RFC3339Nano), Component: m.Component, Body: string(m.Body)}
+	if len(m.Body) > MaxRawBody {
+		rm.Body = strings.ToValidUTF8(string(m.Body[:MaxRawBody]), "") + fmt.Sprintf("… (%d bytes)", len(m.Body))
+	}
 	var obj map[string]any
 	if json.Unmarshal(m.Body, &obj) == nil {
 		for k, v := range obj {
@@ -360,10 +366,14 @@ func (h *Handler) devicePage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	raws := make([]rawMessage, len(hist))
+	points := make([]rawMessage, 0, len(hist)) // the charts need no bodies
 	for i, m := range hist {
 		raws[i] = toRaw(m)
+		if raws[i].Fields != nil {
+			points = append(points, rawMessage{Time: raws[i].Time, Fields: raws[i].Fields})
+		}
 	}
-	init, _ := json.Marshal(raws)
+	init, _ := json.Marshal(points)
 	last := raws[max(0, len(raws)-RawMessages):]
 	shown := make([]rawMessage, len(last)) // newest first
 	for i := range last {

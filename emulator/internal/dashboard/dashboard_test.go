@@ -194,6 +194,13 @@ func TestPagesRender(t *testing.T) {
 			t.Errorf("device page (%d) lacks %q", w.Code, want)
 		}
 	}
+	if strings.Count(body, "eco") != 1 {
+		t.Errorf("the raw body must be shown once (chart data carries numbers only)")
+	}
+	big := toRaw(Telemetry{Body: []byte(`{"s":"` + strings.Repeat("x", 10000) + `"}`)})
+	if len(big.Body) > MaxRawBody+32 || !strings.HasSuffix(big.Body, "(10008 bytes)") {
+		t.Errorf("a large body is shown as %d bytes ending %q", len(big.Body), big.Body[len(big.Body)-20:])
+	}
 	if w := do(h, "GET", "/devices/nobody", "", authed); w.Code != http.StatusNotFound {
 		t.Errorf("unknown device page: %d", w.Code)
 	}
