@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/iotc-go/iotc/emulator/internal/dashboard"
 	"github.com/iotc-go/iotc/emulator/internal/pki"
 	"github.com/iotc-go/iotc/emulator/internal/restapi"
 )
@@ -23,8 +24,16 @@ func (e *Emulator) startREST() error {
 	}
 	cfg := e.serverTLS()
 	cfg.ClientAuth = tls.NoClientCert
+	dash, err := dashboard.New(dashBackend{e}, e.cfg.apiToken, e.core.Done(), e.log.With("component", "dashboard"))
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("emulator: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/api/", restapi.New(restBackend{e}, e.cfg.apiToken, e.log.With("component", "rest")))
+	mux.Handle("/", dash) // the web dashboard; see dashboard.go
 	e.restSrv = &http.Server{
-		Handler:           restapi.New(restBackend{e}, e.cfg.apiToken, e.log.With("component", "rest")),
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	e.restURL = "https://" + ln.Addr().String()

@@ -11,8 +11,9 @@
 //	./iotc-emulator [flags]
 //
 // On start it prints the ID scope, the enrollment group's primary key, the
-// CA certificate file devices must trust, and the REST base URL with its API
-// token; --info-file writes the same as JSON, with the process id. Stop it
+// CA certificate file devices must trust, the REST base URL with its API
+// token, and the web dashboard's address (open it in a browser: the token
+// in its URL fragment logs in); --info-file writes the same as JSON, with the process id. Stop it
 // with Ctrl-C or SIGTERM to that pid (with "go run", signal the emulator's
 // pid from the info file: killing the go command leaves the emulator
 // running). Any listener flag set to "-" disables that listener. With
@@ -40,11 +41,13 @@ import (
 
 // info is what --info-file writes, for scripts and test suites.
 type info struct {
-	IDScope          string `json:"idScope"`
-	GroupKey         string `json:"groupKey"`
-	CAFile           string `json:"caFile"`
-	RESTURL          string `json:"restUrl"`
-	APIToken         string `json:"apiToken"`
+	IDScope  string `json:"idScope"`
+	GroupKey string `json:"groupKey"`
+	CAFile   string `json:"caFile"`
+	RESTURL  string `json:"restUrl"`
+	APIToken string `json:"apiToken"`
+	// DashboardURL opens the web dashboard logged in (the token is in its fragment).
+	DashboardURL     string `json:"dashboardUrl,omitempty"`
 	MQTTAddr         string `json:"mqttAddr"`
 	WebSocketAddr    string `json:"webSocketAddr"`
 	AMQPAddr         string `json:"amqpAddr"`
@@ -180,6 +183,7 @@ Flags:
 		CAFile:           e.CAFile(),
 		RESTURL:          e.RESTURL(),
 		APIToken:         e.APIToken(),
+		DashboardURL:     e.DashboardURL(),
 		MQTTAddr:         e.MQTTAddr(),
 		WebSocketAddr:    e.WebSocketAddr(),
 		AMQPAddr:         e.AMQPAddr(),
@@ -196,9 +200,10 @@ Flags:
   trust this CA     %s
   REST API          %s
   API token         %s
+  dashboard         %s
   pid               %d
 Press Ctrl-C (or send SIGTERM to the pid) to stop.
-`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, in.PID)
+`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(in.DashboardURL), in.PID)
 	if *infoFile != "" {
 		b, _ := json.MarshalIndent(in, "", "  ")
 		tmp := *infoFile + ".tmp"

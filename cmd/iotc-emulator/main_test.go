@@ -53,6 +53,9 @@ func TestInfoFile(t *testing.T) {
 	if in.PID != os.Getpid() {
 		t.Fatalf("info pid %d, want %d", in.PID, os.Getpid())
 	}
+	if in.DashboardURL != e.DashboardURL() || !strings.HasPrefix(in.DashboardURL, e.RESTURL()+"/#token=") || !strings.Contains(out, "dashboard         "+e.DashboardURL()) {
+		t.Errorf("dashboard address %q not printed (info has %q):\n%s", e.DashboardURL(), in.DashboardURL, out)
+	}
 	if !strings.Contains(out, "pid ") || !strings.Contains(out, e.IDScope()) {
 		t.Fatalf("start-up text lacks the pid or the scope:\n%s", out)
 	}

@@ -68,6 +68,7 @@ func (c *Core) Attach(id string, l Link, modelID string) (Link, error) {
 		d.modelID = modelID
 	}
 	c.notifyLocked(id)
+	c.emit(Event{DeviceID: id, Kind: EventConnected, Protocol: l.Protocol(), Replaced: prev != nil, Time: d.lastActivity})
 	return prev, nil
 }
 
@@ -81,8 +82,9 @@ func (c *Core) Detach(id string, l Link) {
 	d, ok := c.devices[id]
 	var cur Link
 	if ok {
-		if d.link == l {
+		if d.link == l && l != nil {
 			d.link = nil
+			c.emit(Event{DeviceID: id, Kind: EventDisconnected, Protocol: l.Protocol(), Time: c.now()})
 		}
 		c.releaseLocked(d, l)
 		c.notifyLocked(id)

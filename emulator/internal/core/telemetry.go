@@ -21,6 +21,7 @@ func (c *Core) StoreTelemetry(msg Telemetry) {
 	c.mu.Lock()
 	if d, ok := c.devices[msg.DeviceID]; ok {
 		d.lastActivity = c.now()
+		c.countTelemetry(msg.DeviceID)
 		vals := d.telemetry[msg.Component]
 		if vals == nil && len(fields) > 0 {
 			vals = map[string]TelemetryValue{}

@@ -56,6 +56,7 @@ func (c *Core) UpdateProperties(ctx context.Context, id, component string, patch
 		return fmt.Errorf("%w: desired patch: %v", ErrInvalid, err)
 	}
 	l := d.link
+	c.emit(Event{DeviceID: id, Kind: EventDesired, Version: v, Time: c.now()})
 	c.mu.Unlock()
 	c.log.Info("desired properties updated", "device_id", id, "version", v)
 	if l == nil {
@@ -110,6 +111,9 @@ func (c *Core) PatchReported(id string, body []byte) (int, int64, []byte) {
 	if err == nil {
 		d.lastActivity = c.now()
 		v, err = d.reported.Apply(patch, c.now())
+		if err == nil {
+			c.emit(Event{DeviceID: id, Kind: EventReported, Version: v, Time: c.now()})
+		}
 	}
 	c.mu.Unlock()
 	switch {
