@@ -98,6 +98,22 @@ func ConnectionString(s string) Credential {
 	return Credential{domain.Credential{Kind: domain.KindConnectionString, ConnectionString: s}}
 }
 
+// X509ConnectionString is a hub connection string for an X.509 device,
+// "HostName=...;DeviceId=...;x509=true", with its certificate and key
+// given as X509Files or X509PEM (as the official SDKs' connection string
+// plus certificate options). DPS is skipped; IDScope is not needed. An
+// invalid pairing (cert not X.509, no x509=true) fails in New with
+// ErrInvalidConfig.
+func X509ConnectionString(s string, cert Credential) Credential {
+	c := cert.c
+	if c.Kind != domain.KindX509 {
+		// Keep the kind wrong on purpose: Validate then refuses it.
+		return Credential{domain.Credential{Kind: domain.KindConnectionString, ConnectionString: s + ";x509=true"}}
+	}
+	c.Kind, c.ConnectionString = domain.KindConnectionString, s
+	return Credential{c}
+}
+
 // DeriveDeviceKey derives a device's key from a group key, as IoT Central
 // does: base64(HMAC-SHA256(base64-decode(groupKey), deviceID)). It returns
 // an error wrapping ErrInvalidKey when groupKey is not base64.

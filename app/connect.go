@@ -165,7 +165,7 @@ func (c *Client) provision(ctx context.Context) (assignment, error) {
 // auth builds the credentials of one request: a SAS token for resource
 // valid TokenTTL from now, or the X.509 certificate.
 func (c *Client) auth(resource, keyName string) (ports.Auth, time.Time, error) {
-	if c.opts.Credential.Kind == domain.KindX509 {
+	if c.opts.Credential.UsesX509() {
 		cert, err := c.opts.Credential.TLSCertificate()
 		if err != nil {
 			return ports.Auth{}, time.Time{}, err
