@@ -98,7 +98,7 @@ func (c *Client) assignment(ctx context.Context) (assignment, error) {
 			c.log.Info("cached credentials belong to another configuration; provisioning")
 		default:
 			a := assignment{hub: rec.Hub, deviceID: rec.DeviceID, fromCache: true}
-			c.log.Info("using cached credentials", "hub", a.hub, "device_id", a.deviceID)
+			c.log.Info("using cached credentials", "hub", a.hub)
 			c.mu.Lock()
 			c.assign = &a
 			c.mu.Unlock()
@@ -138,7 +138,7 @@ func (c *Client) provision(ctx context.Context) (assignment, error) {
 		return assignment{}, fmt.Errorf("%w: provisioning returned no hub or device id", domain.ErrMalformed)
 	}
 	a := assignment{hub: res.Hub, deviceID: res.DeviceID}
-	c.log.Info("provisioned", "hub", a.hub, "device_id", a.deviceID, "substatus", res.Substatus)
+	c.log.Info("provisioned", "hub", a.hub, "substatus", res.Substatus)
 	c.mu.Lock()
 	c.assign = &a
 	c.provided = res.Payload
