@@ -3,6 +3,7 @@ package iotc_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -132,5 +133,44 @@ func TestDuplicateKeysDetector(t *testing.T) {
 	}
 	if dups, _ := duplicateKeys(t, []byte(`{"a":{"a":1},"b":[1,{"b":2}]}`)); len(dups) != 0 {
 		t.Fatalf("dups = %v, want none", dups)
+	}
+}
+
+// TestErrorTextsOnce: a refused device gets an error that says "iotc:"
+// once and names no internal package, over every transport.
+func TestErrorTextsOnce(t *testing.T) {
+	t.Parallel()
+	emu := startEmulator(t)
+	for _, tc := range []struct {
+		tr   iotc.Transport
+		port func(*testing.T, *emulator.Emulator) int
+	}{{iotc.MQTT, nil}, {iotc.MQTTWebSockets, wsPort}, {iotc.AMQP, amqpPort}, {iotc.AMQPWebSockets, wsPort}} {
+		t.Run(tc.tr.String(), func(t *testing.T) {
+			cfg := config(t, emu, "errtext-"+tc.tr.String())
+			cfg.Transport = tc.tr
+			if tc.port != nil {
+				cfg.Port = tc.port(t, emu)
+			}
+			cfg.Credential = iotc.GroupKey("d3JvbmcgZ3JvdXAga2V5IG9mIDMyIGJ5dGVzISEhISE=")
+			c, err := iotc.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close(testCtx(t))
+			err = c.Connect(testCtx(t))
+			if !errors.Is(err, iotc.ErrUnauthorized) {
+				t.Fatalf("Connect = %v, want ErrUnauthorized", err)
+			}
+			msg := err.Error()
+			if n := strings.Count(msg, "iotc:"); n != 1 {
+				t.Errorf("%q says \"iotc:\" %d times, want once", msg, n)
+			}
+			for _, internal := range []string{"mqttcore", "amqp1", "emulator", "restapi", "core:"} {
+				if strings.Contains(msg, internal) {
+					t.Errorf("%q names the internal %q", msg, internal)
+				}
+			}
+			t.Log(msg)
+		})
 	}
 }
