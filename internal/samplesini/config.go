@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/iotc-go/iotc"
@@ -68,6 +69,12 @@ func (d Device) Config(a Auth) (iotc.Config, error) {
 	if err != nil {
 		return iotc.Config{}, fmt.Errorf("[%s]: %w", d.Section, err)
 	}
+	port := 0
+	if d.Port != "" {
+		if port, err = strconv.Atoi(d.Port); err != nil || port < 1 || port > 65535 {
+			return iotc.Config{}, fmt.Errorf("[%s]: Port %q is not a port number", d.Section, d.Port)
+		}
+	}
 	roots, err := RootCAs(d.CAFile)
 	if err != nil {
 		return iotc.Config{}, fmt.Errorf("[%s]: %w", d.Section, err)
@@ -80,6 +87,7 @@ func (d Device) Config(a Auth) (iotc.Config, error) {
 		Transport:        tr,
 		ProvisioningHost: d.ProvisioningHost,
 		RootCAs:          roots,
+		Port:             port,
 	}, nil
 }
 

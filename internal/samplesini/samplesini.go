@@ -14,7 +14,8 @@
 // Two keys beyond the seed's point a section at the emulator:
 // ProvisioningHost (DPS host, e.g. localhost) and CAFile (a PEM file of
 // CAs to trust, e.g. the emulator's ca.pem). Also read: ConnectionString
-// (skips DPS) and Transport (mqtt, mqttws, amqp, amqpws).
+// (skips DPS), Transport (mqtt, mqttws, amqp, amqpws) and Port (of DPS
+// and the hub, default the transport's).
 package samplesini
 
 import (
@@ -162,6 +163,7 @@ type Device struct {
 	ProvisioningHost string
 	CAFile           string
 	Transport        string
+	Port             string
 }
 
 // String describes the device without its secrets.
@@ -192,6 +194,7 @@ func (f *File) Device(section string) (Device, error) {
 		ProvisioningHost: get("ProvisioningHost"),
 		CAFile:           f.path(get("CAFile")),
 		Transport:        get("Transport"),
+		Port:             get("Port"),
 	}
 	return d, nil
 }
