@@ -78,8 +78,10 @@ func DeviceKey(key string) Credential {
 }
 
 // X509Files is an X.509 client certificate and its private key as PEM
-// files. passphrase decrypts a legacy encrypted PEM key ("Proc-Type:
-// 4,ENCRYPTED"); leave it empty for a plain key. The certificate's subject
+// files. passphrase decrypts an encrypted key: PKCS#8 "ENCRYPTED PRIVATE
+// KEY" as OpenSSL 3 writes it by default (PBES2, PBKDF2, AES-CBC) or
+// legacy PEM ("Proc-Type: 4,ENCRYPTED"); leave it empty for a plain key.
+// A wrong or missing passphrase fails New with ErrInvalidConfig. The certificate's subject
 // CN must be the device id; Config.DeviceID may be left empty.
 func X509Files(certFile, keyFile, passphrase string) Credential {
 	return Credential{domain.Credential{Kind: domain.KindX509, CertFile: certFile, KeyFile: keyFile, Passphrase: passphrase}}
