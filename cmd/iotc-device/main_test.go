@@ -170,6 +170,16 @@ func TestWatchAnswersCommands(t *testing.T) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	if err := emu.SendCloudToDevice(ctxT(t), "cli-watch", []byte("hello device"), map[string]string{"k": "v"}); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(out.String(), `"message":"hello device"`) {
+		select {
+		case <-deadline:
+			t.Fatalf("cloud-to-device message never printed:\n%s", out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -179,6 +189,17 @@ func TestWatchAnswersCommands(t *testing.T) {
 		}
 	}
 
+	// The next watch must not see this connection's subscriptions.
+	for {
+		if d, err := emu.Device("cli-watch"); err == nil && !d.Connected {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatal("the emulator still sees the first watch connected")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	_, stop = watch(t, emu, "cli-watch", "-config", ini, "-exec", `read p; printf '{"echo": %s, "name": "%s"}' "$p" "$IOTC_COMMAND"; [ "$IOTC_COMPONENT" = thermostat1 ]`)
 	res, err = emu.InvokeCommand(ctxT(t), "cli-watch", "thermostat1", "getReport", map[string]int{"n": 7}, 10*time.Second)
 	if err != nil {
