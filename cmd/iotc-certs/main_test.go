@@ -227,3 +227,39 @@ func readCert(t *testing.T, f string) *x509.Certificate {
 	}
 	return c
 }
+
+// TestLiveOpenSSLKeyConnects: the device key re-encrypted by the openssl of
+// this machine, in OpenSSL 3's default format (`openssl pkcs8 -topk8 -v2
+// aes-256-cbc`) and with `openssl pkey -aes256`, decrypts and connects.
+func TestLiveOpenSSLKeyConnects(t *testing.T) {
+	bin, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Fatalf("openssl is needed by this test (CI installs it): %v", err)
+	}
+	dir := t.TempDir()
+	runOK(t, "ca", "-out", dir)
+	runOK(t, "device", "-out", dir, "-id", "openssl-live")
+	emu := startEmulator(t)
+	rootPEM, err := os.ReadFile(filepath.Join(dir, "root-ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := emu.PutEnrollmentGroup(emulator.EnrollmentGroup{ID: "live", Enabled: true, CACertPEM: rootPEM}); err != nil {
+		t.Fatal(err)
+	}
+	plain := filepath.Join(dir, "openssl-live.key")
+	for name, args := range map[string][]string{
+		"pkcs8.key": {"pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", plain, "-passout", "pass:live pass"},
+		"pkey.key":  {"pkey", "-in", plain, "-aes256", "-passout", "pass:live pass"},
+	} {
+		out := filepath.Join(dir, name)
+		if b, err := exec.Command(bin, append(args, "-out", out)...).CombinedOutput(); err != nil {
+			t.Fatalf("openssl %v: %v\n%s", args, err, b)
+		}
+		b, _ := os.ReadFile(out)
+		if !bytes.Contains(b, []byte("BEGIN ENCRYPTED PRIVATE KEY")) {
+			t.Fatalf("%s: openssl did not write an encrypted PKCS#8 key", name)
+		}
+		connectX509(t, emu, iotc.X509Files(filepath.Join(dir, "openssl-live.pem"), out, "live pass"))
+	}
+}
