@@ -10,7 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iotc-go/iotc/emulator"
-	"github.com/iotc-go/iotc/examples/internal/sample"
+	"github.com/iotc-go/iotc/examples/internal/sampletest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -18,12 +18,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // TestDeviceKeySample runs the sample against the emulator from a
 // samples.ini section and checks what the emulator received.
 func TestDeviceKeySample(t *testing.T) {
-	emu := sample.StartEmulator(t)
+	emu := sampletest.StartEmulator(t)
 	key, err := emu.CreateDevice("sample-devicekey")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ini := sample.WriteINI(t, emu, t.TempDir(), "DEVICE_M3", "DeviceId = sample-devicekey\nDeviceKey = "+key)
+	ini := sampletest.WriteINI(t, emu, t.TempDir(), "DEVICE_M3", "DeviceId = sample-devicekey\nDeviceKey = "+key)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out bytes.Buffer

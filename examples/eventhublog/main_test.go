@@ -19,7 +19,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/iotc-go/iotc/examples/internal/sample"
+	"github.com/iotc-go/iotc/examples/internal/sampletest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -77,9 +77,9 @@ func TestEventHubLogSample(t *testing.T) {
 	fake := &fakeEventHub{t: t}
 	srv := httptest.NewTLSServer(fake)
 	defer srv.Close()
-	emu := sample.StartEmulator(t)
+	emu := sampletest.StartEmulator(t)
 	dir := t.TempDir()
-	ini := sample.WriteINI(t, emu, dir, "DEVICE_A", "DeviceId = sample-eventhub\nGroupKey = "+emu.GroupKey())
+	ini := sampletest.WriteINI(t, emu, dir, "DEVICE_A", "DeviceId = sample-eventhub\nGroupKey = "+emu.GroupKey())
 	host := strings.TrimPrefix(srv.URL, "https://")
 	extra := "\n[EventHub]\nConnectionString = Endpoint=sb://" + host + "/;SharedAccessKeyName=send;SharedAccessKey=" + testKey + "\nEventHubName = device-logs\n"
 	f, err := os.OpenFile(ini, os.O_APPEND|os.O_WRONLY, 0)

@@ -13,7 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/iotc-go/iotc/examples/internal/sample"
+	"github.com/iotc-go/iotc/examples/internal/sampletest"
 )
 
 // lumberjack v2.2.1 starts one goroutine per Logger that compresses and
@@ -26,9 +26,9 @@ func TestMain(m *testing.M) {
 // TestFileLogSample runs with a group key and -v and checks the rotating
 // log file: JSON lines from the SDK, without the key.
 func TestFileLogSample(t *testing.T) {
-	emu := sample.StartEmulator(t)
+	emu := sampletest.StartEmulator(t)
 	dir := t.TempDir()
-	ini := sample.WriteINI(t, emu, dir, "DEVICE_A", "DeviceId = sample-filelog\nGroupKey = "+emu.GroupKey())
+	ini := sampletest.WriteINI(t, emu, dir, "DEVICE_A", "DeviceId = sample-filelog\nGroupKey = "+emu.GroupKey())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out bytes.Buffer

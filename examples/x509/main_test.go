@@ -12,7 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iotc-go/iotc/emulator"
-	"github.com/iotc-go/iotc/examples/internal/sample"
+	"github.com/iotc-go/iotc/examples/internal/sampletest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -29,13 +29,13 @@ func TestX509Sample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	emu := sample.StartEmulator(t)
+	emu := sampletest.StartEmulator(t)
 	if _, err := emu.PutEnrollmentGroup(emulator.EnrollmentGroup{ID: "x509-sample", Enabled: true, CACertPEM: caPEM}); err != nil {
 		t.Fatal(err)
 	}
 	creds := "CertFilePath = " + filepath.Join(vec, "ec-cert.pem") + "\nKeyFilePath = " + filepath.Join(vec, "ec-pkcs8-aes256.key") + "\nCertPassphrase = correct horse"
 	dir := t.TempDir()
-	ini := sample.WriteINI(t, emu, dir, "DEVICE_X509", creds)
+	ini := sampletest.WriteINI(t, emu, dir, "DEVICE_X509", creds)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out bytes.Buffer
@@ -45,7 +45,7 @@ func TestX509Sample(t *testing.T) {
 	if !strings.Contains(out.String(), "connected as pkcs8-device") {
 		t.Errorf("output:\n%s", out.String())
 	}
-	ini = sample.WriteINI(t, emu, dir, "DEVICE_X509", creds+"\nConnectionString = HostName="+emu.HubHost()+";DeviceId=pkcs8-device;x509=true")
+	ini = sampletest.WriteINI(t, emu, dir, "DEVICE_X509", creds+"\nConnectionString = HostName="+emu.HubHost()+";DeviceId=pkcs8-device;x509=true")
 	if err := run(ctx, []string{"-config", ini, "-section", "DEVICE_X509", "-count", "1", "-interval", "10ms"}, &out, &out); err != nil {
 		t.Fatalf("run with a connection string: %v\n%s", err, out.String())
 	}
@@ -53,7 +53,7 @@ func TestX509Sample(t *testing.T) {
 	if err != nil || len(msgs) != 4 {
 		t.Fatalf("telemetry: %d messages, %v; want 4", len(msgs), err)
 	}
-	bad := sample.WriteINI(t, emu, dir, "DEVICE_X509", strings.Replace(creds, "correct horse", "wrong horse", 1))
+	bad := sampletest.WriteINI(t, emu, dir, "DEVICE_X509", strings.Replace(creds, "correct horse", "wrong horse", 1))
 	if err := run(ctx, []string{"-config", bad, "-section", "DEVICE_X509", "-count", "1"}, &out, &out); err == nil || !strings.Contains(err.Error(), "passphrase") {
 		t.Errorf("wrong passphrase: %v", err)
 	}

@@ -1,4 +1,6 @@
-package sample
+// Package sampletest holds the test helpers of the samples.ini examples:
+// an in-process emulator and a samples.ini that reaches it.
+package sampletest
 
 import (
 	"context"
