@@ -151,7 +151,8 @@ func (d *deviceFlags) configure(stderr io.Writer) (iotc.Config, error) {
 		// The environment or flags name the credential: the file's keys
 		// no longer count.
 		dev.GroupKey, dev.DeviceKey, dev.ConnectionString = os.Getenv("IOTC_GROUP_KEY"), os.Getenv("IOTC_DEVICE_KEY"), os.Getenv("IOTC_CONNECTION_STRING")
-		dev.CertFile, dev.KeyFile, dev.CertPassphrase = d.cert, d.key, os.Getenv("IOTC_KEY_PASSPHRASE")
+		dev.CertFile, dev.KeyFile = d.cert, d.key
+		dev.CertPassphrase = or(os.Getenv("IOTC_KEY_PASSPHRASE"), dev.CertPassphrase)
 	}
 	n := 0
 	for _, set := range []bool{dev.GroupKey != "", dev.DeviceKey != "", dev.CertFile != "" || dev.KeyFile != "", dev.ConnectionString != "" && dev.CertFile == ""} {
