@@ -78,8 +78,10 @@ func DeviceKey(key string) Credential {
 }
 
 // X509Files is an X.509 client certificate and its private key as PEM
-// files. passphrase decrypts a legacy encrypted PEM key ("Proc-Type:
-// 4,ENCRYPTED"); leave it empty for a plain key. The certificate's subject
+// files. passphrase decrypts an encrypted key: PKCS#8 "ENCRYPTED PRIVATE
+// KEY" as OpenSSL 3 writes it by default (PBES2, PBKDF2, AES-CBC) or
+// legacy PEM ("Proc-Type: 4,ENCRYPTED"); leave it empty for a plain key.
+// A wrong or missing passphrase fails New with ErrInvalidConfig. The certificate's subject
 // CN must be the device id; Config.DeviceID may be left empty.
 func X509Files(certFile, keyFile, passphrase string) Credential {
 	return Credential{domain.Credential{Kind: domain.KindX509, CertFile: certFile, KeyFile: keyFile, Passphrase: passphrase}}
@@ -96,6 +98,22 @@ func X509PEM(certPEM, keyPEM []byte, passphrase string) Credential {
 // IDScope is not needed.
 func ConnectionString(s string) Credential {
 	return Credential{domain.Credential{Kind: domain.KindConnectionString, ConnectionString: s}}
+}
+
+// X509ConnectionString is a hub connection string for an X.509 device,
+// "HostName=...;DeviceId=...;x509=true", with its certificate and key
+// given as X509Files or X509PEM (as the official SDKs' connection string
+// plus certificate options). DPS is skipped; IDScope is not needed. An
+// invalid pairing (cert not X.509, no x509=true) fails in New with
+// ErrInvalidConfig.
+func X509ConnectionString(s string, cert Credential) Credential {
+	c := cert.c
+	if c.Kind != domain.KindX509 {
+		// Keep the kind wrong on purpose: Validate then refuses it.
+		return Credential{domain.Credential{Kind: domain.KindConnectionString, ConnectionString: s + ";x509=true"}}
+	}
+	c.Kind, c.ConnectionString = domain.KindConnectionString, s
+	return Credential{c}
 }
 
 // DeriveDeviceKey derives a device's key from a group key, as IoT Central

@@ -161,6 +161,9 @@ func New(opts Options) (*Client, error) {
 	c.log = c.log.With("device_id", regID)
 	switch opts.Credential.Kind {
 	case domain.KindGroupKey, domain.KindDeviceKey, domain.KindConnectionString:
+		if opts.Credential.UsesX509() {
+			break
+		}
 		if c.deviceKey, err = opts.Credential.DeviceKey(regID); err != nil {
 			return nil, fmt.Errorf("%w: %w", domain.ErrInvalidConfig, err)
 		}

@@ -99,7 +99,7 @@ func (c *Client) assignment(ctx context.Context) (assignment, error) {
 			c.log.Info("cached credentials belong to another configuration; provisioning")
 		default:
 			a := assignment{hub: rec.Hub, deviceID: rec.DeviceID, fromCache: true}
-			c.log.Info("using cached credentials", "hub", a.hub, "device_id", a.deviceID)
+			c.log.Info("using cached credentials", "hub", a.hub)
 			c.mu.Lock()
 			c.assign = &a
 			c.mu.Unlock()
@@ -139,7 +139,7 @@ func (c *Client) provision(ctx context.Context) (assignment, error) {
 		return assignment{}, fmt.Errorf("%w: provisioning returned no hub or device id", domain.ErrMalformed)
 	}
 	a := assignment{hub: res.Hub, deviceID: res.DeviceID}
-	c.log.Info("provisioned", "hub", a.hub, "device_id", a.deviceID, "substatus", res.Substatus)
+	c.log.Info("provisioned", "hub", a.hub, "substatus", res.Substatus)
 	c.mu.Lock()
 	c.assign = &a
 	c.provided = res.Payload
@@ -166,7 +166,7 @@ func (c *Client) provision(ctx context.Context) (assignment, error) {
 // auth builds the credentials of one request: a SAS token for resource
 // valid TokenTTL from now, or the X.509 certificate.
 func (c *Client) auth(resource, keyName string) (ports.Auth, time.Time, error) {
-	if c.opts.Credential.Kind == domain.KindX509 {
+	if c.opts.Credential.UsesX509() {
 		cert, err := c.opts.Credential.TLSCertificate()
 		if err != nil {
 			return ports.Auth{}, time.Time{}, err

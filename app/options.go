@@ -200,7 +200,9 @@ func (o Options) validate() (regID string, err error) {
 			return "", err
 		}
 		if cs.X509 {
-			return bad("an x509 connection string carries no certificate; use an X.509 credential with the hub's IDScope instead")
+			if _, err := o.Credential.TLSCertificate(); err != nil {
+				return "", err
+			}
 		}
 		if cs.ModuleID != "" {
 			return bad("module identities are not supported")

@@ -51,10 +51,12 @@ type Credential struct {
 	CertFile, KeyFile string
 	// CertPEM and KeyPEM are PEM contents, used when the files are empty.
 	CertPEM, KeyPEM []byte
-	// Passphrase decrypts a legacy encrypted PEM key, if set.
+	// Passphrase decrypts an encrypted key: PKCS#8 "ENCRYPTED PRIVATE KEY"
+	// (PBES2, OpenSSL 3's default) or legacy "Proc-Type: 4,ENCRYPTED" PEM.
 	Passphrase string
 	// ConnectionString is "HostName=...;DeviceId=...;SharedAccessKey=..."
-	// (KindConnectionString).
+	// or "HostName=...;DeviceId=...;x509=true" with the certificate in the
+	// X.509 fields (KindConnectionString).
 	ConnectionString string
 }
 
@@ -85,12 +87,19 @@ func (c Credential) Validate() error {
 			return fmt.Errorf("%w: %s: %w", ErrInvalidConfig, c.Kind, err)
 		}
 	case KindX509:
-		if (c.CertFile == "") == (len(c.CertPEM) == 0) || (c.KeyFile == "") == (len(c.KeyPEM) == 0) {
+		if !c.hasCertAndKey() {
 			return fmt.Errorf("%w: x509 needs a certificate and a key, as files or PEM", ErrInvalidConfig)
 		}
 	case KindConnectionString:
-		if _, err := ParseConnectionString(c.ConnectionString); err != nil {
+		cs, err := ParseConnectionString(c.ConnectionString)
+		if err != nil {
 			return err
+		}
+		if cs.X509 && !c.hasCertAndKey() {
+			return fmt.Errorf("%w: an x509=true connection string needs a certificate and a key, as files or PEM", ErrInvalidConfig)
+		}
+		if !cs.X509 && (c.CertFile != "" || len(c.CertPEM) > 0) {
+			return fmt.Errorf("%w: a certificate was given but the connection string has no x509=true", ErrInvalidConfig)
 		}
 	default:
 		return fmt.Errorf("%w: no credential", ErrInvalidConfig)
@@ -113,16 +122,40 @@ func (c Credential) DeviceKey(registrationID string) (string, error) {
 		if err != nil {
 			return "", err
 		}
+		if cs.X509 {
+			return "", fmt.Errorf("%w: an x509=true connection string has no symmetric key", ErrInvalidConfig)
+		}
 		return cs.SharedAccessKey, ValidateKey(cs.SharedAccessKey)
 	}
 	return "", fmt.Errorf("%w: %s has no symmetric key", ErrInvalidConfig, c.Kind)
 }
 
+// hasCertAndKey: exactly one of file and PEM for each.
+func (c Credential) hasCertAndKey() bool {
+	return (c.CertFile == "") != (len(c.CertPEM) == 0) && (c.KeyFile == "") != (len(c.KeyPEM) == 0)
+}
+
+// UsesX509 reports whether the device authenticates with a client
+// certificate: an X.509 credential, or a connection string with
+// x509=true (whose certificate and key are in CertFile/KeyFile or
+// CertPEM/KeyPEM).
+func (c Credential) UsesX509() bool {
+	if c.Kind == KindX509 {
+		return true
+	}
+	if c.Kind != KindConnectionString {
+		return false
+	}
+	cs, err := ParseConnectionString(c.ConnectionString)
+	return err == nil && cs.X509
+}
+
 // TLSCertificate loads the X.509 client certificate and key. An encrypted
-// legacy PEM key ("Proc-Type: 4,ENCRYPTED") is decrypted with Passphrase.
+// key, PKCS#8 PBES2 ("ENCRYPTED PRIVATE KEY", see DecryptPKCS8) or legacy
+// PEM ("Proc-Type: 4,ENCRYPTED"), is decrypted with Passphrase.
 // Errors wrap ErrInvalidConfig and never contain key material.
 func (c Credential) TLSCertificate() (tls.Certificate, error) {
-	if c.Kind != KindX509 {
+	if !c.UsesX509() {
 		return tls.Certificate{}, fmt.Errorf("%w: %s is not an x509 credential", ErrInvalidConfig, c.Kind)
 	}
 	certPEM, keyPEM := c.CertPEM, c.KeyPEM
@@ -171,7 +204,11 @@ func decryptKeyPEM(keyPEM []byte, passphrase string) ([]byte, error) {
 			}
 			block = &pem.Block{Type: block.Type, Bytes: der}
 		} else if block.Type == "ENCRYPTED PRIVATE KEY" {
-			return nil, fmt.Errorf("%w: PKCS#8 encrypted keys are not supported; convert with `openssl pkcs8 -traditional` or decrypt the key", ErrInvalidConfig)
+			der, err := DecryptPKCS8(block.Bytes, passphrase)
+			if err != nil {
+				return nil, err
+			}
+			block = &pem.Block{Type: "PRIVATE KEY", Bytes: der}
 		}
 		out = append(out, pem.EncodeToMemory(block)...)
 	}

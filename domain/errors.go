@@ -11,29 +11,29 @@ import (
 var (
 	// ErrNotConnected is returned by operations that need a live hub
 	// session while the client is offline or reconnecting.
-	ErrNotConnected = errors.New("iotc: not connected")
+	ErrNotConnected = errors.New("not connected")
 	// ErrClosed is returned after Close.
-	ErrClosed = errors.New("iotc: client closed")
+	ErrClosed = errors.New("client closed")
 	// ErrMessageTooLarge is returned before sending a message over an IoT
 	// Hub limit (256 KiB telemetry, 32 KiB twin sections, 128 KiB method
 	// payloads).
-	ErrMessageTooLarge = errors.New("iotc: message too large")
+	ErrMessageTooLarge = errors.New("message too large")
 	// ErrUnauthorized reports refused credentials (MQTT CONNACK 4 or 5,
 	// AMQP unauthorized-access, HTTP 401). It is never retried as is.
-	ErrUnauthorized = errors.New("iotc: unauthorized")
+	ErrUnauthorized = errors.New("unauthorized")
 	// ErrDeviceNotFound reports a device identity the hub does not know.
-	ErrDeviceNotFound = errors.New("iotc: device not found")
+	ErrDeviceNotFound = errors.New("device not found")
 	// ErrThrottled reports IoT Hub or DPS throttling (status 429).
-	ErrThrottled = errors.New("iotc: throttled")
+	ErrThrottled = errors.New("throttled")
 	// ErrTimeout reports a request the hub did not answer in time.
-	ErrTimeout = errors.New("iotc: timed out waiting for the service")
+	ErrTimeout = errors.New("timed out waiting for the service")
 	// ErrNotSupported reports an operation the transport cannot do, such as
 	// renewing a SAS token in place over MQTT.
-	ErrNotSupported = errors.New("iotc: not supported by this transport")
+	ErrNotSupported = errors.New("not supported by this transport")
 	// ErrInvalidConfig reports a configuration that cannot work.
-	ErrInvalidConfig = errors.New("iotc: invalid configuration")
+	ErrInvalidConfig = errors.New("invalid configuration")
 	// ErrMalformed reports a service payload that cannot be parsed.
-	ErrMalformed = errors.New("iotc: malformed payload")
+	ErrMalformed = errors.New("malformed payload")
 )
 
 // HubError is a failed IoT Hub or DPS request that carries the service's

@@ -25,13 +25,13 @@ const DefaultTokenTTL = time.Hour
 // Errors returned by the SAS functions. Match them with errors.Is.
 var (
 	// ErrInvalidKey reports a symmetric key that is not valid base64 or is empty.
-	ErrInvalidKey = errors.New("iotc: symmetric key is not valid base64")
+	ErrInvalidKey = errors.New("symmetric key is not valid base64")
 	// ErrMalformedToken reports a SAS token that cannot be parsed.
-	ErrMalformedToken = errors.New("iotc: malformed SAS token")
+	ErrMalformedToken = errors.New("malformed SAS token")
 	// ErrTokenExpired reports a SAS token whose se lies in the past.
-	ErrTokenExpired = errors.New("iotc: SAS token expired")
+	ErrTokenExpired = errors.New("SAS token expired")
 	// ErrBadSignature reports a SAS token whose signature does not match the key.
-	ErrBadSignature = errors.New("iotc: SAS token signature does not match")
+	ErrBadSignature = errors.New("SAS token signature does not match")
 )
 
 func decodeKey(key string) ([]byte, error) {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/iotc-go/iotc/emulator/internal/dashboard"
@@ -74,8 +75,17 @@ func restErr(err error) error {
 	default:
 		return err
 	}
-	return fmt.Errorf("%w: %w", target, err)
+	return restError{target: target, err: err}
 }
+
+// restError matches both the REST sentinel and the model's error; its
+// text is the model's detail once, without internal package prefixes
+// ("not found: device \"x\"", not "restapi: not found: emulator: not
+// found: device \"x\"").
+type restError struct{ target, err error }
+
+func (e restError) Error() string   { return strings.TrimPrefix(e.err.Error(), "emulator: ") }
+func (e restError) Unwrap() []error { return []error{e.target, e.err} }
 
 func toRESTDevice(d Device) restapi.Device {
 	return restapi.Device{
@@ -230,7 +240,7 @@ func (b restBackend) GetEnrollmentGroup(ctx context.Context, id string) (restapi
 	gs := b.e.EnrollmentGroups()
 	i := slices.IndexFunc(gs, func(g EnrollmentGroup) bool { return g.ID == id })
 	if i < 0 {
-		return restapi.EnrollmentGroup{}, fmt.Errorf("%w: enrollment group %q", restapi.ErrNotFound, id)
+		return restapi.EnrollmentGroup{}, restError{target: restapi.ErrNotFound, err: fmt.Errorf("not found: enrollment group %q", id)}
 	}
 	return toRESTGroup(gs[i]), nil
 }
@@ -248,7 +258,7 @@ func (b restBackend) PutEnrollmentGroup(ctx context.Context, rg restapi.Enrollme
 			g.CACertPEM = append(append(g.CACertPEM, '\n'), sc.Secondary.Certificate...)
 		}
 		if len(g.CACertPEM) == 0 {
-			return restapi.EnrollmentGroup{}, fmt.Errorf("%w: X.509 group %q without a signing certificate", restapi.ErrBadRequest, rg.ID)
+			return restapi.EnrollmentGroup{}, restError{target: restapi.ErrBadRequest, err: fmt.Errorf("X.509 group %q without a signing certificate", rg.ID)}
 		}
 	default:
 		g.PrimaryKey, g.SecondaryKey = rg.Attestation.SymmetricKey.PrimaryKey, rg.Attestation.SymmetricKey.SecondaryKey

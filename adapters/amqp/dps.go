@@ -78,7 +78,7 @@ func (t *Transport) Provision(ctx context.Context, req ports.ProvisioningRequest
 	if req.Auth.SASToken != "" {
 		sasl = goamqp.SASLTypePlain(node, req.Auth.SASToken)
 	}
-	log := t.log.With("registrationId", reg, "host", req.Host)
+	log := t.log.With("registration_id", reg, "host", req.Host)
 	log.Debug("dps: connecting")
 	cctx, cancel := context.WithTimeout(ctx, t.connTimeout)
 	defer cancel()
@@ -95,7 +95,7 @@ func (t *Transport) Provision(ctx context.Context, req ports.ProvisioningRequest
 	if err != nil {
 		return domain.Assignment{}, err
 	}
-	log.Debug("dps: assigned", "hub", a.Hub, "deviceId", a.DeviceID, "substatus", a.Substatus)
+	log.Debug("dps: assigned", "hub", a.Hub, "device_id", a.DeviceID, "substatus", a.Substatus)
 	return a, nil
 }
 

@@ -101,7 +101,7 @@ func (t *Transport) Connect(ctx context.Context, conn ports.HubConnection, event
 	}
 	s := &Session{
 		t:        t,
-		log:      t.log.With("deviceId", conn.DeviceID, "host", conn.Host),
+		log:      t.log.With("device_id", conn.DeviceID, "host", conn.Host),
 		deviceID: conn.DeviceID,
 		events:   events,
 		pending:  make(map[string]chan *goamqp.Message),
@@ -119,7 +119,7 @@ func (t *Transport) Connect(ctx context.Context, conn ports.HubConnection, event
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("hub: %w", err)
 	}
-	s.log.Debug("hub: connecting", "modelId", conn.ModelID)
+	s.log.Debug("hub: connecting", "model_id", conn.ModelID)
 	cctx, cancel := context.WithTimeout(ctx, t.connTimeout)
 	defer cancel()
 	c, err := t.open(cctx, conn.Host, conn.Auth.Certificate, sasl)

@@ -3,6 +3,9 @@
 // temperature every interval, accepts the writable property
 // targetTemperature, answers the commands reboot and getMaxMinReport, and
 // prints queued commands and cloud-to-device messages, until interrupted.
+// targetTemperature is accepted at the root and in the components
+// thermostat1 and thermostat2 (the TemperatureController model), each with
+// its own target; other components are answered 404.
 //
 // Configuration comes from flags, each defaulting to an environment
 // variable. Secrets (keys, passphrase) are read from the environment only,
@@ -20,7 +23,10 @@
 //	IOTC_PROVISIONING_HOST -dps         DPS host (default global.azure-devices-provisioning.net)
 //	IOTC_CA_FILE           -ca          PEM file of extra CAs to trust (the emulator's ca.pem)
 //	                       -port        port of DPS and hub (default the transport's: 8883, 443, 5671)
+//	                       -ws-port     port of the WebSocket transports as a fallback (default 443)
 //	                       -transport   mqtt, mqttws, amqp (AMQP over TLS) or amqpws (AMQP over WebSockets)
+//	                       -fallback    transports tried in order when -transport cannot connect, e.g. mqttws,amqpws
+//	HTTPS_PROXY            -proxy       HTTP CONNECT proxy of the WebSocket transports (http://user:pass@host:port)
 //	                       -interval    telemetry interval (default 5s)
 //	                       -count       telemetry messages to send, then exit (0 = until interrupted)
 //	                       -credentials credentials cache file (optional)
@@ -40,8 +46,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -65,7 +73,8 @@ func env(name, def string) string {
 
 type settings struct {
 	scope, device, cert, key, model, dps, ca, transport, credentials string
-	port, count                                                      int
+	fallback, proxy                                                  string
+	port, wsPort, count                                              int
 	interval                                                         time.Duration
 	verbose                                                          bool
 }
@@ -82,7 +91,10 @@ func parse(args []string) (settings, error) {
 	fs.StringVar(&s.ca, "ca", env("IOTC_CA_FILE", ""), "PEM file of CAs to trust besides the system roots (IOTC_CA_FILE)")
 	fs.StringVar(&s.transport, "transport", "mqtt", "transport: mqtt, mqttws, amqp or amqpws")
 	fs.StringVar(&s.credentials, "credentials", "", "credentials cache file")
+	fs.StringVar(&s.fallback, "fallback", "", "comma-separated transports tried in order when -transport cannot connect (e.g. mqttws,amqpws)")
+	fs.StringVar(&s.proxy, "proxy", "", "HTTP CONNECT proxy of the WebSocket transports, http://[user:password@]host:port (default HTTPS_PROXY)")
 	fs.IntVar(&s.port, "port", 0, "port of DPS and the hub (default the transport's)")
+	fs.IntVar(&s.wsPort, "ws-port", 0, "port of the WebSocket transports when they are a -fallback (default 443)")
 	fs.IntVar(&s.count, "count", 0, "telemetry messages to send before exiting (0: until interrupted)")
 	fs.DurationVar(&s.interval, "interval", 5*time.Second, "telemetry interval")
 	fs.BoolVar(&s.verbose, "v", false, "log every message")
@@ -141,6 +153,22 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	var fallback []iotc.Transport
+	if s.fallback != "" {
+		for _, name := range strings.Split(s.fallback, ",") {
+			t, err := transport(strings.TrimSpace(name))
+			if err != nil {
+				return fmt.Errorf("-fallback: %w", err)
+			}
+			fallback = append(fallback, t)
+		}
+	}
+	var proxy *url.URL
+	if s.proxy != "" {
+		if proxy, err = url.Parse(s.proxy); err != nil || proxy.Host == "" {
+			return errors.New("-proxy: want http://[user:password@]host:port")
+		}
+	}
 	var roots *x509.CertPool
 	if s.ca != "" {
 		pemBytes, err := os.ReadFile(s.ca)
@@ -166,8 +194,11 @@ func run(args []string) error {
 		Credential:       cred,
 		ModelID:          s.model,
 		Transport:        tr,
+		Fallback:         fallback,
+		Proxy:            proxy,
 		ProvisioningHost: s.dps,
 		Port:             s.port,
+		WebSocketPort:    s.wsPort,
 		RootCAs:          roots,
 		CredentialsFile:  s.credentials,
 		Logger:           logger,
@@ -181,8 +212,9 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	th := &thermostat{temperature: 21, target: 21, min: math.Inf(1), max: math.Inf(-1)}
-	client.OnProperty(th.onProperty)
+	dev := newDevice()
+	th := dev.thermostats[""]
+	client.OnProperty(dev.onProperty)
 	client.OnCommand(th.onCommand)
 	client.OnQueuedCommand(func(_ context.Context, c iotc.Command) iotc.Outcome {
 		fmt.Printf("queued command %s (component %q): %s\n", c.Name, c.Component, c.Payload)
@@ -249,6 +281,28 @@ func (t *thermostat) step() float64 {
 	return math.Round(t.temperature*100) / 100
 }
 
+// device is the root thermostat and those of the components.
+type device struct {
+	thermostats map[string]*thermostat // by component, "" the root
+}
+
+func newDevice() *device {
+	d := &device{thermostats: map[string]*thermostat{}}
+	for _, c := range []string{"", "thermostat1", "thermostat2"} {
+		d.thermostats[c] = &thermostat{temperature: 21, target: 21, min: math.Inf(1), max: math.Inf(-1)}
+	}
+	return d
+}
+
+// onProperty hands a writable property to the thermostat of its component.
+func (d *device) onProperty(ctx context.Context, p iotc.Property) iotc.PropertyAck {
+	t, ok := d.thermostats[p.Component]
+	if !ok {
+		return iotc.PropertyAck{Status: 404, Description: "unknown component " + p.Component}
+	}
+	return t.onProperty(ctx, p)
+}
+
 func (t *thermostat) onProperty(_ context.Context, p iotc.Property) iotc.PropertyAck {
 	if p.Name != "targetTemperature" {
 		return iotc.PropertyAck{Status: 404, Description: "unknown property " + p.Name}
@@ -260,7 +314,7 @@ func (t *thermostat) onProperty(_ context.Context, p iotc.Property) iotc.Propert
 	t.mu.Lock()
 	t.target = v
 	t.mu.Unlock()
-	fmt.Printf("targetTemperature set to %v (version %d)\n", v, p.Version)
+	fmt.Printf("targetTemperature of %q set to %v (version %d)\n", p.Component, v, p.Version)
 	return iotc.PropertyAck{Status: 200, Description: "target applied"}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/iotc-go/iotc"
 	"github.com/iotc-go/iotc/emulator"
 )
 
@@ -118,5 +119,74 @@ func TestDeviceOverAMQP(t *testing.T) {
 			t.Errorf("no %s telemetry reached the emulator", tr)
 		}
 		stop()
+	}
+}
+
+// TestPropertyHandlerPerComponent: a thermostat1 target changes only
+// thermostat1; the root keeps its own, unknown components get 404.
+func TestPropertyHandlerPerComponent(t *testing.T) {
+	d := newDevice()
+	ctx := context.Background()
+	ack := d.onProperty(ctx, iotc.Property{Component: "thermostat1", Name: "targetTemperature", Value: []byte("30"), Version: 2})
+	if ack.Status != 200 {
+		t.Fatalf("thermostat1 ack %+v", ack)
+	}
+	if got := d.thermostats["thermostat1"].target; got != 30 {
+		t.Errorf("thermostat1 target %v, want 30", got)
+	}
+	if got := d.thermostats[""].target; got != 21 {
+		t.Errorf("root target %v changed, want 21", got)
+	}
+	if ack := d.onProperty(ctx, iotc.Property{Component: "fan", Name: "targetTemperature", Value: []byte("1")}); ack.Status != 404 {
+		t.Errorf("unknown component ack %+v, want 404", ack)
+	}
+	if ack := d.onProperty(ctx, iotc.Property{Name: "targetTemperature", Value: []byte(`"hot"`)}); ack.Status != 400 {
+		t.Errorf("bad value ack %+v, want 400", ack)
+	}
+}
+
+// TestDeviceFallbackFlag: with 8883 refused, -fallback mqttws reaches the
+// emulator over WebSockets; bad -fallback and -proxy values are refused.
+func TestDeviceFallbackFlag(t *testing.T) {
+	emu, err := emulator.Start(context.Background(), &emulator.Options{MQTTAddr: "127.0.0.1:0", RESTAddr: "-", RetryAfter: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, emu.CACertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("IOTC_ID_SCOPE", emu.IDScope())
+	t.Setenv("IOTC_GROUP_KEY", emu.GroupKey())
+	t.Setenv("IOTC_DEVICE_KEY", "")
+	t.Setenv("IOTC_CONNECTION_STRING", "")
+	// A port with nothing listening stands for a blocked 8883.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, closed, _ := net.SplitHostPort(ln.Addr().String())
+	ln.Close()
+	_, wsPort, _ := net.SplitHostPort(emu.WebSocketAddr())
+	id := "example-fallback"
+	watch, stop := emu.WatchTelemetry(id)
+	defer stop()
+	args := []string{"-device", id, "-dps", "127.0.0.1", "-port", closed, "-ca", ca, "-fallback", "mqttws", "-interval", "10ms", "-count", "1"}
+	if err := run(append(args, "-ws-port", wsPort)); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	select {
+	case <-watch:
+	case <-time.After(waitLimit):
+		t.Fatal("no telemetry over the fallback")
+	}
+	for _, bad := range [][]string{
+		{"-device", "d", "-fallback", "mqtt,pigeon"},
+		{"-device", "d", "-proxy", "::not a url"},
+	} {
+		if err := run(bad); err == nil {
+			t.Errorf("%v: no error", bad)
+		}
 	}
 }

@@ -242,9 +242,9 @@ func (c *Core) connect(ctx context.Context, p connParams) (paho.Client, net.Conn
 		if ct != nil {
 			switch ct.ReturnCode() {
 			case 4, 5:
-				return nil, nil, fmt.Errorf("%w: %s refused the connection (CONNACK %d)", domain.ErrUnauthorized, p.host, ct.ReturnCode())
+				return nil, nil, fmt.Errorf("%w: %s: the service refused the credentials (CONNACK %d)", domain.ErrUnauthorized, c.cfg.Name, ct.ReturnCode())
 			case 2:
-				return nil, nil, fmt.Errorf("%w: %s rejected client id %q (CONNACK 2)", domain.ErrInvalidConfig, p.host, p.clientID)
+				return nil, nil, fmt.Errorf("%w: %s: the service rejected client id %q (CONNACK 2)", domain.ErrInvalidConfig, c.cfg.Name, p.clientID)
 			}
 		}
 		if ctx.Err() != nil {

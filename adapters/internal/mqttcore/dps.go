@@ -61,7 +61,7 @@ func (c *Core) Provision(ctx context.Context, req ports.ProvisioningRequest) (do
 	}
 	d := &dpsConn{core: c, responses: make(chan dpsMsg, 16), lost: make(chan struct{})}
 	var lostOnce sync.Once
-	log := c.log.With("registrationId", reg, "host", req.Host)
+	log := c.log.With("registration_id", reg, "host", req.Host)
 	log.Debug("dps: connecting")
 	cl, raw, err := c.connect(ctx, connParams{
 		host:     req.Host,
@@ -96,7 +96,7 @@ func (c *Core) Provision(ctx context.Context, req ports.ProvisioningRequest) (do
 	if err != nil {
 		return domain.Assignment{}, err
 	}
-	log.Debug("dps: assigned", "hub", a.Hub, "deviceId", a.DeviceID, "substatus", a.Substatus)
+	log.Debug("dps: assigned", "hub", a.Hub, "device_id", a.DeviceID, "substatus", a.Substatus)
 	return a, nil
 }
 

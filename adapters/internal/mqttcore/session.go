@@ -79,7 +79,7 @@ func (c *Core) Connect(ctx context.Context, conn ports.HubConnection, events por
 	}
 	s := &Session{
 		core:            c,
-		log:             c.log.With("deviceId", conn.DeviceID, "host", conn.Host),
+		log:             c.log.With("device_id", conn.DeviceID, "host", conn.Host),
 		deviceID:        conn.DeviceID,
 		events:          events,
 		telemetryPrefix: TelemetryTopic(conn.DeviceID, ""),
@@ -91,7 +91,7 @@ func (c *Core) Connect(ctx context.Context, conn ports.HubConnection, events por
 			s.expiry = t.Expiry
 		}
 	}
-	s.log.Debug("hub: connecting", "modelId", conn.ModelID)
+	s.log.Debug("hub: connecting", "model_id", conn.ModelID)
 	handlers := map[string]paho.MessageHandler{
 		TopicTwinResFilter:              s.onTwinResponse,
 		TopicDesiredFilter:              s.onDesired,

@@ -106,7 +106,9 @@ type Options struct {
 // Dial opens a WebSocket as o says and returns it as a byte stream (each
 // Write is one binary message). ctx bounds the dial only: the connection
 // lives until it is closed. Errors: domain.ErrInvalidConfig (wrapped) for
-// a proxy that refuses or requires credentials (407); ctx's error when
+// a proxy that refuses or requires credentials (407, or 401 from proxies
+// that answer so) or forbids the tunnel (403); domain.ErrUnauthorized
+// (wrapped) when the server refuses the upgrade with 401 or 403; ctx's error when
 // ctx ended; otherwise a retryable error whose text names no network
 // address (proxy unreachable, upgrade refused, TLS failure).
 func Dial(ctx context.Context, o Options) (net.Conn, error) {
@@ -130,6 +132,12 @@ func Dial(ctx context.Context, o Options) (net.Conn, error) {
 				return &proxyError{fmt.Errorf("%w: %s: the proxy refused the credentials of the proxy URL (407)", domain.ErrInvalidConfig, o.Who)}
 			case resp.StatusCode == http.StatusProxyAuthRequired:
 				return &proxyError{fmt.Errorf("%w: %s: the proxy requires authentication (407): put user:password in the proxy URL", domain.ErrInvalidConfig, o.Who)}
+			case resp.StatusCode == http.StatusUnauthorized:
+				// Some proxies answer 401 instead of 407: the same mistake,
+				// which no retry can mend.
+				return &proxyError{fmt.Errorf("%w: %s: the proxy requires authentication (%s): check user:password in the proxy URL", domain.ErrInvalidConfig, o.Who, resp.Status)}
+			case resp.StatusCode == http.StatusForbidden:
+				return &proxyError{fmt.Errorf("%w: %s: the proxy forbids the tunnel (%s): ask its administrator to allow CONNECT to port 443", domain.ErrInvalidConfig, o.Who, resp.Status)}
 			case resp.StatusCode != http.StatusOK:
 				return &proxyError{fmt.Errorf("%s: the proxy refused the tunnel: %s", o.Who, resp.Status)}
 			}
@@ -145,6 +153,9 @@ func Dial(ctx context.Context, o Options) (net.Conn, error) {
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%s: websocket dial: %w", o.Who, ctx.Err())
+		}
+		if resp != nil && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) {
+			return nil, fmt.Errorf("%w: %s: websocket upgrade refused by the server: %s", domain.ErrUnauthorized, o.Who, resp.Status)
 		}
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 			return nil, fmt.Errorf("%s: websocket upgrade refused by the server: %s", o.Who, resp.Status)
@@ -181,7 +192,7 @@ func Sanitize(err error) error {
 		return pe.err
 	}
 	var keep error
-	for _, s := range []error{context.Canceled, context.DeadlineExceeded, domain.ErrInvalidConfig, domain.ErrTimeout} {
+	for _, s := range []error{context.Canceled, context.DeadlineExceeded, domain.ErrInvalidConfig, domain.ErrUnauthorized, domain.ErrTimeout} {
 		if errors.Is(err, s) {
 			keep = s
 			break

@@ -1,0 +1,273 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/iotc-go/iotc/emulator"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const waitLimit = 30 * time.Second
+
+func startEmulator(t *testing.T) *emulator.Emulator {
+	t.Helper()
+	emu, err := emulator.Start(context.Background(), &emulator.Options{MQTTAddr: "127.0.0.1:0", RESTAddr: "-", RetryAfter: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = emu.Close() })
+	return emu
+}
+
+// writeINI writes a samples.ini with [DEVICE_A] for emu and the group key.
+func writeINI(t *testing.T, emu *emulator.Emulator, id string) string {
+	t.Helper()
+	dir := t.TempDir()
+	host, port, _ := net.SplitHostPort(emu.MQTTAddr())
+	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), emu.CACertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ini := fmt.Sprintf("[DEVICE_A]\nScopeId = %s\nDeviceId = %s\nGroupKey = %s\nProvisioningHost = %s\nPort = %s\nCAFile = ca.pem\n", emu.IDScope(), id, emu.GroupKey(), host, port)
+	p := filepath.Join(dir, "samples.ini")
+	if err := os.WriteFile(p, []byte(ini), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func clearEnv(t *testing.T) {
+	for _, k := range []string{"IOTC_GROUP_KEY", "IOTC_DEVICE_KEY", "IOTC_CONNECTION_STRING", "IOTC_SAMPLES_INI", "IOTC_ID_SCOPE", "IOTC_DEVICE_ID", "IOTC_CERT_FILE", "IOTC_KEY_FILE", "IOTC_CA_FILE", "IOTC_PROVISIONING_HOST"} {
+		t.Setenv(k, "")
+	}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestSendReportTwin: send from the argument and from stdin lines (with a
+// component and properties), report, then read the twin, configured from a
+// samples.ini section.
+func TestSendReportTwin(t *testing.T) {
+	clearEnv(t)
+	emu := startEmulator(t)
+	ini := writeINI(t, emu, "cli-dev")
+	var out, errb bytes.Buffer
+	if err := run(ctxT(t), []string{"send", "-config", ini, `{"temperature": 21.5}`}, nil, &out, &errb); err != nil {
+		t.Fatalf("send: %v\n%s", err, errb.String())
+	}
+	stdin := strings.NewReader("{\"temperature\": 1}\n\n{\"temperature\": 2}\n")
+	if err := run(ctxT(t), []string{"send", "-config", ini, "-component", "thermostat1", "-prop", "alert=yes"}, stdin, &out, &errb); err != nil {
+		t.Fatalf("send stdin: %v\n%s", err, errb.String())
+	}
+	msgs, err := emu.TelemetryHistory("cli-dev", emulator.TelemetryFilter{})
+	if err != nil || len(msgs) != 3 {
+		t.Fatalf("telemetry %d, %v; want 3", len(msgs), err)
+	}
+	if msgs[2].Component != "thermostat1" || msgs[2].Properties["alert"] != "yes" || !strings.Contains(string(msgs[2].Body), "2") {
+		t.Errorf("last message %+v", msgs[2])
+	}
+	if err := run(ctxT(t), []string{"report", "-config", ini, "-component", "thermostat1", `{"maxTemp": 30}`}, nil, &out, &errb); err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	_, reported, err := emu.Twin("cli-dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	comp, _ := reported["thermostat1"].(map[string]any)
+	if comp["maxTemp"] != float64(30) || comp["__t"] != "c" {
+		t.Errorf("reported %v", reported)
+	}
+	out.Reset()
+	if err := run(ctxT(t), []string{"twin", "-config", ini}, nil, &out, &errb); err != nil {
+		t.Fatalf("twin: %v", err)
+	}
+	var tw struct{ Reported map[string]any }
+	if err := json.Unmarshal(out.Bytes(), &tw); err != nil || tw.Reported["thermostat1"] == nil {
+		t.Errorf("twin output %q: %v", out.String(), err)
+	}
+	if strings.Contains(out.String()+errb.String(), emu.GroupKey()) {
+		t.Error("the group key was printed")
+	}
+}
+
+// syncBuf is a buffer the watch handlers and the test share.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// watch runs "watch" until the returned stop is called.
+func watch(t *testing.T, emu *emulator.Emulator, id string, args ...string) (*syncBuf, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuf{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, append([]string{"watch"}, args...), nil, out, out) }()
+	wctx, wcancel := context.WithTimeout(context.Background(), waitLimit)
+	defer wcancel()
+	if err := emu.WaitSubscribed(wctx, id, "$iothub/methods/POST/#"); err != nil {
+		cancel()
+		t.Fatalf("device never subscribed: %v\n%s", err, out.String())
+	}
+	return out, func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(waitLimit):
+			return errors.New("watch did not stop")
+		}
+	}
+}
+
+// TestWatchAnswersCommands: a fixed reply, then a shell command reading
+// the payload; a desired property is printed and acknowledged.
+func TestWatchAnswersCommands(t *testing.T) {
+	clearEnv(t)
+	emu := startEmulator(t)
+	ini := writeINI(t, emu, "cli-watch")
+	out, stop := watch(t, emu, "cli-watch", "-config", ini, "-reply", `{"rebooted": true}`, "-status", "202")
+	res, err := emu.InvokeCommand(ctxT(t), "cli-watch", "", "reboot", map[string]int{"delay": 1}, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != 202 || !strings.Contains(string(res.Payload), "rebooted") {
+		t.Errorf("fixed reply: %+v", res)
+	}
+	if err := emu.UpdateProperties(ctxT(t), "cli-watch", "", map[string]any{"fanSpeed": 3}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(waitLimit)
+	for {
+		_, reported, _ := emu.Twin("cli-watch")
+		if ack, ok := reported["fanSpeed"].(map[string]any); ok && ack["ac"] == float64(200) {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("fanSpeed never acknowledged; output:\n%s", out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := emu.SendCloudToDevice(ctxT(t), "cli-watch", []byte("hello device"), map[string]string{"k": "v"}); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(out.String(), `"message":"hello device"`) {
+		select {
+		case <-deadline:
+			t.Fatalf("cloud-to-device message never printed:\n%s", out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"command":"reboot"`, `"property":"fanSpeed"`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %s:\n%s", want, out.String())
+		}
+	}
+
+	// The next watch must not see this connection's subscriptions.
+	for {
+		if d, err := emu.Device("cli-watch"); err == nil && !d.Connected {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatal("the emulator still sees the first watch connected")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	_, stop = watch(t, emu, "cli-watch", "-config", ini, "-exec", `read p; printf '{"echo": %s, "name": "%s"}' "$p" "$IOTC_COMMAND"; [ "$IOTC_COMPONENT" = thermostat1 ]`)
+	res, err = emu.InvokeCommand(ctxT(t), "cli-watch", "thermostat1", "getReport", map[string]int{"n": 7}, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct {
+		Echo map[string]int
+		Name string
+	}
+	if res.Status != 200 || json.Unmarshal(res.Payload, &body) != nil || body.Echo["n"] != 7 || body.Name != "getReport" {
+		t.Errorf("exec reply: %d %s", res.Status, res.Payload)
+	}
+	res, err = emu.InvokeCommand(ctxT(t), "cli-watch", "", "getReport", map[string]int{"n": 1}, 10*time.Second)
+	if err != nil || res.Status != 500 {
+		t.Errorf("exec failing (root component): %+v, %v; want 500", res, err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFlagsAndEnvOverFile: environment and flags win over the file; bad
+// usage gets clear errors.
+func TestFlagsAndEnvOverFile(t *testing.T) {
+	clearEnv(t)
+	emu := startEmulator(t)
+	ini := writeINI(t, emu, "from-file")
+	var out, errb bytes.Buffer
+	if err := run(ctxT(t), []string{"send", "-config", ini, "-device", "from-flag", `{"a": 1}`}, nil, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	if msgs, _ := emu.TelemetryHistory("from-flag", emulator.TelemetryFilter{}); len(msgs) != 1 {
+		t.Errorf("from-flag sent %d messages, want 1", len(msgs))
+	}
+	key, err := emu.CreateDevice("env-dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("IOTC_DEVICE_KEY", key)
+	if err := run(ctxT(t), []string{"send", "-config", ini, "-device", "env-dev", `{"a": 2}`}, nil, &out, &errb); err != nil {
+		t.Fatalf("device key from the environment over the file's group key: %v", err)
+	}
+	t.Setenv("IOTC_GROUP_KEY", emu.GroupKey())
+	for _, args := range [][]string{
+		{"send", "-config", ini, `{"a": 2}`}, // two credentials in the environment
+	} {
+		if err := run(ctxT(t), args, nil, &out, &errb); err == nil || !strings.Contains(err.Error(), "more than one") {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+	clearEnv(t)
+	for _, args := range [][]string{
+		nil,
+		{"fly"},
+		{"send", "-config", ini, "not json"},
+		{"report", "-config", ini},
+		{"report", "-config", ini, "[1]"},
+		{"watch", "-config", ini, "-reply", "{bad"},
+		{"send", "-config", ini, "-section", "NOPE", "{}"},
+		{"send", "-config", ini, "-fallback", "pigeon", "{}"},
+		{"send", "-scope", "0ne00000001", "-device", "d", "{}"}, // no credential
+	} {
+		if err := run(ctxT(t), args, nil, &out, &errb); err == nil {
+			t.Errorf("%v: no error", args)
+		}
+	}
+	out.Reset()
+	if err := run(ctxT(t), []string{"--help"}, nil, &out, &errb); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "samples.ini") {
+		t.Errorf("--help: %v", err)
+	}
+}
