@@ -201,6 +201,7 @@ type Core struct {
 	ops      map[string]*dpsOp
 	watchers map[string]map[chan Telemetry]struct{}
 	changes  map[string]chan struct{} // see WaitSubscribed
+	faults   faultState               // see faults.go
 
 	saveMu    sync.Mutex // serialises save
 	persist   bool       // DataDir set and its state loaded; guarded by saveMu
