@@ -423,10 +423,18 @@ func (l *Link) SendAsync(ctx context.Context, msg *Message) (wait func(context.C
 			once.Do(func() { out, werr = r.out, r.err; close(done) })
 		case <-done:
 		case <-wctx.Done():
+			// A disposition that arrived wins over the end of wctx (often
+			// the link's own context, ended right after the device settled
+			// and detached): a settled message is not abandoned.
 			c.mu.Lock()
 			delete(s.unsettledOut, id)
 			c.mu.Unlock()
-			once.Do(func() { werr = wctx.Err(); close(done) })
+			select {
+			case r := <-res: // sent before the delete above, if at all
+				once.Do(func() { out, werr = r.out, r.err; close(done) })
+			default:
+				once.Do(func() { werr = wctx.Err(); close(done) })
+			}
 		}
 		<-done
 		return out, werr
