@@ -280,10 +280,11 @@ func TestRefuseExpireRevokeMQTT(t *testing.T) {
 // amqpDevice is a raw go-amqp device: a connection authenticated through
 // $cbs, a telemetry sender and a C2D receiver.
 type amqpDevice struct {
-	c   *amqp.Conn
-	s   *amqp.Session
-	tel *amqp.Sender
-	c2d *amqp.Receiver
+	c                  *amqp.Conn
+	s                  *amqp.Session
+	tel                *amqp.Sender
+	c2d, twin, methods *amqp.Receiver
+	cbs                *amqp.Receiver
 }
 
 func dialAMQPDevice(t *testing.T, e *Emulator, id, key string, ws bool, props map[string]any) (*amqpDevice, error) {
@@ -314,6 +315,10 @@ func dialAMQPDevice(t *testing.T, e *Emulator, id, key string, ws bool, props ma
 	if code := amqpPutToken(t, s, e, id, hubSAS(t, e, id, key, time.Hour)); code != 200 {
 		return nil, errors.New("put-token status " + fmtInt(int(code)))
 	}
+	cbs, err := s.NewReceiver(ctxT(t), "$cbs", &amqp.ReceiverOptions{Credit: 1})
+	if err != nil {
+		return nil, err
+	}
 	base := "amqps://" + e.HubHost() + "/devices/" + id
 	tel, err := s.NewSender(ctxT(t), base+"/messages/events", &amqp.SenderOptions{Properties: props})
 	if err != nil {
@@ -323,7 +328,17 @@ func dialAMQPDevice(t *testing.T, e *Emulator, id, key string, ws bool, props ma
 	if err != nil {
 		return nil, err
 	}
-	return &amqpDevice{c: c, s: s, tel: tel, c2d: c2d}, nil
+	chanProps := map[string]any{"com.microsoft:channel-correlation-id": "twin:" + id}
+	twin, err := s.NewReceiver(ctxT(t), base+"/twin", &amqp.ReceiverOptions{Credit: 5, Properties: chanProps})
+	if err != nil {
+		return nil, err
+	}
+	methods, err := s.NewReceiver(ctxT(t), base+"/methods/devicebound", &amqp.ReceiverOptions{Credit: 5,
+		Properties: map[string]any{"com.microsoft:channel-correlation-id": "methods:" + id}})
+	if err != nil {
+		return nil, err
+	}
+	return &amqpDevice{c: c, s: s, tel: tel, c2d: c2d, twin: twin, methods: methods, cbs: cbs}, nil
 }
 
 func faultMessage(kind, reason string, duration int) *amqp.Message {
@@ -359,13 +374,34 @@ func amqpCond(err error) string {
 // session or connection ended) and returns the error.
 func (d *amqpDevice) expectC2DEnds(t *testing.T) error {
 	t.Helper()
+	return expectEnds(t, "C2D", d.c2d)
+}
+
+// expectEnds waits until r fails and returns the error.
+func expectEnds(t *testing.T, what string, r *amqp.Receiver) error {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	_, err := d.c2d.Receive(ctx, nil)
+	_, err := r.Receive(ctx, nil)
 	if err == nil || ctx.Err() != nil {
-		t.Fatalf("the C2D link did not end: %v", err)
+		t.Fatalf("the %s link did not end: %v", what, err)
 	}
 	return err
+}
+
+// linkOnlyKill checks that only r's link was detached, with
+// amqp:link:detach-forced: the C2D link and the connection stay.
+func linkOnlyKill(what string, r func(*amqpDevice) *amqp.Receiver) func(t *testing.T, d *amqpDevice) {
+	return func(t *testing.T, d *amqpDevice) {
+		if err := expectEnds(t, what, r(d)); amqpCond(err) != "amqp:link:detach-forced" {
+			t.Fatalf("%s error %v, want amqp:link:detach-forced", what, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		if _, err := d.c2d.Receive(ctx, nil); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("the C2D link ended too: %v", err)
+		}
+	}
 }
 
 // TestAMQPFaultProperties sends each AMQP fault message over AMQP and
@@ -399,6 +435,9 @@ func TestAMQPFaultProperties(t *testing.T) {
 				return nil
 			})
 		}},
+		{"KillAmqpTwinLinkReq", "boom", linkOnlyKill("twin", func(d *amqpDevice) *amqp.Receiver { return d.twin })},
+		{"KillAmqpMethodReqLink", "boom", linkOnlyKill("methods", func(d *amqpDevice) *amqp.Receiver { return d.methods })},
+		{"KillAmqpCBSLinkReq", "boom", linkOnlyKill("$cbs", func(d *amqpDevice) *amqp.Receiver { return d.cbs })},
 		{"InvokeAuthError", "boom", func(t *testing.T, d *amqpDevice) {
 			if err := d.expectC2DEnds(t); amqpCond(err) != "amqp:unauthorized-access" {
 				t.Fatalf("C2D error %v, want amqp:unauthorized-access", err)
