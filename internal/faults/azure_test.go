@@ -355,3 +355,40 @@ func TestAzureAuthErrorNotRetried(t *testing.T) {
 		})
 	}
 }
+
+// TestAzureQuotaExceeded: InvokeMaxMessageQuota (2 s) over each
+// transport. Over MQTT the hub closes the connection on telemetry and
+// refuses reconnects until the window ends: the client re-sends and no
+// send fails. Over AMQP the hub rejects telemetry with
+// amqp:resource-limit-exceeded and the session stays: those sends fail
+// fast with an error that is not retried (the C# e2e tests expect
+// DeviceMaximumQueueDepthExceededException). Afterwards sends succeed
+// and nothing acknowledged is lost.
+func TestAzureQuotaExceeded(t *testing.T) {
+	for _, tp := range transports {
+		t.Run(tp.name, func(t *testing.T) {
+			t.Parallel()
+			env := newAzureEnv(t, tp.tr, "azure-quota")
+			loop := env.startSending(100 * time.Millisecond)
+			env.sendFault("InvokeMaxMessageQuota", "boom", 0, 2)
+			time.Sleep(3 * time.Second) // the 2 s window, then a little more
+			loop.finish()
+			for _, err := range loop.errs {
+				if !tp.amqp {
+					t.Errorf("send failed over quota: %v", err)
+				} else if domain.IsRetryable(err) {
+					t.Errorf("over-quota send failed with a retryable error: %v", err)
+				}
+			}
+			if tp.amqp && len(loop.errs) == 0 {
+				t.Error("no send was refused over quota on AMQP")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), recoveryBuffer)
+			defer cancel()
+			if err := env.client.SendTelemetry(ctx, map[string]any{"after": true}); err != nil {
+				t.Fatalf("send after the quota window: %v", err)
+			}
+			env.checkNothingLost(loop.acked)
+		})
+	}
+}
