@@ -29,24 +29,43 @@ type Fault = core.Fault
 // do against IoT Hub; tests call InjectFault and operators POST
 // /api/devices/{id}/faults.
 const (
+	// FaultKillTCP closes the device's connection (socket).
 	FaultKillTCP                = core.FaultKillTCP
+	// FaultKillAMQPConnection closes the AMQP connection.
 	FaultKillAMQPConnection     = core.FaultKillAMQPConnection
+	// FaultKillAMQPSession ends the AMQP session of the device's links.
 	FaultKillAMQPSession        = core.FaultKillAMQPSession
+	// FaultKillAMQPCBSLinkReq detaches the $cbs links.
 	FaultKillAMQPCBSLinkReq     = core.FaultKillAMQPCBSLinkReq
+	// FaultKillAMQPCBSLinkResp detaches the $cbs links.
 	FaultKillAMQPCBSLinkResp    = core.FaultKillAMQPCBSLinkResp
+	// FaultKillAMQPD2CLink detaches the telemetry link.
 	FaultKillAMQPD2CLink        = core.FaultKillAMQPD2CLink
+	// FaultKillAMQPC2DLink detaches the cloud-to-device link.
 	FaultKillAMQPC2DLink        = core.FaultKillAMQPC2DLink
+	// FaultKillAMQPTwinLinkReq detaches the twin links.
 	FaultKillAMQPTwinLinkReq    = core.FaultKillAMQPTwinLinkReq
+	// FaultKillAMQPTwinLinkResp detaches the twin links.
 	FaultKillAMQPTwinLinkResp   = core.FaultKillAMQPTwinLinkResp
+	// FaultKillAMQPMethodReqLink detaches the direct-method links.
 	FaultKillAMQPMethodReqLink  = core.FaultKillAMQPMethodReqLink
+	// FaultKillAMQPMethodRespLink detaches the direct-method links.
 	FaultKillAMQPMethodRespLink = core.FaultKillAMQPMethodRespLink
+	// FaultShutDownMQTT closes an MQTT connection and refuses new ones for the duration.
 	FaultShutDownMQTT           = core.FaultShutDownMQTT
+	// FaultShutDownAMQP closes an AMQP connection and refuses new ones for the duration.
 	FaultShutDownAMQP           = core.FaultShutDownAMQP
+	// FaultThrottling throttles the device for the duration (see Throttle).
 	FaultThrottling             = core.FaultThrottling
+	// FaultMaxMessageQuota refuses the device's telemetry as over quota for the duration.
 	FaultMaxMessageQuota        = core.FaultMaxMessageQuota
+	// FaultAuthError drops the connection and refuses the device's credentials for the duration.
 	FaultAuthError              = core.FaultAuthError
+	// FaultRefuseConnections refuses new connections for the duration (see RefuseConnections).
 	FaultRefuseConnections      = core.FaultRefuseConnections
+	// FaultExpireToken expires the device's token now (see ExpireToken).
 	FaultExpireToken            = core.FaultExpireToken
+	// FaultRevokeKey revokes the device's keys (see RevokeDeviceKey).
 	FaultRevokeKey              = core.FaultRevokeKey
 )
 

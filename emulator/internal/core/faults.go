@@ -75,9 +75,13 @@ const (
 
 // Names of the application properties that ask for a fault.
 const (
-	PropFaultType     = "AzIoTHub_FaultOperationType"
-	PropFaultReason   = "AzIoTHub_FaultOperationCloseReason"
-	PropFaultDelay    = "AzIoTHub_FaultOperationDelayInSecs"
+	// PropFaultType holds the FaultKind.
+	PropFaultType = "AzIoTHub_FaultOperationType"
+	// PropFaultReason is "boom" (ungraceful) or "byebye" (graceful).
+	PropFaultReason = "AzIoTHub_FaultOperationCloseReason"
+	// PropFaultDelay is the delay in seconds (default 0).
+	PropFaultDelay = "AzIoTHub_FaultOperationDelayInSecs"
+	// PropFaultDuration is the duration in seconds (default DefaultFaultDuration).
 	PropFaultDuration = "AzIoTHub_FaultOperationDurationInSecs"
 )
 
@@ -87,8 +91,9 @@ const (
 	// quota, auth error, shutdown, refusal) that gives none: 5 s, the
 	// default of the C# SDK's fault-injection tests.
 	DefaultFaultDuration = 5 * time.Second
-	// MaxFaultDelay and MaxFaultDuration cap what a request may ask (1 h).
-	MaxFaultDelay    = time.Hour
+	// MaxFaultDelay caps a fault's delay (1 h).
+	MaxFaultDelay = time.Hour
+	// MaxFaultDuration caps a fault's duration (1 h).
 	MaxFaultDuration = time.Hour
 	// MaxShapingDelay is the latency traffic shaping adds at the end of
 	// its phase (it grows linearly from 0).
@@ -280,7 +285,7 @@ func (s *faultState) eachLocked(id string, fn func(*devFaults)) {
 
 // InjectFault schedules fault f on device id (after f.Delay) and returns at
 // once. It returns ErrNotFound for an unknown device, ErrInvalid for a bad
-// fault (ExpireToken of an X.509 device included), ErrClosed after Close.
+// fault, ErrClosed after Close.
 // A connection fault on a device that is offline when it fires does nothing.
 func (c *Core) InjectFault(id string, f Fault) error {
 	f, err := f.Validate()
