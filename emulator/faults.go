@@ -30,43 +30,43 @@ type Fault = core.Fault
 // /api/devices/{id}/faults.
 const (
 	// FaultKillTCP closes the device's connection (socket).
-	FaultKillTCP                = core.FaultKillTCP
+	FaultKillTCP = core.FaultKillTCP
 	// FaultKillAMQPConnection closes the AMQP connection.
-	FaultKillAMQPConnection     = core.FaultKillAMQPConnection
+	FaultKillAMQPConnection = core.FaultKillAMQPConnection
 	// FaultKillAMQPSession ends the AMQP session of the device's links.
-	FaultKillAMQPSession        = core.FaultKillAMQPSession
+	FaultKillAMQPSession = core.FaultKillAMQPSession
 	// FaultKillAMQPCBSLinkReq detaches the $cbs links.
-	FaultKillAMQPCBSLinkReq     = core.FaultKillAMQPCBSLinkReq
+	FaultKillAMQPCBSLinkReq = core.FaultKillAMQPCBSLinkReq
 	// FaultKillAMQPCBSLinkResp detaches the $cbs links.
-	FaultKillAMQPCBSLinkResp    = core.FaultKillAMQPCBSLinkResp
+	FaultKillAMQPCBSLinkResp = core.FaultKillAMQPCBSLinkResp
 	// FaultKillAMQPD2CLink detaches the telemetry link.
-	FaultKillAMQPD2CLink        = core.FaultKillAMQPD2CLink
+	FaultKillAMQPD2CLink = core.FaultKillAMQPD2CLink
 	// FaultKillAMQPC2DLink detaches the cloud-to-device link.
-	FaultKillAMQPC2DLink        = core.FaultKillAMQPC2DLink
+	FaultKillAMQPC2DLink = core.FaultKillAMQPC2DLink
 	// FaultKillAMQPTwinLinkReq detaches the twin links.
-	FaultKillAMQPTwinLinkReq    = core.FaultKillAMQPTwinLinkReq
+	FaultKillAMQPTwinLinkReq = core.FaultKillAMQPTwinLinkReq
 	// FaultKillAMQPTwinLinkResp detaches the twin links.
-	FaultKillAMQPTwinLinkResp   = core.FaultKillAMQPTwinLinkResp
+	FaultKillAMQPTwinLinkResp = core.FaultKillAMQPTwinLinkResp
 	// FaultKillAMQPMethodReqLink detaches the direct-method links.
-	FaultKillAMQPMethodReqLink  = core.FaultKillAMQPMethodReqLink
+	FaultKillAMQPMethodReqLink = core.FaultKillAMQPMethodReqLink
 	// FaultKillAMQPMethodRespLink detaches the direct-method links.
 	FaultKillAMQPMethodRespLink = core.FaultKillAMQPMethodRespLink
 	// FaultShutDownMQTT closes an MQTT connection and refuses new ones for the duration.
-	FaultShutDownMQTT           = core.FaultShutDownMQTT
+	FaultShutDownMQTT = core.FaultShutDownMQTT
 	// FaultShutDownAMQP closes an AMQP connection and refuses new ones for the duration.
-	FaultShutDownAMQP           = core.FaultShutDownAMQP
+	FaultShutDownAMQP = core.FaultShutDownAMQP
 	// FaultThrottling throttles the device for the duration (see Throttle).
-	FaultThrottling             = core.FaultThrottling
+	FaultThrottling = core.FaultThrottling
 	// FaultMaxMessageQuota refuses the device's telemetry as over quota for the duration.
-	FaultMaxMessageQuota        = core.FaultMaxMessageQuota
+	FaultMaxMessageQuota = core.FaultMaxMessageQuota
 	// FaultAuthError drops the connection and refuses the device's credentials for the duration.
-	FaultAuthError              = core.FaultAuthError
+	FaultAuthError = core.FaultAuthError
 	// FaultRefuseConnections refuses new connections for the duration (see RefuseConnections).
-	FaultRefuseConnections      = core.FaultRefuseConnections
+	FaultRefuseConnections = core.FaultRefuseConnections
 	// FaultExpireToken expires the device's token now (see ExpireToken).
-	FaultExpireToken            = core.FaultExpireToken
+	FaultExpireToken = core.FaultExpireToken
 	// FaultRevokeKey revokes the device's keys (see RevokeDeviceKey).
-	FaultRevokeKey              = core.FaultRevokeKey
+	FaultRevokeKey = core.FaultRevokeKey
 )
 
 // Fault limits and defaults.
