@@ -304,17 +304,9 @@ func (c *Core) InjectFault(id string, f Fault) error {
 		c.applyFault(id, f)
 		return nil
 	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		t := time.NewTimer(f.Delay)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			c.applyFault(id, f)
-		case <-c.done:
-		}
-	}()
+	// A timer, not a goroutine counted in c.wg: Close may be waiting on
+	// c.wg already, and the callback does nothing once Close was called.
+	time.AfterFunc(f.Delay, func() { c.applyFault(id, f) })
 	return nil
 }
 
