@@ -154,8 +154,16 @@ func (b amqpBackend) AuthenticateDeviceX509(_ context.Context, deviceID string, 
 // device's one connection; an MQTT or older AMQP connection is dropped.
 func (b amqpBackend) ConnectDevice(_ context.Context, deviceID string, dc amqphub.DeviceConn) (amqphub.DeviceSession, error) {
 	e := b.e
+	if err := e.core.AdmitConnection(deviceID); err != nil {
+		e.log.Warn("AMQP connection refused", "device_id", deviceID, "reason", err.Error())
+		return nil, admitAMQP(err)
+	}
+	modelID := ""
+	if m, ok := dc.(interface{ ModelID() string }); ok {
+		modelID = m.ModelID()
+	}
 	s := &amqpSession{e: e, id: deviceID, dc: dc}
-	prev, err := e.core.Attach(deviceID, s, "")
+	prev, err := e.core.Attach(deviceID, s, modelID)
 	if err != nil {
 		return nil, amqpErr(err)
 	}
@@ -247,7 +255,10 @@ func (s *amqpSession) NotifyC2D() { s.dc.NotifyC2D() }
 func (s *amqpSession) Drop(reason error) { s.dc.Close(reason) }
 
 // Telemetry implements amqphub.DeviceSession.
-func (s *amqpSession) Telemetry(_ context.Context, t amqphub.Telemetry) error {
+func (s *amqpSession) Telemetry(ctx context.Context, t amqphub.Telemetry) error {
+	if err := s.e.core.Admit(ctx, s.id, core.OpTelemetry); err != nil {
+		return admitAMQP(err)
+	}
 	if len(t.Body) > MaxTelemetryBody {
 		return fmt.Errorf("%w: telemetry body of %d bytes exceeds %d", amqphub.ErrTooLarge, len(t.Body), MaxTelemetryBody)
 	}
@@ -258,10 +269,19 @@ func (s *amqpSession) Telemetry(_ context.Context, t amqphub.Telemetry) error {
 }
 
 // Twin implements amqphub.DeviceSession.
-func (s *amqpSession) Twin(context.Context) (int, []byte) { return s.e.core.TwinDocument(s.id) }
+func (s *amqpSession) Twin(ctx context.Context) (int, []byte) {
+	if err := s.e.core.Admit(ctx, s.id, core.OpTwin); err != nil {
+		return twinRefusal(err)
+	}
+	return s.e.core.TwinDocument(s.id)
+}
 
 // PatchReported implements amqphub.DeviceSession.
-func (s *amqpSession) PatchReported(_ context.Context, patch []byte) (int, int64, []byte) {
+func (s *amqpSession) PatchReported(ctx context.Context, patch []byte) (int, int64, []byte) {
+	if err := s.e.core.Admit(ctx, s.id, core.OpTwin); err != nil {
+		status, body := twinRefusal(err)
+		return status, 0, body
+	}
 	return s.e.core.PatchReported(s.id, patch)
 }
 

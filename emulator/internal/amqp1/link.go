@@ -423,6 +423,9 @@ func (l *Link) SendAsync(ctx context.Context, msg *Message) (wait func(context.C
 			once.Do(func() { out, werr = r.out, r.err; close(done) })
 		case <-done:
 		case <-wctx.Done():
+			// A disposition that arrived wins over the end of wctx (often
+			// the link's own context, ended right after the device settled
+			// and detached): a settled message is not abandoned.
 			c.mu.Lock()
 			delete(s.unsettledOut, id)
 			c.mu.Unlock()

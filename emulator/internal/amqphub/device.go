@@ -46,6 +46,8 @@ type devConn struct {
 	desired bool   // PUT /notifications/twin/properties/desired received
 	desCh   string // channel of the twin link that subscribed
 	pending map[amqp.UUID]chan methodResult
+
+	modelID string // com.microsoft:model-id; set before ConnectDevice
 }
 
 type methodResult struct {
@@ -132,7 +134,7 @@ func (cs *connState) authorize(ctx context.Context, a address) (*device, error) 
 
 // session returns the device's live session, connecting it to the backend
 // when there is none.
-func (cs *connState) session(ctx context.Context, d *device) (*devConn, error) {
+func (cs *connState) session(ctx context.Context, d *device, modelID string) (*devConn, error) {
 	cs.mu.Lock()
 	if dc := d.cur; dc != nil {
 		cs.mu.Unlock()
@@ -142,6 +144,7 @@ func (cs *connState) session(ctx context.Context, d *device) (*devConn, error) {
 	dc := &devConn{
 		cs: cs, dev: d, gone: make(chan struct{}), wake: make(chan struct{}, 1),
 		links: map[*amqp1.Link]*linkState{}, pending: map[amqp.UUID]chan methodResult{},
+		modelID: modelID,
 	}
 	sess, err := cs.s.b.ConnectDevice(ctx, d.id, dc)
 	if err != nil {
@@ -253,7 +256,14 @@ func (cs *connState) attachHub(ctx context.Context, ls *linkState) error {
 	if err != nil {
 		return err
 	}
-	dc, err := cs.session(ctx, d)
+	modelID := modelIDOf(l.Properties())
+	cs.mu.Lock()
+	conn := cs.conn
+	cs.mu.Unlock()
+	if modelID == "" && conn != nil {
+		modelID = modelIDOf(conn.OpenProperties())
+	}
+	dc, err := cs.session(ctx, d, modelID)
 	if err != nil {
 		var ae *amqp1.Error
 		if errors.As(err, &ae) {

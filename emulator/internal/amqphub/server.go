@@ -338,7 +338,7 @@ func amqpError(err error) *amqp1.Error {
 		cond = amqp1.ErrCondUnauthorizedAccess
 	case errors.Is(err, ErrNotFound):
 		cond = amqp1.ErrCondNotFound
-	case errors.Is(err, ErrTooLarge):
+	case errors.Is(err, ErrTooLarge), errors.Is(err, ErrQuotaExceeded):
 		cond = amqp1.ErrCondResourceLimitExceeded
 	case errors.Is(err, ErrThrottled):
 		cond = amqp1.ErrCondServerBusy

@@ -61,6 +61,9 @@ func (c *Core) AuthenticateHub(id, token string, certs []*x509.Certificate) (Hub
 		for _, k := range d.keys() {
 			err := tok.Verify(k, now)
 			if err == nil {
+				if ferr := c.checkHubAuthFault(id, k, tok.Expiry); ferr != nil {
+					return HubAuth{}, ferr
+				}
 				return HubAuth{Expiry: tok.Expiry}, nil
 			}
 			if errors.Is(err, sas.ErrExpired) {
@@ -84,6 +87,9 @@ func (c *Core) AuthenticateHub(id, token string, certs []*x509.Certificate) (Hub
 	}
 	if err := verifyChain(g, certs, now); err != nil {
 		return HubAuth{}, fmt.Errorf("%w: certificate chain: %w", ErrUnauthorized, err)
+	}
+	if err := c.checkHubAuthFault(id, "", time.Time{}); err != nil {
+		return HubAuth{}, err
 	}
 	return HubAuth{X509: true}, nil
 }

@@ -202,6 +202,7 @@ type Core struct {
 	watchers map[string]map[chan Telemetry]struct{}
 	changes  map[string]chan struct{} // see WaitSubscribed
 	events   eventHub                 // see events.go
+	faults   faultState               // see faults.go
 
 	saveMu    sync.Mutex // serialises save
 	persist   bool       // DataDir set and its state loaded; guarded by saveMu

@@ -45,6 +45,7 @@ func (c *Core) StoreTelemetry(msg Telemetry) {
 		}
 	}
 	c.mu.Unlock()
+	c.telemetryFault(msg)
 }
 
 func cloneTelemetry(t Telemetry) Telemetry {

@@ -208,9 +208,15 @@ func (s *Server) handleHub(c *conn, t wire.Topic, pk packets.Packet) {
 	case wire.KindTelemetry:
 		s.telemetry(c, t, pk)
 	case wire.KindTwinGet:
+		if s.twinThrottled(c, t.RID) {
+			return
+		}
 		status, body := m.TwinDocument(c.id)
 		s.twinAnswer(c, status, t.RID, 0, body)
 	case wire.KindTwinPatchReported:
+		if s.twinThrottled(c, t.RID) {
+			return
+		}
 		status, v, body := m.PatchReported(c.id, pk.Payload)
 		s.twinAnswer(c, status, t.RID, v, body)
 	case wire.KindMethodResponse:

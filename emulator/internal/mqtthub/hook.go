@@ -54,7 +54,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		h.s.log.Info("ignoring Will message", "client_id", pk.Connect.ClientIdentifier)
 		cl.Properties.Will = mqtt.Will{}
 	}
-	return nil
+	return h.admitConnect(cl, pk)
 }
 
 // OnConnectAuthenticate checks the user name, SAS token or certificate; a
@@ -213,6 +213,9 @@ func (s *Server) checkPublish(c *conn, pk packets.Packet) error {
 	}
 	if t.Kind == wire.KindTelemetry && len(pk.Payload) > s.cfg.MaxTelemetryBody {
 		return fmt.Errorf("%w: telemetry body of %d bytes exceeds %d", errProtocol, len(pk.Payload), s.cfg.MaxTelemetryBody)
+	}
+	if t.Kind == wire.KindTelemetry && c.role == wire.RoleHub {
+		return s.admitTelemetry(c)
 	}
 	return nil
 }

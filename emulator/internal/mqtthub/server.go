@@ -39,6 +39,8 @@ type Model interface {
 	PollOperation(a core.DPSAuth, operationID string) core.DPSResponse
 	NextC2D(id string, l core.Link) (core.C2DMessage, bool)
 	SettleC2D(id string, l core.Link, msgID string, o core.Outcome)
+	AdmitConnection(id string) error
+	Admit(ctx context.Context, id string, op core.Operation) error
 }
 
 var _ Model = (*core.Core)(nil)

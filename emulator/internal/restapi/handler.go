@@ -59,6 +59,7 @@ func New(b Backend, token string, logger *slog.Logger) http.Handler {
 		{"/api/devices/{id}/components/{c}/telemetry/{name}", map[string]http.HandlerFunc{"GET": h.getTelemetry}},
 		{"/api/enrollmentGroups", map[string]http.HandlerFunc{"GET": h.listGroups}},
 		{"/api/enrollmentGroups/{id}", map[string]http.HandlerFunc{"GET": h.getGroup, "PUT": h.putGroup}},
+		{"/api/devices/{id}/faults", map[string]http.HandlerFunc{"POST": h.postFault, "DELETE": h.deleteFaults}},
 	}
 	for _, rt := range routes {
 		allowed := make([]string, 0, len(rt.methods))
