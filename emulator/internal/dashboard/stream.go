@@ -54,13 +54,15 @@ func toRow(d Device) deviceRow {
 // devices that changed since the last send (new devices included), so the
 // devices page patches only those rows whatever the fleet size.
 func (h *Handler) devicesStream(w http.ResponseWriter, r *http.Request) {
-	s, ok := startSSE(w)
-	if !ok {
-		return
-	}
+	// The baseline is taken before the response starts, so that a change
+	// made once the client sees the stream open is always sent.
 	sent := map[string]deviceRow{}
 	for _, d := range h.b.Devices() {
 		sent[d.ID] = toRow(d)
+	}
+	s, ok := startSSE(w)
+	if !ok {
+		return
 	}
 	t := time.NewTicker(StatusInterval)
 	defer t.Stop()
