@@ -201,6 +201,7 @@ type Core struct {
 	ops      map[string]*dpsOp
 	watchers map[string]map[chan Telemetry]struct{}
 	changes  map[string]chan struct{} // see WaitSubscribed
+	ext      extState                 // templates, device settings, command history (ext.go); guarded by mu
 
 	saveMu    sync.Mutex // serialises save
 	persist   bool       // DataDir set and its state loaded; guarded by saveMu
