@@ -3,6 +3,7 @@ package core
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/iotc-go/iotc/emulator/internal/sas"
 )
@@ -21,6 +22,8 @@ type DeviceSpec struct {
 	Enabled *bool
 	// Simulated is stored and shown; the emulator simulates nothing.
 	Simulated *bool
+	// Organizations are stored and shown (at most one in IoT Central).
+	Organizations *[]string
 }
 
 // DeviceDetails is a device with the operator-side settings.
@@ -30,6 +33,11 @@ type DeviceDetails struct {
 	Template string
 	// Simulated is as set by the operator.
 	Simulated bool
+	// Organizations are as set by the operator.
+	Organizations []string
+	// IndividualKeys is set when the device has its own symmetric keys
+	// (an individual attestation), not only keys derived from a group.
+	IndividualKeys bool
 }
 
 // errBlockedByOperator is the reason given to a link dropped because its
@@ -65,6 +73,9 @@ func (c *Core) PutDevice(id string, spec DeviceSpec) (DeviceDetails, bool, error
 	if spec.Simulated != nil {
 		s.simulated = *spec.Simulated
 	}
+	if spec.Organizations != nil {
+		s.organizations = slices.Clone(*spec.Organizations)
+	}
 	var drop Link
 	if spec.Enabled != nil {
 		d.enabled = *spec.Enabled
@@ -98,12 +109,13 @@ func (c *Core) DeviceDetails(id string) (DeviceDetails, error) {
 
 // detailsLocked needs c.mu.
 func (c *Core) detailsLocked(d *device) DeviceDetails {
-	out := DeviceDetails{Device: d.public(), Template: d.modelID}
+	out := DeviceDetails{Device: d.public(), Template: d.modelID, IndividualKeys: d.indivKeys[0] != ""}
 	if s := c.ext.settings[d.id]; s != nil {
 		if s.template != "" {
 			out.Template = s.template
 		}
 		out.Simulated = s.simulated
+		out.Organizations = slices.Clone(s.organizations)
 	}
 	return out
 }

@@ -16,12 +16,14 @@ type extState struct {
 	settings  map[string]*deviceSettings     // by device id
 	commands  map[string][]CommandRecord     // by device id, oldest first
 	verifying map[string]map[string][]string // group id -> entry -> verification codes issued
+	verified  map[string]map[string]bool     // group id -> certificate thumbprint -> proven
 }
 
 // deviceSettings are the device fields only the REST API sets.
 type deviceSettings struct {
-	template  string // assigned template id; "" means the model id decides
-	simulated bool
+	template      string // assigned template id; "" means the model id decides
+	simulated     bool
+	organizations []string
 }
 
 func (x *extState) settingsOf(id string) *deviceSettings {
