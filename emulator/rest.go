@@ -3,8 +3,8 @@ package emulator
 import (
 	"context"
 	"crypto/sha1" // #nosec G505 -- thumbprints are SHA-1 by definition
-	"encoding/hex"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,7 +28,7 @@ func (e *Emulator) startREST() error {
 	cfg := e.serverTLS()
 	cfg.ClientAuth = tls.NoClientCert
 	e.restSrv = &http.Server{
-		Handler:           restapi.New(restBackend{e}, restapi.Options{
+		Handler: restapi.New(restBackend{e}, restapi.Options{
 			Token: e.cfg.apiToken, AllowBearer: e.cfg.restBearer, PageSize: e.cfg.restPageSize,
 			Logger: e.log.With("component", "rest"),
 		}),
