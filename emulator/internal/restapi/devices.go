@@ -193,7 +193,7 @@ func (h *handler) writeProperties(w http.ResponseWriter, r *http.Request, replac
 			if _, kept := target[k]; kept {
 				continue
 			}
-			if c == "" && domain.IsComponent(v) {
+			if c == "" && (domain.IsComponent(v) || domain.IsComponent(t.Reported[k]) || model.hasComponent(k)) {
 				continue // PUT on the root replaces root properties; components have their own PUT
 			}
 			target[k] = nil
@@ -634,4 +634,13 @@ func (h *handler) postMessage(w http.ResponseWriter, r *http.Request) {
 		err = h.b.SendMessage(r.Context(), r.PathValue("id"), msg)
 	}
 	h.respond(w, r, http.StatusAccepted, messageAnswer{Data: data, Properties: msg.Properties, Queued: true}, err)
+}
+
+// hasComponent reports whether the model (nil: none) has component name.
+func (m *TemplateModel) hasComponent(name string) bool {
+	if m == nil {
+		return false
+	}
+	_, ok := m.Components[name]
+	return ok
 }

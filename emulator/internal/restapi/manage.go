@@ -85,6 +85,9 @@ func parseDeviceBody(body []byte, id string, full bool) (DeviceSpec, error) {
 // asValidation turns a type error of a well-formed JSON body into a 422:
 // only a body that is not JSON at all stays 400.
 func asValidation(err error) error {
+	if err == nil {
+		return nil
+	}
 	if strings.Contains(err.Error(), "cannot unmarshal") {
 		return invalidf("%s", strings.TrimPrefix(err.Error(), ErrBadRequest.Error()+": "))
 	}
