@@ -274,7 +274,7 @@ func TestDevices(t *testing.T) {
 	}
 	delete(r.body, "etag")
 	jsonEqual(t, r.body, `{"id":"dev1","displayName":"Device 1","template":"dtmi:com:example:Thermostat;1",
-		"enabled":true,"provisioned":true,"simulated":false}`)
+		"enabled":true,"provisioned":true,"simulated":false,"connected":true}`)
 	e.call("GET", "/api/devices/ghost", "").wantError(t, http.StatusNotFound, "NotFound")
 
 	empty := httptest.NewServer(New(newFake(), Options{Token: testToken}))

@@ -182,9 +182,9 @@ type Device struct {
 	Organizations []string `json:"organizations,omitempty"`
 	// Etag changes whenever the device's fields change (set by the handler).
 	Etag string `json:"etag,omitempty"`
-	// Connected tells whether the device holds a hub connection now; not
-	// in the JSON (IoT Central's device has no such field), for Go callers.
-	Connected bool `json:"-"`
+	// Connected tells whether the device holds a hub connection now
+	// (emulator extension: IoT Central's device has no such field).
+	Connected bool `json:"connected"`
 	// IndividualKeys is set when the device has its own symmetric keys;
 	// not in the JSON.
 	IndividualKeys bool `json:"-"`
