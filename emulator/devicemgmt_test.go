@@ -43,6 +43,15 @@ func TestRESTDeviceLifecycleWithDevice(t *testing.T) {
 	_, err := dial(t, e, dialOpts{clientID: "pre1", username: hubUser(e, "pre1", ""), password: hubSAS(t, e, "pre1", key, time.Hour), clean: true})
 	expectRefused(t, err)
 
+	// DPS answers "disabled" for the blocked device, even with its own key.
+	s, err := dialDPS(t, e, "pre1", dpsSAS(t, e, "pre1", key, time.Hour), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ans := s.register(1, `{"registrationId":"pre1"}`); ans["status"] != "disabled" {
+		t.Fatalf("DPS answer for a disabled device: %v", ans)
+	}
+
 	restJSON(t, e, "PATCH", "/api/devices/pre1", map[string]any{"enabled": true}, http.StatusOK)
 	dev = connectHub(t, e, "pre1", key, true)
 	if status, _ := restDo(t, e, "DELETE", "/api/devices/pre1", e.APIToken(), nil); status != http.StatusNoContent {
