@@ -4,7 +4,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -553,4 +552,3 @@ func parseFirstCert(s, what string) (*x509.Certificate, error) {
 	}
 }
 
-var _ = maps.Clone[map[string]any]
