@@ -79,7 +79,10 @@ func parseTelemetryQuery(v url.Values) (TelemetryQuery, error) {
 		if err != nil {
 			return q, badRequestf("since %q is not an RFC 3339 time", s)
 		}
-		q.Since = t
+		// Timestamps are shown with milliseconds, so "after since" is
+		// judged at that precision: a message whose shown time equals since
+		// is not after it, whatever its sub-millisecond part.
+		q.Since = t.Truncate(time.Millisecond).Add(time.Millisecond - time.Nanosecond)
 	}
 	if v.Has("component") {
 		q.Component, q.ByComponent = v.Get("component"), true

@@ -653,7 +653,7 @@ func TestTelemetryHistoryRoute(t *testing.T) {
 	e.f.mu.Unlock()
 	want := []TelemetryQuery{
 		{},
-		{Since: ts.Add(500 * time.Millisecond), Component: "thermostat1", ByComponent: true, Limit: 7},
+		{Since: ts.Add(501*time.Millisecond - time.Nanosecond), Component: "thermostat1", ByComponent: true, Limit: 7},
 		{ByComponent: true},
 	}
 	if len(got) != len(want) {
