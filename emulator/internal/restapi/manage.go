@@ -551,4 +551,3 @@ func parseFirstCert(s, what string) (*x509.Certificate, error) {
 		return c, nil
 	}
 }
-
