@@ -537,7 +537,7 @@ func TestRESTFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok := e.APIToken()
-	if code, body := restDo(t, e, "POST", "/api/devices/"+id+"/faults", tok, map[string]any{"type": "Bogus"}); code != 400 {
+	if code, body := restDo(t, e, "POST", "/api/devices/"+id+"/faults", tok, map[string]any{"type": "Bogus"}); code != 422 {
 		t.Fatalf("bogus fault: %d %s", code, body)
 	}
 	if code, _ := restDo(t, e, "POST", "/api/devices/nobody/faults", tok, map[string]any{"type": "KillTcp"}); code != 404 {

@@ -110,6 +110,15 @@ type Options struct {
 	// Default: the token kept in DataDir when there is one, else a new
 	// random token (see APIToken()).
 	APIToken string
+	// RESTAllowBearer also accepts "Authorization: Bearer <API token>".
+	// Default false: IoT Central takes API tokens bare and Bearer only for
+	// Microsoft Entra tokens, so such a request is refused 401, as a real
+	// application refuses it.
+	RESTAllowBearer bool
+	// RESTPageSize is how many items a REST list answer holds before it
+	// ends with a nextLink; 0 means restapi.DefaultPageSize (100). A small
+	// value exercises a backend's paging.
+	RESTPageSize int
 	// RetryAfter is the retry-after DPS sends with 202 answers, written in
 	// whole seconds, rounded down (so anything under a second, or a negative
 	// value, sends retry-after=0). Default (zero) 1s.
@@ -138,6 +147,8 @@ type resolved struct {
 	explicitScope, explicitGroups, explicitToken                              bool // set in Options, so they win over DataDir's file
 	retryAfter, history                                                       int
 	log                                                                       *slog.Logger
+	restBearer                                                                bool
+	restPageSize                                                              int
 }
 
 func resolve(o *Options) (resolved, error) {
@@ -148,6 +159,7 @@ func resolve(o *Options) (resolved, error) {
 		mqttAddr: o.MQTTAddr, restAddr: o.RESTAddr, wsAddr: o.WebSocketAddr, amqpAddr: o.AMQPAddr, hubHost: o.HubHost, idScope: o.IDScope,
 		certDir: o.CertDir, apiToken: o.APIToken, autoApprove: o.AutoApprove == nil || *o.AutoApprove,
 		log: o.Logger, dataDir: o.DataDir, history: o.TelemetryHistory, explicitScope: o.IDScope != "", explicitGroups: len(o.Groups) > 0, explicitToken: o.APIToken != "",
+		restBearer: o.RESTAllowBearer, restPageSize: o.RESTPageSize,
 	}
 	if r.certDir == "" && r.dataDir != "" {
 		r.certDir = filepath.Join(r.dataDir, "certs")

@@ -2,7 +2,9 @@ package emulator
 
 import (
 	"context"
+	"crypto/sha1" // #nosec G505 -- thumbprints are SHA-1 by definition
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/iotc-go/iotc/emulator/internal/core"
 	"github.com/iotc-go/iotc/emulator/internal/dashboard"
 	"github.com/iotc-go/iotc/emulator/internal/pki"
 	"github.com/iotc-go/iotc/emulator/internal/restapi"
@@ -31,7 +34,10 @@ func (e *Emulator) startREST() error {
 		return fmt.Errorf("emulator: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/api/", restapi.New(restBackend{e}, e.cfg.apiToken, e.log.With("component", "rest")))
+	mux.Handle("/api/", restapi.New(restBackend{e}, restapi.Options{
+		Token: e.cfg.apiToken, AllowBearer: e.cfg.restBearer, PageSize: e.cfg.restPageSize,
+		Logger: e.log.With("component", "rest"),
+	}))
 	mux.Handle("/", dash) // the web dashboard; see dashboard.go
 	e.restSrv = &http.Server{
 		Handler:           mux,
@@ -70,8 +76,10 @@ func restErr(err error) error {
 		target = restapi.ErrQueueFull
 	case errors.Is(err, ErrTooLarge):
 		target = restapi.ErrTooLarge
-	case errors.Is(err, ErrInvalid), errors.Is(err, ErrConflict):
-		target = restapi.ErrBadRequest
+	case errors.Is(err, ErrInvalid):
+		target = restapi.ErrValidation
+	case errors.Is(err, ErrConflict):
+		target = restapi.ErrConflict
 	default:
 		return err
 	}
@@ -87,10 +95,11 @@ type restError struct{ target, err error }
 func (e restError) Error() string   { return strings.TrimPrefix(e.err.Error(), "emulator: ") }
 func (e restError) Unwrap() []error { return []error{e.target, e.err} }
 
-func toRESTDevice(d Device) restapi.Device {
+func toRESTDevice(d DeviceDetails) restapi.Device {
 	return restapi.Device{
-		ID: d.ID, DisplayName: d.DisplayName, Template: d.ModelID, Enabled: d.Enabled,
-		Provisioned: d.Provisioned, Connected: d.Connected,
+		ID: d.ID, DisplayName: d.DisplayName, Template: d.Template, Enabled: d.Enabled,
+		Provisioned: d.Provisioned, Simulated: d.Simulated, Organizations: d.Organizations,
+		Connected: d.Connected, IndividualKeys: d.IndividualKeys,
 	}
 }
 
@@ -99,9 +108,11 @@ func (b restBackend) ListDevices(ctx context.Context) ([]restapi.Device, error) 
 		return nil, err
 	}
 	ds := b.e.Devices()
-	out := make([]restapi.Device, len(ds))
-	for i, d := range ds {
-		out[i] = toRESTDevice(d)
+	out := make([]restapi.Device, 0, len(ds))
+	for _, d := range ds {
+		if dd, err := b.e.core.DeviceDetails(d.ID); err == nil {
+			out = append(out, toRESTDevice(dd))
+		}
 	}
 	return out, nil
 }
@@ -110,7 +121,7 @@ func (b restBackend) GetDevice(ctx context.Context, id string) (restapi.Device, 
 	if err := ctx.Err(); err != nil {
 		return restapi.Device{}, err
 	}
-	d, err := b.e.Device(id)
+	d, err := b.e.core.DeviceDetails(id)
 	return toRESTDevice(d), restErr(err)
 }
 
@@ -221,6 +232,17 @@ func toRESTGroup(g EnrollmentGroup) restapi.EnrollmentGroup {
 	return out
 }
 
+// withVerified marks the group's certificates proven by verify.
+func (b restBackend) withVerified(g restapi.EnrollmentGroup) restapi.EnrollmentGroup {
+	sc := &g.Attestation.X509.SigningCertificates
+	for _, c := range []*restapi.X509Certificate{&sc.Primary, &sc.Secondary} {
+		if c.Certificate != "" {
+			c.Verified = b.e.core.CertificateVerified(g.ID, certThumbprint(c.Certificate))
+		}
+	}
+	return g
+}
+
 func (b restBackend) ListEnrollmentGroups(ctx context.Context) ([]restapi.EnrollmentGroup, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -228,7 +250,7 @@ func (b restBackend) ListEnrollmentGroups(ctx context.Context) ([]restapi.Enroll
 	gs := b.e.EnrollmentGroups()
 	out := make([]restapi.EnrollmentGroup, len(gs))
 	for i, g := range gs {
-		out[i] = toRESTGroup(g)
+		out[i] = b.withVerified(toRESTGroup(g))
 	}
 	return out, nil
 }
@@ -242,7 +264,7 @@ func (b restBackend) GetEnrollmentGroup(ctx context.Context, id string) (restapi
 	if i < 0 {
 		return restapi.EnrollmentGroup{}, restError{target: restapi.ErrNotFound, err: fmt.Errorf("not found: enrollment group %q", id)}
 	}
-	return toRESTGroup(gs[i]), nil
+	return b.withVerified(toRESTGroup(gs[i])), nil
 }
 
 func (b restBackend) PutEnrollmentGroup(ctx context.Context, rg restapi.EnrollmentGroup) (restapi.EnrollmentGroup, error) {
@@ -267,5 +289,175 @@ func (b restBackend) PutEnrollmentGroup(ctx context.Context, rg restapi.Enrollme
 	if err != nil {
 		return restapi.EnrollmentGroup{}, restErr(err)
 	}
-	return toRESTGroup(stored), nil
+	return b.withVerified(toRESTGroup(stored)), nil
+}
+
+// certThumbprint is the upper-case hex SHA-1 of the first certificate of a PEM text.
+func certThumbprint(pemText string) string {
+	certs, err := pki.ParseCertificates([]byte(pemText))
+	if err != nil || len(certs) == 0 {
+		return ""
+	}
+	sum := sha1.Sum(certs[0].Raw) // #nosec G401 -- a thumbprint, not a signature
+	return strings.ToUpper(hex.EncodeToString(sum[:]))
+}
+
+func (b restBackend) DeleteEnrollmentGroup(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return restErr(b.e.DeleteEnrollmentGroup(id))
+}
+
+func (b restBackend) IssueVerificationCode(ctx context.Context, group, entry string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	code, err := b.e.core.IssueVerificationCode(group, entry)
+	return code, restErr(err)
+}
+
+func (b restBackend) ConsumeVerificationCode(ctx context.Context, group, entry, code, thumbprint string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return restErr(b.e.core.ConsumeVerificationCode(group, entry, code, thumbprint))
+}
+
+func (b restBackend) PutDevice(ctx context.Context, id string, s restapi.DeviceSpec) (restapi.Device, error) {
+	if err := ctx.Err(); err != nil {
+		return restapi.Device{}, err
+	}
+	d, err := b.e.PutDevice(id, DeviceSpec{DisplayName: s.DisplayName, Template: s.Template, Enabled: s.Enabled,
+		Simulated: s.Simulated, Organizations: s.Organizations})
+	return toRESTDevice(d), restErr(err)
+}
+
+func (b restBackend) DeleteDevice(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return restErr(b.e.DeleteDevice(id))
+}
+
+func (b restBackend) SetDeviceKeys(ctx context.Context, id string, k restapi.SymmetricKey) (restapi.SymmetricKey, error) {
+	if err := ctx.Err(); err != nil {
+		return restapi.SymmetricKey{}, err
+	}
+	p, s, err := b.e.core.SetDeviceKeys(id, k.PrimaryKey, k.SecondaryKey)
+	return restapi.SymmetricKey{PrimaryKey: p, SecondaryKey: s}, restErr(err)
+}
+
+func (b restBackend) RemoveDeviceKeys(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return restErr(b.e.core.RemoveDeviceKeys(id))
+}
+
+func (b restBackend) DeviceComponents(ctx context.Context, id string) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	desired, reported, err := b.e.Twin(id)
+	if err != nil {
+		return nil, restErr(err)
+	}
+	seen := map[string]bool{}
+	if m, ok := b.e.core.DeviceModel(id); ok {
+		for c := range m.Components {
+			seen[c] = true
+		}
+	} else {
+		for _, sec := range []map[string]any{desired, reported} {
+			for k, v := range sec {
+				if inner, ok := v.(map[string]any); ok && inner["__t"] == "c" {
+					seen[k] = true
+				}
+			}
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for c := range seen {
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func toRESTInterface(c *core.Capabilities) restapi.TemplateInterface {
+	if c == nil {
+		return restapi.TemplateInterface{Open: true}
+	}
+	return restapi.TemplateInterface{Properties: c.Properties, Commands: c.Commands, Open: c.Open}
+}
+
+func (b restBackend) DeviceModel(ctx context.Context, id string) (*restapi.TemplateModel, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if _, err := b.e.Device(id); err != nil {
+		return nil, restErr(err)
+	}
+	m, ok := b.e.core.DeviceModel(id)
+	if !ok {
+		return nil, nil
+	}
+	out := &restapi.TemplateModel{Root: toRESTInterface(m.Root), Components: map[string]restapi.TemplateInterface{}}
+	for name, c := range m.Components {
+		out.Components[name] = toRESTInterface(c)
+	}
+	return out, nil
+}
+
+func (b restBackend) RecordCommand(ctx context.Context, id, component, name string, inv restapi.CommandInvocation) error {
+	return restErr(b.e.core.RecordCommand(id, core.CommandRecord{
+		ID: inv.ID, Component: component, Name: name, Request: inv.Request, Response: inv.Response,
+		ResponseCode: inv.ResponseCode, ConnectionTimeout: inv.ConnectionTimeout, ResponseTimeout: inv.ResponseTimeout,
+	}))
+}
+
+func (b restBackend) CommandHistory(ctx context.Context, id, component, name string) ([]restapi.CommandInvocation, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	rs, err := b.e.CommandHistory(id, component, name)
+	if err != nil {
+		return nil, restErr(err)
+	}
+	out := make([]restapi.CommandInvocation, len(rs))
+	for i, r := range rs {
+		out[i] = restapi.CommandInvocation{ID: r.ID, Request: r.Request, Response: r.Response, ResponseCode: r.ResponseCode,
+			ConnectionTimeout: r.ConnectionTimeout, ResponseTimeout: r.ResponseTimeout}
+	}
+	return out, nil
+}
+
+func (b restBackend) ListTemplates(ctx context.Context) ([]map[string]any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return b.e.DeviceTemplates(), nil
+}
+
+func (b restBackend) GetTemplate(ctx context.Context, id string) (map[string]any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	t, err := b.e.DeviceTemplate(id)
+	return t, restErr(err)
+}
+
+func (b restBackend) PutTemplate(ctx context.Context, id string, doc map[string]any) (map[string]any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	t, err := b.e.PutDeviceTemplate(id, doc)
+	return t, restErr(err)
+}
+
+func (b restBackend) DeleteTemplate(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return restErr(b.e.DeleteDeviceTemplate(id))
 }

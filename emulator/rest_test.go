@@ -28,6 +28,13 @@ func restDo(t *testing.T, e *Emulator, method, path, token string, body any) (in
 		}
 		r = bytes.NewReader(b)
 	}
+	if !strings.Contains(path, "api-version=") {
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		path += sep + "api-version=2022-07-31"
+	}
 	req, err := http.NewRequestWithContext(ctxT(t), method, e.RESTURL()+path, r)
 	if err != nil {
 		t.Fatal(err)

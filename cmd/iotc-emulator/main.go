@@ -107,6 +107,8 @@ func start(ctx context.Context, args []string, stdout, stderr io.Writer) (_ *emu
 		manual     = fs.Bool("no-auto-approve", false, "refuse registrations of devices not created beforehand")
 		infoFile   = fs.String("info-file", "", "write the connection details as JSON to this file once listening")
 		verbose    = fs.Bool("v", false, "log every refused connection and rejected request to stderr")
+		bearer     = fs.Bool("rest-allow-bearer", false, `also accept "Authorization: Bearer <API token>" (IoT Central refuses it: API tokens are sent bare)`)
+		pageSize   = fs.Int("rest-page-size", 0, "items per REST list page before a nextLink (0: 100)")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `iotc-emulator runs a local Azure IoT Central: DPS and an IoT hub over
@@ -142,17 +144,19 @@ Flags:
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	opts := &emulator.Options{
-		MQTTAddr:      *mqttAddr,
-		WebSocketAddr: *wsAddr,
-		AMQPAddr:      *amqpAddr,
-		RESTAddr:      *restAddr,
-		HubHost:       *hubHost,
-		IDScope:       *idScope,
-		CertDir:       *certDir,
-		DataDir:       *dataDir,
-		APIToken:      *apiToken,
-		RetryAfter:    *retryAfter,
-		Logger:        logger,
+		MQTTAddr:        *mqttAddr,
+		WebSocketAddr:   *wsAddr,
+		AMQPAddr:        *amqpAddr,
+		RESTAddr:        *restAddr,
+		HubHost:         *hubHost,
+		IDScope:         *idScope,
+		CertDir:         *certDir,
+		DataDir:         *dataDir,
+		APIToken:        *apiToken,
+		RESTAllowBearer: *bearer,
+		RESTPageSize:    *pageSize,
+		RetryAfter:      *retryAfter,
+		Logger:          logger,
 		// 0 would mean the default; the flag's 0 means none.
 		TelemetryHistory: *history,
 	}

@@ -88,9 +88,14 @@ function deriveKey(groupKey, registrationId) {
  * Calls the operator REST API. Returns {status, body, text}; body is the parsed JSON or
  * undefined when the answer is empty or not JSON. Never logs the token.
  */
+/** The IoT Central data-plane API version the emulator serves. */
+const API_VERSION = '2022-07-31';
+
 function rest(method, urlPath, payload, { auth = true, timeoutMs = WAIT_MS } = {}) {
   const info = loadInfo();
   const url = new URL(urlPath, info.restUrl.endsWith('/') ? info.restUrl : info.restUrl + '/');
+  // IoT Central requires api-version on every operation; the emulator serves 2022-07-31.
+  if (!url.searchParams.has('api-version')) url.searchParams.set('api-version', API_VERSION);
   const data = payload === undefined ? undefined : Buffer.from(JSON.stringify(payload));
   const headers = { Accept: 'application/json' };
   if (auth) headers.Authorization = info.apiToken;

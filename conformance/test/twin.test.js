@@ -77,7 +77,7 @@ for (const tr of h.TRANSPORTS) {
     const base = `/api/devices/${dev.deviceId}`;
     const rootGot = h.waitForEvent(twin, 'properties.desired', (p) => p.targetTemperature === 23);
     const patched = await h.restOk('PATCH', `${base}/properties`, { targetTemperature: 23 });
-    assert.equal(patched.targetTemperature, 23, 'REST PATCH answer carries the written value');
+    assert.equal(patched.$metadata.targetTemperature.desiredValue, 23, 'REST PATCH answer carries the written value in $metadata');
     const [rootPatch] = await rootGot;
     assert.equal(typeof rootPatch.$version, 'number', 'patch carries $version');
     assert.ok(rootPatch.$version > v0, `patch $version ${rootPatch.$version} > ${v0}`);
@@ -85,7 +85,7 @@ for (const tr of h.TRANSPORTS) {
     const compGot = h.waitForEvent(twin, 'properties.desired',
       (p) => p.thermostat1 !== undefined && p.thermostat1.targetTemperature === 24.5);
     const compPatched = await h.restOk('PATCH', `${base}/components/thermostat1/properties`, { targetTemperature: 24.5 });
-    assert.equal(compPatched.targetTemperature, 24.5, 'REST component PATCH answer carries the written value');
+    assert.equal(compPatched.$metadata.targetTemperature.desiredValue, 24.5, 'REST component PATCH answer carries the written value in $metadata');
     const [compPatch] = await compGot;
     assert.equal(compPatch.thermostat1.__t, 'c', 'component patch carries the "__t":"c" marker');
     assert.equal(compPatch.$version, rootPatch.$version + 1, 'desired $version grew by one');
@@ -115,5 +115,53 @@ for (const tr of h.TRANSPORTS) {
     assert.equal(again.properties.desired.thermostat1.targetTemperature, 24.5, 'twin desired component value');
     assert.equal(again.properties.desired.$version, compPatch.$version, 'twin desired $version = last patch version');
     assert.equal(again.properties.reported.targetTemperature.av, rootPatch.$version, 'twin reported ack version');
+  });
+}
+
+// The device template of TEMPLATE_MODEL_ID: a root writable property and a
+// thermostat1 component (as IoT Central stores a template).
+const TEMPLATE_MODEL_ID = 'dtmi:iotcgo:conformance:TemplatedController;1';
+const TEMPLATE = {
+  displayName: 'Conformance templated controller',
+  '@type': ['ModelDefinition', 'DeviceModel'],
+  capabilityModel: {
+    '@id': TEMPLATE_MODEL_ID,
+    '@type': 'Interface',
+    contents: [
+      { '@type': 'Property', name: 'mode', schema: 'string', writable: true },
+      {
+        '@type': 'Component', name: 'thermostat1',
+        schema: {
+          '@id': 'dtmi:iotcgo:conformance:Thermostat;1', '@type': 'Interface',
+          contents: [{ '@type': 'Property', name: 'targetTemperature', schema: 'double', writable: true }],
+        },
+      },
+    ],
+  },
+};
+
+for (const tr of h.TRANSPORTS) {
+  test(`${tr.prefix}scenario 5b: a root PATCH routed to a component by the device template`, { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
+    await h.restOk('PUT', `/api/deviceTemplates/${encodeURIComponent(TEMPLATE_MODEL_ID)}`, TEMPLATE);
+    const dev = await h.provisionDevice(tr, 'conf-tpl', TEMPLATE_MODEL_ID);
+    const client = await h.openSasClient(dev);
+    t.after(() => h.closeQuietly(client));
+    const twin = await freshTwin(client);
+    twin.on('properties.desired', () => {});
+    await h.syncSubscriptions(client);
+
+    // The device never reported thermostat1: only the template tells it is a component.
+    const base = `/api/devices/${dev.deviceId}`;
+    const got = h.waitForEvent(twin, 'properties.desired',
+      (p) => p.thermostat1 !== undefined && p.thermostat1.targetTemperature === 19.5);
+    const answer = await h.restOk('PATCH', `${base}/properties`, { thermostat1: { targetTemperature: 19.5 } }, 202);
+    assert.equal(answer.thermostat1.$metadata.targetTemperature.desiredValue, 19.5, 'REST answer nests the component');
+    const [patch] = await got;
+    assert.equal(patch.thermostat1.__t, 'c', 'the device receives a component patch ("__t":"c")');
+    assert.equal(patch.targetTemperature, undefined, 'nothing written at the root');
+
+    // A name the template lacks is refused as IoT Central refuses it.
+    const bad = await h.rest('PATCH', `${base}/properties`, { thermostat1: { nope: 1 } });
+    assert.equal(bad.status, 404, `unknown component property: ${bad.text.slice(0, 200)}`);
   });
 }

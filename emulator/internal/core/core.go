@@ -203,6 +203,7 @@ type Core struct {
 	changes  map[string]chan struct{} // see WaitSubscribed
 	events   eventHub                 // see events.go
 	faults   faultState               // see faults.go
+	ext      extState                 // templates, device settings, command history (ext.go); guarded by mu
 
 	saveMu    sync.Mutex // serialises save
 	persist   bool       // DataDir set and its state loaded; guarded by saveMu

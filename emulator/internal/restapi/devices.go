@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"net/http"
 	"net/url"
@@ -16,33 +17,23 @@ import (
 	"github.com/iotc-go/iotc/domain"
 )
 
-// Command timeout limits in seconds, those of IoT Hub direct methods; a
-// request outside them is answered 400 BadRequest.
+// Command timeout limits in seconds, those of the IoT Central 2022-07-31
+// DeviceCommand definition; a request outside them is answered 422.
 const (
 	// DefaultResponseTimeout applies when the body has no responseTimeout.
 	DefaultResponseTimeout = 30
 	// MinResponseTimeout is the smallest responseTimeout accepted.
 	MinResponseTimeout = 5
 	// MaxResponseTimeout is the largest responseTimeout accepted.
-	MaxResponseTimeout = 300
+	MaxResponseTimeout = 30
 	// MaxConnectionTimeout is the largest connectionTimeout accepted; the
 	// default is 0 (the device must already be connected).
-	MaxConnectionTimeout = 300
+	MaxConnectionTimeout = 30
 )
 
 // maxNameBytes bounds property, component and command names (IoT Hub twin
 // keys are at most 1 KiB).
 const maxNameBytes = 1024
-
-func (h *handler) listDevices(w http.ResponseWriter, r *http.Request) {
-	ds, err := h.b.ListDevices(r.Context())
-	h.respond(w, r, http.StatusOK, listOf(ds), err)
-}
-
-func (h *handler) getDevice(w http.ResponseWriter, r *http.Request) {
-	d, err := h.b.GetDevice(r.Context(), r.PathValue("id"))
-	h.respond(w, r, http.StatusOK, d, err)
-}
 
 func (h *handler) getCredentials(w http.ResponseWriter, r *http.Request) {
 	c, err := h.b.DeviceCredentials(r.Context(), r.PathValue("id"))
@@ -88,7 +79,10 @@ func parseTelemetryQuery(v url.Values) (TelemetryQuery, error) {
 		if err != nil {
 			return q, badRequestf("since %q is not an RFC 3339 time", s)
 		}
-		q.Since = t
+		// Timestamps are shown with milliseconds, so "after since" is
+		// judged at that precision: a message whose shown time equals since
+		// is not after it, whatever its sub-millisecond part.
+		q.Since = t.Truncate(time.Millisecond).Add(time.Millisecond - time.Nanosecond)
 	}
 	if v.Has("component") {
 		q.Component, q.ByComponent = v.Get("component"), true
@@ -117,6 +111,16 @@ func checkComponent(c string) error {
 // checkName refuses names IoT Hub refuses as twin keys: empty, over 1 KiB,
 // starting with '$', holding '.', ' ', control characters or any of extra.
 func checkName(what, s, extra string) error {
+	if err := checkNameSyntax(what, s, extra); err != nil {
+		if what == "property" { // a body member: a validation error
+			return fmt.Errorf("%w: %w", ErrValidation, err)
+		}
+		return err
+	}
+	return nil
+}
+
+func checkNameSyntax(what, s, extra string) error {
 	switch {
 	case s == "":
 		return badRequestf("%s name is empty", what)
@@ -143,44 +147,211 @@ func (h *handler) getProperties(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) patchProperties(w http.ResponseWriter, r *http.Request) {
+	h.writeProperties(w, r, false)
+}
+
+func (h *handler) putProperties(w http.ResponseWriter, r *http.Request) {
+	h.writeProperties(w, r, true)
+}
+
+// writeProperties serves PATCH (merge) and PUT (replace) of the root or a
+// component's writable properties. With a device template, root members
+// naming a component patch that component, and names are checked against
+// the template; without one, a member is a component when it is marked
+// "__t":"c" or the device's twin already shows that component. The answer
+// is 202 with "$metadata" holding each written property's desiredValue,
+// nested under the component name for components, as IoT Central answers.
+func (h *handler) writeProperties(w http.ResponseWriter, r *http.Request, replace bool) {
 	id, c := r.PathValue("id"), r.PathValue("c")
 	body, err := readBody(w, r)
 	var patch map[string]any
 	if err == nil {
-		patch, err = parsePropertiesPatch(body, c)
+		patch, err = parsePropertiesPatch(body, c, replace)
 	}
+	var model *TemplateModel
 	if err == nil {
-		desired := patch
-		if c != "" {
-			inner := maps.Clone(patch)
-			inner[domain.ComponentMarker] = domain.ComponentMarkerValue
-			desired = map[string]any{c: inner}
-		}
-		err = h.b.PatchDesired(r.Context(), id, desired)
+		model, err = h.b.DeviceModel(r.Context(), id)
 	}
 	var t Twin
 	if err == nil {
 		t, err = h.b.DeviceTwin(r.Context(), id)
 	}
-	view := propertiesView(t, c)
-	overlay(view, patch)
-	h.respond(w, r, http.StatusAccepted, view, err)
+	var desired map[string]any
+	if err == nil {
+		desired, err = routeProperties(patch, c, model, t)
+	}
+	if err == nil && replace {
+		scope := t.Desired
+		if c != "" {
+			scope = asMap(t.Desired[c])
+		}
+		target := desired
+		if c != "" {
+			target = asMap(desired[c])
+		}
+		for k, v := range scope {
+			if strings.HasPrefix(k, "$") || k == domain.ComponentMarker {
+				continue
+			}
+			if _, kept := target[k]; kept {
+				continue
+			}
+			if c == "" && (domain.IsComponent(v) || domain.IsComponent(t.Reported[k]) || model.hasComponent(k)) {
+				continue // PUT on the root replaces root properties; components have their own PUT
+			}
+			target[k] = nil
+		}
+	}
+	if err == nil && len(desired) > 0 && (c == "" || len(asMap(desired[c])) > 1) {
+		err = h.b.PatchDesired(r.Context(), id, desired)
+	}
+	if err != nil {
+		h.failErr(w, r, err)
+		return
+	}
+	if c != "" {
+		desired = asMap(desired[c])
+	}
+	h.reply(w, r, http.StatusAccepted, writeAnswer(desired))
+}
+
+// writeAnswer is {"$metadata": {name: {"desiredValue": v}}} for the
+// properties written (deletions omitted), components nested by name.
+func writeAnswer(desired map[string]any) map[string]any {
+	out := map[string]any{}
+	meta := map[string]any{}
+	for k, v := range desired {
+		switch {
+		case k == domain.ComponentMarker || v == nil:
+		case domain.IsComponent(v):
+			out[k] = writeAnswer(v.(map[string]any))
+		default:
+			meta[k] = map[string]any{"desiredValue": clone(v)}
+		}
+	}
+	if len(meta) > 0 {
+		out["$metadata"] = meta
+	}
+	return out
+}
+
+// routeProperties turns a properties body into the desired patch: for a
+// component path, the body under that component; for the root, members
+// that are components (per the template, the "__t" marker or the twin)
+// become component patches. With a template, an unknown component or
+// property is 404 and a read-only property 422.
+func routeProperties(patch map[string]any, component string, model *TemplateModel, t Twin) (map[string]any, error) {
+	checkProp := func(itf TemplateInterface, comp, name string) error {
+		if itf.Open {
+			return nil
+		}
+		w, ok := itf.Properties[name]
+		where := "the device template"
+		if comp != "" {
+			where = "component " + comp + " of the device template"
+		}
+		switch {
+		case !ok:
+			return fmt.Errorf("%w: property %q is not in %s", ErrNotFound, name, where)
+		case !w:
+			return invalidf("property %q of %s is read-only; only writable properties can be set", name, where)
+		}
+		return nil
+	}
+	markComponent := func(inner map[string]any) map[string]any {
+		out := maps.Clone(inner)
+		out[domain.ComponentMarker] = domain.ComponentMarkerValue
+		return out
+	}
+	if component != "" {
+		if model != nil {
+			itf, ok := model.Components[component]
+			if !ok {
+				return nil, fmt.Errorf("%w: component %q is not in the device template", ErrNotFound, component)
+			}
+			for k := range patch {
+				if err := checkProp(itf, component, k); err != nil {
+					return nil, err
+				}
+			}
+		}
+		return map[string]any{component: markComponent(patch)}, nil
+	}
+	out := make(map[string]any, len(patch))
+	for k, v := range patch {
+		inner, isObj := v.(map[string]any)
+		var isComp bool
+		switch {
+		case model != nil:
+			_, isComp = model.Components[k]
+			isComp = isComp && isObj
+		default:
+			isComp = domain.IsComponent(v) || isObj && (domain.IsComponent(t.Reported[k]) || domain.IsComponent(t.Desired[k]))
+		}
+		if !isComp {
+			if model != nil {
+				if err := checkProp(model.Root, "", k); err != nil {
+					return nil, err
+				}
+			}
+			out[k] = v
+			continue
+		}
+		for ik := range inner {
+			if ik == domain.ComponentMarker {
+				continue
+			}
+			if err := checkName("property", ik, ""); err != nil {
+				return nil, err
+			}
+			if model != nil {
+				if err := checkProp(model.Components[k], k, ik); err != nil {
+					return nil, err
+				}
+			}
+		}
+		out[k] = markComponent(inner)
+	}
+	return out, nil
+}
+
+// checkCommand checks a command name against the device's template: 404
+// for a component or command the template lacks.
+func (h *handler) checkCommand(r *http.Request, id, component, name string) error {
+	model, err := h.b.DeviceModel(r.Context(), id)
+	if err != nil || model == nil {
+		return err
+	}
+	itf := model.Root
+	if component != "" {
+		var ok bool
+		if itf, ok = model.Components[component]; !ok {
+			return fmt.Errorf("%w: component %q is not in the device template", ErrNotFound, component)
+		}
+	}
+	if !itf.Open && !itf.Commands[name] {
+		return fmt.Errorf("%w: command %q is not in the device template", ErrNotFound, name)
+	}
+	return nil
 }
 
 // parsePropertiesPatch decodes a PATCH body: a non-empty JSON object of
 // writable properties. At the root (component ""), a value that is an
 // object marked "__t":"c" patches that component. Names are checked as IoT
 // Hub checks twin keys. Errors wrap ErrBadRequest.
-func parsePropertiesPatch(body []byte, component string) (map[string]any, error) {
+func parsePropertiesPatch(body []byte, component string, allowEmpty bool) (map[string]any, error) {
 	if err := checkComponent(component); err != nil {
 		return nil, err
 	}
 	var patch map[string]any
 	if err := decodeJSON(body, &patch); err != nil {
-		return nil, err
+		return nil, asValidation(err)
 	}
-	if len(patch) == 0 {
-		return nil, badRequestf("the body must be a non-empty JSON object of properties")
+	if patch == nil && allowEmpty {
+		return nil, invalidf("the body must be a JSON object of properties")
+	}
+	if len(patch) == 0 && !allowEmpty {
+		return nil, invalidf("the body must be a non-empty JSON object of properties")
 	}
 	for k, v := range patch {
 		if err := checkName("property", k, ""); err != nil {
@@ -199,26 +370,6 @@ func parsePropertiesPatch(body []byte, component string) (map[string]any, error)
 		}
 	}
 	return patch, nil
-}
-
-// overlay shows the just-patched desired values in view (not deletions: a
-// property still reported stays as reported).
-func overlay(view, patch map[string]any) {
-	for k, v := range patch {
-		if v == nil {
-			continue
-		}
-		if !domain.IsComponent(v) {
-			view[k] = clone(v)
-			continue
-		}
-		sub, ok := view[k].(map[string]any)
-		if !ok {
-			sub = map[string]any{domain.ComponentMarker: domain.ComponentMarkerValue}
-			view[k] = sub
-		}
-		overlay(sub, v.(map[string]any))
-	}
 }
 
 // clone deep-copies JSON maps and slices, so that a view never shares (and
@@ -269,9 +420,7 @@ func sectionView(desired, reported, reportedMD map[string]any, desiredVersion an
 		d, hasD := desired[k]
 		rv, hasR := reported[k]
 		if root && (domain.IsComponent(d) || domain.IsComponent(rv)) {
-			sub := sectionView(asMap(d), asMap(rv), asMap(reportedMD[k]), desiredVersion, false)
-			sub[domain.ComponentMarker] = domain.ComponentMarkerValue
-			view[k] = sub
+			view[k] = sectionView(asMap(d), asMap(rv), asMap(reportedMD[k]), desiredVersion, false)
 			continue
 		}
 		m := map[string]any{}
@@ -309,13 +458,14 @@ func sectionView(desired, reported, reportedMD map[string]any, desiredVersion an
 	return view
 }
 
-// parseCommandRequest decodes a command POST body (empty means all
-// defaults), applies the defaults and checks the timeout ranges. Errors wrap
-// ErrBadRequest.
+// parseCommandRequest decodes a command POST body (required: "{}" at
+// least, as the spec marks the body required), applies the defaults and
+// checks the timeout ranges. Errors wrap ErrBadRequest (not JSON) or
+// ErrValidation.
 func parseCommandRequest(body []byte) (CommandRequest, error) {
 	req := CommandRequest{ResponseTimeout: DefaultResponseTimeout}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return req, nil
+		return req, invalidf("the command body is required: a JSON object such as {\"request\": ...}")
 	}
 	var wire struct {
 		Request           json.RawMessage `json:"request"`
@@ -323,7 +473,7 @@ func parseCommandRequest(body []byte) (CommandRequest, error) {
 		ResponseTimeout   *int            `json:"responseTimeout"`
 	}
 	if err := decodeJSON(body, &wire); err != nil {
-		return req, err
+		return req, asValidation(err)
 	}
 	if wire.ResponseTimeout != nil {
 		req.ResponseTimeout = *wire.ResponseTimeout
@@ -332,17 +482,17 @@ func parseCommandRequest(body []byte) (CommandRequest, error) {
 		req.ConnectionTimeout = *wire.ConnectionTimeout
 	}
 	if req.ResponseTimeout < MinResponseTimeout || req.ResponseTimeout > MaxResponseTimeout {
-		return req, badRequestf("responseTimeout must be between %d and %d seconds, got %d",
+		return req, invalidf("responseTimeout must be between %d and %d seconds, got %d",
 			MinResponseTimeout, MaxResponseTimeout, req.ResponseTimeout)
 	}
 	if req.ConnectionTimeout < 0 || req.ConnectionTimeout > MaxConnectionTimeout {
-		return req, badRequestf("connectionTimeout must be between 0 and %d seconds, got %d",
+		return req, invalidf("connectionTimeout must be between 0 and %d seconds, got %d",
 			MaxConnectionTimeout, req.ConnectionTimeout)
 	}
 	if len(wire.Request) > 0 && !bytes.Equal(wire.Request, []byte("null")) {
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, wire.Request); err != nil {
-			return req, badRequestf("malformed request payload: %v", err)
+			return req, invalidf("malformed request payload: %v", err)
 		}
 		req.Request = buf.Bytes()
 	}
@@ -387,6 +537,10 @@ func (h *handler) postCommand(w http.ResponseWriter, r *http.Request) {
 	limit := time.Duration(req.ConnectionTimeout+req.ResponseTimeout)*time.Second + commandGrace
 	ctx, cancel := context.WithTimeout(r.Context(), limit)
 	defer cancel()
+	if err := h.checkCommand(r, id, c, name); err != nil {
+		h.failErr(w, r, err)
+		return
+	}
 	res, err := h.b.InvokeCommand(ctx, id, c, name, req)
 	if err != nil {
 		h.failErr(w, r, err)
@@ -399,10 +553,14 @@ func (h *handler) postCommand(w http.ResponseWriter, r *http.Request) {
 		// A device payload that is not JSON is shown as a JSON string.
 		resp, _ = json.Marshal(string(resp))
 	}
-	h.reply(w, r, http.StatusCreated, CommandInvocation{
-		Request: req.Request, Response: resp, ResponseCode: res.ResponseCode,
+	inv := CommandInvocation{
+		ID: newRequestID(), Request: req.Request, Response: resp, ResponseCode: res.ResponseCode,
 		ConnectionTimeout: req.ConnectionTimeout, ResponseTimeout: req.ResponseTimeout,
-	})
+	}
+	if err := h.b.RecordCommand(r.Context(), id, c, name, inv); err != nil {
+		h.log.Warn("restapi: command not recorded in the history", "requestId", requestID(r), "err", err)
+	}
+	h.reply(w, r, http.StatusCreated, inv)
 }
 
 // messageAnswer is the 202 answer to a cloud-to-device message POST.
@@ -432,24 +590,24 @@ func parseMessage(body []byte) (CloudMessage, json.RawMessage, error) {
 	case data[0] == '"':
 		var s string
 		if err := json.Unmarshal(data, &s); err != nil {
-			return CloudMessage{}, nil, badRequestf("malformed data: %v", err)
+			return CloudMessage{}, nil, invalidf("malformed data: %v", err)
 		}
 		msg.Data = []byte(s)
 	default:
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, data); err != nil {
-			return CloudMessage{}, nil, badRequestf("malformed data: %v", err)
+			return CloudMessage{}, nil, invalidf("malformed data: %v", err)
 		}
 		msg.Data = buf.Bytes()
 		data = msg.Data
 	}
 	for k, raw := range wire.Properties {
 		if k == "" || strings.IndexFunc(k, unicode.IsControl) >= 0 {
-			return CloudMessage{}, nil, badRequestf("property name %q is empty or has a control character", k)
+			return CloudMessage{}, nil, invalidf("property name %q is empty or has a control character", k)
 		}
 		var v any
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return CloudMessage{}, nil, badRequestf("malformed property %q: %v", k, err)
+			return CloudMessage{}, nil, invalidf("malformed property %q: %v", k, err)
 		}
 		var s string
 		switch x := v.(type) {
@@ -458,7 +616,7 @@ func parseMessage(body []byte) (CloudMessage, json.RawMessage, error) {
 		case float64, bool:
 			s = string(bytes.TrimSpace(raw))
 		default:
-			return CloudMessage{}, nil, badRequestf("property %q must be a string, number or boolean", k)
+			return CloudMessage{}, nil, invalidf("property %q must be a string, number or boolean", k)
 		}
 		if msg.Properties == nil {
 			msg.Properties = map[string]string{}
@@ -479,4 +637,13 @@ func (h *handler) postMessage(w http.ResponseWriter, r *http.Request) {
 		err = h.b.SendMessage(r.Context(), r.PathValue("id"), msg)
 	}
 	h.respond(w, r, http.StatusAccepted, messageAnswer{Data: data, Properties: msg.Properties, Queued: true}, err)
+}
+
+// hasComponent reports whether the model (nil: none) has component name.
+func (m *TemplateModel) hasComponent(name string) bool {
+	if m == nil {
+		return false
+	}
+	_, ok := m.Components[name]
+	return ok
 }

@@ -5,38 +5,47 @@
 // reached through the Backend interface, which the emulator implements; this
 // package holds no state of its own and starts no goroutines.
 //
-// Every request must carry the API token in the Authorization header, either
-// as the whole header value (as IoT Central API tokens are sent) or after a
-// "Bearer " prefix. A missing or wrong token is answered 401. The optional
-// api-version query parameter is accepted with any value and ignored.
+// Every request must carry the API token as the whole Authorization header
+// value (as IoT Central API tokens are sent); "Bearer <token>" is accepted
+// only with Options.AllowBearer. A missing or wrong token is answered 401.
+// The api-version query parameter is required and must be APIVersion
+// (400 MissingApiVersionParameter / InvalidApiVersionParameter otherwise).
+// Lists are paged (Options.PageSize, nextLink with $skiptoken); devices,
+// groups and templates carry an etag.
 //
-// Routes (all JSON in and out):
+// Routes (all JSON in and out; see emulator/README.md for the full table
+// of IoT Central operations, served or not):
 //
-//	GET   /api/devices                                          {"value":[Device...]}
-//	GET   /api/devices/{id}                                     Device
-//	GET   /api/devices/{id}/credentials                         DeviceCredentials
-//	GET   /api/devices/{id}/properties                          properties view
-//	PATCH /api/devices/{id}/properties                          202, properties view
-//	GET   /api/devices/{id}/components/{c}/properties           component view
-//	PATCH /api/devices/{id}/components/{c}/properties           202, component view
-//	POST  /api/devices/{id}/commands/{name}                     201, CommandInvocation
-//	POST  /api/devices/{id}/components/{c}/commands/{name}      201, CommandInvocation
-//	POST  /api/devices/{id}/messages                            202 (emulator extension)
-//	GET   /api/devices/{id}/telemetry                           {"value":[TelemetryMessage...]} (emulator extension)
-//	GET   /api/devices/{id}/telemetry/{name}                    TelemetryValue
-//	GET   /api/devices/{id}/components/{c}/telemetry/{name}     TelemetryValue
-//	GET   /api/enrollmentGroups                                 {"value":[EnrollmentGroup...]}
-//	GET   /api/enrollmentGroups/{id}                            EnrollmentGroup
-//	PUT   /api/enrollmentGroups/{id}                            EnrollmentGroup
+//	GET                  /api/devices                                       {"value":[Device...],"nextLink"}
+//	GET PUT PATCH DELETE /api/devices/{id}                                  Device
+//	GET PUT PATCH DELETE /api/devices/{id}/attestation                      symmetric-key attestation
+//	GET                  /api/devices/{id}/components                       {"value":[{"@type":"Component","name"}]}
+//	GET                  /api/devices/{id}/credentials                      DeviceCredentials
+//	GET PUT PATCH        /api/devices/{id}/properties                       properties view; writes 202 {"$metadata"}
+//	GET PUT PATCH        /api/devices/{id}/components/{c}/properties        component view; writes 202 {"$metadata"}
+//	GET POST             /api/devices/{id}/commands/{name}                  history; 201 CommandInvocation
+//	GET POST             /api/devices/{id}/components/{c}/commands/{name}   history; 201 CommandInvocation
+//	GET                  /api/devices/{id}/telemetry/{name}                 TelemetryValue
+//	GET                  /api/devices/{id}/components/{c}/telemetry/{name}  TelemetryValue
+//	GET                  /api/deviceTemplates                               {"value":[template...]}
+//	GET PUT PATCH DELETE /api/deviceTemplates/{id}                          template
+//	GET                  /api/enrollmentGroups                              {"value":[EnrollmentGroup...]}
+//	GET PUT PATCH DELETE /api/enrollmentGroups/{id}                         EnrollmentGroup
+//	GET PUT DELETE       /api/enrollmentGroups/{id}/certificates/{entry}    {"verified","certificate","info"}
+//	POST                 /api/enrollmentGroups/{id}/certificates/{entry}/generateVerificationCode
+//	POST                 /api/enrollmentGroups/{id}/certificates/{entry}/verify
+//	POST                 /api/devices/{id}/messages                         202 (emulator extension)
+//	GET                  /api/devices/{id}/telemetry                        history (emulator extension)
 //
 // The properties view shows, for every property, the value the device
 // reported (the "value" of a writable-property acknowledgement) or, when the
 // device has reported nothing for it, the desired value. Components appear in
-// the root view as nested objects marked "__t":"c". A "$metadata" object per
+// the root view as nested objects. A "$metadata" object per
 // level carries desiredValue, desiredVersion, ackVersion, ackCode,
 // ackDescription and lastUpdateTime where known. PATCH sends the body as a
-// desired-properties patch and answers with the view in which the patched
-// properties show their new desired values.
+// desired-properties patch (root members naming a component of the device
+// template, or marked "__t":"c", or shown as a component by the twin, patch
+// that component); PUT also deletes the writable properties the body lacks.
 //
 // Emulator extensions, not in IoT Central:
 //
@@ -57,10 +66,15 @@
 //     for the root component) and limit (the newest n of the selection).
 //   - Device has a "connected" field.
 //
-// Errors are JSON {"error":{"code","message","requestId","time"}} with the
-// status that matches: 400 BadRequest (malformed JSON, bad parameters), 401
-// Unauthorized, 404 NotFound (unknown route or resource) or DeviceNotOnline,
-// 405 MethodNotAllowed, 403 DeviceMaximumQueueDepthExceeded, 413
-// RequestEntityTooLarge (bodies over MaxBodyBytes), 500 InternalServerError
-// and 504 GatewayTimeout. Tokens and keys never reach the log.
+// With a device template, names are checked: an unknown component,
+// property or command is 404, a read-only property 422.
+//
+// Errors are JSON {"error":{"code","message","requestId","time"}} (time in
+// RFC 1123) with the status that matches: 400 BadRequest (not JSON, bad path
+// or query parameters), 422 UnprocessableEntity (a well-formed body or value
+// refused), 401 Unauthorized, 404 NotFound (unknown route or resource) or
+// DeviceNotOnline, 405 MethodNotAllowed, 409 Conflict, 403
+// DeviceMaximumQueueDepthExceeded, 413 RequestEntityTooLarge (bodies over
+// MaxBodyBytes), 500 InternalServerError and 504 GatewayTimeout. Messages
+// never name the emulator's packages. Tokens and keys never reach the log.
 package restapi

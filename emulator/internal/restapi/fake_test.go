@@ -29,6 +29,7 @@ type fakeBackend struct {
 	queueErr  error
 	sendErr   error
 	patchErr  error
+	extra     *fakeExtra
 }
 
 type invokeCall struct {

@@ -39,7 +39,7 @@ func TestFaultRoutes(t *testing.T) {
 		t.Fatalf("backend without faults: %d %s", r.status, r.raw)
 	}
 	ff := &faultFake{fakeBackend: e.f}
-	srv := httptest.NewServer(New(ff, testToken, nil))
+	srv := httptest.NewServer(New(ff, Options{Token: testToken}))
 	t.Cleanup(srv.Close)
 	e.srv = srv
 	for _, tc := range []struct {

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"net/http"
 	"strings"
@@ -13,8 +14,9 @@ import (
 
 // Enrollment group limits.
 const (
-	// maxGroupIDLen is IoT Central's limit on enrollment group ids.
-	maxGroupIDLen = 128
+	// maxGroupIDLen is IoT Central's limit on enrollment group ids
+	// (2022-07-31: maxLength 255, pattern ^[a-zA-Z0-9-]*$).
+	maxGroupIDLen = 255
 	// generatedKeyBytes is the size of generated group keys (as IoT Central).
 	generatedKeyBytes = 64
 	// minKeyBytes and maxKeyBytes bound supplied keys (DPS accepts 16..64 bytes).
@@ -25,14 +27,25 @@ const (
 func (h *handler) listGroups(w http.ResponseWriter, r *http.Request) {
 	gs, err := h.b.ListEnrollmentGroups(r.Context())
 	for i := range gs {
-		gs[i] = withThumbprints(gs[i])
+		gs[i] = h.groupView(r, gs[i])
 	}
-	h.respond(w, r, http.StatusOK, listOf(gs), err)
+	page(h, w, r, gs, err)
 }
 
 func (h *handler) getGroup(w http.ResponseWriter, r *http.Request) {
 	g, err := h.b.GetEnrollmentGroup(r.Context(), r.PathValue("id"))
-	h.respond(w, r, http.StatusOK, withThumbprints(g), err)
+	h.respond(w, r, http.StatusOK, h.groupView(r, g), err)
+}
+
+// groupView fills the thumbprints and the etag of a group to answer.
+func (h *handler) groupView(_ *http.Request, g EnrollmentGroup) EnrollmentGroup {
+	if g.ID == "" {
+		return g
+	}
+	g = withThumbprints(g)
+	g.Etag = ""
+	g.Etag = etagOf(g)
+	return g
 }
 
 // withThumbprints fills info.sha1Thumbprint of every signing certificate
@@ -79,26 +92,35 @@ func (h *handler) putGroup(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		g, err = h.b.PutEnrollmentGroup(r.Context(), g)
 	}
-	h.respond(w, r, http.StatusOK, withThumbprints(g), err)
+	h.respond(w, r, http.StatusOK, h.groupView(r, g), err)
 }
 
-// parseEnrollmentGroup decodes and validates a PUT body for group id,
-// applying the defaults (DisplayName = id, Type "iot", Enabled true) and
-// generating missing symmetric keys. Errors wrap ErrBadRequest.
+// parseEnrollmentGroup decodes and validates a PUT body for group id:
+// displayName, type and attestation are required (as the 2022-07-31 spec
+// has them), enabled defaults to true, missing symmetric keys are
+// generated. Errors wrap ErrBadRequest (not JSON) or ErrValidation.
 func parseEnrollmentGroup(body []byte, id string) (EnrollmentGroup, error) {
 	if err := checkGroupID(id); err != nil {
 		return EnrollmentGroup{}, err
 	}
 	g := EnrollmentGroup{Enabled: true}
 	if err := decodeJSON(body, &g); err != nil {
-		return EnrollmentGroup{}, err
+		return EnrollmentGroup{}, asValidation(err)
 	}
+	var present map[string]json.RawMessage
+	_ = json.Unmarshal(body, &present)
+	for _, f := range []string{"displayName", "type", "attestation"} {
+		if _, ok := present[f]; !ok {
+			return EnrollmentGroup{}, invalidf("%s is required", f)
+		}
+	}
+	g.Etag = ""
 	switch g.ID {
 	case "":
 		g.ID = id
 	case id:
 	default:
-		return EnrollmentGroup{}, badRequestf("body id %q differs from the id %q in the path", g.ID, id)
+		return EnrollmentGroup{}, invalidf("body id %q differs from the id %q in the path", g.ID, id)
 	}
 	if g.DisplayName == "" {
 		g.DisplayName = id
@@ -108,13 +130,13 @@ func parseEnrollmentGroup(body []byte, id string) (EnrollmentGroup, error) {
 		g.Type = "iot"
 	case "iot", "iotEdge":
 	default:
-		return EnrollmentGroup{}, badRequestf("type must be \"iot\" or \"iotEdge\", got %q", g.Type)
+		return EnrollmentGroup{}, invalidf("type must be \"iot\" or \"iotEdge\", got %q", g.Type)
 	}
 	a := &g.Attestation
 	switch a.Type {
 	case AttestationSymmetricKey:
 		if a.X509 != (X509Attestation{}) {
-			return EnrollmentGroup{}, badRequestf("a symmetricKey attestation cannot carry x509 certificates")
+			return EnrollmentGroup{}, invalidf("a symmetricKey attestation cannot carry x509 certificates")
 		}
 		for _, k := range []*string{&a.SymmetricKey.PrimaryKey, &a.SymmetricKey.SecondaryKey} {
 			var err error
@@ -124,11 +146,11 @@ func parseEnrollmentGroup(body []byte, id string) (EnrollmentGroup, error) {
 		}
 	case AttestationX509:
 		if a.SymmetricKey != (SymmetricKey{}) {
-			return EnrollmentGroup{}, badRequestf("an x509 attestation cannot carry symmetric keys")
+			return EnrollmentGroup{}, invalidf("an x509 attestation cannot carry symmetric keys")
 		}
 		certs := &a.X509.SigningCertificates
 		if certs.Primary.Certificate == "" {
-			return EnrollmentGroup{}, badRequestf("attestation.x509.signingCertificates.primary.certificate (PEM) is required")
+			return EnrollmentGroup{}, invalidf("attestation.x509.signingCertificates.primary.certificate (PEM) is required")
 		}
 		for _, c := range []*X509Certificate{&certs.Primary, &certs.Secondary} {
 			if *c == (X509Certificate{}) {
@@ -141,9 +163,9 @@ func parseEnrollmentGroup(body []byte, id string) (EnrollmentGroup, error) {
 			c.Info.SHA1Thumbprint = thumb
 		}
 	case "":
-		return EnrollmentGroup{}, badRequestf("attestation.type is required: %q or %q", AttestationSymmetricKey, AttestationX509)
+		return EnrollmentGroup{}, invalidf("attestation.type is required: %q or %q", AttestationSymmetricKey, AttestationX509)
 	default:
-		return EnrollmentGroup{}, badRequestf("attestation.type %q is not supported; use %q or %q",
+		return EnrollmentGroup{}, invalidf("attestation.type %q is not supported; use %q or %q",
 			a.Type, AttestationSymmetricKey, AttestationX509)
 	}
 	return g, nil
@@ -151,11 +173,11 @@ func parseEnrollmentGroup(body []byte, id string) (EnrollmentGroup, error) {
 
 func checkGroupID(id string) error {
 	if id == "" || len(id) > maxGroupIDLen {
-		return badRequestf("enrollment group id must be 1 to %d characters", maxGroupIDLen)
+		return invalidf("enrollment group id must be 1 to %d characters", maxGroupIDLen)
 	}
 	for _, c := range id {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-._:", c)) {
-			return badRequestf("enrollment group id %q may hold only letters, digits and -._:", id)
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return invalidf("enrollment group id %q may hold only letters, digits and '-'", id)
 		}
 	}
 	return nil
@@ -172,11 +194,11 @@ func checkOrGenerateKey(key string) (string, error) {
 	}
 	raw, err := base64.StdEncoding.DecodeString(key)
 	if err != nil {
-		return "", badRequestf("symmetric key is not valid base64")
+		return "", invalidf("symmetric key is not valid base64")
 	}
 	n := len(raw)
 	if n < minKeyBytes || n > maxKeyBytes {
-		return "", badRequestf("symmetric key must decode to %d..%d bytes, got %d", minKeyBytes, maxKeyBytes, n)
+		return "", invalidf("symmetric key must decode to %d..%d bytes, got %d", minKeyBytes, maxKeyBytes, n)
 	}
 	return key, nil
 }
@@ -190,17 +212,17 @@ func checkCACertificate(s string) (string, error) {
 		var block *pem.Block
 		block, rest = pem.Decode(rest)
 		if block == nil {
-			return "", badRequestf("certificate holds no PEM CERTIFICATE block")
+			return "", invalidf("certificate holds no PEM CERTIFICATE block")
 		}
 		if block.Type != "CERTIFICATE" {
 			continue
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return "", badRequestf("certificate does not parse: %v", err)
+			return "", invalidf("certificate does not parse: %v", err)
 		}
 		if !cert.IsCA {
-			return "", badRequestf("certificate %q is not a CA certificate (basicConstraints CA:TRUE is required to sign devices)", cert.Subject.CommonName)
+			return "", invalidf("certificate %q is not a CA certificate (basicConstraints CA:TRUE is required to sign devices)", cert.Subject.CommonName)
 		}
 		sum := sha1.Sum(block.Bytes) // #nosec G401 -- thumbprint, not a signature
 		return strings.ToUpper(hex.EncodeToString(sum[:])), nil

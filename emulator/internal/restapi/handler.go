@@ -6,13 +6,16 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -25,42 +28,81 @@ const MaxBodyBytes = 1 << 20
 // call, so a backend that ignores its timeouts cannot hold a request forever.
 const commandGrace = 5 * time.Second
 
-type handler struct {
-	b      Backend
-	digest [sha256.Size]byte // SHA-256 of the token, so compares run in constant time whatever the length
-	empty  bool
-	log    *slog.Logger
-	mux    *http.ServeMux
+// APIVersion is the only api-version the handler serves; a request
+// without it, or with another, is answered 400.
+const APIVersion = "2022-07-31"
+
+// DefaultPageSize is how many items a list answer holds before it ends
+// with a nextLink (IoT Central's default page size for these lists is not
+// documented in the 2022-07-31 spec; 100 matches its public samples).
+const DefaultPageSize = 100
+
+// Options configure the handler.
+type Options struct {
+	// Token is the API token; every request must carry it as the whole
+	// Authorization header value (as IoT Central API tokens are sent). An
+	// empty token refuses every request.
+	Token string
+	// AllowBearer also accepts "Bearer <token>". Default false: IoT
+	// Central takes Bearer only for Microsoft Entra tokens, so a client
+	// sending an API token after Bearer is refused 401, as it would be by a
+	// real application.
+	AllowBearer bool
+	// PageSize is the number of items per list page; 0 means
+	// DefaultPageSize. Lists longer than it end with a nextLink.
+	PageSize int
+	// Logger receives request logs; nil discards. The token, the
+	// Authorization header and keys are never logged.
+	Logger *slog.Logger
 }
 
-// New returns the REST API handler over b. Every request must carry token
-// in its Authorization header (bare or after "Bearer "); an empty token
-// refuses every request. A nil logger discards logs. The handler never logs
-// the token, the Authorization header or keys.
-func New(b Backend, token string, logger *slog.Logger) http.Handler {
+type handler struct {
+	b           Backend
+	digest      [sha256.Size]byte // SHA-256 of the token, so compares run in constant time whatever the length
+	empty       bool
+	allowBearer bool
+	pageSize    int
+	log         *slog.Logger
+	mux         *http.ServeMux
+}
+
+type route struct {
+	path    string
+	methods map[string]http.HandlerFunc
+}
+
+// New returns the REST API handler over b, configured by o.
+func New(b Backend, o Options) http.Handler {
+	logger := o.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	h := &handler{b: b, digest: sha256.Sum256([]byte(token)), empty: token == "", log: logger, mux: http.NewServeMux()}
-	routes := []struct {
-		path    string
-		methods map[string]http.HandlerFunc
-	}{
+	if o.PageSize <= 0 {
+		o.PageSize = DefaultPageSize
+	}
+	h := &handler{b: b, digest: sha256.Sum256([]byte(o.Token)), empty: o.Token == "", allowBearer: o.AllowBearer,
+		pageSize: o.PageSize, log: logger, mux: http.NewServeMux()}
+	routes := []route{
 		{"/api/devices", map[string]http.HandlerFunc{"GET": h.listDevices}},
-		{"/api/devices/{id}", map[string]http.HandlerFunc{"GET": h.getDevice}},
+		{"/api/devices/{id}", map[string]http.HandlerFunc{"GET": h.getDevice, "PUT": h.putDevice, "PATCH": h.patchDevice, "DELETE": h.deleteDevice}},
+		{"/api/devices/{id}/attestation", map[string]http.HandlerFunc{"GET": h.getAttestation, "PUT": h.putAttestation, "PATCH": h.patchAttestation, "DELETE": h.deleteAttestation}},
+		{"/api/devices/{id}/components", map[string]http.HandlerFunc{"GET": h.listComponents}},
 		{"/api/devices/{id}/credentials", map[string]http.HandlerFunc{"GET": h.getCredentials}},
-		{"/api/devices/{id}/properties", map[string]http.HandlerFunc{"GET": h.getProperties, "PATCH": h.patchProperties}},
-		{"/api/devices/{id}/components/{c}/properties", map[string]http.HandlerFunc{"GET": h.getProperties, "PATCH": h.patchProperties}},
-		{"/api/devices/{id}/commands/{name}", map[string]http.HandlerFunc{"POST": h.postCommand}},
-		{"/api/devices/{id}/components/{c}/commands/{name}", map[string]http.HandlerFunc{"POST": h.postCommand}},
+		{"/api/devices/{id}/properties", map[string]http.HandlerFunc{"GET": h.getProperties, "PATCH": h.patchProperties, "PUT": h.putProperties}},
+		{"/api/devices/{id}/components/{c}/properties", map[string]http.HandlerFunc{"GET": h.getProperties, "PATCH": h.patchProperties, "PUT": h.putProperties}},
+		{"/api/devices/{id}/commands/{name}", map[string]http.HandlerFunc{"GET": h.getCommandHistory, "POST": h.postCommand}},
+		{"/api/devices/{id}/components/{c}/commands/{name}", map[string]http.HandlerFunc{"GET": h.getCommandHistory, "POST": h.postCommand}},
 		{"/api/devices/{id}/messages", map[string]http.HandlerFunc{"POST": h.postMessage}},
 		{"/api/devices/{id}/telemetry", map[string]http.HandlerFunc{"GET": h.getTelemetryHistory}},
 		{"/api/devices/{id}/telemetry/{name}", map[string]http.HandlerFunc{"GET": h.getTelemetry}},
 		{"/api/devices/{id}/components/{c}/telemetry/{name}", map[string]http.HandlerFunc{"GET": h.getTelemetry}},
+		{"/api/deviceTemplates", map[string]http.HandlerFunc{"GET": h.listTemplates}},
+		{"/api/deviceTemplates/{id}", map[string]http.HandlerFunc{"GET": h.getTemplate, "PUT": h.putTemplate, "PATCH": h.patchTemplate, "DELETE": h.deleteTemplate}},
 		{"/api/enrollmentGroups", map[string]http.HandlerFunc{"GET": h.listGroups}},
-		{"/api/enrollmentGroups/{id}", map[string]http.HandlerFunc{"GET": h.getGroup, "PUT": h.putGroup}},
+		{"/api/enrollmentGroups/{id}", map[string]http.HandlerFunc{"GET": h.getGroup, "PUT": h.putGroup, "PATCH": h.patchGroup, "DELETE": h.deleteGroup}},
 		{"/api/devices/{id}/faults", map[string]http.HandlerFunc{"POST": h.postFault, "DELETE": h.deleteFaults}},
 	}
+	routes = append(routes, h.certificateRoutes()...)
 	for _, rt := range routes {
 		allowed := make([]string, 0, len(rt.methods))
 		for m, f := range rt.methods {
@@ -81,7 +123,9 @@ func New(b Backend, token string, logger *slog.Logger) http.Handler {
 		})
 	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		h.fail(w, r, http.StatusNotFound, "NotFound", "no such route: "+r.URL.Path)
+		h.fail(w, r, http.StatusNotFound, "NotFound", "no such route: "+r.URL.Path+
+			" (the emulator serves the IoT Central 2022-07-31 operations listed in emulator/README.md, plus its extensions,"+
+			" which IoT Central lacks: POST /api/devices/{id}/messages, GET /api/devices/{id}/telemetry and ?queue=true on a command POST)")
 	})
 	return h
 }
@@ -99,6 +143,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusUnauthorized, "Unauthorized", "missing or invalid Authorization header")
 		return
 	}
+	switch v, ok := r.URL.Query()["api-version"]; {
+	case !ok || len(v) == 0 || v[0] == "":
+		h.fail(w, r, http.StatusBadRequest, "MissingApiVersionParameter",
+			"the api-version query parameter is required; this emulator serves api-version="+APIVersion)
+		return
+	case len(v) > 1 || v[0] != APIVersion:
+		h.fail(w, r, http.StatusBadRequest, "InvalidApiVersionParameter",
+			fmt.Sprintf("api-version %q is not supported; this emulator serves api-version=%s", strings.Join(v, ","), APIVersion))
+		return
+	}
 	h.log.Debug("restapi: request", "method", r.Method, "path", r.URL.Path, "requestId", id)
 	h.mux.ServeHTTP(w, r)
 }
@@ -109,7 +163,7 @@ func (h *handler) authorized(header string) bool {
 	}
 	whole := sha256.Sum256([]byte(header))
 	ok := subtle.ConstantTimeCompare(whole[:], h.digest[:])
-	if len(header) > 7 && strings.EqualFold(header[:7], "bearer ") {
+	if h.allowBearer && len(header) > 7 && strings.EqualFold(header[:7], "bearer ") {
 		bare := sha256.Sum256([]byte(strings.TrimSpace(header[7:])))
 		ok |= subtle.ConstantTimeCompare(bare[:], h.digest[:])
 	}
@@ -144,7 +198,7 @@ type apiErrorBody struct {
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
 	w.Header().Set("x-ms-error-code", code)
 	h.reply(w, r, status, apiError{Error: apiErrorBody{
-		Code: code, Message: msg, RequestID: requestID(r), Time: time.Now().UTC().Format(time.RFC3339),
+		Code: code, Message: publicMessage(msg), RequestID: requestID(r), Time: time.Now().UTC().Format(http.TimeFormat),
 	}})
 }
 
@@ -155,8 +209,12 @@ func (h *handler) failErr(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &tooBig):
 		h.fail(w, r, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge",
 			fmt.Sprintf("request body is larger than %d bytes", tooBig.Limit))
+	case errors.Is(err, ErrValidation):
+		h.fail(w, r, http.StatusUnprocessableEntity, "UnprocessableEntity", err.Error())
 	case errors.Is(err, ErrBadRequest):
 		h.fail(w, r, http.StatusBadRequest, "BadRequest", err.Error())
+	case errors.Is(err, ErrConflict):
+		h.fail(w, r, http.StatusConflict, "Conflict", err.Error())
 	case errors.Is(err, ErrDeviceOffline):
 		h.fail(w, r, http.StatusNotFound, "DeviceNotOnline", "could not connect to the device to send the command: "+err.Error())
 	case errors.Is(err, ErrNotFound):
@@ -187,6 +245,12 @@ func (h *handler) reply(w http.ResponseWriter, r *http.Request, status int, v an
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(append(b, '\n'))
 	}
+}
+
+// invalidf returns an error wrapping ErrValidation (a well-formed body or
+// value the API refuses: 422).
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrValidation}, args...)...)
 }
 
 // badRequestf returns an error wrapping ErrBadRequest.
@@ -244,4 +308,72 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, status int, v 
 		return
 	}
 	h.reply(w, r, status, v)
+}
+
+// internalPrefixes are the package prefixes of the emulator's errors and
+// the sentinel texts they wrap; publicMessage removes them so API callers
+// see the condition, not the emulator's package names.
+var internalPrefixes = []string{
+	"restapi: not found: ", "restapi: device not online: ", "restapi: timed out waiting for the device: ",
+	"restapi: bad request: ", "restapi: invalid input: ", "restapi: conflict: ", "restapi: device queue is full: ",
+	"restapi: payload too large: ",
+	"emulator: not found: ", "emulator: already exists: ", "emulator: invalid argument: ",
+	"emulator: device is not online: ", "emulator: device did not respond in time: ",
+	"emulator: device queue is full: ", "emulator: over a service size limit: ",
+	"restapi: ", "emulator: ",
+}
+
+func publicMessage(msg string) string {
+	for _, p := range internalPrefixes {
+		msg = strings.ReplaceAll(msg, p, "")
+	}
+	return msg
+}
+
+// page answers one page of a list, IoT Central's collection shape with a
+// nextLink when more items follow. The page is chosen by the $skiptoken
+// query parameter (an offset the previous nextLink carried).
+func page[T any](h *handler, w http.ResponseWriter, r *http.Request, items []T, err error) {
+	if err != nil {
+		h.failErr(w, r, err)
+		return
+	}
+	start := 0
+	if tok := r.URL.Query().Get("$skiptoken"); tok != "" {
+		n, perr := strconv.Atoi(tok)
+		if perr != nil || n < 0 {
+			h.failErr(w, r, badRequestf("$skiptoken %q is not one this API issued", tok))
+			return
+		}
+		start = min(n, len(items))
+	}
+	end := min(start+h.pageSize, len(items))
+	out := pagedList[T]{Value: items[start:end]}
+	if out.Value == nil {
+		out.Value = []T{}
+	}
+	if end < len(items) {
+		scheme := "https"
+		if r.TLS == nil {
+			scheme = "http"
+		}
+		q := r.URL.Query()
+		q.Set("$skiptoken", strconv.Itoa(end))
+		out.NextLink = (&url.URL{Scheme: scheme, Host: r.Host, Path: r.URL.Path, RawQuery: q.Encode()}).String()
+	}
+	h.reply(w, r, http.StatusOK, out)
+}
+
+// pagedList is the IoT Central collection shape.
+type pagedList[T any] struct {
+	Value    []T    `json:"value"`
+	NextLink string `json:"nextLink,omitempty"`
+}
+
+// etagOf is a strong entity tag of v's JSON (any "etag" member excluded
+// by the caller): it changes whenever the resource changes.
+func etagOf(v any) string {
+	b, _ := json.Marshal(v)
+	sum := sha256.Sum256(b)
+	return `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
 }

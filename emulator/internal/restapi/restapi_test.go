@@ -66,7 +66,7 @@ func newEnv(t *testing.T) *env {
 	f.devices["dev2"] = Device{ID: "dev2", Enabled: true}
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv := httptest.NewServer(New(f, testToken, logger))
+	srv := httptest.NewServer(New(f, Options{Token: testToken, Logger: logger, PageSize: 2}))
 	t.Cleanup(srv.Close)
 	return &env{t: t, f: f, srv: srv, log: logs}
 }
@@ -89,6 +89,14 @@ func (e *env) callAuth(method, path, body, auth string) response {
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
+	if !strings.Contains(path, "api-version=") && !strings.Contains(path, "no-api-version") {
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		path += sep + "api-version=" + APIVersion
+	}
+	path = strings.Replace(strings.Replace(path, "&no-api-version", "", 1), "?no-api-version", "", 1)
 	req, err := http.NewRequestWithContext(e.t.Context(), method, e.srv.URL+path, rd)
 	if err != nil {
 		e.t.Fatal(err)
@@ -112,6 +120,17 @@ func (e *env) callAuth(method, path, body, auth string) response {
 		}
 	}
 	return out
+}
+
+// wantRefused checks a 400 BadRequest (unreadable) or 422
+// UnprocessableEntity (invalid) refusal.
+func (r response) wantRefused(t *testing.T) {
+	t.Helper()
+	if r.status == http.StatusUnprocessableEntity {
+		r.wantError(t, r.status, "UnprocessableEntity")
+		return
+	}
+	r.wantError(t, http.StatusBadRequest, "BadRequest")
 }
 
 // wantError checks the status and the IoT Central error shape.
@@ -168,8 +187,8 @@ func TestAuthorization(t *testing.T) {
 		ok         bool
 	}{
 		{"whole header", testToken, true},
-		{"bearer prefix", "Bearer " + testToken, true},
-		{"lower-case bearer", "bearer " + testToken, true},
+		{"bearer prefix refused (API tokens are sent bare)", "Bearer " + testToken, false},
+		{"lower-case bearer refused", "bearer " + testToken, false},
 		{"missing", "", false},
 		{"wrong", "SharedAccessSignature sr=emulator&sig=wrong&skn=operator", false},
 		{"bearer wrong", "Bearer nope", false},
@@ -191,7 +210,7 @@ func TestAuthorization(t *testing.T) {
 
 func TestEmptyTokenRefusesEverything(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(New(newFake(), "", nil))
+	srv := httptest.NewServer(New(newFake(), Options{}))
 	defer srv.Close()
 	for _, auth := range []string{"", "Bearer ", "Bearer", " "} {
 		req, _ := http.NewRequest("GET", srv.URL+"/api/devices", nil)
@@ -214,26 +233,29 @@ func TestRouting(t *testing.T) {
 	e := newEnv(t)
 	e.call("GET", "/api/nothing", "").wantError(t, http.StatusNotFound, "NotFound")
 	e.call("GET", "/api/devices/dev1/unknown", "").wantError(t, http.StatusNotFound, "NotFound")
-	r := e.call("DELETE", "/api/devices/dev1", "")
+	r := e.call("POST", "/api/devices/dev1", "{}")
 	r.wantError(t, http.StatusMethodNotAllowed, "MethodNotAllowed")
-	if got := r.header.Get("Allow"); got != "GET, HEAD" {
+	if got := r.header.Get("Allow"); got != "DELETE, GET, HEAD, PATCH, PUT" {
 		t.Fatalf("Allow = %q", got)
 	}
 	r = e.call("POST", "/api/devices/dev1/properties", "{}")
 	r.wantError(t, http.StatusMethodNotAllowed, "MethodNotAllowed")
-	if got := r.header.Get("Allow"); got != "GET, HEAD, PATCH" {
+	if got := r.header.Get("Allow"); got != "GET, HEAD, PATCH, PUT" {
 		t.Fatalf("Allow = %q", got)
 	}
-	e.call("GET", "/api/devices/dev1/commands/reboot", "").wantError(t, http.StatusMethodNotAllowed, "MethodNotAllowed")
-	e.call("DELETE", "/api/enrollmentGroups/g", "").wantError(t, http.StatusMethodNotAllowed, "MethodNotAllowed")
+	e.call("PUT", "/api/devices/dev1/commands/reboot", "").wantError(t, http.StatusMethodNotAllowed, "MethodNotAllowed")
+	e.call("POST", "/api/enrollmentGroups/g", "").wantError(t, http.StatusMethodNotAllowed, "MethodNotAllowed")
 	// HEAD answers like GET without a body.
 	r = e.call("HEAD", "/api/devices", "")
 	if r.status != http.StatusOK || len(r.raw) != 0 {
 		t.Fatalf("HEAD: %d %q", r.status, r.raw)
 	}
-	// api-version is accepted with any value.
+	// api-version is required and must be the served one.
 	e.call("GET", "/api/devices/dev1?api-version=2022-07-31", "").want(t, http.StatusOK)
-	e.call("GET", "/api/devices/dev1?api-version=whatever", "").want(t, http.StatusOK)
+	e.call("GET", "/api/devices/dev1?api-version=whatever", "").wantError(t, http.StatusBadRequest, "InvalidApiVersionParameter")
+	e.call("GET", "/api/devices/dev1?api-version=2022-07-31&api-version=1.0", "").wantError(t, http.StatusBadRequest, "InvalidApiVersionParameter")
+	e.call("GET", "/api/devices/dev1?no-api-version", "").wantError(t, http.StatusBadRequest, "MissingApiVersionParameter")
+	e.call("GET", "/api/devices/dev1?api-version=", "").wantError(t, http.StatusBadRequest, "MissingApiVersionParameter")
 }
 
 func TestDevices(t *testing.T) {
@@ -247,13 +269,17 @@ func TestDevices(t *testing.T) {
 	}
 	r = e.call("GET", "/api/devices/dev1", "")
 	r.want(t, http.StatusOK)
+	if etag, _ := r.body["etag"].(string); !strings.HasPrefix(etag, `"`) {
+		t.Fatalf("etag = %v", r.body["etag"])
+	}
+	delete(r.body, "etag")
 	jsonEqual(t, r.body, `{"id":"dev1","displayName":"Device 1","template":"dtmi:com:example:Thermostat;1",
 		"enabled":true,"provisioned":true,"simulated":false,"connected":true}`)
 	e.call("GET", "/api/devices/ghost", "").wantError(t, http.StatusNotFound, "NotFound")
 
-	empty := httptest.NewServer(New(newFake(), testToken, nil))
+	empty := httptest.NewServer(New(newFake(), Options{Token: testToken}))
 	defer empty.Close()
-	req, _ := http.NewRequest("GET", empty.URL+"/api/devices", nil)
+	req, _ := http.NewRequest("GET", empty.URL+"/api/devices?api-version="+APIVersion, nil)
 	req.Header.Set("Authorization", testToken)
 	res, err := empty.Client().Do(req)
 	if err != nil {
@@ -296,7 +322,7 @@ func mustMap(t *testing.T, s string) map[string]any {
 func seedTwin(t *testing.T, e *env) {
 	e.f.twins["dev1"] = Twin{
 		Desired: mustMap(t, `{"$version":3,"targetTemperature":21,"fanSpeed":"low",
-			"thermostat1":{"__t":"c","targetTemperature":25}}`),
+			"thermostat1":{"targetTemperature":25}}`),
 		Reported: mustMap(t, `{"$version":5,
 			"$metadata":{"targetTemperature":{"$lastUpdated":"2024-05-01T10:00:00Z"},
 				"thermostat1":{"maxTempSinceLastReboot":{"$lastUpdated":"2024-05-01T11:00:00Z"}}},
@@ -317,10 +343,10 @@ func TestGetProperties(t *testing.T) {
 		"targetTemperature":20,
 		"fanSpeed":"low",
 		"serialNumber":"SN-1",
-		"thermostat1":{"__t":"c","targetTemperature":25,"maxTempSinceLastReboot":30,
+		"thermostat1":{"targetTemperature":25,"maxTempSinceLastReboot":30,
 			"$metadata":{"targetTemperature":{"desiredValue":25,"desiredVersion":3},
 				"maxTempSinceLastReboot":{"lastUpdateTime":"2024-05-01T11:00:00Z"}}},
-		"deviceInformation":{"__t":"c","manufacturer":"Contoso"},
+		"deviceInformation":{"manufacturer":"Contoso"},
 		"$metadata":{
 			"targetTemperature":{"desiredValue":21,"desiredVersion":3,"ackCode":200,"ackVersion":2,
 				"ackDescription":"applied","lastUpdateTime":"2024-05-01T10:00:00Z"},
@@ -349,23 +375,15 @@ func TestPatchProperties(t *testing.T) {
 	seedTwin(t, e)
 	r := e.call("PATCH", "/api/devices/dev1/properties?api-version=2022-07-31", `{"targetTemperature":23.5}`)
 	r.want(t, http.StatusAccepted)
-	if r.body["targetTemperature"] != 23.5 || r.body["serialNumber"] != "SN-1" {
-		t.Fatalf("view after root patch: %s", r.raw)
-	}
-	md := r.body["$metadata"].(map[string]any)["targetTemperature"].(map[string]any)
-	if md["desiredValue"] != 23.5 || md["desiredVersion"] != 4.0 || md["ackVersion"] != 2.0 {
-		t.Fatalf("metadata after patch: %v", md)
-	}
+	jsonEqual(t, r.body, `{"$metadata":{"targetTemperature":{"desiredValue":23.5}}}`)
 
 	r = e.call("PATCH", "/api/devices/dev1/components/thermostat1/properties", `{"targetTemperature":26}`)
 	r.want(t, http.StatusAccepted)
-	if r.body["targetTemperature"] != 26.0 || r.body["maxTempSinceLastReboot"] != 30.0 || r.body["__t"] != nil {
-		t.Fatalf("view after component patch: %s", r.raw)
-	}
+	jsonEqual(t, r.body, `{"$metadata":{"targetTemperature":{"desiredValue":26}}}`)
 	// A component patch through the root names the component object.
 	r = e.call("PATCH", "/api/devices/dev1/properties", `{"newComp":{"__t":"c","mode":"eco"}}`)
 	r.want(t, http.StatusAccepted)
-	jsonEqual(t, r.body["newComp"], `{"__t":"c","mode":"eco","$metadata":{"mode":{"desiredValue":"eco","desiredVersion":6}}}`)
+	jsonEqual(t, r.body, `{"newComp":{"$metadata":{"mode":{"desiredValue":"eco"}}}}`)
 
 	e.f.mu.Lock()
 	patches := e.f.patches
@@ -380,6 +398,7 @@ func TestPatchProperties(t *testing.T) {
 	// A null deletes the desired value; the reported one stays in view.
 	r = e.call("PATCH", "/api/devices/dev1/properties", `{"serialNumber":null}`)
 	r.want(t, http.StatusAccepted)
+	r = e.call("GET", "/api/devices/dev1/properties", "")
 	if r.body["serialNumber"] != "SN-1" {
 		t.Fatalf("after null patch: %s", r.raw)
 	}
@@ -403,7 +422,7 @@ func TestPatchPropertiesRefusals(t *testing.T) {
 		{"star in component", "/api/devices/dev1/components/a*b/properties", `{"x":1}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e.call("PATCH", tc.path, tc.body).wantError(t, http.StatusBadRequest, "BadRequest")
+			e.call("PATCH", tc.path, tc.body).wantRefused(t)
 		})
 	}
 	big := `{"blob":"` + strings.Repeat("x", MaxBodyBytes) + `"}`
@@ -428,20 +447,26 @@ func TestCommands(t *testing.T) {
 	r := e.call("POST", "/api/devices/dev1/commands/reboot?api-version=2022-07-31",
 		`{"request":{"delay": 5},"responseTimeout":10,"connectionTimeout":2}`)
 	r.want(t, http.StatusCreated)
+	if id, _ := r.body["id"].(string); len(id) != 36 {
+		t.Fatalf("command id = %v", r.body["id"])
+	}
+	delete(r.body, "id")
 	jsonEqual(t, r.body, `{"request":{"delay":5},"response":{"rebooted":true},"responseCode":200,
 		"connectionTimeout":2,"responseTimeout":10}`)
 
 	r = e.call("POST", "/api/devices/dev1/components/thermostat1/commands/getMaxMinReport", `{"request":"2024-01-01"}`)
 	r.want(t, http.StatusCreated)
+	delete(r.body, "id")
 	jsonEqual(t, r.body, `{"request":"2024-01-01","response":{"rebooted":true},"responseCode":200,
 		"connectionTimeout":0,"responseTimeout":30}`)
 
-	// No body: all defaults, no request payload; a device error status passes through.
+	// An empty object: all defaults, no request payload; a device error status passes through.
 	e.f.mu.Lock()
 	e.f.invokeRes = CommandResult{ResponseCode: 500, Response: json.RawMessage(`not json`)}
 	e.f.mu.Unlock()
-	r = e.call("POST", "/api/devices/dev1/commands/ping", "")
+	r = e.call("POST", "/api/devices/dev1/commands/ping", "{}")
 	r.want(t, http.StatusCreated)
+	delete(r.body, "id")
 	jsonEqual(t, r.body, `{"response":"not json","responseCode":500,"connectionTimeout":0,"responseTimeout":30}`)
 
 	e.f.mu.Lock()
@@ -449,6 +474,7 @@ func TestCommands(t *testing.T) {
 	e.f.mu.Unlock()
 	r = e.call("POST", "/api/devices/dev1/commands/ping", `{"request":null}`)
 	r.want(t, http.StatusCreated)
+	delete(r.body, "id")
 	jsonEqual(t, r.body, `{"response":null,"responseCode":204,"connectionTimeout":0,"responseTimeout":30}`)
 
 	e.f.mu.Lock()
@@ -476,12 +502,15 @@ func TestCommandRefusals(t *testing.T) {
 	for _, body := range []string{
 		`{"responseTimeout":4}`, `{"responseTimeout":301}`, `{"responseTimeout":0}`,
 		`{"connectionTimeout":-1}`, `{"connectionTimeout":301}`, `{"responseTimeout":"30"}`,
-		`{"responseTimeout":1.5}`, `{"request":`, `[]`, `{"request":1} x`,
+		`{"responseTimeout":1.5}`, `[]`, ``, `{"connectionTimeout":31}`, `{"responseTimeout":31}`,
 	} {
+		e.call("POST", "/api/devices/dev1/commands/reboot", body).wantError(t, http.StatusUnprocessableEntity, "UnprocessableEntity")
+	}
+	for _, body := range []string{`{"request":`, `{"request":1} x`} {
 		e.call("POST", "/api/devices/dev1/commands/reboot", body).wantError(t, http.StatusBadRequest, "BadRequest")
 	}
-	e.call("POST", "/api/devices/dev1/commands/a*b", "").wantError(t, http.StatusBadRequest, "BadRequest")
-	e.call("POST", "/api/devices/dev1/commands/reboot?queue=maybe", "").wantError(t, http.StatusBadRequest, "BadRequest")
+	e.call("POST", "/api/devices/dev1/commands/a*b", "{}").wantError(t, http.StatusBadRequest, "BadRequest")
+	e.call("POST", "/api/devices/dev1/commands/reboot?queue=maybe", "{}").wantError(t, http.StatusBadRequest, "BadRequest")
 	big := `{"request":"` + strings.Repeat("x", MaxBodyBytes) + `"}`
 	e.call("POST", "/api/devices/dev1/commands/reboot", big).wantError(t, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge")
 	e.f.mu.Lock()
@@ -491,7 +520,7 @@ func TestCommandRefusals(t *testing.T) {
 		t.Fatalf("refused commands reached the backend: %d", n)
 	}
 
-	e.call("POST", "/api/devices/ghost/commands/reboot", "").wantError(t, http.StatusNotFound, "NotFound")
+	e.call("POST", "/api/devices/ghost/commands/reboot", "{}").wantError(t, http.StatusNotFound, "NotFound")
 	for _, tc := range []struct {
 		err    error
 		status int
@@ -504,7 +533,7 @@ func TestCommandRefusals(t *testing.T) {
 		e.f.mu.Lock()
 		e.f.invokeErr = tc.err
 		e.f.mu.Unlock()
-		e.call("POST", "/api/devices/dev1/commands/reboot", "").wantError(t, tc.status, tc.code)
+		e.call("POST", "/api/devices/dev1/commands/reboot", "{}").wantError(t, tc.status, tc.code)
 	}
 }
 
@@ -514,11 +543,11 @@ func TestQueuedCommand(t *testing.T) {
 	r := e.call("POST", "/api/devices/dev2/commands/reboot?queue=true", `{"request":{"delay":1}}`)
 	r.want(t, http.StatusCreated)
 	jsonEqual(t, r.body, `{"request":{"delay":1},"queued":true}`)
-	r = e.call("POST", "/api/devices/dev2/components/thermostat1/commands/reset?queue=1", "")
+	r = e.call("POST", "/api/devices/dev2/components/thermostat1/commands/reset?queue=1", "{}")
 	r.want(t, http.StatusCreated)
 	jsonEqual(t, r.body, `{"queued":true}`)
 	// queue=false is an ordinary invocation.
-	e.call("POST", "/api/devices/dev2/commands/reboot?queue=false", "").want(t, http.StatusCreated)
+	e.call("POST", "/api/devices/dev2/commands/reboot?queue=false", "{}").want(t, http.StatusCreated)
 
 	e.f.mu.Lock()
 	q, inv := e.f.queued, e.f.invokes
@@ -533,8 +562,8 @@ func TestQueuedCommand(t *testing.T) {
 	if q[1].component != "thermostat1" || q[1].name != "reset" || q[1].request != nil {
 		t.Fatalf("queued[1] = %+v", q[1])
 	}
-	e.call("POST", "/api/devices/dev2/commands/reboot?queue=true", "").wantError(t, http.StatusForbidden, "DeviceMaximumQueueDepthExceeded")
-	e.call("POST", "/api/devices/ghost/commands/reboot?queue=true", "").wantError(t, http.StatusNotFound, "NotFound")
+	e.call("POST", "/api/devices/dev2/commands/reboot?queue=true", "{}").wantError(t, http.StatusForbidden, "DeviceMaximumQueueDepthExceeded")
+	e.call("POST", "/api/devices/ghost/commands/reboot?queue=true", "{}").wantError(t, http.StatusNotFound, "NotFound")
 }
 
 func TestMessages(t *testing.T) {
@@ -565,7 +594,7 @@ func TestMessages(t *testing.T) {
 
 	for _, body := range []string{`{"data":`, `"text"`, ``, `{"properties":{"x":{"nested":1}}}`,
 		`{"properties":{"x":null}}`, `{"properties":{"":"v"}}`, `{"properties":[1]}`} {
-		e.call("POST", "/api/devices/dev1/messages", body).wantError(t, http.StatusBadRequest, "BadRequest")
+		e.call("POST", "/api/devices/dev1/messages", body).wantRefused(t)
 	}
 	e.call("POST", "/api/devices/ghost/messages", `{"data":"x"}`).wantError(t, http.StatusNotFound, "NotFound")
 	big := `{"data":"` + strings.Repeat("x", MaxBodyBytes) + `"}`
@@ -588,10 +617,10 @@ func TestTelemetry(t *testing.T) {
 	e.f.telemetry["dev1/thermostat1/temperature"] = TelemetryValue{Timestamp: ts, Value: map[string]any{"v": 1.0}}
 	r := e.call("GET", "/api/devices/dev1/telemetry/temperature", "")
 	r.want(t, http.StatusOK)
-	jsonEqual(t, r.body, `{"timestamp":"2024-05-01T12:30:00Z","value":21.5}`)
+	jsonEqual(t, r.body, `{"timestamp":"2024-05-01T12:30:00.000Z","value":21.5}`)
 	r = e.call("GET", "/api/devices/dev1/components/thermostat1/telemetry/temperature", "")
 	r.want(t, http.StatusOK)
-	jsonEqual(t, r.body, `{"timestamp":"2024-05-01T12:30:00Z","value":{"v":1}}`)
+	jsonEqual(t, r.body, `{"timestamp":"2024-05-01T12:30:00.000Z","value":{"v":1}}`)
 	if _, err := time.Parse(time.RFC3339, r.body["timestamp"].(string)); err != nil {
 		t.Fatal(err)
 	}
@@ -612,10 +641,10 @@ func TestTelemetryHistoryRoute(t *testing.T) {
 	r := e.call("GET", "/api/devices/dev1/telemetry", "")
 	r.want(t, http.StatusOK)
 	jsonEqual(t, r.body, `{"value":[
-		{"timestamp":"2024-05-01T12:30:00Z","component":"thermostat1","messageId":"m1","correlationId":"c1",
+		{"timestamp":"2024-05-01T12:30:00.000Z","component":"thermostat1","messageId":"m1","correlationId":"c1",
 		 "contentType":"application/json","contentEncoding":"utf-8","properties":{"unit":"C"},
 		 "systemProperties":{"$.mid":"m1"},"data":{"t":1}},
-		{"timestamp":"2024-05-01T12:30:01Z","component":"","properties":{},"systemProperties":{},"dataBase64":"/wA="}]}`)
+		{"timestamp":"2024-05-01T12:30:01.000Z","component":"","properties":{},"systemProperties":{},"dataBase64":"/wA="}]}`)
 
 	e.call("GET", "/api/devices/dev1/telemetry?since=2024-05-01T12:30:00.5Z&component=thermostat1&limit=7", "").want(t, http.StatusOK)
 	e.call("GET", "/api/devices/dev1/telemetry?component=", "").want(t, http.StatusOK)
@@ -624,7 +653,7 @@ func TestTelemetryHistoryRoute(t *testing.T) {
 	e.f.mu.Unlock()
 	want := []TelemetryQuery{
 		{},
-		{Since: ts.Add(500 * time.Millisecond), Component: "thermostat1", ByComponent: true, Limit: 7},
+		{Since: ts.Add(501*time.Millisecond - time.Nanosecond), Component: "thermostat1", ByComponent: true, Limit: 7},
 		{ByComponent: true},
 	}
 	if len(got) != len(want) {
@@ -672,7 +701,7 @@ func TestEnrollmentGroups(t *testing.T) {
 	r.want(t, http.StatusOK)
 	jsonEqual(t, r.body, `{"value":[]}`)
 
-	r = e.call("PUT", "/api/enrollmentGroups/sas-group?api-version=2022-07-31", `{"attestation":{"type":"symmetricKey"}}`)
+	r = e.call("PUT", "/api/enrollmentGroups/sas-group?api-version=2022-07-31", `{"displayName":"sas-group","type":"iot","attestation":{"type":"symmetricKey"}}`)
 	r.want(t, http.StatusOK)
 	var g EnrollmentGroup
 	if err := json.Unmarshal(r.raw, &g); err != nil {
@@ -715,7 +744,7 @@ func TestEnrollmentGroups(t *testing.T) {
 
 	ca := newCert(t, "Emulator Test CA", true)
 	r = e.call("PUT", "/api/enrollmentGroups/x509-group", mustJSON(t, map[string]any{
-		"displayName": "Certs",
+		"displayName": "Certs", "type": "iot",
 		"attestation": map[string]any{"type": "x509", "x509": map[string]any{
 			"signingCertificates": map[string]any{"primary": map[string]any{"certificate": ca}}}},
 	}))
@@ -751,35 +780,38 @@ func TestEnrollmentGroupRefusals(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	x509Body := func(cert string) string {
-		return mustJSON(t, map[string]any{"attestation": map[string]any{"type": "x509", "x509": map[string]any{
+		return mustJSON(t, map[string]any{"displayName": "g", "type": "iot", "attestation": map[string]any{"type": "x509", "x509": map[string]any{
 			"signingCertificates": map[string]any{"primary": map[string]any{"certificate": cert}}}}})
 	}
 	badKey := "bm90IGVub3VnaA==" // 10 bytes: too short
 	for _, tc := range []struct{ name, path, body string }{
 		{"malformed", "/api/enrollmentGroups/g", `{"attestation":`},
+		{"no displayName", "/api/enrollmentGroups/g", `{"type":"iot","attestation":{"type":"symmetricKey"}}`},
+		{"no type", "/api/enrollmentGroups/g", `{"displayName":"g","attestation":{"type":"symmetricKey"}}`},
+		{"underscore id", "/api/enrollmentGroups/my_group", `{"displayName":"g","type":"iot","attestation":{"type":"symmetricKey"}}`},
 		{"empty body", "/api/enrollmentGroups/g", ``},
-		{"no attestation", "/api/enrollmentGroups/g", `{"displayName":"x"}`},
-		{"tpm", "/api/enrollmentGroups/g", `{"attestation":{"type":"tpm"}}`},
-		{"bad type", "/api/enrollmentGroups/g", `{"type":"hub","attestation":{"type":"symmetricKey"}}`},
-		{"id mismatch", "/api/enrollmentGroups/g", `{"id":"other","attestation":{"type":"symmetricKey"}}`},
-		{"bad id", "/api/enrollmentGroups/bad%20id", `{"attestation":{"type":"symmetricKey"}}`},
-		{"long id", "/api/enrollmentGroups/" + strings.Repeat("a", 129), `{"attestation":{"type":"symmetricKey"}}`},
-		{"key not base64", "/api/enrollmentGroups/g", `{"attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"!!secret!!"}}}`},
-		{"key too short", "/api/enrollmentGroups/g", `{"attestation":{"type":"symmetricKey","symmetricKey":{"secondaryKey":"` + badKey + `"}}}`},
-		{"enabled not bool", "/api/enrollmentGroups/g", `{"enabled":"yes","attestation":{"type":"symmetricKey"}}`},
-		{"x509 without cert", "/api/enrollmentGroups/g", `{"attestation":{"type":"x509"}}`},
+		{"no attestation", "/api/enrollmentGroups/g", `{"displayName":"x","type":"iot"}`},
+		{"tpm", "/api/enrollmentGroups/g", `{"displayName":"g","type":"iot","attestation":{"type":"tpm"}}`},
+		{"bad type", "/api/enrollmentGroups/g", `{"displayName":"g","type":"hub","attestation":{"type":"symmetricKey"}}`},
+		{"id mismatch", "/api/enrollmentGroups/g", `{"displayName":"g","type":"iot","id":"other","attestation":{"type":"symmetricKey"}}`},
+		{"bad id", "/api/enrollmentGroups/bad%20id", `{"displayName":"g","type":"iot","attestation":{"type":"symmetricKey"}}`},
+		{"long id", "/api/enrollmentGroups/" + strings.Repeat("a", 256), `{"displayName":"g","type":"iot","attestation":{"type":"symmetricKey"}}`},
+		{"key not base64", "/api/enrollmentGroups/g", `{"displayName":"g","type":"iot","attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"!!secret!!"}}}`},
+		{"key too short", "/api/enrollmentGroups/g", `{"displayName":"g","type":"iot","attestation":{"type":"symmetricKey","symmetricKey":{"secondaryKey":"` + badKey + `"}}}`},
+		{"enabled not bool", "/api/enrollmentGroups/g", `{"displayName":"g","type":"iot","enabled":"yes","attestation":{"type":"symmetricKey"}}`},
+		{"x509 without cert", "/api/enrollmentGroups/g", `{"displayName":"g","type":"iot","attestation":{"type":"x509"}}`},
 		{"x509 garbage", "/api/enrollmentGroups/g", x509Body("not a certificate")},
 		{"x509 bad DER", "/api/enrollmentGroups/g", x509Body(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("junk")})))},
 		{"x509 not a CA", "/api/enrollmentGroups/g", x509Body(newCert(t, "leaf", false))},
-		{"x509 with keys", "/api/enrollmentGroups/g", mustJSON(t, map[string]any{"attestation": map[string]any{"type": "x509",
+		{"x509 with keys", "/api/enrollmentGroups/g", mustJSON(t, map[string]any{"displayName": "g", "type": "iot", "attestation": map[string]any{"type": "x509",
 			"symmetricKey": map[string]any{"primaryKey": "AAAA"},
 			"x509":         map[string]any{"signingCertificates": map[string]any{"primary": map[string]any{"certificate": newCert(t, "ca", true)}}}}})},
-		{"symmetric with x509", "/api/enrollmentGroups/g", mustJSON(t, map[string]any{"attestation": map[string]any{"type": "symmetricKey",
+		{"symmetric with x509", "/api/enrollmentGroups/g", mustJSON(t, map[string]any{"displayName": "g", "type": "iot", "attestation": map[string]any{"type": "symmetricKey",
 			"x509": map[string]any{"signingCertificates": map[string]any{"primary": map[string]any{"certificate": "x"}}}}})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := e.call("PUT", tc.path, tc.body)
-			r.wantError(t, http.StatusBadRequest, "BadRequest")
+			r.wantRefused(t)
 			if strings.Contains(string(r.raw), "!!secret!!") || strings.Contains(string(r.raw), badKey) {
 				t.Fatalf("error quotes the key: %s", r.raw)
 			}
@@ -822,7 +854,7 @@ func TestBackendErrorMapping(t *testing.T) {
 					t.Fatalf("%s: internal error text leaked to the client: %s", p, r.raw)
 				}
 			}
-			e.call("PUT", "/api/enrollmentGroups/g", `{"attestation":{"type":"symmetricKey"}}`).wantError(t, tc.status, tc.code)
+			e.call("PUT", "/api/enrollmentGroups/g", `{"displayName":"g","type":"iot","attestation":{"type":"symmetricKey"}}`).wantError(t, tc.status, tc.code)
 			if tc.status == http.StatusInternalServerError && !strings.Contains(e.log.String(), "disk on fire") {
 				t.Fatalf("internal error not logged: %s", e.log.String())
 			}
@@ -836,7 +868,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{42}, 32))
 	e.callAuth("GET", "/api/devices", "", "Bearer wrong-token-value").wantError(t, http.StatusUnauthorized, "Unauthorized")
 	e.call("GET", "/api/devices", "").want(t, http.StatusOK)
-	r := e.call("PUT", "/api/enrollmentGroups/g", fmt.Sprintf(`{"attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":%q}}}`, key))
+	r := e.call("PUT", "/api/enrollmentGroups/g", fmt.Sprintf(`{"displayName":"g","type":"iot","attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":%q}}}`, key))
 	r.want(t, http.StatusOK)
 	e.f.mu.Lock()
 	e.f.fail = errors.New("backend exploded")

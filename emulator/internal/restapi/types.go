@@ -20,9 +20,17 @@ var (
 	// ErrTimeout reports a device that did not answer a command within the
 	// response timeout; answered 504 GatewayTimeout.
 	ErrTimeout = errors.New("restapi: timed out waiting for the device")
-	// ErrBadRequest reports input the backend refuses (for example a twin
-	// patch nested too deep); answered 400 BadRequest.
+	// ErrBadRequest reports a request that cannot be read: malformed JSON,
+	// a bad path or query parameter; answered 400 BadRequest.
 	ErrBadRequest = errors.New("restapi: bad request")
+	// ErrValidation reports a well-formed body or value the API refuses (a
+	// missing required field, an id against the rules, an out-of-range
+	// timeout, a twin patch nested too deep); answered 422
+	// UnprocessableEntity, as IoT Central answers validation errors.
+	ErrValidation = errors.New("restapi: invalid input")
+	// ErrConflict reports a change refused because of the current state
+	// (a template still assigned to a device); answered 409 Conflict.
+	ErrConflict = errors.New("restapi: conflict")
 	// ErrQueueFull reports a device whose cloud-to-device queue is full (IoT
 	// Hub keeps at most 50 messages per device); answered 403
 	// DeviceMaximumQueueDepthExceeded.
@@ -82,6 +90,78 @@ type Backend interface {
 	// PutEnrollmentGroup creates or replaces a group and returns it as
 	// stored. The handler has validated it and generated missing keys.
 	PutEnrollmentGroup(ctx context.Context, g EnrollmentGroup) (EnrollmentGroup, error)
+	// DeleteEnrollmentGroup removes a group, or ErrNotFound.
+	DeleteEnrollmentGroup(ctx context.Context, id string) error
+	// IssueVerificationCode returns a new proof-of-possession code for a
+	// group's certificate entry ("primary" or "secondary"). ErrNotFound.
+	IssueVerificationCode(ctx context.Context, group, entry string) (string, error)
+	// ConsumeVerificationCode accepts a code issued for the entry (once)
+	// and marks the certificate with thumbprint verified. ErrNotFound,
+	// ErrValidation for a code not issued.
+	ConsumeVerificationCode(ctx context.Context, group, entry, code, thumbprint string) error
+
+	// PutDevice creates or updates a device with the fields of spec that
+	// are set, and returns it. Disabling drops its connection. Errors:
+	// ErrValidation for a malformed id.
+	PutDevice(ctx context.Context, id string, spec DeviceSpec) (Device, error)
+	// DeleteDevice removes a device and drops its connection. ErrNotFound.
+	DeleteDevice(ctx context.Context, id string) error
+	// SetDeviceKeys sets the device's individual symmetric keys (empty
+	// ones are generated) and returns them. ErrNotFound, ErrValidation.
+	SetDeviceKeys(ctx context.Context, id string, k SymmetricKey) (SymmetricKey, error)
+	// RemoveDeviceKeys removes the device's individual keys. ErrNotFound.
+	RemoveDeviceKeys(ctx context.Context, id string) error
+	// DeviceComponents returns the component names of a device: those of
+	// its template, else those its twin shows. ErrNotFound.
+	DeviceComponents(ctx context.Context, id string) ([]string, error)
+	// DeviceModel returns the capability model of the device's template,
+	// nil when it has none. ErrNotFound for an unknown device.
+	DeviceModel(ctx context.Context, id string) (*TemplateModel, error)
+	// RecordCommand adds a finished invocation to the command history.
+	RecordCommand(ctx context.Context, id, component, name string, inv CommandInvocation) error
+	// CommandHistory returns the kept invocations of a command, oldest
+	// first. ErrNotFound for an unknown device.
+	CommandHistory(ctx context.Context, id, component, name string) ([]CommandInvocation, error)
+
+	// ListTemplates returns every device template document.
+	ListTemplates(ctx context.Context) ([]map[string]any, error)
+	// GetTemplate returns one template document, or ErrNotFound.
+	GetTemplate(ctx context.Context, id string) (map[string]any, error)
+	// PutTemplate stores a template document and returns it as stored.
+	// ErrValidation for a document without a capability model.
+	PutTemplate(ctx context.Context, id string, doc map[string]any) (map[string]any, error)
+	// DeleteTemplate removes a template. ErrNotFound, ErrConflict while a
+	// device is assigned to it.
+	DeleteTemplate(ctx context.Context, id string) error
+}
+
+// DeviceSpec is the settable part of a device; nil fields stay as they are.
+type DeviceSpec struct {
+	DisplayName   *string
+	Template      *string
+	Enabled       *bool
+	Simulated     *bool
+	Organizations *[]string
+}
+
+// TemplateModel is what the handler checks names against: the root
+// interface and the components of a device template.
+type TemplateModel struct {
+	// Root is the root interface.
+	Root TemplateInterface
+	// Components maps component names to their interfaces.
+	Components map[string]TemplateInterface
+}
+
+// TemplateInterface lists the names of one interface. Open means its
+// contents are unknown (a component given by DTMI only): any name passes.
+type TemplateInterface struct {
+	// Properties maps property names to whether they are writable.
+	Properties map[string]bool
+	// Commands holds the command names.
+	Commands map[string]bool
+	// Open accepts every name.
+	Open bool
 }
 
 // Device is a device of the application, shaped like IoT Central's device.
@@ -96,11 +176,18 @@ type Device struct {
 	Enabled bool `json:"enabled"`
 	// Provisioned is true once the device registered through DPS.
 	Provisioned bool `json:"provisioned"`
-	// Simulated is always false in the emulator; kept for IoT Central clients.
+	// Simulated is as set by PUT/PATCH (the emulator simulates nothing).
 	Simulated bool `json:"simulated"`
+	// Organizations are as set by PUT/PATCH; omitted when none.
+	Organizations []string `json:"organizations,omitempty"`
+	// Etag changes whenever the device's fields change (set by the handler).
+	Etag string `json:"etag,omitempty"`
 	// Connected tells whether the device holds a hub connection now
-	// (emulator extension).
+	// (emulator extension: IoT Central's device has no such field).
 	Connected bool `json:"connected"`
+	// IndividualKeys is set when the device has its own symmetric keys;
+	// not in the JSON.
+	IndividualKeys bool `json:"-"`
 }
 
 // SymmetricKey is a pair of base64 keys (IoT Central generates 64-byte keys).
@@ -171,9 +258,10 @@ type Twin struct {
 	Reported map[string]any
 }
 
-// CommandRequest is the body of a command POST. Defaults: ConnectionTimeout
-// 0 (the device must be online), ResponseTimeout 30; both in seconds, at
-// most 300, and ResponseTimeout at least 5 (IoT Hub's direct-method limits).
+// CommandRequest is the body of a command POST (required, "{}" at least).
+// Defaults: ConnectionTimeout 0 (the device must be online), ResponseTimeout
+// 30; both in seconds: ConnectionTimeout 0..30, ResponseTimeout 5..30 (the
+// IoT Central 2022-07-31 bounds).
 type CommandRequest struct {
 	// Request is the command payload, passed to the device as JSON; empty
 	// means none.
@@ -193,8 +281,11 @@ type CommandResult struct {
 }
 
 // CommandInvocation is the 201 answer to a command POST, as IoT Central
-// returns it. Response is null when the device sent no payload.
+// returns it, and an entry of the command history. Response is null when
+// the device sent no payload.
 type CommandInvocation struct {
+	// ID is the request id of the invocation.
+	ID string `json:"id"`
 	// Request is the payload sent to the device (omitted when none).
 	Request json.RawMessage `json:"request,omitempty"`
 	// Response is the device's payload; a non-JSON one shows as a string.
@@ -270,10 +361,10 @@ const (
 )
 
 // EnrollmentGroup is a DPS enrollment group as IoT Central shows it.
-// Defaults applied by PUT: DisplayName = ID, Type "iot", Enabled true,
-// symmetric keys generated when absent.
+// PUT requires displayName, type and attestation; Enabled defaults to
+// true and symmetric keys are generated when absent.
 type EnrollmentGroup struct {
-	// ID is the group id, 1..128 characters of [A-Za-z0-9-._:].
+	// ID is the group id, 1..255 characters of [A-Za-z0-9-].
 	ID string `json:"id"`
 	// DisplayName is a human-readable name.
 	DisplayName string `json:"displayName"`
@@ -283,6 +374,8 @@ type EnrollmentGroup struct {
 	Enabled bool `json:"enabled"`
 	// Attestation is how the group's devices prove who they are.
 	Attestation Attestation `json:"attestation"`
+	// Etag changes whenever the group changes (set by the handler).
+	Etag string `json:"etag,omitempty"`
 }
 
 // Attestation is the attestation mechanism of an enrollment group.
@@ -311,8 +404,10 @@ type SigningCertificates struct {
 }
 
 // X509Certificate is one CA certificate in PEM, with its SHA-1 thumbprint
-// (filled by the handler).
+// (filled by the handler) and whether its possession was proven.
 type X509Certificate struct {
+	// Verified is set once proof of possession succeeded (verify).
+	Verified bool `json:"verified"`
 	// Certificate is the PEM text; it must be a CA (basicConstraints CA:TRUE).
 	Certificate string `json:"certificate"`
 	// Info is computed by the handler on PUT; any value sent is replaced.
@@ -323,4 +418,25 @@ type X509Certificate struct {
 type X509CertificateInfo struct {
 	// SHA1Thumbprint is the upper-case hex SHA-1 of the DER certificate.
 	SHA1Thumbprint string `json:"sha1Thumbprint"`
+}
+
+// msTime formats t as IoT Central writes times: UTC, milliseconds.
+func msTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+
+// MarshalJSON writes the timestamp with milliseconds, as IoT Central does.
+func (v TelemetryValue) MarshalJSON() ([]byte, error) {
+	type plain TelemetryValue
+	return json.Marshal(struct {
+		plain
+		Timestamp string `json:"timestamp"`
+	}{plain(v), msTime(v.Timestamp)})
+}
+
+// MarshalJSON writes the timestamp with milliseconds, as IoT Central does.
+func (m TelemetryMessage) MarshalJSON() ([]byte, error) {
+	type plain TelemetryMessage
+	return json.Marshal(struct {
+		plain
+		Timestamp string `json:"timestamp"`
+	}{plain(m), msTime(m.Timestamp)})
 }
