@@ -541,7 +541,7 @@ type Report struct {
 	// Process figures at the stop: peak RSS (VmHWM), RSS, heap in use and
 	// goroutines (all devices still open).
 	PeakRSS, RSS, Heap uint64
-	Goroutines        int
+	Goroutines         int
 }
 
 func (f *Fleet) report(launched, peak int, stopAt time.Time) Report {
