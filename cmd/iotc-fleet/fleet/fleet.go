@@ -299,6 +299,12 @@ func (f *Fleet) DeviceIDs() []string {
 // Ready is closed once every device has finished connecting (or failed to).
 func (f *Fleet) Ready() <-chan struct{} { return f.ready }
 
+// Sent counts the messages the hub acknowledged so far.
+func (f *Fleet) Sent() uint64 { return f.sent.Load() }
+
+// Commands counts the commands the devices answered so far.
+func (f *Fleet) Commands() uint64 { return f.commands.Load() }
+
 // Connected counts the devices with an open hub session now.
 func (f *Fleet) Connected() int {
 	n := 0
