@@ -30,6 +30,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -204,6 +205,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "IoT Central ID scope %s via %s, %s\n", *scope, *provHost, tr)
 	}
+	// The emulator child's RSS, sampled with every summary line: the last
+	// sample is the one before the devices closed.
+	var emuRSS, emuPeak atomic.Uint64
+	if local != nil && local.PID != os.Getpid() {
+		pid := fmt.Sprint(local.PID)
+		cfg.Extra = func() string {
+			rss, peak := fleet.ProcessRSS(pid)
+			emuRSS.Store(rss)
+			emuPeak.Store(peak)
+			return fmt.Sprintf("emulator RSS %.0f MiB", float64(rss)/(1<<20))
+		}
+	}
 	f, err := fleet.New(cfg)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
@@ -215,9 +228,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	report, runErr := f.Run(ctx)
 	fmt.Fprintln(stdout)
 	report.WriteTable(stdout)
-	if local != nil && local.PID != os.Getpid() {
-		rss, peak := fleet.ProcessRSS(fmt.Sprint(local.PID))
-		fmt.Fprintf(stdout, "emulator child RSS %.1f MiB (peak %.1f MiB)\n", float64(rss)/(1<<20), float64(peak)/(1<<20))
+	if rss := emuRSS.Load(); rss > 0 {
+		fmt.Fprintf(stdout, "emulator child RSS before the stop %.1f MiB (peak %.1f MiB), %.1f KiB per device\n",
+			float64(rss)/(1<<20), float64(emuPeak.Load())/(1<<20), float64(rss)/1024/float64(report.Devices))
+	}
+	if report.RSS > 0 {
+		fmt.Fprintf(stdout, "fleet process RSS %.1f KiB, heap %.1f KiB, %.1f goroutines per device\n",
+			float64(report.RSS)/1024/float64(report.Devices), float64(report.Heap)/1024/float64(report.Devices),
+			float64(report.Goroutines)/float64(report.Devices))
 	}
 	return runErr
 }

@@ -119,6 +119,9 @@ type Config struct {
 	// Logger receives connect and send failures (never keys or tokens);
 	// nil discards.
 	Logger *slog.Logger
+	// Extra, when set, is called for every progress and summary line and
+	// its text appended (the emulator child's RSS, say).
+	Extra func() string
 	// OnCommand, when set, is called with every command a device answered
 	// (device id, command name), for benches.
 	OnCommand func(deviceID, name string)
@@ -138,6 +141,8 @@ type Fleet struct {
 	attempted, connectFailed, registered atomic.Int64
 	sent, sendErrors, props, commands    atomic.Uint64
 	sendLat, connectLat                  Histogram
+	sentAtReady                          atomic.Uint64
+	latAtReady                           HistSnapshot // written before ready is closed
 }
 
 // device is one simulated device.
@@ -358,12 +363,12 @@ launch:
 	}
 	<-ctx.Done()
 	stopAt := time.Now()
+	stopBG() // no progress lines while closing
+	bgWG.Wait()
 	devWG.Wait()
 	connected, proc := f.Connected(), readProc()
 	closeErr := f.closeAll()
 	stopTime := time.Since(stopAt)
-	stopBG()
-	bgWG.Wait()
 	r := f.report(launched, int(max(peak.Load(), int64(connected))), stopAt)
 	r.Connected = connected
 	r.PeakRSS, r.RSS, r.Heap, r.Goroutines = proc.peakRSS, proc.rss, proc.heap, proc.goroutines
@@ -441,6 +446,8 @@ func (f *Fleet) attemptDone() {
 	if f.attempted.Add(1) == int64(len(f.devices)) {
 		f.readyOnce.Do(func() {
 			f.rampTime.Store(int64(time.Since(f.started)))
+			f.sentAtReady.Store(f.sent.Load())
+			f.latAtReady = f.sendLat.Snapshot()
 			close(f.ready)
 		})
 	}
@@ -495,15 +502,19 @@ func (f *Fleet) summaries(ctx context.Context, peak *atomic.Int64) {
 		dt := now.Sub(prevAt).Seconds()
 		window := lat.Sub(prevLat)
 		attempted := f.attempted.Load()
+		extra := ""
+		if f.cfg.Extra != nil {
+			extra = "  " + f.cfg.Extra()
+		}
 		select {
 		case <-f.ready:
-			fmt.Fprintf(f.cfg.Out, "connected %d/%d  msgs/s %.0f  errors %d  send p50 %s p99 %s  props %d  cmds %d\n",
+			fmt.Fprintf(f.cfg.Out, "connected %d/%d  msgs/s %.0f  errors %d  send p50 %s p99 %s  props %d  cmds %d%s\n",
 				conn, len(f.devices), float64(sent-prevSent)/dt, f.sendErrors.Load()+uint64(f.connectFailed.Load()),
-				fmtDur(window.Quantile(0.5)), fmtDur(window.Quantile(0.99)), f.props.Load(), f.commands.Load())
+				fmtDur(window.Quantile(0.5)), fmtDur(window.Quantile(0.99)), f.props.Load(), f.commands.Load(), extra)
 		default:
-			fmt.Fprintf(f.cfg.Out, "ramp %d/%d connecting, %d connected (%.0f/s), %d failed  msgs/s %.0f  send p50 %s p99 %s\n",
+			fmt.Fprintf(f.cfg.Out, "ramp %d/%d connecting, %d connected (%.0f/s), %d failed  msgs/s %.0f  send p50 %s p99 %s%s\n",
 				attempted, len(f.devices), conn, float64(attempted-prevAttempted)/dt, f.connectFailed.Load(),
-				float64(sent-prevSent)/dt, fmtDur(window.Quantile(0.5)), fmtDur(window.Quantile(0.99)))
+				float64(sent-prevSent)/dt, fmtDur(window.Quantile(0.5)), fmtDur(window.Quantile(0.99)), extra)
 		}
 		prevSent, prevAt, prevLat, prevAttempted = sent, now, lat, attempted
 	}
@@ -538,11 +549,15 @@ type Report struct {
 	Sent, SendErrors uint64
 	// SendLatency is the distribution of SendTelemetry durations.
 	SendLatency HistSnapshot
+	// SteadySendLatency is SendLatency after the ramp (all of it when
+	// the ramp did not finish).
+	SteadySendLatency HistSnapshot
 	// Properties acknowledged and Commands answered.
 	Properties, Commands uint64
 	// Elapsed is from Run to the stop; StopTime how long closing took.
 	Elapsed, StopTime time.Duration
-	// MsgsPerSec is Sent over the time after the ramp (or Elapsed).
+	// MsgsPerSec is the rate of messages sent after the ramp (over the
+	// whole run when the ramp did not finish).
 	MsgsPerSec float64
 	// Process figures at the stop: peak RSS (VmHWM), RSS, heap in use and
 	// goroutines (all devices still open).
@@ -558,12 +573,14 @@ func (f *Fleet) report(launched, peak int, stopAt time.Time) Report {
 		Sent: f.sent.Load(), SendErrors: f.sendErrors.Load(), SendLatency: f.sendLat.Snapshot(),
 		Properties: f.props.Load(), Commands: f.commands.Load(), Elapsed: stopAt.Sub(f.started),
 	}
-	window := r.Elapsed - r.RampTime
-	if r.RampTime == 0 || window <= 0 {
-		window = r.Elapsed
+	window, sent := r.Elapsed, r.Sent
+	r.SteadySendLatency = r.SendLatency
+	if r.RampTime > 0 && r.Elapsed > r.RampTime {
+		window, sent = r.Elapsed-r.RampTime, r.Sent-f.sentAtReady.Load()
+		r.SteadySendLatency = r.SendLatency.Sub(f.latAtReady)
 	}
 	if window > 0 {
-		r.MsgsPerSec = float64(r.Sent) / window.Seconds()
+		r.MsgsPerSec = float64(sent) / window.Seconds()
 	}
 	return r
 }
@@ -583,6 +600,7 @@ func (r Report) WriteTable(w io.Writer) {
 		{"send errors", fmt.Sprint(r.SendErrors)},
 		{"msgs/s after ramp", fmt.Sprintf("%.1f", r.MsgsPerSec)},
 		{"send p50 / p99 / max", fmtDur(r.SendLatency.Quantile(0.5)) + " / " + fmtDur(r.SendLatency.Quantile(0.99)) + " / " + fmtDur(r.SendLatency.Max)},
+		{"send p50 / p99 after ramp", fmtDur(r.SteadySendLatency.Quantile(0.5)) + " / " + fmtDur(r.SteadySendLatency.Quantile(0.99))},
 		{"properties acked", fmt.Sprint(r.Properties)},
 		{"commands answered", fmt.Sprint(r.Commands)},
 		{"run time", r.Elapsed.Round(time.Millisecond).String()},
