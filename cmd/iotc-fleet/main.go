@@ -233,7 +233,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			float64(rss)/(1<<20), float64(emuPeak.Load())/(1<<20), float64(rss)/1024/float64(report.Devices))
 	}
 	if report.RSS > 0 {
-		fmt.Fprintf(stdout, "fleet process RSS %.1f KiB, heap %.1f KiB, %.1f goroutines per device\n",
+		who := "fleet process"
+		if local != nil && local.PID == os.Getpid() {
+			who = "fleet and emulator (one process)"
+		}
+		fmt.Fprintf(stdout, "%s: RSS %.1f KiB, heap %.1f KiB, %.1f goroutines per device\n", who,
 			float64(report.RSS)/1024/float64(report.Devices), float64(report.Heap)/1024/float64(report.Devices),
 			float64(report.Goroutines)/float64(report.Devices))
 	}
