@@ -562,7 +562,8 @@ type Report struct {
 	// Process figures at the stop: peak RSS (VmHWM), RSS, heap in use and
 	// goroutines (all devices still open).
 	PeakRSS, RSS, Heap uint64
-	Goroutines         int
+	// Goroutines is the process's goroutine count at the stop.
+	Goroutines int
 }
 
 func (f *Fleet) report(launched, peak int, stopAt time.Time) Report {

@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -269,5 +271,40 @@ func TestDuration(t *testing.T) {
 	}
 	if r.ConnectFailed != 0 || r.SendErrors != 0 {
 		t.Errorf("connect failures %d, send errors %d", r.ConnectFailed, r.SendErrors)
+	}
+}
+
+// TestChildEmulator runs a fleet against the emulator in a child process
+// (this test binary, see TestMain) and checks that Close stops the child.
+func TestChildEmulator(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	defer cancel()
+	l, err := StartEmulator(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.PID == os.Getpid() || l.IDScope == "" || l.GroupKey == "" {
+		t.Fatalf("child emulator: pid %d, scope %q", l.PID, l.IDScope)
+	}
+	target, err := l.Target(iotc.AMQP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(Config{Devices: 3, Transport: iotc.AMQP, Target: target, ConnectRate: -1, Interval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, fcancel := context.WithCancel(ctx)
+	done := runAsync(fctx, f)
+	waitFor(t, "telemetry to the child emulator", func() bool { return f.Sent() >= 9 })
+	fcancel()
+	if r := waitRun(t, done); r.Connected != 3 || r.SendErrors != 0 {
+		t.Errorf("connected %d, send errors %d", r.Connected, r.SendErrors)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("stopping the child: %v", err)
+	}
+	if rss, _ := ProcessRSS(fmt.Sprint(l.PID)); rss != 0 {
+		t.Errorf("the child process %d is still running after Close", l.PID)
 	}
 }
