@@ -425,7 +425,7 @@ func (f *Fleet) runDevice(ctx context.Context, d *device, slots chan struct{}) {
 		err := d.client.SendTelemetry(sctx, json.RawMessage(body))
 		cancel()
 		if err != nil {
-			if ctx.Err() != nil {
+			if stopping(ctx, err, time.Since(s)) {
 				return
 			}
 			f.sendErrors.Add(1)
@@ -440,6 +440,15 @@ func (f *Fleet) runDevice(ctx context.Context, d *device, slots chan struct{}) {
 		}
 		timer.Reset(time.Until(next))
 	}
+}
+
+// stopping reports whether a send that failed with err after took was
+// ended by the fleet's stop rather than by a failure: ctx ended, or err is
+// a context error the send's own timeout cannot have caused (a deadline
+// error can reach the caller a moment before ctx.Err is set).
+func stopping(ctx context.Context, err error, took time.Duration) bool {
+	return ctx.Err() != nil || errors.Is(err, context.Canceled) ||
+		(errors.Is(err, context.DeadlineExceeded) && took < DefaultSendTimeout)
 }
 
 func (f *Fleet) attemptDone() {

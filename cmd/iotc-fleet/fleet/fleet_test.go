@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"regexp"
@@ -261,7 +262,8 @@ func TestDuration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := New(Config{Devices: 2, Transport: iotc.AMQPWebSockets, Target: target, ConnectRate: -1, Interval: 10 * time.Millisecond, Duration: 2 * time.Second})
+	f, err := New(Config{Devices: 2, Transport: iotc.AMQPWebSockets, Target: target, ConnectRate: -1, Interval: 10 * time.Millisecond, Duration: 2 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
