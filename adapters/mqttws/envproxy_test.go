@@ -17,6 +17,7 @@ import (
 	"github.com/iotc-go/iotc/adapters/mqttws"
 	"github.com/iotc-go/iotc/domain"
 	"github.com/iotc-go/iotc/emulator"
+	"github.com/iotc-go/iotc/internal/contract"
 	"github.com/iotc-go/iotc/ports"
 )
 
@@ -115,7 +116,7 @@ func TestProxyFromEnvironment(t *testing.T) {
 		id := "env-" + strconv.Itoa(i)
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			p := startProxy(t, proxyUser, proxyPass, route)
+			p := contract.StartProxy(t, proxyUser, proxyPass, route)
 			key, err := e.CreateDevice(id)
 			if err != nil {
 				t.Fatal(err)
@@ -128,16 +129,16 @@ func TestProxyFromEnvironment(t *testing.T) {
 			cmd.Env = append(cleanEnv(),
 				envChild+"=1", envPort+"="+wsPortText, envCA+"="+e.CAFile(), envHub+"="+testHub,
 				envDevice+"="+id, envSAS+"="+sas)
-			cmd.Env = append(cmd.Env, tc.env(p.url(proxyUser, proxyPass).String())...)
+			cmd.Env = append(cmd.Env, tc.env(p.URL(proxyUser, proxyPass).String())...)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("child: %v\n%s", err, out)
 			}
-			seen := p.seen()
+			seen := p.Seen()
 			if len(seen) != tc.wantCalls {
 				t.Fatalf("proxy saw %d requests (%+v), want %d", len(seen), seen, tc.wantCalls)
 			}
 			for _, r := range seen {
-				if r.method != http.MethodConnect || !r.authOK || r.target != net.JoinHostPort(testHub, wsPortText) {
+				if r.Method != http.MethodConnect || !r.AuthOK || r.Target != net.JoinHostPort(testHub, wsPortText) {
 					t.Errorf("proxy saw %+v, want an authorized CONNECT to %s:%s", r, testHub, wsPortText)
 				}
 			}

@@ -1,12 +1,9 @@
 package mqttws_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/base64"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/iotc-go/iotc/adapters/mqttws"
 	"github.com/iotc-go/iotc/domain"
@@ -23,205 +19,40 @@ import (
 	"github.com/iotc-go/iotc/ports"
 )
 
-// connectProxy is a small HTTP CONNECT proxy with optional Basic auth. It
-// records every CONNECT it sees and tunnels the accepted ones to the
-// address route gives for the requested host:port.
-type connectProxy struct {
-	ln         net.Listener
-	user, pass string
-	route      func(hostport string) string
-
-	mu       sync.Mutex
-	requests []proxyRequest
-	conns    map[net.Conn]struct{}
-	closed   bool
-	wg       sync.WaitGroup
-}
-
-// proxyRequest is one request the proxy saw.
-type proxyRequest struct {
-	method, target string
-	authOK         bool
-}
-
-// startProxy starts a proxy on 127.0.0.1:0; it stops when t ends. An
-// empty user means no authentication is required.
-func startProxy(t testing.TB, user, pass string, route func(string) string) *connectProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if route == nil {
-		route = func(hp string) string { return hp }
-	}
-	p := &connectProxy{ln: ln, user: user, pass: pass, route: route, conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go p.serve()
-	t.Cleanup(func() {
-		if !p.close(time.Minute) {
-			t.Error("the CONNECT proxy's goroutines did not end within a minute of closing it")
-		}
-	})
-	return p
-}
-
-// url is the proxy URL with the given credentials ("" for none).
-func (p *connectProxy) url(user, pass string) *url.URL {
-	u := &url.URL{Scheme: "http", Host: p.ln.Addr().String()}
-	if user != "" {
-		u.User = url.UserPassword(user, pass)
-	}
-	return u
-}
-
-func (p *connectProxy) seen() []proxyRequest {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]proxyRequest(nil), p.requests...)
-}
-
-func (p *connectProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *connectProxy) untrack(c net.Conn) {
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
-}
-
-// close closes the listener and every tunnel and reports whether all of
-// the proxy's goroutines ended within limit.
-func (p *connectProxy) close(limit time.Duration) bool {
-	p.mu.Lock()
-	p.closed = true
-	for c := range p.conns {
-		_ = c.Close()
-	}
-	p.mu.Unlock()
-	_ = p.ln.Close()
-	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return true
-	case <-time.After(limit):
-		return false
-	}
-}
-
-func (p *connectProxy) serve() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		if !p.track(c) {
-			_ = c.Close()
-			return
-		}
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			defer p.untrack(c)
-			defer c.Close()
-			p.handle(c)
-		}()
-	}
-}
-
-func (p *connectProxy) authorized(r *http.Request) bool {
-	if p.user == "" {
-		return true
-	}
-	want := "Basic " + base64.StdEncoding.EncodeToString([]byte(p.user+":"+p.pass))
-	return r.Header.Get("Proxy-Authorization") == want
-}
-
-func (p *connectProxy) handle(c net.Conn) {
-	br := bufio.NewReader(c)
-	r, err := http.ReadRequest(br)
-	if err != nil {
-		return
-	}
-	ok := p.authorized(r)
-	p.mu.Lock()
-	p.requests = append(p.requests, proxyRequest{method: r.Method, target: r.Host, authOK: ok})
-	p.mu.Unlock()
-	switch {
-	case r.Method != http.MethodConnect:
-		_, _ = io.WriteString(c, "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
-		return
-	case !ok:
-		_, _ = io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\n\r\n")
-		return
-	}
-	up, err := net.Dial("tcp", p.route(r.Host))
-	if err != nil {
-		_, _ = io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-		return
-	}
-	if !p.track(up) {
-		_ = up.Close()
-		return
-	}
-	defer p.untrack(up)
-	defer up.Close()
-	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
-		return
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = io.Copy(up, br) // br holds anything already buffered
-		_ = up.Close()
-	}()
-	_, _ = io.Copy(c, up)
-	_ = c.Close()
-	<-done
-}
-
+// The tests' CONNECT proxy (contract.StartProxy) asks for these.
 const (
 	proxyUser = "alice"
 	proxyPass = "s3cret-proxy-pa55"
 )
 
 func TestContractThroughProxy(t *testing.T) {
-	p := startProxy(t, proxyUser, proxyPass, nil)
+	p := contract.StartProxy(t, proxyUser, proxyPass, nil)
 	var wsAddr string
 	logs := &lockedBuffer{}
 	contract.RunTransport(t, func(e *emulator.Emulator) ports.Transport {
 		_, port, _ := net.SplitHostPort(e.WebSocketAddr())
 		wsAddr = net.JoinHostPort(contract.DPSHost, port)
 		return mqttws.New(&mqttws.Options{
-			Port: wsPort(t, e), RootCAs: e.CAPool(), Proxy: p.url(proxyUser, proxyPass),
+			Port: wsPort(t, e), RootCAs: e.CAPool(), Proxy: p.URL(proxyUser, proxyPass),
 			Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		})
 	})
 	if t.Failed() {
 		return
 	}
-	if text := logs.String(); !strings.Contains(text, p.ln.Addr().String()) || strings.Contains(text, proxyPass) {
+	if text := logs.String(); !strings.Contains(text, p.Addr()) || strings.Contains(text, proxyPass) {
 		t.Errorf("debug logs should name the proxy and never its password:\n%s", text)
 	}
-	seen := p.seen()
+	seen := p.Seen()
 	if len(seen) == 0 {
 		t.Fatal("the proxy saw no request: the transport connected directly")
 	}
 	for _, r := range seen {
-		if r.method != http.MethodConnect || !r.authOK {
-			t.Errorf("proxy saw %s %s with authorization ok=%v; want CONNECT with the Basic credentials", r.method, r.target, r.authOK)
+		if r.Method != http.MethodConnect || !r.AuthOK {
+			t.Errorf("proxy saw %s %s with authorization ok=%v; want CONNECT with the Basic credentials", r.Method, r.Target, r.AuthOK)
 		}
-		if r.target != wsAddr {
-			t.Errorf("proxy asked to connect to %q, want the emulator's WebSocket address %q", r.target, wsAddr)
+		if r.Target != wsAddr {
+			t.Errorf("proxy asked to connect to %q, want the emulator's WebSocket address %q", r.Target, wsAddr)
 		}
 	}
 }
@@ -229,14 +60,14 @@ func TestContractThroughProxy(t *testing.T) {
 func TestProxyRefusesCredentials(t *testing.T) {
 	t.Parallel()
 	s := contract.Start(t, newTransport(t))
-	p := startProxy(t, proxyUser, proxyPass, nil)
+	p := contract.StartProxy(t, proxyUser, proxyPass, nil)
 	id, key := s.NewDevice(t)
 	for _, tc := range []struct {
 		name string
 		url  *url.URL
 	}{
-		{"wrong password", p.url(proxyUser, "wrong-pa55word")},
-		{"no credentials", p.url("", "")},
+		{"wrong password", p.URL(proxyUser, "wrong-pa55word")},
+		{"no credentials", p.URL("", "")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -261,8 +92,8 @@ func TestProxyRefusesCredentials(t *testing.T) {
 			}
 		})
 	}
-	for _, r := range p.seen() {
-		if r.authOK {
+	for _, r := range p.Seen() {
+		if r.AuthOK {
 			t.Errorf("proxy accepted credentials in %+v", r)
 		}
 	}

@@ -59,7 +59,11 @@ func StartProxy(t testing.TB, user, pass string, route func(string) string) *Pro
 	p := &Proxy{ln: ln, user: user, pass: pass, route: route, conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.serve()
-	t.Cleanup(p.close)
+	t.Cleanup(func() {
+		if !p.close(time.Minute) {
+			t.Error("the CONNECT proxy's tunnels did not end within a minute of its shutdown")
+		}
+	})
 	return p
 }
 
@@ -98,7 +102,9 @@ func (p *Proxy) untrack(c net.Conn) {
 	p.mu.Unlock()
 }
 
-func (p *Proxy) close() {
+// close stops the proxy and reports whether its goroutines ended within
+// limit.
+func (p *Proxy) close(limit time.Duration) bool {
 	p.mu.Lock()
 	p.closed = true
 	for c := range p.conns {
@@ -106,7 +112,16 @@ func (p *Proxy) close() {
 	}
 	p.mu.Unlock()
 	_ = p.ln.Close()
-	p.wg.Wait()
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 func (p *Proxy) serve() {
