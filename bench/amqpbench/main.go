@@ -22,8 +22,10 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -106,11 +108,17 @@ func main() {
 // same body with the same properties as the SDK on one sender link,
 // waiting for each disposition.
 // With idleLinks it also attaches, and leaves idle, the links the adapter
-// attaches besides telemetry (methods, twin, cloud-to-device).
-func rawAMQPPath(idleLinks bool) benchkit.Path {
+// attaches besides telemetry (methods, twin, cloud-to-device); with
+// messageID each message carries a fresh uuid message-id, as every message
+// of iotc.Client does (it is what lets the hub's consumers drop the
+// duplicates of at-least-once delivery).
+func rawAMQPPath(idleLinks, messageID bool) benchkit.Path {
 	name := "raw go-amqp"
-	if idleLinks {
+	switch {
+	case idleLinks:
 		name = "raw + idle links"
+	case messageID:
+		name = "raw + message-id"
 	}
 	return benchkit.Path{Name: name, Connect: func(ctx context.Context, t benchkit.Target) (benchkit.Conn, error) {
 		sas, err := benchkit.HubSAS(t)
@@ -147,14 +155,24 @@ func rawAMQPPath(idleLinks bool) benchkit.Path {
 		ct, ce := domain.DefaultContentType, domain.DefaultContentEncoding
 		return benchkit.Conn{
 			Send: func(ctx context.Context) error {
-				return snd.Send(ctx, &goamqp.Message{
-					Properties: &goamqp.MessageProperties{ContentType: &ct, ContentEncoding: &ce},
-					Data:       [][]byte{body},
-				}, nil)
+				p := &goamqp.MessageProperties{ContentType: &ct, ContentEncoding: &ce}
+				if messageID {
+					p.MessageID = uuid()
+				}
+				return snd.Send(ctx, &goamqp.Message{Properties: p, Data: [][]byte{body}}, nil)
 			},
 			Close: conn.Close,
 		}, nil
 	}}
+}
+
+// uuid returns a random uuid in its canonical text form.
+func uuid() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6], b[8] = b[6]&0x0f|0x40, b[8]&0x3f|0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
 // attachIdleLinks attaches the method pair, the twin pair and the
@@ -272,7 +290,7 @@ func throughput(ctx context.Context, messages, rounds int, levels []int) error {
 		key, err := e.CreateDevice(id)
 		return benchkit.Target{Addr: e.AMQPAddr(), HubHost: e.HubHost(), RootCAs: e.CAPool(), DeviceID: id, Key: key}, err
 	}
-	paths := append(sdkPaths(port, e.CAPool()), rawAMQPPath(true), rawAMQPPath(false))
+	paths := append(sdkPaths(port, e.CAPool()), rawAMQPPath(true, false), rawAMQPPath(false, true), rawAMQPPath(false, false))
 	baseline := len(paths) - 1
 	fmt.Printf("throughput (in-process emulator): %d messages per run, %d rounds, paths alternating order each round\n", messages, rounds)
 	fmt.Printf("ratio: median of the per-round ratios to %s [min-max]; cpu and allocs: whole process (client and emulator) per message, medians\n", paths[baseline].Name)
@@ -467,7 +485,7 @@ func footprint(ctx context.Context, n int) error {
 	}
 	fmt.Printf("footprint (emulator in a child process): %d devices provisioned over AMQP in %s\n", n, time.Since(start).Round(time.Millisecond))
 	fmt.Printf("%-20s %14s %14s %12s\n", "path", "heap/device", "goroutines/dev", "connect all")
-	for _, p := range []benchkit.Path{benchkit.TransportPath("sdk adapters/amqp", tr), rawAMQPPath(false)} {
+	for _, p := range []benchkit.Path{benchkit.TransportPath("sdk adapters/amqp", tr), rawAMQPPath(false, false)} {
 		heap0, g0 := measure()
 		conns := make([]benchkit.Conn, n)
 		start := time.Now()
