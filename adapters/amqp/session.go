@@ -365,20 +365,22 @@ func (s *Session) SendTelemetry(ctx context.Context, m domain.Message) error {
 		return err
 	}
 	t := telemetryPool.Get().(*telemetryBuf)
-	err := s.tel.Send(ctx, t.build(m), nil)
-	t.reset()
-	telemetryPool.Put(t)
-	if err != nil {
+	if err := s.tel.Send(ctx, t.build(m), nil); err != nil {
+		// Not recycled: a send cut by the link's end may leave its
+		// transfer frame (which points into the message) still queued.
 		return s.opError(ctx, "telemetry", err)
 	}
+	t.reset()
+	telemetryPool.Put(t)
 	return nil
 }
 
 // telemetryBuf holds the AMQP message of one send, recycled through
-// telemetryPool: go-amqp encodes the message into its own buffer before
-// Send hands the transfer on and keeps no reference to it, so once Send
-// returns (with any outcome) the message can be built again. It saves the
-// three allocations of a message, its properties and its data list.
+// telemetryPool after a successful send: go-amqp encodes the message
+// before Send hands the transfer on, and once Send returned nil the frame
+// has been written and the disposition received, so nothing refers to the
+// message any more. It saves the three allocations of a message, its
+// properties and its data list.
 type telemetryBuf struct {
 	msg   goamqp.Message
 	props goamqp.MessageProperties

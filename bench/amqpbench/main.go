@@ -6,9 +6,15 @@
 //     MQTT QoS 1), through the SDK (iotc.Client, and adapters/amqp alone)
 //     and through a bare go-amqp sender (TLS, SASL ANONYMOUS, one CBS
 //     put-token, one sender link, the same message properties), to the
-//     same in-process emulator, with 1 and with 100 messages in flight; it
-//     prints msgs/s and the ratio to the bare client (median of -rounds
-//     runs, the paths alternating order each round);
+//     same in-process emulator, with 1 and with 100 messages in flight,
+//     every path connected at once and -rounds rounds of -messages
+//     messages each, the paths alternating order each round; it prints the
+//     median msgs/s, the median of the per-round ratios to the bare client
+//     with their range, and the process CPU time and heap allocations per
+//     message (client and emulator: the difference between two paths is
+//     the client's). Two more bare paths show what the SDK adds: the
+//     adapter's idle links (methods, twin, cloud-to-device) and the
+//     message-id of every iotc.Client message;
 //  2. footprint: -devices devices connected from this process, first
 //     through adapters/amqp (CBS, telemetry, cloud-to-device, methods and
 //     twin links on one connection), then through the bare sender (CBS
@@ -16,7 +22,7 @@
 //     process so that only client memory is counted; it prints the live
 //     heap and goroutines per connected device.
 //
-// Usage: go run ./bench/amqpbench [-messages 10000] [-rounds 3] [-inflight 1,100] [-devices 1000]
+// Usage: go run ./bench/amqpbench [-messages 2000] [-rounds 25] [-inflight 1,100] [-devices 1000] [-cpuprofile file]
 package main
 
 import (
@@ -54,8 +60,8 @@ import (
 
 func main() {
 	var (
-		messages = flag.Int("messages", 10000, "messages per timed run")
-		rounds   = flag.Int("rounds", 3, "timed runs per path and in-flight level (the median is reported)")
+		messages = flag.Int("messages", 2000, "messages per timed run")
+		rounds   = flag.Int("rounds", 25, "timed runs per path and in-flight level (medians are reported)")
 		inflight = flag.String("inflight", "1,100", "comma-separated in-flight levels")
 		devices  = flag.Int("devices", 1000, "devices connected at once for the footprint test (0 skips it)")
 		cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the throughput test to this file (samples labelled path=<name>)")
@@ -292,40 +298,59 @@ func throughput(ctx context.Context, messages, rounds int, levels []int) error {
 	}
 	paths := append(sdkPaths(port, e.CAPool()), rawAMQPPath(true, false), rawAMQPPath(false, true), rawAMQPPath(false, false))
 	baseline := len(paths) - 1
-	fmt.Printf("throughput (in-process emulator): %d messages per run, %d rounds, paths alternating order each round\n", messages, rounds)
+	fmt.Printf("throughput (in-process emulator): %d messages per run, %d rounds on open connections, paths alternating order each round\n", messages, rounds)
 	fmt.Printf("ratio: median of the per-round ratios to %s [min-max]; cpu and allocs: whole process (client and emulator) per message, medians\n", paths[baseline].Name)
 	fmt.Printf("%-9s %-20s %9s %6s %13s %8s %7s\n", "in-flight", "path", "msgs/s", "ratio", "[spread]", "cpu µs", "allocs")
 	for _, level := range levels {
 		runs := make([][]sample, len(paths))
+		// Every path stays connected through the rounds, so that a round
+		// runs the paths back to back and a change of the machine's load
+		// falls on all of them.
+		conns := make([]benchkit.Conn, len(paths))
+		closeAll := func() {
+			for _, c := range conns {
+				if c.Close != nil {
+					_ = c.Close()
+				}
+			}
+		}
+		for i, p := range paths {
+			target, err := newDevice()
+			if err != nil {
+				closeAll()
+				return err
+			}
+			pprof.Do(ctx, pprof.Labels("path", p.Name), func(ctx context.Context) {
+				if conns[i], err = p.Connect(ctx, target); err != nil {
+					err = fmt.Errorf("%s: connect: %w", p.Name, err)
+					return
+				}
+				if _, err = benchkit.Run(ctx, conns[i].Send, min(1000, messages), level); err != nil { // warm-up
+					err = fmt.Errorf("%s: %w", p.Name, err)
+				}
+			})
+			if err != nil {
+				closeAll()
+				return err
+			}
+		}
 		for r := range rounds {
 			for k := range paths {
 				i := (k + r) % len(paths) // alternate who goes first
-				target, err := newDevice()
-				if err != nil {
-					return err
-				}
 				var s sample
 				pprof.Do(ctx, pprof.Labels("path", paths[i].Name), func(ctx context.Context) {
-					var c benchkit.Conn
-					if c, err = paths[i].Connect(ctx, target); err != nil {
-						err = fmt.Errorf("%s: connect: %w", paths[i].Name, err)
-						return
-					}
-					defer c.Close()
-					if _, err = benchkit.Run(ctx, c.Send, min(1000, messages), level); err != nil { // warm-up
-						err = fmt.Errorf("%s: %w", paths[i].Name, err)
-						return
-					}
-					if s, err = timedRun(ctx, c, messages, level); err != nil {
+					if s, err = timedRun(ctx, conns[i], messages, level); err != nil {
 						err = fmt.Errorf("%s: %w", paths[i].Name, err)
 					}
 				})
 				if err != nil {
+					closeAll()
 					return err
 				}
 				runs[i] = append(runs[i], s)
 			}
 		}
+		closeAll()
 		for i, p := range paths {
 			var rates, ratios, cpus, allocs []float64
 			for r, s := range runs[i] {
