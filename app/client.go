@@ -653,7 +653,9 @@ func (c *Client) SendTelemetry(ctx context.Context, m domain.Message) error {
 	if err != nil {
 		return fmt.Errorf("iotc: send telemetry: %w", err)
 	}
-	c.log.Debug("telemetry sent", "message_id", m.MessageID, "component", m.Component, "bytes", len(m.Body))
+	if c.log.Enabled(ctx, slog.LevelDebug) { // the arguments cost allocations even when disabled
+		c.log.Debug("telemetry sent", "message_id", m.MessageID, "component", m.Component, "bytes", len(m.Body))
+	}
 	return nil
 }
 
@@ -807,8 +809,14 @@ func newMessageID() string {
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+	var u [36]byte // 8-4-4-4-12, built in place: one allocation
+	hex.Encode(u[0:8], b[0:4])
+	hex.Encode(u[9:13], b[4:6])
+	hex.Encode(u[14:18], b[6:8])
+	hex.Encode(u[19:23], b[8:10])
+	hex.Encode(u[24:], b[10:])
+	u[8], u[13], u[18], u[23] = '-', '-', '-', '-'
+	return string(u[:])
 }
 
 // reasonFor maps an error to the status reason reported with it.

@@ -121,3 +121,29 @@ func TestValues(t *testing.T) {
 		t.Error("default content type not applied")
 	}
 }
+
+// A recycled telemetry buffer carries nothing of the message sent before.
+func TestTelemetryBufReuse(t *testing.T) {
+	b := new(telemetryBuf)
+	full := b.build(domain.Message{Body: []byte(`{"a":1}`), Component: "c1", MessageID: "m1", CorrelationID: "c1", ContentType: "text/plain",
+		ContentEncoding: "utf-16", CreationTime: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC), Properties: map[string]string{"k": "v"}})
+	if full.Properties.MessageID != "m1" || full.Annotations == nil || full.ApplicationProperties["k"] != "v" {
+		t.Fatalf("first message %+v %+v", full, full.Properties)
+	}
+	b.reset()
+	m := b.build(domain.Message{Body: []byte(`{}`)})
+	p := m.Properties
+	if m.Annotations != nil || m.ApplicationProperties != nil || p.MessageID != nil || p.CorrelationID != nil ||
+		*p.ContentType != domain.DefaultContentType || *p.ContentEncoding != domain.DefaultContentEncoding ||
+		len(m.Data) != 1 || string(m.Data[0]) != `{}` {
+		t.Errorf("reused buffer kept the previous message: %+v %+v", m, p)
+	}
+	bin, err := m.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back goamqp.Message
+	if err := back.UnmarshalBinary(bin); err != nil || string(back.GetData()) != `{}` || back.Properties.MessageID != nil {
+		t.Errorf("decoded %+v %v", back, err)
+	}
+}

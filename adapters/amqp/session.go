@@ -364,10 +364,43 @@ func (s *Session) SendTelemetry(ctx context.Context, m domain.Message) error {
 	if err := s.alive(); err != nil {
 		return err
 	}
-	if err := s.tel.Send(ctx, telemetryMessage(m), nil); err != nil {
+	t := telemetryPool.Get().(*telemetryBuf)
+	if err := s.tel.Send(ctx, t.build(m), nil); err != nil {
+		// Not recycled: a send cut by the link's end may leave its
+		// transfer frame (which points into the message) still queued.
 		return s.opError(ctx, "telemetry", err)
 	}
+	t.reset()
+	telemetryPool.Put(t)
 	return nil
+}
+
+// telemetryBuf holds the AMQP message of one send, recycled through
+// telemetryPool after a successful send: go-amqp encodes the message
+// before Send hands the transfer on, and once Send returned nil the frame
+// has been written and the disposition received, so nothing refers to the
+// message any more. It saves the three allocations of a message, its
+// properties and its data list.
+type telemetryBuf struct {
+	msg   goamqp.Message
+	props goamqp.MessageProperties
+	data  [1][]byte
+}
+
+var telemetryPool = sync.Pool{New: func() any { return new(telemetryBuf) }}
+
+// build maps m into the buffer and returns its message.
+func (t *telemetryBuf) build(m domain.Message) *goamqp.Message {
+	t.data[0] = m.Body
+	t.msg.Data = t.data[:]
+	t.msg.Properties = &t.props
+	fillTelemetry(&t.msg, m)
+	return &t.msg
+}
+
+// reset drops every reference to the last message sent.
+func (t *telemetryBuf) reset() {
+	*t = telemetryBuf{}
 }
 
 // The default content type and encoding, shared by every message that
@@ -377,12 +410,13 @@ var (
 	defaultContentEncoding = domain.DefaultContentEncoding
 )
 
-// telemetryMessage maps m to its AMQP message.
-func telemetryMessage(m domain.Message) *goamqp.Message {
-	msg := &goamqp.Message{
-		Properties: &goamqp.MessageProperties{ContentType: &defaultContentType, ContentEncoding: &defaultContentEncoding},
-		Data:       [][]byte{m.Body},
-	}
+// telemetryMessage maps m to its AMQP message in a buffer of its own.
+func telemetryMessage(m domain.Message) *goamqp.Message { return new(telemetryBuf).build(m) }
+
+// fillTelemetry sets the properties, annotations and application
+// properties of m on msg, whose Properties are set and empty.
+func fillTelemetry(msg *goamqp.Message, m domain.Message) {
+	msg.Properties.ContentType, msg.Properties.ContentEncoding = &defaultContentType, &defaultContentEncoding
 	if m.ContentType != "" && m.ContentType != defaultContentType {
 		ct := m.ContentType
 		msg.Properties.ContentType = &ct
@@ -409,7 +443,6 @@ func telemetryMessage(m domain.Message) *goamqp.Message {
 			msg.ApplicationProperties[domain.PropCreationTimeUTC] = m.CreationTime.UTC().Format(time.RFC3339Nano)
 		}
 	}
-	return msg
 }
 
 // twinRequest sends a twin request and waits for its answer; a status of
