@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/iotc-go/iotc/domain"
@@ -90,4 +91,28 @@ func BenchmarkSendTelemetry(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestNewMessageIDIsAUUIDv4: 8-4-4-4-12 lowercase hex, version 4, variant
+// 10, and distinct.
+func TestNewMessageIDIsAUUIDv4(t *testing.T) {
+	seen := map[string]bool{}
+	for range 1000 {
+		id := newMessageID()
+		if len(id) != 36 || id[8] != '-' || id[13] != '-' || id[18] != '-' || id[23] != '-' || id[14] != '4' || !strings.ContainsRune("89ab", rune(id[19])) {
+			t.Fatalf("message id %q is not a version 4 UUID", id)
+		}
+		for i, r := range id {
+			if i == 8 || i == 13 || i == 18 || i == 23 {
+				continue
+			}
+			if !strings.ContainsRune("0123456789abcdef", r) {
+				t.Fatalf("message id %q has %q", id, r)
+			}
+		}
+		if seen[id] {
+			t.Fatalf("message id %q twice", id)
+		}
+		seen[id] = true
+	}
 }
