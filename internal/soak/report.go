@@ -19,9 +19,9 @@ func (r Report) Write(w io.Writer) error {
 		verdict = "NOT CLEAN"
 	}
 	fmt.Fprintf(&b, "== %s: %d devices, %v: %s\n", r.Transport, r.Devices, r.Duration, verdict)
-	fmt.Fprintf(&b, "  %-8s %8s %8s %9s %5s %11s %7s %6s\n", "path", "sent", "acked", "received", "lost", "duplicated", "failed", "extra")
+	fmt.Fprintf(&b, "  %-8s %8s %8s %9s %5s %11s %6s %7s %6s\n", "path", "sent", "acked", "received", "lost", "duplicated", "new-id", "failed", "extra")
 	row := func(name string, c Counts) {
-		fmt.Fprintf(&b, "  %-8s %8d %8d %9d %5d %11d %7d %6d\n", name, c.Sent, c.Acked, c.Received, c.Lost, c.Duplicated, c.Failed, c.Extra)
+		fmt.Fprintf(&b, "  %-8s %8d %8d %9d %5d %11d %6d %7d %6d\n", name, c.Sent, c.Acked, c.Received, c.Lost, c.Duplicated, c.NewID, c.Failed, c.Extra)
 	}
 	row("send", r.ByPath[PathSend])
 	row("enqueue", r.ByPath[PathEnqueue])

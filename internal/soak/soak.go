@@ -151,6 +151,9 @@ type Report struct {
 	Connects int64
 	// Restarts counts emulator restarts.
 	Restarts int
+	// Ended is when the devices stopped sending (zero when the run
+	// failed before).
+	Ended time.Time
 	// DrainTook is how long the end waited for outboxes and stragglers.
 	DrainTook time.Duration
 	// GoroutinesBefore and GoroutinesAfter are runtime.NumGoroutine
@@ -160,11 +163,13 @@ type Report struct {
 	HeapBefore, HeapAfter             uint64
 }
 
-// Clean reports whether the run lost, duplicated or failed nothing and
-// received something.
+// Clean reports whether the run lost nothing, failed nothing, received
+// something, and received no message twice under different message ids
+// (a resend with the same id after a lost acknowledgement is at least
+// once, as promised; Duplicated still counts it).
 func (r Report) Clean() bool {
 	t := r.Total
-	return t.Lost == 0 && t.Duplicated == 0 && t.Failed == 0 && t.Received > 0
+	return t.Lost == 0 && t.NewID == 0 && t.Failed == 0 && t.Received > 0
 }
 
 // Run starts an emulator (with a data directory) and a fault proxy,
@@ -337,6 +342,7 @@ func (r *runner) run(ctx context.Context, rep *Report) error {
 
 	// Drain: every outbox empty and every acknowledged message received.
 	drainStart := time.Now()
+	rep.Ended = drainStart
 	deadline := drainStart.Add(cfg.DrainTimeout)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if outboxLeft(clients) == 0 && r.tally.Missing() == 0 {
@@ -437,6 +443,9 @@ func (r *runner) faultLoop(ctx context.Context, proxy *faultproxy.Proxy) error {
 		}
 		kind := r.cfg.Faults[n%len(r.cfg.Faults)]
 		at := time.Now()
+		if kind == FaultThrottle {
+			at = at.Add(r.cfg.ThrottleFor) // recovery counts from the window's end
+		}
 		if err := r.inject(ctx, kind, proxy); err != nil {
 			return err
 		}
@@ -555,7 +564,7 @@ func (r *runner) stopWatchersLocked() {
 func (r *runner) record(i int, m emulator.Telemetry) {
 	p, seq, ok := ParseSeq(m.Properties["seq"])
 	if ok {
-		r.tally.Received(i, p, seq)
+		r.tally.Received(i, p, seq, m.System["$.mid"])
 	}
 }
 

@@ -44,6 +44,10 @@ type Counts struct {
 	Received   int // distinct messages the emulator received
 	Lost       int // acknowledged but never received
 	Duplicated int // distinct messages received more than once
+	// NewID counts duplicated messages received again with a different
+	// message id: at least once allows a resend after a lost
+	// acknowledgement, but with the same id, so these are bugs.
+	NewID int
 	// Extra counts received messages never acknowledged (a failed or
 	// timed-out send that reached the hub anyway; at least once allows it).
 	Extra int
@@ -57,6 +61,7 @@ func (c *Counts) add(o Counts) {
 	c.Lost += o.Lost
 	c.Duplicated += o.Duplicated
 	c.Extra += o.Extra
+	c.NewID += o.NewID
 }
 
 // Tally counts every message of a run by (device, path, sequence): what
@@ -67,6 +72,8 @@ type Tally struct {
 	sent     map[msgKey]bool // true once acknowledged
 	failed   map[Path]int
 	received map[msgKey]int
+	firstID  map[msgKey]string // the message id ($.mid) first received
+	newID    map[msgKey]bool   // received again with another message id
 	errs     map[string]int
 
 	// Recovery: for each fault, the devices not yet heard from since.
@@ -95,7 +102,7 @@ type Recovery struct {
 func NewTally(devices int) *Tally {
 	return &Tally{
 		sent: map[msgKey]bool{}, failed: map[Path]int{}, received: map[msgKey]int{},
-		errs: map[string]int{}, devices: devices,
+		firstID: map[msgKey]string{}, newID: map[msgKey]bool{}, errs: map[string]int{}, devices: devices,
 	}
 }
 
@@ -133,14 +140,21 @@ func (t *Tally) Sent(d int, p Path, seq int, start time.Time, err error) {
 }
 
 // Received records that the emulator received sequence seq of path p
-// from device d.
-func (t *Tally) Received(d int, p Path, seq int) {
+// from device d with message id mid.
+func (t *Tally) Received(d int, p Path, seq int, mid string) {
 	t.mu.Lock()
-	t.received[msgKey{d, p, seq}]++
-	t.mu.Unlock()
+	defer t.mu.Unlock()
+	k := msgKey{d, p, seq}
+	t.received[k]++
+	if first, ok := t.firstID[k]; !ok {
+		t.firstID[k] = mid
+	} else if first != mid {
+		t.newID[k] = true
+	}
 }
 
-// Fault records a fault of kind injected at at.
+// Fault records a fault of kind injected at at (for a windowed fault,
+// pass the window's end: recovery counts from there).
 func (t *Tally) Fault(kind string, at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -227,6 +241,9 @@ func (t *Tally) Summarize() Summary {
 	for k, n := range t.received {
 		c := get(k.path)
 		c.Received++
+		if t.newID[k] {
+			c.NewID++
+		}
 		if n > 1 {
 			c.Duplicated++
 			if len(s.DupSample) < 20 {
