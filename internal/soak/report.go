@@ -42,7 +42,7 @@ func (r Report) Write(w io.Writer) error {
 		if k == "" {
 			label = "all"
 		}
-		fmt.Fprintf(&b, "  recovery %-9s faults=%-3d p50=%-8s max=%-8s unrecovered=%d\n", label, n+un, ms(p50), ms(mx), un)
+		fmt.Fprintf(&b, "  recovery %-9s faults=%-3d p50=%-8s max=%-8s unrecovered=%d inject_max=%s\n", label, n+un, ms(p50), ms(mx), un, ms(MaxInject(r.Recoveries, k)))
 	}
 	fmt.Fprintf(&b, "  outbox delivered=%d expired=%d rejected=%d left=%d; connects=%d restarts=%d drain=%v\n",
 		r.OutboxDelivered, r.OutboxExpired, r.OutboxRejected, r.OutboxLeft, r.Connects, r.Restarts, r.DrainTook.Round(time.Millisecond))

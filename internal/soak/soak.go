@@ -443,13 +443,14 @@ func (r *runner) faultLoop(ctx context.Context, proxy *faultproxy.Proxy) error {
 		}
 		kind := r.cfg.Faults[n%len(r.cfg.Faults)]
 		at := time.Now()
-		if kind == FaultThrottle {
-			at = at.Add(r.cfg.ThrottleFor) // recovery counts from the window's end
-		}
 		if err := r.inject(ctx, kind, proxy); err != nil {
 			return err
 		}
-		r.tally.Fault(kind, at)
+		took := time.Since(at)
+		if kind == FaultThrottle {
+			at = at.Add(r.cfg.ThrottleFor) // recovery counts from the window's end
+		}
+		r.tally.Fault(kind, at, took)
 		r.faults.Add(1)
 	}
 }

@@ -72,7 +72,7 @@ func TestTallyRecovery(t *testing.T) {
 	tl := NewTally(2)
 	before := time.Now().Add(-time.Second)
 	at := time.Now()
-	tl.Fault(FaultKillTCP, at)
+	tl.Fault(FaultKillTCP, at, time.Millisecond)
 	after := at.Add(time.Millisecond)
 	tl.Sent(0, PathSend, 1, before, nil)   // started before the fault
 	tl.Sent(0, PathEnqueue, 1, after, nil) // not a send
@@ -82,10 +82,13 @@ func TestTallyRecovery(t *testing.T) {
 		t.Fatalf("recovered with device 1 silent: %+v", rs)
 	}
 	tl.Sent(1, PathSend, 1, after, nil)
-	tl.Fault(FaultRestart, time.Now())
+	tl.Fault(FaultRestart, time.Now(), 2*time.Millisecond)
 	rs := tl.Summarize().Recoveries
 	if len(rs) != 2 || !rs[0].Recovered || rs[0].Kind != FaultKillTCP || rs[0].Took <= 0 || rs[1].Recovered {
 		t.Fatalf("recoveries = %+v", rs)
+	}
+	if MaxInject(rs, "") != 2*time.Millisecond || MaxInject(rs, FaultKillTCP) != time.Millisecond {
+		t.Fatalf("MaxInject = %v, %v", MaxInject(rs, ""), MaxInject(rs, FaultKillTCP))
 	}
 	n, p50, mx, un := RecoveryStats(rs, "")
 	if n != 1 || p50 != rs[0].Took || mx != rs[0].Took || un != 1 {

@@ -85,6 +85,7 @@ type Tally struct {
 type pendingFault struct {
 	kind    string
 	at      time.Time
+	inject  time.Duration
 	waiting map[int]bool
 }
 
@@ -92,8 +93,11 @@ type pendingFault struct {
 // from the injection until every device had a SendTelemetry call that
 // started after it acknowledged. Unrecovered faults have Recovered false.
 type Recovery struct {
-	Kind      string
-	At        time.Time
+	Kind string
+	At   time.Time
+	// Inject is how long injecting the fault took (for the kills, one
+	// emulator call per device, one after another).
+	Inject    time.Duration
 	Took      time.Duration
 	Recovered bool
 }
@@ -131,7 +135,7 @@ func (t *Tally) Sent(d int, p Path, seq int, start time.Time, err error) {
 			delete(f.waiting, d)
 		}
 		if len(f.waiting) == 0 {
-			t.done = append(t.done, Recovery{Kind: f.kind, At: f.at, Took: now.Sub(f.at), Recovered: true})
+			t.done = append(t.done, Recovery{Kind: f.kind, At: f.at, Inject: f.inject, Took: now.Sub(f.at), Recovered: true})
 			continue
 		}
 		keep = append(keep, f)
@@ -153,16 +157,17 @@ func (t *Tally) Received(d int, p Path, seq int, mid string) {
 	}
 }
 
-// Fault records a fault of kind injected at at (for a windowed fault,
-// pass the window's end: recovery counts from there).
-func (t *Tally) Fault(kind string, at time.Time) {
+// Fault records a fault of kind injected at at, which took inject to
+// inject (for a windowed fault, pass the window's end as at: recovery
+// counts from there).
+func (t *Tally) Fault(kind string, at time.Time, inject time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	w := make(map[int]bool, t.devices)
 	for d := range t.devices {
 		w[d] = true
 	}
-	t.open = append(t.open, &pendingFault{kind: kind, at: at, waiting: w})
+	t.open = append(t.open, &pendingFault{kind: kind, at: at, inject: inject, waiting: w})
 }
 
 // Missing returns how many acknowledged messages the emulator has not
@@ -260,7 +265,7 @@ func (t *Tally) Summarize() Summary {
 	}
 	s.Recoveries = append(s.Recoveries, t.done...)
 	for _, f := range t.open {
-		s.Recoveries = append(s.Recoveries, Recovery{Kind: f.kind, At: f.at})
+		s.Recoveries = append(s.Recoveries, Recovery{Kind: f.kind, At: f.at, Inject: f.inject})
 	}
 	sort.Slice(s.Recoveries, func(i, j int) bool { return s.Recoveries[i].At.Before(s.Recoveries[j].At) })
 	less := func(a, b LostMessage) bool {
@@ -278,6 +283,18 @@ func (t *Tally) Summarize() Summary {
 		s.Errors[e] = n
 	}
 	return s
+}
+
+// MaxInject returns the longest injection of the faults of kind in rs
+// (all when kind is "").
+func MaxInject(rs []Recovery, kind string) time.Duration {
+	var m time.Duration
+	for _, r := range rs {
+		if kind == "" || r.Kind == kind {
+			m = max(m, r.Inject)
+		}
+	}
+	return m
 }
 
 // RecoveryStats returns the p50 and max recovery of the recovered faults
