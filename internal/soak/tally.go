@@ -19,6 +19,7 @@ const (
 	PathEnqueue
 )
 
+// String is "send" or "enqueue".
 func (p Path) String() string {
 	if p == PathEnqueue {
 		return "enqueue"
