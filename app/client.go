@@ -567,6 +567,7 @@ func (c *Client) release(s *session) {
 // on the next session, unless FailFast is set or ctx has ended.
 func (c *Client) onSession(ctx context.Context, op func(*session) error) error {
 	var avoid *session
+	transient := 0
 	for {
 		s, err := c.acquire(ctx, avoid)
 		if err != nil {
@@ -574,6 +575,17 @@ func (c *Client) onSession(ctx context.Context, op func(*session) error) error {
 		}
 		err = op(s)
 		c.release(s)
+		if err != nil && isTransient(err) && !c.opts.FailFast {
+			// Throttled (429) or a service error (5xx): the session lives;
+			// try again on it after the backoff, as the Azure SDKs do.
+			d := c.opts.Backoff.Delay(transient, randFloat())
+			transient++
+			c.log.Debug("the hub asked to slow down; retrying", "err", err, "retry_in", d)
+			if werr := c.sleep(ctx, d); werr != nil {
+				return fmt.Errorf("%w: %w", err, werr)
+			}
+			continue
+		}
 		if err == nil || !errors.Is(err, domain.ErrNotConnected) || c.opts.FailFast {
 			return err
 		}
@@ -583,6 +595,13 @@ func (c *Client) onSession(ctx context.Context, op func(*session) error) error {
 		c.sessionFailed(s, err)
 		avoid = s
 	}
+}
+
+// isTransient reports a refusal that a later try on the same session may
+// not get: throttling and service errors.
+func isTransient(err error) bool {
+	var he *domain.HubError
+	return errors.Is(err, domain.ErrThrottled) || (errors.As(err, &he) && he.Status >= 500)
 }
 
 // sessionFailed makes sure a session an operation found dead is replaced:

@@ -776,3 +776,42 @@ func TestReconnectDelaysAreJittered(t *testing.T) {
 		}
 	})
 }
+
+// A throttled (429) or failed (5xx) send is tried again on the same
+// session after the backoff, within its context; FailFast returns it.
+func TestThrottledSendIsRetried(t *testing.T) {
+	for _, failFast := range []bool{false, true} {
+		t.Run(fmt.Sprint("FailFast=", failFast), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				e := newEnv(t)
+				h := newHub(e.ctrl, emptyTwin)
+				var tries atomic.Int64
+				h.sendHook = func(m domain.Message) error {
+					switch tries.Add(1) {
+					case 1:
+						return &domain.HubError{Op: "telemetry", Status: 429, Message: "com.microsoft:server-busy"}
+					case 2:
+						return &domain.HubError{Op: "telemetry", Status: 503}
+					}
+					h.sent <- m
+					return nil
+				}
+				c := e.connected(func(o *Options) { o.FailFast = failFast }, connResult{hub: h})
+				defer closeClient(t, c)
+				err := c.SendTelemetry(context.Background(), domain.Message{Body: []byte(`{}`)})
+				if failFast {
+					if !errors.Is(err, domain.ErrThrottled) || tries.Load() != 1 {
+						t.Fatalf("FailFast: %v after %d tries, want the 429 at once", err, tries.Load())
+					}
+					return
+				}
+				if err != nil || tries.Load() != 3 || len(h.sent) != 1 {
+					t.Fatalf("throttled send = %v after %d tries, want it delivered on the third", err, tries.Load())
+				}
+				if h.closed() {
+					t.Error("throttling closed the session")
+				}
+			})
+		})
+	}
+}

@@ -294,11 +294,11 @@ func TestKillCBSLinkGoesUnnoticed(t *testing.T) {
 // transport. Over MQTT the hub ends the connection on a throttled PUBLISH
 // and refuses reconnects (CONNACK 3) until the window ends: the client
 // reconnects and re-sends, so no send fails. Over AMQP the hub rejects
-// throttled messages with com.microsoft:server-busy: those sends fail with
-// a retryable ErrThrottled (as the C# e2e tests expect
-// IotHubThrottledException) while the session survives. Either way the
-// client is connected after the window, sends succeed again and nothing
-// acknowledged is lost.
+// throttled messages with com.microsoft:server-busy while the session
+// survives: the client tries them again after its backoff, so no send
+// fails there either (the sends have a 5 s context, longer than the 3 s
+// window). Either way the client is connected after the window, sends
+// succeed again and nothing acknowledged is lost.
 func TestAzureThrottlingSurvived(t *testing.T) {
 	for _, tp := range transports {
 		t.Run(tp.name, func(t *testing.T) {
@@ -309,14 +309,7 @@ func TestAzureThrottlingSurvived(t *testing.T) {
 			time.Sleep(4 * time.Second) // the 3 s window, then a little more
 			loop.finish()
 			for _, err := range loop.errs {
-				if !tp.amqp {
-					t.Errorf("send failed under throttling: %v", err)
-				} else if !errors.Is(err, iotc.ErrThrottled) || !domain.IsRetryable(err) {
-					t.Errorf("throttled send failed with %v, want a retryable ErrThrottled", err)
-				}
-			}
-			if tp.amqp && len(loop.errs) == 0 {
-				t.Error("no send was throttled over AMQP")
+				t.Errorf("send failed under throttling: %v", err)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), recoveryBuffer)
 			defer cancel()
