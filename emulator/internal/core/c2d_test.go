@@ -110,13 +110,18 @@ func TestC2DSettlement(t *testing.T) {
 	if _, ok := c.NextC2D("d", l); ok {
 		t.Fatal("an abandon from another link released the message")
 	}
-	// A replaced link's messages go to the new link.
+	// A replaced link keeps its messages until it detaches (its device may
+	// have settled them a moment ago); then they go to the new link.
 	if prev, err := c.Attach("d", other, ""); err != nil || prev != l {
 		t.Fatalf("Attach(other) = %v, %v; want the old link", prev, err)
 	}
+	if m, ok := c.NextC2D("d", other); ok {
+		t.Fatalf("the new link got %q while the replaced link still held it", m.MessageID)
+	}
+	c.Detach("d", l)
 	back, ok := c.NextC2D("d", other)
 	if !ok || back.MessageID != again.MessageID {
-		t.Fatal("the message in flight on the replaced link was not released")
+		t.Fatal("the message in flight on the replaced link was not released when it detached")
 	}
 	// Detaching the current link releases its messages; a late Detach of the old one is harmless.
 	c.Detach("d", other)

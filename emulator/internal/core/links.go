@@ -45,7 +45,8 @@ type Link interface {
 
 // Attach makes l the device's one hub connection and returns the one it
 // replaces (nil when none); the caller drops that one as its protocol
-// requires. Messages in flight on the replaced link are released for l.
+// requires. Messages in flight on the replaced link are released for l
+// when that link detaches, after its pending settlements.
 // It returns ErrNotFound for an unknown device and ErrUnauthorized for a
 // disabled one. modelID, when not "", becomes the device's model id.
 func (c *Core) Attach(id string, l Link, modelID string) (Link, error) {
@@ -58,10 +59,11 @@ func (c *Core) Attach(id string, l Link, modelID string) (Link, error) {
 	if !d.enabled {
 		return nil, errors.Join(ErrUnauthorized, errDisabled(id))
 	}
+	// Messages in flight on prev stay with it until it detaches: its
+	// device may have settled them a moment ago, and releasing them now
+	// would deliver a completed message again on l. Detach releases what
+	// prev leaves unsettled and tells l to deliver it.
 	prev := d.link
-	if prev != nil {
-		c.releaseLocked(d, prev)
-	}
 	d.link = l
 	d.lastActivity = c.now()
 	if modelID != "" {
