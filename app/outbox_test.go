@@ -630,6 +630,7 @@ func TestCloseStopsThePumpAndKeepsWhatIsStored(t *testing.T) {
 			t.Fatal(err)
 		}
 		receive(t, h, 1, 1)
+		synctest.Wait() // message 2 is in flight, waiting for its acknowledgement
 		closed := make(chan error, 1)
 		go func() { closed <- c.Close(context.Background()) }()
 		synctest.Wait()
