@@ -208,8 +208,8 @@ func (c *Client) SendTelemetry(ctx context.Context, v any, opts ...TelemetryOpti
 	if err != nil {
 		return err
 	}
-	for _, o := range opts {
-		o.applyTelemetry(&m)
+	if len(opts) > 0 {
+		m = withTelemetryOptions(m, opts)
 	}
 	return c.app.SendTelemetry(ctx, m)
 }

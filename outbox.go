@@ -63,8 +63,8 @@ func (c *Client) EnqueueTelemetry(ctx context.Context, v any, opts ...TelemetryO
 	if err != nil {
 		return err
 	}
-	for _, o := range opts {
-		o.applyTelemetry(&m)
+	if len(opts) > 0 {
+		m = withTelemetryOptions(m, opts)
 	}
 	return c.app.EnqueueTelemetry(ctx, m)
 }

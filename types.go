@@ -157,6 +157,16 @@ type telemetryFunc func(*domain.Message)
 
 func (f telemetryFunc) applyTelemetry(m *domain.Message) { f(m) }
 
+// withTelemetryOptions returns m with opts applied. Only its own copy of
+// the message escapes to the heap (options are interface values), so a
+// send without options allocates no message.
+func withTelemetryOptions(m domain.Message, opts []TelemetryOption) domain.Message {
+	for _, o := range opts {
+		o.applyTelemetry(&m)
+	}
+	return m
+}
+
 // ComponentOption names an IoT Plug and Play component; it is both a
 // TelemetryOption and a ReportOption.
 type ComponentOption string

@@ -95,14 +95,106 @@ func (m Message) Validate() error {
 }
 
 // EncodeProperties validates m as Validate does and returns its property
-// bag encoded (once) for the MQTT topic, building the bag a single time.
+// bag encoded for the MQTT topic (PropertyBag().Encode()). Errors are
+// Validate's.
 func (m Message) EncodeProperties() (string, error) {
-	bag := m.PropertyBag()
-	if err := m.validate(bag); err != nil {
+	return m.EncodeTopic("")
+}
+
+// EncodeTopic validates m as Validate does and returns prefix followed by
+// m's property bag, encoded as PropertyBag().Encode() encodes it, built in
+// a single allocation for the common message (no creation time, at most
+// one application property): the MQTT telemetry topic is
+// EncodeTopic("devices/{id}/messages/events/"). Errors are Validate's:
+// ErrInvalidConfig for a reserved or empty property key,
+// ErrMessageTooLarge over MaxTelemetrySize.
+func (m Message) EncodeTopic(prefix string) (string, error) {
+	if err := m.Validate(); err != nil {
 		return "", err
 	}
-	return bag.Encode(), nil
+	m = m.WithDefaults()
+	var created string
+	if !m.CreationTime.IsZero() {
+		created = m.CreationTime.UTC().Format(time.RFC3339Nano)
+	}
+	var (
+		keys []string
+		one  [1]string // the usual single property, without a sorted copy
+	)
+	switch len(m.Properties) {
+	case 0:
+	case 1:
+		for k := range m.Properties {
+			one[0] = k
+		}
+		keys = one[:]
+	default:
+		keys = slices.Sorted(maps.Keys(m.Properties))
+	}
+	if created != "" {
+		for i := 0; i < len(keys); i++ {
+			if keys[i] == PropCreationTimeUTC { // the CreationTime field wins
+				keys = append(keys[:i:i], keys[i+1:]...)
+				break
+			}
+		}
+	}
+	system := [...]struct{ key, value string }{
+		{escapedMessageID, m.MessageID}, {escapedCorrelationID, m.CorrelationID},
+		{escapedContentType, m.ContentType}, {escapedContentEncoding, m.ContentEncoding},
+		{escapedComponent, m.Component}, {PropCreationTimeUTC, created},
+	}
+	// Size the result exactly first, so that it is allocated once.
+	n, pairs := len(prefix), 0
+	for _, p := range system {
+		if p.value != "" {
+			n += len(p.key) + 1 + escapedLen(p.value)
+			pairs++
+		}
+	}
+	for _, k := range keys {
+		n += escapedLen(k) + 1 + escapedLen(m.Properties[k])
+		pairs++
+	}
+	if pairs > 1 {
+		n += pairs - 1
+	}
+	var sb strings.Builder
+	sb.Grow(n)
+	sb.WriteString(prefix)
+	first := true
+	pair := func(key string, escapedKey bool, value string) {
+		if !first {
+			sb.WriteByte('&')
+		}
+		first = false
+		if escapedKey {
+			sb.WriteString(key)
+		} else {
+			writeEscaped(&sb, key)
+		}
+		sb.WriteByte('=')
+		writeEscaped(&sb, value)
+	}
+	for _, p := range system {
+		if p.value != "" {
+			pair(p.key, true, p.value)
+		}
+	}
+	for _, k := range keys {
+		pair(k, false, m.Properties[k])
+	}
+	return sb.String(), nil
 }
+
+// The system property keys as EscapeComponent encodes them.
+const (
+	escapedMessageID       = "%24.mid"
+	escapedCorrelationID   = "%24.cid"
+	escapedContentType     = "%24.ct"
+	escapedContentEncoding = "%24.ce"
+	escapedComponent       = "%24.sub"
+)
 
 func (m Message) checkKeys() error {
 	for k := range m.Properties {
@@ -112,16 +204,6 @@ func (m Message) checkKeys() error {
 		if strings.HasPrefix(k, "$.") || (len(k) >= 7 && strings.EqualFold(k[:7], "iothub-") && k != PropCreationTimeUTC) {
 			return fmt.Errorf("%w: application property %q uses a reserved prefix", ErrInvalidConfig, k)
 		}
-	}
-	return nil
-}
-
-func (m Message) validate(bag PropertyBag) error {
-	if err := m.checkKeys(); err != nil {
-		return err
-	}
-	if n := m.size(bag); n > MaxTelemetrySize {
-		return fmt.Errorf("%w: telemetry of %d bytes exceeds the IoT Hub limit of %d", ErrMessageTooLarge, n, MaxTelemetrySize)
 	}
 	return nil
 }
@@ -150,14 +232,6 @@ func (m Message) Size() int {
 			continue
 		}
 		n += len(k) + len(v)
-	}
-	return n
-}
-
-func (m Message) size(bag PropertyBag) int {
-	n := len(m.Body)
-	for _, p := range bag {
-		n += len(p.Key) + len(p.Value)
 	}
 	return n
 }

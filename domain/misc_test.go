@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -331,6 +332,10 @@ func TestEncodePropertiesMatchesValidateAndEncode(t *testing.T) {
 		{Body: []byte("x"), ContentType: "text/plain", ContentEncoding: "ascii"},
 		{Body: []byte(`{}`), MessageID: "m1", CorrelationID: "c1", CreationTime: time.Unix(1, 0)},
 		{Body: []byte(`{}`), Properties: map[string]string{"k": "v", "a b": "c&d"}},
+		{Body: []byte(`{}`), Properties: map[string]string{"only": "one/val ue+é"}},
+		{Body: []byte(`{}`), CreationTime: time.Unix(2, 5), Properties: map[string]string{PropCreationTimeUTC: "dropped", "z": "1", "y~": "2"}},
+		{Body: []byte(`{}`), Properties: map[string]string{PropCreationTimeUTC: "kept without CreationTime"}},
+		{Body: []byte(`{}`), MessageID: "id with spaces & = ?", Component: "comp/1", ContentType: "application/json; charset=utf-8"},
 		{Body: []byte(`{}`), Properties: map[string]string{"$.mid": "reserved"}},
 		{Body: []byte(`{}`), Properties: map[string]string{"": "empty key"}},
 		{Body: make([]byte, MaxTelemetrySize-bagOf(root))},
@@ -350,12 +355,45 @@ func TestEncodePropertiesMatchesValidateAndEncode(t *testing.T) {
 			t.Errorf("message %d: error %v, want %v", i, gotErr, wantErr)
 		}
 	}
-	if _, err := msgs[8].EncodeProperties(); !errors.Is(err, ErrMessageTooLarge) {
+	if _, err := msgs[len(msgs)-1].EncodeProperties(); !errors.Is(err, ErrMessageTooLarge) {
 		t.Errorf("one byte over the limit: %v", err)
 	}
-	if _, err := msgs[7].EncodeProperties(); err != nil {
+	if _, err := msgs[len(msgs)-2].EncodeProperties(); err != nil {
 		t.Errorf("exactly at the limit: %v", err)
 	}
+	const prefix = "devices/d/messages/events/"
+	for i, m := range msgs[:5] {
+		want, _ := m.EncodeProperties()
+		if got, err := m.EncodeTopic(prefix); err != nil || got != prefix+want {
+			t.Errorf("message %d: EncodeTopic = %q, %v; want %q", i, got, err, prefix+want)
+		}
+	}
+}
+
+// The telemetry topic of a common message is built in one allocation
+// (the send path's cost per message).
+func TestEncodeTopicAllocatesOnce(t *testing.T) {
+	m := Message{Body: []byte(`{"t":1}`), MessageID: "0b5e7c1e-6f0a-4c1e-9d3b-2a6f1c9e8d7a", Component: "thermostat1", Properties: map[string]string{"alert": "high"}}
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := m.EncodeTopic("devices/d/messages/events/"); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 1 {
+		t.Fatalf("EncodeTopic made %v allocations, want 1", n)
+	}
+}
+
+// EscapeComponent is url.QueryEscape with a space as %20, for every byte.
+func FuzzEscapeComponent(f *testing.F) {
+	for _, s := range []string{"", "abc", "$.mid", "a b+c", "application/json", "é~-_.", "\x00\xff%"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := strings.ReplaceAll(url.QueryEscape(s), "+", "%20")
+		if got := EscapeComponent(s); got != want {
+			t.Fatalf("EscapeComponent(%q) = %q, want %q", s, got, want)
+		}
+	})
 }
 
 // Size is computed without building the bag; it must count exactly what

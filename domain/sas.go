@@ -78,7 +78,48 @@ func DPSResource(idScope, registrationID string) string {
 // EscapeComponent percent-encodes s for a query string or a SAS field the
 // way the Node and Python SDKs do: uppercase hex, space as %20.
 func EscapeComponent(s string) string {
-	return strings.ReplaceAll(url.QueryEscape(s), "+", "%20")
+	if escapedLen(s) == len(s) {
+		return s
+	}
+	var sb strings.Builder
+	sb.Grow(escapedLen(s))
+	writeEscaped(&sb, s)
+	return sb.String()
+}
+
+// unreserved reports whether b is sent as is by EscapeComponent (RFC 3986
+// unreserved characters); every other byte becomes %XX.
+func unreserved(b byte) bool {
+	return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' ||
+		b == '-' || b == '_' || b == '.' || b == '~'
+}
+
+// escapedLen is len(EscapeComponent(s)).
+func escapedLen(s string) int {
+	n := len(s)
+	for i := 0; i < len(s); i++ {
+		if !unreserved(s[i]) {
+			n += 2
+		}
+	}
+	return n
+}
+
+// writeEscaped writes EscapeComponent(s) to sb.
+func writeEscaped(sb *strings.Builder, s string) {
+	const hex = "0123456789ABCDEF"
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if unreserved(s[i]) {
+			continue
+		}
+		sb.WriteString(s[start:i])
+		sb.WriteByte('%')
+		sb.WriteByte(hex[s[i]>>4])
+		sb.WriteByte(hex[s[i]&0x0f])
+		start = i + 1
+	}
+	sb.WriteString(s[start:])
 }
 
 // BuildSAS returns a SAS token for resource signed with the base64 key,

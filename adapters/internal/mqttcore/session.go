@@ -238,15 +238,16 @@ func (s *Session) publish(ctx context.Context, topic string, qos byte, payload [
 		tok = s.handOver(ctx, topic, qos, payload)
 		s.pubs.Done()
 	} else {
-		ch := make(chan paho.Token, 1)
+		ch := tokenChans.Get().(chan paho.Token)
 		go func() {
 			defer s.pubs.Done()
 			ch <- s.handOver(ctx, topic, qos, payload)
 		}()
 		select {
 		case tok = <-ch:
+			tokenChans.Put(ch) // drained: the goroutine sent its only value
 		case <-ctx.Done():
-			return ctx.Err()
+			return ctx.Err() // ch is left to the goroutine and the collector
 		case <-s.done:
 			return s.deadErr()
 		}
@@ -264,6 +265,10 @@ func (s *Session) publish(ctx context.Context, topic string, qos byte, payload [
 	// lost before the acknowledgement, a write that failed or timed out.
 	return fmt.Errorf("%w: mqtt publish: %w", domain.ErrNotConnected, scrub(err))
 }
+
+// tokenChans recycles the one-slot channels a publish's handover
+// goroutine answers on (two allocations per message otherwise).
+var tokenChans = sync.Pool{New: func() any { return make(chan paho.Token, 1) }}
 
 // handOver calls paho's Publish, again while its handoff to paho's writer
 // times out (the packet was then not written) and the session and ctx
@@ -301,11 +306,11 @@ const errPublishTimeout = "publish was broken by timeout"
 // PUBACK gives an error wrapping domain.ErrNotConnected (the message may
 // have arrived); ctx's end gives ctx's error.
 func (s *Session) SendTelemetry(ctx context.Context, m domain.Message) error {
-	bag, err := m.EncodeProperties()
+	topic, err := m.EncodeTopic(s.telemetryPrefix)
 	if err != nil {
 		return err
 	}
-	return s.publish(ctx, s.telemetryPrefix+bag, 1, m.Body)
+	return s.publish(ctx, topic, 1, m.Body)
 }
 
 // request sends a twin request and waits for its response.
