@@ -88,10 +88,10 @@ type Client struct {
 	wg        sync.WaitGroup // supervisor, Connect calls, session closers, helpers
 	cb        callbacks      // goroutines running user code
 
-	propQ   *queue[propEvent]
-	cmdQ    *queue[methodJob]
-	msgQ    *queue[cloudJob]
-	statusQ *queue[domain.ConnectionStatus]
+	propQ   queue[propEvent]
+	cmdQ    queue[methodJob]
+	msgQ    queue[cloudJob]
+	statusQ queue[domain.ConnectionStatus]
 
 	// Property worker state: only the property queue's drainer touches
 	// lastDesired and synced.
@@ -102,7 +102,7 @@ type Client struct {
 	// ackMu guards the properties the worker is handling and the final
 	// acknowledgements given for them meanwhile.
 	ackMu    sync.Mutex
-	inflight map[string]int64 // property key -> version being handled
+	inflight map[string]int64 // property key -> version being handled; nil until the first property
 	handling bool             // handlers of the in-flight properties are running
 	deferred []deferredAck
 	latest   map[string]int64 // property key -> newest version handed to the handler
@@ -119,6 +119,8 @@ type Client struct {
 	preferred int  // index of the transport that worked last
 	provided  json.RawMessage
 	untracked bool // shutdown waits for c.wg: no new tracked goroutine
+
+	connectCancel context.CancelFunc // cancels the running Connect's context; nil when none runs
 
 	ob outboxState // EnqueueTelemetry and the outbox pump (outbox.go)
 }
@@ -173,15 +175,13 @@ func New(opts Options) (*Client, error) {
 		c.connStr = &cs
 	}
 	c.runCtx, c.runCancel = context.WithCancel(context.Background())
-	c.propQ = newQueue(c.runCtx, opts.QueueLimit, &c.cb, c.handleProperty)
-	c.cmdQ = newQueue(c.runCtx, opts.QueueLimit, &c.cb, c.handleMethod)
-	c.msgQ = newQueue(c.runCtx, opts.QueueLimit, &c.cb, c.handleCloud)
+	c.propQ.init(c.runCtx, opts.QueueLimit, &c.cb, c.handleProperty)
+	c.cmdQ.init(c.runCtx, opts.QueueLimit, &c.cb, c.handleMethod)
+	c.msgQ.init(c.runCtx, opts.QueueLimit, &c.cb, c.handleCloud)
 	// Status reports are all delivered, Close's included.
-	c.statusQ = newQueue(context.Background(), 0, &c.cb, c.deliverStatus)
+	c.statusQ.init(context.Background(), 0, &c.cb, c.deliverStatus)
 	c.status = domain.ConnectionStatus{State: domain.StateDisconnected}
 	c.changed = make(chan struct{})
-	c.inflight = map[string]int64{}
-	c.latest = map[string]int64{}
 	return c, nil
 }
 
@@ -407,6 +407,10 @@ func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
 	for _, o := range opts {
 		o(&co)
 	}
+	// Close cancels ctx through connectCancel (an AfterFunc on runCtx
+	// would leave a children map behind in every client).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	c.mu.Lock()
 	switch c.phase {
 	case phaseClosed:
@@ -430,13 +434,14 @@ func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
 		c.assign, c.skipCache = nil, true
 	}
 	c.setStatusLocked(domain.ConnectionStatus{State: domain.StateConnecting})
+	c.connectCancel = cancel
 	c.mu.Unlock()
 	defer c.wg.Done()
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(c.runCtx, cancel)
-	defer stop()
+	defer func() {
+		c.mu.Lock()
+		c.connectCancel = nil
+		c.mu.Unlock()
+	}()
 
 	fail := func(st domain.ConnectionStatus, err error) error {
 		c.mu.Lock()
@@ -805,6 +810,11 @@ func (c *Client) shutdown(ctx context.Context, sess *session, done chan struct{}
 		c.drain(sess, timeout)
 	}
 	c.runCancel()
+	c.mu.Lock()
+	if c.connectCancel != nil {
+		c.connectCancel() // a Connect still running ends with ErrClosed
+	}
+	c.mu.Unlock()
 	c.propQ.stop()
 	c.cmdQ.stop()
 	c.msgQ.stop()

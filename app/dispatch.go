@@ -220,6 +220,9 @@ func (c *Client) applyDesired(props []domain.DesiredProperty, report map[string]
 	}
 	c.ackMu.Lock()
 	clear(c.inflight)
+	if c.inflight == nil { // made on first use: a client without writable properties holds none
+		c.inflight, c.latest = map[string]int64{}, map[string]int64{}
+	}
 	for _, p := range props {
 		k := propKey(p.Component, p.Name)
 		c.inflight[k] = p.Version

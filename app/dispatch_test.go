@@ -365,7 +365,8 @@ func TestQueueIsBoundedAndOrdered(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		release := make(chan struct{})
 		var got []int
-		q := newQueue(context.Background(), 2, nil, func(v int) {
+		q := new(queue[int])
+		q.init(context.Background(), 2, nil, func(v int) {
 			<-release
 			got = append(got, v)
 		})
@@ -390,7 +391,8 @@ func TestQueueIsBoundedAndOrdered(t *testing.T) {
 func TestQueueRunsNoGoroutineWhenIdle(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ran := make(chan int, 4)
-		q := newQueue(context.Background(), 0, nil, func(v int) { ran <- v })
+		q := new(queue[int])
+		q.init(context.Background(), 0, nil, func(v int) { ran <- v })
 		q.push(1)
 		synctest.Wait()
 		// synctest.Test fails if a goroutine of the bubble is left

@@ -21,8 +21,10 @@ type queue[T any] struct {
 	wg      sync.WaitGroup
 }
 
-func newQueue[T any](ctx context.Context, limit int, hooks *callbacks, fn func(T)) *queue[T] {
-	return &queue[T]{ctx: ctx, fn: fn, hooks: hooks, limit: limit}
+// init sets up a zero queue in place (a queue lives inside its Client,
+// with no allocation of its own).
+func (q *queue[T]) init(ctx context.Context, limit int, hooks *callbacks, fn func(T)) {
+	q.ctx, q.fn, q.hooks, q.limit = ctx, fn, hooks, limit
 }
 
 // push appends v and starts the drainer if none runs; it reports false

@@ -39,7 +39,7 @@ type Session struct {
 	rid             atomic.Uint64
 
 	mu      sync.Mutex
-	pending map[string]chan twinResult
+	pending map[string]chan twinResult // made by the first request, dropped when empty (an idle session holds none)
 	closed  bool // Close called
 	ended   bool // done closed
 	err     error
@@ -83,7 +83,6 @@ func (c *Core) Connect(ctx context.Context, conn ports.HubConnection, events por
 		deviceID:        conn.DeviceID,
 		events:          events,
 		telemetryPrefix: TelemetryTopic(conn.DeviceID, ""),
-		pending:         make(map[string]chan twinResult),
 		done:            make(chan struct{}),
 	}
 	if conn.Auth.SASToken != "" {
@@ -313,6 +312,15 @@ func (s *Session) SendTelemetry(ctx context.Context, m domain.Message) error {
 	return s.publish(ctx, topic, 1, m.Body)
 }
 
+// forgetLocked removes request rid; the map goes with the last one (Go
+// maps keep their buckets once grown). Called with s.mu held.
+func (s *Session) forgetLocked(rid string) {
+	delete(s.pending, rid)
+	if len(s.pending) == 0 {
+		s.pending = nil
+	}
+}
+
 // request sends a twin request and waits for its response.
 func (s *Session) request(ctx context.Context, op, topic string, body []byte) (twinResult, error) {
 	rid := strconv.FormatUint(s.rid.Add(1), 10)
@@ -322,11 +330,14 @@ func (s *Session) request(ctx context.Context, op, topic string, body []byte) (t
 		s.mu.Unlock()
 		return twinResult{}, s.deadErr()
 	}
+	if s.pending == nil {
+		s.pending = make(map[string]chan twinResult, 1)
+	}
 	s.pending[rid] = ch
 	s.mu.Unlock()
 	forget := func() {
 		s.mu.Lock()
-		delete(s.pending, rid)
+		s.forgetLocked(rid)
 		s.mu.Unlock()
 	}
 	if err := s.publish(ctx, topic+rid, 0, body); err != nil {
@@ -448,7 +459,7 @@ func (s *Session) onTwinResponse(_ paho.Client, m paho.Message) {
 	}
 	s.mu.Lock()
 	ch, ok := s.pending[r.RID]
-	delete(s.pending, r.RID)
+	s.forgetLocked(r.RID)
 	s.mu.Unlock()
 	if !ok {
 		s.log.Debug("hub: twin response for no pending request", "rid", r.RID)
