@@ -40,8 +40,8 @@ type Session struct {
 
 	mu      sync.Mutex
 	pending map[string]chan twinResult // made by the first request, dropped when empty (an idle session holds none)
-	closed  bool // Close called
-	ended   bool // done closed
+	closed  bool                       // Close called
+	ended   bool                       // done closed
 	err     error
 	queue   []func()
 	running bool // a drain goroutine is active
