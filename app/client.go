@@ -121,6 +121,10 @@ type Client struct {
 	untracked bool // shutdown waits for c.wg: no new tracked goroutine
 
 	connectCancel context.CancelFunc // cancels the running Connect's context; nil when none runs
+	watched       *watch             // the current session's watch; nil while a supervisor step runs (supervise.go)
+	// sup is the supervisor's retry state, touched only by the one step
+	// that runs at a time.
+	sup struct{ failures, backoff int }
 
 	ob outboxState // EnqueueTelemetry and the outbox pump (outbox.go)
 }
@@ -467,8 +471,7 @@ func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
 				return domain.ErrClosed
 			}
 			c.phase = phaseSupervising
-			c.wg.Add(1)
-			go c.supervise(s)
+			c.armLocked(s)
 			c.mu.Unlock()
 			return nil
 		}
@@ -810,6 +813,7 @@ func (c *Client) shutdown(ctx context.Context, sess *session, done chan struct{}
 		c.drain(sess, timeout)
 	}
 	c.runCancel()
+	c.unwatch()
 	c.mu.Lock()
 	if c.connectCancel != nil {
 		c.connectCancel() // a Connect still running ends with ErrClosed

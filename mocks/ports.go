@@ -355,6 +355,43 @@ func (mr *MockSessionLifecycleMockRecorder) RenewToken(ctx, sasToken interface{}
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "RenewToken", reflect.TypeOf((*MockSessionLifecycle)(nil).RenewToken), ctx, sasToken)
 }
 
+// MockDoneNotifier is a mock of DoneNotifier interface.
+type MockDoneNotifier struct {
+	ctrl     *gomock.Controller
+	recorder *MockDoneNotifierMockRecorder
+}
+
+// MockDoneNotifierMockRecorder is the mock recorder for MockDoneNotifier.
+type MockDoneNotifierMockRecorder struct {
+	mock *MockDoneNotifier
+}
+
+// NewMockDoneNotifier creates a new mock instance.
+func NewMockDoneNotifier(ctrl *gomock.Controller) *MockDoneNotifier {
+	mock := &MockDoneNotifier{ctrl: ctrl}
+	mock.recorder = &MockDoneNotifierMockRecorder{mock}
+	return mock
+}
+
+// EXPECT returns an object that allows the caller to indicate expected use.
+func (m *MockDoneNotifier) EXPECT() *MockDoneNotifierMockRecorder {
+	return m.recorder
+}
+
+// AfterDone mocks base method.
+func (m *MockDoneNotifier) AfterDone(f func()) func() bool {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "AfterDone", f)
+	ret0, _ := ret[0].(func() bool)
+	return ret0
+}
+
+// AfterDone indicates an expected call of AfterDone.
+func (mr *MockDoneNotifierMockRecorder) AfterDone(f interface{}) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "AfterDone", reflect.TypeOf((*MockDoneNotifier)(nil).AfterDone), f)
+}
+
 // MockHubSession is a mock of HubSession interface.
 type MockHubSession struct {
 	ctrl     *gomock.Controller

@@ -163,6 +163,17 @@ type SessionLifecycle interface {
 	Close() error
 }
 
+// DoneNotifier is implemented by sessions that can call a function when
+// they end, so that the client watches a connected session without a
+// goroutine of its own (an idle device then costs only its transport's
+// goroutines). It is optional: app waits on Done for sessions without it.
+type DoneNotifier interface {
+	// AfterDone arranges for f to run on a goroutine of its own once the
+	// session has ended (at once when it already has). stop cancels that:
+	// it reports false when f was already started or stopped before.
+	AfterDone(f func()) (stop func() bool)
+}
+
 // HubSession is one open, authenticated session with an IoT hub.
 type HubSession interface {
 	TelemetrySender

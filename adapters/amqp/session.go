@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/iotc-go/iotc/adapters/internal/notify"
 	"log/slog"
 	"strings"
 	"sync"
@@ -65,13 +66,17 @@ type Session struct {
 	queue   []func()
 	running bool // a drain goroutine is active
 
+	onEnd     notify.OnEnd // AfterDone's functions
 	done      chan struct{}
 	wg        sync.WaitGroup // receive loops and the event drain
 	settles   sync.WaitGroup // dispositions being written
 	closeOnce sync.Once
 }
 
-var _ ports.HubSession = (*Session)(nil)
+var (
+	_ ports.HubSession   = (*Session)(nil)
+	_ ports.DoneNotifier = (*Session)(nil)
+)
 
 // Connect implements ports.HubConnector over AMQP: it opens one
 // connection to conn.Host, authenticates with a CBS put-token of
@@ -227,15 +232,22 @@ func (s *Session) fail(cause error) {
 // fails every pending request.
 func (s *Session) end(err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.ended {
+		s.mu.Unlock()
 		return
 	}
 	s.ended = true
 	s.err = err
 	clear(s.pending)
 	close(s.done)
+	s.mu.Unlock()
+	s.onEnd.Fire()
 }
+
+// AfterDone implements ports.DoneNotifier: f runs on a goroutine of its
+// own once the session has ended (at once if it has), unless stop is
+// called first; stop reports whether it prevented f.
+func (s *Session) AfterDone(f func()) (stop func() bool) { return s.onEnd.Add(f) }
 
 // Done is closed when the session has ended, by Close or by the loss of
 // the connection (this adapter never reconnects).

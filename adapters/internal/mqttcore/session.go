@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/iotc-go/iotc/adapters/internal/notify"
 	"log/slog"
 	"net"
 	"strconv"
@@ -44,7 +45,8 @@ type Session struct {
 	ended   bool                       // done closed
 	err     error
 	queue   []func()
-	running bool // a drain goroutine is active
+	running bool         // a drain goroutine is active
+	onEnd   notify.OnEnd // AfterDone's functions
 
 	done      chan struct{}
 	wg        sync.WaitGroup // event drain
@@ -52,7 +54,10 @@ type Session struct {
 	closeOnce sync.Once
 }
 
-var _ ports.HubSession = (*Session)(nil)
+var (
+	_ ports.HubSession   = (*Session)(nil)
+	_ ports.DoneNotifier = (*Session)(nil)
+)
 
 // Connect implements ports.HubConnector: it connects to conn.Host with
 // client id = device id and a persistent session (CleanSession=false, so
@@ -151,15 +156,22 @@ func (s *Session) onLost(cause error) {
 // fails every pending request.
 func (s *Session) end(err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.ended {
+		s.mu.Unlock()
 		return
 	}
 	s.ended = true
 	s.err = err
 	clear(s.pending)
 	close(s.done)
+	s.mu.Unlock()
+	s.onEnd.Fire()
 }
+
+// AfterDone implements ports.DoneNotifier: f runs on a goroutine of its
+// own once the session has ended (at once if it has), unless stop is
+// called first; stop reports whether it prevented f.
+func (s *Session) AfterDone(f func()) (stop func() bool) { return s.onEnd.Add(f) }
 
 // Done is closed when the session has ended, by Close or by the loss of
 // the connection (this adapter never reconnects).
