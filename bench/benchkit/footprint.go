@@ -278,7 +278,8 @@ func FootprintChild(ctx context.Context, paths func(port int, roots *x509.CertPo
 	if err := json.Unmarshal(line, &job); err != nil {
 		return fmt.Errorf("footprint child: job: %w", err)
 	}
-	rep, err := runFootprintJob(ctx, paths, job)
+	// The connections stay open until the process exits.
+	_, rep, err := runFootprintJob(ctx, paths, job)
 	if err != nil {
 		rep.Error = err.Error()
 	}
@@ -289,15 +290,17 @@ func FootprintChild(ctx context.Context, paths func(port int, roots *x509.CertPo
 	return nil
 }
 
-func runFootprintJob(ctx context.Context, paths func(port int, roots *x509.CertPool) []Path, job footprintJob) (footprintReport, error) {
+// runFootprintJob does a footprint child's measurement and returns the
+// connections it made (those made before an error included).
+func runFootprintJob(ctx context.Context, paths func(port int, roots *x509.CertPool) []Path, job footprintJob) ([]Conn, footprintReport, error) {
 	var rep footprintReport
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(job.CAPEM) {
-		return rep, errors.New("bad CA PEM")
+		return nil, rep, errors.New("bad CA PEM")
 	}
 	port, err := PortOf(job.Addr)
 	if err != nil {
-		return rep, err
+		return nil, rep, err
 	}
 	var p *Path
 	for _, q := range paths(port, roots) {
@@ -307,11 +310,11 @@ func runFootprintJob(ctx context.Context, paths func(port int, roots *x509.CertP
 		}
 	}
 	if p == nil {
-		return rep, fmt.Errorf("no path %q", job.Path)
+		return nil, rep, fmt.Errorf("no path %q", job.Path)
 	}
 	n := len(job.Devices)
 	if rep.Before, err = ReadProcStats(); err != nil {
-		return rep, err
+		return nil, rep, err
 	}
 	conns := make([]Conn, n)
 	start := time.Now()
@@ -328,7 +331,7 @@ func runFootprintJob(ctx context.Context, paths func(port int, roots *x509.CertP
 	})
 	rep.ConnectAll = time.Since(start)
 	if err != nil {
-		return rep, err
+		return conns, rep, err
 	}
 	// One message each, so that every connection has been used.
 	err = Parallel(n, ConnectWorkers, func(i int) error {
@@ -340,15 +343,15 @@ func runFootprintJob(ctx context.Context, paths func(port int, roots *x509.CertP
 		return nil
 	})
 	if err != nil {
-		return rep, err
+		return conns, rep, err
 	}
 	if rep.After, err = ReadProcStats(); err != nil {
-		return rep, err
+		return conns, rep, err
 	}
 	if job.Profile != "" {
 		writeProfiles(job.Profile + "-" + strings.NewReplacer(" ", "_", "/", "_", ".", "_").Replace(p.Name))
 	}
-	return rep, nil
+	return conns, rep, nil
 }
 
 // writeProfiles writes a heap profile (prefix.heap.pprof) and a goroutine
