@@ -30,7 +30,7 @@
 // of the three receivers (go-amqp delivers only to Receive calls), the
 // desired-properties subscription (twin PUT) and a twin GET.
 //
-// Usage: go run ./bench/amqpbench [-messages 2000] [-rounds 25] [-inflight 1,100] [-devices 1000]
+// Usage: go run ./bench/amqpbench [-messages 2000] [-rounds 25] [-inflight 1,100] [-devices 1000] [-footprint-rounds 1]
 // [-throughput-emulator inprocess|none] [-paths client,amqp,bare,msgid,raw] [-cpuprofile file]
 package main
 
@@ -73,6 +73,7 @@ func main() {
 		rounds    = flag.Int("rounds", 25, "timed runs per path and in-flight level (medians are reported)")
 		inflight  = flag.String("inflight", "1,100", "comma-separated in-flight levels")
 		devices   = flag.Int("devices", 1000, "devices connected at once for the footprint test (0 skips it)")
+		footRuns  = flag.Int("footprint-rounds", 1, "footprint runs per path, the paths rotating order (medians are reported)")
 		where     = flag.String("throughput-emulator", "inprocess", "where the throughput runs' emulator lives: inprocess or none (none skips the throughput test)")
 		pathsFlag = flag.String("paths", "client,amqp,bare,msgid,raw", "comma-separated paths to run: client (iotc.Client), amqp (adapters/amqp), bare and msgid (bare senders, throughput only), raw (raw go-amqp, the baseline, always run)")
 		cpuprof   = flag.String("cpuprofile", "", "write a CPU profile of the throughput test to this file (samples labelled path=<name>)")
@@ -93,8 +94,8 @@ func main() {
 		return
 	}
 	levels, err := benchkit.ParseLevels(*inflight)
-	if err == nil && (*messages <= 0 || *rounds <= 0 || *devices < 0) {
-		err = fmt.Errorf("-messages and -rounds must be positive, -devices not negative")
+	if err == nil && (*messages <= 0 || *rounds <= 0 || *footRuns <= 0 || *devices < 0) {
+		err = fmt.Errorf("-messages, -rounds and -footprint-rounds must be positive, -devices not negative")
 	}
 	if err == nil && *where != "inprocess" && *where != "none" {
 		err = fmt.Errorf("-throughput-emulator must be inprocess or none")
@@ -140,6 +141,7 @@ func main() {
 			ChildArgs:    []string{"-footprint-child"},
 			Addr:         func(i benchkit.EmulatorInfo) string { return i.AMQPAddr },
 			Profile:      os.Getenv("AMQPBENCH_MEMPROFILE"),
+			Rounds:       *footRuns,
 			Progress:     os.Stderr,
 		})
 		if err != nil {

@@ -102,11 +102,15 @@ func TestPrintFootprint(t *testing.T) {
 	mk := func(name string, rss, heap uint64, g int, took time.Duration) FootprintResult {
 		return FootprintResult{Path: name, Devices: 10, ClientBefore: ProcStats{RSS: 1 << 20}, Client: ProcStats{RSS: 1<<20 + rss*10, Heap: heap * 10, Goroutines: g * 10}, ConnectAll: took}
 	}
-	res := []FootprintResult{mk("sdk", 2048, 1024, 12, 2*time.Second), mk("raw", 1024, 1024, 10, 2*time.Second)}
+	// Medians: sdk's three runs have 2, 9 and 2 KiB of RSS per device.
+	res := []PathFootprint{
+		{Path: "sdk", Runs: []FootprintResult{mk("sdk", 2048, 1024, 12, 2*time.Second), mk("sdk", 9216, 1024, 12, 9*time.Second), mk("sdk", 2048, 1024, 12, 2*time.Second)}},
+		{Path: "raw", Runs: []FootprintResult{mk("raw", 1024, 1024, 10, 2*time.Second), mk("raw", 1024, 1024, 10, 2*time.Second), mk("raw", 1024, 1024, 10, 2*time.Second)}},
+	}
 	var b bytes.Buffer
 	PrintFootprint(&b, res, "raw", DefaultTargets)
 	out := b.String()
-	for _, want := range []string{"2.0 KiB", "against raw", "2.00x over", "1.00x ok", "+2.0 ok", "emulator per connected device"} {
+	for _, want := range []string{"2.0 KiB", "against raw", "2.00x over", "1.00x ok", "+2.0 ok", "emulator per connected device", "median of 3 run(s)", "9s (0.0)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

@@ -390,6 +390,9 @@ type FootprintConfig struct {
 	// Profile, when set, makes every footprint child write heap and
 	// goroutine profiles with this prefix.
 	Profile string
+	// Rounds is how many times every path is measured, the paths in a
+	// rotated order each round (0 means 1); the report gives medians.
+	Rounds int
 	// Progress receives a line per path measured (nil: none).
 	Progress io.Writer
 }
@@ -407,6 +410,9 @@ type FootprintResult struct {
 	EmulatorBefore, Emulator ProcStats
 	// ConnectAll is how long connecting every device took.
 	ConnectAll time.Duration
+	// Load is the machine's 1-minute load average when the footprint
+	// child started (0 when unknown).
+	Load float64
 }
 
 // perDevice is (after - before) / n for one field of ProcStats.
@@ -437,24 +443,84 @@ func (r FootprintResult) EmulatorGoroutines() float64 {
 	return perDevice(uint64(r.Emulator.Goroutines), uint64(r.EmulatorBefore.Goroutines), r.Devices)
 }
 
-// RunFootprint measures every path of cfg, each in a footprint child of
-// its own against a fresh emulator child holding cfg.Devices devices.
-func RunFootprint(ctx context.Context, cfg FootprintConfig) ([]FootprintResult, error) {
-	if cfg.Devices <= 0 {
-		return nil, errors.New("benchkit: footprint needs at least one device")
+// PathFootprint is every footprint run of one path.
+type PathFootprint struct {
+	Path string
+	Runs []FootprintResult
+}
+
+// median is the median of f over the runs.
+func (p PathFootprint) median(f func(FootprintResult) float64) float64 {
+	xs := make([]float64, len(p.Runs))
+	for i, r := range p.Runs {
+		xs[i] = f(r)
 	}
-	var out []FootprintResult
-	for _, name := range cfg.Paths {
-		r, err := footprintOne(ctx, cfg, name)
-		if err != nil {
-			return out, fmt.Errorf("%s: %w", name, err)
+	return Median(xs)
+}
+
+// RSS is the median of the runs' client RSS per device, bytes.
+func (p PathFootprint) RSS() float64 { return p.median(FootprintResult.RSS) }
+
+// Heap is the median of the runs' client heap per device, bytes.
+func (p PathFootprint) Heap() float64 { return p.median(FootprintResult.Heap) }
+
+// Goroutines is the median of the runs' client goroutines per device.
+func (p PathFootprint) Goroutines() float64 { return p.median(FootprintResult.Goroutines) }
+
+// ConnectAll is the median of the runs' connect-all times, seconds.
+func (p PathFootprint) ConnectAll() float64 {
+	return p.median(func(r FootprintResult) float64 { return r.ConnectAll.Seconds() })
+}
+
+// EmulatorRSS is the median of the runs' emulator RSS per device, bytes.
+func (p PathFootprint) EmulatorRSS() float64 { return p.median(FootprintResult.EmulatorRSS) }
+
+// EmulatorGoroutines is the median of the runs' emulator goroutines per
+// device.
+func (p PathFootprint) EmulatorGoroutines() float64 {
+	return p.median(FootprintResult.EmulatorGoroutines)
+}
+
+// RunFootprint measures every path of cfg cfg.Rounds times, each run in a
+// footprint child of its own against a fresh emulator child holding
+// cfg.Devices devices, and returns the runs by path in cfg.Paths' order.
+func RunFootprint(ctx context.Context, cfg FootprintConfig) ([]PathFootprint, error) {
+	if cfg.Devices <= 0 || len(cfg.Paths) == 0 {
+		return nil, errors.New("benchkit: footprint needs a path and at least one device")
+	}
+	out := make([]PathFootprint, len(cfg.Paths))
+	for i, name := range cfg.Paths {
+		out[i].Path = name
+	}
+	for round := range max(cfg.Rounds, 1) {
+		for k := range cfg.Paths {
+			i := (k + round) % len(cfg.Paths) // rotate who goes first
+			name := cfg.Paths[i]
+			r, err := footprintOne(ctx, cfg, name)
+			if err != nil {
+				return out, fmt.Errorf("%s: %w", name, err)
+			}
+			if cfg.Progress != nil {
+				fmt.Fprintf(cfg.Progress, "footprint: %s: %d devices connected in %s (load %.2f)\n", name, r.Devices, r.ConnectAll.Round(time.Millisecond), r.Load)
+			}
+			out[i].Runs = append(out[i].Runs, r)
 		}
-		if cfg.Progress != nil {
-			fmt.Fprintf(cfg.Progress, "footprint: %s: %d devices connected in %s\n", name, r.Devices, r.ConnectAll.Round(time.Millisecond))
-		}
-		out = append(out, r)
 	}
 	return out, nil
+}
+
+// LoadAverage is the machine's 1-minute load average (0 when unknown).
+func LoadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 func footprintOne(ctx context.Context, cfg FootprintConfig, name string) (FootprintResult, error) {
@@ -475,6 +541,7 @@ func footprintOne(ctx context.Context, cfg FootprintConfig, name string) (Footpr
 	if err != nil {
 		return res, err
 	}
+	res.Load = LoadAverage()
 	cmd, stdin, out, err := startSelf(cfg.ChildArgs...)
 	if err != nil {
 		return res, fmt.Errorf("footprint child: %w", err)
@@ -504,41 +571,50 @@ func footprintOne(ctx context.Context, cfg FootprintConfig, name string) (Footpr
 	return res, ctx.Err()
 }
 
-// PrintFootprint writes the footprint tables of res: per connected device
-// for every path, every other path against baseline with t's verdicts,
-// and the emulator per connected device in each path's run.
-func PrintFootprint(w io.Writer, res []FootprintResult, baseline string, t Targets) {
-	if len(res) == 0 {
+// PrintFootprint writes the footprint tables of res (medians of each
+// path's runs): per connected device for every path, every other path
+// against baseline with t's verdicts, and the emulator per connected
+// device in each path's runs.
+func PrintFootprint(w io.Writer, res []PathFootprint, baseline string, t Targets) {
+	if len(res) == 0 || len(res[0].Runs) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "footprint: %d devices per path, each path in a process of its own against an emulator process of its own\n", res[0].Devices)
+	rounds := len(res[0].Runs)
+	fmt.Fprintf(w, "footprint: %d devices per path, each path in a process of its own against an emulator process of its own; median of %d run(s) per path, the paths rotating order\n", res[0].Runs[0].Devices, rounds)
 	fmt.Fprintln(w, "per connected device: after connecting all (32 goroutines) and one message each, then GC and FreeOSMemory, minus the same process just before connecting")
-	fmt.Fprintf(w, "%-20s %11s %11s %14s %12s   %s\n", "path", "RSS/dev", "heap/dev", "goroutines/dev", "connect all", "process RSS before -> connected")
-	var base *FootprintResult
-	for i, r := range res {
-		if r.Path == baseline {
+	fmt.Fprintf(w, "%-20s %11s %11s %14s %12s   %-32s %s\n", "path", "RSS/dev", "heap/dev", "goroutines/dev", "connect all", "process RSS before -> connected", "connect all (load) per run")
+	var base *PathFootprint
+	for i, p := range res {
+		if p.Path == baseline {
 			base = &res[i]
 		}
-		fmt.Fprintf(w, "%-20s %11s %11s %14.1f %12s   %s -> %s\n", r.Path, KiB(r.RSS()), KiB(r.Heap()), r.Goroutines(),
-			r.ConnectAll.Round(time.Millisecond), MiB(float64(r.ClientBefore.RSS)), MiB(float64(r.Client.RSS)))
+		before := p.median(func(r FootprintResult) float64 { return float64(r.ClientBefore.RSS) })
+		after := p.median(func(r FootprintResult) float64 { return float64(r.Client.RSS) })
+		var runs []string
+		for _, r := range p.Runs {
+			runs = append(runs, fmt.Sprintf("%s (%.1f)", r.ConnectAll.Round(time.Millisecond), r.Load))
+		}
+		fmt.Fprintf(w, "%-20s %11s %11s %14.1f %12s   %-32s %s\n", p.Path, KiB(p.RSS()), KiB(p.Heap()), p.Goroutines(),
+			time.Duration(p.ConnectAll()*float64(time.Second)).Round(time.Millisecond), MiB(before)+" -> "+MiB(after), strings.Join(runs, " "))
 	}
 	if base != nil && len(res) > 1 {
 		fmt.Fprintf(w, "\nagainst %s (targets: RSS and heap <= %.2fx, goroutines <= raw + %.0f, connect all <= %.2fx)\n", baseline, t.RSS, t.Goroutines, t.ConnectAll)
 		fmt.Fprintf(w, "%-20s %-13s %-13s %-13s %s\n", "path", "RSS", "heap", "goroutines", "connect all")
-		for _, r := range res {
-			if r.Path == baseline {
+		for _, p := range res {
+			if p.Path == baseline {
 				continue
 			}
-			fmt.Fprintf(w, "%-20s %-13s %-13s %-13s %s\n", r.Path,
-				RatioVerdict(r.RSS(), base.RSS(), t.RSS), RatioVerdict(r.Heap(), base.Heap(), t.Heap),
-				DiffVerdict(r.Goroutines(), base.Goroutines(), t.Goroutines),
-				RatioVerdict(r.ConnectAll.Seconds(), base.ConnectAll.Seconds(), t.ConnectAll))
+			fmt.Fprintf(w, "%-20s %-13s %-13s %-13s %s\n", p.Path,
+				RatioVerdict(p.RSS(), base.RSS(), t.RSS), RatioVerdict(p.Heap(), base.Heap(), t.Heap),
+				DiffVerdict(p.Goroutines(), base.Goroutines(), t.Goroutines),
+				RatioVerdict(p.ConnectAll(), base.ConnectAll(), t.ConnectAll))
 		}
 	}
 	fmt.Fprintln(w, "\nemulator per connected device (its own process; the devices exist before the path connects them)")
 	fmt.Fprintf(w, "%-20s %11s %14s   %s\n", "connected by", "RSS/dev", "goroutines/dev", "emulator RSS before -> connected")
-	for _, r := range res {
-		fmt.Fprintf(w, "%-20s %11s %14.1f   %s -> %s\n", r.Path, KiB(r.EmulatorRSS()), r.EmulatorGoroutines(),
-			MiB(float64(r.EmulatorBefore.RSS)), MiB(float64(r.Emulator.RSS)))
+	for _, p := range res {
+		before := p.median(func(r FootprintResult) float64 { return float64(r.EmulatorBefore.RSS) })
+		after := p.median(func(r FootprintResult) float64 { return float64(r.Emulator.RSS) })
+		fmt.Fprintf(w, "%-20s %11s %14.1f   %s -> %s\n", p.Path, KiB(p.EmulatorRSS()), p.EmulatorGoroutines(), MiB(before), MiB(after))
 	}
 }

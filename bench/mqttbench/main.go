@@ -26,7 +26,8 @@
 // and publishes a twin GET, waiting for its answer.
 //
 // Usage: go run ./bench/mqttbench [-messages 20000] [-rounds 3] [-devices 1000]
-// [-throughput-emulator both|inprocess|child|none] [-paths client,mqtt,raw]
+// [-footprint-rounds 1] [-throughput-emulator both|inprocess|child|none]
+// [-paths client,mqtt,raw]
 //
 // The Show command of issue 17 is go run ./bench/mqttbench -devices 10000
 // (add -throughput-emulator none for the footprint alone). The bench
@@ -60,6 +61,7 @@ func main() {
 		rounds    = flag.Int("rounds", 3, "timed runs per path and in-flight level (the median is reported)")
 		inflight  = flag.String("inflight", "1,100", "comma-separated in-flight levels")
 		devices   = flag.Int("devices", 1000, "devices connected at once for the footprint test (0 skips it)")
+		footRuns  = flag.Int("footprint-rounds", 1, "footprint runs per path, the paths rotating order (medians are reported)")
 		where     = flag.String("throughput-emulator", "both", "where the throughput runs' emulator lives: inprocess, child, both or none (none skips the throughput test)")
 		pathsFlag = flag.String("paths", "client,mqtt,raw", "comma-separated paths to run: client (iotc.Client), mqtt (adapters/mqtt), raw (raw paho, the baseline, always run)")
 		serve     = flag.Bool("serve-emulator", false, "internal: run an emulator child (see benchkit.ServeEmulator)")
@@ -85,8 +87,8 @@ func main() {
 		os.Exit(2)
 	}
 	levels, err := benchkit.ParseLevels(*inflight)
-	if err == nil && (*messages <= 0 || *rounds <= 0 || *devices < 0) {
-		err = fmt.Errorf("-messages and -rounds must be positive, -devices not negative")
+	if err == nil && (*messages <= 0 || *rounds <= 0 || *footRuns <= 0 || *devices < 0) {
+		err = fmt.Errorf("-messages, -rounds and -footprint-rounds must be positive, -devices not negative")
 	}
 	var keys []string
 	if err == nil {
@@ -97,7 +99,7 @@ func main() {
 		os.Exit(2)
 	}
 	fmt.Printf("mqttbench: %s, GOMAXPROCS=%d, %d-byte JSON body, QoS 1, open-file limit %d\n\n", runtime.Version(), runtime.GOMAXPROCS(0), benchkit.BodySize, benchkit.FileLimit())
-	if err := run(ctx, *where, *messages, *rounds, levels, *devices, keys); err != nil {
+	if err := run(ctx, *where, *messages, *rounds, levels, *devices, *footRuns, keys); err != nil {
 		fmt.Fprintln(os.Stderr, "mqttbench:", err)
 		os.Exit(1)
 	}
@@ -119,7 +121,7 @@ func allPaths(port int, roots *x509.CertPool) []benchkit.Path {
 	}
 }
 
-func run(ctx context.Context, where string, messages, rounds int, levels []int, devices int, keys []string) error {
+func run(ctx context.Context, where string, messages, rounds int, levels []int, devices, footRounds int, keys []string) error {
 	if where == "inprocess" || where == "both" {
 		ev, stop, err := inProcessEnv(ctx)
 		if err != nil {
@@ -152,6 +154,7 @@ func run(ctx context.Context, where string, messages, rounds int, levels []int, 
 			ChildArgs:    []string{"-footprint-child"},
 			Addr:         func(i benchkit.EmulatorInfo) string { return i.MQTTAddr },
 			Profile:      os.Getenv("MQTTBENCH_MEMPROFILE"),
+			Rounds:       footRounds,
 			Progress:     os.Stderr,
 		})
 		if err != nil {
