@@ -100,7 +100,7 @@ func TestFootprintResultPerDevice(t *testing.T) {
 
 func TestPrintFootprint(t *testing.T) {
 	mk := func(name string, rss, heap uint64, g int, took time.Duration) FootprintResult {
-		return FootprintResult{Path: name, Devices: 10, ClientBefore: ProcStats{RSS: 1 << 20}, Client: ProcStats{RSS: 1<<20 + rss*10, Heap: heap * 10, Goroutines: g * 10}, ConnectAll: took}
+		return FootprintResult{Path: name, Devices: 10, ClientBefore: ProcStats{RSS: 1 << 20}, Client: ProcStats{RSS: 1<<20 + rss*10, Heap: heap * 10, Goroutines: g * 10}, ConnectAll: took, ConnectCPU: took / 2}
 	}
 	// Medians: sdk's three runs have 2, 9 and 2 KiB of RSS per device.
 	res := []PathFootprint{
@@ -110,7 +110,7 @@ func TestPrintFootprint(t *testing.T) {
 	var b bytes.Buffer
 	PrintFootprint(&b, res, "raw", DefaultTargets)
 	out := b.String()
-	for _, want := range []string{"2.0 KiB", "against raw", "2.00x over", "1.00x ok", "+2.0 ok", "emulator per connected device", "median of 3 run(s)", "9s (0.0)"} {
+	for _, want := range []string{"2.0 KiB", "against raw", "2.00x over", "1.00x ok", "+2.0 ok", "emulator per connected device", "median of 3 run(s)", "9s (0.0)", "100.00ms", "1.00x\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

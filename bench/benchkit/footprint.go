@@ -254,6 +254,7 @@ type footprintReport struct {
 	Before     ProcStats     `json:"before"`
 	After      ProcStats     `json:"after"`
 	ConnectAll time.Duration `json:"connectAll"`
+	ConnectCPU time.Duration `json:"connectCPU"`
 	Error      string        `json:"error,omitempty"`
 }
 
@@ -317,6 +318,7 @@ func runFootprintJob(ctx context.Context, paths func(port int, roots *x509.CertP
 		return nil, rep, err
 	}
 	conns := make([]Conn, n)
+	cpu0 := ProcessCPU()
 	start := time.Now()
 	err = Parallel(n, ConnectWorkers, func(i int) error {
 		d := job.Devices[i]
@@ -330,6 +332,7 @@ func runFootprintJob(ctx context.Context, paths func(port int, roots *x509.CertP
 		return nil
 	})
 	rep.ConnectAll = time.Since(start)
+	rep.ConnectCPU = ProcessCPU() - cpu0
 	if err != nil {
 		return conns, rep, err
 	}
@@ -408,8 +411,10 @@ type FootprintResult struct {
 	// EmulatorBefore and Emulator are the emulator child's, with the
 	// devices created but not connected and with them connected.
 	EmulatorBefore, Emulator ProcStats
-	// ConnectAll is how long connecting every device took.
-	ConnectAll time.Duration
+	// ConnectAll is how long connecting every device took; ConnectCPU
+	// the footprint child's CPU time (user and system) meanwhile, which
+	// depends less on the machine's load.
+	ConnectAll, ConnectCPU time.Duration
 	// Load is the machine's 1-minute load average when the footprint
 	// child started (0 when unknown).
 	Load float64
@@ -470,6 +475,12 @@ func (p PathFootprint) Goroutines() float64 { return p.median(FootprintResult.Go
 // ConnectAll is the median of the runs' connect-all times, seconds.
 func (p PathFootprint) ConnectAll() float64 {
 	return p.median(func(r FootprintResult) float64 { return r.ConnectAll.Seconds() })
+}
+
+// ConnectCPU is the median of the runs' client CPU time per device spent
+// connecting, seconds.
+func (p PathFootprint) ConnectCPU() float64 {
+	return p.median(func(r FootprintResult) float64 { return r.ConnectCPU.Seconds() / float64(r.Devices) })
 }
 
 // EmulatorRSS is the median of the runs' emulator RSS per device, bytes.
@@ -564,7 +575,7 @@ func footprintOne(ctx context.Context, cfg FootprintConfig, name string) (Footpr
 	if rep.Error != "" {
 		return res, fmt.Errorf("footprint child: %s", rep.Error)
 	}
-	res.ClientBefore, res.Client, res.ConnectAll = rep.Before, rep.After, rep.ConnectAll
+	res.ClientBefore, res.Client, res.ConnectAll, res.ConnectCPU = rep.Before, rep.After, rep.ConnectAll, rep.ConnectCPU
 	if res.Emulator, err = emu.Stats(); err != nil {
 		return res, err
 	}
@@ -582,7 +593,7 @@ func PrintFootprint(w io.Writer, res []PathFootprint, baseline string, t Targets
 	rounds := len(res[0].Runs)
 	fmt.Fprintf(w, "footprint: %d devices per path, each path in a process of its own against an emulator process of its own; median of %d run(s) per path, the paths rotating order\n", res[0].Runs[0].Devices, rounds)
 	fmt.Fprintln(w, "per connected device: after connecting all (32 goroutines) and one message each, then GC and FreeOSMemory, minus the same process just before connecting")
-	fmt.Fprintf(w, "%-20s %11s %11s %14s %12s   %-32s %s\n", "path", "RSS/dev", "heap/dev", "goroutines/dev", "connect all", "process RSS before -> connected", "connect all (load) per run")
+	fmt.Fprintf(w, "%-20s %11s %11s %14s %12s %13s   %-32s %s\n", "path", "RSS/dev", "heap/dev", "goroutines/dev", "connect all", "connect CPU/dev", "process RSS before -> connected", "connect all (load) per run")
 	var base *PathFootprint
 	for i, p := range res {
 		if p.Path == baseline {
@@ -594,20 +605,24 @@ func PrintFootprint(w io.Writer, res []PathFootprint, baseline string, t Targets
 		for _, r := range p.Runs {
 			runs = append(runs, fmt.Sprintf("%s (%.1f)", r.ConnectAll.Round(time.Millisecond), r.Load))
 		}
-		fmt.Fprintf(w, "%-20s %11s %11s %14.1f %12s   %-32s %s\n", p.Path, KiB(p.RSS()), KiB(p.Heap()), p.Goroutines(),
-			time.Duration(p.ConnectAll()*float64(time.Second)).Round(time.Millisecond), MiB(before)+" -> "+MiB(after), strings.Join(runs, " "))
+		fmt.Fprintf(w, "%-20s %11s %11s %14.1f %12s %12.2fms   %-32s %s\n", p.Path, KiB(p.RSS()), KiB(p.Heap()), p.Goroutines(),
+			time.Duration(p.ConnectAll()*float64(time.Second)).Round(time.Millisecond), p.ConnectCPU()*1000, MiB(before)+" -> "+MiB(after), strings.Join(runs, " "))
 	}
 	if base != nil && len(res) > 1 {
 		fmt.Fprintf(w, "\nagainst %s (targets: RSS and heap <= %.2fx, goroutines <= raw + %.0f, connect all <= %.2fx)\n", baseline, t.RSS, t.Goroutines, t.ConnectAll)
-		fmt.Fprintf(w, "%-20s %-13s %-13s %-13s %s\n", "path", "RSS", "heap", "goroutines", "connect all")
+		fmt.Fprintf(w, "%-20s %-13s %-13s %-13s %-13s %s\n", "path", "RSS", "heap", "goroutines", "connect all", "connect CPU (no target; less load-sensitive)")
 		for _, p := range res {
 			if p.Path == baseline {
 				continue
 			}
-			fmt.Fprintf(w, "%-20s %-13s %-13s %-13s %s\n", p.Path,
+			cpu := "n/a"
+			if base.ConnectCPU() > 0 {
+				cpu = fmt.Sprintf("%.2fx", p.ConnectCPU()/base.ConnectCPU())
+			}
+			fmt.Fprintf(w, "%-20s %-13s %-13s %-13s %-13s %s\n", p.Path,
 				RatioVerdict(p.RSS(), base.RSS(), t.RSS), RatioVerdict(p.Heap(), base.Heap(), t.Heap),
 				DiffVerdict(p.Goroutines(), base.Goroutines(), t.Goroutines),
-				RatioVerdict(p.ConnectAll(), base.ConnectAll(), t.ConnectAll))
+				RatioVerdict(p.ConnectAll(), base.ConnectAll(), t.ConnectAll), cpu)
 		}
 	}
 	fmt.Fprintln(w, "\nemulator per connected device (its own process; the devices exist before the path connects them)")
