@@ -1,8 +1,9 @@
-// Package benchkit holds what the telemetry benchmarks share: the
-// 256-byte JSON message, a device on an emulator, the two paths compared
-// (the SDK's transport and raw paho, the baseline) and the driver that
-// keeps a given number of messages in flight. A later path (the app layer
-// or the facade) is one more Path value.
+// Package benchkit holds what the benchmarks share: the 256-byte JSON
+// message, a device on an emulator, the paths compared (the facade, a bare
+// transport session and raw paho, the baseline, each doing the same connect
+// work), the driver that keeps a given number of messages in flight, and
+// the footprint machinery that measures every path in a process of its own
+// (footprint.go).
 package benchkit
 
 import (
@@ -60,8 +61,19 @@ type Conn struct {
 type Path struct {
 	// Name labels the path in reports ("sdk adapters/mqtt", "raw paho").
 	Name string
-	// Connect connects device t and returns its sender.
+	// Key is the short name a bench's -paths flag selects it by ("client",
+	// "mqtt", "raw"); "" when the bench has no such flag.
+	Key string
+	// Connect connects device t, does the connect work of the SDK's
+	// iotc.Client (subscriptions or links, a twin GET) and returns its
+	// sender.
 	Connect func(ctx context.Context, t Target) (Conn, error)
+}
+
+// WithKey returns p with Key set.
+func (p Path) WithKey(key string) Path {
+	p.Key = key
+	return p
 }
 
 // noEvents discards hub events.
@@ -75,7 +87,9 @@ func (noEvents) OnCloudMessage(_ domain.CloudMessage, settle func(domain.Outcome
 
 // TransportPath sends through a ports.Transport session: SendTelemetry
 // of a domain.Message with the BodySize body (validation, property bag
-// and topic built for each message, as an application would).
+// and topic built for each message, as an application would). After
+// connecting it reads the twin once (GetTwin), as iotc.Client does for
+// its initial sync, so that the connect work is the same.
 func TransportPath(name string, tr ports.Transport) Path {
 	return Path{Name: name, Connect: func(ctx context.Context, t Target) (Conn, error) {
 		sas, err := HubSAS(t)
@@ -86,6 +100,10 @@ func TransportPath(name string, tr ports.Transport) Path {
 		if err != nil {
 			return Conn{}, err
 		}
+		if _, err := s.GetTwin(ctx); err != nil {
+			_ = s.Close()
+			return Conn{}, fmt.Errorf("twin get: %w", err)
+		}
 		body := Body()
 		return Conn{
 			Send:  func(ctx context.Context) error { return s.SendTelemetry(ctx, domain.Message{Body: body}) },
@@ -95,8 +113,10 @@ func TransportPath(name string, tr ports.Transport) Path {
 }
 
 // RawPahoPath is the baseline: a bare paho client (protocol 3.1.1, TLS,
-// persistent session, no auto-reconnect) publishing the same bytes to the
-// same topic at QoS 1 and waiting for PUBACK, with the topic computed once.
+// persistent session, no auto-reconnect, paho's defaults otherwise) doing
+// the SDK's connect work (see PahoConn) and publishing the same bytes to
+// the same topic at QoS 1, waiting for PUBACK, with the topic computed
+// once.
 func RawPahoPath() Path {
 	return Path{Name: "raw paho", Connect: func(ctx context.Context, t Target) (Conn, error) {
 		sas, err := HubSAS(t)
@@ -107,7 +127,7 @@ func RawPahoPath() Path {
 			AddBroker("tls://" + t.Addr).
 			SetTLSConfig(&tls.Config{ServerName: t.HubHost, RootCAs: t.RootCAs, MinVersion: tls.VersionTLS12}).
 			SetClientID(t.DeviceID).
-			SetUsername(t.HubHost + "/" + t.DeviceID + "/?api-version=2021-04-12").
+			SetUsername(PahoUsername(t)).
 			SetPassword(sas).
 			SetProtocolVersion(4).
 			SetCleanSession(false).

@@ -19,33 +19,88 @@ func HubSAS(t Target) (string, error) {
 	return domain.BuildSAS(t.Key, domain.HubResource(t.HubHost, t.DeviceID), time.Now().Add(time.Hour), "")
 }
 
-// PahoConn connects a raw paho client built from opts and publishes the
+// The topics IoT Hub devices subscribe to and publish twin requests on
+// (the SDK's adapters/internal/mqttcore has the same; the bench cannot
+// import it).
+const (
+	topicTwinRes = "$iothub/twin/res/#"
+	topicDesired = "$iothub/twin/PATCH/properties/desired/#"
+	topicMethods = "$iothub/methods/POST/#"
+	topicTwinGet = "$iothub/twin/GET/?$rid="
+)
+
+// PahoUsername is the CONNECT user name of the raw paho paths: the form
+// the SDK sends, "{host}/{id}/?api-version=...&DeviceClientType=...".
+func PahoUsername(t Target) string {
+	return t.HubHost + "/" + t.DeviceID + "/?api-version=2021-04-12&DeviceClientType=raw-paho"
+}
+
+// PahoConn connects a raw paho client built from opts and does what the
+// SDK's MQTT session does on Connect plus iotc.Client's initial twin
+// sync: a message handler for each of the four filters (installed before
+// CONNECT, as the SDK does, so that queued cloud-to-device messages find
+// theirs), one SUBSCRIBE to twin responses, desired patches and methods
+// at QoS 0 and cloud-to-device messages at QoS 1 (a refused one is an
+// error), and a twin GET waiting for its 200. Its sender publishes the
 // benchmark body at QoS 1 to t's telemetry topic, computed once.
 func PahoConn(ctx context.Context, t Target, opts *paho.ClientOptions) (Conn, error) {
 	cl := paho.NewClient(opts)
-	tok := cl.Connect()
-	select {
-	case <-tok.Done():
-	case <-ctx.Done():
-		return Conn{}, ctx.Err()
-	}
-	if err := tok.Error(); err != nil {
+	twinRes := make(chan string, 1)
+	cl.AddRoute(topicTwinRes, func(_ paho.Client, m paho.Message) {
+		select {
+		case twinRes <- m.Topic():
+		default:
+		}
+	})
+	ignore := func(paho.Client, paho.Message) {}
+	c2d := "devices/" + t.DeviceID + "/messages/devicebound/#"
+	cl.AddRoute(topicDesired, ignore)
+	cl.AddRoute(topicMethods, ignore)
+	cl.AddRoute(c2d, ignore)
+	if err := waitToken(ctx, cl.Connect()); err != nil {
 		return Conn{}, err
+	}
+	fail := func(err error) (Conn, error) { cl.Disconnect(0); return Conn{}, err }
+	filters := map[string]byte{topicTwinRes: 0, topicDesired: 0, topicMethods: 0, c2d: 1}
+	tok := cl.SubscribeMultiple(filters, nil)
+	if err := waitToken(ctx, tok); err != nil {
+		return fail(fmt.Errorf("subscribe: %w", err))
+	}
+	for f, code := range tok.(*paho.SubscribeToken).Result() {
+		if code == 0x80 {
+			return fail(fmt.Errorf("subscribe: %q refused", f))
+		}
+	}
+	if err := waitToken(ctx, cl.Publish(topicTwinGet+"1", 0, false, []byte(nil))); err != nil {
+		return fail(fmt.Errorf("twin get: %w", err))
+	}
+	select {
+	case topic := <-twinRes:
+		_, query, _ := strings.Cut(topic, "?")
+		if !strings.HasPrefix(topic, "$iothub/twin/res/200/") || !slices.Contains(strings.Split(query, "&"), "$rid=1") {
+			return fail(fmt.Errorf("twin get: answered on %q", topic))
+		}
+	case <-ctx.Done():
+		return fail(fmt.Errorf("twin get: %w", ctx.Err()))
 	}
 	topic := "devices/" + t.DeviceID + "/messages/events/" + domain.Message{}.PropertyBag().Encode()
 	body := Body()
 	return Conn{
 		Send: func(ctx context.Context) error {
-			tok := cl.Publish(topic, 1, false, body)
-			select {
-			case <-tok.Done():
-				return tok.Error()
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+			return waitToken(ctx, cl.Publish(topic, 1, false, body))
 		},
 		Close: func() error { cl.Disconnect(1000); return nil },
 	}, nil
+}
+
+// waitToken waits for tok or ctx's end.
+func waitToken(ctx context.Context, tok paho.Token) error {
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // ParseLevels parses a comma-separated list of positive in-flight levels.

@@ -136,7 +136,7 @@ func pahoOptions(t benchkit.Target, sas string) *paho.ClientOptions {
 	return paho.NewClientOptions().
 		SetTLSConfig(&tls.Config{ServerName: t.HubHost, RootCAs: t.RootCAs, MinVersion: tls.VersionTLS12}).
 		SetClientID(t.DeviceID).
-		SetUsername(t.HubHost + "/" + t.DeviceID + "/?api-version=2021-04-12").
+		SetUsername(benchkit.PahoUsername(t)).
 		SetPassword(sas).
 		SetProtocolVersion(4).
 		SetCleanSession(false).
