@@ -109,16 +109,16 @@ type Client struct {
 
 	mu        sync.RWMutex // read-locked only by acquire, the hot path of every send
 	phase     phase
-	changed   chan struct{} // closed (and replaced) whenever phase or sess changes
+	changed   chan struct{} // closed whenever phase or sess changes; nil until someone waits
 	closeDone chan struct{}
 	gaveUp    error
 	status    domain.ConnectionStatus
 	sess      *session // the session new operations use; nil while offline or draining
 	assign    *assignment
 	skipCache bool // the cached record was refused; provision instead
+	untracked bool // shutdown waits for c.wg: no new tracked goroutine
 	preferred int  // index of the transport that worked last
 	provided  json.RawMessage
-	untracked bool // shutdown waits for c.wg: no new tracked goroutine
 
 	connectCancel context.CancelFunc // cancels the running Connect's context; nil when none runs
 	watched       *watch             // the current session's watch; nil while a supervisor step runs (supervise.go)
@@ -185,7 +185,6 @@ func New(opts Options) (*Client, error) {
 	// Status reports are all delivered, Close's included.
 	c.statusQ.init(context.Background(), 0, &c.cb, c.deliverStatus)
 	c.status = domain.ConnectionStatus{State: domain.StateDisconnected}
-	c.changed = make(chan struct{})
 	return c, nil
 }
 
@@ -326,8 +325,10 @@ func (c *Client) ProvisioningPayload() json.RawMessage {
 
 // broadcastLocked wakes every operation waiting for a session; c.mu is held.
 func (c *Client) broadcastLocked() {
-	close(c.changed)
-	c.changed = make(chan struct{})
+	if c.changed != nil {
+		close(c.changed)
+		c.changed = nil // made again by the next waiter: a client nobody waits on holds no channel
+	}
 }
 
 // setStatusLocked records and reports a state change; c.mu is held.
@@ -549,6 +550,14 @@ func (c *Client) waitSession(ctx context.Context, avoid *session, failFast bool)
 		}
 		ch := c.changed
 		c.mu.RUnlock()
+		if ch == nil {
+			c.mu.Lock()
+			if c.changed == nil {
+				c.changed = make(chan struct{})
+			}
+			c.mu.Unlock()
+			continue // look again: the state may have changed meanwhile
+		}
 		select {
 		case <-ch:
 		case <-ctx.Done():

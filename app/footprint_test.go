@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/iotc-go/iotc/domain"
 	"github.com/iotc-go/iotc/ports"
@@ -114,5 +115,17 @@ func TestNewMessageIDIsAUUIDv4(t *testing.T) {
 			t.Fatalf("message id %q twice", id)
 		}
 		seen[id] = true
+	}
+}
+
+// The Client struct is most of an idle client's own heap: it must stay
+// within the allocator's 1,280-byte size class (the next is 1,408), and a
+// queue within 88 bytes (it is embedded four times).
+func TestClientStructSize(t *testing.T) {
+	if n := unsafe.Sizeof(Client{}); n > 1280 {
+		t.Errorf("Client is %d bytes, over the 1,280-byte size class", n)
+	}
+	if n := unsafe.Sizeof(queue[propEvent]{}); n > 88 {
+		t.Errorf("queue is %d bytes, want at most 88", n)
 	}
 }

@@ -191,8 +191,7 @@ func New(o *Options) *Transport {
 		t.c2dCredit = uint32(o.CloudToDeviceCredit)
 	}
 	if t.dial == nil {
-		d := &net.Dialer{KeepAlive: 30 * time.Second}
-		t.dial = d.DialContext
+		t.dial = defaultDial
 	}
 	log := o.Logger
 	if log == nil {
@@ -257,3 +256,7 @@ func (t *Transport) open(ctx context.Context, host string, cert *tls.Certificate
 	}
 	return conn, nil
 }
+
+// defaultDial opens TCP connections when Options.DialContext is nil. A
+// net.Dialer holds no state, so every transport shares one.
+var defaultDial = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext

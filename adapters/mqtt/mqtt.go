@@ -86,8 +86,7 @@ func New(o *Options) *Transport {
 	}
 	dial := o.DialContext
 	if dial == nil {
-		d := &net.Dialer{KeepAlive: 30 * time.Second}
-		dial = d.DialContext
+		dial = defaultDial
 	}
 	portText := strconv.Itoa(port)
 	return &Transport{core: mqttcore.New(mqttcore.Config{
@@ -136,3 +135,7 @@ func (t *Transport) Provision(ctx context.Context, req ports.ProvisioningRequest
 func (t *Transport) Connect(ctx context.Context, conn ports.HubConnection, events ports.EventHandler) (ports.HubSession, error) {
 	return t.core.Connect(ctx, conn, events)
 }
+
+// defaultDial opens TCP connections when Options.DialContext is nil. A
+// net.Dialer holds no state, so every transport shares one.
+var defaultDial = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext

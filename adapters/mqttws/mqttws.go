@@ -120,8 +120,7 @@ func New(o *Options) *Transport {
 	}
 	d := &dialer{port: strconv.Itoa(port), dial: o.DialContext, log: log.With("transport", "mqttws")}
 	if d.dial == nil {
-		nd := &net.Dialer{KeepAlive: 30 * time.Second}
-		d.dial = nd.DialContext
+		d.dial = defaultDial
 	}
 	d.proxy, d.proxyDesc, d.err = wsdial.Proxy("mqttws", o.Proxy, o.NoProxy)
 	return &Transport{core: mqttcore.New(mqttcore.Config{
@@ -184,3 +183,7 @@ func (d *dialer) Dial(ctx context.Context, host string, tc *tls.Config) (net.Con
 	d.log.Debug("websocket dial", "url", u.String(), "proxy", d.proxyDesc)
 	return wsdial.Dial(ctx, wsdial.Options{Who: "mqttws", URL: u.String(), Subprotocol: Subprotocol, TLS: tc, Proxy: d.proxy, Dial: d.dial})
 }
+
+// defaultDial opens TCP connections when Options.DialContext is nil. A
+// net.Dialer holds no state, so every transport shares one.
+var defaultDial = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext

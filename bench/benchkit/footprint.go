@@ -318,6 +318,17 @@ func runFootprintJob(ctx context.Context, paths func(port int, roots *x509.CertP
 		return nil, rep, err
 	}
 	conns := make([]Conn, n)
+	if job.Profile != "" { // the connect phase's CPU profile, beside the heap profile
+		name := job.Profile + "-" + strings.NewReplacer(" ", "_", "/", "_", ".", "_").Replace(p.Name) + ".connect-cpu.pprof"
+		if f, err := os.Create(name); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer f.Close()
+				defer pprof.StopCPUProfile() // stopped below; a second stop does nothing
+			} else {
+				_ = f.Close()
+			}
+		}
+	}
 	cpu0 := ProcessCPU()
 	start := time.Now()
 	err = Parallel(n, ConnectWorkers, func(i int) error {
@@ -333,6 +344,7 @@ func runFootprintJob(ctx context.Context, paths func(port int, roots *x509.CertP
 	})
 	rep.ConnectAll = time.Since(start)
 	rep.ConnectCPU = ProcessCPU() - cpu0
+	pprof.StopCPUProfile()
 	if err != nil {
 		return conns, rep, err
 	}
