@@ -72,6 +72,18 @@ if [[ -z "$emulator_bin" ]]; then
 	emulator_bin="$work/iotc-emulator"
 fi
 
+# A listener another program still holds on a fixed port (an emulator of an
+# earlier run winding down) is waited for, up to 60 s, instead of failing at once.
+for addr in "$mqtt_addr" "$ws_addr" "$amqp_addr"; do
+	for _ in $(seq 60); do
+		if ! (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
+			break
+		fi
+		echo "conformance: $addr is in use; waiting for it to be free" >&2
+		sleep 1
+	done
+done
+
 echo "conformance: starting the emulator on $mqtt_addr (MQTT), $ws_addr (WebSockets), $amqp_addr (AMQP)" >&2
 "$emulator_bin" \
 	--mqtt-addr "$mqtt_addr" \
