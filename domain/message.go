@@ -174,7 +174,14 @@ func (m Message) EncodeTopic(prefix string) (string, error) {
 			writeEscaped(&sb, key)
 		}
 		sb.WriteByte('=')
-		writeEscaped(&sb, value)
+		switch value {
+		case DefaultContentType:
+			sb.WriteString(escapedDefaultContentType)
+		case DefaultContentEncoding:
+			sb.WriteString(DefaultContentEncoding) // nothing to escape
+		default:
+			writeEscaped(&sb, value)
+		}
 	}
 	for _, p := range system {
 		if p.value != "" {
@@ -194,6 +201,8 @@ const (
 	escapedContentType     = "%24.ct"
 	escapedContentEncoding = "%24.ce"
 	escapedComponent       = "%24.sub"
+
+	escapedDefaultContentType = "application%2Fjson"
 )
 
 func (m Message) checkKeys() error {

@@ -89,10 +89,15 @@ func EscapeComponent(s string) string {
 
 // unreserved reports whether b is sent as is by EscapeComponent (RFC 3986
 // unreserved characters); every other byte becomes %XX.
-func unreserved(b byte) bool {
-	return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' ||
-		b == '-' || b == '_' || b == '.' || b == '~'
-}
+func unreserved(b byte) bool { return unreservedTable[b] }
+
+var unreservedTable = func() (t [256]bool) {
+	for b := range 256 {
+		t[b] = 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' ||
+			b == '-' || b == '_' || b == '.' || b == '~'
+	}
+	return t
+}()
 
 // escapedLen is len(EscapeComponent(s)).
 func escapedLen(s string) int {

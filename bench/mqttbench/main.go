@@ -42,6 +42,8 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/pprof"
+	"strings"
 
 	"github.com/iotc-go/iotc"
 	"github.com/iotc-go/iotc/adapters/mqtt"
@@ -215,11 +217,46 @@ func childEnv() (env, func(), error) {
 	}}, func() { _ = c.Close() }, nil
 }
 
+// cpuProfile starts a CPU profile of this process for path at level when
+// MQTTBENCH_CPUPROFILE names a file prefix (one profile per path and
+// level: the last round's); it returns the function that stops it.
+func cpuProfile(path string, level int) func() {
+	prefix := os.Getenv("MQTTBENCH_CPUPROFILE")
+	if prefix == "" {
+		return func() {}
+	}
+	name := fmt.Sprintf("%s-%s-%d.pprof", prefix, strings.NewReplacer(" ", "_", "/", "_", ".", "_").Replace(path), level)
+	f, err := os.Create(name)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mqttbench: cpu profile:", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintln(os.Stderr, "mqttbench: cpu profile:", err)
+		_ = f.Close()
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}
+}
+
+// cpus returns the samples' CPU time per message (this process's: the
+// client's alone when the emulator runs in a child).
+func cpus(ss []benchkit.Sample) []float64 {
+	out := make([]float64, len(ss))
+	for i, s := range ss {
+		out[i] = s.CPU
+	}
+	return out
+}
+
 func throughput(ctx context.Context, ev env, messages, rounds int, levels []int, keys []string) error {
 	paths := benchkit.Selected(allPaths(ev.port, ev.roots), keys)
 	baseline := len(paths) - 1
-	fmt.Printf("throughput (%s): %d messages per run, median of %d runs\n", ev.name, messages, rounds)
-	fmt.Printf("%-9s %-20s %12s %8s %8s\n", "in-flight", "path", "msgs/s", "ratio", "allocs")
+	fmt.Printf("throughput (%s): %d messages per run, median of %d runs; ratio: median of the per-round ratios to raw paho (the two ran back to back)\n", ev.name, messages, rounds)
+	fmt.Printf("%-9s %-20s %12s %8s %8s %9s %8s\n", "in-flight", "path", "msgs/s", "ratio", "allocs", "cpu µs", "cpu x")
 	for _, level := range levels {
 		samples := make([][]benchkit.Sample, len(paths))
 		for r := range rounds {
@@ -237,7 +274,9 @@ func throughput(ctx context.Context, ev env, messages, rounds int, levels []int,
 					c.Close()
 					return fmt.Errorf("%s: %w", paths[i].Name, err)
 				}
+				stopProfile := cpuProfile(paths[i].Name, level)
 				s, err := benchkit.TimedRun(ctx, c.Send, messages, level)
+				stopProfile()
 				c.Close()
 				if err != nil {
 					return fmt.Errorf("%s: %w", paths[i].Name, err)
@@ -245,11 +284,16 @@ func throughput(ctx context.Context, ev env, messages, rounds int, levels []int,
 				samples[i] = append(samples[i], s)
 			}
 		}
-		base := benchkit.Median(benchkit.Rates(samples[baseline]))
+		baseCPU := benchkit.Median(cpus(samples[baseline]))
 		for i, p := range paths {
 			rates := benchkit.Rates(samples[i])
-			m := benchkit.Median(rates)
-			fmt.Printf("%-9d %-20s %12.0f %8.2f %8.1f   runs: %s\n", level, p.Name, m, m/base, benchkit.Median(benchkit.Allocs(samples[i])), benchkit.FormatRates(rates))
+			ratios := make([]float64, len(rates))
+			for r := range rates {
+				ratios[r] = rates[r] / samples[baseline][r].Rate
+			}
+			cpu := benchkit.Median(cpus(samples[i]))
+			fmt.Printf("%-9d %-20s %12.0f %8.2f %8.1f %9.1f %8.2f   runs: %s\n", level, p.Name, benchkit.Median(rates), benchkit.Median(ratios),
+				benchkit.Median(benchkit.Allocs(samples[i])), cpu, cpu/baseCPU, benchkit.FormatRates(rates))
 		}
 	}
 	fmt.Println()

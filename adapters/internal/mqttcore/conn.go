@@ -25,13 +25,20 @@ const lingerTimeout = time.Second
 // servers do right after DISCONNECT. Either wait is bounded by
 // lingerTimeout.
 //
-// It also owns the write deadline: paho sets one of its WriteTimeout
+// It also owns the write deadline. paho sets one of its WriteTimeout
 // (kept short, because it also bounds how long a Publish waits to hand
-// its packet to paho's writer) around each publish write; gracefulConn
-// replaces it with writeTimeout, the real bound of one write.
+// its packet to paho's writer) around each publish write and clears it
+// after; gracefulConn ignores those calls and bounds every write itself
+// (pings, acknowledgements and subscriptions included) by writeTimeout:
+// before a write it moves the deadline to now+writeTimeout when less than
+// 15/16 of that is left, so a write always has at least 15/16 of
+// writeTimeout and the socket's deadline is touched once every
+// writeTimeout/16 of writing instead of twice per publish.
 type gracefulConn struct {
 	net.Conn
 	writeTimeout time.Duration
+	deadlineMu   sync.Mutex
+	deadline     time.Time // the write deadline set on Conn; zero for none
 	once         sync.Once
 	err          error
 	readOnce     sync.Once
@@ -42,11 +49,24 @@ func newGracefulConn(c net.Conn, writeTimeout time.Duration) *gracefulConn {
 	return &gracefulConn{Conn: c, writeTimeout: writeTimeout, readEnd: make(chan struct{})}
 }
 
-func (c *gracefulConn) SetWriteDeadline(t time.Time) error {
-	if !t.IsZero() {
-		t = time.Now().Add(c.writeTimeout)
+// SetWriteDeadline ignores paho's deadlines: Write keeps its own.
+func (c *gracefulConn) SetWriteDeadline(time.Time) error { return nil }
+
+func (c *gracefulConn) Write(b []byte) (int, error) {
+	if c.writeTimeout > 0 {
+		c.deadlineMu.Lock()
+		now := time.Now()
+		if c.deadline.Sub(now) < c.writeTimeout-c.writeTimeout/16 {
+			c.deadline = now.Add(c.writeTimeout)
+			if err := c.Conn.SetWriteDeadline(c.deadline); err != nil {
+				c.deadline = time.Time{}
+				c.deadlineMu.Unlock()
+				return 0, err
+			}
+		}
+		c.deadlineMu.Unlock()
 	}
-	return c.Conn.SetWriteDeadline(t)
+	return c.Conn.Write(b)
 }
 
 func (c *gracefulConn) Read(b []byte) (int, error) {
