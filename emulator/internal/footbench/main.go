@@ -1,0 +1,389 @@
+// Command footbench measures the emulator's memory and goroutines per
+// connected MQTT device. It runs the emulator in a child process (this
+// program with -serve), creates -devices devices there through the Go API,
+// then connects one raw paho client per device from this process doing a
+// device SDK's connect work: TLS, CONNECT with a SAS token, SUBSCRIBE to
+// the twin response, desired-patch and method topics (QoS 0) and to the
+// device's cloud-to-device topic (QoS 1), one twin GET and one telemetry
+// message at QoS 1. It prints the child's VmRSS, live heap, stack memory
+// and goroutines before and after, per device.
+//
+// Usage:
+//
+//	go run ./emulator/internal/footbench [-devices 2000] [-workers 32] [-profile prefix]
+//
+// With -profile the child writes prefix-heap.pprof and
+// prefix-goroutine.pprof once every device is connected.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/emulator"
+)
+
+func main() {
+	var (
+		devices = flag.Int("devices", 2000, "devices connected at once")
+		workers = flag.Int("workers", 32, "goroutines connecting devices")
+		profile = flag.String("profile", "", "write the child's heap and goroutine profiles to this prefix once connected")
+		serve   = flag.Bool("serve", false, "internal: run the emulator and answer commands on stdin")
+	)
+	flag.Parse()
+	raiseNoFile()
+	var err error
+	if *serve {
+		err = serveChild()
+	} else {
+		err = run(*devices, *workers, *profile)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "footbench:", err)
+		os.Exit(1)
+	}
+}
+
+// raiseNoFile lifts the soft open-file limit to the hard one: each device
+// is a socket on both sides.
+func raiseNoFile() {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
+		l.Cur = l.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}
+
+type info struct {
+	Addr, HubHost string
+	CAPEM         []byte
+}
+
+// stats is one reading of the child process.
+type stats struct {
+	RSS        uint64 // VmRSS
+	RSSFreed   uint64 // VmRSS after debug.FreeOSMemory
+	Heap       uint64 // live heap after GC
+	Stack      uint64 // goroutine stacks in use
+	Goroutines int
+}
+
+// serveChild runs the emulator and answers one JSON line per command line:
+// "create N" (the devices' keys), "stats", "profile PREFIX", "quit".
+func serveChild() error {
+	e, err := emulator.Start(context.Background(), &emulator.Options{
+		MQTTAddr: "127.0.0.1:0", RESTAddr: "-", RetryAfter: -1,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	out := json.NewEncoder(os.Stdout)
+	if err := out.Encode(info{Addr: e.MQTTAddr(), HubHost: e.HubHost(), CAPEM: e.CACertPEM()}); err != nil {
+		return err
+	}
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		cmd, arg, _ := strings.Cut(in.Text(), " ")
+		var reply any
+		switch cmd {
+		case "create":
+			n, err := strconv.Atoi(arg)
+			if err != nil {
+				return err
+			}
+			keys := make([]string, n)
+			for i := range n {
+				if keys[i], err = e.CreateDevice(deviceID(i)); err != nil {
+					return err
+				}
+			}
+			reply = keys
+		case "stats":
+			reply = readStats()
+		case "profile":
+			for _, p := range []string{"heap", "goroutine"} {
+				f, err := os.Create(arg + "-" + p + ".pprof")
+				if err != nil {
+					return err
+				}
+				runtime.GC()
+				err = pprof.Lookup(p).WriteTo(f, 0)
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+				if err != nil {
+					return err
+				}
+			}
+			reply = "ok"
+		case "quit":
+			return nil
+		default:
+			return fmt.Errorf("unknown command %q", cmd)
+		}
+		if err := out.Encode(reply); err != nil {
+			return err
+		}
+	}
+	return in.Err()
+}
+
+func deviceID(i int) string { return fmt.Sprintf("foot-%06d", i) }
+
+func readStats() stats {
+	var s stats
+	s.RSS = vmRSS()
+	for range 2 {
+		runtime.GC()
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	s.Heap, s.Stack, s.Goroutines = ms.HeapAlloc, ms.StackInuse, runtime.NumGoroutine()
+	debug.FreeOSMemory()
+	s.RSSFreed = vmRSS()
+	return s
+}
+
+func vmRSS() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// child is the emulator process, driven through its stdin.
+type child struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+func (c *child) call(line string, reply any) error {
+	if _, err := io.WriteString(c.in, line+"\n"); err != nil {
+		return err
+	}
+	b, err := c.out.ReadBytes('\n')
+	if err != nil {
+		return fmt.Errorf("child: %q: %w", line, err)
+	}
+	return json.Unmarshal(b, reply)
+}
+
+func run(n, workers int, profile string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(exe, "-serve")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	c := &child{cmd: cmd, in: in, out: bufio.NewReader(out)}
+	defer func() {
+		_ = in.Close()
+		_ = cmd.Wait()
+	}()
+	var inf info
+	b, err := c.out.ReadBytes('\n')
+	if err != nil {
+		return fmt.Errorf("child: %w", err)
+	}
+	if err := json.Unmarshal(b, &inf); err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(inf.CAPEM) {
+		return errors.New("bad CA PEM")
+	}
+	fmt.Printf("footbench: %s, GOMAXPROCS=%d, %d devices, emulator pid %d\n", runtime.Version(), runtime.GOMAXPROCS(0), n, cmd.Process.Pid)
+
+	var s0, s1, s2 stats
+	if err := c.call("stats", &s0); err != nil {
+		return err
+	}
+	var keys []string
+	if err := c.call("create "+strconv.Itoa(n), &keys); err != nil {
+		return err
+	}
+	if err := c.call("stats", &s1); err != nil {
+		return err
+	}
+	clients := make([]paho.Client, n)
+	start := time.Now()
+	err = parallel(n, workers, func(i int) error {
+		cl, err := connect(inf, roots, deviceID(i), keys[i])
+		clients[i] = cl
+		return err
+	})
+	took := time.Since(start)
+	defer func() {
+		for _, cl := range clients {
+			if cl != nil {
+				cl.Disconnect(100)
+			}
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	if err := c.call("stats", &s2); err != nil {
+		return err
+	}
+	if profile != "" {
+		var ok string
+		if err := c.call("profile "+profile, &ok); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("connected %d devices in %s\n\n", n, took.Round(time.Millisecond))
+	fmt.Printf("%-26s %12s %12s %12s %12s %12s\n", "emulator process", "RSS", "RSS freed", "heap", "stacks", "goroutines")
+	row := func(name string, s stats) {
+		fmt.Printf("%-26s %9.1f MiB %9.1f MiB %9.1f MiB %9.1f MiB %12d\n", name, mib(s.RSS), mib(s.RSSFreed), mib(s.Heap), mib(s.Stack), s.Goroutines)
+	}
+	row("started", s0)
+	row("devices created", s1)
+	row("devices connected", s2)
+	per := func(name string, a, b stats) {
+		d := func(x, y uint64) float64 { return float64(int64(y)-int64(x)) / float64(n) / 1024 }
+		fmt.Printf("%-26s %8.1f KiB %8.1f KiB %8.1f KiB %8.1f KiB %12.2f\n", name, d(a.RSS, b.RSS), d(a.RSSFreed, b.RSSFreed), d(a.Heap, b.Heap), d(a.Stack, b.Stack), float64(b.Goroutines-a.Goroutines)/float64(n))
+	}
+	fmt.Println()
+	per("per device: registry", s0, s1)
+	per("per device: connection", s1, s2)
+	per("per device: total", s0, s2)
+	return nil
+}
+
+func mib(x uint64) float64 { return float64(x) / (1 << 20) }
+
+// connect does a device SDK's connect work with a raw paho client.
+func connect(inf info, roots *x509.CertPool, id, key string) (paho.Client, error) {
+	sas, err := domain.BuildSAS(key, domain.HubResource(inf.HubHost, id), time.Now().Add(time.Hour), "")
+	if err != nil {
+		return nil, err
+	}
+	twin := make(chan struct{}, 1)
+	opts := paho.NewClientOptions().
+		AddBroker("tls://" + inf.Addr).
+		SetTLSConfig(&tls.Config{ServerName: inf.HubHost, RootCAs: roots, MinVersion: tls.VersionTLS12}).
+		SetClientID(id).
+		SetUsername(inf.HubHost + "/" + id + "/?api-version=2021-04-12").
+		SetPassword(sas).
+		SetProtocolVersion(4).
+		SetCleanSession(false).
+		SetAutoReconnect(false).
+		SetConnectTimeout(time.Minute).
+		SetKeepAlive(4 * time.Minute)
+	cl := paho.NewClient(opts)
+	if err := wait(cl.Connect()); err != nil {
+		return nil, fmt.Errorf("connect %s: %w", id, err)
+	}
+	subs := map[string]byte{
+		"$iothub/twin/res/#":                        0,
+		"$iothub/twin/PATCH/properties/desired/#":   0,
+		"$iothub/methods/POST/#":                    0,
+		"devices/" + id + "/messages/devicebound/#": 1,
+	}
+	if err := wait(cl.SubscribeMultiple(subs, func(_ paho.Client, m paho.Message) {
+		if strings.HasPrefix(m.Topic(), "$iothub/twin/res/200/") {
+			select {
+			case twin <- struct{}{}:
+			default:
+			}
+		}
+	})); err != nil {
+		return cl, fmt.Errorf("subscribe %s: %w", id, err)
+	}
+	if err := wait(cl.Publish("$iothub/twin/GET/?$rid=1", 0, false, []byte{})); err != nil {
+		return cl, err
+	}
+	select {
+	case <-twin:
+	case <-time.After(time.Minute):
+		return cl, fmt.Errorf("%s: no twin answer", id)
+	}
+	body := []byte(`{"temperature":21.5,"humidity":40,"pressure":1013}`)
+	if err := wait(cl.Publish("devices/"+id+"/messages/events/%24.ct=application%2Fjson&%24.ce=utf-8", 1, false, body)); err != nil {
+		return cl, fmt.Errorf("telemetry %s: %w", id, err)
+	}
+	return cl, nil
+}
+
+func wait(t paho.Token) error {
+	if !t.WaitTimeout(2 * time.Minute) {
+		return errors.New("timed out")
+	}
+	return t.Error()
+}
+
+// parallel runs f(i) for i in [0,n) on w workers and returns the first error.
+func parallel(n, w int, f func(i int) error) error {
+	var (
+		wg    sync.WaitGroup
+		next  atomic.Int64
+		mu    sync.Mutex
+		first error
+	)
+	for range w {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := f(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
