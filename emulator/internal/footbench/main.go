@@ -31,6 +31,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -50,15 +51,20 @@ func main() {
 		devices = flag.Int("devices", 2000, "devices connected at once")
 		workers = flag.Int("workers", 32, "goroutines connecting devices")
 		profile = flag.String("profile", "", "write the child's heap and goroutine profiles to this prefix once connected")
+		idle    = flag.Duration("idle", 0, "how long the devices stay connected and idle before the emulator is measured")
+		steps   = flag.String("steps", "all", "connect work done: connect, subscribe, twin or all (twin and telemetry)")
 		serve   = flag.Bool("serve", false, "internal: run the emulator and answer commands on stdin")
 	)
 	flag.Parse()
 	raiseNoFile()
 	var err error
 	if *serve {
+		if *profile != "" {
+			runtime.MemProfileRate = 1 // every allocation, for a precise heap profile
+		}
 		err = serveChild()
 	} else {
-		err = run(*devices, *workers, *profile)
+		err = run(*devices, *workers, *profile, *steps, *idle)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "footbench:", err)
@@ -87,6 +93,7 @@ type stats struct {
 	RSSFreed   uint64 // VmRSS after debug.FreeOSMemory
 	Heap       uint64 // live heap after GC
 	Stack      uint64 // goroutine stacks in use
+	StackUsed  uint64 // stack bytes the last GC scanned (the part of the stacks in use)
 	Goroutines int
 }
 
@@ -163,6 +170,9 @@ func readStats() stats {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	s.Heap, s.Stack, s.Goroutines = ms.HeapAlloc, ms.StackInuse, runtime.NumGoroutine()
+	m := []metrics.Sample{{Name: "/gc/scan/stack:bytes"}}
+	metrics.Read(m)
+	s.StackUsed = m[0].Value.Uint64()
 	debug.FreeOSMemory()
 	s.RSSFreed = vmRSS()
 	return s
@@ -200,12 +210,12 @@ func (c *child) call(line string, reply any) error {
 	return json.Unmarshal(b, reply)
 }
 
-func run(n, workers int, profile string) error {
+func run(n, workers int, profile, steps string, idle time.Duration) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(exe, "-serve")
+	cmd := exec.Command(exe, "-serve", "-profile="+profile)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -251,7 +261,7 @@ func run(n, workers int, profile string) error {
 	clients := make([]paho.Client, n)
 	start := time.Now()
 	err = parallel(n, workers, func(i int) error {
-		cl, err := connect(inf, roots, deviceID(i), keys[i])
+		cl, err := connect(inf, roots, deviceID(i), keys[i], steps)
 		clients[i] = cl
 		return err
 	})
@@ -266,6 +276,7 @@ func run(n, workers int, profile string) error {
 	if err != nil {
 		return err
 	}
+	time.Sleep(idle)
 	if err := c.call("stats", &s2); err != nil {
 		return err
 	}
@@ -276,16 +287,16 @@ func run(n, workers int, profile string) error {
 		}
 	}
 	fmt.Printf("connected %d devices in %s\n\n", n, took.Round(time.Millisecond))
-	fmt.Printf("%-26s %12s %12s %12s %12s %12s\n", "emulator process", "RSS", "RSS freed", "heap", "stacks", "goroutines")
+	fmt.Printf("%-26s %12s %12s %12s %12s %12s %12s\n", "emulator process", "RSS", "RSS freed", "heap", "stacks", "stack used", "goroutines")
 	row := func(name string, s stats) {
-		fmt.Printf("%-26s %9.1f MiB %9.1f MiB %9.1f MiB %9.1f MiB %12d\n", name, mib(s.RSS), mib(s.RSSFreed), mib(s.Heap), mib(s.Stack), s.Goroutines)
+		fmt.Printf("%-26s %9.1f MiB %9.1f MiB %9.1f MiB %9.1f MiB %9.1f MiB %12d\n", name, mib(s.RSS), mib(s.RSSFreed), mib(s.Heap), mib(s.Stack), mib(s.StackUsed), s.Goroutines)
 	}
 	row("started", s0)
 	row("devices created", s1)
 	row("devices connected", s2)
 	per := func(name string, a, b stats) {
 		d := func(x, y uint64) float64 { return float64(int64(y)-int64(x)) / float64(n) / 1024 }
-		fmt.Printf("%-26s %8.1f KiB %8.1f KiB %8.1f KiB %8.1f KiB %12.2f\n", name, d(a.RSS, b.RSS), d(a.RSSFreed, b.RSSFreed), d(a.Heap, b.Heap), d(a.Stack, b.Stack), float64(b.Goroutines-a.Goroutines)/float64(n))
+		fmt.Printf("%-26s %8.1f KiB %8.1f KiB %8.1f KiB %8.1f KiB %8.1f KiB %12.2f\n", name, d(a.RSS, b.RSS), d(a.RSSFreed, b.RSSFreed), d(a.Heap, b.Heap), d(a.Stack, b.Stack), d(a.StackUsed, b.StackUsed), float64(b.Goroutines-a.Goroutines)/float64(n))
 	}
 	fmt.Println()
 	per("per device: registry", s0, s1)
@@ -297,7 +308,7 @@ func run(n, workers int, profile string) error {
 func mib(x uint64) float64 { return float64(x) / (1 << 20) }
 
 // connect does a device SDK's connect work with a raw paho client.
-func connect(inf info, roots *x509.CertPool, id, key string) (paho.Client, error) {
+func connect(inf info, roots *x509.CertPool, id, key, steps string) (paho.Client, error) {
 	sas, err := domain.BuildSAS(key, domain.HubResource(inf.HubHost, id), time.Now().Add(time.Hour), "")
 	if err != nil {
 		return nil, err
@@ -318,6 +329,9 @@ func connect(inf info, roots *x509.CertPool, id, key string) (paho.Client, error
 	if err := wait(cl.Connect()); err != nil {
 		return nil, fmt.Errorf("connect %s: %w", id, err)
 	}
+	if steps == "connect" {
+		return cl, nil
+	}
 	subs := map[string]byte{
 		"$iothub/twin/res/#":                        0,
 		"$iothub/twin/PATCH/properties/desired/#":   0,
@@ -334,6 +348,9 @@ func connect(inf info, roots *x509.CertPool, id, key string) (paho.Client, error
 	})); err != nil {
 		return cl, fmt.Errorf("subscribe %s: %w", id, err)
 	}
+	if steps == "subscribe" {
+		return cl, nil
+	}
 	if err := wait(cl.Publish("$iothub/twin/GET/?$rid=1", 0, false, []byte{})); err != nil {
 		return cl, err
 	}
@@ -341,6 +358,9 @@ func connect(inf info, roots *x509.CertPool, id, key string) (paho.Client, error
 	case <-twin:
 	case <-time.After(time.Minute):
 		return cl, fmt.Errorf("%s: no twin answer", id)
+	}
+	if steps == "twin" {
+		return cl, nil
 	}
 	body := []byte(`{"temperature":21.5,"humidity":40,"pressure":1013}`)
 	if err := wait(cl.Publish("devices/"+id+"/messages/events/%24.ct=application%2Fjson&%24.ce=utf-8", 1, false, body)); err != nil {
