@@ -18,6 +18,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -54,6 +55,7 @@ func main() {
 		devices = flag.Int("devices", 2000, "devices connected at once")
 		workers = flag.Int("workers", 32, "goroutines connecting devices")
 		profile = flag.String("profile", "", "write the child's heap and goroutine profiles to this prefix once connected")
+		msgs    = flag.Int("messages", 0, "after measuring, telemetry messages to send (100 in flight, spread over the devices) to measure the emulator's CPU time per message")
 		idle    = flag.Duration("idle", 0, "how long the devices stay connected and idle before the emulator is measured")
 		steps   = flag.String("steps", "all", "connect work done: connect, subscribe, twin or all (twin and telemetry)")
 		serve   = flag.Bool("serve", false, "internal: run the emulator and answer commands on stdin")
@@ -67,7 +69,7 @@ func main() {
 		}
 		err = serveChild()
 	} else {
-		err = run(*devices, *workers, *profile, *steps, *idle)
+		err = run(*devices, *workers, *profile, *steps, *idle, *msgs)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "footbench:", err)
@@ -98,6 +100,7 @@ type stats struct {
 	Stack      uint64 // goroutine stacks in use
 	StackUsed  uint64 // stack bytes the last GC scanned (the part of the stacks in use)
 	Goroutines int
+	CPU        time.Duration // user + system CPU time of the process so far
 }
 
 // serveChild runs the emulator and answers one JSON line per command line:
@@ -167,6 +170,10 @@ func deviceID(i int) string { return fmt.Sprintf("foot-%06d", i) }
 func readStats() stats {
 	var s stats
 	s.RSS = vmRSS()
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		s.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
 	for range 2 {
 		runtime.GC()
 	}
@@ -213,7 +220,7 @@ func (c *child) call(line string, reply any) error {
 	return json.Unmarshal(b, reply)
 }
 
-func run(n, workers int, profile, steps string, idle time.Duration) error {
+func run(n, workers int, profile, steps string, idle time.Duration, msgs int) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -305,6 +312,43 @@ func run(n, workers int, profile, steps string, idle time.Duration) error {
 	per("per device: registry", s0, s1)
 	per("per device: connection", s1, s2)
 	per("per device: total", s0, s2)
+	if msgs > 0 {
+		return cpuPerMessage(c, clients, msgs)
+	}
+	return nil
+}
+
+// cpuPerMessage sends msgs telemetry messages at QoS 1, 100 in flight, and
+// prints the emulator's CPU time per message (CPU time, unlike msgs/s, is
+// hardly changed by other load on the machine).
+func cpuPerMessage(c *child, clients []paho.Client, msgs int) error {
+	var a, b stats
+	if err := c.call("stats", &a); err != nil {
+		return err
+	}
+	body := bytes.Repeat([]byte("x"), 256)
+	start := time.Now()
+	err := parallel(msgs, 100, func(i int) error {
+		k := i % len(clients)
+		return wait(clients[k].Publish("devices/"+deviceID(k)+"/messages/events/", 1, false, body))
+	})
+	took := time.Since(start)
+	if err != nil {
+		return err
+	}
+	if err := c.call("stats", &b); err != nil {
+		return err
+	}
+	// Each stats call itself costs two GCs; measure them and subtract.
+	var g0, g1 stats
+	if err := c.call("stats", &g0); err != nil {
+		return err
+	}
+	if err := c.call("stats", &g1); err != nil {
+		return err
+	}
+	cpu := b.CPU - a.CPU - (g1.CPU - g0.CPU)
+	fmt.Printf("\n%d messages of 256 bytes in %s (%.0f msgs/s); emulator CPU %.1f us per message\n", msgs, took.Round(time.Millisecond), float64(msgs)/took.Seconds(), float64(cpu.Microseconds())/float64(msgs))
 	return nil
 }
 
