@@ -56,6 +56,7 @@ func main() {
 		workers = flag.Int("workers", 32, "goroutines connecting devices")
 		profile = flag.String("profile", "", "write the child's heap and goroutine profiles to this prefix once connected")
 		msgs    = flag.Int("messages", 0, "after measuring, telemetry messages to send (100 in flight, spread over the devices) to measure the emulator's CPU time per message")
+		dps     = flag.Bool("dps", false, "provision every device through DPS over MQTT with the group key first (as the SDK and iotc-fleet do) instead of creating it through the Go API")
 		idle    = flag.Duration("idle", 0, "how long the devices stay connected and idle before the emulator is measured")
 		steps   = flag.String("steps", "all", "connect work done: connect, subscribe, twin or all (twin and telemetry)")
 		serve   = flag.Bool("serve", false, "internal: run the emulator and answer commands on stdin")
@@ -69,7 +70,7 @@ func main() {
 		}
 		err = serveChild()
 	} else {
-		err = run(*devices, *workers, *profile, *steps, *idle, *msgs)
+		err = run(*devices, *workers, *profile, *steps, *idle, *msgs, *dps)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "footbench:", err)
@@ -88,8 +89,9 @@ func raiseNoFile() {
 }
 
 type info struct {
-	Addr, HubHost string
-	CAPEM         []byte
+	Addr, HubHost     string
+	IDScope, GroupKey string
+	CAPEM             []byte
 }
 
 // stats is one reading of the child process.
@@ -115,7 +117,7 @@ func serveChild() error {
 	}
 	defer e.Close()
 	out := json.NewEncoder(os.Stdout)
-	if err := out.Encode(info{Addr: e.MQTTAddr(), HubHost: e.HubHost(), CAPEM: e.CACertPEM()}); err != nil {
+	if err := out.Encode(info{Addr: e.MQTTAddr(), HubHost: e.HubHost(), IDScope: e.IDScope(), GroupKey: e.GroupKey(), CAPEM: e.CACertPEM()}); err != nil {
 		return err
 	}
 	in := bufio.NewScanner(os.Stdin)
@@ -220,7 +222,7 @@ func (c *child) call(line string, reply any) error {
 	return json.Unmarshal(b, reply)
 }
 
-func run(n, workers int, profile, steps string, idle time.Duration, msgs int) error {
+func run(n, workers int, profile, steps string, idle time.Duration, msgs int, dps bool) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -261,8 +263,14 @@ func run(n, workers int, profile, steps string, idle time.Duration, msgs int) er
 	if err := c.call("stats", &s0); err != nil {
 		return err
 	}
-	var keys []string
-	if err := c.call("create "+strconv.Itoa(n), &keys); err != nil {
+	keys := make([]string, n)
+	if dps {
+		for i := range keys {
+			if keys[i], err = deriveKey(inf.GroupKey, deviceID(i)); err != nil {
+				return err
+			}
+		}
+	} else if err := c.call("create "+strconv.Itoa(n), &keys); err != nil {
 		return err
 	}
 	if err := c.call("stats", &s1); err != nil {
@@ -271,6 +279,11 @@ func run(n, workers int, profile, steps string, idle time.Duration, msgs int) er
 	clients := make([]paho.Client, n)
 	start := time.Now()
 	err = parallel(n, workers, func(i int) error {
+		if dps {
+			if err := provision(inf, roots, deviceID(i), keys[i]); err != nil {
+				return err
+			}
+		}
 		cl, err := connect(inf, roots, deviceID(i), keys[i], steps)
 		clients[i] = cl
 		return err
@@ -414,6 +427,76 @@ func connect(inf info, roots *x509.CertPool, id, key, steps string) (paho.Client
 		return cl, fmt.Errorf("telemetry %s: %w", id, err)
 	}
 	return cl, nil
+}
+
+// deriveKey is the device key under the group key: HMAC-SHA256 of the
+// registration id with the base64 group key.
+func deriveKey(groupKey, id string) (string, error) {
+	k, err := base64.StdEncoding.DecodeString(groupKey)
+	if err != nil {
+		return "", fmt.Errorf("group key: %w", err)
+	}
+	m := hmac.New(sha256.New, k)
+	m.Write([]byte(id))
+	return base64.StdEncoding.EncodeToString(m.Sum(nil)), nil
+}
+
+// provision registers the device with DPS over MQTT: register, then poll
+// the operation until it is assigned.
+func provision(inf info, roots *x509.CertPool, id, key string) error {
+	res := inf.IDScope + "/registrations/" + id
+	sas, err := hubSAS(key, res, time.Now().Add(time.Hour))
+	if err != nil {
+		return err
+	}
+	answers := make(chan paho.Message, 1)
+	opts := paho.NewClientOptions().
+		AddBroker("tls://" + inf.Addr).
+		SetTLSConfig(&tls.Config{ServerName: inf.HubHost, RootCAs: roots, MinVersion: tls.VersionTLS12}).
+		SetClientID(id).
+		SetUsername(res + "/api-version=2019-03-31").
+		SetPassword(sas + "&skn=registration").
+		SetProtocolVersion(4).
+		SetCleanSession(true).
+		SetAutoReconnect(false).
+		SetConnectTimeout(time.Minute)
+	cl := paho.NewClient(opts)
+	if err := wait(cl.Connect()); err != nil {
+		return fmt.Errorf("DPS connect %s: %w", id, err)
+	}
+	defer cl.Disconnect(0)
+	if err := wait(cl.Subscribe("$dps/registrations/res/#", 1, func(_ paho.Client, m paho.Message) { answers <- m })); err != nil {
+		return err
+	}
+	ask := func(topic string, body []byte) (string, map[string]any, error) {
+		if err := wait(cl.Publish(topic, 1, false, body)); err != nil {
+			return "", nil, err
+		}
+		select {
+		case m := <-answers:
+			var ans map[string]any
+			err := json.Unmarshal(m.Payload(), &ans)
+			return m.Topic(), ans, err
+		case <-time.After(time.Minute):
+			return "", nil, fmt.Errorf("%s: no DPS answer", id)
+		}
+	}
+	topic, ans, err := ask("$dps/registrations/PUT/iotdps-register/?$rid=1", []byte(`{"registrationId":"`+id+`"}`))
+	if err != nil {
+		return err
+	}
+	op, _ := ans["operationId"].(string)
+	if !strings.HasPrefix(topic, "$dps/registrations/res/202/") || op == "" {
+		return fmt.Errorf("%s: register answered %s %v", id, topic, ans)
+	}
+	topic, ans, err = ask("$dps/registrations/GET/iotdps-get-operationstatus/?$rid=2&operationId="+op, nil)
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(topic, "$dps/registrations/res/200/") || ans["status"] != "assigned" {
+		return fmt.Errorf("%s: poll answered %s %v", id, topic, ans)
+	}
+	return nil
 }
 
 // hubSAS signs a device SAS token with no code of the emulator or the SDK
