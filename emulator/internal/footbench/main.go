@@ -56,6 +56,7 @@ func main() {
 		workers = flag.Int("workers", 32, "goroutines connecting devices")
 		profile = flag.String("profile", "", "write the child's heap and goroutine profiles to this prefix once connected")
 		msgs    = flag.Int("messages", 0, "after measuring, telemetry messages to send (100 in flight, spread over the devices) to measure the emulator's CPU time per message")
+		ws      = flag.Bool("ws", false, "connect the devices (and DPS) over MQTT over WebSockets instead of the MQTT/TLS listener")
 		dps     = flag.Bool("dps", false, "provision every device through DPS over MQTT with the group key first (as the SDK and iotc-fleet do) instead of creating it through the Go API")
 		idle    = flag.Duration("idle", 0, "how long the devices stay connected and idle before the emulator is measured")
 		steps   = flag.String("steps", "all", "connect work done: connect, subscribe, twin or all (twin and telemetry)")
@@ -70,6 +71,7 @@ func main() {
 		}
 		err = serveChild()
 	} else {
+		useWS = *ws
 		err = run(*devices, *workers, *profile, *steps, *idle, *msgs, *dps)
 	}
 	if err != nil {
@@ -89,7 +91,8 @@ func raiseNoFile() {
 }
 
 type info struct {
-	Addr, HubHost     string
+	Addr, WSAddr      string
+	HubHost           string
 	IDScope, GroupKey string
 	CAPEM             []byte
 }
@@ -117,7 +120,7 @@ func serveChild() error {
 	}
 	defer e.Close()
 	out := json.NewEncoder(os.Stdout)
-	if err := out.Encode(info{Addr: e.MQTTAddr(), HubHost: e.HubHost(), IDScope: e.IDScope(), GroupKey: e.GroupKey(), CAPEM: e.CACertPEM()}); err != nil {
+	if err := out.Encode(info{Addr: e.MQTTAddr(), WSAddr: e.WebSocketAddr(), HubHost: e.HubHost(), IDScope: e.IDScope(), GroupKey: e.GroupKey(), CAPEM: e.CACertPEM()}); err != nil {
 		return err
 	}
 	in := bufio.NewScanner(os.Stdin)
@@ -166,6 +169,12 @@ func serveChild() error {
 	}
 	return in.Err()
 }
+
+// broker is the URL the devices connect to (set by run from -ws).
+var (
+	useWS  bool
+	broker string
+)
 
 func deviceID(i int) string { return fmt.Sprintf("foot-%06d", i) }
 
@@ -252,6 +261,11 @@ func run(n, workers int, profile, steps string, idle time.Duration, msgs int, dp
 	}
 	if err := json.Unmarshal(b, &inf); err != nil {
 		return err
+	}
+	if useWS {
+		broker = "wss://" + inf.WSAddr + "/$iothub/websocket"
+	} else {
+		broker = "tls://" + inf.Addr
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(inf.CAPEM) {
@@ -375,7 +389,7 @@ func connect(inf info, roots *x509.CertPool, id, key, steps string) (paho.Client
 	}
 	twin := make(chan struct{}, 1)
 	opts := paho.NewClientOptions().
-		AddBroker("tls://" + inf.Addr).
+		AddBroker(broker).
 		SetTLSConfig(&tls.Config{ServerName: inf.HubHost, RootCAs: roots, MinVersion: tls.VersionTLS12}).
 		SetClientID(id).
 		SetUsername(inf.HubHost + "/" + id + "/?api-version=2021-04-12").
@@ -451,7 +465,7 @@ func provision(inf info, roots *x509.CertPool, id, key string) error {
 	}
 	answers := make(chan paho.Message, 1)
 	opts := paho.NewClientOptions().
-		AddBroker("tls://" + inf.Addr).
+		AddBroker(broker).
 		SetTLSConfig(&tls.Config{ServerName: inf.HubHost, RootCAs: roots, MinVersion: tls.VersionTLS12}).
 		SetClientID(id).
 		SetUsername(res + "/api-version=2019-03-31").
