@@ -1,19 +1,25 @@
 // Command footbench measures the emulator's memory and goroutines per
 // connected MQTT device. It runs the emulator in a child process (this
-// program with -serve), creates -devices devices there through the Go API,
-// then connects one raw paho client per device from this process doing a
-// device SDK's connect work: TLS, CONNECT with a SAS token, SUBSCRIBE to
-// the twin response, desired-patch and method topics (QoS 0) and to the
-// device's cloud-to-device topic (QoS 1), one twin GET and one telemetry
-// message at QoS 1. It prints the child's VmRSS, live heap, stack memory
-// and goroutines before and after, per device.
+// program with -serve), creates -devices devices there through the Go API
+// (or, with -dps, has each device register through DPS over MQTT with the
+// group key, as iotc-fleet does), then connects one raw paho client per
+// device from this process doing a device SDK's connect work: TLS, CONNECT
+// with a SAS token, SUBSCRIBE to the twin response, desired-patch and
+// method topics (QoS 0) and to the device's cloud-to-device topic (QoS 1),
+// one twin GET and one telemetry message at QoS 1. It prints the child's
+// VmRSS (as is, and after debug.FreeOSMemory), live heap, goroutine stacks
+// (allocated and in use) and goroutines, in total and per device.
 //
 // Usage:
 //
-//	go run ./emulator/internal/footbench [-devices 2000] [-workers 32] [-profile prefix]
+//	go run ./emulator/internal/footbench [-devices 2000] [-dps] [-ws] [-messages 0] [-profile prefix]
 //
-// With -profile the child writes prefix-heap.pprof and
-// prefix-goroutine.pprof once every device is connected.
+// -ws connects over MQTT over WebSockets instead of the MQTT/TLS listener.
+// -messages N then sends N telemetry messages (100 in flight) and prints
+// the emulator's CPU time per message. With -profile the child records
+// every allocation and writes prefix-heap.pprof and prefix-goroutine.pprof
+// once every device is connected. Raise the open-file limit for 10,000
+// devices (the program lifts its soft limit to the hard one).
 package main
 
 import (
