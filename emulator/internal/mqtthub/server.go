@@ -84,6 +84,18 @@ type methodAnswer struct {
 // the core regardless.
 const sessionExpiry = time.Hour
 
+// clientWritesPending is the capacity of the queue mochi allocates for
+// every client (a buffered channel; mochi's default of 8192 pointers is 64
+// KiB per connection). Only packets mochi routes between clients go
+// through it, and the emulator routes none: every packet to a device is
+// written directly by the front-end (conn.send, NotifyC2D) or by mochi's
+// acknowledgements, so a short queue costs nothing.
+const clientWritesPending = 8
+
+// clientReadBuffer is the size of mochi's per-client read buffer (its
+// default is 2 KiB per connection).
+const clientReadBuffer = 512
+
 // wsListenerID names, in mochi's client table, the connections that
 // arrived over WebSockets.
 const wsListenerID = "wss"
@@ -100,10 +112,16 @@ func New(cfg Config) (*Server, error) {
 	caps.SharedSubAvailable = 0
 	caps.MaximumSessionExpiryInterval = uint32(sessionExpiry / time.Second)
 	caps.MaximumPacketSize = uint32(cfg.MaxTelemetryBody + 64<<10)
+	caps.MaximumClientWritesPending = clientWritesPending
 	s.srv = mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
 		Logger:                 slog.New(redactHandler{s.log.Handler()}).With("component", "mochi"),
 		SysTopicResendInterval: 1 << 30,
+		// mochi's per-client bufio.Reader sits on the tls.Conn, whose Read
+		// returns at most one TLS record; a device sends one packet per
+		// record, a few hundred bytes for telemetry, and longer packets are
+		// read past the buffer straight into the packet's own slice.
+		ClientNetReadBufferSize: clientReadBuffer,
 	})
 	if err := s.srv.AddHook(&hook{s: s}, nil); err != nil {
 		return nil, fmt.Errorf("MQTT hook: %w", err)

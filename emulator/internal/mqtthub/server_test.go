@@ -32,3 +32,24 @@ func TestRedactHandler(t *testing.T) {
 		t.Fatalf("redaction lost under a group: %s", buf.String())
 	}
 }
+
+// TestPerClientAllocations: the queue and read buffer mochi allocates for
+// every connection are the emulator's small sizes, not mochi's defaults
+// (a 8192-slot channel, 64 KiB, and a 2 KiB buffer per connection).
+func TestPerClientAllocations(t *testing.T) {
+	s, err := New(Config{Addr: "-", MaxTelemetryBody: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	o := s.srv.Options
+	if got := o.Capabilities.MaximumClientWritesPending; got != clientWritesPending || got > 16 {
+		t.Errorf("MaximumClientWritesPending = %d, want %d (at most 16)", got, clientWritesPending)
+	}
+	if got := o.ClientNetReadBufferSize; got != clientReadBuffer || got > 1024 {
+		t.Errorf("ClientNetReadBufferSize = %d, want %d (at most 1024)", got, clientReadBuffer)
+	}
+	if got := o.Capabilities.MaximumPacketSize; got < 256<<10 {
+		t.Errorf("MaximumPacketSize = %d, below the telemetry limit", got)
+	}
+}

@@ -15,6 +15,7 @@
 package wslistener
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -114,9 +115,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the emulator is shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	defer h.wg.Done()
+	handed := false // to the connection's goroutine, which calls h.wg.Done
+	defer func() {
+		if !handed {
+			h.wg.Done()
+		}
+	}()
 
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
 		Subprotocols: []string{proto},
 		// Devices are not browsers and authenticate in the protocol
 		// itself (SAS token or client certificate), not with cookies.
@@ -126,8 +132,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.Warn("websocket upgrade failed", "remote", r.RemoteAddr, "error", err)
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
+	// The connection outlives this request (see below), and the request's
+	// context ends when ServeHTTP returns.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	c := &Conn{
 		Conn:        websocket.NetConn(ctx, ws, websocket.MessageBinary),
 		ws:          ws,
@@ -143,16 +150,57 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.tls = &st
 	}
 	if !h.track(c) {
+		cancel()
 		_ = ws.CloseNow()
 		return
 	}
-	defer h.untrack(c)
 	var certs []*x509.Certificate
 	if c.tls != nil && len(c.tls.PeerCertificates) > 0 {
 		certs = c.tls.PeerCertificates
 	}
-	serve(c, certs)
-	_ = c.Close()
+	// The callback runs on a goroutine of its own and ServeHTTP returns,
+	// so that net/http's goroutine for the connection ends and lets go of
+	// what it holds for HTTP (its 4 KiB reader and writers).
+	handed = true
+	go func() {
+		defer h.wg.Done()
+		defer h.untrack(c)
+		defer cancel()
+		serve(c, certs)
+		_ = c.Close()
+	}()
+}
+
+// Buffer sizes of an upgraded connection, instead of net/http's 4 KiB
+// reader and 4 KiB writer that it hands over on Hijack and that would stay
+// for the connection's life. MQTT and AMQP packets of devices are a few
+// hundred bytes; longer reads and writes bypass the buffers.
+const (
+	wsReadBuffer  = 512
+	wsWriteBuffer = 1024
+)
+
+// smallBuffers is the ResponseWriter given to websocket.Accept: its
+// Hijack swaps net/http's buffers for small ones (keeping the read buffer
+// when it already holds bytes of the client, which must not be lost).
+type smallBuffers struct{ http.ResponseWriter }
+
+// Hijack implements http.Hijacker.
+func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("wslistener: the http.ResponseWriter cannot be hijacked")
+	}
+	c, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	r := brw.Reader
+	if r.Buffered() == 0 {
+		r = bufio.NewReaderSize(c, wsReadBuffer)
+	}
+	// net/http flushed the 101 response before Hijack; its writer is empty.
+	return c, bufio.NewReadWriter(r, bufio.NewWriterSize(c, wsWriteBuffer)), nil
 }
 
 // choose picks the first offered subprotocol this handler serves.

@@ -347,3 +347,39 @@ func TestConnCloseIsIdempotent(t *testing.T) {
 		}
 	}
 }
+
+// TestServeHTTPReturnsWhileTheConnectionLives: once upgraded, the
+// callback runs on its own goroutine and ServeHTTP returns, so that
+// net/http's goroutine for the connection (and what it holds) goes away.
+func TestServeHTTPReturnsWhileTheConnectionLives(t *testing.T) {
+	ctx := testContext(t)
+	started, release := make(chan struct{}), make(chan struct{})
+	h := wslistener.New(wslistener.Handlers{MQTT: func(conn net.Conn, _ []*x509.Certificate) {
+		close(started)
+		<-release
+		_, _ = conn.Write([]byte("still here"))
+	}})
+	t.Cleanup(func() { _ = h.Close() })
+	returned := make(chan struct{})
+	srv := server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r)
+		close(returned)
+	}))
+	c, _, err := dial(ctx, t, srv, srv.Client(), wslistener.Path, "mqtt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range []chan struct{}{started, returned} {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			close(release)
+			t.Fatal("ServeHTTP did not return while the callback was running")
+		}
+	}
+	close(release) // the connection still works after ServeHTTP returned
+	_, msg, err := c.Read(ctx)
+	if err != nil || string(msg) != "still here" {
+		t.Fatalf("read %q, %v", msg, err)
+	}
+}
