@@ -113,6 +113,7 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 // OnSessionEstablished delivers queued cloud-to-device messages when a
 // persistent session kept the C2D subscription.
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	h.s.untrack(cl) // the inherited subscriptions were put back in mochi's index
 	if c := h.s.connOf(cl); c != nil && c.role == wire.RoleHub {
 		h.s.cfg.Model.SubscriptionsChanged(c.id) // inherited subscriptions are now in place
 		c.NotifyC2D()
@@ -228,12 +229,25 @@ func (h *hook) OnSubscribe(_ *mqtt.Client, pk packets.Packet) packets.Packet {
 	return pk
 }
 
+// untrack removes cl's subscriptions from mochi's topic index, keeping
+// them in the client's own state (which says what the device subscribed
+// to). The front-end writes every packet to its connection itself and
+// never routes through mochi, so the index would only hold, per device,
+// a branch for its cloud-to-device filter and an entry under each shared
+// filter: about 4 KiB of the emulator's memory per connected device.
+func (s *Server) untrack(cl *mqtt.Client) {
+	for f := range cl.State.Subscriptions.GetAll() {
+		s.srv.Topics.Unsubscribe(f, cl.ID)
+	}
+}
+
 // OnPacketProcessed delivers queued cloud-to-device messages once the
 // SUBACK of a subscription has been written.
 func (h *hook) OnPacketProcessed(cl *mqtt.Client, pk packets.Packet, err error) {
 	if pk.FixedHeader.Type != packets.Subscribe || err != nil {
 		return
 	}
+	h.s.untrack(cl)
 	if c := h.s.connOf(cl); c != nil && c.role == wire.RoleHub {
 		h.s.cfg.Model.SubscriptionsChanged(c.id)
 		c.NotifyC2D()

@@ -1,0 +1,83 @@
+package mqtthub
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"net"
+	"net/url"
+	"strconv"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/iotc-go/iotc/emulator/internal/core"
+	"github.com/iotc-go/iotc/emulator/internal/sas"
+)
+
+// signForTest builds a device SAS token for the hub resource.
+func signForTest(t *testing.T, key, resource string, expiry time.Time) string {
+	t.Helper()
+	k, err := base64.StdEncoding.DecodeString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	se := strconv.FormatInt(expiry.Unix(), 10)
+	m := hmac.New(sha256.New, k)
+	m.Write([]byte(sas.Escape(resource) + "\n" + se))
+	return "SharedAccessSignature sr=" + sas.Escape(resource) + "&sig=" + sas.Escape(base64.StdEncoding.EncodeToString(m.Sum(nil))) + "&se=" + se
+}
+
+// A device's subscriptions stay in its own state but not in mochi's topic
+// index, which the front-end never routes through (it would hold a branch
+// per device for its cloud-to-device filter); queued cloud-to-device
+// messages are still delivered on the subscription.
+func TestSubscriptionsLeaveMochisIndex(t *testing.T) {
+	const host, id = "hub.test", "indexed"
+	c := core.New(core.Config{IDScope: "0ne0", HubHost: host})
+	key, err := c.CreateDevice(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Addr: "-", Model: c, MaxTelemetryBody: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	clientEnd, serverEnd := net.Pipe()
+	served := make(chan struct{})
+	go func() { defer close(served); s.ServeConn(serverEnd, nil) }()
+	opts := paho.NewClientOptions().AddBroker("tcp://pipe:1883").SetClientID(id).
+		SetUsername(host+"/"+id+"/?api-version=2021-04-12").
+		SetPassword(signForTest(t, key, host+"/devices/"+id, time.Now().Add(time.Hour))).
+		SetProtocolVersion(4).SetCleanSession(false).SetAutoReconnect(false).
+		SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) { return clientEnd, nil })
+	cl := paho.NewClient(opts)
+	if tok := cl.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	got := make(chan []byte, 1)
+	c2d := "devices/" + id + "/messages/devicebound/#"
+	if tok := cl.SubscribeMultiple(map[string]byte{c2d: 1, "$iothub/methods/POST/#": 0}, func(_ paho.Client, m paho.Message) { got <- m.Payload() }); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	if err := c.SendCloudToDevice(t.Context(), id, []byte("hello"), nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-got:
+		if string(b) != "hello" {
+			t.Fatalf("cloud-to-device body %q", b)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("cloud-to-device message not delivered")
+	}
+	for _, topic := range []string{"devices/" + id + "/messages/devicebound/x", "$iothub/methods/POST/m/?$rid=1"} {
+		if n := len(s.srv.Topics.Subscribers(topic).Subscriptions); n != 0 {
+			t.Errorf("mochi's index holds %d subscriber(s) for %s", n, topic)
+		}
+	}
+	cl.Disconnect(100)
+	<-served
+}
