@@ -49,7 +49,7 @@ func TestSubscriptionsLeaveMochisIndex(t *testing.T) {
 	served := make(chan struct{})
 	go func() { defer close(served); s.ServeConn(serverEnd, nil) }()
 	opts := paho.NewClientOptions().AddBroker("tcp://pipe:1883").SetClientID(id).
-		SetUsername(host+"/"+id+"/?api-version=2021-04-12").
+		SetUsername(host + "/" + id + "/?api-version=2021-04-12").
 		SetPassword(signForTest(t, key, host+"/devices/"+id, time.Now().Add(time.Hour))).
 		SetProtocolVersion(4).SetCleanSession(false).SetAutoReconnect(false).
 		SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) { return clientEnd, nil })
