@@ -246,6 +246,10 @@ const (
 type faultState struct {
 	mu  sync.Mutex
 	dev map[string]*devFaults // "" is every device
+	// lastExpiry is the expiry of each device's last accepted SAS token,
+	// kept apart from devFaults so that a login costs a map entry, not a
+	// record of every fault switch.
+	lastExpiry map[string]time.Time
 }
 
 type devFaults struct {
@@ -255,7 +259,6 @@ type devFaults struct {
 	throttleUntil        time.Time // refusal phase of a throttle, from shapeTill
 	quotaUntil           time.Time // telemetry over quota
 	expiredUpTo          time.Time // SAS tokens expiring at or before are expired
-	lastExpiry           time.Time // expiry of the last accepted SAS token
 	revoked              map[string]bool
 }
 
@@ -392,7 +395,7 @@ func (c *Core) applyFault(id string, f Fault) {
 		df.authUntil = later(df.authUntil, now.Add(f.Duration))
 		drop = true
 	case FaultExpireToken:
-		df.expiredUpTo = later(df.expiredUpTo, later(df.lastExpiry, now))
+		df.expiredUpTo = later(df.expiredUpTo, later(c.faults.lastExpiry[id], now))
 	case FaultRevokeKey:
 		if df.revoked == nil {
 			df.revoked = map[string]bool{}
@@ -528,8 +531,10 @@ func (c *Core) checkHubAuthFault(id, key string, expiry time.Time) error {
 		}
 	})
 	if err == nil && !expiry.IsZero() {
-		df := c.faults.getLocked(id)
-		df.lastExpiry = later(df.lastExpiry, expiry)
+		if c.faults.lastExpiry == nil {
+			c.faults.lastExpiry = map[string]time.Time{}
+		}
+		c.faults.lastExpiry[id] = later(c.faults.lastExpiry[id], expiry)
 	}
 	return err
 }

@@ -30,7 +30,7 @@ type conn struct {
 	mu       sync.Mutex
 	expire   *time.Timer       // drops the connection at expiry
 	nextPID  uint16            // guarded by mu
-	inflight map[uint16]string // packet id -> cloud-to-device message id; guarded by mu
+	inflight map[uint16]string // packet id -> cloud-to-device message id, made by the first; guarded by mu
 }
 
 var _ core.Link = (*conn)(nil)
@@ -142,6 +142,9 @@ func (c *conn) NotifyC2D() {
 			return
 		}
 		c.mu.Lock()
+		if c.inflight == nil {
+			c.inflight = map[uint16]string{}
+		}
 		c.inflight[pid] = msg.MessageID
 		c.mu.Unlock()
 		err := c.cl.WritePacket(packets.Packet{

@@ -326,7 +326,7 @@ func (s *Server) authenticate(cl *mqtt.Client, pk packets.Packet) (*conn, error)
 			return nil, err
 		}
 		return &conn{s: s, cl: cl, role: wire.RoleHub, id: clientID, modelID: u.ModelID, x509: a.X509,
-			expiry: a.Expiry, inflight: map[uint16]string{}}, nil
+			expiry: a.Expiry}, nil
 	}
 	return nil, errors.New("unknown user name form")
 }
