@@ -69,8 +69,8 @@ type Client struct {
 	opts      Options
 	log       *slog.Logger
 	regID     string
-	deviceKey string // symmetric key the device signs with; "" for X.509
-	connStr   *domain.ConnectionString
+	deviceKey string      // symmetric key the device signs with; "" for X.509
+	connStr   *connStrHub // the connection string's hub and device; nil without one
 
 	handlers struct {
 		sync.RWMutex
@@ -129,6 +129,10 @@ type Client struct {
 	ob outboxState // EnqueueTelemetry and the outbox pump (outbox.go)
 }
 
+// connStrHub is where a connection string points: all the client keeps of
+// it (the key is in deviceKey).
+type connStrHub struct{ host, deviceID string }
+
 // session is an open hub session with what the supervisor needs to know.
 // draining is written and idle is guarded under Client.mu; ops is
 // incremented under Client.mu (read-locked) and decremented without it.
@@ -176,7 +180,7 @@ func New(opts Options) (*Client, error) {
 	}
 	if opts.Credential.Kind == domain.KindConnectionString {
 		cs, _ := domain.ParseConnectionString(opts.Credential.ConnectionString) // validated
-		c.connStr = &cs
+		c.connStr = &connStrHub{host: cs.HostName, deviceID: cs.DeviceID}
 	}
 	c.runCtx, c.runCancel = context.WithCancel(context.Background())
 	c.propQ.init(c.runCtx, opts.QueueLimit, &c.cb, c.handleProperty)
@@ -337,7 +341,12 @@ func (c *Client) setStatusLocked(st domain.ConnectionStatus) {
 		return
 	}
 	c.status = st
-	c.statusQ.push(st)
+	if c.opts.OnStatus != nil { // a drainer goroutine per change is for someone to tell
+		c.statusQ.push(st)
+	}
+	if !c.log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
 	attrs := []any{"state", st.State.String(), "reason", st.Reason.String()}
 	if st.Transport != "" {
 		attrs = append(attrs, "via", st.Transport)

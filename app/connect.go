@@ -79,7 +79,7 @@ func (c *Client) assignment(ctx context.Context) (assignment, error) {
 		return *a, nil
 	}
 	if c.connStr != nil {
-		a := assignment{hub: c.connStr.HostName, deviceID: c.connStr.DeviceID}
+		a := assignment{hub: c.connStr.host, deviceID: c.connStr.deviceID}
 		c.mu.Lock()
 		c.assign = &a
 		c.mu.Unlock()
@@ -190,14 +190,13 @@ func (c *Client) openHub(ctx context.Context, a assignment) (*session, error) {
 		if err != nil {
 			return err
 		}
-		ref := &sessionRef{ready: make(chan struct{})}
+		ref := newSessionRef()
 		c.log.Info("connecting to the hub", "hub", a.hub, "transport", t.Name())
 		hs, err := t.Connect(ctx, ports.HubConnection{Host: a.hub, DeviceID: a.deviceID, ModelID: c.opts.ModelID, Auth: auth}, &events{c: c, ref: ref})
 		if err == nil && hs == nil {
 			err = fmt.Errorf("%w: transport %s returned no session", domain.ErrMalformed, t.Name())
 		}
-		ref.s = hs
-		close(ref.ready)
+		ref.set(hs)
 		if err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/iotc-go/iotc/domain"
@@ -18,8 +19,29 @@ const methodNameProperty = "method-name"
 // sessionRef is filled once the transport's Connect returned, so that a
 // command that arrived during Connect is answered on its own session.
 type sessionRef struct {
-	ready chan struct{}
-	s     ports.HubSession // nil when Connect failed
+	ready sync.Mutex       // held until s is set: no channel per session
+	s     ports.HubSession // nil when Connect failed; read after ready
+}
+
+// newSessionRef returns a ref that is not ready yet.
+func newSessionRef() *sessionRef {
+	r := &sessionRef{}
+	r.ready.Lock()
+	return r
+}
+
+// set makes s known to those waiting in wait.
+func (r *sessionRef) set(s ports.HubSession) {
+	r.s = s
+	r.ready.Unlock()
+}
+
+// wait returns the session once the transport's Connect returned (it
+// returns within its context, which Close cancels).
+func (r *sessionRef) wait() ports.HubSession {
+	r.ready.Lock()
+	defer r.ready.Unlock()
+	return r.s
 }
 
 type propEvent struct {
@@ -383,15 +405,11 @@ func (c *Client) respond(ref *sessionRef, req ports.MethodRequest, resp domain.C
 		c.log.Warn("command response cannot be encoded; answering 500", "command", req.Method, "err", err)
 		status, body, _ = domain.CommandResponse{Status: 500, Payload: errorBody(err.Error())}.Encode()
 	}
-	select {
-	case <-ref.ready:
-	case <-c.runCtx.Done():
+	hs := ref.wait()
+	if hs == nil || c.runCtx.Err() != nil {
 		return
 	}
-	if ref.s == nil {
-		return
-	}
-	if err := ref.s.RespondMethod(c.runCtx, req.RequestID, status, body); err != nil {
+	if err := hs.RespondMethod(c.runCtx, req.RequestID, status, body); err != nil {
 		c.log.Warn("cannot answer the command", "command", req.Method, "err", err)
 		return
 	}
