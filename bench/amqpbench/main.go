@@ -65,7 +65,7 @@ const baselineKey = "raw"
 var throughputOnly = []string{"bare", "msgid"}
 
 func main() {
-	if os.Getenv("AMQPBENCH_MEMPROFILE") != "" {
+	if os.Getenv("AMQPBENCH_MEMPROFILE") != "" && os.Getenv("AMQPBENCH_SAMPLED") == "" { // AMQPBENCH_SAMPLED=1 keeps the default rate, for CPU profiles
 		runtime.MemProfileRate = 1 // every allocation, for a precise heap profile
 	}
 	var (

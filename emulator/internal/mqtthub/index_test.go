@@ -11,10 +11,23 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	mqtt "github.com/mochi-mqtt/server/v2"
 
 	"github.com/iotc-go/iotc/emulator/internal/core"
 	"github.com/iotc-go/iotc/emulator/internal/sas"
 )
+
+// mochiClient returns the connected mochi client of device id.
+func mochiClient(t *testing.T, s *Server, id string) *mqtt.Client {
+	t.Helper()
+	for _, cl := range s.srv.Clients.GetAll() {
+		if c := s.connOf(cl); c != nil && c.id == id {
+			return cl
+		}
+	}
+	t.Fatalf("no connection of %s", id)
+	return nil
+}
 
 // signForTest builds a device SAS token for the hub resource.
 func signForTest(t *testing.T, key, resource string, expiry time.Time) string {
@@ -73,10 +86,19 @@ func TestSubscriptionsLeaveMochisIndex(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("cloud-to-device message not delivered")
 	}
+	// The subscriptions leave the index once their SUBACK is written, which
+	// may be after the message above was delivered on them.
 	for _, topic := range []string{"devices/" + id + "/messages/devicebound/x", "$iothub/methods/POST/m/?$rid=1"} {
-		if n := len(s.srv.Topics.Subscribers(topic).Subscriptions); n != 0 {
-			t.Errorf("mochi's index holds %d subscriber(s) for %s", n, topic)
+		deadline := time.Now().Add(30 * time.Second)
+		for len(s.srv.Topics.Subscribers(topic).Subscriptions) != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("mochi's index still holds a subscriber for %s", topic)
+			}
+			time.Sleep(time.Millisecond)
 		}
+	}
+	if !s.connOf(mochiClient(t, s, id)).subscribed("devices/" + id + "/messages/devicebound/x") {
+		t.Error("the device's own state lost its cloud-to-device subscription")
 	}
 	cl.Disconnect(100)
 	<-served
