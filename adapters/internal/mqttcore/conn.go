@@ -52,6 +52,10 @@ func newGracefulConn(c net.Conn, writeTimeout time.Duration) *gracefulConn {
 // SetWriteDeadline ignores paho's deadlines: Write keeps its own.
 func (c *gracefulConn) SetWriteDeadline(time.Time) error { return nil }
 
+// SetDeadline sets the read deadline only (paho bounds CONNECT with it and
+// clears it after CONNACK); Write keeps its own deadline.
+func (c *gracefulConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+
 func (c *gracefulConn) Write(b []byte) (int, error) {
 	if c.writeTimeout > 0 {
 		c.deadlineMu.Lock()

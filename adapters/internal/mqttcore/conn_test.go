@@ -18,8 +18,12 @@ func TestGracefulConnBoundsEveryWrite(t *testing.T) {
 	c := newGracefulConn(client, timeout)
 	defer c.Close()
 
-	// paho clears or sets deadlines around publishes: ignored.
+	// paho clears or sets deadlines around publishes and CONNECT: the
+	// write side is ignored.
 	if err := c.SetWriteDeadline(time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetDeadline(time.Now().Add(-time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	read := make(chan []byte, 1)
@@ -46,6 +50,10 @@ func TestGracefulConnBoundsEveryWrite(t *testing.T) {
 	}
 	<-read
 
+	// paho clears the deadline after CONNACK; writes stay bounded.
+	if err := c.SetDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
 	// Nobody reads: the write must end with a timeout instead of blocking.
 	done := make(chan error, 1)
 	go func() {
