@@ -67,10 +67,10 @@ type Link struct {
 	nextTag  uint64
 
 	// server receiver
-	partial *Delivery
-	queue   []*Delivery
-	pending int
-	qnotify chan struct{}
+	partial  *Delivery
+	queue    []*Delivery
+	pending  int
+	draining bool // a receiveLoop runs; it runs only while deliveries wait
 }
 
 func newLink(s *session, a *Attach, local uint32) *Link {
@@ -84,7 +84,6 @@ func newLink(s *session, a *Attach, local uint32) *Link {
 		ctx:         ctx,
 		cancel:      cancel,
 		sendMu:      make(chan struct{}, 1),
-		qnotify:     make(chan struct{}, 1),
 	}
 	if a.InitialDeliveryCount != nil {
 		l.deliveryCount = *a.InitialDeliveryCount
@@ -444,21 +443,30 @@ func (l *Link) SendAsync(ctx context.Context, msg *Message) (wait func(context.C
 	}, nil
 }
 
+// queueLocked queues a complete delivery for Handler.OnMessage and starts
+// the link's receiveLoop unless it runs; c.mu is held.
+func (l *Link) queueLocked(d *Delivery) {
+	l.queue = append(l.queue, d)
+	l.pending++
+	if !l.draining {
+		l.draining = true
+		l.c.wg.Add(1)
+		go l.receiveLoop()
+	}
+}
+
 // receiveLoop hands the link's deliveries to Handler.OnMessage in order,
-// settles them and tops up the link credit.
+// settles them and tops up the link credit. It runs only while deliveries
+// wait (queueLocked starts it), so an idle link costs no goroutine.
 func (l *Link) receiveLoop() {
 	c := l.c
 	defer c.wg.Done()
 	for {
 		c.mu.Lock()
-		if len(l.queue) == 0 {
+		if len(l.queue) == 0 || l.finished {
+			l.draining = false
 			c.mu.Unlock()
-			select {
-			case <-l.qnotify:
-				continue
-			case <-l.ctx.Done():
-				return
-			}
+			return
 		}
 		d := l.queue[0]
 		l.queue[0] = nil

@@ -256,8 +256,6 @@ func (s *session) onAttach(a *Attach) {
 	if l.role == RoleReceiver {
 		l.credit = c.cfg.LinkCredit
 		_ = c.send(s.localCh, s.flowLocked(l, false), nil, nil)
-		c.wg.Add(1)
-		go l.receiveLoop()
 	}
 }
 
@@ -379,12 +377,7 @@ func (s *session) onTransfer(t *Transfer) {
 		return
 	}
 	l.partial = nil
-	l.queue = append(l.queue, d)
-	l.pending++
-	select {
-	case l.qnotify <- struct{}{}:
-	default:
-	}
+	l.queueLocked(d)
 }
 
 func (s *session) onDisposition(d *Disposition) {
