@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -263,7 +264,8 @@ func (s *amqpSession) Telemetry(ctx context.Context, t amqphub.Telemetry) error 
 		return fmt.Errorf("%w: telemetry body of %d bytes exceeds %d", amqphub.ErrTooLarge, len(t.Body), MaxTelemetryBody)
 	}
 	s.e.core.StoreTelemetry(Telemetry{
-		DeviceID: s.id, Component: t.Component, Body: t.Body, Properties: t.Properties, System: t.System, Received: time.Now().UTC(),
+		// The body may share the connection's frame buffer: the store keeps its own copy.
+		DeviceID: s.id, Component: t.Component, Body: slices.Clone(t.Body), Properties: t.Properties, System: t.System, Received: time.Now().UTC(),
 	})
 	return nil
 }

@@ -12,7 +12,9 @@ import (
 
 // StoreTelemetry records a device-to-cloud message (any protocol): the
 // latest value of each field of a JSON object body, the message in the
-// device's history, and a copy to every watcher.
+// device's history, and a copy to every watcher. It takes ownership of
+// msg's Body, Properties and System (the history keeps them, so a stored
+// message costs no second copy): the caller must not change them after.
 func (c *Core) StoreTelemetry(msg Telemetry) {
 	var fields map[string]any
 	if err := json.Unmarshal(msg.Body, &fields); err != nil {
@@ -34,7 +36,7 @@ func (c *Core) StoreTelemetry(msg Telemetry) {
 			if len(d.history) >= n {
 				d.history = slices.Delete(d.history, 0, len(d.history)-n+1)
 			}
-			d.history = append(d.history, cloneTelemetry(msg))
+			d.history = append(d.history, withMaps(msg))
 		}
 	}
 	for ch := range c.watchers[msg.DeviceID] {
@@ -46,6 +48,18 @@ func (c *Core) StoreTelemetry(msg Telemetry) {
 	}
 	c.mu.Unlock()
 	c.telemetryFault(msg)
+}
+
+// withMaps returns t with nil property maps made empty (they are shown as
+// {} and never as null).
+func withMaps(t Telemetry) Telemetry {
+	if t.Properties == nil {
+		t.Properties = map[string]string{}
+	}
+	if t.System == nil {
+		t.System = map[string]string{}
+	}
+	return t
 }
 
 func cloneTelemetry(t Telemetry) Telemetry {
