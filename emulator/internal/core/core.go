@@ -199,6 +199,7 @@ type Core struct {
 	groups   []EnrollmentGroup
 	devices  map[string]*device
 	ops      map[string]*dpsOp
+	opsOrder []opRef // the operations in the order they were made, for their expiry
 	watchers map[string]map[chan Telemetry]struct{}
 	changes  map[string]chan struct{} // see WaitSubscribed
 	events   eventHub                 // see events.go

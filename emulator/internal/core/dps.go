@@ -14,6 +14,12 @@ type dpsOp struct {
 	body    []byte // the final 200 answer
 }
 
+// opRef names an operation in Core.opsOrder, oldest first.
+type opRef struct {
+	id      string
+	created time.Time
+}
+
 // dpsOpTTL is how long an operation id can be polled.
 const dpsOpTTL = 30 * time.Minute
 
@@ -184,12 +190,19 @@ func (c *Core) Register(a DPSAuth, body []byte) DPSResponse {
 	final.Status = st.Status
 	fb, err := json.Marshal(final)
 	if err == nil {
-		for oid, op := range c.ops {
-			if now.Sub(op.created) > dpsOpTTL {
-				delete(c.ops, oid)
+		// Operations expire oldest first, in the order they were made: the
+		// sweep looks only at those due (a scan of every operation on each
+		// registration made a fleet's registrations quadratic).
+		for len(c.opsOrder) > 0 && now.Sub(c.opsOrder[0].created) > dpsOpTTL {
+			old := c.opsOrder[0]
+			if op := c.ops[old.id]; op != nil && op.created.Equal(old.created) {
+				delete(c.ops, old.id)
 			}
+			c.opsOrder[0] = opRef{}
+			c.opsOrder = c.opsOrder[1:]
 		}
 		c.ops[opID] = &dpsOp{regID: id, created: now, body: fb}
+		c.opsOrder = append(c.opsOrder, opRef{id: opID, created: now})
 	}
 	c.mu.Unlock()
 	if err != nil {
