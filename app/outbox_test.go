@@ -165,14 +165,7 @@ func (c *Client) pumpRunning() bool {
 
 func TestEnqueueBeforeConnectDeliversInOrderAfterConnect(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e := newEnv(t)
-		h := newHub(e.ctrl, emptyTwin)
-		e.provisions(testHub, 1)
-		e.hubConnects(connResult{hub: h})
-		ob := newFakeOutbox(0)
-		o := e.options()
-		o.Outbox = ob
-		c := e.client(o)
+		h, ob, c := outboxClient(t, 0)
 		defer closeClient(t, c)
 		enqueueN(t, c, 1, 40) // more than one Peek batch
 		synctest.Wait()
@@ -288,14 +281,7 @@ func TestNegativeOutboxMaxAge(t *testing.T) {
 
 func TestOutboxFullLosesNothing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e := newEnv(t)
-		h := newHub(e.ctrl, emptyTwin)
-		e.provisions(testHub, 1)
-		e.hubConnects(connResult{hub: h})
-		ob := newFakeOutbox(3)
-		o := e.options()
-		o.Outbox = ob
-		c := e.client(o)
+		h, ob, c := outboxClient(t, 3)
 		defer closeClient(t, c)
 		enqueueN(t, c, 1, 3)
 		before := ob.ids()
@@ -551,14 +537,7 @@ func TestMaxAgeWhileWaitingForASession(t *testing.T) {
 
 func TestPeekErrorIsRetriedWithBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e := newEnv(t)
-		h := newHub(e.ctrl, emptyTwin)
-		e.provisions(testHub, 1)
-		e.hubConnects(connResult{hub: h})
-		ob := newFakeOutbox(0)
-		o := e.options()
-		o.Outbox = ob
-		c := e.client(o)
+		h, ob, c := outboxClient(t, 0)
 		defer closeClient(t, c)
 		enqueueN(t, c, 1, 2)
 		ob.set(func(f *fakeOutbox) { f.peekErr = errors.New("disk: I/O error") })
@@ -700,4 +679,18 @@ func TestAppendIOErrorIsReturned(t *testing.T) {
 		}
 		closeClient(t, c)
 	})
+}
+
+// outboxClient builds a client over a fake outbox holding at most limit
+// messages (0: no limit), provisioned once onto hub h, not connected yet.
+func outboxClient(t *testing.T, limit int) (*hub, *fakeOutbox, *Client) {
+	t.Helper()
+	e := newEnv(t)
+	h := newHub(e.ctrl, emptyTwin)
+	e.provisions(testHub, 1)
+	e.hubConnects(connResult{hub: h})
+	ob := newFakeOutbox(limit)
+	o := e.options()
+	o.Outbox = ob
+	return h, ob, e.client(o)
 }
