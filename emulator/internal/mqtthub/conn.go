@@ -208,8 +208,6 @@ func (c *conn) send(topic string, body []byte) error {
 func (s *Server) handleHub(c *conn, t wire.Topic, pk packets.Packet) {
 	m := s.cfg.Model
 	switch t.Kind {
-	case wire.KindTelemetry:
-		s.telemetry(c, t, pk)
 	case wire.KindTwinGet:
 		if s.twinThrottled(c, t.RID) {
 			return
@@ -227,12 +225,15 @@ func (s *Server) handleHub(c *conn, t wire.Topic, pk packets.Packet) {
 	}
 }
 
-func (s *Server) telemetry(c *conn, t wire.Topic, pk packets.Packet) {
+// telemetry stores a telemetry message; a property bag that does not
+// decode drops the connection and returns the error.
+func (s *Server) telemetry(c *conn, t wire.Topic, pk packets.Packet) error {
 	bag, err := wire.DecodeBag(t.PropertyBag)
 	if err != nil {
 		s.log.Warn("dropping connection: bad property bag", "device_id", c.id, "error", err)
-		c.cl.Stop(fmt.Errorf("%w: %v", errProtocol, err))
-		return
+		err = fmt.Errorf("%w: %v", errProtocol, err)
+		c.cl.Stop(err)
+		return err
 	}
 	system, app := wire.SplitBag(bag)
 	if pk.FixedHeader.Retain {
@@ -242,6 +243,7 @@ func (s *Server) telemetry(c *conn, t wire.Topic, pk packets.Packet) {
 		DeviceID: c.id, Component: system["$.sub"], Body: append([]byte(nil), pk.Payload...),
 		Properties: app, System: system, Received: time.Now().UTC(),
 	})
+	return nil
 }
 
 // twinAnswer writes $iothub/twin/res/{status}/?$rid={rid}[&$version=n] to

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -254,14 +255,39 @@ func (h *hook) OnPacketProcessed(cl *mqtt.Client, pk packets.Packet, err error) 
 	}
 }
 
-// OnPublish acknowledges device requests without routing them: the
-// front-end answers them itself in OnPublished, after the PUBACK.
-func (h *hook) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+// OnPublish stores telemetry before mochi acknowledges it, as IoT Hub
+// acknowledges a message once it accepted it: a PUBACK written before the
+// message was stored could reach the device while the store never
+// happened (the connection killed in between), and the message would be
+// lost. A message whose property bag does not decode is refused without a
+// PUBACK and its connection dropped. Device requests (twin, methods, DPS:
+// topics starting with '$') are answered in OnPublished, after the
+// PUBACK. Nothing is routed to subscribers.
+func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if strings.HasPrefix(pk.TopicName, "$") {
+		return pk, packets.CodeSuccessIgnore
+	}
+	s := h.s
+	c := s.connOf(cl)
+	if c == nil || c.role != wire.RoleHub {
+		return pk, packets.CodeSuccessIgnore
+	}
+	t, err := wire.ParseTopic(pk.TopicName)
+	if err != nil || t.Kind != wire.KindTelemetry {
+		return pk, packets.CodeSuccessIgnore // checked in OnPacketRead
+	}
+	s.cfg.Model.Touch(c.id)
+	if err := s.telemetry(c, t, pk); err != nil {
+		return pk, fmt.Errorf("%w: %w", packets.ErrRejectPacket, err)
+	}
 	return pk, packets.CodeSuccessIgnore
 }
 
-// OnPublished handles a device request after mochi acknowledged it.
+// OnPublished answers a device request after mochi acknowledged it.
 func (h *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
+	if !strings.HasPrefix(pk.TopicName, "$") {
+		return // telemetry: stored in OnPublish
+	}
 	s := h.s
 	c := s.connOf(cl)
 	if c == nil {

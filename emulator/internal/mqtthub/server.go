@@ -69,6 +69,9 @@ type Server struct {
 	ln  *connTracker // nil when the listener is disabled
 	seq atomic.Uint64
 
+	closeOnce sync.Once
+	closeErr  error
+
 	mu      sync.Mutex
 	conns   map[*mqtt.Client]*conn
 	methods map[string]chan methodAnswer // key: deviceID "\n" rid
@@ -165,16 +168,21 @@ func (s *Server) ServeConn(c net.Conn, _ []*x509.Certificate) {
 }
 
 // Close drops every connection and stops the broker. Connections served
-// by ServeConn must have been closed first (mochi waits for them).
+// by ServeConn must have been closed first (mochi waits for them). Close
+// is idempotent: later calls return the first one's error.
 func (s *Server) Close() error {
-	// Close every connection and wait for mochi to finish with each client
-	// before mochi's own Close: its Clients.GetByListener takes the read
-	// lock twice, so a client deleting itself meanwhile would deadlock.
-	if s.ln != nil {
-		_ = s.ln.Close()
-	}
-	s.srv.Listeners.ClientsWg.Wait()
-	return s.srv.Close()
+	s.closeOnce.Do(func() {
+		// Close every connection and wait for mochi to finish with each
+		// client before mochi's own Close: its Clients.GetByListener takes
+		// the read lock twice, so a client deleting itself meanwhile would
+		// deadlock.
+		if s.ln != nil {
+			_ = s.ln.Close()
+		}
+		s.srv.Listeners.ClientsWg.Wait()
+		s.closeErr = s.srv.Close()
+	})
+	return s.closeErr
 }
 
 // connectTimeout bounds TLS handshake plus CONNECT; mochi then applies the
