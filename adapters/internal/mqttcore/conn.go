@@ -25,6 +25,19 @@ const lingerTimeout = time.Second
 // servers do right after DISCONNECT. Either wait is bounded by
 // lingerTimeout.
 //
+// It writes behind: Write copies the packet into a buffer and returns, and
+// a flusher goroutine (running only while there is something to write)
+// writes whatever has gathered in one write. paho writes every packet on
+// its own (one TLS record and one system call per PUBLISH); with many
+// publishes in flight the packets that arrive while a write is in progress
+// go out together in the next one. Write blocks only while maxPending
+// bytes wait (the connection does not keep up); Congested reports that
+// state before it is reached, so that a publish can avoid blocking in
+// paho. The first failed write fails every later Write and closes the
+// connection, so that paho's reader sees the loss at once. Close first
+// lets the flusher write what is buffered (DISCONNECT included), bounded
+// by lingerTimeout.
+//
 // It also owns the write deadline. paho sets one of its WriteTimeout
 // (kept short, because it also bounds how long a Publish waits to hand
 // its packet to paho's writer) around each publish write and clears it
@@ -37,13 +50,32 @@ const lingerTimeout = time.Second
 type gracefulConn struct {
 	net.Conn
 	writeTimeout time.Duration
-	deadlineMu   sync.Mutex
-	deadline     time.Time // the write deadline set on Conn; zero for none
-	once         sync.Once
-	err          error
-	readOnce     sync.Once
-	readEnd      chan struct{} // closed once a Read failed (EOF included)
+	deadline     time.Time // the write deadline set on Conn, by the flusher only; zero for none
+
+	wmu      sync.Mutex
+	buf      *[]byte       // bytes waiting for the flusher; nil while none (an idle connection holds no buffer)
+	flushing bool          // a flusher goroutine runs
+	werr     error         // the first failed write's error
+	wake     chan struct{} // made by a waiter, closed by the flusher when it took the buffer or stopped
+
+	once     sync.Once
+	err      error
+	readOnce sync.Once
+	readEnd  chan struct{} // closed once a Read failed (EOF included)
 }
+
+const (
+	// maxPending is how many bytes may wait for the flusher before Write
+	// blocks (a single larger packet is taken when nothing waits).
+	maxPending = 64 << 10
+	// congestedPending is where Congested starts to report true.
+	congestedPending = maxPending / 2
+	// keptBuffer is the largest buffer returned to the pool.
+	keptBuffer = 64 << 10
+)
+
+// writeBuffers recycles the flusher's buffers across connections.
+var writeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 func newGracefulConn(c net.Conn, writeTimeout time.Duration) *gracefulConn {
 	return &gracefulConn{Conn: c, writeTimeout: writeTimeout, readEnd: make(chan struct{})}
@@ -56,21 +88,129 @@ func (c *gracefulConn) SetWriteDeadline(time.Time) error { return nil }
 // clears it after CONNACK); Write keeps its own deadline.
 func (c *gracefulConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
 
+// Write queues b for the flusher and returns len(b), or the error of an
+// earlier failed write. It blocks while maxPending bytes wait.
 func (c *gracefulConn) Write(b []byte) (int, error) {
+	c.wmu.Lock()
+	for {
+		if c.werr != nil {
+			err := c.werr
+			c.wmu.Unlock()
+			return 0, err
+		}
+		if c.buf == nil || len(*c.buf)+len(b) <= maxPending {
+			break
+		}
+		wake := c.waitLocked()
+		c.wmu.Unlock()
+		<-wake // the flusher takes the buffer or fails: the write deadline bounds the wait
+		c.wmu.Lock()
+	}
+	if c.buf == nil {
+		c.buf = writeBuffers.Get().(*[]byte)
+	}
+	*c.buf = append(*c.buf, b...)
+	if !c.flushing {
+		c.flushing = true
+		go c.flush()
+	}
+	c.wmu.Unlock()
+	return len(b), nil
+}
+
+// Congested reports whether the connection is not keeping up with what
+// is written to it: half of maxPending waits, or a write failed.
+func (c *gracefulConn) Congested() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.werr != nil || (c.buf != nil && len(*c.buf) >= congestedPending)
+}
+
+// waitLocked returns a channel the flusher closes when it took the buffer
+// or stopped. Called with c.wmu held.
+func (c *gracefulConn) waitLocked() <-chan struct{} {
+	if c.wake == nil {
+		c.wake = make(chan struct{})
+	}
+	return c.wake
+}
+
+// wakeLocked wakes the waiters. Called with c.wmu held.
+func (c *gracefulConn) wakeLocked() {
+	if c.wake != nil {
+		close(c.wake)
+		c.wake = nil
+	}
+}
+
+// flush writes the buffer until nothing is left, then stops.
+func (c *gracefulConn) flush() {
+	var out *[]byte
+	for {
+		c.wmu.Lock()
+		if out != nil {
+			if cap(*out) <= keptBuffer {
+				*out = (*out)[:0]
+				writeBuffers.Put(out)
+			}
+			out = nil
+		}
+		if c.werr != nil || c.buf == nil {
+			c.flushing = false
+			c.wakeLocked()
+			c.wmu.Unlock()
+			return
+		}
+		out, c.buf = c.buf, nil
+		c.wakeLocked()
+		c.wmu.Unlock()
+		if err := c.write(*out); err != nil {
+			c.wmu.Lock()
+			c.werr = err
+			c.wmu.Unlock()
+			_ = c.Conn.Close() // paho's reader sees the loss now, not at the next write
+		}
+	}
+}
+
+// write writes b under the write deadline.
+func (c *gracefulConn) write(b []byte) error {
 	if c.writeTimeout > 0 {
-		c.deadlineMu.Lock()
 		now := time.Now()
 		if c.deadline.Sub(now) < c.writeTimeout-c.writeTimeout/16 {
 			c.deadline = now.Add(c.writeTimeout)
 			if err := c.Conn.SetWriteDeadline(c.deadline); err != nil {
 				c.deadline = time.Time{}
-				c.deadlineMu.Unlock()
-				return 0, err
+				return err
 			}
 		}
-		c.deadlineMu.Unlock()
 	}
-	return c.Conn.Write(b)
+	_, err := c.Conn.Write(b)
+	return err
+}
+
+// flushed waits until the flusher wrote everything or failed, up to
+// timeout; it reports whether it did.
+func (c *gracefulConn) flushed(timeout time.Duration) bool {
+	var t *time.Timer
+	for {
+		c.wmu.Lock()
+		if !c.flushing {
+			c.wmu.Unlock()
+			return true
+		}
+		wake := c.waitLocked()
+		c.wmu.Unlock()
+		if t == nil {
+			t = time.NewTimer(timeout)
+			defer t.Stop()
+		}
+		select {
+		case <-wake:
+		case <-t.C:
+			return false
+		}
+	}
 }
 
 func (c *gracefulConn) Read(b []byte) (int, error) {
@@ -81,8 +221,19 @@ func (c *gracefulConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// Close writes what is buffered (up to lingerTimeout), then closes
+// gracefully; a connection whose writes failed or stalled is closed at
+// once.
 func (c *gracefulConn) Close() error {
 	c.once.Do(func() {
+		ok := c.flushed(lingerTimeout)
+		c.wmu.Lock()
+		failed := c.werr != nil
+		c.wmu.Unlock()
+		if !ok || failed {
+			c.err = c.Conn.Close()
+			return
+		}
 		if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 			_ = c.Conn.SetReadDeadline(time.Now().Add(lingerTimeout))
 			_, _ = io.Copy(io.Discard, c.Conn)

@@ -171,7 +171,7 @@ type connParams struct {
 
 // connect dials and performs CONNECT/CONNACK, honouring ctx. On success
 // it returns a connected paho client and the raw connection.
-func (c *Core) connect(ctx context.Context, p connParams) (paho.Client, net.Conn, error) {
+func (c *Core) connect(ctx context.Context, p connParams) (paho.Client, *gracefulConn, error) {
 	if c.cfg.Dial == nil {
 		return nil, nil, fmt.Errorf("%w: mqtt transport without a dialer", domain.ErrInvalidConfig)
 	}

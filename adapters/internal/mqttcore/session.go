@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"github.com/iotc-go/iotc/adapters/internal/notify"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,7 +30,7 @@ type Session struct {
 	core     *Core
 	log      *slog.Logger
 	cl       paho.Client
-	raw      net.Conn
+	raw      *gracefulConn
 	deviceID string
 	events   ports.EventHandler
 	expiry   time.Time // SAS token expiry; zero for X.509
@@ -231,10 +230,14 @@ func (s *Session) Close() error {
 }
 
 // publish publishes and waits for the token (PUBACK for QoS 1, the write
-// for QoS 0), ctx or the session's end. paho's Publish can block (until
-// the write timeout) when the connection stalls or drops under it, so it
-// runs on a goroutine of its own whenever ctx can end: the caller returns
-// within moments of ctx's end. Every failure that means the connection is
+// for QoS 0), ctx or the session's end. paho's Publish blocks (up to
+// publishHandoff, again and again) while its writer cannot write, so while
+// the connection is congested it runs on a goroutine of its own whenever
+// ctx can end, and the caller returns within moments of ctx's end.
+// Otherwise it runs on the caller's goroutine: the connection writes
+// behind (gracefulConn), so paho's writer takes the packet at once; a
+// stall that begins during the handoff delays the return after ctx's end
+// by at most publishHandoff. Every failure that means the connection is
 // gone wraps domain.ErrNotConnected.
 func (s *Session) publish(ctx context.Context, topic string, qos byte, payload []byte) error {
 	s.mu.Lock()
@@ -245,7 +248,7 @@ func (s *Session) publish(ctx context.Context, topic string, qos byte, payload [
 	s.pubs.Add(1)
 	s.mu.Unlock()
 	var tok paho.Token
-	if ctx.Done() == nil {
+	if ctx.Done() == nil || !s.raw.Congested() {
 		tok = s.handOver(ctx, topic, qos, payload)
 		s.pubs.Done()
 	} else {
