@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/eclipse/paho.mqtt.golang/packets"
@@ -52,6 +53,12 @@ type gracefulConn struct {
 	writeTimeout time.Duration
 	deadline     time.Time // the write deadline set on Conn, by the flusher only; zero for none
 
+	// publishing counts the publishes waiting for their acknowledgement
+	// on the connection (the session keeps it): with at most one, nothing
+	// would gather behind a write, and Write writes on the caller's
+	// goroutine (a device sending one message at a time pays no handoff).
+	publishing atomic.Int32
+
 	wmu      sync.Mutex
 	buf      *[]byte       // bytes waiting for the flusher; nil while none (an idle connection holds no buffer)
 	flushing bool          // a flusher goroutine runs
@@ -89,7 +96,8 @@ func (c *gracefulConn) SetWriteDeadline(time.Time) error { return nil }
 func (c *gracefulConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
 
 // Write queues b for the flusher and returns len(b), or the error of an
-// earlier failed write. It blocks while maxPending bytes wait.
+// earlier failed write. It blocks while maxPending bytes wait. With at
+// most one publish in flight and nothing queued it writes b itself.
 func (c *gracefulConn) Write(b []byte) (int, error) {
 	c.wmu.Lock()
 	for {
@@ -97,6 +105,9 @@ func (c *gracefulConn) Write(b []byte) (int, error) {
 			err := c.werr
 			c.wmu.Unlock()
 			return 0, err
+		}
+		if c.buf == nil && !c.flushing && c.publishing.Load() <= 1 {
+			return c.writeInline(b)
 		}
 		if c.buf == nil || len(*c.buf)+len(b) <= maxPending {
 			break
@@ -115,6 +126,29 @@ func (c *gracefulConn) Write(b []byte) (int, error) {
 		go c.flush()
 	}
 	c.wmu.Unlock()
+	return len(b), nil
+}
+
+// writeInline writes b on the caller's goroutine. Called with c.wmu held;
+// it releases it.
+func (c *gracefulConn) writeInline(b []byte) (int, error) {
+	c.flushing = true // a Write meanwhile queues behind this one
+	c.wmu.Unlock()
+	err := c.write(b)
+	c.wmu.Lock()
+	c.flushing = false
+	if err != nil {
+		c.werr = err
+	} else if c.buf != nil {
+		c.flushing = true
+		go c.flush()
+	}
+	c.wakeLocked()
+	c.wmu.Unlock()
+	if err != nil {
+		_ = c.Conn.Close() // as flush does
+		return 0, err
+	}
 	return len(b), nil
 }
 
@@ -173,7 +207,8 @@ func (c *gracefulConn) flush() {
 	}
 }
 
-// write writes b under the write deadline.
+// write writes b under the write deadline. One write runs at a time (the
+// flushing flag), so the deadline needs no lock.
 func (c *gracefulConn) write(b []byte) error {
 	if c.writeTimeout > 0 {
 		now := time.Now()
@@ -213,13 +248,36 @@ func (c *gracefulConn) flushed(timeout time.Duration) bool {
 	}
 }
 
+// Read reads from the connection. Once a write failed (which closed the
+// connection), a failed Read returns that write's error: paho takes the
+// "use of closed network connection" the close causes for a close of its
+// own (after DISCONNECT) and would not report the connection lost.
 func (c *gracefulConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if err != nil {
 		c.readOnce.Do(func() { close(c.readEnd) })
+		c.wmu.Lock()
+		werr := c.werr
+		c.wmu.Unlock()
+		if werr != nil {
+			err = &writeFailed{werr}
+		}
 	}
 	return n, err
 }
+
+// writeFailed is the error reads return after a failed write.
+type writeFailed struct{ err error }
+
+func (e *writeFailed) Error() string {
+	msg := e.err.Error()
+	if strings.Contains(msg, "use of closed network connection") {
+		msg = "the connection was closed" // paho must not take it for a close of its own
+	}
+	return "write failed: " + msg
+}
+
+func (e *writeFailed) Unwrap() error { return e.err }
 
 // Close writes what is buffered (up to lingerTimeout), then closes
 // gracefully; a connection whose writes failed or stalled is closed at

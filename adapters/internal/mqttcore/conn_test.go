@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -60,8 +61,28 @@ func TestGracefulConnBoundsEveryWrite(t *testing.T) {
 	if err := c.SetDeadline(time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	// Nobody reads: the write behind must end with a timeout instead of
-	// blocking, and every later Write fails with it.
+	// Nobody reads: the write (inline: no publish in flight) must end with
+	// a timeout instead of blocking, and every later Write fails with it.
+	if _, err := c.Write([]byte("stalled")); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("stalled write: %v, want a deadline error", err)
+	}
+	if _, err := c.Write([]byte("after")); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("write after a stalled one: %v, want a deadline error", err)
+	}
+	// The read side reports the failed write, not the close it caused.
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) || strings.Contains(err.Error(), "use of closed") {
+		t.Fatalf("read after the failed write: %v", err)
+	}
+}
+
+// Behind the connection (several publishes in flight) a stalled write is
+// bounded too.
+func TestGracefulConnBoundsWritesBehind(t *testing.T) {
+	client, server := net.Pipe()
+	defer server.Close()
+	c := newGracefulConn(client, 100*time.Millisecond)
+	defer c.Close()
+	c.publishing.Store(2)
 	if _, err := c.Write([]byte("stalled")); err != nil {
 		t.Fatalf("queueing a write: %v", err)
 	}
@@ -117,6 +138,7 @@ func TestGracefulConnCoalescesWrites(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	g := newGateConn()
 	c := newGracefulConn(g, time.Minute)
+	c.publishing.Store(2)                           // several publishes in flight: writes go behind
 	if _, err := c.Write([]byte("a")); err != nil { // taken by the flusher, which waits at the gate
 		t.Fatal(err)
 	}
@@ -152,6 +174,7 @@ func TestGracefulConnBackpressure(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	g := newGateConn()
 	c := newGracefulConn(g, time.Minute)
+	c.publishing.Store(2)
 	if _, err := c.Write([]byte("first")); err != nil { // the flusher holds it at the gate
 		t.Fatal(err)
 	}
@@ -228,6 +251,7 @@ func TestGracefulConnFailedWriteClosesTheConnection(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	g := newGateConn()
 	c := newGracefulConn(g, time.Minute)
+	c.publishing.Store(2)
 	_ = g.Close() // every write fails
 	if _, err := c.Write([]byte("x")); err != nil {
 		t.Fatalf("queueing: %v", err)
@@ -240,4 +264,44 @@ func TestGracefulConnFailedWriteClosesTheConnection(t *testing.T) {
 		t.Fatal("a failed connection is not reported congested")
 	}
 	_ = c.Close()
+}
+
+// With at most one publish in flight a write is made on the caller's
+// goroutine (it returns once the connection took the bytes, and its
+// error is the write's); with more, it goes behind.
+func TestGracefulConnWritesInlineWithOnePublish(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	g := newGateConn()
+	c := newGracefulConn(g, time.Minute)
+	c.publishing.Store(1)
+	done := make(chan error, 1)
+	go func() { _, err := c.Write([]byte("one")); done <- err }()
+	select {
+	case err := <-done:
+		t.Fatalf("Write returned (%v) before the connection took the bytes", err)
+	case <-time.After(50 * time.Millisecond): // it must still be waiting (a lower bound)
+	}
+	g.gate <- struct{}{}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	c.publishing.Store(2)
+	if _, err := c.Write([]byte("two")); err != nil { // queued: returns while the gate is shut
+		t.Fatal(err)
+	}
+	g.gate <- struct{}{}
+	if !c.flushed(time.Minute) {
+		t.Fatal("not flushed")
+	}
+	if got := g.recorded(); len(got) != 2 || string(got[0]) != "one" || string(got[1]) != "two" {
+		t.Fatalf("writes %q", got)
+	}
+	_ = g.Close()
+	c.publishing.Store(0)
+	if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("inline write on a closed connection: %v, want net.ErrClosed", err)
+	}
+	if _, err := c.Write([]byte("y")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("later write: %v", err)
+	}
 }

@@ -247,6 +247,8 @@ func (s *Session) publish(ctx context.Context, topic string, qos byte, payload [
 	}
 	s.pubs.Add(1)
 	s.mu.Unlock()
+	s.raw.publishing.Add(1)
+	defer s.raw.publishing.Add(-1)
 	var tok paho.Token
 	if ctx.Done() == nil || !s.raw.Congested() {
 		tok = s.handOver(ctx, topic, qos, payload)
