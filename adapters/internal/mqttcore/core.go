@@ -82,7 +82,10 @@ type Config struct {
 	// WriteTimeout bounds one write to the connection (a write blocked
 	// longer closes it); 0 means DefaultWriteTimeout. Calls still return
 	// when their context ends: a publish caught in a stalled write is left
-	// to finish in the background.
+	// to finish in the background (one whose handoff the stall began
+	// during returns within publishHandoff, a second, of the context's
+	// end). Writes go behind: packets written while a write is in progress
+	// go out together in the next one, up to 64 KiB waiting.
 	WriteTimeout time.Duration
 	// ClientVersion is announced to the hub and DPS; "" means
 	// DefaultClientVersion.
