@@ -53,7 +53,7 @@ type CloudMessageHandler func(ctx context.Context, m domain.CloudMessage) domain
 var ErrSuperseded = errors.New("iotc: a newer version of the property was received; acknowledgement not reported")
 
 // phase is where the client is in its life.
-type phase int
+type phase uint8
 
 const (
 	phaseIdle        phase = iota // not connected, nobody connecting (new, or Connect failed)
@@ -91,33 +91,33 @@ type Client struct {
 	propQ   queue[propEvent]
 	cmdQ    queue[methodJob]
 	msgQ    queue[cloudJob]
-	statusQ queue[domain.ConnectionStatus]
+	statusQ *queue[domain.ConnectionStatus] // only with OnStatus
 
 	// Property worker state: only the property queue's drainer touches
 	// lastDesired and synced.
 	lastDesired int64
 	synced      bool        // a twin sync succeeded on the current session
+	handling    bool        // handlers of the in-flight properties are running; guarded by ackMu
 	resync      atomic.Bool // an event was dropped: sync the twin again
 
 	// ackMu guards the properties the worker is handling and the final
 	// acknowledgements given for them meanwhile.
 	ackMu    sync.Mutex
 	inflight map[string]int64 // property key -> version being handled; nil until the first property
-	handling bool             // handlers of the in-flight properties are running
 	deferred []deferredAck
 	latest   map[string]int64 // property key -> newest version handed to the handler
 
-	mu        sync.RWMutex // read-locked only by acquire, the hot path of every send
-	phase     phase
+	mu        sync.RWMutex  // read-locked only by acquire, the hot path of every send
 	changed   chan struct{} // closed whenever phase or sess changes; nil until someone waits
 	closeDone chan struct{}
 	gaveUp    error
 	status    domain.ConnectionStatus
 	sess      *session // the session new operations use; nil while offline or draining
 	assign    *assignment
-	skipCache bool // the cached record was refused; provision instead
-	untracked bool // shutdown waits for c.wg: no new tracked goroutine
-	preferred int  // index of the transport that worked last
+	phase     phase
+	skipCache bool  // the cached record was refused; provision instead
+	untracked bool  // shutdown waits for c.wg: no new tracked goroutine
+	preferred int32 // index of the transport that worked last
 	provided  json.RawMessage
 
 	connectCancel context.CancelFunc // cancels the running Connect's context; nil when none runs
@@ -187,7 +187,10 @@ func New(opts Options) (*Client, error) {
 	c.cmdQ.init(c.runCtx, opts.QueueLimit, &c.cb, c.handleMethod)
 	c.msgQ.init(c.runCtx, opts.QueueLimit, &c.cb, c.handleCloud)
 	// Status reports are all delivered, Close's included.
-	c.statusQ.init(context.Background(), 0, &c.cb, c.deliverStatus)
+	if opts.OnStatus != nil {
+		c.statusQ = new(queue[domain.ConnectionStatus])
+		c.statusQ.init(context.Background(), 0, &c.cb, c.deliverStatus)
+	}
 	c.status = domain.ConnectionStatus{State: domain.StateDisconnected}
 	return c, nil
 }
@@ -341,7 +344,7 @@ func (c *Client) setStatusLocked(st domain.ConnectionStatus) {
 		return
 	}
 	c.status = st
-	if c.opts.OnStatus != nil { // a drainer goroutine per change is for someone to tell
+	if c.statusQ != nil { // a drainer goroutine per change is for someone to tell
 		c.statusQ.push(st)
 	}
 	if !c.log.Enabled(context.Background(), slog.LevelInfo) {
@@ -850,7 +853,9 @@ func (c *Client) shutdown(ctx context.Context, sess *session, done chan struct{}
 			c.log.Debug("close session", "err", err)
 		}
 	}
-	c.statusQ.stop()
+	if c.statusQ != nil {
+		c.statusQ.stop()
+	}
 	close(done)
 }
 

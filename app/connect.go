@@ -212,7 +212,7 @@ func (c *Client) openHub(ctx context.Context, a assignment) (*session, error) {
 func (c *Client) withTransports(ctx context.Context, fn func(ports.Transport) error) error {
 	ts := c.opts.Transports
 	c.mu.Lock()
-	first := c.preferred
+	first := int(c.preferred)
 	c.mu.Unlock()
 	var err error
 	for i := range ts {
@@ -222,7 +222,7 @@ func (c *Client) withTransports(ctx context.Context, fn func(ports.Transport) er
 		}
 		if err = fn(ts[idx]); err == nil {
 			c.mu.Lock()
-			c.preferred = idx
+			c.preferred = int32(idx)
 			c.mu.Unlock()
 			return nil
 		}

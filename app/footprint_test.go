@@ -122,8 +122,8 @@ func TestNewMessageIDIsAUUIDv4(t *testing.T) {
 // within the allocator's 1,280-byte size class (the next is 1,408), and a
 // queue within 88 bytes (it is embedded four times).
 func TestClientStructSize(t *testing.T) {
-	if n := unsafe.Sizeof(Client{}); n > 1280 {
-		t.Errorf("Client is %d bytes, over the 1,280-byte size class", n)
+	if n := unsafe.Sizeof(Client{}); n > 1152 {
+		t.Errorf("Client is %d bytes, over the 1,152-byte size class", n)
 	}
 	if n := unsafe.Sizeof(queue[propEvent]{}); n > 88 {
 		t.Errorf("queue is %d bytes, want at most 88", n)
