@@ -58,6 +58,9 @@ type gracefulConn struct {
 	// would gather behind a write, and Write writes on the caller's
 	// goroutine (a device sending one message at a time pays no handoff).
 	publishing atomic.Int32
+	// writeSince is when the write in progress began (UnixNano), 0 when
+	// none runs.
+	writeSince atomic.Int64
 
 	wmu      sync.Mutex
 	buf      *[]byte       // bytes waiting for the flusher; nil while none (an idle connection holds no buffer)
@@ -77,6 +80,9 @@ const (
 	maxPending = 64 << 10
 	// congestedPending is where Congested starts to report true.
 	congestedPending = maxPending / 2
+	// stallAfter is how long a write may take before Congested reports
+	// the connection stalled.
+	stallAfter = 100 * time.Millisecond
 	// keptBuffer is the largest buffer returned to the pool.
 	keptBuffer = 64 << 10
 )
@@ -153,8 +159,12 @@ func (c *gracefulConn) writeInline(b []byte) (int, error) {
 }
 
 // Congested reports whether the connection is not keeping up with what
-// is written to it: half of maxPending waits, or a write failed.
+// is written to it: half of maxPending waits, a write has been running
+// for stallAfter, or a write failed.
 func (c *gracefulConn) Congested() bool {
+	if since := c.writeSince.Load(); since != 0 && time.Since(time.Unix(0, since)) >= stallAfter {
+		return true
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.werr != nil || (c.buf != nil && len(*c.buf) >= congestedPending)
@@ -210,8 +220,10 @@ func (c *gracefulConn) flush() {
 // write writes b under the write deadline. One write runs at a time (the
 // flushing flag), so the deadline needs no lock.
 func (c *gracefulConn) write(b []byte) error {
+	now := time.Now()
+	c.writeSince.Store(now.UnixNano())
+	defer c.writeSince.Store(0)
 	if c.writeTimeout > 0 {
-		now := time.Now()
 		if c.deadline.Sub(now) < c.writeTimeout-c.writeTimeout/16 {
 			c.deadline = now.Add(c.writeTimeout)
 			if err := c.Conn.SetWriteDeadline(c.deadline); err != nil {

@@ -305,3 +305,32 @@ func TestGracefulConnWritesInlineWithOnePublish(t *testing.T) {
 		t.Fatalf("later write: %v", err)
 	}
 }
+
+// A write that does not complete makes the connection congested, so that
+// publishes stop handing over on the caller's goroutine.
+func TestGracefulConnStalledWriteIsCongestion(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	g := newGateConn()
+	c := newGracefulConn(g, time.Minute)
+	c.publishing.Store(1)
+	if c.Congested() {
+		t.Fatal("congested before any write")
+	}
+	done := make(chan error, 1)
+	go func() { _, err := c.Write([]byte("stuck")); done <- err }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !c.Congested() {
+		if time.Now().After(deadline) {
+			t.Fatal("a write stuck for 30 s is not reported as congestion")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	g.gate <- struct{}{}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if c.Congested() {
+		t.Fatal("still congested after the write completed")
+	}
+	_ = g.Close()
+}

@@ -232,8 +232,9 @@ func (s *Session) Close() error {
 // publish publishes and waits for the token (PUBACK for QoS 1, the write
 // for QoS 0), ctx or the session's end. paho's Publish blocks (up to
 // publishHandoff, again and again) while its writer cannot write, so while
-// the connection is congested it runs on a goroutine of its own whenever
-// ctx can end, and the caller returns within moments of ctx's end.
+// the connection is congested (32 KiB wait to be written, or a write has
+// run for 100 ms) it runs on a goroutine of its own whenever ctx can end,
+// and the caller returns within moments of ctx's end.
 // Otherwise it runs on the caller's goroutine: the connection writes
 // behind (gracefulConn), so paho's writer takes the packet at once; a
 // stall that begins during the handoff delays the return after ctx's end
