@@ -51,7 +51,7 @@ const lingerTimeout = time.Second
 type gracefulConn struct {
 	net.Conn
 	writeTimeout time.Duration
-	deadline     time.Time // the write deadline set on Conn, by the flusher only; zero for none
+	deadline     time.Time // the write deadline set on Conn, by the one write in progress; zero for none
 
 	// publishing counts the publishes waiting for their acknowledgement
 	// on the connection (the session keeps it): with at most one, nothing
