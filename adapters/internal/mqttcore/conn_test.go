@@ -125,6 +125,23 @@ func (g *gateConn) Write(b []byte) (int, error) {
 func (g *gateConn) SetWriteDeadline(time.Time) error { return nil }
 func (g *gateConn) Close() error                     { g.once.Do(func() { close(g.closed) }); return nil }
 
+// gated returns a gateConn and a gracefulConn over it with publishing
+// publishes in flight (2 or more: writes go behind).
+func gated(publishing int32) (*gateConn, *gracefulConn) {
+	g := newGateConn()
+	c := newGracefulConn(g, time.Minute)
+	c.publishing.Store(publishing)
+	return g, c
+}
+
+// waitTaken waits until the flusher took the buffer (it then waits at the
+// gate with it).
+func waitTaken(c *gracefulConn) {
+	for !func() bool { c.wmu.Lock(); defer c.wmu.Unlock(); return c.buf == nil }() {
+		runtime.Gosched()
+	}
+}
+
 func (g *gateConn) recorded() [][]byte {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -136,15 +153,11 @@ func (g *gateConn) recorded() [][]byte {
 // goroutine.
 func TestGracefulConnCoalescesWrites(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	g := newGateConn()
-	c := newGracefulConn(g, time.Minute)
-	c.publishing.Store(2)                           // several publishes in flight: writes go behind
+	g, c := gated(2)                                // several publishes in flight: writes go behind
 	if _, err := c.Write([]byte("a")); err != nil { // taken by the flusher, which waits at the gate
 		t.Fatal(err)
 	}
-	for !func() bool { c.wmu.Lock(); defer c.wmu.Unlock(); return c.buf == nil }() {
-		runtime.Gosched() // until the flusher took "a"
-	}
+	waitTaken(c)
 	for _, p := range []string{"b", "c", "d"} {
 		if _, err := c.Write([]byte(p)); err != nil {
 			t.Fatal(err)
@@ -172,15 +185,11 @@ func TestGracefulConnCoalescesWrites(t *testing.T) {
 // from half of that, and both clear when the connection writes again.
 func TestGracefulConnBackpressure(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	g := newGateConn()
-	c := newGracefulConn(g, time.Minute)
-	c.publishing.Store(2)
+	g, c := gated(2)
 	if _, err := c.Write([]byte("first")); err != nil { // the flusher holds it at the gate
 		t.Fatal(err)
 	}
-	for !func() bool { c.wmu.Lock(); defer c.wmu.Unlock(); return c.buf == nil }() {
-		runtime.Gosched()
-	}
+	waitTaken(c)
 	if c.Congested() {
 		t.Fatal("congested with nothing waiting")
 	}
@@ -249,9 +258,7 @@ func TestGracefulConnCloseFlushes(t *testing.T) {
 // and fails every later Write with its error.
 func TestGracefulConnFailedWriteClosesTheConnection(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	g := newGateConn()
-	c := newGracefulConn(g, time.Minute)
-	c.publishing.Store(2)
+	g, c := gated(2)
 	_ = g.Close() // every write fails
 	if _, err := c.Write([]byte("x")); err != nil {
 		t.Fatalf("queueing: %v", err)
@@ -271,9 +278,7 @@ func TestGracefulConnFailedWriteClosesTheConnection(t *testing.T) {
 // error is the write's); with more, it goes behind.
 func TestGracefulConnWritesInlineWithOnePublish(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	g := newGateConn()
-	c := newGracefulConn(g, time.Minute)
-	c.publishing.Store(1)
+	g, c := gated(1)
 	done := make(chan error, 1)
 	go func() { _, err := c.Write([]byte("one")); done <- err }()
 	select {
@@ -310,9 +315,7 @@ func TestGracefulConnWritesInlineWithOnePublish(t *testing.T) {
 // publishes stop handing over on the caller's goroutine.
 func TestGracefulConnStalledWriteIsCongestion(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	g := newGateConn()
-	c := newGracefulConn(g, time.Minute)
-	c.publishing.Store(1)
+	g, c := gated(1)
 	if c.Congested() {
 		t.Fatal("congested before any write")
 	}

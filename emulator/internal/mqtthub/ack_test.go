@@ -1,13 +1,9 @@
 package mqtthub
 
 import (
-	"net"
-	"net/url"
 	"sync"
 	"testing"
 	"time"
-
-	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/iotc-go/iotc/emulator/internal/core"
 )
@@ -45,19 +41,8 @@ func TestTelemetryStoredBeforePUBACK(t *testing.T) {
 	var once sync.Once
 	release := func() { once.Do(func() { close(gm.release) }) }
 	defer release() // before Close, which waits for the store
-	clientEnd, serverEnd := net.Pipe()
+	cl, clientEnd, served := pipeDevice(t, s, host, id, key)
 	defer clientEnd.Close() // ServeConn's connection ends before Close waits for it
-	served := make(chan struct{})
-	go func() { defer close(served); s.ServeConn(serverEnd, nil) }()
-	opts := paho.NewClientOptions().AddBroker("tcp://pipe:1883").SetClientID(id).
-		SetUsername(host + "/" + id + "/?api-version=2021-04-12").
-		SetPassword(signForTest(t, key, host+"/devices/"+id, time.Now().Add(time.Hour))).
-		SetProtocolVersion(4).SetCleanSession(false).SetAutoReconnect(false).
-		SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) { return clientEnd, nil })
-	cl := paho.NewClient(opts)
-	if tok := cl.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect: %v", tok.Error())
-	}
 	tok := cl.Publish("devices/"+id+"/messages/events/seq=1", 1, false, []byte(`{"t":1}`))
 	select {
 	case <-gm.entered:

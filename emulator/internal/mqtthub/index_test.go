@@ -42,6 +42,27 @@ func signForTest(t *testing.T, key, resource string, expiry time.Time) string {
 	return "SharedAccessSignature sr=" + sas.Escape(resource) + "&sig=" + sas.Escape(base64.StdEncoding.EncodeToString(m.Sum(nil))) + "&se=" + se
 }
 
+// pipeDevice connects device id to s over a net.Pipe as a paho client
+// with a persistent session. It returns the client, the client's end of
+// the pipe and a channel closed once ServeConn returned.
+func pipeDevice(t *testing.T, s *Server, host, id, key string) (paho.Client, net.Conn, <-chan struct{}) {
+	t.Helper()
+	clientEnd, serverEnd := net.Pipe()
+	served := make(chan struct{})
+	go func() { defer close(served); s.ServeConn(serverEnd, nil) }()
+	opts := paho.NewClientOptions().AddBroker("tcp://pipe:1883").SetClientID(id).
+		SetUsername(host + "/" + id + "/?api-version=2021-04-12").
+		SetPassword(signForTest(t, key, host+"/devices/"+id, time.Now().Add(time.Hour))).
+		SetProtocolVersion(4).SetCleanSession(false).SetAutoReconnect(false).
+		SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) { return clientEnd, nil })
+	cl := paho.NewClient(opts)
+	if tok := cl.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		clientEnd.Close()
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	return cl, clientEnd, served
+}
+
 // A device's subscriptions stay in its own state but not in mochi's topic
 // index, which the front-end never routes through (it would hold a branch
 // per device for its cloud-to-device filter); queued cloud-to-device
@@ -58,18 +79,7 @@ func TestSubscriptionsLeaveMochisIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	clientEnd, serverEnd := net.Pipe()
-	served := make(chan struct{})
-	go func() { defer close(served); s.ServeConn(serverEnd, nil) }()
-	opts := paho.NewClientOptions().AddBroker("tcp://pipe:1883").SetClientID(id).
-		SetUsername(host + "/" + id + "/?api-version=2021-04-12").
-		SetPassword(signForTest(t, key, host+"/devices/"+id, time.Now().Add(time.Hour))).
-		SetProtocolVersion(4).SetCleanSession(false).SetAutoReconnect(false).
-		SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) { return clientEnd, nil })
-	cl := paho.NewClient(opts)
-	if tok := cl.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect: %v", tok.Error())
-	}
+	cl, _, served := pipeDevice(t, s, host, id, key)
 	got := make(chan []byte, 1)
 	c2d := "devices/" + id + "/messages/devicebound/#"
 	if tok := cl.SubscribeMultiple(map[string]byte{c2d: 1, "$iothub/methods/POST/#": 0}, func(_ paho.Client, m paho.Message) { got <- m.Payload() }); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
