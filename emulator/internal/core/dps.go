@@ -1,9 +1,13 @@
 package core
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -77,9 +81,14 @@ type DPSResponse struct {
 // parseRegisterRequest decodes a DPS register body and returns the
 // registration id it names ("" when absent) and the model id of its
 // payload (modelId, else the legacy iotcModelId; "" when absent). It
-// returns an error for a body that is not a JSON object.
+// returns an error for a body that is not a JSON object (null included)
+// and for a model id that is not a DTMI of at most MaxModelIDLength
+// characters.
 func parseRegisterRequest(body []byte) (regID, modelID string, err error) {
 	var req registerRequest
+	if b := bytes.TrimLeft(body, " \t\r\n"); len(b) == 0 || b[0] != '{' {
+		return "", "", errors.New("register body is not a JSON object")
+	}
 	if err := json.Unmarshal(body, &req); err != nil {
 		return "", "", fmt.Errorf("register body is not a JSON object: %w", err)
 	}
@@ -91,10 +100,37 @@ func parseRegisterRequest(body []byte) (regID, modelID string, err error) {
 		_ = json.Unmarshal(req.Payload, &p) // a payload of another shape carries no model
 	}
 	modelID = p.ModelID
+	if modelID != "" && !ValidDTMI(modelID) {
+		return "", "", fmt.Errorf("%w: modelId is not a DTMI of at most %d characters", ErrInvalid, MaxModelIDLength)
+	}
 	if modelID == "" {
+		// The legacy field also carried "urn:" ids: only its length and
+		// characters are checked.
 		modelID = p.IotcModelID
+		if len(modelID) > MaxModelIDLength || strings.Trim(modelID, legacyModelIDChars) != "" {
+			return "", "", fmt.Errorf("%w: iotcModelId is not a model id of at most %d characters", ErrInvalid, MaxModelIDLength)
+		}
 	}
 	return req.RegistrationID, modelID, nil
+}
+
+// legacyModelIDChars are the characters of a legacy iotcModelId.
+const legacyModelIDChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:;._-"
+
+// MaxModelIDLength is the longest model id (DTMI) a registration may
+// carry: DTDL's limit for an interface identifier, 2048 characters.
+const MaxModelIDLength = 2048
+
+// dtmiPattern is the DTMI syntax: "dtmi:" path segments of letters,
+// digits and underscores (starting with a letter, not ending with an
+// underscore) separated by ':', then ';' and a version of 1 to 9 digits
+// without a leading zero.
+var dtmiPattern = regexp.MustCompile(`^dtmi:[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?(?::[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?)*;[1-9][0-9]{0,8}$`)
+
+// ValidDTMI reports whether s is a digital twin model identifier of at
+// most MaxModelIDLength characters.
+func ValidDTMI(s string) bool {
+	return len(s) <= MaxModelIDLength && dtmiPattern.MatchString(s)
 }
 
 func (c *Core) answer(status, retryAfter int, v any) DPSResponse {
@@ -107,7 +143,7 @@ func (c *Core) answer(status, retryAfter int, v any) DPSResponse {
 
 // dpsFail returns an error answer (no retry-after, error body).
 func (c *Core) dpsFail(regID string, status int, code int, msg string) DPSResponse {
-	c.log.Warn("DPS request refused", "registration_id", regID, "status", status, "reason", msg)
+	c.log.Info("DPS request refused", "registration_id", regID, "status", status, "reason", msg)
 	return c.answer(status, -1, dpsError{
 		ErrorCode: code, TrackingID: NewUUID(), Message: msg, TimestampUtc: c.now().Format(dpsTimeFormat),
 	})

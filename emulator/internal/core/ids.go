@@ -37,10 +37,15 @@ func deriveKey(groupKey, id string) (string, error) { return sas.DeriveKey(group
 
 // ValidID checks an IoT Hub device id (also used for groups): 1..128 ASCII
 // letters, digits and - . % _ * ? ! ( ) , : = @ $ ' (no '/', '+' or '#',
-// which would break MQTT topics). Errors wrap ErrInvalid.
+// which would break MQTT topics), and never "." or ".." (IoT Hub refuses
+// them: they would name a path segment, not a device). Errors wrap
+// ErrInvalid.
 func ValidID(id string) error {
 	if id == "" || len(id) > 128 {
 		return fmt.Errorf("%w: id must be 1..128 characters", ErrInvalid)
+	}
+	if id == "." || id == ".." {
+		return fmt.Errorf("%w: id %q is not allowed", ErrInvalid, id)
 	}
 	for _, r := range id {
 		switch {
