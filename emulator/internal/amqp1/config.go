@@ -106,6 +106,23 @@ type Config struct {
 	MaxOutgoingQueue int
 	// SASL is the SASL policy.
 	SASL SASLPolicy
+	// Login says what a connection may do before the application layer
+	// calls [Conn.SetLoggedIn]; the zero value does not restrict it.
+	Login LoginPolicy
+	// MaxSessions is the most sessions a logged-in connection may have at
+	// once; beginning one more closes the connection with
+	// amqp:resource-limit-exceeded. Default DefaultMaxSessions.
+	MaxSessions int
+	// MaxLinks is the most links a logged-in connection may have attached
+	// at once over all its sessions; attaching one more closes the
+	// connection with amqp:resource-limit-exceeded. Default DefaultMaxLinks.
+	MaxLinks int
+	// MaxUnsettledBytes bounds the bytes of messages a logged-in
+	// connection has sent and the server has not settled yet (unfinished
+	// multi-frame deliveries included); going over it closes the
+	// connection with amqp:resource-limit-exceeded. Default
+	// DefaultMaxUnsettledBytes.
+	MaxUnsettledBytes int
 	// PeerCertificates are the TLS client certificates when TLS is terminated
 	// outside the net.Conn (e.g. WebSockets behind an HTTPS server). When nil
 	// and the net.Conn is a *tls.Conn, its verified peer certificates are used.
@@ -118,6 +135,67 @@ type Config struct {
 	// Logger receives debug and warning records; nil discards. Secrets are never logged.
 	Logger *slog.Logger
 }
+
+// LoginPolicy bounds a connection until it has logged in (for IoT Hub:
+// until it has put a valid token on $cbs, authenticated with SASL PLAIN or
+// a client certificate). With Required false (the default) a connection
+// is logged in from the start and only Config's own limits apply.
+type LoginPolicy struct {
+	// Required makes every connection start logged out: until
+	// [Conn.SetLoggedIn] it may attach only the links Allow accepts, and
+	// the Max* limits below apply instead of Config's.
+	Required bool
+	// Deadline is how long after open a logged-out connection is kept: it
+	// is then closed with amqp:unauthorized-access. Default
+	// DefaultLoginDeadline (what IoT Hub allows for the first token).
+	Deadline time.Duration
+	// Allow reports whether a logged-out connection may attach l; a link
+	// it refuses is answered with a detach carrying
+	// amqp:unauthorized-access. Nil refuses every link.
+	Allow func(l *Link) bool
+	// MaxSessions is the most sessions of a logged-out connection; default
+	// DefaultLoginMaxSessions.
+	MaxSessions int
+	// MaxLinks is the most links of a logged-out connection; default
+	// DefaultLoginMaxLinks.
+	MaxLinks int
+	// MaxUnsettledBytes bounds the unsettled bytes of a logged-out
+	// connection; default DefaultLoginMaxUnsettledBytes.
+	MaxUnsettledBytes int
+	// MaxOutgoingQueue replaces Config.MaxOutgoingQueue while logged out;
+	// default DefaultLoginMaxOutgoingQueue.
+	MaxOutgoingQueue int
+}
+
+// Defaults of the connection limits.
+const (
+	// DefaultMaxSessions is Config.MaxSessions when zero: one per channel
+	// (channel-max 255), IoT Hub multiplexing one device per session.
+	DefaultMaxSessions = 256
+	// DefaultMaxLinks is Config.MaxLinks when zero: eight links for each
+	// of DefaultMaxSessions device sessions ($cbs, telemetry,
+	// cloud-to-device, a method pair and a twin pair).
+	DefaultMaxLinks = 8 * DefaultMaxSessions
+	// DefaultMaxUnsettledBytes is Config.MaxUnsettledBytes when zero
+	// (32 MiB: a hundred 256 KiB telemetry messages in flight, the link
+	// credit the server grants).
+	DefaultMaxUnsettledBytes = 32 << 20
+	// DefaultLoginDeadline is LoginPolicy.Deadline when zero (30 s, as
+	// IoT Hub waits for the first token).
+	DefaultLoginDeadline = 30 * time.Second
+	// DefaultLoginMaxSessions is LoginPolicy.MaxSessions when zero.
+	DefaultLoginMaxSessions = 4
+	// DefaultLoginMaxLinks is LoginPolicy.MaxLinks when zero: the $cbs
+	// pair with room for a retry.
+	DefaultLoginMaxLinks = 8
+	// DefaultLoginMaxUnsettledBytes is LoginPolicy.MaxUnsettledBytes when
+	// zero (64 KiB: a put-token request is under 5 KiB).
+	DefaultLoginMaxUnsettledBytes = 64 << 10
+	// DefaultLoginMaxOutgoingQueue is LoginPolicy.MaxOutgoingQueue when
+	// zero (1 MiB), so that a peer that never reads cannot make a
+	// logged-out connection queue Config.MaxOutgoingQueue of answers.
+	DefaultLoginMaxOutgoingQueue = 1 << 20
+)
 
 const (
 	defaultContainerID      = "iotc-emulator"
@@ -174,6 +252,30 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxOutgoingQueue <= 0 {
 		c.MaxOutgoingQueue = defaultMaxOutgoingQueue
+	}
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = DefaultMaxSessions
+	}
+	if c.MaxLinks <= 0 {
+		c.MaxLinks = DefaultMaxLinks
+	}
+	if c.MaxUnsettledBytes <= 0 {
+		c.MaxUnsettledBytes = DefaultMaxUnsettledBytes
+	}
+	if c.Login.Deadline <= 0 {
+		c.Login.Deadline = DefaultLoginDeadline
+	}
+	if c.Login.MaxSessions <= 0 {
+		c.Login.MaxSessions = DefaultLoginMaxSessions
+	}
+	if c.Login.MaxLinks <= 0 {
+		c.Login.MaxLinks = DefaultLoginMaxLinks
+	}
+	if c.Login.MaxOutgoingQueue <= 0 {
+		c.Login.MaxOutgoingQueue = DefaultLoginMaxOutgoingQueue
+	}
+	if c.Login.MaxUnsettledBytes <= 0 {
+		c.Login.MaxUnsettledBytes = DefaultLoginMaxUnsettledBytes
 	}
 	if c.SASL.Mechanisms == nil {
 		c.SASL.Mechanisms = DefaultMechanisms

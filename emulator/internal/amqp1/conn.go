@@ -36,6 +36,29 @@ var ErrSASLFailed = errors.New("amqp1: SASL authentication failed")
 // for twice Config.IdleTimeout.
 var ErrIdleTimeout = errors.New("amqp1: peer idle timeout")
 
+// ErrLoginTimeout is returned (wrapped) by [Serve] when Config.Login
+// required a login and the connection did not log in within
+// LoginPolicy.Deadline; the peer was sent close with
+// amqp:unauthorized-access.
+var ErrLoginTimeout = errors.New("amqp1: no login before the deadline")
+
+// ErrLimitExceeded is wrapped by the errors of [Serve] when the peer broke
+// a connection limit (sessions, links, unsettled bytes); the peer was sent
+// close with amqp:resource-limit-exceeded. The limit's own sentinel
+// (ErrTooManySessions, ErrTooManyLinks, ErrTooManyUnsettledBytes) is
+// wrapped too.
+var ErrLimitExceeded = errors.New("amqp1: connection limit exceeded")
+
+// Sentinels of the connection limits, each wrapping [ErrLimitExceeded].
+var (
+	// ErrTooManySessions: Config.MaxSessions (or LoginPolicy.MaxSessions) was exceeded.
+	ErrTooManySessions = fmt.Errorf("%w: too many sessions", ErrLimitExceeded)
+	// ErrTooManyLinks: Config.MaxLinks (or LoginPolicy.MaxLinks) was exceeded.
+	ErrTooManyLinks = fmt.Errorf("%w: too many links", ErrLimitExceeded)
+	// ErrTooManyUnsettledBytes: Config.MaxUnsettledBytes (or LoginPolicy.MaxUnsettledBytes) was exceeded.
+	ErrTooManyUnsettledBytes = fmt.Errorf("%w: too many unsettled bytes", ErrLimitExceeded)
+)
+
 // ErrConnClosed is returned by [Link.Send] and [Link.Detach] once the
 // connection has ended.
 var ErrConnClosed = errors.New("amqp1: connection closed")
@@ -65,6 +88,11 @@ type Conn struct {
 	closeSent     bool
 	ended         bool
 	changed       chan struct{}
+	loggedIn      bool
+	loggedInA     atomic.Bool // loggedIn, readable under wmu
+	loginTimer    *time.Timer
+	unsettled     int   // bytes received and not yet settled, over every link
+	closeCause    error // why the server closed for a limit; Serve returns it
 
 	wmu       sync.Mutex
 	wq        []outFrame
@@ -107,6 +135,56 @@ func (c *Conn) PeerCertificates() []*x509.Certificate { return c.peerCerts }
 
 // RemoteAddr returns the peer's network address.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// SetLoggedIn marks the connection as logged in (for IoT Hub: it holds a
+// valid token): Config.Login no longer applies and Config's own limits do.
+// It is safe to call more than once and from any goroutine.
+func (c *Conn) SetLoggedIn() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.loggedIn = true
+	c.loggedInA.Store(true)
+	if c.loginTimer != nil {
+		c.loginTimer.Stop()
+	}
+}
+
+// LoggedIn reports whether the connection is logged in: always true
+// unless Config.Login.Required, then once [Conn.SetLoggedIn] was called.
+func (c *Conn) LoggedIn() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.loggedIn
+}
+
+// limitsLocked returns the session, link and unsettled-byte limits that
+// apply now; c.mu held.
+func (c *Conn) limitsLocked() (sessions, links, unsettled int) {
+	if c.loggedIn {
+		return c.cfg.MaxSessions, c.cfg.MaxLinks, c.cfg.MaxUnsettledBytes
+	}
+	l := c.cfg.Login
+	return l.MaxSessions, l.MaxLinks, l.MaxUnsettledBytes
+}
+
+// linksLocked counts the links of every session; c.mu held.
+func (c *Conn) linksLocked() int {
+	n := 0
+	for _, s := range c.sessions {
+		n += len(s.links)
+	}
+	return n
+}
+
+// limitLocked records why the connection is being closed for a limit and
+// returns the close error; c.mu held.
+func (c *Conn) limitLocked(sentinel error, format string, args ...any) *Error {
+	desc := fmt.Sprintf(format, args...)
+	if c.closeCause == nil {
+		c.closeCause = fmt.Errorf("%w: %s", sentinel, desc)
+	}
+	return &Error{Condition: ErrCondResourceLimitExceeded, Description: desc}
+}
 
 // Done is closed when the connection has ended.
 func (c *Conn) Done() <-chan struct{} { return c.ctx.Done() }
@@ -160,7 +238,9 @@ func Serve(ctx context.Context, nc net.Conn, cfg Config) (err error) {
 		wnotify:       make(chan struct{}, 1),
 		wdone:         make(chan struct{}),
 		peerOpen:      &Open{},
+		loggedIn:      !cfg.Login.Required,
 	}
+	c.loggedInA.Store(c.loggedIn)
 	defer func() {
 		cancel(err)
 		_ = nc.Close()
@@ -183,6 +263,11 @@ func Serve(ctx context.Context, nc net.Conn, cfg Config) (err error) {
 	c.lastWrite.Store(time.Now().UnixNano())
 
 	go c.writeLoop()
+	c.mu.Lock()
+	if !c.loggedIn {
+		c.loginTimer = time.AfterFunc(cfg.Login.Deadline, c.loginExpired)
+	}
+	c.mu.Unlock()
 	if c.peerIdle > 0 {
 		c.wg.Add(1)
 		go c.heartbeatLoop()
@@ -193,11 +278,32 @@ func Serve(ctx context.Context, nc net.Conn, cfg Config) (err error) {
 
 	err = c.readLoop()
 	stopWatch()
+	c.mu.Lock()
+	if c.loginTimer != nil {
+		c.loginTimer.Stop()
+	}
+	if c.closeCause != nil {
+		err = c.closeCause
+	}
+	c.mu.Unlock()
 	if ctx.Err() != nil {
 		err = ctx.Err()
 	}
 	c.shutdown(err)
 	return err
+}
+
+// loginExpired closes a connection that has not logged in by the deadline.
+func (c *Conn) loginExpired() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.loggedIn || c.closeSent || c.ended {
+		return
+	}
+	c.closeCause = fmt.Errorf("%w: %v", ErrLoginTimeout, c.cfg.Login.Deadline)
+	c.log.Debug("amqp1: closing connection: no login before the deadline", slog.Duration("deadline", c.cfg.Login.Deadline))
+	c.sendCloseLocked(&Error{Condition: ErrCondUnauthorizedAccess,
+		Description: fmt.Sprintf("no valid token within %v of open", c.cfg.Login.Deadline)})
 }
 
 func addrString(a net.Addr) string {
@@ -451,8 +557,12 @@ func (c *Conn) enqueue(b []byte, written chan struct{}) error {
 		}
 		return err
 	}
-	if c.wqBytes+len(b) > c.cfg.MaxOutgoingQueue {
-		c.werr = fmt.Errorf("amqp1: more than %d bytes queued for a peer that does not read", c.cfg.MaxOutgoingQueue)
+	limit := c.cfg.MaxOutgoingQueue
+	if !c.loggedInA.Load() {
+		limit = c.cfg.Login.MaxOutgoingQueue
+	}
+	if c.wqBytes+len(b) > limit {
+		c.werr = fmt.Errorf("amqp1: more than %d bytes queued for a peer that does not read", limit)
 		err := c.werr
 		c.wmu.Unlock()
 		if written != nil {
@@ -570,15 +680,15 @@ func (c *Conn) sendCloseLocked(e *Error) {
 func (c *Conn) readLoop() error {
 	for {
 		c.mu.Lock()
-		closing := c.closeSent
-		c.mu.Unlock()
-		if !closing && c.cfg.IdleTimeout > 0 {
+		if !c.closeSent && c.cfg.IdleTimeout > 0 {
+			// Under c.mu, so that a close sent meanwhile keeps its shorter deadline.
 			_ = c.nc.SetReadDeadline(time.Now().Add(2 * c.cfg.IdleTimeout))
 		}
+		c.mu.Unlock()
 		f, err := ReadFrame(c.br, c.cfg.MaxFrameSize)
 		if err != nil {
 			c.mu.Lock()
-			closing = c.closeSent
+			closing := c.closeSent
 			c.mu.Unlock()
 			if werr := c.writeErr(); werr != nil {
 				return werr
@@ -611,7 +721,7 @@ func (c *Conn) readLoop() error {
 		}
 		if cl, ok := p.(*Close); ok {
 			c.mu.Lock()
-			closing = c.closeSent
+			closing := c.closeSent
 			c.closeSent = true
 			c.mu.Unlock()
 			if !closing {
@@ -623,7 +733,7 @@ func (c *Conn) readLoop() error {
 			return nil
 		}
 		c.mu.Lock()
-		closing = c.closeSent
+		closing := c.closeSent
 		c.mu.Unlock()
 		if closing {
 			continue // after our close only the peer's close matters

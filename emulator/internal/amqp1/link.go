@@ -35,6 +35,28 @@ type Delivery struct {
 	// Message is Payload decoded; never nil inside OnMessage (deliveries that
 	// fail to decode are rejected with amqp:decode-error before the handler).
 	Message *Message
+
+	chunks [][]byte // the transfer payloads of an unfinished delivery
+	size   int      // their total length
+}
+
+// join returns the payload of a complete delivery: its only chunk, or
+// every chunk copied once into a slice of the exact size.
+func (d *Delivery) join() []byte {
+	switch len(d.chunks) {
+	case 0:
+		return nil
+	case 1:
+		b := d.chunks[0]
+		d.chunks = nil
+		return b
+	}
+	b := make([]byte, 0, d.size)
+	for _, c := range d.chunks {
+		b = append(b, c...)
+	}
+	d.chunks = nil
+	return b
 }
 
 // Link is one attached link as seen from the server. The server's role is
@@ -67,6 +89,7 @@ type Link struct {
 	nextTag  uint64
 
 	// server receiver
+	held     int // bytes of partial, queue and the delivery in OnMessage, counted in Conn.unsettled
 	partial  *Delivery
 	queue    []*Delivery
 	pending  int
@@ -221,6 +244,8 @@ func (l *Link) finishLocked(cause error) bool {
 	l.err = cause
 	l.detachReason = cause
 	l.cancel()
+	l.releaseLocked(l.held)
+	l.partial, l.queue = nil, nil
 	for id, od := range l.s.unsettledOut {
 		if od.link == l {
 			od.res <- sendResult{err: cause}
@@ -229,6 +254,12 @@ func (l *Link) finishLocked(cause error) bool {
 	}
 	l.c.broadcastLocked()
 	return l.attached
+}
+
+// releaseLocked gives back n bytes of the link's unsettled messages; c.mu held.
+func (l *Link) releaseLocked(n int) {
+	l.held -= n
+	l.c.unsettled -= n
 }
 
 // maybeDrainLocked completes a drain request once no Send is waiting.
@@ -493,6 +524,7 @@ func (l *Link) receiveLoop() {
 			return
 		}
 		l.pending--
+		l.releaseLocked(d.size)
 		if !d.Settled {
 			settled := l.attach.RcvSettleMode == ReceiverSettleModeFirst
 			_ = c.send(l.s.localCh, &Disposition{Role: RoleReceiver, First: d.ID, Settled: settled, State: out}, nil, nil)

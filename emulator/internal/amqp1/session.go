@@ -50,6 +50,9 @@ func (c *Conn) onBegin(channel uint16, b *Begin) *Error {
 	if c.sessions[channel] != nil {
 		return &Error{Condition: ErrCondIllegalState, Description: fmt.Sprintf("channel %d already has a session", channel)}
 	}
+	if maxSessions, _, _ := c.limitsLocked(); len(c.sessions) >= maxSessions {
+		return c.limitLocked(ErrTooManySessions, "more than %d sessions%s", maxSessions, c.loginNoteLocked())
+	}
 	local := -1
 	for ch := 0; ch <= int(c.cfg.ChannelMax); ch++ {
 		if c.localChannels[uint16(ch)] == nil {
@@ -99,11 +102,11 @@ func (s *session) dispatch(p Performative) *Error {
 	c.mu.Unlock()
 	switch p := p.(type) {
 	case *Attach:
-		s.onAttach(p)
+		return s.onAttach(p)
 	case *Flow:
 		s.onFlow(p)
 	case *Transfer:
-		s.onTransfer(p)
+		return s.onTransfer(p)
 	case *Disposition:
 		s.onDisposition(p)
 	case *Detach:
@@ -192,21 +195,36 @@ func (s *session) onEnd(e *End) {
 	c.notifyDetached(notify)
 }
 
-func (s *session) onAttach(a *Attach) {
+// loginNoteLocked says, in a limit's description, that the lower limits
+// before login applied; c.mu held.
+func (c *Conn) loginNoteLocked() string {
+	if c.loggedIn {
+		return ""
+	}
+	return " before a valid token"
+}
+
+func (s *session) onAttach(a *Attach) *Error {
 	c := s.c
 	c.mu.Lock()
 	if a.Handle > c.cfg.HandleMax {
 		notify := s.failLocked(ErrCondResourceLimitExceeded, "handle %d above handle-max %d", a.Handle, c.cfg.HandleMax)
 		c.mu.Unlock()
 		c.notifyDetached(notify)
-		return
+		return nil
 	}
 	if s.links[a.Handle] != nil {
 		notify := s.failLocked(ErrCondHandleInUse, "handle %d is in use", a.Handle)
 		c.mu.Unlock()
 		c.notifyDetached(notify)
-		return
+		return nil
 	}
+	if _, maxLinks, _ := c.limitsLocked(); c.linksLocked() >= maxLinks {
+		e := c.limitLocked(ErrTooManyLinks, "more than %d links%s", maxLinks, c.loginNoteLocked())
+		c.mu.Unlock()
+		return e
+	}
+	loggedIn := c.loggedIn
 	local := uint32(0)
 	for s.localHandles[local] != nil {
 		local++ // at most HandleMax+1 links exist, so this ends within range
@@ -216,12 +234,17 @@ func (s *session) onAttach(a *Attach) {
 	s.localHandles[local] = l
 	c.mu.Unlock()
 
-	refusal := asError(c.cfg.Handler.OnAttach(l.ctx, l))
+	var refusal *Error
+	if !loggedIn && (c.cfg.Login.Allow == nil || !c.cfg.Login.Allow(l)) {
+		refusal = &Error{Condition: ErrCondUnauthorizedAccess, Description: "only $cbs links may be attached before a valid token"}
+	} else {
+		refusal = asError(c.cfg.Handler.OnAttach(l.ctx, l))
+	}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if s.endSent || c.ended {
-		return
+		return nil
 	}
 	reply := &Attach{
 		Name:          a.Name,
@@ -249,7 +272,7 @@ func (s *session) onAttach(a *Attach) {
 		_ = c.send(s.localCh, &Detach{Handle: local, Closed: true, Error: refusal}, nil, nil)
 		l.detachSent = true
 		l.finishLocked(fmt.Errorf("%w: refused: %w", ErrLinkDetached, refusal))
-		return
+		return nil
 	}
 	_ = c.send(s.localCh, reply, nil, nil)
 	l.attached = true
@@ -257,6 +280,7 @@ func (s *session) onAttach(a *Attach) {
 		l.credit = c.cfg.LinkCredit
 		_ = c.send(s.localCh, s.flowLocked(l, false), nil, nil)
 	}
+	return nil
 }
 
 func (s *session) onFlow(f *Flow) {
@@ -310,7 +334,7 @@ func (s *session) onFlow(f *Flow) {
 	}
 }
 
-func (s *session) onTransfer(t *Transfer) {
+func (s *session) onTransfer(t *Transfer) (connErr *Error) {
 	c := s.c
 	c.mu.Lock()
 	var notify []*Link
@@ -320,7 +344,7 @@ func (s *session) onTransfer(t *Transfer) {
 	}()
 	if s.incomingWindow == 0 {
 		notify = s.failLocked(ErrCondWindowViolation, "transfer beyond the incoming window")
-		return
+		return nil
 	}
 	s.incomingWindow--
 	s.nextIncomingID++
@@ -331,23 +355,23 @@ func (s *session) onTransfer(t *Transfer) {
 	l := s.links[t.Handle]
 	if l == nil {
 		notify = s.failLocked(ErrCondUnattachedHandle, "transfer for unattached handle %d", t.Handle)
-		return
+		return nil
 	}
 	if l.finished || !l.attached {
-		return // detached by the server: drop until the peer's detach
+		return nil // detached by the server: drop until the peer's detach
 	}
 	if l.role == RoleSender {
 		notify = l.detachLocked(&Error{Condition: ErrCondNotAllowed, Description: "transfer on a link where the server is the sender"})
-		return
+		return nil
 	}
 	if l.partial == nil {
 		if t.DeliveryID == nil {
 			notify = l.detachLocked(&Error{Condition: ErrCondInvalidField, Description: "first transfer of a delivery without delivery-id"})
-			return
+			return nil
 		}
 		if l.credit == 0 {
 			notify = l.detachLocked(&Error{Condition: ErrCondTransferLimitExceeded, Description: "transfer without link credit"})
-			return
+			return nil
 		}
 		l.credit--
 		l.deliveryCount++
@@ -358,26 +382,42 @@ func (s *session) onTransfer(t *Transfer) {
 		l.partial = &Delivery{ID: *t.DeliveryID, Tag: t.DeliveryTag, Format: format}
 	} else if t.DeliveryID != nil && *t.DeliveryID != l.partial.ID {
 		notify = l.detachLocked(&Error{Condition: ErrCondInvalidField, Description: "delivery-id changed inside a multi-frame delivery"})
-		return
+		return nil
 	}
 	d := l.partial
 	d.Settled = d.Settled || t.Settled
 	if t.Aborted {
 		l.partial = nil
-		return
+		l.releaseLocked(d.size)
+		return nil
 	}
-	if uint64(len(d.Payload))+uint64(len(t.Payload)) > c.cfg.MaxMessageSize {
+	if uint64(d.size)+uint64(len(t.Payload)) > c.cfg.MaxMessageSize {
 		l.partial = nil
+		l.releaseLocked(d.size)
 		notify = l.detachLocked(&Error{Condition: ErrCondMessageSizeExceeded,
 			Description: fmt.Sprintf("message larger than max-message-size %d", c.cfg.MaxMessageSize)})
-		return
+		return nil
 	}
-	d.Payload = append(d.Payload, t.Payload...)
+	if _, _, maxBytes := c.limitsLocked(); c.unsettled+len(t.Payload) > maxBytes {
+		return c.limitLocked(ErrTooManyUnsettledBytes, "more than %d bytes of unsettled messages%s", maxBytes, c.loginNoteLocked())
+	}
+	// Each frame's payload is kept as it was read (a slice of its own
+	// frame buffer) and joined once, at the exact size, when the delivery
+	// is complete: no growth by append, so what a peer makes the server
+	// hold is what it sent, counted in c.unsettled.
+	if len(t.Payload) > 0 {
+		d.chunks = append(d.chunks, t.Payload)
+		d.size += len(t.Payload)
+		l.held += len(t.Payload)
+		c.unsettled += len(t.Payload)
+	}
 	if t.More {
-		return
+		return nil
 	}
 	l.partial = nil
+	d.Payload = d.join()
 	l.queueLocked(d)
+	return nil
 }
 
 func (s *session) onDisposition(d *Disposition) {
