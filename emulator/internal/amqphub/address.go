@@ -3,6 +3,7 @@ package amqphub
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 )
@@ -242,4 +243,15 @@ func hubNameMatches(name, host string) bool {
 	}
 	first, _, _ := strings.Cut(host, ".")
 	return strings.EqualFold(name, first)
+}
+
+// hostIsHub reports whether host, the "amqps://{host}" part of a link
+// address, names the hub: its host name with or without a port, ignoring
+// case. An address on another host names a node of another hub, which
+// this one must not serve as its own.
+func hostIsHub(host, hub string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return strings.EqualFold(strings.TrimSuffix(host, "."), hub)
 }

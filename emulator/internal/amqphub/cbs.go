@@ -8,6 +8,7 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/iotc-go/iotc/emulator/internal/amqp1"
+	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 )
 
 // CBS put-token vocabulary (E.2).
@@ -104,7 +105,7 @@ func (cs *connState) putToken(ctx context.Context, m *amqp.Message) (int, string
 		return 400, "modules are not supported by the emulator"
 	}
 	if !strings.EqualFold(aud.host, cs.s.opts.HubHost) {
-		cs.log.Info("put-token refused: audience names another hub", "audience_host", aud.host, "hub_host", cs.s.opts.HubHost)
+		cs.s.opts.Reporter.Refused(netlimit.KindAMQPAuth, "put-token refused: audience names another hub", "audience_host", netlimit.Quote(aud.host), "hub_host", cs.s.opts.HubHost)
 		return 401, "Unauthorized: audience names hub " + quoteShort(aud.host)
 	}
 	token := string(bodyOf(m))
@@ -113,13 +114,19 @@ func (cs *connState) putToken(ctx context.Context, m *amqp.Message) (int, string
 	}
 	expiry, err := cs.s.b.AuthenticateDevice(ctx, aud.deviceID, token)
 	if err != nil {
-		cs.log.Info("put-token refused", "device_id", aud.deviceID, "reason", err.Error())
+		cs.s.opts.Reporter.Refused(netlimit.KindAMQPAuth, "put-token refused", "device_id", netlimit.Quote(aud.deviceID), "reason", err.Error())
 		if errors.Is(err, ErrNotFound) {
 			return 404, "Not Found: " + err.Error()
 		}
 		return 401, "Unauthorized: " + err.Error()
 	}
 	cs.grantToken(aud.deviceID, expiry)
+	cs.mu.Lock()
+	c := cs.conn
+	cs.mu.Unlock()
+	if c != nil {
+		c.SetLoggedIn() // a valid token: the limits of a logged-in connection apply
+	}
 	cs.log.Debug("put-token accepted", "device_id", aud.deviceID, "expiry", expiry)
 	return 200, "OK"
 }

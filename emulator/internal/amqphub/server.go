@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/iotc-go/iotc/emulator/internal/amqp1"
+	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 )
 
 // Service limits and defaults of the AMQP application layer.
@@ -46,6 +47,9 @@ type Options struct {
 	// Logger receives connection, refusal and protocol-error records; nil
 	// discards. SAS tokens and payloads are never logged.
 	Logger *slog.Logger
+	// Reporter counts refusals and limit hits and summarises them in the
+	// log; nil counts nothing.
+	Reporter *netlimit.Reporter
 }
 
 // Server is the IoT Hub and DPS application layer over AMQP 1.0: it serves
@@ -100,9 +104,45 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, peerCerts []*x509.C
 	cfg.PeerCertificates = peerCerts
 	cfg.SASL.CheckPlain = cs.checkPlain
 	cfg.SASL.CheckExternal = nil
+	// Before a valid token (put-token, SASL PLAIN or a client certificate
+	// accepted at attach) a connection may only reach $cbs, within the
+	// engine's lower limits and deadline. With client certificates every
+	// link may be attached: its attach is what authenticates the device.
+	cfg.Login.Required = true
+	cfg.Login.Allow = func(l *amqp1.Link) bool {
+		if len(l.Conn().PeerCertificates()) > 0 {
+			return true
+		}
+		a, err := parseAddress(l.Address())
+		return err == nil && a.kind == nodeCBS
+	}
 	err := amqp1.Serve(ctx, nc, cfg)
 	cs.shutdown()
+	s.reportEnd(err, nc)
 	return err
+}
+
+// reportEnd counts a connection that ended on a limit.
+func (s *Server) reportEnd(err error, nc net.Conn) {
+	kind := ""
+	switch {
+	case err == nil:
+		return
+	case errors.Is(err, amqp1.ErrLoginTimeout):
+		kind = netlimit.KindAMQPLoginDeadline
+	case errors.Is(err, amqp1.ErrTooManySessions):
+		kind = netlimit.KindAMQPSessions
+	case errors.Is(err, amqp1.ErrTooManyLinks):
+		kind = netlimit.KindAMQPLinks
+	case errors.Is(err, amqp1.ErrTooManyUnsettledBytes):
+		kind = netlimit.KindAMQPUnsettled
+	case errors.Is(err, amqp1.ErrSASLFailed):
+		s.opts.Reporter.Refused(netlimit.KindAMQPAuth, "AMQP connection refused: SASL failed", "remote", addrString(nc.RemoteAddr()))
+		return
+	default:
+		return
+	}
+	s.opts.Reporter.LimitHit(kind, "AMQP connection closed: "+err.Error(), "remote", addrString(nc.RemoteAddr()))
 }
 
 func addrString(a net.Addr) string {
@@ -164,7 +204,11 @@ func (cs *connState) OnOpen(_ context.Context, c *amqp1.Conn) error {
 	cs.mu.Lock()
 	cs.conn = c
 	cs.certs = c.PeerCertificates()
+	plainOK := len(cs.devices) > 0 || len(cs.dps) > 0 // SASL PLAIN succeeded
 	cs.mu.Unlock()
+	if plainOK {
+		c.SetLoggedIn()
+	}
 	cs.log.Debug("amqp connection open", "container_id", c.ContainerID(), "hostname", c.Hostname(),
 		"sasl", string(c.SASLMechanism()), "client_cert", len(c.PeerCertificates()) > 0)
 	return nil
@@ -175,13 +219,13 @@ func (cs *connState) OnOpen(_ context.Context, c *amqp1.Conn) error {
 func (cs *connState) checkPlain(ctx context.Context, cred amqp1.PlainCredentials) error {
 	u, err := parsePlainUser(cred.Username)
 	if err != nil {
-		cs.log.Info("SASL PLAIN refused", "username", cred.Username, "reason", err.Error())
+		cs.log.Info("SASL PLAIN refused", "username", netlimit.Quote(cred.Username), "reason", "bad user name")
 		return err
 	}
 	if u.isDPS() {
 		sess, err := cs.s.b.AuthenticateDPS(ctx, DPSCredentials{IDScope: u.scope, RegistrationID: u.regID, SASToken: cred.Password})
 		if err != nil {
-			cs.log.Info("SASL PLAIN refused", "registration_id", u.regID, "reason", err.Error())
+			cs.log.Info("SASL PLAIN refused", "registration_id", netlimit.Quote(u.regID), "reason", err.Error())
 			return err
 		}
 		cs.mu.Lock()
@@ -191,12 +235,12 @@ func (cs *connState) checkPlain(ctx context.Context, cred amqp1.PlainCredentials
 	}
 	if !hubNameMatches(u.hubName, cs.s.opts.HubHost) {
 		err := fmt.Errorf("%w: user name names hub %q, this is %q", ErrUnauthorized, u.hubName, cs.s.opts.HubHost)
-		cs.log.Info("SASL PLAIN refused", "device_id", u.deviceID, "reason", err.Error())
+		cs.log.Info("SASL PLAIN refused", "device_id", netlimit.Quote(u.deviceID), "reason", "user name names another hub")
 		return err
 	}
 	expiry, err := cs.s.b.AuthenticateDevice(ctx, u.deviceID, cred.Password)
 	if err != nil {
-		cs.log.Info("SASL PLAIN refused", "device_id", u.deviceID, "reason", err.Error())
+		cs.log.Info("SASL PLAIN refused", "device_id", netlimit.Quote(u.deviceID), "reason", err.Error())
 		return err
 	}
 	cs.grantToken(u.deviceID, expiry)
@@ -206,8 +250,13 @@ func (cs *connState) checkPlain(ctx context.Context, cred amqp1.PlainCredentials
 // OnAttach implements amqp1.Handler.
 func (cs *connState) OnAttach(ctx context.Context, l *amqp1.Link) error {
 	a, err := parseAddress(l.Address())
+	if err == nil && a.kind != nodeDPS && a.host != "" && !hostIsHub(a.host, cs.s.opts.HubHost) {
+		// DPS addresses name the provisioning endpoint the device was given
+		// (global.azure-devices-provisioning.net and the like), not the hub.
+		err = fmt.Errorf("%w: host %s is not this hub (%s)", ErrBadAddress, netlimit.Quote(a.host), cs.s.opts.HubHost)
+	}
 	if err != nil {
-		cs.log.Info("link refused", "link", l.Name(), "address", l.Address(), "reason", err.Error())
+		cs.log.Info("link refused", "link", netlimit.Quote(l.Name()), "address", netlimit.Quote(l.Address()), "reason", "bad address")
 		return &amqp1.Error{Condition: amqp1.ErrCondNotFound, Description: err.Error()}
 	}
 	ls := &linkState{l: l, addr: a, channel: channelOf(l)}
@@ -224,8 +273,13 @@ func (cs *connState) OnAttach(ctx context.Context, l *amqp1.Link) error {
 		err = cs.attachHub(ctx, ls)
 	}
 	if err != nil {
-		cs.log.Info("link refused", "link", l.Name(), "address", l.Address(), "reason", err.Error())
+		cs.s.opts.Reporter.Refused(netlimit.KindAMQPAuth, "AMQP link refused", "link", netlimit.Quote(l.Name()), "address", netlimit.Quote(l.Address()), "reason", err.Error())
 		return err
+	}
+	if a.kind != nodeCBS {
+		// A hub or DPS link is accepted only for an authenticated device
+		// or registration (token or client certificate).
+		l.Conn().SetLoggedIn()
 	}
 	if ls.channel != "" {
 		l.SetProperties(map[string]any{propChannelCorrelationID: ls.channel})
