@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/iotc-go/iotc/emulator/internal/amqp1"
 	"github.com/iotc-go/iotc/emulator/internal/amqphub"
+	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 	"github.com/iotc-go/iotc/emulator/internal/core"
 	"github.com/iotc-go/iotc/emulator/internal/wire"
 )
@@ -36,8 +36,9 @@ func (e *Emulator) startAMQP() error {
 		// The engine accepts messages up to 1 MiB so that telemetry over
 		// MaxTelemetryBody is rejected with amqp:resource-limit-exceeded,
 		// as IoT Hub does, rather than ending the link.
-		Engine: amqp1.Config{ContainerID: "iotc-emulator"},
-		Logger: e.log.With("component", "amqp"),
+		Engine:   e.cfg.limits.amqpEngine(),
+		Logger:   e.log.With("component", "amqp"),
+		Reporter: e.reporter,
 	})
 	if err != nil {
 		return fmt.Errorf("emulator: AMQP: %w", err)
@@ -52,7 +53,8 @@ func (e *Emulator) startAMQP() error {
 		return fmt.Errorf("emulator: AMQP listener: %w", err)
 	}
 	e.amqp.ln = ln
-	tln := tls.NewListener(ln, e.serverTLS())
+	e.amqpLn = netlimit.NewListener(ln, e.cfg.limits.AMQPMaxConns, e.connCapHit("amqp"))
+	tln := tls.NewListener(e.amqpLn, e.serverTLS())
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -130,7 +132,7 @@ func (b amqpBackend) AuthenticateDevice(_ context.Context, deviceID, sasToken st
 	}
 	a, err := e.core.AuthenticateHub(deviceID, sasToken, nil)
 	if err != nil {
-		e.log.Warn("AMQP authentication refused", "device_id", deviceID, "reason", err.Error())
+		e.log.Info("AMQP authentication refused", "device_id", netlimit.Quote(deviceID), "reason", err.Error())
 		return time.Time{}, amqpErr(err)
 	}
 	return a.Expiry, nil
@@ -145,7 +147,7 @@ func (b amqpBackend) AuthenticateDeviceX509(_ context.Context, deviceID string, 
 		return fmt.Errorf("%w: no client certificate", amqphub.ErrUnauthorized)
 	}
 	if _, err := b.e.core.AuthenticateHub(deviceID, "", certs); err != nil {
-		b.e.log.Warn("AMQP authentication refused", "device_id", deviceID, "reason", err.Error())
+		b.e.log.Info("AMQP authentication refused", "device_id", netlimit.Quote(deviceID), "reason", err.Error())
 		return amqpErr(err)
 	}
 	return nil
@@ -156,7 +158,7 @@ func (b amqpBackend) AuthenticateDeviceX509(_ context.Context, deviceID string, 
 func (b amqpBackend) ConnectDevice(_ context.Context, deviceID string, dc amqphub.DeviceConn) (amqphub.DeviceSession, error) {
 	e := b.e
 	if err := e.core.AdmitConnection(deviceID); err != nil {
-		e.log.Warn("AMQP connection refused", "device_id", deviceID, "reason", err.Error())
+		e.log.Info("AMQP connection refused", "device_id", deviceID, "reason", err.Error())
 		return nil, admitAMQP(err)
 	}
 	modelID := ""
@@ -186,7 +188,7 @@ func (b amqpBackend) AuthenticateDPS(_ context.Context, cred amqphub.DPSCredenti
 	e := b.e
 	a, err := e.core.AuthenticateDPS(cred.IDScope, cred.RegistrationID, cred.SASToken, cred.Certificates)
 	if err != nil {
-		e.log.Warn("AMQP DPS authentication refused", "registration_id", cred.RegistrationID, "reason", err.Error())
+		e.log.Info("AMQP DPS authentication refused", "registration_id", netlimit.Quote(cred.RegistrationID), "reason", err.Error())
 		return nil, amqpErr(err)
 	}
 	return amqpDPS{e: e, a: a}, nil

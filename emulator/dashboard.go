@@ -29,6 +29,12 @@ type dashBackend struct{ e *Emulator }
 
 var _ dashboard.Backend = dashBackend{}
 
+// Stats implements dashboard.Backend.
+func (b dashBackend) Stats() dashboard.Stats {
+	st := b.e.Stats()
+	return dashboard.Stats{Connections: st.Connections, Refusals: st.Refusals, LimitHits: st.LimitHits, MQTTPreLoginBytes: st.MQTTPreLoginBytes}
+}
+
 func dashErr(err error) error {
 	if errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("%w: %w", dashboard.ErrNotFound, err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/iotc-go/iotc/emulator/internal/core"
 	"github.com/iotc-go/iotc/emulator/internal/mqtthub"
+	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 	"github.com/iotc-go/iotc/emulator/internal/pki"
 )
 
@@ -33,6 +34,10 @@ type Emulator struct {
 	restURL string
 	ws      *wsServer   // nil when disabled; see websocket.go
 	amqp    *amqpServer // see amqp.go
+
+	reporter             *netlimit.Reporter    // refusals and limit hits; see limits.go
+	authFails            *netlimit.FailLimiter // failed authentications per client on the REST listener
+	restLn, wsLn, amqpLn *netlimit.Listener    // connection caps; nil when disabled
 
 	closeOnce sync.Once
 	closeErr  error
@@ -60,6 +65,8 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 			ExplicitScope: cfg.explicitScope, ExplicitGroups: cfg.explicitGroups, Log: cfg.log,
 		}),
 	}
+	e.reporter = netlimit.NewReporter(cfg.log.With("component", "limits"), cfg.limits.LogSummaryInterval)
+	e.authFails = &netlimit.FailLimiter{Max: cfg.limits.AuthFailures, Window: cfg.limits.AuthFailureWindow}
 	ok := false
 	defer func() {
 		if !ok {
@@ -108,6 +115,7 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 	}
 	if e.mqtt, err = mqtthub.New(mqtthub.Config{
 		Addr: cfg.mqttAddr, TLS: e.serverTLS(), Model: e.core, MaxTelemetryBody: MaxTelemetryBody, Logger: e.log,
+		MaxIdle: cfg.limits.MQTTMaxIdle, PreLogin: &netlimit.Budget{Max: cfg.limits.MQTTPreLoginBytes}, Reporter: e.reporter,
 	}); err != nil {
 		return nil, fmt.Errorf("emulator: %w", err)
 	}
@@ -160,6 +168,7 @@ func (e *Emulator) Close() error {
 			errs = append(errs, e.mqtt.Close())
 		}
 		e.wg.Wait()
+		e.reporter.Close()                 // the last summary
 		errs = append(errs, e.core.Save()) // the final state, once every connection is gone
 		if e.tempDir != "" {
 			errs = append(errs, os.RemoveAll(e.tempDir))

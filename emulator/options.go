@@ -128,9 +128,17 @@ type Options struct {
 	// /api/devices/{id}/telemetry): 0 means DefaultTelemetryHistory, a
 	// negative value keeps none. The oldest message goes first.
 	TelemetryHistory int
-	// Logger receives one line per refused connection, dropped connection
-	// and rejected request. nil discards. Secrets are never logged.
+	// Logger receives one Info line per refused connection, dropped
+	// connection and rejected request (client-chosen text quoted and cut
+	// to 64 bytes), and at most one Warn line per
+	// Limits.LogSummaryInterval counting the refusals and limit hits of
+	// the interval. nil discards. Secrets are never logged.
 	Logger *slog.Logger
+	// Limits bound what clients can make the emulator hold (AMQP before
+	// login, HTTP timeouts and connection caps, failed-authentication rate,
+	// MQTT idle time and pre-login buffering). The zero value applies
+	// every default; see Limits.
+	Limits Limits
 }
 
 // EnrollmentGroup is a DPS enrollment group: symmetric keys (devices
@@ -149,6 +157,7 @@ type resolved struct {
 	log                                                                       *slog.Logger
 	restBearer                                                                bool
 	restPageSize                                                              int
+	limits                                                                    Limits
 }
 
 func resolve(o *Options) (resolved, error) {
@@ -159,7 +168,7 @@ func resolve(o *Options) (resolved, error) {
 		mqttAddr: o.MQTTAddr, restAddr: o.RESTAddr, wsAddr: o.WebSocketAddr, amqpAddr: o.AMQPAddr, hubHost: o.HubHost, idScope: o.IDScope,
 		certDir: o.CertDir, apiToken: o.APIToken, autoApprove: o.AutoApprove == nil || *o.AutoApprove,
 		log: o.Logger, dataDir: o.DataDir, history: o.TelemetryHistory, explicitScope: o.IDScope != "", explicitGroups: len(o.Groups) > 0, explicitToken: o.APIToken != "",
-		restBearer: o.RESTAllowBearer, restPageSize: o.RESTPageSize,
+		restBearer: o.RESTAllowBearer, restPageSize: o.RESTPageSize, limits: o.Limits.withDefaults(),
 	}
 	if r.certDir == "" && r.dataDir != "" {
 		r.certDir = filepath.Join(r.dataDir, "certs")

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"slices"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/iotc-go/iotc/emulator/internal/core"
 	"github.com/iotc-go/iotc/emulator/internal/dashboard"
+	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 	"github.com/iotc-go/iotc/emulator/internal/pki"
 	"github.com/iotc-go/iotc/emulator/internal/restapi"
 )
@@ -34,17 +36,17 @@ func (e *Emulator) startREST() error {
 		return fmt.Errorf("emulator: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/api/", restapi.New(restBackend{e}, restapi.Options{
+	mux.Handle("/api/", netlimit.AuthGuard(restapi.New(restBackend{e}, restapi.Options{
 		Token: e.cfg.apiToken, AllowBearer: e.cfg.restBearer, PageSize: e.cfg.restPageSize,
 		Logger: e.log.With("component", "rest"),
-	}))
-	mux.Handle("/", dash) // the web dashboard; see dashboard.go
-	e.restSrv = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+		Stats:  func() any { return e.Stats() },
+	}), e.authFails, e.reporter, netlimit.KindRESTAuth))
+	// The web dashboard; see dashboard.go.
+	mux.Handle("/", netlimit.AuthGuard(dash, e.authFails, e.reporter, netlimit.KindDashboardAuth))
+	e.restSrv = e.httpServer(mux, e.log.With("component", "rest"))
 	e.restURL = "https://" + ln.Addr().String()
-	tln := tls.NewListener(ln, cfg)
+	e.restLn = netlimit.NewListener(ln, e.cfg.limits.RESTMaxConns, e.connCapHit("rest"))
+	tln := tls.NewListener(e.restLn, cfg)
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -53,6 +55,27 @@ func (e *Emulator) startREST() error {
 		}
 	}()
 	return nil
+}
+
+// httpServer is an http.Server with the timeouts and header cap of
+// Options.Limits. A connection handed over by Hijack (a WebSocket) loses
+// the server's deadlines: the protocol it carries sets its own.
+func (e *Emulator) httpServer(h http.Handler, log *slog.Logger) *http.Server {
+	l := e.cfg.limits
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: min(10*time.Second, l.HTTPReadTimeout),
+		ReadTimeout:       l.HTTPReadTimeout,
+		WriteTimeout:      l.HTTPWriteTimeout,
+		IdleTimeout:       l.HTTPIdleTimeout,
+		MaxHeaderBytes:    l.HTTPMaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if st == http.StateHijacked {
+				_ = c.SetDeadline(time.Time{})
+			}
+		},
+	}
 }
 
 // restBackend adapts *Emulator to restapi.Backend.

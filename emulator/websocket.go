@@ -4,11 +4,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
-	"time"
 
+	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 	"github.com/iotc-go/iotc/emulator/internal/wslistener"
 )
 
@@ -33,19 +32,17 @@ func (e *Emulator) startWebSocket() error {
 	}
 	log := e.log.With("component", "websocket")
 	h := wslistener.New(wslistener.Handlers{
-		MQTT:   e.mqtt.ServeConn,
-		AMQP:   e.serveAMQPWebSocket,
-		Logger: log,
+		MQTT:     e.mqtt.ServeConn,
+		AMQP:     e.serveAMQPWebSocket,
+		Logger:   log,
+		Reporter: e.reporter,
 	})
-	ws := &wsServer{ln: ln, handler: h, srv: &http.Server{
-		Handler: h,
-		// No ReadTimeout or WriteTimeout: their deadlines would stay on
-		// the upgraded connections.
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}}
+	// The server's timeouts bound the request before the upgrade; the
+	// upgraded connection drops them (see httpServer).
+	ws := &wsServer{ln: ln, handler: h, srv: e.httpServer(h, log)}
 	e.ws = ws
-	tln := tls.NewListener(ln, e.serverTLS())
+	e.wsLn = netlimit.NewListener(ln, e.cfg.limits.WebSocketMaxConns, e.connCapHit("websocket"))
+	tln := tls.NewListener(e.wsLn, e.serverTLS())
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()

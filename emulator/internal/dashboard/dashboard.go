@@ -7,14 +7,18 @@
 // Every page and endpoint but the login page and the static assets needs
 // the emulator's API token: in the Authorization header (as the REST API
 // takes it) or as the session cookie the login form sets. The cookie holds
-// an HMAC of the token, never the token; the token travels only in a POST
-// body or a URL fragment (which browsers never send), so it never appears
-// in a request line or a log.
+// a random session id made at login (never the token), which expires
+// after SessionIdle without a request (each request renews it) and at the
+// latest SessionMaxAge after login, and which logout revokes. The token
+// travels only in a POST body or a URL fragment (which browsers never
+// send), so it never appears in a request line or a log. Every
+// state-changing request, login and logout included, must come from the
+// dashboard's own pages (see sameSite).
 package dashboard
 
 import (
 	"context"
-	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
@@ -28,7 +32,10 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 )
 
 //go:embed assets
@@ -126,20 +133,53 @@ type Backend interface {
 	WatchTelemetry(id string) (messages <-chan Telemetry, stop func())
 	// Groups lists the enrollment groups.
 	Groups() []Group
+	// Stats returns connection, refusal and limit-hit counts.
+	Stats() Stats
+}
+
+// Stats are the counts the stats page shows.
+type Stats struct {
+	// Connections are the open connections per listener.
+	Connections map[string]int
+	// Refusals and LimitHits count refusals and limit hits by kind.
+	Refusals, LimitHits map[string]int64
+	// MQTTPreLoginBytes is what MQTT connections not yet logged in buffer.
+	MQTTPreLoginBytes int64
 }
 
 // ErrNotFound is what Backend errors wrap for an unknown device or group.
 var ErrNotFound = errors.New("dashboard: not found")
 
+// Session limits.
+const (
+	// DefaultSessionIdle is how long a session lasts without a request
+	// when New is given no other; every authorized request renews it.
+	DefaultSessionIdle = time.Hour
+	// SessionMaxAge is the longest a session lasts, renewed or not.
+	SessionMaxAge = 24 * time.Hour
+	// MaxSessions is how many sessions are kept at once; a login beyond it
+	// ends the session closest to expiry.
+	MaxSessions = 1000
+)
+
 // Handler serves the dashboard.
 type Handler struct {
-	b       Backend
-	session string // expected cookie value; "" when the token is empty
-	digest  [sha256.Size]byte
-	log     *slog.Logger
-	mux     *http.ServeMux
-	tmpl    *template.Template
-	done    <-chan struct{}
+	b      Backend
+	token  bool // the token is not empty
+	digest [sha256.Size]byte
+	log    *slog.Logger
+	mux    *http.ServeMux
+	tmpl   *template.Template
+	done   <-chan struct{}
+	idle   time.Duration
+
+	mu       sync.Mutex
+	sessions map[[sha256.Size]byte]*session // by SHA-256 of the session id
+}
+
+// session is one login.
+type session struct {
+	created, expires time.Time
 }
 
 // New returns the dashboard over b, guarded by token (an empty token
@@ -157,10 +197,8 @@ func New(b Backend, token string, done <-chan struct{}, logger *slog.Logger) (*H
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: templates: %w", err)
 	}
-	h := &Handler{b: b, digest: sha256.Sum256([]byte(token)), log: logger, mux: http.NewServeMux(), tmpl: t, done: done}
-	if token != "" {
-		h.session = sessionValue(token)
-	}
+	h := &Handler{b: b, token: token != "", digest: sha256.Sum256([]byte(token)), log: logger, mux: http.NewServeMux(), tmpl: t, done: done,
+		idle: DefaultSessionIdle, sessions: map[[sha256.Size]byte]*session{}}
 	static, _ := fs.Sub(assets, "assets/static")
 	h.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	h.mux.HandleFunc("GET /login", h.loginPage)
@@ -175,15 +213,92 @@ func New(b Backend, token string, done <-chan struct{}, logger *slog.Logger) (*H
 	h.mux.HandleFunc("POST /devices/{id}/commands", h.auth(h.runCommand))
 	h.mux.HandleFunc("GET /groups", h.auth(h.groupsPage))
 	h.mux.HandleFunc("GET /groups/{id}/keys", h.auth(h.groupKeys))
+	h.mux.HandleFunc("GET /stats", h.auth(h.statsPage))
 	return h, nil
 }
 
-// sessionValue is the cookie value for token: an HMAC, so the cookie never
-// carries the token itself.
-func sessionValue(token string) string {
-	m := hmac.New(sha256.New, []byte(token))
-	m.Write([]byte("iotc-emulator dashboard session v1"))
-	return hex.EncodeToString(m.Sum(nil))
+// SetSessionIdle sets how long a session lasts without a request (d <= 0:
+// DefaultSessionIdle). Call it before serving.
+func (h *Handler) SetSessionIdle(d time.Duration) {
+	if d <= 0 {
+		d = DefaultSessionIdle
+	}
+	h.idle = d
+}
+
+// newSession makes a session and returns its id (32 random bytes, hex).
+func (h *Handler) newSession() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	id := hex.EncodeToString(b[:])
+	now := time.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for k, s := range h.sessions {
+		if now.After(s.expires) {
+			delete(h.sessions, k)
+		}
+	}
+	for len(h.sessions) >= MaxSessions {
+		var oldest [sha256.Size]byte
+		var first *session
+		for k, s := range h.sessions {
+			if first == nil || s.expires.Before(first.expires) {
+				oldest, first = k, s
+			}
+		}
+		delete(h.sessions, oldest)
+	}
+	h.sessions[sha256.Sum256([]byte(id))] = &session{created: now, expires: now.Add(h.idle)}
+	return id
+}
+
+// validSession reports whether id names a live session, and renews it.
+func (h *Handler) validSession(id string) bool {
+	key := sha256.Sum256([]byte(id))
+	now := time.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := h.sessions[key]
+	if s == nil {
+		return false
+	}
+	if now.After(s.expires) {
+		delete(h.sessions, key)
+		return false
+	}
+	s.expires = now.Add(h.idle)
+	if end := s.created.Add(SessionMaxAge); s.expires.After(end) {
+		s.expires = end
+	}
+	return true
+}
+
+// endSession revokes the session id.
+func (h *Handler) endSession(id string) {
+	h.mu.Lock()
+	delete(h.sessions, sha256.Sum256([]byte(id)))
+	h.mu.Unlock()
+}
+
+// sameSite reports whether a state-changing request comes from the
+// dashboard's own pages: no Origin of another host ("null", which the
+// pages' no-referrer policy makes browsers send for forms, is allowed), no
+// Sec-Fetch-Site other than same-origin or none, and either the
+// X-IOTC-Dashboard header (which a cross-site page cannot send without a
+// CORS preflight the dashboard never grants) or Sec-Fetch-Site:
+// same-origin (a form of the dashboard in a browser).
+func sameSite(r *http.Request) bool {
+	if o := r.Header.Get("Origin"); o != "" && o != "null" {
+		if u, err := url.Parse(o); err != nil || u.Host != r.Host {
+			return false
+		}
+	}
+	site := r.Header.Get("Sec-Fetch-Site")
+	if site != "" && site != "same-origin" && site != "none" {
+		return false
+	}
+	return r.Header.Get(csrfHeader) != "" || site == "same-origin"
 }
 
 // ServeHTTP implements http.Handler.
@@ -194,9 +309,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mux.ServeHTTP(w, r)
 }
 
-// authorized reports whether r carries the token or the session cookie.
+// authorized reports whether r carries the token or a live session cookie.
 func (h *Handler) authorized(r *http.Request) bool {
-	if h.session == "" {
+	if !h.token {
 		return false
 	}
 	if a := r.Header.Get("Authorization"); a != "" {
@@ -205,7 +320,7 @@ func (h *Handler) authorized(r *http.Request) bool {
 		return subtle.ConstantTimeCompare(d[:], h.digest[:]) == 1
 	}
 	c, err := r.Cookie(CookieName)
-	return err == nil && subtle.ConstantTimeCompare([]byte(c.Value), []byte(h.session)) == 1
+	return err == nil && h.validSession(c.Value)
 }
 
 func (h *Handler) auth(next http.HandlerFunc) http.HandlerFunc {
@@ -218,8 +333,8 @@ func (h *Handler) auth(next http.HandlerFunc) http.HandlerFunc {
 			http.Error(w, "unauthorized: log in at /login with the emulator's API token", http.StatusUnauthorized)
 			return
 		}
-		if r.Method != http.MethodGet && r.Header.Get(csrfHeader) == "" {
-			http.Error(w, "missing "+csrfHeader+" header", http.StatusForbidden)
+		if r.Method != http.MethodGet && (r.Header.Get(csrfHeader) == "" || !sameSite(r)) {
+			http.Error(w, "cross-site request refused (missing "+csrfHeader+" header or foreign origin)", http.StatusForbidden)
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")
@@ -245,24 +360,30 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad login form", http.StatusBadRequest)
 		return
 	}
-	if o := r.Header.Get("Origin"); o != "" && o != "null" {
-		if u, err := url.Parse(o); err != nil || u.Host != r.Host {
-			http.Error(w, "cross-site login refused", http.StatusForbidden)
-			return
-		}
+	if !sameSite(r) {
+		http.Error(w, "cross-site login refused", http.StatusForbidden)
+		return
 	}
 	next := safeNext(r.PostForm.Get("next"))
 	d := sha256.Sum256([]byte(r.PostForm.Get("token")))
-	if h.session == "" || subtle.ConstantTimeCompare(d[:], h.digest[:]) != 1 {
+	if !h.token || subtle.ConstantTimeCompare(d[:], h.digest[:]) != 1 {
+		netlimit.MarkAuthFailed(r)
 		h.log.Info("dashboard login refused", "remote", r.RemoteAddr)
 		http.Redirect(w, r, "/login?failed=1&next="+url.QueryEscape(next), http.StatusSeeOther)
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: h.session, Path: "/", HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: h.newSession(), Path: "/", HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
+	if !sameSite(r) {
+		http.Error(w, "cross-site logout refused", http.StatusForbidden)
+		return
+	}
+	if c, err := r.Cookie(CookieName); err == nil {
+		h.endSession(c.Value)
+	}
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
@@ -299,6 +420,10 @@ func (h *Handler) devicesPage(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) groupsPage(w http.ResponseWriter, r *http.Request) {
 	h.render(w, "groups.html", map[string]any{"Groups": h.b.Groups(), "IDScope": h.b.IDScope()})
+}
+
+func (h *Handler) statsPage(w http.ResponseWriter, r *http.Request) {
+	h.render(w, "stats.html", map[string]any{"Stats": h.b.Stats()})
 }
 
 func (h *Handler) groupKeys(w http.ResponseWriter, r *http.Request) {

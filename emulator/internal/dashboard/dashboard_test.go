@@ -3,11 +3,13 @@ package dashboard
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -80,6 +82,10 @@ func (f *fake) TelemetryHistory(id string, limit int) ([]Telemetry, error) {
 	return []Telemetry{{Body: []byte(`{"temperature":21.5,"mode":"eco"}`), Received: time.Unix(10, 0)}}, nil
 }
 func (f *fake) WatchTelemetry(string) (<-chan Telemetry, func()) { return f.tel, func() {} }
+func (f *fake) Stats() Stats {
+	return Stats{Connections: map[string]int{"mqtt": 3}, Refusals: map[string]int64{"mqtt_auth": 7}}
+}
+
 func (f *fake) Groups() []Group {
 	return []Group{{ID: "g1", DisplayName: "Group one", Enabled: true, PrimaryKey: "PRIMARY-KEY", SecondaryKey: "SECONDARY-KEY"}}
 }
@@ -126,6 +132,9 @@ func do(h http.Handler, method, path, body string, hdr map[string]string) *httpt
 
 var authed = map[string]string{"Authorization": token, csrfHeader: "1", "Content-Type": "application/json"}
 
+// form is what the login page's form sends from a browser.
+var form = map[string]string{"Content-Type": "application/x-www-form-urlencoded", "Sec-Fetch-Site": "same-origin", "Origin": "null"}
+
 func TestAuth(t *testing.T) {
 	h := serve(t, newFake(), nil)
 	if w := do(h, "GET", "/", "", map[string]string{"Accept": "text/html"}); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/login?next=%2F" {
@@ -148,13 +157,13 @@ func TestAuth(t *testing.T) {
 	if w := do(h, "GET", "/", "", map[string]string{"Authorization": "Bearer " + token}); w.Code != 200 {
 		t.Errorf("Bearer token: %d", w.Code)
 	}
-	// Login sets a cookie that is an HMAC of the token, then the cookie works.
-	w := do(h, "POST", "/login", "token=tok+en%2B%2F%3D&next=%2F%2Fevil.example", map[string]string{"Content-Type": "application/x-www-form-urlencoded"})
+	// Login sets a cookie holding a random session id, then the cookie works.
+	w := do(h, "POST", "/login", "token=tok+en%2B%2F%3D&next=%2F%2Fevil.example", form)
 	if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/" {
 		t.Fatalf("login: %d to %q (an off-site next must become /)", w.Code, w.Header().Get("Location"))
 	}
 	ck := w.Result().Cookies()
-	if len(ck) != 1 || ck[0].Value != sessionValue(token) || strings.Contains(ck[0].Value, "tok") {
+	if len(ck) != 1 || len(ck[0].Value) != 64 || strings.Contains(ck[0].Value, "tok") {
 		t.Fatalf("cookies %+v", ck)
 	}
 	if w := do(h, "GET", "/groups", "", map[string]string{"Cookie": CookieName + "=" + ck[0].Value}); w.Code != 200 || w.Header().Get("Cache-Control") != "no-store" {
@@ -171,7 +180,7 @@ func TestAuth(t *testing.T) {
 	if w := do(h2, "GET", "/live", "", map[string]string{"Authorization": ""}); w.Code != http.StatusUnauthorized {
 		t.Errorf("empty token: %d", w.Code)
 	}
-	if w := do(h2, "POST", "/login", "token=", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}); len(w.Result().Cookies()) != 0 {
+	if w := do(h2, "POST", "/login", "token=", form); len(w.Result().Cookies()) != 0 {
 		t.Errorf("empty token login set a cookie")
 	}
 	if _, err := New(nil, token, nil, nil); err == nil {
@@ -383,4 +392,92 @@ func TestDevicesStreamSendsChangedRows(t *testing.T) {
 		return
 	}
 	t.Fatalf("stream ended without a devices event: %v", sc.Err())
+}
+
+func login(t *testing.T, h http.Handler) string {
+	t.Helper()
+	w := do(h, "POST", "/login", "token="+url.QueryEscape(token), form)
+	ck := w.Result().Cookies()
+	if w.Code != http.StatusSeeOther || len(ck) != 1 {
+		t.Fatalf("login: %d, cookies %+v", w.Code, ck)
+	}
+	return CookieName + "=" + ck[0].Value
+}
+
+func TestSessionsAreRandomAndLogoutRevokes(t *testing.T) {
+	h := serve(t, newFake(), nil)
+	a, b := login(t, h), login(t, h)
+	if a == b {
+		t.Fatal("two logins got the same session id")
+	}
+	if w := do(h, "GET", "/groups", "", map[string]string{"Cookie": a}); w.Code != 200 {
+		t.Fatalf("session a: %d", w.Code)
+	}
+	w := do(h, "POST", "/logout", "", map[string]string{"Cookie": a, csrfHeader: "1"})
+	if w.Code != http.StatusSeeOther {
+		t.Fatalf("logout: %d", w.Code)
+	}
+	// The old cookie, replayed, no longer works; the other session does.
+	if w := do(h, "GET", "/groups", "", map[string]string{"Cookie": a}); w.Code != http.StatusUnauthorized {
+		t.Errorf("revoked session still works: %d", w.Code)
+	}
+	if w := do(h, "GET", "/groups", "", map[string]string{"Cookie": b}); w.Code != 200 {
+		t.Errorf("other session: %d", w.Code)
+	}
+}
+
+func TestCrossSiteLogoutAndLoginAreRefused(t *testing.T) {
+	h := serve(t, newFake(), nil)
+	c := login(t, h)
+	for _, hdr := range []map[string]string{
+		{"Cookie": c, "Origin": "https://evil.example", "Content-Type": "application/x-www-form-urlencoded"},
+		{"Cookie": c, "Sec-Fetch-Site": "cross-site", "Origin": "null"},
+		{"Cookie": c}, // no header, no same-origin fetch metadata
+	} {
+		if w := do(h, "POST", "/logout", "", hdr); w.Code != http.StatusForbidden {
+			t.Errorf("logout with %v: %d, want 403", hdr, w.Code)
+		}
+	}
+	if w := do(h, "GET", "/groups", "", map[string]string{"Cookie": c}); w.Code != 200 {
+		t.Errorf("session ended by a refused logout: %d", w.Code)
+	}
+	if w := do(h, "POST", "/login", "token="+url.QueryEscape(token), map[string]string{"Content-Type": "application/x-www-form-urlencoded", "Sec-Fetch-Site": "cross-site"}); w.Code != http.StatusForbidden {
+		t.Errorf("cross-site login: %d", w.Code)
+	}
+	if w := do(h, "POST", "/devices/d1/commands", `{"name":"x"}`, map[string]string{"Authorization": token, csrfHeader: "1", "Origin": "https://evil.example"}); w.Code != http.StatusForbidden {
+		t.Errorf("POST from another origin: %d", w.Code)
+	}
+}
+
+func TestSessionExpiresAndSlides(t *testing.T) {
+	h := serve(t, newFake(), nil)
+	h.SetSessionIdle(time.Hour)
+	c := login(t, h)
+	id := strings.TrimPrefix(c, CookieName+"=")
+	key := sha256.Sum256([]byte(id))
+	h.mu.Lock()
+	before := h.sessions[key].expires
+	h.sessions[key].expires = time.Now().Add(time.Minute) // nearly idle
+	h.mu.Unlock()
+	if w := do(h, "GET", "/groups", "", map[string]string{"Cookie": c}); w.Code != 200 {
+		t.Fatalf("GET: %d", w.Code)
+	}
+	h.mu.Lock()
+	renewed := h.sessions[key].expires
+	h.sessions[key].expires = time.Now().Add(-time.Second) // idle too long
+	h.mu.Unlock()
+	if !renewed.After(time.Now().Add(30 * time.Minute)) || before.IsZero() {
+		t.Errorf("request did not renew the session: expires %v", renewed)
+	}
+	if w := do(h, "GET", "/groups", "", map[string]string{"Cookie": c}); w.Code != http.StatusUnauthorized {
+		t.Errorf("expired session: %d", w.Code)
+	}
+}
+
+func TestStatsPage(t *testing.T) {
+	h := serve(t, newFake(), nil)
+	w := do(h, "GET", "/stats", "", map[string]string{"Authorization": token})
+	if w.Code != 200 || !strings.Contains(w.Body.String(), "mqtt_auth") {
+		t.Errorf("stats page: %d %s", w.Code, w.Body.String())
+	}
 }

@@ -9,9 +9,15 @@ import (
 
 // sse writes Server-Sent Events.
 type sse struct {
-	w http.ResponseWriter
-	f http.Flusher
+	w  http.ResponseWriter
+	f  http.Flusher
+	rc *http.ResponseController
 }
+
+// StreamWriteTimeout bounds each write of a live stream: a stream outlives
+// the server's read and write timeouts, but a browser that stops reading
+// is dropped after this long.
+const StreamWriteTimeout = 30 * time.Second
 
 func startSSE(w http.ResponseWriter) (*sse, bool) {
 	f, ok := w.(http.Flusher)
@@ -19,12 +25,19 @@ func startSSE(w http.ResponseWriter) (*sse, bool) {
 		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
 		return nil, false
 	}
+	// A live stream lasts as long as the page: it is exempt from the
+	// server's request read timeout (which would end its context) and its
+	// write timeout, and bounds each write instead. Servers without
+	// deadlines (httptest) report ErrNotSupported, which changes nothing.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Now().Add(StreamWriteTimeout))
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	f.Flush()
-	return &sse{w: w, f: f}, true
+	return &sse{w: w, f: f, rc: rc}, true
 }
 
 // send writes one event whose data is v in JSON; it does not flush.
@@ -33,6 +46,7 @@ func (s *sse) send(event string, v any) error {
 	if err != nil {
 		return err
 	}
+	_ = s.rc.SetWriteDeadline(time.Now().Add(StreamWriteTimeout))
 	_, err = fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", event, b)
 	return err
 }

@@ -12,6 +12,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 	"github.com/iotc-go/iotc/emulator/internal/wire"
 )
 
@@ -46,13 +47,20 @@ func (h *hook) Provides(b byte) bool {
 // OnConnect refuses anything but MQTT 3.1.1 and drops Will messages (a
 // Will would otherwise be routed to other clients).
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	if m, ok := cl.Net.Conn.(interface{ loggedIn() }); ok {
+		m.loggedIn() // the CONNECT has been read: its pre-login reservation ends
+	}
+	// IoT Hub applies its own maximum idle time to keep-alive 0 and to
+	// keep-alives above it; mochi sets the read deadline from this value.
+	cl.State.Keepalive = h.s.keepaliveFor(pk.Connect.Keepalive)
 	if pk.ProtocolVersion != 4 {
-		h.s.log.Warn("connection refused: only MQTT 3.1.1 is supported", "client_id", pk.Connect.ClientIdentifier, "protocol_version", pk.ProtocolVersion)
+		h.s.cfg.Reporter.Refused(netlimit.KindMQTTAuth, "connection refused: only MQTT 3.1.1 is supported",
+			"client_id", netlimit.Quote(pk.Connect.ClientIdentifier), "protocol_version", pk.ProtocolVersion)
 		_ = h.s.srv.SendConnack(cl, packets.ErrUnsupportedProtocolVersion, false, nil)
 		return packets.ErrUnsupportedProtocolVersion
 	}
 	if pk.Connect.WillFlag {
-		h.s.log.Info("ignoring Will message", "client_id", pk.Connect.ClientIdentifier)
+		h.s.log.Info("ignoring Will message", "client_id", netlimit.Quote(pk.Connect.ClientIdentifier))
 		cl.Properties.Will = mqtt.Will{}
 	}
 	return h.admitConnect(cl, pk)
@@ -64,7 +72,8 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	s := h.s
 	c, err := s.authenticate(cl, pk)
 	if err != nil {
-		s.log.Warn("connection refused", "client_id", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote, "reason", err.Error())
+		s.cfg.Reporter.Refused(netlimit.KindMQTTAuth, "connection refused",
+			"client_id", netlimit.Quote(pk.Connect.ClientIdentifier), "remote", cl.Net.Remote, "reason", err.Error())
 		return false
 	}
 	if c.role == wire.RoleDPS {

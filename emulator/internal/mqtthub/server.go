@@ -22,6 +22,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/iotc-go/iotc/emulator/internal/core"
+	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 )
 
 // Model is what the MQTT front-end needs of the emulator's core.
@@ -59,6 +60,18 @@ type Config struct {
 	MaxTelemetryBody int
 	// Logger receives the front-end's lines; nil discards.
 	Logger *slog.Logger
+	// MaxIdle is the longest a connection may stay silent (IoT Hub:
+	// 1767 s): a CONNECT with keep-alive 0, or one whose 1.5 x keep-alive
+	// exceeds it, gets the keep-alive whose 1.5 x is MaxIdle. Zero: no cap
+	// (keep-alive 0 never times out, as plain MQTT allows).
+	MaxIdle time.Duration
+	// PreLogin is the budget of bytes that connections which have not
+	// logged in yet may make the broker buffer: each CONNECT reserves its
+	// announced length until it has been handled, and a connection whose
+	// CONNECT does not fit is closed. Nil: no cap.
+	PreLogin *netlimit.Budget
+	// Reporter counts refused connections and limit hits; nil counts nothing.
+	Reporter *netlimit.Reporter
 }
 
 // Server is the MQTT front-end.
@@ -134,7 +147,7 @@ func New(cfg Config) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("MQTT listener: %w", err)
 		}
-		s.ln = newConnTracker(ln, cfg.TLS)
+		s.ln = newConnTracker(ln, cfg.TLS, s.newPreLogin)
 		if err := s.srv.AddListener(listeners.NewNet("mqtts", s.ln)); err != nil {
 			_ = ln.Close()
 			return nil, fmt.Errorf("MQTT listener: %w", err)
@@ -162,6 +175,7 @@ func (s *Server) ServeConn(c net.Conn, _ []*x509.Certificate) {
 	// As on the TLS listener: CONNECT must come in time; mochi then
 	// applies the keep-alive deadline.
 	_ = c.SetDeadline(time.Now().Add(connectTimeout))
+	c = &meteredConn{Conn: c, pl: s.newPreLogin()}
 	if err := s.srv.EstablishConnection(wsListenerID, c); err != nil {
 		s.log.Debug("WebSocket MQTT connection ended", "remote", c.RemoteAddr().String(), "error", err)
 	}
@@ -185,6 +199,34 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
+// OpenConns is the number of connections of the MQTT/TLS listener (TLS
+// handshakes in progress included); 0 when it is disabled.
+func (s *Server) OpenConns() int {
+	if s.ln == nil {
+		return 0
+	}
+	s.ln.mu.Lock()
+	defer s.ln.mu.Unlock()
+	return len(s.ln.conns)
+}
+
+// PreLoginBytes is what connections that have not logged in yet have
+// reserved of Config.PreLogin.
+func (s *Server) PreLoginBytes() int64 { return s.cfg.PreLogin.Used() }
+
+// keepaliveFor returns the keep-alive mochi applies to a CONNECT asking
+// for ka seconds: ka, unless it is 0 or its 1.5x exceeds MaxIdle.
+func (s *Server) keepaliveFor(ka uint16) uint16 {
+	if s.cfg.MaxIdle <= 0 {
+		return ka
+	}
+	most := max(1, int(s.cfg.MaxIdle/time.Second)*2/3)
+	if ka == 0 || int(ka) > most {
+		return uint16(min(most, 65535))
+	}
+	return ka
+}
+
 // connectTimeout bounds TLS handshake plus CONNECT; mochi then applies the
 // keep-alive deadline.
 const connectTimeout = 30 * time.Second
@@ -195,14 +237,15 @@ const connectTimeout = 30 * time.Second
 // got past CONNECT).
 type connTracker struct {
 	net.Listener
-	cfg    *tls.Config
-	mu     sync.Mutex
-	closed bool
-	conns  map[*trackedConn]struct{}
+	cfg      *tls.Config
+	preLogin func() *preLogin
+	mu       sync.Mutex
+	closed   bool
+	conns    map[*trackedConn]struct{}
 }
 
-func newConnTracker(ln net.Listener, cfg *tls.Config) *connTracker {
-	return &connTracker{Listener: ln, cfg: cfg, conns: map[*trackedConn]struct{}{}}
+func newConnTracker(ln net.Listener, cfg *tls.Config, preLogin func() *preLogin) *connTracker {
+	return &connTracker{Listener: ln, cfg: cfg, preLogin: preLogin, conns: map[*trackedConn]struct{}{}}
 }
 
 func (t *connTracker) Accept() (net.Conn, error) {
@@ -210,7 +253,7 @@ func (t *connTracker) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &trackedConn{Conn: tls.Server(c, t.cfg), t: t}
+	tc := &trackedConn{Conn: tls.Server(c, t.cfg), t: t, pl: t.preLogin()}
 	_ = tc.SetDeadline(time.Now().Add(connectTimeout))
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -238,14 +281,27 @@ func (t *connTracker) Close() error {
 type trackedConn struct {
 	*tls.Conn
 	t    *connTracker
+	pl   *preLogin
 	once sync.Once
 }
+
+func (c *trackedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if perr := c.pl.seen(b[:n]); perr != nil {
+		_ = c.Close()
+		return 0, perr
+	}
+	return n, err
+}
+
+func (c *trackedConn) loggedIn() { c.pl.done() }
 
 func (c *trackedConn) Close() error {
 	c.once.Do(func() {
 		c.t.mu.Lock()
 		delete(c.t.conns, c)
 		c.t.mu.Unlock()
+		c.pl.done()
 	})
 	return c.Conn.Close()
 }
@@ -262,11 +318,26 @@ func (h redactHandler) Handle(ctx context.Context, r slog.Record) error {
 	if r.Message == "" {
 		return nil // mochi's per-connection end, already logged by the emulator
 	}
-	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	level := r.Level
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "client" && level < slog.LevelError {
+			// A line about one client (keep-alive below mochi's minimum, a
+			// packet error) is something a client can repeat at will: it
+			// goes out at Info, shown with -v only.
+			level = slog.LevelInfo
+		}
+		return true
+	})
+	if level != r.Level && !h.Handler.Enabled(ctx, level) {
+		return nil
+	}
+	out := slog.NewRecord(r.Time, level, r.Message, r.PC)
 	r.Attrs(func(a slog.Attr) bool {
 		switch a.Key {
 		case "pk", "packet", "will":
 			out.AddAttrs(slog.String(a.Key, "<redacted>"))
+		case "client":
+			out.AddAttrs(slog.String(a.Key, netlimit.Quote(a.Value.String())))
 		default:
 			out.AddAttrs(a)
 		}

@@ -26,19 +26,31 @@ import (
 // MaxQuoted is how many bytes of a client-chosen string Quote keeps.
 const MaxQuoted = 64
 
-// Quote returns s as a Go-quoted string (control characters and invalid
-// UTF-8 escaped) cut to MaxQuoted bytes at a rune boundary, with "…"
-// after the cut, so that a client-chosen string cannot forge or flood a
-// log line.
+// Quote makes a client-chosen string safe to log: cut to MaxQuoted bytes
+// at a rune boundary (with "…" after the cut), and Go-quoted (control
+// characters, quotes, backslashes and invalid UTF-8 escaped) unless it
+// is plain printable text, which is returned as it is so that ordinary
+// ids read as they are. A client cannot forge or flood a log line with it.
 func Quote(s string) string {
-	if len(s) <= MaxQuoted {
-		return strconv.Quote(s)
+	cut, more := s, ""
+	if len(s) > MaxQuoted {
+		n := MaxQuoted
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		cut, more = s[:n], "…"
 	}
-	cut := MaxQuoted
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
+	plain := utf8.ValidString(cut)
+	for _, r := range cut {
+		if !plain || !strconv.IsPrint(r) || r == '"' || r == '\\' {
+			plain = false
+			break
+		}
 	}
-	return strconv.Quote(s[:cut]) + "…"
+	if plain {
+		return cut + more
+	}
+	return strconv.Quote(cut) + more
 }
 
 // Counters are named event counters, safe for concurrent use. Names are

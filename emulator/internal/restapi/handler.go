@@ -54,6 +54,10 @@ type Options struct {
 	// Logger receives request logs; nil discards. The token, the
 	// Authorization header and keys are never logged.
 	Logger *slog.Logger
+	// Stats, when set, serves the emulator's extension GET
+	// /api/emulator/stats: its value as JSON (connections, refusals, limit
+	// hits). Nil: the route is not served.
+	Stats func() any
 }
 
 type handler struct {
@@ -103,6 +107,11 @@ func New(b Backend, o Options) http.Handler {
 		{"/api/devices/{id}/faults", map[string]http.HandlerFunc{"POST": h.postFault, "DELETE": h.deleteFaults}},
 	}
 	routes = append(routes, h.certificateRoutes()...)
+	if o.Stats != nil {
+		routes = append(routes, route{"/api/emulator/stats", map[string]http.HandlerFunc{"GET": func(w http.ResponseWriter, r *http.Request) {
+			h.reply(w, r, http.StatusOK, o.Stats())
+		}}})
+	}
 	for _, rt := range routes {
 		allowed := make([]string, 0, len(rt.methods))
 		for m, f := range rt.methods {
@@ -125,7 +134,7 @@ func New(b Backend, o Options) http.Handler {
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusNotFound, "NotFound", "no such route: "+r.URL.Path+
 			" (the emulator serves the IoT Central 2022-07-31 operations listed in emulator/README.md, plus its extensions,"+
-			" which IoT Central lacks: POST /api/devices/{id}/messages, GET /api/devices/{id}/telemetry and ?queue=true on a command POST)")
+			" which IoT Central lacks: POST /api/devices/{id}/messages, GET /api/devices/{id}/telemetry, GET /api/emulator/stats and ?queue=true on a command POST)")
 	})
 	return h
 }
@@ -138,7 +147,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
 	w.Header().Set("x-ms-request-id", id)
 	if !h.authorized(r.Header.Get("Authorization")) {
-		h.log.Warn("restapi: request refused: missing or wrong API token",
+		h.log.Info("restapi: request refused: missing or wrong API token",
 			"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "requestId", id)
 		h.fail(w, r, http.StatusUnauthorized, "Unauthorized", "missing or invalid Authorization header")
 		return

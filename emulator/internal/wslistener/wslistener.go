@@ -6,9 +6,10 @@
 // goes to a fallback handler (the REST API) or gets 404.
 //
 // The package does not import the emulator: the emulator builds a Handler
-// with its callbacks and serves it from its own TLS http.Server. That
-// server must not set ReadTimeout or WriteTimeout (their deadlines would
-// stay on the upgraded connection); ReadHeaderTimeout is fine.
+// with its callbacks and serves it from its own TLS http.Server. When that
+// server sets ReadTimeout or WriteTimeout, it must clear the connection's
+// deadlines once hijacked (http.Server.ConnState, StateHijacked), or they
+// would stay on the upgraded connection.
 //
 // nhooyr.io/websocket is imported by this file only, so moving to its
 // successor github.com/coder/websocket is a one-line change.
@@ -28,6 +29,8 @@ import (
 	"sync"
 
 	"nhooyr.io/websocket"
+
+	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 )
 
 // Path is the request path of MQTT and AMQP over WebSockets on IoT Hub and
@@ -62,6 +65,10 @@ type Handlers struct {
 	// Logger receives one line per refused upgrade; nil discards. Request
 	// headers (which may carry credentials) are never logged.
 	Logger *slog.Logger
+	// Reporter counts refused upgrades and summarises them in the log
+	// (the one-by-one lines go to its logger at Info); nil logs them to
+	// Logger at Info, uncounted.
+	Reporter *netlimit.Reporter
 }
 
 // Handler is the http.Handler of the WebSocket endpoint. ServeHTTP blocks
@@ -107,7 +114,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	offered := headerTokens(r.Header, "Sec-WebSocket-Protocol")
 	proto, serve := h.choose(offered)
 	if serve == nil {
-		h.log.Warn("websocket upgrade refused: no supported subprotocol", "remote", r.RemoteAddr, "offered", strings.Join(offered, ","))
+		h.refused("websocket upgrade refused: no supported subprotocol", "remote", r.RemoteAddr, "offered", netlimit.Quote(strings.Join(offered, ",")))
 		http.Error(w, "unsupported WebSocket subprotocol: offer mqtt or AMQPWSB10", http.StatusBadRequest)
 		return
 	}
@@ -129,7 +136,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		InsecureSkipVerify: true,
 	})
 	if err != nil { // Accept has written the HTTP error
-		h.log.Warn("websocket upgrade failed", "remote", r.RemoteAddr, "error", err)
+		h.refused("websocket upgrade failed", "remote", r.RemoteAddr, "error", err)
 		return
 	}
 	// The connection outlives this request (see below), and the request's
@@ -169,6 +176,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		serve(c, certs)
 		_ = c.Close()
 	}()
+}
+
+// refused counts and logs a refused upgrade.
+func (h *Handler) refused(msg string, attrs ...any) {
+	if h.h.Reporter != nil {
+		h.h.Reporter.Refused(netlimit.KindWebSocketUpgrade, msg, attrs...)
+		return
+	}
+	h.log.Info(msg, attrs...)
 }
 
 // Buffer sizes of an upgraded connection, instead of net/http's 4 KiB

@@ -39,6 +39,18 @@
     while (list.children.length > max) list.lastElementChild.remove();
   }
 
+  // Logout goes through fetch with the dashboard header, so that it is
+  // checked like every other state-changing request; the form stays as
+  // the fallback (accepted from the same origin).
+  const logout = $("form.logout");
+  if (logout) {
+    logout.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      fetch("/logout", { method: "POST", credentials: "same-origin", headers: { "X-IOTC-Dashboard": "1" } })
+        .finally(() => { location.href = "/login"; });
+    });
+  }
+
   // Login: a token in the URL fragment (#token=...) logs in at once; the
   // fragment never reaches the server and is removed from the address bar.
   if (page === "login") {
