@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/iotc-go/iotc/emulator/internal/amqphub"
-	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 	"github.com/iotc-go/iotc/emulator/internal/core"
+	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 	"github.com/iotc-go/iotc/emulator/internal/wire"
 )
 
@@ -132,7 +132,7 @@ func (b amqpBackend) AuthenticateDevice(_ context.Context, deviceID, sasToken st
 	}
 	a, err := e.core.AuthenticateHub(deviceID, sasToken, nil)
 	if err != nil {
-		e.log.Info("AMQP authentication refused", "device_id", netlimit.Quote(deviceID), "reason", err.Error())
+		e.log.Info("AMQP authentication refused", "device_id", netlimit.Quote(deviceID), "reason", netlimit.Reason(err))
 		return time.Time{}, amqpErr(err)
 	}
 	return a.Expiry, nil
@@ -147,7 +147,7 @@ func (b amqpBackend) AuthenticateDeviceX509(_ context.Context, deviceID string, 
 		return fmt.Errorf("%w: no client certificate", amqphub.ErrUnauthorized)
 	}
 	if _, err := b.e.core.AuthenticateHub(deviceID, "", certs); err != nil {
-		b.e.log.Info("AMQP authentication refused", "device_id", netlimit.Quote(deviceID), "reason", err.Error())
+		b.e.log.Info("AMQP authentication refused", "device_id", netlimit.Quote(deviceID), "reason", netlimit.Reason(err))
 		return amqpErr(err)
 	}
 	return nil
@@ -188,7 +188,7 @@ func (b amqpBackend) AuthenticateDPS(_ context.Context, cred amqphub.DPSCredenti
 	e := b.e
 	a, err := e.core.AuthenticateDPS(cred.IDScope, cred.RegistrationID, cred.SASToken, cred.Certificates)
 	if err != nil {
-		e.log.Info("AMQP DPS authentication refused", "registration_id", netlimit.Quote(cred.RegistrationID), "reason", err.Error())
+		e.log.Info("AMQP DPS authentication refused", "registration_id", netlimit.Quote(cred.RegistrationID), "reason", netlimit.Reason(err))
 		return nil, amqpErr(err)
 	}
 	return amqpDPS{e: e, a: a}, nil

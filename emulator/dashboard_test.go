@@ -62,6 +62,7 @@ func dashLogin(t *testing.T, e *Emulator, c *http.Client, token string) *http.Re
 	req, _ := http.NewRequestWithContext(ctxT(t), "POST", e.RESTURL()+"/login",
 		strings.NewReader(url.Values{"token": {token}, "next": {"/groups"}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "same-origin") // as a browser sends the login form
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -114,7 +114,7 @@ func (cs *connState) putToken(ctx context.Context, m *amqp.Message) (int, string
 	}
 	expiry, err := cs.s.b.AuthenticateDevice(ctx, aud.deviceID, token)
 	if err != nil {
-		cs.s.opts.Reporter.Refused(netlimit.KindAMQPAuth, "put-token refused", "device_id", netlimit.Quote(aud.deviceID), "reason", err.Error())
+		cs.s.opts.Reporter.Refused(netlimit.KindAMQPAuth, "put-token refused", "device_id", netlimit.Quote(aud.deviceID), "reason", netlimit.Reason(err))
 		if errors.Is(err, ErrNotFound) {
 			return 404, "Not Found: " + err.Error()
 		}

@@ -225,7 +225,7 @@ func (cs *connState) checkPlain(ctx context.Context, cred amqp1.PlainCredentials
 	if u.isDPS() {
 		sess, err := cs.s.b.AuthenticateDPS(ctx, DPSCredentials{IDScope: u.scope, RegistrationID: u.regID, SASToken: cred.Password})
 		if err != nil {
-			cs.log.Info("SASL PLAIN refused", "registration_id", netlimit.Quote(u.regID), "reason", err.Error())
+			cs.log.Info("SASL PLAIN refused", "registration_id", netlimit.Quote(u.regID), "reason", netlimit.Reason(err))
 			return err
 		}
 		cs.mu.Lock()
@@ -240,7 +240,7 @@ func (cs *connState) checkPlain(ctx context.Context, cred amqp1.PlainCredentials
 	}
 	expiry, err := cs.s.b.AuthenticateDevice(ctx, u.deviceID, cred.Password)
 	if err != nil {
-		cs.log.Info("SASL PLAIN refused", "device_id", netlimit.Quote(u.deviceID), "reason", err.Error())
+		cs.log.Info("SASL PLAIN refused", "device_id", netlimit.Quote(u.deviceID), "reason", netlimit.Reason(err))
 		return err
 	}
 	cs.grantToken(u.deviceID, expiry)
@@ -273,7 +273,7 @@ func (cs *connState) OnAttach(ctx context.Context, l *amqp1.Link) error {
 		err = cs.attachHub(ctx, ls)
 	}
 	if err != nil {
-		cs.s.opts.Reporter.Refused(netlimit.KindAMQPAuth, "AMQP link refused", "link", netlimit.Quote(l.Name()), "address", netlimit.Quote(l.Address()), "reason", err.Error())
+		cs.s.opts.Reporter.Refused(netlimit.KindAMQPAuth, "AMQP link refused", "link", netlimit.Quote(l.Name()), "address", netlimit.Quote(l.Address()), "reason", netlimit.Reason(err))
 		return err
 	}
 	if a.kind != nodeCBS {

@@ -466,7 +466,7 @@ func TestSessionExpiresAndSlides(t *testing.T) {
 	renewed := h.sessions[key].expires
 	h.sessions[key].expires = time.Now().Add(-time.Second) // idle too long
 	h.mu.Unlock()
-	if !renewed.After(time.Now().Add(30 * time.Minute)) || before.IsZero() {
+	if !renewed.After(time.Now().Add(30*time.Minute)) || before.IsZero() {
 		t.Errorf("request did not renew the session: expires %v", renewed)
 	}
 	if w := do(h, "GET", "/groups", "", map[string]string{"Cookie": c}); w.Code != http.StatusUnauthorized {

@@ -73,7 +73,7 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	c, err := s.authenticate(cl, pk)
 	if err != nil {
 		s.cfg.Reporter.Refused(netlimit.KindMQTTAuth, "connection refused",
-			"client_id", netlimit.Quote(pk.Connect.ClientIdentifier), "remote", cl.Net.Remote, "reason", err.Error())
+			"client_id", netlimit.Quote(pk.Connect.ClientIdentifier), "remote", cl.Net.Remote, "reason", netlimit.Reason(err))
 		return false
 	}
 	if c.role == wire.RoleDPS {

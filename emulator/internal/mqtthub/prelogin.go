@@ -110,4 +110,3 @@ func (c *meteredConn) ConnectionState() tls.ConnectionState {
 	}
 	return tls.ConnectionState{}
 }
-

@@ -31,10 +31,25 @@ const MaxQuoted = 64
 // characters, quotes, backslashes and invalid UTF-8 escaped) unless it
 // is plain printable text, which is returned as it is so that ordinary
 // ids read as they are. A client cannot forge or flood a log line with it.
-func Quote(s string) string {
+func Quote(s string) string { return QuoteN(s, MaxQuoted) }
+
+// MaxReason is how many bytes of an error text holding client input
+// (e.g. a refusal reason quoting the client's id) Reason keeps.
+const MaxReason = 256
+
+// Reason is QuoteN(err.Error(), MaxReason): an error text safe to log.
+func Reason(err error) string {
+	if err == nil {
+		return ""
+	}
+	return QuoteN(err.Error(), MaxReason)
+}
+
+// QuoteN is Quote with a limit of max bytes.
+func QuoteN(s string, max int) string {
 	cut, more := s, ""
-	if len(s) > MaxQuoted {
-		n := MaxQuoted
+	if len(s) > max {
+		n := max
 		for n > 0 && !utf8.RuneStart(s[n]) {
 			n--
 		}
