@@ -106,10 +106,30 @@ func start(ctx context.Context, args []string, stdout, stderr io.Writer) (_ *emu
 		retryAfter = fs.Duration("retry-after", time.Second, "retry-after DPS sends while a registration is being assigned")
 		manual     = fs.Bool("no-auto-approve", false, "refuse registrations of devices not created beforehand")
 		infoFile   = fs.String("info-file", "", "write the connection details as JSON to this file once listening")
-		verbose    = fs.Bool("v", false, "log every refused connection and rejected request to stderr")
+		verbose    = fs.Bool("v", false, "log every refused connection, failed authentication and limit hit to stderr (without it they are counted in one summary line per -log-summary-interval)")
 		bearer     = fs.Bool("rest-allow-bearer", false, `also accept "Authorization: Bearer <API token>" (IoT Central refuses it: API tokens are sent bare)`)
 		pageSize   = fs.Int("rest-page-size", 0, "items per REST list page before a nextLink (0: 100)")
 	)
+	var lim emulator.Limits
+	fs.DurationVar(&lim.AMQPLoginDeadline, "amqp-login-deadline", emulator.DefaultAMQPLoginDeadline, "close an AMQP connection that has no valid token this long after open (only $cbs may be used before)")
+	fs.IntVar(&lim.AMQPMaxSessions, "amqp-max-sessions", emulator.DefaultAMQPMaxSessions, "most sessions of one logged-in AMQP connection")
+	fs.IntVar(&lim.AMQPMaxLinks, "amqp-max-links", emulator.DefaultAMQPMaxLinks, "most links of one logged-in AMQP connection")
+	fs.IntVar(&lim.AMQPMaxUnsettledBytes, "amqp-max-unsettled-bytes", emulator.DefaultAMQPMaxUnsettledBytes, "most bytes of unsettled messages of one logged-in AMQP connection")
+	fs.IntVar(&lim.AMQPLoginMaxSessions, "amqp-login-max-sessions", emulator.DefaultAMQPLoginMaxSessions, "most sessions of an AMQP connection before a valid token")
+	fs.IntVar(&lim.AMQPLoginMaxLinks, "amqp-login-max-links", emulator.DefaultAMQPLoginMaxLinks, "most links of an AMQP connection before a valid token")
+	fs.IntVar(&lim.AMQPLoginMaxUnsettledBytes, "amqp-login-max-unsettled-bytes", emulator.DefaultAMQPLoginMaxUnsettledBytes, "most bytes of unsettled messages of an AMQP connection before a valid token")
+	fs.DurationVar(&lim.HTTPReadTimeout, "http-read-timeout", emulator.DefaultHTTPReadTimeout, "longest read of one HTTP request, headers and body (REST/dashboard and WebSocket listeners)")
+	fs.DurationVar(&lim.HTTPWriteTimeout, "http-write-timeout", emulator.DefaultHTTPWriteTimeout, "longest HTTP response (live dashboard streams and upgraded WebSockets are exempt)")
+	fs.DurationVar(&lim.HTTPIdleTimeout, "http-idle-timeout", emulator.DefaultHTTPIdleTimeout, "close an HTTP keep-alive connection idle this long")
+	fs.IntVar(&lim.HTTPMaxHeaderBytes, "http-max-header-bytes", emulator.DefaultHTTPMaxHeaderBytes, "largest HTTP request header block")
+	fs.IntVar(&lim.RESTMaxConns, "rest-max-conns", emulator.DefaultRESTMaxConns, "most simultaneous connections of the REST/dashboard listener (negative: no cap)")
+	fs.IntVar(&lim.WebSocketMaxConns, "ws-max-conns", emulator.DefaultWebSocketMaxConns, "most simultaneous connections of the WebSocket listener (negative: no cap)")
+	fs.IntVar(&lim.AMQPMaxConns, "amqp-max-conns", emulator.DefaultAMQPMaxConns, "most simultaneous connections of the AMQP listener (negative: no cap)")
+	fs.IntVar(&lim.AuthFailures, "auth-failures", emulator.DefaultAuthFailures, "failed authentications one IP address may make on the REST/dashboard listener per -auth-failure-window before getting 429 (negative: no limit)")
+	fs.DurationVar(&lim.AuthFailureWindow, "auth-failure-window", emulator.DefaultAuthFailureWindow, "window of -auth-failures")
+	fs.DurationVar(&lim.MQTTMaxIdle, "mqtt-max-idle", emulator.DefaultMQTTMaxIdle, "longest an MQTT connection may stay silent, used for keep-alive 0 and as the cap of 1.5 x keep-alive (IoT Hub: 1767s)")
+	fs.Int64Var(&lim.MQTTPreLoginBytes, "mqtt-prelogin-bytes", emulator.DefaultMQTTPreLoginBytes, "most bytes of CONNECT packets all MQTT connections not yet logged in may make the emulator buffer (negative: no cap)")
+	fs.DurationVar(&lim.LogSummaryInterval, "log-summary-interval", emulator.DefaultLogSummaryInterval, "interval of the summary line counting refused connections, failed authentications and limit hits")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `iotc-emulator runs a local Azure IoT Central: DPS and an IoT hub over
 MQTT/TLS, plus an HTTPS operator API shaped like IoT Central's REST API.
@@ -157,6 +177,7 @@ Flags:
 		RESTPageSize:    *pageSize,
 		RetryAfter:      *retryAfter,
 		Logger:          logger,
+		Limits:          lim,
 		// 0 would mean the default; the flag's 0 means none.
 		TelemetryHistory: *history,
 	}

@@ -49,9 +49,18 @@ func TestListenerCap(t *testing.T) {
 		defer c.Close()
 		clients = append(clients, c)
 	}
-	<-accepted
-	<-accepted
-	<-refused // the third is closed at once
+	for _, ch := range []<-chan net.Conn{accepted, accepted} {
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			t.Fatal("connection under the cap not accepted")
+		}
+	}
+	select {
+	case <-refused: // the third is closed at once
+	case <-time.After(5 * time.Second):
+		t.Fatal("connection over the cap not refused")
+	}
 	if n := l.Open(); n != 2 {
 		t.Errorf("Open = %d, want 2", n)
 	}
