@@ -626,3 +626,43 @@ func TestStatsExtension(t *testing.T) {
 		t.Errorf("stats %s: want a rest_auth refusal and an open REST connection", body)
 	}
 }
+
+// TestShortHTTPTimeoutsSpareWebSocketsAndStreams: the HTTP timeouts bound
+// requests, not the devices that upgraded to WebSockets nor the
+// dashboard's live streams.
+func TestShortHTTPTimeoutsSpareWebSocketsAndStreams(t *testing.T) {
+	t.Parallel()
+	short := 300 * time.Millisecond
+	e := startEmu(t, &Options{RESTAddr: "127.0.0.1:0", WebSocketAddr: "127.0.0.1:0",
+		Limits: Limits{HTTPReadTimeout: short, HTTPWriteTimeout: short, HTTPIdleTimeout: short}})
+	key, err := e.CreateDevice("ws-dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := dial(t, e, dialOpts{clientID: "ws-dev", websocket: true, username: hubUser(e, "ws-dev", ""), password: hubSAS(t, e, "ws-dev", key, time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequestWithContext(ctxT(t), "GET", e.RESTURL()+"/live", nil)
+	req.Header.Set("Authorization", e.APIToken())
+	resp, err := restClient(e).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	time.Sleep(4 * short) // well past every HTTP timeout
+	msgs, stop := e.WatchTelemetry("ws-dev")
+	defer stop()
+	sendTelemetry(t, &hubDevice{client: cl, id: "ws-dev"}, msgs, "", []byte(`{"t":1}`))
+	// The stream is still alive: it delivers the change of the device's row.
+	br := bufio.NewReader(resp.Body)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("live stream ended: %v", err)
+		}
+		if strings.Contains(line, `"messages":1`) {
+			break
+		}
+	}
+}

@@ -58,8 +58,10 @@ func (e *Emulator) startREST() error {
 }
 
 // httpServer is an http.Server with the timeouts and header cap of
-// Options.Limits. A connection handed over by Hijack (a WebSocket) loses
-// the server's deadlines: the protocol it carries sets its own.
+// Options.Limits. They bound requests only: net/http clears a
+// connection's deadlines when it is hijacked (a WebSocket upgrade, whose
+// protocol sets its own), and the dashboard's live streams replace them
+// with a deadline per write.
 func (e *Emulator) httpServer(h http.Handler, log *slog.Logger) *http.Server {
 	l := e.cfg.limits
 	return &http.Server{
@@ -70,11 +72,6 @@ func (e *Emulator) httpServer(h http.Handler, log *slog.Logger) *http.Server {
 		IdleTimeout:       l.HTTPIdleTimeout,
 		MaxHeaderBytes:    l.HTTPMaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		ConnState: func(c net.Conn, st http.ConnState) {
-			if st == http.StateHijacked {
-				_ = c.SetDeadline(time.Time{})
-			}
-		},
 	}
 }
 

@@ -6,10 +6,9 @@
 // goes to a fallback handler (the REST API) or gets 404.
 //
 // The package does not import the emulator: the emulator builds a Handler
-// with its callbacks and serves it from its own TLS http.Server. When that
-// server sets ReadTimeout or WriteTimeout, it must clear the connection's
-// deadlines once hijacked (http.Server.ConnState, StateHijacked), or they
-// would stay on the upgraded connection.
+// with its callbacks and serves it from its own TLS http.Server, whose
+// read, write and idle timeouts bound the request before the upgrade
+// (net/http clears the connection's deadlines when it is hijacked).
 //
 // nhooyr.io/websocket is imported by this file only, so moving to its
 // successor github.com/coder/websocket is a one-line change.
