@@ -1,0 +1,120 @@
+// Package storecheck holds what the store adapters share: the validation of
+// the changes given to core.Store.Apply, the order in which Load returns the
+// kinds, and the errors both adapters report.
+package storecheck
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/iotc-go/iotc/emulator/internal/core"
+)
+
+// ErrClosed is reported by Apply and Load on a closed store; it wraps
+// core.ErrStore.
+var ErrClosed = fmt.Errorf("%w: store closed", core.ErrStore)
+
+// ErrInvalid is reported by Apply for a change the store cannot keep (an
+// unknown kind or op, an identity field missing or set where the kind has
+// none, a document that is not JSON); it wraps core.ErrStore.
+var ErrInvalid = fmt.Errorf("%w: invalid change", core.ErrStore)
+
+// Kinds lists every kind in the order Load returns them.
+var Kinds = []core.Kind{
+	core.KindMeta,
+	core.KindGroup,
+	core.KindDevice,
+	core.KindTemplate,
+	core.KindCert,
+	core.KindC2D,
+	core.KindTelemetry,
+	core.KindCommand,
+}
+
+// KnownKind reports whether k is one of Kinds.
+func KnownKind(k core.Kind) bool {
+	for _, known := range Kinds {
+		if k == known {
+			return true
+		}
+	}
+	return false
+}
+
+// Unit checks every change of one Apply call and returns the first problem
+// as an error wrapping ErrInvalid (and so core.ErrStore), or nil.
+func Unit(changes []core.Change) error {
+	for i, c := range changes {
+		if err := Change(c); err != nil {
+			return fmt.Errorf("change %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// Change checks one change, see Unit.
+//
+// The rules: OpPut needs the record's identity and a JSON Doc; OpDelete the
+// identity only (Doc is ignored); OpTrim a sequenced kind and a Device;
+// OpDeleteDevice a Key (the device id) and Kind KindDevice or "". The
+// identity of a record is a non-empty Key for the unsequenced kinds (Device
+// must be ""), Device and Key for KindC2D, Device and Seq for KindTelemetry
+// and KindCommand (Key must be "").
+func Change(c core.Change) error {
+	r := c.Record
+	switch c.Op {
+	case core.OpPut, core.OpDelete:
+		if err := identity(r); err != nil {
+			return err
+		}
+		if c.Op == core.OpPut && !json.Valid(r.Doc) {
+			return fmt.Errorf("%w: %s %q: doc is not JSON", ErrInvalid, r.Kind, r.Device+"/"+r.Key)
+		}
+		return nil
+	case core.OpTrim:
+		if !r.Kind.Sequenced() {
+			return fmt.Errorf("%w: trim of kind %q, which has no sequence", ErrInvalid, r.Kind)
+		}
+		if r.Device == "" {
+			return fmt.Errorf("%w: trim of %s without a device", ErrInvalid, r.Kind)
+		}
+		return nil
+	case core.OpDeleteDevice:
+		if r.Kind != "" && r.Kind != core.KindDevice {
+			return fmt.Errorf("%w: delete-device with kind %q", ErrInvalid, r.Kind)
+		}
+		if r.Key == "" {
+			return fmt.Errorf("%w: delete-device without a device id in Key", ErrInvalid)
+		}
+		return nil
+	default:
+		return fmt.Errorf("%w: unknown op %d", ErrInvalid, c.Op)
+	}
+}
+
+func identity(r core.Record) error {
+	if !KnownKind(r.Kind) {
+		return fmt.Errorf("%w: unknown kind %q", ErrInvalid, r.Kind)
+	}
+	switch r.Kind {
+	case core.KindC2D:
+		if r.Device == "" || r.Key == "" {
+			return fmt.Errorf("%w: c2d record needs Device and Key", ErrInvalid)
+		}
+	case core.KindTelemetry, core.KindCommand:
+		if r.Device == "" {
+			return fmt.Errorf("%w: %s record needs Device", ErrInvalid, r.Kind)
+		}
+		if r.Key != "" {
+			return fmt.Errorf("%w: %s record has a Key (its identity is Device and Seq)", ErrInvalid, r.Kind)
+		}
+	default:
+		if r.Key == "" {
+			return fmt.Errorf("%w: %s record needs Key", ErrInvalid, r.Kind)
+		}
+		if r.Device != "" {
+			return fmt.Errorf("%w: %s record has a Device", ErrInvalid, r.Kind)
+		}
+	}
+	return nil
+}
