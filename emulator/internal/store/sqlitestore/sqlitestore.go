@@ -144,8 +144,9 @@ type Store struct {
 	closeOnce  sync.Once
 	closeRes   error
 
-	// beforeCommit, when set (by tests), runs in the writer before each
-	// group's transaction; an error fails the group.
+	// beforeCommit, when set (by tests), runs in the writer once a
+	// group's changes are executed, before its transaction commits; an
+	// error rolls the group back.
 	beforeCommit func(units int) error
 }
 
@@ -425,11 +426,6 @@ func (s *Store) take(group []*unit) []*unit {
 // returns an error wrapping core.ErrStore.
 func (s *Store) commit(group []*unit) (err error) {
 	ctx := context.Background()
-	if s.beforeCommit != nil {
-		if err := s.beforeCommit(len(group)); err != nil {
-			return fmt.Errorf("%w: commit: %w", core.ErrStore, err)
-		}
-	}
 	tx, err := s.wconn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("%w: begin: %w", core.ErrStore, err)
@@ -461,6 +457,11 @@ func (s *Store) commit(group []*unit) (err error) {
 			if err := apply(exec, c); err != nil {
 				return err
 			}
+		}
+	}
+	if s.beforeCommit != nil {
+		if err := s.beforeCommit(len(group)); err != nil {
+			return err
 		}
 	}
 	return tx.Commit()
