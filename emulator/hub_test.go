@@ -97,8 +97,8 @@ func TestTelemetry(t *testing.T) {
 		[]byte(`{"temperature":21.5,"ok":true}`))
 	m := next()
 	if m.DeviceID != "tele" || m.Component != "thermostat1" || string(m.Body) != `{"temperature":21.5,"ok":true}` ||
-		m.Properties["color"] != "red blue" || m.System["$.ct"] != "application/json" || m.System["$.ce"] != "utf-8" ||
-		m.System["$.mid"] != "m-1" || len(m.Properties) != 1 || m.Received.IsZero() {
+		m.Properties["color"] != "red blue" || m.ContentType != "application/json" || m.ContentEncoding != "utf-8" ||
+		m.MessageID != "m-1" || len(m.Properties) != 1 || m.Received.IsZero() {
 		t.Fatalf("telemetry %+v", m)
 	}
 	v, err := e.LatestTelemetry("tele", "thermostat1", "temperature")

@@ -165,7 +165,7 @@ func (b restBackend) InvokeCommand(ctx context.Context, id, component, name stri
 	if err != nil {
 		return restapi.CommandResult{}, restErr(err)
 	}
-	return restapi.CommandResult{ResponseCode: res.Status, Response: res.Payload}, nil
+	return restapi.CommandResult{RequestID: res.RequestID, ResponseCode: res.Status, Response: res.Payload}, nil
 }
 
 func (b restBackend) QueueCommand(ctx context.Context, id, component, name string, request json.RawMessage) error {
@@ -196,9 +196,9 @@ func (b restBackend) TelemetryHistory(ctx context.Context, id string, q restapi.
 	for i, m := range ms {
 		tm := restapi.TelemetryMessage{
 			Timestamp: m.Received, Component: m.Component,
-			MessageID: m.System["$.mid"], CorrelationID: m.System["$.cid"],
-			ContentType: m.System["$.ct"], ContentEncoding: m.System["$.ce"],
-			Properties: m.Properties, SystemProperties: m.System,
+			MessageID: m.MessageID, CorrelationID: m.CorrelationID,
+			ContentType: m.ContentType, ContentEncoding: m.ContentEncoding,
+			Properties: m.Properties, SystemProperties: m.SystemProperties(),
 		}
 		if len(m.Body) > 0 && json.Valid(m.Body) {
 			tm.Data = m.Body
@@ -407,13 +407,6 @@ func (b restBackend) DeviceModel(ctx context.Context, id string) (*restapi.Templ
 		out.Components[name] = toRESTInterface(c)
 	}
 	return out, nil
-}
-
-func (b restBackend) RecordCommand(ctx context.Context, id, component, name string, inv restapi.CommandInvocation) error {
-	return restErr(b.e.core.RecordCommand(id, core.CommandRecord{
-		ID: inv.ID, Component: component, Name: name, Request: inv.Request, Response: inv.Response,
-		ResponseCode: inv.ResponseCode, ConnectionTimeout: inv.ConnectionTimeout, ResponseTimeout: inv.ResponseTimeout,
-	}))
 }
 
 func (b restBackend) CommandHistory(ctx context.Context, id, component, name string) ([]restapi.CommandInvocation, error) {

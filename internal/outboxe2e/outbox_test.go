@@ -270,7 +270,7 @@ func kill9ThenDeliver(t *testing.T, cutEvery time.Duration) {
 			case m := <-watch:
 				n, _ := strconv.Atoi(m.Properties["seq"])
 				gotMu.Lock()
-				got = append(got, arrival{n, m.System["$.mid"]})
+				got = append(got, arrival{n, m.MessageID})
 				gotMu.Unlock()
 			case <-stopReading:
 				return

@@ -553,12 +553,10 @@ func (h *handler) postCommand(w http.ResponseWriter, r *http.Request) {
 		// A device payload that is not JSON is shown as a JSON string.
 		resp, _ = json.Marshal(string(resp))
 	}
+	// The backend recorded the invocation in the history under RequestID.
 	inv := CommandInvocation{
-		ID: newRequestID(), Request: req.Request, Response: resp, ResponseCode: res.ResponseCode,
+		ID: res.RequestID, Request: req.Request, Response: resp, ResponseCode: res.ResponseCode,
 		ConnectionTimeout: req.ConnectionTimeout, ResponseTimeout: req.ResponseTimeout,
-	}
-	if err := h.b.RecordCommand(r.Context(), id, c, name, inv); err != nil {
-		h.log.Warn("restapi: command not recorded in the history", "requestId", requestID(r), "err", err)
 	}
 	h.reply(w, r, http.StatusCreated, inv)
 }

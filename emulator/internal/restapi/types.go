@@ -117,8 +117,6 @@ type Backend interface {
 	// DeviceModel returns the capability model of the device's template,
 	// nil when it has none. ErrNotFound for an unknown device.
 	DeviceModel(ctx context.Context, id string) (*TemplateModel, error)
-	// RecordCommand adds a finished invocation to the command history.
-	RecordCommand(ctx context.Context, id, component, name string, inv CommandInvocation) error
 	// CommandHistory returns the kept invocations of a command, oldest
 	// first. ErrNotFound for an unknown device.
 	CommandHistory(ctx context.Context, id, component, name string) ([]CommandInvocation, error)
@@ -274,6 +272,9 @@ type CommandRequest struct {
 
 // CommandResult is the device's answer to a command.
 type CommandResult struct {
+	// RequestID is the id under which the backend recorded the invocation
+	// in the command history.
+	RequestID string
 	// ResponseCode is the status the device answered with.
 	ResponseCode int
 	// Response is the device's JSON payload; empty means none (null).
@@ -340,7 +341,8 @@ type TelemetryMessage struct {
 	ContentEncoding string `json:"contentEncoding,omitempty"`
 	// Properties are the application properties.
 	Properties map[string]string `json:"properties"`
-	// SystemProperties are every system property as sent ("$.mid", ...).
+	// SystemProperties are every system property by its IoT Hub name
+	// ("message-id", "iothub-connection-device-id", "iothub-enqueuedtime", ...).
 	SystemProperties map[string]string `json:"systemProperties"`
 	// Data is the body when it is JSON; otherwise DataBase64 holds it.
 	Data json.RawMessage `json:"data,omitempty"`
