@@ -359,29 +359,8 @@ func (b restBackend) DeviceComponents(ctx context.Context, id string) ([]string,
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	desired, reported, err := b.e.Twin(id)
-	if err != nil {
-		return nil, restErr(err)
-	}
-	seen := map[string]bool{}
-	if m, ok := b.e.core.DeviceModel(id); ok {
-		for c := range m.Components {
-			seen[c] = true
-		}
-	} else {
-		for _, sec := range []map[string]any{desired, reported} {
-			for k, v := range sec {
-				if inner, ok := v.(map[string]any); ok && inner["__t"] == "c" {
-					seen[k] = true
-				}
-			}
-		}
-	}
-	out := make([]string, 0, len(seen))
-	for c := range seen {
-		out = append(out, c)
-	}
-	return out, nil
+	names, err := b.e.core.DeviceComponents(id)
+	return names, restErr(err)
 }
 
 func toRESTInterface(c *core.Capabilities) restapi.TemplateInterface {
