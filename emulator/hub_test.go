@@ -396,8 +396,15 @@ func TestMethods(t *testing.T) {
 	if !strings.HasPrefix(r.topic, "$iothub/methods/POST/thermostat1*getMaxMinReport/?$rid=") || r.body != `"2024-01-01T00:00:00Z"` {
 		t.Fatalf("request %+v", r)
 	}
-	if res.Status != 201 || string(res.Payload) != `{"maxTemp":21.5}` {
+	if res.Status != 201 || string(res.Payload) != `{"maxTemp":21.5}` || res.RequestID == "" {
 		t.Fatalf("result %+v", res)
+	}
+	// A command run from the Go API is in the command history, under the
+	// id it returned.
+	hist, err := e.CommandHistory("m", "thermostat1", "getMaxMinReport")
+	if err != nil || len(hist) != 1 || hist[0].ID != res.RequestID || hist[0].ResponseCode != 201 ||
+		string(hist[0].Request) != `"2024-01-01T00:00:00Z"` || string(hist[0].Response) != `{"maxTemp":21.5}` {
+		t.Fatalf("command history %+v, %v", hist, err)
 	}
 
 	// A non-JSON answer comes back as a JSON string; nil payload sends null.
