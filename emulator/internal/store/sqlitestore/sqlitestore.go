@@ -129,8 +129,10 @@ type Store struct {
 	path string
 	opts Options
 	db   *sql.DB
-	// wconn is the writer's connection.
+	// wconn is the writer's connection, stmts its prepared statements by
+	// query; only the writer uses them once Open returned.
 	wconn *sql.Conn
+	stmts map[string]*sql.Stmt
 
 	mu      sync.Mutex
 	wake    *sync.Cond // on mu: the queue grew or the store is closing
@@ -190,7 +192,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: open %s: %w", core.ErrStore, path, err)
 	}
-	s := &Store{path: abs, opts: opts, db: db, writerDone: make(chan struct{})}
+	s := &Store{path: abs, opts: opts, db: db, stmts: map[string]*sql.Stmt{}, writerDone: make(chan struct{})}
 	s.wake = sync.NewCond(&s.mu)
 	if err := s.open(ctx); err != nil {
 		if s.wconn != nil {
@@ -423,38 +425,20 @@ func (s *Store) take(group []*unit) []*unit {
 }
 
 // commit runs the group in one transaction; on failure it rolls back and
-// returns an error wrapping core.ErrStore.
+// returns an error wrapping core.ErrStore. Only the writer calls it.
 func (s *Store) commit(group []*unit) (err error) {
-	ctx := context.Background()
-	tx, err := s.wconn.BeginTx(ctx, nil)
-	if err != nil {
+	if err := s.exec(`BEGIN IMMEDIATE`); err != nil {
 		return fmt.Errorf("%w: begin: %w", core.ErrStore, err)
 	}
-	stmts := map[string]*sql.Stmt{}
 	defer func() {
-		for _, st := range stmts {
-			_ = st.Close()
-		}
 		if err != nil {
-			_ = tx.Rollback()
+			_ = s.exec(`ROLLBACK`)
 			err = fmt.Errorf("%w: commit of %d units: %w", core.ErrStore, len(group), err)
 		}
 	}()
-	exec := func(query string, args ...any) error {
-		st := stmts[query]
-		if st == nil {
-			var err error
-			if st, err = tx.PrepareContext(ctx, query); err != nil {
-				return err
-			}
-			stmts[query] = st
-		}
-		_, err := st.ExecContext(ctx, args...)
-		return err
-	}
 	for _, u := range group {
 		for _, c := range u.changes {
-			if err := apply(exec, c); err != nil {
+			if err := apply(s.exec, c); err != nil {
 				return err
 			}
 		}
@@ -464,7 +448,23 @@ func (s *Store) commit(group []*unit) (err error) {
 			return err
 		}
 	}
-	return tx.Commit()
+	return s.exec(`COMMIT`)
+}
+
+// exec runs query on the writer's connection through a statement prepared
+// once for the life of the store. Only the writer calls it.
+func (s *Store) exec(query string, args ...any) error {
+	ctx := context.Background()
+	st := s.stmts[query]
+	if st == nil {
+		var err error
+		if st, err = s.wconn.PrepareContext(ctx, query); err != nil {
+			return err
+		}
+		s.stmts[query] = st
+	}
+	_, err := st.ExecContext(ctx, args...)
+	return err
 }
 
 // apply runs one change through exec.
@@ -525,7 +525,11 @@ func (s *Store) Close() error {
 		s.mu.Unlock()
 		s.wake.Broadcast()
 		<-s.writerDone
-		err := errors.Join(s.closeErr, s.wconn.Close(), s.db.Close())
+		err := s.closeErr
+		for _, st := range s.stmts {
+			err = errors.Join(err, st.Close())
+		}
+		err = errors.Join(err, s.wconn.Close(), s.db.Close())
 		if err != nil {
 			s.closeRes = fmt.Errorf("%w: close: %w", core.ErrStore, err)
 		}
