@@ -8,17 +8,21 @@
 // One table per kind of record, each document kept as JSON text so
 // json_extract works in the shell:
 //
-//	meta(key PRIMARY KEY, doc)                   KindMeta, e.g. key 'idScope'
-//	groups(id PRIMARY KEY, doc)                  KindGroup
-//	devices(id PRIMARY KEY, doc)                 KindDevice (with its twin)
-//	templates(id PRIMARY KEY, doc)               KindTemplate
-//	certs(key PRIMARY KEY, doc)                  KindCert, key 'group/thumbprint'
-//	c2d(device, id, seq, doc)                    KindC2D, PRIMARY KEY (device, id), INDEX (device, seq)
-//	telemetry(device, seq, doc)                  KindTelemetry, PRIMARY KEY (device, seq)
-//	commands(device, seq, doc)                   KindCommand, PRIMARY KEY (device, seq)
+//	meta(key, doc)              KindMeta; PRIMARY KEY key (e.g. 'idScope')
+//	groups(id, doc)             KindGroup; PRIMARY KEY id
+//	devices(id, doc)            KindDevice with its twin; PRIMARY KEY id
+//	templates(id, doc)          KindTemplate; PRIMARY KEY id
+//	certs(key, doc)             KindCert; PRIMARY KEY key ('group/thumbprint')
+//	c2d(device, id, seq, doc)   KindC2D; PRIMARY KEY (device, id), INDEX c2d_queue (device, seq)
+//	telemetry(device, seq, doc) KindTelemetry; UNIQUE INDEX telemetry_key (device, seq)
+//	commands(device, seq, doc)  KindCommand; UNIQUE INDEX commands_key (device, seq)
 //
-// The schema version is PRAGMA user_version (SchemaVersion); Open migrates
-// an older database and refuses a newer one without changing the file.
+// telemetry and commands are rowid tables (their rows append in the order
+// committed, which writes fewer pages per commit than a table clustered by
+// device); the unique index keeps their identity. The schema version is
+// PRAGMA user_version (SchemaVersion) and PRAGMA application_id marks the
+// file as an emulator store: Open migrates an older database and refuses,
+// without changing the file, a newer one or another application's.
 //
 // # Durability
 //
@@ -49,6 +53,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/iotc-go/iotc/emulator/internal/core"
@@ -241,8 +246,12 @@ func (s *Store) open(ctx context.Context) error {
 	case version > len(migrations):
 		return fmt.Errorf("%w: version %d, this emulator knows up to %d", ErrSchemaVersion, version, len(migrations))
 	}
-	if _, err := c.ExecContext(ctx, `PRAGMA journal_mode = WAL`); err != nil {
+	var mode string
+	if err := c.QueryRowContext(ctx, `PRAGMA journal_mode = WAL`).Scan(&mode); err != nil {
 		return err
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("the database stays in journal mode %q, not WAL", mode)
 	}
 	if _, err := c.ExecContext(ctx, `PRAGMA synchronous = `+s.opts.Synchronous.String()); err != nil {
 		return err
@@ -428,6 +437,9 @@ func (s *Store) take(group []*unit) []*unit {
 // returns an error wrapping core.ErrStore. Only the writer calls it.
 func (s *Store) commit(group []*unit) (err error) {
 	if err := s.exec(`BEGIN IMMEDIATE`); err != nil {
+		// A transaction left open by a failed ROLLBACK would refuse
+		// every later BEGIN: end it, so the next group starts clean.
+		_ = s.exec(`ROLLBACK`)
 		return fmt.Errorf("%w: begin: %w", core.ErrStore, err)
 	}
 	defer func() {
