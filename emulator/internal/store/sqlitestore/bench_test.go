@@ -32,13 +32,15 @@ const benchInFlight = 100
 // commit, as the emulator does before it acknowledges a message; memstore
 // runs side by side. It reports the mean and largest group (units/commit,
 // max-units) and the CPU time of the process per unit (cpu-µs/op, steadier
-// than ns/op on a shared machine).
+// than ns/op on a shared machine). The history100 variants keep the last 100
+// messages per device: each unit also trims the oldest, as the model does
+// once a device's telemetry history is full.
 func BenchmarkApplyTelemetry(b *testing.B) {
 	doc := []byte(`{"body":"` + strings.Repeat("x", 200-len(`{"body":""}`)) + `"}`)
 	if len(doc) != 200 {
 		b.Fatalf("doc of %d bytes", len(doc))
 	}
-	run := func(b *testing.B, s core.Store) {
+	run := func(b *testing.B, s core.Store, keep int64) {
 		var dev atomic.Int64
 		b.SetBytes(int64(len(doc)))
 		b.SetParallelism((benchInFlight + 1) / 2) // times GOMAXPROCS goroutines
@@ -49,7 +51,11 @@ func BenchmarkApplyTelemetry(b *testing.B) {
 			var seq int64
 			for pb.Next() {
 				seq++
-				if err := <-s.Apply([]core.Change{{Op: core.OpPut, Record: core.Record{Kind: core.KindTelemetry, Device: id, Seq: seq, Doc: doc}}}); err != nil {
+				unit := []core.Change{{Op: core.OpPut, Record: core.Record{Kind: core.KindTelemetry, Device: id, Seq: seq, Doc: doc}}}
+				if keep > 0 && seq > keep {
+					unit = append(unit, core.Change{Op: core.OpTrim, Record: core.Record{Kind: core.KindTelemetry, Device: id, Seq: seq - keep}})
+				}
+				if err := <-s.Apply(unit); err != nil {
 					b.Error(err)
 					return
 				}
@@ -72,8 +78,38 @@ func BenchmarkApplyTelemetry(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			run(b, s)
+			run(b, s, 0)
 		})
 	}
-	b.Run("memstore", func(b *testing.B) { run(b, memstore.New()) })
+	b.Run("memstore", func(b *testing.B) { run(b, memstore.New(), 0) })
+	// A full history: each unit also trims the device's oldest message.
+	b.Run("sqlite-normal-history100", func(b *testing.B) {
+		s, err := Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		run(b, s, 100)
+	})
+	b.Run("memstore-history100", func(b *testing.B) { run(b, memstore.New(), 100) })
+}
+
+// BenchmarkApplyLatency applies one unit at a time and waits for it: ns/op
+// is the latency of a commit alone, with each Synchronous.
+func BenchmarkApplyLatency(b *testing.B) {
+	doc := []byte(`{"body":"` + strings.Repeat("x", 200-len(`{"body":""}`)) + `"}`)
+	for _, sync := range []Synchronous{SyncNormal, SyncFull} {
+		b.Run("sqlite-"+strings.ToLower(sync.String()), func(b *testing.B) {
+			s, err := Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), Options{Synchronous: sync})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			b.ResetTimer()
+			for i := range b.N {
+				if err := <-s.Apply([]core.Change{{Op: core.OpPut, Record: core.Record{Kind: core.KindTelemetry, Device: "d", Seq: int64(i), Doc: doc}}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
