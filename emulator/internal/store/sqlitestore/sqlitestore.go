@@ -63,24 +63,24 @@ import (
 )
 
 // ErrClosed is reported (on the channel of Apply, and by Load) by a closed
-// store; it wraps core.ErrStore.
+// store; it matches core.ErrStore.
 var ErrClosed = storecheck.ErrClosed
 
-// ErrInvalid is reported on the channel of Apply for a change the store
-// cannot keep (an unknown kind or op, a missing identity, a document that
-// is not JSON); it wraps core.ErrStore and nothing of that Apply call is
-// applied.
+// ErrInvalid is reported (wrapped, with core.ErrStore) on the channel of
+// Apply for a change the store cannot keep (an unknown kind or op, a
+// missing identity, a document that is not JSON); nothing of that Apply
+// call is applied. It matches core.ErrStore.
 var ErrInvalid = storecheck.ErrInvalid
 
-// ErrSchemaVersion is reported by Open for a database written by a newer
-// emulator (a schema version above SchemaVersion); the file is left
-// untouched. It wraps core.ErrStore.
-var ErrSchemaVersion = fmt.Errorf("%w: database schema is newer than this emulator", core.ErrStore)
+// ErrSchemaVersion is reported (wrapped) by Open for a database written by
+// a newer emulator (a schema version above SchemaVersion); the file is left
+// untouched. It matches core.ErrStore.
+var ErrSchemaVersion error = storecheck.Error("database schema is newer than this emulator")
 
-// ErrNotStore is reported by Open for an SQLite database that is not an
-// emulator store (another application's, or tables without a schema
-// version); the file is left untouched. It wraps core.ErrStore.
-var ErrNotStore = fmt.Errorf("%w: database is not an emulator store", core.ErrStore)
+// ErrNotStore is reported (wrapped) by Open for an SQLite database that is
+// not an emulator store (another application's, or tables without a schema
+// version); the file is left untouched. It matches core.ErrStore.
+var ErrNotStore error = storecheck.Error("database is not an emulator store")
 
 // Synchronous says how hard a commit pushes to the disk (SQLite's PRAGMA
 // synchronous in WAL mode).
@@ -122,10 +122,11 @@ type Options struct {
 	// Synchronous is the durability of a commit; default SyncNormal.
 	Synchronous Synchronous
 	// MaxGroupUnits bounds the Apply calls one transaction carries;
-	// 0 means DefaultMaxGroupUnits.
+	// 0 or less means DefaultMaxGroupUnits.
 	MaxGroupUnits int
 	// MaxGroupBytes bounds the bytes of documents one transaction
-	// carries (a larger unit goes alone); 0 means DefaultMaxGroupBytes.
+	// carries (a larger unit goes alone); 0 or less means
+	// DefaultMaxGroupBytes.
 	MaxGroupBytes int
 }
 
