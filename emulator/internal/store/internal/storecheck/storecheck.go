@@ -79,7 +79,7 @@ func Change(c core.Change) error {
 			return err
 		}
 		if c.Op == core.OpPut && !json.Valid(r.Doc) {
-			return fmt.Errorf("%w: %s %q: doc is not JSON", ErrInvalid, r.Kind, r.Device+"/"+r.Key)
+			return fmt.Errorf("%w: %s %s: doc is not JSON", ErrInvalid, r.Kind, name(r))
 		}
 		return nil
 	case core.OpTrim:
@@ -128,4 +128,16 @@ func identity(r core.Record) error {
 		}
 	}
 	return nil
+}
+
+// name is the identity of r in an error message.
+func name(r core.Record) string {
+	switch r.Kind {
+	case core.KindC2D:
+		return fmt.Sprintf("%q of device %q", r.Key, r.Device)
+	case core.KindTelemetry, core.KindCommand:
+		return fmt.Sprintf("%d of device %q", r.Seq, r.Device)
+	default:
+		return fmt.Sprintf("%q", r.Key)
+	}
 }
