@@ -52,6 +52,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -175,7 +176,7 @@ type change struct {
 var _ core.Store = (*Store)(nil)
 
 // Open opens the store in the SQLite file at path, creating the file when
-// missing, migrating it to SchemaVersion, switching it to WAL mode, and
+// missing (mode 0600: it holds device keys), migrating it to SchemaVersion, switching it to WAL mode, and
 // starts the writer. Errors wrap core.ErrStore: ErrSchemaVersion for a
 // database of a newer emulator and ErrNotStore for another application's
 // database (both leave the file untouched), or the failure to open or
@@ -193,6 +194,15 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", core.ErrStore, path, err)
+	}
+	// The file holds device keys: create it readable by its owner only
+	// (SQLite gives its -wal and -shm files the same mode).
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("%w: open %s: %w", core.ErrStore, path, err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("%w: open %s: %w", core.ErrStore, path, err)
 	}
 	db, err := sql.Open("sqlite", dsn(abs))
 	if err != nil {

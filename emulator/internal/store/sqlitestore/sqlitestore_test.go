@@ -88,6 +88,11 @@ func TestFileAsTheShellSeesIt(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	for _, f := range []string{s.Path(), s.Path() + "-wal"} {
+		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v (%v), want mode 0600: the file holds device keys", f, fi.Mode(), err)
+		}
+	}
 	db := rawDB(t, s.Path())
 	var mode string
 	if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
