@@ -1,7 +1,6 @@
 // Package sqlitestore is the durable adapter of core.Store: one SQLite
 // database file (through modernc.org/sqlite, pure Go, no cgo) that a user
-// can open with the sqlite3 shell while the emulator is stopped, or read
-// while it runs.
+// can open with the sqlite3 shell.
 //
 // # Schema
 //
@@ -32,7 +31,11 @@
 // data is in the operating system's cache) but the last commits may be
 // lost, the file staying consistent, if the machine loses power. SyncFull
 // fsyncs the WAL on every commit and survives power loss too, at the cost
-// of one fsync per group.
+// of one fsync per group. SyncNormal is the default because what the
+// emulator promises is that a kill of the emulator loses nothing it
+// acknowledged; an fsync per group would add its latency (0.15 ms here,
+// milliseconds on many laptop disks) to every acknowledgement to guard
+// against power loss, which a development emulator need not survive.
 //
 // # Group commit
 //
@@ -43,7 +46,22 @@
 // the channel of each unit. Units queued while a commit runs form the next
 // group; there is no added delay, so a unit waits for at most the commit
 // running when it was queued and its own, as long as fewer than
-// MaxGroupUnits units are queued ahead of it.
+// MaxGroupUnits units are queued ahead of it. On the shared 2-core test
+// machine a lone unit commits in 30-40 µs with SyncNormal (190 µs with
+// SyncFull), a group of 100 telemetry units in about 0.5 ms, so a full
+// group of 1024 in a few milliseconds. BenchmarkApplyTelemetry reports the
+// group sizes: at 100 units in flight the mean group is 5-14 units with
+// SyncNormal (the largest 100) and about 50 with SyncFull.
+//
+// Durability from outside: TestKillNineLosesNothingAcknowledged kills a
+// child process applying units from 32 goroutines with SIGKILL and finds
+// every unit it acknowledged, each whole, in the reopened file.
+//
+// While the emulator runs, the sqlite3 shell can read the file (WAL lets a
+// reader in beside the writer); a shell that writes holds up the writer
+// (for up to 10 s, then the groups fail with core.ErrStore). Two stores on
+// one file are not prevented here: each would commit over the other's
+// state.
 package sqlitestore
 
 import (
