@@ -43,15 +43,15 @@ CREATE INDEX c2d_queue ON c2d (device, seq);
 CREATE TABLE telemetry (
 	device TEXT    NOT NULL,
 	seq    INTEGER NOT NULL,
-	doc    TEXT    NOT NULL,
-	PRIMARY KEY (device, seq)
-) WITHOUT ROWID;
+	doc    TEXT    NOT NULL
+);
+CREATE UNIQUE INDEX telemetry_key ON telemetry (device, seq);
 CREATE TABLE commands (
 	device TEXT    NOT NULL,
 	seq    INTEGER NOT NULL,
-	doc    TEXT    NOT NULL,
-	PRIMARY KEY (device, seq)
-) WITHOUT ROWID;
+	doc    TEXT    NOT NULL
+);
+CREATE UNIQUE INDEX commands_key ON commands (device, seq);
 `,
 }
 

@@ -148,7 +148,7 @@ func allKinds() (given, want []core.Record) {
 		plain(core.KindDevice, "dev1", `{"id":"dev1","twin":{"desired":{"$version":1}}}`),
 		plain(core.KindDevice, "dev10", `{"id":"dev10"}`),
 		plain(core.KindDevice, "dev2", `{"id":"dev2"}`),
-		plain(core.KindDevice, "déjà-vu", `{"id":"déjà-vu"}`),
+		plain(core.KindDevice, "déjà-vu", `{"id":"déjà-vu","raw":"`+"\xff\xfe"+`"}`),
 		plain(core.KindTemplate, "dtmi:x:y;1", `{"@id":"dtmi:x:y;1"}`),
 		plain(core.KindCert, "group/AB12", `{"thumbprint":"AB12"}`),
 		c2d("dev1", "m-b", 1, `{"body":"b"}`),
