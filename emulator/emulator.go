@@ -17,6 +17,7 @@ import (
 	"github.com/iotc-go/iotc/emulator/internal/mqtthub"
 	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 	"github.com/iotc-go/iotc/emulator/internal/pki"
+	"github.com/iotc-go/iotc/emulator/internal/store/sqlitestore"
 )
 
 // Emulator is a running local IoT Central. Its methods are safe for
@@ -29,6 +30,7 @@ type Emulator struct {
 	caPool  *x509.CertPool
 
 	core    *core.Core
+	store   core.Store // nil without DataDir; closed by Close after the front-ends
 	mqtt    *mqtthub.Server
 	restSrv *http.Server
 	restURL string
@@ -59,14 +61,33 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 	e := &Emulator{
 		cfg: cfg,
 		log: cfg.log,
-		core: core.New(core.Config{
-			IDScope: cfg.idScope, HubHost: cfg.hubHost, Groups: cfg.groups, AutoApprove: cfg.autoApprove,
-			RetryAfter: cfg.retryAfter, TelemetryHistory: cfg.history, DataDir: cfg.dataDir,
-			ExplicitScope: cfg.explicitScope, ExplicitGroups: cfg.explicitGroups, Log: cfg.log,
-		}),
 	}
 	e.reporter = netlimit.NewReporter(cfg.log.With("component", "limits"), cfg.limits.LogSummaryInterval)
 	e.authFails = &netlimit.FailLimiter{Max: cfg.limits.AuthFailures, Window: cfg.limits.AuthFailureWindow}
+	ccfg := core.Config{
+		IDScope: cfg.idScope, HubHost: cfg.hubHost, Groups: cfg.groups, AutoApprove: cfg.autoApprove,
+		RetryAfter: cfg.retryAfter, TelemetryHistory: cfg.history,
+		ExplicitScope: cfg.explicitScope, ExplicitGroups: cfg.explicitGroups, Log: cfg.log,
+	}
+	if cfg.dataDir != "" {
+		if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("emulator: data directory: %w", err)
+		}
+		dbPath := filepath.Join(cfg.dataDir, DataDirDatabase)
+		// Made private before SQLite opens it (its WAL files take its
+		// mode): it holds device and group keys in clear.
+		if f, err := os.OpenFile(dbPath, os.O_RDONLY|os.O_CREATE, 0o600); err == nil {
+			_ = f.Close()
+		}
+		st, err := sqlitestore.Open(ctx, dbPath, sqlitestore.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrDataFile, err)
+		}
+		e.store = st
+		ccfg.Store = st
+		ccfg.LegacyStateFile = filepath.Join(cfg.dataDir, DataDirLegacyFile)
+	}
+	e.core = core.New(ccfg)
 	ok := false
 	defer func() {
 		if !ok {
@@ -74,7 +95,7 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 		}
 	}()
 	if cfg.dataDir != "" {
-		if err := e.core.Load(); err != nil {
+		if err := e.core.Load(ctx); err != nil {
 			return nil, err
 		}
 		if !cfg.explicitToken {
@@ -168,8 +189,10 @@ func (e *Emulator) Close() error {
 			errs = append(errs, e.mqtt.Close())
 		}
 		e.wg.Wait()
-		e.reporter.Close()                 // the last summary
-		errs = append(errs, e.core.Save()) // the final state, once every connection is gone
+		e.reporter.Close() // the last summary
+		if e.store != nil {
+			errs = append(errs, e.store.Close()) // once every connection is gone
+		}
 		if e.tempDir != "" {
 			errs = append(errs, os.RemoveAll(e.tempDir))
 		}

@@ -35,6 +35,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/iotc-go/iotc/emulator/internal/core"
 	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 )
 
@@ -133,11 +134,9 @@ type Backend interface {
 	WatchTelemetry(id string) (messages <-chan Telemetry, stop func())
 	// Groups lists the enrollment groups.
 	Groups() []Group
-	// Stats returns connection, refusal and limit-hit counts.
-	Stats() Stats
 }
 
-// Stats are the counts the stats page shows.
+// Stats are the counts the stats page shows (see Handler.SetStats).
 type Stats struct {
 	// Connections are the open connections per listener.
 	Connections map[string]int
@@ -147,8 +146,9 @@ type Stats struct {
 	MQTTPreLoginBytes int64
 }
 
-// ErrNotFound is what Backend errors wrap for an unknown device or group.
-var ErrNotFound = errors.New("dashboard: not found")
+// ErrNotFound is what Backend errors wrap for an unknown device or group:
+// the core's.
+var ErrNotFound = core.ErrNotFound
 
 // Session limits.
 const (
@@ -172,6 +172,7 @@ type Handler struct {
 	tmpl   *template.Template
 	done   <-chan struct{}
 	idle   time.Duration
+	stats  func() Stats // nil: the stats page shows no counts
 
 	mu       sync.Mutex
 	sessions map[[sha256.Size]byte]*session // by SHA-256 of the session id
@@ -216,6 +217,10 @@ func New(b Backend, token string, done <-chan struct{}, logger *slog.Logger) (*H
 	h.mux.HandleFunc("GET /stats", h.auth(h.statsPage))
 	return h, nil
 }
+
+// SetStats sets where the stats page (/stats) gets its counts; nil shows
+// none. Call it before serving.
+func (h *Handler) SetStats(f func() Stats) { h.stats = f }
 
 // SetSessionIdle sets how long a session lasts without a request (d <= 0:
 // DefaultSessionIdle). Call it before serving.
@@ -423,7 +428,11 @@ func (h *Handler) groupsPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) statsPage(w http.ResponseWriter, r *http.Request) {
-	h.render(w, "stats.html", map[string]any{"Stats": h.b.Stats()})
+	var st Stats
+	if h.stats != nil {
+		st = h.stats()
+	}
+	h.render(w, "stats.html", map[string]any{"Stats": st})
 }
 
 func (h *Handler) groupKeys(w http.ResponseWriter, r *http.Request) {

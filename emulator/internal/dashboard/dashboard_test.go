@@ -82,10 +82,6 @@ func (f *fake) TelemetryHistory(id string, limit int) ([]Telemetry, error) {
 	return []Telemetry{{Body: []byte(`{"temperature":21.5,"mode":"eco"}`), Received: time.Unix(10, 0)}}, nil
 }
 func (f *fake) WatchTelemetry(string) (<-chan Telemetry, func()) { return f.tel, func() {} }
-func (f *fake) Stats() Stats {
-	return Stats{Connections: map[string]int{"mqtt": 3}, Refusals: map[string]int64{"mqtt_auth": 7}}
-}
-
 func (f *fake) Groups() []Group {
 	return []Group{{ID: "g1", DisplayName: "Group one", Enabled: true, PrimaryKey: "PRIMARY-KEY", SecondaryKey: "SECONDARY-KEY"}}
 }
@@ -476,6 +472,9 @@ func TestSessionExpiresAndSlides(t *testing.T) {
 
 func TestStatsPage(t *testing.T) {
 	h := serve(t, newFake(), nil)
+	h.SetStats(func() Stats {
+		return Stats{Connections: map[string]int{"mqtt": 3}, Refusals: map[string]int64{"mqtt_auth": 7}}
+	})
 	w := do(h, "GET", "/stats", "", map[string]string{"Authorization": token})
 	if w.Code != 200 || !strings.Contains(w.Body.String(), "mqtt_auth") {
 		t.Errorf("stats page: %d %s", w.Code, w.Body.String())
