@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/iotc-go/iotc/emulator/internal/amqp1"
+	"github.com/iotc-go/iotc/emulator/internal/dashboard"
 	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 )
 
@@ -69,6 +70,9 @@ const (
 	// have not logged in yet may make the emulator buffer (16 MiB: a
 	// CONNECT may announce up to 320 KiB).
 	DefaultMQTTPreLoginBytes = 16 << 20
+	// DefaultDashboardSessionIdle is how long a dashboard session lasts
+	// without a request; each request renews it, up to a day after login.
+	DefaultDashboardSessionIdle = dashboard.DefaultSessionIdle
 	// DefaultLogSummaryInterval is how often refusals and limit hits are
 	// summarised in one Warn line.
 	DefaultLogSummaryInterval = netlimit.DefaultSummaryInterval
@@ -124,6 +128,10 @@ type Limits struct {
 	// whose CONNECT does not fit is closed. Negative: no cap. Default
 	// DefaultMQTTPreLoginBytes.
 	MQTTPreLoginBytes int64
+	// DashboardSessionIdle is how long a dashboard login lasts without a
+	// request (each request renews it; logout revokes it; a day after login
+	// it ends regardless). Default DefaultDashboardSessionIdle.
+	DashboardSessionIdle time.Duration
 	// LogSummaryInterval is how often refused connections, failed
 	// authentications and limit hits are summarised in one Warn line of
 	// counts; each one is also logged at Info with its details. Default
@@ -163,6 +171,7 @@ func (l Limits) withDefaults() Limits {
 	if l.MQTTPreLoginBytes == 0 {
 		l.MQTTPreLoginBytes = DefaultMQTTPreLoginBytes
 	}
+	def(&l.DashboardSessionIdle, DefaultDashboardSessionIdle)
 	def(&l.LogSummaryInterval, DefaultLogSummaryInterval)
 	return l
 }

@@ -27,6 +27,7 @@ func (e *Emulator) startREST() error {
 		_ = ln.Close()
 		return fmt.Errorf("emulator: %w", err)
 	}
+	dash.SetSessionIdle(e.cfg.limits.DashboardSessionIdle)
 	dash.SetStats(func() dashboard.Stats {
 		st := e.Stats()
 		return dashboard.Stats{Connections: st.Connections, Refusals: st.Refusals, LimitHits: st.LimitHits, MQTTPreLoginBytes: st.MQTTPreLoginBytes}

@@ -129,6 +129,7 @@ func start(ctx context.Context, args []string, stdout, stderr io.Writer) (_ *emu
 	fs.DurationVar(&lim.AuthFailureWindow, "auth-failure-window", emulator.DefaultAuthFailureWindow, "window of -auth-failures")
 	fs.DurationVar(&lim.MQTTMaxIdle, "mqtt-max-idle", emulator.DefaultMQTTMaxIdle, "longest an MQTT connection may stay silent, used for keep-alive 0 and as the cap of 1.5 x keep-alive (IoT Hub: 1767s)")
 	fs.Int64Var(&lim.MQTTPreLoginBytes, "mqtt-prelogin-bytes", emulator.DefaultMQTTPreLoginBytes, "most bytes of CONNECT packets all MQTT connections not yet logged in may make the emulator buffer (negative: no cap)")
+	fs.DurationVar(&lim.DashboardSessionIdle, "dashboard-session-idle", emulator.DefaultDashboardSessionIdle, "dashboard login lifetime without a request (renewed by each request, at most a day)")
 	fs.DurationVar(&lim.LogSummaryInterval, "log-summary-interval", emulator.DefaultLogSummaryInterval, "interval of the summary line counting refused connections, failed authentications and limit hits")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `iotc-emulator runs a local Azure IoT Central: DPS and an IoT hub over
