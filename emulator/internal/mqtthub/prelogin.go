@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 )
@@ -21,9 +22,10 @@ var errPreLoginBudget = errors.New("emulator: too many bytes buffered by connect
 type preLogin struct {
 	s *Server
 
-	mu    sync.Mutex
-	state int // 0: reading the fixed header; 1: reserved; 2: done
-	hdr   [5]byte
+	mu     sync.Mutex
+	state  int         // 0: reading the fixed header; 1: reserved; 2: done
+	passed atomic.Bool // state != 0: every later Read skips the lock
+	hdr    [5]byte
 	n     int   // bytes of hdr seen
 	held  int64 // reserved bytes
 }
@@ -33,7 +35,7 @@ func (s *Server) newPreLogin() *preLogin { return &preLogin{s: s} }
 // seen follows the bytes a Read returned; it returns errPreLoginBudget
 // when the CONNECT they announce does not fit.
 func (p *preLogin) seen(b []byte) error {
-	if p == nil || len(b) == 0 {
+	if p == nil || len(b) == 0 || p.passed.Load() {
 		return nil
 	}
 	p.mu.Lock()
@@ -53,6 +55,7 @@ func (p *preLogin) seen(b []byte) error {
 			mul *= 128
 		}
 		p.state = 1
+		p.passed.Store(true)
 		if !p.s.cfg.PreLogin.Reserve(length) {
 			p.state = 2
 			p.s.cfg.Reporter.LimitHit(netlimit.KindMQTTPreLoginBytes, "MQTT connection closed: pre-login buffer cap reached", "connect_bytes", length)
@@ -77,6 +80,7 @@ func (p *preLogin) done() {
 		p.held = 0
 	}
 	p.state = 2
+	p.passed.Store(true)
 }
 
 // meteredConn is a connection that arrived over a WebSocket, metered like
