@@ -26,8 +26,8 @@ type preLogin struct {
 	state  int         // 0: reading the fixed header; 1: reserved; 2: done
 	passed atomic.Bool // state != 0: every later Read skips the lock
 	hdr    [5]byte
-	n     int   // bytes of hdr seen
-	held  int64 // reserved bytes
+	n      int   // bytes of hdr seen
+	held   int64 // reserved bytes
 }
 
 func (s *Server) newPreLogin() *preLogin { return &preLogin{s: s} }
