@@ -100,9 +100,9 @@ type Limits struct {
 	AMQPLoginMaxSessions, AMQPLoginMaxLinks, AMQPLoginMaxUnsettledBytes int
 	// HTTPReadTimeout, HTTPWriteTimeout and HTTPIdleTimeout are the
 	// http.Server timeouts of the REST/dashboard listener and of the
-	// WebSocket listener before the upgrade. Defaults
-	// DefaultHTTPReadTimeout, DefaultHTTPWriteTimeout,
-	// DefaultHTTPIdleTimeout.
+	// WebSocket listener before the upgrade; negative: none (request
+	// headers still have 10 s). Defaults DefaultHTTPReadTimeout,
+	// DefaultHTTPWriteTimeout, DefaultHTTPIdleTimeout.
 	HTTPReadTimeout, HTTPWriteTimeout, HTTPIdleTimeout time.Duration
 	// HTTPMaxHeaderBytes is the largest request header block of both HTTP
 	// listeners. Default DefaultHTTPMaxHeaderBytes.

@@ -61,9 +61,13 @@ func (e *Emulator) startREST() error {
 // with a deadline per write.
 func (e *Emulator) httpServer(h http.Handler, log *slog.Logger) *http.Server {
 	l := e.cfg.limits
+	header := 10 * time.Second // headers come in time even when the request read has no bound
+	if l.HTTPReadTimeout > 0 {
+		header = min(header, l.HTTPReadTimeout)
+	}
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: min(10*time.Second, l.HTTPReadTimeout),
+		ReadHeaderTimeout: header,
 		ReadTimeout:       l.HTTPReadTimeout,
 		WriteTimeout:      l.HTTPWriteTimeout,
 		IdleTimeout:       l.HTTPIdleTimeout,
