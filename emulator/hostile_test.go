@@ -547,6 +547,7 @@ func TestMQTTKeepAliveZeroGetsTheMaximumIdleTime(t *testing.T) {
 		t.Fatalf("CONNACK % x, %v", ack, err)
 	}
 	expectClosedByServer(t, c, "silent connection with keep-alive 0")
+	waitFor(t, func() bool { return e.Stats().LimitHits["mqtt_idle_timeout"] == 1 })
 }
 
 // mqttConnect encodes an MQTT 3.1.1 CONNECT.

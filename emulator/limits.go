@@ -205,7 +205,9 @@ type Stats struct {
 	// Limits since start, by kind ("amqp_login_deadline",
 	// "amqp_session_cap", "amqp_link_cap", "amqp_unsettled_cap",
 	// "conn_cap_rest", "conn_cap_websocket", "conn_cap_amqp",
-	// "auth_rate_limited", "mqtt_prelogin_bytes").
+	// "auth_rate_limited", "mqtt_prelogin_bytes", "mqtt_idle_timeout",
+	// "amqp_idle_timeout"). HTTP timeouts and the header cap are enforced
+	// by net/http and not counted.
 	LimitHits map[string]int64 `json:"limitHits"`
 	// MQTTPreLoginBytes is what MQTT connections that have not logged in
 	// yet are being allowed to buffer now (see Limits.MQTTPreLoginBytes).

@@ -138,6 +138,8 @@ func (s *Server) reportEnd(err error, nc net.Conn) {
 		kind = netlimit.KindAMQPLinks
 	case errors.Is(err, amqp1.ErrTooManyUnsettledBytes):
 		kind = netlimit.KindAMQPUnsettled
+	case errors.Is(err, amqp1.ErrIdleTimeout):
+		kind = netlimit.KindAMQPIdle
 	case errors.Is(err, amqp1.ErrSASLFailed):
 		s.opts.Reporter.Refused(netlimit.KindAMQPAuth, "AMQP connection refused: SASL failed", "remote", addrString(nc.RemoteAddr()))
 		return

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -146,6 +147,9 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	c := s.conns[cl]
 	delete(s.conns, cl)
 	s.mu.Unlock()
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		s.cfg.Reporter.LimitHit(netlimit.KindMQTTIdle, "MQTT connection closed: silent past its keep-alive", "remote", cl.Net.Remote)
+	}
 	if c == nil {
 		return
 	}

@@ -40,6 +40,12 @@ const (
 	// KindAMQPPreLoginLink is an AMQP link refused because the connection
 	// has no valid token yet.
 	KindAMQPPreLoginLink = "amqp_prelogin_link"
+	// KindMQTTIdle is an MQTT connection closed for silence past 1.5 x its
+	// keep-alive (or the maximum idle time).
+	KindMQTTIdle = "mqtt_idle_timeout"
+	// KindAMQPIdle is an AMQP connection closed for silence past twice the
+	// idle-time-out the emulator announced.
+	KindAMQPIdle = "amqp_idle_timeout"
 	// KindMQTTPreLoginBytes is an MQTT connection closed because the bytes
 	// buffered by connections not yet logged in reached their cap.
 	KindMQTTPreLoginBytes = "mqtt_prelogin_bytes"
