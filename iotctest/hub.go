@@ -467,7 +467,6 @@ func toOutcome(o domain.Outcome) inproc.Outcome {
 	return inproc.Complete
 }
 
-
 func cloneProps(m map[string]string) map[string]string {
 	out := maps.Clone(m)
 	if out == nil {
