@@ -1,12 +1,9 @@
 package emulator
 
 import (
-	"context"
-	"fmt"
 	"time"
 
 	"github.com/iotc-go/iotc/emulator/internal/core"
-	"github.com/iotc-go/iotc/emulator/internal/restapi"
 )
 
 // FaultKind names a fault: the values of IoT Hub's
@@ -125,51 +122,3 @@ func (e *Emulator) RevokeDeviceKey(id string) error {
 // device when id is "") and restores its revoked keys and expired tokens.
 // Faults still waiting for their delay fire later.
 func (e *Emulator) ClearFaults(id string) { e.core.ClearFaults(id) }
-
-// ---- REST ----
-
-var _ restapi.FaultBackend = restBackend{}
-
-// InjectFault implements restapi.FaultBackend.
-func (b restBackend) InjectFault(ctx context.Context, id string, f restapi.FaultRequest) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	all := id == restapi.AllDevices
-	kind := FaultKind(f.Type)
-	d := time.Duration(f.DurationInSecs * float64(time.Second))
-	switch {
-	case all && kind == FaultRefuseConnections:
-		if d == 0 {
-			d = DefaultFaultDuration
-		}
-		return restErr(b.e.RefuseConnections("", d))
-	case all && kind == FaultThrottling:
-		if d == 0 {
-			d = DefaultFaultDuration
-		}
-		return restErr(b.e.Throttle("", d))
-	case all:
-		return fmt.Errorf("%w: fault %q applies to one device, not %q", restapi.ErrBadRequest, f.Type, restapi.AllDevices)
-	}
-	return restErr(b.e.InjectFault(id, Fault{
-		Kind: kind, Graceful: f.CloseReason == "byebye",
-		Delay: time.Duration(f.DelayInSecs * float64(time.Second)), Duration: d,
-	}))
-}
-
-// ClearFaults implements restapi.FaultBackend.
-func (b restBackend) ClearFaults(ctx context.Context, id string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if id == restapi.AllDevices {
-		b.e.ClearFaults("")
-		return nil
-	}
-	if _, err := b.e.Device(id); err != nil {
-		return restErr(err)
-	}
-	b.e.ClearFaults(id)
-	return nil
-}

@@ -121,8 +121,8 @@ func (l *kill9Load) device(id string) string {
 
 func (l *kill9Load) mqtt(id, key string) paho.Client {
 	l.t.Helper()
-	opts := paho.NewClientOptions().AddBroker("ssl://"+l.info.MQTT).SetClientID(id).
-		SetUsername(l.info.HubHost+"/"+id+"/?api-version=2021-04-12").
+	opts := paho.NewClientOptions().AddBroker("ssl://" + l.info.MQTT).SetClientID(id).
+		SetUsername(l.info.HubHost + "/" + id + "/?api-version=2021-04-12").
 		SetPassword(testSAS(l.t, key, l.info.HubHost+"/devices/"+id, time.Now().Add(time.Hour), "")).
 		SetTLSConfig(l.tls).SetProtocolVersion(4).SetAutoReconnect(false).SetCleanSession(true).
 		SetOrderMatters(false).SetConnectTimeout(wait).SetMaxResumePubInFlight(100)

@@ -17,18 +17,18 @@ import (
 	"github.com/iotc-go/iotc/emulator/internal/store/internal/storecheck"
 )
 
-// ErrClosed is reported (on the channel of Apply, and by Load and Reopen) by
-// a closed store; it wraps core.ErrStore.
+// ErrClosed is reported (on the channel of Apply, and by Load) by a closed
+// store; it matches core.ErrStore.
 var ErrClosed = storecheck.ErrClosed
 
-// ErrInvalid is reported on the channel of Apply for a change the store
-// cannot keep (see core.Store; an unknown kind or op, a missing identity, a
-// document that is not JSON); it wraps core.ErrStore and nothing of that
-// Apply call is applied.
+// ErrInvalid is reported (wrapped, with core.ErrStore) on the channel of
+// Apply for a change the store cannot keep (an unknown kind or op, a
+// missing identity, a document that is not JSON); nothing of that Apply
+// call is applied. It matches core.ErrStore.
 var ErrInvalid = storecheck.ErrInvalid
 
 // errNotClosed is reported by Reopen on a store still open.
-var errNotClosed = fmt.Errorf("%w: reopen of a store still open", core.ErrStore)
+var errNotClosed error = storecheck.Error("emulator: state store: reopen of a store still open")
 
 // done is the channel Apply returns for a committed unit: closed, so a
 // receive yields nil at once, and shared, so Apply allocates nothing for it.

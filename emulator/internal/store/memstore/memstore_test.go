@@ -4,10 +4,16 @@ import (
 	"errors"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/iotc-go/iotc/emulator/internal/core"
 	"github.com/iotc-go/iotc/emulator/internal/store/memstore"
 	"github.com/iotc-go/iotc/emulator/internal/store/storetest"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 func TestContract(t *testing.T) {
 	storetest.Run(t,

@@ -88,6 +88,11 @@ func TestFileAsTheShellSeesIt(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	for _, f := range []string{s.Path(), s.Path() + "-wal"} {
+		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v (%v), want mode 0600: the file holds device keys", f, fi.Mode(), err)
+		}
+	}
 	db := rawDB(t, s.Path())
 	var mode string
 	if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
@@ -114,8 +119,8 @@ func TestFileAsTheShellSeesIt(t *testing.T) {
 		"templates": "id doc",
 		"certs":     "key doc",
 		"c2d":       "device id seq doc",
-		"telemetry": "device seq doc",
-		"commands":  "device seq doc",
+		"telemetry": "seq device doc",
+		"commands":  "seq device doc",
 	}
 	rows, err := db.Query(`SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name`)
 	if err != nil {
@@ -132,6 +137,37 @@ func TestFileAsTheShellSeesIt(t *testing.T) {
 	_ = rows.Close()
 	if got, want := strings.Join(names, " "), "c2d certs commands devices groups meta telemetry templates"; got != want {
 		t.Fatalf("tables %q, want %q", got, want)
+	}
+	// The identities of core.Store are unique in the file.
+	for _, dup := range []string{
+		`INSERT INTO devices (id, doc) VALUES ('dev1', '{}')`,
+		`INSERT INTO c2d (device, id, seq, doc) VALUES ('dev1', 'm1', 8, '{}')`,
+		`INSERT INTO telemetry (device, seq, doc) VALUES ('dev1', 1, '{}')`,
+		`INSERT INTO commands (device, seq, doc) VALUES ('dev1', 1, '{}')`,
+		`INSERT INTO meta (key, doc) VALUES ('idScope', '{}')`,
+	} {
+		if _, err := db.Exec(dup); err == nil || !strings.Contains(err.Error(), "UNIQUE") {
+			t.Errorf("%s: %v, want a UNIQUE constraint failure", dup, err)
+		}
+	}
+	plan := ""
+	prows, err := db.Query(`EXPLAIN QUERY PLAN DELETE FROM telemetry WHERE device = 'dev1' AND seq <= 5`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for prows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := prows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan += detail + "; "
+	}
+	_ = prows.Close()
+	// Telemetry is keyed by its number alone: a trim scans by number,
+	// appending needs no index by device.
+	if !strings.Contains(plan, "INTEGER PRIMARY KEY") {
+		t.Errorf("a trim of telemetry runs %q, not on its key", plan)
 	}
 	for table, want := range wantCols {
 		rows, err := db.Query(`SELECT name FROM pragma_table_info(?) ORDER BY cid`, table)

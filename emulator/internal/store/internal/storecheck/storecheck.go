@@ -10,14 +10,25 @@ import (
 	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
-// ErrClosed is reported by Apply and Load on a closed store; it wraps
-// core.ErrStore.
-var ErrClosed = fmt.Errorf("%w: store closed", core.ErrStore)
+// Error is an error of the store adapters: its text does not repeat
+// core.ErrStore's, yet errors.Is matches it with core.ErrStore too.
+type Error string
 
-// ErrInvalid is reported by Apply for a change the store cannot keep (an
-// unknown kind or op, an identity field missing or set where the kind has
-// none, a document that is not JSON); it wraps core.ErrStore.
-var ErrInvalid = fmt.Errorf("%w: invalid change", core.ErrStore)
+// Error returns e's text.
+func (e Error) Error() string { return string(e) }
+
+// Is reports whether target is core.ErrStore.
+func (e Error) Is(target error) bool { return target == core.ErrStore }
+
+// ErrClosed is reported by Apply and Load on a closed store; it matches
+// core.ErrStore.
+var ErrClosed error = Error("emulator: state store closed")
+
+// ErrInvalid is reported (wrapped with the details, after core.ErrStore)
+// by Apply for a change the store cannot keep (an unknown kind or op, an
+// identity field missing or set where the kind has none, a document that
+// is not JSON); it matches core.ErrStore.
+var ErrInvalid error = Error("invalid change")
 
 // Kinds lists every kind in the order Load returns them.
 var Kinds = []core.Kind{
@@ -42,17 +53,17 @@ func KnownKind(k core.Kind) bool {
 }
 
 // Unit checks every change of one Apply call and returns the first problem
-// as an error wrapping ErrInvalid (and so core.ErrStore), or nil.
+// as an error wrapping core.ErrStore and ErrInvalid, or nil.
 func Unit(changes []core.Change) error {
 	for i, c := range changes {
 		if err := Change(c); err != nil {
-			return fmt.Errorf("change %d: %w", i, err)
+			return fmt.Errorf("%w: change %d: %w", core.ErrStore, i, err)
 		}
 	}
 	return nil
 }
 
-// Change checks one change, see Unit.
+// Change checks one change, see Unit; its error wraps ErrInvalid.
 //
 // The rules: OpPut needs the record's identity and a JSON Doc; OpDelete the
 // identity only (Doc is ignored); OpTrim a sequenced kind and a Device;
@@ -68,7 +79,7 @@ func Change(c core.Change) error {
 			return err
 		}
 		if c.Op == core.OpPut && !json.Valid(r.Doc) {
-			return fmt.Errorf("%w: %s %q: doc is not JSON", ErrInvalid, r.Kind, r.Device+"/"+r.Key)
+			return fmt.Errorf("%w: %s %s: doc is not JSON", ErrInvalid, r.Kind, name(r))
 		}
 		return nil
 	case core.OpTrim:
@@ -117,4 +128,16 @@ func identity(r core.Record) error {
 		}
 	}
 	return nil
+}
+
+// name is the identity of r in an error message.
+func name(r core.Record) string {
+	switch r.Kind {
+	case core.KindC2D:
+		return fmt.Sprintf("%q of device %q", r.Key, r.Device)
+	case core.KindTelemetry, core.KindCommand:
+		return fmt.Sprintf("%d of device %q", r.Seq, r.Device)
+	default:
+		return fmt.Sprintf("%q", r.Key)
+	}
 }
