@@ -112,7 +112,10 @@ func (h *Hub) Connect(ctx context.Context, hubHost, id, sasToken, modelID string
 	c.mu.Unlock()
 	if dropped {
 		sess.Close()
-		return nil, c.Err()
+		if err := c.Err(); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: dropped while connecting", ErrDisconnected)
 	}
 	if prev != nil {
 		prev.Drop(ErrReplaced)
