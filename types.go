@@ -34,6 +34,17 @@ var (
 	ErrInvalidConfig = domain.ErrInvalidConfig
 	// ErrInvalidKey: a symmetric key is not base64.
 	ErrInvalidKey = domain.ErrInvalidKey
+	// ErrUntrustedServer: the server's certificate failed TLS
+	// verification (Config.RootCAs lacks its CA, another host name,
+	// expired). Never retried: Connect returns it at once.
+	ErrUntrustedServer = domain.ErrUntrustedServer
+	// ErrConnectionRefused: nothing accepted the TCP connection (wrong
+	// port, service down). Retried with the backoff; Client.Err and
+	// Client.Status carry it meanwhile.
+	ErrConnectionRefused = domain.ErrConnectionRefused
+	// ErrHostNotFound: DNS does not know the host name. Retried with the
+	// backoff; Client.Err and Client.Status carry it meanwhile.
+	ErrHostNotFound = domain.ErrHostNotFound
 )
 
 // Outcome is how a cloud-to-device message or queued command is settled
@@ -92,6 +103,7 @@ const (
 	ReasonTransportFallback     = domain.ReasonTransportFallback
 	ReasonReprovisioned         = domain.ReasonReprovisioned
 	ReasonDesiredChangedOffline = domain.ReasonDesiredChangedOffline
+	ReasonUntrustedServer       = domain.ReasonUntrustedServer
 )
 
 // Twin is the device twin: desired and reported properties with their
