@@ -7,6 +7,10 @@ import (
 	"github.com/iotc-go/iotc/domain"
 )
 
+// Version is this SDK's version (see CHANGELOG.md). The client announces
+// "iotc-go/<Version>" to DPS and the hub, followed by Config.ProductInfo.
+const Version = domain.Version
+
 // Errors the client returns; match them with errors.Is.
 var (
 	// ErrNotConnected: the client is not connected: Connect was not called

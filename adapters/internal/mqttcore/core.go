@@ -43,7 +43,7 @@ const (
 	publishHandoff = time.Second
 	// DefaultClientVersion is announced as DeviceClientType (hub) and
 	// ClientVersion (DPS).
-	DefaultClientVersion = "iotc-go/0.1.0"
+	DefaultClientVersion = domain.ClientProduct
 	// maxKeepAlive is IoT Hub's cap on the keep-alive.
 	maxKeepAlive = 1767 * time.Second
 	// maxDPSPolls bounds the polls of one registration.
