@@ -15,28 +15,34 @@ import (
 // device's history, and a copy to every watcher. It takes ownership of
 // msg's Body, Properties and System (the history keeps them, so a stored
 // message costs no second copy): the caller must not change them after.
-func (c *Core) StoreTelemetry(msg Telemetry) {
-	var fields map[string]any
-	if err := json.Unmarshal(msg.Body, &fields); err != nil {
-		fields = nil // not a JSON object: stored as a message, no latest values
-	}
+// With a store it returns once the message is durable, so the front-end
+// acknowledges only what a restart keeps; errors wrap ErrStore (the
+// front-end then refuses the message). A message of an unknown device is
+// dropped without error.
+func (c *Core) StoreTelemetry(msg Telemetry) error {
+	fields := jsonFields(msg.Body)
 	c.mu.Lock()
+	var staged <-chan error
 	if d, ok := c.devices[msg.DeviceID]; ok {
 		d.lastActivity = c.now()
 		c.countTelemetry(msg.DeviceID)
-		vals := d.telemetry[msg.Component]
-		if vals == nil && len(fields) > 0 {
-			vals = map[string]TelemetryValue{}
-			d.telemetry[msg.Component] = vals
-		}
-		for k, v := range fields {
-			vals[k] = TelemetryValue{Value: v, Timestamp: msg.Received}
-		}
-		if n := c.cfg.TelemetryHistory; n > 0 {
+		d.telemetrySeq++
+		msg.Seq = d.telemetrySeq
+		c.latestLocked(d, msg, fields)
+		n := c.cfg.TelemetryHistory
+		if n > 0 {
 			if len(d.history) >= n {
 				d.history = slices.Delete(d.history, 0, len(d.history)-n+1)
 			}
 			d.history = append(d.history, withMaps(msg))
+		}
+		if c.durable() {
+			put := telemetryChange(msg.Seq, msg)
+			if n > 0 && msg.Seq > int64(n) && msg.Seq%trimEvery == 0 {
+				staged = c.stageLocked(put, Change{Op: OpTrim, Record: Record{Kind: KindTelemetry, Device: msg.DeviceID, Seq: msg.Seq - int64(n)}})
+			} else if n > 0 {
+				staged = c.stageLocked(put)
+			}
 		}
 	}
 	for ch := range c.watchers[msg.DeviceID] {
@@ -47,7 +53,42 @@ func (c *Core) StoreTelemetry(msg Telemetry) {
 		}
 	}
 	c.mu.Unlock()
+	if err := awaitNow(staged); err != nil {
+		return err
+	}
 	c.telemetryFault(msg)
+	return nil
+}
+
+// trimEvery is how often (in messages per device) the stored history is
+// cut back to Config.TelemetryHistory: the store holds at most that many
+// more, and Load keeps only the newest.
+const trimEvery = 64
+
+// jsonFields decodes a JSON object body; nil for any other body (stored
+// as a message, with no latest values).
+func jsonFields(body []byte) map[string]any {
+	var fields map[string]any
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return nil
+	}
+	return fields
+}
+
+// latestLocked records fields (of msg's body) as the latest values of
+// msg's component; c.mu held.
+func (c *Core) latestLocked(d *device, msg Telemetry, fields map[string]any) {
+	if len(fields) == 0 {
+		return
+	}
+	vals := d.telemetry[msg.Component]
+	if vals == nil {
+		vals = map[string]TelemetryValue{}
+		d.telemetry[msg.Component] = vals
+	}
+	for k, v := range fields {
+		vals[k] = TelemetryValue{Value: v, Timestamp: msg.Received}
+	}
 }
 
 // withMaps returns t with nil property maps made empty (they are shown as
