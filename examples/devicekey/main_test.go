@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"strings"
@@ -30,7 +29,7 @@ func TestDeviceKeySample(t *testing.T) {
 	ini := sampletest.WriteINI(t, emu, t.TempDir(), "DEVICE_M3", "DeviceId = sample-devicekey\nDeviceKey = "+key)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var out bytes.Buffer
+	var out sampletest.Buffer
 	if err := run(ctx, []string{"-config", ini, "-section", "DEVICE_M3", "-count", "2", "-interval", "10ms"}, &out, &out); err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}
@@ -60,7 +59,7 @@ func TestGroupKeySection(t *testing.T) {
 	ini := sampletest.WriteINI(t, emu, t.TempDir(), "DEVICE_A", "DeviceId = sample-groupkey\nGroupKey = "+emu.GroupKey())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var out, log bytes.Buffer
+	var out, log sampletest.Buffer
 	if err := run(ctx, []string{"-config", ini, "-count", "1", "-interval", "10ms"}, &out, &log); err != nil {
 		t.Fatalf("run: %v\n%s", err, log.String())
 	}
@@ -93,7 +92,7 @@ func TestHubNameSkipsDPS(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var out bytes.Buffer
+	var out sampletest.Buffer
 	if err := run(ctx, []string{"-config", ini, "-count", "1", "-interval", "10ms"}, &out, &out); err != nil {
 		t.Fatalf("run with HubName: %v\n%s", err, out.String())
 	}

@@ -102,6 +102,16 @@ func Load(f Flags, a samplesini.Auth) (iotc.Config, *samplesini.File, error) {
 	return cfg, ini, nil
 }
 
+// ConsoleStatus makes cfg print each connection change to f.Log, for the
+// samples whose log goes elsewhere (a file, an Event Hub).
+func ConsoleStatus(cfg *iotc.Config, f Flags) {
+	w := f.Log
+	if w == nil {
+		w = os.Stderr
+	}
+	cfg.OnStatus = func(s iotc.Status) { fmt.Fprintln(w, "status:", s) }
+}
+
 // Run connects cfg and runs the loop until ctx ends or f.Count rounds
 // are sent, then closes the client.
 func Run(ctx context.Context, cfg iotc.Config, f Flags, out io.Writer) error {
