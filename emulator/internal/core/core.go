@@ -145,8 +145,8 @@ type Telemetry struct {
 	AuthMethod string
 	// Received is when the emulator got the message (iothub-enqueuedtime).
 	Received time.Time
-	// Seq numbers the device's messages from 1 in the order they were
-	// stored (set by StoreTelemetry).
+	// Seq numbers the messages from 1 in the order the emulator stored
+	// them, one sequence across devices (set by StoreTelemetry).
 	Seq int64
 }
 
@@ -282,6 +282,9 @@ type Core struct {
 	ext      extState                 // templates, device settings, command history (ext.go); guarded by mu
 
 	store Store // nil: memory only
+
+	telemetrySeq int64    // the last Telemetry.Seq given; guarded by mu
+	pendingLoad  []Change // deletes Load found due (a shorter history); committed by Load
 }
 
 // New returns a model with cfg's groups and no devices. With
@@ -336,7 +339,7 @@ type device struct {
 	desired, reported        *twin.Section
 	telemetry                map[string]map[string]TelemetryValue
 	history                  []Telemetry // oldest first, at most cfg.TelemetryHistory
-	telemetrySeq, c2dSeq     int64       // the last numbers given
+	c2dSeq                   int64       // the last number given to a message
 	c2d                      []*c2dMsg
 	deadLetters              []*c2dMsg // rejected, oldest first
 	link                     Link      // live hub connection; nil when offline

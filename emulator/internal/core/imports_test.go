@@ -28,7 +28,7 @@ func TestCoreImportsNoProtocol(t *testing.T) {
 		"github.com/iotc-go/iotc/emulator/internal/restapi",
 		"github.com/iotc-go/iotc/emulator/internal/dashboard",
 		"github.com/iotc-go/iotc/emulator/internal/wslistener",
-		"github.com/iotc-go/iotc/emulator/internal/wire", // the MQTT grammar
+		"github.com/iotc-go/iotc/emulator/internal/wire",  // the MQTT grammar
 		"github.com/iotc-go/iotc/emulator/internal/store", // its adapters
 		"modernc.org/sqlite",
 		"github.com/Azure/go-amqp",

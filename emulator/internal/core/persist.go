@@ -41,6 +41,13 @@ type telemetryDoc struct {
 	Received        time.Time         `json:"received"`
 }
 
+// authCodes shorten the auth method in stored telemetry (every message
+// carries it); authMethods expand them.
+var (
+	authCodes   = map[string]string{AuthMethodSAS: "sas", AuthMethodX509: "x509"}
+	authMethods = map[string]string{"sas": AuthMethodSAS, "x509": AuthMethodX509}
+)
+
 // certDoc is a proven enrollment group certificate.
 type certDoc struct {
 	Group      string `json:"group"`
@@ -126,7 +133,7 @@ func groupChange(g EnrollmentGroup, order int64) Change {
 
 func telemetryChange(seq int64, t Telemetry) Change {
 	doc := telemetryDoc{ModuleID: t.ModuleID, Component: t.Component, MessageID: t.MessageID, CorrelationID: t.CorrelationID,
-		ContentType: t.ContentType, ContentEncoding: t.ContentEncoding, AuthMethod: t.AuthMethod,
+		ContentType: t.ContentType, ContentEncoding: t.ContentEncoding, AuthMethod: authCodes[t.AuthMethod],
 		Properties: t.Properties, System: t.System, Received: t.Received}
 	if json.Valid(t.Body) {
 		doc.Body = t.Body
@@ -159,7 +166,8 @@ func (c *Core) Load(ctx context.Context) error {
 	// The ID scope and groups in use are the store's from now on (explicit
 	// options win over stored ones, and replace them).
 	c.mu.Lock()
-	changes := c.metaAndGroupsLocked()
+	changes := append(c.metaAndGroupsLocked(), c.pendingLoad...)
+	c.pendingLoad = nil
 	for _, r := range recs {
 		if r.Kind == KindGroup {
 			if _, ok := c.group(r.Key); !ok {
@@ -303,15 +311,21 @@ func (c *Core) restoreRecords(recs []Record) error {
 			}
 			t := withMaps(Telemetry{DeviceID: id, ModuleID: td.ModuleID, Component: td.Component, MessageID: td.MessageID,
 				CorrelationID: td.CorrelationID, ContentType: td.ContentType, ContentEncoding: td.ContentEncoding,
-				AuthMethod: td.AuthMethod, Body: body, Properties: td.Properties, System: td.System,
+				AuthMethod: authMethods[td.AuthMethod], Body: body, Properties: td.Properties, System: td.System,
 				Received: td.Received, Seq: sd.seq})
-			d.telemetrySeq = sd.seq
+			c.telemetrySeq = max(c.telemetrySeq, sd.seq)
 			c.latestLocked(d, t, jsonFields(t.Body))
 			if n := c.cfg.TelemetryHistory; n > 0 {
 				if len(d.history) >= n {
-					d.history = slices.Delete(d.history, 0, len(d.history)-n+1)
+					drop := len(d.history) - n + 1
+					for _, old := range d.history[:drop] {
+						c.pendingLoad = append(c.pendingLoad, Change{Op: OpDelete, Record: Record{Kind: KindTelemetry, Device: id, Seq: old.Seq}})
+					}
+					d.history = slices.Delete(d.history, 0, drop)
 				}
 				d.history = append(d.history, t)
+			} else {
+				c.pendingLoad = append(c.pendingLoad, Change{Op: OpDelete, Record: Record{Kind: KindTelemetry, Device: id, Seq: sd.seq}})
 			}
 		}
 	}

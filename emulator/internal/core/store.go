@@ -79,6 +79,11 @@ type Record struct {
 	// KindTelemetry and KindCommand, which Seq identifies.
 	Key string
 	// Seq orders the sequenced kinds per device (grows, never reused).
+	// For KindTelemetry and KindCommand it is also unique within the
+	// kind, across devices (the model numbers them in one sequence), so
+	// that a store can append them in Seq order without an index by
+	// device; a Seq given to two devices is a model bug whose outcome
+	// depends on the store.
 	Seq int64
 	// Doc is the JSON document.
 	Doc []byte
@@ -91,7 +96,9 @@ type Op int
 const (
 	// OpPut inserts or replaces the record with the same identity:
 	// (Kind, Key) for unsequenced kinds, (Kind, Device, Key) for KindC2D,
-	// (Kind, Device, Seq) for KindTelemetry and KindCommand.
+	// (Kind, Device, Seq) for KindTelemetry and KindCommand. OpTrim of
+	// those kinds may cost a scan of the kind: the model trims them with
+	// OpDelete of each record its history drops.
 	OpPut Op = iota
 	// OpDelete removes the record with the identity of Record (Doc
 	// unused); removing what is not there is no error.

@@ -26,23 +26,25 @@ func (c *Core) StoreTelemetry(msg Telemetry) error {
 	if d, ok := c.devices[msg.DeviceID]; ok {
 		d.lastActivity = c.now()
 		c.countTelemetry(msg.DeviceID)
-		d.telemetrySeq++
-		msg.Seq = d.telemetrySeq
+		c.telemetrySeq++
+		msg.Seq = c.telemetrySeq
 		c.latestLocked(d, msg, fields)
-		n := c.cfg.TelemetryHistory
-		if n > 0 {
+		if n := c.cfg.TelemetryHistory; n > 0 {
+			var changes []Change
+			if c.durable() {
+				changes = append(changes, telemetryChange(msg.Seq, msg))
+			}
 			if len(d.history) >= n {
-				d.history = slices.Delete(d.history, 0, len(d.history)-n+1)
+				drop := len(d.history) - n + 1
+				if c.durable() {
+					for _, old := range d.history[:drop] {
+						changes = append(changes, Change{Op: OpDelete, Record: Record{Kind: KindTelemetry, Device: old.DeviceID, Seq: old.Seq}})
+					}
+				}
+				d.history = slices.Delete(d.history, 0, drop)
 			}
 			d.history = append(d.history, withMaps(msg))
-		}
-		if c.durable() {
-			put := telemetryChange(msg.Seq, msg)
-			if n > 0 && msg.Seq > int64(n) && msg.Seq%trimEvery == 0 {
-				staged = c.stageLocked(put, Change{Op: OpTrim, Record: Record{Kind: KindTelemetry, Device: msg.DeviceID, Seq: msg.Seq - int64(n)}})
-			} else if n > 0 {
-				staged = c.stageLocked(put)
-			}
+			staged = c.stageLocked(changes...)
 		}
 	}
 	for ch := range c.watchers[msg.DeviceID] {
@@ -59,11 +61,6 @@ func (c *Core) StoreTelemetry(msg Telemetry) error {
 	c.telemetryFault(msg)
 	return nil
 }
-
-// trimEvery is how often (in messages per device) the stored history is
-// cut back to Config.TelemetryHistory: the store holds at most that many
-// more, and Load keeps only the newest.
-const trimEvery = 64
 
 // jsonFields decodes a JSON object body; nil for any other body (stored
 // as a message, with no latest values).

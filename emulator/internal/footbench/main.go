@@ -14,6 +14,8 @@
 //
 //	go run ./emulator/internal/footbench [-devices 2000] [-dps] [-ws] [-messages 0] [-store memory] [-profile prefix]
 //
+// FOOTBENCH_CPUPROFILE=file writes the emulator child's CPU profile.
+//
 // -store sqlite runs the emulator with a data directory (its SQLite
 // store, every acknowledged message committed first); -store both runs
 // the whole measurement with the memory store, then with SQLite, and
@@ -142,6 +144,19 @@ type stats struct {
 // serveChild runs the emulator and answers one JSON line per command line:
 // "create N" (the devices' keys), "stats", "profile PREFIX", "quit".
 func serveChild(dataDir string) error {
+	if path := os.Getenv("FOOTBENCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}()
+	}
 	e, err := emulator.Start(context.Background(), &emulator.Options{
 		MQTTAddr: "127.0.0.1:0", RESTAddr: "-", RetryAfter: -1, DataDir: dataDir,
 		Logger: slog.New(slog.DiscardHandler),

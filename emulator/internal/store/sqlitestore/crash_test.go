@@ -55,7 +55,8 @@ func TestCrashChild(t *testing.T) {
 				}
 				doc := fmt.Sprintf(`{"w":%d,"i":%d,"pad":%q}`, w, i, strings.Repeat("p", 150))
 				err := <-s.Apply([]core.Change{
-					put(telemetry(dev, int64(i), doc)),
+					// Telemetry numbers are unique in the kind: worker in the high bits.
+					put(telemetry(dev, int64(w)<<32|int64(i), doc)),
 					put(core.Record{Kind: core.KindC2D, Device: dev, Key: fmt.Sprintf("m%d", i), Seq: int64(i), Doc: []byte(doc)}),
 					put(device(dev, fmt.Sprintf(`{"last":%d}`, i))),
 				})
@@ -149,7 +150,7 @@ func TestKillNineLosesNothingAcknowledged(t *testing.T) {
 	for _, r := range recs {
 		switch r.Kind {
 		case core.KindTelemetry:
-			get(r.Device).tel[r.Seq] = true
+			get(r.Device).tel[r.Seq&0xffffffff] = true
 		case core.KindC2D:
 			get(r.Device).c2d[r.Seq] = true
 		case core.KindDevice:

@@ -41,17 +41,15 @@ CREATE TABLE c2d (
 );
 CREATE INDEX c2d_queue ON c2d (device, seq);
 CREATE TABLE telemetry (
+	seq    INTEGER PRIMARY KEY,
 	device TEXT    NOT NULL,
-	seq    INTEGER NOT NULL,
 	doc    TEXT    NOT NULL
 );
-CREATE UNIQUE INDEX telemetry_key ON telemetry (device, seq);
 CREATE TABLE commands (
+	seq    INTEGER PRIMARY KEY,
 	device TEXT    NOT NULL,
-	seq    INTEGER NOT NULL,
 	doc    TEXT    NOT NULL
 );
-CREATE UNIQUE INDEX commands_key ON commands (device, seq);
 `,
 }
 
@@ -105,8 +103,8 @@ func seqTable(k core.Kind, name string) table {
 	return table{
 		kind: k,
 		put: `INSERT INTO ` + name + ` (device, seq, doc) VALUES (?1, ?2, ?3)
-			ON CONFLICT (device, seq) DO UPDATE SET doc = excluded.doc`,
-		del:  `DELETE FROM ` + name + ` WHERE device = ?1 AND seq = ?2`,
+			ON CONFLICT (seq) DO UPDATE SET device = excluded.device, doc = excluded.doc`,
+		del:  `DELETE FROM ` + name + ` WHERE seq = ?2 AND device = ?1`,
 		trim: `DELETE FROM ` + name + ` WHERE device = ?1 AND seq <= ?2`,
 		load: `SELECT device, '', seq, doc FROM ` + name + ` ORDER BY device, seq`,
 	}

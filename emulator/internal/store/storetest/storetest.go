@@ -158,7 +158,7 @@ func allKinds() (given, want []core.Record) {
 		seqd(core.KindTelemetry, "dev1", 1, `{"t":1}`),
 		seqd(core.KindTelemetry, "dev1", 2, `{"t":2}`),
 		seqd(core.KindTelemetry, "dev1", 10, `{"t":10}`),
-		seqd(core.KindTelemetry, "dev2", 1, `{"t":"dev2"}`),
+		seqd(core.KindTelemetry, "dev2", 3, `{"t":"dev2"}`),
 		seqd(core.KindCommand, "dev1", 3, `{"name":"reboot"}`),
 		seqd(core.KindCommand, "dev1", 4, `{"name":"echo","payload":[1,2]}`),
 	}
@@ -212,6 +212,7 @@ func testPutReplaces(t *testing.T, s core.Store) {
 func testIdentities(t *testing.T, s core.Store) {
 	// The same key in every kind, the same c2d id and seq under two
 	// devices, the same seq in telemetry and commands: all distinct.
+	// (Telemetry and command numbers are unique within their kind.)
 	var unit []core.Change
 	want := []core.Record{}
 	for _, k := range []core.Kind{core.KindMeta, core.KindGroup, core.KindDevice, core.KindTemplate, core.KindCert} {
@@ -223,7 +224,7 @@ func testIdentities(t *testing.T, s core.Store) {
 		c2d("a", "x", 1, `{"dev":"a"}`),
 		c2d("b", "x", 1, `{"dev":"b"}`),
 		seqd(core.KindTelemetry, "a", 1, `{"dev":"a"}`),
-		seqd(core.KindTelemetry, "b", 1, `{"dev":"b"}`),
+		seqd(core.KindTelemetry, "b", 2, `{"dev":"b"}`),
 		seqd(core.KindCommand, "a", 1, `{"dev":"a","cmd":true}`),
 	} {
 		unit = append(unit, put(r))
@@ -292,11 +293,19 @@ func matches(r core.Record, rs []core.Record) bool {
 
 func testTrim(t *testing.T, s core.Store) {
 	var unit []core.Change
+	// Telemetry and command numbers are unique within their kind: d2's
+	// follow d1's (d1 1..5, d2 11..15).
+	num := func(dev string, i int64) int64 {
+		if dev == "d2" {
+			return i + 10
+		}
+		return i
+	}
 	for _, dev := range []string{"d1", "d2"} {
 		for i := int64(1); i <= 5; i++ {
 			unit = append(unit,
-				put(seqd(core.KindTelemetry, dev, i, fmt.Sprintf(`{"i":%d}`, i))),
-				put(seqd(core.KindCommand, dev, i, fmt.Sprintf(`{"i":%d}`, i))),
+				put(seqd(core.KindTelemetry, dev, num(dev, i), fmt.Sprintf(`{"i":%d}`, i))),
+				put(seqd(core.KindCommand, dev, num(dev, i), fmt.Sprintf(`{"i":%d}`, i))),
 				put(c2d(dev, fmt.Sprintf("m%d", i), i, fmt.Sprintf(`{"i":%d}`, i))),
 			)
 		}
@@ -304,7 +313,7 @@ func testTrim(t *testing.T, s core.Store) {
 	apply(t, s, unit...)
 	apply(t, s,
 		trim(core.Record{Kind: core.KindTelemetry, Device: "d1", Seq: 3}),
-		trim(core.Record{Kind: core.KindCommand, Device: "d2", Seq: 1}),
+		trim(core.Record{Kind: core.KindCommand, Device: "d2", Seq: 11}),
 		trim(core.Record{Kind: core.KindC2D, Device: "d1", Seq: 2}),
 		trim(core.Record{Kind: core.KindTelemetry, Device: "nobody", Seq: 100}),
 		trim(core.Record{Kind: core.KindCommand, Device: "d1", Seq: 0}), // nothing at or below 0
@@ -322,7 +331,7 @@ func testTrim(t *testing.T, s core.Store) {
 				case k == core.KindC2D:
 					want = append(want, c2d(dev, fmt.Sprintf("m%d", i), i, doc))
 				default:
-					want = append(want, seqd(k, dev, i, doc))
+					want = append(want, seqd(k, dev, num(dev, i), doc))
 				}
 			}
 		}
@@ -504,7 +513,8 @@ func testConcurrent(t *testing.T, s core.Store) {
 			for i := range per {
 				err := <-s.Apply([]core.Change{
 					put(plain(core.KindDevice, dev, fmt.Sprintf(`{"i":%d}`, i))),
-					put(seqd(core.KindTelemetry, dev, int64(i), fmt.Sprintf(`{"i":%d}`, i))),
+					// Numbers unique in the kind, as the model gives them.
+					put(seqd(core.KindTelemetry, dev, int64(w*per+i), fmt.Sprintf(`{"i":%d}`, i))),
 				})
 				if err != nil {
 					errs <- err
@@ -601,13 +611,13 @@ func testReopen(t *testing.T, s core.Store, reopen Reopen) {
 	// Queued, not awaited: Close commits them.
 	var chans []<-chan error
 	for i := range 100 {
-		chans = append(chans, s.Apply([]core.Change{put(seqd(core.KindTelemetry, "dev3", int64(i), fmt.Sprintf(`{"i":%d}`, i)))}))
+		chans = append(chans, s.Apply([]core.Change{put(seqd(core.KindTelemetry, "dev3", int64(100+i), fmt.Sprintf(`{"i":%d}`, i)))}))
 	}
 	// dev3's telemetry sorts after dev2's, before the commands.
 	cmds := slices.IndexFunc(want, func(r core.Record) bool { return r.Kind == core.KindCommand })
 	var dev3 []core.Record
 	for i := range 100 {
-		dev3 = append(dev3, seqd(core.KindTelemetry, "dev3", int64(i), fmt.Sprintf(`{"i":%d}`, i)))
+		dev3 = append(dev3, seqd(core.KindTelemetry, "dev3", int64(100+i), fmt.Sprintf(`{"i":%d}`, i)))
 	}
 	want = slices.Insert(want, cmds, dev3...)
 	if err := s.Close(); err != nil {
