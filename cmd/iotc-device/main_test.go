@@ -365,16 +365,16 @@ func TestCredentialsCache(t *testing.T) {
 	clearEnv(t)
 	emu := startEmulator(t)
 	ini := writeINI(t, emu, "cli-cache")
-	var out bytes.Buffer
-	if err := run(ctxT(t), []string{"send", "-config", ini, `{"n": 1}`}, strings.NewReader(""), &out, &out); err != nil {
+	out := &syncBuf{} // stdout and stderr: the status lines come from the client
+	if err := run(ctxT(t), []string{"send", "-config", ini, `{"n": 1}`}, strings.NewReader(""), out, out); err != nil {
 		t.Fatalf("first run: %v\n%s", err, out.String())
 	}
 	files, _ := filepath.Glob(filepath.Join(os.Getenv("XDG_CACHE_HOME"), "iotc-device", "*.json"))
 	if len(files) != 1 {
 		t.Fatalf("cache files %v, want one", files)
 	}
-	out.Reset()
-	if err := run(ctxT(t), []string{"send", "-config", ini, "-dps", "dps.invalid", "-timeout", "20s", `{"n": 2}`}, strings.NewReader(""), &out, &out); err != nil {
+	out = &syncBuf{}
+	if err := run(ctxT(t), []string{"send", "-config", ini, "-dps", "dps.invalid", "-timeout", "20s", `{"n": 2}`}, strings.NewReader(""), out, out); err != nil {
 		t.Fatalf("second run did not use the cache: %v\n%s", err, out.String())
 	}
 }
