@@ -253,10 +253,27 @@ func TestConnectRetriesARefusedPortWithTheCause(t *testing.T) {
 	}
 }
 
+// deadlineCtx is a context whose deadline passes when the test says so
+// (end), so that no clock decides when an attempt has failed.
+type deadlineCtx struct {
+	context.Context
+	done chan struct{}
+}
+
+func (c *deadlineCtx) Done() <-chan struct{} { return c.done }
+func (c *deadlineCtx) end()                  { close(c.done) }
+func (c *deadlineCtx) Err() error {
+	select {
+	case <-c.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
+}
+
 func TestConnectDeadlineWrapsTheLastCause(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
+	refused := make(chan struct{}, 100)
 	c, err := iotc.New(iotc.Config{
 		DeviceID:         "deadline",
 		IDScope:          "0ne00000001",
@@ -265,12 +282,25 @@ func TestConnectDeadlineWrapsTheLastCause(t *testing.T) {
 		Port:             refusedPort(t),
 		Transport:        iotc.AMQP,
 		Backoff:          iotc.Backoff{Base: time.Millisecond, Cap: 5 * time.Millisecond},
+		OnStatus: func(s iotc.Status) {
+			if errors.Is(s.Err, iotc.ErrConnectionRefused) {
+				select {
+				case refused <- struct{}{}:
+				default:
+				}
+			}
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close(context.Background())
-	err = c.Connect(ctx)
+	ctx := &deadlineCtx{Context: context.Background(), done: make(chan struct{})}
+	result := make(chan error, 1)
+	go func() { result <- c.Connect(ctx) }()
+	<-refused // an attempt failed: its cause must be in Connect's error
+	ctx.end()
+	err = <-result
 	for _, want := range []error{iotc.ErrNotConnected, context.DeadlineExceeded, iotc.ErrConnectionRefused} {
 		if !errors.Is(err, want) {
 			t.Errorf("Connect = %v; does not match %v", err, want)
