@@ -209,3 +209,25 @@ func FuzzParseTopic(f *testing.F) {
 		_ = MatchFilter(s, s)
 	})
 }
+
+// A device reaches only its own cloud-to-device and telemetry topics:
+// dev1 is not a prefix of dev10, and device ids are case-sensitive.
+func TestDeviceTopicsAreTheDevicesOwn(t *testing.T) {
+	for _, f := range []string{"devices/dev10/messages/devicebound/#", "devices/dev1x/messages/devicebound/#", "devices/DEV1/messages/devicebound/#", "devices/+/messages/devicebound/#", "devices/dev1/messages/devicebound"} {
+		if SubscribeAllowed(RoleHub, "dev1", f) {
+			t.Errorf("dev1 may subscribe to %s", f)
+		}
+	}
+	if !SubscribeAllowed(RoleHub, "dev1", "devices/dev1/messages/devicebound/#") {
+		t.Error("dev1 may not subscribe to its own cloud-to-device topic")
+	}
+	for _, topic := range []string{"devices/DEV1/messages/events/", "devices/Dev1/messages/events/", "devices/dev10/messages/events/"} {
+		tp, err := ParseTopic(topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if PublishAllowed(RoleHub, "dev1", tp) {
+			t.Errorf("dev1 may publish telemetry on %s", topic)
+		}
+	}
+}
