@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/iotc-go/iotc/emulator"
 )
 
 const runMainEnv = "IOTC_FLEET_TEST_RUN_MAIN"
@@ -55,5 +59,29 @@ func TestExitCodesAndToken(t *testing.T) {
 	code, stdout, stderr := runMain(t, "-devices", "1", "-duration", "200ms", "-rate", "0", "-emulator", "inproc", "-api-token", "SharedAccessSignature sr=test&sig=fleet-token")
 	if code != 0 || !strings.Contains(stdout, "API token SharedAccessSignature sr=test&sig=fleet-token") || !strings.Contains(stdout, "dashboard https://") {
 		t.Errorf("exit %d\n%s\n%s", code, stdout, stderr)
+	}
+}
+
+// TestExitOnNoDeviceConnecting: against an emulator whose group key the
+// info file gets wrong, every device is refused; the fleet stops at once
+// with exit status 1 and a last line that says why.
+func TestExitOnNoDeviceConnecting(t *testing.T) {
+	emu, err := emulator.Start(context.Background(), &emulator.Options{MQTTAddr: "127.0.0.1:0", RESTAddr: "-", WebSocketAddr: "-", AMQPAddr: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	dir := t.TempDir()
+	info, _ := json.Marshal(map[string]any{"idScope": emu.IDScope(), "groupKey": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+		"caFile": emu.CAFile(), "mqttAddr": emu.MQTTAddr(), "hubHost": emu.HubHost()})
+	file := filepath.Join(dir, "info.json")
+	if err := os.WriteFile(file, info, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runMain(t, "-emulator-info", file, "-devices", "2", "-ramp", "0")
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	last := lines[len(lines)-1]
+	if code != 1 || !strings.Contains(last, "no device could connect") || !strings.Contains(last, "check the ID scope") {
+		t.Errorf("exit %d, last line %q\n%s", code, last, stderr)
 	}
 }

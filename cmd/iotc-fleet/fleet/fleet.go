@@ -29,6 +29,11 @@ import (
 // ErrConfig is wrapped by every configuration error of New.
 var ErrConfig = errors.New("fleet: invalid configuration")
 
+// ErrNoneConnected is returned (wrapped, with the last device's error) by
+// Run when every device's Connect failed: the fleet stops at once instead
+// of running on with nothing connected.
+var ErrNoneConnected = errors.New("fleet: no device could connect")
+
 // Defaults and limits of Config.
 const (
 	// DefaultIDPattern names devices fleet-00000, fleet-00001, ...
@@ -141,6 +146,7 @@ type Fleet struct {
 
 	ready     chan struct{}
 	readyOnce sync.Once
+	stopAll   context.CancelCauseFunc // ends Run early once every device failed
 	started   time.Time
 	rampTime  atomic.Int64
 
@@ -378,9 +384,13 @@ func (f *Fleet) Connected() int {
 
 // Run connects the devices at the configured rate, runs them until ctx
 // ends (or Config.Duration passed), then closes every device and returns
-// the report. It returns when every goroutine it started has ended. The
+// the report. It returns when every goroutine it started has ended. It
+// stops early, with an error wrapping ErrNoneConnected and the last
+// device's error, once every device's Connect failed (refused
+// credentials, an untrusted server, ConnectTimeout passed); otherwise the
 // error is non-nil only when a device could not be closed in time
-// (DefaultCloseTimeout); devices that failed to connect are in the report.
+// (DefaultCloseTimeout), and devices that failed to connect are in the
+// report.
 // Run may be called once.
 func (f *Fleet) Run(ctx context.Context) (Report, error) {
 	f.started = time.Now()
@@ -389,6 +399,8 @@ func (f *Fleet) Run(ctx context.Context) (Report, error) {
 		ctx, cancel = context.WithTimeout(ctx, f.cfg.Duration)
 		defer cancel()
 	}
+	ctx, f.stopAll = context.WithCancelCause(ctx)
+	defer f.stopAll(nil)
 	var devWG, bgWG sync.WaitGroup
 	bgCtx, stopBG := context.WithCancel(context.Background())
 	var peak atomic.Int64
@@ -428,6 +440,9 @@ launch:
 	r.Connected = connected
 	r.PeakRSS, r.RSS, r.Heap, r.Goroutines = proc.peakRSS, proc.rss, proc.heap, proc.goroutines
 	r.StopTime = stopTime
+	if cause := context.Cause(ctx); errors.Is(cause, ErrNoneConnected) {
+		return r, errors.Join(cause, closeErr)
+	}
 	return r, closeErr
 }
 
@@ -450,7 +465,9 @@ func (f *Fleet) runDevice(ctx context.Context, d *device, slots chan struct{}) {
 	f.attemptDone()
 	if err != nil {
 		if ctx.Err() == nil {
-			f.connectFailed.Add(1)
+			if f.connectFailed.Add(1) == int64(len(f.devices)) {
+				f.stopAll(fmt.Errorf("%w: all %d failed; the last: %w", ErrNoneConnected, len(f.devices), err))
+			}
 			f.log.Warn("connect failed", "device", d.id, "err", err)
 		}
 		return

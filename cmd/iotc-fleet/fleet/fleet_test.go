@@ -419,3 +419,28 @@ func TestExternalEmulator(t *testing.T) {
 		t.Error("a missing info file was accepted")
 	}
 }
+
+// TestStopsWhenNoDeviceCanConnect: a group key the emulator refuses makes
+// every device fail at once; Run then stops by itself, with the cause.
+func TestStopsWhenNoDeviceCanConnect(t *testing.T) {
+	l := startLocal(t)
+	target, err := l.Target(iotc.MQTT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target.GroupKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+	f, err := New(Config{Devices: 3, Target: target, Interval: -1, ConnectRate: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan runResult, 1)
+	go func() { r, err := f.Run(context.Background()); done <- runResult{r, err} }()
+	select {
+	case res := <-done:
+		if !errors.Is(res.err, ErrNoneConnected) || !errors.Is(res.err, iotc.ErrUnauthorized) || res.r.ConnectFailed != 3 {
+			t.Errorf("Run = %v, %d failed; want ErrNoneConnected with the refusal, 3 failed", res.err, res.r.ConnectFailed)
+		}
+	case <-time.After(bound):
+		t.Fatal("Run kept running with no device able to connect")
+	}
+}
