@@ -2,8 +2,13 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -286,6 +291,37 @@ func TestStatusCallbackDoesNotBlockTheClient(t *testing.T) {
 		want := []domain.State{domain.StateConnecting, domain.StateConnected, domain.StateClosed}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("statuses %v, want %v", got, want)
+		}
+	})
+}
+
+// TestReconnectKeepsTheCauseAndNeverRetriesAnUntrustedServer: while the
+// client reconnects, Err() and Status() carry the last attempt's cause (a
+// refused connection, retried); a server certificate that fails
+// verification ends the retries at once.
+func TestReconnectKeepsTheCauseAndNeverRetriesAnUntrustedServer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		h1 := newHub(e.ctrl, emptyTwin)
+		refused := domain.DiagnoseNetwork(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)})
+		untrusted := domain.DiagnoseNetwork(&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}})
+		c := e.connected(func(o *Options) {
+			o.Backoff = domain.Backoff{Base: time.Second, Cap: time.Second}
+		}, connResult{hub: h1}, connResult{err: refused}, connResult{err: untrusted})
+		defer closeClient(t, c)
+		h1.kill(errors.New("connection reset"))
+		<-e.conns // the refused attempt
+		e.requireStatus(domain.StateReconnecting, domain.ReasonNoNetwork)
+		if err := c.Err(); !errors.Is(err, domain.ErrConnectionRefused) {
+			t.Errorf("Err() while reconnecting = %v, want the refused connection", err)
+		}
+		if st := c.Status(); st.State != domain.StateReconnecting || !errors.Is(st.Err, domain.ErrConnectionRefused) {
+			t.Errorf("Status() while reconnecting = %v", st)
+		}
+		<-e.conns // the untrusted attempt: the last one hubConnects allows
+		e.requireStatus(domain.StateClosed, domain.ReasonUntrustedServer)
+		if err := c.Err(); !errors.Is(err, domain.ErrUntrustedServer) {
+			t.Errorf("Err() after an untrusted server = %v", err)
 		}
 	})
 }
