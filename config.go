@@ -263,10 +263,12 @@ type Config struct {
 	// kept in this directory (created mode 0700, files 0600) until the hub
 	// acknowledged them, across crashes, kill -9 and (unless OutboxNoSync)
 	// power loss, and delivered after a restart. One client at a time may
-	// use a directory (New fails otherwise); Close releases it. Damaged files are reported in
-	// the log and what is intact is recovered; New fails only when the
-	// directory cannot be used. Default "": the outbox is in memory and
-	// lost when the process ends.
+	// use a directory (New fails otherwise); Close releases it. Damaged
+	// records are moved to quarantine files beside the segments, every
+	// intact record is recovered, and the loss is logged at Error level and
+	// counted in OutboxStats; New fails when the directory cannot be used,
+	// or with ErrOutboxDamaged when damage cannot be moved aside. Default
+	// "": the outbox is in memory and lost when the process ends.
 	OutboxDir string
 	// OutboxLimit bounds the outbox; when it is full EnqueueTelemetry
 	// fails with ErrOutboxFull. Default 10,000 messages and 16 MiB.

@@ -463,10 +463,7 @@ func (o *Outbox) countDamage(ds []*damage) {
 
 func (o *Outbox) logRecovery() {
 	for _, c := range o.rec.Corrupt {
-		o.log.Error("outbox: damaged bytes moved to quarantine", "path", c.Path, "offset", c.Offset, "bytes", c.LostBytes, "quarantine", c.Quarantine, "torn", c.Torn, "err", c.Err)
-	}
-	if d := o.rec.Damage; d.Lost > 0 || d.Torn > 0 {
-		o.log.Error("outbox: messages lost to damage on disk", "lost", d.Lost, "torn", d.Torn, "quarantined_bytes", d.QuarantinedBytes)
+		o.log.Error("outbox: damaged bytes moved to quarantine", "lost_total", o.rec.Damage.Lost, "path", c.Path, "offset", c.Offset, "bytes", c.LostBytes, "quarantine", c.Quarantine, "torn", c.Torn, "err", c.Err)
 	}
 	if len(o.refs) > 0 {
 		o.log.Info("outbox: recovered messages", "messages", len(o.refs), "bytes", o.bytes)
