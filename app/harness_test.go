@@ -57,6 +57,7 @@ type hub struct {
 	desired   map[string]any // the twin, updated by desire and PatchReported
 	rep       map[string]any
 	getErr    func() error // when set, GetTwin fails with its result (nil: succeeds)
+	twinReads int          // GetTwin calls, guarded by mu
 	reported  chan string
 	responses chan response
 	sent      chan domain.Message
@@ -102,6 +103,7 @@ func newHub(ctrl *gomock.Controller, twin string) *hub {
 		}
 		h.mu.Lock()
 		defer h.mu.Unlock()
+		h.twinReads++
 		if h.getErr != nil {
 			if err := h.getErr(); err != nil {
 				return nil, err
