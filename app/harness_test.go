@@ -64,6 +64,8 @@ type hub struct {
 	renewals  chan string
 	renewErr  error
 	sendHook  func(domain.Message) error // replaces the default send, if set
+	// sendCtxHook replaces the default send, if set, and sees its context.
+	sendCtxHook func(context.Context, domain.Message) error
 }
 
 type response struct {
@@ -131,7 +133,10 @@ func newHub(ctrl *gomock.Controller, twin string) *hub {
 		h.responses <- response{rid, status, string(body)}
 		return nil
 	}).AnyTimes()
-	m.SendTelemetry(gomock.Any(), gomock.Any()).DoAndReturn(func(_ context.Context, msg domain.Message) error {
+	m.SendTelemetry(gomock.Any(), gomock.Any()).DoAndReturn(func(ctx context.Context, msg domain.Message) error {
+		if h.sendCtxHook != nil {
+			return h.sendCtxHook(ctx, msg)
+		}
 		if h.sendHook != nil {
 			return h.sendHook(msg)
 		}
