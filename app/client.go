@@ -71,9 +71,6 @@ type Client struct {
 	regID     string
 	deviceKey string      // symmetric key the device signs with; "" for X.509
 	connStr   *connStrHub // the connection string's hub and device; nil without one
-	// jitter draws the random fraction of each backoff delay, uniform in
-	// [0, 1); tests pin it to see the delays grow.
-	jitter func() float64
 
 	handlers struct {
 		sync.RWMutex
@@ -166,7 +163,7 @@ func New(opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{opts: opts, regID: regID, jitter: randFloat}
+	c := &Client{opts: opts, regID: regID}
 	c.log = opts.Logger
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -504,7 +501,7 @@ func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
 			return fail(domain.ConnectionStatus{State: domain.StateDisconnected, Reason: domain.ReasonRetryExpired, Err: err}, err)
 		}
 		c.setStatus(domain.ConnectionStatus{State: domain.StateConnecting, Reason: reasonFor(err), Err: err})
-		if err := c.sleep(ctx, c.opts.Backoff.Delay(failures-1, c.jitter())); err != nil {
+		if err := c.sleep(ctx, c.opts.Backoff.Delay(failures-1, randFloat())); err != nil {
 			return fail(domain.ConnectionStatus{State: domain.StateDisconnected, Reason: domain.ReasonNone, Err: err}, err)
 		}
 	}
@@ -611,7 +608,7 @@ func (c *Client) onSession(ctx context.Context, op func(*session) error) error {
 		if err != nil && isTransient(err) && !c.opts.FailFast {
 			// Throttled (429) or a service error (5xx): the session lives;
 			// try again on it after the backoff, as the Azure SDKs do.
-			d := c.opts.Backoff.Delay(transient, c.jitter())
+			d := c.opts.Backoff.Delay(transient, randFloat())
 			transient++
 			c.log.Debug("the hub asked to slow down; retrying", "err", err, "retry_in", d)
 			if werr := c.sleep(ctx, d); werr != nil {

@@ -180,7 +180,7 @@ func (c *Client) syncTwin(reconnect bool) {
 		if c.runCtx.Err() != nil {
 			return
 		}
-		d := c.opts.Backoff.Delay(attempt, c.jitter())
+		d := c.opts.Backoff.Delay(attempt, randFloat())
 		c.log.Warn("twin sync failed; retrying on the live session", "err", err, "retry_in", d)
 		t := time.NewTimer(d)
 		select {

@@ -234,7 +234,7 @@ func (c *Client) pump() {
 	for {
 		if c.opts.OutboxMaxAge > 0 && c.expireOutbox(c.runCtx) == 0 && stuck {
 			failures++
-			if c.sleep(c.runCtx, c.opts.Backoff.Delay(failures-1, c.jitter())) != nil {
+			if c.sleep(c.runCtx, c.opts.Backoff.Delay(failures-1, randFloat())) != nil {
 				c.pumpEnd()
 				return
 			}
@@ -251,7 +251,7 @@ func (c *Client) pump() {
 		case err != nil:
 			failures++
 			c.log.Warn("outbox: cannot read; retrying", "err", err)
-			if c.sleep(c.runCtx, c.opts.Backoff.Delay(failures-1, c.jitter())) != nil {
+			if c.sleep(c.runCtx, c.opts.Backoff.Delay(failures-1, randFloat())) != nil {
 				c.pumpEnd()
 				return
 			}
@@ -309,7 +309,7 @@ func (c *Client) pump() {
 				i++
 			default:
 				failures++
-				d := c.opts.Backoff.Delay(failures-1, c.jitter())
+				d := c.opts.Backoff.Delay(failures-1, randFloat())
 				c.log.Warn("outbox: delivery failed; retrying", "message_id", e.Message.MessageID, "err", err, "retry_in", d)
 				if c.sleep(c.runCtx, d) != nil {
 					c.pumpEnd()

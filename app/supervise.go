@@ -256,7 +256,7 @@ func (c *Client) renew(s *session) (res watchResult, done bool, err error) {
 func (c *Client) reconnect(failures, backoff *int, immediate bool) (*session, error) {
 	for {
 		if !immediate {
-			if err := c.sleep(c.runCtx, c.opts.Backoff.Delay(*backoff, c.jitter())); err != nil {
+			if err := c.sleep(c.runCtx, c.opts.Backoff.Delay(*backoff, randFloat())); err != nil {
 				return nil, err
 			}
 		}

@@ -242,8 +242,9 @@ func TestReconnectBackoffGrows(t *testing.T) {
 		o := e.options()
 		o.MaxAttempts = 6
 		o.Backoff = domain.Backoff{Base: time.Second, Cap: 8 * time.Second}
+		defer func(f func() float64) { randFloat = f }(randFloat)
+		randFloat = func() float64 { return 0.5 }
 		c := e.client(o)
-		c.jitter = func() float64 { return 0.5 }
 		defer closeClient(t, c)
 		if err := c.Connect(context.Background()); err != nil {
 			t.Fatalf("Connect: %v", err)
