@@ -152,7 +152,7 @@ func TestDeviceAgainstEmulator(t *testing.T) {
 	}
 	got := <-watch
 	if string(got.Body) != `{"temperature":21.5}` || got.Component != "thermostat1" || got.Properties["alert"] != "high" ||
-		got.System["$.mid"] != "m-1" || got.System["$.cid"] != "c-1" || got.System["$.ct"] != "application/json" || got.System["$.ce"] != "utf-8" {
+		got.MessageID != "m-1" || got.CorrelationID != "c-1" || got.ContentType != "application/json" || got.ContentEncoding != "utf-8" {
 		t.Errorf("emulator received %+v", got)
 	}
 	if err := c.SendTelemetry(ctx, make([]byte, 256<<10+1)); !errors.Is(err, iotc.ErrMessageTooLarge) {

@@ -98,8 +98,8 @@ func TestEnqueueTelemetrySurvivesARestart(t *testing.T) {
 	for i := 1; i <= 21; i++ {
 		select {
 		case m := <-watch:
-			if m.Properties["seq"] != strconv.Itoa(i) || m.System["$.mid"] != "mid-"+strconv.Itoa(i) {
-				t.Fatalf("message %d: seq %s id %s", i, m.Properties["seq"], m.System["$.mid"])
+			if m.Properties["seq"] != strconv.Itoa(i) || m.MessageID != "mid-"+strconv.Itoa(i) {
+				t.Fatalf("message %d: seq %s id %s", i, m.Properties["seq"], m.MessageID)
 			}
 			if m.Properties["iothub-creation-time-utc"] == "" && m.System["iothub-creation-time-utc"] == "" {
 				t.Fatalf("message %d has no creation time: %v %v", i, m.Properties, m.System)

@@ -110,7 +110,7 @@ func TestAMQPHubEndToEnd(t *testing.T) {
 	}
 	select {
 	case m := <-msgs:
-		if m.Component != "thermostat1" || m.System["$.mid"] != "m1" || string(m.Body) != `{"temperature":21.5}` {
+		if m.Component != "thermostat1" || m.MessageID != "m1" || string(m.Body) != `{"temperature":21.5}` {
 			t.Fatalf("telemetry %+v", m)
 		}
 	case <-time.After(wait):

@@ -233,6 +233,21 @@ func TestDashboardDeviceLive(t *testing.T) {
 	if b, _ := json.Marshal(out["body"]); string(b) != `{"echo":{"delay":5}}` {
 		t.Errorf("command body %s", b)
 	}
+	// The dashboard's command is in the history the REST API shows.
+	status, hb := restDo(t, e, "GET", "/api/devices/thermo-1/commands/reboot", e.APIToken(), nil)
+	var hist struct {
+		Value []struct {
+			ID           string          `json:"id"`
+			Request      json.RawMessage `json:"request"`
+			Response     json.RawMessage `json:"response"`
+			ResponseCode int             `json:"responseCode"`
+		} `json:"value"`
+	}
+	if err := json.Unmarshal(hb, &hist); status != 200 || err != nil || len(hist.Value) != 1 ||
+		hist.Value[0].ResponseCode != 201 || string(hist.Value[0].Request) != `{"delay":5}` ||
+		string(hist.Value[0].Response) != `{"echo":{"delay":5}}` || hist.Value[0].ID == "" {
+		t.Errorf("command history after the dashboard's command: %d %s", status, hb)
+	}
 	// Queue for offline: the device gets it as a cloud-to-device message.
 	st, out = dashPost(t, c, e.RESTURL()+"/devices/thermo-1/commands", map[string]any{"name": "later", "payload": `1`, "queue": true})
 	if st != 200 || out["queued"] != true {

@@ -89,12 +89,17 @@ func TestDataDirSurvivesRestart(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 
-	st, err := os.Stat(filepath.Join(dataDir, DataDirFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Mode().Perm() != 0o600 {
-		t.Errorf("state file mode %v, want 0600", st.Mode().Perm())
+	for _, f := range []string{DataDirDatabase, DataDirDatabase + "-wal"} {
+		st, err := os.Stat(filepath.Join(dataDir, f))
+		if errors.Is(err, os.ErrNotExist) && f != DataDirDatabase {
+			continue // the WAL is folded in at close
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v, want 0600", f, st.Mode().Perm())
+		}
 	}
 	for _, dir := range []string{dataDir, filepath.Join(dataDir, "certs")} {
 		if dst, err := os.Stat(dir); err != nil {
@@ -192,45 +197,88 @@ func TestDataDirExplicitOptionsWin(t *testing.T) {
 	if err != nil || d.PrimaryKey != devKey || d.GroupID != "" {
 		t.Fatalf("device from the file: %+v, %v", d, err)
 	}
-	// The new choice is what the file now holds.
-	b, err := os.ReadFile(filepath.Join(dataDir, DataDirFile))
-	if err != nil || !strings.Contains(string(b), `"idScope": "0neEXPLICIT"`) {
-		t.Fatalf("state file does not hold the explicit scope (%v)", err)
+	// The new choice is what the database now holds.
+	if err := e2.Close(); err != nil {
+		t.Fatal(err)
 	}
-}
-
-func TestDataDirBadFileIsAnErrorAndKept(t *testing.T) {
-	t.Parallel()
-	// A valid file to break in several ways.
-	good := t.TempDir()
-	e, err := startData(t, Options{DataDir: good, CertDir: t.TempDir()})
+	e3, err := startData(t, Options{DataDir: dataDir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.CreateDevice("dev"); err != nil {
+	t.Cleanup(func() { _ = e3.Close() })
+	if gs := e3.EnrollmentGroups(); e3.IDScope() != "0neEXPLICIT" || len(gs) != 1 || gs[0].ID != "mine" {
+		t.Fatalf("after a restart without options: scope %q, groups %+v", e3.IDScope(), gs)
+	}
+}
+
+// legacyState is a valid state file of an older data directory.
+const legacyState = `{
+  "format": 1,
+  "idScope": "0neLEGACY01",
+  "enrollmentGroups": [
+    {"id": "old", "enabled": true, "primaryKey": "Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc=", "secondaryKey": "Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc="}
+  ],
+  "devices": [
+    {"id": "dev", "enabled": true, "provisioned": false, "attestation": "symmetricKey",
+     "individualKeys": ["Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc=", "Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc="],
+     "groupKeys": ["", ""], "created": "2026-01-01T00:00:00Z", "lastActivity": "2026-01-01T00:00:00Z",
+     "desired": {"version": 2, "properties": {"target": 30}, "metadata": {}, "updated": "2026-01-01T00:00:00Z"},
+     "reported": {"version": 1, "properties": {}, "metadata": {}, "updated": "2026-01-01T00:00:00Z"},
+     "cloudToDevice": [{"messageId": "m1", "topic": "devices/dev/messages/devicebound/%24.mid=m1", "body": "a2VwdA=="}]}
+  ]
+}`
+
+// A data directory of an older version (state.json) is imported into the
+// database once and the file renamed; a bad one stops Start, untouched.
+func TestDataDirImportsLegacyStateFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, DataDirLegacyFile)
+	if err := os.WriteFile(path, []byte(legacyState), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	e, err := startData(t, Options{DataDir: dir, CertDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.IDScope() != "0neLEGACY01" || len(e.EnrollmentGroups()) != 1 || e.core.PendingC2D("dev") != 1 {
+		_ = e.Close()
+		t.Fatalf("imported scope %q, groups %v, %d messages", e.IDScope(), e.EnrollmentGroups(), e.core.PendingC2D("dev"))
 	}
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
-	valid, err := os.ReadFile(filepath.Join(good, DataDirFile))
+	if _, err := os.Stat(path + ".imported"); err != nil {
+		t.Fatalf("the legacy file was not renamed: %v", err)
+	}
+	// From the database now.
+	e2, err := startData(t, Options{DataDir: dir, CertDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer e2.Close()
+	if d, err := e2.Device("dev"); err != nil || e2.IDScope() != "0neLEGACY01" || e2.core.PendingC2D("dev") != 1 {
+		t.Fatalf("after restart: %+v %v scope %q", d, err, e2.IDScope())
+	}
+	desired, _, err := e2.Twin("dev")
+	if err != nil || desired["target"] != float64(30) {
+		t.Fatalf("desired %v, %v", desired, err)
+	}
+
 	for name, content := range map[string]string{
 		"garbage":        "not json at all",
-		"truncated":      string(valid[:len(valid)/2]),
+		"truncated":      legacyState[:len(legacyState)/2],
 		"empty":          "",
-		"other format":   strings.Replace(string(valid), `"format": 1`, `"format": 7`, 1),
-		"bad device key": strings.Replace(string(valid), `"individualKeys": [`+"\n"+`        "`, `"individualKeys": [`+"\n"+`        "!!`, 1),
-		"bad device id":  strings.Replace(string(valid), `"id": "dev"`, `"id": "a/b"`, 1),
+		"other format":   strings.Replace(legacyState, `"format": 1`, `"format": 7`, 1),
+		"bad device key": strings.Replace(legacyState, `"individualKeys": ["`, `"individualKeys": ["!!`, 1),
+		"bad device id":  strings.Replace(legacyState, `"id": "dev"`, `"id": "a/b"`, 1),
 	} {
 		t.Run(name, func(t *testing.T) {
-			if content == string(valid) {
+			if content == legacyState {
 				t.Fatal("the test did not change the file")
 			}
 			dir := t.TempDir()
-			path := filepath.Join(dir, DataDirFile)
+			path := filepath.Join(dir, DataDirLegacyFile)
 			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -249,36 +297,26 @@ func TestDataDirBadFileIsAnErrorAndKept(t *testing.T) {
 	}
 }
 
-func TestDataDirSavedWhileRunning(t *testing.T) {
+// A database file that is not the emulator's stops Start with
+// ErrDataFile and is left as it was.
+func TestDataDirBadDatabaseIsAnErrorAndKept(t *testing.T) {
 	t.Parallel()
-	dataDir := t.TempDir()
-	e, err := startData(t, Options{DataDir: dataDir, CertDir: t.TempDir()})
-	if err != nil {
+	dir := t.TempDir()
+	path := filepath.Join(dir, DataDirDatabase)
+	content := []byte("this is not an SQLite database, just bytes that happen to be here")
+	if err := os.WriteFile(path, content, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = e.Close() })
-	path := filepath.Join(dataDir, DataDirFile)
-	// Start writes the file at once, so the generated scope is kept even
-	// if the process is killed.
-	if b, err := os.ReadFile(path); err != nil || !strings.Contains(string(b), e.IDScope()) {
-		t.Fatalf("state file after Start lacks the scope (%v)", err)
+	e, err := startData(t, Options{DataDir: dir, CertDir: t.TempDir()})
+	if err == nil {
+		_ = e.Close()
+		t.Fatal("Start accepted a bad database")
 	}
-	if _, err := e.CreateDevice("live"); err != nil {
-		t.Fatal(err)
+	if !errors.Is(err, ErrDataFile) {
+		t.Fatalf("error %v, want ErrDataFile", err)
 	}
-	// The saver picks the change up without Close (bounded wait, polled).
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(wait)
-	for {
-		if b, err := os.ReadFile(path); err == nil && strings.Contains(string(b), `"id": "live"`) {
-			return
-		}
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatal("the running emulator never saved the new device")
-		}
+	if got, _ := os.ReadFile(path); string(got) != string(content) {
+		t.Fatal("the bad database was changed")
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/iotc-go/iotc/emulator/internal/core"
 	"github.com/iotc-go/iotc/emulator/internal/mqtthub"
 	"github.com/iotc-go/iotc/emulator/internal/pki"
+	"github.com/iotc-go/iotc/emulator/internal/store/sqlitestore"
 )
 
 // Emulator is a running local IoT Central. Its methods are safe for
@@ -28,6 +29,7 @@ type Emulator struct {
 	caPool  *x509.CertPool
 
 	core    *core.Core
+	store   core.Store // nil without DataDir; closed by Close after the front-ends
 	mqtt    *mqtthub.Server
 	restSrv *http.Server
 	restURL string
@@ -54,12 +56,31 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 	e := &Emulator{
 		cfg: cfg,
 		log: cfg.log,
-		core: core.New(core.Config{
-			IDScope: cfg.idScope, HubHost: cfg.hubHost, Groups: cfg.groups, AutoApprove: cfg.autoApprove,
-			RetryAfter: cfg.retryAfter, TelemetryHistory: cfg.history, DataDir: cfg.dataDir,
-			ExplicitScope: cfg.explicitScope, ExplicitGroups: cfg.explicitGroups, Log: cfg.log,
-		}),
 	}
+	ccfg := core.Config{
+		IDScope: cfg.idScope, HubHost: cfg.hubHost, Groups: cfg.groups, AutoApprove: cfg.autoApprove,
+		RetryAfter: cfg.retryAfter, TelemetryHistory: cfg.history,
+		ExplicitScope: cfg.explicitScope, ExplicitGroups: cfg.explicitGroups, Log: cfg.log,
+	}
+	if cfg.dataDir != "" {
+		if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("emulator: data directory: %w", err)
+		}
+		dbPath := filepath.Join(cfg.dataDir, DataDirDatabase)
+		// Made private before SQLite opens it (its WAL files take its
+		// mode): it holds device and group keys in clear.
+		if f, err := os.OpenFile(dbPath, os.O_RDONLY|os.O_CREATE, 0o600); err == nil {
+			_ = f.Close()
+		}
+		st, err := sqlitestore.Open(ctx, dbPath, sqlitestore.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrDataFile, err)
+		}
+		e.store = st
+		ccfg.Store = st
+		ccfg.LegacyStateFile = filepath.Join(cfg.dataDir, DataDirLegacyFile)
+	}
+	e.core = core.New(ccfg)
 	ok := false
 	defer func() {
 		if !ok {
@@ -67,7 +88,7 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 		}
 	}()
 	if cfg.dataDir != "" {
-		if err := e.core.Load(); err != nil {
+		if err := e.core.Load(ctx); err != nil {
 			return nil, err
 		}
 		if !cfg.explicitToken {
@@ -160,7 +181,9 @@ func (e *Emulator) Close() error {
 			errs = append(errs, e.mqtt.Close())
 		}
 		e.wg.Wait()
-		errs = append(errs, e.core.Save()) // the final state, once every connection is gone
+		if e.store != nil {
+			errs = append(errs, e.store.Close()) // once every connection is gone
+		}
 		if e.tempDir != "" {
 			errs = append(errs, os.RemoveAll(e.tempDir))
 		}

@@ -1,14 +1,9 @@
 package emulator
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"time"
 
-	"github.com/iotc-go/iotc/emulator/internal/amqphub"
 	"github.com/iotc-go/iotc/emulator/internal/core"
-	"github.com/iotc-go/iotc/emulator/internal/restapi"
 )
 
 // FaultKind names a fault: the values of IoT Hub's
@@ -127,108 +122,3 @@ func (e *Emulator) RevokeDeviceKey(id string) error {
 // device when id is "") and restores its revoked keys and expired tokens.
 // Faults still waiting for their delay fire later.
 func (e *Emulator) ClearFaults(id string) { e.core.ClearFaults(id) }
-
-// ---- front-end glue ----
-
-var _ core.FaultLink = (*amqpSession)(nil)
-
-// InjectFault implements core.FaultLink for an AMQP session.
-func (s *amqpSession) InjectFault(k core.FaultKind, graceful bool, reason error) bool {
-	fc, ok := s.dc.(amqphub.FaultConn)
-	if !ok {
-		return false
-	}
-	var f amqphub.ConnFault
-	switch k {
-	case core.FaultKillTCP:
-		f = amqphub.FaultKillTCP
-	case core.FaultKillAMQPConnection, core.FaultShutDownAMQP:
-		f = amqphub.FaultCloseConnection
-	case core.FaultKillAMQPSession:
-		f = amqphub.FaultEndSession
-	case core.FaultKillAMQPCBSLinkReq, core.FaultKillAMQPCBSLinkResp:
-		f = amqphub.FaultDetachCBS
-	case core.FaultKillAMQPD2CLink:
-		f = amqphub.FaultDetachTelemetry
-	case core.FaultKillAMQPC2DLink:
-		f = amqphub.FaultDetachC2D
-	case core.FaultKillAMQPTwinLinkReq, core.FaultKillAMQPTwinLinkResp:
-		f = amqphub.FaultDetachTwin
-	case core.FaultKillAMQPMethodReqLink, core.FaultKillAMQPMethodRespLink:
-		f = amqphub.FaultDetachMethods
-	case core.FaultAuthError, core.FaultRevokeKey:
-		f = amqphub.FaultUnauthorized
-	case core.FaultExpireToken:
-		f = amqphub.FaultExpireToken
-	default:
-		return false // ShutDownMqtt: not this protocol
-	}
-	fc.InjectFault(f, graceful, reason.Error())
-	return true
-}
-
-// admitAMQP maps the fault switches' refusals onto amqphub's errors.
-func admitAMQP(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, core.ErrQuotaExceeded):
-		return fmt.Errorf("%w: %v", amqphub.ErrQuotaExceeded, err)
-	case errors.Is(err, core.ErrThrottled), errors.Is(err, core.ErrUnavailable):
-		return fmt.Errorf("%w: %v", amqphub.ErrThrottled, err)
-	}
-	return err
-}
-
-// twinRefusal is the status and body of a twin request refused by a fault.
-func twinRefusal(err error) (int, []byte) {
-	return 429, []byte(fmt.Sprintf(`{"errorCode":429001,"message":%q}`, err.Error()))
-}
-
-// ---- REST ----
-
-var _ restapi.FaultBackend = restBackend{}
-
-// InjectFault implements restapi.FaultBackend.
-func (b restBackend) InjectFault(ctx context.Context, id string, f restapi.FaultRequest) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	all := id == restapi.AllDevices
-	kind := FaultKind(f.Type)
-	d := time.Duration(f.DurationInSecs * float64(time.Second))
-	switch {
-	case all && kind == FaultRefuseConnections:
-		if d == 0 {
-			d = DefaultFaultDuration
-		}
-		return restErr(b.e.RefuseConnections("", d))
-	case all && kind == FaultThrottling:
-		if d == 0 {
-			d = DefaultFaultDuration
-		}
-		return restErr(b.e.Throttle("", d))
-	case all:
-		return fmt.Errorf("%w: fault %q applies to one device, not %q", restapi.ErrBadRequest, f.Type, restapi.AllDevices)
-	}
-	return restErr(b.e.InjectFault(id, Fault{
-		Kind: kind, Graceful: f.CloseReason == "byebye",
-		Delay: time.Duration(f.DelayInSecs * float64(time.Second)), Duration: d,
-	}))
-}
-
-// ClearFaults implements restapi.FaultBackend.
-func (b restBackend) ClearFaults(ctx context.Context, id string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if id == restapi.AllDevices {
-		b.e.ClearFaults("")
-		return nil
-	}
-	if _, err := b.e.Device(id); err != nil {
-		return restErr(err)
-	}
-	b.e.ClearFaults(id)
-	return nil
-}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -21,6 +22,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(kill9ChildEnv); dir != "" {
+		runKill9Child(dir) // never returns: the parent kills it
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -47,7 +47,7 @@ func TestTelemetryHistory(t *testing.T) {
 	}
 	for i, m := range all {
 		want := fmt.Sprintf(`{"n":%d}`, i+2)
-		if string(m.Body) != want || m.System["$.mid"] != fmt.Sprintf("m%d", i+2) || m.Properties["seq"] != fmt.Sprint(i+2) {
+		if string(m.Body) != want || m.MessageID != fmt.Sprintf("m%d", i+2) || m.Properties["seq"] != fmt.Sprint(i+2) {
 			t.Errorf("history[%d] = %s %v %v, want %s", i, m.Body, m.System, m.Properties, want)
 		}
 		if i > 0 && m.Received.Before(all[i-1].Received) {

@@ -13,8 +13,6 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-
-	"github.com/iotc-go/iotc/domain"
 )
 
 // newHubDevice creates a device and connects it with all subscriptions.
@@ -97,8 +95,8 @@ func TestTelemetry(t *testing.T) {
 		[]byte(`{"temperature":21.5,"ok":true}`))
 	m := next()
 	if m.DeviceID != "tele" || m.Component != "thermostat1" || string(m.Body) != `{"temperature":21.5,"ok":true}` ||
-		m.Properties["color"] != "red blue" || m.System["$.ct"] != "application/json" || m.System["$.ce"] != "utf-8" ||
-		m.System["$.mid"] != "m-1" || len(m.Properties) != 1 || m.Received.IsZero() {
+		m.Properties["color"] != "red blue" || m.ContentType != "application/json" || m.ContentEncoding != "utf-8" ||
+		m.MessageID != "m-1" || len(m.Properties) != 1 || m.Received.IsZero() {
 		t.Fatalf("telemetry %+v", m)
 	}
 	v, err := e.LatestTelemetry("tele", "thermostat1", "temperature")
@@ -398,8 +396,15 @@ func TestMethods(t *testing.T) {
 	if !strings.HasPrefix(r.topic, "$iothub/methods/POST/thermostat1*getMaxMinReport/?$rid=") || r.body != `"2024-01-01T00:00:00Z"` {
 		t.Fatalf("request %+v", r)
 	}
-	if res.Status != 201 || string(res.Payload) != `{"maxTemp":21.5}` {
+	if res.Status != 201 || string(res.Payload) != `{"maxTemp":21.5}` || res.RequestID == "" {
 		t.Fatalf("result %+v", res)
+	}
+	// A command run from the Go API is in the command history, under the
+	// id it returned.
+	hist, err := e.CommandHistory("m", "thermostat1", "getMaxMinReport")
+	if err != nil || len(hist) != 1 || hist[0].ID != res.RequestID || hist[0].ResponseCode != 201 ||
+		string(hist[0].Request) != `"2024-01-01T00:00:00Z"` || string(hist[0].Response) != `{"maxTemp":21.5}` {
+		t.Fatalf("command history %+v, %v", hist, err)
 	}
 
 	// A non-JSON answer comes back as a JSON string; nil payload sends null.
@@ -518,11 +523,13 @@ func TestC2DQueuedWhileOfflineAndRedelivered(t *testing.T) {
 	if !strings.HasSuffix(second.Topic(), "&method-name=thermostat1%2Areboot") || string(second.Payload()) != `{"delay":5}` {
 		t.Fatalf("queued command %s %q", second.Topic(), second.Payload())
 	}
-	bag, err := domain.DecodePropertyBag(strings.TrimPrefix(second.Topic(), "devices/c2d/messages/devicebound/"))
+	// The property bag is URL query encoding (decoded here by the
+	// standard library, not by the SDK's codec).
+	bag, err := url.ParseQuery(strings.TrimPrefix(second.Topic(), "devices/c2d/messages/devicebound/"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mn, _ := bag.Get(domain.PropMethodName); mn != "thermostat1*reboot" {
+	if mn := bag.Get("method-name"); mn != "thermostat1*reboot" {
 		t.Fatalf("method-name %q", mn)
 	}
 	// Acknowledge only the first, then drop the connection.

@@ -34,16 +34,19 @@ const (
 	DefaultTelemetryHistory = core.DefaultTelemetryHistory
 )
 
-// DataDirFile is the name of the state file inside Options.DataDir.
-const DataDirFile = core.DataDirFile
+// DataDirDatabase is the SQLite database inside Options.DataDir that holds
+// the emulator's state (open it with the sqlite3 shell; its tables are
+// listed in emulator/README.md).
+const DataDirDatabase = "emulator.db"
+
+// DataDirLegacyFile is the JSON state file of data directories made by
+// earlier versions: Start imports it into an empty database once and
+// renames it with the suffix ".imported".
+const DataDirLegacyFile = core.LegacyStateFile
 
 // DataDirTokenFile is the file inside Options.DataDir that keeps the API
 // token across restarts.
 const DataDirTokenFile = "api-token"
-
-// DataDirSaveInterval is how often a running emulator with a DataDir checks
-// for changes and rewrites its state file; Close always writes it.
-const DataDirSaveInterval = core.DataDirSaveInterval
 
 // Options configure Start. The zero value (or nil) is a working emulator on
 // the standard loopback ports.
@@ -85,26 +88,30 @@ type Options struct {
 	// DataDir/certs when DataDir is set, else a temporary directory removed
 	// by Close.
 	CertDir string
-	// DataDir, when set, makes the emulator's state survive a restart: Start
-	// creates the directory (mode 0700) when missing, loads DataDirFile from
-	// it when present and writes it at once; the running emulator rewrites
-	// it (atomically, mode 0600) at most once every DataDirSaveInterval
-	// while something changed, and Close writes it a last time. It keeps the
-	// ID scope, the enrollment groups, and every device with its keys,
-	// model id, group, attestation, enabled/provisioned flags, twin (desired
-	// and reported with $version and $metadata) and queued cloud-to-device
-	// messages. It does not keep connections, pending commands or
-	// telemetry. Unless APIToken is given, the API token is kept too, in
+	// DataDir, when set, makes the emulator's state survive a restart, a
+	// crash and kill -9: Start creates the directory (mode 0700) when
+	// missing and opens DataDirDatabase in it (SQLite, WAL mode, mode
+	// 0600). Every change is committed there before the emulator
+	// acknowledges it (an MQTT PUBACK, an AMQP accepted disposition, a 2xx
+	// answer); concurrent changes share one commit. It keeps the ID scope,
+	// the enrollment groups, device templates, proven group certificates,
+	// and every device with its keys, model id, group, attestation,
+	// enabled/provisioned flags, REST settings, twin (desired and reported
+	// with $version and $metadata), queued cloud-to-device messages, its
+	// telemetry history (TelemetryHistory messages) and its command
+	// history. It does not keep connections, pending commands or dead
+	// letters. Unless APIToken is given, the API token is kept too, in
 	// DataDirTokenFile (mode 0600), so scripts keep working across
 	// restarts. The files hold the group and device keys and the token in
 	// clear: the directory is the emulator's own secret store, readable
 	// only by its owner.
 	//
 	// When both are given, an explicit IDScope or Groups option replaces
-	// the file's ID scope or enrollment groups (devices keep the keys they
-	// were given); devices, twins and queues always come from the file.
-	// A file that cannot be read or decoded makes Start fail with
-	// ErrDataFile and is left untouched. Default "": state is in memory only.
+	// the stored ID scope or enrollment groups (devices keep the keys they
+	// were given); devices, twins and queues always come from the database.
+	// A database that cannot be opened, or is of a newer schema, makes
+	// Start fail with an error wrapping ErrDataFile and is left untouched.
+	// Default "": state is in memory only.
 	DataDir string
 	// APIToken guards the REST API (header "Authorization: <token>").
 	// Default: the token kept in DataDir when there is one, else a new

@@ -190,3 +190,17 @@ func (e *Emulator) WaitSubscribed(ctx context.Context, id, topic string) error {
 	}
 	return e.core.WaitSubscribed(ctx, id, f)
 }
+
+// StoreStats counts the commits of the DataDir database: Units/Commits
+// is the mean number of acknowledged changes one commit carried (group
+// commit). It is zero without a DataDir.
+type StoreStats = core.StoreStats
+
+// StoreStats reports the DataDir database's commits so far (zero without
+// a DataDir).
+func (e *Emulator) StoreStats() StoreStats {
+	if e.store == nil {
+		return StoreStats{}
+	}
+	return e.store.Stats()
+}

@@ -82,7 +82,7 @@ func (o *emuOp) Config(t *testing.T, id string) iotc.Config {
 				if o.seen == nil {
 					o.seen = map[string][]Telemetry{}
 				}
-				o.seen[id] = append(o.seen[id], Telemetry{Component: m.Component, Body: m.Body, Properties: m.Properties, MessageID: m.System["$.mid"]})
+				o.seen[id] = append(o.seen[id], Telemetry{Component: m.Component, Body: m.Body, Properties: m.Properties, MessageID: m.MessageID})
 				o.mu.Unlock()
 			case <-done:
 				return

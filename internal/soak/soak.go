@@ -565,7 +565,7 @@ func (r *runner) stopWatchersLocked() {
 func (r *runner) record(i int, m emulator.Telemetry) {
 	p, seq, ok := ParseSeq(m.Properties["seq"])
 	if ok {
-		r.tally.Received(i, p, seq, m.System["$.mid"])
+		r.tally.Received(i, p, seq, m.MessageID)
 	}
 }
 

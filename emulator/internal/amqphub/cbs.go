@@ -8,6 +8,7 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/iotc-go/iotc/emulator/internal/amqp1"
+	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
 // CBS put-token vocabulary (E.2).
@@ -111,16 +112,16 @@ func (cs *connState) putToken(ctx context.Context, m *amqp.Message) (int, string
 	if token == "" || len(token) > maxCBSTokenBytes {
 		return 400, "the token must be a non-empty amqp-value string"
 	}
-	expiry, err := cs.s.b.AuthenticateDevice(ctx, aud.deviceID, token)
+	auth, err := cs.s.b.AuthenticateHub(aud.deviceID, token, nil)
 	if err != nil {
 		cs.log.Info("put-token refused", "device_id", aud.deviceID, "reason", err.Error())
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, core.ErrNotFound) {
 			return 404, "Not Found: " + err.Error()
 		}
 		return 401, "Unauthorized: " + err.Error()
 	}
-	cs.grantToken(aud.deviceID, expiry)
-	cs.log.Debug("put-token accepted", "device_id", aud.deviceID, "expiry", expiry)
+	cs.grantToken(aud.deviceID, auth.Expiry)
+	cs.log.Debug("put-token accepted", "device_id", aud.deviceID, "expiry", auth.Expiry)
 	return 200, "OK"
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/iotc-go/iotc/emulator/internal/amqp1"
+	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
 // device is what one connection knows about one device identity: how it
@@ -30,12 +31,12 @@ func (d *device) authorizedLocked() bool {
 }
 
 // devConn is one device session on this connection (from the first
-// authorized link to expiry, replacement or connection end). It implements
-// DeviceConn.
+// authorized link to expiry, replacement or connection end). It is the
+// device's core.Link while it is the device's connection.
 type devConn struct {
 	cs   *connState
 	dev  *device
-	sess DeviceSession
+	sess *core.Session
 	gone chan struct{} // closed when the session ends
 	wake chan struct{} // one-slot NotifyC2D signal
 	c2d  sync.WaitGroup
@@ -47,25 +48,25 @@ type devConn struct {
 	desCh   string // channel of the twin link that subscribed
 	pending map[amqp.UUID]chan methodResult
 
-	modelID string // com.microsoft:model-id; set before ConnectDevice
+	modelID string // com.microsoft:model-id; set before Connect
 }
+
+var _ core.Link = (*devConn)(nil)
 
 type methodResult struct {
 	status int
 	body   []byte
 }
 
-func deviceKey(id string) string { return strings.ToLower(id) }
-
 // grantToken records a valid SAS token for deviceID (CBS put-token or SASL
 // PLAIN) and (re)arms its expiry timer.
 func (cs *connState) grantToken(deviceID string, expiry time.Time) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	d := cs.devices[deviceKey(deviceID)]
+	d := cs.devices[deviceID]
 	if d == nil {
 		d = &device{id: deviceID}
-		cs.devices[deviceKey(deviceID)] = d
+		cs.devices[deviceID] = d
 	}
 	d.expiry = expiry
 	if d.timer != nil {
@@ -101,7 +102,7 @@ func (cs *connState) authorize(ctx context.Context, a address) (*device, error) 
 		return nil, &amqp1.Error{Condition: amqp1.ErrCondNotImplemented, Description: "modules are not supported by the emulator"}
 	}
 	cs.mu.Lock()
-	d := cs.devices[deviceKey(a.deviceID)]
+	d := cs.devices[a.deviceID]
 	ok := d != nil && d.authorizedLocked()
 	certs := cs.certs
 	cs.mu.Unlock()
@@ -114,7 +115,8 @@ func (cs *connState) authorize(ctx context.Context, a address) (*device, error) 
 		}
 		return nil, unauthorized("no valid SAS token for device %q: put one on $cbs first", a.deviceID)
 	}
-	if err := cs.s.b.AuthenticateDeviceX509(ctx, a.deviceID, certs); err != nil {
+	if _, err := cs.s.b.AuthenticateHub(a.deviceID, "", certs); err != nil {
+		cs.log.Info("X.509 authentication refused", "device_id", a.deviceID, "reason", err.Error())
 		e := amqpError(err)
 		if e.Condition == amqp1.ErrCondInternalError || e.Condition == amqp1.ErrCondNotFound {
 			return nil, e
@@ -123,10 +125,10 @@ func (cs *connState) authorize(ctx context.Context, a address) (*device, error) 
 	}
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	d = cs.devices[deviceKey(a.deviceID)]
+	d = cs.devices[a.deviceID]
 	if d == nil {
 		d = &device{id: a.deviceID}
-		cs.devices[deviceKey(a.deviceID)] = d
+		cs.devices[a.deviceID] = d
 	}
 	d.viaCert = true
 	return d, nil
@@ -146,9 +148,20 @@ func (cs *connState) session(ctx context.Context, d *device, modelID string) (*d
 		links: map[*amqp1.Link]*linkState{}, pending: map[amqp.UUID]chan methodResult{},
 		modelID: modelID,
 	}
-	sess, err := cs.s.b.ConnectDevice(ctx, d.id, dc)
+	cs.mu.Lock()
+	auth := core.HubAuth{X509: d.viaCert, Expiry: d.expiry}
+	cs.mu.Unlock()
+	sess, prev, err := cs.s.b.Connect(d.id, auth, dc, modelID)
 	if err != nil {
+		cs.log.Info("device connection refused", "device_id", d.id, "reason", err.Error())
 		return nil, err
+	}
+	if prev != nil {
+		reason := errReplacedByAMQP
+		if _, ok := prev.(*devConn); ok {
+			reason = core.ErrReplaced
+		}
+		prev.Drop(reason)
 	}
 	dc.sess = sess
 	cs.mu.Lock()
@@ -315,8 +328,12 @@ func (cs *connState) telemetry(ctx context.Context, ls *linkState, d *amqp1.Deli
 			return rejected(amqp1.ErrCondResourceLimitExceeded, fmt.Sprintf("message body of %d bytes exceeds %d", n, limit))
 		}
 	}
+	if err := ls.dc.sess.Admit(ctx, core.OpTelemetry); err != nil {
+		cs.log.Info("telemetry refused", "device_id", ls.dc.dev.id, "reason", err.Error())
+		return &amqp1.Rejected{Error: amqpError(err)}
+	}
 	for _, m := range msgs {
-		if err := ls.dc.sess.Telemetry(ctx, telemetryOf(m)); err != nil {
+		if err := ls.dc.sess.Telemetry(telemetryOf(m)); err != nil {
 			cs.log.Info("telemetry refused", "device_id", ls.dc.dev.id, "reason", err.Error())
 			return &amqp1.Rejected{Error: amqpError(err)}
 		}
@@ -358,7 +375,7 @@ func (cs *connState) c2dLoop(dc *devConn, l *amqp1.Link) {
 	async, _ := any(l).(asyncSender)
 	ctx := l.Context()
 	for ctx.Err() == nil {
-		msg, ok := dc.sess.NextC2D(ctx)
+		msg, ok := dc.sess.NextC2D()
 		if !ok {
 			select {
 			case <-dc.wake:
@@ -369,49 +386,50 @@ func (cs *connState) c2dLoop(dc *devConn, l *amqp1.Link) {
 		m := c2dMessageOf(dc.dev.id, msg)
 		if async == nil {
 			out, err := l.Send(ctx, m)
-			cs.settleC2D(ctx, dc, msg, out, err)
+			cs.settleC2D(dc, msg, out, err)
 			continue
 		}
 		wait, err := async.SendAsync(ctx, m)
 		if err != nil {
-			cs.settleC2D(ctx, dc, msg, nil, err)
+			cs.settleC2D(dc, msg, nil, err)
 			continue
 		}
 		inflight.Add(1)
 		go func() {
 			defer inflight.Done()
 			out, err := wait(ctx)
-			cs.settleC2D(ctx, dc, msg, out, err)
+			cs.settleC2D(dc, msg, out, err)
 		}()
 	}
 }
 
 // settleC2D maps the device's outcome of a cloud-to-device message (or the
 // send error) to complete, abandon or reject and reports it.
-func (cs *connState) settleC2D(ctx context.Context, dc *devConn, msg C2DMessage, out amqp1.Outcome, err error) {
-	outcome := C2DComplete
+func (cs *connState) settleC2D(dc *devConn, msg core.C2DMessage, out amqp1.Outcome, err error) {
+	outcome := core.Complete
 	switch o := out.(type) {
 	case *amqp1.Rejected:
-		outcome = C2DReject
+		outcome = core.Reject
 	case *amqp1.Released, *amqp1.Modified:
-		outcome = C2DAbandon
+		outcome = core.Abandon
 	case nil, *amqp1.Accepted:
 	default:
 		cs.log.Warn("unexpected cloud-to-device outcome", "device_id", dc.dev.id, "outcome", fmt.Sprintf("%T", o))
-		outcome = C2DAbandon
+		outcome = core.Abandon
 	}
 	if err != nil {
-		outcome = C2DAbandon
+		outcome = core.Abandon
 		if errors.Is(err, amqp1.ErrMessageTooLarge) {
-			outcome = C2DReject // would never fit this link
+			outcome = core.Reject // would never fit this link
 		}
 		cs.log.Info("cloud-to-device message not delivered", "device_id", dc.dev.id, "message_id", msg.MessageID, "reason", err.Error())
 	}
-	if serr := dc.sess.SettleC2D(context.WithoutCancel(ctx), msg.LockToken, outcome); serr != nil {
-		cs.log.Warn("settle cloud-to-device message", "device_id", dc.dev.id, "message_id", msg.MessageID, "error", serr)
+	if serr := dc.sess.SettleC2D(msg.MessageID, outcome); serr != nil {
+		cs.log.Info("cloud-to-device settlement not applied", "device_id", dc.dev.id, "message_id", msg.MessageID, "reason", serr.Error())
+		return
 	}
 	cs.log.Debug("cloud-to-device message settled", "device_id", dc.dev.id, "message_id", msg.MessageID, "outcome", outcome.String())
-	if outcome == C2DAbandon {
+	if outcome == core.Abandon {
 		dc.NotifyC2D() // available again: the loop may be waiting
 	}
 }
@@ -532,33 +550,38 @@ func (cs *connState) twinRequest(ctx context.Context, ls *linkState, m *amqp.Mes
 	return &amqp1.Accepted{}
 }
 
-// ---- DeviceConn ----
+// ---- core.Link ----
 
-// Protocol implements DeviceConn.
+// errReplacedByAMQP is the reason another protocol's connection of the
+// device is dropped when the device connects over AMQP.
+var errReplacedByAMQP = fmt.Errorf("%w over AMQP", core.ErrReplaced)
+
+// Protocol implements core.Link.
 func (dc *devConn) Protocol() string { return Protocol }
 
-// Subscribed implements DeviceConn.
-func (dc *devConn) Subscribed(f Feature) bool {
+// Subscribed implements core.Link.
+func (dc *devConn) Subscribed(f core.Feature) bool {
 	dc.cs.mu.Lock()
 	defer dc.cs.mu.Unlock()
 	if dc.ended {
 		return false
 	}
 	switch f {
-	case FeatureMethods:
+	case core.FeatureMethods:
 		return dc.hasLinkLocked(nodeMethods, amqp1.RoleSender)
-	case FeatureDesired:
+	case core.FeatureDesired:
 		return dc.desired && dc.hasLinkLocked(nodeTwin, amqp1.RoleSender)
-	case FeatureTwin:
+	case core.FeatureTwin:
 		return dc.hasLinkLocked(nodeTwin, amqp1.RoleSender)
-	case FeatureC2D:
+	case core.FeatureC2D:
 		return dc.hasLinkLocked(nodeC2D, amqp1.RoleSender)
 	}
 	return false
 }
 
-// PushDesired implements DeviceConn.
-func (dc *devConn) PushDesired(patch []byte) error {
+// PushDesired implements core.Link: nothing is sent (and nil returned)
+// while the device has not subscribed to desired patches.
+func (dc *devConn) PushDesired(patch []byte, _ int64) error {
 	dc.cs.mu.Lock()
 	if dc.ended {
 		dc.cs.mu.Unlock()
@@ -566,7 +589,7 @@ func (dc *devConn) PushDesired(patch []byte) error {
 	}
 	if !dc.desired {
 		dc.cs.mu.Unlock()
-		return fmt.Errorf("%w: desired properties of %q", ErrNotSubscribed, dc.dev.id)
+		return nil
 	}
 	out := dc.senderLocked(nodeTwin, dc.desCh)
 	dc.cs.mu.Unlock()
@@ -576,7 +599,7 @@ func (dc *devConn) PushDesired(patch []byte) error {
 	return out.out.post(&amqp.Message{Data: [][]byte{append([]byte(nil), patch...)}}, nil)
 }
 
-// InvokeMethod implements DeviceConn.
+// InvokeMethod implements core.Link.
 func (dc *devConn) InvokeMethod(ctx context.Context, name string, payload []byte) (int, []byte, error) {
 	cs := dc.cs
 	id := newUUID()
@@ -634,7 +657,7 @@ func (dc *devConn) InvokeMethod(ctx context.Context, name string, payload []byte
 	}
 }
 
-// NotifyC2D implements DeviceConn.
+// NotifyC2D implements core.Link.
 func (dc *devConn) NotifyC2D() {
 	select {
 	case dc.wake <- struct{}{}:
@@ -642,8 +665,8 @@ func (dc *devConn) NotifyC2D() {
 	}
 }
 
-// Close implements DeviceConn.
-func (dc *devConn) Close(reason error) {
+// Drop implements core.Link.
+func (dc *devConn) Drop(reason error) {
 	desc := "the device connected again"
 	if reason != nil {
 		desc = reason.Error()

@@ -7,6 +7,7 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/iotc-go/iotc/emulator/internal/amqp1"
+	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
 // DPS request vocabulary (B.3).
@@ -24,11 +25,13 @@ const (
 // dpsReg is one authenticated registration on this connection.
 type dpsReg struct {
 	scope, regID string
-	sess         DPSSession
+	auth         core.DPSAuth
 }
 
+// dpsKey names a registration of the connection: the ID scope ignores
+// case, the registration id (a device id) does not.
 func dpsKey(scope, regID string) string {
-	return strings.ToLower(scope) + "/registrations/" + strings.ToLower(regID)
+	return strings.ToLower(scope) + "/registrations/" + regID
 }
 
 // attachDPS accepts a DPS link when the connection authenticated that
@@ -45,7 +48,7 @@ func (cs *connState) attachDPS(ctx context.Context, ls *linkState) error {
 		if len(certs) == 0 {
 			return unauthorized("registration %q is not authenticated: use SASL PLAIN {scope}/registrations/{id} with a SAS token, or a client certificate", a.regID)
 		}
-		sess, err := cs.s.b.AuthenticateDPS(ctx, DPSCredentials{IDScope: a.scope, RegistrationID: a.regID, Certificates: certs})
+		auth, err := cs.s.b.AuthenticateDPS(a.scope, a.regID, "", certs)
 		if err != nil {
 			e := amqpError(err)
 			if e.Condition != amqp1.ErrCondNotFound && e.Condition != amqp1.ErrCondInternalError {
@@ -53,7 +56,7 @@ func (cs *connState) attachDPS(ctx context.Context, ls *linkState) error {
 			}
 			return e
 		}
-		reg = &dpsReg{scope: a.scope, regID: a.regID, sess: sess}
+		reg = &dpsReg{scope: a.scope, regID: a.regID, auth: auth}
 	}
 	ls.reg = reg
 	if ls.l.Role() == amqp1.RoleSender {
@@ -75,22 +78,19 @@ func (cs *connState) attachDPS(ctx context.Context, ls *linkState) error {
 func (cs *connState) dpsRequest(ctx context.Context, ls *linkState, m *amqp.Message) amqp1.Outcome {
 	ov, _ := appProp(m, dpsOpType)
 	op, _ := textOf(ov)
-	var resp DPSResponse
+	var resp core.DPSResponse
 	switch {
 	case strings.EqualFold(op, dpsOpRegister):
-		fv, _ := appProp(m, dpsForce)
-		force, _ := fv.(bool)
-		if s, ok := fv.(string); ok {
-			force = strings.EqualFold(s, "true")
-		}
-		resp = ls.reg.sess.Register(ctx, bodyOf(m), force)
+		// iotdps-forceRegistration needs no handling: every register
+		// request re-evaluates the registration.
+		resp = cs.s.b.Register(ls.reg.auth, bodyOf(m))
 	case strings.EqualFold(op, dpsOpStatus):
 		iv, _ := appProp(m, dpsOpID)
 		id, _ := textOf(iv)
 		if id == "" {
 			return rejected(amqp1.ErrCondInvalidField, "operation-status request without "+dpsOpID)
 		}
-		resp = ls.reg.sess.OperationStatus(ctx, id)
+		resp = cs.s.b.PollOperation(ls.reg.auth, id)
 	default:
 		return rejected(amqp1.ErrCondInvalidField, "unknown "+dpsOpType+" "+quoteShort(op))
 	}

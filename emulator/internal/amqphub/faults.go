@@ -1,21 +1,16 @@
 package amqphub
 
 import (
-	"errors"
 	"strings"
 
 	"github.com/iotc-go/iotc/emulator/internal/amqp1"
+	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
-// ErrQuotaExceeded: the device's telemetry is over its message quota
-// (amqp:resource-limit-exceeded, IoT Hub's IotHubQuotaExceeded). A Backend
-// returns it (wrapped) from DeviceSession.Telemetry.
-var ErrQuotaExceeded = errors.New("amqphub: message quota exceeded")
-
-// ConnFault is a fault the backend injects on a device's AMQP session.
+// ConnFault is a connection fault applied to a device's AMQP session.
 type ConnFault int
 
-// The faults of DeviceConn sessions (FaultConn.InjectFault).
+// The connection faults of a device's session (see devConn.injectConnFault).
 const (
 	// FaultKillTCP drops the socket (graceful: a close frame first).
 	FaultKillTCP ConnFault = iota + 1
@@ -41,18 +36,44 @@ const (
 	FaultExpireToken
 )
 
-// FaultConn is implemented by every DeviceConn of this package.
-type FaultConn interface {
-	// InjectFault applies f to the session, gracefully (close, end and
-	// detach frames without error) or not; reason is the description
-	// sent. It never blocks.
-	InjectFault(f ConnFault, graceful bool, reason string)
+var _ core.FaultLink = (*devConn)(nil)
+
+// InjectFault implements core.FaultLink: the core's connection faults as
+// AMQP does them. MQTT's shutdown does not apply (false).
+func (dc *devConn) InjectFault(k core.FaultKind, graceful bool, reason error) bool {
+	var f ConnFault
+	switch k {
+	case core.FaultKillTCP:
+		f = FaultKillTCP
+	case core.FaultKillAMQPConnection, core.FaultShutDownAMQP:
+		f = FaultCloseConnection
+	case core.FaultKillAMQPSession:
+		f = FaultEndSession
+	case core.FaultKillAMQPCBSLinkReq, core.FaultKillAMQPCBSLinkResp:
+		f = FaultDetachCBS
+	case core.FaultKillAMQPD2CLink:
+		f = FaultDetachTelemetry
+	case core.FaultKillAMQPC2DLink:
+		f = FaultDetachC2D
+	case core.FaultKillAMQPTwinLinkReq, core.FaultKillAMQPTwinLinkResp:
+		f = FaultDetachTwin
+	case core.FaultKillAMQPMethodReqLink, core.FaultKillAMQPMethodRespLink:
+		f = FaultDetachMethods
+	case core.FaultAuthError, core.FaultRevokeKey:
+		f = FaultUnauthorized
+	case core.FaultExpireToken:
+		f = FaultExpireToken
+	default:
+		return false
+	}
+	dc.injectConnFault(f, graceful, reason.Error())
+	return true
 }
 
-var _ FaultConn = (*devConn)(nil)
-
-// InjectFault implements FaultConn.
-func (dc *devConn) InjectFault(f ConnFault, graceful bool, reason string) {
+// injectConnFault applies f to the session, gracefully (close, end and
+// detach frames without error) or not; reason is the description sent. It
+// never blocks.
+func (dc *devConn) injectConnFault(f ConnFault, graceful bool, reason string) {
 	cs := dc.cs
 	var aerr *amqp1.Error
 	if !graceful {
@@ -152,8 +173,3 @@ func modelIDOf(props map[string]any) string {
 	}
 	return ""
 }
-
-// ModelID is the model id the device announced (com.microsoft:model-id on
-// the link that opened the session, or on the connection), "" when none.
-// The Backend reads it in ConnectDevice.
-func (dc *devConn) ModelID() string { return dc.modelID }

@@ -31,7 +31,7 @@ const (
 
 // harness runs a Server on a loopback listener.
 type harness struct {
-	b    *fakeBackend
+	m    *testModel
 	srv  *Server
 	addr string
 	errs chan error
@@ -47,12 +47,9 @@ func testCtx(t *testing.T) context.Context {
 
 func startHarness(t *testing.T, withTLS bool) *harness {
 	t.Helper()
-	h := &harness{b: newFakeBackend(testHost, testScope), errs: make(chan error, 16)}
-	h.b.addDevice("dev1", testKey)
-	h.b.addDevice("dev2", testKey)
-	h.b.regKeys["reg1"] = testKey
+	h := &harness{m: newTestModel(t), errs: make(chan error, 16)}
 	var err error
-	h.srv, err = NewServer(h.b, Options{HubHost: testHost, Engine: amqp1.Config{IdleTimeout: -1}})
+	h.srv, err = NewServer(h.m, Options{HubHost: testHost, Engine: amqp1.Config{IdleTimeout: -1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +63,7 @@ func startHarness(t *testing.T, withTLS bool) *harness {
 			t.Fatal(err)
 		}
 		h.ca = ca
-		h.b.roots = poolOf(ca)
+		h.addX509Group(t)
 		h.tls = &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -3,13 +3,14 @@ package amqphub
 import (
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/Azure/go-amqp"
 
-	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
 // batchFormat is the message-format of a batch: every data section holds one
@@ -182,36 +183,36 @@ func bodyLen(m *amqp.Message) int {
 	return n
 }
 
-// telemetryOf maps a device-to-cloud AMQP message to Telemetry (E.4).
-func telemetryOf(m *amqp.Message) Telemetry {
-	t := Telemetry{Body: bodyOf(m), System: map[string]string{}, Properties: map[string]string{}}
+// telemetryOf maps a device-to-cloud AMQP message to the core's telemetry
+// (E.4). The body is copied: the delivery's buffer is the connection's.
+func telemetryOf(m *amqp.Message) core.Telemetry {
+	t := core.Telemetry{Body: slices.Clone(bodyOf(m)), System: map[string]string{}, Properties: map[string]string{}}
 	if p := m.Properties; p != nil {
-		setText(t.System, domain.PropMessageID, p.MessageID)
-		setText(t.System, domain.PropCorrelationID, p.CorrelationID)
+		t.MessageID, _ = textOf(p.MessageID)
+		t.CorrelationID, _ = textOf(p.CorrelationID)
 		if p.ContentType != nil {
-			t.System[domain.PropContentType] = *p.ContentType
+			t.ContentType = *p.ContentType
 		}
 		if p.ContentEncoding != nil {
-			t.System[domain.PropContentEncoding] = *p.ContentEncoding
+			t.ContentEncoding = *p.ContentEncoding
 		}
 		if p.To != nil {
-			t.System[domain.PropTo] = *p.To
+			t.System[core.PropTo] = *p.To
 		}
 		if len(p.UserID) > 0 {
-			t.System[domain.PropUserID] = string(p.UserID)
+			t.System[core.PropUserID] = string(p.UserID)
 		}
 		if p.AbsoluteExpiryTime != nil && !p.AbsoluteExpiryTime.IsZero() {
-			t.System[domain.PropExpiry] = p.AbsoluteExpiryTime.UTC().Format(time.RFC3339Nano)
+			t.System[core.PropExpiry] = p.AbsoluteExpiryTime.UTC().Format(time.RFC3339Nano)
 		}
 	}
 	if v, ok := annotation(m, "dt-subject"); ok {
-		if s, ok := textOf(v); ok {
-			t.Component = s
-			t.System[domain.PropComponent] = s
-		}
+		t.Component, _ = textOf(v)
 	}
-	if v, ok := annotation(m, "iothub-interface-id"); ok {
-		setText(t.System, domain.PropInterfaceID, v)
+	for _, k := range []string{core.PropInterfaceID, core.PropDataSchema} {
+		if v, ok := annotation(m, k); ok {
+			setText(t.System, k, v)
+		}
 	}
 	for k, v := range m.ApplicationProperties {
 		if s, ok := textOf(v); ok {
@@ -228,22 +229,11 @@ func setText(dst map[string]string, key string, v any) {
 }
 
 // c2dMessageOf builds the AMQP message of a cloud-to-device message (E.5).
-func c2dMessageOf(deviceID string, c C2DMessage) *amqp.Message {
+func c2dMessageOf(deviceID string, c core.C2DMessage) *amqp.Message {
 	to := "/devices/" + deviceID + "/messages/devicebound"
 	m := &amqp.Message{
 		Properties: &amqp.MessageProperties{MessageID: c.MessageID, To: &to},
 		Data:       [][]byte{c.Body},
-	}
-	if c.CorrelationID != "" {
-		m.Properties.CorrelationID = c.CorrelationID
-	}
-	if c.ContentType != "" {
-		ct := c.ContentType
-		m.Properties.ContentType = &ct
-	}
-	if c.ContentEncoding != "" {
-		ce := c.ContentEncoding
-		m.Properties.ContentEncoding = &ce
 	}
 	if len(c.Properties) > 0 {
 		m.ApplicationProperties = make(map[string]any, len(c.Properties))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/iotc-go/iotc/emulator/internal/amqp1"
+	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
 // Service limits and defaults of the AMQP application layer.
@@ -53,16 +54,17 @@ type Options struct {
 // cloud-to-device, direct methods, twin and DPS links onto a Backend.
 // It is safe for concurrent use; one Server serves any number of connections.
 type Server struct {
-	b    Backend
+	b    Model
 	opts Options
 	log  *slog.Logger
 }
 
-// NewServer returns a Server over b. It returns an error when b is nil or
-// Options.HubHost is empty or holds '/', '?', '#', '@' or a space.
-func NewServer(b Backend, opts Options) (*Server, error) {
-	if b == nil {
-		return nil, errors.New("amqphub: nil Backend")
+// NewServer returns a Server over the emulator's core m. It returns an
+// error when m is nil or Options.HubHost is empty or holds '/', '?', '#',
+// '@' or a space.
+func NewServer(m Model, opts Options) (*Server, error) {
+	if m == nil {
+		return nil, errors.New("amqphub: nil Model")
 	}
 	if opts.HubHost == "" || strings.ContainsAny(opts.HubHost, "/?#@ ") {
 		return nil, fmt.Errorf("amqphub: bad hub host %q", opts.HubHost)
@@ -76,7 +78,7 @@ func NewServer(b Backend, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{b: b, opts: opts, log: opts.Logger}, nil
+	return &Server{b: m, opts: opts, log: opts.Logger}, nil
 }
 
 // ServeConn serves one AMQP connection on nc (already TLS-terminated, or a
@@ -179,27 +181,27 @@ func (cs *connState) checkPlain(ctx context.Context, cred amqp1.PlainCredentials
 		return err
 	}
 	if u.isDPS() {
-		sess, err := cs.s.b.AuthenticateDPS(ctx, DPSCredentials{IDScope: u.scope, RegistrationID: u.regID, SASToken: cred.Password})
+		auth, err := cs.s.b.AuthenticateDPS(u.scope, u.regID, cred.Password, nil)
 		if err != nil {
 			cs.log.Info("SASL PLAIN refused", "registration_id", u.regID, "reason", err.Error())
 			return err
 		}
 		cs.mu.Lock()
-		cs.dps[dpsKey(u.scope, u.regID)] = &dpsReg{scope: u.scope, regID: u.regID, sess: sess}
+		cs.dps[dpsKey(u.scope, u.regID)] = &dpsReg{scope: u.scope, regID: u.regID, auth: auth}
 		cs.mu.Unlock()
 		return nil
 	}
 	if !hubNameMatches(u.hubName, cs.s.opts.HubHost) {
-		err := fmt.Errorf("%w: user name names hub %q, this is %q", ErrUnauthorized, u.hubName, cs.s.opts.HubHost)
+		err := fmt.Errorf("%w: user name names hub %q, this is %q", core.ErrUnauthorized, u.hubName, cs.s.opts.HubHost)
 		cs.log.Info("SASL PLAIN refused", "device_id", u.deviceID, "reason", err.Error())
 		return err
 	}
-	expiry, err := cs.s.b.AuthenticateDevice(ctx, u.deviceID, cred.Password)
+	auth, err := cs.s.b.AuthenticateHub(u.deviceID, cred.Password, nil)
 	if err != nil {
 		cs.log.Info("SASL PLAIN refused", "device_id", u.deviceID, "reason", err.Error())
 		return err
 	}
-	cs.grantToken(u.deviceID, expiry)
+	cs.grantToken(u.deviceID, auth.Expiry)
 	return nil
 }
 
@@ -276,7 +278,7 @@ func (cs *connState) OnDetach(l *amqp1.Link, _ error) {
 	cs.mu.Lock()
 	ls := cs.links[l]
 	delete(cs.links, l)
-	var changed DeviceSession
+	var changed *core.Session
 	if ls != nil {
 		cs.cbsOut = removeLink(cs.cbsOut, ls)
 		if dc := ls.dc; dc != nil {
@@ -330,19 +332,20 @@ func rejected(cond amqp1.Symbol, desc string) amqp1.Outcome {
 	return &amqp1.Rejected{Error: &amqp1.Error{Condition: cond, Description: desc}}
 }
 
-// amqpError maps a Backend error to the AMQP error sent to the device.
+// amqpError maps a core error to the AMQP error sent to the device: the
+// one place the core's error vocabulary meets AMQP's conditions.
 func amqpError(err error) *amqp1.Error {
 	cond := amqp1.ErrCondInternalError
 	switch {
-	case errors.Is(err, ErrUnauthorized):
+	case errors.Is(err, core.ErrUnauthorized):
 		cond = amqp1.ErrCondUnauthorizedAccess
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, core.ErrNotFound):
 		cond = amqp1.ErrCondNotFound
-	case errors.Is(err, ErrTooLarge), errors.Is(err, ErrQuotaExceeded):
+	case errors.Is(err, core.ErrTooLarge), errors.Is(err, core.ErrQuotaExceeded):
 		cond = amqp1.ErrCondResourceLimitExceeded
-	case errors.Is(err, ErrThrottled):
+	case errors.Is(err, core.ErrThrottled), errors.Is(err, core.ErrUnavailable):
 		cond = amqp1.ErrCondServerBusy
-	case errors.Is(err, ErrInvalid):
+	case errors.Is(err, core.ErrInvalid):
 		cond = amqp1.ErrCondInvalidField
 	}
 	return &amqp1.Error{Condition: cond, Description: err.Error()}

@@ -41,6 +41,7 @@ type c2dMsg struct {
 	props      map[string]string // application properties
 	body       []byte
 	on         Link // in flight on this link; nil when waiting
+	seq        int64
 	deliveries int
 }
 
@@ -89,9 +90,18 @@ func (c *Core) SendCloudToDevice(ctx context.Context, id string, body []byte, pr
 		c.mu.Unlock()
 		return fmt.Errorf("%w: device %q has %d messages pending", ErrQueueFull, id, MaxC2DQueue)
 	}
+	d.c2dSeq++
+	m.seq = d.c2dSeq
 	d.c2d = append(d.c2d, m)
 	l := d.link
+	var staged <-chan error
+	if c.durable() {
+		staged = c.stageLocked(c2dChange(id, m))
+	}
 	c.mu.Unlock()
+	if err := await(ctx, staged); err != nil {
+		return err
+	}
 	c.log.Info("cloud-to-device message queued", "device_id", id, "message_id", m.id)
 	if l != nil {
 		l.NotifyC2D()
@@ -123,39 +133,47 @@ func (c *Core) NextC2D(id string, l Link) (C2DMessage, bool) {
 		out := m.public(id)
 		m.on = l
 		m.deliveries++
+		if c.durable() {
+			// Not waited for: a delivery count lost in a crash only
+			// makes a redelivered message look new.
+			c.stageLocked(c2dChange(id, m))
+		}
 		return out, true
 	}
 	return C2DMessage{}, false
 }
 
-// SettleC2D settles message msgID of the device. Complete and Reject
-// remove it (a Reject keeps it among the device's dead letters); Abandon
-// releases it for redelivery when it is in flight on l, and offers it
-// again. Settling an unknown message does nothing.
-func (c *Core) SettleC2D(id string, l Link, msgID string, o Outcome) {
+// SettleC2D settles message msgID of the device, in flight on link l.
+// Complete and Reject remove it (a Reject keeps it among the device's
+// dead letters); Abandon releases it for redelivery and offers it again.
+// It returns ErrNotFound, changing nothing, for an unknown device or a
+// message not in flight on l (unknown, settled already, or delivered on a
+// connection that has ended: IoT Hub refuses such a lock token), and
+// ErrStore when the removal could not be stored.
+func (c *Core) SettleC2D(id string, l Link, msgID string, o Outcome) error {
 	c.mu.Lock()
 	d, ok := c.devices[id]
 	if !ok {
 		c.mu.Unlock()
-		return
+		return errNoDevice(id)
 	}
 	i := slices.IndexFunc(d.c2d, func(m *c2dMsg) bool { return m.id == msgID })
-	if i < 0 {
+	if i < 0 || d.c2d[i].on != l || l == nil {
+		// A lock token IoT Hub no longer honours: unknown, settled, or
+		// delivered on another (dead or replaced) connection.
 		c.mu.Unlock()
-		return
+		return fmt.Errorf("%w: device %q has no message %q in flight on this connection", ErrNotFound, id, msgID)
 	}
 	m := d.c2d[i]
 	var notify Link
+	var staged <-chan error
 	switch o {
 	case Abandon:
-		if m.on != l {
-			c.mu.Unlock()
-			return
-		}
 		m.on = nil
 		notify = d.link
 	default:
 		d.c2d = slices.Delete(d.c2d, i, i+1)
+		staged = c.stageLocked(Change{Op: OpDelete, Record: Record{Kind: KindC2D, Device: id, Key: m.id}})
 		d.lastActivity = c.now()
 		c.notifyLocked(id)
 		if o == Reject {
@@ -166,10 +184,14 @@ func (c *Core) SettleC2D(id string, l Link, msgID string, o Outcome) {
 		}
 	}
 	c.mu.Unlock()
+	if err := awaitNow(staged); err != nil {
+		return err
+	}
 	c.log.Info("cloud-to-device message settled", "device_id", id, "message_id", msgID, "outcome", o.String())
 	if notify != nil && notify != l {
 		notify.NotifyC2D()
 	}
+	return nil
 }
 
 // releaseLocked puts the messages in flight on l back in the queue; c.mu held.

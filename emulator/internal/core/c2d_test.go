@@ -90,9 +90,14 @@ func TestC2DSettlement(t *testing.T) {
 	if string(m1.Body) != "one" || m1.Properties["k"] != "one" || m1.Redelivered || m1.To != "/devices/d/messages/devicebound" {
 		t.Fatalf("first message %+v", m1)
 	}
-	c.SettleC2D("d", l, m1.MessageID, Complete)
-	c.SettleC2D("d", l, m2.MessageID, Abandon)
-	c.SettleC2D("d", l, m3.MessageID, Reject)
+	for _, s := range []struct {
+		id string
+		o  Outcome
+	}{{m1.MessageID, Complete}, {m2.MessageID, Abandon}, {m3.MessageID, Reject}} {
+		if err := c.SettleC2D("d", l, s.id, s.o); err != nil {
+			t.Fatalf("SettleC2D %v: %v", s.o, err)
+		}
+	}
 	if n := c.PendingC2D("d"); n != 1 {
 		t.Fatalf("%d pending after complete, abandon, reject; want 1 (the abandoned one)", n)
 	}
@@ -103,10 +108,20 @@ func TestC2DSettlement(t *testing.T) {
 	if dl := c.DeadLetters("d"); len(dl) != 1 || dl[0].MessageID != m3.MessageID {
 		t.Fatalf("dead letters %+v", dl)
 	}
-	// Settling an unknown message, or abandoning from another link, changes nothing.
+	// Settling an unknown message, or settling from a link the message is
+	// not in flight on (a stale lock token), changes nothing and is refused.
 	other := newFakeLink()
-	c.SettleC2D("d", l, "no-such-id", Complete)
-	c.SettleC2D("d", other, again.MessageID, Abandon)
+	if err := c.SettleC2D("d", l, "no-such-id", Complete); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("settling an unknown message: %v, want ErrNotFound", err)
+	}
+	for _, o := range []Outcome{Abandon, Complete, Reject} {
+		if err := c.SettleC2D("d", other, again.MessageID, o); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("%v from another link: %v, want ErrNotFound", o, err)
+		}
+	}
+	if n := c.PendingC2D("d"); n != 1 {
+		t.Fatalf("%d pending after settlements from another link, want 1", n)
+	}
 	if _, ok := c.NextC2D("d", l); ok {
 		t.Fatal("an abandon from another link released the message")
 	}

@@ -99,7 +99,18 @@ func (c *Core) InvokeCommand(ctx context.Context, id, component, name string, pa
 	status, resp, err := l.InvokeMethod(tctx, method, body)
 	switch {
 	case err == nil:
-		return Result(status, resp), nil
+		res := Result(status, resp)
+		res.RequestID = NewUUID()
+		rec := CommandRecord{ID: res.RequestID, Component: component, Name: name, Response: res.Payload,
+			ResponseCode: res.Status, ConnectionTimeout: int(connectTimeout / time.Second), ResponseTimeout: int(timeout / time.Second)}
+		if string(body) != "null" {
+			rec.Request = body
+		}
+		// Recorded whoever invoked it: the REST API, the dashboard, the Go API.
+		if err := c.RecordCommand(id, rec); err != nil && !errors.Is(err, ErrNotFound) {
+			return CommandResult{}, err
+		}
+		return res, nil
 	case ctx.Err() != nil:
 		return CommandResult{}, ctx.Err()
 	case c.closed():

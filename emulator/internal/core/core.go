@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/iotc-go/iotc/emulator/internal/twin"
-	"github.com/iotc-go/iotc/emulator/internal/wire"
 )
 
 // Errors of the model. Match them with errors.Is; returned errors wrap
@@ -119,24 +118,95 @@ type TelemetryValue struct {
 	Timestamp time.Time
 }
 
-// Telemetry is one device-to-cloud message.
+// Telemetry is one device-to-cloud message, whatever protocol carried it.
 type Telemetry struct {
-	// DeviceID is the sending device.
+	// DeviceID is the sending device (iothub-connection-device-id).
 	DeviceID string
-	// Component is the $.sub system property, "" for the root component.
+	// ModuleID is the sending module, "" for a device
+	// (iothub-connection-module-id).
+	ModuleID string
+	// Component is the IoT Plug and Play component ("dt-subject"; MQTT
+	// $.sub), "" for the root component.
 	Component string
+	// MessageID, CorrelationID, ContentType and ContentEncoding are the
+	// message's own system properties, "" when the device did not set them.
+	MessageID, CorrelationID, ContentType, ContentEncoding string
 	// Body is the message body as sent.
 	Body []byte
-	// Properties are the application properties of the property bag.
+	// Properties are the application (user) properties.
 	Properties map[string]string
-	// System are the system properties ($.ct, $.ce, $.mid, $.cid, $.sub, ...).
+	// System holds the other system properties the device set, by their
+	// IoT Hub names ("user-id", "to", "absolute-expiry-time",
+	// "iothub-creation-time-utc", "iothub-interface-id",
+	// "dt-dataschema"; an unknown one keeps the name it was sent with).
 	System map[string]string
-	// Received is when the emulator got the message.
+	// AuthMethod is how the connection authenticated
+	// (iothub-connection-auth-method), set by Session.Telemetry.
+	AuthMethod string
+	// Received is when the emulator got the message (iothub-enqueuedtime).
 	Received time.Time
+	// Seq numbers the messages from 1 in the order the emulator stored
+	// them, one sequence across devices (set by StoreTelemetry).
+	Seq int64
 }
+
+// IoT Hub names of the system properties the built-in endpoint's readers see.
+const (
+	PropMessageID       = "message-id"
+	PropCorrelationID   = "correlation-id"
+	PropContentType     = "content-type"
+	PropContentEncoding = "content-encoding"
+	PropDeviceID        = "iothub-connection-device-id"
+	PropModuleID        = "iothub-connection-module-id"
+	PropAuthMethod      = "iothub-connection-auth-method"
+	PropEnqueuedTime    = "iothub-enqueuedtime"
+	PropComponent       = "dt-subject"
+	PropUserID          = "user-id"
+	PropTo              = "to"
+	PropExpiry          = "absolute-expiry-time"
+	PropCreationTime    = "iothub-creation-time-utc"
+	PropInterfaceID     = "iothub-interface-id"
+	PropDataSchema      = "dt-dataschema"
+)
+
+// SystemProperties returns every system property of the message by its
+// IoT Hub name, as a reader of the built-in endpoint sees them: the
+// message's own, the other ones the device set, and those IoT Hub adds
+// (device and module id, auth method, enqueued time).
+func (t Telemetry) SystemProperties() map[string]string {
+	out := make(map[string]string, len(t.System)+8)
+	for k, v := range t.System {
+		out[k] = v
+	}
+	set := func(k, v string) {
+		if v != "" {
+			out[k] = v
+		}
+	}
+	set(PropMessageID, t.MessageID)
+	set(PropCorrelationID, t.CorrelationID)
+	set(PropContentType, t.ContentType)
+	set(PropContentEncoding, t.ContentEncoding)
+	set(PropComponent, t.Component)
+	set(PropDeviceID, t.DeviceID)
+	set(PropModuleID, t.ModuleID)
+	set(PropAuthMethod, t.AuthMethod)
+	if !t.Received.IsZero() {
+		out[PropEnqueuedTime] = t.Received.UTC().Format(time.RFC3339Nano)
+	}
+	return out
+}
+
+// AuthMethod values (the JSON IoT Hub puts in iothub-connection-auth-method).
+const (
+	AuthMethodSAS  = `{"scope":"device","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}`
+	AuthMethodX509 = `{"scope":"device","type":"x509Certificate","issuer":"iothub","acceptingIpFilterRule":null}`
+)
 
 // CommandResult is a device's answer to a direct method.
 type CommandResult struct {
+	// RequestID identifies the invocation in the command history.
+	RequestID string
 	// Status is the status code the device chose.
 	Status int
 	// Payload is the response body when it is JSON; other bodies are
@@ -178,10 +248,15 @@ type Config struct {
 	// TelemetryHistory is how many messages per device are kept; 0 means
 	// DefaultTelemetryHistory, a negative value keeps none.
 	TelemetryHistory int
-	// DataDir, when set, is where the state is persisted (see Load).
-	DataDir string
+	// Store, when set, keeps the state durable: Load reads it and every
+	// change is committed through it before the use case returns. Nil
+	// keeps the state in memory only (nothing survives the process).
+	Store Store
+	// LegacyStateFile is a JSON state file of an older data directory,
+	// imported by Load into an empty Store ("" for none).
+	LegacyStateFile string
 	// ExplicitScope and ExplicitGroups say IDScope and Groups were chosen by
-	// the user, so they win over those of the data directory's file.
+	// the user, so they win over the stored ones.
 	ExplicitScope, ExplicitGroups bool
 	// Log receives the model's log lines; nil discards.
 	Log *slog.Logger
@@ -206,13 +281,14 @@ type Core struct {
 	faults   faultState               // see faults.go
 	ext      extState                 // templates, device settings, command history (ext.go); guarded by mu
 
-	saveMu    sync.Mutex // serialises save
-	persist   bool       // DataDir set and its state loaded; guarded by saveMu
-	lastSaved []byte     // guarded by saveMu
+	store Store // nil: memory only
+
+	telemetrySeq int64    // the last Telemetry.Seq given; guarded by mu
+	pendingLoad  []Change // deletes Load found due (a shorter history); committed by Load
 }
 
 // New returns a model with cfg's groups and no devices. With
-// cfg.DataDir, call Load before any front-end serves.
+// cfg.Store, call Load before any front-end serves.
 func New(cfg Config) *Core {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -221,7 +297,7 @@ func New(cfg Config) *Core {
 		cfg.TelemetryHistory = DefaultTelemetryHistory
 	}
 	return &Core{
-		cfg: cfg, log: cfg.Log, done: make(chan struct{}),
+		cfg: cfg, log: cfg.Log, done: make(chan struct{}), store: cfg.Store,
 		groups:   slices.Clone(cfg.Groups),
 		devices:  map[string]*device{},
 		ops:      map[string]*dpsOp{},
@@ -231,8 +307,8 @@ func New(cfg Config) *Core {
 }
 
 // Close ends waits (WaitSubscribed, NextTelemetry, InvokeCommand) with
-// ErrClosed and stops the saver; call Save afterwards for the final state.
-// It is safe to call more than once.
+// ErrClosed. It does not close Config.Store (its owner does, after the
+// front-ends stopped). It is safe to call more than once.
 func (c *Core) Close() {
 	c.closing.Do(func() { close(c.done) })
 	c.wg.Wait()
@@ -263,6 +339,7 @@ type device struct {
 	desired, reported        *twin.Section
 	telemetry                map[string]map[string]TelemetryValue
 	history                  []Telemetry // oldest first, at most cfg.TelemetryHistory
+	c2dSeq                   int64       // the last number given to a message
 	c2d                      []*c2dMsg
 	deadLetters              []*c2dMsg // rejected, oldest first
 	link                     Link      // live hub connection; nil when offline
@@ -271,8 +348,8 @@ type device struct {
 func newDevice(id string, now time.Time) *device {
 	return &device{
 		id: id, displayName: id, enabled: true, created: now, lastActivity: now,
-		desired:   twin.NewSection(true, wire.MaxTwinSectionLen, now),
-		reported:  twin.NewSection(false, wire.MaxTwinSectionLen, now),
+		desired:   twin.NewSection(true, twin.MaxTwinSectionLen, now),
+		reported:  twin.NewSection(false, twin.MaxTwinSectionLen, now),
 		telemetry: map[string]map[string]TelemetryValue{},
 	}
 }
@@ -322,15 +399,21 @@ func (c *Core) CreateDevice(id string) (string, error) {
 		return "", fmt.Errorf("create device: %w", err)
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if _, ok := c.devices[id]; ok {
+		c.mu.Unlock()
 		return "", fmt.Errorf("%w: device %q", ErrConflict, id)
 	}
 	d := newDevice(id, c.now())
 	d.indivKeys = [2]string{RandomKey(), RandomKey()}
 	c.devices[id] = d
+	ch := c.stageDeviceLocked(d)
+	key := d.indivKeys[0]
+	c.mu.Unlock()
+	if err := awaitNow(ch); err != nil {
+		return "", err
+	}
 	c.log.Info("device created", "device_id", id)
-	return d.indivKeys[0], nil
+	return key, nil
 }
 
 // Devices lists every device, sorted by id.
@@ -398,11 +481,17 @@ func (c *Core) PutEnrollmentGroup(g EnrollmentGroup) (EnrollmentGroup, error) {
 		return EnrollmentGroup{}, err
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if i := slices.IndexFunc(c.groups, func(x EnrollmentGroup) bool { return x.ID == ng.ID }); i >= 0 {
+	i := slices.IndexFunc(c.groups, func(x EnrollmentGroup) bool { return x.ID == ng.ID })
+	if i >= 0 {
 		c.groups[i] = ng
 	} else {
+		i = len(c.groups)
 		c.groups = append(c.groups, ng)
+	}
+	ch := c.stageLocked(groupChange(ng, int64(i)))
+	c.mu.Unlock()
+	if err := awaitNow(ch); err != nil {
+		return EnrollmentGroup{}, err
 	}
 	c.log.Info("enrollment group stored", "group_id", ng.ID, "enabled", ng.Enabled, "x509", ng.IsX509())
 	out := ng

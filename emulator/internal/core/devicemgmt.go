@@ -84,7 +84,11 @@ func (c *Core) PutDevice(id string, spec DeviceSpec) (DeviceDetails, bool, error
 		}
 	}
 	out := c.detailsLocked(d)
+	staged := c.stageDeviceLocked(d)
 	c.mu.Unlock()
+	if err := awaitNow(staged); err != nil {
+		return DeviceDetails{}, false, err
+	}
 	if created {
 		c.log.Info("device created", "device_id", id)
 	}
@@ -134,7 +138,11 @@ func (c *Core) DeleteDevice(id string) error {
 	delete(c.devices, id)
 	delete(c.ext.settings, id)
 	delete(c.ext.commands, id)
+	staged := c.stageLocked(Change{Op: OpDeleteDevice, Record: Record{Kind: KindDevice, Key: id}})
 	c.mu.Unlock()
+	if err := awaitNow(staged); err != nil {
+		return err
+	}
 	c.log.Info("device deleted", "device_id", id)
 	if l != nil {
 		l.Drop(errBlockedByOperator)
@@ -155,13 +163,18 @@ func (c *Core) SetDeviceKeys(id, primary, secondary string) (string, string, err
 		}
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	d, err := c.lookup(id)
 	if err != nil {
+		c.mu.Unlock()
 		return "", "", err
 	}
 	d.indivKeys = [2]string{primary, secondary}
 	d.x509 = false
+	staged := c.stageDeviceLocked(d)
+	c.mu.Unlock()
+	if err := awaitNow(staged); err != nil {
+		return "", "", err
+	}
 	return primary, secondary, nil
 }
 
@@ -170,28 +183,35 @@ func (c *Core) SetDeviceKeys(id, primary, secondary string) (string, string, err
 // ErrNotFound.
 func (c *Core) RemoveDeviceKeys(id string) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	d, err := c.lookup(id)
 	if err != nil {
+		c.mu.Unlock()
 		return err
 	}
 	d.indivKeys = [2]string{}
-	return nil
+	staged := c.stageDeviceLocked(d)
+	c.mu.Unlock()
+	return awaitNow(staged)
 }
 
 // DeleteEnrollmentGroup removes the group; its devices stay but can no
 // longer register through it. It returns ErrNotFound.
 func (c *Core) DeleteEnrollmentGroup(id string) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for i, g := range c.groups {
 		if g.ID == id {
 			c.groups = append(c.groups[:i:i], c.groups[i+1:]...)
 			delete(c.ext.verifying, id)
+			staged := c.stageLocked(Change{Op: OpDelete, Record: Record{Kind: KindGroup, Key: id}})
+			c.mu.Unlock()
+			if err := awaitNow(staged); err != nil {
+				return err
+			}
 			c.log.Info("enrollment group deleted", "group_id", id)
 			return nil
 		}
 	}
+	c.mu.Unlock()
 	return fmt.Errorf("%w: enrollment group %q", ErrNotFound, id)
 }
 

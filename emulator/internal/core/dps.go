@@ -143,6 +143,7 @@ func (c *Core) Register(a DPSAuth, body []byte) DPSResponse {
 	st := &registrationState{RegistrationID: id, LastUpdatedDateTimeUtc: ts}
 	final := operationStatus{OperationID: opID, RegistrationState: st}
 
+	var staged <-chan error
 	c.mu.Lock()
 	d, exists := c.devices[id]
 	var g EnrollmentGroup
@@ -186,6 +187,7 @@ func (c *Core) Register(a DPSAuth, body []byte) DPSResponse {
 		st.CreatedDateTimeUtc = d.created.Format(dpsTimeFormat)
 		st.AssignedHub, st.DeviceID = c.cfg.HubHost, id
 		st.Etag = strconv.Quote(RandomHex(8))
+		staged = c.stageDeviceLocked(d)
 	}
 	final.Status = st.Status
 	fb, err := json.Marshal(final)
@@ -207,6 +209,9 @@ func (c *Core) Register(a DPSAuth, body []byte) DPSResponse {
 	c.mu.Unlock()
 	if err != nil {
 		return c.dpsFail(id, 500, 500000, "encode registration state")
+	}
+	if err := awaitNow(staged); err != nil {
+		return c.dpsFail(id, 500, 500000, "registration not stored")
 	}
 	c.log.Info("registration", "registration_id", id, "status", st.Status, "group_id", a.GroupID, "model_id", modelID)
 	return c.answer(202, c.cfg.RetryAfter, operationStatus{OperationID: opID, Status: "assigning"})

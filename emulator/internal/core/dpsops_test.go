@@ -47,3 +47,25 @@ func TestDPSOperationsExpireOldestFirst(t *testing.T) {
 		t.Errorf("%d operations left in the expiry order, want 1", n)
 	}
 }
+
+// A registration polls only its own operations (IoT Hub DPS answers 404
+// for another registration's operation id).
+func TestDPSOperationBelongsToItsRegistration(t *testing.T) {
+	c := New(Config{IDScope: "0ne", HubHost: "hub", AutoApprove: true, Groups: []EnrollmentGroup{{ID: "g", PrimaryKey: RandomKey(), SecondaryKey: RandomKey(), Enabled: true}}})
+	defer c.Close()
+	r := c.Register(DPSAuth{RegistrationID: "a", GroupID: "g"}, []byte(`{"registrationId":"a"}`))
+	var st struct {
+		OperationID string `json:"operationId"`
+	}
+	if r.Status != 202 || json.Unmarshal(r.Body, &st) != nil || st.OperationID == "" {
+		t.Fatalf("register: %d %s", r.Status, r.Body)
+	}
+	for _, other := range []string{"b", "A"} {
+		if r := c.PollOperation(DPSAuth{RegistrationID: other, GroupID: "g"}, st.OperationID); r.Status != 404 {
+			t.Errorf("registration %s polled a's operation: %d %s", other, r.Status, r.Body)
+		}
+	}
+	if r := c.PollOperation(DPSAuth{RegistrationID: "a", GroupID: "g"}, st.OperationID); r.Status != 200 {
+		t.Errorf("a's own poll: %d %s", r.Status, r.Body)
+	}
+}

@@ -12,11 +12,12 @@ import (
 // command history. It lives in Core.ext and is guarded by Core.mu. Its maps
 // are made on first use, so a zero extState is ready.
 type extState struct {
-	templates map[string]*storedTemplate     // by template id
-	settings  map[string]*deviceSettings     // by device id
-	commands  map[string][]CommandRecord     // by device id, oldest first
-	verifying map[string]map[string][]string // group id -> entry -> verification codes issued
-	verified  map[string]map[string]bool     // group id -> certificate thumbprint -> proven
+	templates  map[string]*storedTemplate     // by template id
+	settings   map[string]*deviceSettings     // by device id
+	commands   map[string][]CommandRecord     // by device id, oldest first
+	verifying  map[string]map[string][]string // group id -> entry -> verification codes issued
+	verified   map[string]map[string]bool     // group id -> certificate thumbprint -> proven
+	commandSeq int64                          // the last CommandRecord.seq given
 }
 
 // deviceSettings are the device fields only the REST API sets.
@@ -61,16 +62,36 @@ type CommandRecord struct {
 	ConnectionTimeout, ResponseTimeout int
 	// Time is when the invocation finished.
 	Time time.Time
+
+	seq int64 // numbers the device's records in the store
 }
 
 // RecordCommand adds a finished invocation to the device's command
 // history, keeping the newest MaxCommandHistory per component and command.
 // It returns ErrNotFound for an unknown device.
 func (c *Core) RecordCommand(id string, rec CommandRecord) error {
+	staged, err := c.recordCommand(id, rec)
+	if err != nil {
+		return err
+	}
+	return awaitNow(staged)
+}
+
+func (c *Core) recordCommand(id string, rec CommandRecord) (<-chan error, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, err := c.lookup(id); err != nil {
-		return err
+		return nil, err
+	}
+	c.ext.commandSeq++
+	rec.seq = c.ext.commandSeq
+	var changes []Change
+	if c.durable() {
+		doc, err := json.Marshal(rec)
+		if err != nil {
+			return nil, fmt.Errorf("%w: command record: %v", ErrInvalid, err)
+		}
+		changes = append(changes, Change{Op: OpPut, Record: Record{Kind: KindCommand, Device: id, Seq: rec.seq, Doc: doc}})
 	}
 	if rec.Time.IsZero() {
 		rec.Time = c.now()
@@ -88,6 +109,7 @@ func (c *Core) RecordCommand(id string, rec CommandRecord) error {
 	}
 	for i := 0; n > MaxCommandHistory && i < len(hist); {
 		if same(hist[i]) {
+			changes = append(changes, Change{Op: OpDelete, Record: Record{Kind: KindCommand, Device: id, Seq: hist[i].seq}})
 			hist = slices.Delete(hist, i, i+1)
 			n--
 			continue
@@ -95,7 +117,7 @@ func (c *Core) RecordCommand(id string, rec CommandRecord) error {
 		i++
 	}
 	c.ext.commands[id] = hist
-	return nil
+	return c.stageLocked(changes...), nil
 }
 
 // CommandHistory returns the kept invocations of one command of a device

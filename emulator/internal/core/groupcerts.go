@@ -39,25 +39,39 @@ func (c *Core) IssueVerificationCode(group, entry string) (string, error) {
 // verified. It returns ErrNotFound for an unknown group and ErrInvalid for
 // an unknown code.
 func (c *Core) ConsumeVerificationCode(group, entry, code, thumbprint string) error {
+	staged, err := c.consumeVerificationCode(group, entry, code, thumbprint)
+	if err != nil {
+		return err
+	}
+	return awaitNow(staged)
+}
+
+func (c *Core) consumeVerificationCode(group, entry, code, thumbprint string) (<-chan error, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.group(group); !ok {
-		return fmt.Errorf("%w: enrollment group %q", ErrNotFound, group)
+		return nil, fmt.Errorf("%w: enrollment group %q", ErrNotFound, group)
 	}
 	codes := c.ext.verifying[group][entry]
 	i := slices.Index(codes, code)
 	if i < 0 {
-		return fmt.Errorf("%w: the certificate's subject CN is not a verification code issued for the %s certificate of group %q", ErrInvalid, entry, group)
+		return nil, fmt.Errorf("%w: the certificate's subject CN is not a verification code issued for the %s certificate of group %q", ErrInvalid, entry, group)
 	}
 	c.ext.verifying[group][entry] = slices.Delete(codes, i, i+1)
-	if c.ext.verified == nil {
-		c.ext.verified = map[string]map[string]bool{}
+	c.ext.markVerified(group, thumbprint)
+	return c.stageLocked(Change{Op: OpPut, Record: Record{Kind: KindCert, Key: group + "/" + thumbprint,
+		Doc: mustJSON(certDoc{Group: group, Thumbprint: thumbprint})}}), nil
+}
+
+// markVerified records a proven certificate; Core.mu held.
+func (x *extState) markVerified(group, thumbprint string) {
+	if x.verified == nil {
+		x.verified = map[string]map[string]bool{}
 	}
-	if c.ext.verified[group] == nil {
-		c.ext.verified[group] = map[string]bool{}
+	if x.verified[group] == nil {
+		x.verified[group] = map[string]bool{}
 	}
-	c.ext.verified[group][thumbprint] = true
-	return nil
+	x.verified[group][thumbprint] = true
 }
 
 // CertificateVerified reports whether the certificate with thumbprint

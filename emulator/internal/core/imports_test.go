@@ -8,8 +8,9 @@ import (
 
 // TestCoreImportsNoProtocol keeps the model free of protocol code: neither
 // the core nor anything it imports (transitively) may be mochi, the AMQP
-// engine or application layer, a front-end, a WebSocket or HTTP library,
-// or the SDK's own packages (so that a bug cannot hide on both sides).
+// engine or application layer, a front-end, the MQTT grammar (wire), a
+// WebSocket or HTTP library, a store adapter or SQLite, or the SDK's own
+// packages (so that a bug cannot hide on both sides).
 func TestCoreImportsNoProtocol(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", ".").Output()
 	if err != nil {
@@ -25,7 +26,11 @@ func TestCoreImportsNoProtocol(t *testing.T) {
 		"github.com/iotc-go/iotc/emulator/internal/amqphub",
 		"github.com/iotc-go/iotc/emulator/internal/mqtthub",
 		"github.com/iotc-go/iotc/emulator/internal/restapi",
+		"github.com/iotc-go/iotc/emulator/internal/dashboard",
 		"github.com/iotc-go/iotc/emulator/internal/wslistener",
+		"github.com/iotc-go/iotc/emulator/internal/wire",  // the MQTT grammar
+		"github.com/iotc-go/iotc/emulator/internal/store", // its adapters
+		"modernc.org/sqlite",
 		"github.com/Azure/go-amqp",
 		"github.com/gorilla/websocket",
 		"github.com/coder/websocket",

@@ -66,8 +66,9 @@ func (c *Core) Attach(id string, l Link, modelID string) (Link, error) {
 	prev := d.link
 	d.link = l
 	d.lastActivity = c.now()
-	if modelID != "" {
+	if modelID != "" && modelID != d.modelID {
 		d.modelID = modelID
+		c.stageDeviceLocked(d) // ordered before later changes; not waited for
 	}
 	c.notifyLocked(id)
 	c.emit(Event{DeviceID: id, Kind: EventConnected, Protocol: l.Protocol(), Replaced: prev != nil, Time: d.lastActivity})

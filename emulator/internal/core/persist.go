@@ -1,321 +1,371 @@
 package core
 
 import (
-	"bytes"
+	"cmp"
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 	"time"
-
-	"github.com/iotc-go/iotc/emulator/internal/sas"
-	"github.com/iotc-go/iotc/emulator/internal/twin"
-	"github.com/iotc-go/iotc/emulator/internal/wire"
 )
 
-// DataDirFile is the name of the state file inside Options.DataDir.
-const DataDirFile = "state.json"
+// The model keeps its working state in memory and, with Config.Store,
+// commits every change through the store before the use case returns:
+// each use case stages its changes while it holds c.mu (so the store sees
+// them in the model's order) and waits for them after unlocking, before
+// the front-end acknowledges. Only the time of a device's last activity
+// is not committed on its own: it is saved with the device's next change.
 
-// DataDirSaveInterval is how often a running emulator with a DataDir checks
-// for changes and rewrites its state file; Close always writes it.
-const DataDirSaveInterval = time.Second
-
-// dataFormat is the version of the state file layout; another value is refused.
-const dataFormat = 1
-
-// snapshot is the state file.
-type snapshot struct {
-	Format  int           `json:"format"`
-	IDScope string        `json:"idScope"`
-	Groups  []groupState  `json:"enrollmentGroups"`
-	Devices []deviceState `json:"devices"`
+// groupDoc is a stored enrollment group.
+type groupDoc struct {
+	groupState
+	// Order keeps the groups in creation order across a restart.
+	Order int64 `json:"order"`
 }
 
-type groupState struct {
-	ID           string `json:"id"`
-	DisplayName  string `json:"displayName,omitempty"`
-	Enabled      bool   `json:"enabled"`
-	PrimaryKey   string `json:"primaryKey,omitempty"`
-	SecondaryKey string `json:"secondaryKey,omitempty"`
-	CACertPEM    string `json:"caCertPem,omitempty"`
+// telemetryDoc is a stored telemetry message. A JSON body is kept as JSON
+// (readable with json_extract), any other body in BodyBase64.
+type telemetryDoc struct {
+	ModuleID        string            `json:"moduleId,omitempty"`
+	Component       string            `json:"component,omitempty"`
+	MessageID       string            `json:"messageId,omitempty"`
+	CorrelationID   string            `json:"correlationId,omitempty"`
+	ContentType     string            `json:"contentType,omitempty"`
+	ContentEncoding string            `json:"contentEncoding,omitempty"`
+	AuthMethod      string            `json:"authMethod,omitempty"`
+	Body            json.RawMessage   `json:"body,omitempty"`
+	BodyBase64      []byte            `json:"bodyBase64,omitempty"`
+	Properties      map[string]string `json:"properties,omitempty"`
+	System          map[string]string `json:"system,omitempty"`
+	Received        time.Time         `json:"received"`
 }
 
-type deviceState struct {
-	ID             string     `json:"id"`
-	DisplayName    string     `json:"displayName,omitempty"`
-	ModelID        string     `json:"modelId,omitempty"`
-	Enabled        bool       `json:"enabled"`
-	Provisioned    bool       `json:"provisioned"`
-	GroupID        string     `json:"groupId,omitempty"`
-	Attestation    string     `json:"attestation"`
-	IndividualKeys [2]string  `json:"individualKeys"`
-	GroupKeys      [2]string  `json:"groupKeys"`
-	Created        time.Time  `json:"created"`
-	LastActivity   time.Time  `json:"lastActivity"`
-	Desired        twin.State `json:"desired"`
-	Reported       twin.State `json:"reported"`
-	C2D            []c2dState `json:"cloudToDevice,omitempty"`
+// authCodes shorten the auth method in stored telemetry (every message
+// carries it); authMethods expand them.
+var (
+	authCodes   = map[string]string{AuthMethodSAS: "sas", AuthMethodX509: "x509"}
+	authMethods = map[string]string{"sas": AuthMethodSAS, "x509": AuthMethodX509}
+)
+
+// certDoc is a proven enrollment group certificate.
+type certDoc struct {
+	Group      string `json:"group"`
+	Thumbprint string `json:"thumbprint"`
 }
 
-type c2dState struct {
-	ID         string            `json:"messageId"`
-	Topic      string            `json:"topic"`
-	Properties map[string]string `json:"properties,omitempty"`
-	Body       []byte            `json:"body"`
-	Deliveries int               `json:"deliveries,omitempty"`
-}
-
-// dataFilePath is the state file of dir.
-func dataFilePath(dir string) string { return filepath.Join(dir, DataDirFile) }
-
-// loadDataDir creates dir (mode 0700) when missing and decodes its state file; it
-// returns nil, nil when there is none yet.
-func loadDataDir(dir string) (*snapshot, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("emulator: data directory: %w", err)
-	}
-	path := dataFilePath(dir)
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrDataFile, path, err)
-	}
-	var s snapshot
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("%w: %s (fix or remove it): %w", ErrDataFile, path, err)
-	}
-	if s.Format != dataFormat {
-		return nil, fmt.Errorf("%w: %s: format %d, want %d", ErrDataFile, path, s.Format, dataFormat)
-	}
-	if s.IDScope == "" {
-		return nil, fmt.Errorf("%w: %s: no idScope", ErrDataFile, path)
-	}
-	return &s, nil
-}
-
-// Load creates the data directory when missing and applies its state file
-// when there is one (the ID scope and groups unless explicit, and every
-// device), then writes the state at once and starts saving it every
-// DataDirSaveInterval until Close. Call it once, before any front-end
-// serves; it does nothing without Config.DataDir. Errors wrap ErrDataFile
-// for a state file that cannot be read or decoded.
-func (c *Core) Load() error {
-	if c.cfg.DataDir == "" {
+// stageLocked hands one atomic unit of changes to the store; c.mu held. It
+// returns nil without a store.
+func (c *Core) stageLocked(changes ...Change) <-chan error {
+	if c.store == nil || len(changes) == 0 {
 		return nil
 	}
-	snap, err := loadDataDir(c.cfg.DataDir)
+	return c.store.Apply(changes)
+}
+
+// await waits until a staged unit is durable. A nil channel (no store) is
+// durable at once. It returns ctx.Err() when ctx ends first (the change
+// may still be committed) and an error wrapping ErrStore when the commit
+// failed.
+func await(ctx context.Context, ch <-chan error) error {
+	if ch == nil {
+		return nil
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// awaitNow is await without a deadline: the store answers every unit,
+// at the latest when it is closed.
+func awaitNow(ch <-chan error) error { return await(context.Background(), ch) }
+
+// durable reports whether changes are committed to a store.
+func (c *Core) durable() bool { return c.store != nil }
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Every document is made of strings, numbers, maps and slices
+		// decoded from JSON or built here: encoding cannot fail.
+		panic(fmt.Sprintf("emulator: encode state record: %v", err))
+	}
+	return b
+}
+
+// deviceChangeLocked is the put of d's document; c.mu held.
+func (c *Core) deviceChangeLocked(d *device) Change {
+	ds := deviceState{
+		ID: d.id, DisplayName: d.displayName, ModelID: d.modelID, Enabled: d.enabled, Provisioned: d.provisioned,
+		GroupID: d.groupID, Attestation: AttestationSymmetricKey, IndividualKeys: d.indivKeys, GroupKeys: d.groupKeys,
+		Created: d.created, LastActivity: d.lastActivity, Desired: d.desired.State(), Reported: d.reported.State(),
+	}
+	if d.x509 {
+		ds.Attestation = AttestationX509
+	}
+	if s := c.ext.settings[d.id]; s != nil {
+		ds.Template, ds.Simulated, ds.Organizations = s.template, s.simulated, s.organizations
+	}
+	return Change{Op: OpPut, Record: Record{Kind: KindDevice, Key: d.id, Doc: mustJSON(ds)}}
+}
+
+// stageDeviceLocked stages the put of d's document; c.mu held.
+func (c *Core) stageDeviceLocked(d *device) <-chan error {
+	if !c.durable() {
+		return nil
+	}
+	return c.stageLocked(c.deviceChangeLocked(d))
+}
+
+func c2dChange(deviceID string, m *c2dMsg) Change {
+	return Change{Op: OpPut, Record: Record{Kind: KindC2D, Device: deviceID, Key: m.id, Seq: m.seq,
+		Doc: mustJSON(c2dState{ID: m.id, Properties: m.props, Body: m.body, Deliveries: m.deliveries})}}
+}
+
+func groupChange(g EnrollmentGroup, order int64) Change {
+	gs := groupState{ID: g.ID, DisplayName: g.DisplayName, Enabled: g.Enabled,
+		PrimaryKey: g.PrimaryKey, SecondaryKey: g.SecondaryKey, CACertPEM: string(g.CACertPEM)}
+	return Change{Op: OpPut, Record: Record{Kind: KindGroup, Key: g.ID, Doc: mustJSON(groupDoc{groupState: gs, Order: order})}}
+}
+
+func telemetryChange(seq int64, t Telemetry) Change {
+	doc := telemetryDoc{ModuleID: t.ModuleID, Component: t.Component, MessageID: t.MessageID, CorrelationID: t.CorrelationID,
+		ContentType: t.ContentType, ContentEncoding: t.ContentEncoding, AuthMethod: authCodes[t.AuthMethod],
+		Properties: t.Properties, System: t.System, Received: t.Received}
+	if json.Valid(t.Body) {
+		doc.Body = t.Body
+	} else {
+		doc.BodyBase64 = t.Body
+	}
+	return Change{Op: OpPut, Record: Record{Kind: KindTelemetry, Device: t.DeviceID, Seq: seq, Doc: mustJSON(doc)}}
+}
+
+// Load fills the model from Config.Store: first, when the store is empty
+// and Config.LegacyStateFile names an existing file, that file is imported
+// into the store and renamed with ".imported". Call it once, before any
+// front-end serves; without a store it does nothing. Errors wrap ErrStore
+// (the store failed) or ErrDataFile (a stored record or the legacy file is
+// not valid).
+func (c *Core) Load(ctx context.Context) error {
+	if c.store == nil {
+		return nil
+	}
+	recs, err := c.store.Load(ctx)
+	if err != nil {
+		return err
+	}
+	if len(recs) == 0 && c.cfg.LegacyStateFile != "" {
+		return c.importLegacy(ctx)
+	}
+	if err := c.restoreRecords(recs); err != nil {
+		return err
+	}
+	// The ID scope and groups in use are the store's from now on (explicit
+	// options win over stored ones, and replace them).
+	c.mu.Lock()
+	changes := append(c.metaAndGroupsLocked(), c.pendingLoad...)
+	c.pendingLoad = nil
+	for _, r := range recs {
+		if r.Kind == KindGroup {
+			if _, ok := c.group(r.Key); !ok {
+				changes = append(changes, Change{Op: OpDelete, Record: Record{Kind: KindGroup, Key: r.Key}})
+			}
+		}
+	}
+	ch := c.stageLocked(changes...)
+	c.mu.Unlock()
+	return awaitNow(ch)
+}
+
+// metaAndGroupsLocked is the put of the ID scope and every group; c.mu held.
+func (c *Core) metaAndGroupsLocked() []Change {
+	out := []Change{{Op: OpPut, Record: Record{Kind: KindMeta, Key: "idScope", Doc: mustJSON(c.cfg.IDScope)}}}
+	for i, g := range c.groups {
+		out = append(out, groupChange(g, int64(i)))
+	}
+	return out
+}
+
+// importLegacy moves a legacy state file into the empty store.
+func (c *Core) importLegacy(ctx context.Context) error {
+	path := c.cfg.LegacyStateFile
+	snap, err := loadLegacy(path)
 	if err != nil {
 		return err
 	}
 	if snap != nil {
-		if err := c.restore(snap); err != nil {
+		if err := c.restore(snap, path); err != nil {
 			return err
 		}
 	}
-	c.saveMu.Lock()
-	c.persist = true
-	c.saveMu.Unlock()
-	if err := c.Save(); err != nil {
-		return err
-	}
-	c.wg.Add(1)
-	go c.runSaver()
-	return nil
-}
-
-// restore applies a loaded snapshot to a new model (before it serves).
-func (c *Core) restore(s *snapshot) error {
-	path := dataFilePath(c.cfg.DataDir)
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s: %s", ErrDataFile, path, fmt.Sprintf(format, args...))
-	}
-	if !c.cfg.ExplicitScope {
-		c.cfg.IDScope = s.IDScope
-	}
-	if !c.cfg.ExplicitGroups {
-		var groups []EnrollmentGroup
-		seen := map[string]bool{}
-		for _, gs := range s.Groups {
-			g, err := NormalizeGroup(EnrollmentGroup{ID: gs.ID, DisplayName: gs.DisplayName, Enabled: gs.Enabled,
-				PrimaryKey: gs.PrimaryKey, SecondaryKey: gs.SecondaryKey, CACertPEM: []byte(gs.CACertPEM)})
-			if err != nil {
-				return bad("%v", err)
-			}
-			if !g.IsX509() && (gs.PrimaryKey == "" || gs.SecondaryKey == "") {
-				return bad("enrollment group %s has no keys", gs.ID)
-			}
-			if seen[g.ID] {
-				return bad("enrollment group %s listed twice", g.ID)
-			}
-			seen[g.ID] = true
-			groups = append(groups, g)
-		}
-		c.groups = groups
-	}
-	devices := make(map[string]*device, len(s.Devices))
-	for _, ds := range s.Devices {
-		if err := ValidID(ds.ID); err != nil {
-			return bad("device: %v", err)
-		}
-		if _, dup := devices[ds.ID]; dup {
-			return bad("device %s listed twice", ds.ID)
-		}
-		d := &device{
-			id: ds.ID, displayName: ds.DisplayName, modelID: ds.ModelID, enabled: ds.Enabled, provisioned: ds.Provisioned,
-			groupID: ds.GroupID, indivKeys: ds.IndividualKeys, groupKeys: ds.GroupKeys,
-			created: ds.Created, lastActivity: ds.LastActivity, telemetry: map[string]map[string]TelemetryValue{},
-		}
-		if d.displayName == "" {
-			d.displayName = d.id
-		}
-		switch ds.Attestation {
-		case AttestationSymmetricKey:
-		case AttestationX509:
-			d.x509 = true
-		default:
-			return bad("device %s: attestation %q", ds.ID, ds.Attestation)
-		}
-		for _, k := range append(ds.IndividualKeys[:], ds.GroupKeys[:]...) {
-			if k == "" {
-				continue
-			}
-			if err := sas.ValidKey(k); err != nil {
-				return bad("device %s: a key is not base64", ds.ID)
-			}
-		}
-		var err error
-		if d.desired, err = twin.Restore(ds.Desired, true, wire.MaxTwinSectionLen); err != nil {
-			return bad("device %s desired properties: %v", ds.ID, err)
-		}
-		if d.reported, err = twin.Restore(ds.Reported, false, wire.MaxTwinSectionLen); err != nil {
-			return bad("device %s reported properties: %v", ds.ID, err)
-		}
-		if len(ds.C2D) > MaxC2DQueue {
-			return bad("device %s: %d cloud-to-device messages, at most %d", ds.ID, len(ds.C2D), MaxC2DQueue)
-		}
-		prefix := wire.C2DFilterPrefix(ds.ID)
-		for _, cs := range ds.C2D {
-			if cs.ID == "" || !strings.HasPrefix(cs.Topic, prefix) || len(cs.Body) > MaxC2DBody || cs.Deliveries < 0 {
-				return bad("device %s: bad cloud-to-device message %q", ds.ID, cs.ID)
-			}
-			m := &c2dMsg{id: cs.ID, props: map[string]string{}, body: cs.Body, deliveries: cs.Deliveries}
-			for k, v := range cs.Properties {
-				m.props[k] = v
-			}
-			d.c2d = append(d.c2d, m)
-		}
-		devices[d.id] = d
-	}
-	c.devices = devices
-	return nil
-}
-
-// snapshotLocked encodes the state file; c.mu held.
-func (c *Core) snapshotLocked() ([]byte, error) {
-	s := snapshot{Format: dataFormat, IDScope: c.cfg.IDScope, Groups: []groupState{}, Devices: []deviceState{}}
-	for _, g := range c.groups {
-		s.Groups = append(s.Groups, groupState{ID: g.ID, DisplayName: g.DisplayName, Enabled: g.Enabled,
-			PrimaryKey: g.PrimaryKey, SecondaryKey: g.SecondaryKey, CACertPEM: string(g.CACertPEM)})
-	}
-	for _, d := range c.devices {
-		ds := deviceState{
-			ID: d.id, DisplayName: d.displayName, ModelID: d.modelID, Enabled: d.enabled, Provisioned: d.provisioned,
-			GroupID: d.groupID, Attestation: AttestationSymmetricKey, IndividualKeys: d.indivKeys, GroupKeys: d.groupKeys,
-			Created: d.created, LastActivity: d.lastActivity, Desired: d.desired.State(), Reported: d.reported.State(),
-		}
-		if d.x509 {
-			ds.Attestation = AttestationX509
-		}
-		for _, m := range d.c2d {
-			ds.C2D = append(ds.C2D, c2dState{ID: m.id, Topic: wire.C2DTopic(d.id, m.id, m.props), Properties: m.props, Body: m.body, Deliveries: m.deliveries})
-		}
-		s.Devices = append(s.Devices, ds)
-	}
-	// Sorted devices keep the file stable, so an unchanged state is not rewritten.
-	slices.SortFunc(s.Devices, func(a, b deviceState) int { return strings.Compare(a.ID, b.ID) })
-	return json.MarshalIndent(s, "", "  ")
-}
-
-// Save writes the state file when it differs from the last one written.
-// It does nothing without a DataDir or before Load.
-func (c *Core) Save() error {
-	c.saveMu.Lock()
-	defer c.saveMu.Unlock()
-	if !c.persist {
-		return nil
-	}
 	c.mu.Lock()
-	b, err := c.snapshotLocked()
+	changes := c.metaAndGroupsLocked()
+	for _, d := range c.devices {
+		changes = append(changes, c.deviceChangeLocked(d))
+		for _, m := range d.c2d {
+			changes = append(changes, c2dChange(d.id, m))
+		}
+	}
+	ch := c.stageLocked(changes...)
 	c.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("emulator: encode state: %w", err)
-	}
-	if bytes.Equal(b, c.lastSaved) {
-		return nil
-	}
-	if err := writeFileAtomic(dataFilePath(c.cfg.DataDir), b); err != nil {
+	if err := await(ctx, ch); err != nil {
 		return err
 	}
-	c.lastSaved = b
+	if snap != nil {
+		if err := os.Rename(path, path+".imported"); err != nil {
+			return fmt.Errorf("emulator: imported %s but cannot rename it: %w", path, err)
+		}
+		c.log.Info("legacy state file imported into the database", "file", path, "devices", len(snap.Devices))
+	}
 	return nil
 }
 
-// runSaver saves the state every DataDirSaveInterval until Close.
-func (c *Core) runSaver() {
-	defer c.wg.Done()
-	t := time.NewTicker(DataDirSaveInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.done:
-			return
-		case <-t.C:
-			if err := c.Save(); err != nil {
-				c.log.Warn("state not saved to the data directory", "error", err)
+// restoreRecords rebuilds the model from stored records.
+func (c *Core) restoreRecords(recs []Record) error {
+	bad := func(r Record, err error) error {
+		return fmt.Errorf("%w: stored %s record %q/%q: %v", ErrDataFile, r.Kind, r.Device, r.Key, err)
+	}
+	snap := &snapshot{Format: dataFormat}
+	var groups []groupDoc
+	c2d := map[string][]c2dState{}
+	c2dSeq := map[string][]int64{}
+	type seqDoc struct {
+		seq int64
+		doc []byte
+	}
+	telemetry := map[string][]seqDoc{}
+	commands := map[string][]seqDoc{}
+	var templates, certs []Record
+	for _, r := range recs {
+		var err error
+		switch r.Kind {
+		case KindMeta:
+			if r.Key == "idScope" {
+				err = json.Unmarshal(r.Doc, &snap.IDScope)
+			}
+		case KindGroup:
+			var g groupDoc
+			err = json.Unmarshal(r.Doc, &g)
+			groups = append(groups, g)
+		case KindDevice:
+			var ds deviceState
+			err = json.Unmarshal(r.Doc, &ds)
+			snap.Devices = append(snap.Devices, ds)
+		case KindC2D:
+			var m c2dState
+			err = json.Unmarshal(r.Doc, &m)
+			c2d[r.Device] = append(c2d[r.Device], m)
+			c2dSeq[r.Device] = append(c2dSeq[r.Device], r.Seq)
+		case KindTelemetry:
+			telemetry[r.Device] = append(telemetry[r.Device], seqDoc{r.Seq, r.Doc})
+		case KindCommand:
+			commands[r.Device] = append(commands[r.Device], seqDoc{r.Seq, r.Doc})
+		case KindTemplate:
+			templates = append(templates, r)
+		case KindCert:
+			certs = append(certs, r)
+		}
+		if err != nil {
+			return bad(r, err)
+		}
+	}
+	slices.SortStableFunc(groups, func(a, b groupDoc) int { return cmp.Compare(a.Order, b.Order) })
+	for _, g := range groups {
+		snap.Groups = append(snap.Groups, g.groupState)
+	}
+	for i := range snap.Devices {
+		snap.Devices[i].C2D = c2d[snap.Devices[i].ID]
+	}
+	if snap.IDScope == "" {
+		snap.IDScope = c.cfg.IDScope
+	}
+	if err := c.restore(snap, "database"); err != nil {
+		return err
+	}
+	for id, seqs := range c2dSeq {
+		if d := c.devices[id]; d != nil {
+			for i, m := range d.c2d {
+				m.seq = seqs[i]
+			}
+			if len(seqs) > 0 {
+				d.c2dSeq = seqs[len(seqs)-1]
 			}
 		}
 	}
-}
-
-// writeFileAtomic replaces path with b: a temporary file in the same
-// directory (mode 0600), synced, renamed over path, then the directory synced.
-func writeFileAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("emulator: save state: %w", err)
+	for id, docs := range telemetry {
+		d := c.devices[id]
+		if d == nil {
+			continue
+		}
+		for _, sd := range docs {
+			var td telemetryDoc
+			if err := json.Unmarshal(sd.doc, &td); err != nil {
+				return bad(Record{Kind: KindTelemetry, Device: id}, err)
+			}
+			body := []byte(td.Body)
+			if td.BodyBase64 != nil {
+				body = td.BodyBase64
+			}
+			t := withMaps(Telemetry{DeviceID: id, ModuleID: td.ModuleID, Component: td.Component, MessageID: td.MessageID,
+				CorrelationID: td.CorrelationID, ContentType: td.ContentType, ContentEncoding: td.ContentEncoding,
+				AuthMethod: authMethods[td.AuthMethod], Body: body, Properties: td.Properties, System: td.System,
+				Received: td.Received, Seq: sd.seq})
+			c.telemetrySeq = max(c.telemetrySeq, sd.seq)
+			c.latestLocked(d, t, jsonFields(t.Body))
+			if n := c.cfg.TelemetryHistory; n > 0 {
+				if len(d.history) >= n {
+					drop := len(d.history) - n + 1
+					for _, old := range d.history[:drop] {
+						c.pendingLoad = append(c.pendingLoad, Change{Op: OpDelete, Record: Record{Kind: KindTelemetry, Device: id, Seq: old.Seq}})
+					}
+					d.history = slices.Delete(d.history, 0, drop)
+				}
+				d.history = append(d.history, t)
+			} else {
+				c.pendingLoad = append(c.pendingLoad, Change{Op: OpDelete, Record: Record{Kind: KindTelemetry, Device: id, Seq: sd.seq}})
+			}
+		}
 	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		_ = f.Close()
-		_ = os.Remove(tmp)
-		return fmt.Errorf("emulator: save state: %w", err)
+	for id, docs := range commands {
+		if c.devices[id] == nil {
+			continue
+		}
+		for _, sd := range docs {
+			var rec CommandRecord
+			if err := json.Unmarshal(sd.doc, &rec); err != nil {
+				return bad(Record{Kind: KindCommand, Device: id}, err)
+			}
+			rec.seq = sd.seq
+			if c.ext.commands == nil {
+				c.ext.commands = map[string][]CommandRecord{}
+			}
+			c.ext.commands[id] = append(c.ext.commands[id], rec)
+			c.ext.commandSeq = max(c.ext.commandSeq, sd.seq)
+		}
 	}
-	if err := f.Chmod(0o600); err != nil {
-		return fail(err)
+	for _, r := range templates {
+		var doc map[string]any
+		if err := json.Unmarshal(r.Doc, &doc); err != nil {
+			return bad(r, err)
+		}
+		m, err := ParseModel(r.Key, doc)
+		if err != nil {
+			return bad(r, err)
+		}
+		if c.ext.templates == nil {
+			c.ext.templates = map[string]*storedTemplate{}
+		}
+		c.ext.templates[r.Key] = &storedTemplate{doc: doc, model: m}
 	}
-	if _, err := f.Write(b); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("emulator: save state: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("emulator: save state: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
+	for _, r := range certs {
+		var cd certDoc
+		if err := json.Unmarshal(r.Doc, &cd); err != nil {
+			return bad(r, err)
+		}
+		c.ext.markVerified(cd.Group, cd.Thumbprint)
 	}
 	return nil
 }

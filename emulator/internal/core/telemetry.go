@@ -15,28 +15,36 @@ import (
 // device's history, and a copy to every watcher. It takes ownership of
 // msg's Body, Properties and System (the history keeps them, so a stored
 // message costs no second copy): the caller must not change them after.
-func (c *Core) StoreTelemetry(msg Telemetry) {
-	var fields map[string]any
-	if err := json.Unmarshal(msg.Body, &fields); err != nil {
-		fields = nil // not a JSON object: stored as a message, no latest values
-	}
+// With a store it returns once the message is durable, so the front-end
+// acknowledges only what a restart keeps; errors wrap ErrStore (the
+// front-end then refuses the message). A message of an unknown device is
+// dropped without error.
+func (c *Core) StoreTelemetry(msg Telemetry) error {
+	fields := jsonFields(msg.Body)
 	c.mu.Lock()
+	var staged <-chan error
 	if d, ok := c.devices[msg.DeviceID]; ok {
 		d.lastActivity = c.now()
 		c.countTelemetry(msg.DeviceID)
-		vals := d.telemetry[msg.Component]
-		if vals == nil && len(fields) > 0 {
-			vals = map[string]TelemetryValue{}
-			d.telemetry[msg.Component] = vals
-		}
-		for k, v := range fields {
-			vals[k] = TelemetryValue{Value: v, Timestamp: msg.Received}
-		}
+		c.telemetrySeq++
+		msg.Seq = c.telemetrySeq
+		c.latestLocked(d, msg, fields)
 		if n := c.cfg.TelemetryHistory; n > 0 {
+			var changes []Change
+			if c.durable() {
+				changes = append(changes, telemetryChange(msg.Seq, msg))
+			}
 			if len(d.history) >= n {
-				d.history = slices.Delete(d.history, 0, len(d.history)-n+1)
+				drop := len(d.history) - n + 1
+				if c.durable() {
+					for _, old := range d.history[:drop] {
+						changes = append(changes, Change{Op: OpDelete, Record: Record{Kind: KindTelemetry, Device: old.DeviceID, Seq: old.Seq}})
+					}
+				}
+				d.history = slices.Delete(d.history, 0, drop)
 			}
 			d.history = append(d.history, withMaps(msg))
+			staged = c.stageLocked(changes...)
 		}
 	}
 	for ch := range c.watchers[msg.DeviceID] {
@@ -47,7 +55,37 @@ func (c *Core) StoreTelemetry(msg Telemetry) {
 		}
 	}
 	c.mu.Unlock()
+	if err := awaitNow(staged); err != nil {
+		return err
+	}
 	c.telemetryFault(msg)
+	return nil
+}
+
+// jsonFields decodes a JSON object body; nil for any other body (stored
+// as a message, with no latest values).
+func jsonFields(body []byte) map[string]any {
+	var fields map[string]any
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return nil
+	}
+	return fields
+}
+
+// latestLocked records fields (of msg's body) as the latest values of
+// msg's component; c.mu held.
+func (c *Core) latestLocked(d *device, msg Telemetry, fields map[string]any) {
+	if len(fields) == 0 {
+		return
+	}
+	vals := d.telemetry[msg.Component]
+	if vals == nil {
+		vals = map[string]TelemetryValue{}
+		d.telemetry[msg.Component] = vals
+	}
+	for k, v := range fields {
+		vals[k] = TelemetryValue{Value: v, Timestamp: msg.Received}
+	}
 }
 
 // withMaps returns t with nil property maps made empty (they are shown as

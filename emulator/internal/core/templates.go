@@ -176,11 +176,15 @@ func (c *Core) PutTemplate(id string, doc map[string]any) (map[string]any, error
 		return nil, err
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.ext.templates == nil {
 		c.ext.templates = map[string]*storedTemplate{}
 	}
 	c.ext.templates[id] = &storedTemplate{doc: doc, model: m}
+	staged := c.stageLocked(Change{Op: OpPut, Record: Record{Kind: KindTemplate, Key: id, Doc: b}})
+	c.mu.Unlock()
+	if err := awaitNow(staged); err != nil {
+		return nil, err
+	}
 	c.log.Info("device template stored", "template_id", id)
 	return cloneJSON(doc).(map[string]any), nil
 }
@@ -213,16 +217,22 @@ func (c *Core) Templates() []map[string]any {
 // delete a template in use).
 func (c *Core) DeleteTemplate(id string) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if _, ok := c.ext.templates[id]; !ok {
+		c.mu.Unlock()
 		return fmt.Errorf("%w: device template %q", ErrNotFound, id)
 	}
 	for dev, s := range c.ext.settings {
 		if s.template == id {
+			c.mu.Unlock()
 			return fmt.Errorf("%w: device template %q is assigned to device %q", ErrConflict, id, dev)
 		}
 	}
 	delete(c.ext.templates, id)
+	staged := c.stageLocked(Change{Op: OpDelete, Record: Record{Kind: KindTemplate, Key: id}})
+	c.mu.Unlock()
+	if err := awaitNow(staged); err != nil {
+		return err
+	}
 	c.log.Info("device template deleted", "template_id", id)
 	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"maps"
 
 	"github.com/iotc-go/iotc/emulator/internal/twin"
-	"github.com/iotc-go/iotc/emulator/internal/wire"
 )
 
 // Twin returns copies of the device's desired and reported sections as
@@ -37,7 +36,7 @@ func (c *Core) UpdateProperties(ctx context.Context, id, component string, patch
 		maps.Copy(inner, patch)
 		patch = map[string]any{component: inner}
 	}
-	p, err := wire.NormalizePatch(patch)
+	p, err := twin.NormalizePatch(patch)
 	if err != nil {
 		return fmt.Errorf("%w: desired patch: %v", ErrInvalid, err)
 	}
@@ -56,8 +55,12 @@ func (c *Core) UpdateProperties(ctx context.Context, id, component string, patch
 		return fmt.Errorf("%w: desired patch: %v", ErrInvalid, err)
 	}
 	l := d.link
+	staged := c.stageDeviceLocked(d)
 	c.emit(Event{DeviceID: id, Kind: EventDesired, Version: v, Time: c.now()})
 	c.mu.Unlock()
+	if err := await(ctx, staged); err != nil {
+		return err
+	}
 	c.log.Info("desired properties updated", "device_id", id, "version", v)
 	if l == nil {
 		return nil
@@ -70,6 +73,12 @@ func (c *Core) UpdateProperties(ctx context.Context, id, component string, patch
 		c.log.Warn("desired patch not delivered", "device_id", id, "error", err)
 	}
 	return nil
+}
+
+// twinErrorCode is an IoT Hub error body with its numeric code.
+func twinErrorCode(code int, msg string) []byte {
+	b, _ := json.Marshal(map[string]any{"errorCode": code, "message": msg})
+	return b
 }
 
 func twinError(msg string) []byte {
@@ -100,7 +109,7 @@ func (c *Core) TwinDocument(id string) (int, []byte) {
 // PatchReported applies a device's reported patch and returns the status,
 // the new reported version (0 on error) and the error body.
 func (c *Core) PatchReported(id string, body []byte) (int, int64, []byte) {
-	patch, err := wire.ParseTwinPatch(body)
+	patch, err := twin.ParseTwinPatch(body)
 	if err != nil {
 		c.log.Warn("reported patch refused", "device_id", id, "error", err)
 		return 400, 0, twinError(err.Error())
@@ -108,14 +117,19 @@ func (c *Core) PatchReported(id string, body []byte) (int, int64, []byte) {
 	c.mu.Lock()
 	d, err := c.lookup(id)
 	var v int64
+	var staged <-chan error
 	if err == nil {
 		d.lastActivity = c.now()
 		v, err = d.reported.Apply(patch, c.now())
 		if err == nil {
+			staged = c.stageDeviceLocked(d)
 			c.emit(Event{DeviceID: id, Kind: EventReported, Version: v, Time: c.now()})
 		}
 	}
 	c.mu.Unlock()
+	if err == nil {
+		err = awaitNow(staged)
+	}
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return 404, 0, twinError(err.Error())

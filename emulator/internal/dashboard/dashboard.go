@@ -29,6 +29,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
 //go:embed assets
@@ -128,8 +130,9 @@ type Backend interface {
 	Groups() []Group
 }
 
-// ErrNotFound is what Backend errors wrap for an unknown device or group.
-var ErrNotFound = errors.New("dashboard: not found")
+// ErrNotFound is what Backend errors wrap for an unknown device or group:
+// the core's.
+var ErrNotFound = core.ErrNotFound
 
 // Handler serves the dashboard.
 type Handler struct {

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
 // propsView is the properties section of a device page.
@@ -80,9 +82,9 @@ func sectionProps(sec map[string]any) []propRow {
 			continue
 		}
 		m, _ := meta[k].(map[string]any)
-		if obj, ok := v.(map[string]any); ok && obj["__t"] == "c" {
+		if obj, ok := v.(map[string]any); ok && core.IsComponent(v) {
 			for ck, cv := range obj {
-				if ck == "__t" || strings.HasPrefix(ck, "$") {
+				if ck == core.ComponentMarker || strings.HasPrefix(ck, "$") {
 					continue
 				}
 				cm, _ := m[ck].(map[string]any)

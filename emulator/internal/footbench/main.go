@@ -12,7 +12,14 @@
 //
 // Usage:
 //
-//	go run ./emulator/internal/footbench [-devices 2000] [-dps] [-ws] [-messages 0] [-profile prefix]
+//	go run ./emulator/internal/footbench [-devices 2000] [-dps] [-ws] [-messages 0] [-store memory] [-profile prefix]
+//
+// FOOTBENCH_CPUPROFILE=file writes the emulator child's CPU profile.
+//
+// -store sqlite runs the emulator with a data directory (its SQLite
+// store, every acknowledged message committed first); -store both runs
+// the whole measurement with the memory store, then with SQLite, and
+// prints the ratio of their message rates and the commit group sizes.
 //
 // -ws connects over MQTT over WebSockets instead of the MQTT/TLS listener.
 // -messages N then sends N telemetry messages (100 in flight) and prints
@@ -66,7 +73,9 @@ func main() {
 		dps     = flag.Bool("dps", false, "provision every device through DPS over MQTT with the group key first (as the SDK and iotc-fleet do) instead of creating it through the Go API")
 		idle    = flag.Duration("idle", 0, "how long the devices stay connected and idle before the emulator is measured")
 		steps   = flag.String("steps", "all", "connect work done: connect, subscribe, twin or all (twin and telemetry)")
+		store   = flag.String("store", "memory", "the emulator's store: memory, sqlite (a data directory) or both (one run each, then their ratio)")
 		serve   = flag.Bool("serve", false, "internal: run the emulator and answer commands on stdin")
+		dataDir = flag.String("datadir", "", "internal: the child's data directory")
 	)
 	flag.Parse()
 	raiseNoFile()
@@ -75,10 +84,28 @@ func main() {
 		if *profile != "" {
 			runtime.MemProfileRate = 1 // every allocation, for a precise heap profile
 		}
-		err = serveChild()
+		err = serveChild(*dataDir)
 	} else {
 		useWS = *ws
-		err = run(*devices, *workers, *profile, *steps, *idle, *msgs, *dps)
+		var stores []string
+		switch *store {
+		case "memory", "sqlite":
+			stores = []string{*store}
+		case "both":
+			stores = []string{"memory", "sqlite"}
+		default:
+			err = fmt.Errorf("-store %q: want memory, sqlite or both", *store)
+		}
+		rates := map[string]float64{}
+		for _, st := range stores {
+			if err != nil {
+				break
+			}
+			rates[st], err = run(*devices, *workers, *profile, *steps, *idle, *msgs, *dps, st)
+		}
+		if err == nil && len(stores) == 2 && rates["memory"] > 0 {
+			fmt.Printf("\nSQLite store / memory store message rate: %.2f\n", rates["sqlite"]/rates["memory"])
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "footbench:", err)
@@ -116,9 +143,22 @@ type stats struct {
 
 // serveChild runs the emulator and answers one JSON line per command line:
 // "create N" (the devices' keys), "stats", "profile PREFIX", "quit".
-func serveChild() error {
+func serveChild(dataDir string) error {
+	if path := os.Getenv("FOOTBENCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}()
+	}
 	e, err := emulator.Start(context.Background(), &emulator.Options{
-		MQTTAddr: "127.0.0.1:0", RESTAddr: "-", RetryAfter: -1,
+		MQTTAddr: "127.0.0.1:0", RESTAddr: "-", RetryAfter: -1, DataDir: dataDir,
 		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
@@ -148,6 +188,8 @@ func serveChild() error {
 			reply = keys
 		case "stats":
 			reply = readStats()
+		case "store":
+			reply = e.StoreStats()
 		case "profile":
 			for _, p := range []string{"heap", "goroutine"} {
 				f, err := os.Create(arg + "-" + p + ".pprof")
@@ -237,23 +279,34 @@ func (c *child) call(line string, reply any) error {
 	return json.Unmarshal(b, reply)
 }
 
-func run(n, workers int, profile, steps string, idle time.Duration, msgs int, dps bool) error {
+// run measures one emulator child with the store ("memory" or "sqlite")
+// and returns its telemetry rate in messages per second (0 without msgs).
+func run(n, workers int, profile, steps string, idle time.Duration, msgs int, dps bool, store string) (float64, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return err
+		return 0, err
 	}
-	cmd := exec.Command(exe, "-serve", "-profile="+profile)
+	args := []string{"-serve", "-profile=" + profile}
+	if store == "sqlite" {
+		dir, err := os.MkdirTemp("", "footbench-data-*")
+		if err != nil {
+			return 0, err
+		}
+		defer os.RemoveAll(dir)
+		args = append(args, "-datadir="+dir)
+	}
+	cmd := exec.Command(exe, args...)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := cmd.Start(); err != nil {
-		return err
+		return 0, err
 	}
 	c := &child{cmd: cmd, in: in, out: bufio.NewReader(out)}
 	defer func() {
@@ -263,10 +316,10 @@ func run(n, workers int, profile, steps string, idle time.Duration, msgs int, dp
 	var inf info
 	b, err := c.out.ReadBytes('\n')
 	if err != nil {
-		return fmt.Errorf("child: %w", err)
+		return 0, fmt.Errorf("child: %w", err)
 	}
 	if err := json.Unmarshal(b, &inf); err != nil {
-		return err
+		return 0, err
 	}
 	if useWS {
 		broker = "wss://" + inf.WSAddr + "/$iothub/websocket"
@@ -275,26 +328,26 @@ func run(n, workers int, profile, steps string, idle time.Duration, msgs int, dp
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(inf.CAPEM) {
-		return errors.New("bad CA PEM")
+		return 0, errors.New("bad CA PEM")
 	}
-	fmt.Printf("footbench: %s, GOMAXPROCS=%d, %d devices, emulator pid %d\n", runtime.Version(), runtime.GOMAXPROCS(0), n, cmd.Process.Pid)
+	fmt.Printf("footbench: %s, GOMAXPROCS=%d, %d devices, %s store, emulator pid %d\n", runtime.Version(), runtime.GOMAXPROCS(0), n, store, cmd.Process.Pid)
 
 	var s0, s1, s2 stats
 	if err := c.call("stats", &s0); err != nil {
-		return err
+		return 0, err
 	}
 	keys := make([]string, n)
 	if dps {
 		for i := range keys {
 			if keys[i], err = deriveKey(inf.GroupKey, deviceID(i)); err != nil {
-				return err
+				return 0, err
 			}
 		}
 	} else if err := c.call("create "+strconv.Itoa(n), &keys); err != nil {
-		return err
+		return 0, err
 	}
 	if err := c.call("stats", &s1); err != nil {
-		return err
+		return 0, err
 	}
 	clients := make([]paho.Client, n)
 	start := time.Now()
@@ -317,16 +370,16 @@ func run(n, workers int, profile, steps string, idle time.Duration, msgs int, dp
 		}
 	}()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	time.Sleep(idle)
 	if err := c.call("stats", &s2); err != nil {
-		return err
+		return 0, err
 	}
 	if profile != "" {
 		var ok string
 		if err := c.call("profile "+profile, &ok); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	fmt.Printf("connected %d devices in %s\n\n", n, took.Round(time.Millisecond))
@@ -348,16 +401,20 @@ func run(n, workers int, profile, steps string, idle time.Duration, msgs int, dp
 	if msgs > 0 {
 		return cpuPerMessage(c, clients, msgs)
 	}
-	return nil
+	return 0, nil
 }
 
 // cpuPerMessage sends msgs telemetry messages at QoS 1, 100 in flight, and
 // prints the emulator's CPU time per message (CPU time, unlike msgs/s, is
 // hardly changed by other load on the machine).
-func cpuPerMessage(c *child, clients []paho.Client, msgs int) error {
+func cpuPerMessage(c *child, clients []paho.Client, msgs int) (float64, error) {
 	var a, b stats
+	var sa, sb emulator.StoreStats
 	if err := c.call("stats", &a); err != nil {
-		return err
+		return 0, err
+	}
+	if err := c.call("store", &sa); err != nil {
+		return 0, err
 	}
 	body := bytes.Repeat([]byte("x"), 256)
 	start := time.Now()
@@ -367,22 +424,30 @@ func cpuPerMessage(c *child, clients []paho.Client, msgs int) error {
 	})
 	took := time.Since(start)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := c.call("stats", &b); err != nil {
-		return err
+		return 0, err
+	}
+	if err := c.call("store", &sb); err != nil {
+		return 0, err
 	}
 	// Each stats call itself costs two GCs; measure them and subtract.
 	var g0, g1 stats
 	if err := c.call("stats", &g0); err != nil {
-		return err
+		return 0, err
 	}
 	if err := c.call("stats", &g1); err != nil {
-		return err
+		return 0, err
 	}
 	cpu := b.CPU - a.CPU - (g1.CPU - g0.CPU)
-	fmt.Printf("\n%d messages of 256 bytes in %s (%.0f msgs/s); emulator CPU %.1f us per message\n", msgs, took.Round(time.Millisecond), float64(msgs)/took.Seconds(), float64(cpu.Microseconds())/float64(msgs))
-	return nil
+	rate := float64(msgs) / took.Seconds()
+	fmt.Printf("\n%d messages of 256 bytes in %s (%.0f msgs/s); emulator CPU %.1f us per message\n", msgs, took.Round(time.Millisecond), rate, float64(cpu.Microseconds())/float64(msgs))
+	if commits := sb.Commits - sa.Commits; commits > 0 {
+		fmt.Printf("store: %d commits for %d acknowledged changes: %.1f per commit on average, at most %d\n",
+			commits, sb.Units-sa.Units, float64(sb.Units-sa.Units)/float64(commits), sb.MaxUnits)
+	}
+	return rate, nil
 }
 
 func mib(x uint64) float64 { return float64(x) / (1 << 20) }

@@ -1,6 +1,7 @@
 package mqtthub
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -8,44 +9,55 @@ import (
 	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
-// gatedModel holds StoreTelemetry until released.
-type gatedModel struct {
-	Model
+// gatedStore commits telemetry only when released (everything else at
+// once), as a slow disk would.
+type gatedStore struct {
 	entered chan struct{}
 	release chan struct{}
 }
 
-func (m *gatedModel) StoreTelemetry(t core.Telemetry) {
-	m.entered <- struct{}{}
-	<-m.release
-	m.Model.StoreTelemetry(t)
+func (g *gatedStore) Load(context.Context) ([]core.Record, error) { return nil, nil }
+func (g *gatedStore) Stats() core.StoreStats                      { return core.StoreStats{} }
+func (g *gatedStore) Close() error                                { return nil }
+func (g *gatedStore) Apply(changes []core.Change) <-chan error {
+	ch := make(chan error, 1)
+	if changes[0].Record.Kind != core.KindTelemetry {
+		ch <- nil
+		return ch
+	}
+	g.entered <- struct{}{}
+	go func() {
+		<-g.release
+		ch <- nil
+	}()
+	return ch
 }
 
 // The PUBACK of a telemetry message leaves only once the message is
-// stored: a device that saw the acknowledgement never loses the message,
-// even when its connection dies right after.
+// committed to the store: a device that saw the acknowledgement never
+// loses the message, even when the emulator dies right after.
 func TestTelemetryStoredBeforePUBACK(t *testing.T) {
 	const host, id = "hub.test", "acked"
-	c := core.New(core.Config{IDScope: "0ne0", HubHost: host, TelemetryHistory: 10})
+	gs := &gatedStore{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	c := core.New(core.Config{IDScope: "0ne0", HubHost: host, TelemetryHistory: 10, Store: gs})
 	defer c.Close()
 	key, err := c.CreateDevice(id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gm := &gatedModel{Model: c, entered: make(chan struct{}, 1), release: make(chan struct{})}
-	s, err := New(Config{Addr: "-", Model: gm, MaxTelemetryBody: 256 << 10})
+	s, err := New(Config{Addr: "-", Model: c, MaxTelemetryBody: 256 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	var once sync.Once
-	release := func() { once.Do(func() { close(gm.release) }) }
+	release := func() { once.Do(func() { close(gs.release) }) }
 	defer release() // before Close, which waits for the store
 	cl, clientEnd, served := pipeDevice(t, s, host, id, key)
 	defer clientEnd.Close() // ServeConn's connection ends before Close waits for it
 	tok := cl.Publish("devices/"+id+"/messages/events/seq=1", 1, false, []byte(`{"t":1}`))
 	select {
-	case <-gm.entered:
+	case <-gs.entered:
 	case <-time.After(30 * time.Second):
 		t.Fatal("the message never reached the store")
 	}

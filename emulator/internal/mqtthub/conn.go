@@ -28,12 +28,21 @@ type conn struct {
 	wmu     sync.Mutex   // serialises writes to cl and keeps deliveries in queue order
 
 	mu       sync.Mutex
+	sess     *core.Session     // the hub session, once established; guarded by mu
 	expire   *time.Timer       // drops the connection at expiry
 	nextPID  uint16            // guarded by mu
 	inflight map[uint16]string // packet id -> cloud-to-device message id, made by the first; guarded by mu
 }
 
 var _ core.Link = (*conn)(nil)
+
+// session is the connection's hub session; nil before it is established
+// (and for DPS connections).
+func (c *conn) session() *core.Session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sess
+}
 
 // Sample topics matching each feature's subscription.
 const (
@@ -119,10 +128,10 @@ func (c *conn) InvokeMethod(ctx context.Context, method string, payload []byte) 
 // hands out, each at QoS 1 with a packet id of this connection, while the
 // device is subscribed. A message leaves the queue only by its PUBACK.
 func (c *conn) NotifyC2D() {
-	if c.role != wire.RoleHub {
+	sess := c.session()
+	if c.role != wire.RoleHub || sess == nil {
 		return
 	}
-	m := c.s.cfg.Model
 	c.wmu.Lock() // keeps deliveries on this connection in queue order
 	defer c.wmu.Unlock()
 	for !c.cl.Closed() && c.subscribed(wire.C2DFilterPrefix(c.id)) {
@@ -132,13 +141,13 @@ func (c *conn) NotifyC2D() {
 		if pid == 0 {
 			return // 65535 unacknowledged messages: wait for acks
 		}
-		msg, ok := m.NextC2D(c.id, c)
+		msg, ok := sess.NextC2D()
 		if !ok {
 			return
 		}
 		topic := wire.C2DTopic(c.id, msg.MessageID, msg.Properties)
 		if !c.subscribed(topic) {
-			m.SettleC2D(c.id, c, msg.MessageID, core.Abandon)
+			_ = sess.SettleC2D(msg.MessageID, core.Abandon)
 			return
 		}
 		c.mu.Lock()
@@ -182,9 +191,13 @@ func (c *conn) acked(pid uint16) {
 	c.mu.Lock()
 	id, ok := c.inflight[pid]
 	delete(c.inflight, pid)
+	sess := c.sess
 	c.mu.Unlock()
-	if ok {
-		c.s.cfg.Model.SettleC2D(c.id, c, id, core.Complete)
+	if ok && sess != nil {
+		if err := sess.SettleC2D(id, core.Complete); err != nil {
+			c.s.log.Info("cloud-to-device acknowledgement not applied", "device_id", c.id, "message_id", id, "reason", err.Error())
+			return
+		}
 		c.s.log.Info("cloud-to-device message acknowledged", "device_id", c.id, "message_id", id)
 	}
 }
@@ -206,19 +219,17 @@ func (c *conn) send(topic string, body []byte) error {
 }
 
 func (s *Server) handleHub(c *conn, t wire.Topic, pk packets.Packet) {
-	m := s.cfg.Model
+	sess := c.session()
+	if sess == nil {
+		return
+	}
+	sess.Touch()
 	switch t.Kind {
 	case wire.KindTwinGet:
-		if s.twinThrottled(c, t.RID) {
-			return
-		}
-		status, body := m.TwinDocument(c.id)
+		status, body := sess.Twin(context.Background())
 		s.twinAnswer(c, status, t.RID, 0, body)
 	case wire.KindTwinPatchReported:
-		if s.twinThrottled(c, t.RID) {
-			return
-		}
-		status, v, body := m.PatchReported(c.id, pk.Payload)
+		status, v, body := sess.PatchReported(context.Background(), pk.Payload)
 		s.twinAnswer(c, status, t.RID, v, body)
 	case wire.KindMethodResponse:
 		s.methodResponse(c, t, pk.Payload)
@@ -239,11 +250,53 @@ func (s *Server) telemetry(c *conn, t wire.Topic, pk packets.Packet) error {
 	if pk.FixedHeader.Retain {
 		app["mqtt-retain"] = "true"
 	}
-	s.cfg.Model.StoreTelemetry(core.Telemetry{
-		DeviceID: c.id, Component: system["$.sub"], Body: append([]byte(nil), pk.Payload...),
-		Properties: app, System: system, Received: time.Now().UTC(),
-	})
+	sess := c.session()
+	if sess == nil {
+		return fmt.Errorf("%w: telemetry before the session was established", errProtocol)
+	}
+	msg := core.Telemetry{Body: append([]byte(nil), pk.Payload...), Properties: app, Received: time.Now().UTC()}
+	bagToTelemetry(&msg, system)
+	if err := sess.Telemetry(msg); err != nil {
+		// No PUBACK: the device sends it again on its next connection.
+		s.log.Error("telemetry not stored, dropping the connection", "device_id", c.id, "error", err)
+		c.cl.Stop(err)
+		return err
+	}
 	return nil
+}
+
+// bagSystem names the property bag's system properties by their IoT Hub
+// names (see core.Telemetry.System).
+var bagSystem = map[string]string{
+	"$.uid": core.PropUserID, "$.to": core.PropTo, "$.exp": core.PropExpiry,
+	"$.ctime": core.PropCreationTime, "$.ifid": core.PropInterfaceID, "$.schema": core.PropDataSchema,
+}
+
+// bagToTelemetry sets t's system properties from the property bag's
+// "$."-prefixed ones.
+func bagToTelemetry(t *core.Telemetry, system map[string]string) {
+	for k, v := range system {
+		switch k {
+		case "$.mid":
+			t.MessageID = v
+		case "$.cid":
+			t.CorrelationID = v
+		case "$.ct":
+			t.ContentType = v
+		case "$.ce":
+			t.ContentEncoding = v
+		case "$.sub":
+			t.Component = v
+		default:
+			if t.System == nil {
+				t.System = map[string]string{}
+			}
+			if name, ok := bagSystem[k]; ok {
+				k = name
+			}
+			t.System[k] = v
+		}
+	}
 }
 
 // twinAnswer writes $iothub/twin/res/{status}/?$rid={rid}[&$version=n] to

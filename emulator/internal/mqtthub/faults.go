@@ -2,7 +2,6 @@ package mqtthub
 
 import (
 	"context"
-	"errors"
 
 	"github.com/iotc-go/iotc/emulator/internal/core"
 	"github.com/iotc-go/iotc/emulator/internal/wire"
@@ -46,21 +45,9 @@ func (h *hook) admitConnect(cl *mqtt.Client, pk packets.Packet) error {
 // shaping delays it (and so its PUBACK); throttling or quota ends the
 // connection without a PUBACK, MQTT 3.1.1 having no error reply.
 func (s *Server) admitTelemetry(c *conn) error {
-	return s.cfg.Model.Admit(context.Background(), c.id, core.OpTelemetry)
-}
-
-// twinThrottled answers a twin request 429 when the device is throttled;
-// it reports whether it did.
-func (s *Server) twinThrottled(c *conn, rid string) bool {
-	err := s.cfg.Model.Admit(context.Background(), c.id, core.OpTwin)
-	if err == nil {
-		return false
+	sess := c.session()
+	if sess == nil {
+		return nil // refused in OnPublish
 	}
-	status := 429
-	if !errors.Is(err, core.ErrThrottled) {
-		status = 503
-	}
-	s.log.Info("twin request refused", "device_id", c.id, "status", status, "reason", err.Error())
-	s.twinAnswer(c, status, rid, 0, []byte(`{"errorCode":429001,"message":"ThrottlingException (fault injection)"}`))
-	return true
+	return sess.Admit(context.Background(), core.OpTelemetry)
 }

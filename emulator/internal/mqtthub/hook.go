@@ -12,6 +12,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/iotc-go/iotc/emulator/internal/core"
 	"github.com/iotc-go/iotc/emulator/internal/wire"
 )
 
@@ -85,10 +86,15 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 	if c == nil || c.role != wire.RoleHub {
 		return
 	}
-	prev, err := s.cfg.Model.Attach(c.id, c, c.modelID)
+	sess, prev, err := s.cfg.Model.Connect(c.id, core.HubAuth{X509: c.x509, Expiry: c.expiry}, c, c.modelID)
 	if err != nil {
+		s.log.Warn("dropping connection", "role", c.role.String(), "device_id", c.id, "reason", err.Error())
+		cl.Stop(err)
 		return
 	}
+	c.mu.Lock()
+	c.sess = sess
+	c.mu.Unlock()
 	switch p := prev.(type) {
 	case nil:
 	case *conn:
@@ -116,7 +122,9 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	h.s.untrack(cl) // the inherited subscriptions were put back in mochi's index
 	if c := h.s.connOf(cl); c != nil && c.role == wire.RoleHub {
-		h.s.cfg.Model.SubscriptionsChanged(c.id) // inherited subscriptions are now in place
+		if sess := c.session(); sess != nil {
+			sess.SubscriptionsChanged() // inherited subscriptions are now in place
+		}
 		c.NotifyC2D()
 	}
 }
@@ -137,8 +145,8 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 		c.expire.Stop()
 	}
 	c.mu.Unlock()
-	if c.role == wire.RoleHub {
-		s.cfg.Model.Detach(c.id, c)
+	if sess := c.session(); sess != nil {
+		sess.Close()
 	}
 	s.log.Info("connection closed", "role", c.role.String(), "device_id", c.id, "cause", errString(err))
 }
@@ -250,7 +258,9 @@ func (h *hook) OnPacketProcessed(cl *mqtt.Client, pk packets.Packet, err error) 
 	}
 	h.s.untrack(cl)
 	if c := h.s.connOf(cl); c != nil && c.role == wire.RoleHub {
-		h.s.cfg.Model.SubscriptionsChanged(c.id)
+		if sess := c.session(); sess != nil {
+			sess.SubscriptionsChanged()
+		}
 		c.NotifyC2D()
 	}
 }
@@ -276,7 +286,6 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if err != nil || t.Kind != wire.KindTelemetry {
 		return pk, packets.CodeSuccessIgnore // checked in OnPacketRead
 	}
-	s.cfg.Model.Touch(c.id)
 	if err := s.telemetry(c, t, pk); err != nil {
 		return pk, fmt.Errorf("%w: %w", packets.ErrRejectPacket, err)
 	}
@@ -301,7 +310,6 @@ func (h *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	case wire.RoleDPS:
 		s.handleDPS(c, t, pk.Payload)
 	case wire.RoleHub:
-		s.cfg.Model.Touch(c.id)
 		s.handleHub(c, t, pk)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -24,23 +23,16 @@ import (
 	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
-// Model is what the MQTT front-end needs of the emulator's core.
+// Model is what the MQTT front-end needs of the emulator's core: the
+// device-side use cases every device front-end calls (authentication,
+// DPS, and a core.Session per hub connection).
 type Model interface {
 	AuthenticateHub(id, token string, certs []*x509.Certificate) (core.HubAuth, error)
 	AuthenticateDPS(idScope, regID, token string, certs []*x509.Certificate) (core.DPSAuth, error)
-	Attach(id string, l core.Link, modelID string) (core.Link, error)
-	Detach(id string, l core.Link)
-	SubscriptionsChanged(id string)
-	Touch(id string)
-	StoreTelemetry(t core.Telemetry)
-	TwinDocument(id string) (int, []byte)
-	PatchReported(id string, body []byte) (int, int64, []byte)
+	AdmitConnection(id string) error
+	Connect(id string, auth core.HubAuth, l core.Link, modelID string) (*core.Session, core.Link, error)
 	Register(a core.DPSAuth, body []byte) core.DPSResponse
 	PollOperation(a core.DPSAuth, operationID string) core.DPSResponse
-	NextC2D(id string, l core.Link) (core.C2DMessage, bool)
-	SettleC2D(id string, l core.Link, msgID string, o core.Outcome)
-	AdmitConnection(id string) error
-	Admit(ctx context.Context, id string, op core.Operation) error
 }
 
 var _ Model = (*core.Core)(nil)
@@ -283,4 +275,4 @@ func (h redactHandler) WithGroup(name string) slog.Handler {
 	return redactHandler{h.Handler.WithGroup(name)}
 }
 
-var errReplaced = errors.New("emulator: the device connected again over MQTT")
+var errReplaced = fmt.Errorf("%w over MQTT", core.ErrReplaced)

@@ -14,7 +14,7 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
 // Command timeout limits in seconds, those of the IoT Central 2022-07-31
@@ -190,13 +190,13 @@ func (h *handler) writeProperties(w http.ResponseWriter, r *http.Request, replac
 			target = asMap(desired[c])
 		}
 		for k, v := range scope {
-			if strings.HasPrefix(k, "$") || k == domain.ComponentMarker {
+			if strings.HasPrefix(k, "$") || k == core.ComponentMarker {
 				continue
 			}
 			if _, kept := target[k]; kept {
 				continue
 			}
-			if c == "" && (domain.IsComponent(v) || domain.IsComponent(t.Reported[k]) || model.hasComponent(k)) {
+			if c == "" && (core.IsComponent(v) || core.IsComponent(t.Reported[k]) || model.hasComponent(k)) {
 				continue // PUT on the root replaces root properties; components have their own PUT
 			}
 			target[k] = nil
@@ -222,8 +222,8 @@ func writeAnswer(desired map[string]any) map[string]any {
 	meta := map[string]any{}
 	for k, v := range desired {
 		switch {
-		case k == domain.ComponentMarker || v == nil:
-		case domain.IsComponent(v):
+		case k == core.ComponentMarker || v == nil:
+		case core.IsComponent(v):
 			out[k] = writeAnswer(v.(map[string]any))
 		default:
 			meta[k] = map[string]any{"desiredValue": clone(v)}
@@ -260,7 +260,7 @@ func routeProperties(patch map[string]any, component string, model *TemplateMode
 	}
 	markComponent := func(inner map[string]any) map[string]any {
 		out := maps.Clone(inner)
-		out[domain.ComponentMarker] = domain.ComponentMarkerValue
+		out[core.ComponentMarker] = core.ComponentMarkerValue
 		return out
 	}
 	if component != "" {
@@ -286,7 +286,7 @@ func routeProperties(patch map[string]any, component string, model *TemplateMode
 			_, isComp = model.Components[k]
 			isComp = isComp && isObj
 		default:
-			isComp = domain.IsComponent(v) || isObj && (domain.IsComponent(t.Reported[k]) || domain.IsComponent(t.Desired[k]))
+			isComp = core.IsComponent(v) || isObj && (core.IsComponent(t.Reported[k]) || core.IsComponent(t.Desired[k]))
 		}
 		if !isComp {
 			if model != nil {
@@ -298,7 +298,7 @@ func routeProperties(patch map[string]any, component string, model *TemplateMode
 			continue
 		}
 		for ik := range inner {
-			if ik == domain.ComponentMarker {
+			if ik == core.ComponentMarker {
 				continue
 			}
 			if err := checkName("property", ik, ""); err != nil {
@@ -357,11 +357,11 @@ func parsePropertiesPatch(body []byte, component string, allowEmpty bool) (map[s
 		if err := checkName("property", k, ""); err != nil {
 			return nil, err
 		}
-		if component != "" || !domain.IsComponent(v) {
+		if component != "" || !core.IsComponent(v) {
 			continue
 		}
 		for ik := range v.(map[string]any) {
-			if ik == domain.ComponentMarker {
+			if ik == core.ComponentMarker {
 				continue
 			}
 			if err := checkName("property", ik, ""); err != nil {
@@ -414,12 +414,12 @@ func sectionView(desired, reported, reportedMD map[string]any, desiredVersion an
 	keys := slices.Collect(maps.Keys(desired))
 	keys = slices.AppendSeq(keys, maps.Keys(reported))
 	for _, k := range keys {
-		if _, done := view[k]; done || strings.HasPrefix(k, "$") || k == domain.ComponentMarker {
+		if _, done := view[k]; done || strings.HasPrefix(k, "$") || k == core.ComponentMarker {
 			continue
 		}
 		d, hasD := desired[k]
 		rv, hasR := reported[k]
-		if root && (domain.IsComponent(d) || domain.IsComponent(rv)) {
+		if root && (core.IsComponent(d) || core.IsComponent(rv)) {
 			view[k] = sectionView(asMap(d), asMap(rv), asMap(reportedMD[k]), desiredVersion, false)
 			continue
 		}
@@ -553,12 +553,10 @@ func (h *handler) postCommand(w http.ResponseWriter, r *http.Request) {
 		// A device payload that is not JSON is shown as a JSON string.
 		resp, _ = json.Marshal(string(resp))
 	}
+	// The backend recorded the invocation in the history under RequestID.
 	inv := CommandInvocation{
-		ID: newRequestID(), Request: req.Request, Response: resp, ResponseCode: res.ResponseCode,
+		ID: res.RequestID, Request: req.Request, Response: resp, ResponseCode: res.ResponseCode,
 		ConnectionTimeout: req.ConnectionTimeout, ResponseTimeout: req.ResponseTimeout,
-	}
-	if err := h.b.RecordCommand(r.Context(), id, c, name, inv); err != nil {
-		h.log.Warn("restapi: command not recorded in the history", "requestId", requestID(r), "err", err)
 	}
 	h.reply(w, r, http.StatusCreated, inv)
 }

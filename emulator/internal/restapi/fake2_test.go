@@ -161,14 +161,6 @@ func (f *fakeBackend) DeviceModel(_ context.Context, id string) (*TemplateModel,
 	return f.x().models[id], nil
 }
 
-func (f *fakeBackend) RecordCommand(_ context.Context, id, component, name string, inv CommandInvocation) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	k := id + "/" + component + "/" + name
-	f.x().history[k] = append(f.x().history[k], inv)
-	return nil
-}
-
 func (f *fakeBackend) CommandHistory(_ context.Context, id, component, name string) ([]CommandInvocation, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -1,6 +1,7 @@
 package restapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -147,7 +148,23 @@ func (f *fakeBackend) InvokeCommand(ctx context.Context, id, component, name str
 	}
 	_, hasDeadline := ctx.Deadline()
 	f.invokes = append(f.invokes, invokeCall{id: id, component: component, name: name, req: req, hasDeadline: hasDeadline})
-	return f.invokeRes, f.invokeErr
+	if f.invokeErr != nil {
+		return CommandResult{}, f.invokeErr
+	}
+	// As the emulator's core does: a finished invocation is recorded in
+	// the history by the backend, under the id it returns.
+	res := f.invokeRes
+	res.RequestID = fmt.Sprintf("00000000-0000-4000-8000-%012d", len(f.invokes))
+	resp := res.Response
+	if len(bytes.TrimSpace(resp)) == 0 {
+		resp = nil
+	} else if !json.Valid(resp) {
+		resp, _ = json.Marshal(string(resp))
+	}
+	k := id + "/" + component + "/" + name
+	f.x().history[k] = append(f.x().history[k], CommandInvocation{ID: res.RequestID, Request: req.Request, Response: resp,
+		ResponseCode: res.ResponseCode, ConnectionTimeout: req.ConnectionTimeout, ResponseTimeout: req.ResponseTimeout})
+	return res, nil
 }
 
 func (f *fakeBackend) QueueCommand(_ context.Context, id, component, name string, request json.RawMessage) error {

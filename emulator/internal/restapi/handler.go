@@ -317,9 +317,6 @@ var internalPrefixes = []string{
 	"restapi: not found: ", "restapi: device not online: ", "restapi: timed out waiting for the device: ",
 	"restapi: bad request: ", "restapi: invalid input: ", "restapi: conflict: ", "restapi: device queue is full: ",
 	"restapi: payload too large: ",
-	"emulator: not found: ", "emulator: already exists: ", "emulator: invalid argument: ",
-	"emulator: device is not online: ", "emulator: device did not respond in time: ",
-	"emulator: device queue is full: ", "emulator: over a service size limit: ",
 	"restapi: ", "emulator: ",
 }
 

@@ -634,7 +634,7 @@ func TestTelemetryHistoryRoute(t *testing.T) {
 	ts := time.Date(2024, 5, 1, 12, 30, 0, 0, time.UTC)
 	e.f.history = []TelemetryMessage{
 		{Timestamp: ts, Component: "thermostat1", MessageID: "m1", CorrelationID: "c1", ContentType: "application/json",
-			ContentEncoding: "utf-8", Properties: map[string]string{"unit": "C"}, SystemProperties: map[string]string{"$.mid": "m1"},
+			ContentEncoding: "utf-8", Properties: map[string]string{"unit": "C"}, SystemProperties: map[string]string{"message-id": "m1"},
 			Data: json.RawMessage(`{"t":1}`)},
 		{Timestamp: ts.Add(time.Second), Properties: map[string]string{}, SystemProperties: map[string]string{}, DataBase64: []byte{0xff, 0}},
 	}
@@ -643,7 +643,7 @@ func TestTelemetryHistoryRoute(t *testing.T) {
 	jsonEqual(t, r.body, `{"value":[
 		{"timestamp":"2024-05-01T12:30:00.000Z","component":"thermostat1","messageId":"m1","correlationId":"c1",
 		 "contentType":"application/json","contentEncoding":"utf-8","properties":{"unit":"C"},
-		 "systemProperties":{"$.mid":"m1"},"data":{"t":1}},
+		 "systemProperties":{"message-id":"m1"},"data":{"t":1}},
 		{"timestamp":"2024-05-01T12:30:01.000Z","component":"","properties":{},"systemProperties":{},"dataBase64":"/wA="}]}`)
 
 	e.call("GET", "/api/devices/dev1/telemetry?since=2024-05-01T12:30:00.5Z&component=thermostat1&limit=7", "").want(t, http.StatusOK)

@@ -5,21 +5,26 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
-// Sentinel errors a Backend wraps (with %w) so that the handler can answer
-// with the matching HTTP status. Any other error is answered 500 and logged.
+// The errors a Backend returns (wrapped, matched with errors.Is) so that
+// the handler answers with the matching HTTP status; any other error is
+// answered 500 and logged. They are the emulator core's own errors (one
+// vocabulary from the core to every front-end), but for ErrBadRequest,
+// which only the HTTP layer makes.
 var (
 	// ErrNotFound reports an unknown device, enrollment group or telemetry
 	// name; answered 404 NotFound.
-	ErrNotFound = errors.New("restapi: not found")
+	ErrNotFound = core.ErrNotFound
 	// ErrDeviceOffline reports a command for a device that is not connected
 	// (and did not connect within the connection timeout); answered 404
 	// DeviceNotOnline, as IoT Hub's 404103.
-	ErrDeviceOffline = errors.New("restapi: device not online")
+	ErrDeviceOffline = core.ErrDeviceOffline
 	// ErrTimeout reports a device that did not answer a command within the
 	// response timeout; answered 504 GatewayTimeout.
-	ErrTimeout = errors.New("restapi: timed out waiting for the device")
+	ErrTimeout = core.ErrTimeout
 	// ErrBadRequest reports a request that cannot be read: malformed JSON,
 	// a bad path or query parameter; answered 400 BadRequest.
 	ErrBadRequest = errors.New("restapi: bad request")
@@ -27,18 +32,18 @@ var (
 	// missing required field, an id against the rules, an out-of-range
 	// timeout, a twin patch nested too deep); answered 422
 	// UnprocessableEntity, as IoT Central answers validation errors.
-	ErrValidation = errors.New("restapi: invalid input")
+	ErrValidation = core.ErrInvalid
 	// ErrConflict reports a change refused because of the current state
 	// (a template still assigned to a device); answered 409 Conflict.
-	ErrConflict = errors.New("restapi: conflict")
+	ErrConflict = core.ErrConflict
 	// ErrQueueFull reports a device whose cloud-to-device queue is full (IoT
 	// Hub keeps at most 50 messages per device); answered 403
 	// DeviceMaximumQueueDepthExceeded.
-	ErrQueueFull = errors.New("restapi: device queue is full")
+	ErrQueueFull = core.ErrQueueFull
 	// ErrTooLarge reports a message or twin patch over an IoT Hub limit (64
 	// KiB per cloud-to-device message, 32 KiB per twin section); answered 413
 	// RequestEntityTooLarge.
-	ErrTooLarge = errors.New("restapi: payload too large")
+	ErrTooLarge = core.ErrTooLarge
 )
 
 // Backend is the emulator state the REST API reads and changes. Every method
@@ -117,8 +122,6 @@ type Backend interface {
 	// DeviceModel returns the capability model of the device's template,
 	// nil when it has none. ErrNotFound for an unknown device.
 	DeviceModel(ctx context.Context, id string) (*TemplateModel, error)
-	// RecordCommand adds a finished invocation to the command history.
-	RecordCommand(ctx context.Context, id, component, name string, inv CommandInvocation) error
 	// CommandHistory returns the kept invocations of a command, oldest
 	// first. ErrNotFound for an unknown device.
 	CommandHistory(ctx context.Context, id, component, name string) ([]CommandInvocation, error)
@@ -274,6 +277,9 @@ type CommandRequest struct {
 
 // CommandResult is the device's answer to a command.
 type CommandResult struct {
+	// RequestID is the id under which the backend recorded the invocation
+	// in the command history.
+	RequestID string
 	// ResponseCode is the status the device answered with.
 	ResponseCode int
 	// Response is the device's JSON payload; empty means none (null).
@@ -340,7 +346,8 @@ type TelemetryMessage struct {
 	ContentEncoding string `json:"contentEncoding,omitempty"`
 	// Properties are the application properties.
 	Properties map[string]string `json:"properties"`
-	// SystemProperties are every system property as sent ("$.mid", ...).
+	// SystemProperties are every system property by its IoT Hub name
+	// ("message-id", "iothub-connection-device-id", "iothub-enqueuedtime", ...).
 	SystemProperties map[string]string `json:"systemProperties"`
 	// Data is the body when it is JSON; otherwise DataBase64 holds it.
 	Data json.RawMessage `json:"data,omitempty"`

@@ -16,6 +16,10 @@ import (
 // ErrTooLarge is returned by Apply when the section would exceed its size limit.
 var ErrTooLarge = errors.New("emulator: twin section too large")
 
+// ErrInvalid is returned by ParseTwinPatch and NormalizePatch for a patch
+// IoT Hub would refuse.
+var ErrInvalid = errors.New("emulator: invalid twin patch")
+
 // TimeFormat is how IoT Hub writes twin metadata times.
 const TimeFormat = "2006-01-02T15:04:05.0000000Z"
 
@@ -39,7 +43,7 @@ func NewSection(withVersion bool, maxLen int, now time.Time) *Section {
 // Version is the current $version.
 func (s *Section) Version() int64 { return s.version }
 
-// Apply merges patch (already validated: see wire.ParseTwinPatch) into
+// Apply merges patch (already validated: see ParseTwinPatch) into
 // the section: a null removes a property, an object merges into an
 // existing object, anything else replaces. It increments $version and
 // returns it. It returns ErrTooLarge, leaving the section unchanged, when

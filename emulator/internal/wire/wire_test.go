@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"encoding/json"
 	"errors"
 	"reflect"
 	"strings"
@@ -150,52 +149,6 @@ func TestMatchFilter(t *testing.T) {
 	}
 }
 
-func TestParseTwinPatch(t *testing.T) {
-	// The root object plus MaxTwinDepth nested objects is the deepest allowed.
-	deep := strings.Repeat(`{"a":`, MaxTwinDepth+2) + "1" + strings.Repeat("}", MaxTwinDepth+2)
-	ok10 := strings.Repeat(`{"a":`, MaxTwinDepth+1) + "1" + strings.Repeat("}", MaxTwinDepth+1)
-	tests := []struct {
-		in      string
-		wantErr bool
-	}{
-		{`{"batteryLevel":60,"obj":{"x":null}}`, false},
-		{` {"a":[1,{"b":2}]} `, false},
-		{`{"$version":4,"a":1}`, false},
-		{`{"comp":{"__t":"c","p":{"value":1,"ac":200,"av":3}}}`, false},
-		{ok10, false},
-		{deep, true},
-		{``, true},
-		{` `, true},
-		{`null`, true},
-		{`[1]`, true},
-		{`"x"`, true},
-		{`{"a":1`, true},
-		{`{"a.b":1}`, true},
-		{`{"$x":1}`, true},
-		{`{"a b":1}`, true},
-		{`{"":1}`, true},
-		{`{"a":{"b\u0001":1}}`, true},
-		{`{"a":"` + strings.Repeat("x", MaxTwinStringLen+1) + `"}`, true},
-		{`{"` + strings.Repeat("k", MaxTwinKeyLen+1) + `":1}`, true},
-	}
-	for _, tc := range tests {
-		got, err := ParseTwinPatch([]byte(tc.in))
-		if tc.wantErr {
-			if err == nil || !errors.Is(err, ErrMalformed) {
-				t.Errorf("ParseTwinPatch(%.60q) = %v, %v; want ErrMalformed", tc.in, got, err)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("ParseTwinPatch(%.60q): %v", tc.in, err)
-			continue
-		}
-		if _, has := got["$version"]; has {
-			t.Errorf("ParseTwinPatch(%q) kept $version", tc.in)
-		}
-	}
-}
-
 func FuzzParseUsername(f *testing.F) {
 	for _, s := range []string{
 		"myhub.azure-devices.net/dev1/?api-version=2020-09-30&model-id=dtmi%3Ax%3B1",
@@ -257,25 +210,24 @@ func FuzzParseTopic(f *testing.F) {
 	})
 }
 
-func FuzzParseTwinPatch(f *testing.F) {
-	for _, s := range []string{`{"a":1}`, `{"a":{"b":null}}`, `{"$version":3}`, `[]`, `{"a.b":1}`, `{"a":[{"b":1}]}`} {
-		f.Add([]byte(s))
+// A device reaches only its own cloud-to-device and telemetry topics:
+// dev1 is not a prefix of dev10, and device ids are case-sensitive.
+func TestDeviceTopicsAreTheDevicesOwn(t *testing.T) {
+	for _, f := range []string{"devices/dev10/messages/devicebound/#", "devices/dev1x/messages/devicebound/#", "devices/DEV1/messages/devicebound/#", "devices/+/messages/devicebound/#", "devices/dev1/messages/devicebound"} {
+		if SubscribeAllowed(RoleHub, "dev1", f) {
+			t.Errorf("dev1 may subscribe to %s", f)
+		}
 	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := ParseTwinPatch(b)
+	if !SubscribeAllowed(RoleHub, "dev1", "devices/dev1/messages/devicebound/#") {
+		t.Error("dev1 may not subscribe to its own cloud-to-device topic")
+	}
+	for _, topic := range []string{"devices/DEV1/messages/events/", "devices/Dev1/messages/events/", "devices/dev10/messages/events/"} {
+		tp, err := ParseTopic(topic)
 		if err != nil {
-			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("error %v does not wrap ErrMalformed", err)
-			}
-			return
+			t.Fatal(err)
 		}
-		// A valid patch stays valid when encoded again.
-		enc, err := json.Marshal(m)
-		if err != nil {
-			t.Fatalf("valid patch does not encode: %v", err)
+		if PublishAllowed(RoleHub, "dev1", tp) {
+			t.Errorf("dev1 may publish telemetry on %s", topic)
 		}
-		if _, err := ParseTwinPatch(enc); err != nil {
-			t.Fatalf("re-encoded patch %s refused: %v", enc, err)
-		}
-	})
+	}
 }

@@ -1,4 +1,4 @@
-package wire
+package twin
 
 import (
 	"bytes"
@@ -28,25 +28,25 @@ const (
 // strings are at most MaxTwinStringLen bytes. A top-level "$version" is
 // tolerated and dropped. A null value means "delete this property". The
 // body itself may be at most MaxTwinSectionLen bytes (plus white space).
-// Errors wrap ErrMalformed.
+// Errors wrap ErrInvalid.
 func ParseTwinPatch(body []byte) (map[string]any, error) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
-		return nil, fmt.Errorf("%w: empty twin patch", ErrMalformed)
+		return nil, fmt.Errorf("%w: empty twin patch", ErrInvalid)
 	}
 	if len(body) > 4*MaxTwinSectionLen {
-		return nil, fmt.Errorf("%w: twin patch of %d bytes is too large", ErrMalformed, len(body))
+		return nil, fmt.Errorf("%w: twin patch of %d bytes is too large", ErrInvalid, len(body))
 	}
 	if !utf8.Valid(body) {
-		return nil, fmt.Errorf("%w: twin patch is not UTF-8", ErrMalformed)
+		return nil, fmt.Errorf("%w: twin patch is not UTF-8", ErrInvalid)
 	}
 	var v any
 	if err := json.Unmarshal(body, &v); err != nil {
-		return nil, fmt.Errorf("%w: twin patch is not JSON: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: twin patch is not JSON: %v", ErrInvalid, err)
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
-		return nil, fmt.Errorf("%w: twin patch is not a JSON object", ErrMalformed)
+		return nil, fmt.Errorf("%w: twin patch is not a JSON object", ErrInvalid)
 	}
 	delete(m, "$version")
 	if err := checkObject(m, 0); err != nil {
@@ -59,18 +59,18 @@ func ParseTwinPatch(body []byte) (map[string]any, error) {
 // the canonical decoded form ParseTwinPatch returns, with the same checks.
 func NormalizePatch(patch map[string]any) (map[string]any, error) {
 	if patch == nil {
-		return nil, fmt.Errorf("%w: nil patch", ErrMalformed)
+		return nil, fmt.Errorf("%w: nil patch", ErrInvalid)
 	}
 	b, err := json.Marshal(patch)
 	if err != nil {
-		return nil, fmt.Errorf("%w: patch does not encode as JSON: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: patch does not encode as JSON: %v", ErrInvalid, err)
 	}
 	return ParseTwinPatch(b)
 }
 
 func checkObject(m map[string]any, depth int) error {
 	if depth > MaxTwinDepth {
-		return fmt.Errorf("%w: twin objects nest deeper than %d levels", ErrMalformed, MaxTwinDepth)
+		return fmt.Errorf("%w: twin objects nest deeper than %d levels", ErrInvalid, MaxTwinDepth)
 	}
 	for k, v := range m {
 		if err := checkKey(k); err != nil {
@@ -95,7 +95,7 @@ func checkValue(v any, depth int) error {
 		}
 	case string:
 		if len(x) > MaxTwinStringLen {
-			return fmt.Errorf("%w: twin string value of %d bytes exceeds %d", ErrMalformed, len(x), MaxTwinStringLen)
+			return fmt.Errorf("%w: twin string value of %d bytes exceeds %d", ErrInvalid, len(x), MaxTwinStringLen)
 		}
 	}
 	return nil
@@ -103,12 +103,12 @@ func checkValue(v any, depth int) error {
 
 func checkKey(k string) error {
 	if k == "" || len(k) > MaxTwinKeyLen {
-		return fmt.Errorf("%w: twin property name of %d bytes", ErrMalformed, len(k))
+		return fmt.Errorf("%w: twin property name of %d bytes", ErrInvalid, len(k))
 	}
 	if i := strings.IndexFunc(k, func(r rune) bool {
 		return r < 0x20 || (r >= 0x7f && r <= 0x9f) || r == '.' || r == '$' || r == ' '
 	}); i >= 0 {
-		return fmt.Errorf("%w: twin property name %q has a forbidden character", ErrMalformed, k)
+		return fmt.Errorf("%w: twin property name %q has a forbidden character", ErrInvalid, k)
 	}
 	return nil
 }

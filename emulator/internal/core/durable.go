@@ -1,0 +1,220 @@
+package core
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/iotc-go/iotc/emulator/internal/sas"
+	"github.com/iotc-go/iotc/emulator/internal/twin"
+)
+
+// LegacyStateFile is the JSON state file that data directories held before
+// the state moved into a database: Load imports it into an empty store once
+// and renames it with the suffix ".imported".
+const LegacyStateFile = "state.json"
+
+// dataFormat is the version of the legacy state file layout; another value
+// is refused.
+const dataFormat = 1
+
+// snapshot is the legacy state file, and the form in which Load hands the
+// stored groups and devices to restore.
+type snapshot struct {
+	Format  int           `json:"format"`
+	IDScope string        `json:"idScope"`
+	Groups  []groupState  `json:"enrollmentGroups"`
+	Devices []deviceState `json:"devices"`
+}
+
+type groupState struct {
+	ID           string `json:"id"`
+	DisplayName  string `json:"displayName,omitempty"`
+	Enabled      bool   `json:"enabled"`
+	PrimaryKey   string `json:"primaryKey,omitempty"`
+	SecondaryKey string `json:"secondaryKey,omitempty"`
+	CACertPEM    string `json:"caCertPem,omitempty"`
+}
+
+type deviceState struct {
+	ID             string     `json:"id"`
+	DisplayName    string     `json:"displayName,omitempty"`
+	ModelID        string     `json:"modelId,omitempty"`
+	Enabled        bool       `json:"enabled"`
+	Provisioned    bool       `json:"provisioned"`
+	GroupID        string     `json:"groupId,omitempty"`
+	Attestation    string     `json:"attestation"`
+	IndividualKeys [2]string  `json:"individualKeys"`
+	GroupKeys      [2]string  `json:"groupKeys"`
+	Created        time.Time  `json:"created"`
+	LastActivity   time.Time  `json:"lastActivity"`
+	Desired        twin.State `json:"desired"`
+	Reported       twin.State `json:"reported"`
+	C2D            []c2dState `json:"cloudToDevice,omitempty"`
+	// Set through the REST API (stored records only).
+	Template      string   `json:"template,omitempty"`
+	Simulated     bool     `json:"simulated,omitempty"`
+	Organizations []string `json:"organizations,omitempty"`
+}
+
+type c2dState struct {
+	ID         string            `json:"messageId"`
+	Topic      string            `json:"topic,omitempty"` // legacy file only
+	Properties map[string]string `json:"properties,omitempty"`
+	Body       []byte            `json:"body"`
+	Deliveries int               `json:"deliveries,omitempty"`
+}
+
+// loadLegacy decodes a legacy state file; it returns nil, nil when there
+// is none.
+func loadLegacy(path string) (*snapshot, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrDataFile, path, err)
+	}
+	var s snapshot
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("%w: %s (fix or remove it): %w", ErrDataFile, path, err)
+	}
+	if s.Format != dataFormat {
+		return nil, fmt.Errorf("%w: %s: format %d, want %d", ErrDataFile, path, s.Format, dataFormat)
+	}
+	if s.IDScope == "" {
+		return nil, fmt.Errorf("%w: %s: no idScope", ErrDataFile, path)
+	}
+	return &s, nil
+}
+
+// restore applies a loaded snapshot to a new model (before it serves).
+func (c *Core) restore(s *snapshot, path string) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s", ErrDataFile, path, fmt.Sprintf(format, args...))
+	}
+	if !c.cfg.ExplicitScope {
+		c.cfg.IDScope = s.IDScope
+	}
+	if !c.cfg.ExplicitGroups {
+		var groups []EnrollmentGroup
+		seen := map[string]bool{}
+		for _, gs := range s.Groups {
+			g, err := NormalizeGroup(EnrollmentGroup{ID: gs.ID, DisplayName: gs.DisplayName, Enabled: gs.Enabled,
+				PrimaryKey: gs.PrimaryKey, SecondaryKey: gs.SecondaryKey, CACertPEM: []byte(gs.CACertPEM)})
+			if err != nil {
+				return bad("%v", err)
+			}
+			if !g.IsX509() && (gs.PrimaryKey == "" || gs.SecondaryKey == "") {
+				return bad("enrollment group %s has no keys", gs.ID)
+			}
+			if seen[g.ID] {
+				return bad("enrollment group %s listed twice", g.ID)
+			}
+			seen[g.ID] = true
+			groups = append(groups, g)
+		}
+		c.groups = groups
+	}
+	devices := make(map[string]*device, len(s.Devices))
+	for _, ds := range s.Devices {
+		if err := ValidID(ds.ID); err != nil {
+			return bad("device: %v", err)
+		}
+		if _, dup := devices[ds.ID]; dup {
+			return bad("device %s listed twice", ds.ID)
+		}
+		d := &device{
+			id: ds.ID, displayName: ds.DisplayName, modelID: ds.ModelID, enabled: ds.Enabled, provisioned: ds.Provisioned,
+			groupID: ds.GroupID, indivKeys: ds.IndividualKeys, groupKeys: ds.GroupKeys,
+			created: ds.Created, lastActivity: ds.LastActivity, telemetry: map[string]map[string]TelemetryValue{},
+		}
+		if d.displayName == "" {
+			d.displayName = d.id
+		}
+		switch ds.Attestation {
+		case AttestationSymmetricKey:
+		case AttestationX509:
+			d.x509 = true
+		default:
+			return bad("device %s: attestation %q", ds.ID, ds.Attestation)
+		}
+		for _, k := range append(ds.IndividualKeys[:], ds.GroupKeys[:]...) {
+			if k == "" {
+				continue
+			}
+			if err := sas.ValidKey(k); err != nil {
+				return bad("device %s: a key is not base64", ds.ID)
+			}
+		}
+		var err error
+		if d.desired, err = twin.Restore(ds.Desired, true, twin.MaxTwinSectionLen); err != nil {
+			return bad("device %s desired properties: %v", ds.ID, err)
+		}
+		if d.reported, err = twin.Restore(ds.Reported, false, twin.MaxTwinSectionLen); err != nil {
+			return bad("device %s reported properties: %v", ds.ID, err)
+		}
+		if len(ds.C2D) > MaxC2DQueue {
+			return bad("device %s: %d cloud-to-device messages, at most %d", ds.ID, len(ds.C2D), MaxC2DQueue)
+		}
+		for _, cs := range ds.C2D {
+			if cs.ID == "" || len(cs.Body) > MaxC2DBody || cs.Deliveries < 0 {
+				return bad("device %s: bad cloud-to-device message %q", ds.ID, cs.ID)
+			}
+			d.c2dSeq++
+			m := &c2dMsg{id: cs.ID, seq: d.c2dSeq, props: map[string]string{}, body: cs.Body, deliveries: cs.Deliveries}
+			for k, v := range cs.Properties {
+				m.props[k] = v
+			}
+			d.c2d = append(d.c2d, m)
+		}
+		if ds.Template != "" || ds.Simulated || len(ds.Organizations) > 0 {
+			st := c.ext.settingsOf(d.id)
+			st.template, st.simulated, st.organizations = ds.Template, ds.Simulated, ds.Organizations
+		}
+		devices[d.id] = d
+	}
+	c.devices = devices
+	return nil
+}
+
+// writeFileAtomic replaces path with b: a temporary file in the same
+// directory (mode 0600), synced, renamed over path, then the directory synced.
+func writeFileAtomic(path string, b []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("emulator: save state: %w", err)
+	}
+	tmp := f.Name()
+	fail := func(err error) error {
+		_ = f.Close()
+		_ = os.Remove(tmp)
+		return fmt.Errorf("emulator: save state: %w", err)
+	}
+	if err := f.Chmod(0o600); err != nil {
+		return fail(err)
+	}
+	if _, err := f.Write(b); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("emulator: save state: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("emulator: save state: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	return nil
+}
