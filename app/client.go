@@ -195,6 +195,7 @@ func New(opts Options) (*Client, error) {
 		c.statusQ.init(context.Background(), 0, &c.cb, c.deliverStatus)
 	}
 	c.status = domain.ConnectionStatus{State: domain.StateDisconnected}
+	c.logOutboxDamage()
 	return c, nil
 }
 

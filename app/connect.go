@@ -12,7 +12,10 @@ import (
 	"github.com/iotc-go/iotc/ports"
 )
 
-func randFloat() float64 { return rand.Float64() }
+// randFloat draws the random fraction of each backoff delay, uniform in
+// [0, 1). A variable so that a test can pin it (and restore it) to see the
+// delays grow; nothing else assigns it.
+var randFloat = rand.Float64
 
 // isNetworkError reports a host that could not be reached at all.
 func isNetworkError(err error) bool {

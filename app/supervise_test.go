@@ -235,6 +235,48 @@ func TestReconnectBacksOffAndGivesUpAfterMaxAttempts(t *testing.T) {
 	})
 }
 
+// While connections keep failing the wait between attempts grows: with
+// the jitter pinned at one half, each wait is twice the one before, until
+// the cap. A backoff that never grows would hammer the hub in an outage.
+func TestReconnectBackoffGrows(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		h1 := newHub(e.ctrl, emptyTwin)
+		e.provisions(testHub, 1)
+		e.hubConnects(connResult{hub: h1}, connResult{err: dialErr}, connResult{err: dialErr}, connResult{err: dialErr}, connResult{err: dialErr}, connResult{err: dialErr}, connResult{err: dialErr})
+		o := e.options()
+		o.MaxAttempts = 6
+		o.Backoff = domain.Backoff{Base: time.Second, Cap: 8 * time.Second}
+		defer func(f func() float64) { randFloat = f }(randFloat)
+		randFloat = func() float64 { return 0.5 }
+		c := e.client(o)
+		defer closeClient(t, c)
+		if err := c.Connect(context.Background()); err != nil {
+			t.Fatalf("Connect: %v", err)
+		}
+		<-e.conns
+		h1.kill(errors.New("connection reset"))
+		var at []time.Time
+		for range 6 {
+			<-e.conns
+			at = append(at, time.Now()) // the bubble's clock: the attempt's time
+		}
+		var gaps []time.Duration
+		for i := 1; i < len(at); i++ {
+			gaps = append(gaps, at[i].Sub(at[i-1]))
+		}
+		// Half of each ceiling: 1 s, 2 s, 4 s, 8 s, 8 s (the cap), in turn
+		// from wherever the count stood after the drop.
+		for i := 1; i < len(gaps); i++ {
+			want := min(2*gaps[i-1], 4*time.Second)
+			if gaps[i] != want || gaps[i] == 0 {
+				t.Fatalf("waits between attempts %v: want each twice the one before, up to half the 8 s cap", gaps)
+			}
+		}
+		e.requireStatus(domain.StateClosed, domain.ReasonRetryExpired)
+	})
+}
+
 func TestCloseWhileReconnecting(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := newEnv(t)

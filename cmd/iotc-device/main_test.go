@@ -196,14 +196,53 @@ func TestSendReportTwin(t *testing.T) {
 
 // syncBuf is a buffer the watch handlers and the test share.
 type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{} // closed (and replaced) by every Write
 }
 
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
+	return s.b.Write(p)
+}
 
-// watch runs "watch" until the returned stop is called.
+func (s *syncBuf) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// waitFor returns once the output contains want, or ctx's error.
+func (s *syncBuf) waitFor(ctx context.Context, want string) error {
+	for {
+		s.mu.Lock()
+		if strings.Contains(s.b.String(), want) {
+			s.mu.Unlock()
+			return nil
+		}
+		if s.changed == nil {
+			s.changed = make(chan struct{})
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// watch runs "watch" until the returned stop is called. It returns once
+// the device said it is watching (its Connect returned, so its session
+// and subscriptions are in place) and the emulator sees the subscription.
+// Waiting for the subscription alone is not enough: with a persistent
+// session the emulator reports the subscriptions inherited from the
+// previous connection as soon as the new connection attaches, before it
+// sent CONNACK, and a command invoked then reaches the device ahead of
+// its CONNACK, which fails that connection attempt ("non-CONNACK first
+// packet received") and loses the command.
 func watch(t *testing.T, emu *emulator.Emulator, id string, args ...string) (*syncBuf, func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -212,6 +251,10 @@ func watch(t *testing.T, emu *emulator.Emulator, id string, args ...string) (*sy
 	go func() { done <- run(ctx, append([]string{"watch"}, args...), nil, out, out) }()
 	wctx, wcancel := context.WithTimeout(context.Background(), waitLimit)
 	defer wcancel()
+	if err := out.waitFor(wctx, `{"watching":`); err != nil {
+		cancel()
+		t.Fatalf("the device never said it was watching: %v\n%s", err, out.String())
+	}
 	if err := emu.WaitSubscribed(wctx, id, "$iothub/methods/POST/#"); err != nil {
 		cancel()
 		t.Fatalf("device never subscribed: %v\n%s", err, out.String())
