@@ -139,6 +139,10 @@ const (
 	LogAll LogLevel = 16
 )
 
+// DefaultConnectTimeout is Config.ConnectTimeout's default: 30 s for one
+// attempt to connect to the hub or to provision with DPS.
+const DefaultConnectTimeout = 30 * time.Second
+
 // Backoff is the reconnect backoff: the wait before retry n is uniform in
 // [0, min(Cap, Base*2^n)). Zero fields mean 1 s base and 2 min cap.
 type Backoff = domain.Backoff
@@ -219,6 +223,15 @@ type Config struct {
 	// and Close wait for the acknowledgements of sends in flight before
 	// closing the connection. Default 10 s.
 	DrainTimeout time.Duration
+	// ConnectTimeout bounds one attempt to connect, of every transport:
+	// dial, proxy, TLS, WebSocket upgrade and the MQTT CONNECT or AMQP
+	// authentication and links, both for the hub and for each DPS
+	// provisioning attempt. An attempt cut by it fails with an error
+	// matching context.DeadlineExceeded and is retried with the backoff.
+	// Raise it for slow links (a satellite or 2G link with seconds of
+	// latency needs a minute or more). Default DefaultConnectTimeout
+	// (30 s); negative values make New fail with ErrInvalidConfig.
+	ConnectTimeout time.Duration
 	// FailFast makes SendTelemetry, ReportProperties, AckProperty and
 	// FetchTwin return ErrNotConnected at once while the client is
 	// connecting or reconnecting, without resending what a lost connection
@@ -263,10 +276,12 @@ type Config struct {
 	// kept in this directory (created mode 0700, files 0600) until the hub
 	// acknowledged them, across crashes, kill -9 and (unless OutboxNoSync)
 	// power loss, and delivered after a restart. One client at a time may
-	// use a directory (New fails otherwise); Close releases it. Damaged files are reported in
-	// the log and what is intact is recovered; New fails only when the
-	// directory cannot be used. Default "": the outbox is in memory and
-	// lost when the process ends.
+	// use a directory (New fails otherwise); Close releases it. Damaged
+	// records are moved to quarantine files beside the segments, every
+	// intact record is recovered, and the loss is logged at Error level and
+	// counted in OutboxStats; New fails when the directory cannot be used,
+	// or with ErrOutboxDamaged when damage cannot be moved aside. Default
+	// "": the outbox is in memory and lost when the process ends.
 	OutboxDir string
 	// OutboxLimit bounds the outbox; when it is full EnqueueTelemetry
 	// fails with ErrOutboxFull. Default 10,000 messages and 16 MiB.

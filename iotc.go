@@ -51,12 +51,21 @@ type Client struct {
 // New checks cfg and builds a client; it does not connect (see Connect)
 // and starts no goroutine. Errors wrap ErrInvalidConfig: a missing or
 // malformed credential (ErrInvalidKey for a key that is not base64), a
-// missing IDScope or DeviceID, a transport not available yet, a bad port
-// or LogLevel.
+// missing IDScope or DeviceID, a transport not available yet, a bad port,
+// LogLevel or a negative ConnectTimeout. With OutboxDir, New also fails
+// when the directory cannot be used, and with an error matching
+// ErrOutboxDamaged (naming the file) when damaged records in it cannot be
+// moved aside.
 func New(cfg Config) (*Client, error) {
 	logger, err := cfg.logger()
 	if err != nil {
 		return nil, err
+	}
+	if cfg.ConnectTimeout < 0 {
+		return nil, fmt.Errorf("%w: negative ConnectTimeout %v", ErrInvalidConfig, cfg.ConnectTimeout)
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	if cfg.Port < 0 || cfg.Port > 65535 {
 		return nil, fmt.Errorf("%w: port %d", ErrInvalidConfig, cfg.Port)

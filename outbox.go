@@ -16,6 +16,14 @@ import (
 // the outbox drained (see Client.OutboxStats).
 var ErrOutboxFull = domain.ErrOutboxFull
 
+// ErrOutboxDamaged: New found damaged records in Config.OutboxDir and
+// could not move them aside to a quarantine file (the error names the
+// segment and the quarantine file), so opening the outbox could destroy
+// messages it still holds. Damage that was moved aside is not an error:
+// New succeeds, the loss is logged at Error level and counted in
+// OutboxStats (Lost, Torn, QuarantinedBytes).
+var ErrOutboxDamaged = domain.ErrOutboxDamaged
+
 // OutboxLimit bounds the outbox of EnqueueTelemetry: Messages (default
 // DefaultOutboxMessages, 10,000) and Bytes (default DefaultOutboxBytes,
 // 16 MiB, counted as what IoT Hub counts: body and properties). Zero
@@ -34,7 +42,12 @@ const (
 // OutboxStats says what waits in the outbox (Messages, Bytes) and, since
 // New, how many messages were Delivered (acknowledged by the hub), Expired
 // (older than Config.OutboxMaxAge) and Rejected (refused for good by the
-// hub, status 400 or 413). Every drop is also logged.
+// hub, status 400 or 413). With Config.OutboxDir it also says what New
+// found damaged on disk: Lost (accepted messages whose records were
+// damaged, and records damaged since), Torn (a last record cut short by a
+// crash or power loss) and QuarantinedBytes (damaged bytes moved to
+// NAME.seg.quarantine files beside the segments). Every drop and every
+// loss is also logged, losses at Error level.
 type OutboxStats = app.OutboxStats
 
 // EnqueueTelemetry validates v (encoded as SendTelemetry does), stores it

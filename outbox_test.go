@@ -194,11 +194,12 @@ func TestOutboxBadConfigReleasesTheDirectory(t *testing.T) {
 }
 
 // A damaged outbox file does not stop the client: New succeeds, the
-// damage is logged as an error, and the client works.
+// damage is logged as an error and counted, and the client works.
 func TestCorruptOutboxIsReported(t *testing.T) {
 	emu := newOutboxEmulator(t)
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "0000000000000000.seg"), []byte("\x00\x00\x00\x05garbage, not a record"), 0o600); err != nil {
+	garbage := []byte("\x00\x00\x00\x05garbage, not a record")
+	if err := os.WriteFile(filepath.Join(dir, "0000000000000000.seg"), garbage, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var logs outboxLogs
@@ -209,11 +210,112 @@ func TestCorruptOutboxIsReported(t *testing.T) {
 		t.Fatalf("New on a damaged outbox: %v", err)
 	}
 	defer closeIOTC(t, c)
-	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "damaged segment") {
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "quarantine") {
 		t.Fatalf("the damage was not logged as an error:\n%s", logs.String())
+	}
+	if st := c.OutboxStats(); st.QuarantinedBytes != int64(len(garbage)) || st.Lost != 0 {
+		t.Fatalf("OutboxStats = %+v, want %d bytes quarantined", st, len(garbage))
 	}
 	if err := c.EnqueueTelemetry(context.Background(), map[string]any{"n": 1}); err != nil {
 		t.Fatalf("EnqueueTelemetry on a recovered outbox: %v", err)
+	}
+}
+
+// recordOffsets returns where each record of a segment file starts: each
+// frame is a 4-byte big-endian payload length, a 4-byte CRC, the payload.
+func recordOffsets(b []byte) []int {
+	var offs []int
+	for off := 0; off+8 <= len(b); {
+		offs = append(offs, off)
+		off += 8 + int(uint32(b[off])<<24|uint32(b[off+1])<<16|uint32(b[off+2])<<8|uint32(b[off+3]))
+	}
+	return offs
+}
+
+// One record damaged in the middle of the outbox: the next client is told
+// (OutboxStats.Lost, an Error log line) and delivers every other message.
+func TestDamagedOutboxDeliversTheRest(t *testing.T) {
+	emu := newOutboxEmulator(t)
+	dir := filepath.Join(t.TempDir(), "outbox")
+	cfg := outboxConfig(t, emu, "outbox-damaged", dir)
+	cfg.OutboxNoSync = true
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c1, err := iotc.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 20; i++ {
+		if err := c1.EnqueueTelemetry(ctx, map[string]any{"n": i}, iotc.Properties(map[string]string{"seq": strconv.Itoa(i)})); err != nil {
+			t.Fatalf("EnqueueTelemetry %d: %v", i, err)
+		}
+	}
+	closeIOTC(t, c1)
+	seg := filepath.Join(dir, "0000000000000000.seg")
+	b, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offs := recordOffsets(b)
+	if len(offs) != 20 {
+		t.Fatalf("%d records in the segment", len(offs))
+	}
+	b[offs[9]+30] ^= 0x04 // inside message 10
+	if err := os.WriteFile(seg, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs outboxLogs
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	watch, stop := emu.WatchTelemetry(cfg.DeviceID)
+	defer stop()
+	c2, err := iotc.New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	defer closeIOTC(t, c2)
+	if st := c2.OutboxStats(); st.Messages != 19 || st.Lost != 1 || st.Torn != 0 || st.QuarantinedBytes != int64(offs[10]-offs[9]) {
+		t.Fatalf("OutboxStats = %+v, want 19 messages, 1 lost, %d bytes quarantined", st, offs[10]-offs[9])
+	}
+	if l := logs.String(); !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "lost=1") {
+		t.Fatalf("the loss was not logged as an error:\n%s", l)
+	}
+	if err := c2.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 20; i++ {
+		if i == 10 {
+			continue
+		}
+		select {
+		case m := <-watch:
+			if m.Properties["seq"] != strconv.Itoa(i) {
+				t.Fatalf("got message %s, want %d", m.Properties["seq"], i)
+			}
+		case <-ctx.Done():
+			t.Fatalf("message %d not delivered", i)
+		}
+	}
+}
+
+// Damage that cannot be moved aside makes New fail with ErrOutboxDamaged,
+// naming the file, rather than risk the messages still there.
+func TestOutboxDamagedError(t *testing.T) {
+	dir := t.TempDir()
+	seg := filepath.Join(dir, "0000000000000000.seg")
+	if err := os.WriteFile(seg, []byte("not a record at all"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(seg+".quarantine", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := iotc.Config{DeviceID: "d", IDScope: "0ne00000000", Credential: iotc.GroupKey("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="), OutboxDir: dir}
+	c, err := iotc.New(cfg)
+	if !errors.Is(err, iotc.ErrOutboxDamaged) || !strings.Contains(err.Error(), seg) {
+		if c != nil {
+			closeIOTC(t, c)
+		}
+		t.Fatalf("New = %v, want ErrOutboxDamaged naming %s", err, seg)
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 // AMQPPort (or Port when t is Transport) over TLS, WebSocketPort (or
 // Port) and Proxy over WebSockets.
 func (cfg Config) amqpTransport(t Transport, logger *slog.Logger) (ports.Transport, error) {
-	o := &amqp.Options{RootCAs: cfg.RootCAs, ProductInfo: cfg.ProductInfo, Logger: logger}
+	o := &amqp.Options{RootCAs: cfg.RootCAs, ProductInfo: cfg.ProductInfo, ConnectTimeout: cfg.ConnectTimeout, Logger: logger}
 	switch t {
 	case AMQP:
 		o.Port = cfg.AMQPPort

@@ -43,7 +43,7 @@ func (cfg Config) transport(t Transport, logger *slog.Logger) (ports.Transport, 
 		if t == cfg.Transport {
 			port = cfg.Port
 		}
-		return mqtt.New(&mqtt.Options{Port: port, RootCAs: cfg.RootCAs, ProductInfo: cfg.ProductInfo, Logger: logger}), nil
+		return mqtt.New(&mqtt.Options{Port: port, RootCAs: cfg.RootCAs, ProductInfo: cfg.ProductInfo, ConnectTimeout: cfg.ConnectTimeout, Logger: logger}), nil
 	case MQTTWebSockets:
 		if cfg.Proxy != nil && cfg.Proxy.Scheme != "http" {
 			return nil, fmt.Errorf("%w: proxy %s: only http:// proxies are supported", ErrInvalidConfig, cfg.Proxy.Redacted())
@@ -52,7 +52,7 @@ func (cfg Config) transport(t Transport, logger *slog.Logger) (ports.Transport, 
 		if port == 0 && t == cfg.Transport {
 			port = cfg.Port
 		}
-		return mqttws.New(&mqttws.Options{Port: port, RootCAs: cfg.RootCAs, Proxy: cfg.Proxy, ProductInfo: cfg.ProductInfo, Logger: logger}), nil
+		return mqttws.New(&mqttws.Options{Port: port, RootCAs: cfg.RootCAs, Proxy: cfg.Proxy, ProductInfo: cfg.ProductInfo, ConnectTimeout: cfg.ConnectTimeout, Logger: logger}), nil
 	case AMQP, AMQPWebSockets:
 		return cfg.amqpTransport(t, logger)
 	}

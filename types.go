@@ -7,6 +7,10 @@ import (
 	"github.com/iotc-go/iotc/domain"
 )
 
+// Version is this SDK's version (see CHANGELOG.md). The client announces
+// "iotc-go/<Version>" to DPS and the hub, followed by Config.ProductInfo.
+const Version = domain.Version
+
 // Errors the client returns; match them with errors.Is.
 var (
 	// ErrNotConnected: the client is not connected: Connect was not called
@@ -34,6 +38,17 @@ var (
 	ErrInvalidConfig = domain.ErrInvalidConfig
 	// ErrInvalidKey: a symmetric key is not base64.
 	ErrInvalidKey = domain.ErrInvalidKey
+	// ErrUntrustedServer: the server's certificate failed TLS
+	// verification (Config.RootCAs lacks its CA, another host name,
+	// expired). Never retried: Connect returns it at once.
+	ErrUntrustedServer = domain.ErrUntrustedServer
+	// ErrConnectionRefused: nothing accepted the TCP connection (wrong
+	// port, service down). Retried with the backoff; Client.Err and
+	// Client.Status carry it meanwhile.
+	ErrConnectionRefused = domain.ErrConnectionRefused
+	// ErrHostNotFound: DNS does not know the host name. Retried with the
+	// backoff; Client.Err and Client.Status carry it meanwhile.
+	ErrHostNotFound = domain.ErrHostNotFound
 )
 
 // Outcome is how a cloud-to-device message or queued command is settled
@@ -92,6 +107,7 @@ const (
 	ReasonTransportFallback     = domain.ReasonTransportFallback
 	ReasonReprovisioned         = domain.ReasonReprovisioned
 	ReasonDesiredChangedOffline = domain.ReasonDesiredChangedOffline
+	ReasonUntrustedServer       = domain.ReasonUntrustedServer
 )
 
 // Twin is the device twin: desired and reported properties with their

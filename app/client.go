@@ -110,6 +110,9 @@ type Client struct {
 	mu        sync.RWMutex  // read-locked only by acquire, the hot path of every send
 	changed   chan struct{} // closed whenever phase or sess changes; nil until someone waits
 	closeDone chan struct{}
+	// gaveUp is why the supervisor gave up in phaseGaveUp; in the other
+	// phases, while no session is open, it is the last failed attempt's
+	// error (Err), reset when a session opens.
 	gaveUp    error
 	status    domain.ConnectionStatus
 	sess      *session // the session new operations use; nil while offline or draining
@@ -192,6 +195,7 @@ func New(opts Options) (*Client, error) {
 		c.statusQ.init(context.Background(), 0, &c.cb, c.deliverStatus)
 	}
 	c.status = domain.ConnectionStatus{State: domain.StateDisconnected}
+	c.logOutboxDamage()
 	return c, nil
 }
 
@@ -303,11 +307,26 @@ func (c *Client) IsConnected() bool {
 }
 
 // Err returns the error that made the client give up reconnecting (refused
-// credentials, disabled device, retries exhausted), or nil.
+// credentials, disabled device, untrusted server, retries exhausted);
+// otherwise, while no session is open (connecting, reconnecting, after a
+// failed Connect), the last attempt's error (connection refused, host not
+// found, the lost session's error); nil while connected or before any
+// attempt failed.
 func (c *Client) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.gaveUp
+	if c.phase == phaseGaveUp || c.sess == nil {
+		return c.gaveUp
+	}
+	return nil
+}
+
+// attemptFailed records err as the last attempt's error and reports it.
+func (c *Client) attemptFailed(st domain.ConnectionStatus) {
+	c.mu.Lock()
+	c.gaveUp = st.Err
+	c.setStatusLocked(st)
+	c.mu.Unlock()
 }
 
 // DeviceID returns the device id: the one assigned by DPS once connected,
@@ -412,11 +431,16 @@ func ForceProvisioning() ConnectOption {
 
 // Connect provisions the device if needed, opens the hub session and
 // starts supervising it: from then on the client reconnects by itself
-// until Close. Retryable failures are retried with the backoff while ctx
-// lasts (and up to MaxAttempts consecutive failures); refused credentials
-// or a disabled enrollment return at once. Errors: domain.ErrClosed after
-// Close, errors wrapping domain.ErrUnauthorized, domain.ErrDeviceNotFound,
-// *domain.ProvisioningError, or ctx's error. A failed Connect leaves no
+// until Close. Retryable failures (connection refused, host not found,
+// timeouts, throttling) are retried with the backoff while ctx lasts (and
+// up to MaxAttempts consecutive failures), each one reported to the status
+// callback and kept in Err and Status. Permanent ones return at once: an
+// untrusted server certificate (domain.ErrUntrustedServer), credentials
+// refused by DPS (a *domain.ProvisioningError that also matches
+// domain.ErrUnauthorized), a disabled enrollment, credentials refused by
+// the hub (domain.ErrUnauthorized). When ctx ends first the error wraps
+// domain.ErrNotConnected, ctx's error and the last attempt's error.
+// Errors: domain.ErrClosed after Close and those above. A failed Connect leaves no
 // goroutine running. Calling Connect on a connected client returns nil;
 // calling it while another Connect runs returns domain.ErrInvalidConfig.
 func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
@@ -464,6 +488,7 @@ func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
 		c.mu.Lock()
 		if c.phase == phaseConnecting {
 			c.phase = phaseIdle
+			c.gaveUp = st.Err
 			c.broadcastLocked()
 			c.setStatusLocked(st)
 		}
@@ -475,6 +500,7 @@ func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
 		return err
 	}
 	failures := 0
+	var last error // the last failed attempt's error before ctx ended
 	for {
 		s, err := c.establish(ctx, true)
 		if err == nil {
@@ -491,19 +517,48 @@ func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
 		if c.runCtx.Err() != nil {
 			return domain.ErrClosed
 		}
-		if ctx.Err() != nil || !domain.IsRetryable(err) {
-			return fail(domain.ConnectionStatus{State: domain.StateDisconnected, Reason: reasonFor(err), Err: err}, err)
+		if ctx.Err() != nil {
+			// The attempt ctx's end cut short says less than the one
+			// before it.
+			err = connectEnded(ctx, last, err)
+			return fail(domain.ConnectionStatus{State: domain.StateDisconnected, Reason: reasonFor(last), Err: err}, err)
 		}
+		if !domain.IsRetryable(err) {
+			return fail(domain.ConnectionStatus{State: domain.StateDisconnected, Reason: reasonFor(err), Err: err}, fmt.Errorf("iotc: %w", err))
+		}
+		last = err
 		failures++
 		if c.opts.MaxAttempts > 0 && failures >= c.opts.MaxAttempts {
 			err = fmt.Errorf("iotc: %d connection attempts failed: %w", failures, err)
 			return fail(domain.ConnectionStatus{State: domain.StateDisconnected, Reason: domain.ReasonRetryExpired, Err: err}, err)
 		}
-		c.setStatus(domain.ConnectionStatus{State: domain.StateConnecting, Reason: reasonFor(err), Err: err})
-		if err := c.sleep(ctx, c.opts.Backoff.Delay(failures-1, randFloat())); err != nil {
-			return fail(domain.ConnectionStatus{State: domain.StateDisconnected, Reason: domain.ReasonNone, Err: err}, err)
+		c.attemptFailed(domain.ConnectionStatus{State: domain.StateConnecting, Reason: reasonFor(err), Err: err})
+		if c.sleep(ctx, c.opts.Backoff.Delay(failures-1, randFloat())) != nil {
+			if c.runCtx.Err() != nil {
+				return fail(domain.ConnectionStatus{State: domain.StateDisconnected}, domain.ErrClosed)
+			}
+			err = connectEnded(ctx, last, nil)
+			return fail(domain.ConnectionStatus{State: domain.StateDisconnected, Reason: reasonFor(last), Err: err}, err)
 		}
 	}
+}
+
+// connectEnded is Connect's error when ctx ended before a session opened:
+// it wraps domain.ErrNotConnected, ctx's error and the last failed
+// attempt's error (last), or else the error of the attempt that ctx's end
+// cut short.
+func connectEnded(ctx context.Context, last, attempt error) error {
+	cause := last
+	if cause == nil {
+		cause = attempt
+	}
+	switch {
+	case cause == nil:
+		return fmt.Errorf("iotc: %w: %w", domain.ErrNotConnected, ctx.Err())
+	case errors.Is(cause, ctx.Err()):
+		return fmt.Errorf("iotc: %w: %w", domain.ErrNotConnected, cause)
+	}
+	return fmt.Errorf("iotc: %w: %w; the last attempt failed: %w", domain.ErrNotConnected, ctx.Err(), cause)
 }
 
 // sleep waits d or until ctx ends.
@@ -883,9 +938,11 @@ func reasonFor(err error) domain.Reason {
 		return domain.ReasonNone
 	case errors.As(err, &pe) && (pe.Status == domain.DPSDisabled || pe.Status == domain.DPSBlacklisted):
 		return domain.ReasonDeviceDisabled
+	case errors.Is(err, domain.ErrUntrustedServer):
+		return domain.ReasonUntrustedServer
 	case errors.Is(err, domain.ErrUnauthorized), errors.Is(err, domain.ErrDeviceNotFound), errors.Is(err, domain.ErrInvalidKey):
 		return domain.ReasonBadCredential
-	case isNetworkError(err):
+	case errors.Is(err, domain.ErrConnectionRefused), errors.Is(err, domain.ErrHostNotFound), isNetworkError(err):
 		return domain.ReasonNoNetwork
 	}
 	return domain.ReasonCommunicationError

@@ -12,7 +12,10 @@ import (
 	"github.com/iotc-go/iotc/ports"
 )
 
-func randFloat() float64 { return rand.Float64() }
+// randFloat draws the random fraction of each backoff delay, uniform in
+// [0, 1). A variable so that a test can pin it (and restore it) to see the
+// delays grow; nothing else assigns it.
+var randFloat = rand.Float64
 
 // isNetworkError reports a host that could not be reached at all.
 func isNetworkError(err error) bool {
@@ -27,6 +30,31 @@ func isNetworkError(err error) bool {
 // isRefused reports a hub refusal that stale cached credentials explain.
 func isRefused(err error) bool {
 	return errors.Is(err, domain.ErrUnauthorized) || errors.Is(err, domain.ErrDeviceNotFound)
+}
+
+// provisioningFailure words a failed registration once: a refusal by DPS
+// (refused credentials, unknown registration) becomes a
+// *domain.ProvisioningError that names what to check; other errors say
+// that provisioning failed.
+func provisioningFailure(err error) error {
+	var pe *domain.ProvisioningError
+	if errors.As(err, &pe) {
+		return err
+	}
+	if isRefused(err) {
+		return &domain.ProvisioningError{Status: domain.ProvisioningStatusRefused, Err: err}
+	}
+	return fmt.Errorf("provisioning: %w", err)
+}
+
+// hubRefusal words the hub's refusal of a device that DPS assigned (or
+// that a connection string names) and says what to check.
+func hubRefusal(a assignment, connStr bool, err error) error {
+	check := "check the device key (or the certificate and its CA)"
+	if connStr {
+		check = "check the connection string's device id and key"
+	}
+	return fmt.Errorf("the hub refused device %q: %w; %s", a.deviceID, err, check)
 }
 
 // establish gets an assignment, opens a hub session and installs it as the
@@ -51,6 +79,9 @@ func (c *Client) establish(ctx context.Context, initial bool) (*session, error) 
 		}
 		s, err = c.openHub(ctx, a)
 	}
+	if err != nil && isRefused(err) {
+		err = hubRefusal(a, c.connStr != nil, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -61,6 +92,7 @@ func (c *Client) establish(ctx context.Context, initial bool) (*session, error) 
 		return nil, domain.ErrClosed
 	}
 	c.sess = s
+	c.gaveUp = nil
 	c.broadcastLocked()
 	c.setStatusLocked(domain.ConnectionStatus{State: domain.StateConnected, Reason: domain.ReasonConnectionOK, Transport: s.transport})
 	c.mu.Unlock()
@@ -133,7 +165,7 @@ func (c *Client) provision(ctx context.Context) (assignment, error) {
 		return err
 	})
 	if err != nil {
-		return assignment{}, fmt.Errorf("iotc: provision: %w", err)
+		return assignment{}, provisioningFailure(err)
 	}
 	if res.Hub == "" || res.DeviceID == "" {
 		return assignment{}, fmt.Errorf("%w: provisioning returned no hub or device id", domain.ErrMalformed)

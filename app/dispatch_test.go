@@ -70,6 +70,46 @@ func TestNoPropertyHandlerNoAutoAck(t *testing.T) {
 	})
 }
 
+// A desired patch at the version the twin read already handled (a common
+// race right after connecting: the patch was published while the twin was
+// read) is not handled or reported again.
+func TestDesiredPatchAtTheTwinVersionIsNotHandledAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		h := newHub(e.ctrl, `{"desired":{"$version":5,"fan":true,"$metadata":{"fan":{"$lastUpdatedVersion":5}}},"reported":{}}`)
+		e.provisions(testHub, 1)
+		e.hubConnects(connResult{hub: h})
+		c := e.client(e.options())
+		defer closeClient(t, c)
+		calls := make(chan domain.DesiredProperty, 4)
+		c.OnProperty(func(_ context.Context, p domain.DesiredProperty) domain.PropertyAck {
+			calls <- p
+			return domain.PropertyAck{}
+		})
+		if err := c.Connect(context.Background()); err != nil {
+			t.Fatalf("Connect: %v", err)
+		}
+		ev := <-e.events
+		jsonEqual(t, <-h.reported, `{"fan":{"value":true,"ac":200,"av":5}}`)
+		if p := <-calls; p.Name != "fan" || p.Version != 5 {
+			t.Fatalf("handler got %+v", p)
+		}
+		h.mu.Lock()
+		reads := h.twinReads
+		h.mu.Unlock()
+		ev.OnDesiredPatch([]byte(`{"$version":5,"fan":true}`))
+		synctest.Wait()
+		if len(calls) != 0 || len(h.reported) != 0 {
+			t.Fatalf("the patch at version 5 was handled again: %d calls, %d reports", len(calls), len(h.reported))
+		}
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.twinReads != reads {
+			t.Fatalf("the patch at version 5 made the client read the twin again")
+		}
+	})
+}
+
 // liveEnv is a connected client with an empty twin and its event handler.
 func liveEnv(t *testing.T) (*env, *Client, *hub, ports.EventHandler) {
 	e := newEnv(t)

@@ -57,12 +57,15 @@ type hub struct {
 	desired   map[string]any // the twin, updated by desire and PatchReported
 	rep       map[string]any
 	getErr    func() error // when set, GetTwin fails with its result (nil: succeeds)
+	twinReads int          // GetTwin calls, guarded by mu
 	reported  chan string
 	responses chan response
 	sent      chan domain.Message
 	renewals  chan string
 	renewErr  error
 	sendHook  func(domain.Message) error // replaces the default send, if set
+	// sendCtxHook replaces the default send, if set, and sees its context.
+	sendCtxHook func(context.Context, domain.Message) error
 }
 
 type response struct {
@@ -102,6 +105,7 @@ func newHub(ctrl *gomock.Controller, twin string) *hub {
 		}
 		h.mu.Lock()
 		defer h.mu.Unlock()
+		h.twinReads++
 		if h.getErr != nil {
 			if err := h.getErr(); err != nil {
 				return nil, err
@@ -129,7 +133,10 @@ func newHub(ctrl *gomock.Controller, twin string) *hub {
 		h.responses <- response{rid, status, string(body)}
 		return nil
 	}).AnyTimes()
-	m.SendTelemetry(gomock.Any(), gomock.Any()).DoAndReturn(func(_ context.Context, msg domain.Message) error {
+	m.SendTelemetry(gomock.Any(), gomock.Any()).DoAndReturn(func(ctx context.Context, msg domain.Message) error {
+		if h.sendCtxHook != nil {
+			return h.sendCtxHook(ctx, msg)
+		}
 		if h.sendHook != nil {
 			return h.sendHook(msg)
 		}

@@ -36,6 +36,21 @@ type OutboxStats struct {
 	// good (status 400 or 413: no retry could deliver them; each is also
 	// logged).
 	Rejected uint64
+	// Lost counts messages the durable outbox had accepted and can no
+	// longer deliver because their records were damaged on disk: found
+	// when it was opened (counted by the gap in message numbers around the
+	// damage) and since. Logged at Error level.
+	Lost uint64
+	// Torn counts message records found cut short at the end of the
+	// durable outbox when it was opened: a write that a crash interrupted
+	// (nothing accepted was lost if its EnqueueTelemetry had not returned)
+	// or the end of the file lost with the power.
+	Torn uint64
+	// QuarantinedBytes is how many damaged bytes the durable outbox moved
+	// out of its files when it was opened, into quarantine files beside
+	// them (named in the log line), for inspection; nothing reads them
+	// again.
+	QuarantinedBytes int64
 }
 
 // outboxState is the client's side of the outbox: the pump's state and
@@ -124,12 +139,32 @@ func (c *Client) OutboxStats() OutboxStats {
 		Expired:   c.ob.expired.Load(),
 		Rejected:  c.ob.rejected.Load(),
 	}
+	if d, ok := c.opts.Outbox.(ports.OutboxDamageReporter); ok {
+		dm := d.Damage()
+		st.Lost, st.Torn, st.QuarantinedBytes = dm.Lost, dm.Torn, dm.QuarantinedBytes
+	}
 	c.ob.mu.RLock()
 	defer c.ob.mu.RUnlock()
 	if c.opts.Outbox != nil && !c.ob.closed {
 		st.Messages, st.Bytes = c.opts.Outbox.Len()
 	}
 	return st
+}
+
+// logOutboxDamage logs at Error level what the outbox found damaged when
+// it was opened: without it a loss would be silent.
+func (c *Client) logOutboxDamage() {
+	d, ok := c.opts.Outbox.(ports.OutboxDamageReporter)
+	if !ok {
+		return
+	}
+	dm := d.Damage()
+	switch {
+	case dm.Lost > 0 || dm.Torn > 0:
+		c.log.Error("outbox: messages lost to damage on disk", "lost", dm.Lost, "torn", dm.Torn, "quarantined_bytes", dm.QuarantinedBytes, "quarantine", dm.Quarantine)
+	case dm.QuarantinedBytes > 0:
+		c.log.Warn("outbox: damaged bytes moved to quarantine, no message lost", "quarantined_bytes", dm.QuarantinedBytes, "quarantine", dm.Quarantine)
+	}
 }
 
 // kickOutbox starts the pump when the outbox holds something and the

@@ -299,6 +299,52 @@ func TestOutboxFullLosesNothing(t *testing.T) {
 	})
 }
 
+// Close lets an outbox delivery in flight finish before it cancels
+// anything: the hub's acknowledgement arrives, the message is removed and
+// counted delivered, so it is not delivered again after a restart.
+func TestCloseDrainsADeliveryInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		h := newHub(e.ctrl, emptyTwin)
+		e.provisions(testHub, 1)
+		e.hubConnects(connResult{hub: h})
+		started, release := make(chan struct{}, 1), make(chan struct{})
+		h.sendCtxHook = func(ctx context.Context, m domain.Message) error {
+			started <- struct{}{}
+			select {
+			case <-release:
+				h.sent <- m
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		ob := newFakeOutbox(0)
+		o := e.options()
+		o.Outbox = ob
+		c := e.client(o)
+		enqueueN(t, c, 1, 1)
+		if err := c.Connect(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		<-started
+		closed := make(chan error, 1)
+		go func() { closed <- c.Close(context.Background()) }()
+		synctest.Wait() // Close is waiting for the delivery; nothing was cancelled
+		close(release)
+		if err := <-closed; err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		receive(t, h, 1, 1)
+		ob.mu.Lock()
+		left := len(ob.entries)
+		ob.mu.Unlock()
+		if st := c.OutboxStats(); left != 0 || st.Delivered != 1 {
+			t.Fatalf("after Close: %d entries left, %d delivered; want the delivery in flight finished", left, st.Delivered)
+		}
+	})
+}
+
 // A session that dies under a delivery: the message goes again, with its
 // id, on the next session, and the order holds.
 func TestDeliveryRidesOverAReconnect(t *testing.T) {

@@ -170,6 +170,7 @@ func (c *Client) step(s *session, res watchResult) {
 		c.sess = nil
 		c.broadcastLocked()
 	}
+	c.gaveUp = err
 	c.setStatusLocked(domain.ConnectionStatus{State: domain.StateReconnecting, Reason: reason, Err: err, Transport: s.transport})
 	old := s
 	// A drained session closes cleanly before the new one opens; a
@@ -277,6 +278,6 @@ func (c *Client) reconnect(failures, backoff *int, immediate bool) (*session, er
 		if c.opts.MaxAttempts > 0 && *failures >= c.opts.MaxAttempts {
 			return nil, fmt.Errorf("%w after %d attempts: %w", errGaveUp, *failures, err)
 		}
-		c.setStatus(domain.ConnectionStatus{State: domain.StateReconnecting, Reason: reasonFor(err), Err: err})
+		c.attemptFailed(domain.ConnectionStatus{State: domain.StateReconnecting, Reason: reasonFor(err), Err: err})
 	}
 }

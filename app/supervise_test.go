@@ -2,8 +2,13 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -230,6 +235,48 @@ func TestReconnectBacksOffAndGivesUpAfterMaxAttempts(t *testing.T) {
 	})
 }
 
+// While connections keep failing the wait between attempts grows: with
+// the jitter pinned at one half, each wait is twice the one before, until
+// the cap. A backoff that never grows would hammer the hub in an outage.
+func TestReconnectBackoffGrows(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		h1 := newHub(e.ctrl, emptyTwin)
+		e.provisions(testHub, 1)
+		e.hubConnects(connResult{hub: h1}, connResult{err: dialErr}, connResult{err: dialErr}, connResult{err: dialErr}, connResult{err: dialErr}, connResult{err: dialErr}, connResult{err: dialErr})
+		o := e.options()
+		o.MaxAttempts = 6
+		o.Backoff = domain.Backoff{Base: time.Second, Cap: 8 * time.Second}
+		defer func(f func() float64) { randFloat = f }(randFloat)
+		randFloat = func() float64 { return 0.5 }
+		c := e.client(o)
+		defer closeClient(t, c)
+		if err := c.Connect(context.Background()); err != nil {
+			t.Fatalf("Connect: %v", err)
+		}
+		<-e.conns
+		h1.kill(errors.New("connection reset"))
+		var at []time.Time
+		for range 6 {
+			<-e.conns
+			at = append(at, time.Now()) // the bubble's clock: the attempt's time
+		}
+		var gaps []time.Duration
+		for i := 1; i < len(at); i++ {
+			gaps = append(gaps, at[i].Sub(at[i-1]))
+		}
+		// Half of each ceiling: 1 s, 2 s, 4 s, 8 s, 8 s (the cap), in turn
+		// from wherever the count stood after the drop.
+		for i := 1; i < len(gaps); i++ {
+			want := min(2*gaps[i-1], 4*time.Second)
+			if gaps[i] != want || gaps[i] == 0 {
+				t.Fatalf("waits between attempts %v: want each twice the one before, up to half the 8 s cap", gaps)
+			}
+		}
+		e.requireStatus(domain.StateClosed, domain.ReasonRetryExpired)
+	})
+}
+
 func TestCloseWhileReconnecting(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := newEnv(t)
@@ -286,6 +333,37 @@ func TestStatusCallbackDoesNotBlockTheClient(t *testing.T) {
 		want := []domain.State{domain.StateConnecting, domain.StateConnected, domain.StateClosed}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("statuses %v, want %v", got, want)
+		}
+	})
+}
+
+// TestReconnectKeepsTheCauseAndNeverRetriesAnUntrustedServer: while the
+// client reconnects, Err() and Status() carry the last attempt's cause (a
+// refused connection, retried); a server certificate that fails
+// verification ends the retries at once.
+func TestReconnectKeepsTheCauseAndNeverRetriesAnUntrustedServer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		h1 := newHub(e.ctrl, emptyTwin)
+		refused := domain.DiagnoseNetwork(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)})
+		untrusted := domain.DiagnoseNetwork(&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}})
+		c := e.connected(func(o *Options) {
+			o.Backoff = domain.Backoff{Base: time.Second, Cap: time.Second}
+		}, connResult{hub: h1}, connResult{err: refused}, connResult{err: untrusted})
+		defer closeClient(t, c)
+		h1.kill(errors.New("connection reset"))
+		<-e.conns // the refused attempt
+		e.requireStatus(domain.StateReconnecting, domain.ReasonNoNetwork)
+		if err := c.Err(); !errors.Is(err, domain.ErrConnectionRefused) {
+			t.Errorf("Err() while reconnecting = %v, want the refused connection", err)
+		}
+		if st := c.Status(); st.State != domain.StateReconnecting || !errors.Is(st.Err, domain.ErrConnectionRefused) {
+			t.Errorf("Status() while reconnecting = %v", st)
+		}
+		<-e.conns // the untrusted attempt: the last one hubConnects allows
+		e.requireStatus(domain.StateClosed, domain.ReasonUntrustedServer)
+		if err := c.Err(); !errors.Is(err, domain.ErrUntrustedServer) {
+			t.Errorf("Err() after an untrusted server = %v", err)
 		}
 	})
 }

@@ -51,7 +51,7 @@ type HubError struct {
 }
 
 func (e *HubError) Error() string {
-	s := fmt.Sprintf("iotc: %s: status %d", e.Op, e.Status)
+	s := fmt.Sprintf("%s: status %d", e.Op, e.Status)
 	if e.Code != 0 {
 		s += fmt.Sprintf(" (code %d)", e.Code)
 	}
@@ -81,10 +81,12 @@ func (e *HubError) Is(target error) bool {
 }
 
 // IsRetryable reports whether an operation that failed with err may
-// succeed if tried again later on a new connection: network failures,
-// lost connections, timeouts, throttling and service errors (5xx) are;
-// refused credentials, unknown devices, malformed or oversized requests,
-// invalid configuration and cancellation are not.
+// succeed if tried again later on a new connection: network failures
+// (refused connections and unknown hosts included), lost connections,
+// timeouts, throttling and service errors (5xx) are; an untrusted server
+// certificate, refused credentials, unknown devices, malformed or oversized
+// requests, invalid configuration and cancellation are not. It is the one
+// place where the client decides what to retry.
 func IsRetryable(err error) bool {
 	if err == nil {
 		return false
@@ -92,6 +94,7 @@ func IsRetryable(err error) bool {
 	switch {
 	case errors.Is(err, context.Canceled),
 		errors.Is(err, ErrClosed),
+		errors.Is(err, ErrUntrustedServer),
 		errors.Is(err, ErrUnauthorized),
 		errors.Is(err, ErrDeviceNotFound),
 		errors.Is(err, ErrMessageTooLarge),

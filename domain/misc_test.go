@@ -417,3 +417,9 @@ func TestMessageSizeMatchesItsPropertyBag(t *testing.T) {
 		}
 	}
 }
+
+func TestClientProductCarriesTheVersion(t *testing.T) {
+	if ClientProduct != "iotc-go/"+Version || Version == "" {
+		t.Errorf("ClientProduct %q, Version %q", ClientProduct, Version)
+	}
+}

@@ -10,6 +10,42 @@ import (
 // already stored is dropped to make room; the message was not stored.
 var ErrOutboxFull = errors.New("iotc: outbox full")
 
+// ErrOutboxDamaged is returned (wrapped, with the path) when a durable
+// outbox holds damaged records and cannot be opened safely: the damaged
+// bytes could not be moved aside to a quarantine file, so using the
+// outbox could destroy what it still holds. Damage that was moved aside
+// is not an error: it is reported by OutboxDamage.
+var ErrOutboxDamaged = errors.New("iotc: outbox damaged")
+
+// OutboxDamage is what a durable outbox found damaged when it was opened,
+// and what it lost since. The zero value means nothing was damaged.
+type OutboxDamage struct {
+	// Lost counts messages the outbox had accepted and can no longer
+	// deliver: records damaged on disk, counted by the gap in sequence
+	// numbers around the damage, and records that stopped reading back
+	// intact after opening. Damage at the very end of the outbox, with no
+	// intact record after it, cannot be counted this way: it shows as
+	// Torn or QuarantinedBytes only.
+	Lost uint64
+	// Torn counts message records cut short at the end of the newest
+	// segment: a write that a crash interrupted (its Append may not have
+	// returned, and then nothing accepted was lost) or the end of the file
+	// lost with the power.
+	Torn uint64
+	// QuarantinedBytes is how many damaged bytes were moved out of the
+	// segment files into quarantine files.
+	QuarantinedBytes int64
+	// Quarantine lists the quarantine files written, each beside the
+	// segment it came from; they are never read again by the outbox and
+	// may be deleted once inspected.
+	Quarantine []string
+}
+
+// Any reports whether d records any damage.
+func (d OutboxDamage) Any() bool {
+	return d.Lost > 0 || d.Torn > 0 || d.QuarantinedBytes > 0
+}
+
 // Default bounds of an outbox (OutboxLimit's zero fields).
 const (
 	// DefaultOutboxMessages is how many messages an outbox holds by

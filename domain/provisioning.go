@@ -105,26 +105,59 @@ type Assignment struct {
 	Payload json.RawMessage
 }
 
-// ProvisioningError is a final DPS answer other than assigned.
+// ProvisioningStatusRefused is the Status of a ProvisioningError made
+// when DPS refused the connection or the request itself (MQTT CONNACK 4/5,
+// AMQP SASL, HTTP 401/403/404) before any registration answer.
+const ProvisioningStatusRefused = "refused"
+
+// ProvisioningError is a final DPS answer other than assigned, or a
+// refusal of the registration by DPS (Status ProvisioningStatusRefused,
+// the refusal in Err). errors.Is matches ErrUnauthorized for a disabled or
+// blacklisted enrollment, a 401xxx code, or an Err that matches it.
 type ProvisioningError struct {
-	Status    string // failed, disabled, blacklisted, ...
+	Status    string // failed, disabled, blacklisted, refused
 	ErrorCode int
 	Message   string
+	// Err is the refusal behind a "refused" status; nil otherwise.
+	Err error
 }
 
+// Error says what DPS answered and then what to check.
 func (e *ProvisioningError) Error() string {
-	s := "iotc: provisioning " + e.Status
+	s := "provisioning " + e.Status
 	if e.ErrorCode != 0 {
 		s += fmt.Sprintf(" (code %d)", e.ErrorCode)
 	}
 	if e.Message != "" {
 		s += ": " + e.Message
 	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	if hint := e.hint(); hint != "" {
+		s += "; " + hint
+	}
 	return s
 }
 
+// hint names what the user should check.
+func (e *ProvisioningError) hint() string {
+	switch {
+	case e.Status == DPSDisabled, e.Status == DPSBlacklisted:
+		return "the device or its enrollment group is disabled (or blocked) in the application"
+	case e.Status == ProvisioningStatusRefused, e.ErrorCode/1000 == 401:
+		return "check the ID scope, the device id and the key (or the certificate and its CA)"
+	case e.ErrorCode/1000 == 404:
+		return "check the ID scope and the device id"
+	}
+	return ""
+}
+
+// Unwrap returns Err.
+func (e *ProvisioningError) Unwrap() error { return e.Err }
+
 // Is matches ErrUnauthorized for disabled or blacklisted enrollments and
-// for 401xxx error codes.
+// for 401xxx error codes (a refusal in Err matches through Unwrap).
 func (e *ProvisioningError) Is(target error) bool {
 	if target == ErrUnauthorized {
 		return e.Status == DPSDisabled || e.Status == DPSBlacklisted || e.ErrorCode/1000 == 401

@@ -48,6 +48,7 @@ const (
 	ReasonTransportFallback     Reason = 256 // a transport failed and the next one is tried
 	ReasonReprovisioned         Reason = 512 // cached credentials were refused; provisioned again
 	ReasonDesiredChangedOffline Reason = 1024
+	ReasonUntrustedServer       Reason = 2048 // the server's certificate failed verification
 )
 
 func (r Reason) String() string {
@@ -76,6 +77,8 @@ func (r Reason) String() string {
 		return "re-provisioned"
 	case ReasonDesiredChangedOffline:
 		return "desired properties changed while offline"
+	case ReasonUntrustedServer:
+		return "server certificate not trusted"
 	}
 	return fmt.Sprintf("Reason(%d)", int(r))
 }

@@ -4,6 +4,12 @@
 // receives exactly as it does against IoT Central, in microseconds and
 // with no TLS, ports or emulator to start.
 //
+// The hub is the emulator's own model (its core, in memory, reached
+// in-process through package emulator/inproc): iotctest only adapts it to
+// the SDK's ports, so it checks what the emulator checks (SAS tokens for
+// the resource they name, one session per device, settlements only on the
+// live session, IoT Hub's size limits and twin key rules).
+//
 // The test plays the operator: SetProperty writes a desired property and
 // waits for the device's acknowledgement, InvokeCommand calls a command
 // and returns the device's answer, QueueCommand and SendCloudToDevice
@@ -15,17 +21,17 @@
 package iotctest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
+	"maps"
 	"sync"
 	"time"
 
 	"github.com/iotc-go/iotc"
 	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/emulator/inproc"
 	"github.com/iotc-go/iotc/ports"
 )
 
@@ -38,6 +44,9 @@ const (
 	// GroupKey is the enrollment group's primary key (base64); devices
 	// derive their keys from it.
 	GroupKey = "aW90Y3Rlc3QtZ3JvdXAta2V5LW5vdC1hLXNlY3JldC0wMTIzNDU2Nzg5MA=="
+	// TelemetryKept is how many messages per device the Hub keeps for
+	// Telemetry and WaitTelemetry (older ones are forgotten).
+	TelemetryKept = 100_000
 )
 
 // ErrOffline is returned for an operation that needs the device connected.
@@ -81,38 +90,28 @@ type CommandResult struct {
 // ports.Transport. Its methods are safe for concurrent use. The zero value
 // is not usable: call New.
 type Hub struct {
-	mu      sync.Mutex
-	devices map[string]*device
-	refuse  []error
-	changed chan struct{} // closed and replaced on every change
-	rid     int
-}
+	in *inproc.Hub
 
-type device struct {
-	id, model string
-	desired   *section
-	reported  *section
-	sess      *session
-	telemetry []Telemetry
-	patches   []json.RawMessage
-	queue     []*c2d
-	connects  int
-	methods   map[string]chan CommandResult
-}
+	mu     sync.Mutex
+	refuse []error
 
-type c2d struct {
-	id      string
-	body    []byte
-	props   map[string]string
-	sentOn  *session
-	outcome chan domain.Outcome // receives the first settlement
+	// pmu is held across a reported patch and its recording, so that a
+	// patch the twin shows is in patches too.
+	pmu     sync.Mutex
+	patches map[string][]json.RawMessage // accepted reported patches, per device
 }
 
 var _ ports.Transport = (*Hub)(nil)
 
 // New returns an empty Hub: devices are created when they provision.
 func New() *Hub {
-	return &Hub{devices: map[string]*device{}, changed: make(chan struct{})}
+	in, err := inproc.New(inproc.Options{IDScope: IDScope, HubHost: HubHost, GroupKey: GroupKey, TelemetryHistory: TelemetryKept})
+	if err != nil {
+		// GroupKey is a constant valid key: this cannot happen. Keep a
+		// working hub whose devices cannot authenticate rather than panic.
+		in, _ = inproc.New(inproc.Options{IDScope: IDScope, HubHost: HubHost, TelemetryHistory: TelemetryKept})
+	}
+	return &Hub{in: in, patches: map[string][]json.RawMessage{}}
 }
 
 // Config returns an iotc.Config for device id on this Hub: a group-key
@@ -125,88 +124,42 @@ func (h *Hub) Config(id string) iotc.Config {
 // Name implements ports.Transport.
 func (h *Hub) Name() string { return "iotctest" }
 
-func (h *Hub) changedLocked() {
-	close(h.changed)
-	h.changed = make(chan struct{})
-}
-
-// wait blocks until cond (evaluated with h.mu held) is true or ctx ends.
-func (h *Hub) wait(ctx context.Context, cond func() bool) error {
-	for {
-		h.mu.Lock()
-		if cond() {
-			h.mu.Unlock()
-			return nil
-		}
-		ch := h.changed
-		h.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-func (h *Hub) deviceLocked(id string) *device {
-	d := h.devices[id]
-	if d == nil {
-		d = &device{id: id, desired: newSection(true), reported: newSection(false), methods: map[string]chan CommandResult{}}
-		h.devices[id] = d
-	}
-	return d
-}
-
-// verify checks a SAS token for resource against the key derived for id.
-func verify(token, resource, id string) error {
-	if token == "" {
-		return fmt.Errorf("%w: no SAS token (X.509 is not simulated)", domain.ErrUnauthorized)
-	}
-	t, err := domain.ParseSAS(token)
-	if err != nil {
-		return fmt.Errorf("%w: %w", domain.ErrUnauthorized, err)
-	}
-	if !t.MatchesResource(resource) {
-		return fmt.Errorf("%w: token for %q, want %q", domain.ErrUnauthorized, t.Resource, resource)
-	}
-	key, err := domain.DeriveDeviceKey(GroupKey, id)
-	if err != nil {
-		return err
-	}
-	if err := t.Verify(key, time.Now()); err != nil {
-		return fmt.Errorf("%w: %w", domain.ErrUnauthorized, err)
-	}
-	return nil
-}
-
-// Provision implements ports.Provisioner: a device of the Hub's group
-// (its key derived from GroupKey) is assigned to HubHost; the modelId of
-// the payload becomes its model. A wrong key gives domain.ErrUnauthorized.
+// Provision implements ports.Provisioner as the emulator's DPS does: a
+// device of the Hub's group (its key derived from GroupKey, the SAS token
+// for "{IDScope}/registrations/{id}") is assigned to HubHost; the modelId
+// of the payload becomes its model. Refused credentials, a token for
+// another resource or an unknown ID scope give domain.ErrUnauthorized; a
+// registration id IoT Hub refuses (1..128 of letters, digits and
+// -.%_*?!(),:=@$') gives domain.ErrInvalidConfig.
 func (h *Hub) Provision(ctx context.Context, req ports.ProvisioningRequest) (domain.Assignment, error) {
-	if err := ctx.Err(); err != nil {
-		return domain.Assignment{}, err
+	body, err := req.Registration.Body()
+	if err != nil {
+		return domain.Assignment{}, fmt.Errorf("%w: registration body: %w", domain.ErrInvalidConfig, err)
 	}
 	id := req.Registration.RegistrationID
-	if req.IDScope != IDScope {
-		return domain.Assignment{}, fmt.Errorf("%w: unknown ID scope %q", domain.ErrUnauthorized, req.IDScope)
+	r, err := h.in.Register(ctx, req.IDScope, id, req.Auth.SASToken, body)
+	var dpsErr *inproc.DPSError
+	switch {
+	case errors.As(err, &dpsErr):
+		return domain.Assignment{}, &domain.HubError{Op: "register", Status: dpsErr.Status, Code: dpsErr.Code, Message: dpsErr.Message}
+	case errors.Is(err, inproc.ErrNotFound): // unknown ID scope: DPS refuses the credentials
+		return domain.Assignment{}, fmt.Errorf("%w: %w", domain.ErrUnauthorized, err)
+	case err != nil:
+		return domain.Assignment{}, toDomain("register", err)
+	case r.Status != "assigned":
+		return domain.Assignment{}, &domain.ProvisioningError{Status: r.Status, ErrorCode: r.ErrorCode, Message: r.ErrorMessage}
 	}
-	if err := verify(req.Auth.SASToken, domain.DPSResource(req.IDScope, id), id); err != nil {
-		return domain.Assignment{}, err
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	d := h.deviceLocked(id)
-	if req.Registration.ModelID != "" {
-		d.model = req.Registration.ModelID
-	}
-	h.changedLocked()
-	return domain.Assignment{Hub: HubHost, DeviceID: id, Substatus: "initialAssignment"}, nil
+	return domain.Assignment{Hub: r.AssignedHub, DeviceID: r.DeviceID, Substatus: r.Substatus}, nil
 }
 
 // Connect implements ports.HubConnector: it opens a session for a
-// provisioned device (a second one drops the first, as IoT Hub does),
-// delivers queued cloud-to-device messages, or fails with the error given
-// to RefuseConnect.
+// provisioned device with a SAS token for "{HubHost}/devices/{id}" (X.509
+// is not simulated), replacing the device's live session as IoT Hub does
+// (the old one ends with domain.ErrNotConnected), and delivers the queued
+// cloud-to-device messages; or it fails with the error given to
+// RefuseConnect. Errors: domain.ErrUnauthorized (bad or expired token, a
+// token for another resource), domain.ErrDeviceNotFound (unknown device
+// or hub host), domain.ErrInvalidConfig (nil events).
 func (h *Hub) Connect(ctx context.Context, conn ports.HubConnection, events ports.EventHandler) (ports.HubSession, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -218,37 +171,63 @@ func (h *Hub) Connect(ctx context.Context, conn ports.HubConnection, events port
 	if len(h.refuse) > 0 {
 		err := h.refuse[0]
 		h.refuse = h.refuse[1:]
-		h.changedLocked()
 		h.mu.Unlock()
 		return nil, err
 	}
 	h.mu.Unlock()
-	if conn.Host != HubHost {
-		return nil, fmt.Errorf("%w: unknown hub %q", domain.ErrDeviceNotFound, conn.Host)
+	s := &session{hub: h, id: conn.DeviceID, events: events, ready: make(chan struct{})}
+	c, err := h.in.Connect(ctx, conn.Host, conn.DeviceID, conn.Auth.SASToken, conn.ModelID, s)
+	s.conn = c
+	close(s.ready)
+	if err != nil {
+		return nil, toDomain("connect", err)
 	}
-	if err := verify(conn.Auth.SASToken, domain.HubResource(conn.Host, conn.DeviceID), conn.DeviceID); err != nil {
-		return nil, err
-	}
-	h.mu.Lock()
-	d, ok := h.devices[conn.DeviceID]
-	if !ok {
-		h.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s", domain.ErrDeviceNotFound, conn.DeviceID)
-	}
-	old := d.sess
-	s := newSession(h, d, events)
-	d.sess = s
-	d.connects++
-	if conn.ModelID != "" {
-		d.model = conn.ModelID
-	}
-	h.changedLocked()
-	h.mu.Unlock()
-	if old != nil {
-		old.end(fmt.Errorf("%w: the device connected again", domain.ErrNotConnected))
-	}
-	h.deliverC2D(d)
 	return s, nil
+}
+
+// toDomain maps the emulator's errors to the SDK's port contract.
+func toDomain(op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, inproc.ErrDisconnected):
+		if errors.Is(err, inproc.ErrUnauthorized) {
+			return fmt.Errorf("%w: %w: %w", domain.ErrNotConnected, domain.ErrUnauthorized, err)
+		}
+		return fmt.Errorf("%w: %w", domain.ErrNotConnected, err)
+	case errors.Is(err, inproc.ErrUnauthorized):
+		return fmt.Errorf("%w: %w", domain.ErrUnauthorized, err)
+	case errors.Is(err, inproc.ErrNotFound):
+		return fmt.Errorf("%w: %w", domain.ErrDeviceNotFound, err)
+	case errors.Is(err, inproc.ErrTooLarge):
+		return fmt.Errorf("%w: %w", domain.ErrMessageTooLarge, err)
+	case errors.Is(err, inproc.ErrThrottled):
+		return fmt.Errorf("%w: %w", domain.ErrThrottled, err)
+	case errors.Is(err, inproc.ErrQuotaExceeded):
+		return &domain.HubError{Op: op, Status: 403, Code: 403002, Message: err.Error()}
+	case errors.Is(err, inproc.ErrUnavailable):
+		return &domain.HubError{Op: op, Status: 503, Message: err.Error()}
+	case errors.Is(err, inproc.ErrInvalid):
+		return fmt.Errorf("%w: %w", domain.ErrInvalidConfig, err)
+	case errors.Is(err, inproc.ErrClosed):
+		return fmt.Errorf("%w: %w", domain.ErrNotConnected, err)
+	}
+	return err
+}
+
+// operatorErr maps an emulator error of an operator call: an unknown
+// device wraps ErrNotFound (and ErrOffline when offline), an offline one
+// ErrOffline.
+func operatorErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, inproc.ErrNotFound):
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	case errors.Is(err, inproc.ErrDeviceOffline):
+		return fmt.Errorf("%w: %w", ErrOffline, err)
+	}
+	return err
 }
 
 // RefuseConnect makes the next len(errs) hub connections fail with errs
@@ -261,153 +240,119 @@ func (h *Hub) RefuseConnect(errs ...error) {
 }
 
 // Drop ends the device's session as a lost connection does; the client
-// reconnects by itself. It returns ErrOffline when there is none.
+// reconnects by itself. It returns ErrOffline when there is none (and
+// ErrNotFound too for an unknown device).
 func (h *Hub) Drop(id string) error {
-	h.mu.Lock()
-	d := h.devices[id]
-	var s *session
-	if d != nil {
-		s = d.sess
+	err := h.in.Disconnect(id)
+	if errors.Is(err, inproc.ErrNotFound) {
+		return fmt.Errorf("%w: %w: %w", ErrOffline, ErrNotFound, err)
 	}
-	h.mu.Unlock()
-	if s == nil {
-		return fmt.Errorf("%w: %s", ErrOffline, id)
-	}
-	s.end(fmt.Errorf("%w: connection dropped by the test", domain.ErrNotConnected))
-	return nil
+	return operatorErr(err)
 }
 
 // Connected reports whether the device has an open session.
 func (h *Hub) Connected(id string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	d := h.devices[id]
-	return d != nil && d.sess != nil
+	d, err := h.in.Device(id)
+	return err == nil && d.Connected
 }
 
 // Connects counts the device's hub connections so far.
 func (h *Hub) Connects(id string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if d := h.devices[id]; d != nil {
-		return d.connects
-	}
-	return 0
+	d, _ := h.in.Device(id)
+	return d.Connects
 }
 
 // WaitConnected waits until the device has an open session, its
 // connection number n or later (1 is the first), or ctx ends.
 func (h *Hub) WaitConnected(ctx context.Context, id string, n int) error {
-	return h.wait(ctx, func() bool {
-		d := h.devices[id]
-		return d != nil && d.sess != nil && d.connects >= n
+	return h.in.Wait(ctx, func() bool {
+		d, err := h.in.Device(id)
+		return err == nil && d.Connected && d.Connects >= n
 	})
 }
 
 // ModelID returns the model the device announced.
 func (h *Hub) ModelID(id string) string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if d := h.devices[id]; d != nil {
-		return d.model
-	}
-	return ""
+	d, _ := h.in.Device(id)
+	return d.ModelID
 }
 
-// Telemetry returns every message the device sent, in order.
+// Telemetry returns every message the device sent, in order (the last
+// TelemetryKept).
 func (h *Hub) Telemetry(id string) []Telemetry {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if d := h.devices[id]; d != nil {
-		return append([]Telemetry(nil), d.telemetry...)
+	hist, err := h.in.TelemetryHistory(id)
+	if err != nil {
+		return nil
 	}
-	return nil
+	out := make([]Telemetry, len(hist))
+	for i, m := range hist {
+		out[i] = Telemetry{Component: m.Component, Body: m.Body, Properties: m.Properties, MessageID: m.MessageID, Received: m.Received}
+	}
+	return out
 }
 
 // WaitTelemetry waits until the device sent at least n messages and
 // returns them all.
 func (h *Hub) WaitTelemetry(ctx context.Context, id string, n int) ([]Telemetry, error) {
-	err := h.wait(ctx, func() bool { d := h.devices[id]; return d != nil && len(d.telemetry) >= n })
+	err := h.in.Wait(ctx, func() bool { return len(h.Telemetry(id)) >= n })
 	return h.Telemetry(id), err
 }
 
+// twin returns the device's sections, nil for an unknown device.
+func (h *Hub) twin(id string) (desired, reported map[string]any) {
+	desired, reported, err := h.in.Twin(id)
+	if err != nil {
+		return nil, nil
+	}
+	return desired, reported
+}
+
 // Reported returns the reported properties as the twin holds them
-// (without $version and $metadata).
+// (without $version and $metadata; numbers are float64).
 func (h *Hub) Reported(id string) map[string]any {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	d := h.devices[id]
-	if d == nil {
+	_, rep := h.twin(id)
+	if rep == nil {
 		return nil
 	}
-	doc := d.reported.doc(false)
-	delete(doc, "$version")
-	return doc
+	delete(rep, "$version")
+	delete(rep, "$metadata")
+	return rep
 }
 
 // ReportedPatches returns every reported-properties patch the device
-// sent, in order.
+// sent and the hub accepted, in order.
 func (h *Hub) ReportedPatches(id string) []json.RawMessage {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if d := h.devices[id]; d != nil {
-		return append([]json.RawMessage(nil), d.patches...)
-	}
-	return nil
+	h.pmu.Lock()
+	defer h.pmu.Unlock()
+	return append([]json.RawMessage(nil), h.patches[id]...)
 }
 
 // WaitReported waits until the reported properties satisfy cond (called
-// with the current reported properties, which it must not keep).
+// with the current reported properties, without $version and $metadata).
 func (h *Hub) WaitReported(ctx context.Context, id string, cond func(reported map[string]any) bool) error {
-	return h.wait(ctx, func() bool {
-		d := h.devices[id]
-		return d != nil && cond(d.reported.props)
+	return h.in.Wait(ctx, func() bool {
+		rep := h.Reported(id)
+		return rep != nil && cond(rep)
 	})
 }
 
-// Desired returns the desired properties with $version and $metadata.
+// Desired returns the desired properties with $version and $metadata
+// (numbers are float64, $version int64).
 func (h *Hub) Desired(id string) map[string]any {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if d := h.devices[id]; d != nil {
-		return d.desired.doc(true)
-	}
-	return nil
+	d, _ := h.twin(id)
+	return d
 }
 
 // UpdateProperties writes desired properties (in component, "" for the
 // root; a component's patch gets "__t": "c") as an operator does, pushes
 // the patch to the device if it is connected, and returns the new desired
-// $version. The device sees it at its next twin read if offline.
+// $version. The device sees it at its next twin read if offline. Errors:
+// ErrNotFound; a patch IoT Hub refuses (a key with '.', '$' or a space,
+// nesting over 10 levels, a section over 32 KiB) wraps
+// emulator/inproc.ErrInvalid or ErrTooLarge.
 func (h *Hub) UpdateProperties(id, component string, props map[string]any) (int64, error) {
-	patch := map[string]any{}
-	for k, v := range props {
-		patch[k] = v
-	}
-	if component != "" {
-		patch["__t"] = "c"
-		patch = map[string]any{component: patch}
-	}
-	h.mu.Lock()
-	d := h.devices[id]
-	if d == nil {
-		h.mu.Unlock()
-		return 0, fmt.Errorf("%w: %s", ErrNotFound, id)
-	}
-	v := d.desired.apply(patch, time.Now())
-	s := d.sess
-	h.changedLocked()
-	h.mu.Unlock()
-	if s != nil {
-		push := deepCopy(patch).(map[string]any)
-		push["$version"] = v
-		b, err := json.Marshal(push)
-		if err != nil {
-			return v, err
-		}
-		s.deliver(func(e ports.EventHandler) { e.OnDesiredPatch(b) })
-	}
-	return v, nil
+	v, err := h.in.UpdateProperties(context.Background(), id, component, props)
+	return v, operatorErr(err)
 }
 
 // SetProperty writes one writable property and waits until the device
@@ -420,8 +365,8 @@ func (h *Hub) SetProperty(ctx context.Context, id, component, name string, value
 		return Ack{}, err
 	}
 	var ack Ack
-	err = h.wait(ctx, func() bool {
-		a, ok := h.ackLocked(id, component, name)
+	err = h.in.Wait(ctx, func() bool {
+		a, ok := h.PropertyAck(id, component, name)
 		if ok && a.Version >= v && a.Status != 202 {
 			ack = a
 			return true
@@ -434,17 +379,7 @@ func (h *Hub) SetProperty(ctx context.Context, id, component, name string, value
 // PropertyAck returns the acknowledgement the device reported for a
 // writable property, if any.
 func (h *Hub) PropertyAck(id, component, name string) (Ack, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.ackLocked(id, component, name)
-}
-
-func (h *Hub) ackLocked(id, component, name string) (Ack, bool) {
-	d := h.devices[id]
-	if d == nil {
-		return Ack{}, false
-	}
-	sec := d.reported.props
+	sec := h.Reported(id)
 	if component != "" {
 		sec, _ = sec[component].(map[string]any)
 	}
@@ -464,154 +399,78 @@ func (h *Hub) ackLocked(id, component, name string) (Ack, bool) {
 }
 
 // InvokeCommand calls a command on the connected device and waits for its
-// answer. It returns ErrOffline when the device is not connected.
+// answer until ctx ends (at most 300 s, IoT Hub's limit). It returns
+// ErrOffline when the device is not connected (with ErrNotFound for an
+// unknown device), and an error wrapping emulator/inproc.ErrInvalid for a
+// name with a character that breaks a topic ("/+#?*&=") or a payload
+// that does not encode as JSON. The answer's payload is JSON: a device's
+// non-JSON answer comes as a JSON string, an empty one as nil.
 func (h *Hub) InvokeCommand(ctx context.Context, id, component, name string, payload any) (CommandResult, error) {
-	body, err := json.Marshal(payload)
+	r, err := h.in.InvokeCommand(ctx, id, component, name, payload, inproc.MaxCommandTimeout)
+	if errors.Is(err, inproc.ErrNotFound) {
+		return CommandResult{}, fmt.Errorf("%w: %w: %w", ErrOffline, ErrNotFound, err)
+	}
 	if err != nil {
-		return CommandResult{}, err
+		return CommandResult{}, operatorErr(err)
 	}
-	method := name
-	if component != "" {
-		method = component + domain.ComponentSeparator + name
-	}
-	h.mu.Lock()
-	d := h.devices[id]
-	if d == nil || d.sess == nil {
-		h.mu.Unlock()
-		return CommandResult{}, fmt.Errorf("%w: %s", ErrOffline, id)
-	}
-	h.rid++
-	rid := strconv.Itoa(h.rid)
-	ch := make(chan CommandResult, 1)
-	d.methods[rid] = ch
-	s := d.sess
-	h.mu.Unlock()
-	defer func() {
-		h.mu.Lock()
-		delete(d.methods, rid)
-		h.mu.Unlock()
-	}()
-	s.deliver(func(e ports.EventHandler) {
-		e.OnMethod(ports.MethodRequest{Method: method, RequestID: rid, Payload: body})
-	})
-	select {
-	case r := <-ch:
-		return r, nil
-	case <-ctx.Done():
-		return CommandResult{}, ctx.Err()
-	}
+	return CommandResult{Status: r.Status, Payload: r.Payload}, nil
 }
 
 // QueueCommand queues a command for the device as IoT Central does for an
 // offline device: a cloud-to-device message with "method-name". It is
 // delivered at once if the device is connected, else on its next
-// connection.
+// connection. Errors are those of SendCloudToDevice, plus ErrInvalid (of
+// emulator/inproc) for a bad name or payload.
 func (h *Hub) QueueCommand(id, component, name string, payload any) error {
-	body, err := json.Marshal(payload)
-	if err != nil {
-		return err
-	}
-	method := name
-	if component != "" {
-		method = component + domain.ComponentSeparator + name
-	}
-	_, err = h.enqueue(id, body, map[string]string{domain.PropMethodName: method})
-	return err
+	return operatorErr(h.in.QueueCommand(context.Background(), id, component, name, payload))
 }
 
 // SendCloudToDevice queues a cloud-to-device message and waits for the
 // device's first settlement of it (Complete, Abandon or Reject), delivering
 // it at once if the device is connected, else on its next connection. An
-// abandoned message stays queued and comes again on the next connection.
+// abandoned message stays queued and comes again: with the next delivery
+// on the same connection (when another message is sent), or on the next
+// connection.
+// A settlement made on a session that has ended does not count (IoT Hub
+// refuses it): the message comes again. Errors: ErrNotFound, and those of
+// emulator/inproc: ErrTooLarge over 64 KiB, ErrQueueFull when 50 messages
+// wait, ErrInvalid for an empty property name; ctx.Err().
 func (h *Hub) SendCloudToDevice(ctx context.Context, id string, body []byte, props map[string]string) (iotc.Outcome, error) {
-	m, err := h.enqueue(id, body, props)
+	o, err := h.in.SendCloudToDevice(ctx, id, body, props)
 	if err != nil {
-		return 0, err
+		return 0, operatorErr(err)
 	}
-	select {
-	case o := <-m.outcome:
-		return o, nil
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
+	return fromOutcome(o), nil
 }
 
-func (h *Hub) enqueue(id string, body []byte, props map[string]string) (*c2d, error) {
-	h.mu.Lock()
-	d := h.devices[id]
-	if d == nil {
-		h.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+// Queued counts the cloud-to-device messages waiting for the device
+// (delivered but unsettled ones included).
+func (h *Hub) Queued(id string) int { return h.in.PendingC2D(id) }
+
+func fromOutcome(o inproc.Outcome) domain.Outcome {
+	switch o {
+	case inproc.Abandon:
+		return domain.Abandon
+	case inproc.Reject:
+		return domain.Reject
 	}
-	h.rid++
-	all := map[string]string{domain.PropMessageID: "c2d-" + strconv.Itoa(h.rid)}
-	for k, v := range props {
-		all[k] = v
-	}
-	m := &c2d{id: all[domain.PropMessageID], body: append([]byte(nil), body...), props: all, outcome: make(chan domain.Outcome, 1)}
-	d.queue = append(d.queue, m)
-	h.changedLocked()
-	h.mu.Unlock()
-	h.deliverC2D(d)
-	return m, nil
+	return domain.Complete
 }
 
-// Queued counts the cloud-to-device messages waiting for the device.
-func (h *Hub) Queued(id string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if d := h.devices[id]; d != nil {
-		return len(d.queue)
+func toOutcome(o domain.Outcome) inproc.Outcome {
+	switch o {
+	case domain.Abandon:
+		return inproc.Abandon
+	case domain.Reject:
+		return inproc.Reject
 	}
-	return 0
+	return inproc.Complete
 }
 
-// deliverC2D hands the queued messages not yet sent on the current
-// session to it.
-func (h *Hub) deliverC2D(d *device) {
-	h.mu.Lock()
-	s := d.sess
-	var out []*c2d
-	if s != nil {
-		for _, m := range d.queue {
-			if m.sentOn != s {
-				m.sentOn = s
-				out = append(out, m)
-			}
-		}
+func cloneProps(m map[string]string) map[string]string {
+	out := maps.Clone(m)
+	if out == nil {
+		out = map[string]string{}
 	}
-	h.mu.Unlock()
-	for _, m := range out {
-		msg := domain.CloudMessage{Body: m.body, Properties: m.props}
-		settle := h.settler(d, s, m)
-		s.deliver(func(e ports.EventHandler) { e.OnCloudMessage(msg, settle) })
-	}
+	return out
 }
-
-func (h *Hub) settler(d *device, s *session, m *c2d) func(domain.Outcome) {
-	var once sync.Once
-	return func(o domain.Outcome) {
-		once.Do(func() {
-			h.mu.Lock()
-			defer h.mu.Unlock()
-			if d.sess != s {
-				return // settled on a dead session: the hub never hears it
-			}
-			select {
-			case m.outcome <- o:
-			default:
-			}
-			if o != domain.Abandon {
-				for i, x := range d.queue {
-					if x == m {
-						d.queue = append(d.queue[:i], d.queue[i+1:]...)
-						break
-					}
-				}
-			}
-			h.changedLocked()
-		})
-	}
-}
-
-func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

@@ -8,90 +8,52 @@ import (
 	"time"
 
 	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/emulator/inproc"
 	"github.com/iotc-go/iotc/ports"
 )
 
-// session is one open device connection; it implements ports.HubSession.
-// Events reach the device in order on a goroutine the session runs only
-// while it has some to deliver.
+// session is one open device connection: it implements ports.HubSession
+// over an inproc.Conn, and inproc.Events for what the hub pushes.
 type session struct {
 	hub    *Hub
-	dev    *device
+	id     string
 	events ports.EventHandler
-
-	mu      sync.Mutex
-	queue   []func(ports.EventHandler)
-	running bool
-	ended   bool
-	err     error
-	done    chan struct{}
-	wg      sync.WaitGroup
+	ready  chan struct{} // closed once conn is set (nil when Connect failed)
+	conn   *inproc.Conn
 }
 
-func newSession(h *Hub, d *device, e ports.EventHandler) *session {
-	return &session{hub: h, dev: d, events: e, done: make(chan struct{})}
+var (
+	_ ports.HubSession = (*session)(nil)
+	_ inproc.Events    = (*session)(nil)
+)
+
+// DesiredPatch implements inproc.Events.
+func (s *session) DesiredPatch(patch []byte) { s.events.OnDesiredPatch(patch) }
+
+// Method implements inproc.Events.
+func (s *session) Method(requestID, method string, payload []byte) {
+	s.events.OnMethod(ports.MethodRequest{Method: method, RequestID: requestID, Payload: payload})
 }
 
-func (s *session) deliver(f func(ports.EventHandler)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ended {
-		return
+// CloudMessage implements inproc.Events: the message goes to the handler
+// with its system properties under their "$." names, and a settle that
+// the hub honours only on this live session.
+func (s *session) CloudMessage(m inproc.C2DMessage) {
+	props := cloneProps(m.Properties)
+	props[domain.PropMessageID] = m.MessageID
+	props["$.to"] = m.To
+	var once sync.Once
+	settle := func(o domain.Outcome) {
+		once.Do(func() {
+			<-s.ready
+			if s.conn != nil {
+				// Refused (ErrNotFound) when the session has ended: the
+				// hub delivers the message again, as the port promises.
+				_ = s.conn.SettleC2D(m.MessageID, toOutcome(o))
+			}
+		})
 	}
-	s.queue = append(s.queue, f)
-	if !s.running {
-		s.running = true
-		s.wg.Add(1)
-		go s.drain()
-	}
-}
-
-func (s *session) drain() {
-	defer s.wg.Done()
-	for {
-		s.mu.Lock()
-		if len(s.queue) == 0 || s.ended {
-			s.queue, s.running = nil, false
-			s.mu.Unlock()
-			return
-		}
-		f := s.queue[0]
-		s.queue = s.queue[1:]
-		s.mu.Unlock()
-		f(s.events)
-	}
-}
-
-// end closes the session with err (nil for Close) and forgets it on the
-// device.
-func (s *session) end(err error) {
-	s.mu.Lock()
-	if s.ended {
-		s.mu.Unlock()
-		return
-	}
-	s.ended, s.err = true, err
-	close(s.done)
-	s.mu.Unlock()
-	h := s.hub
-	h.mu.Lock()
-	if s.dev.sess == s {
-		s.dev.sess = nil
-	}
-	h.changedLocked()
-	h.mu.Unlock()
-}
-
-func (s *session) alive() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ended {
-		if s.err != nil {
-			return s.err
-		}
-		return fmt.Errorf("%w: session closed", domain.ErrNotConnected)
-	}
-	return nil
+	s.events.OnCloudMessage(domain.CloudMessage{Body: m.Body, Properties: props}, settle)
 }
 
 // SendTelemetry implements ports.TelemetrySender with IoT Hub's 256 KiB
@@ -103,38 +65,42 @@ func (s *session) SendTelemetry(ctx context.Context, m domain.Message) error {
 	if err := m.Validate(); err != nil {
 		return err
 	}
-	if err := s.alive(); err != nil {
-		return err
+	t := inproc.Telemetry{
+		Component: m.Component, MessageID: m.MessageID, CorrelationID: m.CorrelationID,
+		ContentType: m.ContentType, ContentEncoding: m.ContentEncoding,
+		Body: append([]byte(nil), m.Body...), Properties: cloneProps(m.Properties),
 	}
-	t := Telemetry{Component: m.Component, Body: append(json.RawMessage(nil), m.Body...), MessageID: m.MessageID, Received: time.Now(), Properties: map[string]string{}}
-	for k, v := range m.Properties {
-		t.Properties[k] = v
+	if t.ContentType == "" {
+		t.ContentType = domain.DefaultContentType
 	}
-	h := s.hub
-	h.mu.Lock()
-	s.dev.telemetry = append(s.dev.telemetry, t)
-	h.changedLocked()
-	h.mu.Unlock()
-	return nil
+	if t.ContentEncoding == "" {
+		t.ContentEncoding = domain.DefaultContentEncoding
+	}
+	if !m.CreationTime.IsZero() {
+		t.System = map[string]string{"iothub-creation-time-utc": m.CreationTime.UTC().Format(time.RFC3339Nano)}
+	}
+	return toDomain("telemetry", s.conn.Telemetry(ctx, t))
 }
 
-// GetTwin implements ports.TwinClient.
+// GetTwin implements ports.TwinClient; a refusal is a *domain.HubError.
 func (s *session) GetTwin(ctx context.Context) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := s.alive(); err != nil {
-		return nil, err
+	status, body, err := s.conn.Twin(ctx)
+	if err != nil {
+		return nil, toDomain("twin get", err)
 	}
-	h := s.hub
-	h.mu.Lock()
-	doc := map[string]any{"desired": s.dev.desired.doc(true), "reported": s.dev.reported.doc(true)}
-	h.mu.Unlock()
-	return json.Marshal(doc)
+	if status != 200 {
+		return nil, hubError("twin get", status, body)
+	}
+	return body, nil
 }
 
-// PatchReported implements ports.TwinClient with IoT Hub's 32 KiB limit;
-// a patch that is not a JSON object gives a 400 *domain.HubError.
+// PatchReported implements ports.TwinClient with IoT Hub's rules: over
+// 32 KiB gives domain.ErrMessageTooLarge before anything is sent; a patch
+// IoT Hub refuses (not a JSON object, a key with '.', '$' or a space,
+// nesting over 10 levels) a 400 *domain.HubError.
 func (s *session) PatchReported(ctx context.Context, patch []byte) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -142,23 +108,36 @@ func (s *session) PatchReported(ctx context.Context, patch []byte) (int64, error
 	if len(patch) > domain.MaxTwinSectionSize {
 		return 0, fmt.Errorf("%w: reported patch of %d bytes", domain.ErrMessageTooLarge, len(patch))
 	}
-	if err := s.alive(); err != nil {
-		return 0, err
-	}
-	p, err := decodeObject(patch)
-	if err != nil {
-		return 0, &domain.HubError{Op: "reported patch", Status: 400, Message: err.Error()}
-	}
 	h := s.hub
-	h.mu.Lock()
-	v := s.dev.reported.apply(p, time.Now())
-	s.dev.patches = append(s.dev.patches, append(json.RawMessage(nil), patch...))
-	h.changedLocked()
-	h.mu.Unlock()
+	h.pmu.Lock()
+	defer h.pmu.Unlock()
+	status, v, body, err := s.conn.PatchReported(ctx, patch)
+	if err != nil {
+		return 0, toDomain("reported patch", err)
+	}
+	if status != 204 {
+		return 0, hubError("reported patch", status, body)
+	}
+	h.patches[s.id] = append(h.patches[s.id], append(json.RawMessage(nil), patch...))
 	return v, nil
 }
 
-// RespondMethod implements ports.MethodResponder.
+// hubError is the *domain.HubError of a refused twin request.
+func hubError(op string, status int, body []byte) error {
+	var e struct {
+		Code    int    `json:"errorCode"`
+		Message string `json:"message"`
+	}
+	_ = json.Unmarshal(body, &e) // a body of another shape leaves the status alone to tell
+	herr := &domain.HubError{Op: op, Status: status, Code: e.Code, Message: e.Message}
+	if status == 429 {
+		return fmt.Errorf("%w: %w", domain.ErrThrottled, herr)
+	}
+	return herr
+}
+
+// RespondMethod implements ports.MethodResponder with IoT Hub's 128 KiB
+// limit.
 func (s *session) RespondMethod(ctx context.Context, requestID string, status int, payload []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -166,44 +145,29 @@ func (s *session) RespondMethod(ctx context.Context, requestID string, status in
 	if len(payload) > domain.MaxMethodPayloadSize {
 		return fmt.Errorf("%w: method response of %d bytes", domain.ErrMessageTooLarge, len(payload))
 	}
-	if err := s.alive(); err != nil {
-		return err
-	}
-	h := s.hub
-	h.mu.Lock()
-	ch := s.dev.methods[requestID]
-	h.mu.Unlock()
-	if ch != nil {
-		select {
-		case ch <- CommandResult{Status: status, Payload: append(json.RawMessage(nil), payload...)}:
-		default:
-		}
-	}
-	return nil
+	return toDomain("method response", s.conn.RespondMethod(requestID, status, payload))
 }
 
 // Done implements ports.SessionLifecycle.
-func (s *session) Done() <-chan struct{} { return s.done }
+func (s *session) Done() <-chan struct{} { return s.conn.Done() }
 
-// Err implements ports.SessionLifecycle.
-func (s *session) Err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
+// Err implements ports.SessionLifecycle: nil after Close, else an error
+// wrapping domain.ErrNotConnected (and domain.ErrUnauthorized when the
+// token expired or the hub refused the credentials).
+func (s *session) Err() error { return toDomain("session", s.conn.Err()) }
 
-// RenewToken implements ports.SessionLifecycle: the token is checked and
-// taken in place, as over AMQP.
+// RenewToken implements ports.SessionLifecycle: the token is checked as
+// at connect and taken in place, as over AMQP; the session then lasts
+// until its expiry.
 func (s *session) RenewToken(ctx context.Context, token string) error {
-	if err := s.alive(); err != nil {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return verify(token, domain.HubResource(HubHost, s.dev.id), s.dev.id)
+	return toDomain("renew token", s.conn.RenewToken(token))
 }
 
 // Close implements ports.SessionLifecycle.
 func (s *session) Close() error {
-	s.end(nil)
-	s.wg.Wait()
+	s.conn.Close()
 	return nil
 }

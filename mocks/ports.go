@@ -648,6 +648,43 @@ func (mr *MockCredentialStoreMockRecorder) Save(ctx, c interface{}) *gomock.Call
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Save", reflect.TypeOf((*MockCredentialStore)(nil).Save), ctx, c)
 }
 
+// MockOutboxDamageReporter is a mock of OutboxDamageReporter interface.
+type MockOutboxDamageReporter struct {
+	ctrl     *gomock.Controller
+	recorder *MockOutboxDamageReporterMockRecorder
+}
+
+// MockOutboxDamageReporterMockRecorder is the mock recorder for MockOutboxDamageReporter.
+type MockOutboxDamageReporterMockRecorder struct {
+	mock *MockOutboxDamageReporter
+}
+
+// NewMockOutboxDamageReporter creates a new mock instance.
+func NewMockOutboxDamageReporter(ctrl *gomock.Controller) *MockOutboxDamageReporter {
+	mock := &MockOutboxDamageReporter{ctrl: ctrl}
+	mock.recorder = &MockOutboxDamageReporterMockRecorder{mock}
+	return mock
+}
+
+// EXPECT returns an object that allows the caller to indicate expected use.
+func (m *MockOutboxDamageReporter) EXPECT() *MockOutboxDamageReporterMockRecorder {
+	return m.recorder
+}
+
+// Damage mocks base method.
+func (m *MockOutboxDamageReporter) Damage() domain.OutboxDamage {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Damage")
+	ret0, _ := ret[0].(domain.OutboxDamage)
+	return ret0
+}
+
+// Damage indicates an expected call of Damage.
+func (mr *MockOutboxDamageReporterMockRecorder) Damage() *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Damage", reflect.TypeOf((*MockOutboxDamageReporter)(nil).Damage))
+}
+
 // MockOutbox is a mock of Outbox interface.
 type MockOutbox struct {
 	ctrl     *gomock.Controller

@@ -202,6 +202,14 @@ type CredentialStore interface {
 	Save(ctx context.Context, c domain.CachedCredentials) error
 }
 
+// OutboxDamageReporter is implemented by a durable outbox that can find
+// damaged records on disk. The client reads it for OutboxStats and logs
+// what it reports when it is built. Damage returns what was found when the
+// outbox was opened plus what was lost since; it never fails.
+type OutboxDamageReporter interface {
+	Damage() domain.OutboxDamage
+}
+
 // OutboxEntry is one message stored in an Outbox.
 type OutboxEntry struct {
 	// Seq is the entry's place in the outbox, given by Append: it grows

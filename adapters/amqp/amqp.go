@@ -68,7 +68,7 @@ const (
 	// device).
 	DefaultCloudToDeviceCredit = 10
 	// DefaultClientVersion is announced as com.microsoft:client-version.
-	DefaultClientVersion = "iotc-go/0.1.0"
+	DefaultClientVersion = domain.ClientProduct
 )
 
 // Options configures the transport. The zero value (or nil) is AMQP over

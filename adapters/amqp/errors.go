@@ -24,11 +24,15 @@ const (
 const maxDescription = 256
 
 // dialError classifies a failed dial or TLS handshake: ctx's error when
-// ctx (the connect context) ended, otherwise a retryable error naming no
-// address.
+// ctx (the connect context) ended, the class domain.DiagnoseNetwork finds
+// (an untrusted certificate is not retryable), otherwise a retryable error
+// naming no address.
 func dialError(ctx context.Context, what string, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("%s: %w", what, ctx.Err())
+	}
+	if d := domain.DiagnoseNetwork(err); d != err {
+		return fmt.Errorf("%s: %w", what, d)
 	}
 	return fmt.Errorf("%s: %w", what, wsdial.Sanitize(err))
 }
@@ -55,7 +59,7 @@ func openError(ctx context.Context, who string, err error) error {
 	case ctx.Err() != nil:
 		return dialError(ctx, who+": open", err)
 	case strings.Contains(err.Error(), "SASL") && strings.Contains(err.Error(), "auth failed"):
-		return fmt.Errorf("%w: %s: the service refused the credentials (SASL)", domain.ErrUnauthorized, who)
+		return fmt.Errorf("%w (%s SASL)", domain.ErrUnauthorized, who)
 	case errors.As(err, &ce) && ce.RemoteErr != nil:
 		return conditionError(who+": open", ce.RemoteErr)
 	case errors.As(err, &ae):

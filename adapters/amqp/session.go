@@ -337,7 +337,9 @@ func (s *Session) RenewToken(ctx context.Context, sasToken string) error {
 }
 
 // Close closes the connection after the settlements made before it have
-// been written, waits for the session's goroutines (the event being
+// been written and the hub confirmed it has them (it answered the detach
+// of the cloud-to-device link, waited for at most 10 s), waits for the
+// session's goroutines (the event being
 // delivered, if any, included; queued events not yet delivered are
 // dropped) and returns nil. Unsettled cloud-to-device messages stay with
 // the hub for the next session. Close is idempotent and safe to call from
@@ -347,8 +349,22 @@ func (s *Session) Close() error {
 		s.mu.Lock()
 		s.closed = true
 		s.queue = nil
+		ended := s.ended
 		s.mu.Unlock()
 		s.settles.Wait()
+		if !ended {
+			// Detach the cloud-to-device link and wait for the hub's
+			// answer (at most settleTimeout): the hub reads a connection's
+			// frames in order, so once it answered it holds every
+			// disposition written before. Closing without it, the next
+			// connection could reach the hub first (a slow proxy) and the
+			// hub, dropping this one, would deliver a settled message again.
+			ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+			if err := s.c2d.Close(ctx); err != nil {
+				s.log.Debug("hub: cloud-to-device link not detached cleanly", "err", lostText(err))
+			}
+			cancel()
+		}
 		s.cancel()
 		_ = s.conn.Close()
 		s.end(nil)

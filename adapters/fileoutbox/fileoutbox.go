@@ -12,23 +12,30 @@
 // removed; a new one starts past Options.SegmentSize.
 //
 // Recovery, when the directory is opened: every segment is read in order.
-// A record cut short at the end of the last segment (a write the crash
-// interrupted, whose Append never returned) is cut off with a warning. A
-// record that fails its checksum or cannot be decoded is corruption: it
-// and the rest of its segment cannot be trusted, so the valid records
-// before it are kept, the rest is reported (an Error log line, and
-// Outbox.Recovery), and the file is left as it is, never written again,
-// until its valid entries were delivered. Opening never panics on any file
-// content; it fails only when the directory cannot be used (permissions,
-// another process holding it: ErrLocked).
+// Each record is framed by its length and a CRC-32C of its payload, so a
+// damaged record is told apart from a torn one. Where a record is damaged
+// (a bad length, a checksum that fails, a payload that does not decode, a
+// number out of order), the scan resynchronises on the next intact record
+// and keeps everything intact after it. The damaged bytes are appended to
+// a quarantine file beside the segment (NAME.seg.quarantine) and synced,
+// then the segment is replaced by its intact records: nothing is
+// truncated away and nothing deliverable is refused. A stretch at the end
+// of the newest segment, shorter than a record can be, is a torn write:
+// it is quarantined the same way. What was lost is counted (by the gap in
+// sequence numbers around the damage) in Recovery and Damage and logged
+// at Error level. Opening never panics on any file content; it fails only
+// when the directory cannot be used (permissions, another process holding
+// it: ErrLocked) or when damaged bytes cannot be moved to quarantine
+// (domain.ErrOutboxDamaged, with the path). A segment is read whole into
+// memory while it is scanned.
 //
 // A directory is used by one Outbox at a time: Open takes an advisory lock
 // (flock) on the file LOCK in it.
 package fileoutbox
 
 import (
-	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -75,40 +82,52 @@ type Options struct {
 	// Logger receives recovery and I/O warnings; nil discards them. No
 	// message content is logged.
 	Logger *slog.Logger
+
+	// syncFile makes a file's writes durable; nil means (*os.File).Sync.
+	// Tests replace it to see every fsync.
+	syncFile func(*os.File) error
 }
 
 // Recovery is what Open found in the directory.
 type Recovery struct {
 	// Entries is how many messages were recovered.
 	Entries int
-	// TornBytes were cut off the end of the last segment: a write that a
-	// crash interrupted (its Append had not returned).
+	// TornBytes were moved out of the end of the newest segment into its
+	// quarantine file: a write that a crash interrupted, or the end of the
+	// file lost.
 	TornBytes int64
-	// Corrupt lists the segments with a damaged record; the records from
-	// there to the end of that segment were not recovered.
+	// Corrupt lists every damaged stretch of bytes found, torn tails
+	// included, each moved to a quarantine file.
 	Corrupt []CorruptSegment
+	// Damage sums up what was lost and quarantined.
+	Damage domain.OutboxDamage
 }
 
-// CorruptSegment is one damaged segment file.
+// CorruptSegment is one damaged stretch of a segment file, moved to a
+// quarantine file beside it.
 type CorruptSegment struct {
 	// Path is the segment file.
 	Path string
-	// Offset is where the first damaged record starts.
+	// Offset is where the damaged bytes started in the segment as found.
 	Offset int64
-	// LostBytes is how many bytes from Offset to the end of the file were
-	// not recovered.
+	// LostBytes is how many bytes were damaged (from Offset up to the next
+	// intact record, or the end of the file).
 	LostBytes int64
+	// Quarantine is the file the damaged bytes were appended to.
+	Quarantine string
+	// Torn is set for a stretch at the end of the newest segment shorter
+	// than a record can be: a write cut short.
+	Torn bool
 	// Err says what was wrong.
 	Err error
 }
 
 type segment struct {
-	id       uint64
-	path     string
-	f        *os.File
-	size     int64  // bytes of valid records
-	lastSeq  uint64 // highest message seq in it, 0 for none
-	readOnly bool   // damaged: never appended to
+	id      uint64
+	path    string
+	f       *os.File
+	size    int64  // bytes of valid records
+	lastSeq uint64 // highest message seq in it, 0 for none
 }
 
 // ref locates one stored message.
@@ -128,6 +147,8 @@ type Outbox struct {
 	log  *slog.Logger
 	lock *os.File
 	rec  Recovery
+	// syncFile is Options.syncFile or (*os.File).Sync.
+	syncFile func(*os.File) error
 
 	mu       sync.Mutex
 	segs     []*segment // in order; the last one is the tail
@@ -152,9 +173,11 @@ var segName = regexp.MustCompile(`^([0-9a-f]{16})\.seg$`)
 // Open opens (creating it, mode 0700, when missing) the outbox in dir and
 // recovers what it holds (see the package documentation). It fails with
 // domain.ErrInvalidConfig for an empty dir or a negative limit, ErrLocked
-// when the directory is in use, and a wrapped file-system error when it
-// cannot be read or written; damaged content is reported by Recovery and
-// the logger, never an error.
+// when the directory is in use, an error wrapping domain.ErrOutboxDamaged
+// (naming the segment and quarantine file) when damaged bytes cannot be
+// moved to quarantine, and a wrapped file-system error when the directory
+// cannot be read or written. Damage that was quarantined is reported by
+// Recovery, Damage and the logger, never an error.
 func Open(dir string, opts Options) (*Outbox, error) {
 	if dir == "" {
 		return nil, fmt.Errorf("%w: empty outbox directory", domain.ErrInvalidConfig)
@@ -169,7 +192,10 @@ func Open(dir string, opts Options) (*Outbox, error) {
 		opts.SegmentSize = DefaultSegmentSize
 	}
 	opts.Limit = opts.Limit.WithDefaults()
-	o := &Outbox{dir: dir, opts: opts, log: opts.Logger, next: 1}
+	o := &Outbox{dir: dir, opts: opts, log: opts.Logger, next: 1, syncFile: opts.syncFile}
+	if o.syncFile == nil {
+		o.syncFile = (*os.File).Sync
+	}
 	if o.log == nil {
 		o.log = slog.New(slog.DiscardHandler)
 	}
@@ -214,22 +240,15 @@ func (o *Outbox) recover() error {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	var maxSeq uint64
+	sc := scanner{o: o}
 	for i, id := range ids {
-		last := i == len(ids)-1
 		s := &segment{id: id, path: filepath.Join(o.dir, fmt.Sprintf("%016x.seg", id))}
-		flag := os.O_RDONLY
-		if last {
-			flag = os.O_RDWR
-		}
-		if s.f, err = os.OpenFile(s.path, flag, 0); err != nil {
-			return fmt.Errorf("fileoutbox: open segment: %w", err)
-		}
-		o.segs = append(o.segs, s)
-		if err := o.scan(s, last, &maxSeq); err != nil {
+		if err := sc.segment(s, i == len(ids)-1); err != nil {
 			return err
 		}
+		o.segs = append(o.segs, s)
 	}
+	o.countDamage(sc.damage)
 	// Drop what was removed, and segments that hold nothing else.
 	for o.head < len(o.refs) && o.refs[o.head].seq <= o.removed {
 		o.head++
@@ -239,85 +258,281 @@ func (o *Outbox) recover() error {
 	for _, r := range o.refs {
 		o.bytes += int64(r.size)
 	}
-	o.next = max(maxSeq, o.removed) + 1
+	// The removal watermark counts too: a segment may hold nothing but it.
+	o.next = max(sc.maxSeq, o.removed) + 1
 	o.rec.Entries = len(o.refs)
-	if len(o.segs) == 0 || o.tail().readOnly {
+	if len(o.segs) == 0 {
 		if err := o.newSegment(); err != nil {
 			return err
 		}
 	}
 	o.deleteRemoved()
-	if o.rec.TornBytes > 0 {
-		o.log.Warn("outbox: cut off a write interrupted by a crash", "bytes", o.rec.TornBytes)
-	}
-	for _, c := range o.rec.Corrupt {
-		o.log.Error("outbox: damaged segment; the records after the damage are lost", "path", c.Path, "offset", c.Offset, "lost_bytes", c.LostBytes, "err", c.Err)
-	}
-	if len(o.refs) > 0 {
-		o.log.Info("outbox: recovered messages", "messages", len(o.refs), "bytes", o.bytes)
-	}
+	o.logRecovery()
 	return nil
 }
 
-// scan reads segment s, indexing its messages.
-func (o *Outbox) scan(s *segment, last bool, maxSeq *uint64) error {
-	st, err := s.f.Stat()
+// damage is one damaged stretch found while scanning, before it is counted.
+type damage struct {
+	c       CorruptSegment
+	segID   uint64 // the segment it is in
+	prevSeq uint64 // highest message seq before it, 0 for none
+	nextSeq uint64 // first message seq after it, 0 for none
+	torn    bool   // it starts like the header of the next message
+}
+
+// scanner reads the segments in order, keeping the state that spans them.
+type scanner struct {
+	o       *Outbox
+	maxSeq  uint64    // highest message seq so far
+	damage  []*damage // in file order
+	pending []*damage // damage not yet followed by a message
+}
+
+// segment reads segment s, moves its damaged stretches to quarantine and
+// indexes its messages. A file-system error fails Open; damage that cannot
+// be moved aside fails it with domain.ErrOutboxDamaged.
+func (sc *scanner) segment(s *segment, last bool) error {
+	o := sc.o
+	buf, err := os.ReadFile(s.path)
 	if err != nil {
-		return fmt.Errorf("fileoutbox: stat segment: %w", err)
+		return fmt.Errorf("fileoutbox: read segment: %w", err)
 	}
-	fileSize := st.Size()
-	br := bufio.NewReaderSize(io.NewSectionReader(s.f, 0, fileSize), 64<<10)
-	var off int64
-	var h [headerSize]byte
-	damaged := func(torn bool, err error) error {
-		if torn && last {
-			o.rec.TornBytes += fileSize - off
-			if terr := s.f.Truncate(off); terr != nil {
-				return fmt.Errorf("fileoutbox: cut off a torn write: %w", terr)
+	type found struct {
+		off, n int
+		r      record
+	}
+	var good []found
+	var bad []*damage
+	for off := 0; off < len(buf); {
+		r, n, err := frameAt(buf, off)
+		if err == nil && r.kind == kindMessage && r.seq <= sc.maxSeq {
+			err = fmt.Errorf("%w: seq %d after %d", errCorrupt, r.seq, sc.maxSeq)
+		}
+		if err != nil {
+			end := resync(buf, off+1, sc.maxSeq)
+			d := &damage{
+				c:       CorruptSegment{Path: s.path, Offset: int64(off), LostBytes: int64(end - off), Err: err},
+				segID:   s.id,
+				prevSeq: sc.maxSeq,
+				torn:    startsNext(buf[off:end], sc.maxSeq),
 			}
-			s.size = off
-			return nil
-		}
-		o.rec.Corrupt = append(o.rec.Corrupt, CorruptSegment{Path: s.path, Offset: off, LostBytes: fileSize - off, Err: err})
-		s.size = off
-		s.readOnly = true
-		return nil
-	}
-	for off < fileSize {
-		if _, err := io.ReadFull(br, h[:]); err != nil {
-			return damaged(true, fmt.Errorf("%w: truncated header", errCorrupt))
-		}
-		n, crc, err := parseHeader(h[:])
-		if err != nil {
-			return damaged(false, err)
-		}
-		if off+headerSize+int64(n) > fileSize {
-			return damaged(true, fmt.Errorf("%w: truncated record", errCorrupt))
-		}
-		p := make([]byte, n)
-		if _, err := io.ReadFull(br, p); err != nil {
-			return fmt.Errorf("fileoutbox: read segment: %w", err)
-		}
-		r, err := decodePayload(p, crc)
-		if err != nil {
-			// A bad last record of the last segment is a torn write.
-			return damaged(off+headerSize+int64(n) == fileSize, err)
+			bad = append(bad, d)
+			sc.damage = append(sc.damage, d)
+			sc.pending = append(sc.pending, d)
+			off = end
+			continue
 		}
 		switch r.kind {
 		case kindRemoved:
 			o.removed = max(o.removed, r.seq)
 		case kindMessage:
-			if r.seq <= *maxSeq {
-				return damaged(false, fmt.Errorf("%w: seq %d after %d", errCorrupt, r.seq, *maxSeq))
+			sc.maxSeq = r.seq
+			for _, d := range sc.pending {
+				d.nextSeq = r.seq
 			}
-			*maxSeq = r.seq
-			s.lastSeq = r.seq
-			o.refs = append(o.refs, ref{seq: r.seq, seg: s, off: off, n: headerSize + n, size: r.msg.Size()})
+			sc.pending = nil
 		}
-		off += headerSize + int64(n)
+		good = append(good, found{off: off, n: n, r: r})
+		off += n
+	}
+	if n := len(bad); last && n > 0 {
+		// A write cut short can only be the newest record, and leaves less
+		// than a whole record behind it.
+		d := bad[n-1]
+		d.c.Torn = int(d.c.Offset+d.c.LostBytes) == len(buf) && d.c.LostBytes < headerSize+maxPayload
+	}
+	if len(bad) > 0 {
+		var clean []byte
+		for _, g := range good {
+			clean = append(clean, buf[g.off:g.off+g.n]...)
+		}
+		if err := o.quarantine(s, buf, bad, clean); err != nil {
+			return err
+		}
+	}
+	flag := os.O_RDONLY
+	if last {
+		flag = os.O_RDWR
+	}
+	if s.f, err = os.OpenFile(s.path, flag, 0); err != nil {
+		return fmt.Errorf("fileoutbox: open segment: %w", err)
+	}
+	var off int64
+	for _, g := range good {
+		if g.r.kind == kindMessage {
+			s.lastSeq = g.r.seq
+			o.refs = append(o.refs, ref{seq: g.r.seq, seg: s, off: off, n: g.n, size: g.r.msg.Size()})
+		}
+		off += int64(g.n)
 	}
 	s.size = off
 	return nil
+}
+
+// quarantine appends the damaged stretches of s to its quarantine file,
+// syncs it, then replaces the segment by its intact records (clean), so
+// that no byte is destroyed and the segment reads clean from now on. A
+// crash in between only quarantines the same bytes again at the next Open.
+func (o *Outbox) quarantine(s *segment, buf []byte, bad []*damage, clean []byte) error {
+	qpath := s.path + quarantineSuffix
+	fail := func(err error) error {
+		return fmt.Errorf("%w: %s: cannot move %d damaged stretches to %s: %w", domain.ErrOutboxDamaged, s.path, len(bad), qpath, err)
+	}
+	q, err := os.OpenFile(qpath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, FileMode)
+	if err != nil {
+		return fail(err)
+	}
+	for _, d := range bad {
+		if _, err := q.Write(buf[d.c.Offset : d.c.Offset+d.c.LostBytes]); err != nil {
+			_ = q.Close()
+			return fail(err)
+		}
+		d.c.Quarantine = qpath
+	}
+	if err := o.syncFile(q); err != nil {
+		_ = q.Close()
+		return fail(err)
+	}
+	if err := q.Close(); err != nil {
+		return fail(err)
+	}
+	tmp := s.path + ".tmp"
+	if err := writeSynced(tmp, clean, o.syncFile); err != nil {
+		_ = os.Remove(tmp)
+		return fail(err)
+	}
+	if err := os.Rename(tmp, s.path); err != nil {
+		_ = os.Remove(tmp)
+		return fail(err)
+	}
+	syncDir(o.dir)
+	return nil
+}
+
+// quarantineSuffix names the quarantine file beside a segment.
+const quarantineSuffix = ".quarantine"
+
+// writeSynced creates (or truncates) path with b and syncs it.
+func writeSynced(path string, b []byte, sync func(*os.File) error) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, FileMode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := sync(f); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// countDamage fills in o.rec from what the scan found. A damaged stretch
+// followed by an intact message lost the messages numbered between the
+// last one before it and that one, less those already removed.
+func (o *Outbox) countDamage(ds []*damage) {
+	for _, d := range ds {
+		c := d.c
+		o.rec.Corrupt = append(o.rec.Corrupt, c)
+		o.rec.Damage.QuarantinedBytes += c.LostBytes
+		if q := c.Quarantine; q != "" && !slices.Contains(o.rec.Damage.Quarantine, q) {
+			o.rec.Damage.Quarantine = append(o.rec.Damage.Quarantine, q)
+		}
+		if c.Torn {
+			o.rec.TornBytes += c.LostBytes
+		}
+		lo := max(d.prevSeq, o.removed)
+		switch {
+		case d.prevSeq == 0 && d.segID > 0 && o.removed == 0:
+			// Damage before any message, in a segment whose older
+			// neighbours were deleted: where its numbers started is
+			// unknown, so nothing is counted.
+		case d.nextSeq > lo+1:
+			o.rec.Damage.Lost += d.nextSeq - lo - 1
+		case d.nextSeq != 0:
+		case d.torn && c.Torn:
+			o.rec.Damage.Torn++
+		case d.torn && d.prevSeq >= o.removed:
+			// The next message's header, damaged, at the end of the data.
+			o.rec.Damage.Lost++
+		}
+	}
+}
+
+func (o *Outbox) logRecovery() {
+	for _, c := range o.rec.Corrupt {
+		o.log.Error("outbox: damaged bytes moved to quarantine", "lost_total", o.rec.Damage.Lost, "path", c.Path, "offset", c.Offset, "bytes", c.LostBytes, "quarantine", c.Quarantine, "torn", c.Torn, "err", c.Err)
+	}
+	if len(o.refs) > 0 {
+		o.log.Info("outbox: recovered messages", "messages", len(o.refs), "bytes", o.bytes)
+	}
+}
+
+// frameAt decodes the record framed at b[off:] and returns it with the
+// frame's length.
+func frameAt(b []byte, off int) (record, int, error) {
+	if len(b)-off < headerSize {
+		return record{}, 0, fmt.Errorf("%w: truncated header", errCorrupt)
+	}
+	n, crc, err := parseHeader(b[off : off+headerSize])
+	if err != nil {
+		return record{}, 0, err
+	}
+	if n > len(b)-off-headerSize {
+		return record{}, 0, fmt.Errorf("%w: truncated record", errCorrupt)
+	}
+	r, err := decodePayload(b[off+headerSize:off+headerSize+n], crc)
+	if err != nil {
+		return record{}, 0, err
+	}
+	return r, headerSize + n, nil
+}
+
+// resync returns the offset of the first intact record in b at or after
+// from that may follow a message numbered maxSeq, or len(b). Cheap tests
+// of the header come first, so scanning damage costs about one comparison
+// per byte.
+func resync(b []byte, from int, maxSeq uint64) int {
+	for off := from; off+headerSize+seqOffset+8 <= len(b); off++ {
+		l := binary.BigEndian.Uint32(b[off:])
+		if l < seqOffset+8 || l > maxPayload || int(l) > len(b)-off-headerSize {
+			continue
+		}
+		k := b[off+headerSize]
+		if k != kindMessage && k != kindRemoved {
+			continue
+		}
+		seq := binary.BigEndian.Uint64(b[off+headerSize+seqOffset:])
+		if seq == 0 || (k == kindMessage && seq <= maxSeq) {
+			continue
+		}
+		if _, _, err := frameAt(b, off); err == nil {
+			return off
+		}
+	}
+	return len(b)
+}
+
+// startsNext reports whether damaged bytes b start as the record of the
+// message after maxSeq would: a plausible length, then, where those bytes
+// are there, the message kind and seq maxSeq+1.
+func startsNext(b []byte, maxSeq uint64) bool {
+	if len(b) < 4 {
+		return len(b) > 0
+	}
+	if l := binary.BigEndian.Uint32(b); l < seqOffset+8 || l > maxPayload {
+		return false
+	}
+	p := b[min(len(b), headerSize):]
+	if len(p) > 0 && p[0] != kindMessage {
+		return false
+	}
+	if len(p) >= seqOffset+8 && binary.BigEndian.Uint64(p[seqOffset:]) != maxSeq+1 {
+		return false
+	}
+	return true
 }
 
 func (o *Outbox) tail() *segment { return o.segs[len(o.segs)-1] }
@@ -346,7 +561,7 @@ func (o *Outbox) newSegment() error {
 		s.size = int64(len(b))
 	}
 	if !o.opts.NoSync {
-		if err := f.Sync(); err != nil {
+		if err := o.syncFile(f); err != nil {
 			_ = f.Close()
 			_ = os.Remove(s.path)
 			return fmt.Errorf("fileoutbox: sync segment: %w", err)
@@ -462,7 +677,7 @@ func (o *Outbox) write(t *segment, frame []byte) error {
 // next segment's) and starts a new one. Called with mu held.
 func (o *Outbox) rotate() error {
 	if !o.opts.NoSync {
-		if err := o.tail().f.Sync(); err != nil {
+		if err := o.syncFile(o.tail().f); err != nil {
 			return fmt.Errorf("fileoutbox: sync segment: %w", err)
 		}
 	}
@@ -489,7 +704,7 @@ func (o *Outbox) syncThrough(gen uint64) error {
 	upTo := o.writeGen
 	f := o.tail().f
 	o.mu.Unlock()
-	if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+	if err := o.syncFile(f); err != nil && !errors.Is(err, os.ErrClosed) {
 		return fmt.Errorf("fileoutbox: sync: %w", err)
 	}
 	// A segment closed meanwhile was synced when the next one started, or
@@ -564,6 +779,19 @@ func (o *Outbox) Lost() int {
 	return o.lost
 }
 
+var _ ports.OutboxDamageReporter = (*Outbox)(nil)
+
+// Damage returns what Open found damaged (Recovery().Damage) with the
+// entries Peek dropped since added to Lost. It never fails.
+func (o *Outbox) Damage() domain.OutboxDamage {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	d := o.rec.Damage
+	d.Quarantine = slices.Clone(d.Quarantine)
+	d.Lost += uint64(o.lost)
+	return d
+}
+
 // Remove deletes the entries with Seq at most through: it appends a
 // "removed" record (not synced) and deletes the segments that hold
 // nothing else. Errors: domain.ErrClosed after Close, ctx's, or a wrapped
@@ -627,7 +855,7 @@ func (o *Outbox) Close() error {
 	o.closed = true
 	var err error
 	if o.failed == nil {
-		if serr := o.tail().f.Sync(); serr != nil {
+		if serr := o.syncFile(o.tail().f); serr != nil {
 			err = fmt.Errorf("fileoutbox: sync: %w", serr)
 		}
 	}

@@ -25,9 +25,9 @@ func freePort(t *testing.T) string {
 	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 
-// TestReadmeX509Flow runs the README's X.509 flow (the block between
-// <!-- x509-flow --> markers) with bash, as written, except for its
-// directory and the ports 8883 and 8443, which become free ports.
+// TestReadmeX509Flow runs the X.509 flow of docs/tools.md (the block
+// between <!-- x509-flow --> markers) with bash, as written, except for its
+// directory and its MQTT_PORT and REST_PORT, which become free ports.
 func TestReadmeX509Flow(t *testing.T) {
 	for _, tool := range []string{"bash", "curl", "awk", "go"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -38,17 +38,21 @@ func TestReadmeX509Flow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	readme, err := os.ReadFile(filepath.Join(root, "docs", "tools.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, rest, ok := strings.Cut(string(readme), "<!-- x509-flow -->\n```sh\n")
 	block, _, ok2 := strings.Cut(rest, "```\n<!-- /x509-flow -->")
 	if !ok || !ok2 {
-		t.Fatal("README.md has no x509-flow block")
+		t.Fatal("docs/tools.md has no x509-flow block")
 	}
 	dir := t.TempDir()
-	script := strings.NewReplacer("/tmp/x509-demo", dir, "8883", freePort(t), "8443", freePort(t)).Replace(block)
+	const ports = "MQTT_PORT=8883 REST_PORT=8443"
+	if !strings.Contains(block, ports) {
+		t.Fatalf("the x509-flow block does not set %q", ports)
+	}
+	script := strings.NewReplacer("/tmp/x509-demo", dir, ports, "MQTT_PORT="+freePort(t)+" REST_PORT="+freePort(t)).Replace(block)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
@@ -64,7 +68,7 @@ func TestReadmeX509Flow(t *testing.T) {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // nothing may outlive the test
 	}
 	if err != nil {
-		t.Fatalf("the README's X.509 flow failed: %v\n%s", err, out.String())
+		t.Fatalf("the X.509 flow of docs/tools.md failed: %v\n%s", err, out.String())
 	}
 	if n := strings.Count(out.String(), `{"sent":`); n != 2 {
 		t.Errorf("%d messages sent, want 2:\n%s", n, out.String())

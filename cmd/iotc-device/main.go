@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -82,6 +83,12 @@ then to the -config file's section:
   -fallback        transports tried in order when -transport cannot connect, e.g. mqttws,amqpws
   -ws-port         port of the WebSocket transports as a fallback (default 443)
   -proxy           HTTP CONNECT proxy for the WebSocket transports (default $HTTPS_PROXY)
+  -timeout D       give up connecting after D with the last attempt's error
+                   (default 30s; 0 waits for ever); connection changes are
+                   printed to stderr meanwhile
+  -cache FILE      credentials cache: the hub DPS assigned, so later runs skip
+                   DPS ($IOTC_CREDENTIALS_FILE; default in the user cache
+                   directory, one file per ID scope and device; "off" for none)
   -v               log the SDK's records to stderr (everything)
 Keys: $IOTC_GROUP_KEY, $IOTC_DEVICE_KEY or $IOTC_CONNECTION_STRING, else
 GroupKey, DeviceKey or ConnectionString in the section; exactly one kind.
@@ -93,9 +100,10 @@ Against the emulator (go run ./cmd/iotc-emulator prints the values):
 
 type deviceFlags struct {
 	config, section, scope, device, model, cert, key, dps, ca string
-	transport, fallback, proxy                                string
+	transport, fallback, proxy, cache                         string
 	port, wsPort                                              int
 	verbose                                                   bool
+	timeout                                                   time.Duration
 }
 
 func (d *deviceFlags) register(fs *flag.FlagSet) {
@@ -114,6 +122,32 @@ func (d *deviceFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&d.port, "port", 0, "port of DPS and the hub")
 	fs.IntVar(&d.wsPort, "ws-port", 0, "port of the WebSocket fallbacks")
 	fs.BoolVar(&d.verbose, "v", false, "log the SDK's records to stderr")
+	fs.DurationVar(&d.timeout, "timeout", 30*time.Second, "give up connecting after this long (0: never)")
+	fs.StringVar(&d.cache, "cache", os.Getenv("IOTC_CREDENTIALS_FILE"), `credentials cache file ("off": none)`)
+}
+
+// cacheFile is the credentials cache of cfg: -cache, else a file per ID
+// scope and device in the user cache directory; "" for none.
+func (d *deviceFlags) cacheFile(cfg iotc.Config) string {
+	switch {
+	case d.cache == "off" || cfg.CredentialStore != nil:
+		return ""
+	case d.cache != "":
+		return d.cache
+	case cfg.IDScope == "" || cfg.DeviceID == "":
+		return ""
+	}
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	name := strings.Map(func(r rune) rune {
+		if r == '/' || r == '\\' || r == os.PathSeparator {
+			return '_'
+		}
+		return r
+	}, cfg.IDScope+"_"+cfg.DeviceID)
+	return filepath.Join(dir, "iotc-device", name+".json")
 }
 
 // config merges flags, environment and the ini section.
@@ -193,6 +227,18 @@ func (d *deviceFlags) configure(stderr io.Writer) (iotc.Config, error) {
 		cfg.Proxy = u
 	}
 	cfg.WebSocketPort = d.wsPort
+	if f := d.cacheFile(cfg); f != "" {
+		if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+			return iotc.Config{}, fmt.Errorf("credentials cache: %w", err)
+		}
+		cfg.CredentialsFile = f
+	}
+	// Every connection change is printed, so that nobody waits in silence.
+	cfg.OnStatus = func(st iotc.Status) {
+		if st.Reason != iotc.ReasonClientClose {
+			fmt.Fprintln(stderr, "iotc-device:", st)
+		}
+	}
 	if d.verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		cfg.LogLevel = iotc.LogAll
@@ -279,8 +325,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		client.OnQueuedCommand(w.queued)
 		client.OnCloudMessage(w.message)
 	}
-	if err := client.Connect(ctx); err != nil {
-		return fmt.Errorf("connect: %w", err)
+	cctx, cancel := ctx, context.CancelFunc(func() {})
+	if d.timeout > 0 {
+		cctx, cancel = context.WithTimeout(ctx, d.timeout)
+	}
+	err = client.Connect(cctx)
+	cancel()
+	if err != nil {
+		return err
 	}
 	switch cmd {
 	case "send":

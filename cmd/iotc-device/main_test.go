@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,7 +21,90 @@ import (
 	"github.com/iotc-go/iotc/emulator"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) == "1" { // a test runs the binary as the program
+		main()
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+const runMainEnv = "IOTC_DEVICE_TEST_RUN_MAIN"
+
+// runMain runs the program (this test binary) with args and env and
+// returns its exit code and stderr.
+func runMain(t *testing.T, env []string, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	cmd.Env = append(append(os.Environ(), runMainEnv+"=1", "XDG_CACHE_HOME="+t.TempDir()), env...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("%v did not end: %s", args, stderr.String())
+	}
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	return cmd.ProcessState.ExitCode(), stderr.String()
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return lines[len(lines)-1]
+}
+
+// TestExitCodesAndReasons runs iotc-device as a program: -h exits 0; a
+// permanent error exits 1 at once with a one-line reason; a refused port
+// is retried (each change printed) until -timeout, then exits 1 naming it.
+func TestExitCodesAndReasons(t *testing.T) {
+	emu := startEmulator(t)
+	host, port, _ := net.SplitHostPort(emu.MQTTAddr())
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, emu.CACertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"IOTC_SAMPLES_INI=", "IOTC_DEVICE_KEY=", "IOTC_CONNECTION_STRING=", "IOTC_ID_SCOPE=" + emu.IDScope(), "IOTC_PROVISIONING_HOST=" + host}
+	for _, args := range [][]string{{"-h"}, {"send", "-h"}} {
+		if code, stderr := runMain(t, base, args...); code != 0 {
+			t.Errorf("%v: exit %d\n%s", args, code, stderr)
+		}
+	}
+	cases := []struct {
+		name string
+		env  []string
+		args []string
+		want []string
+	}{
+		{"wrong key", []string{"IOTC_GROUP_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}, []string{"send", "-device", "d1", "-port", port, "-ca", ca, "-timeout", "1m", "{}"}, []string{"provisioning refused", "check the ID scope"}},
+		{"untrusted CA", []string{"IOTC_GROUP_KEY=" + emu.GroupKey()}, []string{"send", "-device", "d2", "-port", port, "-timeout", "1m", "{}"}, []string{"not trusted", "RootCAs"}},
+		{"refused port", []string{"IOTC_GROUP_KEY=" + emu.GroupKey()}, []string{"send", "-device", "d3", "-port", "1", "-ca", ca, "-timeout", "300ms", "{}"}, []string{"not connected", "connection refused", "port"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stderr := runMain(t, append(append([]string{}, base...), tc.env...), tc.args...)
+			last := lastLine(stderr)
+			if code != 1 || !strings.HasPrefix(last, "iotc-device: ") {
+				t.Fatalf("exit %d, last line %q\n%s", code, last, stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(last, w) {
+					t.Errorf("last line %q does not say %q", last, w)
+				}
+			}
+			if !strings.Contains(stderr, "iotc-device: connecting") {
+				t.Errorf("the connection changes are not printed:\n%s", stderr)
+			}
+			if strings.Contains(stderr, "context deadline exceeded") && !strings.Contains(last, "connection refused") {
+				t.Errorf("a deadline without its cause:\n%s", stderr)
+			}
+		})
+	}
+}
 
 const waitLimit = 30 * time.Second
 
@@ -54,6 +138,8 @@ func clearEnv(t *testing.T) {
 	for _, k := range []string{"IOTC_GROUP_KEY", "IOTC_DEVICE_KEY", "IOTC_CONNECTION_STRING", "IOTC_SAMPLES_INI", "IOTC_ID_SCOPE", "IOTC_DEVICE_ID", "IOTC_CERT_FILE", "IOTC_KEY_FILE", "IOTC_CA_FILE", "IOTC_PROVISIONING_HOST"} {
 		t.Setenv(k, "")
 	}
+	t.Setenv("XDG_CACHE_HOME", t.TempDir()) // the default credentials cache
+	t.Setenv("IOTC_CREDENTIALS_FILE", "")
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -110,14 +196,53 @@ func TestSendReportTwin(t *testing.T) {
 
 // syncBuf is a buffer the watch handlers and the test share.
 type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{} // closed (and replaced) by every Write
 }
 
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
+	return s.b.Write(p)
+}
 
-// watch runs "watch" until the returned stop is called.
+func (s *syncBuf) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// waitFor returns once the output contains want, or ctx's error.
+func (s *syncBuf) waitFor(ctx context.Context, want string) error {
+	for {
+		s.mu.Lock()
+		if strings.Contains(s.b.String(), want) {
+			s.mu.Unlock()
+			return nil
+		}
+		if s.changed == nil {
+			s.changed = make(chan struct{})
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// watch runs "watch" until the returned stop is called. It returns once
+// the device said it is watching (its Connect returned, so its session
+// and subscriptions are in place) and the emulator sees the subscription.
+// Waiting for the subscription alone is not enough: with a persistent
+// session the emulator reports the subscriptions inherited from the
+// previous connection as soon as the new connection attaches, before it
+// sent CONNACK, and a command invoked then reaches the device ahead of
+// its CONNACK, which fails that connection attempt ("non-CONNACK first
+// packet received") and loses the command.
 func watch(t *testing.T, emu *emulator.Emulator, id string, args ...string) (*syncBuf, func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -126,6 +251,10 @@ func watch(t *testing.T, emu *emulator.Emulator, id string, args ...string) (*sy
 	go func() { done <- run(ctx, append([]string{"watch"}, args...), nil, out, out) }()
 	wctx, wcancel := context.WithTimeout(context.Background(), waitLimit)
 	defer wcancel()
+	if err := out.waitFor(wctx, `{"watching":`); err != nil {
+		cancel()
+		t.Fatalf("the device never said it was watching: %v\n%s", err, out.String())
+	}
 	if err := emu.WaitSubscribed(wctx, id, "$iothub/methods/POST/#"); err != nil {
 		cancel()
 		t.Fatalf("device never subscribed: %v\n%s", err, out.String())
@@ -269,5 +398,26 @@ func TestFlagsAndEnvOverFile(t *testing.T) {
 	out.Reset()
 	if err := run(ctxT(t), []string{"--help"}, nil, &out, &errb); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "samples.ini") {
 		t.Errorf("--help: %v", err)
+	}
+}
+
+// TestCredentialsCache: a run saves the hub DPS assigned in the user cache
+// directory; the next run connects to it without DPS (its ID scope is
+// refused by DPS, yet it reaches the hub).
+func TestCredentialsCache(t *testing.T) {
+	clearEnv(t)
+	emu := startEmulator(t)
+	ini := writeINI(t, emu, "cli-cache")
+	out := &syncBuf{} // stdout and stderr: the status lines come from the client
+	if err := run(ctxT(t), []string{"send", "-config", ini, `{"n": 1}`}, strings.NewReader(""), out, out); err != nil {
+		t.Fatalf("first run: %v\n%s", err, out.String())
+	}
+	files, _ := filepath.Glob(filepath.Join(os.Getenv("XDG_CACHE_HOME"), "iotc-device", "*.json"))
+	if len(files) != 1 {
+		t.Fatalf("cache files %v, want one", files)
+	}
+	out = &syncBuf{}
+	if err := run(ctxT(t), []string{"send", "-config", ini, "-dps", "dps.invalid", "-timeout", "20s", `{"n": 2}`}, strings.NewReader(""), out, out); err != nil {
+		t.Fatalf("second run did not use the cache: %v\n%s", err, out.String())
 	}
 }

@@ -13,7 +13,10 @@
 // On start it prints the ID scope, the enrollment group's primary key, the
 // CA certificate file devices must trust, the REST base URL with its API
 // token, and the web dashboard's address (open it in a browser: the token
-// in its URL fragment logs in); --info-file writes the same as JSON, with the process id. Stop it
+// in its URL fragment logs in); --info-file writes the same as JSON, with
+// the process id (its directory is created). Without root, the default
+// WebSocket port 443 falls back to 9443 (printed at start); other ports
+// below 1024 are an error naming the flag to change. Stop it
 // with Ctrl-C or SIGTERM to that pid (with "go run", signal the emulator's
 // pid from the info file: killing the go command leaves the emulator
 // running). Any listener flag set to "-" disables that listener. With
@@ -30,9 +33,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -132,17 +137,24 @@ func start(ctx context.Context, args []string, stdout, stderr io.Writer) (_ *emu
 	fs.DurationVar(&lim.DashboardSessionIdle, "dashboard-session-idle", emulator.DefaultDashboardSessionIdle, "dashboard login lifetime without a request (renewed by each request, at most a day)")
 	fs.DurationVar(&lim.LogSummaryInterval, "log-summary-interval", emulator.DefaultLogSummaryInterval, "interval of the summary line counting refused connections, failed authentications and limit hits")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, `iotc-emulator runs a local Azure IoT Central: DPS and an IoT hub over
-MQTT/TLS, plus an HTTPS operator API shaped like IoT Central's REST API.
+		fmt.Fprintf(stderr, `iotc-emulator runs a local Azure IoT Central: the Device Provisioning
+Service and an IoT hub over MQTT/TLS (8883), MQTT and AMQP over secure
+WebSockets (443, path /$iothub/websocket) and AMQP/TLS (5671), an HTTPS
+operator API shaped like IoT Central's REST API and a web dashboard (8443).
 
-Point a device at it with:
-  provisioning host  localhost (port 8883 for MQTT, 443 for WebSockets, 5671 for AMQP)
-  ID scope           printed below
-  group key          printed below (derive the device key from it as usual)
-  trusted CA         the ca.pem file printed below
+On start it prints, and --info-file writes as JSON: the listeners, the ID
+scope, the enrollment group key, the CA file devices must trust, the REST
+URL, its API token and the dashboard's address. Point a device at it with:
+  provisioning host  localhost, on the port of its transport
+  ID scope, group key, trusted CA  as printed at start
+
+Without root, ports below 1024 cannot be bound: when --ws-addr is left at
+its default 443, the WebSocket listener falls back to 127.0.0.1:%d and the
+start-up text says so; set --ws-addr (any listener flag, "-" disables it)
+to choose.
 
 Flags:
-`)
+`, wsFallbackPort)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -151,8 +163,31 @@ Flags:
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
 	}
-	certDirSet := false
-	fs.Visit(func(f *flag.Flag) { certDirSet = certDirSet || f.Name == "cert-dir" })
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	certDirSet := set["cert-dir"]
+	// Listeners on ports a non-root user may not bind: a default falls
+	// back to an unprivileged port (printed), a flag set so is an error
+	// naming the flag.
+	var notes []string
+	for _, l := range []struct {
+		flag string
+		addr *string
+	}{{"mqtt-addr", mqttAddr}, {"ws-addr", wsAddr}, {"amqp-addr", amqpAddr}, {"rest-addr", restAddr}} {
+		note, err := checkPrivileged(l.flag, l.addr, set[l.flag])
+		if err != nil {
+			return nil, err
+		}
+		if note != "" {
+			notes = append(notes, note)
+		}
+	}
+	// The info file's directory exists before anything is said to run.
+	if *infoFile != "" {
+		if err := os.MkdirAll(filepath.Dir(*infoFile), 0o700); err != nil {
+			return nil, fmt.Errorf("--info-file %s: %w", *infoFile, err)
+		}
+	}
 	if *dataDir != "" && !certDirSet {
 		*certDir = "" // the emulator uses <data-dir>/certs
 	} else if err := os.MkdirAll(*certDir, 0o700); err != nil {
@@ -217,6 +252,19 @@ Flags:
 		ProvisioningHost: e.HubHost(),
 		PID:              os.Getpid(),
 	}
+	if *infoFile != "" {
+		b, _ := json.MarshalIndent(in, "", "  ")
+		tmp := *infoFile + ".tmp"
+		if err := os.WriteFile(tmp, b, 0o600); err != nil {
+			return nil, fmt.Errorf("--info-file: %w", err)
+		}
+		if err := os.Rename(tmp, *infoFile); err != nil {
+			return nil, fmt.Errorf("--info-file: %w", err)
+		}
+	}
+	for _, n := range notes {
+		fmt.Fprintln(stdout, "iotc-emulator:", n)
+	}
 	fmt.Fprintf(stdout, `iotc-emulator is running.
   MQTT (DPS + hub)  %s
   WebSockets        %s (MQTT and AMQP at /$iothub/websocket)
@@ -230,16 +278,6 @@ Flags:
   pid               %d
 Press Ctrl-C (or send SIGTERM to the pid) to stop.
 `, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(in.DashboardURL), in.PID)
-	if *infoFile != "" {
-		b, _ := json.MarshalIndent(in, "", "  ")
-		tmp := *infoFile + ".tmp"
-		if err := os.WriteFile(tmp, b, 0o600); err != nil {
-			return nil, fmt.Errorf("info file: %w", err)
-		}
-		if err := os.Rename(tmp, *infoFile); err != nil {
-			return nil, fmt.Errorf("info file: %w", err)
-		}
-	}
 	return e, nil
 }
 
@@ -248,4 +286,37 @@ func orNone(s string) string {
 		return "(disabled)"
 	}
 	return s
+}
+
+// listen binds a listener; tests replace it to act as a user without
+// privileges.
+var listen = net.Listen
+
+// wsFallbackPort is where the WebSocket listener goes when its default
+// port 443 needs privileges this user lacks.
+const wsFallbackPort = 9443
+
+// checkPrivileged tries to bind *addr. When that fails for lack of
+// privilege (a port below 1024 without root or CAP_NET_BIND_SERVICE), a
+// default --ws-addr moves to wsFallbackPort and the note says so; any
+// other listener, or one set by its flag, is an error naming the flag.
+func checkPrivileged(name string, addr *string, explicit bool) (note string, err error) {
+	if *addr == "-" || *addr == "" {
+		return "", nil
+	}
+	ln, err := listen("tcp", *addr)
+	if err == nil {
+		_ = ln.Close()
+		return "", nil
+	}
+	if !errors.Is(err, syscall.EACCES) && !errors.Is(err, os.ErrPermission) {
+		return "", nil // reported by the emulator with its own words
+	}
+	host, _, _ := net.SplitHostPort(*addr)
+	if name != "ws-addr" || explicit {
+		return "", fmt.Errorf("--%s %s: permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE; choose another port with --%s (for example %s)", name, *addr, name, net.JoinHostPort(host, "0"))
+	}
+	old := *addr
+	*addr = net.JoinHostPort(host, strconv.Itoa(wsFallbackPort))
+	return fmt.Sprintf("%s needs root (or CAP_NET_BIND_SERVICE): WebSockets listen on %s instead; devices set their WebSocket port to %d (Config.WebSocketPort), or choose with --ws-addr", old, *addr, wsFallbackPort), nil
 }

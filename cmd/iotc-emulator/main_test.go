@@ -5,9 +5,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
+	"flag"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/iotc-go/iotc/emulator"
@@ -141,5 +145,86 @@ func TestBadFlags(t *testing.T) {
 			_ = e.Close()
 			t.Errorf("start %v succeeded", args)
 		}
+	}
+}
+
+// TestHelpIsHonest: -h exits cleanly with a text that names every
+// listener, the dashboard and the non-root fallback, and promises nothing
+// "below".
+func TestHelpIsHonest(t *testing.T) {
+	var out, errOut bytes.Buffer
+	_, err := start(t.Context(), []string{"-h"}, &out, &errOut)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	help := errOut.String()
+	for _, want := range []string{"AMQP", "WebSockets", "dashboard", "--info-file", "9443", "root"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("--help does not mention %s:\n%s", want, help)
+		}
+	}
+	if strings.Contains(help, "printed below") {
+		t.Errorf("--help promises what it does not print:\n%s", help)
+	}
+}
+
+// TestInfoFileDirectoryCreated: --info-file in a directory that does not
+// exist yet works.
+func TestInfoFileDirectoryCreated(t *testing.T) {
+	dir := t.TempDir()
+	nested := filepath.Join(dir, "a", "b", "info.json")
+	var out, errOut bytes.Buffer
+	e, err := start(t.Context(), append(ephemeral(dir), "-info-file", nested), &out, &errOut)
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	defer e.Close()
+	if _, err := os.Stat(nested); err != nil {
+		t.Fatalf("info file: %v", err)
+	}
+	// A directory that cannot be made is an error before "is running".
+	blocker := filepath.Join(dir, "file")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	e2, err := start(t.Context(), append(ephemeral(dir), "-info-file", filepath.Join(blocker, "info.json")), &out, &errOut)
+	if err == nil {
+		_ = e2.Close()
+		t.Fatal("an info file under a regular file was accepted")
+	}
+	if !strings.Contains(err.Error(), "--info-file") || strings.Contains(out.String(), "is running") {
+		t.Errorf("error %v; output:\n%s", err, out.String())
+	}
+}
+
+// TestUnprivilegedPorts acts as a user who may not bind ports below 1024:
+// the default WebSocket port falls back to 9443 and says so; a port set by
+// its flag is an error naming the flag.
+func TestUnprivilegedPorts(t *testing.T) {
+	real := listen
+	t.Cleanup(func() { listen = real })
+	listen = func(network, addr string) (net.Listener, error) {
+		if _, port, _ := net.SplitHostPort(addr); port == "443" || port == "80" {
+			return nil, &net.OpError{Op: "listen", Net: network, Err: os.NewSyscallError("bind", syscall.EACCES)}
+		}
+		return real(network, addr)
+	}
+	ws := "127.0.0.1:443"
+	note, err := checkPrivileged("ws-addr", &ws, false)
+	if err != nil || ws != "127.0.0.1:9443" || !strings.Contains(note, "9443") || !strings.Contains(note, "--ws-addr") {
+		t.Errorf("default ws-addr: %q, %q, %v", ws, note, err)
+	}
+	ws = "127.0.0.1:443"
+	if _, err := checkPrivileged("ws-addr", &ws, true); err == nil || !strings.Contains(err.Error(), "--ws-addr") {
+		t.Errorf("explicit ws-addr: %v", err)
+	}
+	rest := "127.0.0.1:80"
+	if _, err := checkPrivileged("rest-addr", &rest, false); err == nil || !strings.Contains(err.Error(), "--rest-addr") {
+		t.Errorf("rest-addr: %v", err)
+	}
+	free := "127.0.0.1:0"
+	if note, err := checkPrivileged("mqtt-addr", &free, true); err != nil || note != "" || free != "127.0.0.1:0" {
+		t.Errorf("a bindable port: %q, %v", note, err)
 	}
 }

@@ -13,6 +13,11 @@
 //	go run ./cmd/iotc-fleet -devices 1000
 //	go run ./cmd/iotc-fleet -devices 10000 -rate 5s -duration 2m
 //
+// Against an emulator that runs on its own (iotc-emulator --info-file
+// info.json), and split across N machines as shards K = 0..N-1:
+//
+//	go run ./cmd/iotc-fleet -emulator-info info.json -devices 10000 -shard 0/4
+//
 // Against a real IoT Central application:
 //
 //	IOTC_ID_SCOPE=0ne00XXXXXX IOTC_GROUP_KEY=<group primary key> go run ./cmd/iotc-fleet -devices 50
@@ -30,6 +35,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -103,6 +110,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	credDir := fs.String("credentials-dir", "", "credentials cache directory (default: the user cache dir's iotc-fleet/<ID scope> against Azure, none against the emulator; - for none)")
 	emuMode := fs.String("emulator", "auto", "where the emulator runs: auto, inproc or child (auto: a child when the fleet needs more file descriptors than one process may open)")
 	verbose := fs.Bool("v", false, "log connect and send failures to stderr")
+	apiToken := fs.String("api-token", os.Getenv(fleet.APITokenEnv), "API token of the emulator the fleet starts ($"+fleet.APITokenEnv+"; default random); printed at start")
+	emuInfo := fs.String("emulator-info", "", "drive an emulator that runs on its own: the JSON file iotc-emulator --info-file wrote")
+	shardText := fs.String("shard", "", "K/N: run only shard K (0 to N-1) of the -devices, so N processes or machines run one fleet (Kubernetes Indexed Job: K = $JOB_COMPLETION_INDEX)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -113,6 +123,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
 	tr, err := parseTransport(*trName)
+	if err != nil {
+		return err
+	}
+	shard, shards, err := parseShard(*shardText)
 	if err != nil {
 		return err
 	}
@@ -148,33 +162,49 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Devices: *devices, IDPattern: *pattern, FirstIndex: *first, Transport: tr, ModelID: *modelID,
 		Template: tmpl, Interval: interval, ConnectRate: connectRate, MaxConnecting: *maxConnecting,
 		Duration: *duration, SummaryEvery: *summary, Out: stdout, Logger: logger,
+		Shard: shard, Shards: shards,
 	}
 
 	var local *fleet.Local
 	if *scope == "" {
-		child := false
-		switch *emuMode {
-		case "auto":
-			child = needsChild(*devices)
-		case "child":
-			child = true
-		case "inproc":
-		default:
-			return fmt.Errorf("%w: -emulator %q: want auto, inproc or child", errUsage, *emuMode)
+		var where string
+		if *emuInfo != "" {
+			if local, err = fleet.ExternalEmulator(*emuInfo); err != nil {
+				return err
+			}
+			where = "from " + *emuInfo
+		} else {
+			child := false
+			switch *emuMode {
+			case "auto":
+				child = needsChild(*devices)
+			case "child":
+				child = true
+			case "inproc":
+			default:
+				return fmt.Errorf("%w: -emulator %q: want auto, inproc or child", errUsage, *emuMode)
+			}
+			if *apiToken != "" {
+				// The emulator (in this process or the child) reads it.
+				if err := os.Setenv(fleet.APITokenEnv, *apiToken); err != nil {
+					return err
+				}
+			}
+			local, err = fleet.StartEmulator(ctx, child)
+			if err != nil {
+				return err
+			}
+			defer local.Close()
+			where = "in this process"
+			if child {
+				where = fmt.Sprintf("in child process %d", local.PID)
+			}
 		}
-		local, err = fleet.StartEmulator(ctx, child)
-		if err != nil {
-			return err
-		}
-		defer local.Close()
 		if cfg.Target, err = local.Target(tr); err != nil {
 			return err
 		}
-		where := "in this process"
-		if child {
-			where = fmt.Sprintf("in child process %d", local.PID)
-		}
-		fmt.Fprintf(stdout, "emulator %s: ID scope %s, %s on %s, REST API %s\n", where, local.IDScope, tr, cfg.Target.ProvisioningHost, local.RESTURL)
+		fmt.Fprintf(stdout, "emulator %s: ID scope %s, %s on %s\n  REST API  %s\n  API token %s\n  dashboard %s\n",
+			where, local.IDScope, tr, cfg.Target.ProvisioningHost, orNone(local.RESTURL), orNone(local.APIToken), orNone(local.DashboardURL))
 		cfg.RegistrationRate = max(*dpsRate, 0)
 		if *credDir != "" && *credDir != "-" {
 			cfg.CredentialsDir = *credDir
@@ -224,7 +254,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.CredentialsDir != "" {
 		fmt.Fprintf(stdout, "credentials cache: %s\n", cfg.CredentialsDir)
 	}
-	fmt.Fprintf(stdout, "starting %d devices at %v/s, telemetry every %s; Ctrl-C stops\n", *devices, rateText(connectRate), *rate)
+	if shards > 1 {
+		fmt.Fprintf(stdout, "shard %d/%d: %d of the %d devices\n", shard, shards, len(f.DeviceIDs()), *devices)
+	}
+	fmt.Fprintf(stdout, "starting %d devices at %v/s, telemetry every %s; Ctrl-C stops\n", len(f.DeviceIDs()), rateText(connectRate), *rate)
 	report, runErr := f.Run(ctx)
 	fmt.Fprintln(stdout)
 	report.WriteTable(stdout)
@@ -242,6 +275,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			float64(report.Goroutines)/float64(report.Devices))
 	}
 	return runErr
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// parseShard reads -shard K/N; "" is the whole fleet (0, 0).
+func parseShard(text string) (shard, shards int, err error) {
+	if text == "" {
+		return 0, 0, nil
+	}
+	k, n, ok := strings.Cut(text, "/")
+	shard, err1 := strconv.Atoi(strings.TrimSpace(k))
+	shards, err2 := strconv.Atoi(strings.TrimSpace(n))
+	if !ok || err1 != nil || err2 != nil || shards < 1 || shard < 0 || shard >= shards {
+		return 0, 0, fmt.Errorf("%w: -shard %q: want K/N with 0 <= K < N, e.g. 0/4", errUsage, text)
+	}
+	return shard, shards, nil
 }
 
 func rateText(r float64) string {

@@ -13,9 +13,20 @@ import (
 
 	"github.com/iotc-go/iotc"
 	"github.com/iotc-go/iotc/emulator"
+	"github.com/iotc-go/iotc/examples/internal/sampletest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	sampletest.MainOr(m, main) // the test binary is the program when a test runs it so
+	goleak.VerifyTestMain(m)
+}
+
+// TestHelpExitsZero runs the program with -h: usage, exit status 0.
+func TestHelpExitsZero(t *testing.T) {
+	if code, _, stderr := sampletest.RunMain(t, "-h"); code != 0 || !strings.Contains(stderr, "-transport") {
+		t.Errorf("-h: exit %d\n%s", code, stderr)
+	}
+}
 
 // TestDeviceAgainstEmulator runs the program as a user would against the
 // emulator: configuration from the environment and flags, CA from a file.

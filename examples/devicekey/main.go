@@ -1,13 +1,14 @@
 // Command devicekey is the Python iotc sample sync_device_key in Go: a
-// device that connects with its own device key read from a samples.ini
-// section, reports writeableProp, acknowledges writable properties,
+// device that connects with its device key (or its group's key) read from
+// a samples.ini section, reports writeableProp, acknowledges writable properties,
 // answers commands and sends a temperature every few seconds, at the root
 // and from the component "firstcomponent".
 //
 //	[DEVICE_A]
 //	ScopeId = 0ne00XXXXXX
 //	DeviceId = my-device
-//	DeviceKey = <the device's primary key>
+//	DeviceKey = <the device's primary key>   ; or GroupKey = <the group's key>
+//	; HubName = <hub host>: connect to it without DPS (provision only if refused)
 //	; against the emulator (cmd/iotc-emulator), also:
 //	; ProvisioningHost = localhost
 //	; CAFile = <the ca.pem it prints>
@@ -44,7 +45,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, _, err := sample.Load(f, samplesini.AuthDeviceKey)
+	cfg, _, err := sample.Load(f, samplesini.AuthKey)
 	if err != nil {
 		return err
 	}

@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, hc *http.
 	}
 	fw := newForwarder(hub, hc, stderr)
 	cfg.Logger = slog.New(slog.NewJSONHandler(fw, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	sample.ConsoleStatus(&cfg, f) // the log goes elsewhere: connection changes still show here
 	fmt.Fprintln(stdout, "forwarding logs to", hub)
 	runErr := sample.Run(ctx, cfg, f, stdout)
 	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

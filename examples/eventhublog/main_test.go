@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -90,7 +89,7 @@ func TestEventHubLogSample(t *testing.T) {
 	f.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var out bytes.Buffer
+	var out sampletest.Buffer
 	hc := srv.Client()
 	defer hc.CloseIdleConnections()
 	if err := run(ctx, []string{"-config", ini, "-count", "1", "-interval", "10ms", "-v"}, &out, &out, hc); err != nil {

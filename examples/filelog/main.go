@@ -70,6 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer w.Close()
 	cfg.Logger = slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	sample.ConsoleStatus(&cfg, f) // the log goes elsewhere: connection changes still show here
 	fmt.Fprintln(stdout, "logging to", w.Filename)
 	return sample.Run(ctx, cfg, f, stdout)
 }

@@ -31,7 +31,7 @@ func TestFileLogSample(t *testing.T) {
 	ini := sampletest.WriteINI(t, emu, dir, "DEVICE_A", "DeviceId = sample-filelog\nGroupKey = "+emu.GroupKey())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var out bytes.Buffer
+	var out sampletest.Buffer
 	if err := run(ctx, []string{"-config", ini, "-count", "1", "-interval", "10ms", "-v"}, &out, &out); err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}

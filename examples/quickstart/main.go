@@ -32,6 +32,9 @@ func main() {
 	fs := flag.NewFlagSet("quickstart", flag.ContinueOnError)
 	name := fs.String("transport", "mqtt", "transport: mqtt, mqttws, amqp or amqpws")
 	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
 		os.Exit(2)
 	}
 	tr, err := transport(*name)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -15,7 +14,24 @@ import (
 	"github.com/iotc-go/iotc/examples/internal/sampletest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	sampletest.MainOr(m, main) // the test binary is the program when a test runs it so
+	goleak.VerifyTestMain(m)
+}
+
+// TestExitCodes runs the sample as a program: -h exits 0; a certificate
+// file that does not exist exits 1 with a one-line reason.
+func TestExitCodes(t *testing.T) {
+	if code, _, stderr := sampletest.RunMain(t, "-h"); code != 0 {
+		t.Errorf("-h: exit %d\n%s", code, stderr)
+	}
+	emu := sampletest.StartEmulator(t)
+	ini := sampletest.WriteINI(t, emu, t.TempDir(), "DEVICE_A", "DeviceId = x\nCertFilePath = missing.pem\nKeyFilePath = missing.key")
+	code, _, stderr := sampletest.RunMain(t, "-config", ini)
+	if last := sampletest.LastLine(stderr); code != 1 || !strings.HasPrefix(last, "x509: ") || !strings.Contains(last, "missing.pem") {
+		t.Errorf("exit %d, last line %q\n%s", code, last, stderr)
+	}
+}
 
 // TestX509Sample connects with the certificate and the openssl-encrypted
 // PKCS#8 key of domain/testdata/pkcs8 (CN pkcs8-device), DeviceId left
@@ -38,7 +54,7 @@ func TestX509Sample(t *testing.T) {
 	ini := sampletest.WriteINI(t, emu, dir, "DEVICE_X509", creds)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var out bytes.Buffer
+	var out sampletest.Buffer
 	if err := run(ctx, []string{"-config", ini, "-section", "DEVICE_X509", "-count", "1", "-interval", "10ms"}, &out, &out); err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}

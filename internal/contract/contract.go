@@ -442,12 +442,12 @@ func (s *Suite) testTelemetry(t *testing.T) {
 			t.Errorf("property %q = %q, want %q (all: %v)", k, got, want, tel.Properties)
 		}
 	}
-	for k, want := range map[string]string{
-		domain.PropMessageID: "msg-1", domain.PropCorrelationID: "corr-1",
-		domain.PropContentType: domain.DefaultContentType, domain.PropContentEncoding: domain.DefaultContentEncoding,
+	for name, got := range map[string][2]string{
+		"message id": {tel.MessageID, "msg-1"}, "correlation id": {tel.CorrelationID, "corr-1"},
+		"content type": {tel.ContentType, domain.DefaultContentType}, "content encoding": {tel.ContentEncoding, domain.DefaultContentEncoding},
 	} {
-		if got := tel.System[k]; got != want {
-			t.Errorf("system property %q = %q, want %q (all: %v)", k, got, want, tel.System)
+		if got[0] != got[1] {
+			t.Errorf("%s = %q, want %q (message %+v)", name, got[0], got[1], tel)
 		}
 	}
 }

@@ -6,21 +6,27 @@ import (
 	"time"
 
 	"github.com/iotc-go/iotc"
+	"github.com/iotc-go/iotc/internal/longtest"
 )
 
 // TestAMQPNoLossNoFailureUnderFaults runs the short fault matrix over
 // AMQP. There a 10 s token is renewed in place: no reconnect at all.
 func TestAMQPNoLossNoFailureUnderFaults(t *testing.T) {
+	t.Parallel() // the top-level tests wait on faults together
 	cases := []struct {
 		name string
 		cfg  Config
+		long bool // only with IOTC_LONG_TESTS=1 (internal/longtest)
 	}{
-		{"KillEvery2s/20Senders", Config{Senders: 20, KillEvery: 2 * time.Second, Duration: 9 * time.Second}},
-		{"DisconnectEvery2s/20Senders", Config{Senders: 20, DisconnectEvery: 2 * time.Second, Duration: 9 * time.Second}},
-		{"TokenTTL10s/20Senders", Config{Senders: 20, TokenTTL: 10 * time.Second, Duration: 20 * time.Second}},
+		{"KillEvery2s/20Senders", Config{Senders: 20, KillEvery: 2 * time.Second, Duration: 9 * time.Second}, false},
+		{"DisconnectEvery2s/20Senders", Config{Senders: 20, DisconnectEvery: 2 * time.Second, Duration: 9 * time.Second}, true},
+		{"TokenTTL10s/20Senders", Config{Senders: 20, TokenTTL: 10 * time.Second, Duration: 20 * time.Second}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.long {
+				longtest.Require(t)
+			}
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()

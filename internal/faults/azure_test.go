@@ -12,6 +12,7 @@ import (
 	"github.com/iotc-go/iotc"
 	"github.com/iotc-go/iotc/domain"
 	"github.com/iotc-go/iotc/emulator"
+	"github.com/iotc-go/iotc/internal/longtest"
 )
 
 // The Azure fault-injection messages, sent by the SDK through the
@@ -223,6 +224,7 @@ var transports = []struct {
 // Disconnected, with a reason) within 10 s and is Connected again within
 // duration + 10 s; nothing acknowledged is lost and no send fails.
 func TestAzureDisconnectFaults(t *testing.T) {
+	t.Parallel() // the top-level tests wait on faults together
 	mqttFaults := []struct{ kind, reason string }{
 		{"KillTcp", "boom"}, {"KillTcp", "byebye"}, {"ShutDownMqtt", "byebye"},
 	}
@@ -237,8 +239,11 @@ func TestAzureDisconnectFaults(t *testing.T) {
 		if tp.amqp {
 			faults = amqpFaults
 		}
-		for _, f := range faults {
+		for i, f := range faults {
 			t.Run(tp.name+"/"+f.kind+"/"+f.reason, func(t *testing.T) {
+				if i > 0 {
+					longtest.Require(t) // the default run: one fault per transport
+				}
 				t.Parallel()
 				env := newAzureEnv(t, tp.tr, "azure-fault")
 				loop := env.startSending(100 * time.Millisecond)
@@ -269,6 +274,7 @@ func TestAzureDisconnectFaults(t *testing.T) {
 // links. The SDK keeps its session (it only needs $cbs to renew the
 // token, and reattaches it then): no status change, telemetry flows.
 func TestKillCBSLinkGoesUnnoticed(t *testing.T) {
+	t.Parallel() // the top-level tests wait on faults together
 	for _, tp := range transports[2:] {
 		t.Run(tp.name, func(t *testing.T) {
 			t.Parallel()
@@ -300,6 +306,7 @@ func TestKillCBSLinkGoesUnnoticed(t *testing.T) {
 // window). Either way the client is connected after the window, sends
 // succeed again and nothing acknowledged is lost.
 func TestAzureThrottlingSurvived(t *testing.T) {
+	t.Parallel() // the top-level tests wait on faults together
 	for _, tp := range transports {
 		t.Run(tp.name, func(t *testing.T) {
 			t.Parallel()
@@ -328,6 +335,7 @@ func TestAzureThrottlingSurvived(t *testing.T) {
 // the client (Closed, ReasonBadCredential) instead of retrying it as a
 // transient error, and a send then fails at once.
 func TestAzureAuthErrorNotRetried(t *testing.T) {
+	t.Parallel() // the top-level tests wait on faults together
 	for _, tp := range transports {
 		t.Run(tp.name, func(t *testing.T) {
 			t.Parallel()
@@ -358,6 +366,7 @@ func TestAzureAuthErrorNotRetried(t *testing.T) {
 // DeviceMaximumQueueDepthExceededException). Afterwards sends succeed
 // and nothing acknowledged is lost.
 func TestAzureQuotaExceeded(t *testing.T) {
+	t.Parallel() // the top-level tests wait on faults together
 	for _, tp := range transports {
 		t.Run(tp.name, func(t *testing.T) {
 			t.Parallel()

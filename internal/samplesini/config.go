@@ -1,14 +1,17 @@
 package samplesini
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/iotc-go/iotc"
+	"github.com/iotc-go/iotc/domain"
 )
 
 // Auth picks which credential of a section to use.
@@ -25,6 +28,9 @@ const (
 	AuthGroupKey
 	// AuthX509 requires CertFilePath and KeyFilePath.
 	AuthX509
+	// AuthKey takes DeviceKey, else GroupKey, as the seed's key samples
+	// (a section may hold either).
+	AuthKey
 )
 
 // Credential returns the section's credential as a says. Errors name the
@@ -41,16 +47,18 @@ func (d Device) Credential(a Auth) (iotc.Credential, error) {
 			return iotc.X509ConnectionString(d.ConnectionString, c), nil
 		}
 		return c, nil
-	case a == AuthDeviceKey || a == AuthAny && d.DeviceKey != "":
+	case a == AuthDeviceKey || (a == AuthAny || a == AuthKey) && d.DeviceKey != "":
 		if d.DeviceKey == "" {
 			return iotc.Credential{}, fmt.Errorf("[%s]: DeviceKey is not set", d.Section)
 		}
 		return iotc.DeviceKey(d.DeviceKey), nil
-	case a == AuthGroupKey || a == AuthAny && d.GroupKey != "":
+	case a == AuthGroupKey || (a == AuthAny || a == AuthKey) && d.GroupKey != "":
 		if d.GroupKey == "" {
 			return iotc.Credential{}, fmt.Errorf("[%s]: GroupKey is not set", d.Section)
 		}
 		return iotc.GroupKey(d.GroupKey), nil
+	case a == AuthKey:
+		return iotc.Credential{}, fmt.Errorf("[%s]: set DeviceKey or GroupKey", d.Section)
 	case d.ConnectionString != "":
 		return iotc.ConnectionString(d.ConnectionString), nil
 	}
@@ -59,7 +67,10 @@ func (d Device) Credential(a Auth) (iotc.Credential, error) {
 
 // Config is an iotc.Config for the section: ID scope, device id, model id,
 // credential (as a says), provisioning host, trusted CAs (the system roots
-// plus CAFile) and transport.
+// plus CAFile) and transport. With HubName (and no ConnectionString) the
+// hub is taken as cached credentials, as the seed's MemStorage does: the
+// client connects to it without DPS, and provisions only if the hub
+// refuses the device.
 func (d Device) Config(a Auth) (iotc.Config, error) {
 	cred, err := d.Credential(a)
 	if err != nil {
@@ -79,7 +90,7 @@ func (d Device) Config(a Auth) (iotc.Config, error) {
 	if err != nil {
 		return iotc.Config{}, fmt.Errorf("[%s]: %w", d.Section, err)
 	}
-	return iotc.Config{
+	cfg := iotc.Config{
 		DeviceID:         d.DeviceID,
 		IDScope:          d.ScopeID,
 		Credential:       cred,
@@ -88,7 +99,45 @@ func (d Device) Config(a Auth) (iotc.Config, error) {
 		ProvisioningHost: d.ProvisioningHost,
 		RootCAs:          roots,
 		Port:             port,
-	}, nil
+	}
+	if d.HubName != "" && d.ConnectionString == "" {
+		if d.DeviceID == "" {
+			return iotc.Config{}, fmt.Errorf("[%s]: HubName needs DeviceId", d.Section)
+		}
+		// The kind Credential picked, in the same order.
+		kind := domain.KindGroupKey
+		switch {
+		case a == AuthX509 || a == AuthAny && (d.CertFile != "" || d.KeyFile != ""):
+			kind = domain.KindX509
+		case a == AuthDeviceKey || d.DeviceKey != "":
+			kind = domain.KindDeviceKey
+		}
+		cfg.CredentialStore = &hubStore{rec: domain.CachedCredentials{
+			IDScope: d.ScopeID, RegistrationID: d.DeviceID, Hub: d.HubName, DeviceID: d.DeviceID,
+			ModelID: d.ModelID, Kind: kind, CertFile: d.CertFile, KeyFile: d.KeyFile,
+		}}
+	}
+	return cfg, nil
+}
+
+// hubStore is the seed samples' MemStorage: the credentials cache holds
+// the section's HubName until a provisioning replaces it, in memory.
+type hubStore struct {
+	mu  sync.Mutex
+	rec domain.CachedCredentials
+}
+
+func (s *hubStore) Load(context.Context) (domain.CachedCredentials, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rec, nil
+}
+
+func (s *hubStore) Save(_ context.Context, rec domain.CachedCredentials) error {
+	s.mu.Lock()
+	s.rec = rec
+	s.mu.Unlock()
+	return nil
 }
 
 // ParseTransport maps mqtt, mqttws, amqp and amqpws (any case; "" is

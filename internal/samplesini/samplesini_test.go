@@ -1,10 +1,13 @@
 package samplesini
 
 import (
+	"context"
 	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/iotc-go/iotc/domain"
 )
 
 // TestSeedExampleFile parses the seed's documented samples.ini verbatim.
@@ -111,5 +114,34 @@ func TestCredentialChoice(t *testing.T) {
 	tr.Transport = "carrier-pigeon"
 	if _, err := tr.Config(AuthAny); err == nil {
 		t.Error("unknown transport: no error")
+	}
+}
+
+// TestSeedParity: a key sample takes DeviceKey or GroupKey; HubName becomes
+// a cached hub (the seed's MemStorage), which the client tries before DPS.
+func TestSeedParity(t *testing.T) {
+	f, err := Parse(strings.NewReader("[G]\nScopeId = s\nDeviceId = d\nGroupKey = AAAA\nHubName = hub.example\n[D]\nScopeId = s\nDeviceId = d\nDeviceKey = AAAA\n[N]\nScopeId = s\nDeviceId = d\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _ := f.Device("G")
+	cfg, err := g.Config(AuthKey)
+	if err != nil || !strings.HasPrefix(cfg.Credential.String(), "group key") {
+		t.Fatalf("GroupKey section: %v, %v", cfg.Credential, err)
+	}
+	if cfg.CredentialStore == nil {
+		t.Fatal("HubName is ignored")
+	}
+	rec, err := cfg.CredentialStore.Load(context.Background())
+	if err != nil || rec.Hub != "hub.example" || rec.DeviceID != "d" || !rec.Matches("s", "d") || rec.Kind != domain.KindGroupKey {
+		t.Errorf("cached hub = %+v, %v", rec, err)
+	}
+	d, _ := f.Device("D")
+	if cfg, err := d.Config(AuthKey); err != nil || !strings.HasPrefix(cfg.Credential.String(), "device key") || cfg.CredentialStore != nil {
+		t.Errorf("DeviceKey section: %v, %v", cfg.Credential, err)
+	}
+	n, _ := f.Device("N")
+	if _, err := n.Config(AuthKey); err == nil || !strings.Contains(err.Error(), "DeviceKey or GroupKey") {
+		t.Errorf("no key: %v", err)
 	}
 }

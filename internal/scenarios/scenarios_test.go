@@ -11,13 +11,28 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iotc-go/iotc"
+	"github.com/iotc-go/iotc/adapters/mqtt"
 	"github.com/iotc-go/iotc/emulator"
 	"github.com/iotc-go/iotc/iotctest"
+	"github.com/iotc-go/iotc/ports"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestScenariosInMemory(t *testing.T) { Run(t, &memOp{h: iotctest.New()}) }
+
+// TestChecksInMemory and TestChecksEmulator run the same connection checks
+// against iotctest and the emulator: both are the emulator's core.
+func TestChecksInMemory(t *testing.T) { RunChecks(t, &memOp{h: iotctest.New()}) }
+
+func TestChecksEmulator(t *testing.T) {
+	e, err := emulator.Start(context.Background(), &emulator.Options{MQTTAddr: "127.0.0.1:0", RESTAddr: "-", WebSocketAddr: "-", AMQPAddr: "-", RetryAfter: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	RunChecks(t, &emuOp{e: e})
+}
 
 func TestScenariosEmulator(t *testing.T) {
 	e, err := emulator.Start(context.Background(), &emulator.Options{MQTTAddr: "127.0.0.1:0", RESTAddr: "-", WebSocketAddr: "-", AMQPAddr: "-", RetryAfter: -1})
@@ -61,6 +76,11 @@ func (o *memOp) Reported(_ context.Context, id string) (map[string]any, error) {
 }
 
 func (o *memOp) Drop(id string) error { return o.h.Drop(id) }
+
+func (o *memOp) Transport(*testing.T) ports.Transport { return o.h }
+func (o *memOp) ProvisioningHost() string             { return "" }
+func (o *memOp) IDScope() string                      { return iotctest.IDScope }
+func (o *memOp) GroupKey() string                     { return iotctest.GroupKey }
 
 // emuOp drives the emulator through its Go methods.
 type emuOp struct {
@@ -207,3 +227,11 @@ func (o *emuOp) Reported(_ context.Context, id string) (map[string]any, error) {
 }
 
 func (o *emuOp) Drop(id string) error { return o.e.DisconnectDevice(id) }
+
+func (o *emuOp) Transport(*testing.T) ports.Transport {
+	_, port, _ := cutPort(o.e.MQTTAddr())
+	return mqtt.New(&mqtt.Options{Port: port, RootCAs: o.e.CAPool()})
+}
+func (o *emuOp) ProvisioningHost() string { return "localhost" }
+func (o *emuOp) IDScope() string          { return o.e.IDScope() }
+func (o *emuOp) GroupKey() string         { return o.e.GroupKey() }

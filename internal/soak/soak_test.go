@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iotc-go/iotc"
+	"github.com/iotc-go/iotc/internal/longtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -143,6 +144,9 @@ func TestConfigErrors(t *testing.T) {
 func TestShortSoak(t *testing.T) {
 	for _, tr := range []iotc.Transport{iotc.MQTT, iotc.MQTTWebSockets, iotc.AMQP, iotc.AMQPWebSockets} {
 		t.Run(tr.String(), func(t *testing.T) {
+			if tr != iotc.MQTT {
+				longtest.Require(t) // the default run soaks MQTT only
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			var progress bytes.Buffer

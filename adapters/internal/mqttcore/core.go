@@ -43,7 +43,7 @@ const (
 	publishHandoff = time.Second
 	// DefaultClientVersion is announced as DeviceClientType (hub) and
 	// ClientVersion (DPS).
-	DefaultClientVersion = "iotc-go/0.1.0"
+	DefaultClientVersion = domain.ClientProduct
 	// maxKeepAlive is IoT Hub's cap on the keep-alive.
 	maxKeepAlive = 1767 * time.Second
 	// maxDPSPolls bounds the polls of one registration.
@@ -191,6 +191,9 @@ func (c *Core) connect(ctx context.Context, p connParams) (paho.Client, *gracefu
 		if dctx.Err() != nil {
 			return nil, nil, fmt.Errorf("%w: mqtt: dial %s: %w", domain.ErrTimeout, p.host, scrub(err))
 		}
+		if d := domain.DiagnoseNetwork(err); d != err {
+			return nil, nil, fmt.Errorf("mqtt: %s: %w", p.host, d)
+		}
 		return nil, nil, fmt.Errorf("mqtt: dial %s: %w", p.host, scrub(err))
 	}
 	// paho and the session close the connection gracefully; the abort
@@ -245,7 +248,7 @@ func (c *Core) connect(ctx context.Context, p connParams) (paho.Client, *gracefu
 		if ct != nil {
 			switch ct.ReturnCode() {
 			case 4, 5:
-				return nil, nil, fmt.Errorf("%w: %s: the service refused the credentials (CONNACK %d)", domain.ErrUnauthorized, c.cfg.Name, ct.ReturnCode())
+				return nil, nil, fmt.Errorf("%w (%s CONNACK %d)", domain.ErrUnauthorized, c.cfg.Name, ct.ReturnCode())
 			case 2:
 				return nil, nil, fmt.Errorf("%w: %s: the service rejected client id %q (CONNACK 2)", domain.ErrInvalidConfig, c.cfg.Name, p.clientID)
 			}

@@ -280,7 +280,7 @@ func FuzzParseDPSResponseTopic(f *testing.F) {
 }
 
 func TestProductInfoInTheClientVersion(t *testing.T) {
-	if got := ClientVersion(""); got != DefaultClientVersion {
+	if got := ClientVersion(""); got != DefaultClientVersion || DefaultClientVersion != "iotc-go/"+domain.Version {
 		t.Errorf("ClientVersion(\"\") = %q", got)
 	}
 	v := ClientVersion("contoso-thermostat/2.1")

@@ -181,8 +181,10 @@ func (e *proxyError) Unwrap() error { return e.err }
 // Sanitize returns err reworded so that its text names no network address
 // (IP, host:port, URL), keeping what matters: a proxy's answer, a TLS
 // verification failure, the system call that failed ("connection
-// refused"), a DNS failure. Only the domain sentinels and context errors
-// err wraps stay matchable with errors.Is; nil stays nil.
+// refused"), a DNS failure. A failure domain.DiagnoseNetwork classifies
+// comes back as it words it (its class matches errors.Is); otherwise only
+// the domain sentinels and context errors err wraps stay matchable with
+// errors.Is; nil stays nil.
 func Sanitize(err error) error {
 	if err == nil {
 		return nil
@@ -190,6 +192,11 @@ func Sanitize(err error) error {
 	var pe *proxyError
 	if errors.As(err, &pe) {
 		return pe.err
+	}
+	// A failure DiagnoseNetwork classifies is worded by it, naming what to
+	// check and no address.
+	if d := domain.DiagnoseNetwork(err); d != err {
+		return d
 	}
 	var keep error
 	for _, s := range []error{context.Canceled, context.DeadlineExceeded, domain.ErrInvalidConfig, domain.ErrUnauthorized, domain.ErrTimeout} {

@@ -27,10 +27,10 @@ func TestSanitize(t *testing.T) {
 		want string
 		is   error
 	}{
-		{"op error", refused, "dial: connect: connection refused", nil},
-		{"url error", &url.Error{Op: "Get", URL: "https://10.1.2.3:443/$iothub/websocket", Err: refused}, "dial: connect: connection refused", nil},
+		{"op error", refused, "connection refused: check the host and port", domain.ErrConnectionRefused},
+		{"url error", &url.Error{Op: "Get", URL: "https://10.1.2.3:443/$iothub/websocket", Err: refused}, "connection refused: check the host and port", domain.ErrConnectionRefused},
 		{"wrapped", fmt.Errorf("failed to WebSocket dial: %w", &url.Error{Op: "Get", URL: "https://h:1/x", Err: refused}), "connection refused", nil},
-		{"dns", &net.DNSError{Err: "no such host", Name: "hub.example.com", IsNotFound: true}, "host name not found", nil},
+		{"dns", &net.DNSError{Err: "no such host", Name: "hub.example.com", IsNotFound: true}, "host name not found", domain.ErrHostNotFound},
 		{"deadline", fmt.Errorf("dial 10.1.2.3:443: %w", context.DeadlineExceeded), "", context.DeadlineExceeded},
 		{"proxy", fmt.Errorf("x: %w", &proxyError{fmt.Errorf("%w: the proxy requires authentication (407)", domain.ErrInvalidConfig)}), "407", domain.ErrInvalidConfig},
 	} {

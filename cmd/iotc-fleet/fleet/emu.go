@@ -31,8 +31,9 @@ type Local struct {
 	IDScope, GroupKey, HubHost string
 	// MQTTAddr, WebSocketAddr and AMQPAddr are its device listeners.
 	MQTTAddr, WebSocketAddr, AMQPAddr string
-	// RESTURL and APIToken (a secret) reach its operator API.
-	RESTURL, APIToken string
+	// RESTURL and APIToken (a secret) reach its operator API;
+	// DashboardURL opens its web dashboard logged in (a secret too).
+	RESTURL, APIToken, DashboardURL string
 	// CAPEM is the CA that signs its server certificate.
 	CAPEM []byte
 	// PID is the emulator's process (os.Getpid() when in-process).
@@ -59,6 +60,9 @@ func (l *Local) Target(tr iotc.Transport) (Target, error) {
 	if err != nil {
 		return Target{}, fmt.Errorf("fleet: emulator port %q: %w", portText, err)
 	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() && l.HubHost != "" {
+		host = l.HubHost // listening on every address: reach it by its name
+	}
 	return Target{IDScope: l.IDScope, GroupKey: l.GroupKey, ProvisioningHost: host, Port: port, RootCAs: l.pool}, nil
 }
 
@@ -72,14 +76,20 @@ func (l *Local) Close() error { return l.close() }
 type localInfo struct {
 	IDScope, GroupKey, HubHost        string
 	MQTTAddr, WebSocketAddr, AMQPAddr string
-	RESTURL, APIToken                 string
+	RESTURL, APIToken, DashboardURL   string
 	CAPEM                             []byte
 	PID                               int
 }
 
+// APITokenEnv names the environment variable that sets the API token of
+// the emulator the fleet starts (as for cmd/iotc-emulator); without it
+// the token is random. Either way the fleet prints it.
+const APITokenEnv = "IOTC_EMULATOR_API_TOKEN"
+
 func startOptions() *emulator.Options {
 	return &emulator.Options{
 		MQTTAddr: "127.0.0.1:0", RESTAddr: "127.0.0.1:0",
+		APIToken:         os.Getenv(APITokenEnv),
 		RetryAfter:       -1, // DPS answers "assigned" on the first poll
 		TelemetryHistory: -1, // keep no history: 10,000 devices' messages add up
 	}
@@ -100,7 +110,7 @@ func StartEmulator(ctx context.Context, child bool) (*Local, error) {
 		return &Local{
 			IDScope: e.IDScope(), GroupKey: e.GroupKey(), HubHost: e.HubHost(),
 			MQTTAddr: e.MQTTAddr(), WebSocketAddr: e.WebSocketAddr(), AMQPAddr: e.AMQPAddr(),
-			RESTURL: e.RESTURL(), APIToken: e.APIToken(), CAPEM: e.CACertPEM(), PID: os.Getpid(),
+			RESTURL: e.RESTURL(), APIToken: e.APIToken(), DashboardURL: e.DashboardURL(), CAPEM: e.CACertPEM(), PID: os.Getpid(),
 			pool: e.CAPool(), close: e.Close,
 		}, nil
 	}
@@ -162,7 +172,7 @@ func StartEmulator(ctx context.Context, child bool) (*Local, error) {
 	return &Local{
 		IDScope: info.IDScope, GroupKey: info.GroupKey, HubHost: info.HubHost,
 		MQTTAddr: info.MQTTAddr, WebSocketAddr: info.WebSocketAddr, AMQPAddr: info.AMQPAddr,
-		RESTURL: info.RESTURL, APIToken: info.APIToken, CAPEM: info.CAPEM, PID: info.PID,
+		RESTURL: info.RESTURL, APIToken: info.APIToken, DashboardURL: info.DashboardURL, CAPEM: info.CAPEM, PID: info.PID,
 		pool: pool, close: stop,
 	}, nil
 }
@@ -178,7 +188,7 @@ func ServeChild(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 	line, err := json.Marshal(localInfo{
 		IDScope: e.IDScope(), GroupKey: e.GroupKey(), HubHost: e.HubHost(),
 		MQTTAddr: e.MQTTAddr(), WebSocketAddr: e.WebSocketAddr(), AMQPAddr: e.AMQPAddr(),
-		RESTURL: e.RESTURL(), APIToken: e.APIToken(), CAPEM: e.CACertPEM(), PID: os.Getpid(),
+		RESTURL: e.RESTURL(), APIToken: e.APIToken(), DashboardURL: e.DashboardURL(), CAPEM: e.CACertPEM(), PID: os.Getpid(),
 	})
 	if err == nil {
 		_, err = stdout.Write(append(line, '\n'))
@@ -193,4 +203,51 @@ func ServeChild(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 	case <-ctx.Done():
 	}
 	return e.Close()
+}
+
+// emulatorInfo is the JSON that cmd/iotc-emulator --info-file writes.
+type emulatorInfo struct {
+	IDScope       string `json:"idScope"`
+	GroupKey      string `json:"groupKey"`
+	CAFile        string `json:"caFile"`
+	RESTURL       string `json:"restUrl"`
+	APIToken      string `json:"apiToken"`
+	DashboardURL  string `json:"dashboardUrl"`
+	MQTTAddr      string `json:"mqttAddr"`
+	WebSocketAddr string `json:"webSocketAddr"`
+	AMQPAddr      string `json:"amqpAddr"`
+	HubHost       string `json:"hubHost"`
+	PID           int    `json:"pid"`
+}
+
+// ExternalEmulator describes an emulator that runs on its own
+// (cmd/iotc-emulator, here or on another machine) from the info file it
+// wrote with --info-file. Close does nothing: the emulator is not the
+// fleet's. Errors name the file and what is missing in it.
+func ExternalEmulator(file string) (*Local, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("fleet: emulator info: %w", err)
+	}
+	var in emulatorInfo
+	if err := json.Unmarshal(b, &in); err != nil {
+		return nil, fmt.Errorf("fleet: emulator info %s is not the JSON iotc-emulator --info-file writes: %w", file, err)
+	}
+	if in.IDScope == "" || in.GroupKey == "" || in.CAFile == "" {
+		return nil, fmt.Errorf("fleet: emulator info %s lacks idScope, groupKey or caFile", file)
+	}
+	ca, err := os.ReadFile(in.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("fleet: the emulator's CA (from %s): %w", file, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return nil, fmt.Errorf("fleet: %s holds no PEM certificate", in.CAFile)
+	}
+	return &Local{
+		IDScope: in.IDScope, GroupKey: in.GroupKey, HubHost: in.HubHost,
+		MQTTAddr: in.MQTTAddr, WebSocketAddr: in.WebSocketAddr, AMQPAddr: in.AMQPAddr,
+		RESTURL: in.RESTURL, APIToken: in.APIToken, DashboardURL: in.DashboardURL, CAPEM: ca, PID: in.PID,
+		pool: pool, close: func() error { return nil },
+	}, nil
 }

@@ -29,6 +29,11 @@ import (
 // ErrConfig is wrapped by every configuration error of New.
 var ErrConfig = errors.New("fleet: invalid configuration")
 
+// ErrNoneConnected is returned (wrapped, with the last device's error) by
+// Run when every device's Connect failed: the fleet stops at once instead
+// of running on with nothing connected.
+var ErrNoneConnected = errors.New("fleet: no device could connect")
+
 // Defaults and limits of Config.
 const (
 	// DefaultIDPattern names devices fleet-00000, fleet-00001, ...
@@ -79,6 +84,12 @@ type Config struct {
 	IDPattern string
 	// FirstIndex is the index of the first device. Default 0.
 	FirstIndex int
+	// Shard and Shards split the fleet across processes or machines: this
+	// process runs the devices whose position p (0 to Devices-1) has
+	// p % Shards == Shard, so N processes given Shard 0..N-1 and the same
+	// Devices run the whole fleet once, with disjoint ids (and credentials,
+	// which derive from the ids). Shards 0 or 1 runs every device.
+	Shard, Shards int
 	// Transport is the protocol of every device. Default iotc.MQTT.
 	Transport iotc.Transport
 	// Target is where the devices connect.
@@ -135,14 +146,20 @@ type Fleet struct {
 
 	ready     chan struct{}
 	readyOnce sync.Once
+	stopAll   context.CancelCauseFunc // ends Run early once every device failed
 	started   time.Time
 	rampTime  atomic.Int64
 
 	attempted, connectFailed, registered atomic.Int64
-	sent, sendErrors, props, commands    atomic.Uint64
-	sendLat, connectLat                  Histogram
-	sentAtReady                          atomic.Uint64
-	latAtReady                           HistSnapshot // written before ready is closed
+	// failing counts devices whose last connection attempt failed and
+	// that have not connected since; fromCache those that connected with
+	// cached credentials (no DPS registration).
+	failing, fromCache                atomic.Int64
+	lastFailure                       atomic.Pointer[string] // the latest failed attempt's error
+	sent, sendErrors, props, commands atomic.Uint64
+	sendLat, connectLat               Histogram
+	sentAtReady                       atomic.Uint64
+	latAtReady                        HistSnapshot // written before ready is closed
 }
 
 // device is one simulated device.
@@ -152,6 +169,7 @@ type device struct {
 	gen      *Generator
 	credFile string
 	up       atomic.Bool // connected once and not failed
+	failing  atomic.Bool // counted in Fleet.failing
 }
 
 var deviceIDRE = regexp.MustCompile(`^[A-Za-z0-9\-.:_]{1,128}$`)
@@ -202,9 +220,21 @@ func New(cfg Config) (*Fleet, error) {
 	if cfg.Out == nil {
 		cfg.Out = io.Discard
 	}
+	if cfg.Shards < 0 || cfg.Shards > 1 && (cfg.Shard < 0 || cfg.Shard >= cfg.Shards) {
+		return nil, fmt.Errorf("%w: shard %d/%d (want 0 to N-1 of N)", ErrConfig, cfg.Shard, cfg.Shards)
+	}
 	ids, err := deviceIDs(cfg.IDPattern, cfg.FirstIndex, cfg.Devices)
 	if err != nil {
 		return nil, err
+	}
+	indexes := make([]int, 0, len(ids))
+	for p := range ids {
+		if cfg.Shards <= 1 || p%cfg.Shards == cfg.Shard {
+			indexes = append(indexes, p)
+		}
+	}
+	if len(indexes) == 0 {
+		return nil, fmt.Errorf("%w: shard %d/%d of %d devices holds none", ErrConfig, cfg.Shard, cfg.Shards, cfg.Devices)
 	}
 	if cfg.CredentialsDir != "" {
 		if err := os.MkdirAll(cfg.CredentialsDir, 0o700); err != nil {
@@ -215,7 +245,8 @@ func New(cfg Config) (*Fleet, error) {
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
-	for i, id := range ids {
+	for _, i := range indexes {
+		id := ids[i]
 		d := &device{id: id, gen: cfg.Template.NewGenerator(uint64(cfg.FirstIndex+i) + 1)}
 		if cfg.CredentialsDir != "" {
 			d.credFile = filepath.Join(cfg.CredentialsDir, url.PathEscape(id)+".json")
@@ -230,6 +261,7 @@ func New(cfg Config) (*Fleet, error) {
 			Port:             cfg.Target.Port,
 			RootCAs:          cfg.Target.RootCAs,
 			CredentialsFile:  d.credFile,
+			OnStatus:         func(st iotc.Status) { f.status(d, st) },
 		})
 		if err != nil {
 			return nil, fmt.Errorf("device %s: %w", id, err)
@@ -271,6 +303,35 @@ func deviceIDs(pattern string, first, n int) ([]string, error) {
 		ids[i] = id
 	}
 	return ids, nil
+}
+
+// status counts a device as failing from its first failed attempt (a
+// refused connection, an unknown host) until it connects, and logs that
+// first failure.
+func (f *Fleet) status(d *device, st iotc.Status) {
+	switch {
+	case st.State == iotc.StateConnected:
+		if d.failing.CompareAndSwap(true, false) {
+			f.failing.Add(-1)
+		}
+	case st.Err != nil && (st.State == iotc.StateConnecting || st.State == iotc.StateDisconnected && !d.up.Load()):
+		text := st.Err.Error()
+		f.lastFailure.Store(&text)
+		if d.failing.CompareAndSwap(false, true) {
+			f.failing.Add(1)
+			f.log.Warn("connect attempt failed", "device", d.id, "err", st.Err)
+		}
+	}
+}
+
+// Failing returns how many devices failed their last connection attempt
+// and have not connected since, and the latest such failure ("" if none).
+func (f *Fleet) Failing() (int, string) {
+	last := ""
+	if p := f.lastFailure.Load(); p != nil {
+		last = *p
+	}
+	return int(f.failing.Load()), last
 }
 
 // handle sets the device's property and command handlers.
@@ -323,9 +384,13 @@ func (f *Fleet) Connected() int {
 
 // Run connects the devices at the configured rate, runs them until ctx
 // ends (or Config.Duration passed), then closes every device and returns
-// the report. It returns when every goroutine it started has ended. The
+// the report. It returns when every goroutine it started has ended. It
+// stops early, with an error wrapping ErrNoneConnected and the last
+// device's error, once every device's Connect failed (refused
+// credentials, an untrusted server, ConnectTimeout passed); otherwise the
 // error is non-nil only when a device could not be closed in time
-// (DefaultCloseTimeout); devices that failed to connect are in the report.
+// (DefaultCloseTimeout), and devices that failed to connect are in the
+// report.
 // Run may be called once.
 func (f *Fleet) Run(ctx context.Context) (Report, error) {
 	f.started = time.Now()
@@ -334,6 +399,8 @@ func (f *Fleet) Run(ctx context.Context) (Report, error) {
 		ctx, cancel = context.WithTimeout(ctx, f.cfg.Duration)
 		defer cancel()
 	}
+	ctx, f.stopAll = context.WithCancelCause(ctx)
+	defer f.stopAll(nil)
 	var devWG, bgWG sync.WaitGroup
 	bgCtx, stopBG := context.WithCancel(context.Background())
 	var peak atomic.Int64
@@ -373,6 +440,9 @@ launch:
 	r.Connected = connected
 	r.PeakRSS, r.RSS, r.Heap, r.Goroutines = proc.peakRSS, proc.rss, proc.heap, proc.goroutines
 	r.StopTime = stopTime
+	if cause := context.Cause(ctx); errors.Is(cause, ErrNoneConnected) {
+		return r, errors.Join(cause, closeErr)
+	}
 	return r, closeErr
 }
 
@@ -395,13 +465,17 @@ func (f *Fleet) runDevice(ctx context.Context, d *device, slots chan struct{}) {
 	f.attemptDone()
 	if err != nil {
 		if ctx.Err() == nil {
-			f.connectFailed.Add(1)
+			if f.connectFailed.Add(1) == int64(len(f.devices)) {
+				f.stopAll(fmt.Errorf("%w: all %d failed; the last: %w", ErrNoneConnected, len(f.devices), err))
+			}
 			f.log.Warn("connect failed", "device", d.id, "err", err)
 		}
 		return
 	}
 	if registers {
 		f.registered.Add(1)
+	} else {
+		f.fromCache.Add(1)
 	}
 	f.connectLat.Observe(time.Since(t0))
 	d.up.Store(true)
@@ -512,8 +586,14 @@ func (f *Fleet) summaries(ctx context.Context, peak *atomic.Int64) {
 		window := lat.Sub(prevLat)
 		attempted := f.attempted.Load()
 		extra := ""
+		if n, last := f.Failing(); n > 0 {
+			if len(last) > 160 {
+				last = last[:160] + "..."
+			}
+			extra = fmt.Sprintf("  failing %d (last: %s)", n, last)
+		}
 		if f.cfg.Extra != nil {
-			extra = "  " + f.cfg.Extra()
+			extra += "  " + f.cfg.Extra()
 		}
 		select {
 		case <-f.ready:
@@ -547,8 +627,9 @@ type Report struct {
 	Transport iotc.Transport
 	// Devices, Launched, Connected (at the stop) and PeakConnected count
 	// devices; ConnectFailed those whose Connect failed; Registered those
-	// that registered with DPS (the others used cached credentials).
-	Devices, Launched, Connected, PeakConnected, ConnectFailed, Registered int
+	// that registered with DPS, FromCache those that connected with cached
+	// credentials.
+	Devices, Launched, Connected, PeakConnected, ConnectFailed, Registered, FromCache int
 	// RampTime is from Run to every device connected or failed (0 if the
 	// run stopped first).
 	RampTime time.Duration
@@ -578,7 +659,7 @@ type Report struct {
 func (f *Fleet) report(launched, peak int, stopAt time.Time) Report {
 	r := Report{
 		Transport: f.cfg.Transport, Devices: len(f.devices), Launched: launched, PeakConnected: peak,
-		ConnectFailed: int(f.connectFailed.Load()), Registered: int(f.registered.Load()),
+		ConnectFailed: int(f.connectFailed.Load()), Registered: int(f.registered.Load()), FromCache: int(f.fromCache.Load()),
 		RampTime: time.Duration(f.rampTime.Load()), ConnectLatency: f.connectLat.Snapshot(),
 		Sent: f.sent.Load(), SendErrors: f.sendErrors.Load(), SendLatency: f.sendLat.Snapshot(),
 		Properties: f.props.Load(), Commands: f.commands.Load(), Elapsed: stopAt.Sub(f.started),
@@ -603,7 +684,7 @@ func (r Report) WriteTable(w io.Writer) {
 		{"connected at stop", fmt.Sprint(r.Connected)},
 		{"peak connected", fmt.Sprint(r.PeakConnected)},
 		{"connect failures", fmt.Sprint(r.ConnectFailed)},
-		{"registered with DPS", fmt.Sprintf("%d (%d from the credentials cache)", r.Registered, max(0, r.Devices-r.ConnectFailed-r.Registered-(r.Devices-r.Launched)))},
+		{"registered with DPS", fmt.Sprintf("%d (%d from the credentials cache)", r.Registered, r.FromCache)},
 		{"ramp time", rampText(r.RampTime)},
 		{"connect p50 / p99", fmtDur(r.ConnectLatency.Quantile(0.5)) + " / " + fmtDur(r.ConnectLatency.Quantile(0.99))},
 		{"messages sent", fmt.Sprint(r.Sent)},

@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -217,8 +219,8 @@ func TestCredentialsCacheSkipsDPS(t *testing.T) {
 		}
 		cancel()
 		r := waitRun(t, done)
-		if r.Connected != 3 || r.Registered != wantRegistered {
-			t.Errorf("run %d: connected %d, registered %d, want 3 and %d", run, r.Connected, r.Registered, wantRegistered)
+		if r.Connected != 3 || r.Registered != wantRegistered || r.FromCache != 3-wantRegistered {
+			t.Errorf("run %d: connected %d, registered %d, from the cache %d; want 3, %d and %d", run, r.Connected, r.Registered, r.FromCache, wantRegistered, 3-wantRegistered)
 		}
 	}
 }
@@ -308,5 +310,137 @@ func TestChildEmulator(t *testing.T) {
 	}
 	if rss, _ := ProcessRSS(fmt.Sprint(l.PID)); rss != 0 {
 		t.Errorf("the child process %d is still running after Close", l.PID)
+	}
+}
+
+// TestShardsSplitTheFleet: N shards of one fleet hold every device once.
+func TestShardsSplitTheFleet(t *testing.T) {
+	target := Target{IDScope: "0ne00000001", GroupKey: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", ProvisioningHost: "127.0.0.1"}
+	seen := map[string]int{}
+	for k := range 3 {
+		f, err := New(Config{Devices: 10, Target: target, Shard: k, Shards: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := New(Config{Devices: 10, Target: target, Shard: k, Shards: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(f.DeviceIDs(), ",") != strings.Join(again.DeviceIDs(), ",") {
+			t.Errorf("shard %d is not deterministic: %v, %v", k, f.DeviceIDs(), again.DeviceIDs())
+		}
+		for _, id := range f.DeviceIDs() {
+			seen[id]++
+		}
+	}
+	all, err := New(Config{Devices: 10, Target: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range all.DeviceIDs() {
+		if seen[id] != 1 {
+			t.Errorf("device %s is in %d shards, want 1", id, seen[id])
+		}
+	}
+	if len(seen) != 10 {
+		t.Errorf("%d devices over the shards, want 10", len(seen))
+	}
+	if _, err := New(Config{Devices: 10, Target: target, Shard: 3, Shards: 3}); !errors.Is(err, ErrConfig) {
+		t.Errorf("shard 3/3: %v", err)
+	}
+}
+
+// TestFailuresCountedFromTheFirstAttempt: devices whose DPS refuses the
+// connection are shown failing (with the cause) from their first attempt,
+// long before their Connect gives up; nothing is counted from a cache.
+func TestFailuresCountedFromTheFirstAttempt(t *testing.T) {
+	target := Target{IDScope: "0ne00000001", GroupKey: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", ProvisioningHost: "127.0.0.1", Port: 1}
+	out := &syncBuffer{}
+	f, err := New(Config{Devices: 2, Target: target, Interval: -1, ConnectRate: -1, ConnectTimeout: time.Hour, SummaryEvery: 10 * time.Millisecond, Out: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := runAsync(ctx, f)
+	waitFor(t, "both devices failing", func() bool { n, _ := f.Failing(); return n == 2 })
+	waitFor(t, "the live line", func() bool { return strings.Contains(out.String(), "failing 2 (last: ") })
+	if _, last := f.Failing(); !strings.Contains(last, "connection refused") {
+		t.Errorf("last failure %q does not say why", last)
+	}
+	cancel()
+	r := waitRun(t, done)
+	if r.FromCache != 0 || r.Registered != 0 {
+		t.Errorf("registered %d, from the cache %d; want 0 and 0", r.Registered, r.FromCache)
+	}
+}
+
+// TestExternalEmulator drives an emulator the fleet did not start, from
+// the info file iotc-emulator writes.
+func TestExternalEmulator(t *testing.T) {
+	l := startLocal(t)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, l.CAPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	info, _ := json.Marshal(map[string]any{"idScope": l.IDScope, "groupKey": l.GroupKey, "caFile": ca, "restUrl": l.RESTURL,
+		"apiToken": l.APIToken, "mqttAddr": l.MQTTAddr, "webSocketAddr": l.WebSocketAddr, "amqpAddr": l.AMQPAddr, "hubHost": l.HubHost})
+	file := filepath.Join(dir, "info.json")
+	if err := os.WriteFile(file, info, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ext, err := ExternalEmulator(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ext.APIToken != l.APIToken || ext.RESTURL != l.RESTURL {
+		t.Errorf("external emulator %+v", ext)
+	}
+	target, err := ext.Target(iotc.MQTT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(Config{Devices: 2, Target: target, Interval: -1, ConnectRate: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := runAsync(ctx, f)
+	select {
+	case <-f.Ready():
+	case <-time.After(bound):
+		t.Fatal("the fleet never finished connecting")
+	}
+	cancel()
+	if r := waitRun(t, done); r.Connected != 2 {
+		t.Errorf("connected %d, want 2", r.Connected)
+	}
+	if _, err := ExternalEmulator(filepath.Join(dir, "missing.json")); err == nil {
+		t.Error("a missing info file was accepted")
+	}
+}
+
+// TestStopsWhenNoDeviceCanConnect: a group key the emulator refuses makes
+// every device fail at once; Run then stops by itself, with the cause.
+func TestStopsWhenNoDeviceCanConnect(t *testing.T) {
+	l := startLocal(t)
+	target, err := l.Target(iotc.MQTT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target.GroupKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+	f, err := New(Config{Devices: 3, Target: target, Interval: -1, ConnectRate: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan runResult, 1)
+	go func() { r, err := f.Run(context.Background()); done <- runResult{r, err} }()
+	select {
+	case res := <-done:
+		if !errors.Is(res.err, ErrNoneConnected) || !errors.Is(res.err, iotc.ErrUnauthorized) || res.r.ConnectFailed != 3 {
+			t.Errorf("Run = %v, %d failed; want ErrNoneConnected with the refusal, 3 failed", res.err, res.r.ConnectFailed)
+		}
+	case <-time.After(bound):
+		t.Fatal("Run kept running with no device able to connect")
 	}
 }

@@ -65,15 +65,23 @@ type C2DMessage struct {
 // ErrNotFound, ErrTooLarge for a body over MaxC2DBody, ErrInvalid for an
 // empty property name, and ErrQueueFull when MaxC2DQueue messages wait.
 func (c *Core) SendCloudToDevice(ctx context.Context, id string, body []byte, props map[string]string) error {
+	_, err := c.QueueC2D(ctx, id, body, props)
+	return err
+}
+
+// QueueC2D is SendCloudToDevice returning the queued message's id (its
+// lock token, C2DMessage.MessageID), so that the caller can follow its
+// settlement. Errors are those of SendCloudToDevice.
+func (c *Core) QueueC2D(ctx context.Context, id string, body []byte, props map[string]string) (string, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return "", err
 	}
 	if len(body) > MaxC2DBody {
-		return fmt.Errorf("%w: cloud-to-device body of %d bytes exceeds %d", ErrTooLarge, len(body), MaxC2DBody)
+		return "", fmt.Errorf("%w: cloud-to-device body of %d bytes exceeds %d", ErrTooLarge, len(body), MaxC2DBody)
 	}
 	for k := range props {
 		if k == "" {
-			return fmt.Errorf("%w: empty property name", ErrInvalid)
+			return "", fmt.Errorf("%w: empty property name", ErrInvalid)
 		}
 	}
 	m := &c2dMsg{id: NewUUID(), body: slices.Clone(body), props: maps.Clone(props)}
@@ -84,11 +92,11 @@ func (c *Core) SendCloudToDevice(ctx context.Context, id string, body []byte, pr
 	d, err := c.lookup(id)
 	if err != nil {
 		c.mu.Unlock()
-		return err
+		return "", err
 	}
 	if len(d.c2d) >= MaxC2DQueue {
 		c.mu.Unlock()
-		return fmt.Errorf("%w: device %q has %d messages pending", ErrQueueFull, id, MaxC2DQueue)
+		return "", fmt.Errorf("%w: device %q has %d messages pending", ErrQueueFull, id, MaxC2DQueue)
 	}
 	d.c2dSeq++
 	m.seq = d.c2dSeq
@@ -100,13 +108,13 @@ func (c *Core) SendCloudToDevice(ctx context.Context, id string, body []byte, pr
 	}
 	c.mu.Unlock()
 	if err := await(ctx, staged); err != nil {
-		return err
+		return "", err
 	}
 	c.log.Info("cloud-to-device message queued", "device_id", id, "message_id", m.id)
 	if l != nil {
 		l.NotifyC2D()
 	}
-	return nil
+	return m.id, nil
 }
 
 func (m *c2dMsg) public(deviceID string) C2DMessage {

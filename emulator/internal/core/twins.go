@@ -28,8 +28,16 @@ func (c *Core) Twin(id string) (desired, reported map[string]any, err error) {
 // the desired $version and pushes the patch to a connected device. It
 // returns ErrNotFound, ErrInvalid for a bad patch or ErrTooLarge.
 func (c *Core) UpdateProperties(ctx context.Context, id, component string, patch map[string]any) error {
+	_, err := c.UpdateDesired(ctx, id, component, patch)
+	return err
+}
+
+// UpdateDesired is UpdateProperties returning the new desired $version
+// (0 on error), so that the caller can wait for the device's
+// acknowledgement of that version. Errors are those of UpdateProperties.
+func (c *Core) UpdateDesired(ctx context.Context, id, component string, patch map[string]any) (int64, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return 0, err
 	}
 	if component != "" {
 		inner := map[string]any{"__t": "c"}
@@ -38,41 +46,41 @@ func (c *Core) UpdateProperties(ctx context.Context, id, component string, patch
 	}
 	p, err := twin.NormalizePatch(patch)
 	if err != nil {
-		return fmt.Errorf("%w: desired patch: %v", ErrInvalid, err)
+		return 0, fmt.Errorf("%w: desired patch: %v", ErrInvalid, err)
 	}
 	c.mu.Lock()
 	d, err := c.lookup(id)
 	if err != nil {
 		c.mu.Unlock()
-		return err
+		return 0, err
 	}
 	v, err := d.desired.Apply(p, c.now())
 	if err != nil {
 		c.mu.Unlock()
 		if errors.Is(err, twin.ErrTooLarge) {
-			return fmt.Errorf("%w: desired patch: %v", ErrTooLarge, err)
+			return 0, fmt.Errorf("%w: desired patch: %v", ErrTooLarge, err)
 		}
-		return fmt.Errorf("%w: desired patch: %v", ErrInvalid, err)
+		return 0, fmt.Errorf("%w: desired patch: %v", ErrInvalid, err)
 	}
 	l := d.link
 	staged := c.stageDeviceLocked(d)
 	c.emit(Event{DeviceID: id, Kind: EventDesired, Version: v, Time: c.now()})
 	c.mu.Unlock()
 	if err := await(ctx, staged); err != nil {
-		return err
+		return 0, err
 	}
 	c.log.Info("desired properties updated", "device_id", id, "version", v)
 	if l == nil {
-		return nil
+		return v, nil
 	}
 	body, err := json.Marshal(twin.WithVersion(p, v))
 	if err != nil {
-		return fmt.Errorf("emulator: encode desired patch: %w", err)
+		return v, fmt.Errorf("emulator: encode desired patch: %w", err)
 	}
 	if err := l.PushDesired(body, v); err != nil {
 		c.log.Warn("desired patch not delivered", "device_id", id, "error", err)
 	}
-	return nil
+	return v, nil
 }
 
 // twinErrorCode is an IoT Hub error body with its numeric code.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -26,6 +27,12 @@ type conn struct {
 	dps     core.DPSAuth // DPS connections
 	expiry  time.Time    // SAS expiry; zero for X.509
 	wmu     sync.Mutex   // serialises writes to cl and keeps deliveries in queue order
+
+	// established is set once the CONNACK was written (OnSessionEstablished):
+	// before that nothing may be sent to the device, even on subscriptions
+	// a persistent session inherited, or the device sees a PUBLISH before
+	// its CONNACK and fails the connection.
+	established atomic.Bool
 
 	mu       sync.Mutex
 	sess     *core.Session     // the hub session, once established; guarded by mu
@@ -54,8 +61,11 @@ const (
 // Protocol implements core.Link.
 func (c *conn) Protocol() string { return "mqtt" }
 
-// Subscribed implements core.Link.
+// Subscribed implements core.Link: false until the CONNACK was written.
 func (c *conn) Subscribed(f core.Feature) bool {
+	if !c.established.Load() {
+		return false
+	}
 	switch f {
 	case core.FeatureMethods:
 		return c.subscribed(topicMethods)
@@ -85,7 +95,7 @@ func (c *conn) Drop(reason error) { c.cl.Stop(reason) }
 // PushDesired implements core.Link.
 func (c *conn) PushDesired(body []byte, version int64) error {
 	topic := "$iothub/twin/PATCH/properties/desired/?$version=" + strconv.FormatInt(version, 10)
-	if !c.subscribed(topic) {
+	if !c.established.Load() || !c.subscribed(topic) {
 		return nil
 	}
 	return c.send(topic, body)
@@ -100,7 +110,7 @@ func (c *conn) InvokeMethod(ctx context.Context, method string, payload []byte) 
 	s := c.s
 	rid := strconv.FormatUint(s.seq.Add(1), 10)
 	topic := "$iothub/methods/POST/" + method + "/?$rid=" + rid
-	if !c.subscribed(topic) {
+	if !c.established.Load() || !c.subscribed(topic) {
 		return 0, nil, errNotSubscribed
 	}
 	key := methodKey(c.id, rid)
@@ -129,8 +139,8 @@ func (c *conn) InvokeMethod(ctx context.Context, method string, payload []byte) 
 // device is subscribed. A message leaves the queue only by its PUBACK.
 func (c *conn) NotifyC2D() {
 	sess := c.session()
-	if c.role != wire.RoleHub || sess == nil {
-		return
+	if c.role != wire.RoleHub || sess == nil || !c.established.Load() {
+		return // OnSessionEstablished delivers once the CONNACK is out
 	}
 	c.wmu.Lock() // keeps deliveries on this connection in queue order
 	defer c.wmu.Unlock()

@@ -132,6 +132,7 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	h.s.untrack(cl) // the inherited subscriptions were put back in mochi's index
 	if c := h.s.connOf(cl); c != nil && c.role == wire.RoleHub {
+		c.established.Store(true) // the CONNACK is out: the device may be reached
 		if sess := c.session(); sess != nil {
 			sess.SubscriptionsChanged() // inherited subscriptions are now in place
 		}

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -289,12 +290,57 @@ func decodeJSON(b []byte, v any) error {
 		if errors.Is(err, io.EOF) {
 			return badRequestf("request body is empty; a JSON value is required")
 		}
+		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) {
+			return invalidf("%s", typeMismatch(ute))
+		}
 		return badRequestf("malformed JSON: %v", err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return badRequestf("malformed JSON: trailing data after the JSON value")
 	}
 	return nil
+}
+
+// typeMismatch words a JSON value of the wrong type in JSON's terms, never
+// Go's: `field "enabled" must be a JSON boolean, not a string`.
+func typeMismatch(e *json.UnmarshalTypeError) string {
+	want := "value of another type"
+	if e.Type != nil {
+		switch e.Type.Kind() {
+		case reflect.Map, reflect.Struct:
+			want = "object"
+		case reflect.Slice, reflect.Array:
+			want = "array"
+		case reflect.String:
+			want = "string"
+		case reflect.Bool:
+			want = "boolean"
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			want = "integer"
+		case reflect.Float32, reflect.Float64:
+			want = "number"
+		}
+	}
+	got := e.Value
+	if strings.HasPrefix(got, "number") {
+		got = "number"
+	}
+	if e.Field == "" {
+		return fmt.Sprintf("the body must be a JSON %s, not %s", want, article(got))
+	}
+	return fmt.Sprintf("field %q must be a JSON %s, not %s", e.Field, want, article(got))
+}
+
+func article(kind string) string {
+	if kind == "" {
+		return "this value"
+	}
+	if strings.ContainsRune("aeiou", rune(kind[0])) {
+		return "an " + kind
+	}
+	return "a " + kind
 }
 
 // list is the IoT Central collection shape.

@@ -154,6 +154,18 @@ func TestSpecExamplesDevices(t *testing.T) {
 	// Refusals: not JSON 400, wrong types and ids 422.
 	e.call("PUT", "/api/devices/x", `{"enabled":`).wantError(t, http.StatusBadRequest, "BadRequest")
 	e.call("PUT", "/api/devices/x", `{"enabled":"yes"}`).wantError(t, http.StatusUnprocessableEntity, "UnprocessableEntity")
+	// A 422 says what is wrong in JSON's words, never Go's.
+	for body, want := range map[string]string{
+		`{"enabled":"yes"}`: `field "enabled" must be a JSON boolean, not a string`,
+		`[1, 2]`:            `the body must be a JSON object, not an array`,
+	} {
+		r := e.call("PUT", "/api/devices/x", body)
+		r.wantError(t, http.StatusUnprocessableEntity, "UnprocessableEntity")
+		msg, _ := r.body["error"].(map[string]any)["message"].(string)
+		if !strings.Contains(msg, want) || strings.Contains(msg, "Go value") {
+			t.Errorf("PUT %s: %s, want it to say %s", body, r.raw, want)
+		}
+	}
 	e.call("PUT", "/api/devices/x", `{"id":"y"}`).wantError(t, http.StatusUnprocessableEntity, "UnprocessableEntity")
 	e.call("PUT", "/api/devices/a%2Fb", `{}`).wantError(t, http.StatusUnprocessableEntity, "UnprocessableEntity")
 	e.call("PUT", "/api/devices/x", `{"organizations":["a","b"]}`).wantError(t, http.StatusUnprocessableEntity, "UnprocessableEntity")

@@ -12,8 +12,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/iotc-go/iotc"
@@ -27,19 +30,30 @@ type Flags struct {
 	Count    int
 	Interval time.Duration
 	Verbose  bool
+	// Log is where the console log goes: Parse's stderr.
+	Log io.Writer
 }
 
-// Parse reads the flags: -config (default $IOTC_SAMPLES_INI or
-// samples.ini), -section (default DEVICE_A), -count, -interval, -v.
+// Parse reads the flags: -config (default $IOTC_SAMPLES_INI, else
+// samples.ini in the working directory, else next to the sample's source,
+// as the seed's samples find theirs), -section (default DEVICE_A),
+// -count, -interval, -v. -h returns flag.ErrHelp (exit 0).
 func Parse(name string, args []string, stderr io.Writer) (Flags, error) {
-	var f Flags
+	f := Flags{Log: stderr}
 	def := os.Getenv("IOTC_SAMPLES_INI")
 	if def == "" {
 		def = "samples.ini"
+		if _, err := os.Stat(def); err != nil {
+			if _, file, _, ok := runtime.Caller(1); ok {
+				if next := filepath.Join(filepath.Dir(file), "samples.ini"); fileExists(next) {
+					def = next
+				}
+			}
+		}
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.Config, "config", def, "samples.ini file ($IOTC_SAMPLES_INI)")
+	fs.StringVar(&f.Config, "config", def, "samples.ini file ($IOTC_SAMPLES_INI; default samples.ini here or next to the sample)")
 	fs.StringVar(&f.Section, "section", "DEVICE_A", "section of the device in the file")
 	fs.IntVar(&f.Count, "count", 0, "telemetry rounds before exiting (0: until interrupted)")
 	fs.DurationVar(&f.Interval, "interval", 3*time.Second, "time between telemetry rounds")
@@ -53,7 +67,15 @@ func Parse(name string, args []string, stderr io.Writer) (Flags, error) {
 	return f, nil
 }
 
-// Load reads the section of f.Config as a config with the credential a.
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
+}
+
+// Load reads the section of f.Config as a config with the credential a,
+// logging to the console (stderr) at the seed's default level, API only
+// (connection changes, provisioning, properties, commands), or everything
+// with -v.
 func Load(f Flags, a samplesini.Auth) (iotc.Config, *samplesini.File, error) {
 	ini, err := samplesini.Load(f.Config)
 	if err != nil {
@@ -68,10 +90,26 @@ func Load(f Flags, a samplesini.Auth) (iotc.Config, *samplesini.File, error) {
 		return iotc.Config{}, nil, err
 	}
 	cfg.LogLevel = iotc.LogAPIOnly
+	level := slog.LevelInfo
 	if f.Verbose {
-		cfg.LogLevel = iotc.LogAll
+		cfg.LogLevel, level = iotc.LogAll, slog.LevelDebug
 	}
+	w := f.Log
+	if w == nil {
+		w = os.Stderr
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 	return cfg, ini, nil
+}
+
+// ConsoleStatus makes cfg print each connection change to f.Log, for the
+// samples whose log goes elsewhere (a file, an Event Hub).
+func ConsoleStatus(cfg *iotc.Config, f Flags) {
+	w := f.Log
+	if w == nil {
+		w = os.Stderr
+	}
+	cfg.OnStatus = func(s iotc.Status) { fmt.Fprintln(w, "status:", s) }
 }
 
 // Run connects cfg and runs the loop until ctx ends or f.Count rounds

@@ -1,0 +1,91 @@
+package domain
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"strings"
+	"syscall"
+)
+
+// Classes of connection failure. The transports wrap every failed dial or
+// TLS handshake with DiagnoseNetwork, so that these sentinels match with
+// errors.Is whatever the transport, and IsRetryable and the client's status
+// reasons decide on them in one place.
+var (
+	// ErrUntrustedServer reports a server certificate that failed TLS
+	// verification: signed by an unknown authority (Config.RootCAs does not
+	// hold the server's CA), issued for another host name, expired or not
+	// yet valid. It is never retried: a certificate does not mend itself.
+	ErrUntrustedServer = errors.New("server certificate not trusted")
+	// ErrConnectionRefused reports a host that refused the TCP connection
+	// (nothing listens on the port). It is retried with the backoff.
+	ErrConnectionRefused = errors.New("connection refused")
+	// ErrHostNotFound reports a host name that DNS does not know. It is
+	// retried with the backoff (DNS may catch up).
+	ErrHostNotFound = errors.New("host not found")
+)
+
+// diagnosed is a network error with its class and a text that says what
+// to check. Both the class and the original error match errors.Is/As.
+type diagnosed struct {
+	class error
+	text  string
+	cause error
+}
+
+func (d *diagnosed) Error() string   { return d.text }
+func (d *diagnosed) Unwrap() []error { return []error{d.class, d.cause} }
+
+// DiagnoseNetwork returns err, a failed dial or TLS handshake, wrapped with
+// the class it belongs to (ErrUntrustedServer, ErrConnectionRefused,
+// ErrHostNotFound) and a text that says what happened and what to check,
+// once. It returns err unchanged when it is nil, already diagnosed, or of
+// none of these classes. The original error stays reachable with
+// errors.As (for example *tls.CertificateVerificationError).
+func DiagnoseNetwork(err error) error {
+	if err == nil {
+		return nil
+	}
+	var d *diagnosed
+	if errors.As(err, &d) {
+		return err
+	}
+	var (
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		verify   *tls.CertificateVerificationError
+		dns      *net.DNSError
+	)
+	switch {
+	case errors.As(err, &unknown):
+		return &diagnosed{ErrUntrustedServer, "server certificate not trusted: it is signed by an unknown authority; check RootCAs (for the emulator, its CA file)", err}
+	case errors.As(err, &hostname):
+		return &diagnosed{ErrUntrustedServer, "server certificate not trusted: it is issued for another host name; check the host name", err}
+	case errors.As(err, &invalid):
+		return &diagnosed{ErrUntrustedServer, "server certificate not trusted: " + certReason(invalid) + "; check the server's certificate and this machine's clock", err}
+	case errors.As(err, &verify):
+		return &diagnosed{ErrUntrustedServer, "server certificate not trusted: " + strings.TrimPrefix(verify.Err.Error(), "x509: ") + "; check RootCAs", err}
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return &diagnosed{ErrConnectionRefused, "connection refused: check the host and port, and that the service is running there", err}
+	case errors.As(err, &dns) && dns.IsNotFound:
+		return &diagnosed{ErrHostNotFound, "host name not found: check the host name and DNS", err}
+	}
+	return err
+}
+
+// certReason words an x509.CertificateInvalidError without its package
+// prefix.
+func certReason(e x509.CertificateInvalidError) string {
+	switch e.Reason {
+	case x509.Expired:
+		return "it has expired or is not yet valid"
+	case x509.NameMismatch, x509.NameConstraintsWithoutSANs, x509.CANotAuthorizedForThisName:
+		return "it is not valid for this host name"
+	case x509.IncompatibleUsage:
+		return "it is not meant for a TLS server"
+	}
+	return strings.TrimPrefix(e.Error(), "x509: ")
+}
