@@ -215,3 +215,31 @@ func TestMultiFrameMessageIsJoinedExactly(t *testing.T) {
 		t.Errorf("payload %d bytes (cap %d), body ok=%v", len(d.Payload), cap(d.Payload), bytes.Equal(d.Message.GetData(), body))
 	}
 }
+
+func TestUnsettledCapAfterLogin(t *testing.T) {
+	t.Parallel()
+	// No login policy: the connection is logged in from the start and
+	// Config.MaxUnsettledBytes applies.
+	ts := startServer(t, Config{Handler: newSink(), MaxUnsettledBytes: 32 << 10}, nil)
+	r := rawDial(t, ts)
+	r.open()
+	r.begin(0)
+	r.attachSender(0, 0, "events")
+	chunk := bytes.Repeat([]byte{1}, 16<<10)
+	id := uint32(0)
+	for i := range 4 {
+		tr := &Transfer{Handle: 0, More: true}
+		if i == 0 {
+			tr.DeliveryID, tr.DeliveryTag = &id, []byte{0}
+		}
+		if r.chFrame(0, tr, chunk) != nil {
+			break
+		}
+	}
+	if cond := r.nextClose(); cond != ErrCondResourceLimitExceeded {
+		t.Errorf("close %q, want resource-limit-exceeded", cond)
+	}
+	if err := recv(t, ts.errs); !errors.Is(err, ErrTooManyUnsettledBytes) {
+		t.Errorf("Serve = %v, want ErrTooManyUnsettledBytes", err)
+	}
+}
