@@ -3,11 +3,13 @@ package core
 import (
 	"cmp"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
 	"time"
+	"unicode/utf8"
 )
 
 // The model keeps its working state in memory and, with Config.Store,
@@ -132,15 +134,125 @@ func groupChange(g EnrollmentGroup, order int64) Change {
 }
 
 func telemetryChange(seq int64, t Telemetry) Change {
-	doc := telemetryDoc{ModuleID: t.ModuleID, Component: t.Component, MessageID: t.MessageID, CorrelationID: t.CorrelationID,
-		ContentType: t.ContentType, ContentEncoding: t.ContentEncoding, AuthMethod: authCodes[t.AuthMethod],
-		Properties: t.Properties, System: t.System, Received: t.Received}
-	if json.Valid(t.Body) {
-		doc.Body = t.Body
-	} else {
-		doc.BodyBase64 = t.Body
+	return Change{Op: OpPut, Record: Record{Kind: KindTelemetry, Device: t.DeviceID, Seq: seq, Doc: appendTelemetryDoc(nil, t)}}
+}
+
+// appendTelemetryDoc appends t as a telemetryDoc in JSON, as json.Marshal
+// would write it (maps unsorted): written once per acknowledged message, it
+// is encoded by hand (about three times cheaper than by reflection).
+func appendTelemetryDoc(b []byte, t Telemetry) []byte {
+	b = append(b, '{')
+	n := 0
+	field := func(name string) {
+		if n > 0 {
+			b = append(b, ',')
+		}
+		n++
+		b = append(b, '"')
+		b = append(b, name...)
+		b = append(b, '"', ':')
 	}
-	return Change{Op: OpPut, Record: Record{Kind: KindTelemetry, Device: t.DeviceID, Seq: seq, Doc: mustJSON(doc)}}
+	str := func(name, v string) {
+		if v != "" {
+			field(name)
+			b = appendJSONString(b, v)
+		}
+	}
+	str("moduleId", t.ModuleID)
+	str("component", t.Component)
+	str("messageId", t.MessageID)
+	str("correlationId", t.CorrelationID)
+	str("contentType", t.ContentType)
+	str("contentEncoding", t.ContentEncoding)
+	str("authMethod", authCodes[t.AuthMethod])
+	switch {
+	case json.Valid(t.Body):
+		field("body")
+		b = append(b, t.Body...)
+	case len(t.Body) > 0:
+		field("bodyBase64")
+		b = append(b, '"')
+		b = base64.StdEncoding.AppendEncode(b, t.Body)
+		b = append(b, '"')
+	}
+	for _, m := range []struct {
+		name string
+		m    map[string]string
+	}{{"properties", t.Properties}, {"system", t.System}} {
+		if len(m.m) == 0 {
+			continue
+		}
+		field(m.name)
+		b = append(b, '{')
+		i := 0
+		for k, v := range m.m {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			i++
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = appendJSONString(b, v)
+		}
+		b = append(b, '}')
+	}
+	field("received")
+	b = append(b, '"')
+	b = t.Received.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json
+// escapes it (without its HTML escaping): quotes, backslashes and control
+// characters escaped, invalid UTF-8 replaced by U+FFFD, U+2028 and U+2029
+// escaped.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // Load fills the model from Config.Store: first, when the store is empty

@@ -49,7 +49,7 @@
 // the channel of each unit. Units queued while a commit runs form the next
 // group. While the store is busy (the last group carried more than one
 // unit) the writer first lets the group gather for Options.GroupDelay
-// (default 1 ms), so that a unit waits for at most the commit running
+// (default 0.5 ms), so that a unit waits for at most the commit running
 // when it was queued, GroupDelay and its own commit, as long as fewer than
 // MaxGroupUnits units are queued ahead of it; an idle store commits a lone
 // unit at once. On the shared 2-core test
@@ -142,7 +142,7 @@ const (
 	// DefaultMaxGroupBytes is the default of Options.MaxGroupBytes.
 	DefaultMaxGroupBytes = 4 << 20
 	// DefaultGroupDelay is the default of Options.GroupDelay.
-	DefaultGroupDelay = time.Millisecond
+	DefaultGroupDelay = 500 * time.Microsecond
 )
 
 // Options tunes a Store; the zero value gives the defaults.

@@ -403,7 +403,7 @@ func TestGroupBounds(t *testing.T) {
 		g := newGate(s, func(units int) error { sizes = append(sizes, units); return nil })
 		first := s.Apply(nil)
 		<-g.entered
-		doc := func(n int) string { return `"` + strings.Repeat("x", n-2) + `"` }
+		doc := func(n int) string { return `{"` + strings.Repeat("x", n-6) + `":1}` }
 		var chans []<-chan error
 		for i, n := range []int{40, 40, 40, 300, 10, 10} { // 80 | 40 (+300 is too much) | 300 alone | 20
 			chans = append(chans, s.Apply([]core.Change{put(telemetry("d", int64(i), doc(n)))}))

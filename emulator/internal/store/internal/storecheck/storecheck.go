@@ -63,6 +63,18 @@ func Unit(changes []core.Change) error {
 	return nil
 }
 
+// validDoc reports whether r's Doc is JSON. A telemetry document, the one
+// written per acknowledged message, is only checked to be a JSON object's
+// frame ('{' to '}'): the model encodes it with encoding/json, and a full
+// scan of every message cost about a tenth of the store's CPU per message.
+func validDoc(r core.Record) bool {
+	if r.Kind == core.KindTelemetry {
+		d := r.Doc
+		return len(d) >= 2 && d[0] == '{' && d[len(d)-1] == '}'
+	}
+	return json.Valid(r.Doc)
+}
+
 // Change checks one change, see Unit; its error wraps ErrInvalid.
 //
 // The rules: OpPut needs the record's identity and a JSON Doc; OpDelete the
@@ -78,7 +90,7 @@ func Change(c core.Change) error {
 		if err := identity(r); err != nil {
 			return err
 		}
-		if c.Op == core.OpPut && !json.Valid(r.Doc) {
+		if c.Op == core.OpPut && !validDoc(r) {
 			return fmt.Errorf("%w: %s %s: doc is not JSON", ErrInvalid, r.Kind, name(r))
 		}
 		return nil
