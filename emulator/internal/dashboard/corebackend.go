@@ -67,18 +67,24 @@ func (b coreBackend) Events(id string) []Event {
 
 // WatchEvents converts the core's events on a goroutine that ends with stop.
 func (b coreBackend) WatchEvents(id string) (<-chan Event, func()) {
-	in, stopIn := b.c.WatchEvents(id)
-	out := make(chan Event, core.EventWatchBuffer)
+	in, stop := b.c.WatchEvents(id)
+	return relay(in, stop, toDashEvent, core.EventWatchBuffer)
+}
+
+// relay converts what a core watcher sends on a goroutine that ends with
+// the returned stop; a slow reader loses items, as core watchers do.
+func relay[In, Out any](in <-chan In, stopIn func(), conv func(In) Out, buf int) (<-chan Out, func()) {
+	out := make(chan Out, buf)
 	quit := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
 			select {
-			case ev := <-in:
+			case v := <-in:
 				select {
-				case out <- toDashEvent(ev):
-				default: // a slow reader loses events, as core watchers do
+				case out <- conv(v):
+				default:
 				}
 			case <-quit:
 				return
@@ -134,32 +140,8 @@ func toDashTelemetry(m core.Telemetry) Telemetry {
 
 // WatchTelemetry converts the core's messages on a goroutine that ends with stop.
 func (b coreBackend) WatchTelemetry(id string) (<-chan Telemetry, func()) {
-	in, stopIn := b.c.WatchTelemetry(id)
-	out := make(chan Telemetry, core.TelemetryWatchBuffer)
-	quit := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case m := <-in:
-				select {
-				case out <- toDashTelemetry(m):
-				default:
-				}
-			case <-quit:
-				return
-			}
-		}
-	}()
-	var once sync.Once
-	return out, func() {
-		once.Do(func() {
-			stopIn()
-			close(quit)
-			<-done
-		})
-	}
+	in, stop := b.c.WatchTelemetry(id)
+	return relay(in, stop, toDashTelemetry, core.TelemetryWatchBuffer)
 }
 
 func (b coreBackend) Groups() []Group {
