@@ -26,6 +26,9 @@ var (
 	// ErrDataFile reports, from Start, a DataDir state file that cannot be
 	// read or is not a valid state file; the file is left as it was.
 	ErrDataFile = core.ErrDataFile
+	// ErrPreconditionFailed reports an If-Match etag that is not the
+	// current one (IoT Hub service API: 412).
+	ErrPreconditionFailed = core.ErrPreconditionFailed
 	// ErrClosed reports a call on a closed emulator.
 	ErrClosed = core.ErrClosed
 )

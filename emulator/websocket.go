@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 
+	"github.com/iotc-go/iotc/emulator/internal/hubapi"
 	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 	"github.com/iotc-go/iotc/emulator/internal/wslistener"
 )
@@ -19,7 +20,8 @@ type wsServer struct {
 }
 
 // startWebSocket serves MQTT over WebSockets (subprotocol "mqtt", any
-// case) on the WebSocket address, for DPS and the hub alike: each
+// case) on the WebSocket address, for DPS and the hub alike, and IoT Hub's
+// service REST API on every other path (see internal/hubapi): each
 // upgraded connection goes to the same mochi broker as the MQTT/TLS
 // listener, with its TLS client certificates visible to the CONNECT hook.
 func (e *Emulator) startWebSocket() error {
@@ -34,6 +36,8 @@ func (e *Emulator) startWebSocket() error {
 	h := wslistener.New(wslistener.Handlers{
 		MQTT:     e.mqtt.ServeConn,
 		AMQP:     e.serveAMQPWebSocket,
+		// Every other path of the hub host: IoT Hub's service API.
+		Fallback: netlimit.AuthGuard(hubapi.New(e.core, e.log.With("component", "hubapi")), e.authFails, e.reporter, netlimit.KindServiceAuth),
 		Logger:   log,
 		Reporter: e.reporter,
 	})

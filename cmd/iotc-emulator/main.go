@@ -13,15 +13,18 @@
 // On start it prints the ID scope, the enrollment group's primary key, the
 // CA certificate file devices must trust, the REST base URL with its API
 // token, and the web dashboard's address (open it in a browser: the token
-// in its URL fragment logs in); --info-file writes the same as JSON, with
+// in its URL fragment logs in), and the IoT Hub service connection strings
+// of the hub's shared access policies (iothubowner, service, registryRead,
+// registryReadWrite; the service API is served on the WebSocket listener's
+// port, 443 by default); --info-file writes the same as JSON, with
 // the process id (its directory is created). Without root, the default
 // WebSocket port 443 falls back to 9443 (printed at start); other ports
 // below 1024 are an error naming the flag to change. Stop it
 // with Ctrl-C or SIGTERM to that pid (with "go run", signal the emulator's
 // pid from the info file: killing the go command leaves the emulator
 // running). Any listener flag set to "-" disables that listener. With
-// --data-dir the ID scope, groups, devices, twins, queued messages and the
-// API token survive a restart. A server certificate in --cert-dir that
+// --data-dir the ID scope, groups, devices, twins, queued messages, the
+// shared access policies' keys and the API token survive a restart. A server certificate in --cert-dir that
 // does not name --hub-host is reissued from the same CA.
 package main
 
@@ -58,6 +61,11 @@ type info struct {
 	AMQPAddr         string `json:"amqpAddr"`
 	HubHost          string `json:"hubHost"`
 	ProvisioningHost string `json:"provisioningHost"`
+	// ServiceConnectionStrings are the IoT Hub service connection strings
+	// of the hub's shared access policies (iothubowner, service,
+	// registryRead, registryReadWrite), for the official service SDKs;
+	// the service API is on the WebSocket listener's port.
+	ServiceConnectionStrings map[string]string `json:"serviceConnectionStrings"`
 	// PID is the emulator's process id: signal it (SIGTERM) to stop it.
 	PID int `json:"pid"`
 }
@@ -144,7 +152,10 @@ operator API shaped like IoT Central's REST API and a web dashboard (8443).
 
 On start it prints, and --info-file writes as JSON: the listeners, the ID
 scope, the enrollment group key, the CA file devices must trust, the REST
-URL, its API token and the dashboard's address. Point a device at it with:
+URL, its API token, the dashboard's address and the IoT Hub service
+connection strings (iothubowner, service, registryRead, registryReadWrite)
+for the official service SDKs, whose API is on the WebSocket listener
+(443). Point a device at it with:
   provisioning host  localhost, on the port of its transport
   ID scope, group key, trusted CA  as printed at start
 
@@ -252,6 +263,16 @@ Flags:
 		ProvisioningHost: e.HubHost(),
 		PID:              os.Getpid(),
 	}
+	in.ServiceConnectionStrings = map[string]string{}
+	var policies string
+	for _, p := range e.SharedAccessPolicies() {
+		cs, err := e.ServiceConnectionString(p.Name)
+		if err != nil {
+			return nil, err
+		}
+		in.ServiceConnectionStrings[p.Name] = cs
+		policies += fmt.Sprintf("  %-17s %s\n", p.Name, cs)
+	}
 	if *infoFile != "" {
 		b, _ := json.MarshalIndent(in, "", "  ")
 		tmp := *infoFile + ".tmp"
@@ -276,8 +297,10 @@ Flags:
   API token         %s
   dashboard         %s
   pid               %d
-Press Ctrl-C (or send SIGTERM to the pid) to stop.
-`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(in.DashboardURL), in.PID)
+IoT Hub service API (official service SDKs) on https://%s (port of the WebSocket listener);
+its connection strings, one per shared access policy:
+%sPress Ctrl-C (or send SIGTERM to the pid) to stop.
+`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(in.DashboardURL), in.PID, orNone(in.WebSocketAddr), policies)
 	return e, nil
 }
 

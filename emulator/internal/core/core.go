@@ -50,6 +50,12 @@ var (
 	// ErrUnauthorized reports refused credentials (front-ends map it to
 	// their protocol's refusal).
 	ErrUnauthorized = errors.New("emulator: unauthorized")
+	// ErrPreconditionFailed reports an If-Match etag that is not the
+	// current one (IoT Hub: 412 PreconditionFailed).
+	ErrPreconditionFailed = errors.New("emulator: etag does not match")
+	// ErrForbidden reports valid credentials without the right the
+	// operation needs (a registryRead policy writing; IoT Hub: 401).
+	ErrForbidden = errors.New("emulator: the policy lacks the right")
 )
 
 // Service limits the model enforces, as IoT Hub does.
@@ -283,6 +289,8 @@ type Core struct {
 
 	store Store // nil: memory only
 
+	policies []SharedAccessPolicy // IoT Hub's shared access policies; guarded by mu
+
 	telemetrySeq int64    // the last Telemetry.Seq given; guarded by mu
 	pendingLoad  []Change // deletes Load found due (a shorter history); committed by Load
 }
@@ -303,6 +311,7 @@ func New(cfg Config) *Core {
 		ops:      map[string]*dpsOp{},
 		watchers: map[string]map[chan Telemetry]struct{}{},
 		changes:  map[string]chan struct{}{},
+		policies: newPolicies(),
 	}
 }
 
@@ -343,11 +352,15 @@ type device struct {
 	c2d                      []*c2dMsg
 	deadLetters              []*c2dMsg // rejected, oldest first
 	link                     Link      // live hub connection; nil when offline
+	version                  int64          // registry generation: grows with each identity change (device etag)
+	tags                     map[string]any // twin tags (IoT Hub service API); nil when none
+	tagsVersion              int64          // grows with each tags change (part of the twin etag)
+	statusReason             string         // why the device is disabled, as the registry shows it
 }
 
 func newDevice(id string, now time.Time) *device {
 	return &device{
-		id: id, displayName: id, enabled: true, created: now, lastActivity: now,
+		id: id, displayName: id, enabled: true, created: now, lastActivity: now, version: 1,
 		desired:   twin.NewSection(true, twin.MaxTwinSectionLen, now),
 		reported:  twin.NewSection(false, twin.MaxTwinSectionLen, now),
 		telemetry: map[string]map[string]TelemetryValue{},

@@ -76,6 +76,7 @@ func (c *Core) PutDevice(id string, spec DeviceSpec) (DeviceDetails, bool, error
 	if spec.Organizations != nil {
 		s.organizations = slices.Clone(*spec.Organizations)
 	}
+	d.version++
 	var drop Link
 	if spec.Enabled != nil {
 		d.enabled = *spec.Enabled
@@ -170,6 +171,7 @@ func (c *Core) SetDeviceKeys(id, primary, secondary string) (string, string, err
 	}
 	d.indivKeys = [2]string{primary, secondary}
 	d.x509 = false
+	d.version++
 	staged := c.stageDeviceLocked(d)
 	c.mu.Unlock()
 	if err := awaitNow(staged); err != nil {
@@ -189,6 +191,7 @@ func (c *Core) RemoveDeviceKeys(id string) error {
 		return err
 	}
 	d.indivKeys = [2]string{}
+	d.version++
 	staged := c.stageDeviceLocked(d)
 	c.mu.Unlock()
 	return awaitNow(staged)

@@ -58,6 +58,11 @@ type deviceState struct {
 	Template      string   `json:"template,omitempty"`
 	Simulated     bool     `json:"simulated,omitempty"`
 	Organizations []string `json:"organizations,omitempty"`
+	// Set through the IoT Hub service API (stored records only).
+	Version      int64          `json:"version,omitempty"`
+	Tags         map[string]any `json:"tags,omitempty"`
+	TagsVersion  int64          `json:"tagsVersion,omitempty"`
+	StatusReason string         `json:"statusReason,omitempty"`
 }
 
 type c2dState struct {
@@ -131,6 +136,7 @@ func (c *Core) restore(s *snapshot, path string) error {
 			id: ds.ID, displayName: ds.DisplayName, modelID: ds.ModelID, enabled: ds.Enabled, provisioned: ds.Provisioned,
 			groupID: ds.GroupID, indivKeys: ds.IndividualKeys, groupKeys: ds.GroupKeys,
 			created: ds.Created, lastActivity: ds.LastActivity, telemetry: map[string]map[string]TelemetryValue{},
+			version: ds.Version, tags: ds.Tags, tagsVersion: ds.TagsVersion, statusReason: ds.StatusReason,
 		}
 		if d.displayName == "" {
 			d.displayName = d.id

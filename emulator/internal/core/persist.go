@@ -104,6 +104,7 @@ func (c *Core) deviceChangeLocked(d *device) Change {
 		ID: d.id, DisplayName: d.displayName, ModelID: d.modelID, Enabled: d.enabled, Provisioned: d.provisioned,
 		GroupID: d.groupID, Attestation: AttestationSymmetricKey, IndividualKeys: d.indivKeys, GroupKeys: d.groupKeys,
 		Created: d.created, LastActivity: d.lastActivity, Desired: d.desired.State(), Reported: d.reported.State(),
+		Version: d.version, Tags: d.tags, TagsVersion: d.tagsVersion, StatusReason: d.statusReason,
 	}
 	if d.x509 {
 		ds.Attestation = AttestationX509
@@ -294,7 +295,7 @@ func (c *Core) Load(ctx context.Context) error {
 
 // metaAndGroupsLocked is the put of the ID scope and every group; c.mu held.
 func (c *Core) metaAndGroupsLocked() []Change {
-	out := []Change{{Op: OpPut, Record: Record{Kind: KindMeta, Key: "idScope", Doc: mustJSON(c.cfg.IDScope)}}}
+	out := []Change{{Op: OpPut, Record: Record{Kind: KindMeta, Key: "idScope", Doc: mustJSON(c.cfg.IDScope)}}, c.policiesChangeLocked()}
 	for i, g := range c.groups {
 		out = append(out, groupChange(g, int64(i)))
 	}
@@ -355,8 +356,11 @@ func (c *Core) restoreRecords(recs []Record) error {
 		var err error
 		switch r.Kind {
 		case KindMeta:
-			if r.Key == "idScope" {
+			switch r.Key {
+			case "idScope":
 				err = json.Unmarshal(r.Doc, &snap.IDScope)
+			case metaPolicies:
+				err = c.restorePolicies(r.Doc)
 			}
 		case KindGroup:
 			var g groupDoc

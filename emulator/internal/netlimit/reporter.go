@@ -17,6 +17,8 @@ const (
 	KindAMQPAuth = "amqp_auth"
 	// KindRESTAuth is a REST request answered 401.
 	KindRESTAuth = "rest_auth"
+	// KindServiceAuth is an IoT Hub service API request answered 401.
+	KindServiceAuth = "service_auth"
 	// KindDashboardAuth is a dashboard login or request refused.
 	KindDashboardAuth = "dashboard_auth"
 	// KindWebSocketUpgrade is a WebSocket upgrade refused.
