@@ -1,0 +1,462 @@
+package hubapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iotc-go/iotc/emulator/internal/core"
+	"github.com/iotc-go/iotc/emulator/internal/sas"
+)
+
+const host = "hub.test"
+
+type env struct {
+	t    *testing.T
+	core *core.Core
+	srv  *httptest.Server
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	c := core.New(core.Config{IDScope: "0ne00000001", HubHost: host})
+	t.Cleanup(c.Close)
+	srv := httptest.NewServer(New(c, nil))
+	t.Cleanup(srv.Close)
+	return &env{t: t, core: c, srv: srv}
+}
+
+// token signs a service token with the named policy's primary key.
+func (e *env) token(policy string) string {
+	e.t.Helper()
+	for _, p := range e.core.Policies() {
+		if p.Name == policy {
+			tok, err := sas.Build(p.PrimaryKey, host, time.Now().Add(time.Hour), p.Name)
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			return tok
+		}
+	}
+	e.t.Fatalf("no policy %s", policy)
+	return ""
+}
+
+type resp struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r resp) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("body %s: %v", r.body, err)
+	}
+	return m
+}
+
+// errorCode checks IoT Hub's error shape and returns its code.
+func (r resp) errorCode(t *testing.T) string {
+	t.Helper()
+	m := r.json(t)
+	msg, _ := m["Message"].(string)
+	code := r.header.Get("iothub-errorcode")
+	if !strings.HasPrefix(msg, "ErrorCode:"+code+";") || code == "" || m["ExceptionMessage"] == nil {
+		t.Fatalf("error %d body %s header %q is not IoT Hub's shape", r.status, r.body, code)
+	}
+	return code
+}
+
+func (e *env) do(method, path, policy string, body any, hdr ...string) resp {
+	e.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	if !strings.Contains(path, "api-version") {
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		path += sep + "api-version=2021-04-12"
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if policy != "" {
+		req.Header.Set("Authorization", e.token(policy))
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := e.srv.Client().Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return resp{status: res.StatusCode, header: res.Header, body: b}
+}
+
+func TestAPIVersionAndAuthRefused(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		name, path, policy string
+		hdr                []string
+		status             int
+		code               string
+	}{
+		{"no api-version", "/devices/d1?x=1&api-version=", "iothubowner", nil, 400, "InvalidProtocolVersion"},
+		{"old api-version", "/devices/d1?api-version=2018-06-30", "iothubowner", nil, 400, "InvalidProtocolVersion"},
+		{"no token", "/devices/d1", "", nil, 401, "IotHubUnauthorizedAccess"},
+		{"device token", "/devices/d1", "", []string{"Authorization", mustBuild(t, core.RandomKey(), host+"/devices/d1", "")}, 401, "IotHubUnauthorizedAccess"},
+		{"unknown policy", "/devices/d1", "", []string{"Authorization", mustBuild(t, core.RandomKey(), host, "nobody")}, 401, "IotHubUnauthorizedAccess"},
+		{"wrong key", "/devices/d1", "", []string{"Authorization", mustBuild(t, core.RandomKey(), host, "iothubowner")}, 401, "IotHubUnauthorizedAccess"},
+		{"unknown path", "/nothing/here", "iothubowner", nil, 404, "IotHubNotFound"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.do("GET", tc.path, tc.policy, nil, tc.hdr...)
+			if r.status != tc.status || r.errorCode(t) != tc.code {
+				t.Fatalf("status %d %s, want %d %s", r.status, r.body, tc.status, tc.code)
+			}
+		})
+	}
+	// A token for another hub is refused although well signed.
+	p := e.core.Policies()[0]
+	other := mustBuild(t, p.PrimaryKey, "other.test", p.Name)
+	if r := e.do("GET", "/devices", "", nil, "Authorization", other); r.status != 401 {
+		t.Fatalf("token for another hub: %d", r.status)
+	}
+	// The secondary key signs too.
+	sec := mustBuild(t, p.SecondaryKey, host, p.Name)
+	if r := e.do("GET", "/devices", "", nil, "Authorization", sec); r.status != 200 {
+		t.Fatalf("secondary key: %d %s", r.status, r.body)
+	}
+}
+
+func mustBuild(t *testing.T, key, res, skn string) string {
+	t.Helper()
+	tok, err := sas.Build(key, res, time.Now().Add(time.Hour), skn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// TestPolicyRights: each policy does what its rights allow and no more.
+func TestPolicyRights(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.core.PutHubDevice("d0", true, "", core.HubDeviceSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	type call struct {
+		method, path string
+		body         any
+	}
+	create := call{"PUT", "/devices/new-%s", map[string]any{}}
+	readDev := call{"GET", "/devices/d0", nil}
+	twinPatch := call{"PATCH", "/twins/d0", map[string]any{"tags": map[string]any{"a": 1}}}
+	method := call{"POST", "/twins/d0/methods", map[string]any{"methodName": "m"}}
+	for _, tc := range []struct {
+		policy  string
+		allowed map[*call]bool
+	}{
+		{"iothubowner", map[*call]bool{&create: true, &readDev: true, &twinPatch: true, &method: true}},
+		{"service", map[*call]bool{&twinPatch: true, &method: true}},
+		{"registryRead", map[*call]bool{&readDev: true}},
+		{"registryReadWrite", map[*call]bool{&create: true, &readDev: true, &twinPatch: true}},
+	} {
+		for _, c := range []*call{&create, &readDev, &twinPatch, &method} {
+			path := c.path
+			if strings.Contains(path, "%s") {
+				path = strings.ReplaceAll(path, "%s", tc.policy)
+			}
+			r := e.do(c.method, path, tc.policy, c.body)
+			refused := r.status == 401
+			if refused == tc.allowed[c] {
+				t.Errorf("%s %s %s: status %d %s (allowed %v)", tc.policy, c.method, path, r.status, r.body, tc.allowed[c])
+			}
+			if refused && r.errorCode(t) != "IotHubUnauthorizedAccess" {
+				t.Errorf("refusal code %s", r.errorCode(t))
+			}
+		}
+	}
+}
+
+func TestRegistryCRUDWithETags(t *testing.T) {
+	e := newEnv(t)
+	key := core.RandomKey()
+	r := e.do("PUT", "/devices/d1", "registryReadWrite", map[string]any{"deviceId": "d1",
+		"authentication": map[string]any{"type": "sas", "symmetricKey": map[string]any{"primaryKey": key, "secondaryKey": ""}}})
+	if r.status != 200 {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	d := r.json(t)
+	sk := d["authentication"].(map[string]any)["symmetricKey"].(map[string]any)
+	if sk["primaryKey"] != key || sk["secondaryKey"] == "" || d["status"] != "enabled" {
+		t.Fatalf("created %s", r.body)
+	}
+	etag1 := d["etag"].(string)
+	if r.header.Get("ETag") != `"`+etag1+`"` {
+		t.Fatalf("ETag header %q, body etag %q", r.header.Get("ETag"), etag1)
+	}
+	// A second create is a conflict.
+	if r := e.do("PUT", "/devices/d1", "iothubowner", map[string]any{"deviceId": "d1"}); r.status != 409 || r.errorCode(t) != "DeviceAlreadyExists" {
+		t.Fatalf("second create: %d %s", r.status, r.body)
+	}
+	// Update with the current etag: disabled, new etag.
+	r = e.do("PUT", "/devices/d1", "iothubowner", map[string]any{"deviceId": "d1", "status": "disabled", "statusReason": "test"}, "If-Match", `"`+etag1+`"`)
+	if r.status != 200 || r.json(t)["status"] != "disabled" || r.json(t)["etag"] == etag1 {
+		t.Fatalf("update: %d %s", r.status, r.body)
+	}
+	if dev, _ := e.core.Device("d1"); dev.Enabled || dev.PrimaryKey != key {
+		t.Fatalf("core sees %+v", dev)
+	}
+	// The old etag is now stale: update and delete are refused with 412.
+	if r := e.do("PUT", "/devices/d1", "iothubowner", map[string]any{"deviceId": "d1", "status": "enabled"}, "If-Match", `"`+etag1+`"`); r.status != 412 || r.errorCode(t) != "PreconditionFailed" {
+		t.Fatalf("stale update: %d %s", r.status, r.body)
+	}
+	if r := e.do("DELETE", "/devices/d1", "iothubowner", nil, "If-Match", `"`+etag1+`"`); r.status != 412 {
+		t.Fatalf("stale delete: %d %s", r.status, r.body)
+	}
+	// Update of a device that does not exist.
+	if r := e.do("PUT", "/devices/nope", "iothubowner", map[string]any{"deviceId": "nope"}, "If-Match", "*"); r.status != 404 || r.errorCode(t) != "DeviceNotFound" {
+		t.Fatalf("update of unknown: %d %s", r.status, r.body)
+	}
+	// Body and path disagree; bad status; unsupported authentication.
+	for _, b := range []map[string]any{
+		{"deviceId": "other"},
+		{"deviceId": "d2", "status": "paused"},
+		{"deviceId": "d2", "authentication": map[string]any{"type": "selfSigned"}},
+		{"deviceId": "d2", "authentication": map[string]any{"symmetricKey": map[string]any{"primaryKey": "not base64!"}}},
+	} {
+		if r := e.do("PUT", "/devices/d2", "iothubowner", b); r.status != 400 || r.errorCode(t) != "ArgumentInvalid" {
+			t.Fatalf("bad body %v: %d %s", b, r.status, r.body)
+		}
+	}
+	// List, statistics, delete with "*".
+	e.do("PUT", "/devices/d3", "iothubowner", map[string]any{})
+	r = e.do("GET", "/devices", "registryRead", nil)
+	var list []map[string]any
+	if err := json.Unmarshal(r.body, &list); err != nil || len(list) != 2 || list[0]["deviceId"] != "d1" || list[1]["deviceId"] != "d3" {
+		t.Fatalf("list: %s", r.body)
+	}
+	st := e.do("GET", "/statistics/devices", "registryRead", nil).json(t)
+	if st["totalDeviceCount"] != 2.0 || st["enabledDeviceCount"] != 1.0 || st["disabledDeviceCount"] != 1.0 {
+		t.Fatalf("statistics %v", st)
+	}
+	if r := e.do("DELETE", "/devices/d1", "iothubowner", nil, "If-Match", "*"); r.status != 204 {
+		t.Fatalf("delete: %d %s", r.status, r.body)
+	}
+	if r := e.do("GET", "/devices/d1", "iothubowner", nil); r.status != 404 || r.errorCode(t) != "DeviceNotFound" {
+		t.Fatalf("get deleted: %d %s", r.status, r.body)
+	}
+}
+
+// fakeLink is a connected device that answers methods with answer.
+type fakeLink struct {
+	mu      sync.Mutex
+	desired [][]byte
+	answer  func(ctx context.Context, method string, payload []byte) (int, []byte, error)
+	dropped error
+}
+
+func (l *fakeLink) Protocol() string            { return "fake" }
+func (l *fakeLink) Subscribed(core.Feature) bool { return true }
+func (l *fakeLink) PushDesired(b []byte, _ int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.desired = append(l.desired, b)
+	return nil
+}
+func (l *fakeLink) InvokeMethod(ctx context.Context, m string, p []byte) (int, []byte, error) {
+	return l.answer(ctx, m, p)
+}
+func (l *fakeLink) NotifyC2D() {}
+func (l *fakeLink) Drop(reason error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dropped = reason
+}
+
+func TestTwinTagsDesiredAndETag(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.core.PutHubDevice("d1", true, "", core.HubDeviceSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	l := &fakeLink{}
+	if _, err := e.core.Attach("d1", l, ""); err != nil {
+		t.Fatal(err)
+	}
+	if st, _, _ := e.core.PatchReported("d1", []byte(`{"temp":21}`)); st != 204 {
+		t.Fatalf("reported: %d", st)
+	}
+	r := e.do("GET", "/twins/d1", "service", nil)
+	tw := r.json(t)
+	etag0 := tw["etag"].(string)
+	if tw["connectionState"] != "Connected" || tw["properties"].(map[string]any)["reported"].(map[string]any)["temp"] != 21.0 {
+		t.Fatalf("twin %s", r.body)
+	}
+	patch := map[string]any{"tags": map[string]any{"site": "lab", "floor": 2},
+		"properties": map[string]any{"desired": map[string]any{"fan": true, "mode": "eco"}, "reported": map[string]any{"temp": 99}}}
+	r = e.do("PATCH", "/twins/d1", "service", patch, "If-Match", `"`+etag0+`"`)
+	if r.status != 200 {
+		t.Fatalf("patch: %d %s", r.status, r.body)
+	}
+	tw = r.json(t)
+	props := tw["properties"].(map[string]any)
+	if tw["tags"].(map[string]any)["site"] != "lab" || props["desired"].(map[string]any)["fan"] != true ||
+		props["reported"].(map[string]any)["temp"] != 21.0 || tw["etag"] == etag0 {
+		t.Fatalf("patched twin %s (reported must stay read-only)", r.body)
+	}
+	if len(l.desired) != 1 || !strings.Contains(string(l.desired[0]), `"fan":true`) {
+		t.Fatalf("desired pushed %q", l.desired)
+	}
+	// The old etag is stale.
+	if r := e.do("PATCH", "/twins/d1", "service", map[string]any{"tags": map[string]any{"x": 1}}, "If-Match", `"`+etag0+`"`); r.status != 412 || r.errorCode(t) != "PreconditionFailed" {
+		t.Fatalf("stale twin patch: %d %s", r.status, r.body)
+	}
+	// null removes a desired property and a tag.
+	r = e.do("PATCH", "/twins/d1", "service", map[string]any{"tags": map[string]any{"floor": nil},
+		"properties": map[string]any{"desired": map[string]any{"mode": nil}}}, "If-Match", "*")
+	tw = r.json(t)
+	if _, ok := tw["tags"].(map[string]any)["floor"]; ok {
+		t.Fatalf("tag not removed: %s", r.body)
+	}
+	if _, ok := tw["properties"].(map[string]any)["desired"].(map[string]any)["mode"]; ok {
+		t.Fatalf("desired not removed: %s", r.body)
+	}
+	// PUT replaces tags and desired.
+	r = e.do("PUT", "/twins/d1", "iothubowner", map[string]any{"tags": map[string]any{"only": "this"},
+		"properties": map[string]any{"desired": map[string]any{"speed": 3}}})
+	tw = r.json(t)
+	desired := tw["properties"].(map[string]any)["desired"].(map[string]any)
+	if len(tw["tags"].(map[string]any)) != 1 || desired["speed"] != 3.0 || desired["fan"] != nil {
+		t.Fatalf("replaced twin %s", r.body)
+	}
+	if r := e.do("GET", "/twins/nope", "service", nil); r.status != 404 || r.errorCode(t) != "DeviceNotFound" {
+		t.Fatalf("twin of unknown: %d", r.status)
+	}
+	if r := e.do("PATCH", "/twins/d1", "service", map[string]any{"tags": map[string]any{"bad key": 1, "a$b": 2}}); r.status != 400 {
+		t.Fatalf("bad tag key: %d %s", r.status, r.body)
+	}
+	if st := e.do("GET", "/statistics/service", "service", nil).json(t); st["connectedDeviceCount"] != 1.0 {
+		t.Fatalf("service statistics %v", st)
+	}
+}
+
+func TestDirectMethods(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.core.PutHubDevice("d1", true, "", core.HubDeviceSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	// Offline.
+	r := e.do("POST", "/twins/d1/methods", "service", map[string]any{"methodName": "reboot", "responseTimeoutInSeconds": 5})
+	if r.status != 404 || r.errorCode(t) != "DeviceNotOnline" {
+		t.Fatalf("offline: %d %s", r.status, r.body)
+	}
+	for _, b := range []map[string]any{
+		{"methodName": "reboot", "responseTimeoutInSeconds": 4},
+		{"methodName": "reboot", "responseTimeoutInSeconds": 301},
+		{"methodName": "reboot", "connectTimeoutInSeconds": -1},
+		{"methodName": ""},
+	} {
+		if r := e.do("POST", "/twins/d1/methods", "service", b); r.status != 400 || r.errorCode(t) != "ArgumentInvalid" {
+			t.Fatalf("%v: %d %s", b, r.status, r.body)
+		}
+	}
+	l := &fakeLink{answer: func(ctx context.Context, m string, p []byte) (int, []byte, error) {
+		if m == "slow" {
+			<-ctx.Done()
+			return 0, nil, ctx.Err()
+		}
+		return 201, append([]byte(`{"echo":`), append(p, '}')...), nil
+	}}
+	if _, err := e.core.Attach("d1", l, ""); err != nil {
+		t.Fatal(err)
+	}
+	r = e.do("POST", "/twins/d1/methods", "service", map[string]any{"methodName": "reboot", "payload": map[string]any{"in": 1}, "responseTimeoutInSeconds": 5})
+	if r.status != 200 || r.json(t)["status"] != 201.0 || !strings.Contains(string(r.body), `"echo":{"in":1}`) {
+		t.Fatalf("method: %d %s", r.status, r.body)
+	}
+	if hist, _ := e.core.CommandHistory("d1", "", "reboot"); len(hist) != 1 {
+		t.Fatalf("history %v", hist)
+	}
+	r = e.do("POST", "/twins/d1/methods", "service", map[string]any{"methodName": "slow", "responseTimeoutInSeconds": 5})
+	if r.status != 504 || r.errorCode(t) != "GatewayTimeoutException" {
+		t.Fatalf("timeout: %d %s", r.status, r.body)
+	}
+}
+
+func TestDisableDropsConnection(t *testing.T) {
+	e := newEnv(t)
+	d, err := e.core.PutHubDevice("d1", true, "", core.HubDeviceSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &fakeLink{}
+	if _, err := e.core.Attach("d1", l, ""); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.do("PUT", "/devices/d1", "iothubowner", map[string]any{"status": "disabled"}, "If-Match", d.ETag); r.status != 200 {
+		t.Fatalf("disable: %d %s", r.status, r.body)
+	}
+	if l.dropped == nil {
+		t.Fatal("the connection of a disabled device was not dropped")
+	}
+	if _, err := e.core.Attach("d1", &fakeLink{}, ""); !errors.Is(err, core.ErrUnauthorized) {
+		t.Fatalf("a disabled device connected: %v", err)
+	}
+}
+
+func TestQueryPaging(t *testing.T) {
+	e := newEnv(t)
+	for _, id := range []string{"a", "b", "c", "d", "e"} {
+		if _, err := e.core.PutHubDevice(id, true, "", core.HubDeviceSpec{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	cont := ""
+	for pages := 0; ; pages++ {
+		hdr := []string{"x-ms-max-item-count", "2"}
+		if cont != "" {
+			hdr = append(hdr, "x-ms-continuation", cont)
+		}
+		r := e.do("POST", "/devices/query", "service", map[string]any{"query": "SELECT deviceId FROM devices"}, hdr...)
+		var rows []map[string]any
+		if err := json.Unmarshal(r.body, &rows); err != nil || r.status != 200 || len(rows) > 2 {
+			t.Fatalf("page: %d %s", r.status, r.body)
+		}
+		for _, row := range rows {
+			got = append(got, row["deviceId"].(string))
+		}
+		if cont = r.header.Get("x-ms-continuation"); cont == "" || pages > 5 {
+			break
+		}
+	}
+	if strings.Join(got, ",") != "a,b,c,d,e" {
+		t.Fatalf("paged %v", got)
+	}
+	if r := e.do("POST", "/devices/query", "service", map[string]any{"query": "SELECT * FROM devices WHERE"}); r.status != 400 || r.errorCode(t) != "ArgumentInvalid" {
+		t.Fatalf("bad query: %d %s", r.status, r.body)
+	}
+	if r := e.do("POST", "/devices/query", "service", map[string]any{"query": "SELECT *"}, "x-ms-continuation", "garbage"); r.status != 400 {
+		t.Fatalf("bad continuation: %d", r.status)
+	}
+}
