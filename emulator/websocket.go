@@ -34,8 +34,8 @@ func (e *Emulator) startWebSocket() error {
 	}
 	log := e.log.With("component", "websocket")
 	h := wslistener.New(wslistener.Handlers{
-		MQTT:     e.mqtt.ServeConn,
-		AMQP:     e.serveAMQPWebSocket,
+		MQTT: e.mqtt.ServeConn,
+		AMQP: e.serveAMQPWebSocket,
 		// Every other path of the hub host: IoT Hub's service API.
 		Fallback: netlimit.AuthGuard(hubapi.New(e.core, e.log.With("component", "hubapi")), e.authFails, e.reporter, netlimit.KindServiceAuth),
 		Logger:   log,

@@ -350,8 +350,8 @@ type device struct {
 	history                  []Telemetry // oldest first, at most cfg.TelemetryHistory
 	c2dSeq                   int64       // the last number given to a message
 	c2d                      []*c2dMsg
-	deadLetters              []*c2dMsg // rejected, oldest first
-	link                     Link      // live hub connection; nil when offline
+	deadLetters              []*c2dMsg      // rejected, oldest first
+	link                     Link           // live hub connection; nil when offline
 	version                  int64          // registry generation: grows with each identity change (device etag)
 	tags                     map[string]any // twin tags (IoT Hub service API); nil when none
 	tagsVersion              int64          // grows with each tags change (part of the twin etag)

@@ -276,7 +276,7 @@ type fakeLink struct {
 	dropped error
 }
 
-func (l *fakeLink) Protocol() string            { return "fake" }
+func (l *fakeLink) Protocol() string             { return "fake" }
 func (l *fakeLink) Subscribed(core.Feature) bool { return true }
 func (l *fakeLink) PushDesired(b []byte, _ int64) error {
 	l.mu.Lock()
