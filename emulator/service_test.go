@@ -1,0 +1,125 @@
+package emulator
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// service calls the IoT Hub service API on the hub host (the WebSocket
+// listener) with a token of policy, TLS verified against the emulator's CA.
+func service(t *testing.T, e *Emulator, policy, method, path string, body any, hdr ...string) (int, http.Header, map[string]any) {
+	t.Helper()
+	var key string
+	for _, p := range e.SharedAccessPolicies() {
+		if p.Name == policy {
+			key = p.PrimaryKey
+		}
+	}
+	tok := testSAS(t, key, e.HubHost(), time.Now().Add(time.Hour), policy)
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctxT(t), method, "https://"+e.WebSocketAddr()+path+"?api-version=2021-04-12", rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", tok)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.CAPool(), ServerName: "localhost", MinVersion: tls.VersionTLS12}}
+	defer tr.CloseIdleConnections()
+	res, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	return res.StatusCode, res.Header, m
+}
+
+// TestServiceAPIDisablesConnectedDevice: a device created through the
+// service API connects over MQTT with its keys; disabling it through the
+// API drops its connection and refuses the next connect.
+func TestServiceAPIDisablesConnectedDevice(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, &Options{WebSocketAddr: "127.0.0.1:0"})
+	st, hdr, dev := service(t, e, "registryReadWrite", "PUT", "/devices/svc1", map[string]any{"deviceId": "svc1"})
+	if st != 200 {
+		t.Fatalf("create: %d %v", st, dev)
+	}
+	key := dev["authentication"].(map[string]any)["symmetricKey"].(map[string]any)["primaryKey"].(string)
+	d := connectHub(t, e, "svc1", key, true)
+	st, _, body := service(t, e, "registryReadWrite", "PUT", "/devices/svc1", map[string]any{"deviceId": "svc1", "status": "disabled"}, "If-Match", hdr.Get("ETag"))
+	if st != 200 || body["status"] != "disabled" {
+		t.Fatalf("disable: %d %v", st, body)
+	}
+	d.expectLost()
+	_, err := dial(t, e, dialOpts{clientID: "svc1", username: hubUser(e, "svc1", ""), password: hubSAS(t, e, "svc1", key, time.Hour), clean: true})
+	expectRefused(t, err)
+	// A registryRead token cannot enable it again.
+	st, hdr2, body := service(t, e, "registryRead", "PUT", "/devices/svc1", map[string]any{"deviceId": "svc1", "status": "enabled"}, "If-Match", "*")
+	if st != 401 || hdr2.Get("iothub-errorcode") != "IotHubUnauthorizedAccess" || !strings.HasPrefix(body["Message"].(string), "ErrorCode:IotHubUnauthorizedAccess;") {
+		t.Fatalf("registryRead write: %d %v", st, body)
+	}
+}
+
+// TestServiceStateSurvivesRestart: the policies' keys, device tags,
+// status and etags are kept in the data directory.
+func TestServiceStateSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	opts := Options{DataDir: dir, CertDir: dir + "/certs", WebSocketAddr: "127.0.0.1:0"}
+	e, err := startData(t, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policies := jsonOf(t, e.SharedAccessPolicies())
+	owner, err := e.ServiceConnectionString("iothubowner")
+	if err != nil || !strings.HasPrefix(owner, "HostName="+e.HubHost()+";SharedAccessKeyName=iothubowner;SharedAccessKey=") {
+		t.Fatalf("connection string %v", err)
+	}
+	if _, err := e.ServiceConnectionString("nobody"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown policy: %v", err)
+	}
+	if st, _, b := service(t, e, "iothubowner", "PUT", "/devices/keep", map[string]any{"status": "disabled"}); st != 200 {
+		t.Fatalf("create: %d %v", st, b)
+	}
+	st, _, tw := service(t, e, "service", "PATCH", "/twins/keep", map[string]any{"tags": map[string]any{"site": "lab"},
+		"properties": map[string]any{"desired": map[string]any{"fan": true}}})
+	if st != 200 {
+		t.Fatalf("twin: %d %v", st, tw)
+	}
+	_, _, dev := service(t, e, "iothubowner", "GET", "/devices/keep", nil)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	e2, err := startData(t, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close()
+	if got := jsonOf(t, e2.SharedAccessPolicies()); got != policies {
+		t.Fatalf("policies changed across a restart")
+	}
+	_, _, tw2 := service(t, e2, "service", "GET", "/twins/keep", nil)
+	if tw2["etag"] != tw["etag"] || tw2["tags"].(map[string]any)["site"] != "lab" || tw2["status"] != "disabled" {
+		t.Fatalf("twin after restart %v, before %v", tw2, tw)
+	}
+	_, _, dev2 := service(t, e2, "iothubowner", "GET", "/devices/keep", nil)
+	if dev2["etag"] != dev["etag"] {
+		t.Fatalf("device etag %v, before %v", dev2["etag"], dev["etag"])
+	}
+}
