@@ -1,0 +1,140 @@
+'use strict';
+// Scenario 9: the official IoT Hub service SDK (azure-iothub, pinned) against the emulator,
+// unchanged: it reads a connection string from the info file (serviceConnectionStrings, one
+// per shared access policy) and talks HTTPS to the hub host on 443, as it does to Azure.
+// Registry CRUD with etags, twin updates with tags and desired properties, a stale twin
+// etag refused (412), a query with paging, statistics, policy rights (registryRead cannot
+// write), and a direct method round trip to a device connected with azure-iot-device over
+// every transport.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { Registry, Client: ServiceClient } = require('azure-iothub');
+const h = require('../lib/helpers');
+
+function serviceConnectionString(policy) {
+  const info = h.loadInfo();
+  const cs = info.serviceConnectionStrings && info.serviceConnectionStrings[policy];
+  assert.ok(typeof cs === 'string' && cs.startsWith(`HostName=${info.hubHost};SharedAccessKeyName=${policy};`),
+    `info file has the ${policy} connection string`);
+  return cs;
+}
+
+/** Resolves to the error promise rejects with; fails when it resolves. */
+async function refused(promise, what) {
+  try {
+    await promise;
+  } catch (err) {
+    return err;
+  }
+  assert.fail(`${what} succeeded; it must be refused`);
+}
+
+test('scenario 9: service SDK registry, twins with tags and etags, query, statistics, rights', { timeout: h.TEST_TIMEOUT_MS }, async () => {
+  const registry = Registry.fromConnectionString(serviceConnectionString('iothubowner'));
+  const deviceId = h.uniqueId('conf-svc');
+
+  // Create: keys generated, an etag, enabled.
+  const created = (await registry.create({ deviceId })).responseBody;
+  assert.equal(created.deviceId, deviceId);
+  assert.equal(created.status, 'enabled');
+  assert.ok(created.authentication.symmetricKey.primaryKey, 'a primary key was generated');
+  assert.ok(created.etag, 'the device has an etag');
+  const got = (await registry.get(deviceId)).responseBody;
+  assert.equal(got.etag, created.etag, 'GET returns the same etag');
+  assert.equal(got.authentication.symmetricKey.primaryKey, created.authentication.symmetricKey.primaryKey);
+
+  const dup = await refused(registry.create({ deviceId }), 'a second create');
+  assert.equal(dup.constructor.name, 'DeviceAlreadyExistsError', `second create: ${dup.message}`);
+
+  // Update: disabled, a new etag.
+  const updated = (await registry.update({ deviceId, status: 'disabled', statusReason: 'conformance' })).responseBody;
+  assert.equal(updated.status, 'disabled');
+  assert.notEqual(updated.etag, created.etag, 'an update changes the etag');
+
+  // Twin: tags and desired properties through Twin.update (If-Match: the twin's etag).
+  const site = h.uniqueId('site');
+  const twin = (await registry.getTwin(deviceId)).responseBody;
+  const etag0 = twin.etag;
+  assert.ok(etag0, 'the twin has an etag');
+  await twin.update({ tags: { site, floor: 2 }, properties: { desired: { fan: true, mode: 'eco' } } });
+  assert.equal(twin.tags.site, site, 'tags updated');
+  assert.equal(twin.properties.desired.fan, true, 'desired updated');
+  assert.notEqual(twin.etag, etag0, 'the update changed the twin etag');
+
+  // The etag read before the update is stale: 412.
+  const stale = await refused(registry.updateTwin(deviceId, { tags: { floor: 3 } }, etag0), 'a twin update with a stale etag');
+  assert.equal(stale.constructor.name, 'InvalidEtagError', `stale etag: ${stale.message}`);
+  assert.equal(stale.response.statusCode, 412);
+
+  // null removes a desired property and a tag.
+  const patched = (await registry.updateTwin(deviceId, { tags: { floor: null }, properties: { desired: { mode: null } } }, twin.etag)).responseBody;
+  assert.equal(patched.tags.floor, undefined, 'tag removed');
+  assert.equal(patched.properties.desired.mode, undefined, 'desired property removed');
+  assert.equal(patched.properties.desired.fan, true, 'the other desired property stays');
+
+  // A second device on the same site, for the query.
+  const other = h.uniqueId('conf-svc');
+  await registry.create({ deviceId: other });
+  const otherTwin = (await registry.getTwin(other)).responseBody;
+  await otherTwin.update({ tags: { site } });
+
+  // Query with paging: one twin per page.
+  const query = registry.createQuery(`SELECT * FROM devices WHERE tags.site = '${site}'`, 1);
+  const ids = [];
+  while (query.hasMoreResults) {
+    const page = (await query.nextAsTwin()).result;
+    assert.ok(page.length <= 1, 'a page holds at most x-ms-max-item-count twins');
+    for (const t of page) ids.push(t.deviceId);
+  }
+  assert.deepEqual(ids.sort(), [deviceId, other].sort(), 'the query found both devices');
+  const count = (await registry.createQuery(`SELECT COUNT() AS n FROM devices WHERE tags.site = '${site}' AND status = 'disabled'`).next()).result;
+  assert.deepEqual(count, [{ n: 1 }], 'COUNT() with AND');
+
+  // Statistics.
+  const stats = (await registry.getRegistryStatistics()).responseBody;
+  assert.ok(stats.totalDeviceCount >= 2 && stats.disabledDeviceCount >= 1, `registry statistics ${JSON.stringify(stats)}`);
+
+  // registryRead reads but cannot write.
+  const reader = Registry.fromConnectionString(serviceConnectionString('registryRead'));
+  assert.equal((await reader.get(deviceId)).responseBody.deviceId, deviceId, 'registryRead reads');
+  const denied = await refused(reader.create({ deviceId: h.uniqueId('conf-svc') }), 'a create with registryRead');
+  assert.equal(denied.constructor.name, 'UnauthorizedError', `registryRead create: ${denied.message}`);
+
+  // Delete, then the device is gone.
+  await registry.delete(deviceId);
+  await registry.delete(other);
+  const gone = await refused(registry.get(deviceId), 'GET of a deleted device');
+  assert.equal(gone.constructor.name, 'DeviceNotFoundError', `deleted device: ${gone.message}`);
+});
+
+for (const tr of h.TRANSPORTS) {
+  test(`${tr.prefix}scenario 9: service SDK direct method round trip`, { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
+    // A device created with the service SDK connects with its key.
+    const registry = Registry.fromConnectionString(serviceConnectionString('iothubowner'));
+    const deviceId = h.uniqueId('conf-svcm');
+    const created = (await registry.create({ deviceId })).responseBody;
+    const info = h.loadInfo();
+    let client;
+    t.after(async () => {
+      if (client) await h.closeQuietly(client); // before the delete, which drops the connection
+      await registry.delete(deviceId).catch(() => {});
+    });
+    client = await h.openSasClient({ tr, deviceId, hub: info.hubHost, key: created.authentication.symmetricKey.primaryKey });
+    const seen = [];
+    client.onDeviceMethod('echo', (req, res) => {
+      seen.push(req.payload);
+      res.send(203, { echoed: req.payload }).catch(() => {});
+    });
+    await h.syncSubscriptions(client);
+
+    const service = ServiceClient.fromConnectionString(serviceConnectionString('service'));
+    const result = (await service.invokeDeviceMethod(deviceId, { methodName: 'echo', payload: { n: 7 }, responseTimeoutInSeconds: 15 })).result;
+    assert.equal(result.status, 203, 'the device status reaches the service');
+    assert.deepEqual(result.payload, { echoed: { n: 7 } }, 'the device payload reaches the service');
+    assert.deepEqual(seen, [{ n: 7 }], 'the device saw the payload once');
+
+    const twin = (await registry.getTwin(deviceId)).responseBody;
+    assert.equal(twin.connectionState, 'Connected', 'the twin shows the connection');
+  });
+}
