@@ -5,11 +5,13 @@
 // Registry CRUD with etags, twin updates with tags and desired properties, a stale twin
 // etag refused (412), a query with paging, statistics, policy rights (registryRead cannot
 // write), and a direct method round trip to a device connected with azure-iot-device over
-// every transport.
+// every transport; (10) a cloud-to-device message sent with Client.send and ack 'full' reaches
+// the device with its message id and properties, and the feedback receiver gets its record.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { Registry, Client: ServiceClient } = require('azure-iothub');
+const { Message } = require('azure-iot-device');
 const h = require('../lib/helpers');
 
 function serviceConnectionString(policy) {
@@ -136,5 +138,57 @@ for (const tr of h.TRANSPORTS) {
 
     const twin = (await registry.getTwin(deviceId)).responseBody;
     assert.equal(twin.connectionState, 'Connected', 'the twin shows the connection');
+  });
+}
+
+for (const tr of h.TRANSPORTS) {
+  test(`${tr.prefix}scenario 10: service SDK cloud-to-device with ack 'full' and its feedback record`, { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
+    const registry = Registry.fromConnectionString(serviceConnectionString('iothubowner'));
+    const deviceId = h.uniqueId('conf-svcc');
+    const created = (await registry.create({ deviceId })).responseBody;
+    const info = h.loadInfo();
+    let client;
+    const service = ServiceClient.fromConnectionString(serviceConnectionString('service'));
+    t.after(async () => {
+      if (client) await h.closeQuietly(client);
+      await service.close().catch(() => {});
+      await registry.delete(deviceId).catch(() => {});
+    });
+    client = await h.openSasClient({ tr, deviceId, hub: info.hubHost, key: created.authentication.symmetricKey.primaryKey });
+    const received = new Promise((resolve) => {
+      client.on('message', (msg) => {
+        client.complete(msg).catch(() => {});
+        resolve(msg);
+      });
+    });
+    await h.syncSubscriptions(client);
+
+    await service.open();
+    const receiver = (await service.getFeedbackReceiver()).result;
+    const messageId = h.uniqueId('msg');
+    const feedback = new Promise((resolve) => {
+      receiver.on('message', (m) => {
+        const records = JSON.parse(m.data.toString());
+        receiver.complete(m, () => {});
+        const mine = records.find((r) => r.originalMessageId === messageId);
+        if (mine) resolve(mine);
+      });
+    });
+
+    const msg = new Message(JSON.stringify({ hello: tr.id }));
+    msg.messageId = messageId;
+    msg.ack = 'full';
+    msg.properties.add('color', 'green');
+    await service.send(deviceId, msg);
+
+    const got = await h.withTimeout(received, h.WAIT_MS, 'the cloud-to-device message at the device');
+    assert.equal(got.messageId, messageId, 'the service message id reaches the device');
+    assert.equal(got.properties.getValue('color'), 'green', 'application property');
+    assert.deepEqual(JSON.parse(got.data.toString()), { hello: tr.id }, 'body');
+
+    const rec = await h.withTimeout(feedback, h.WAIT_MS, 'the feedback record');
+    assert.equal(rec.statusCode, 'Success', 'completed by the device: Success');
+    assert.equal(rec.deviceId, deviceId);
+    assert.ok(rec.enqueuedTimeUtc, 'feedback time');
   });
 }

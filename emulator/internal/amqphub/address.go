@@ -26,6 +26,8 @@ const (
 	nodeMethods                       // /devices/{id}/methods/devicebound
 	nodeTwin                          // /devices/{id}/twin
 	nodeDPS                           // {scope}/registrations/{reg}
+	nodeServiceC2D                    // /messages/devicebound (service sender)
+	nodeFeedback                      // /messages/serviceBound/feedback (service receiver)
 )
 
 func (k nodeKind) String() string {
@@ -42,6 +44,10 @@ func (k nodeKind) String() string {
 		return "twin"
 	case nodeDPS:
 		return "dps"
+	case nodeServiceC2D:
+		return "service-c2d"
+	case nodeFeedback:
+		return "feedback"
 	}
 	return "unknown"
 }
@@ -83,6 +89,14 @@ func parseAddress(s string) (address, error) {
 	}
 	if strings.EqualFold(strings.Trim(rest, "/"), "$cbs") {
 		a.kind = nodeCBS
+		return a, nil
+	}
+	switch p := strings.ToLower(strings.Trim(rest, "/")); p {
+	case "messages/devicebound":
+		a.kind = nodeServiceC2D
+		return a, nil
+	case "messages/servicebound/feedback":
+		a.kind = nodeFeedback
 		return a, nil
 	}
 	segs := strings.Split(strings.Trim(rest, "/"), "/")
@@ -192,6 +206,24 @@ func parseAudience(s string) (audience, error) {
 		}
 	}
 	return a, nil
+}
+
+// isServiceAudience reports whether a CBS audience names the hub itself
+// ("{host}", as the service SDKs' policy tokens do), not a device.
+func isServiceAudience(s, host string) bool {
+	if len(s) > maxAddressLen {
+		return false
+	}
+	dec, err := url.QueryUnescape(s)
+	if err != nil {
+		return false
+	}
+	for _, scheme := range []string{"amqps://", "https://"} {
+		if len(dec) >= len(scheme) && strings.EqualFold(dec[:len(scheme)], scheme) {
+			dec = dec[len(scheme):]
+		}
+	}
+	return strings.EqualFold(strings.TrimSuffix(dec, "/"), host)
 }
 
 // plainUser is a parsed SASL PLAIN user name.

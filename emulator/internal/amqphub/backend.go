@@ -1,6 +1,7 @@
 package amqphub
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 
@@ -20,6 +21,12 @@ type Model interface {
 	Connect(id string, auth core.HubAuth, l core.Link, modelID string) (*core.Session, core.Link, error)
 	Register(a core.DPSAuth, body []byte) core.DPSResponse
 	PollOperation(a core.DPSAuth, operationID string) core.DPSResponse
+	// The service side (hub-level CBS, /messages/devicebound, feedback).
+	AuthenticateService(token string, need ...core.Rights) (core.ServiceAuth, error)
+	SendServiceC2D(ctx context.Context, id string, m core.ServiceC2D) (string, error)
+	FeedbackReady() <-chan struct{}
+	TakeFeedback(maxRecords int) []core.FeedbackRecord
+	SettleFeedback(records []core.FeedbackRecord, done bool) error
 }
 
 var _ Model = (*core.Core)(nil)

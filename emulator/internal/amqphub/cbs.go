@@ -98,6 +98,9 @@ func (cs *connState) putToken(ctx context.Context, m *amqp.Message) (int, string
 	}
 	nv, _ := appProp(m, "name")
 	name, _ := textOf(nv)
+	if isServiceAudience(name, cs.s.opts.HubHost) {
+		return cs.putServiceToken(m)
+	}
 	aud, err := parseAudience(name)
 	if err != nil {
 		return 400, "bad audience: " + err.Error()

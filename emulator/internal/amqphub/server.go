@@ -174,6 +174,7 @@ type connState struct {
 	links   map[*amqp1.Link]*linkState
 	cbsOut  []*linkState // $cbs links where the server sends
 	nextSeq uint64
+	service time.Time // expiry of the service's token (hub-level put-token); zero: none
 }
 
 // linkState is the application state of one accepted link.
@@ -273,6 +274,8 @@ func (cs *connState) OnAttach(ctx context.Context, l *amqp1.Link) error {
 		err = cs.attachCBS(ls)
 	case nodeDPS:
 		err = cs.attachDPS(ctx, ls)
+	case nodeServiceC2D, nodeFeedback:
+		err = cs.attachService(ls)
 	default:
 		err = cs.attachHub(ctx, ls)
 	}
@@ -325,6 +328,8 @@ func (cs *connState) OnMessage(ctx context.Context, l *amqp1.Link, d *amqp1.Deli
 		return cs.methodResponse(ls, d.Message)
 	case nodeTwin:
 		return cs.twinRequest(ctx, ls, d.Message)
+	case nodeServiceC2D:
+		return cs.serviceC2D(ctx, d.Message)
 	}
 	return rejected(amqp1.ErrCondNotAllowed, "this node takes no messages")
 }
@@ -403,6 +408,8 @@ func amqpError(err error) *amqp1.Error {
 		cond = amqp1.ErrCondServerBusy
 	case errors.Is(err, core.ErrInvalid):
 		cond = amqp1.ErrCondInvalidField
+	case errors.Is(err, core.ErrQueueFull), errors.Is(err, core.ErrConflict):
+		cond = amqp1.ErrCondResourceLimitExceeded
 	}
 	return &amqp1.Error{Condition: cond, Description: err.Error()}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"time"
 )
 
 // Outcome is how a device settles a cloud-to-device message.
@@ -43,6 +44,8 @@ type c2dMsg struct {
 	on         Link // in flight on this link; nil when waiting
 	seq        int64
 	deliveries int
+	ack        string    // feedback asked by the service: "", "positive", "negative", "full"
+	enqueued   time.Time // when it was queued (feedback records)
 }
 
 // C2DMessage is a cloud-to-device message handed to a front-end.
@@ -73,6 +76,10 @@ func (c *Core) SendCloudToDevice(ctx context.Context, id string, body []byte, pr
 // lock token, C2DMessage.MessageID), so that the caller can follow its
 // settlement. Errors are those of SendCloudToDevice.
 func (c *Core) QueueC2D(ctx context.Context, id string, body []byte, props map[string]string) (string, error) {
+	return c.queueC2D(ctx, id, body, props, "", "")
+}
+
+func (c *Core) queueC2D(ctx context.Context, id string, body []byte, props map[string]string, msgID, ack string) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
@@ -84,7 +91,10 @@ func (c *Core) QueueC2D(ctx context.Context, id string, body []byte, props map[s
 			return "", fmt.Errorf("%w: empty property name", ErrInvalid)
 		}
 	}
-	m := &c2dMsg{id: NewUUID(), body: slices.Clone(body), props: maps.Clone(props)}
+	if msgID == "" {
+		msgID = NewUUID()
+	}
+	m := &c2dMsg{id: msgID, body: slices.Clone(body), props: maps.Clone(props), ack: ack, enqueued: c.now()}
 	if m.props == nil {
 		m.props = map[string]string{}
 	}
@@ -93,6 +103,10 @@ func (c *Core) QueueC2D(ctx context.Context, id string, body []byte, props map[s
 	if err != nil {
 		c.mu.Unlock()
 		return "", err
+	}
+	if slices.ContainsFunc(d.c2d, func(x *c2dMsg) bool { return x.id == m.id }) {
+		c.mu.Unlock()
+		return "", fmt.Errorf("%w: device %q already has a queued message %q", ErrConflict, id, m.id)
 	}
 	if len(d.c2d) >= MaxC2DQueue {
 		c.mu.Unlock()
@@ -181,7 +195,11 @@ func (c *Core) SettleC2D(id string, l Link, msgID string, o Outcome) error {
 		notify = d.link
 	default:
 		d.c2d = slices.Delete(d.c2d, i, i+1)
-		staged = c.stageLocked(Change{Op: OpDelete, Record: Record{Kind: KindC2D, Device: id, Key: m.id}})
+		changes := []Change{{Op: OpDelete, Record: Record{Kind: KindC2D, Device: id, Key: m.id}}}
+		if fb, ok := c.feedbackLocked(d, m, o); ok {
+			changes = append(changes, fb)
+		}
+		staged = c.stageLocked(changes...)
 		d.lastActivity = c.now()
 		c.notifyLocked(id)
 		if o == Reject {

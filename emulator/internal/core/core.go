@@ -290,6 +290,7 @@ type Core struct {
 	store Store // nil: memory only
 
 	policies []SharedAccessPolicy // IoT Hub's shared access policies; guarded by mu
+	feedback feedbackState        // cloud-to-device feedback for the service; guarded by mu
 
 	telemetrySeq int64    // the last Telemetry.Seq given; guarded by mu
 	pendingLoad  []Change // deletes Load found due (a shorter history); committed by Load
@@ -312,6 +313,7 @@ func New(cfg Config) *Core {
 		watchers: map[string]map[chan Telemetry]struct{}{},
 		changes:  map[string]chan struct{}{},
 		policies: newPolicies(),
+		feedback: feedbackState{wake: make(chan struct{}, 1)},
 	}
 }
 

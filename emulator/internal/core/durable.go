@@ -71,6 +71,8 @@ type c2dState struct {
 	Properties map[string]string `json:"properties,omitempty"`
 	Body       []byte            `json:"body"`
 	Deliveries int               `json:"deliveries,omitempty"`
+	Ack        string            `json:"ack,omitempty"`
+	Enqueued   time.Time         `json:"enqueued,omitzero"`
 }
 
 // loadLegacy decodes a legacy state file; it returns nil, nil when there
@@ -171,7 +173,7 @@ func (c *Core) restore(s *snapshot, path string) error {
 				return bad("device %s: bad cloud-to-device message %q", ds.ID, cs.ID)
 			}
 			d.c2dSeq++
-			m := &c2dMsg{id: cs.ID, seq: d.c2dSeq, props: map[string]string{}, body: cs.Body, deliveries: cs.Deliveries}
+			m := &c2dMsg{id: cs.ID, seq: d.c2dSeq, props: map[string]string{}, body: cs.Body, deliveries: cs.Deliveries, ack: cs.Ack, enqueued: cs.Enqueued}
 			for k, v := range cs.Properties {
 				m.props[k] = v
 			}

@@ -110,21 +110,21 @@ func (c *Core) Policies() []SharedAccessPolicy {
 // AuthenticateService checks a service SAS token: it must name a policy
 // (skn) whose rights include one of need, have the hub host (or a path
 // under it) as its resource, be signed with one of the policy's keys and
-// not be expired. It returns the policy name, or an error wrapping
-// ErrUnauthorized (bad token) or ErrForbidden (valid token, missing
-// right). Errors never hold the token.
-func (c *Core) AuthenticateService(token string, need ...Rights) (string, error) {
+// not be expired. It returns the policy and the token's expiry, or an
+// error wrapping ErrUnauthorized (bad token) or ErrForbidden (valid token,
+// missing right). Errors never hold the token.
+func (c *Core) AuthenticateService(token string, need ...Rights) (ServiceAuth, error) {
 	tok, err := sas.Parse(token)
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrUnauthorized, errMalformedSAS)
+		return ServiceAuth{}, fmt.Errorf("%w: %w", ErrUnauthorized, errMalformedSAS)
 	}
 	host := strings.ToLower(c.cfg.HubHost)
 	res := strings.ToLower(strings.TrimSuffix(tok.Resource, "/"))
 	if res != host && !strings.HasPrefix(res, host+"/") {
-		return "", fmt.Errorf("%w: SAS audience %q is not the hub %q", ErrUnauthorized, tok.Resource, c.cfg.HubHost)
+		return ServiceAuth{}, fmt.Errorf("%w: SAS audience %q is not the hub %q", ErrUnauthorized, tok.Resource, c.cfg.HubHost)
 	}
 	if tok.KeyName == "" {
-		return "", fmt.Errorf("%w: SAS token names no policy (skn)", ErrUnauthorized)
+		return ServiceAuth{}, fmt.Errorf("%w: SAS token names no policy (skn)", ErrUnauthorized)
 	}
 	c.mu.Lock()
 	i := slices.IndexFunc(c.policies, func(p SharedAccessPolicy) bool { return p.Name == tok.KeyName })
@@ -134,7 +134,7 @@ func (c *Core) AuthenticateService(token string, need ...Rights) (string, error)
 	}
 	c.mu.Unlock()
 	if i < 0 {
-		return "", fmt.Errorf("%w: no shared access policy %q", ErrUnauthorized, tok.KeyName)
+		return ServiceAuth{}, fmt.Errorf("%w: no shared access policy %q", ErrUnauthorized, tok.KeyName)
 	}
 	verr := sas.ErrBadSignature
 	ok := false
@@ -149,14 +149,22 @@ func (c *Core) AuthenticateService(token string, need ...Rights) (string, error)
 		}
 	}
 	if !ok {
-		return "", fmt.Errorf("%w: policy %q: %w", ErrUnauthorized, p.Name, verr)
+		return ServiceAuth{}, fmt.Errorf("%w: policy %q: %w", ErrUnauthorized, p.Name, verr)
 	}
 	for _, r := range need {
 		if p.Rights&r != 0 {
-			return p.Name, nil
+			return ServiceAuth{Policy: p.Name, Expiry: tok.Expiry}, nil
 		}
 	}
-	return "", fmt.Errorf("%w: policy %q has %s", ErrForbidden, p.Name, p.Rights)
+	return ServiceAuth{}, fmt.Errorf("%w: policy %q has %s", ErrForbidden, p.Name, p.Rights)
+}
+
+// ServiceAuth is an accepted service token.
+type ServiceAuth struct {
+	// Policy is the shared access policy that signed it.
+	Policy string
+	// Expiry is the token's expiry.
+	Expiry time.Time
 }
 
 // HubDevice is a device as IoT Hub's registry shows it.

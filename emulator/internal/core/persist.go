@@ -125,7 +125,7 @@ func (c *Core) stageDeviceLocked(d *device) <-chan error {
 
 func c2dChange(deviceID string, m *c2dMsg) Change {
 	return Change{Op: OpPut, Record: Record{Kind: KindC2D, Device: deviceID, Key: m.id, Seq: m.seq,
-		Doc: mustJSON(c2dState{ID: m.id, Properties: m.props, Body: m.body, Deliveries: m.deliveries})}}
+		Doc: mustJSON(c2dState{ID: m.id, Properties: m.props, Body: m.body, Deliveries: m.deliveries, Ack: m.ack, Enqueued: m.enqueued})}}
 }
 
 func groupChange(g EnrollmentGroup, order int64) Change {
@@ -361,6 +361,8 @@ func (c *Core) restoreRecords(recs []Record) error {
 				err = json.Unmarshal(r.Doc, &snap.IDScope)
 			case metaPolicies:
 				err = c.restorePolicies(r.Doc)
+			case metaFeedback:
+				err = c.restoreFeedback(r.Doc)
 			}
 		case KindGroup:
 			var g groupDoc

@@ -1,0 +1,185 @@
+package core
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// This file holds the service side of cloud-to-device messages: a send
+// with the service's message id and ack request, and the feedback records
+// IoT Hub gives the service when the device settles such a message.
+
+// Ack values a service may ask for with a cloud-to-device message
+// (application property iothub-ack).
+const (
+	AckNone     = "none"
+	AckPositive = "positive" // feedback when the device completes it
+	AckNegative = "negative" // feedback when the device rejects it
+	AckFull     = "full"     // both
+)
+
+// Feedback status codes (IoT Hub's statusCode).
+const (
+	FeedbackSuccess  = "Success"
+	FeedbackRejected = "Rejected"
+)
+
+// MaxFeedback is how many feedback records wait for the service; the
+// oldest are dropped beyond it (IoT Hub keeps its feedback queue bounded).
+const MaxFeedback = 1000
+
+// metaFeedback is the KindMeta key of the pending feedback records.
+const metaFeedback = "feedback"
+
+// FeedbackRecord is one record of IoT Hub's feedback JSON.
+type FeedbackRecord struct {
+	OriginalMessageID  string    `json:"originalMessageId"`
+	Description        string    `json:"description"`
+	StatusCode         string    `json:"statusCode"`
+	DeviceGenerationID string    `json:"deviceGenerationId"`
+	DeviceID           string    `json:"deviceId"`
+	EnqueuedTimeUTC    time.Time `json:"enqueuedTimeUtc"`
+}
+
+type feedbackEntry struct {
+	Seq      int64          `json:"seq"`
+	Record   FeedbackRecord `json:"record"`
+	inflight bool
+}
+
+type feedbackState struct {
+	entries []feedbackEntry
+	seq     int64
+	wake    chan struct{} // one slot: records were added or released
+}
+
+// ServiceC2D is a cloud-to-device message sent by the service.
+type ServiceC2D struct {
+	// MessageID is the service's message id ("" generates one); the device
+	// sees it and the feedback record names it.
+	MessageID string
+	// Ack asks for feedback: "", AckNone, AckPositive, AckNegative, AckFull.
+	Ack string
+	// Body is at most MaxC2DBody bytes.
+	Body []byte
+	// Properties are the application properties.
+	Properties map[string]string
+}
+
+// SendServiceC2D queues a service's cloud-to-device message for device id
+// (IoT Hub's per-device limit MaxC2DQueue applies) and returns its id. It
+// returns the errors of SendCloudToDevice, ErrInvalid for an unknown ack
+// value, and ErrConflict when a message with the same id is queued.
+func (c *Core) SendServiceC2D(ctx context.Context, id string, m ServiceC2D) (string, error) {
+	ack := strings.ToLower(m.Ack)
+	switch ack {
+	case "", AckNone:
+		ack = ""
+	case AckPositive, AckNegative, AckFull:
+	default:
+		return "", fmt.Errorf("%w: iothub-ack %q is not none, positive, negative or full", ErrInvalid, m.Ack)
+	}
+	return c.queueC2D(ctx, id, m.Body, m.Properties, m.MessageID, ack)
+}
+
+// feedbackLocked adds the record the service asked for when m is settled
+// with o, and returns the change that stores the feedback; c.mu held.
+func (c *Core) feedbackLocked(d *device, m *c2dMsg, o Outcome) (Change, bool) {
+	status := ""
+	switch {
+	case o == Complete && (m.ack == AckPositive || m.ack == AckFull):
+		status = FeedbackSuccess
+	case o == Reject && (m.ack == AckNegative || m.ack == AckFull):
+		status = FeedbackRejected
+	default:
+		return Change{}, false
+	}
+	f := &c.feedback
+	f.seq++
+	f.entries = append(f.entries, feedbackEntry{Seq: f.seq, Record: FeedbackRecord{
+		OriginalMessageID: m.id, Description: status, StatusCode: status,
+		DeviceGenerationID: strconv.FormatInt(d.created.UnixNano(), 10), DeviceID: d.id, EnqueuedTimeUTC: c.now(),
+	}})
+	if n := len(f.entries) - MaxFeedback; n > 0 {
+		f.entries = slices.Delete(f.entries, 0, n)
+	}
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+	return c.feedbackChangeLocked(), true
+}
+
+func (c *Core) feedbackChangeLocked() Change {
+	return Change{Op: OpPut, Record: Record{Kind: KindMeta, Key: metaFeedback, Doc: mustJSON(c.feedback.entries)}}
+}
+
+// restoreFeedback loads the stored feedback records (Load).
+func (c *Core) restoreFeedback(doc []byte) error {
+	var es []feedbackEntry
+	if err := json.Unmarshal(doc, &es); err != nil {
+		return err
+	}
+	c.feedback.entries = es
+	for _, e := range es {
+		c.feedback.seq = max(c.feedback.seq, e.Seq)
+	}
+	return nil
+}
+
+// FeedbackReady receives a value when feedback records may be waiting.
+func (c *Core) FeedbackReady() <-chan struct{} { return c.feedback.wake }
+
+// TakeFeedback hands out up to maxRecords waiting feedback records (oldest
+// first) as one batch, marked in flight until SettleFeedback; none when
+// nothing waits.
+func (c *Core) TakeFeedback(maxRecords int) []FeedbackRecord {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []FeedbackRecord
+	for i := range c.feedback.entries {
+		e := &c.feedback.entries[i]
+		if e.inflight || len(out) >= maxRecords {
+			continue
+		}
+		e.inflight = true
+		out = append(out, e.Record)
+	}
+	return out
+}
+
+// SettleFeedback ends a batch of TakeFeedback: done removes its records
+// (the service completed the message), else they wait again. It returns
+// the store's error.
+func (c *Core) SettleFeedback(records []FeedbackRecord, done bool) error {
+	ids := map[string]bool{}
+	for _, r := range records {
+		ids[r.DeviceID+"\x00"+r.OriginalMessageID+"\x00"+r.StatusCode] = true
+	}
+	c.mu.Lock()
+	in := func(e feedbackEntry) bool {
+		return e.inflight && ids[e.Record.DeviceID+"\x00"+e.Record.OriginalMessageID+"\x00"+e.Record.StatusCode]
+	}
+	var staged <-chan error
+	if done {
+		c.feedback.entries = slices.DeleteFunc(c.feedback.entries, in)
+		staged = c.stageLocked(c.feedbackChangeLocked())
+	} else {
+		for i := range c.feedback.entries {
+			if in(c.feedback.entries[i]) {
+				c.feedback.entries[i].inflight = false
+			}
+		}
+		select {
+		case c.feedback.wake <- struct{}{}:
+		default:
+		}
+	}
+	c.mu.Unlock()
+	return awaitNow(staged)
+}
