@@ -20,14 +20,14 @@ const maxAddressLen = 1024
 type nodeKind int
 
 const (
-	nodeCBS       nodeKind = iota + 1 // $cbs
-	nodeTelemetry                     // /devices/{id}/messages/events
-	nodeC2D                           // /devices/{id}/messages/devicebound
-	nodeMethods                       // /devices/{id}/methods/devicebound
-	nodeTwin                          // /devices/{id}/twin
-	nodeDPS                           // {scope}/registrations/{reg}
-	nodeServiceC2D                    // /messages/devicebound (service sender)
-	nodeFeedback                      // /messages/serviceBound/feedback (service receiver)
+	nodeCBS        nodeKind = iota + 1 // $cbs
+	nodeTelemetry                      // /devices/{id}/messages/events
+	nodeC2D                            // /devices/{id}/messages/devicebound
+	nodeMethods                        // /devices/{id}/methods/devicebound
+	nodeTwin                           // /devices/{id}/twin
+	nodeDPS                            // {scope}/registrations/{reg}
+	nodeServiceC2D                     // /messages/devicebound (service sender)
+	nodeFeedback                       // /messages/serviceBound/feedback (service receiver)
 )
 
 func (k nodeKind) String() string {
