@@ -1,0 +1,111 @@
+package core_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/iotc-go/iotc/emulator/internal/core"
+	"github.com/iotc-go/iotc/emulator/internal/store/memstore"
+)
+
+// link is a connected device that subscribes to everything.
+type link struct{}
+
+func (link) Protocol() string                                                  { return "test" }
+func (link) Subscribed(core.Feature) bool                                      { return true }
+func (link) PushDesired([]byte, int64) error                                   { return nil }
+func (link) InvokeMethod(context.Context, string, []byte) (int, []byte, error) { return 200, nil, nil }
+func (link) NotifyC2D()                                                        {}
+func (link) Drop(error)                                                        {}
+
+// TestServiceStateIsStored: policies, tags, the registry generation,
+// queued service messages with their ack and pending feedback records are
+// committed through the store and found again by a restarted core.
+func TestServiceStateIsStored(t *testing.T) {
+	ctx := context.Background()
+	st := memstore.New()
+	c := core.New(core.Config{IDScope: "0ne1", HubHost: "h", Store: st})
+	if err := c.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	policies := c.Policies()
+	d, err := c.PutHubDevice("d1", true, "", core.HubDeviceSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err = c.PutHubDevice("d1", false, d.ETag, core.HubDeviceSpec{StatusReason: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	tw, err := c.UpdateHubTwin(ctx, "d1", "*", map[string]any{"site": "lab"}, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []core.ServiceC2D{{MessageID: "pos", Ack: "positive"}, {MessageID: "neg", Ack: "negative"}, {MessageID: "full-rej", Ack: "full"}, {MessageID: "none"}, {MessageID: "kept", Ack: "full"}} {
+		if _, err := c.SendServiceC2D(ctx, "d1", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.SendServiceC2D(ctx, "d1", core.ServiceC2D{MessageID: "pos"}); !errors.Is(err, core.ErrConflict) {
+		t.Fatalf("a second message with a queued id: %v", err)
+	}
+	s, _, err := c.Connect("d1", core.HubAuth{}, link{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// pos completed: Success; neg completed: none; full-rej rejected:
+	// Rejected; none rejected: none; kept stays queued.
+	for _, o := range []core.Outcome{core.Complete, core.Complete, core.Reject, core.Reject} {
+		m, ok := s.NextC2D()
+		if !ok {
+			t.Fatal("no message")
+		}
+		if err := s.SettleC2D(m.MessageID, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st2, err := st.Reopen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2 := core.New(core.Config{IDScope: "0ne1", HubHost: "h", Store: st2})
+	defer c2.Close()
+	if err := c2.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := c2.Policies(); len(got) != 4 || got[0] != policies[0] || got[3] != policies[3] {
+		t.Fatalf("policies after restart %v", got)
+	}
+	d2, err := c2.HubDevice("d1")
+	if err != nil || d2.ETag != d.ETag || d2.StatusReason != "x" {
+		t.Fatalf("device after restart %+v (etag before %s): %v", d2, d.ETag, err)
+	}
+	tw2, err := c2.HubTwin("d1")
+	if err != nil || tw2.ETag != tw.ETag || tw2.Tags["site"] != "lab" {
+		t.Fatalf("twin after restart %+v: %v", tw2, err)
+	}
+	recs := c2.TakeFeedback(10)
+	if len(recs) != 2 || recs[0].OriginalMessageID != "pos" || recs[0].StatusCode != core.FeedbackSuccess ||
+		recs[1].OriginalMessageID != "full-rej" || recs[1].StatusCode != core.FeedbackRejected {
+		t.Fatalf("feedback after restart %+v", recs)
+	}
+	// The queued message kept its ack: completing it now gives feedback.
+	s2, _, err := c2.Connect("d1", core.HubAuth{}, link{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := s2.NextC2D()
+	if !ok || m.MessageID != "kept" {
+		t.Fatalf("queued message after restart %+v %v", m, ok)
+	}
+	if err := s2.SettleC2D(m.MessageID, core.Complete); err != nil {
+		t.Fatal(err)
+	}
+	if recs := c2.TakeFeedback(10); len(recs) != 1 || recs[0].OriginalMessageID != "kept" {
+		t.Fatalf("feedback of the kept message %+v", recs)
+	}
+}
