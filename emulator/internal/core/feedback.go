@@ -183,3 +183,33 @@ func (c *Core) SettleFeedback(records []FeedbackRecord, done bool) error {
 	c.mu.Unlock()
 	return awaitNow(staged)
 }
+
+// PurgeC2D removes every cloud-to-device message queued for the device
+// that is not in flight on its connection (IoT Hub's purge) and returns
+// how many it removed. It returns ErrNotFound or the store's error.
+func (c *Core) PurgeC2D(id string) (int, error) {
+	c.mu.Lock()
+	d, err := c.lookup(id)
+	if err != nil {
+		c.mu.Unlock()
+		return 0, err
+	}
+	var changes []Change
+	d.c2d = slices.DeleteFunc(d.c2d, func(m *c2dMsg) bool {
+		if m.on != nil {
+			return false
+		}
+		changes = append(changes, Change{Op: OpDelete, Record: Record{Kind: KindC2D, Device: id, Key: m.id}})
+		return true
+	})
+	if len(changes) > 0 {
+		c.notifyLocked(id)
+	}
+	staged := c.stageLocked(changes...)
+	c.mu.Unlock()
+	if err := awaitNow(staged); err != nil {
+		return 0, err
+	}
+	c.log.Info("cloud-to-device queue purged", "device_id", id, "messages", len(changes))
+	return len(changes), nil
+}

@@ -8,6 +8,7 @@
 //   - twins: GET/PUT/PATCH /twins/{id} (If-Match etags, tags, desired
 //     properties; reported properties are read-only);
 //   - direct methods: POST /twins/{id}/methods;
+//   - cloud-to-device purge: DELETE /devices/{id}/commands;
 //   - queries: POST /devices/query (see query.go for the subset).
 //
 // Requests carry a service SAS token ("SharedAccessSignature sr={hub
@@ -68,6 +69,7 @@ func New(c *core.Core, log *slog.Logger) *Handler {
 	h.route("PUT /twins/{id}", h.putTwin, svc, write)
 	h.route("PATCH /twins/{id}", h.patchTwin, svc, write)
 	h.route("POST /twins/{id}/methods", h.invokeMethod, svc)
+	h.route("DELETE /devices/{id}/commands", h.purgeCommands, svc)
 	return h
 }
 

@@ -424,6 +424,28 @@ func TestDisableDropsConnection(t *testing.T) {
 	}
 }
 
+func TestPurgeCommands(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.core.PutHubDevice("d1", true, "", core.HubDeviceSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := e.core.SendCloudToDevice(t.Context(), "d1", []byte("x"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := e.do("DELETE", "/devices/d1/commands", "registryRead", nil); r.status != 401 {
+		t.Fatalf("purge with registryRead: %d", r.status)
+	}
+	r := e.do("DELETE", "/devices/d1/commands", "service", nil)
+	if r.status != 200 || r.json(t)["totalMessagesPurged"] != 3.0 || e.core.PendingC2D("d1") != 0 {
+		t.Fatalf("purge: %d %s, %d pending", r.status, r.body, e.core.PendingC2D("d1"))
+	}
+	if r := e.do("DELETE", "/devices/nope/commands", "service", nil); r.status != 404 || r.errorCode(t) != "DeviceNotFound" {
+		t.Fatalf("purge of unknown: %d %s", r.status, r.body)
+	}
+}
+
 func TestQueryPaging(t *testing.T) {
 	e := newEnv(t)
 	for _, id := range []string{"a", "b", "c", "d", "e"} {

@@ -392,4 +392,15 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// purgeCommands removes the device's queued cloud-to-device messages.
+func (h *Handler) purgeCommands(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	n, err := h.core.PurgeC2D(id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"deviceId": id, "moduleId": nil, "totalMessagesPurged": n})
+	return nil
+}
+
 func ptr[T any](v T) *T { return &v }
