@@ -2,7 +2,7 @@
 // Scenario 9: the official IoT Hub service SDK (azure-iothub, pinned) against the emulator,
 // unchanged: it reads a connection string from the info file (serviceConnectionStrings, one
 // per shared access policy) and talks HTTPS to the hub host on 443, as it does to Azure.
-// Registry CRUD with etags, twin updates with tags and desired properties, a stale twin
+// Registry CRUD with etags, bulk import, twin updates with tags and desired properties, a stale twin
 // etag refused (412), a query with paging, statistics, policy rights (registryRead cannot
 // write), and a direct method round trip to a device connected with azure-iot-device over
 // every transport; (10) a cloud-to-device message sent with Client.send and ack 'full' reaches
@@ -32,7 +32,7 @@ async function refused(promise, what) {
   assert.fail(`${what} succeeded; it must be refused`);
 }
 
-test('scenario 9: service SDK registry, twins with tags and etags, query, statistics, rights', { timeout: h.TEST_TIMEOUT_MS }, async () => {
+test('scenario 9: service SDK registry (and bulk), twins with tags and etags, query, statistics, rights', { timeout: h.TEST_TIMEOUT_MS }, async () => {
   const registry = Registry.fromConnectionString(serviceConnectionString('iothubowner'));
   const deviceId = h.uniqueId('conf-svc');
 
@@ -102,6 +102,17 @@ test('scenario 9: service SDK registry, twins with tags and etags, query, statis
   assert.equal((await reader.get(deviceId)).responseBody.deviceId, deviceId, 'registryRead reads');
   const denied = await refused(reader.create({ deviceId: h.uniqueId('conf-svc') }), 'a create with registryRead');
   assert.equal(denied.constructor.name, 'UnauthorizedError', `registryRead create: ${denied.message}`);
+
+  // Bulk import: two devices at once, then a bulk delete.
+  const bulkIds = [h.uniqueId('conf-bulk'), h.uniqueId('conf-bulk')];
+  const added = (await registry.addDevices(bulkIds.map((id) => ({ deviceId: id })))).responseBody;
+  assert.equal(added.isSuccessful, true, `bulk create: ${JSON.stringify(added)}`);
+  for (const id of bulkIds) assert.equal((await registry.get(id)).responseBody.status, 'enabled', `bulk-created ${id}`);
+  const again = (await registry.addDevices([{ deviceId: bulkIds[0] }])).responseBody;
+  assert.equal(again.isSuccessful, false, 'a bulk create of an existing device fails');
+  assert.equal(again.errors[0].errorCode, 'DeviceAlreadyExists');
+  const removed = (await registry.removeDevices(bulkIds.map((id) => ({ deviceId: id })), true)).responseBody;
+  assert.equal(removed.isSuccessful, true, `bulk delete: ${JSON.stringify(removed)}`);
 
   // Delete, then the device is gone.
   await registry.delete(deviceId);

@@ -4,6 +4,7 @@
 // (azure-iothub's Registry and Client) work against the emulator unchanged:
 //
 //   - registry: PUT/GET/DELETE /devices/{id} (If-Match etags), GET /devices,
+//     bulk create/update/delete POST /devices,
 //     GET /statistics/devices, GET /statistics/service;
 //   - twins: GET/PUT/PATCH /twins/{id} (If-Match etags, tags, desired
 //     properties; reported properties are read-only);
@@ -61,6 +62,8 @@ func New(c *core.Core, log *slog.Logger) *Handler {
 	h.route("GET /devices/{$}", h.listDevices, read)
 	h.route("GET /devices/{id}", h.getDevice, read)
 	h.route("PUT /devices/{id}", h.putDevice, write)
+	h.route("POST /devices", h.bulkDevices, write)
+	h.route("POST /devices/{$}", h.bulkDevices, write)
 	h.route("DELETE /devices/{id}", h.deleteDevice, write)
 	h.route("POST /devices/query", h.query, svc, read)
 	h.route("GET /statistics/devices", h.deviceStats, read)

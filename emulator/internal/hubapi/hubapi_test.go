@@ -424,6 +424,56 @@ func TestDisableDropsConnection(t *testing.T) {
 	}
 }
 
+func TestBulkRegistry(t *testing.T) {
+	e := newEnv(t)
+	bulk := func(policy string, list ...map[string]any) (int, map[string]any) {
+		r := e.do("POST", "/devices", policy, list)
+		if r.status != 200 {
+			return r.status, nil
+		}
+		return r.status, r.json(t)
+	}
+	st, res := bulk("registryReadWrite",
+		map[string]any{"id": "b1", "importMode": "create"},
+		map[string]any{"id": "b2", "importMode": "create", "status": "disabled"})
+	if st != 200 || res["isSuccessful"] != true {
+		t.Fatalf("bulk create: %d %v", st, res)
+	}
+	d1, _ := e.core.HubDevice("b1")
+	if d2, err := e.core.HubDevice("b2"); err != nil || d2.Enabled {
+		t.Fatalf("b2 %+v %v", d2, err)
+	}
+	// One entry fails, the others apply.
+	_, res = bulk("iothubowner",
+		map[string]any{"id": "b1", "importMode": "create"},
+		map[string]any{"id": "b2", "importMode": "update", "status": "enabled"},
+		map[string]any{"id": "b1", "importMode": "updateIfMatchETag", "eTag": "stale"},
+		map[string]any{"id": "b1", "importMode": "deleteIfMatchETag"},
+		map[string]any{"id": "b3", "importMode": "explode"})
+	errs, _ := res["errors"].([]any)
+	codes := []string{}
+	for _, x := range errs {
+		codes = append(codes, x.(map[string]any)["errorCode"].(string))
+	}
+	if res["isSuccessful"] != false || strings.Join(codes, ",") != "DeviceAlreadyExists,PreconditionFailed,ArgumentInvalid,ArgumentInvalid" {
+		t.Fatalf("bulk with failures: %v", res)
+	}
+	if d2, _ := e.core.HubDevice("b2"); !d2.Enabled {
+		t.Fatal("the update in a partly failed bulk was not applied")
+	}
+	_, res = bulk("iothubowner", map[string]any{"id": "b1", "importMode": "deleteIfMatchETag", "eTag": d1.ETag},
+		map[string]any{"id": "b2", "importMode": "delete"})
+	if res["isSuccessful"] != true || len(e.core.HubDevices()) != 0 {
+		t.Fatalf("bulk delete: %v", res)
+	}
+	if st, _ := bulk("registryRead", map[string]any{"id": "b9", "importMode": "create"}); st != 401 {
+		t.Fatalf("bulk with registryRead: %d", st)
+	}
+	if st, _ := bulk("iothubowner"); st != 400 {
+		t.Fatalf("empty bulk: %d", st)
+	}
+}
+
 func TestPurgeCommands(t *testing.T) {
 	e := newEnv(t)
 	if _, err := e.core.PutHubDevice("d1", true, "", core.HubDeviceSpec{}); err != nil {

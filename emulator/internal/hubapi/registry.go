@@ -131,33 +131,9 @@ func (h *Handler) putDevice(w http.ResponseWriter, r *http.Request) error {
 	if b.DeviceID != "" && b.DeviceID != id {
 		return fmt.Errorf("%w: deviceId %q in the body is not %q of the path", errBadRequest, b.DeviceID, id)
 	}
-	var spec core.HubDeviceSpec
-	switch strings.ToLower(b.Status) {
-	case "":
-	case "enabled":
-		spec.Enabled = ptr(true)
-	case "disabled":
-		spec.Enabled = ptr(false)
-	default:
-		return fmt.Errorf("%w: status %q is neither enabled nor disabled", errBadRequest, b.Status)
-	}
-	spec.StatusReason = b.StatusReason
-	if b.Capabilities != nil && b.Capabilities.IotEdge {
-		return fmt.Errorf("%w: IoT Edge devices are not supported by the emulator", errBadRequest)
-	}
-	if a := b.Authentication; a != nil {
-		switch strings.ToLower(a.Type) {
-		case "", "sas":
-		default:
-			return fmt.Errorf("%w: authentication type %q is not supported by the emulator (only sas)", errBadRequest, a.Type)
-		}
-		if a.X509Thumbprint != nil && (a.X509Thumbprint.PrimaryThumbprint != nil && *a.X509Thumbprint.PrimaryThumbprint != "" ||
-			a.X509Thumbprint.SecondaryThumbprint != nil && *a.X509Thumbprint.SecondaryThumbprint != "") {
-			return fmt.Errorf("%w: thumbprint devices are not supported by the emulator", errBadRequest)
-		}
-		if k := a.SymmetricKey; k != nil {
-			spec.PrimaryKey, spec.SecondaryKey = k.PrimaryKey, k.SecondaryKey
-		}
+	spec, err := specOf(b)
+	if err != nil {
+		return err
 	}
 	ifMatch, update := r.Header["If-Match"]
 	m := ""
@@ -171,6 +147,106 @@ func (h *Handler) putDevice(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("ETag", d.ETag)
 	writeJSON(w, http.StatusOK, deviceJSON(d))
 	return nil
+}
+
+// specOf checks a device body and returns what the core sets.
+func specOf(b deviceBody) (core.HubDeviceSpec, error) {
+	var spec core.HubDeviceSpec
+	switch strings.ToLower(b.Status) {
+	case "":
+	case "enabled":
+		spec.Enabled = ptr(true)
+	case "disabled":
+		spec.Enabled = ptr(false)
+	default:
+		return spec, fmt.Errorf("%w: status %q is neither enabled nor disabled", errBadRequest, b.Status)
+	}
+	spec.StatusReason = b.StatusReason
+	if b.Capabilities != nil && b.Capabilities.IotEdge {
+		return spec, fmt.Errorf("%w: IoT Edge devices are not supported by the emulator", errBadRequest)
+	}
+	if a := b.Authentication; a != nil {
+		switch strings.ToLower(a.Type) {
+		case "", "sas":
+		default:
+			return spec, fmt.Errorf("%w: authentication type %q is not supported by the emulator (only sas)", errBadRequest, a.Type)
+		}
+		if a.X509Thumbprint != nil && (a.X509Thumbprint.PrimaryThumbprint != nil && *a.X509Thumbprint.PrimaryThumbprint != "" ||
+			a.X509Thumbprint.SecondaryThumbprint != nil && *a.X509Thumbprint.SecondaryThumbprint != "") {
+			return spec, fmt.Errorf("%w: thumbprint devices are not supported by the emulator", errBadRequest)
+		}
+		if k := a.SymmetricKey; k != nil {
+			spec.PrimaryKey, spec.SecondaryKey = k.PrimaryKey, k.SecondaryKey
+		}
+	}
+	return spec, nil
+}
+
+// MaxBulkDevices is the most devices one bulk registry request may carry
+// (IoT Hub: 100).
+const MaxBulkDevices = 100
+
+// bulkDevice is one entry of a bulk registry request.
+type bulkDevice struct {
+	deviceBody
+	ID         string `json:"id"`
+	ImportMode string `json:"importMode"`
+	ETag       string `json:"eTag"` // also read as "etag"
+}
+
+// bulkDevices runs a bulk registry request (POST /devices): each entry is
+// created, updated or deleted on its own; the answer lists the entries that
+// failed, with IoT Hub's error code (200 with isSuccessful false when some did).
+func (h *Handler) bulkDevices(w http.ResponseWriter, r *http.Request) error {
+	var list []bulkDevice
+	if err := readJSON(r, &list); err != nil {
+		return err
+	}
+	if len(list) == 0 || len(list) > MaxBulkDevices {
+		return fmt.Errorf("%w: a bulk request holds 1 to %d devices, not %d", errBadRequest, MaxBulkDevices, len(list))
+	}
+	type bulkError struct {
+		DeviceID    string `json:"deviceId"`
+		ErrorCode   string `json:"errorCode"`
+		ErrorStatus string `json:"errorStatus"`
+	}
+	errs := []bulkError{}
+	for _, d := range list {
+		err := h.bulkOne(d)
+		if err != nil {
+			_, code, _ := errorOf(err)
+			errs = append(errs, bulkError{DeviceID: d.ID, ErrorCode: code, ErrorStatus: err.Error()})
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"isSuccessful": len(errs) == 0, "errors": errs, "warnings": []any{}})
+	return nil
+}
+
+func (h *Handler) bulkOne(d bulkDevice) error {
+	etag := strings.Trim(d.ETag, `"`)
+	mode := strings.ToLower(d.ImportMode)
+	if etag == "" && strings.HasSuffix(mode, "ifmatchetag") {
+		return fmt.Errorf("%w: importMode %s needs the device's eTag", errBadRequest, d.ImportMode)
+	}
+	spec, err := specOf(d.deviceBody)
+	if err != nil {
+		return err
+	}
+	switch mode {
+	case "create":
+		_, err = h.core.PutHubDevice(d.ID, true, "", spec)
+	case "update":
+		_, err = h.core.PutHubDevice(d.ID, false, "*", spec)
+	case "updateifmatchetag":
+		_, err = h.core.PutHubDevice(d.ID, false, `"`+etag+`"`, spec)
+	case "delete":
+		err = h.core.DeleteHubDevice(d.ID, "*")
+	case "deleteifmatchetag":
+		err = h.core.DeleteHubDevice(d.ID, `"`+etag+`"`)
+	default:
+		err = fmt.Errorf("%w: importMode %q", errBadRequest, d.ImportMode)
+	}
+	return err
 }
 
 func (h *Handler) deleteDevice(w http.ResponseWriter, r *http.Request) error {
