@@ -2,7 +2,9 @@ package emulator
 
 import (
 	"bytes"
+	"crypto/sha1"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -10,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/iotc-go/iotc/emulator/internal/pki"
 )
 
 // service calls the IoT Hub service API on the hub host (the WebSocket
@@ -121,5 +125,50 @@ func TestServiceStateSurvivesRestart(t *testing.T) {
 	_, _, dev2 := service(t, e2, "iothubowner", "GET", "/devices/keep", nil)
 	if dev2["etag"] != dev["etag"] {
 		t.Fatalf("device etag %v, before %v", dev2["etag"], dev["etag"])
+	}
+}
+
+// TestServiceAPIThumbprintDevice: a selfSigned device created through the
+// service API connects over MQTT with the certificate whose thumbprint it
+// was given, and only with it.
+func TestServiceAPIThumbprintDevice(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, &Options{WebSocketAddr: "127.0.0.1:0"})
+	ca, err := pki.NewCA("thumbprint test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := ca.IssueClient("tp-dev", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ca.IssueClient("tp-dev", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha1.Sum(good.Cert.Raw)
+	tp := strings.ToLower(hex.EncodeToString(sum[:]))
+	st, _, dev := service(t, e, "iothubowner", "PUT", "/devices/tp-dev", map[string]any{"deviceId": "tp-dev",
+		"authentication": map[string]any{"type": "selfSigned", "x509Thumbprint": map[string]any{"primaryThumbprint": tp}}})
+	if st != 200 {
+		t.Fatalf("create: %d %v", st, dev)
+	}
+	auth := dev["authentication"].(map[string]any)
+	if auth["type"] != "selfSigned" || auth["x509Thumbprint"].(map[string]any)["primaryThumbprint"] != strings.ToUpper(tp) {
+		t.Fatalf("authentication %v", auth)
+	}
+	if _, err := dial(t, e, dialOpts{clientID: "tp-dev", username: hubUser(e, "tp-dev", ""), cert: &other.TLS}); err == nil {
+		t.Fatal("a certificate with another thumbprint connected")
+	} else {
+		expectRefused(t, err)
+	}
+	if _, err := dial(t, e, dialOpts{clientID: "tp-dev", username: hubUser(e, "tp-dev", ""), cert: &good.TLS}); err != nil {
+		t.Fatalf("connect with the registered certificate: %v", err)
+	}
+	// A bad thumbprint is refused.
+	st, _, _ = service(t, e, "iothubowner", "PUT", "/devices/tp-bad", map[string]any{"deviceId": "tp-bad",
+		"authentication": map[string]any{"type": "selfSigned", "x509Thumbprint": map[string]any{"primaryThumbprint": "abc"}}})
+	if st != 400 {
+		t.Fatalf("bad thumbprint: %d", st)
 	}
 }

@@ -78,6 +78,15 @@ func (c *Core) AuthenticateHub(id, token string, certs []*x509.Certificate) (Hub
 	if !d.x509 {
 		return HubAuth{}, fmt.Errorf("%w: device %q does not use X.509", ErrUnauthorized, id)
 	}
+	if len(d.thumbprints) > 0 {
+		if err := matchThumbprint(certs[0], d.thumbprints, now); err != nil {
+			return HubAuth{}, fmt.Errorf("%w: device %q: %w", ErrUnauthorized, id, err)
+		}
+		if err := c.checkHubAuthFault(id, "", time.Time{}); err != nil {
+			return HubAuth{}, err
+		}
+		return HubAuth{X509: true}, nil
+	}
 	if certs[0].Subject.CommonName != id {
 		return HubAuth{}, fmt.Errorf("%w: certificate CN %q is not the device id %q", ErrUnauthorized, certs[0].Subject.CommonName, id)
 	}

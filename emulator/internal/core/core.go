@@ -358,6 +358,7 @@ type device struct {
 	tags                     map[string]any // twin tags (IoT Hub service API); nil when none
 	tagsVersion              int64          // grows with each tags change (part of the twin etag)
 	statusReason             string         // why the device is disabled, as the registry shows it
+	thumbprints              []string       // selfSigned X.509 device: accepted leaf thumbprints (upper-case hex)
 }
 
 func newDevice(id string, now time.Time) *device {

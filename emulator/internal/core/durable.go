@@ -63,6 +63,7 @@ type deviceState struct {
 	Tags         map[string]any `json:"tags,omitempty"`
 	TagsVersion  int64          `json:"tagsVersion,omitempty"`
 	StatusReason string         `json:"statusReason,omitempty"`
+	Thumbprints  []string       `json:"thumbprints,omitempty"`
 }
 
 type c2dState struct {
@@ -139,6 +140,7 @@ func (c *Core) restore(s *snapshot, path string) error {
 			groupID: ds.GroupID, indivKeys: ds.IndividualKeys, groupKeys: ds.GroupKeys,
 			created: ds.Created, lastActivity: ds.LastActivity, telemetry: map[string]map[string]TelemetryValue{},
 			version: ds.Version, tags: ds.Tags, tagsVersion: ds.TagsVersion, statusReason: ds.StatusReason,
+			thumbprints: ds.Thumbprints,
 		}
 		if d.displayName == "" {
 			d.displayName = d.id

@@ -2,7 +2,11 @@ package core
 
 import (
 	"context"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -176,6 +180,8 @@ type HubDevice struct {
 	Generation int64
 	// StatusReason is the reason given when the status was set.
 	StatusReason string
+	// Thumbprints are those of a selfSigned device (upper-case hex).
+	Thumbprints []string
 }
 
 // HubDeviceSpec is what a registry PUT sets.
@@ -187,6 +193,48 @@ type HubDeviceSpec struct {
 	// PrimaryKey and SecondaryKey are the symmetric keys; an empty key is
 	// generated on create and kept on update.
 	PrimaryKey, SecondaryKey string
+	// Thumbprints, when not empty, make the device a selfSigned X.509
+	// device: it connects with a client certificate whose SHA-1 or SHA-256
+	// thumbprint (hex, any case, ':' allowed) is one of them (at most 2).
+	Thumbprints []string
+}
+
+// HubAuthType is how a registry device authenticates, as IoT Hub names it.
+func (d HubDevice) HubAuthType() string {
+	switch {
+	case len(d.Thumbprints) > 0:
+		return "selfSigned"
+	case d.Attestation == AttestationX509:
+		return "certificateAuthority"
+	}
+	return "sas"
+}
+
+// normThumbprint returns a thumbprint in upper-case hex without
+// separators, or ErrInvalid when it is neither a SHA-1 (40 digits) nor a
+// SHA-256 (64 digits) thumbprint.
+func normThumbprint(s string) (string, error) {
+	t := strings.ToUpper(strings.NewReplacer(":", "", " ", "").Replace(s))
+	if _, err := hex.DecodeString(t); err != nil || (len(t) != 40 && len(t) != 64) {
+		return "", fmt.Errorf("%w: thumbprint %q is not a SHA-1 or SHA-256 hex digest", ErrInvalid, s)
+	}
+	return t, nil
+}
+
+// matchThumbprint accepts a leaf certificate whose SHA-1 or SHA-256
+// thumbprint is one of tps and that is valid now.
+func matchThumbprint(leaf *x509.Certificate, tps []string, now time.Time) error {
+	if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+		return errors.New("client certificate is expired or not yet valid")
+	}
+	s1 := sha1.Sum(leaf.Raw)
+	s256 := sha256.Sum256(leaf.Raw)
+	for _, tp := range tps {
+		if tp == strings.ToUpper(hex.EncodeToString(s1[:])) || tp == strings.ToUpper(hex.EncodeToString(s256[:])) {
+			return nil
+		}
+	}
+	return errors.New("client certificate thumbprint is not the device's")
 }
 
 // ETagOf is the etag of a generation: base64 of its decimal form, quoted
@@ -209,7 +257,8 @@ func etagMatches(ifMatch, cur string) bool {
 }
 
 func (c *Core) hubDeviceLocked(d *device) HubDevice {
-	return HubDevice{Device: d.public(), ETag: ETagOf(d.version), Generation: d.version, StatusReason: d.statusReason}
+	return HubDevice{Device: d.public(), ETag: ETagOf(d.version), Generation: d.version, StatusReason: d.statusReason,
+		Thumbprints: slices.Clone(d.thumbprints)}
 }
 
 // HubDevice returns the registry view of a device, or ErrNotFound.
@@ -251,6 +300,23 @@ func (c *Core) PutHubDevice(id string, create bool, ifMatch string, spec HubDevi
 			}
 		}
 	}
+	var tps []string
+	for _, tp := range spec.Thumbprints {
+		if tp == "" {
+			continue
+		}
+		n, err := normThumbprint(tp)
+		if err != nil {
+			return HubDevice{}, err
+		}
+		tps = append(tps, n)
+	}
+	if len(tps) > 2 {
+		return HubDevice{}, fmt.Errorf("%w: at most 2 thumbprints", ErrInvalid)
+	}
+	if len(tps) > 0 && (spec.PrimaryKey != "" || spec.SecondaryKey != "") {
+		return HubDevice{}, fmt.Errorf("%w: a device has keys or thumbprints, not both", ErrInvalid)
+	}
 	c.mu.Lock()
 	d, exists := c.devices[id]
 	switch {
@@ -270,6 +336,13 @@ func (c *Core) PutHubDevice(id string, create bool, ifMatch string, spec HubDevi
 		c.devices[id] = d
 	} else {
 		d.version++
+	}
+	if len(tps) > 0 {
+		// A selfSigned device: its certificate, not keys nor a group.
+		d.thumbprints, d.x509, d.indivKeys, d.groupKeys, d.groupID = tps, true, [2]string{}, [2]string{}, ""
+	} else if len(d.thumbprints) > 0 {
+		d.thumbprints, d.x509 = nil, false // back to keys
+		d.indivKeys = [2]string{RandomKey(), RandomKey()}
 	}
 	if spec.PrimaryKey != "" {
 		d.indivKeys[0] = spec.PrimaryKey
@@ -341,6 +414,8 @@ type HubTwin struct {
 	X509               bool
 	// ModelID is the device's IoT Plug and Play model, "" when none.
 	ModelID string
+	// AuthType is "sas", "selfSigned" or "certificateAuthority".
+	AuthType string
 	// Tags are the service-only tags.
 	Tags map[string]any
 	// Desired and Reported are the sections with $version and $metadata.
@@ -365,6 +440,7 @@ func (c *Core) hubTwinLocked(d *device) HubTwin {
 	t := HubTwin{
 		DeviceID: d.id, ETag: TwinETagOf(v), DeviceETag: ETagOf(d.version), Version: v, Enabled: d.enabled, Connected: d.link != nil,
 		LastActivity: d.lastActivity, X509: d.x509, ModelID: d.modelID,
+		AuthType: HubDevice{Device: d.public(), Thumbprints: d.thumbprints}.HubAuthType(),
 		Tags: map[string]any{}, Desired: d.desired.Document(), Reported: d.reported.Document(),
 	}
 	if d.tags != nil {

@@ -42,13 +42,17 @@ func timeOrZero(t time.Time) string {
 // deviceJSON is a device as IoT Hub's registry returns it.
 func deviceJSON(d core.HubDevice) map[string]any {
 	auth := map[string]any{
-		"type":           "sas",
+		"type":           d.HubAuthType(),
 		"symmetricKey":   map[string]any{"primaryKey": d.PrimaryKey, "secondaryKey": d.SecondaryKey},
 		"x509Thumbprint": map[string]any{"primaryThumbprint": nil, "secondaryThumbprint": nil},
 	}
 	if d.Attestation == core.AttestationX509 {
-		auth["type"] = "certificateAuthority"
 		auth["symmetricKey"] = map[string]any{"primaryKey": nil, "secondaryKey": nil}
+		tp := []any{nil, nil}
+		for i, t := range d.Thumbprints {
+			tp[i] = t
+		}
+		auth["x509Thumbprint"] = map[string]any{"primaryThumbprint": tp[0], "secondaryThumbprint": tp[1]}
 	}
 	var reason any
 	if d.StatusReason != "" {
@@ -166,16 +170,28 @@ func specOf(b deviceBody) (core.HubDeviceSpec, error) {
 		return spec, fmt.Errorf("%w: IoT Edge devices are not supported by the emulator", errBadRequest)
 	}
 	if a := b.Authentication; a != nil {
+		var tps []string
+		if x := a.X509Thumbprint; x != nil {
+			for _, t := range []*string{x.PrimaryThumbprint, x.SecondaryThumbprint} {
+				if t != nil && *t != "" {
+					tps = append(tps, *t)
+				}
+			}
+		}
 		switch strings.ToLower(a.Type) {
 		case "", "sas":
+			if len(tps) > 0 && a.Type != "" {
+				return spec, fmt.Errorf("%w: a sas device has no thumbprints", errBadRequest)
+			}
+		case "selfsigned":
+			if len(tps) == 0 {
+				return spec, fmt.Errorf("%w: a selfSigned device needs x509Thumbprint.primaryThumbprint", errBadRequest)
+			}
 		default:
-			return spec, fmt.Errorf("%w: authentication type %q is not supported by the emulator (only sas)", errBadRequest, a.Type)
+			return spec, fmt.Errorf("%w: authentication type %q is not supported by the emulator (sas, selfSigned)", errBadRequest, a.Type)
 		}
-		if a.X509Thumbprint != nil && (a.X509Thumbprint.PrimaryThumbprint != nil && *a.X509Thumbprint.PrimaryThumbprint != "" ||
-			a.X509Thumbprint.SecondaryThumbprint != nil && *a.X509Thumbprint.SecondaryThumbprint != "") {
-			return spec, fmt.Errorf("%w: thumbprint devices are not supported by the emulator", errBadRequest)
-		}
-		if k := a.SymmetricKey; k != nil {
+		spec.Thumbprints = tps
+		if k := a.SymmetricKey; k != nil && len(tps) == 0 {
 			spec.PrimaryKey, spec.SecondaryKey = k.PrimaryKey, k.SecondaryKey
 		}
 	}
@@ -270,10 +286,6 @@ func (h *Handler) serviceStats(w http.ResponseWriter, _ *http.Request) error {
 
 // twinJSON is a twin as IoT Hub's service API and queries return it.
 func twinJSON(t core.HubTwin) map[string]any {
-	auth := "sas"
-	if t.X509 {
-		auth = "certificateAuthority"
-	}
 	return map[string]any{
 		"deviceId":                  t.DeviceID,
 		"etag":                      unquote(t.ETag),
@@ -284,7 +296,7 @@ func twinJSON(t core.HubTwin) map[string]any {
 		"connectionState":           connState(t.Connected),
 		"lastActivityTime":          timeOrZero(t.LastActivity),
 		"cloudToDeviceMessageCount": 0,
-		"authenticationType":        auth,
+		"authenticationType":        t.AuthType,
 		"x509Thumbprint":            map[string]any{"primaryThumbprint": nil, "secondaryThumbprint": nil},
 		"modelId":                   t.ModelID,
 		"tags":                      t.Tags,
