@@ -6,8 +6,8 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -441,7 +441,7 @@ func (c *Core) hubTwinLocked(d *device) HubTwin {
 		DeviceID: d.id, ETag: TwinETagOf(v), DeviceETag: ETagOf(d.version), Version: v, Enabled: d.enabled, Connected: d.link != nil,
 		LastActivity: d.lastActivity, X509: d.x509, ModelID: d.modelID,
 		AuthType: HubDevice{Device: d.public(), Thumbprints: d.thumbprints}.HubAuthType(),
-		Tags: map[string]any{}, Desired: d.desired.Document(), Reported: d.reported.Document(),
+		Tags:     map[string]any{}, Desired: d.desired.Document(), Reported: d.reported.Document(),
 	}
 	if d.tags != nil {
 		t.Tags = deepCopyMap(d.tags)
