@@ -36,6 +36,9 @@ type Local struct {
 	RESTURL, APIToken, DashboardURL string
 	// CAPEM is the CA that signs its server certificate.
 	CAPEM []byte
+	// ServiceConnectionString (a secret) is the IoT Hub service connection
+	// string of its "service" policy; the service API is on WebSocketAddr.
+	ServiceConnectionString string
 	// PID is the emulator's process (os.Getpid() when in-process).
 	PID int
 
@@ -78,6 +81,7 @@ type localInfo struct {
 	MQTTAddr, WebSocketAddr, AMQPAddr string
 	RESTURL, APIToken, DashboardURL   string
 	CAPEM                             []byte
+	ServiceConnectionString           string
 	PID                               int
 }
 
@@ -107,11 +111,13 @@ func StartEmulator(ctx context.Context, child bool) (*Local, error) {
 		if err != nil {
 			return nil, fmt.Errorf("fleet: start the emulator: %w", err)
 		}
+		svc, _ := e.ServiceConnectionString("service")
 		return &Local{
 			IDScope: e.IDScope(), GroupKey: e.GroupKey(), HubHost: e.HubHost(),
 			MQTTAddr: e.MQTTAddr(), WebSocketAddr: e.WebSocketAddr(), AMQPAddr: e.AMQPAddr(),
 			RESTURL: e.RESTURL(), APIToken: e.APIToken(), DashboardURL: e.DashboardURL(), CAPEM: e.CACertPEM(), PID: os.Getpid(),
-			pool: e.CAPool(), close: e.Close,
+			ServiceConnectionString: svc,
+			pool:                    e.CAPool(), close: e.Close,
 		}, nil
 	}
 	exe, err := os.Executable()
@@ -173,7 +179,8 @@ func StartEmulator(ctx context.Context, child bool) (*Local, error) {
 		IDScope: info.IDScope, GroupKey: info.GroupKey, HubHost: info.HubHost,
 		MQTTAddr: info.MQTTAddr, WebSocketAddr: info.WebSocketAddr, AMQPAddr: info.AMQPAddr,
 		RESTURL: info.RESTURL, APIToken: info.APIToken, DashboardURL: info.DashboardURL, CAPEM: info.CAPEM, PID: info.PID,
-		pool: pool, close: stop,
+		ServiceConnectionString: info.ServiceConnectionString,
+		pool:                    pool, close: stop,
 	}, nil
 }
 
@@ -185,10 +192,12 @@ func ServeChild(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("start the emulator: %w", err)
 	}
+	svc, _ := e.ServiceConnectionString("service")
 	line, err := json.Marshal(localInfo{
 		IDScope: e.IDScope(), GroupKey: e.GroupKey(), HubHost: e.HubHost(),
 		MQTTAddr: e.MQTTAddr(), WebSocketAddr: e.WebSocketAddr(), AMQPAddr: e.AMQPAddr(),
 		RESTURL: e.RESTURL(), APIToken: e.APIToken(), DashboardURL: e.DashboardURL(), CAPEM: e.CACertPEM(), PID: os.Getpid(),
+		ServiceConnectionString: svc,
 	})
 	if err == nil {
 		_, err = stdout.Write(append(line, '\n'))
