@@ -67,7 +67,7 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 	ccfg := core.Config{
 		IDScope: cfg.idScope, HubHost: cfg.hubHost, Groups: cfg.groups, AutoApprove: cfg.autoApprove,
 		RetryAfter: cfg.retryAfter, TelemetryHistory: cfg.history,
-		ExplicitScope: cfg.explicitScope, ExplicitGroups: cfg.explicitGroups, Log: cfg.log,
+		ExplicitScope: cfg.explicitScope, ExplicitGroups: cfg.explicitGroups, Log: cfg.log, TrustedCAs: cfg.trustedCAs,
 	}
 	if cfg.dataDir != "" {
 		if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {

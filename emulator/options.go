@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/iotc-go/iotc/emulator/internal/core"
+	"github.com/iotc-go/iotc/emulator/internal/pki"
 )
 
 // Service limits the emulator enforces, as IoT Hub does.
@@ -83,6 +85,14 @@ type Options struct {
 	// id under an enabled group be assigned. When false only devices made
 	// with CreateDevice register; others get status "failed".
 	AutoApprove *bool
+	// TrustedCAs are the hub's verified CA certificates (PEM, one or more
+	// per entry), as an IoT hub's "Certificates" page holds them: a
+	// device created through the IoT Hub service API with authentication
+	// type certificateAuthority connects with a client certificate chain
+	// ending in one of them whose leaf CN is its id. Default: none (such
+	// devices cannot connect). Start returns ErrInvalid for an entry that
+	// holds no certificate.
+	TrustedCAs [][]byte
 	// CertDir holds ca.pem, ca-key.pem, server.pem and server-key.pem; they
 	// are read when present and generated (and written) when not. Default:
 	// DataDir/certs when DataDir is set, else a temporary directory removed
@@ -165,6 +175,7 @@ type resolved struct {
 	restBearer                                                                bool
 	restPageSize                                                              int
 	limits                                                                    Limits
+	trustedCAs                                                                []*x509.Certificate
 }
 
 func resolve(o *Options) (resolved, error) {
@@ -223,6 +234,13 @@ func resolve(o *Options) (resolved, error) {
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
+	}
+	for i, b := range o.TrustedCAs {
+		cas, err := pki.ParseCertificates(b)
+		if err != nil || len(cas) == 0 {
+			return r, fmt.Errorf("%w: trusted CA %d holds no PEM certificate: %v", ErrInvalid, i+1, err)
+		}
+		r.trustedCAs = append(r.trustedCAs, cas...)
 	}
 	groups := o.Groups
 	if len(groups) == 0 {

@@ -172,3 +172,44 @@ func TestServiceAPIThumbprintDevice(t *testing.T) {
 		t.Fatalf("bad thumbprint: %d", st)
 	}
 }
+
+// TestServiceAPICertificateAuthorityDevice: a certificateAuthority device
+// connects with a certificate of a CA in Options.TrustedCAs whose CN is its
+// id, and with no other.
+func TestServiceAPICertificateAuthorityDevice(t *testing.T) {
+	t.Parallel()
+	trusted, err := pki.NewCA("trusted hub CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rogue, err := pki.NewCA("rogue CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startEmu(t, &Options{WebSocketAddr: "127.0.0.1:0", TrustedCAs: [][]byte{trusted.CertPEM}})
+	st, _, dev := service(t, e, "iothubowner", "PUT", "/devices/ca-dev", map[string]any{"deviceId": "ca-dev",
+		"authentication": map[string]any{"type": "certificateAuthority"}})
+	if st != 200 || dev["authentication"].(map[string]any)["type"] != "certificateAuthority" {
+		t.Fatalf("create: %d %v", st, dev)
+	}
+	leaf := func(ca *pki.Issuer, cn string) *tls.Certificate {
+		l, err := ca.IssueClient(cn, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &l.TLS
+	}
+	for name, cert := range map[string]*tls.Certificate{"rogue CA": leaf(rogue, "ca-dev"), "other CN": leaf(trusted, "someone-else")} {
+		_, err := dial(t, e, dialOpts{clientID: "ca-dev", username: hubUser(e, "ca-dev", ""), cert: cert})
+		if err == nil {
+			t.Fatalf("%s: connected", name)
+		}
+		expectRefused(t, err)
+	}
+	if _, err := dial(t, e, dialOpts{clientID: "ca-dev", username: hubUser(e, "ca-dev", ""), cert: leaf(trusted, "ca-dev")}); err != nil {
+		t.Fatalf("connect with a certificate of the trusted CA: %v", err)
+	}
+	if _, err := Start(t.Context(), &Options{MQTTAddr: "127.0.0.1:0", RESTAddr: "-", CertDir: t.TempDir(), TrustedCAs: [][]byte{[]byte("not a PEM")}}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a trusted CA without a certificate: %v", err)
+	}
+}

@@ -123,6 +123,11 @@ func start(ctx context.Context, args []string, stdout, stderr io.Writer) (_ *emu
 		bearer     = fs.Bool("rest-allow-bearer", false, `also accept "Authorization: Bearer <API token>" (IoT Central refuses it: API tokens are sent bare)`)
 		pageSize   = fs.Int("rest-page-size", 0, "items per REST list page before a nextLink (0: 100)")
 	)
+	var trustedCAs []string
+	fs.Func("trusted-ca", "PEM file of a CA the hub trusts for certificateAuthority devices created through the IoT Hub service API (repeatable)", func(v string) error {
+		trustedCAs = append(trustedCAs, v)
+		return nil
+	})
 	var lim emulator.Limits
 	fs.DurationVar(&lim.AMQPLoginDeadline, "amqp-login-deadline", emulator.DefaultAMQPLoginDeadline, "close an AMQP connection that has no valid token this long after open (only $cbs may be used before)")
 	fs.IntVar(&lim.AMQPMaxSessions, "amqp-max-sessions", emulator.DefaultAMQPMaxSessions, "most sessions of one logged-in AMQP connection")
@@ -230,6 +235,13 @@ Flags:
 	}
 	if *groupKey != "" {
 		opts.Groups = []emulator.EnrollmentGroup{{ID: "default", Enabled: true, PrimaryKey: *groupKey}}
+	}
+	for _, f := range trustedCAs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("--trusted-ca: %w", err)
+		}
+		opts.TrustedCAs = append(opts.TrustedCAs, b)
 	}
 	if *history == 0 {
 		opts.TelemetryHistory = -1

@@ -90,6 +90,16 @@ func (c *Core) AuthenticateHub(id, token string, certs []*x509.Certificate) (Hub
 	if certs[0].Subject.CommonName != id {
 		return HubAuth{}, fmt.Errorf("%w: certificate CN %q is not the device id %q", ErrUnauthorized, certs[0].Subject.CommonName, id)
 	}
+	if d.groupID == "" {
+		// A certificateAuthority device of the registry: the hub's own CAs.
+		if err := verifyRoots(c.cfg.TrustedCAs, certs, now); err != nil {
+			return HubAuth{}, fmt.Errorf("%w: device %q: certificate chain: %w", ErrUnauthorized, id, err)
+		}
+		if err := c.checkHubAuthFault(id, "", time.Time{}); err != nil {
+			return HubAuth{}, err
+		}
+		return HubAuth{X509: true}, nil
+	}
 	g, ok := c.group(d.groupID)
 	if !ok || !g.IsX509() || !g.Enabled {
 		return HubAuth{}, fmt.Errorf("%w: device %q: enrollment group %q is missing or disabled", ErrUnauthorized, id, d.groupID)
@@ -189,6 +199,15 @@ func verifyChain(g EnrollmentGroup, certs []*x509.Certificate, now time.Time) er
 	if err != nil {
 		return err
 	}
+	return verifyRoots(cas, certs, now)
+}
+
+// verifyRoots verifies the leaf certs[0], with certs[1:] as intermediates,
+// up to one of cas.
+func verifyRoots(cas, certs []*x509.Certificate, now time.Time) error {
+	if len(cas) == 0 {
+		return errors.New("the hub trusts no CA (--trusted-ca)")
+	}
 	roots := x509.NewCertPool()
 	for _, ca := range cas {
 		roots.AddCert(ca)
@@ -197,7 +216,7 @@ func verifyChain(g EnrollmentGroup, certs []*x509.Certificate, now time.Time) er
 	for _, ic := range certs[1:] {
 		inter.AddCert(ic)
 	}
-	_, err = certs[0].Verify(x509.VerifyOptions{
+	_, err := certs[0].Verify(x509.VerifyOptions{
 		Roots: roots, Intermediates: inter, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	})

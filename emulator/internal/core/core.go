@@ -9,6 +9,7 @@ package core
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -264,6 +265,11 @@ type Config struct {
 	// ExplicitScope and ExplicitGroups say IDScope and Groups were chosen by
 	// the user, so they win over the stored ones.
 	ExplicitScope, ExplicitGroups bool
+	// TrustedCAs are the hub's verified CA certificates: a
+	// certificateAuthority device (one outside enrollment groups) connects
+	// with a chain ending in one of them whose leaf CN is its id. Nil
+	// trusts none.
+	TrustedCAs []*x509.Certificate
 	// Log receives the model's log lines; nil discards.
 	Log *slog.Logger
 }

@@ -197,6 +197,10 @@ type HubDeviceSpec struct {
 	// device: it connects with a client certificate whose SHA-1 or SHA-256
 	// thumbprint (hex, any case, ':' allowed) is one of them (at most 2).
 	Thumbprints []string
+	// CertificateAuthority makes the device a certificateAuthority X.509
+	// device: it connects with a chain ending in one of Config.TrustedCAs
+	// whose leaf CN is its id.
+	CertificateAuthority bool
 }
 
 // HubAuthType is how a registry device authenticates, as IoT Hub names it.
@@ -314,8 +318,9 @@ func (c *Core) PutHubDevice(id string, create bool, ifMatch string, spec HubDevi
 	if len(tps) > 2 {
 		return HubDevice{}, fmt.Errorf("%w: at most 2 thumbprints", ErrInvalid)
 	}
-	if len(tps) > 0 && (spec.PrimaryKey != "" || spec.SecondaryKey != "") {
-		return HubDevice{}, fmt.Errorf("%w: a device has keys or thumbprints, not both", ErrInvalid)
+	if (len(tps) > 0 || spec.CertificateAuthority) && (spec.PrimaryKey != "" || spec.SecondaryKey != "") ||
+		len(tps) > 0 && spec.CertificateAuthority {
+		return HubDevice{}, fmt.Errorf("%w: a device has keys, thumbprints or a CA, one of them", ErrInvalid)
 	}
 	c.mu.Lock()
 	d, exists := c.devices[id]
@@ -337,11 +342,15 @@ func (c *Core) PutHubDevice(id string, create bool, ifMatch string, spec HubDevi
 	} else {
 		d.version++
 	}
-	if len(tps) > 0 {
+	switch {
+	case len(tps) > 0:
 		// A selfSigned device: its certificate, not keys nor a group.
 		d.thumbprints, d.x509, d.indivKeys, d.groupKeys, d.groupID = tps, true, [2]string{}, [2]string{}, ""
-	} else if len(d.thumbprints) > 0 {
-		d.thumbprints, d.x509 = nil, false // back to keys
+	case spec.CertificateAuthority:
+		// A certificateAuthority device: the hub's trusted CAs, no group.
+		d.thumbprints, d.x509, d.indivKeys, d.groupKeys, d.groupID = nil, true, [2]string{}, [2]string{}, ""
+	case d.x509 && d.groupID == "":
+		d.thumbprints, d.x509 = nil, false // a registry X.509 device back to keys
 		d.indivKeys = [2]string{RandomKey(), RandomKey()}
 	}
 	if spec.PrimaryKey != "" {

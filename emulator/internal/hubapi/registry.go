@@ -187,8 +187,14 @@ func specOf(b deviceBody) (core.HubDeviceSpec, error) {
 			if len(tps) == 0 {
 				return spec, fmt.Errorf("%w: a selfSigned device needs x509Thumbprint.primaryThumbprint", errBadRequest)
 			}
+		case "certificateauthority":
+			if len(tps) > 0 {
+				return spec, fmt.Errorf("%w: a certificateAuthority device has no thumbprints", errBadRequest)
+			}
+			spec.CertificateAuthority = true
+			return spec, nil
 		default:
-			return spec, fmt.Errorf("%w: authentication type %q is not supported by the emulator (sas, selfSigned)", errBadRequest, a.Type)
+			return spec, fmt.Errorf("%w: authentication type %q is not supported by the emulator (sas, selfSigned, certificateAuthority)", errBadRequest, a.Type)
 		}
 		spec.Thumbprints = tps
 		if k := a.SymmetricKey; k != nil && len(tps) == 0 {
