@@ -167,14 +167,15 @@ type connState struct {
 
 	wg sync.WaitGroup
 
-	mu      sync.Mutex
-	closing bool
-	devices map[string]*device // key: lower-case device id
-	dps     map[string]*dpsReg // key: lower-case "scope/registrations/reg"
-	links   map[*amqp1.Link]*linkState
-	cbsOut  []*linkState // $cbs links where the server sends
-	nextSeq uint64
-	service time.Time // expiry of the service's token (hub-level put-token); zero: none
+	mu           sync.Mutex
+	closing      bool
+	devices      map[string]*device // key: lower-case device id
+	dps          map[string]*dpsReg // key: lower-case "scope/registrations/reg"
+	links        map[*amqp1.Link]*linkState
+	cbsOut       []*linkState // $cbs links where the server sends
+	nextSeq      uint64
+	service      time.Time   // expiry of the service's token (hub-level put-token); zero: none
+	serviceTimer *time.Timer // detaches the service links at that expiry
 }
 
 // linkState is the application state of one accepted link.
@@ -372,6 +373,9 @@ func removeLink(list []*linkState, ls *linkState) []*linkState {
 func (cs *connState) shutdown() {
 	cs.mu.Lock()
 	cs.closing = true
+	if cs.serviceTimer != nil {
+		cs.serviceTimer.Stop()
+	}
 	var sessions []*devConn
 	for _, d := range cs.devices {
 		if d.timer != nil {

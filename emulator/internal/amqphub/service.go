@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/Azure/go-amqp"
 
@@ -41,6 +42,12 @@ func (cs *connState) putServiceToken(m *amqp.Message) (int, string) {
 	}
 	cs.mu.Lock()
 	cs.service = auth.Expiry
+	if cs.serviceTimer != nil {
+		cs.serviceTimer.Stop()
+	}
+	if !cs.closing {
+		cs.serviceTimer = time.AfterFunc(time.Until(auth.Expiry), cs.expireService)
+	}
 	c := cs.conn
 	cs.mu.Unlock()
 	if c != nil {
@@ -48,6 +55,29 @@ func (cs *connState) putServiceToken(m *amqp.Message) (int, string) {
 	}
 	cs.log.Debug("service put-token accepted", "policy", auth.Policy, "expiry", auth.Expiry)
 	return 200, "OK"
+}
+
+// expireService detaches the service's links when its token expired
+// without renewal, as IoT Hub does.
+func (cs *connState) expireService() {
+	cs.mu.Lock()
+	if cs.closing || now().Before(cs.service) {
+		cs.mu.Unlock()
+		return
+	}
+	var links []*amqp1.Link
+	for l, ls := range cs.links {
+		if ls.addr.kind == nodeServiceC2D || ls.addr.kind == nodeFeedback {
+			links = append(links, l)
+		}
+	}
+	cs.mu.Unlock()
+	if len(links) > 0 {
+		cs.log.Info("service SAS token expired without renewal: detaching the service links", "links", len(links))
+	}
+	for _, l := range links {
+		_ = l.Detach(&amqp1.Error{Condition: amqp1.ErrCondUnauthorizedAccess, Description: "SAS token expired"})
+	}
 }
 
 // attachService accepts the service's links once its token is valid.

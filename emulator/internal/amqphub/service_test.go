@@ -164,3 +164,27 @@ func waitFor(cond func() bool) bool {
 	}
 	return false
 }
+
+// TestServiceLinksDetachedAtTokenExpiry: the service's links end with
+// amqp:unauthorized-access when its token expires unrenewed.
+func TestServiceLinksDetachedAtTokenExpiry(t *testing.T) {
+	h := startHarness(t, false)
+	c := h.dial(t, nil)
+	s := session(t, c)
+	p := h.m.Policies()[1] // service
+	tok, err := esas.Build(p.PrimaryKey, testHost, time.Now().Add(2*time.Second), p.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, desc := newCBS(t, s).putToken(t, testHost, tok); code != 200 {
+		t.Fatalf("put-token: %d %s", code, desc)
+	}
+	fb, err := s.NewReceiver(testCtx(t), "/messages/serviceBound/feedback", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = fb.Receive(testCtx(t), nil) // returns when the link is detached
+	if condition(err) != amqp.ErrCondUnauthorizedAccess {
+		t.Fatalf("feedback link after the token expired: %v", err)
+	}
+}
