@@ -213,3 +213,25 @@ func TestServiceAPICertificateAuthorityDevice(t *testing.T) {
 		t.Fatalf("a trusted CA without a certificate: %v", err)
 	}
 }
+
+// TestServiceAPISeesRESTDevicesAndTheReverse: one registry behind both
+// APIs (and the dashboard, which reads the same core).
+func TestServiceAPISeesRESTDevicesAndTheReverse(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, &Options{WebSocketAddr: "127.0.0.1:0", RESTAddr: "127.0.0.1:0"})
+	if st, b := restDo(t, e, "PUT", "/api/devices/from-rest", e.APIToken(), map[string]any{"displayName": "R"}); st != 200 {
+		t.Fatalf("REST create: %d %s", st, b)
+	}
+	if st, _, dev := service(t, e, "registryRead", "GET", "/devices/from-rest", nil); st != 200 || dev["deviceId"] != "from-rest" {
+		t.Fatalf("service API GET of a REST device: %d %v", st, dev)
+	}
+	if st, _, b := service(t, e, "iothubowner", "PUT", "/devices/from-hub", map[string]any{"status": "disabled"}); st != 200 {
+		t.Fatalf("service create: %d %v", st, b)
+	}
+	st, b := restDo(t, e, "GET", "/api/devices/from-hub", e.APIToken(), nil)
+	var d map[string]any
+	_ = json.Unmarshal(b, &d)
+	if st != 200 || d["enabled"] != false {
+		t.Fatalf("REST GET of a service API device: %d %s", st, b)
+	}
+}
