@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/iotc-go/iotc/emulator/internal/core"
 	"github.com/iotc-go/iotc/emulator/internal/store/memstore"
@@ -64,6 +65,23 @@ func TestServiceStateIsStored(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A job that ran and one scheduled for later.
+	if _, err := c.ScheduleJob(ctx, core.Job{ID: "now", Type: core.JobTypeTwin, DeviceIDs: []string{"d1"}, Twin: &core.JobTwin{Tags: map[string]any{"job": "done"}}}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if j, _ := c.Job("now"); j.Status == core.JobCompleted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job did not complete")
+		}
+	}
+	if _, err := c.ScheduleJob(ctx, core.Job{ID: "later", Type: core.JobTypeMethod, DeviceIDs: []string{"d1"},
+		Method: &core.JobMethod{Name: "m"}, Start: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	tw, _ = c.HubTwin("d1") // the job changed the tags
 	c.Close()
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
@@ -107,5 +125,17 @@ func TestServiceStateIsStored(t *testing.T) {
 	}
 	if recs := c2.TakeFeedback(10); len(recs) != 1 || recs[0].OriginalMessageID != "kept" {
 		t.Fatalf("feedback of the kept message %+v", recs)
+	}
+	if j, err := c2.Job("now"); err != nil || j.Status != core.JobCompleted || j.Stats.SucceededCount != 1 {
+		t.Fatalf("finished job after restart %+v: %v", j, err)
+	}
+	if tw, _ := c2.HubTwin("d1"); tw.Tags["job"] != "done" {
+		t.Fatalf("the job's tag after restart: %v", tw.Tags)
+	}
+	if j, err := c2.Job("later"); err != nil || j.Status != core.JobScheduled {
+		t.Fatalf("scheduled job after restart %+v: %v", j, err)
+	}
+	if j, err := c2.CancelJob("later"); err != nil || j.Status != core.JobCancelled {
+		t.Fatalf("cancel after restart %+v: %v", j, err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -291,7 +292,11 @@ func (c *Core) Load(ctx context.Context) error {
 	}
 	ch := c.stageLocked(changes...)
 	c.mu.Unlock()
-	return awaitNow(ch)
+	if err := awaitNow(ch); err != nil {
+		return err
+	}
+	c.resumeJobs()
+	return nil
 }
 
 // metaAndGroupsLocked is the put of the ID scope and every group; c.mu held.
@@ -364,6 +369,10 @@ func (c *Core) restoreRecords(recs []Record) error {
 				err = c.restorePolicies(r.Doc)
 			case metaFeedback:
 				err = c.restoreFeedback(r.Doc)
+			default:
+				if strings.HasPrefix(r.Key, metaJobPrefix) {
+					err = c.restoreJob(r.Doc)
+				}
 			}
 		case KindGroup:
 			var g groupDoc

@@ -532,3 +532,112 @@ func TestQueryPaging(t *testing.T) {
 		t.Fatalf("bad continuation: %d", r.status)
 	}
 }
+
+// waitJob polls a job until it has ended (a bounded wait, not a measurement).
+func (e *env) waitJob(id string) map[string]any {
+	e.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		j := e.do("GET", "/jobs/v2/"+id, "service", nil).json(e.t)
+		if s := j["status"]; s == "completed" || s == "failed" || s == "cancelled" {
+			return j
+		}
+	}
+	e.t.Fatalf("job %s did not end", id)
+	return nil
+}
+
+func TestJobs(t *testing.T) {
+	e := newEnv(t)
+	for _, id := range []string{"j1", "j2", "j3"} {
+		if _, err := e.core.PutHubDevice(id, true, "", core.HubDeviceSpec{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	calls := map[string]string{}
+	for _, id := range []string{"j1", "j2"} {
+		id := id
+		l := &fakeLink{answer: func(_ context.Context, m string, p []byte) (int, []byte, error) {
+			mu.Lock()
+			calls[id] = m + string(p)
+			mu.Unlock()
+			return 200, nil, nil
+		}}
+		if _, err := e.core.Attach(id, l, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A method job over three devices, one offline.
+	r := e.do("PUT", "/jobs/v2/m1", "service", map[string]any{"jobId": "m1", "type": "scheduleDeviceMethod",
+		"queryCondition": "deviceId IN ['j1', 'j2', 'j3']",
+		"cloudToDeviceMethod": map[string]any{"methodName": "reboot", "payload": map[string]any{"n": 1}, "responseTimeoutInSeconds": 5}})
+	if r.status != 200 || r.json(t)["status"] != "scheduled" {
+		t.Fatalf("schedule: %d %s", r.status, r.body)
+	}
+	j := e.waitJob("m1")
+	st := j["deviceJobStatistics"].(map[string]any)
+	if j["status"] != "completed" || st["deviceCount"] != 3.0 || st["succeededCount"] != 2.0 || st["failedCount"] != 1.0 || st["pendingCount"] != 0.0 {
+		t.Fatalf("method job %v", j)
+	}
+	mu.Lock()
+	if calls["j1"] != `reboot{"n":1}` || calls["j2"] != `reboot{"n":1}` {
+		t.Fatalf("devices saw %v", calls)
+	}
+	mu.Unlock()
+	if r := e.do("PUT", "/jobs/v2/m1", "service", map[string]any{"type": "scheduleDeviceMethod", "queryCondition": "deviceId = 'j1'",
+		"cloudToDeviceMethod": map[string]any{"methodName": "x"}}); r.status != 409 {
+		t.Fatalf("same job id again: %d %s", r.status, r.body)
+	}
+	// A twin job by tag condition.
+	if _, err := e.core.UpdateHubTwin(t.Context(), "j3", "*", map[string]any{"site": "lab"}, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	r = e.do("PUT", "/jobs/v2/t1", "service", map[string]any{"type": "scheduleUpdateTwin", "queryCondition": "tags.site = 'lab'",
+		"updateTwin": map[string]any{"tags": map[string]any{"updated": true}, "properties": map[string]any{"desired": map[string]any{"fan": 1}}}})
+	if r.status != 200 {
+		t.Fatalf("twin job: %d %s", r.status, r.body)
+	}
+	if j := e.waitJob("t1"); j["status"] != "completed" || j["deviceJobStatistics"].(map[string]any)["succeededCount"] != 1.0 {
+		t.Fatalf("twin job %v", j)
+	}
+	if tw, _ := e.core.HubTwin("j3"); tw.Tags["updated"] != true || tw.Desired["fan"] != 1.0 {
+		t.Fatalf("twin after the job %+v", tw)
+	}
+	// A job in the future is cancelled; a finished one cannot be.
+	future := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	if r := e.do("PUT", "/jobs/v2/later", "service", map[string]any{"type": "scheduleDeviceMethod", "queryCondition": "deviceId = 'j1'",
+		"cloudToDeviceMethod": map[string]any{"methodName": "x"}, "startTime": future}); r.status != 200 {
+		t.Fatalf("future job: %d %s", r.status, r.body)
+	}
+	if r := e.do("POST", "/jobs/v2/later/cancel", "service", nil); r.status != 200 || r.json(t)["status"] != "cancelled" {
+		t.Fatalf("cancel: %d %s", r.status, r.body)
+	}
+	if r := e.do("POST", "/jobs/v2/m1/cancel", "service", nil); r.status != 400 {
+		t.Fatalf("cancel of a finished job: %d %s", r.status, r.body)
+	}
+	// Query by type.
+	r = e.do("GET", "/jobs/v2/query?jobType=scheduleUpdateTwin", "service", nil)
+	var jobs []map[string]any
+	if err := json.Unmarshal(r.body, &jobs); err != nil || len(jobs) != 1 || jobs[0]["jobId"] != "t1" {
+		t.Fatalf("job query: %s", r.body)
+	}
+	// Refusals: bad type, no condition, bad condition, bad timeout, registryRead.
+	for _, b := range []map[string]any{
+		{"type": "explode", "queryCondition": "deviceId = 'j1'"},
+		{"type": "scheduleDeviceMethod", "cloudToDeviceMethod": map[string]any{"methodName": "x"}},
+		{"type": "scheduleDeviceMethod", "queryCondition": "deviceId ==", "cloudToDeviceMethod": map[string]any{"methodName": "x"}},
+		{"type": "scheduleDeviceMethod", "queryCondition": "deviceId = 'j1'", "cloudToDeviceMethod": map[string]any{"methodName": "x", "responseTimeoutInSeconds": 1}},
+		{"type": "scheduleUpdateTwin", "queryCondition": "deviceId = 'j1'"},
+	} {
+		if r := e.do("PUT", "/jobs/v2/bad", "service", b); r.status != 400 || r.errorCode(t) != "ArgumentInvalid" {
+			t.Fatalf("%v: %d %s", b, r.status, r.body)
+		}
+	}
+	if r := e.do("PUT", "/jobs/v2/ro", "registryRead", map[string]any{"type": "scheduleDeviceMethod", "queryCondition": "deviceId = 'j1'",
+		"cloudToDeviceMethod": map[string]any{"methodName": "x"}}); r.status != 401 {
+		t.Fatalf("job with registryRead: %d", r.status)
+	}
+	if r := e.do("GET", "/jobs/v2/nope", "service", nil); r.status != 404 || r.errorCode(t) != "JobNotFound" {
+		t.Fatalf("unknown job: %d", r.status)
+	}
+}

@@ -18,7 +18,8 @@ import (
 // A projection is a path (deviceId, tags.a.b, properties.reported.x) or
 // COUNT(), each with an optional AS alias. A condition combines
 // comparisons (=, !=, <>, <, >, <=, >=) of paths and literals ('text',
-// "text", numbers, true, false, null) and IS_DEFINED(path) with AND, OR,
+// "text", numbers, true, false, null), path IN [literal, ...] and
+// IS_DEFINED(path) with AND, OR,
 // NOT and parentheses. A comparison of an undefined path or of values of
 // different types is false, as in IoT Hub.
 
@@ -49,6 +50,10 @@ type andCond struct{ a, b cond }
 type orCond struct{ a, b cond }
 type notCond struct{ c cond }
 type definedCond struct{ path []string }
+type inCond struct {
+	l    operand
+	vals []any
+}
 type cmpCond struct {
 	op   string
 	l, r operand
@@ -63,6 +68,14 @@ func (c andCond) eval(d map[string]any) bool     { return c.a.eval(d) && c.b.eva
 func (c orCond) eval(d map[string]any) bool      { return c.a.eval(d) || c.b.eval(d) }
 func (c notCond) eval(d map[string]any) bool     { return !c.c.eval(d) }
 func (c definedCond) eval(d map[string]any) bool { _, ok := lookupPath(d, c.path); return ok }
+func (c inCond) eval(d map[string]any) bool {
+	for _, v := range c.vals {
+		if (cmpCond{op: "=", l: c.l, r: operand{lit: v}}).eval(d) {
+			return true
+		}
+	}
+	return false
+}
 
 func (o operand) value(d map[string]any) (any, bool) {
 	if o.path == nil {
@@ -310,7 +323,7 @@ func lex(s string) ([]token, error) {
 			out = append(out, token{kind: tokIdent, text: s[i:j]})
 			i = j
 		default:
-			for _, sym := range []string{"!=", "<>", "<=", ">=", "=", "<", ">", "(", ")", ",", ".", "*"} {
+			for _, sym := range []string{"!=", "<>", "<=", ">=", "=", "<", ">", "(", ")", ",", ".", "*", "[", "]"} {
 				if strings.HasPrefix(s[i:], sym) {
 					out = append(out, token{kind: tokSymbol, text: sym})
 					i += len(sym)
@@ -440,7 +453,7 @@ func (p *parser) projection() (projection, error) {
 	return pr, nil
 }
 
-var reserved = []string{"SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "AS", "GROUP", "BY", "COUNT", "IS_DEFINED"}
+var reserved = []string{"SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "AS", "GROUP", "BY", "COUNT", "IS_DEFINED", "IN"}
 
 func (p *parser) path() ([]string, error) {
 	var out []string
@@ -541,6 +554,26 @@ func (p *parser) primary() (cond, error) {
 	l, err := p.operand()
 	if err != nil {
 		return nil, err
+	}
+	if p.keyword("IN") {
+		if !p.symbol("[") {
+			return nil, p.errorf("want [ after IN")
+		}
+		var vals []any
+		for !p.symbol("]") {
+			if len(vals) > 0 && !p.symbol(",") {
+				return nil, p.errorf("want , or ] in an IN list")
+			}
+			v, err := p.operand()
+			if err != nil {
+				return nil, err
+			}
+			if v.path != nil {
+				return nil, p.errorf("an IN list holds values, not paths")
+			}
+			vals = append(vals, v.lit)
+		}
+		return inCond{l: l, vals: vals}, nil
 	}
 	t := p.peek()
 	if p.done() || t.kind != tokSymbol || !slices.Contains([]string{"=", "!=", "<>", "<", ">", "<=", ">="}, t.text) {

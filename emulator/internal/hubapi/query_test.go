@@ -43,6 +43,8 @@ func TestQueryLanguage(t *testing.T) {
 		{"SELECT deviceId FROM devices WHERE properties.desired.fan = true", `[{"deviceId":"d1"}]`},
 		{"SELECT deviceId FROM devices WHERE status = 'disabled'", `[{"deviceId":"d2"}]`},
 		{"SELECT deviceId FROM devices WHERE deviceId = 'd4'", `[{"deviceId":"d4"}]`},
+		{"SELECT deviceId FROM devices WHERE deviceId IN ['d1', 'd3', 'nope']", `[{"deviceId":"d1"},{"deviceId":"d3"}]`},
+		{"SELECT deviceId FROM devices WHERE tags.floor IN [2, 3] OR deviceId IN []", `[{"deviceId":"d2"}]`},
 		// Different types and undefined paths compare false.
 		{"SELECT deviceId FROM devices WHERE properties.reported.temp = '30'", `[]`},
 		{"SELECT deviceId FROM devices WHERE tags.nothing != 'x'", `[]`},
@@ -94,6 +96,10 @@ func TestQueryRefused(t *testing.T) {
 		"SELECT * FROM devices extra",
 		"SELECT * FROM devices WHERE " + strings.Repeat("(", 100) + "tags.a = 1" + strings.Repeat(")", 100),
 		"SELECT * FROM devices WHERE tags.a = 1 ; DROP",
+		"SELECT * FROM devices WHERE deviceId IN ['a' 'b']",
+		"SELECT * FROM devices WHERE deviceId IN [tags.a]",
+		"SELECT * FROM devices WHERE deviceId IN ['a'",
+		"SELECT * FROM devices WHERE deviceId IN 'a'",
 		strings.Repeat("x", MaxQueryLen+1),
 	} {
 		if _, err := parseQuery(q); !errors.Is(err, errQuery) {
