@@ -569,7 +569,7 @@ func TestJobs(t *testing.T) {
 	}
 	// A method job over three devices, one offline.
 	r := e.do("PUT", "/jobs/v2/m1", "service", map[string]any{"jobId": "m1", "type": "scheduleDeviceMethod",
-		"queryCondition": "deviceId IN ['j1', 'j2', 'j3']",
+		"queryCondition":      "deviceId IN ['j1', 'j2', 'j3']",
 		"cloudToDeviceMethod": map[string]any{"methodName": "reboot", "payload": map[string]any{"n": 1}, "responseTimeoutInSeconds": 5}})
 	if r.status != 200 || r.json(t)["status"] != "scheduled" {
 		t.Fatalf("schedule: %d %s", r.status, r.body)
@@ -632,6 +632,9 @@ func TestJobs(t *testing.T) {
 		if r := e.do("PUT", "/jobs/v2/bad", "service", b); r.status != 400 || r.errorCode(t) != "ArgumentInvalid" {
 			t.Fatalf("%v: %d %s", b, r.status, r.body)
 		}
+	}
+	if r := e.do("PUT", "/jobs/v2/bad", "service", map[string]any{"type": "scheduleDeviceMethod", "cloudToDeviceMethod": map[string]any{"methodName": "x"}}); !strings.Contains(string(r.body), "queryCondition is required") {
+		t.Fatalf("a job without a condition: %d %s", r.status, r.body)
 	}
 	if r := e.do("PUT", "/jobs/v2/ro", "registryRead", map[string]any{"type": "scheduleDeviceMethod", "queryCondition": "deviceId = 'j1'",
 		"cloudToDeviceMethod": map[string]any{"methodName": "x"}}); r.status != 401 {

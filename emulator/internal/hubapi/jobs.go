@@ -166,4 +166,3 @@ func (h *Handler) queryJobs(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
-
