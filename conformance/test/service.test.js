@@ -6,7 +6,8 @@
 // etag refused (412), a query with paging, statistics, policy rights (registryRead cannot
 // write), and a direct method round trip to a device connected with azure-iot-device over
 // every transport; (10) a cloud-to-device message sent with Client.send and ack 'full' reaches
-// the device with its message id and properties, and the feedback receiver gets its record.
+// the device with its message id and properties, and the feedback receiver gets its record;
+// (11) selfSigned devices; (12) JobClient: a scheduled method job, a twin update job, a cancel.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -233,5 +234,61 @@ for (const tr of h.TRANSPORTS) {
     await client.sendEvent(new Message(JSON.stringify({ tp: 1 })));
     const twin = (await registry.getTwin(deviceId)).responseBody;
     assert.equal(twin.authenticationType, 'selfSigned');
+  });
+}
+
+{
+  const tr = h.TRANSPORTS[0];
+  test(`${tr.prefix}scenario 12: service SDK jobs: a scheduled method job and a twin update job`, { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
+    const { JobClient } = require('azure-iothub');
+    const registry = Registry.fromConnectionString(serviceConnectionString('iothubowner'));
+    const jobs = JobClient.fromConnectionString(serviceConnectionString('service'));
+    const deviceId = h.uniqueId('conf-svcj');
+    const created = (await registry.create({ deviceId })).responseBody;
+    const info = h.loadInfo();
+    let client;
+    t.after(async () => {
+      if (client) await h.closeQuietly(client);
+      await registry.delete(deviceId).catch(() => {});
+    });
+    client = await h.openSasClient({ tr, deviceId, hub: info.hubHost, key: created.authentication.symmetricKey.primaryKey });
+    const seen = [];
+    client.onDeviceMethod('calibrate', (req, res) => {
+      seen.push(req.payload);
+      res.send(200, { ok: true }).catch(() => {});
+    });
+    await h.syncSubscriptions(client);
+
+    const finished = async (jobId) => {
+      for (const deadline = Date.now() + h.WAIT_MS; Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) {
+        const job = (await jobs.getJob(jobId)).jobStatus;
+        if (['completed', 'failed', 'cancelled'].includes(job.status)) return job;
+      }
+      assert.fail(`job ${jobId} did not finish`);
+    };
+
+    const methodJob = h.uniqueId('job-m');
+    const scheduled = (await jobs.scheduleDeviceMethod(methodJob, `deviceId IN ['${deviceId}']`,
+      { methodName: 'calibrate', payload: { level: 3 }, responseTimeoutInSeconds: 15 }, new Date(), 60)).jobStatus;
+    assert.equal(scheduled.jobId, methodJob);
+    const done = await finished(methodJob);
+    assert.equal(done.status, 'completed', `method job ${JSON.stringify(done)}`);
+    assert.equal(done.deviceJobStatistics.succeededCount, 1, 'the device answered');
+    assert.deepEqual(seen, [{ level: 3 }], 'the device got the payload once');
+
+    const twinJob = h.uniqueId('job-t');
+    await jobs.scheduleTwinUpdate(twinJob, `deviceId = '${deviceId}'`,
+      { etag: '*', tags: { calibrated: true }, properties: { desired: { level: 3 } } }, new Date(), 60);
+    const twinDone = await finished(twinJob);
+    assert.equal(twinDone.status, 'completed', `twin job ${JSON.stringify(twinDone)}`);
+    const twin = (await registry.getTwin(deviceId)).responseBody;
+    assert.equal(twin.tags.calibrated, true, 'the job set the tag');
+    assert.equal(twin.properties.desired.level, 3, 'the job set the desired property');
+
+    // A job scheduled for later is cancelled.
+    const later = h.uniqueId('job-l');
+    await jobs.scheduleDeviceMethod(later, `deviceId = '${deviceId}'`, { methodName: 'calibrate' }, new Date(Date.now() + 3600e3), 60);
+    assert.equal((await jobs.cancelJob(later)).jobStatus.status, 'cancelled');
+    assert.equal(seen.length, 1, 'the cancelled job did not run');
   });
 }
