@@ -10,6 +10,8 @@
 //     properties; reported properties are read-only);
 //   - direct methods: POST /twins/{id}/methods;
 //   - cloud-to-device purge: DELETE /devices/{id}/commands;
+//   - IoT Plug and Play: GET/PATCH /digitaltwins/{id}, root and component
+//     commands POST /digitaltwins/{id}[/components/{c}]/commands/{name};
 //   - jobs v2: PUT/GET /jobs/v2/{id}, POST /jobs/v2/{id}/cancel,
 //     GET /jobs/v2/query (scheduled methods and twin updates);
 //   - queries: POST /devices/query (see query.go for the subset).
@@ -75,6 +77,10 @@ func New(c *core.Core, log *slog.Logger) *Handler {
 	h.route("PATCH /twins/{id}", h.patchTwin, svc, write)
 	h.route("POST /twins/{id}/methods", h.invokeMethod, svc)
 	h.route("DELETE /devices/{id}/commands", h.purgeCommands, svc)
+	h.route("GET /digitaltwins/{id}", h.getDigitalTwin, svc, read)
+	h.route("PATCH /digitaltwins/{id}", h.patchDigitalTwin, svc, write)
+	h.route("POST /digitaltwins/{id}/commands/{name}", h.digitalTwinCommand, svc)
+	h.route("POST /digitaltwins/{id}/components/{component}/commands/{name}", h.digitalTwinCommand, svc)
 	h.route("PUT /jobs/v2/{id}", h.putJob, svc)
 	h.route("GET /jobs/v2/{id}", h.getJob, svc, read)
 	h.route("POST /jobs/v2/{id}/cancel", h.cancelJob, svc)

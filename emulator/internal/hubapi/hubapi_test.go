@@ -644,3 +644,68 @@ func TestJobs(t *testing.T) {
 		t.Fatalf("unknown job: %d", r.status)
 	}
 }
+
+func TestDigitalTwins(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.core.PutHubDevice("pnp", true, "", core.HubDeviceSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var methods []string
+	l := &fakeLink{answer: func(_ context.Context, m string, p []byte) (int, []byte, error) {
+		mu.Lock()
+		methods = append(methods, m+" "+string(p))
+		mu.Unlock()
+		return 202, []byte(`{"done":true}`), nil
+	}}
+	if _, err := e.core.Attach("pnp", l, "dtmi:x:y;1"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _, _ := e.core.PatchReported("pnp", []byte(`{"serial":"A1","thermostat1":{"__t":"c","target":20}}`)); st != 204 {
+		t.Fatal(st)
+	}
+	r := e.do("GET", "/digitaltwins/pnp", "service", nil)
+	dt := r.json(t)
+	th, _ := dt["thermostat1"].(map[string]any)
+	if r.status != 200 || dt["$dtId"] != "pnp" || dt["serial"] != "A1" || dt["$metadata"].(map[string]any)["$model"] != "dtmi:x:y;1" ||
+		th == nil || th["target"] != 20.0 || th["__t"] != nil {
+		t.Fatalf("digital twin %d %s", r.status, r.body)
+	}
+	etag := r.header.Get("ETag")
+	ops := []map[string]any{{"op": "add", "path": "/fan", "value": true}, {"op": "replace", "path": "/thermostat1/target", "value": 22}}
+	if r := e.do("PATCH", "/digitaltwins/pnp", "service", ops, "If-Match", etag); r.status != 202 {
+		t.Fatalf("patch: %d %s", r.status, r.body)
+	}
+	tw, _ := e.core.HubTwin("pnp")
+	comp, _ := tw.Desired["thermostat1"].(map[string]any)
+	if tw.Desired["fan"] != true || comp["__t"] != "c" || comp["target"] != 22.0 {
+		t.Fatalf("desired after the patch %v", tw.Desired)
+	}
+	dt = e.do("GET", "/digitaltwins/pnp", "service", nil).json(t)
+	if dt["$metadata"].(map[string]any)["fan"].(map[string]any)["desiredValue"] != true {
+		t.Fatalf("desired value in $metadata: %v", dt["$metadata"])
+	}
+	if r := e.do("PATCH", "/digitaltwins/pnp", "service", []map[string]any{{"op": "remove", "path": "/fan"}}, "If-Match", etag); r.status != 412 {
+		t.Fatalf("stale etag: %d", r.status)
+	}
+	for _, bad := range [][]map[string]any{{{"op": "move", "path": "/fan"}}, {{"op": "add", "path": "fan", "value": 1}}, {{"op": "add", "path": "/fan"}}, {}} {
+		if r := e.do("PATCH", "/digitaltwins/pnp", "service", bad); r.status != 400 {
+			t.Fatalf("bad patch %v: %d %s", bad, r.status, r.body)
+		}
+	}
+	r = e.do("POST", "/digitaltwins/pnp/components/thermostat1/commands/getMaxMinReport?responseTimeoutInSeconds=5", "service", "2024-01-01")
+	if r.status != 200 || r.header.Get("x-ms-command-statuscode") != "202" || string(r.body) != `{"done":true}` {
+		t.Fatalf("component command: %d %s %v", r.status, r.body, r.header)
+	}
+	if r := e.do("POST", "/digitaltwins/pnp/commands/reboot?responseTimeoutInSeconds=1", "service", nil); r.status != 400 {
+		t.Fatalf("bad timeout: %d", r.status)
+	}
+	if r := e.do("POST", "/digitaltwins/pnp/commands/reboot", "service", nil); r.status != 200 {
+		t.Fatalf("root command: %d %s", r.status, r.body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(methods) != 2 || methods[0] != `thermostat1*getMaxMinReport "2024-01-01"` || methods[1] != "reboot null" {
+		t.Fatalf("device saw %q", methods)
+	}
+}
