@@ -295,10 +295,11 @@ type Core struct {
 
 	store Store // nil: memory only
 
-	policies []SharedAccessPolicy // IoT Hub's shared access policies; guarded by mu
-	feedback feedbackState        // cloud-to-device feedback for the service; guarded by mu
-	jobs     map[string]*jobState // IoT Hub jobs (v2); guarded by mu
-	jobSeq   int64                // creation order of jobs; guarded by mu
+	policies []SharedAccessPolicy      // IoT Hub's shared access policies; guarded by mu
+	feedback feedbackState             // cloud-to-device feedback for the service; guarded by mu
+	jobs     map[string]*jobState      // IoT Hub jobs (v2); guarded by mu
+	jobSeq   int64                     // creation order of jobs; guarded by mu
+	configs  map[string]*Configuration // IoT Hub configurations; guarded by mu
 
 	telemetrySeq int64    // the last Telemetry.Seq given; guarded by mu
 	pendingLoad  []Change // deletes Load found due (a shorter history); committed by Load

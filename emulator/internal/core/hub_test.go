@@ -82,6 +82,13 @@ func TestServiceStateIsStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	tw, _ = c.HubTwin("d1") // the job changed the tags
+	cfg, err := c.PutConfiguration("cfg", true, "", map[string]any{"targetCondition": "tags.site = 'lab'"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.MarkConfigurationApplied("cfg", []string{"d1"}); err != nil {
+		t.Fatal(err)
+	}
 	c.Close()
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
@@ -134,6 +141,9 @@ func TestServiceStateIsStored(t *testing.T) {
 	}
 	if j, err := c2.Job("later"); err != nil || j.Status != core.JobScheduled {
 		t.Fatalf("scheduled job after restart %+v: %v", j, err)
+	}
+	if got, err := c2.Configuration("cfg"); err != nil || got.ETag() != cfg.ETag() || got.Doc["targetCondition"] != "tags.site = 'lab'" || len(got.Applied) != 1 {
+		t.Fatalf("configuration after restart %+v: %v", got, err)
 	}
 	if j, err := c2.CancelJob("later"); err != nil || j.Status != core.JobCancelled {
 		t.Fatalf("cancel after restart %+v: %v", j, err)

@@ -370,8 +370,11 @@ func (c *Core) restoreRecords(recs []Record) error {
 			case metaFeedback:
 				err = c.restoreFeedback(r.Doc)
 			default:
-				if strings.HasPrefix(r.Key, metaJobPrefix) {
+				switch {
+				case strings.HasPrefix(r.Key, metaJobPrefix):
 					err = c.restoreJob(r.Doc)
+				case strings.HasPrefix(r.Key, metaConfigPrefix):
+					err = c.restoreConfiguration(r.Doc)
 				}
 			}
 		case KindGroup:

@@ -10,6 +10,9 @@
 //     properties; reported properties are read-only);
 //   - direct methods: POST /twins/{id}/methods;
 //   - cloud-to-device purge: DELETE /devices/{id}/commands;
+//   - configurations: PUT/GET/DELETE /configurations/{id}, GET
+//     /configurations, POST /configurations/testQueries,
+//     POST /devices/{id}/applyConfigurationContent;
 //   - IoT Plug and Play: GET/PATCH /digitaltwins/{id}, root and component
 //     commands POST /digitaltwins/{id}[/components/{c}]/commands/{name};
 //   - jobs v2: PUT/GET /jobs/v2/{id}, POST /jobs/v2/{id}/cancel,
@@ -77,6 +80,12 @@ func New(c *core.Core, log *slog.Logger) *Handler {
 	h.route("PATCH /twins/{id}", h.patchTwin, svc, write)
 	h.route("POST /twins/{id}/methods", h.invokeMethod, svc)
 	h.route("DELETE /devices/{id}/commands", h.purgeCommands, svc)
+	h.route("PUT /configurations/{id}", h.putConfiguration, write)
+	h.route("GET /configurations/{id}", h.getConfiguration, read)
+	h.route("GET /configurations", h.listConfigurations, read)
+	h.route("DELETE /configurations/{id}", h.deleteConfiguration, write)
+	h.route("POST /configurations/testQueries", h.testConfigQueries, svc, read)
+	h.route("POST /devices/{id}/applyConfigurationContent", h.applyConfigurationContent, svc, write)
 	h.route("GET /digitaltwins/{id}", h.getDigitalTwin, svc, read)
 	h.route("PATCH /digitaltwins/{id}", h.patchDigitalTwin, svc, write)
 	h.route("POST /digitaltwins/{id}/commands/{name}", h.digitalTwinCommand, svc)
@@ -199,4 +208,22 @@ func readJSON(r *http.Request, v any) error {
 		return fmt.Errorf("%w: body is not the expected JSON: %v", errBadRequest, err)
 	}
 	return nil
+}
+
+// remarshal converts a decoded JSON value into v through JSON.
+func remarshal(from, v any) error {
+	b, err := json.Marshal(from)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// deepCopy copies a JSON object so that callers may keep the original.
+func deepCopy(m map[string]any) map[string]any {
+	var out map[string]any
+	if remarshal(m, &out) != nil {
+		return map[string]any{}
+	}
+	return out
 }

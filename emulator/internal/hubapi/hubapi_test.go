@@ -709,3 +709,94 @@ func TestDigitalTwins(t *testing.T) {
 		t.Fatalf("device saw %q", methods)
 	}
 }
+
+func TestConfigurations(t *testing.T) {
+	e := newEnv(t)
+	for _, id := range []string{"c1", "c2", "c3"} {
+		if _, err := e.core.PutHubDevice(id, true, "", core.HubDeviceSpec{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"c1", "c2"} {
+		if _, err := e.core.UpdateHubTwin(t.Context(), id, "*", map[string]any{"env": "prod"}, nil, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := map[string]any{"id": "fw", "labels": map[string]any{"team": "a"}, "priority": 10,
+		"targetCondition": "tags.env = 'prod'",
+		"content":         map[string]any{"deviceContent": map[string]any{"properties.desired.firmware": map[string]any{"version": "2.0"}, "properties.desired.mode.level": 3}},
+		"metrics":         map[string]any{"queries": map[string]any{"updated": "SELECT deviceId FROM devices WHERE properties.reported.firmware.version = '2.0'"}}}
+	r := e.do("PUT", "/configurations/fw", "registryReadWrite", cfg)
+	if r.status != 200 {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	got := r.json(t)
+	sys := got["systemMetrics"].(map[string]any)["results"].(map[string]any)
+	if sys["targetedCount"] != 2.0 || sys["appliedCount"] != 2.0 || got["labels"].(map[string]any)["team"] != "a" || got["etag"] == "" {
+		t.Fatalf("configuration %s", r.body)
+	}
+	for _, id := range []string{"c1", "c2"} {
+		tw, _ := e.core.HubTwin(id)
+		fw, _ := tw.Desired["firmware"].(map[string]any)
+		mode, _ := tw.Desired["mode"].(map[string]any)
+		if fw["version"] != "2.0" || mode["level"] != 3.0 {
+			t.Fatalf("%s desired %v", id, tw.Desired)
+		}
+	}
+	if tw, _ := e.core.HubTwin("c3"); tw.Desired["firmware"] != nil {
+		t.Fatalf("c3 is not targeted but got %v", tw.Desired)
+	}
+	// A device reports the version: the custom metric counts it.
+	if st, _, _ := e.core.PatchReported("c1", []byte(`{"firmware":{"version":"2.0"}}`)); st != 204 {
+		t.Fatal(st)
+	}
+	got = e.do("GET", "/configurations/fw", "registryRead", nil).json(t)
+	if got["metrics"].(map[string]any)["results"].(map[string]any)["updated"] != 1.0 {
+		t.Fatalf("metrics %v", got["metrics"])
+	}
+	etag := got["etag"].(string)
+	if r := e.do("PUT", "/configurations/fw", "iothubowner", cfg); r.status != 409 {
+		t.Fatalf("second create: %d", r.status)
+	}
+	if r := e.do("PUT", "/configurations/fw", "iothubowner", cfg, "If-Match", `"`+etag+`"`); r.status != 200 || r.json(t)["etag"] == etag {
+		t.Fatalf("update: %d %s", r.status, r.body)
+	}
+	if r := e.do("PUT", "/configurations/fw", "iothubowner", cfg, "If-Match", `"`+etag+`"`); r.status != 412 {
+		t.Fatalf("stale update: %d", r.status)
+	}
+	for _, bad := range []map[string]any{
+		{"targetCondition": "tags.env =="},
+		{"content": map[string]any{"deviceContent": map[string]any{"tags.x": 1}}},
+		{"content": map[string]any{"modulesContent": map[string]any{"m": map[string]any{}}}},
+		{"metrics": map[string]any{"queries": map[string]any{"x": "DROP"}}},
+		{"id": "other"},
+	} {
+		if r := e.do("PUT", "/configurations/bad", "iothubowner", bad); r.status != 400 {
+			t.Fatalf("bad %v: %d %s", bad, r.status, r.body)
+		}
+	}
+	if r := e.do("PUT", "/configurations/ro", "registryRead", map[string]any{}); r.status != 401 {
+		t.Fatalf("create with registryRead: %d", r.status)
+	}
+	r = e.do("POST", "/configurations/testQueries", "service", map[string]any{"targetCondition": "tags.a = ", "customMetricQueries": map[string]any{"ok": "SELECT deviceId FROM devices", "bad": "SELECT"}})
+	tq := r.json(t)
+	if tq["targetConditionError"] == "" || tq["customMetricQueryErrors"].(map[string]any)["bad"] == nil || tq["customMetricQueryErrors"].(map[string]any)["ok"] != nil {
+		t.Fatalf("testQueries %s", r.body)
+	}
+	if r := e.do("POST", "/devices/c3/applyConfigurationContent", "iothubowner", map[string]any{"deviceContent": map[string]any{"properties.desired.x": 1}}); r.status != 204 {
+		t.Fatalf("applyConfigurationContent: %d %s", r.status, r.body)
+	}
+	if tw, _ := e.core.HubTwin("c3"); tw.Desired["x"] != 1.0 {
+		t.Fatalf("c3 desired %v", tw.Desired)
+	}
+	var list []map[string]any
+	if err := json.Unmarshal(e.do("GET", "/configurations", "registryRead", nil).body, &list); err != nil || len(list) != 1 {
+		t.Fatalf("list %v %v", list, err)
+	}
+	if r := e.do("DELETE", "/configurations/fw", "iothubowner", nil, "If-Match", "*"); r.status != 204 {
+		t.Fatalf("delete: %d", r.status)
+	}
+	if r := e.do("GET", "/configurations/fw", "iothubowner", nil); r.status != 404 || r.errorCode(t) != "ConfigurationNotFound" {
+		t.Fatalf("deleted: %d %s", r.status, r.body)
+	}
+}
