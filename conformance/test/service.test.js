@@ -33,7 +33,7 @@ async function refused(promise, what) {
   assert.fail(`${what} succeeded; it must be refused`);
 }
 
-test('scenario 9: service SDK registry (and bulk), twins with tags and etags, query, statistics, rights', { timeout: h.TEST_TIMEOUT_MS }, async () => {
+test('scenario 9: service SDK registry (and bulk), configurations, twins with tags and etags, query, statistics, rights', { timeout: h.TEST_TIMEOUT_MS }, async () => {
   const registry = Registry.fromConnectionString(serviceConnectionString('iothubowner'));
   const deviceId = h.uniqueId('conf-svc');
 
@@ -93,6 +93,21 @@ test('scenario 9: service SDK registry (and bulk), twins with tags and etags, qu
   assert.deepEqual(ids.sort(), [deviceId, other].sort(), 'the query found both devices');
   const count = (await registry.createQuery(`SELECT COUNT() AS n FROM devices WHERE tags.site = '${site}' AND status = 'disabled'`).next()).result;
   assert.deepEqual(count, [{ n: 1 }], 'COUNT() with AND');
+
+  // A configuration targeting the site: applied to both devices' desired properties.
+  const cfgId = h.uniqueId('cfg');
+  const cfg = (await registry.addConfiguration({
+    id: cfgId, priority: 10, labels: { owner: 'conformance' }, targetCondition: `tags.site = '${site}'`,
+    content: { deviceContent: { 'properties.desired.firmware': { version: '2.0' } } },
+    metrics: { queries: { onSite: `SELECT deviceId FROM devices WHERE tags.site = '${site}'` } },
+  })).responseBody;
+  assert.ok(cfg.etag, 'the configuration has an etag');
+  const readCfg = (await registry.getConfiguration(cfgId)).responseBody;
+  assert.equal(readCfg.systemMetrics.results.targetedCount, 2, 'both devices targeted');
+  assert.equal(readCfg.systemMetrics.results.appliedCount, 2, 'applied to both');
+  assert.equal(readCfg.metrics.results.onSite, 2, 'custom metric');
+  assert.equal((await registry.getTwin(other)).responseBody.properties.desired.firmware.version, '2.0', 'content applied');
+  await registry.removeConfiguration(cfgId);
 
   // Statistics.
   const stats = (await registry.getRegistryStatistics()).responseBody;
