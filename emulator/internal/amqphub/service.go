@@ -127,11 +127,15 @@ func (cs *connState) serviceC2D(ctx context.Context, m *amqp.Message) amqp1.Outc
 			msgID, _ = textOf(p.MessageID)
 		}
 	}
+	var expiry time.Time
+	if p := m.Properties; p != nil && p.AbsoluteExpiryTime != nil {
+		expiry = *p.AbsoluteExpiryTime
+	}
 	a, err := parseAddress(to)
 	if err != nil || a.kind != nodeC2D || a.moduleID != "" {
 		return rejected(amqp1.ErrCondInvalidField, "to must be /devices/{id}/messages/devicebound")
 	}
-	sm := core.ServiceC2D{MessageID: msgID, Body: bodyOf(m), Properties: map[string]string{}}
+	sm := core.ServiceC2D{MessageID: msgID, Body: bodyOf(m), Properties: map[string]string{}, Expiry: expiry}
 	for k, v := range m.ApplicationProperties {
 		if strings.EqualFold(k, propAck) {
 			sm.Ack, _ = textOf(v)

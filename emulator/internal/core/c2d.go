@@ -46,6 +46,7 @@ type c2dMsg struct {
 	deliveries int
 	ack        string    // feedback asked by the service: "", "positive", "negative", "full"
 	enqueued   time.Time // when it was queued (feedback records)
+	expiry     time.Time // absolute-expiry-time; zero: none
 }
 
 // C2DMessage is a cloud-to-device message handed to a front-end.
@@ -76,10 +77,10 @@ func (c *Core) SendCloudToDevice(ctx context.Context, id string, body []byte, pr
 // lock token, C2DMessage.MessageID), so that the caller can follow its
 // settlement. Errors are those of SendCloudToDevice.
 func (c *Core) QueueC2D(ctx context.Context, id string, body []byte, props map[string]string) (string, error) {
-	return c.queueC2D(ctx, id, body, props, "", "")
+	return c.queueC2D(ctx, id, body, props, "", "", time.Time{})
 }
 
-func (c *Core) queueC2D(ctx context.Context, id string, body []byte, props map[string]string, msgID, ack string) (string, error) {
+func (c *Core) queueC2D(ctx context.Context, id string, body []byte, props map[string]string, msgID, ack string, expiry time.Time) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
@@ -94,7 +95,7 @@ func (c *Core) queueC2D(ctx context.Context, id string, body []byte, props map[s
 	if msgID == "" {
 		msgID = NewUUID()
 	}
-	m := &c2dMsg{id: msgID, body: slices.Clone(body), props: maps.Clone(props), ack: ack, enqueued: c.now()}
+	m := &c2dMsg{id: msgID, body: slices.Clone(body), props: maps.Clone(props), ack: ack, enqueued: c.now(), expiry: expiry}
 	if m.props == nil {
 		m.props = map[string]string{}
 	}
@@ -104,11 +105,14 @@ func (c *Core) queueC2D(ctx context.Context, id string, body []byte, props map[s
 		c.mu.Unlock()
 		return "", err
 	}
+	expired := c.expireLocked(d) // expired messages make room, as in IoT Hub
 	if slices.ContainsFunc(d.c2d, func(x *c2dMsg) bool { return x.id == m.id }) {
+		c.stageLocked(expired...)
 		c.mu.Unlock()
 		return "", fmt.Errorf("%w: device %q already has a queued message %q", ErrConflict, id, m.id)
 	}
 	if len(d.c2d) >= MaxC2DQueue {
+		c.stageLocked(expired...)
 		c.mu.Unlock()
 		return "", fmt.Errorf("%w: device %q has %d messages pending", ErrQueueFull, id, MaxC2DQueue)
 	}
@@ -118,7 +122,7 @@ func (c *Core) queueC2D(ctx context.Context, id string, body []byte, props map[s
 	l := d.link
 	var staged <-chan error
 	if c.durable() {
-		staged = c.stageLocked(c2dChange(id, m))
+		staged = c.stageLocked(append(expired, c2dChange(id, m))...)
 	}
 	c.mu.Unlock()
 	if err := await(ctx, staged); err != nil {
@@ -147,6 +151,10 @@ func (c *Core) NextC2D(id string, l Link) (C2DMessage, bool) {
 	d, ok := c.devices[id]
 	if !ok || d.link != l {
 		return C2DMessage{}, false
+	}
+	if expired := c.expireLocked(d); len(expired) > 0 {
+		c.stageLocked(expired...) // not waited for: nobody is answered
+		c.notifyLocked(id)
 	}
 	for _, m := range d.c2d {
 		if m.on != nil {

@@ -74,6 +74,7 @@ type c2dState struct {
 	Deliveries int               `json:"deliveries,omitempty"`
 	Ack        string            `json:"ack,omitempty"`
 	Enqueued   time.Time         `json:"enqueued,omitzero"`
+	Expiry     time.Time         `json:"expiry,omitzero"`
 }
 
 // loadLegacy decodes a legacy state file; it returns nil, nil when there
@@ -175,7 +176,7 @@ func (c *Core) restore(s *snapshot, path string) error {
 				return bad("device %s: bad cloud-to-device message %q", ds.ID, cs.ID)
 			}
 			d.c2dSeq++
-			m := &c2dMsg{id: cs.ID, seq: d.c2dSeq, props: map[string]string{}, body: cs.Body, deliveries: cs.Deliveries, ack: cs.Ack, enqueued: cs.Enqueued}
+			m := &c2dMsg{id: cs.ID, seq: d.c2dSeq, props: map[string]string{}, body: cs.Body, deliveries: cs.Deliveries, ack: cs.Ack, enqueued: cs.Enqueued, expiry: cs.Expiry}
 			for k, v := range cs.Properties {
 				m.props[k] = v
 			}

@@ -27,6 +27,7 @@ const (
 const (
 	FeedbackSuccess  = "Success"
 	FeedbackRejected = "Rejected"
+	FeedbackExpired  = "Expired"
 )
 
 // MaxFeedback is how many feedback records wait for the service; the
@@ -69,6 +70,10 @@ type ServiceC2D struct {
 	Body []byte
 	// Properties are the application properties.
 	Properties map[string]string
+	// Expiry, when not zero, is the message's absolute-expiry-time: a
+	// message not delivered by then is dropped (feedback Expired for a
+	// negative or full ack).
+	Expiry time.Time
 }
 
 // SendServiceC2D queues a service's cloud-to-device message for device id
@@ -84,21 +89,50 @@ func (c *Core) SendServiceC2D(ctx context.Context, id string, m ServiceC2D) (str
 	default:
 		return "", fmt.Errorf("%w: iothub-ack %q is not none, positive, negative or full", ErrInvalid, m.Ack)
 	}
-	return c.queueC2D(ctx, id, m.Body, m.Properties, m.MessageID, ack)
+	return c.queueC2D(ctx, id, m.Body, m.Properties, m.MessageID, ack, m.Expiry)
 }
 
 // feedbackLocked adds the record the service asked for when m is settled
 // with o, and returns the change that stores the feedback; c.mu held.
 func (c *Core) feedbackLocked(d *device, m *c2dMsg, o Outcome) (Change, bool) {
-	status := ""
 	switch {
 	case o == Complete && (m.ack == AckPositive || m.ack == AckFull):
-		status = FeedbackSuccess
+		c.addFeedbackLocked(d, m, FeedbackSuccess)
 	case o == Reject && (m.ack == AckNegative || m.ack == AckFull):
-		status = FeedbackRejected
+		c.addFeedbackLocked(d, m, FeedbackRejected)
 	default:
 		return Change{}, false
 	}
+	return c.feedbackChangeLocked(), true
+}
+
+// expireLocked drops the device's waiting messages whose expiry has
+// passed, with Expired feedback when asked, and returns the changes that
+// store it; c.mu held.
+func (c *Core) expireLocked(d *device) []Change {
+	now := c.now()
+	var changes []Change
+	fb := false
+	d.c2d = slices.DeleteFunc(d.c2d, func(m *c2dMsg) bool {
+		if m.on != nil || m.expiry.IsZero() || now.Before(m.expiry) {
+			return false
+		}
+		changes = append(changes, Change{Op: OpDelete, Record: Record{Kind: KindC2D, Device: d.id, Key: m.id}})
+		if m.ack == AckNegative || m.ack == AckFull {
+			c.addFeedbackLocked(d, m, FeedbackExpired)
+			fb = true
+		}
+		c.log.Info("cloud-to-device message expired", "device_id", d.id, "message_id", m.id)
+		return true
+	})
+	if fb {
+		changes = append(changes, c.feedbackChangeLocked())
+	}
+	return changes
+}
+
+// addFeedbackLocked queues a feedback record for m; c.mu held.
+func (c *Core) addFeedbackLocked(d *device, m *c2dMsg, status string) {
 	f := &c.feedback
 	f.seq++
 	f.entries = append(f.entries, feedbackEntry{Seq: f.seq, Record: FeedbackRecord{
@@ -112,7 +146,6 @@ func (c *Core) feedbackLocked(d *device, m *c2dMsg, o Outcome) (Change, bool) {
 	case f.wake <- struct{}{}:
 	default:
 	}
-	return c.feedbackChangeLocked(), true
 }
 
 func (c *Core) feedbackChangeLocked() Change {

@@ -149,3 +149,42 @@ func TestServiceStateIsStored(t *testing.T) {
 		t.Fatalf("cancel after restart %+v: %v", j, err)
 	}
 }
+
+// TestServiceC2DExpiry: a message past its absolute-expiry-time is not
+// delivered and gives Expired feedback to a negative or full ack.
+func TestServiceC2DExpiry(t *testing.T) {
+	ctx := context.Background()
+	c := core.New(core.Config{IDScope: "0ne1", HubHost: "h"})
+	defer c.Close()
+	if _, err := c.PutHubDevice("d1", true, "", core.HubDeviceSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	past := time.Now().Add(-time.Second)
+	for _, m := range []core.ServiceC2D{
+		{MessageID: "old-full", Ack: "full", Expiry: past},
+		{MessageID: "old-none", Expiry: past},
+		{MessageID: "fresh", Ack: "full", Expiry: time.Now().Add(time.Hour)},
+	} {
+		if _, err := c.SendServiceC2D(ctx, "d1", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, _, err := c.Connect("d1", core.HubAuth{}, link{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := s.NextC2D()
+	if !ok || m.MessageID != "fresh" {
+		t.Fatalf("delivered %+v %v, want only the fresh message", m, ok)
+	}
+	if _, ok := s.NextC2D(); ok {
+		t.Fatal("an expired message was delivered")
+	}
+	recs := c.TakeFeedback(10)
+	if len(recs) != 1 || recs[0].OriginalMessageID != "old-full" || recs[0].StatusCode != core.FeedbackExpired {
+		t.Fatalf("feedback %+v", recs)
+	}
+	if n := c.PendingC2D("d1"); n != 1 {
+		t.Fatalf("%d messages pending, want the fresh one", n)
+	}
+}
