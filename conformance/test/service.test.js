@@ -169,7 +169,7 @@ for (const tr of h.TRANSPORTS) {
 }
 
 for (const tr of h.TRANSPORTS) {
-  test(`${tr.prefix}scenario 10: service SDK cloud-to-device with ack 'full' and its feedback record`, { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
+  test(`${tr.prefix}scenario 10: service SDK cloud-to-device with ack 'full' and its feedback record, an expired message`, { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
     const registry = Registry.fromConnectionString(serviceConnectionString('iothubowner'));
     const deviceId = h.uniqueId('conf-svcc');
     const created = (await registry.create({ deviceId })).responseBody;
@@ -182,9 +182,11 @@ for (const tr of h.TRANSPORTS) {
       await registry.delete(deviceId).catch(() => {});
     });
     client = await h.openSasClient({ tr, deviceId, hub: info.hubHost, key: created.authentication.symmetricKey.primaryKey });
+    const delivered = [];
     const received = new Promise((resolve) => {
       client.on('message', (msg) => {
         client.complete(msg).catch(() => {});
+        delivered.push(msg.messageId);
         resolve(msg);
       });
     });
@@ -193,14 +195,20 @@ for (const tr of h.TRANSPORTS) {
     await service.open();
     const receiver = (await service.getFeedbackReceiver()).result;
     const messageId = h.uniqueId('msg');
-    const feedback = new Promise((resolve) => {
-      receiver.on('message', (m) => {
-        const records = JSON.parse(m.data.toString());
-        receiver.complete(m, () => {});
-        const mine = records.find((r) => r.originalMessageId === messageId);
-        if (mine) resolve(mine);
-      });
+    const expiredId = h.uniqueId('msg-exp');
+    const records = [];
+    const waiting = [];
+    receiver.on('message', (m) => {
+      records.push(...JSON.parse(m.data.toString()));
+      receiver.complete(m, () => {});
+      waiting.forEach((w) => w());
     });
+    const recordOf = (id) => new Promise((resolve) => {
+      const check = () => { const r = records.find((x) => x.originalMessageId === id); if (r) resolve(r); };
+      waiting.push(check);
+      check();
+    });
+    const feedback = recordOf(messageId);
 
     const msg = new Message(JSON.stringify({ hello: tr.id }));
     msg.messageId = messageId;
@@ -217,6 +225,16 @@ for (const tr of h.TRANSPORTS) {
     assert.equal(rec.statusCode, 'Success', 'completed by the device: Success');
     assert.equal(rec.deviceId, deviceId);
     assert.ok(rec.enqueuedTimeUtc, 'feedback time');
+
+    // A message already past its expiry time is not delivered; its negative ack gives Expired.
+    const stale = new Message('too late');
+    stale.messageId = expiredId;
+    stale.ack = 'negative';
+    stale.expiryTimeUtc = Date.now() - 1000;
+    await service.send(deviceId, stale);
+    const exp = await h.withTimeout(recordOf(expiredId), h.WAIT_MS, 'the Expired feedback record');
+    assert.equal(exp.statusCode, 'Expired', 'an expired message: Expired');
+    assert.deepEqual(delivered, [messageId], 'the expired message never reached the device');
   });
 }
 
