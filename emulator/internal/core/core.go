@@ -368,6 +368,9 @@ type device struct {
 	tagsVersion              int64          // grows with each tags change (part of the twin etag)
 	statusReason             string         // why the device is disabled, as the registry shows it
 	thumbprints              []string       // selfSigned X.509 device: accepted leaf thumbprints (upper-case hex)
+	edge                     bool           // capabilities.iotEdge
+	deviceScope              string         // IoT Edge device scope, as the service set it
+	parentScopes             []string       // IoT Edge parent scopes, as the service set them
 }
 
 func newDevice(id string, now time.Time) *device {

@@ -64,6 +64,9 @@ type deviceState struct {
 	TagsVersion  int64          `json:"tagsVersion,omitempty"`
 	StatusReason string         `json:"statusReason,omitempty"`
 	Thumbprints  []string       `json:"thumbprints,omitempty"`
+	IotEdge      bool           `json:"iotEdge,omitempty"`
+	DeviceScope  string         `json:"deviceScope,omitempty"`
+	ParentScopes []string       `json:"parentScopes,omitempty"`
 }
 
 type c2dState struct {
@@ -141,7 +144,7 @@ func (c *Core) restore(s *snapshot, path string) error {
 			groupID: ds.GroupID, indivKeys: ds.IndividualKeys, groupKeys: ds.GroupKeys,
 			created: ds.Created, lastActivity: ds.LastActivity, telemetry: map[string]map[string]TelemetryValue{},
 			version: ds.Version, tags: ds.Tags, tagsVersion: ds.TagsVersion, statusReason: ds.StatusReason,
-			thumbprints: ds.Thumbprints,
+			thumbprints: ds.Thumbprints, edge: ds.IotEdge, deviceScope: ds.DeviceScope, parentScopes: ds.ParentScopes,
 		}
 		if d.displayName == "" {
 			d.displayName = d.id

@@ -182,6 +182,11 @@ type HubDevice struct {
 	StatusReason string
 	// Thumbprints are those of a selfSigned device (upper-case hex).
 	Thumbprints []string
+	// IotEdge, DeviceScope and ParentScopes are stored and shown (the
+	// emulator runs no IoT Edge runtime).
+	IotEdge      bool
+	DeviceScope  string
+	ParentScopes []string
 }
 
 // HubDeviceSpec is what a registry PUT sets.
@@ -201,6 +206,11 @@ type HubDeviceSpec struct {
 	// device: it connects with a chain ending in one of Config.TrustedCAs
 	// whose leaf CN is its id.
 	CertificateAuthority bool
+	// IotEdge, DeviceScope and ParentScopes (at most 1, IoT Hub's limit
+	// for a device) are stored and returned as given.
+	IotEdge      bool
+	DeviceScope  string
+	ParentScopes []string
 }
 
 // HubAuthType is how a registry device authenticates, as IoT Hub names it.
@@ -262,7 +272,7 @@ func etagMatches(ifMatch, cur string) bool {
 
 func (c *Core) hubDeviceLocked(d *device) HubDevice {
 	return HubDevice{Device: d.public(), ETag: ETagOf(d.version), Generation: d.version, StatusReason: d.statusReason,
-		Thumbprints: slices.Clone(d.thumbprints)}
+		Thumbprints: slices.Clone(d.thumbprints), IotEdge: d.edge, DeviceScope: d.deviceScope, ParentScopes: slices.Clone(d.parentScopes)}
 }
 
 // HubDevice returns the registry view of a device, or ErrNotFound.
@@ -317,6 +327,9 @@ func (c *Core) PutHubDevice(id string, create bool, ifMatch string, spec HubDevi
 	}
 	if len(tps) > 2 {
 		return HubDevice{}, fmt.Errorf("%w: at most 2 thumbprints", ErrInvalid)
+	}
+	if len(spec.ParentScopes) > 1 {
+		return HubDevice{}, fmt.Errorf("%w: a device has at most 1 parent scope", ErrInvalid)
 	}
 	if (len(tps) > 0 || spec.CertificateAuthority) && (spec.PrimaryKey != "" || spec.SecondaryKey != "") ||
 		len(tps) > 0 && spec.CertificateAuthority {
@@ -374,6 +387,7 @@ func (c *Core) PutHubDevice(id string, create bool, ifMatch string, spec HubDevi
 		}
 	}
 	d.statusReason = spec.StatusReason
+	d.edge, d.deviceScope, d.parentScopes = spec.IotEdge, spec.DeviceScope, slices.Clone(spec.ParentScopes)
 	out := c.hubDeviceLocked(d)
 	staged := c.stageDeviceLocked(d)
 	c.mu.Unlock()

@@ -106,7 +106,7 @@ func (c *Core) deviceChangeLocked(d *device) Change {
 		GroupID: d.groupID, Attestation: AttestationSymmetricKey, IndividualKeys: d.indivKeys, GroupKeys: d.groupKeys,
 		Created: d.created, LastActivity: d.lastActivity, Desired: d.desired.State(), Reported: d.reported.State(),
 		Version: d.version, Tags: d.tags, TagsVersion: d.tagsVersion, StatusReason: d.statusReason,
-		Thumbprints: d.thumbprints,
+		Thumbprints: d.thumbprints, IotEdge: d.edge, DeviceScope: d.deviceScope, ParentScopes: d.parentScopes,
 	}
 	if d.x509 {
 		ds.Attestation = AttestationX509

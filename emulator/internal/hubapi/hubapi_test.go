@@ -249,6 +249,19 @@ func TestRegistryCRUDWithETags(t *testing.T) {
 			t.Fatalf("bad body %v: %d %s", b, r.status, r.body)
 		}
 	}
+	// IoT Edge: capabilities and scopes stored and returned; two parents refused.
+	edge := map[string]any{"capabilities": map[string]any{"iotEdge": true}, "deviceScope": "ms-azure-iot-edge://edge1-1", "parentScopes": []string{"ms-azure-iot-edge://gw-2"}}
+	r = e.do("PUT", "/devices/edge1", "iothubowner", edge)
+	got := r.json(t)
+	if r.status != 200 || got["capabilities"].(map[string]any)["iotEdge"] != true || got["deviceScope"] != "ms-azure-iot-edge://edge1-1" || got["parentScopes"].([]any)[0] != "ms-azure-iot-edge://gw-2" {
+		t.Fatalf("edge device: %d %s", r.status, r.body)
+	}
+	edge["parentScopes"] = []string{"a", "b"}
+	if r := e.do("PUT", "/devices/edge2", "iothubowner", edge); r.status != 400 {
+		t.Fatalf("two parent scopes: %d", r.status)
+	}
+	e.do("DELETE", "/devices/edge1", "iothubowner", nil)
+
 	// List, statistics, delete with "*".
 	e.do("PUT", "/devices/d3", "iothubowner", map[string]any{})
 	r = e.do("GET", "/devices", "registryRead", nil)

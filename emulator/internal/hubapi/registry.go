@@ -70,8 +70,17 @@ func deviceJSON(d core.HubDevice) map[string]any {
 		"lastActivityTime":           timeOrZero(d.LastActivity),
 		"cloudToDeviceMessageCount":  0,
 		"authentication":             auth,
-		"capabilities":               map[string]any{"iotEdge": false},
+		"capabilities":               map[string]any{"iotEdge": d.IotEdge},
+		"deviceScope":                d.DeviceScope,
+		"parentScopes":               orEmpty(d.ParentScopes),
 	}
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // deviceBody is a registry PUT body (the fields the emulator uses).
@@ -93,6 +102,8 @@ type deviceBody struct {
 	Capabilities *struct {
 		IotEdge bool `json:"iotEdge"`
 	} `json:"capabilities"`
+	DeviceScope  string   `json:"deviceScope"`
+	ParentScopes []string `json:"parentScopes"`
 }
 
 func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) error {
@@ -166,9 +177,8 @@ func specOf(b deviceBody) (core.HubDeviceSpec, error) {
 		return spec, fmt.Errorf("%w: status %q is neither enabled nor disabled", errBadRequest, b.Status)
 	}
 	spec.StatusReason = b.StatusReason
-	if b.Capabilities != nil && b.Capabilities.IotEdge {
-		return spec, fmt.Errorf("%w: IoT Edge devices are not supported by the emulator", errBadRequest)
-	}
+	spec.IotEdge = b.Capabilities != nil && b.Capabilities.IotEdge
+	spec.DeviceScope, spec.ParentScopes = b.DeviceScope, b.ParentScopes
 	if a := b.Authentication; a != nil {
 		var tps []string
 		if x := a.X509Thumbprint; x != nil {
