@@ -39,12 +39,18 @@ const metaFeedback = "feedback"
 
 // FeedbackRecord is one record of IoT Hub's feedback JSON.
 type FeedbackRecord struct {
-	OriginalMessageID  string    `json:"originalMessageId"`
-	Description        string    `json:"description"`
-	StatusCode         string    `json:"statusCode"`
-	DeviceGenerationID string    `json:"deviceGenerationId"`
-	DeviceID           string    `json:"deviceId"`
-	EnqueuedTimeUTC    time.Time `json:"enqueuedTimeUtc"`
+	// OriginalMessageID is the settled message's id.
+	OriginalMessageID string `json:"originalMessageId"`
+	// Description repeats StatusCode, as IoT Hub's records do.
+	Description string `json:"description"`
+	// StatusCode is FeedbackSuccess, FeedbackRejected or FeedbackExpired.
+	StatusCode string `json:"statusCode"`
+	// DeviceGenerationID identifies the device's incarnation (its creation time).
+	DeviceGenerationID string `json:"deviceGenerationId"`
+	// DeviceID is the device.
+	DeviceID string `json:"deviceId"`
+	// EnqueuedTimeUTC is when the record was made.
+	EnqueuedTimeUTC time.Time `json:"enqueuedTimeUtc"`
 }
 
 type feedbackEntry struct {

@@ -43,20 +43,27 @@ const (
 
 // JobMethod is the direct method of a scheduleDeviceMethod job.
 type JobMethod struct {
-	Name                     string          `json:"methodName"`
-	Payload                  json.RawMessage `json:"payload,omitempty"`
-	ResponseTimeoutInSeconds int             `json:"responseTimeoutInSeconds,omitempty"`
-	ConnectTimeoutInSeconds  int             `json:"connectTimeoutInSeconds,omitempty"`
+	// Name is the method name (required).
+	Name string `json:"methodName"`
+	// Payload is the JSON request; empty sends null.
+	Payload json.RawMessage `json:"payload,omitempty"`
+	// ResponseTimeoutInSeconds bounds each device's answer (0: 30 s, at
+	// most 300); ConnectTimeoutInSeconds waits for an offline device (0: none).
+	ResponseTimeoutInSeconds int `json:"responseTimeoutInSeconds,omitempty"`
+	ConnectTimeoutInSeconds  int `json:"connectTimeoutInSeconds,omitempty"`
 }
 
 // JobTwin is the twin change of a scheduleUpdateTwin job (merge patches).
 type JobTwin struct {
+	// Tags and Desired are merged into each device's twin (null removes).
 	Tags    map[string]any `json:"tags,omitempty"`
 	Desired map[string]any `json:"desired,omitempty"`
 }
 
 // JobStats are IoT Hub's deviceJobStatistics.
 type JobStats struct {
+	// DeviceCount is the number of devices selected; the others count
+	// them by state.
 	DeviceCount    int `json:"deviceCount"`
 	FailedCount    int `json:"failedCount"`
 	SucceededCount int `json:"succeededCount"`
@@ -66,19 +73,27 @@ type JobStats struct {
 
 // Job is a scheduled job and its state.
 type Job struct {
-	ID             string     `json:"jobId"`
-	Type           string     `json:"type"`
-	QueryCondition string     `json:"queryCondition"`
-	DeviceIDs      []string   `json:"deviceIds"` // the devices the condition selected at creation
-	Method         *JobMethod `json:"method,omitempty"`
-	Twin           *JobTwin   `json:"twin,omitempty"`
-	Start          time.Time  `json:"startTime"`
-	MaxExecution   int        `json:"maxExecutionTimeInSeconds"`
-	Created        time.Time  `json:"createdTime"`
-	End            time.Time  `json:"endTime,omitzero"`
-	Status         string     `json:"status"`
-	FailureReason  string     `json:"failureReason,omitempty"`
-	Stats          JobStats   `json:"deviceJobStatistics"`
+	// ID names the job (as device ids); Type is JobTypeMethod or JobTypeTwin.
+	ID   string `json:"jobId"`
+	Type string `json:"type"`
+	// QueryCondition is the WHERE clause as the service gave it (shown only).
+	QueryCondition string `json:"queryCondition"`
+	// DeviceIDs are the devices the condition selected at creation.
+	DeviceIDs []string `json:"deviceIds"`
+	// Method or Twin is what the job does, by Type.
+	Method *JobMethod `json:"method,omitempty"`
+	Twin   *JobTwin   `json:"twin,omitempty"`
+	// Start is when it runs (zero or past: now); MaxExecution bounds the
+	// run in seconds (0: DefaultJobMaxExecution).
+	Start        time.Time `json:"startTime"`
+	MaxExecution int       `json:"maxExecutionTimeInSeconds"`
+	// Created and End (zero until it ends) are set by the core.
+	Created time.Time `json:"createdTime"`
+	End     time.Time `json:"endTime,omitzero"`
+	// Status is one of the Job* statuses; FailureReason says why it failed.
+	Status        string   `json:"status"`
+	FailureReason string   `json:"failureReason,omitempty"`
+	Stats         JobStats `json:"deviceJobStatistics"`
 }
 
 type jobState struct {
