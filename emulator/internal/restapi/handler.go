@@ -386,6 +386,31 @@ func publicMessage(msg string) string {
 // nextLink when more items follow. The page is chosen by the $skiptoken
 // query parameter (an offset the previous nextLink carried).
 func page[T any](h *handler, w http.ResponseWriter, r *http.Request, items []T, err error) {
+	if err == nil {
+		_, err = parseOData(r.URL.Query(), nil) // this list takes no OData options
+	}
+	pageOf(h, w, r, items, h.pageSize, err)
+}
+
+// odataPage answers one page of a list that supports the OData options of
+// s: $filter and $orderby applied to items, $top as the page size.
+func odataPage[T any](h *handler, w http.ResponseWriter, r *http.Request, s *odataSchema, items []T, get func(T) fieldGetter, err error) {
+	var q odataQuery
+	if err == nil {
+		q, err = parseOData(r.URL.Query(), s)
+	}
+	size := h.pageSize
+	if err == nil {
+		items = applyOData(q, items, get)
+		if q.top > 0 {
+			size = q.top
+		}
+	}
+	pageOf(h, w, r, items, size, err)
+}
+
+// pageOf answers the page of items chosen by $skiptoken, size items long.
+func pageOf[T any](h *handler, w http.ResponseWriter, r *http.Request, items []T, size int, err error) {
 	if err != nil {
 		h.failErr(w, r, err)
 		return
@@ -399,7 +424,7 @@ func page[T any](h *handler, w http.ResponseWriter, r *http.Request, items []T, 
 		}
 		start = min(n, len(items))
 	}
-	end := min(start+h.pageSize, len(items))
+	end := min(start+size, len(items))
 	out := pagedList[T]{Value: items[start:end]}
 	if out.Value == nil {
 		out.Value = []T{}

@@ -25,12 +25,62 @@ func (h *handler) listDevices(w http.ResponseWriter, r *http.Request) {
 	for i := range ds {
 		ds[i] = h.deviceWithEtag(ds[i])
 	}
-	page(h, w, r, ds, err)
+	odataPage(h, w, r, &deviceOData, ds, deviceFields, err)
 }
 
 func (h *handler) getDevice(w http.ResponseWriter, r *http.Request) {
 	d, err := h.b.GetDevice(r.Context(), r.PathValue("id"))
 	h.respond(w, r, http.StatusOK, h.deviceWithEtag(d), err)
+}
+
+// deviceFields are the $filter fields of a device (see deviceOData).
+func deviceFields(d Device) fieldGetter {
+	return func(f string) any {
+		switch f {
+		case "id":
+			return d.ID
+		case "displayname":
+			return d.DisplayName
+		case "enabled":
+			return d.Enabled
+		case "provisioned":
+			return d.Provisioned
+		case "simulated":
+			return d.Simulated
+		case "template":
+			if d.Template == "" {
+				return nil
+			}
+			return d.Template
+		case "scopes":
+			return slices.Clone(d.Organizations)
+		}
+		return nil
+	}
+}
+
+// templateFields are the $filter fields of a device template (see
+// templateOData).
+func templateFields(doc map[string]any) fieldGetter {
+	return func(f string) any {
+		var v any
+		switch f {
+		case "@id":
+			v = doc["@id"]
+		case "displayname":
+			v = doc["displayName"]
+			if m, ok := v.(map[string]any); ok { // a localized display name: its "en" text
+				v = m["en"]
+			}
+		case "capabilitymodelid":
+			cm, _ := doc["capabilityModel"].(map[string]any)
+			v = cm["@id"]
+		}
+		if s, ok := v.(string); ok {
+			return s
+		}
+		return nil
+	}
 }
 
 // parseDeviceBody decodes a device PUT or PATCH body. For PUT (full) the
@@ -257,10 +307,15 @@ func templateWithEtag(doc map[string]any) map[string]any {
 
 func (h *handler) listTemplates(w http.ResponseWriter, r *http.Request) {
 	ts, err := h.b.ListTemplates(r.Context())
+	slices.SortFunc(ts, func(a, b map[string]any) int {
+		as, _ := a["@id"].(string)
+		bs, _ := b["@id"].(string)
+		return strings.Compare(as, bs)
+	})
 	for i := range ts {
 		ts[i] = templateWithEtag(ts[i])
 	}
-	page(h, w, r, ts, err)
+	odataPage(h, w, r, &templateOData, ts, templateFields, err)
 }
 
 func (h *handler) getTemplate(w http.ResponseWriter, r *http.Request) {
