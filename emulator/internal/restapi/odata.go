@@ -458,12 +458,12 @@ type literalNode struct {
 	k odataKind
 }
 
-func (n literalNode) kind() odataKind     { return n.k }
+func (n literalNode) kind() odataKind      { return n.k }
 func (n literalNode) eval(fieldGetter) any { return n.v }
 
 type nullNode struct{}
 
-func (nullNode) kind() odataKind     { return odataString }
+func (nullNode) kind() odataKind      { return odataString }
 func (nullNode) eval(fieldGetter) any { return nil }
 
 type fieldNode struct {

@@ -113,11 +113,11 @@ func TestODataRefusals(t *testing.T) {
 		"/api/devices?$top=101",
 		"/api/devices?$top=x",
 		"/api/devices?$top=1&$top=2",
-		"/api/devices?$orderby=id",                          // only displayName
+		"/api/devices?$orderby=id", // only displayName
 		"/api/devices?$orderby=" + url.QueryEscape("displayName up"),
-		"/api/devices?$filter=" + url.QueryEscape("color eq 'red'"), // not a filterable field
-		"/api/devices?$filter=" + url.QueryEscape("enabled eq 'yes'"), // types differ
-		"/api/devices?$filter=" + url.QueryEscape("enabled gt false"), // booleans: eq, ne only
+		"/api/devices?$filter=" + url.QueryEscape("color eq 'red'"),               // not a filterable field
+		"/api/devices?$filter=" + url.QueryEscape("enabled eq 'yes'"),             // types differ
+		"/api/devices?$filter=" + url.QueryEscape("enabled gt false"),             // booleans: eq, ne only
 		"/api/devices?$filter=" + url.QueryEscape("startswith(displayName, 'P')"), // not listed for devices
 		"/api/devices?$filter=" + url.QueryEscape("displayName eq 'unterminated"),
 		"/api/devices?$filter=" + url.QueryEscape("displayName eq"),
