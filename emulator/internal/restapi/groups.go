@@ -84,13 +84,24 @@ func thumbprint(s string) string {
 }
 
 func (h *handler) putGroup(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
 	body, err := readBody(w, r)
 	var g EnrollmentGroup
+	var bodyEtag string
 	if err == nil {
-		g, err = parseEnrollmentGroup(body, r.PathValue("id"))
+		var e struct {
+			Etag string `json:"etag"`
+		}
+		_ = json.Unmarshal(body, &e) // a body that is not JSON fails below
+		bodyEtag = e.Etag
+		g, err = parseEnrollmentGroup(body, id)
 	}
 	if err == nil {
-		g, err = h.b.PutEnrollmentGroup(r.Context(), g)
+		err = h.guard(r, bodyEtag, func() error { return h.groupEtagCheck(r, id, bodyEtag) }, func() error {
+			var perr error
+			g, perr = h.b.PutEnrollmentGroup(r.Context(), g)
+			return perr
+		})
 	}
 	h.respond(w, r, http.StatusOK, h.groupView(r, g), err)
 }

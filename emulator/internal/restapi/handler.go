@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -69,6 +70,7 @@ type handler struct {
 	pageSize    int
 	log         *slog.Logger
 	mux         *http.ServeMux
+	condMu      sync.Mutex // held by conditional writes (If-Match, body etag); see guard
 }
 
 type route struct {
@@ -223,6 +225,8 @@ func (h *handler) failErr(w http.ResponseWriter, r *http.Request, err error) {
 		h.fail(w, r, http.StatusUnprocessableEntity, "UnprocessableEntity", err.Error())
 	case errors.Is(err, ErrBadRequest):
 		h.fail(w, r, http.StatusBadRequest, "BadRequest", err.Error())
+	case errors.Is(err, ErrPreconditionFailed):
+		h.fail(w, r, http.StatusPreconditionFailed, "PreconditionFailed", err.Error())
 	case errors.Is(err, ErrConflict):
 		h.fail(w, r, http.StatusConflict, "Conflict", err.Error())
 	case errors.Is(err, ErrDeviceOffline):
@@ -261,6 +265,11 @@ func (h *handler) reply(w http.ResponseWriter, r *http.Request, status int, v an
 // value the API refuses: 422).
 func invalidf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrValidation}, args...)...)
+}
+
+// errorf returns an error wrapping sentinel with a message.
+func errorf(sentinel error, format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{sentinel}, args...)...)
 }
 
 // badRequestf returns an error wrapping ErrBadRequest.
@@ -371,7 +380,7 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, status int, v 
 var internalPrefixes = []string{
 	"restapi: not found: ", "restapi: device not online: ", "restapi: timed out waiting for the device: ",
 	"restapi: bad request: ", "restapi: invalid input: ", "restapi: conflict: ", "restapi: device queue is full: ",
-	"restapi: payload too large: ",
+	"restapi: payload too large: ", "restapi: precondition failed: ",
 	"restapi: ", "emulator: ",
 }
 

@@ -2,6 +2,7 @@ package restapi
 
 import (
 	"crypto/x509"
+	"errors"
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
@@ -86,7 +87,8 @@ func templateFields(doc map[string]any) fieldGetter {
 // parseDeviceBody decodes a device PUT or PATCH body. For PUT (full) the
 // absent fields take IoT Central's defaults: displayName = id, no template,
 // enabled true, simulated false, no organizations.
-func parseDeviceBody(body []byte, id string, full bool) (DeviceSpec, error) {
+// It also returns the body's etag ("" when none).
+func parseDeviceBody(body []byte, id string, full bool) (DeviceSpec, string, error) {
 	var wire struct {
 		ID            *string   `json:"id"`
 		Etag          *string   `json:"etag"`
@@ -98,13 +100,13 @@ func parseDeviceBody(body []byte, id string, full bool) (DeviceSpec, error) {
 		Provisioned   *bool     `json:"provisioned"`
 	}
 	if err := decodeJSON(body, &wire); err != nil {
-		return DeviceSpec{}, asValidation(err)
+		return DeviceSpec{}, "", asValidation(err)
 	}
 	if wire.ID != nil && *wire.ID != id {
-		return DeviceSpec{}, invalidf("body id %q differs from the device id %q in the path", *wire.ID, id)
+		return DeviceSpec{}, "", invalidf("body id %q differs from the device id %q in the path", *wire.ID, id)
 	}
 	if wire.Organizations != nil && len(*wire.Organizations) > 1 {
-		return DeviceSpec{}, invalidf("a device can be in at most one organization")
+		return DeviceSpec{}, "", invalidf("a device can be in at most one organization")
 	}
 	spec := DeviceSpec{DisplayName: wire.DisplayName, Template: wire.Template, Enabled: wire.Enabled,
 		Simulated: wire.Simulated, Organizations: wire.Organizations}
@@ -128,7 +130,11 @@ func parseDeviceBody(body []byte, id string, full bool) (DeviceSpec, error) {
 			spec.Organizations = &[]string{}
 		}
 	}
-	return spec, nil
+	etag := ""
+	if wire.Etag != nil {
+		etag = *wire.Etag
+	}
+	return spec, etag, nil
 }
 
 // asValidation turns a type error of a well-formed JSON body into a 422:
@@ -167,21 +173,53 @@ func (h *handler) writeDevice(w http.ResponseWriter, r *http.Request, full bool)
 		body, err = readBody(w, r)
 	}
 	var spec DeviceSpec
+	var bodyEtag string
 	if err == nil {
-		spec, err = parseDeviceBody(body, id, full)
+		spec, bodyEtag, err = parseDeviceBody(body, id, full)
 	}
 	if err == nil && !full {
 		_, err = h.b.GetDevice(r.Context(), id) // PATCH updates an existing device only
 	}
+	if err == nil && spec.Template != nil && *spec.Template != "" {
+		err = h.checkTemplateRef(r, *spec.Template)
+	}
 	var d Device
 	if err == nil {
-		d, err = h.b.PutDevice(r.Context(), id, spec)
+		err = h.guard(r, bodyEtag, func() error { return h.deviceEtagCheck(r, id, bodyEtag) }, func() error {
+			var perr error
+			d, perr = h.b.PutDevice(r.Context(), id, spec)
+			return perr
+		})
 	}
 	h.respond(w, r, http.StatusOK, h.deviceWithEtag(d), err)
 }
 
+// deviceEtagCheck checks the preconditions of a write to device id.
+func (h *handler) deviceEtagCheck(r *http.Request, id, bodyEtag string) error {
+	cur, err := h.b.GetDevice(r.Context(), id)
+	exists := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return checkEtag(r, h.deviceWithEtag(cur).Etag, exists, bodyEtag)
+}
+
+// checkTemplateRef refuses (422) a device naming a template that does
+// not exist, as IoT Central does.
+func (h *handler) checkTemplateRef(r *http.Request, id string) error {
+	_, err := h.b.GetTemplate(r.Context(), id)
+	if errors.Is(err, ErrNotFound) {
+		return invalidf("device template %q does not exist; create it first (PUT /api/deviceTemplates/{id})", id)
+	}
+	return err
+}
+
 func (h *handler) deleteDevice(w http.ResponseWriter, r *http.Request) {
-	if err := h.b.DeleteDevice(r.Context(), r.PathValue("id")); err != nil {
+	id := r.PathValue("id")
+	err := h.guard(r, "", func() error { return h.deviceEtagCheck(r, id, "") }, func() error {
+		return h.b.DeleteDevice(r.Context(), id)
+	})
+	if err != nil {
 		h.failErr(w, r, err)
 		return
 	}
@@ -351,14 +389,33 @@ func (h *handler) putTemplate(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = checkTemplate(doc, id)
 	}
+	bodyEtag, _ := doc["etag"].(string)
 	if err == nil {
 		delete(doc, "etag")
-		doc, err = h.b.PutTemplate(r.Context(), id, doc)
+		err = h.guard(r, bodyEtag, func() error { return h.templateEtagCheck(r, id, bodyEtag) }, func() error {
+			var perr error
+			doc, perr = h.b.PutTemplate(r.Context(), id, doc)
+			return perr
+		})
 	}
 	if err == nil {
 		doc = templateWithEtag(doc)
 	}
 	h.respond(w, r, http.StatusOK, doc, err)
+}
+
+// templateEtagCheck checks the preconditions of a write to template id.
+func (h *handler) templateEtagCheck(r *http.Request, id, bodyEtag string) error {
+	cur, err := h.b.GetTemplate(r.Context(), id)
+	exists := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	etag := ""
+	if exists {
+		etag, _ = templateWithEtag(cur)["etag"].(string)
+	}
+	return checkEtag(r, etag, exists, bodyEtag)
 }
 
 // mergePatch applies an RFC 7386 JSON merge patch to target.
@@ -387,17 +444,24 @@ func (h *handler) patchTemplate(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = asValidation(decodeJSON(body, &patch))
 	}
+	bodyEtag, _ := patch["etag"].(string)
+	delete(patch, "etag")
 	var doc map[string]any
 	if err == nil {
-		doc, err = h.b.GetTemplate(r.Context(), id)
-	}
-	if err == nil {
-		delete(patch, "etag")
-		doc = mergePatch(doc, patch)
-		err = checkTemplate(doc, id)
-	}
-	if err == nil {
-		doc, err = h.b.PutTemplate(r.Context(), id, doc)
+		// Read, merge and write under the lock when conditional, so the
+		// etag checked is the one of the document merged into.
+		err = h.guard(r, bodyEtag, func() error { return h.templateEtagCheck(r, id, bodyEtag) }, func() error {
+			cur, gerr := h.b.GetTemplate(r.Context(), id)
+			if gerr != nil {
+				return gerr
+			}
+			cur = mergePatch(cur, patch)
+			if cerr := checkTemplate(cur, id); cerr != nil {
+				return cerr
+			}
+			doc, gerr = h.b.PutTemplate(r.Context(), id, cur)
+			return gerr
+		})
 	}
 	if err == nil {
 		doc = templateWithEtag(doc)
@@ -406,7 +470,11 @@ func (h *handler) patchTemplate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) deleteTemplate(w http.ResponseWriter, r *http.Request) {
-	if err := h.b.DeleteTemplate(r.Context(), r.PathValue("id")); err != nil {
+	id := r.PathValue("id")
+	err := h.guard(r, "", func() error { return h.templateEtagCheck(r, id, "") }, func() error {
+		return h.b.DeleteTemplate(r.Context(), id)
+	})
+	if err != nil {
 		h.failErr(w, r, err)
 		return
 	}
@@ -422,27 +490,45 @@ func (h *handler) patchGroup(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = asValidation(decodeJSON(body, &patch))
 	}
+	bodyEtag, _ := patch["etag"].(string)
+	delete(patch, "etag")
 	var g EnrollmentGroup
 	if err == nil {
-		g, err = h.b.GetEnrollmentGroup(r.Context(), id)
-	}
-	var merged []byte
-	if err == nil {
-		var cur map[string]any
-		b, _ := json.Marshal(g)
-		_ = json.Unmarshal(b, &cur)
-		delete(patch, "etag")
-		merged, _ = json.Marshal(mergePatch(cur, patch))
-		g, err = parseEnrollmentGroup(merged, id)
-	}
-	if err == nil {
-		g, err = h.b.PutEnrollmentGroup(r.Context(), g)
+		err = h.guard(r, bodyEtag, func() error { return h.groupEtagCheck(r, id, bodyEtag) }, func() error {
+			cur, gerr := h.b.GetEnrollmentGroup(r.Context(), id)
+			if gerr != nil {
+				return gerr
+			}
+			var m map[string]any
+			b, _ := json.Marshal(cur)
+			_ = json.Unmarshal(b, &m)
+			merged, _ := json.Marshal(mergePatch(m, patch))
+			if g, gerr = parseEnrollmentGroup(merged, id); gerr != nil {
+				return gerr
+			}
+			g, gerr = h.b.PutEnrollmentGroup(r.Context(), g)
+			return gerr
+		})
 	}
 	h.respond(w, r, http.StatusOK, h.groupView(r, g), err)
 }
 
+// groupEtagCheck checks the preconditions of a write to group id.
+func (h *handler) groupEtagCheck(r *http.Request, id, bodyEtag string) error {
+	cur, err := h.b.GetEnrollmentGroup(r.Context(), id)
+	exists := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return checkEtag(r, h.groupView(r, cur).Etag, exists, bodyEtag)
+}
+
 func (h *handler) deleteGroup(w http.ResponseWriter, r *http.Request) {
-	if err := h.b.DeleteEnrollmentGroup(r.Context(), r.PathValue("id")); err != nil {
+	id := r.PathValue("id")
+	err := h.guard(r, "", func() error { return h.groupEtagCheck(r, id, "") }, func() error {
+		return h.b.DeleteEnrollmentGroup(r.Context(), id)
+	})
+	if err != nil {
 		h.failErr(w, r, err)
 		return
 	}
