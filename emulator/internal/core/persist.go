@@ -129,7 +129,7 @@ func c2dChange(deviceID string, m *c2dMsg) Change {
 
 func groupChange(g EnrollmentGroup, order int64) Change {
 	gs := groupState{ID: g.ID, DisplayName: g.DisplayName, Enabled: g.Enabled,
-		PrimaryKey: g.PrimaryKey, SecondaryKey: g.SecondaryKey, CACertPEM: string(g.CACertPEM)}
+		PrimaryKey: g.PrimaryKey, SecondaryKey: g.SecondaryKey, CACertPEM: string(g.CACertPEM), Type: g.Type}
 	return Change{Op: OpPut, Record: Record{Kind: KindGroup, Key: g.ID, Doc: mustJSON(groupDoc{groupState: gs, Order: order})}}
 }
 

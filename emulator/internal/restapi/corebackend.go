@@ -35,6 +35,24 @@ func toRESTDevice(d core.DeviceDetails) Device {
 	}
 }
 
+// restDevice is the device as IoT Central shows it: its template is the
+// id of the device template it uses (assigned, or matched by the model id
+// the device announced, as IoT Central associates a connecting device),
+// never the model id itself; a model id no template matches leaves the
+// device unassigned (no template).
+func (b coreBackend) restDevice(dd core.DeviceDetails) Device {
+	d := toRESTDevice(dd)
+	if d.Template == "" {
+		return d
+	}
+	if m, ok := b.c.DeviceModel(dd.ID); ok {
+		d.Template = m.ID
+	} else if d.Template == dd.ModelID {
+		d.Template = ""
+	}
+	return d
+}
+
 func (b coreBackend) ListDevices(ctx context.Context) ([]Device, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -43,7 +61,7 @@ func (b coreBackend) ListDevices(ctx context.Context) ([]Device, error) {
 	out := make([]Device, 0, len(ds))
 	for _, d := range ds {
 		if dd, err := b.c.DeviceDetails(d.ID); err == nil {
-			out = append(out, toRESTDevice(dd))
+			out = append(out, b.restDevice(dd))
 		}
 	}
 	return out, nil
@@ -54,7 +72,10 @@ func (b coreBackend) GetDevice(ctx context.Context, id string) (Device, error) {
 		return Device{}, err
 	}
 	d, err := b.c.DeviceDetails(id)
-	return toRESTDevice(d), err
+	if err != nil {
+		return Device{}, err
+	}
+	return b.restDevice(d), nil
 }
 
 func (b coreBackend) DeviceCredentials(ctx context.Context, id string) (DeviceCredentials, error) {
@@ -143,7 +164,10 @@ func (b coreBackend) TelemetryHistory(ctx context.Context, id string, q Telemetr
 }
 
 func toRESTGroup(g core.EnrollmentGroup) EnrollmentGroup {
-	out := EnrollmentGroup{ID: g.ID, DisplayName: g.DisplayName, Type: "iot", Enabled: g.Enabled}
+	out := EnrollmentGroup{ID: g.ID, DisplayName: g.DisplayName, Type: g.Type, Enabled: g.Enabled}
+	if out.Type == "" {
+		out.Type = core.GroupTypeIoT
+	}
 	if !g.IsX509() {
 		out.Attestation = Attestation{
 			Type:         AttestationSymmetricKey,
@@ -203,7 +227,7 @@ func (b coreBackend) PutEnrollmentGroup(ctx context.Context, rg EnrollmentGroup)
 	if err := ctx.Err(); err != nil {
 		return EnrollmentGroup{}, err
 	}
-	g := core.EnrollmentGroup{ID: rg.ID, DisplayName: rg.DisplayName, Enabled: rg.Enabled}
+	g := core.EnrollmentGroup{ID: rg.ID, DisplayName: rg.DisplayName, Enabled: rg.Enabled, Type: rg.Type}
 	switch rg.Attestation.Type {
 	case AttestationX509:
 		sc := rg.Attestation.X509.SigningCertificates
@@ -262,7 +286,10 @@ func (b coreBackend) PutDevice(ctx context.Context, id string, s DeviceSpec) (De
 	}
 	d, _, err := b.c.PutDevice(id, core.DeviceSpec{DisplayName: s.DisplayName, Template: s.Template, Enabled: s.Enabled,
 		Simulated: s.Simulated, Organizations: s.Organizations})
-	return toRESTDevice(d), err
+	if err != nil {
+		return Device{}, err
+	}
+	return b.restDevice(d), nil
 }
 
 func (b coreBackend) DeleteDevice(ctx context.Context, id string) error {
