@@ -6,9 +6,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
 // maxDeviceIDLen is IoT Hub's limit on device ids.
@@ -257,15 +260,35 @@ func (h *handler) getAttestation(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (h *handler) putAttestation(w http.ResponseWriter, r *http.Request)   { h.writeAttestation(w, r) }
-func (h *handler) patchAttestation(w http.ResponseWriter, r *http.Request) { h.writeAttestation(w, r) }
+func (h *handler) putAttestation(w http.ResponseWriter, r *http.Request) {
+	h.writeAttestation(w, r, false)
+}
 
-func (h *handler) writeAttestation(w http.ResponseWriter, r *http.Request) {
+// patchAttestation is a merge patch: "type" may be left out (the current
+// one, else symmetricKey, applies) and a key left out keeps its value.
+func (h *handler) patchAttestation(w http.ResponseWriter, r *http.Request) {
+	h.writeAttestation(w, r, true)
+}
+
+func (h *handler) writeAttestation(w http.ResponseWriter, r *http.Request, merge bool) {
 	id := r.PathValue("id")
 	body, err := readBody(w, r)
 	var a attestationWire
 	if err == nil {
 		err = asValidation(decodeJSON(body, &a))
+	}
+	var cur SymmetricKey
+	if err == nil && merge {
+		var d Device
+		if d, err = h.b.GetDevice(r.Context(), id); err == nil && d.IndividualKeys {
+			var c DeviceCredentials
+			if c, err = h.b.DeviceCredentials(r.Context(), id); err == nil && !c.X509 {
+				cur = c.SymmetricKey
+			}
+		}
+		if err == nil && a.Type == "" {
+			a.Type = AttestationSymmetricKey
+		}
 	}
 	if err == nil {
 		switch a.Type {
@@ -281,6 +304,14 @@ func (h *handler) writeAttestation(w http.ResponseWriter, r *http.Request) {
 	var k SymmetricKey
 	if a.SymmetricKey != nil {
 		k = *a.SymmetricKey
+	}
+	if merge {
+		if k.PrimaryKey == "" {
+			k.PrimaryKey = cur.PrimaryKey
+		}
+		if k.SecondaryKey == "" {
+			k.SecondaryKey = cur.SecondaryKey
+		}
 	}
 	if err == nil {
 		for _, key := range []string{k.PrimaryKey, k.SecondaryKey} {
@@ -309,17 +340,67 @@ func (h *handler) deleteAttestation(w http.ResponseWriter, r *http.Request) {
 type componentEntry struct {
 	Type        string `json:"@type"`
 	Name        string `json:"name"`
-	DisplayName string `json:"displayName"`
+	DisplayName any    `json:"displayName"`
+	Description any    `json:"description,omitempty"`
 }
 
 func (h *handler) listComponents(w http.ResponseWriter, r *http.Request) {
-	names, err := h.b.DeviceComponents(r.Context(), r.PathValue("id"))
+	id := r.PathValue("id")
+	names, err := h.b.DeviceComponents(r.Context(), id)
+	if err != nil {
+		h.failErr(w, r, err)
+		return
+	}
 	slices.Sort(names)
+	defs := h.templateComponents(r, id)
 	out := make([]componentEntry, len(names))
 	for i, n := range names {
 		out[i] = componentEntry{Type: "Component", Name: n, DisplayName: n}
+		if d, ok := defs[n]; ok {
+			if d["displayName"] != nil {
+				out[i].DisplayName = d["displayName"]
+			}
+			out[i].Description = d["description"]
+		}
 	}
-	h.respond(w, r, http.StatusOK, listOf(out), err)
+	h.reply(w, r, http.StatusOK, listOf(out))
+}
+
+// templateComponents returns the Component entries of the device's
+// template by name (nil when it has no template or the template cannot
+// be read: the list then shows names only).
+func (h *handler) templateComponents(r *http.Request, id string) map[string]map[string]any {
+	d, err := h.b.GetDevice(r.Context(), id)
+	if err != nil || d.Template == "" {
+		return nil
+	}
+	doc, err := h.b.GetTemplate(r.Context(), d.Template)
+	if err != nil {
+		return nil
+	}
+	cm, _ := doc["capabilityModel"].(map[string]any)
+	contents, _ := cm["contents"].([]any)
+	out := map[string]map[string]any{}
+	for _, c := range contents {
+		e, _ := c.(map[string]any)
+		name, _ := e["name"].(string)
+		if name != "" && hasJSONType(e["@type"], "Component") {
+			out[name] = e
+		}
+	}
+	return out
+}
+
+// hasJSONType reports whether a DTDL @type (a string or an array of
+// strings) holds t.
+func hasJSONType(v any, t string) bool {
+	switch x := v.(type) {
+	case string:
+		return x == t
+	case []any:
+		return slices.Contains(x, any(t))
+	}
+	return false
 }
 
 func (h *handler) getCommandHistory(w http.ResponseWriter, r *http.Request) {
@@ -364,8 +445,21 @@ func (h *handler) getTemplate(w http.ResponseWriter, r *http.Request) {
 	h.respond(w, r, http.StatusOK, t, err)
 }
 
-// checkTemplate checks the required members of a device template body.
+// templateIDPattern is a DTMI whose version is optional: IoT Central's
+// own template ids ("dtmi:modelDefinition:spzeut3n:n2lteu39u6") have none.
+var templateIDPattern = regexp.MustCompile(`^dtmi:[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?(?::[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?)*(?:;[1-9][0-9]{0,8})?$`)
+
+// maxTemplateIDLen bounds a device template id (the core's limit).
+const maxTemplateIDLen = 1024
+
+// checkTemplate checks the id and the required members of a device
+// template body, as IoT Central validates them (422 otherwise): the id is
+// a DTMI (version optional), @type a non-empty array, capabilityModel a
+// non-empty object whose @id, when present, is a versioned DTMI.
 func checkTemplate(doc map[string]any, id string) error {
+	if len(id) > maxTemplateIDLen || !templateIDPattern.MatchString(id) {
+		return invalidf("device template id %q is not a DTMI such as dtmi:contoso:thermostat;1", id)
+	}
 	if v, ok := doc["@id"]; ok && v != id {
 		return invalidf("body @id %v differs from the template id %q in the path", v, id)
 	}
@@ -373,8 +467,14 @@ func checkTemplate(doc map[string]any, id string) error {
 	if !ok || len(types) == 0 {
 		return invalidf("@type is required: a non-empty array such as [\"ModelDefinition\",\"DeviceModel\"]")
 	}
-	if _, ok := doc["capabilityModel"].(map[string]any); !ok {
-		return invalidf("capabilityModel is required: a DTDL interface object")
+	cm, ok := doc["capabilityModel"].(map[string]any)
+	if !ok || len(cm) == 0 {
+		return invalidf("capabilityModel is required: a non-empty DTDL interface object")
+	}
+	if v, ok := cm["@id"]; ok {
+		if s, _ := v.(string); !core.ValidDTMI(s) {
+			return invalidf("capabilityModel @id %v is not a DTMI such as dtmi:contoso:Thermostat;1", v)
+		}
 	}
 	return nil
 }
@@ -591,6 +691,7 @@ func (h *handler) putGroupCert(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = asValidation(decodeJSON(body, &c))
 	}
+	c.Certificate = normalizeCertificate(c.Certificate)
 	if err == nil && c.Certificate == "" {
 		err = invalidf("certificate (PEM) is required")
 	}
@@ -656,7 +757,7 @@ func (h *handler) verifyGroupCert(w http.ResponseWriter, r *http.Request) {
 		ca, err = parseFirstCert(entryOf(&g, entry).Certificate, "the group's "+entry+" certificate")
 	}
 	if err == nil {
-		leaf, err = parseFirstCert(v.Certificate, "the verification certificate")
+		leaf, err = parseFirstCert(normalizeCertificate(v.Certificate), "the verification certificate")
 	}
 	if err == nil && leaf.CheckSignatureFrom(ca) != nil {
 		err = invalidf("the verification certificate is not signed by the group's %s certificate", entry)
