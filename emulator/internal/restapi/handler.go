@@ -99,19 +99,28 @@ func New(b Backend, o Options) http.Handler {
 		{"/api/devices/{id}/components/{c}/properties", map[string]http.HandlerFunc{"GET": h.getProperties, "PATCH": h.patchProperties, "PUT": h.putProperties}},
 		{"/api/devices/{id}/commands/{name}", map[string]http.HandlerFunc{"GET": h.getCommandHistory, "POST": h.postCommand}},
 		{"/api/devices/{id}/components/{c}/commands/{name}", map[string]http.HandlerFunc{"GET": h.getCommandHistory, "POST": h.postCommand}},
-		{"/api/devices/{id}/messages", map[string]http.HandlerFunc{"POST": h.postMessage}},
-		{"/api/devices/{id}/telemetry", map[string]http.HandlerFunc{"GET": h.getTelemetryHistory}},
+		// Moved to /api/emulator/...: a 308 pointer for one release.
+		{"/api/devices/{id}/messages", map[string]http.HandlerFunc{"POST": h.moved(emulatorPrefix + "/devices/{id}/messages")}},
+		{"/api/devices/{id}/telemetry", map[string]http.HandlerFunc{"GET": h.moved(emulatorPrefix + "/devices/{id}/telemetry")}},
 		{"/api/devices/{id}/telemetry/{name}", map[string]http.HandlerFunc{"GET": h.getTelemetry}},
 		{"/api/devices/{id}/components/{c}/telemetry/{name}", map[string]http.HandlerFunc{"GET": h.getTelemetry}},
 		{"/api/deviceTemplates", map[string]http.HandlerFunc{"GET": h.listTemplates}},
 		{"/api/deviceTemplates/{id}", map[string]http.HandlerFunc{"GET": h.getTemplate, "PUT": h.putTemplate, "PATCH": h.patchTemplate, "DELETE": h.deleteTemplate}},
 		{"/api/enrollmentGroups", map[string]http.HandlerFunc{"GET": h.listGroups}},
 		{"/api/enrollmentGroups/{id}", map[string]http.HandlerFunc{"GET": h.getGroup, "PUT": h.putGroup, "PATCH": h.patchGroup, "DELETE": h.deleteGroup}},
-		{"/api/devices/{id}/faults", map[string]http.HandlerFunc{"POST": h.postFault, "DELETE": h.deleteFaults}},
+		{"/api/devices/{id}/faults", map[string]http.HandlerFunc{"POST": h.moved(emulatorPrefix + "/devices/{id}/faults"),
+			"DELETE": h.moved(emulatorPrefix + "/devices/{id}/faults")}},
+		// Emulator extensions, all under /api/emulator (see doc.go).
+		{emulatorPrefix + "/devices/{id}/connection", map[string]http.HandlerFunc{"GET": h.getConnection}},
+		{emulatorPrefix + "/devices/{id}/messages", map[string]http.HandlerFunc{"POST": h.postMessage}},
+		{emulatorPrefix + "/devices/{id}/telemetry", map[string]http.HandlerFunc{"GET": h.getTelemetryHistory}},
+		{emulatorPrefix + "/devices/{id}/faults", map[string]http.HandlerFunc{"POST": h.postFault, "DELETE": h.deleteFaults}},
+		{emulatorPrefix + "/devices/{id}/commands/{name}/queue", map[string]http.HandlerFunc{"POST": h.postQueuedCommand}},
+		{emulatorPrefix + "/devices/{id}/components/{c}/commands/{name}/queue", map[string]http.HandlerFunc{"POST": h.postQueuedCommand}},
 	}
 	routes = append(routes, h.certificateRoutes()...)
 	if o.Stats != nil {
-		routes = append(routes, route{"/api/emulator/stats", map[string]http.HandlerFunc{"GET": func(w http.ResponseWriter, r *http.Request) {
+		routes = append(routes, route{emulatorPrefix + "/stats", map[string]http.HandlerFunc{"GET": func(w http.ResponseWriter, r *http.Request) {
 			h.reply(w, r, http.StatusOK, o.Stats())
 		}}})
 	}
@@ -136,8 +145,9 @@ func New(b Backend, o Options) http.Handler {
 	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusNotFound, "NotFound", "no such route: "+r.URL.Path+
-			" (the emulator serves the IoT Central 2022-07-31 operations listed in emulator/README.md, plus its extensions,"+
-			" which IoT Central lacks: POST /api/devices/{id}/messages, GET /api/devices/{id}/telemetry, GET /api/emulator/stats and ?queue=true on a command POST)")
+			" (the emulator serves the IoT Central 2022-07-31 operations listed in docs/emulator.md, plus its extensions,"+
+			" which IoT Central lacks, all under "+emulatorPrefix+"/: devices/{id}/connection, devices/{id}/messages,"+
+			" devices/{id}/telemetry, devices/{id}/faults, devices/{id}/[components/{c}/]commands/{name}/queue and stats)")
 	})
 	return h
 }

@@ -185,9 +185,10 @@ type Device struct {
 	Organizations []string `json:"organizations,omitempty"`
 	// Etag changes whenever the device's fields change (set by the handler).
 	Etag string `json:"etag,omitempty"`
-	// Connected tells whether the device holds a hub connection now
-	// (emulator extension: IoT Central's device has no such field).
-	Connected bool `json:"connected"`
+	// Connected tells whether the device holds a hub connection now. Not
+	// in the device's JSON (IoT Central's device has no such field); the
+	// extension GET /api/emulator/devices/{id}/connection shows it.
+	Connected bool `json:"-"`
 	// IndividualKeys is set when the device has its own symmetric keys;
 	// not in the JSON.
 	IndividualKeys bool `json:"-"`
