@@ -2,7 +2,7 @@
 // Scenario 3, over every transport: telemetry with system and application properties, at
 // the root and in a component (the SDK maps the `dt-subject` message property to `$.sub`
 // over MQTT and to a message annotation over AMQP). The service side checks the latest
-// values and, through the emulator's telemetry history (GET /api/devices/{id}/telemetry),
+// values and, through the emulator's telemetry history (GET /api/emulator/devices/{id}/telemetry),
 // that message id, correlation id, content type and encoding, application properties,
 // component and body arrived as the SDK sent them.
 
