@@ -50,7 +50,7 @@ func (h *handler) getTelemetry(w http.ResponseWriter, r *http.Request) {
 	h.respond(w, r, http.StatusOK, v, err)
 }
 
-// getTelemetryHistory answers GET /api/devices/{id}/telemetry[?since=RFC
+// getTelemetryHistory answers GET /api/emulator/devices/{id}/telemetry[?since=RFC
 // 3339 time][&component=name][&limit=n].
 func (h *handler) getTelemetryHistory(w http.ResponseWriter, r *http.Request) {
 	q, err := parseTelemetryQuery(r.URL.Query())
