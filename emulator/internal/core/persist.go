@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -350,13 +351,16 @@ func (c *Core) restoreRecords(recs []Record) error {
 	}
 	telemetry := map[string][]seqDoc{}
 	commands := map[string][]seqDoc{}
-	var templates, certs []Record
+	var templates, certs, tokens []Record
 	for _, r := range recs {
 		var err error
 		switch r.Kind {
 		case KindMeta:
-			if r.Key == "idScope" {
+			switch {
+			case r.Key == "idScope":
 				err = json.Unmarshal(r.Doc, &snap.IDScope)
+			case strings.HasPrefix(r.Key, apiTokenKeyPrefix):
+				tokens = append(tokens, r)
 			}
 		case KindGroup:
 			var g groupDoc
@@ -471,6 +475,11 @@ func (c *Core) restoreRecords(recs []Record) error {
 			c.ext.templates = map[string]*storedTemplate{}
 		}
 		c.ext.templates[r.Key] = &storedTemplate{doc: doc, model: m}
+	}
+	for _, r := range tokens {
+		if err := c.loadAPIToken(r.Doc); err != nil {
+			return bad(r, err)
+		}
 	}
 	for _, r := range certs {
 		var cd certDoc

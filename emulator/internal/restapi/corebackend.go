@@ -3,6 +3,7 @@ package restapi
 import (
 	"context"
 	"crypto/sha1" // #nosec G505 -- thumbprints are SHA-1 by definition
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -437,4 +438,75 @@ func (b coreBackend) ClearFaults(ctx context.Context, id string) error {
 	}
 	b.c.ClearFaults(id)
 	return nil
+}
+
+var _ TokenBackend = coreBackend{}
+
+func toRESTToken(t core.APIToken) APIToken {
+	out := APIToken{ID: t.ID, Expiry: t.Expiry, Roles: make([]RoleAssignment, len(t.Roles))}
+	for i, r := range t.Roles {
+		out.Roles[i] = RoleAssignment{Role: r.Role, Organization: r.Organization}
+	}
+	return out
+}
+
+// ListAPITokens implements TokenBackend.
+func (b coreBackend) ListAPITokens(ctx context.Context) ([]APIToken, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ts := b.c.APITokens()
+	out := make([]APIToken, len(ts))
+	for i, t := range ts {
+		out[i] = toRESTToken(t)
+	}
+	return out, nil
+}
+
+// GetAPIToken implements TokenBackend.
+func (b coreBackend) GetAPIToken(ctx context.Context, id string) (APIToken, error) {
+	if err := ctx.Err(); err != nil {
+		return APIToken{}, err
+	}
+	t, err := b.c.APIToken(id)
+	if err != nil {
+		return APIToken{}, err
+	}
+	return toRESTToken(t), nil
+}
+
+// CreateAPIToken implements TokenBackend.
+func (b coreBackend) CreateAPIToken(ctx context.Context, t APIToken, hash [sha256.Size]byte) (APIToken, error) {
+	if err := ctx.Err(); err != nil {
+		return APIToken{}, err
+	}
+	ct := core.APIToken{ID: t.ID, Expiry: t.Expiry, Hash: hash, Roles: make([]core.RoleAssignment, len(t.Roles))}
+	for i, r := range t.Roles {
+		ct.Roles[i] = core.RoleAssignment{Role: r.Role, Organization: r.Organization}
+	}
+	stored, err := b.c.CreateAPIToken(ct)
+	if err != nil {
+		return APIToken{}, err
+	}
+	return toRESTToken(stored), nil
+}
+
+// DeleteAPIToken implements TokenBackend.
+func (b coreBackend) DeleteAPIToken(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.c.DeleteAPIToken(id)
+}
+
+// APITokenByHash implements TokenBackend.
+func (b coreBackend) APITokenByHash(ctx context.Context, hash [sha256.Size]byte) (APIToken, error) {
+	if err := ctx.Err(); err != nil {
+		return APIToken{}, err
+	}
+	t, ok := b.c.APITokenByHash(hash)
+	if !ok {
+		return APIToken{}, fmt.Errorf("%w: API token", ErrNotFound)
+	}
+	return toRESTToken(t), nil
 }

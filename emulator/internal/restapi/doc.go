@@ -8,6 +8,9 @@
 // Every request must carry the API token as the whole Authorization header
 // value (as IoT Central API tokens are sent); "Bearer <token>" is accepted
 // only with Options.AllowBearer. A missing or wrong token is answered 401.
+// Options.Token is an App Administrator; with a TokenBackend, the API
+// tokens created through /api/apiTokens are accepted too, with their roles
+// enforced (403 Forbidden; see permit in tokens.go).
 // The api-version query parameter is required and must be APIVersion
 // (400 MissingApiVersionParameter / InvalidApiVersionParameter otherwise).
 // Lists are paged (Options.PageSize, nextLink with $skiptoken). The device
@@ -33,6 +36,9 @@
 //	GET                  /api/devices/{id}/components/{c}/telemetry/{name}  TelemetryValue
 //	GET                  /api/deviceTemplates                               {"value":[template...]}
 //	GET PUT PATCH DELETE /api/deviceTemplates/{id}                          template
+//	GET                  /api/apiTokens                                     {"value":[APIToken...]}
+//	GET PUT DELETE       /api/apiTokens/{id}                                APIToken (token text on PUT only)
+//	GET                  /api/roles, /api/roles/{id}                        Role
 //	GET                  /api/enrollmentGroups                              {"value":[EnrollmentGroup...]}
 //	GET PUT PATCH DELETE /api/enrollmentGroups/{id}                         EnrollmentGroup
 //	GET PUT DELETE       /api/enrollmentGroups/{id}/certificates/{entry}    {"verified","certificate","info"}

@@ -119,6 +119,7 @@ func New(b Backend, o Options) http.Handler {
 		{emulatorPrefix + "/devices/{id}/components/{c}/commands/{name}/queue", map[string]http.HandlerFunc{"POST": h.postQueuedCommand}},
 	}
 	routes = append(routes, h.certificateRoutes()...)
+	routes = append(routes, h.tokenRoutes()...)
 	if o.Stats != nil {
 		routes = append(routes, route{emulatorPrefix + "/stats", map[string]http.HandlerFunc{"GET": func(w http.ResponseWriter, r *http.Request) {
 			h.reply(w, r, http.StatusOK, o.Stats())
@@ -159,7 +160,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := newRequestID()
 	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
 	w.Header().Set("x-ms-request-id", id)
-	if !h.authorized(r.Header.Get("Authorization")) {
+	role := h.tokenRole(r)
+	if role == "" {
 		h.log.Info("restapi: request refused: missing or wrong API token",
 			"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "requestId", id)
 		h.fail(w, r, http.StatusUnauthorized, "Unauthorized", "missing or invalid Authorization header")
@@ -173,6 +175,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case len(v) > 1 || v[0] != APIVersion:
 		h.fail(w, r, http.StatusBadRequest, "InvalidApiVersionParameter",
 			fmt.Sprintf("api-version %q is not supported; this emulator serves api-version=%s", strings.Join(v, ","), APIVersion))
+		return
+	}
+	if err := permit(role, r); err != nil {
+		h.failErr(w, r, err)
 		return
 	}
 	h.log.Debug("restapi: request", "method", r.Method, "path", r.URL.Path, "requestId", id)
@@ -235,6 +241,8 @@ func (h *handler) failErr(w http.ResponseWriter, r *http.Request, err error) {
 		h.fail(w, r, http.StatusUnprocessableEntity, "UnprocessableEntity", err.Error())
 	case errors.Is(err, ErrBadRequest):
 		h.fail(w, r, http.StatusBadRequest, "BadRequest", err.Error())
+	case errors.Is(err, ErrForbidden):
+		h.fail(w, r, http.StatusForbidden, "Forbidden", err.Error())
 	case errors.Is(err, ErrPreconditionFailed):
 		h.fail(w, r, http.StatusPreconditionFailed, "PreconditionFailed", err.Error())
 	case errors.Is(err, ErrConflict):
@@ -390,7 +398,7 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, status int, v 
 var internalPrefixes = []string{
 	"restapi: not found: ", "restapi: device not online: ", "restapi: timed out waiting for the device: ",
 	"restapi: bad request: ", "restapi: invalid input: ", "restapi: conflict: ", "restapi: device queue is full: ",
-	"restapi: payload too large: ", "restapi: precondition failed: ",
+	"restapi: payload too large: ", "restapi: precondition failed: ", "restapi: forbidden: ",
 	"restapi: ", "emulator: ",
 }
 
