@@ -19,6 +19,7 @@ type extState struct {
 	verified   map[string]map[string]bool     // group id -> certificate thumbprint -> proven
 	commandSeq int64                          // the last CommandRecord.seq given
 	apiTokens  map[string]APIToken            // by token id (see apitokens.go)
+	appDocs    map[string]map[string][]byte   // collection -> id -> JSON (see appdocs.go)
 }
 
 // deviceSettings are the device fields only the REST API sets.

@@ -351,7 +351,7 @@ func (c *Core) restoreRecords(recs []Record) error {
 	}
 	telemetry := map[string][]seqDoc{}
 	commands := map[string][]seqDoc{}
-	var templates, certs, tokens []Record
+	var templates, certs, tokens, appDocs []Record
 	for _, r := range recs {
 		var err error
 		switch r.Kind {
@@ -361,6 +361,8 @@ func (c *Core) restoreRecords(recs []Record) error {
 				err = json.Unmarshal(r.Doc, &snap.IDScope)
 			case strings.HasPrefix(r.Key, apiTokenKeyPrefix):
 				tokens = append(tokens, r)
+			case strings.HasPrefix(r.Key, appDocKeyPrefix):
+				appDocs = append(appDocs, r)
 			}
 		case KindGroup:
 			var g groupDoc
@@ -475,6 +477,11 @@ func (c *Core) restoreRecords(recs []Record) error {
 			c.ext.templates = map[string]*storedTemplate{}
 		}
 		c.ext.templates[r.Key] = &storedTemplate{doc: doc, model: m}
+	}
+	for _, r := range appDocs {
+		if err := c.loadAppDoc(strings.TrimPrefix(r.Key, appDocKeyPrefix), r.Doc); err != nil {
+			return bad(r, err)
+		}
 	}
 	for _, r := range tokens {
 		if err := c.loadAPIToken(r.Doc); err != nil {

@@ -510,3 +510,65 @@ func (b coreBackend) APITokenByHash(ctx context.Context, hash [sha256.Size]byte)
 	}
 	return toRESTToken(t), nil
 }
+
+var _ DeviceGroupBackend = coreBackend{}
+
+// deviceGroupsCollection names the core's collection of device groups.
+const deviceGroupsCollection = "deviceGroups"
+
+// ListDeviceGroups implements DeviceGroupBackend.
+func (b coreBackend) ListDeviceGroups(ctx context.Context) ([]DeviceGroup, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	docs := b.c.AppDocs(deviceGroupsCollection)
+	out := make([]DeviceGroup, 0, len(docs))
+	for _, d := range docs {
+		var g DeviceGroup
+		if err := json.Unmarshal(d, &g); err != nil {
+			return nil, fmt.Errorf("stored device group: %w", err)
+		}
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+// GetDeviceGroup implements DeviceGroupBackend.
+func (b coreBackend) GetDeviceGroup(ctx context.Context, id string) (DeviceGroup, error) {
+	if err := ctx.Err(); err != nil {
+		return DeviceGroup{}, err
+	}
+	d, err := b.c.AppDoc(deviceGroupsCollection, id)
+	if err != nil {
+		return DeviceGroup{}, err
+	}
+	var g DeviceGroup
+	if err := json.Unmarshal(d, &g); err != nil {
+		return DeviceGroup{}, fmt.Errorf("stored device group %q: %w", id, err)
+	}
+	return g, nil
+}
+
+// PutDeviceGroup implements DeviceGroupBackend.
+func (b coreBackend) PutDeviceGroup(ctx context.Context, g DeviceGroup) (DeviceGroup, error) {
+	if err := ctx.Err(); err != nil {
+		return DeviceGroup{}, err
+	}
+	g.Etag = ""
+	doc, err := json.Marshal(g)
+	if err != nil {
+		return DeviceGroup{}, fmt.Errorf("device group %q: %w", g.ID, err)
+	}
+	if err := b.c.PutAppDoc(deviceGroupsCollection, g.ID, doc); err != nil {
+		return DeviceGroup{}, err
+	}
+	return g, nil
+}
+
+// DeleteDeviceGroup implements DeviceGroupBackend.
+func (b coreBackend) DeleteDeviceGroup(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.c.DeleteAppDoc(deviceGroupsCollection, id)
+}

@@ -39,6 +39,9 @@
 //	GET                  /api/apiTokens                                     {"value":[APIToken...]}
 //	GET PUT DELETE       /api/apiTokens/{id}                                APIToken (token text on PUT only)
 //	GET                  /api/roles, /api/roles/{id}                        Role
+//	GET                  /api/deviceGroups                                  {"value":[DeviceGroup...]}
+//	GET PUT PATCH DELETE /api/deviceGroups/{id}                             DeviceGroup
+//	GET                  /api/deviceGroups/{id}/devices                     {"value":[Device...]}
 //	GET                  /api/enrollmentGroups                              {"value":[EnrollmentGroup...]}
 //	GET PUT PATCH DELETE /api/enrollmentGroups/{id}                         EnrollmentGroup
 //	GET PUT DELETE       /api/enrollmentGroups/{id}/certificates/{entry}    {"verified","certificate","info"}

@@ -146,3 +146,15 @@ func FuzzODataFilter(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDeviceQuery(f *testing.F) {
+	for _, s := range []string{`SELECT * FROM devices WHERE $template = "dtmi:a:b" AND $provisioned = true`, "SELECT * FROM devices", `SELECT * FROM devices WHERE NOT ($id <> 'x' OR $simulated != false)`, `"\`} {
+		f.Add(s)
+	}
+	d := deviceFields(Device{ID: "x", DisplayName: "y", Organizations: []string{"o"}})
+	f.Fuzz(func(t *testing.T, s string) {
+		if n, err := parseDeviceQuery(s); err == nil && n != nil {
+			_ = n.eval(d)
+		}
+	})
+}
