@@ -18,7 +18,9 @@ const apiTokenKeyPrefix = "apitoken/"
 // RoleAssignment is one role of an API token: a role id, and the
 // organization it applies to ("" for the whole application).
 type RoleAssignment struct {
-	Role         string `json:"role"`
+	// Role is the role id (the core does not interpret it).
+	Role string `json:"role"`
+	// Organization scopes the role; "" means the whole application.
 	Organization string `json:"organization,omitempty"`
 }
 
