@@ -173,7 +173,9 @@ type Device struct {
 	ID string `json:"id"`
 	// DisplayName defaults to the ID in IoT Central.
 	DisplayName string `json:"displayName,omitempty"`
-	// Template is the model id (DTMI) the device announced; empty when none.
+	// Template is the id of the device template the device uses: the one
+	// assigned to it, else the one whose capability model id is the model
+	// id the device announced; empty when none (an unassigned device).
 	Template string `json:"template,omitempty"`
 	// Enabled is false for a blocked device.
 	Enabled bool `json:"enabled"`
@@ -376,7 +378,8 @@ type EnrollmentGroup struct {
 	ID string `json:"id"`
 	// DisplayName is a human-readable name.
 	DisplayName string `json:"displayName"`
-	// Type is "iot" (or "iotEdge"; the emulator treats both alike).
+	// Type is "iot" (the default) or "iotEdge"; stored and shown, both
+	// enroll alike. Any other is answered 422.
 	Type string `json:"type"`
 	// Enabled false makes DPS refuse the group's devices.
 	Enabled bool `json:"enabled"`
