@@ -217,6 +217,8 @@ func TestRESTTemplateOfModelIDAndGroupType(t *testing.T) {
 		t.Fatalf("template = %v, want %s", dev["template"], tid)
 	}
 	restJSON(t, e, "GET", "/api/deviceTemplates/"+url.PathEscape(tid), nil, http.StatusOK)
+	// The device uses the template through its model id: the template cannot be deleted.
+	restJSON(t, e, "DELETE", "/api/deviceTemplates/"+url.PathEscape(tid), nil, http.StatusConflict)
 	list := restJSON(t, e, "GET", "/api/devices?$filter="+url.QueryEscape("template eq '"+tid+"'"), nil, http.StatusOK)
 	if v := list["value"].([]any); len(v) != 1 {
 		t.Fatalf("filter on the template id: %v", list)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"regexp"
 	"slices"
@@ -572,6 +573,17 @@ func (h *handler) patchTemplate(w http.ResponseWriter, r *http.Request) {
 func (h *handler) deleteTemplate(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	err := h.guard(r, "", func() error { return h.templateEtagCheck(r, id, "") }, func() error {
+		// A device uses the template also through the model id it
+		// announced (not only by assignment): IoT Central refuses both.
+		ds, lerr := h.b.ListDevices(r.Context())
+		if lerr != nil {
+			return lerr
+		}
+		for _, d := range ds {
+			if d.Template == id {
+				return fmt.Errorf("%w: device template %q is used by device %q", ErrConflict, id, d.ID)
+			}
+		}
 		return h.b.DeleteTemplate(r.Context(), id)
 	})
 	if err != nil {
