@@ -379,3 +379,38 @@ func TestDataDirKeepsAPIToken(t *testing.T) {
 		t.Fatalf("empty token file: %v, want ErrDataFile", err)
 	}
 }
+
+// An enrollment group's type (iotEdge) survives a restart with a data
+// directory.
+func TestDataDirKeepsGroupType(t *testing.T) {
+	t.Parallel()
+	dataDir := filepath.Join(t.TempDir(), "data")
+	e1, err := startData(t, Options{DataDir: dataDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e1.PutEnrollmentGroup(EnrollmentGroup{ID: "edge", Enabled: true, Type: "iotEdge"}); err != nil {
+		_ = e1.Close()
+		t.Fatal(err)
+	}
+	if _, err := e1.PutEnrollmentGroup(EnrollmentGroup{ID: "bad", Enabled: true, Type: "gateway"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("type gateway: %v, want ErrInvalid", err)
+	}
+	if err := e1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e2, err := startData(t, Options{DataDir: dataDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close()
+	for _, g := range e2.EnrollmentGroups() {
+		if g.ID == "edge" {
+			if g.Type != "iotEdge" {
+				t.Fatalf("after restart type = %q", g.Type)
+			}
+			return
+		}
+	}
+	t.Fatalf("group edge lost: %+v", e2.EnrollmentGroups())
+}

@@ -186,3 +186,53 @@ func TestRESTBearerAndPaging(t *testing.T) {
 		t.Fatalf("Bearer with RESTAllowBearer: %d", status)
 	}
 }
+
+// A device that announces a model id shows, in the REST API, the id of the
+// device template whose capability model has that id (as IoT Central
+// associates it), not the model id; with no such template it is
+// unassigned. An iotEdge enrollment group keeps its type.
+func TestRESTTemplateOfModelIDAndGroupType(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, &Options{RESTAddr: "127.0.0.1:0"})
+	key, err := e.CreateDevice("pnp1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const model = "dtmi:com:example:TemperatureController;2"
+	c, err := dial(t, e, dialOpts{clientID: "pnp1", username: hubUser(e, "pnp1", model), password: hubSAS(t, e, "pnp1", key, time.Hour), clean: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	if dev := restJSON(t, e, "GET", "/api/devices/pnp1", nil, http.StatusOK); dev["template"] != nil {
+		t.Fatalf("no template matches the model id, yet template = %v", dev["template"])
+	}
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(testTemplate), &doc); err != nil {
+		t.Fatal(err)
+	}
+	const tid = "dtmi:contoso:thermostatTemplate;1" // differs from the model id, as in the spec's example
+	restJSON(t, e, "PUT", "/api/deviceTemplates/"+url.PathEscape(tid), doc, http.StatusOK)
+	if dev := restJSON(t, e, "GET", "/api/devices/pnp1", nil, http.StatusOK); dev["template"] != tid {
+		t.Fatalf("template = %v, want %s", dev["template"], tid)
+	}
+	restJSON(t, e, "GET", "/api/deviceTemplates/"+url.PathEscape(tid), nil, http.StatusOK)
+	// The device uses the template through its model id: the template cannot be deleted.
+	restJSON(t, e, "DELETE", "/api/deviceTemplates/"+url.PathEscape(tid), nil, http.StatusConflict)
+	list := restJSON(t, e, "GET", "/api/devices?$filter="+url.QueryEscape("template eq '"+tid+"'"), nil, http.StatusOK)
+	if v := list["value"].([]any); len(v) != 1 {
+		t.Fatalf("filter on the template id: %v", list)
+	}
+
+	g := restJSON(t, e, "PUT", "/api/enrollmentGroups/edge1", map[string]any{"displayName": "Edge", "type": "iotEdge",
+		"attestation": map[string]any{"type": "symmetricKey"}}, http.StatusOK)
+	if g["type"] != "iotEdge" {
+		t.Fatalf("PUT answered type %v", g["type"])
+	}
+	if g = restJSON(t, e, "GET", "/api/enrollmentGroups/edge1", nil, http.StatusOK); g["type"] != "iotEdge" {
+		t.Fatalf("GET answered type %v", g["type"])
+	}
+	if g = restJSON(t, e, "PATCH", "/api/enrollmentGroups/edge1", map[string]any{"displayName": "E2"}, http.StatusOK); g["type"] != "iotEdge" {
+		t.Fatalf("PATCH lost the type: %v", g["type"])
+	}
+}

@@ -20,7 +20,7 @@
 // per device, 256 KiB telemetry, 32 KiB twin sections, 50 queued
 // cloud-to-device messages per device. It keeps the last
 // Options.TelemetryHistory telemetry messages of each device (see
-// TelemetryHistory and GET /api/devices/{id}/telemetry).
+// TelemetryHistory and GET /api/emulator/devices/{id}/telemetry).
 //
 // Inside, a protocol-free core holds the model (registry, enrollment
 // groups, DPS decisions, twins, commands, queues, telemetry, persistence);

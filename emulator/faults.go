@@ -22,7 +22,7 @@ type Fault = core.Fault
 // AzIoTHub_FaultOperationDelayInSecs and
 // AzIoTHub_FaultOperationDurationInSecs, as the official SDKs' e2e tests
 // do against IoT Hub; tests call InjectFault and operators POST
-// /api/devices/{id}/faults.
+// /api/emulator/devices/{id}/faults.
 const (
 	// FaultKillTCP closes the device's connection (socket).
 	FaultKillTCP = core.FaultKillTCP

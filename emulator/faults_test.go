@@ -540,22 +540,22 @@ func TestRESTFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok := e.APIToken()
-	if code, body := restDo(t, e, "POST", "/api/devices/"+id+"/faults", tok, map[string]any{"type": "Bogus"}); code != 422 {
+	if code, body := restDo(t, e, "POST", "/api/emulator/devices/"+id+"/faults", tok, map[string]any{"type": "Bogus"}); code != 422 {
 		t.Fatalf("bogus fault: %d %s", code, body)
 	}
-	if code, _ := restDo(t, e, "POST", "/api/devices/nobody/faults", tok, map[string]any{"type": "KillTcp"}); code != 404 {
+	if code, _ := restDo(t, e, "POST", "/api/emulator/devices/nobody/faults", tok, map[string]any{"type": "KillTcp"}); code != 404 {
 		t.Fatalf("unknown device: %d", code)
 	}
-	if code, _ := restDo(t, e, "POST", "/api/devices/"+id+"/faults", "", map[string]any{"type": "KillTcp"}); code != 401 {
+	if code, _ := restDo(t, e, "POST", "/api/emulator/devices/"+id+"/faults", "", map[string]any{"type": "KillTcp"}); code != 401 {
 		t.Fatalf("no token: %d", code)
 	}
-	if code, body := restDo(t, e, "POST", "/api/devices/"+id+"/faults", tok, map[string]any{"type": "InvokeAuthError", "durationInSecs": 60}); code != 202 {
+	if code, body := restDo(t, e, "POST", "/api/emulator/devices/"+id+"/faults", tok, map[string]any{"type": "InvokeAuthError", "durationInSecs": 60}); code != 202 {
 		t.Fatalf("auth fault: %d %s", code, body)
 	}
 	cl.expectLost()
 	_, err = mqttDevice(t, e, id, key, false)
 	expectRefused(t, err)
-	if code, _ := restDo(t, e, "DELETE", "/api/devices/"+id+"/faults", tok, nil); code != 204 {
+	if code, _ := restDo(t, e, "DELETE", "/api/emulator/devices/"+id+"/faults", tok, nil); code != 204 {
 		t.Fatalf("clear: %d", code)
 	}
 	if c, err := mqttDevice(t, e, id, key, false); err != nil {
@@ -563,14 +563,14 @@ func TestRESTFaults(t *testing.T) {
 	} else {
 		c.close()
 	}
-	if code, body := restDo(t, e, "POST", "/api/devices/*/faults", tok, map[string]any{"type": "RefuseConnections", "durationInSecs": 60}); code != 202 {
+	if code, body := restDo(t, e, "POST", "/api/emulator/devices/*/faults", tok, map[string]any{"type": "RefuseConnections", "durationInSecs": 60}); code != 202 {
 		t.Fatalf("refuse all: %d %s", code, body)
 	}
 	if _, err := mqttDevice(t, e, id, key, false); connackCode(err) != 3 {
 		t.Fatalf("refused connect: %v", err)
 	}
-	if code, _ := restDo(t, e, "POST", "/api/devices/*/faults", tok, map[string]any{"type": "KillTcp"}); code != 400 {
+	if code, _ := restDo(t, e, "POST", "/api/emulator/devices/*/faults", tok, map[string]any{"type": "KillTcp"}); code != 400 {
 		t.Fatalf("KillTcp for every device: %d", code)
 	}
-	restDo(t, e, "DELETE", "/api/devices/*/faults", tok, nil)
+	restDo(t, e, "DELETE", "/api/emulator/devices/*/faults", tok, nil)
 }

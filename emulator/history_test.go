@@ -92,7 +92,7 @@ func TestTelemetryHistory(t *testing.T) {
 
 	// The REST route shows the same, with the system properties named.
 	sendTelemetry(t, d, msgs, "%24.cid=corr-7&unit=C", []byte("not json"))
-	status, body := restDo(t, e, "GET", "/api/devices/hist/telemetry?component=&limit=2", e.APIToken(), nil)
+	status, body := restDo(t, e, "GET", "/api/emulator/devices/hist/telemetry?component=&limit=2", e.APIToken(), nil)
 	if status != http.StatusOK {
 		t.Fatalf("GET telemetry: %d %s", status, body)
 	}
@@ -118,7 +118,7 @@ func TestTelemetryHistory(t *testing.T) {
 	if b.CorrelationID != "corr-7" || b.Properties["unit"] != "C" || b.Data != nil || string(b.DataBase64) != "not json" {
 		t.Errorf("second = %+v", b)
 	}
-	if status, _ := restDo(t, e, "GET", "/api/devices/hist/telemetry?since=bad", e.APIToken(), nil); status != http.StatusBadRequest {
+	if status, _ := restDo(t, e, "GET", "/api/emulator/devices/hist/telemetry?since=bad", e.APIToken(), nil); status != http.StatusBadRequest {
 		t.Fatalf("bad since: %d", status)
 	}
 }

@@ -327,7 +327,7 @@ func TestSlowRequestBodyIsCut(t *testing.T) {
 	}
 	defer c.Close()
 	// A valid token and a body that never comes.
-	fmt.Fprintf(c, "POST /api/devices/x/messages?api-version=2022-07-31 HTTP/1.1\r\nHost: localhost\r\nAuthorization: %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{", e.APIToken())
+	fmt.Fprintf(c, "POST /api/emulator/devices/x/messages?api-version=2022-07-31 HTTP/1.1\r\nHost: localhost\r\nAuthorization: %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{", e.APIToken())
 	expectClosedByServer(t, c, "slow body")
 }
 

@@ -289,7 +289,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 		defer wg.Done()
 		for n := 0; !l.stopped() && n < 45*devices; n++ {
 			id := fmt.Sprintf("tel-%d", n%devices)
-			if status, _, ok := l.rest("POST", "/api/devices/"+id+"/messages", map[string]any{"data": "m" + strconv.Itoa(n)}); ok && status == 202 {
+			if status, _, ok := l.rest("POST", "/api/emulator/devices/"+id+"/messages", map[string]any{"data": "m" + strconv.Itoa(n)}); ok && status == 202 {
 				l.mu.Lock()
 				l.c2d[id]++
 				l.mu.Unlock()

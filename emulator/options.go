@@ -142,7 +142,7 @@ type Options struct {
 	RetryAfter time.Duration
 	// TelemetryHistory is how many telemetry messages per device the
 	// emulator keeps (see TelemetryHistory and GET
-	// /api/devices/{id}/telemetry): 0 means DefaultTelemetryHistory, a
+	// /api/emulator/devices/{id}/telemetry): 0 means DefaultTelemetryHistory, a
 	// negative value keeps none. The oldest message goes first.
 	TelemetryHistory int
 	// Logger receives one Info line per refused connection, dropped

@@ -66,8 +66,12 @@ func TestRESTOverHTTPS(t *testing.T) {
 	d, key := newHubDevice(t, e, "rest-dev")
 	status, body := restDo(t, e, "GET", "/api/devices/rest-dev", e.APIToken(), nil)
 	var dev map[string]any
-	if err := json.Unmarshal(body, &dev); err != nil || status != 200 || dev["id"] != "rest-dev" || dev["connected"] != true {
+	if err := json.Unmarshal(body, &dev); err != nil || status != 200 || dev["id"] != "rest-dev" || dev["connected"] != nil {
 		t.Fatalf("GET device: %d %s", status, body)
+	}
+	status, body = restDo(t, e, "GET", "/api/emulator/devices/rest-dev/connection", e.APIToken(), nil)
+	if err := json.Unmarshal(body, &dev); err != nil || status != 200 || dev["connected"] != true {
+		t.Fatalf("GET connection: %d %s", status, body)
 	}
 	status, body = restDo(t, e, "GET", "/api/devices/rest-dev/credentials", e.APIToken(), nil)
 	var cred struct {

@@ -115,7 +115,7 @@ func start(ctx context.Context, args []string, stdout, stderr io.Writer) (_ *emu
 		certDir    = fs.String("cert-dir", defaultCertDir(), "directory of the emulator's CA and server certificate; created on first run and reused so devices keep trusting the same CA (with --data-dir and no --cert-dir: <data-dir>/certs)")
 		dataDir    = fs.String("data-dir", "", "directory where the emulator keeps its ID scope, enrollment groups, devices (keys included), twins and queued messages across restarts (default: memory only)")
 		apiToken   = fs.String("api-token", os.Getenv("IOTC_EMULATOR_API_TOKEN"), "token the REST API requires in the Authorization header (default: $IOTC_EMULATOR_API_TOKEN, else the one kept in --data-dir, else random)")
-		history    = fs.Int("telemetry-history", emulator.DefaultTelemetryHistory, "telemetry messages kept per device for GET /api/devices/{id}/telemetry (negative: none)")
+		history    = fs.Int("telemetry-history", emulator.DefaultTelemetryHistory, "telemetry messages kept per device for GET /api/emulator/devices/{id}/telemetry (negative: none)")
 		retryAfter = fs.Duration("retry-after", time.Second, "retry-after DPS sends while a registration is being assigned")
 		manual     = fs.Bool("no-auto-approve", false, "refuse registrations of devices not created beforehand")
 		infoFile   = fs.String("info-file", "", "write the connection details as JSON to this file once listening")

@@ -48,9 +48,11 @@ for (const tr of h.TRANSPORTS) {
     await h.syncSubscriptions(first.client);
     await h.withTimeout(first.client.close(), h.WAIT_MS, 'close');
 
-    const base = `/api/devices/${dev.deviceId}`;
+    // Emulator extensions (under /api/emulator): queue a command for an offline device, as IoT
+    // Central does for a command its template marks "Queue if offline", and send a plain message.
+    const base = `/api/emulator/devices/${dev.deviceId}`;
     const request = { firmwareUrl: 'https://example.com/fw/2.0.bin', force: true };
-    await h.restOk('POST', `${base}/commands/updateFirmware?queue=true`, { request });
+    await h.restOk('POST', `${base}/commands/updateFirmware/queue`, { request });
     const data = { note: 'hello from the cloud', n: 7 };
     await h.restOk('POST', `${base}/messages`, { data, properties: { color: 'red', 'with space': 'a&b=c' } });
 

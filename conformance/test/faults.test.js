@@ -39,7 +39,7 @@ for (const tr of h.TRANSPORTS) {
     const sent = await h.withTimeout(client.sendEvent(faultMessage('KillTcp')), h.WAIT_MS, 'fault message acknowledgement');
     assert.equal(sent.constructor.name, 'MessageEnqueued', 'the hub acknowledged the fault message before the fault');
     await dropped;
-    const hist = await h.restOk('GET', `/api/devices/${dev.deviceId}/telemetry`);
+    const hist = await h.restOk('GET', `/api/emulator/devices/${dev.deviceId}/telemetry`);
     assert.equal(hist.value.length, 1, 'the hub kept the fault message');
     assert.equal(hist.value[0].properties.AzIoTHub_FaultOperationType, 'KillTcp', 'fault type property as sent');
 
@@ -59,7 +59,7 @@ for (const tr of h.TRANSPORTS) {
       }
     }
     await h.pollRest(`/api/devices/${dev.deviceId}/telemetry/afterFault`, (b) => b.value === 1, 'telemetry after the fault');
-    const d = await h.restOk('GET', `/api/devices/${dev.deviceId}`);
-    if ('connected' in d) assert.equal(d.connected, true, 'the device is connected again');
+    const d = await h.restOk('GET', `/api/emulator/devices/${dev.deviceId}/connection`);
+    assert.equal(d.connected, true, 'the device is connected again');
   });
 }

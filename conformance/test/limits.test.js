@@ -27,7 +27,7 @@ function sasFor(dev, secondsFromNow) {
 }
 
 async function history(deviceId) {
-  return (await h.restOk('GET', `/api/devices/${deviceId}/telemetry`)).value;
+  return (await h.restOk('GET', `/api/emulator/devices/${deviceId}/telemetry`)).value;
 }
 
 for (const tr of h.TRANSPORTS) {
@@ -82,7 +82,7 @@ if (h.TRANSPORTS.some((tr) => tr.id === 'mqtt')) {
     c.publish(`devices/${dev.deviceId}/messages/events/`, Buffer.alloc(LIMIT + 1, 'a'), { qos: 1 }, (e) => { acked = !e; });
     await closed;
     assert.equal(acked, false, 'the oversized publish was not acknowledged');
-    const dv = await h.pollRest(`/api/devices/${dev.deviceId}`, (b) => b.connected === false, 'the device offline');
+    const dv = await h.pollRest(`/api/emulator/devices/${dev.deviceId}/connection`, (b) => b.connected === false, 'the device offline');
     assert.equal(dv.connected, false);
     assert.deepEqual(await history(dev.deviceId), [], 'nothing was kept');
   });
@@ -146,7 +146,7 @@ for (const tr of h.TRANSPORTS) {
     if (disconnected) {
       // MQTT 3.1.1 cannot re-authenticate: the hub closes the connection at expiry.
       await disconnected;
-      await h.pollRest(`/api/devices/${dev.deviceId}`, (b) => b.connected === false, 'the device offline after expiry');
+      await h.pollRest(`/api/emulator/devices/${dev.deviceId}/connection`, (b) => b.connected === false, 'the device offline after expiry');
     }
     // Over AMQP the hub detaches the links whose token expired; a send then fails.
     let last;

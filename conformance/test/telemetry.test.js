@@ -2,7 +2,7 @@
 // Scenario 3, over every transport: telemetry with system and application properties, at
 // the root and in a component (the SDK maps the `dt-subject` message property to `$.sub`
 // over MQTT and to a message annotation over AMQP). The service side checks the latest
-// values and, through the emulator's telemetry history (GET /api/devices/{id}/telemetry),
+// values and, through the emulator's telemetry history (GET /api/emulator/devices/{id}/telemetry),
 // that message id, correlation id, content type and encoding, application properties,
 // component and body arrived as the SDK sent them.
 
@@ -51,6 +51,7 @@ for (const tr of h.TRANSPORTS) {
     // Service side. Wait for the component message first (sent last); then the root values
     // must still be those of the root message, so the component did not leak into the root.
     const base = `/api/devices/${dev.deviceId}`;
+    const ext = `/api/emulator/devices/${dev.deviceId}`; // the emulator's extensions
     const compTemp = await h.pollRest(`${base}/components/thermostat1/telemetry/temperature`,
       (b) => b.value === 33.25, 'component temperature 33.25');
     const compFlag = await h.restOk('GET', `${base}/components/thermostat1/telemetry/targetReached`);
@@ -64,7 +65,7 @@ for (const tr of h.TRANSPORTS) {
     assert.deepEqual(rootLoc.value, { lat: 47.64, lon: -122.13 }, 'root location (object value)');
 
     // Every message as the hub received it, oldest first.
-    const hist = await h.restOk('GET', `${base}/telemetry`);
+    const hist = await h.restOk('GET', `${ext}/telemetry`);
     assert.ok(Array.isArray(hist.value), 'GET .../telemetry answers {"value": [...]}');
     assert.equal(hist.value.length, 2, `the history holds the two messages sent: ${JSON.stringify(hist.value).slice(0, 500)}`);
     const [hr, hc] = hist.value;
@@ -81,9 +82,9 @@ for (const tr of h.TRANSPORTS) {
     assert.equal(hc.contentType, 'application/json', 'component content type');
     assert.deepEqual(hc.data, { temperature: 33.25, targetReached: true }, 'component body');
     assert.ok(Date.parse(hc.timestamp) >= Date.parse(hr.timestamp), 'history is oldest first');
-    const onlyComp = await h.restOk('GET', `${base}/telemetry?component=thermostat1`);
+    const onlyComp = await h.restOk('GET', `${ext}/telemetry?component=thermostat1`);
     assert.deepEqual(onlyComp.value.map((m) => m.component), ['thermostat1'], '?component= keeps that component only');
-    const after = await h.restOk('GET', `${base}/telemetry?since=${encodeURIComponent(hr.timestamp)}`);
+    const after = await h.restOk('GET', `${ext}/telemetry?since=${encodeURIComponent(hr.timestamp)}`);
     // (compared by message: the two were sent at least 5 ms apart)
     assert.deepEqual(after.value.map((m) => m.component), ['thermostat1'],
       '?since=<root timestamp> keeps only the later component message');

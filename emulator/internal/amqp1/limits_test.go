@@ -153,8 +153,12 @@ func TestUnfinishedMessagesBeforeLoginAreBounded(t *testing.T) {
 	r.begin(0)
 	chunk := bytes.Repeat([]byte{0x42}, 16<<10)
 	sent := 0
-	for h := range uint32(4) {
-		r.attachSender(0, h, "$cbs")
+	closed := false // a write failed: the server closed the connection
+	for h := uint32(0); h < 4 && !closed; h++ {
+		attach := &Attach{Name: "$cbs" + string(rune('a'+h)), Handle: h, Role: RoleSender, Target: &Target{Address: "$cbs"}}
+		if r.chFrame(0, attach, nil) != nil {
+			break
+		}
 		for i := range uint32(4) {
 			id := h
 			tr := &Transfer{Handle: h, More: true}
@@ -162,7 +166,8 @@ func TestUnfinishedMessagesBeforeLoginAreBounded(t *testing.T) {
 				tr.DeliveryID, tr.DeliveryTag = &id, []byte{byte(h)}
 			}
 			if r.chFrame(0, tr, chunk) != nil {
-				break // the server closed
+				closed = true
+				break
 			}
 			sent += len(chunk)
 		}

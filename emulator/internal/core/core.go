@@ -237,7 +237,20 @@ type EnrollmentGroup struct {
 	PrimaryKey, SecondaryKey string
 	// CACertPEM holds the trusted CA certificate(s) of an X.509 group.
 	CACertPEM []byte
+	// Type is the kind of device the group enrolls, as IoT Central names
+	// it: GroupTypeIoT (also what "" means) or GroupTypeIoTEdge. The
+	// emulator registers both kinds alike; the type is stored and shown.
+	Type string
 }
+
+// Enrollment group types (EnrollmentGroup.Type); NormalizeGroup refuses
+// any other with ErrInvalid.
+const (
+	// GroupTypeIoT enrolls IoT devices; the default.
+	GroupTypeIoT = "iot"
+	// GroupTypeIoTEdge enrolls IoT Edge devices.
+	GroupTypeIoTEdge = "iotEdge"
+)
 
 // IsX509 reports whether the group authenticates with certificates.
 func (g EnrollmentGroup) IsX509() bool { return len(g.CACertPEM) > 0 }

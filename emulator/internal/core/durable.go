@@ -37,6 +37,7 @@ type groupState struct {
 	PrimaryKey   string `json:"primaryKey,omitempty"`
 	SecondaryKey string `json:"secondaryKey,omitempty"`
 	CACertPEM    string `json:"caCertPem,omitempty"`
+	Type         string `json:"type,omitempty"` // "" (older state): iot
 }
 
 type deviceState struct {
@@ -116,7 +117,7 @@ func (c *Core) restore(s *snapshot, path string) error {
 		seen := map[string]bool{}
 		for _, gs := range s.Groups {
 			g, err := NormalizeGroup(EnrollmentGroup{ID: gs.ID, DisplayName: gs.DisplayName, Enabled: gs.Enabled,
-				PrimaryKey: gs.PrimaryKey, SecondaryKey: gs.SecondaryKey, CACertPEM: []byte(gs.CACertPEM)})
+				PrimaryKey: gs.PrimaryKey, SecondaryKey: gs.SecondaryKey, CACertPEM: []byte(gs.CACertPEM), Type: gs.Type})
 			if err != nil {
 				return bad("%v", err)
 			}

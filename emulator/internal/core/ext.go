@@ -18,6 +18,8 @@ type extState struct {
 	verifying  map[string]map[string][]string // group id -> entry -> verification codes issued
 	verified   map[string]map[string]bool     // group id -> certificate thumbprint -> proven
 	commandSeq int64                          // the last CommandRecord.seq given
+	apiTokens  map[string]APIToken            // by token id (see apitokens.go)
+	appDocs    map[string]map[string][]byte   // collection -> id -> JSON (see appdocs.go)
 }
 
 // deviceSettings are the device fields only the REST API sets.

@@ -67,6 +67,13 @@ func NormalizeGroup(g EnrollmentGroup) (EnrollmentGroup, error) {
 	if g.DisplayName == "" {
 		g.DisplayName = g.ID
 	}
+	switch g.Type {
+	case "":
+		g.Type = GroupTypeIoT
+	case GroupTypeIoT, GroupTypeIoTEdge:
+	default:
+		return g, fmt.Errorf("%w: enrollment group %s: type %q is neither %q nor %q", ErrInvalid, g.ID, g.Type, GroupTypeIoT, GroupTypeIoTEdge)
+	}
 	if g.IsX509() {
 		if _, err := pki.ParseCertificates(g.CACertPEM); err != nil {
 			return g, fmt.Errorf("%w: enrollment group %s: %v", ErrInvalid, g.ID, err)

@@ -132,7 +132,7 @@ func c2dChange(deviceID string, m *c2dMsg) Change {
 
 func groupChange(g EnrollmentGroup, order int64) Change {
 	gs := groupState{ID: g.ID, DisplayName: g.DisplayName, Enabled: g.Enabled,
-		PrimaryKey: g.PrimaryKey, SecondaryKey: g.SecondaryKey, CACertPEM: string(g.CACertPEM)}
+		PrimaryKey: g.PrimaryKey, SecondaryKey: g.SecondaryKey, CACertPEM: string(g.CACertPEM), Type: g.Type}
 	return Change{Op: OpPut, Record: Record{Kind: KindGroup, Key: g.ID, Doc: mustJSON(groupDoc{groupState: gs, Order: order})}}
 }
 
@@ -357,25 +357,26 @@ func (c *Core) restoreRecords(recs []Record) error {
 	}
 	telemetry := map[string][]seqDoc{}
 	commands := map[string][]seqDoc{}
-	var templates, certs []Record
+	var templates, certs, tokens, appDocs []Record
 	for _, r := range recs {
 		var err error
 		switch r.Kind {
 		case KindMeta:
-			switch r.Key {
-			case "idScope":
+			switch {
+			case r.Key == "idScope":
 				err = json.Unmarshal(r.Doc, &snap.IDScope)
-			case metaPolicies:
+			case r.Key == metaPolicies:
 				err = c.restorePolicies(r.Doc)
-			case metaFeedback:
+			case r.Key == metaFeedback:
 				err = c.restoreFeedback(r.Doc)
-			default:
-				switch {
-				case strings.HasPrefix(r.Key, metaJobPrefix):
-					err = c.restoreJob(r.Doc)
-				case strings.HasPrefix(r.Key, metaConfigPrefix):
-					err = c.restoreConfiguration(r.Doc)
-				}
+			case strings.HasPrefix(r.Key, metaJobPrefix):
+				err = c.restoreJob(r.Doc)
+			case strings.HasPrefix(r.Key, metaConfigPrefix):
+				err = c.restoreConfiguration(r.Doc)
+			case strings.HasPrefix(r.Key, apiTokenKeyPrefix):
+				tokens = append(tokens, r)
+			case strings.HasPrefix(r.Key, appDocKeyPrefix):
+				appDocs = append(appDocs, r)
 			}
 		case KindGroup:
 			var g groupDoc
@@ -490,6 +491,16 @@ func (c *Core) restoreRecords(recs []Record) error {
 			c.ext.templates = map[string]*storedTemplate{}
 		}
 		c.ext.templates[r.Key] = &storedTemplate{doc: doc, model: m}
+	}
+	for _, r := range appDocs {
+		if err := c.loadAppDoc(strings.TrimPrefix(r.Key, appDocKeyPrefix), r.Doc); err != nil {
+			return bad(r, err)
+		}
+	}
+	for _, r := range tokens {
+		if err := c.loadAPIToken(r.Doc); err != nil {
+			return bad(r, err)
+		}
 	}
 	for _, r := range certs {
 		var cd certDoc

@@ -3,6 +3,7 @@ package restapi
 import (
 	"context"
 	"crypto/sha1" // #nosec G505 -- thumbprints are SHA-1 by definition
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -35,6 +36,24 @@ func toRESTDevice(d core.DeviceDetails) Device {
 	}
 }
 
+// restDevice is the device as IoT Central shows it: its template is the
+// id of the device template it uses (assigned, or matched by the model id
+// the device announced, as IoT Central associates a connecting device),
+// never the model id itself; a model id no template matches leaves the
+// device unassigned (no template).
+func (b coreBackend) restDevice(dd core.DeviceDetails) Device {
+	d := toRESTDevice(dd)
+	if d.Template == "" {
+		return d
+	}
+	if m, ok := b.c.DeviceModel(dd.ID); ok {
+		d.Template = m.ID
+	} else if d.Template == dd.ModelID {
+		d.Template = ""
+	}
+	return d
+}
+
 func (b coreBackend) ListDevices(ctx context.Context) ([]Device, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -43,7 +62,7 @@ func (b coreBackend) ListDevices(ctx context.Context) ([]Device, error) {
 	out := make([]Device, 0, len(ds))
 	for _, d := range ds {
 		if dd, err := b.c.DeviceDetails(d.ID); err == nil {
-			out = append(out, toRESTDevice(dd))
+			out = append(out, b.restDevice(dd))
 		}
 	}
 	return out, nil
@@ -54,7 +73,10 @@ func (b coreBackend) GetDevice(ctx context.Context, id string) (Device, error) {
 		return Device{}, err
 	}
 	d, err := b.c.DeviceDetails(id)
-	return toRESTDevice(d), err
+	if err != nil {
+		return Device{}, err
+	}
+	return b.restDevice(d), nil
 }
 
 func (b coreBackend) DeviceCredentials(ctx context.Context, id string) (DeviceCredentials, error) {
@@ -143,7 +165,10 @@ func (b coreBackend) TelemetryHistory(ctx context.Context, id string, q Telemetr
 }
 
 func toRESTGroup(g core.EnrollmentGroup) EnrollmentGroup {
-	out := EnrollmentGroup{ID: g.ID, DisplayName: g.DisplayName, Type: "iot", Enabled: g.Enabled}
+	out := EnrollmentGroup{ID: g.ID, DisplayName: g.DisplayName, Type: g.Type, Enabled: g.Enabled}
+	if out.Type == "" {
+		out.Type = core.GroupTypeIoT
+	}
 	if !g.IsX509() {
 		out.Attestation = Attestation{
 			Type:         AttestationSymmetricKey,
@@ -203,7 +228,7 @@ func (b coreBackend) PutEnrollmentGroup(ctx context.Context, rg EnrollmentGroup)
 	if err := ctx.Err(); err != nil {
 		return EnrollmentGroup{}, err
 	}
-	g := core.EnrollmentGroup{ID: rg.ID, DisplayName: rg.DisplayName, Enabled: rg.Enabled}
+	g := core.EnrollmentGroup{ID: rg.ID, DisplayName: rg.DisplayName, Enabled: rg.Enabled, Type: rg.Type}
 	switch rg.Attestation.Type {
 	case AttestationX509:
 		sc := rg.Attestation.X509.SigningCertificates
@@ -262,7 +287,10 @@ func (b coreBackend) PutDevice(ctx context.Context, id string, s DeviceSpec) (De
 	}
 	d, _, err := b.c.PutDevice(id, core.DeviceSpec{DisplayName: s.DisplayName, Template: s.Template, Enabled: s.Enabled,
 		Simulated: s.Simulated, Organizations: s.Organizations})
-	return toRESTDevice(d), err
+	if err != nil {
+		return Device{}, err
+	}
+	return b.restDevice(d), nil
 }
 
 func (b coreBackend) DeleteDevice(ctx context.Context, id string) error {
@@ -410,4 +438,137 @@ func (b coreBackend) ClearFaults(ctx context.Context, id string) error {
 	}
 	b.c.ClearFaults(id)
 	return nil
+}
+
+var _ TokenBackend = coreBackend{}
+
+func toRESTToken(t core.APIToken) APIToken {
+	out := APIToken{ID: t.ID, Expiry: t.Expiry, Roles: make([]RoleAssignment, len(t.Roles))}
+	for i, r := range t.Roles {
+		out.Roles[i] = RoleAssignment{Role: r.Role, Organization: r.Organization}
+	}
+	return out
+}
+
+// ListAPITokens implements TokenBackend.
+func (b coreBackend) ListAPITokens(ctx context.Context) ([]APIToken, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ts := b.c.APITokens()
+	out := make([]APIToken, len(ts))
+	for i, t := range ts {
+		out[i] = toRESTToken(t)
+	}
+	return out, nil
+}
+
+// GetAPIToken implements TokenBackend.
+func (b coreBackend) GetAPIToken(ctx context.Context, id string) (APIToken, error) {
+	if err := ctx.Err(); err != nil {
+		return APIToken{}, err
+	}
+	t, err := b.c.APIToken(id)
+	if err != nil {
+		return APIToken{}, err
+	}
+	return toRESTToken(t), nil
+}
+
+// CreateAPIToken implements TokenBackend.
+func (b coreBackend) CreateAPIToken(ctx context.Context, t APIToken, hash [sha256.Size]byte) (APIToken, error) {
+	if err := ctx.Err(); err != nil {
+		return APIToken{}, err
+	}
+	ct := core.APIToken{ID: t.ID, Expiry: t.Expiry, Hash: hash, Roles: make([]core.RoleAssignment, len(t.Roles))}
+	for i, r := range t.Roles {
+		ct.Roles[i] = core.RoleAssignment{Role: r.Role, Organization: r.Organization}
+	}
+	stored, err := b.c.CreateAPIToken(ct)
+	if err != nil {
+		return APIToken{}, err
+	}
+	return toRESTToken(stored), nil
+}
+
+// DeleteAPIToken implements TokenBackend.
+func (b coreBackend) DeleteAPIToken(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.c.DeleteAPIToken(id)
+}
+
+// APITokenByHash implements TokenBackend.
+func (b coreBackend) APITokenByHash(ctx context.Context, hash [sha256.Size]byte) (APIToken, error) {
+	if err := ctx.Err(); err != nil {
+		return APIToken{}, err
+	}
+	t, ok := b.c.APITokenByHash(hash)
+	if !ok {
+		return APIToken{}, fmt.Errorf("%w: API token", ErrNotFound)
+	}
+	return toRESTToken(t), nil
+}
+
+var _ DeviceGroupBackend = coreBackend{}
+
+// deviceGroupsCollection names the core's collection of device groups.
+const deviceGroupsCollection = "deviceGroups"
+
+// ListDeviceGroups implements DeviceGroupBackend.
+func (b coreBackend) ListDeviceGroups(ctx context.Context) ([]DeviceGroup, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	docs := b.c.AppDocs(deviceGroupsCollection)
+	out := make([]DeviceGroup, 0, len(docs))
+	for _, d := range docs {
+		var g DeviceGroup
+		if err := json.Unmarshal(d, &g); err != nil {
+			return nil, fmt.Errorf("stored device group: %w", err)
+		}
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+// GetDeviceGroup implements DeviceGroupBackend.
+func (b coreBackend) GetDeviceGroup(ctx context.Context, id string) (DeviceGroup, error) {
+	if err := ctx.Err(); err != nil {
+		return DeviceGroup{}, err
+	}
+	d, err := b.c.AppDoc(deviceGroupsCollection, id)
+	if err != nil {
+		return DeviceGroup{}, err
+	}
+	var g DeviceGroup
+	if err := json.Unmarshal(d, &g); err != nil {
+		return DeviceGroup{}, fmt.Errorf("stored device group %q: %w", id, err)
+	}
+	return g, nil
+}
+
+// PutDeviceGroup implements DeviceGroupBackend.
+func (b coreBackend) PutDeviceGroup(ctx context.Context, g DeviceGroup) (DeviceGroup, error) {
+	if err := ctx.Err(); err != nil {
+		return DeviceGroup{}, err
+	}
+	g.Etag = ""
+	doc, err := json.Marshal(g)
+	if err != nil {
+		return DeviceGroup{}, fmt.Errorf("device group %q: %w", g.ID, err)
+	}
+	if err := b.c.PutAppDoc(deviceGroupsCollection, g.ID, doc); err != nil {
+		return DeviceGroup{}, err
+	}
+	return g, nil
+}
+
+// DeleteDeviceGroup implements DeviceGroupBackend.
+func (b coreBackend) DeleteDeviceGroup(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.c.DeleteAppDoc(deviceGroupsCollection, id)
 }

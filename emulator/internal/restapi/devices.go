@@ -50,7 +50,7 @@ func (h *handler) getTelemetry(w http.ResponseWriter, r *http.Request) {
 	h.respond(w, r, http.StatusOK, v, err)
 }
 
-// getTelemetryHistory answers GET /api/devices/{id}/telemetry[?since=RFC
+// getTelemetryHistory answers GET /api/emulator/devices/{id}/telemetry[?since=RFC
 // 3339 time][&component=name][&limit=n].
 func (h *handler) getTelemetryHistory(w http.ResponseWriter, r *http.Request) {
 	q, err := parseTelemetryQuery(r.URL.Query())
@@ -499,7 +499,8 @@ func parseCommandRequest(body []byte) (CommandRequest, error) {
 	return req, nil
 }
 
-// queuedAnswer is the 201 answer to a command queued with ?queue=true.
+// queuedAnswer is the 201 answer of the queue extension
+// (postQueuedCommand).
 type queuedAnswer struct {
 	Request json.RawMessage `json:"request,omitempty"`
 	Queued  bool            `json:"queued"`
@@ -507,15 +508,20 @@ type queuedAnswer struct {
 
 func (h *handler) postCommand(w http.ResponseWriter, r *http.Request) {
 	id, c, name := r.PathValue("id"), r.PathValue("c"), r.PathValue("name")
-	queue := false
+	if r.URL.Query().Has("queue") {
+		// ?queue=true was an extension; it moved to its own route.
+		q := r.URL.Query()
+		q.Del("queue")
+		target := emulatorPrefix + "/devices/{id}/commands/{name}/queue"
+		if c != "" {
+			target = emulatorPrefix + "/devices/{id}/components/{c}/commands/{name}/queue"
+		}
+		h.movedTo(w, r, fillPattern(target, r), q)
+		return
+	}
 	err := checkName("command", name, "*")
 	if err == nil {
 		err = checkComponent(c)
-	}
-	if q := r.URL.Query().Get("queue"); err == nil && q != "" {
-		if queue, err = strconv.ParseBool(q); err != nil {
-			err = badRequestf("query parameter queue=%q is not a boolean", q)
-		}
 	}
 	var body []byte
 	if err == nil {
@@ -525,22 +531,24 @@ func (h *handler) postCommand(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		req, err = parseCommandRequest(body)
 	}
+	if err == nil {
+		err = h.checkCommand(r, id, c, name)
+	}
 	if err != nil {
 		h.failErr(w, r, err)
 		return
 	}
-	if queue {
+	if h.durableCommand(r, id, c, name) {
+		// "Queue if offline": IoT Central sends the command as a
+		// cloud-to-device message, online or not, and gets no response.
 		err := h.b.QueueCommand(r.Context(), id, c, name, req.Request)
-		h.respond(w, r, http.StatusCreated, queuedAnswer{Request: req.Request, Queued: true}, err)
+		h.respond(w, r, http.StatusCreated, durableAnswer{ID: newRequestID(), Request: req.Request,
+			ConnectionTimeout: req.ConnectionTimeout, ResponseTimeout: req.ResponseTimeout}, err)
 		return
 	}
 	limit := time.Duration(req.ConnectionTimeout+req.ResponseTimeout)*time.Second + commandGrace
 	ctx, cancel := context.WithTimeout(r.Context(), limit)
 	defer cancel()
-	if err := h.checkCommand(r, id, c, name); err != nil {
-		h.failErr(w, r, err)
-		return
-	}
 	res, err := h.b.InvokeCommand(ctx, id, c, name, req)
 	if err != nil {
 		h.failErr(w, r, err)

@@ -8,10 +8,17 @@
 // Every request must carry the API token as the whole Authorization header
 // value (as IoT Central API tokens are sent); "Bearer <token>" is accepted
 // only with Options.AllowBearer. A missing or wrong token is answered 401.
+// Options.Token is an App Administrator; with a TokenBackend, the API
+// tokens created through /api/apiTokens are accepted too, with their roles
+// enforced (403 Forbidden; see permit in tokens.go).
 // The api-version query parameter is required and must be APIVersion
 // (400 MissingApiVersionParameter / InvalidApiVersionParameter otherwise).
-// Lists are paged (Options.PageSize, nextLink with $skiptoken); devices,
-// groups and templates carry an etag.
+// Lists are paged (Options.PageSize, nextLink with $skiptoken). The device
+// and template lists take the OData options IoT Central documents for them
+// ($filter, $orderby, $top: see odata.go); the other lists refuse them
+// 400. Devices, groups and templates carry an etag computed from their
+// JSON; a write whose If-Match header or body etag is not the current one
+// is answered 412 PreconditionFailed.
 //
 // Routes (all JSON in and out; see emulator/README.md for the full table
 // of IoT Central operations, served or not):
@@ -29,13 +36,30 @@
 //	GET                  /api/devices/{id}/components/{c}/telemetry/{name}  TelemetryValue
 //	GET                  /api/deviceTemplates                               {"value":[template...]}
 //	GET PUT PATCH DELETE /api/deviceTemplates/{id}                          template
+//	GET                  /api/apiTokens                                     {"value":[APIToken...]}
+//	GET PUT DELETE       /api/apiTokens/{id}                                APIToken (token text on PUT only)
+//	GET                  /api/roles, /api/roles/{id}                        Role
+//	GET                  /api/deviceGroups                                  {"value":[DeviceGroup...]}
+//	GET PUT PATCH DELETE /api/deviceGroups/{id}                             DeviceGroup
+//	GET                  /api/deviceGroups/{id}/devices                     {"value":[Device...]}
 //	GET                  /api/enrollmentGroups                              {"value":[EnrollmentGroup...]}
 //	GET PUT PATCH DELETE /api/enrollmentGroups/{id}                         EnrollmentGroup
 //	GET PUT DELETE       /api/enrollmentGroups/{id}/certificates/{entry}    {"verified","certificate","info"}
 //	POST                 /api/enrollmentGroups/{id}/certificates/{entry}/generateVerificationCode
 //	POST                 /api/enrollmentGroups/{id}/certificates/{entry}/verify
-//	POST                 /api/devices/{id}/messages                         202 (emulator extension)
-//	GET                  /api/devices/{id}/telemetry                        history (emulator extension)
+//
+// Emulator extensions, all under /api/emulator:
+//
+//	GET                  /api/emulator/devices/{id}/connection              {"id","connected"}
+//	POST                 /api/emulator/devices/{id}/messages                202
+//	GET                  /api/emulator/devices/{id}/telemetry               history
+//	POST DELETE          /api/emulator/devices/{id}/faults                  202, 204
+//	POST                 /api/emulator/devices/{id}/[components/{c}/]commands/{name}/queue  201
+//	GET                  /api/emulator/stats                                (with Options.Stats)
+//
+// Their old paths (/api/devices/{id}/messages, /telemetry, /faults and
+// ?queue= on a command) answer 308 with the new path in Location, for one
+// release.
 //
 // The properties view shows, for every property, the value the device
 // reported (the "value" of a writable-property acknowledgement) or, when the
@@ -47,25 +71,27 @@
 // template, or marked "__t":"c", or shown as a component by the twin, patch
 // that component); PUT also deletes the writable properties the body lacks.
 //
-// Emulator extensions, not in IoT Central:
+// What the extensions do:
 //
-//   - POST .../commands/{name}?queue=true queues the command for an offline
-//     device instead of failing with 404 DeviceNotOnline. The backend
-//     delivers it as a cloud-to-device message carrying the method-name
-//     application property, as IoT Central does for commands marked "queue
-//     if offline". The answer is 201 {"request": ..., "queued": true}.
-//   - POST /api/devices/{id}/messages sends a plain cloud-to-device message:
+//   - .../commands/{name}/queue queues the command as a cloud-to-device
+//     message carrying the method-name application property, as IoT
+//     Central does for a command its template marks "durable" ("Queue if
+//     offline"); a command so marked in the device's template is queued by
+//     the ordinary POST too (201 without a response). The queue answer is
+//     201 {"request": ..., "queued": true}.
+//   - POST .../messages sends a plain cloud-to-device message:
 //     body {"data": string or any JSON, "properties": {"key": "value"}}; a
 //     string is sent as its bytes, other JSON as its compact encoding.
-//   - GET /api/devices/{id}/telemetry lists the telemetry messages the
+//   - GET .../telemetry lists the telemetry messages the
 //     emulator kept for the device, oldest first, each with its time,
 //     component, message id, correlation id, content type and encoding,
 //     application and system properties, and body ("data" when JSON, else
 //     "dataBase64"). Query parameters: since (RFC 3339; messages received
 //     strictly after it), component (only that component's messages; empty
 //     for the root component) and limit (the newest n of the selection).
-//   - Device has a "connected" field.
-//
+//   - GET .../connection tells whether the device holds a hub connection
+//     (IoT Central's device body has no such field).
+
 // With a device template, names are checked: an unknown component,
 // property or command is 404, a read-only property 422.
 //
@@ -73,7 +99,8 @@
 // RFC 1123) with the status that matches: 400 BadRequest (not JSON, bad path
 // or query parameters), 422 UnprocessableEntity (a well-formed body or value
 // refused), 401 Unauthorized, 404 NotFound (unknown route or resource) or
-// DeviceNotOnline, 405 MethodNotAllowed, 409 Conflict, 403
+// DeviceNotOnline, 405 MethodNotAllowed, 409 Conflict, 412
+// PreconditionFailed, 308 MovedPermanently (a moved extension), 403
 // DeviceMaximumQueueDepthExceeded, 413 RequestEntityTooLarge (bodies over
 // MaxBodyBytes), 500 InternalServerError and 504 GatewayTimeout. Messages
 // never name the emulator's packages. Tokens and keys never reach the log.

@@ -35,7 +35,7 @@ func (f *faultFake) ClearFaults(_ context.Context, id string) error {
 
 func TestFaultRoutes(t *testing.T) {
 	e := newEnv(t)
-	if r := e.call("POST", "/api/devices/dev1/faults", `{"type":"KillTcp"}`); r.status != http.StatusNotImplemented {
+	if r := e.call("POST", "/api/emulator/devices/dev1/faults", `{"type":"KillTcp"}`); r.status != http.StatusNotImplemented {
 		t.Fatalf("backend without faults: %d %s", r.status, r.raw)
 	}
 	ff := &faultFake{fakeBackend: e.f}
@@ -46,15 +46,15 @@ func TestFaultRoutes(t *testing.T) {
 		method, path, body string
 		want               int
 	}{
-		{"POST", "/api/devices/dev1/faults", `{"type":"KillTcp","closeReason":"byebye","delayInSecs":1}`, http.StatusAccepted},
-		{"POST", "/api/devices/dev1/faults", `{"type":"Other"}`, http.StatusBadRequest},
-		{"POST", "/api/devices/dev1/faults", `{"type":""}`, http.StatusBadRequest},
-		{"POST", "/api/devices/dev1/faults", `{"type":"KillTcp","closeReason":"maybe"}`, http.StatusBadRequest},
-		{"POST", "/api/devices/dev1/faults", `{"type":"KillTcp","delayInSecs":-1}`, http.StatusBadRequest},
-		{"POST", "/api/devices/dev1/faults", `{"type":`, http.StatusBadRequest},
-		{"POST", "/api/devices/ghost/faults", `{"type":"KillTcp"}`, http.StatusNotFound},
-		{"DELETE", "/api/devices/dev1/faults", "", http.StatusNoContent},
-		{"GET", "/api/devices/dev1/faults", "", http.StatusMethodNotAllowed},
+		{"POST", "/api/emulator/devices/dev1/faults", `{"type":"KillTcp","closeReason":"byebye","delayInSecs":1}`, http.StatusAccepted},
+		{"POST", "/api/emulator/devices/dev1/faults", `{"type":"Other"}`, http.StatusBadRequest},
+		{"POST", "/api/emulator/devices/dev1/faults", `{"type":""}`, http.StatusBadRequest},
+		{"POST", "/api/emulator/devices/dev1/faults", `{"type":"KillTcp","closeReason":"maybe"}`, http.StatusBadRequest},
+		{"POST", "/api/emulator/devices/dev1/faults", `{"type":"KillTcp","delayInSecs":-1}`, http.StatusBadRequest},
+		{"POST", "/api/emulator/devices/dev1/faults", `{"type":`, http.StatusBadRequest},
+		{"POST", "/api/emulator/devices/ghost/faults", `{"type":"KillTcp"}`, http.StatusNotFound},
+		{"DELETE", "/api/emulator/devices/dev1/faults", "", http.StatusNoContent},
+		{"GET", "/api/emulator/devices/dev1/faults", "", http.StatusMethodNotAllowed},
 	} {
 		if r := e.call(tc.method, tc.path, tc.body); r.status != tc.want {
 			t.Errorf("%s %s %s: %d %s, want %d", tc.method, tc.path, tc.body, r.status, r.raw, tc.want)
@@ -66,7 +66,7 @@ func TestFaultRoutes(t *testing.T) {
 	if len(ff.cleared) != 1 || ff.cleared[0] != "dev1" {
 		t.Fatalf("cleared %v", ff.cleared)
 	}
-	if r := e.callAuth("POST", "/api/devices/dev1/faults", `{"type":"KillTcp"}`, "wrong"); r.status != http.StatusUnauthorized {
+	if r := e.callAuth("POST", "/api/emulator/devices/dev1/faults", `{"type":"KillTcp"}`, "wrong"); r.status != http.StatusUnauthorized {
 		t.Fatalf("wrong token: %d", r.status)
 	}
 }

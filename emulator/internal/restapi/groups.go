@@ -84,13 +84,24 @@ func thumbprint(s string) string {
 }
 
 func (h *handler) putGroup(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
 	body, err := readBody(w, r)
 	var g EnrollmentGroup
+	var bodyEtag string
 	if err == nil {
-		g, err = parseEnrollmentGroup(body, r.PathValue("id"))
+		var e struct {
+			Etag string `json:"etag"`
+		}
+		_ = json.Unmarshal(body, &e) // a body that is not JSON fails below
+		bodyEtag = e.Etag
+		g, err = parseEnrollmentGroup(body, id)
 	}
 	if err == nil {
-		g, err = h.b.PutEnrollmentGroup(r.Context(), g)
+		err = h.guard(r, bodyEtag, func() error { return h.groupEtagCheck(r, id, bodyEtag) }, func() error {
+			var perr error
+			g, perr = h.b.PutEnrollmentGroup(r.Context(), g)
+			return perr
+		})
 	}
 	h.respond(w, r, http.StatusOK, h.groupView(r, g), err)
 }
@@ -156,6 +167,7 @@ func parseEnrollmentGroup(body []byte, id string) (EnrollmentGroup, error) {
 			if *c == (X509Certificate{}) {
 				continue
 			}
+			c.Certificate = normalizeCertificate(c.Certificate)
 			thumb, err := checkCACertificate(c.Certificate)
 			if err != nil {
 				return EnrollmentGroup{}, err
@@ -227,4 +239,26 @@ func checkCACertificate(s string) (string, error) {
 		sum := sha1.Sum(block.Bytes) // #nosec G401 -- thumbprint, not a signature
 		return strings.ToUpper(hex.EncodeToString(sum[:])), nil
 	}
+}
+
+// normalizeCertificate returns a certificate sent in any of the encodings
+// IoT Central accepts as PEM text: PEM itself, base64 of a PEM file (what
+// the Azure CLI sends) or base64 of DER. Anything else is returned as is,
+// for the PEM check to refuse.
+func normalizeCertificate(s string) string {
+	t := strings.TrimSpace(s)
+	if t == "" || strings.Contains(t, "-----BEGIN") {
+		return s
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(t), ""))
+	if err != nil {
+		return s
+	}
+	if strings.Contains(string(raw), "-----BEGIN") {
+		return string(raw)
+	}
+	if _, err := x509.ParseCertificate(raw); err == nil {
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: raw}))
+	}
+	return s
 }

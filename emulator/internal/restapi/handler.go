@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -69,6 +70,7 @@ type handler struct {
 	pageSize    int
 	log         *slog.Logger
 	mux         *http.ServeMux
+	condMu      sync.Mutex // held by conditional writes (If-Match, body etag); see guard
 }
 
 type route struct {
@@ -97,19 +99,30 @@ func New(b Backend, o Options) http.Handler {
 		{"/api/devices/{id}/components/{c}/properties", map[string]http.HandlerFunc{"GET": h.getProperties, "PATCH": h.patchProperties, "PUT": h.putProperties}},
 		{"/api/devices/{id}/commands/{name}", map[string]http.HandlerFunc{"GET": h.getCommandHistory, "POST": h.postCommand}},
 		{"/api/devices/{id}/components/{c}/commands/{name}", map[string]http.HandlerFunc{"GET": h.getCommandHistory, "POST": h.postCommand}},
-		{"/api/devices/{id}/messages", map[string]http.HandlerFunc{"POST": h.postMessage}},
-		{"/api/devices/{id}/telemetry", map[string]http.HandlerFunc{"GET": h.getTelemetryHistory}},
+		// Moved to /api/emulator/...: a 308 pointer for one release.
+		{"/api/devices/{id}/messages", map[string]http.HandlerFunc{"POST": h.moved(emulatorPrefix + "/devices/{id}/messages")}},
+		{"/api/devices/{id}/telemetry", map[string]http.HandlerFunc{"GET": h.moved(emulatorPrefix + "/devices/{id}/telemetry")}},
 		{"/api/devices/{id}/telemetry/{name}", map[string]http.HandlerFunc{"GET": h.getTelemetry}},
 		{"/api/devices/{id}/components/{c}/telemetry/{name}", map[string]http.HandlerFunc{"GET": h.getTelemetry}},
 		{"/api/deviceTemplates", map[string]http.HandlerFunc{"GET": h.listTemplates}},
 		{"/api/deviceTemplates/{id}", map[string]http.HandlerFunc{"GET": h.getTemplate, "PUT": h.putTemplate, "PATCH": h.patchTemplate, "DELETE": h.deleteTemplate}},
 		{"/api/enrollmentGroups", map[string]http.HandlerFunc{"GET": h.listGroups}},
 		{"/api/enrollmentGroups/{id}", map[string]http.HandlerFunc{"GET": h.getGroup, "PUT": h.putGroup, "PATCH": h.patchGroup, "DELETE": h.deleteGroup}},
-		{"/api/devices/{id}/faults", map[string]http.HandlerFunc{"POST": h.postFault, "DELETE": h.deleteFaults}},
+		{"/api/devices/{id}/faults", map[string]http.HandlerFunc{"POST": h.moved(emulatorPrefix + "/devices/{id}/faults"),
+			"DELETE": h.moved(emulatorPrefix + "/devices/{id}/faults")}},
+		// Emulator extensions, all under /api/emulator (see doc.go).
+		{emulatorPrefix + "/devices/{id}/connection", map[string]http.HandlerFunc{"GET": h.getConnection}},
+		{emulatorPrefix + "/devices/{id}/messages", map[string]http.HandlerFunc{"POST": h.postMessage}},
+		{emulatorPrefix + "/devices/{id}/telemetry", map[string]http.HandlerFunc{"GET": h.getTelemetryHistory}},
+		{emulatorPrefix + "/devices/{id}/faults", map[string]http.HandlerFunc{"POST": h.postFault, "DELETE": h.deleteFaults}},
+		{emulatorPrefix + "/devices/{id}/commands/{name}/queue", map[string]http.HandlerFunc{"POST": h.postQueuedCommand}},
+		{emulatorPrefix + "/devices/{id}/components/{c}/commands/{name}/queue", map[string]http.HandlerFunc{"POST": h.postQueuedCommand}},
 	}
 	routes = append(routes, h.certificateRoutes()...)
+	routes = append(routes, h.tokenRoutes()...)
+	routes = append(routes, h.deviceGroupRoutes()...)
 	if o.Stats != nil {
-		routes = append(routes, route{"/api/emulator/stats", map[string]http.HandlerFunc{"GET": func(w http.ResponseWriter, r *http.Request) {
+		routes = append(routes, route{emulatorPrefix + "/stats", map[string]http.HandlerFunc{"GET": func(w http.ResponseWriter, r *http.Request) {
 			h.reply(w, r, http.StatusOK, o.Stats())
 		}}})
 	}
@@ -134,8 +147,9 @@ func New(b Backend, o Options) http.Handler {
 	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusNotFound, "NotFound", "no such route: "+r.URL.Path+
-			" (the emulator serves the IoT Central 2022-07-31 operations listed in emulator/README.md, plus its extensions,"+
-			" which IoT Central lacks: POST /api/devices/{id}/messages, GET /api/devices/{id}/telemetry, GET /api/emulator/stats and ?queue=true on a command POST)")
+			" (the emulator serves the IoT Central 2022-07-31 operations listed in docs/emulator.md, plus its extensions,"+
+			" which IoT Central lacks, all under "+emulatorPrefix+"/: devices/{id}/connection, devices/{id}/messages,"+
+			" devices/{id}/telemetry, devices/{id}/faults, devices/{id}/[components/{c}/]commands/{name}/queue and stats)")
 	})
 	return h
 }
@@ -147,7 +161,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := newRequestID()
 	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
 	w.Header().Set("x-ms-request-id", id)
-	if !h.authorized(r.Header.Get("Authorization")) {
+	role := h.tokenRole(r)
+	if role == "" {
 		h.log.Info("restapi: request refused: missing or wrong API token",
 			"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "requestId", id)
 		h.fail(w, r, http.StatusUnauthorized, "Unauthorized", "missing or invalid Authorization header")
@@ -161,6 +176,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case len(v) > 1 || v[0] != APIVersion:
 		h.fail(w, r, http.StatusBadRequest, "InvalidApiVersionParameter",
 			fmt.Sprintf("api-version %q is not supported; this emulator serves api-version=%s", strings.Join(v, ","), APIVersion))
+		return
+	}
+	if err := permit(role, r); err != nil {
+		h.failErr(w, r, err)
 		return
 	}
 	h.log.Debug("restapi: request", "method", r.Method, "path", r.URL.Path, "requestId", id)
@@ -223,6 +242,10 @@ func (h *handler) failErr(w http.ResponseWriter, r *http.Request, err error) {
 		h.fail(w, r, http.StatusUnprocessableEntity, "UnprocessableEntity", err.Error())
 	case errors.Is(err, ErrBadRequest):
 		h.fail(w, r, http.StatusBadRequest, "BadRequest", err.Error())
+	case errors.Is(err, ErrForbidden):
+		h.fail(w, r, http.StatusForbidden, "Forbidden", err.Error())
+	case errors.Is(err, ErrPreconditionFailed):
+		h.fail(w, r, http.StatusPreconditionFailed, "PreconditionFailed", err.Error())
 	case errors.Is(err, ErrConflict):
 		h.fail(w, r, http.StatusConflict, "Conflict", err.Error())
 	case errors.Is(err, ErrDeviceOffline):
@@ -261,6 +284,11 @@ func (h *handler) reply(w http.ResponseWriter, r *http.Request, status int, v an
 // value the API refuses: 422).
 func invalidf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrValidation}, args...)...)
+}
+
+// errorf returns an error wrapping sentinel with a message.
+func errorf(sentinel error, format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{sentinel}, args...)...)
 }
 
 // badRequestf returns an error wrapping ErrBadRequest.
@@ -371,7 +399,7 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, status int, v 
 var internalPrefixes = []string{
 	"restapi: not found: ", "restapi: device not online: ", "restapi: timed out waiting for the device: ",
 	"restapi: bad request: ", "restapi: invalid input: ", "restapi: conflict: ", "restapi: device queue is full: ",
-	"restapi: payload too large: ",
+	"restapi: payload too large: ", "restapi: precondition failed: ", "restapi: forbidden: ",
 	"restapi: ", "emulator: ",
 }
 
@@ -386,6 +414,31 @@ func publicMessage(msg string) string {
 // nextLink when more items follow. The page is chosen by the $skiptoken
 // query parameter (an offset the previous nextLink carried).
 func page[T any](h *handler, w http.ResponseWriter, r *http.Request, items []T, err error) {
+	if err == nil {
+		_, err = parseOData(r.URL.Query(), nil) // this list takes no OData options
+	}
+	pageOf(h, w, r, items, h.pageSize, err)
+}
+
+// odataPage answers one page of a list that supports the OData options of
+// s: $filter and $orderby applied to items, $top as the page size.
+func odataPage[T any](h *handler, w http.ResponseWriter, r *http.Request, s *odataSchema, items []T, get func(T) fieldGetter, err error) {
+	var q odataQuery
+	if err == nil {
+		q, err = parseOData(r.URL.Query(), s)
+	}
+	size := h.pageSize
+	if err == nil {
+		items = applyOData(q, items, get)
+		if q.top > 0 {
+			size = q.top
+		}
+	}
+	pageOf(h, w, r, items, size, err)
+}
+
+// pageOf answers the page of items chosen by $skiptoken, size items long.
+func pageOf[T any](h *handler, w http.ResponseWriter, r *http.Request, items []T, size int, err error) {
 	if err != nil {
 		h.failErr(w, r, err)
 		return
@@ -399,7 +452,7 @@ func page[T any](h *handler, w http.ResponseWriter, r *http.Request, items []T, 
 		}
 		start = min(n, len(items))
 	}
-	end := min(start+h.pageSize, len(items))
+	end := min(start+size, len(items))
 	out := pagedList[T]{Value: items[start:end]}
 	if out.Value == nil {
 		out.Value = []T{}

@@ -4,10 +4,15 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
 // maxDeviceIDLen is IoT Hub's limit on device ids.
@@ -25,7 +30,7 @@ func (h *handler) listDevices(w http.ResponseWriter, r *http.Request) {
 	for i := range ds {
 		ds[i] = h.deviceWithEtag(ds[i])
 	}
-	page(h, w, r, ds, err)
+	odataPage(h, w, r, &deviceOData, ds, deviceFields, err)
 }
 
 func (h *handler) getDevice(w http.ResponseWriter, r *http.Request) {
@@ -33,10 +38,61 @@ func (h *handler) getDevice(w http.ResponseWriter, r *http.Request) {
 	h.respond(w, r, http.StatusOK, h.deviceWithEtag(d), err)
 }
 
+// deviceFields are the $filter fields of a device (see deviceOData).
+func deviceFields(d Device) fieldGetter {
+	return func(f string) any {
+		switch f {
+		case "id":
+			return d.ID
+		case "displayname":
+			return d.DisplayName
+		case "enabled":
+			return d.Enabled
+		case "provisioned":
+			return d.Provisioned
+		case "simulated":
+			return d.Simulated
+		case "template":
+			if d.Template == "" {
+				return nil
+			}
+			return d.Template
+		case "scopes":
+			return slices.Clone(d.Organizations)
+		}
+		return nil
+	}
+}
+
+// templateFields are the $filter fields of a device template (see
+// templateOData).
+func templateFields(doc map[string]any) fieldGetter {
+	return func(f string) any {
+		var v any
+		switch f {
+		case "@id":
+			v = doc["@id"]
+		case "displayname":
+			v = doc["displayName"]
+			if m, ok := v.(map[string]any); ok { // a localized display name: its "en" text
+				v = m["en"]
+			}
+		case "capabilitymodelid":
+			cm, _ := doc["capabilityModel"].(map[string]any)
+			v = cm["@id"]
+		}
+		if s, ok := v.(string); ok {
+			return s
+		}
+		return nil
+	}
+}
+
 // parseDeviceBody decodes a device PUT or PATCH body. For PUT (full) the
 // absent fields take IoT Central's defaults: displayName = id, no template,
 // enabled true, simulated false, no organizations.
-func parseDeviceBody(body []byte, id string, full bool) (DeviceSpec, error) {
+// It also returns the body's etag ("" when none).
+func parseDeviceBody(body []byte, id string, full bool) (DeviceSpec, string, error) {
 	var wire struct {
 		ID            *string   `json:"id"`
 		Etag          *string   `json:"etag"`
@@ -48,13 +104,13 @@ func parseDeviceBody(body []byte, id string, full bool) (DeviceSpec, error) {
 		Provisioned   *bool     `json:"provisioned"`
 	}
 	if err := decodeJSON(body, &wire); err != nil {
-		return DeviceSpec{}, asValidation(err)
+		return DeviceSpec{}, "", asValidation(err)
 	}
 	if wire.ID != nil && *wire.ID != id {
-		return DeviceSpec{}, invalidf("body id %q differs from the device id %q in the path", *wire.ID, id)
+		return DeviceSpec{}, "", invalidf("body id %q differs from the device id %q in the path", *wire.ID, id)
 	}
 	if wire.Organizations != nil && len(*wire.Organizations) > 1 {
-		return DeviceSpec{}, invalidf("a device can be in at most one organization")
+		return DeviceSpec{}, "", invalidf("a device can be in at most one organization")
 	}
 	spec := DeviceSpec{DisplayName: wire.DisplayName, Template: wire.Template, Enabled: wire.Enabled,
 		Simulated: wire.Simulated, Organizations: wire.Organizations}
@@ -78,7 +134,11 @@ func parseDeviceBody(body []byte, id string, full bool) (DeviceSpec, error) {
 			spec.Organizations = &[]string{}
 		}
 	}
-	return spec, nil
+	etag := ""
+	if wire.Etag != nil {
+		etag = *wire.Etag
+	}
+	return spec, etag, nil
 }
 
 // asValidation turns a type error of a well-formed JSON body into a 422:
@@ -117,21 +177,53 @@ func (h *handler) writeDevice(w http.ResponseWriter, r *http.Request, full bool)
 		body, err = readBody(w, r)
 	}
 	var spec DeviceSpec
+	var bodyEtag string
 	if err == nil {
-		spec, err = parseDeviceBody(body, id, full)
+		spec, bodyEtag, err = parseDeviceBody(body, id, full)
 	}
 	if err == nil && !full {
 		_, err = h.b.GetDevice(r.Context(), id) // PATCH updates an existing device only
 	}
+	if err == nil && spec.Template != nil && *spec.Template != "" {
+		err = h.checkTemplateRef(r, *spec.Template)
+	}
 	var d Device
 	if err == nil {
-		d, err = h.b.PutDevice(r.Context(), id, spec)
+		err = h.guard(r, bodyEtag, func() error { return h.deviceEtagCheck(r, id, bodyEtag) }, func() error {
+			var perr error
+			d, perr = h.b.PutDevice(r.Context(), id, spec)
+			return perr
+		})
 	}
 	h.respond(w, r, http.StatusOK, h.deviceWithEtag(d), err)
 }
 
+// deviceEtagCheck checks the preconditions of a write to device id.
+func (h *handler) deviceEtagCheck(r *http.Request, id, bodyEtag string) error {
+	cur, err := h.b.GetDevice(r.Context(), id)
+	exists := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return checkEtag(r, h.deviceWithEtag(cur).Etag, exists, bodyEtag)
+}
+
+// checkTemplateRef refuses (422) a device naming a template that does
+// not exist, as IoT Central does.
+func (h *handler) checkTemplateRef(r *http.Request, id string) error {
+	_, err := h.b.GetTemplate(r.Context(), id)
+	if errors.Is(err, ErrNotFound) {
+		return invalidf("device template %q does not exist; create it first (PUT /api/deviceTemplates/{id})", id)
+	}
+	return err
+}
+
 func (h *handler) deleteDevice(w http.ResponseWriter, r *http.Request) {
-	if err := h.b.DeleteDevice(r.Context(), r.PathValue("id")); err != nil {
+	id := r.PathValue("id")
+	err := h.guard(r, "", func() error { return h.deviceEtagCheck(r, id, "") }, func() error {
+		return h.b.DeleteDevice(r.Context(), id)
+	})
+	if err != nil {
 		h.failErr(w, r, err)
 		return
 	}
@@ -169,15 +261,35 @@ func (h *handler) getAttestation(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (h *handler) putAttestation(w http.ResponseWriter, r *http.Request)   { h.writeAttestation(w, r) }
-func (h *handler) patchAttestation(w http.ResponseWriter, r *http.Request) { h.writeAttestation(w, r) }
+func (h *handler) putAttestation(w http.ResponseWriter, r *http.Request) {
+	h.writeAttestation(w, r, false)
+}
 
-func (h *handler) writeAttestation(w http.ResponseWriter, r *http.Request) {
+// patchAttestation is a merge patch: "type" may be left out (the current
+// one, else symmetricKey, applies) and a key left out keeps its value.
+func (h *handler) patchAttestation(w http.ResponseWriter, r *http.Request) {
+	h.writeAttestation(w, r, true)
+}
+
+func (h *handler) writeAttestation(w http.ResponseWriter, r *http.Request, merge bool) {
 	id := r.PathValue("id")
 	body, err := readBody(w, r)
 	var a attestationWire
 	if err == nil {
 		err = asValidation(decodeJSON(body, &a))
+	}
+	var cur SymmetricKey
+	if err == nil && merge {
+		var d Device
+		if d, err = h.b.GetDevice(r.Context(), id); err == nil && d.IndividualKeys {
+			var c DeviceCredentials
+			if c, err = h.b.DeviceCredentials(r.Context(), id); err == nil && !c.X509 {
+				cur = c.SymmetricKey
+			}
+		}
+		if err == nil && a.Type == "" {
+			a.Type = AttestationSymmetricKey
+		}
 	}
 	if err == nil {
 		switch a.Type {
@@ -193,6 +305,14 @@ func (h *handler) writeAttestation(w http.ResponseWriter, r *http.Request) {
 	var k SymmetricKey
 	if a.SymmetricKey != nil {
 		k = *a.SymmetricKey
+	}
+	if merge {
+		if k.PrimaryKey == "" {
+			k.PrimaryKey = cur.PrimaryKey
+		}
+		if k.SecondaryKey == "" {
+			k.SecondaryKey = cur.SecondaryKey
+		}
 	}
 	if err == nil {
 		for _, key := range []string{k.PrimaryKey, k.SecondaryKey} {
@@ -221,17 +341,67 @@ func (h *handler) deleteAttestation(w http.ResponseWriter, r *http.Request) {
 type componentEntry struct {
 	Type        string `json:"@type"`
 	Name        string `json:"name"`
-	DisplayName string `json:"displayName"`
+	DisplayName any    `json:"displayName"`
+	Description any    `json:"description,omitempty"`
 }
 
 func (h *handler) listComponents(w http.ResponseWriter, r *http.Request) {
-	names, err := h.b.DeviceComponents(r.Context(), r.PathValue("id"))
+	id := r.PathValue("id")
+	names, err := h.b.DeviceComponents(r.Context(), id)
+	if err != nil {
+		h.failErr(w, r, err)
+		return
+	}
 	slices.Sort(names)
+	defs := h.templateComponents(r, id)
 	out := make([]componentEntry, len(names))
 	for i, n := range names {
 		out[i] = componentEntry{Type: "Component", Name: n, DisplayName: n}
+		if d, ok := defs[n]; ok {
+			if d["displayName"] != nil {
+				out[i].DisplayName = d["displayName"]
+			}
+			out[i].Description = d["description"]
+		}
 	}
-	h.respond(w, r, http.StatusOK, listOf(out), err)
+	h.reply(w, r, http.StatusOK, listOf(out))
+}
+
+// templateComponents returns the Component entries of the device's
+// template by name (nil when it has no template or the template cannot
+// be read: the list then shows names only).
+func (h *handler) templateComponents(r *http.Request, id string) map[string]map[string]any {
+	d, err := h.b.GetDevice(r.Context(), id)
+	if err != nil || d.Template == "" {
+		return nil
+	}
+	doc, err := h.b.GetTemplate(r.Context(), d.Template)
+	if err != nil {
+		return nil
+	}
+	cm, _ := doc["capabilityModel"].(map[string]any)
+	contents, _ := cm["contents"].([]any)
+	out := map[string]map[string]any{}
+	for _, c := range contents {
+		e, _ := c.(map[string]any)
+		name, _ := e["name"].(string)
+		if name != "" && hasJSONType(e["@type"], "Component") {
+			out[name] = e
+		}
+	}
+	return out
+}
+
+// hasJSONType reports whether a DTDL @type (a string or an array of
+// strings) holds t.
+func hasJSONType(v any, t string) bool {
+	switch x := v.(type) {
+	case string:
+		return x == t
+	case []any:
+		return slices.Contains(x, any(t))
+	}
+	return false
 }
 
 func (h *handler) getCommandHistory(w http.ResponseWriter, r *http.Request) {
@@ -257,10 +427,15 @@ func templateWithEtag(doc map[string]any) map[string]any {
 
 func (h *handler) listTemplates(w http.ResponseWriter, r *http.Request) {
 	ts, err := h.b.ListTemplates(r.Context())
+	slices.SortFunc(ts, func(a, b map[string]any) int {
+		as, _ := a["@id"].(string)
+		bs, _ := b["@id"].(string)
+		return strings.Compare(as, bs)
+	})
 	for i := range ts {
 		ts[i] = templateWithEtag(ts[i])
 	}
-	page(h, w, r, ts, err)
+	odataPage(h, w, r, &templateOData, ts, templateFields, err)
 }
 
 func (h *handler) getTemplate(w http.ResponseWriter, r *http.Request) {
@@ -271,8 +446,21 @@ func (h *handler) getTemplate(w http.ResponseWriter, r *http.Request) {
 	h.respond(w, r, http.StatusOK, t, err)
 }
 
-// checkTemplate checks the required members of a device template body.
+// templateIDPattern is a DTMI whose version is optional: IoT Central's
+// own template ids ("dtmi:modelDefinition:spzeut3n:n2lteu39u6") have none.
+var templateIDPattern = regexp.MustCompile(`^dtmi:[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?(?::[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?)*(?:;[1-9][0-9]{0,8})?$`)
+
+// maxTemplateIDLen bounds a device template id (the core's limit).
+const maxTemplateIDLen = 1024
+
+// checkTemplate checks the id and the required members of a device
+// template body, as IoT Central validates them (422 otherwise): the id is
+// a DTMI (version optional), @type a non-empty array, capabilityModel a
+// non-empty object whose @id, when present, is a versioned DTMI.
 func checkTemplate(doc map[string]any, id string) error {
+	if len(id) > maxTemplateIDLen || !templateIDPattern.MatchString(id) {
+		return invalidf("device template id %q is not a DTMI such as dtmi:contoso:thermostat;1", id)
+	}
 	if v, ok := doc["@id"]; ok && v != id {
 		return invalidf("body @id %v differs from the template id %q in the path", v, id)
 	}
@@ -280,8 +468,14 @@ func checkTemplate(doc map[string]any, id string) error {
 	if !ok || len(types) == 0 {
 		return invalidf("@type is required: a non-empty array such as [\"ModelDefinition\",\"DeviceModel\"]")
 	}
-	if _, ok := doc["capabilityModel"].(map[string]any); !ok {
-		return invalidf("capabilityModel is required: a DTDL interface object")
+	cm, ok := doc["capabilityModel"].(map[string]any)
+	if !ok || len(cm) == 0 {
+		return invalidf("capabilityModel is required: a non-empty DTDL interface object")
+	}
+	if v, ok := cm["@id"]; ok {
+		if s, _ := v.(string); !core.ValidDTMI(s) {
+			return invalidf("capabilityModel @id %v is not a DTMI such as dtmi:contoso:Thermostat;1", v)
+		}
 	}
 	return nil
 }
@@ -296,14 +490,33 @@ func (h *handler) putTemplate(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = checkTemplate(doc, id)
 	}
+	bodyEtag, _ := doc["etag"].(string)
 	if err == nil {
 		delete(doc, "etag")
-		doc, err = h.b.PutTemplate(r.Context(), id, doc)
+		err = h.guard(r, bodyEtag, func() error { return h.templateEtagCheck(r, id, bodyEtag) }, func() error {
+			var perr error
+			doc, perr = h.b.PutTemplate(r.Context(), id, doc)
+			return perr
+		})
 	}
 	if err == nil {
 		doc = templateWithEtag(doc)
 	}
 	h.respond(w, r, http.StatusOK, doc, err)
+}
+
+// templateEtagCheck checks the preconditions of a write to template id.
+func (h *handler) templateEtagCheck(r *http.Request, id, bodyEtag string) error {
+	cur, err := h.b.GetTemplate(r.Context(), id)
+	exists := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	etag := ""
+	if exists {
+		etag, _ = templateWithEtag(cur)["etag"].(string)
+	}
+	return checkEtag(r, etag, exists, bodyEtag)
 }
 
 // mergePatch applies an RFC 7386 JSON merge patch to target.
@@ -332,17 +545,24 @@ func (h *handler) patchTemplate(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = asValidation(decodeJSON(body, &patch))
 	}
+	bodyEtag, _ := patch["etag"].(string)
+	delete(patch, "etag")
 	var doc map[string]any
 	if err == nil {
-		doc, err = h.b.GetTemplate(r.Context(), id)
-	}
-	if err == nil {
-		delete(patch, "etag")
-		doc = mergePatch(doc, patch)
-		err = checkTemplate(doc, id)
-	}
-	if err == nil {
-		doc, err = h.b.PutTemplate(r.Context(), id, doc)
+		// Read, merge and write under the lock when conditional, so the
+		// etag checked is the one of the document merged into.
+		err = h.guard(r, bodyEtag, func() error { return h.templateEtagCheck(r, id, bodyEtag) }, func() error {
+			cur, gerr := h.b.GetTemplate(r.Context(), id)
+			if gerr != nil {
+				return gerr
+			}
+			cur = mergePatch(cur, patch)
+			if cerr := checkTemplate(cur, id); cerr != nil {
+				return cerr
+			}
+			doc, gerr = h.b.PutTemplate(r.Context(), id, cur)
+			return gerr
+		})
 	}
 	if err == nil {
 		doc = templateWithEtag(doc)
@@ -351,7 +571,22 @@ func (h *handler) patchTemplate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) deleteTemplate(w http.ResponseWriter, r *http.Request) {
-	if err := h.b.DeleteTemplate(r.Context(), r.PathValue("id")); err != nil {
+	id := r.PathValue("id")
+	err := h.guard(r, "", func() error { return h.templateEtagCheck(r, id, "") }, func() error {
+		// A device uses the template also through the model id it
+		// announced (not only by assignment): IoT Central refuses both.
+		ds, lerr := h.b.ListDevices(r.Context())
+		if lerr != nil {
+			return lerr
+		}
+		for _, d := range ds {
+			if d.Template == id {
+				return fmt.Errorf("%w: device template %q is used by device %q", ErrConflict, id, d.ID)
+			}
+		}
+		return h.b.DeleteTemplate(r.Context(), id)
+	})
+	if err != nil {
 		h.failErr(w, r, err)
 		return
 	}
@@ -367,27 +602,45 @@ func (h *handler) patchGroup(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = asValidation(decodeJSON(body, &patch))
 	}
+	bodyEtag, _ := patch["etag"].(string)
+	delete(patch, "etag")
 	var g EnrollmentGroup
 	if err == nil {
-		g, err = h.b.GetEnrollmentGroup(r.Context(), id)
-	}
-	var merged []byte
-	if err == nil {
-		var cur map[string]any
-		b, _ := json.Marshal(g)
-		_ = json.Unmarshal(b, &cur)
-		delete(patch, "etag")
-		merged, _ = json.Marshal(mergePatch(cur, patch))
-		g, err = parseEnrollmentGroup(merged, id)
-	}
-	if err == nil {
-		g, err = h.b.PutEnrollmentGroup(r.Context(), g)
+		err = h.guard(r, bodyEtag, func() error { return h.groupEtagCheck(r, id, bodyEtag) }, func() error {
+			cur, gerr := h.b.GetEnrollmentGroup(r.Context(), id)
+			if gerr != nil {
+				return gerr
+			}
+			var m map[string]any
+			b, _ := json.Marshal(cur)
+			_ = json.Unmarshal(b, &m)
+			merged, _ := json.Marshal(mergePatch(m, patch))
+			if g, gerr = parseEnrollmentGroup(merged, id); gerr != nil {
+				return gerr
+			}
+			g, gerr = h.b.PutEnrollmentGroup(r.Context(), g)
+			return gerr
+		})
 	}
 	h.respond(w, r, http.StatusOK, h.groupView(r, g), err)
 }
 
+// groupEtagCheck checks the preconditions of a write to group id.
+func (h *handler) groupEtagCheck(r *http.Request, id, bodyEtag string) error {
+	cur, err := h.b.GetEnrollmentGroup(r.Context(), id)
+	exists := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return checkEtag(r, h.groupView(r, cur).Etag, exists, bodyEtag)
+}
+
 func (h *handler) deleteGroup(w http.ResponseWriter, r *http.Request) {
-	if err := h.b.DeleteEnrollmentGroup(r.Context(), r.PathValue("id")); err != nil {
+	id := r.PathValue("id")
+	err := h.guard(r, "", func() error { return h.groupEtagCheck(r, id, "") }, func() error {
+		return h.b.DeleteEnrollmentGroup(r.Context(), id)
+	})
+	if err != nil {
 		h.failErr(w, r, err)
 		return
 	}
@@ -450,6 +703,7 @@ func (h *handler) putGroupCert(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = asValidation(decodeJSON(body, &c))
 	}
+	c.Certificate = normalizeCertificate(c.Certificate)
 	if err == nil && c.Certificate == "" {
 		err = invalidf("certificate (PEM) is required")
 	}
@@ -515,7 +769,7 @@ func (h *handler) verifyGroupCert(w http.ResponseWriter, r *http.Request) {
 		ca, err = parseFirstCert(entryOf(&g, entry).Certificate, "the group's "+entry+" certificate")
 	}
 	if err == nil {
-		leaf, err = parseFirstCert(v.Certificate, "the verification certificate")
+		leaf, err = parseFirstCert(normalizeCertificate(v.Certificate), "the verification certificate")
 	}
 	if err == nil && leaf.CheckSignatureFrom(ca) != nil {
 		err = invalidf("the verification certificate is not signed by the group's %s certificate", entry)

@@ -68,6 +68,8 @@ func newEnv(t *testing.T) *env {
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := httptest.NewServer(New(f, Options{Token: testToken, Logger: logger, PageSize: 2}))
 	t.Cleanup(srv.Close)
+	// Redirects are answers to check (the moved extensions), not to follow.
+	srv.Client().CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &env{t: t, f: f, srv: srv, log: logs}
 }
 
@@ -274,7 +276,12 @@ func TestDevices(t *testing.T) {
 	}
 	delete(r.body, "etag")
 	jsonEqual(t, r.body, `{"id":"dev1","displayName":"Device 1","template":"dtmi:com:example:Thermostat;1",
-		"enabled":true,"provisioned":true,"simulated":false,"connected":true}`)
+		"enabled":true,"provisioned":true,"simulated":false}`)
+	// Whether it is connected is an extension, under /api/emulator.
+	r = e.call("GET", "/api/emulator/devices/dev1/connection", "")
+	r.want(t, http.StatusOK)
+	jsonEqual(t, r.body, `{"id":"dev1","connected":true}`)
+	e.call("GET", "/api/emulator/devices/ghost/connection", "").wantError(t, http.StatusNotFound, "NotFound")
 	e.call("GET", "/api/devices/ghost", "").wantError(t, http.StatusNotFound, "NotFound")
 
 	empty := httptest.NewServer(New(newFake(), Options{Token: testToken}))
@@ -510,7 +517,6 @@ func TestCommandRefusals(t *testing.T) {
 		e.call("POST", "/api/devices/dev1/commands/reboot", body).wantError(t, http.StatusBadRequest, "BadRequest")
 	}
 	e.call("POST", "/api/devices/dev1/commands/a*b", "{}").wantError(t, http.StatusBadRequest, "BadRequest")
-	e.call("POST", "/api/devices/dev1/commands/reboot?queue=maybe", "{}").wantError(t, http.StatusBadRequest, "BadRequest")
 	big := `{"request":"` + strings.Repeat("x", MaxBodyBytes) + `"}`
 	e.call("POST", "/api/devices/dev1/commands/reboot", big).wantError(t, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge")
 	e.f.mu.Lock()
@@ -540,14 +546,18 @@ func TestCommandRefusals(t *testing.T) {
 func TestQueuedCommand(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	r := e.call("POST", "/api/devices/dev2/commands/reboot?queue=true", `{"request":{"delay":1}}`)
+	r := e.call("POST", "/api/emulator/devices/dev2/commands/reboot/queue", `{"request":{"delay":1}}`)
 	r.want(t, http.StatusCreated)
 	jsonEqual(t, r.body, `{"request":{"delay":1},"queued":true}`)
-	r = e.call("POST", "/api/devices/dev2/components/thermostat1/commands/reset?queue=1", "{}")
+	r = e.call("POST", "/api/emulator/devices/dev2/components/thermostat1/commands/reset/queue", "{}")
 	r.want(t, http.StatusCreated)
 	jsonEqual(t, r.body, `{"queued":true}`)
-	// queue=false is an ordinary invocation.
-	e.call("POST", "/api/devices/dev2/commands/reboot?queue=false", "{}").want(t, http.StatusCreated)
+	// The old ?queue= points at the new route (308), whatever its value.
+	r = e.call("POST", "/api/devices/dev2/commands/reboot?queue=false", "{}")
+	if r.status != http.StatusPermanentRedirect || r.header.Get("Location") != "/api/emulator/devices/dev2/commands/reboot/queue?api-version="+APIVersion {
+		t.Fatalf("?queue= answered %d Location %q", r.status, r.header.Get("Location"))
+	}
+	e.call("POST", "/api/devices/dev2/commands/reboot", "{}").want(t, http.StatusCreated)
 
 	e.f.mu.Lock()
 	q, inv := e.f.queued, e.f.invokes
@@ -562,19 +572,19 @@ func TestQueuedCommand(t *testing.T) {
 	if q[1].component != "thermostat1" || q[1].name != "reset" || q[1].request != nil {
 		t.Fatalf("queued[1] = %+v", q[1])
 	}
-	e.call("POST", "/api/devices/dev2/commands/reboot?queue=true", "{}").wantError(t, http.StatusForbidden, "DeviceMaximumQueueDepthExceeded")
-	e.call("POST", "/api/devices/ghost/commands/reboot?queue=true", "{}").wantError(t, http.StatusNotFound, "NotFound")
+	e.call("POST", "/api/emulator/devices/dev2/commands/reboot/queue", "{}").wantError(t, http.StatusForbidden, "DeviceMaximumQueueDepthExceeded")
+	e.call("POST", "/api/emulator/devices/ghost/commands/reboot/queue", "{}").wantError(t, http.StatusNotFound, "NotFound")
 }
 
 func TestMessages(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	r := e.call("POST", "/api/devices/dev1/messages", `{"data":"hello","properties":{"kind":"greeting","n":5,"urgent":true}}`)
+	r := e.call("POST", "/api/emulator/devices/dev1/messages", `{"data":"hello","properties":{"kind":"greeting","n":5,"urgent":true}}`)
 	r.want(t, http.StatusAccepted)
 	jsonEqual(t, r.body, `{"data":"hello","properties":{"kind":"greeting","n":"5","urgent":"true"},"queued":true}`)
-	r = e.call("POST", "/api/devices/dev1/messages", `{"data": {"a": [1, 2]}}`)
+	r = e.call("POST", "/api/emulator/devices/dev1/messages", `{"data": {"a": [1, 2]}}`)
 	r.want(t, http.StatusAccepted)
-	e.call("POST", "/api/devices/dev1/messages", `{"properties":{"only":"props"}}`).want(t, http.StatusAccepted)
+	e.call("POST", "/api/emulator/devices/dev1/messages", `{"properties":{"only":"props"}}`).want(t, http.StatusAccepted)
 
 	e.f.mu.Lock()
 	msgs := e.f.messages
@@ -594,19 +604,19 @@ func TestMessages(t *testing.T) {
 
 	for _, body := range []string{`{"data":`, `"text"`, ``, `{"properties":{"x":{"nested":1}}}`,
 		`{"properties":{"x":null}}`, `{"properties":{"":"v"}}`, `{"properties":[1]}`} {
-		e.call("POST", "/api/devices/dev1/messages", body).wantRefused(t)
+		e.call("POST", "/api/emulator/devices/dev1/messages", body).wantRefused(t)
 	}
-	e.call("POST", "/api/devices/ghost/messages", `{"data":"x"}`).wantError(t, http.StatusNotFound, "NotFound")
+	e.call("POST", "/api/emulator/devices/ghost/messages", `{"data":"x"}`).wantError(t, http.StatusNotFound, "NotFound")
 	big := `{"data":"` + strings.Repeat("x", MaxBodyBytes) + `"}`
-	e.call("POST", "/api/devices/dev1/messages", big).wantError(t, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge")
+	e.call("POST", "/api/emulator/devices/dev1/messages", big).wantError(t, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge")
 	e.f.mu.Lock()
 	e.f.sendErr = fmt.Errorf("over 64 KiB: %w", ErrTooLarge)
 	e.f.mu.Unlock()
-	e.call("POST", "/api/devices/dev1/messages", `{"data":"x"}`).wantError(t, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge")
+	e.call("POST", "/api/emulator/devices/dev1/messages", `{"data":"x"}`).wantError(t, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge")
 	e.f.mu.Lock()
 	e.f.sendErr = fmt.Errorf("full: %w", ErrQueueFull)
 	e.f.mu.Unlock()
-	e.call("POST", "/api/devices/dev1/messages", `{"data":"x"}`).wantError(t, http.StatusForbidden, "DeviceMaximumQueueDepthExceeded")
+	e.call("POST", "/api/emulator/devices/dev1/messages", `{"data":"x"}`).wantError(t, http.StatusForbidden, "DeviceMaximumQueueDepthExceeded")
 }
 
 func TestTelemetry(t *testing.T) {
@@ -638,7 +648,7 @@ func TestTelemetryHistoryRoute(t *testing.T) {
 			Data: json.RawMessage(`{"t":1}`)},
 		{Timestamp: ts.Add(time.Second), Properties: map[string]string{}, SystemProperties: map[string]string{}, DataBase64: []byte{0xff, 0}},
 	}
-	r := e.call("GET", "/api/devices/dev1/telemetry", "")
+	r := e.call("GET", "/api/emulator/devices/dev1/telemetry", "")
 	r.want(t, http.StatusOK)
 	jsonEqual(t, r.body, `{"value":[
 		{"timestamp":"2024-05-01T12:30:00.000Z","component":"thermostat1","messageId":"m1","correlationId":"c1",
@@ -646,8 +656,8 @@ func TestTelemetryHistoryRoute(t *testing.T) {
 		 "systemProperties":{"message-id":"m1"},"data":{"t":1}},
 		{"timestamp":"2024-05-01T12:30:01.000Z","component":"","properties":{},"systemProperties":{},"dataBase64":"/wA="}]}`)
 
-	e.call("GET", "/api/devices/dev1/telemetry?since=2024-05-01T12:30:00.5Z&component=thermostat1&limit=7", "").want(t, http.StatusOK)
-	e.call("GET", "/api/devices/dev1/telemetry?component=", "").want(t, http.StatusOK)
+	e.call("GET", "/api/emulator/devices/dev1/telemetry?since=2024-05-01T12:30:00.5Z&component=thermostat1&limit=7", "").want(t, http.StatusOK)
+	e.call("GET", "/api/emulator/devices/dev1/telemetry?component=", "").want(t, http.StatusOK)
 	e.f.mu.Lock()
 	got := e.f.queries
 	e.f.mu.Unlock()
@@ -669,10 +679,10 @@ func TestTelemetryHistoryRoute(t *testing.T) {
 		"?since=yesterday", "?limit=0", "?limit=-1", "?limit=x", "?limit=100001", "?color=red",
 		"?component=a.b", "?since=2024-05-01T12:30:00Z&since=2024-05-01T12:30:00Z",
 	} {
-		e.call("GET", "/api/devices/dev1/telemetry"+bad, "").wantError(t, http.StatusBadRequest, "BadRequest")
+		e.call("GET", "/api/emulator/devices/dev1/telemetry"+bad, "").wantError(t, http.StatusBadRequest, "BadRequest")
 	}
-	e.call("GET", "/api/devices/ghost/telemetry", "").wantError(t, http.StatusNotFound, "NotFound")
-	e.call("POST", "/api/devices/dev1/telemetry", "{}").wantError(t, http.StatusMethodNotAllowed, "MethodNotAllowed")
+	e.call("GET", "/api/emulator/devices/ghost/telemetry", "").wantError(t, http.StatusNotFound, "NotFound")
+	e.call("POST", "/api/emulator/devices/dev1/telemetry", "{}").wantError(t, http.StatusMethodNotAllowed, "MethodNotAllowed")
 }
 
 // newCert makes a self-signed certificate in PEM, a CA or not.

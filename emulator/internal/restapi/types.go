@@ -173,7 +173,9 @@ type Device struct {
 	ID string `json:"id"`
 	// DisplayName defaults to the ID in IoT Central.
 	DisplayName string `json:"displayName,omitempty"`
-	// Template is the model id (DTMI) the device announced; empty when none.
+	// Template is the id of the device template the device uses: the one
+	// assigned to it, else the one whose capability model id is the model
+	// id the device announced; empty when none (an unassigned device).
 	Template string `json:"template,omitempty"`
 	// Enabled is false for a blocked device.
 	Enabled bool `json:"enabled"`
@@ -185,9 +187,10 @@ type Device struct {
 	Organizations []string `json:"organizations,omitempty"`
 	// Etag changes whenever the device's fields change (set by the handler).
 	Etag string `json:"etag,omitempty"`
-	// Connected tells whether the device holds a hub connection now
-	// (emulator extension: IoT Central's device has no such field).
-	Connected bool `json:"connected"`
+	// Connected tells whether the device holds a hub connection now. Not
+	// in the device's JSON (IoT Central's device has no such field); the
+	// extension GET /api/emulator/devices/{id}/connection shows it.
+	Connected bool `json:"-"`
 	// IndividualKeys is set when the device has its own symmetric keys;
 	// not in the JSON.
 	IndividualKeys bool `json:"-"`
@@ -375,7 +378,8 @@ type EnrollmentGroup struct {
 	ID string `json:"id"`
 	// DisplayName is a human-readable name.
 	DisplayName string `json:"displayName"`
-	// Type is "iot" (or "iotEdge"; the emulator treats both alike).
+	// Type is "iot" (the default) or "iotEdge"; stored and shown, both
+	// enroll alike. Any other is answered 422.
 	Type string `json:"type"`
 	// Enabled false makes DPS refuse the group's devices.
 	Enabled bool `json:"enabled"`
