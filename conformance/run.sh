@@ -6,7 +6,8 @@
 # It builds the emulator, starts it on the standard ports (127.0.0.1: 8883 MQTT/TLS, 443
 # WebSockets for MQTT and AMQP, 5671 AMQP/TLS) with a throw-away certificate directory,
 # waits until its info file exists and every port accepts connections, installs the pinned
-# SDK with `npm ci` when node_modules is missing, runs `node --test` and stops the emulator.
+# SDKs with `npm ci` when node_modules is missing or older than package-lock.json, runs
+# `node --test` and stops the emulator.
 # Every scenario runs over each transport (mqtt, mqttws, amqp, amqpws). The exit status is
 # the test status.
 #
@@ -127,8 +128,11 @@ if [[ -z "$ready" ]]; then
 fi
 
 cd "$here"
-if [[ ! -d node_modules ]]; then
-	echo "conformance: installing the pinned SDK (npm ci)" >&2
+# npm records what it installed in node_modules/.package-lock.json: install
+# again when package-lock.json is newer (a package was added or pinned
+# anew since), not only when node_modules is missing.
+if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+	echo "conformance: installing the pinned SDKs (npm ci)" >&2
 	npm ci --no-audit --no-fund >&2
 fi
 
