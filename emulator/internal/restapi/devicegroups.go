@@ -293,13 +293,7 @@ func (h *handler) patchDeviceGroup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	body, err := readBody(w, r)
-	var patch map[string]any
-	if err == nil {
-		err = asValidation(decodeJSON(body, &patch))
-	}
-	bodyEtag, _ := patch["etag"].(string)
-	delete(patch, "etag")
+	patch, bodyEtag, err := readMergePatch(w, r)
 	var g DeviceGroup
 	if err == nil {
 		err = h.guard(r, bodyEtag, func() error { return h.deviceGroupEtagCheck(r, gb, id, bodyEtag) }, func() error {

@@ -540,13 +540,7 @@ func mergePatch(target, patch map[string]any) map[string]any {
 
 func (h *handler) patchTemplate(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	body, err := readBody(w, r)
-	var patch map[string]any
-	if err == nil {
-		err = asValidation(decodeJSON(body, &patch))
-	}
-	bodyEtag, _ := patch["etag"].(string)
-	delete(patch, "etag")
+	patch, bodyEtag, err := readMergePatch(w, r)
 	var doc map[string]any
 	if err == nil {
 		// Read, merge and write under the lock when conditional, so the
@@ -597,13 +591,7 @@ func (h *handler) deleteTemplate(w http.ResponseWriter, r *http.Request) {
 
 func (h *handler) patchGroup(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	body, err := readBody(w, r)
-	var patch map[string]any
-	if err == nil {
-		err = asValidation(decodeJSON(body, &patch))
-	}
-	bodyEtag, _ := patch["etag"].(string)
-	delete(patch, "etag")
+	patch, bodyEtag, err := readMergePatch(w, r)
 	var g EnrollmentGroup
 	if err == nil {
 		err = h.guard(r, bodyEtag, func() error { return h.groupEtagCheck(r, id, bodyEtag) }, func() error {
@@ -804,4 +792,21 @@ func parseFirstCert(s, what string) (*x509.Certificate, error) {
 		}
 		return c, nil
 	}
+}
+
+// readMergePatch reads a JSON merge-patch body and takes its "etag" out:
+// the patch, the etag it carried ("" when none) and an error wrapping
+// ErrBadRequest or ErrValidation.
+func readMergePatch(w http.ResponseWriter, r *http.Request) (map[string]any, string, error) {
+	body, err := readBody(w, r)
+	if err != nil {
+		return nil, "", err
+	}
+	var patch map[string]any
+	if err := asValidation(decodeJSON(body, &patch)); err != nil {
+		return nil, "", err
+	}
+	etag, _ := patch["etag"].(string)
+	delete(patch, "etag")
+	return patch, etag, nil
 }
