@@ -35,11 +35,15 @@ type DPSAuth struct {
 // AuthenticateHub checks a device's hub credentials: a SAS token (when
 // token is not "") for the hub host and the device, signed with one of its
 // keys and not expired, or else a certificate chain whose leaf CN is the
-// device id, under its enabled X.509 group. Errors wrap ErrNotFound (unknown
+// device id, under its enabled X.509 group. An id "{deviceId}/{moduleId}"
+// (ModuleKey) checks a module's credentials instead (see modules.go). Errors wrap ErrNotFound (unknown
 // device) or ErrUnauthorized and never hold the token.
 func (c *Core) AuthenticateHub(id, token string, certs []*x509.Certificate) (HubAuth, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if dev, mod := SplitKey(id); mod != "" {
+		return c.authenticateModuleLocked(dev, mod, token, certs)
+	}
 	d, ok := c.devices[id]
 	if !ok {
 		return HubAuth{}, fmt.Errorf("%w: device %q not found", ErrNotFound, id)

@@ -71,16 +71,42 @@ func (c *Core) InvokeCommand(ctx context.Context, id, component, name string, pa
 	if _, err := c.Device(id); err != nil {
 		return CommandResult{}, err
 	}
+	res, err := c.invokeMethod(ctx, id, method, body, connectTimeout, timeout)
+	if err != nil {
+		return CommandResult{}, err
+	}
+	rec := CommandRecord{ID: res.RequestID, Component: component, Name: name, Response: res.Payload,
+		ResponseCode: res.Status, ConnectionTimeout: int(connectTimeout / time.Second), ResponseTimeout: int(timeout / time.Second)}
+	if string(body) != "null" {
+		rec.Request = body
+	}
+	// Recorded whoever invoked it: the REST API, the dashboard, the Go API.
+	if err := c.RecordCommand(id, rec); err != nil && !errors.Is(err, ErrNotFound) {
+		return CommandResult{}, err
+	}
+	return res, nil
+}
+
+// invokeMethod calls direct method on the connection of key (a device id
+// or a module key, see ModuleKey) with a JSON body, waiting up to
+// connectTimeout (when > 0) for it to be connected and subscribed to
+// methods; timeout is normalized as InvokeCommand's. Errors: ErrNotFound,
+// ErrDeviceOffline, ErrTimeout, ctx.Err(), ErrClosed.
+func (c *Core) invokeMethod(ctx context.Context, key, method string, body []byte, connectTimeout, timeout time.Duration) (CommandResult, error) {
+	if timeout <= 0 {
+		timeout = DefaultCommandTimeout
+	}
+	timeout = min(timeout, MaxCommandTimeout)
 	if connectTimeout > 0 {
 		wctx, cancel := context.WithTimeout(ctx, min(connectTimeout, MaxCommandTimeout))
-		err := c.WaitSubscribed(wctx, id, FeatureMethods)
+		err := c.WaitSubscribed(wctx, key, FeatureMethods)
 		cancel()
 		if errors.Is(err, ErrClosed) || ctx.Err() != nil {
 			return CommandResult{}, errors.Join(err, ctx.Err())
 		}
 	}
 	c.mu.Lock()
-	d, err := c.lookup(id)
+	d, err := c.entityLocked(key)
 	var l Link
 	if err == nil {
 		l = d.link
@@ -90,7 +116,7 @@ func (c *Core) InvokeCommand(ctx context.Context, id, component, name string, pa
 		return CommandResult{}, err
 	}
 	if l == nil || !l.Subscribed(FeatureMethods) {
-		return CommandResult{}, fmt.Errorf("%w: device %q (method %s)", ErrDeviceOffline, id, method)
+		return CommandResult{}, fmt.Errorf("%w: %s (method %s)", ErrDeviceOffline, keyName(key), method)
 	}
 	bctx, cancel := c.bound(ctx)
 	defer cancel()
@@ -101,25 +127,16 @@ func (c *Core) InvokeCommand(ctx context.Context, id, component, name string, pa
 	case err == nil:
 		res := Result(status, resp)
 		res.RequestID = NewUUID()
-		rec := CommandRecord{ID: res.RequestID, Component: component, Name: name, Response: res.Payload,
-			ResponseCode: res.Status, ConnectionTimeout: int(connectTimeout / time.Second), ResponseTimeout: int(timeout / time.Second)}
-		if string(body) != "null" {
-			rec.Request = body
-		}
-		// Recorded whoever invoked it: the REST API, the dashboard, the Go API.
-		if err := c.RecordCommand(id, rec); err != nil && !errors.Is(err, ErrNotFound) {
-			return CommandResult{}, err
-		}
 		return res, nil
 	case ctx.Err() != nil:
 		return CommandResult{}, ctx.Err()
 	case c.closed():
 		return CommandResult{}, ErrClosed
 	case errors.Is(err, context.DeadlineExceeded):
-		c.log.Warn("direct method timed out", "device_id", id, "method", method, "timeout", timeout)
-		return CommandResult{}, fmt.Errorf("%w: device %q, method %s, after %s", ErrTimeout, id, method, timeout)
+		c.log.Warn("direct method timed out", "device_id", key, "method", method, "timeout", timeout)
+		return CommandResult{}, fmt.Errorf("%w: %s, method %s, after %s", ErrTimeout, keyName(key), method, timeout)
 	default:
-		return CommandResult{}, fmt.Errorf("%w: device %q (method %s): %v", ErrDeviceOffline, id, method, err)
+		return CommandResult{}, fmt.Errorf("%w: %s (method %s): %v", ErrDeviceOffline, keyName(key), method, err)
 	}
 }
 

@@ -384,6 +384,9 @@ type device struct {
 	edge                     bool           // capabilities.iotEdge
 	deviceScope              string         // IoT Edge device scope, as the service set it
 	parentScopes             []string       // IoT Edge parent scopes, as the service set them
+	moduleID                 string             // set for a module identity (id is then its device's id); see modules.go
+	managedBy                string             // a module's managedBy
+	modules                  map[string]*device // a device's modules by module id; nil when none
 }
 
 func newDevice(id string, now time.Time) *device {
@@ -483,7 +486,7 @@ func (c *Core) Device(id string) (Device, error) {
 // Touch records activity of device id.
 func (c *Core) Touch(id string) {
 	c.mu.Lock()
-	if d, ok := c.devices[id]; ok {
+	if d, ok := c.entityOK(id); ok {
 		d.lastActivity = c.now()
 	}
 	c.mu.Unlock()

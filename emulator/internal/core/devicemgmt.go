@@ -135,18 +135,25 @@ func (c *Core) DeleteDevice(id string) error {
 		c.mu.Unlock()
 		return errNoDevice(id)
 	}
-	l := d.link
+	links := []Link{d.link}
+	changes := []Change{{Op: OpDeleteDevice, Record: Record{Kind: KindDevice, Key: id}}}
+	for mid, m := range d.modules { // a device's modules go with it
+		links = append(links, m.link)
+		changes = append(changes, moduleDelete(id, mid))
+	}
 	delete(c.devices, id)
 	delete(c.ext.settings, id)
 	delete(c.ext.commands, id)
-	staged := c.stageLocked(Change{Op: OpDeleteDevice, Record: Record{Kind: KindDevice, Key: id}})
+	staged := c.stageLocked(changes...)
 	c.mu.Unlock()
 	if err := awaitNow(staged); err != nil {
 		return err
 	}
-	c.log.Info("device deleted", "device_id", id)
-	if l != nil {
-		l.Drop(errBlockedByOperator)
+	c.log.Info("device deleted", "device_id", id, "modules", len(d.modules))
+	for _, l := range links {
+		if l != nil {
+			l.Drop(errBlockedByOperator)
+		}
 	}
 	return nil
 }

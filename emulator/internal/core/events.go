@@ -1,6 +1,7 @@
 package core
 
 import (
+	"strings"
 	"slices"
 	"sync"
 	"time"
@@ -80,6 +81,9 @@ type eventHub struct {
 // emit records ev and hands it to the watchers of its device and of all
 // devices, without blocking. Callers may hold c.mu.
 func (c *Core) emit(ev Event) {
+	if strings.Contains(ev.DeviceID, "/") {
+		return // a module's: the events are the IoT Central devices' (see modules.go)
+	}
 	h := &c.events
 	h.mu.Lock()
 	defer h.mu.Unlock()

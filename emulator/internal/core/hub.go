@@ -182,8 +182,9 @@ type HubDevice struct {
 	StatusReason string
 	// Thumbprints are those of a selfSigned device (upper-case hex).
 	Thumbprints []string
-	// IotEdge, DeviceScope and ParentScopes are stored and shown (the
-	// emulator runs no IoT Edge runtime).
+	// IotEdge, DeviceScope and ParentScopes are the device's IoT Edge
+	// capability and scopes as PutHubDevice resolved them (see edge.go;
+	// the emulator runs no IoT Edge runtime).
 	IotEdge      bool
 	DeviceScope  string
 	ParentScopes []string
@@ -206,8 +207,13 @@ type HubDeviceSpec struct {
 	// device: it connects with a chain ending in one of Config.TrustedCAs
 	// whose leaf CN is its id.
 	CertificateAuthority bool
-	// IotEdge, DeviceScope and ParentScopes (at most 1, IoT Hub's limit
-	// for a device) are stored and returned as given.
+	// IotEdge makes an IoT Edge device: its DeviceScope is generated
+	// ("ms-azure-iot-edge://{id}-{generationId}", kept across updates; a
+	// given one is ignored) and the $edgeAgent and $edgeHub modules are
+	// created. ParentScopes (at most 1, IoT Hub's limit) must each be
+	// another edge device's scope. A leaf device's DeviceScope (or, when
+	// empty, its one ParentScopes entry) must be an edge device's scope,
+	// and becomes its parent scope too. Violations: ErrInvalid.
 	IotEdge      bool
 	DeviceScope  string
 	ParentScopes []string
@@ -348,6 +354,11 @@ func (c *Core) PutHubDevice(id string, create bool, ifMatch string, spec HubDevi
 		c.mu.Unlock()
 		return HubDevice{}, fmt.Errorf("%w: device %q", ErrPreconditionFailed, id)
 	}
+	scope, parents, err := c.scopesLocked(id, d, spec)
+	if err != nil {
+		c.mu.Unlock()
+		return HubDevice{}, err
+	}
 	if create {
 		d = newDevice(id, c.now())
 		d.indivKeys = [2]string{RandomKey(), RandomKey()}
@@ -379,17 +390,34 @@ func (c *Core) PutHubDevice(id string, create bool, ifMatch string, spec HubDevi
 	if d.indivKeys[1] == "" && d.indivKeys[0] != "" {
 		d.indivKeys[1] = RandomKey()
 	}
-	var drop Link
+	var drops []Link
 	if spec.Enabled != nil {
 		d.enabled = *spec.Enabled
 		if !d.enabled {
-			drop = d.link
+			drops = append(drops, d.link)
+			for _, m := range d.modules { // its modules cannot stay connected either
+				drops = append(drops, m.link)
+			}
 		}
 	}
 	d.statusReason = spec.StatusReason
-	d.edge, d.deviceScope, d.parentScopes = spec.IotEdge, spec.DeviceScope, slices.Clone(spec.ParentScopes)
+	d.edge, d.deviceScope, d.parentScopes = spec.IotEdge, scope, parents
+	if d.edge && d.deviceScope == "" {
+		d.deviceScope = edgeScope(d)
+	}
+	var added []*device
+	if d.edge {
+		added = c.edgeModulesLocked(d)
+	}
 	out := c.hubDeviceLocked(d)
-	staged := c.stageDeviceLocked(d)
+	var staged <-chan error
+	if c.durable() {
+		changes := []Change{c.deviceChangeLocked(d)}
+		for _, m := range added {
+			changes = append(changes, moduleChange(m))
+		}
+		staged = c.stageLocked(changes...)
+	}
 	c.mu.Unlock()
 	if err := awaitNow(staged); err != nil {
 		return HubDevice{}, err
@@ -397,9 +425,11 @@ func (c *Core) PutHubDevice(id string, create bool, ifMatch string, spec HubDevi
 	if create {
 		c.log.Info("device created", "device_id", id, "via", "service API")
 	}
-	if drop != nil {
-		c.log.Info("device disabled, dropping its connection", "device_id", id)
-		drop.Drop(errBlockedByOperator)
+	for _, l := range drops {
+		if l != nil {
+			c.log.Info("device disabled, dropping a connection", "device_id", id)
+			l.Drop(errBlockedByOperator)
+		}
 	}
 	return out, nil
 }
@@ -425,6 +455,13 @@ func (c *Core) DeleteHubDevice(id, ifMatch string) error {
 type HubTwin struct {
 	// DeviceID is the device.
 	DeviceID string
+	// ModuleID is the module of a module twin, "" for a device twin.
+	ModuleID string
+	// IotEdge, DeviceScope and ParentScopes are the device's (empty for a
+	// module twin).
+	IotEdge      bool
+	DeviceScope  string
+	ParentScopes []string
 	// ETag changes with every change of tags or properties.
 	ETag string
 	// DeviceETag is the registry etag of the device (HubDevice.ETag).
@@ -461,7 +498,7 @@ func TwinETagOf(v int64) string {
 func (c *Core) hubTwinLocked(d *device) HubTwin {
 	v := twinVersion(d)
 	t := HubTwin{
-		DeviceID: d.id, ETag: TwinETagOf(v), DeviceETag: ETagOf(d.version), Version: v, Enabled: d.enabled, Connected: d.link != nil,
+		DeviceID: d.id, ModuleID: d.moduleID, IotEdge: d.edge, DeviceScope: d.deviceScope, ParentScopes: slices.Clone(d.parentScopes), ETag: TwinETagOf(v), DeviceETag: ETagOf(d.version), Version: v, Enabled: d.enabled, Connected: d.link != nil,
 		LastActivity: d.lastActivity, X509: d.x509, ModelID: d.modelID,
 		AuthType: HubDevice{Device: d.public(), Thumbprints: d.thumbprints}.HubAuthType(),
 		Tags:     map[string]any{}, Desired: d.desired.Document(), Reported: d.reported.Document(),
@@ -503,6 +540,14 @@ func (c *Core) HubTwins() []HubTwin {
 // the twin's etag, ErrInvalid for a bad key or value, ErrTooLarge, or the
 // store's error. A desired change is pushed to a connected device.
 func (c *Core) UpdateHubTwin(ctx context.Context, id, ifMatch string, tags, desired map[string]any, replace bool) (HubTwin, error) {
+	if strings.Contains(id, "/") {
+		return HubTwin{}, errNoDevice(id)
+	}
+	return c.updateHubTwin(ctx, id, ifMatch, tags, desired, replace)
+}
+
+// updateHubTwin is UpdateHubTwin of the twin of a device or module key.
+func (c *Core) updateHubTwin(ctx context.Context, id, ifMatch string, tags, desired map[string]any, replace bool) (HubTwin, error) {
 	if err := ctx.Err(); err != nil {
 		return HubTwin{}, err
 	}
@@ -520,9 +565,9 @@ func (c *Core) UpdateHubTwin(ctx context.Context, id, ifMatch string, tags, desi
 		}
 	}
 	c.mu.Lock()
-	d, err := c.lookup(id)
+	d, err := c.entityLocked(id)
 	if err == nil && !etagMatches(ifMatch, TwinETagOf(twinVersion(d))) {
-		err = fmt.Errorf("%w: twin of device %q", ErrPreconditionFailed, id)
+		err = fmt.Errorf("%w: twin of %s", ErrPreconditionFailed, keyName(id))
 	}
 	if err != nil {
 		c.mu.Unlock()

@@ -52,11 +52,11 @@ type Link interface {
 func (c *Core) Attach(id string, l Link, modelID string) (Link, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	d, err := c.lookup(id)
+	d, err := c.entityLocked(id)
 	if err != nil {
 		return nil, err
 	}
-	if !d.enabled {
+	if !c.enabledLocked(d) {
 		return nil, errors.Join(ErrUnauthorized, errDisabled(id))
 	}
 	// Messages in flight on prev stay with it until it detaches: its
@@ -82,7 +82,7 @@ func errDisabled(id string) error { return errors.New("device " + id + " is disa
 // tells that one to deliver them.
 func (c *Core) Detach(id string, l Link) {
 	c.mu.Lock()
-	d, ok := c.devices[id]
+	d, ok := c.entityOK(id)
 	var cur Link
 	if ok {
 		if d.link == l && l != nil {
@@ -103,7 +103,7 @@ func (c *Core) Detach(id string, l Link) {
 func (c *Core) Current(id string, l Link) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	d, ok := c.devices[id]
+	d, ok := c.entityOK(id)
 	return ok && d.link == l
 }
 
@@ -120,7 +120,7 @@ func (c *Core) SubscriptionsChanged(id string) {
 func (c *Core) WaitSubscribed(ctx context.Context, id string, f Feature) error {
 	for {
 		c.mu.Lock()
-		d, ok := c.devices[id]
+		d, ok := c.entityOK(id)
 		var l Link
 		if ok {
 			l = d.link
@@ -145,7 +145,7 @@ func (c *Core) WaitSubscribed(ctx context.Context, id string, f Feature) error {
 func (c *Core) WaitOffline(ctx context.Context, id string) error {
 	for {
 		c.mu.Lock()
-		d, ok := c.devices[id]
+		d, ok := c.entityOK(id)
 		online := ok && d.link != nil
 		ch := c.changeChanLocked(id)
 		c.mu.Unlock()

@@ -125,6 +125,9 @@ func (c *Core) stageDeviceLocked(d *device) <-chan error {
 	if !c.durable() {
 		return nil
 	}
+	if d.moduleID != "" {
+		return c.stageLocked(moduleChange(d))
+	}
 	return c.stageLocked(c.deviceChangeLocked(d))
 }
 
@@ -360,7 +363,7 @@ func (c *Core) restoreRecords(recs []Record) error {
 	}
 	telemetry := map[string][]seqDoc{}
 	commands := map[string][]seqDoc{}
-	var templates, certs, tokens, appDocs []Record
+	var templates, certs, tokens, appDocs, modules []Record
 	for _, r := range recs {
 		var err error
 		switch r.Kind {
@@ -380,6 +383,8 @@ func (c *Core) restoreRecords(recs []Record) error {
 				tokens = append(tokens, r)
 			case strings.HasPrefix(r.Key, appDocKeyPrefix):
 				appDocs = append(appDocs, r)
+			case strings.HasPrefix(r.Key, metaModulePrefix):
+				modules = append(modules, r)
 			}
 		case KindGroup:
 			var g groupDoc
@@ -418,6 +423,9 @@ func (c *Core) restoreRecords(recs []Record) error {
 		snap.IDScope = c.cfg.IDScope
 	}
 	if err := c.restore(snap, "database"); err != nil {
+		return err
+	}
+	if err := c.restoreModules(modules); err != nil {
 		return err
 	}
 	for id, seqs := range c2dSeq {

@@ -48,8 +48,11 @@ func (c *Core) Connect(id string, auth HubAuth, l Link, modelID string) (*Sessio
 	return s, prev, nil
 }
 
-// DeviceID is the session's device.
-func (s *Session) DeviceID() string { return s.id }
+// DeviceID is the session's device (a module's device for a module session).
+func (s *Session) DeviceID() string { d, _ := SplitKey(s.id); return d }
+
+// ModuleID is the session's module, "" for a device session.
+func (s *Session) ModuleID() string { _, m := SplitKey(s.id); return m }
 
 // Current reports whether the session is still the device's connection.
 func (s *Session) Current() bool { return s.c.Current(s.id, s.link) }
@@ -68,7 +71,8 @@ func (s *Session) Telemetry(t Telemetry) error {
 	if len(t.Body) > MaxTelemetryBody {
 		return fmt.Errorf("%w: telemetry body of %d bytes exceeds %d", ErrTooLarge, len(t.Body), MaxTelemetryBody)
 	}
-	t.DeviceID, t.AuthMethod = s.id, s.authMethod
+	t.DeviceID, t.ModuleID = SplitKey(s.id)
+	t.AuthMethod = s.authMethod
 	if t.Received.IsZero() {
 		t.Received = time.Now().UTC()
 	}

@@ -97,7 +97,7 @@ func twinError(msg string) []byte {
 // TwinDocument returns the status and body of a device's twin GET.
 func (c *Core) TwinDocument(id string) (int, []byte) {
 	c.mu.Lock()
-	d, err := c.lookup(id)
+	d, err := c.entityLocked(id)
 	var doc map[string]any
 	if err == nil {
 		d.lastActivity = c.now()
@@ -123,7 +123,7 @@ func (c *Core) PatchReported(id string, body []byte) (int, int64, []byte) {
 		return 400, 0, twinError(err.Error())
 	}
 	c.mu.Lock()
-	d, err := c.lookup(id)
+	d, err := c.entityLocked(id)
 	var v int64
 	var staged <-chan error
 	if err == nil {
