@@ -374,16 +374,16 @@ type device struct {
 	history                  []Telemetry // oldest first, at most cfg.TelemetryHistory
 	c2dSeq                   int64       // the last number given to a message
 	c2d                      []*c2dMsg
-	deadLetters              []*c2dMsg      // rejected, oldest first
-	link                     Link           // live hub connection; nil when offline
-	version                  int64          // registry generation: grows with each identity change (device etag)
-	tags                     map[string]any // twin tags (IoT Hub service API); nil when none
-	tagsVersion              int64          // grows with each tags change (part of the twin etag)
-	statusReason             string         // why the device is disabled, as the registry shows it
-	thumbprints              []string       // selfSigned X.509 device: accepted leaf thumbprints (upper-case hex)
-	edge                     bool           // capabilities.iotEdge
-	deviceScope              string         // IoT Edge device scope, as the service set it
-	parentScopes             []string       // IoT Edge parent scopes, as the service set them
+	deadLetters              []*c2dMsg          // rejected, oldest first
+	link                     Link               // live hub connection; nil when offline
+	version                  int64              // registry generation: grows with each identity change (device etag)
+	tags                     map[string]any     // twin tags (IoT Hub service API); nil when none
+	tagsVersion              int64              // grows with each tags change (part of the twin etag)
+	statusReason             string             // why the device is disabled, as the registry shows it
+	thumbprints              []string           // selfSigned X.509 device: accepted leaf thumbprints (upper-case hex)
+	edge                     bool               // capabilities.iotEdge
+	deviceScope              string             // IoT Edge device scope, as the service set it
+	parentScopes             []string           // IoT Edge parent scopes, as the service set them
 	moduleID                 string             // set for a module identity (id is then its device's id); see modules.go
 	managedBy                string             // a module's managedBy
 	modules                  map[string]*device // a device's modules by module id; nil when none

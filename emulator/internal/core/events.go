@@ -1,8 +1,8 @@
 package core
 
 import (
-	"strings"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
