@@ -105,9 +105,6 @@ func (cs *connState) putToken(ctx context.Context, m *amqp.Message) (int, string
 	if err != nil {
 		return 400, "bad audience: " + err.Error()
 	}
-	if aud.moduleID != "" {
-		return 400, "modules are not supported by the emulator"
-	}
 	if !strings.EqualFold(aud.host, cs.s.opts.HubHost) {
 		cs.s.opts.Reporter.Refused(netlimit.KindAMQPAuth, "put-token refused: audience names another hub", "audience_host", netlimit.Quote(aud.host), "hub_host", cs.s.opts.HubHost)
 		return 401, "Unauthorized: audience names hub " + quoteShort(aud.host)
@@ -116,22 +113,26 @@ func (cs *connState) putToken(ctx context.Context, m *amqp.Message) (int, string
 	if token == "" || len(token) > maxCBSTokenBytes {
 		return 400, "the token must be a non-empty amqp-value string"
 	}
-	auth, err := cs.s.b.AuthenticateHub(aud.deviceID, token, nil)
+	key := aud.deviceID // a module's token is granted to "{deviceId}/{moduleId}"
+	if aud.moduleID != "" {
+		key = core.ModuleKey(aud.deviceID, aud.moduleID)
+	}
+	auth, err := cs.s.b.AuthenticateHub(key, token, nil)
 	if err != nil {
-		cs.s.opts.Reporter.Refused(netlimit.KindAMQPAuth, "put-token refused", "device_id", netlimit.Quote(aud.deviceID), "reason", netlimit.Reason(err))
+		cs.s.opts.Reporter.Refused(netlimit.KindAMQPAuth, "put-token refused", "device_id", netlimit.Quote(key), "reason", netlimit.Reason(err))
 		if errors.Is(err, core.ErrNotFound) {
 			return 404, "Not Found: " + err.Error()
 		}
 		return 401, "Unauthorized: " + err.Error()
 	}
-	cs.grantToken(aud.deviceID, auth.Expiry)
+	cs.grantToken(key, auth.Expiry)
 	cs.mu.Lock()
 	c := cs.conn
 	cs.mu.Unlock()
 	if c != nil {
 		c.SetLoggedIn() // a valid token: the limits of a logged-in connection apply
 	}
-	cs.log.Debug("put-token accepted", "device_id", aud.deviceID, "expiry", auth.Expiry)
+	cs.log.Debug("put-token accepted", "device_id", key, "expiry", auth.Expiry)
 	return 200, "OK"
 }
 

@@ -98,11 +98,14 @@ func (cs *connState) expire(d *device) {
 // authorize returns the device of a hub link address, authorized by a
 // token of this connection or by the TLS client certificate.
 func (cs *connState) authorize(ctx context.Context, a address) (*device, error) {
+	// A module is known by its key "{deviceId}/{moduleId}": its tokens
+	// (audience .../devices/{d}/modules/{m}) are granted under that key.
+	key, what := a.deviceID, fmt.Sprintf("device %q", a.deviceID)
 	if a.moduleID != "" {
-		return nil, &amqp1.Error{Condition: amqp1.ErrCondNotImplemented, Description: "modules are not supported by the emulator"}
+		key, what = core.ModuleKey(a.deviceID, a.moduleID), fmt.Sprintf("module %q of device %q", a.moduleID, a.deviceID)
 	}
 	cs.mu.Lock()
-	d := cs.devices[a.deviceID]
+	d := cs.devices[key]
 	ok := d != nil && d.authorizedLocked()
 	certs := cs.certs
 	cs.mu.Unlock()
@@ -111,24 +114,24 @@ func (cs *connState) authorize(ctx context.Context, a address) (*device, error) 
 	}
 	if len(certs) == 0 {
 		if d != nil && !d.expiry.IsZero() {
-			return nil, unauthorized("the SAS token of device %q expired; put a new one on $cbs", a.deviceID)
+			return nil, unauthorized("the SAS token of %s expired; put a new one on $cbs", what)
 		}
-		return nil, unauthorized("no valid SAS token for device %q: put one on $cbs first", a.deviceID)
+		return nil, unauthorized("no valid SAS token for %s: put one on $cbs first", what)
 	}
-	if _, err := cs.s.b.AuthenticateHub(a.deviceID, "", certs); err != nil {
-		cs.log.Info("X.509 authentication refused", "device_id", a.deviceID, "reason", err.Error())
+	if _, err := cs.s.b.AuthenticateHub(key, "", certs); err != nil {
+		cs.log.Info("X.509 authentication refused", "device_id", key, "reason", err.Error())
 		e := amqpError(err)
 		if e.Condition == amqp1.ErrCondInternalError || e.Condition == amqp1.ErrCondNotFound {
 			return nil, e
 		}
-		return nil, unauthorized("device %q: %v", a.deviceID, err)
+		return nil, unauthorized("%s: %v", what, err)
 	}
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	d = cs.devices[a.deviceID]
+	d = cs.devices[key]
 	if d == nil {
-		d = &device{id: a.deviceID}
-		cs.devices[a.deviceID] = d
+		d = &device{id: key}
+		cs.devices[key] = d
 	}
 	d.viaCert = true
 	return d, nil
@@ -263,6 +266,9 @@ func (cs *connState) attachHub(ctx context.Context, ls *linkState) error {
 	case nodeC2D:
 		if server != amqp1.RoleSender {
 			return &amqp1.Error{Condition: amqp1.ErrCondNotAllowed, Description: "the cloud-to-device node only sends"}
+		}
+		if a.moduleID != "" {
+			return &amqp1.Error{Condition: amqp1.ErrCondNotAllowed, Description: "IoT Hub has no cloud-to-device messages for modules"}
 		}
 	}
 	d, err := cs.authorize(ctx, a)

@@ -100,13 +100,13 @@ func TestLinksNeedAToken(t *testing.T) {
 	if got := condition(err); got != amqp.ErrCondUnauthorizedAccess {
 		t.Errorf("foreign C2D: %v", err)
 	}
-	// Unknown nodes, modules and wrong directions.
+	// Unknown nodes, a module (the device's token does not authorize it) and wrong directions.
 	_, err = s.NewSender(testCtx(t), "/devices/dev1/nowhere", nil)
 	if got := condition(err); got != amqp.ErrCondNotFound {
 		t.Errorf("unknown node: %v", err)
 	}
 	_, err = s.NewSender(testCtx(t), "/devices/dev1/modules/m1/messages/events", nil)
-	if got := condition(err); got != amqp.ErrCondNotImplemented {
+	if got := condition(err); got != amqp.ErrCondUnauthorizedAccess {
 		t.Errorf("module: %v", err)
 	}
 	_, err = s.NewReceiver(testCtx(t), "/devices/dev1/messages/events", nil)

@@ -363,11 +363,16 @@ func (s *Server) authenticate(cl *mqtt.Client, pk packets.Packet) (*conn, error)
 		}
 		return &conn{s: s, cl: cl, role: wire.RoleDPS, id: clientID, dps: a, x509: a.X509}, nil
 	case wire.RoleHub:
-		if u.DeviceID != clientID {
+		// A module connects with client id "{deviceId}/{moduleId}" and user
+		// name "{host}/{deviceId}/{moduleId}/?...": the key the core knows it by.
+		cdev, cmod, _ := strings.Cut(clientID, "/")
+		switch {
+		case u.DeviceID != cdev:
 			return nil, fmt.Errorf("device id %q in the user name differs from client id %q", u.DeviceID, clientID)
-		}
-		if u.ModuleID != "" {
-			return nil, fmt.Errorf("modules are not supported (module %q)", u.ModuleID)
+		case u.ModuleID != cmod:
+			return nil, fmt.Errorf("module id %q in the user name differs from client id %q", u.ModuleID, clientID)
+		case strings.Contains(cmod, "/"):
+			return nil, fmt.Errorf("client id %q is neither {deviceId} nor {deviceId}/{moduleId}", clientID)
 		}
 		a, err := s.cfg.Model.AuthenticateHub(clientID, password, certs)
 		if err != nil {

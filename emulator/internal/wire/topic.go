@@ -11,7 +11,8 @@ type Kind int
 
 // The request topics a device may publish to.
 const (
-	// KindTelemetry is devices/{id}/messages/events/{property bag}.
+	// KindTelemetry is devices/{id}/messages/events/{property bag}, or
+	// devices/{id}/modules/{mid}/messages/events/{property bag} for a module.
 	KindTelemetry Kind = iota + 1
 	// KindTwinGet is $iothub/twin/GET/?$rid={rid}.
 	KindTwinGet
@@ -52,6 +53,9 @@ type Topic struct {
 	Kind Kind
 	// DeviceID is the device named in a telemetry topic.
 	DeviceID string
+	// ModuleID is the module named in a module's telemetry topic, "" for
+	// a device's.
+	ModuleID string
 	// PropertyBag is the raw (still encoded) property bag of a telemetry topic.
 	PropertyBag string
 	// RID is the $rid value exactly as sent (to be echoed unchanged).
@@ -99,6 +103,13 @@ func parseTopic(topic string) (Topic, error) {
 		id, after, ok := strings.Cut(rest, "/")
 		if !ok || id == "" {
 			break
+		}
+		if m, ok := strings.CutPrefix(after, "modules/"); ok {
+			mid, mafter, ok := strings.Cut(m, "/")
+			if !ok || mid == "" {
+				break
+			}
+			t.ModuleID, after = mid, mafter
 		}
 		bag, ok := strings.CutPrefix(after, "messages/events")
 		if !ok || (bag != "" && bag[0] != '/') {
@@ -163,12 +174,17 @@ func requestTopic(kind Kind, q string) (Topic, error) {
 // PublishAllowed reports whether a connection of role may publish to the
 // parsed topic t: a hub device only to its own telemetry topic and to the
 // twin and method requests; a DPS connection only to its register and poll
-// requests. deviceID is the connection's device id (RoleHub).
+// requests. deviceID is the connection's identity (RoleHub): a device id,
+// or "{deviceId}/{moduleId}" for a module, whose telemetry topic is
+// devices/{deviceId}/modules/{moduleId}/messages/events/.
 func PublishAllowed(role Role, deviceID string, t Topic) bool {
 	switch role {
 	case RoleHub:
 		switch t.Kind {
 		case KindTelemetry:
+			if t.ModuleID != "" {
+				return t.DeviceID+"/"+t.ModuleID == deviceID
+			}
 			return t.DeviceID == deviceID
 		case KindTwinGet, KindTwinPatchReported, KindMethodResponse:
 			return true
@@ -186,8 +202,10 @@ func C2DFilterPrefix(deviceID string) string {
 
 // SubscribeAllowed reports whether a connection of role may subscribe to
 // filter: a hub device to filters under $iothub/twin/, $iothub/methods/ and
-// its own devices/{id}/messages/devicebound/; a DPS connection to filters
-// under $dps/registrations/res/. Invalid filters are refused.
+// its own devices/{id}/messages/devicebound/ (a module, whose deviceID is
+// "{deviceId}/{moduleId}", has no cloud-to-device messages); a DPS
+// connection to filters under $dps/registrations/res/. Invalid filters
+// are refused.
 func SubscribeAllowed(role Role, deviceID, filter string) bool {
 	if !ValidFilter(filter) {
 		return false
@@ -196,7 +214,7 @@ func SubscribeAllowed(role Role, deviceID, filter string) bool {
 	case RoleHub:
 		return strings.HasPrefix(filter, "$iothub/twin/") ||
 			strings.HasPrefix(filter, "$iothub/methods/") ||
-			(deviceID != "" && strings.HasPrefix(filter, C2DFilterPrefix(deviceID)))
+			(deviceID != "" && !strings.Contains(deviceID, "/") && strings.HasPrefix(filter, C2DFilterPrefix(deviceID)))
 	case RoleDPS:
 		return strings.HasPrefix(filter, "$dps/registrations/res/")
 	}
