@@ -9,6 +9,9 @@
 //   - twins: GET/PUT/PATCH /twins/{id} (If-Match etags, tags, desired
 //     properties; reported properties are read-only);
 //   - direct methods: POST /twins/{id}/methods;
+//   - modules (modules.go): PUT/GET/DELETE /devices/{id}/modules/{mid},
+//     GET /devices/{id}/modules, GET/PUT/PATCH /twins/{id}/modules/{mid},
+//     POST /twins/{id}/modules/{mid}/methods;
 //   - cloud-to-device purge: DELETE /devices/{id}/commands;
 //   - configurations: PUT/GET/DELETE /configurations/{id}, GET
 //     /configurations, POST /configurations/testQueries,
@@ -17,7 +20,8 @@
 //     commands POST /digitaltwins/{id}[/components/{c}]/commands/{name};
 //   - jobs v2: PUT/GET /jobs/v2/{id}, POST /jobs/v2/{id}/cancel,
 //     GET /jobs/v2/query (scheduled methods and twin updates);
-//   - queries: POST /devices/query (see query.go for the subset).
+//   - queries: POST /devices/query over devices or devices.modules (see
+//     query.go for the subset).
 //
 // Requests carry a service SAS token ("SharedAccessSignature sr={hub
 // host}&sig=...&se=...&skn={policy}") checked by the core against its
@@ -94,6 +98,7 @@ func New(c *core.Core, log *slog.Logger) *Handler {
 	h.route("GET /jobs/v2/{id}", h.getJob, svc, read)
 	h.route("POST /jobs/v2/{id}/cancel", h.cancelJob, svc)
 	h.route("GET /jobs/v2/query", h.queryJobs, svc, read)
+	h.routeModules()
 	return h
 }
 
@@ -143,6 +148,10 @@ func errorOf(err error) (int, string, int) {
 		return http.StatusPreconditionFailed, "PreconditionFailed", 412002
 	case errors.Is(err, core.ErrDeviceOffline):
 		return http.StatusNotFound, "DeviceNotOnline", 404103
+	case errors.Is(err, core.ErrModuleNotFound):
+		return http.StatusNotFound, "ModuleNotFound", 404010
+	case errors.Is(err, core.ErrModuleExists):
+		return http.StatusConflict, "ModuleAlreadyExistsOnDevice", 409301
 	case errors.Is(err, core.ErrNotFound):
 		return http.StatusNotFound, "DeviceNotFound", 404001
 	case errors.Is(err, core.ErrConflict):

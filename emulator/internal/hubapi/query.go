@@ -12,8 +12,11 @@ import (
 
 // The subset of IoT Hub's query language the emulator runs over twins:
 //
-//	SELECT * | projection [, projection]... FROM devices
+//	SELECT * | projection [, projection]... FROM devices | devices.modules
 //	  [WHERE condition] [GROUP BY path [, path]...]
+//
+// FROM devices.modules reads the module twins (each with its deviceId and
+// moduleId) instead of the device twins.
 //
 // A projection is a path (deviceId, tags.a.b, properties.reported.x) or
 // COUNT(), each with an optional AS alias. A condition combines
@@ -30,6 +33,7 @@ var errQuery = errors.New("query")
 const MaxQueryLen = 8 << 10
 
 type query struct {
+	modules bool // FROM devices.modules
 	star    bool
 	proj    []projection
 	where   cond // nil: every twin
@@ -398,7 +402,13 @@ func (p *parser) query() (*query, error) {
 		return nil, p.errorf("want FROM")
 	}
 	if !p.keyword("devices") {
-		return nil, p.errorf("only FROM devices is supported by the emulator")
+		return nil, p.errorf("only FROM devices and FROM devices.modules are supported by the emulator")
+	}
+	if p.symbol(".") {
+		if !p.keyword("modules") {
+			return nil, p.errorf("only FROM devices and FROM devices.modules are supported by the emulator")
+		}
+		q.modules = true
 	}
 	if p.keyword("WHERE") {
 		c, err := p.or()

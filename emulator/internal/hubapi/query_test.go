@@ -84,7 +84,7 @@ func TestQueryRefused(t *testing.T) {
 	for _, q := range []string{
 		"",
 		"DELETE FROM devices",
-		"SELECT * FROM devices.modules",
+		"SELECT * FROM devices.jobs",
 		"SELECT * FROM jobs",
 		"SELECT * FROM devices WHERE",
 		"SELECT * FROM devices WHERE tags.a = ",

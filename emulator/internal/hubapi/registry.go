@@ -302,7 +302,7 @@ func (h *Handler) serviceStats(w http.ResponseWriter, _ *http.Request) error {
 
 // twinJSON is a twin as IoT Hub's service API and queries return it.
 func twinJSON(t core.HubTwin) map[string]any {
-	return map[string]any{
+	doc := map[string]any{
 		"deviceId":                  t.DeviceID,
 		"etag":                      unquote(t.ETag),
 		"deviceEtag":                unquote(t.DeviceETag),
@@ -317,8 +317,17 @@ func twinJSON(t core.HubTwin) map[string]any {
 		"modelId":                   t.ModelID,
 		"tags":                      t.Tags,
 		"properties":                map[string]any{"desired": t.Desired, "reported": t.Reported},
-		"capabilities":              map[string]any{"iotEdge": false},
 	}
+	if t.ModuleID != "" {
+		doc["moduleId"] = t.ModuleID
+		return doc
+	}
+	doc["capabilities"] = map[string]any{"iotEdge": t.IotEdge}
+	if t.DeviceScope != "" {
+		doc["deviceScope"] = t.DeviceScope
+		doc["parentScopes"] = orEmpty(t.ParentScopes)
+	}
+	return doc
 }
 
 func (h *Handler) getTwin(w http.ResponseWriter, r *http.Request) error {
@@ -474,6 +483,9 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request) error {
 		start = n
 	}
 	twins := h.core.HubTwins()
+	if q.modules {
+		twins = h.core.HubModuleTwins()
+	}
 	docs := make([]map[string]any, len(twins))
 	for i, t := range twins {
 		docs[i] = twinJSON(t)
