@@ -1,0 +1,163 @@
+package core_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/iotc-go/iotc/emulator/internal/core"
+	"github.com/iotc-go/iotc/emulator/internal/store/memstore"
+)
+
+// dropLink records the reason it was dropped.
+type dropLink struct {
+	link
+	mu      sync.Mutex
+	dropped error
+}
+
+func (l *dropLink) Drop(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dropped = err
+}
+
+func (l *dropLink) wasDropped() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dropped != nil
+}
+
+// TestModulesGoWithTheirDevice: disabling a device drops its modules'
+// connections and refuses them; deleting it deletes its modules, in the
+// store too (a restarted core does not find them), and drops them.
+func TestModulesGoWithTheirDevice(t *testing.T) {
+	ctx := context.Background()
+	st := memstore.New()
+	c := core.New(core.Config{IDScope: "0ne1", HubHost: "h", Store: st})
+	if err := c.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	if _, err := c.PutHubDevice("d1", true, "", core.HubDeviceSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"m1", "m2"} {
+		if _, err := c.PutHubModule("d1", m, true, "", core.HubModuleSpec{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.PutHubModule("d1", "m1", true, "", core.HubModuleSpec{}); !errors.Is(err, core.ErrConflict) || !errors.Is(err, core.ErrModuleExists) {
+		t.Fatalf("second create: %v", err)
+	}
+	if _, err := c.PutHubModule("d1", "m3", false, "*", core.HubModuleSpec{}); !errors.Is(err, core.ErrNotFound) || !errors.Is(err, core.ErrModuleNotFound) {
+		t.Fatalf("update of a missing module: %v", err)
+	}
+	if _, err := c.PutHubModule("d1", "m3", true, "", core.HubModuleSpec{CertificateAuthority: true}); !errors.Is(err, core.ErrInvalid) {
+		t.Fatalf("CA module: %v", err)
+	}
+	l1 := &dropLink{}
+	if _, _, err := c.Connect(core.ModuleKey("d1", "m1"), core.HubAuth{}, l1, ""); err != nil {
+		t.Fatal(err)
+	}
+	// Disabled: the module's connection is dropped and a new one refused.
+	if _, err := c.PutHubDevice("d1", false, "*", core.HubDeviceSpec{Enabled: new(false)}); err != nil {
+		t.Fatal(err)
+	}
+	if !l1.wasDropped() {
+		t.Fatal("disabling the device left its module connected")
+	}
+	if _, _, err := c.Connect(core.ModuleKey("d1", "m1"), core.HubAuth{}, &dropLink{}, ""); !errors.Is(err, core.ErrUnauthorized) {
+		t.Fatalf("module of a disabled device connected: %v", err)
+	}
+	if _, err := c.PutHubDevice("d1", false, "*", core.HubDeviceSpec{Enabled: new(true)}); err != nil {
+		t.Fatal(err)
+	}
+	l2 := &dropLink{}
+	if _, _, err := c.Connect(core.ModuleKey("d1", "m2"), core.HubAuth{}, l2, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteDevice("d1"); err != nil {
+		t.Fatal(err)
+	}
+	if !l2.wasDropped() {
+		t.Fatal("deleting the device left its module connected")
+	}
+	if _, err := c.HubModule("d1", "m2"); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("module of a deleted device: %v", err)
+	}
+	recs, err := st.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Kind == core.KindMeta && len(r.Key) > 7 && r.Key[:7] == "module/" {
+			t.Fatalf("record %q left in the store", r.Key)
+		}
+	}
+	// A restarted core has the device gone, and a new d1 has no modules.
+	c2 := core.New(core.Config{IDScope: "0ne1", HubHost: "h", Store: st})
+	if err := c2.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c2.Close)
+	if _, err := c2.PutHubDevice("d1", true, "", core.HubDeviceSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	if ms, err := c2.HubModules("d1"); err != nil || len(ms) != 0 {
+		t.Fatalf("modules of a new d1: %v %v", ms, err)
+	}
+}
+
+// TestModuleTwinVersions: a module twin's desired and reported $versions
+// grow on their own, apart from its device's, and survive a restart.
+func TestModuleTwinVersions(t *testing.T) {
+	ctx := context.Background()
+	st := memstore.New()
+	c := core.New(core.Config{IDScope: "0ne1", HubHost: "h", Store: st})
+	if err := c.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	if _, err := c.PutHubDevice("d1", true, "", core.HubDeviceSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutHubModule("d1", "m1", true, "", core.HubModuleSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	s, _, err := c.Connect(core.ModuleKey("d1", "m1"), core.HubAuth{}, link{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.DeviceID() != "d1" || s.ModuleID() != "m1" {
+		t.Fatalf("session ids %q %q", s.DeviceID(), s.ModuleID())
+	}
+	for i := range 3 {
+		if _, err := c.UpdateHubModuleTwin(ctx, "d1", "m1", "", nil, map[string]any{"n": i}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		if st, _, body := s.PatchReported(ctx, []byte(`{"r":1}`)); st != 204 {
+			t.Fatalf("reported: %d %s", st, body)
+		}
+	}
+	tw, err := c.HubModuleTwin("d1", "m1")
+	if err != nil || tw.Desired["$version"] != int64(4) && tw.Desired["$version"] != 4.0 || tw.Reported["$version"] != int64(3) && tw.Reported["$version"] != 3.0 {
+		t.Fatalf("module twin versions: desired %v reported %v (%v)", tw.Desired["$version"], tw.Reported["$version"], err)
+	}
+	dt, _ := c.HubTwin("d1")
+	if dt.Version != 2 {
+		t.Fatalf("device twin version %d, want 2 (untouched)", dt.Version)
+	}
+	c2 := core.New(core.Config{IDScope: "0ne1", HubHost: "h", Store: st})
+	if err := c2.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c2.Close)
+	tw2, err := c2.HubModuleTwin("d1", "m1")
+	if err != nil || tw2.ETag != tw.ETag || tw2.Version != tw.Version {
+		t.Fatalf("after restart: %+v %v, want etag %s", tw2, err, tw.ETag)
+	}
+}
