@@ -107,7 +107,7 @@ func checkConfig(b configBody) (map[string]any, error) {
 		return nil, nil
 	}
 	if len(b.Content.ModulesContent) > 0 {
-		return nil, fmt.Errorf("%w: modulesContent is not supported by the emulator (no modules)", errBadRequest)
+		return nil, fmt.Errorf("%w: modulesContent is not supported by the emulator (it runs no IoT Edge deployments)", errBadRequest)
 	}
 	return desiredOf(b.Content.DeviceContent)
 }
@@ -303,7 +303,7 @@ func (h *Handler) applyConfigurationContent(w http.ResponseWriter, r *http.Reque
 		return err
 	}
 	if len(b.ModulesContent) > 0 {
-		return fmt.Errorf("%w: modulesContent is not supported by the emulator (no modules)", errBadRequest)
+		return fmt.Errorf("%w: modulesContent is not supported by the emulator (it runs no IoT Edge deployments)", errBadRequest)
 	}
 	patch, err := desiredOf(b.DeviceContent)
 	if err != nil {
