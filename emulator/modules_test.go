@@ -1,10 +1,14 @@
 package emulator
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/iotc-go/iotc/emulator/internal/pki"
 )
 
 // moduleSAS is a module's hub token, signed with key.
@@ -115,7 +119,7 @@ func TestModuleOverMQTT(t *testing.T) {
 		t.Fatalf("history: %v %v", hist, err)
 	}
 	sp := hist[0].SystemProperties()
-	if hist[0].ModuleID != "m1" || sp["iothub-connection-module-id"] != "m1" || sp["iothub-connection-device-id"] != "md1" || sp["message-id"] != "mm1" || hist[0].Properties["k"] != "v" {
+	if hist[0].ModuleID != "m1" || sp["iothub-connection-module-id"] != "m1" || !strings.Contains(sp["iothub-connection-auth-method"], `"scope":"module","type":"sas"`) || sp["iothub-connection-device-id"] != "md1" || sp["message-id"] != "mm1" || hist[0].Properties["k"] != "v" {
 		t.Fatalf("module message: %+v %v", hist[0], sp)
 	}
 
@@ -213,6 +217,7 @@ func TestModulesSurviveDataDirRestart(t *testing.T) {
 	if status, _, _ := d.twinRequest("$iothub/twin/PATCH/properties/reported/", []byte(`{"fw":"1"}`)); status != "204" {
 		t.Fatalf("reported: %s", status)
 	}
+	cl.publish("devices/keep/modules/m1/messages/events/", 1, []byte(`{"kept":1}`))
 	cl.close()
 	if st, _, _ := service(t, e1, "iothubowner", "DELETE", "/devices/gone", nil); st != 204 {
 		t.Fatalf("delete: %d", st)
@@ -237,6 +242,10 @@ func TestModulesSurviveDataDirRestart(t *testing.T) {
 	}
 	if jsonOf(t, mod2) != jsonOf(t, mod1) || jsonOf(t, twin2) != jsonOf(t, twin1) {
 		t.Fatalf("after restart\n module %s\n twin %s\nwant\n module %s\n twin %s", jsonOf(t, mod2), jsonOf(t, twin2), jsonOf(t, mod1), jsonOf(t, twin1))
+	}
+	hist, err := e2.TelemetryHistory("keep", TelemetryFilter{})
+	if err != nil || len(hist) != 1 || hist[0].ModuleID != "m1" || hist[0].SystemProperties()["iothub-connection-auth-method"] != `{"scope":"module","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}` {
+		t.Fatalf("module telemetry after restart: %+v %v", hist, err)
 	}
 	props := twin2["properties"].(map[string]any)
 	if props["reported"].(map[string]any)["fw"] != "1" || props["desired"].(map[string]any)["on"] != true || twin2["tags"].(map[string]any)["site"] != "a" {
@@ -264,5 +273,48 @@ func TestModulesSurviveDataDirRestart(t *testing.T) {
 	}
 	if st, _, _ := service(t, e2, "registryRead", "GET", "/devices/edge/modules/$edgeHub", nil); st != 200 {
 		t.Fatalf("$edgeHub after restart: %d", st)
+	}
+}
+
+// TestModuleThumbprint: a selfSigned module connects over MQTT with the
+// certificate whose thumbprint it was given, and only with it; its
+// device's certificate is not its own.
+func TestModuleThumbprint(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, &Options{WebSocketAddr: "127.0.0.1:0"})
+	ca, err := pki.NewCA("module thumbprint test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	modCert, err := ca.IssueClient("anything", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devCert, err := ca.IssueClient("tpd", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpOf := func(raw []byte) string { s := sha256.Sum256(raw); return hex.EncodeToString(s[:]) }
+	if st, _, b := service(t, e, "iothubowner", "PUT", "/devices/tpd", map[string]any{"authentication": map[string]any{"type": "selfSigned",
+		"x509Thumbprint": map[string]any{"primaryThumbprint": tpOf(devCert.Cert.Raw)}}}); st != 200 {
+		t.Fatalf("device: %d %v", st, b)
+	}
+	if st, _, b := service(t, e, "iothubowner", "PUT", "/devices/tpd/modules/m", map[string]any{"authentication": map[string]any{"type": "selfSigned",
+		"x509Thumbprint": map[string]any{"primaryThumbprint": tpOf(modCert.Cert.Raw)}}}); st != 200 {
+		t.Fatalf("module: %d %v", st, b)
+	}
+	o := dialOpts{clientID: "tpd/m", username: moduleUser(e, "tpd", "m"), clean: true}
+	o.cert = &devCert.TLS
+	_, err = dial(t, e, o)
+	expectRefused(t, err)
+	o.cert = &modCert.TLS
+	cl, err := dial(t, e, o)
+	if err != nil {
+		t.Fatalf("module connect with its certificate: %v", err)
+	}
+	cl.publish("devices/tpd/modules/m/messages/events/", 1, []byte(`{}`))
+	hist, err := e.TelemetryHistory("tpd", TelemetryFilter{})
+	if err != nil || len(hist) != 1 || hist[0].ModuleID != "m" || hist[0].AuthMethod != `{"scope":"module","type":"x509Certificate","issuer":"iothub","acceptingIpFilterRule":null}` {
+		t.Fatalf("module telemetry: %+v %v", hist, err)
 	}
 }

@@ -208,6 +208,9 @@ func (t Telemetry) SystemProperties() map[string]string {
 const (
 	AuthMethodSAS  = `{"scope":"device","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}`
 	AuthMethodX509 = `{"scope":"device","type":"x509Certificate","issuer":"iothub","acceptingIpFilterRule":null}`
+	// AuthMethodModuleSAS and AuthMethodModuleX509 are a module connection's.
+	AuthMethodModuleSAS  = `{"scope":"module","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}`
+	AuthMethodModuleX509 = `{"scope":"module","type":"x509Certificate","issuer":"iothub","acceptingIpFilterRule":null}`
 )
 
 // CommandResult is a device's answer to a direct method.

@@ -47,8 +47,10 @@ type telemetryDoc struct {
 // authCodes shorten the auth method in stored telemetry (every message
 // carries it); authMethods expand them.
 var (
-	authCodes   = map[string]string{AuthMethodSAS: "sas", AuthMethodX509: "x509"}
-	authMethods = map[string]string{"sas": AuthMethodSAS, "x509": AuthMethodX509}
+	authCodes = map[string]string{AuthMethodSAS: "sas", AuthMethodX509: "x509",
+		AuthMethodModuleSAS: "module-sas", AuthMethodModuleX509: "module-x509"}
+	authMethods = map[string]string{"sas": AuthMethodSAS, "x509": AuthMethodX509,
+		"module-sas": AuthMethodModuleSAS, "module-x509": AuthMethodModuleX509}
 )
 
 // certDoc is a proven enrollment group certificate.

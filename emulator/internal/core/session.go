@@ -42,8 +42,14 @@ func (c *Core) Connect(id string, auth HubAuth, l Link, modelID string) (*Sessio
 		return nil, nil, err
 	}
 	s := &Session{c: c, id: id, link: l, authMethod: AuthMethodSAS}
-	if auth.X509 {
+	_, module := SplitKey(id)
+	switch {
+	case auth.X509 && module != "":
+		s.authMethod = AuthMethodModuleX509
+	case auth.X509:
 		s.authMethod = AuthMethodX509
+	case module != "":
+		s.authMethod = AuthMethodModuleSAS
 	}
 	return s, prev, nil
 }
