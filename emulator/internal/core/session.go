@@ -25,7 +25,10 @@ type Session struct {
 
 // Connect opens device id's hub session on link l once the device was
 // authenticated (AuthenticateHub, whose answer is auth): it checks the connection faults and
-// makes l the device's one connection. modelID, when not "", becomes the device's model id.
+// makes l the device's one connection. An id "{deviceId}/{moduleId}"
+// (ModuleKey) opens a module's session: its own connection, twin and
+// methods, its telemetry stored with its device's, no cloud-to-device
+// messages (NextC2D finds none), refused while its device is disabled. modelID, when not "", becomes the device's model id.
 // Errors: ErrNotFound (unknown device), ErrUnauthorized (disabled),
 // ErrUnavailable (refused by a fault, wrapping ErrThrottled or
 // ErrQuotaExceeded when that is the reason).
