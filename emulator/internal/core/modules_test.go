@@ -133,6 +133,16 @@ func TestModuleTwinVersions(t *testing.T) {
 	if s.DeviceID() != "d1" || s.ModuleID() != "m1" {
 		t.Fatalf("session ids %q %q", s.DeviceID(), s.ModuleID())
 	}
+	// A message for the device is not the module's: modules have none.
+	if _, err := c.SendServiceC2D(ctx, "d1", core.ServiceC2D{MessageID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := s.NextC2D(); ok {
+		t.Fatalf("the module got cloud-to-device message %+v", m)
+	}
+	if err := s.SettleC2D("c1", core.Complete); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("the module settled its device's message: %v", err)
+	}
 	for i := range 3 {
 		if _, err := c.UpdateHubModuleTwin(ctx, "d1", "m1", "", nil, map[string]any{"n": i}, false); err != nil {
 			t.Fatal(err)
