@@ -57,6 +57,24 @@ func TestModulesGoWithTheirDevice(t *testing.T) {
 	if _, err := c.PutHubModule("d1", "m3", true, "", core.HubModuleSpec{CertificateAuthority: true}); !errors.Is(err, core.ErrInvalid) {
 		t.Fatalf("CA module: %v", err)
 	}
+	// New keys end a live connection; a change of managedBy does not.
+	l0 := &dropLink{}
+	if _, _, err := c.Connect(core.ModuleKey("d1", "m2"), core.HubAuth{}, l0, ""); err != nil {
+		t.Fatal(err)
+	}
+	m2, err := c.HubModule("d1", "m2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutHubModule("d1", "m2", false, m2.ETag, core.HubModuleSpec{ManagedBy: "x"}); err != nil || l0.wasDropped() {
+		t.Fatalf("managedBy change: %v, dropped %v", err, l0.wasDropped())
+	}
+	if _, err := c.PutHubModule("d1", "m2", false, m2.ETag, core.HubModuleSpec{}); !errors.Is(err, core.ErrPreconditionFailed) {
+		t.Fatalf("stale etag: %v", err)
+	}
+	if _, err := c.PutHubModule("d1", "m2", false, "*", core.HubModuleSpec{PrimaryKey: core.RandomKey()}); err != nil || !l0.wasDropped() {
+		t.Fatalf("key change: %v, dropped %v", err, l0.wasDropped())
+	}
 	l1 := &dropLink{}
 	if _, _, err := c.Connect(core.ModuleKey("d1", "m1"), core.HubAuth{}, l1, ""); err != nil {
 		t.Fatal(err)
