@@ -162,6 +162,9 @@ func TestModuleTwinAndMethods(t *testing.T) {
 	if got := r.json(t); r.status != 200 || got["status"] != 200.0 || got["payload"].(map[string]any)["module"] != "reboot" {
 		t.Fatalf("module method: %d %s", r.status, r.body)
 	}
+	if h, err := e.core.CommandHistory("d1", "", "reboot"); err != nil || len(h) != 0 {
+		t.Fatalf("a module method in the device's command history: %v %v", h, err)
+	}
 	if r := e.do("POST", "/twins/d1/methods", "service", map[string]any{"methodName": "reboot", "responseTimeoutInSeconds": 5}); r.status != 404 || r.errorCode(t) != "DeviceNotOnline" {
 		t.Fatalf("device method while only its module is connected: %d %s", r.status, r.body)
 	}
