@@ -189,3 +189,31 @@ func TestModuleTwinVersions(t *testing.T) {
 		t.Fatalf("after restart: %+v %v, want etag %s", tw2, err, tw.ETag)
 	}
 }
+
+// BenchmarkSessionTelemetry compares a module's telemetry with its
+// device's (memory only): the module key's lookup should cost nothing
+// that shows. Compare the two sub-benchmarks' ns/op side by side.
+func BenchmarkSessionTelemetry(b *testing.B) {
+	c := core.New(core.Config{IDScope: "0ne1", HubHost: "h", TelemetryHistory: 100})
+	b.Cleanup(c.Close)
+	if _, err := c.PutHubDevice("d1", true, "", core.HubDeviceSpec{}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := c.PutHubModule("d1", "m1", true, "", core.HubModuleSpec{}); err != nil {
+		b.Fatal(err)
+	}
+	body := []byte(`{"t":21.5}`)
+	for _, key := range []string{"d1", core.ModuleKey("d1", "m1")} {
+		s, _, err := c.Connect(key, core.HubAuth{}, link{}, "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(map[bool]string{true: "module", false: "device"}[key != "d1"], func(b *testing.B) {
+			for b.Loop() {
+				if err := s.Telemetry(core.Telemetry{Body: body}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
