@@ -102,11 +102,19 @@ func TestModuleMQTTConnectRefusals(t *testing.T) {
 func TestModuleOverMQTT(t *testing.T) {
 	t.Parallel()
 	e := startEmu(t, &Options{WebSocketAddr: "127.0.0.1:0"})
-	_, modKey := newModule(t, e, "md1", "m1")
+	devKey, modKey := newModule(t, e, "md1", "m1")
+	// The device and its module are two connections: neither replaces the other.
+	dev := connectHub(t, e, "md1", devKey, true)
 	o := dialOpts{clientID: "md1/m1", username: moduleUser(e, "md1", "m1"), password: moduleSAS(t, e, "md1", "m1", modKey), clean: true}
 	cl, err := dial(t, e, o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if st, _, _ := dev.twinRequest("$iothub/twin/GET/", nil); st != "200" {
+		t.Fatalf("the device's twin GET after its module connected: %s", st)
+	}
+	if d, err := e.Device("md1"); err != nil || !d.Connected {
+		t.Fatalf("device after its module connected: %+v %v", d, err)
 	}
 	twinRes := cl.subscribe("$iothub/twin/res/#", 0)
 	desired := cl.subscribe("$iothub/twin/PATCH/properties/desired/#", 0)
@@ -180,6 +188,14 @@ func TestModuleOverMQTT(t *testing.T) {
 	cl3.expectLost()
 	if hist, _ := e.TelemetryHistory("md1", TelemetryFilter{}); len(hist) != 1 {
 		t.Fatalf("%d messages in the history, want the one", len(hist))
+	}
+	select {
+	case err := <-dev.lost:
+		t.Fatalf("the device lost its connection with its module's: %v", err)
+	default:
+	}
+	if st, _, _ := dev.twinRequest("$iothub/twin/GET/", nil); st != "200" {
+		t.Fatalf("the device's twin GET at the end: %s", st)
 	}
 }
 
