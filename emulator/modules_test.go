@@ -131,6 +131,13 @@ func TestModuleOverMQTT(t *testing.T) {
 		t.Fatalf("module message: %+v %v", hist[0], sp)
 	}
 
+	before, _ := time.Parse(time.RFC3339Nano, "2000-01-01T00:00:00Z")
+	if _, _, mj := service(t, e, "registryRead", "GET", "/devices/md1/modules/m1", nil); mj["connectionState"] != "Connected" {
+		t.Fatalf("module registry entry: %v", mj)
+	} else if la, err := time.Parse(time.RFC3339Nano, mj["lastActivityTime"].(string)); err != nil || !la.After(before) {
+		t.Fatalf("module lastActivityTime %v", mj["lastActivityTime"])
+	}
+
 	// Its twin: a reported patch, then a desired one from the service.
 	status, q, _ := d.twinRequest("$iothub/twin/PATCH/properties/reported/", []byte(`{"fw":"2"}`))
 	if status != "204" || q.Get("$version") != "2" {

@@ -25,6 +25,9 @@ func (c *Core) StoreTelemetry(msg Telemetry) error {
 	var staged <-chan error
 	if d, ok := c.devices[msg.DeviceID]; ok {
 		d.lastActivity = c.now()
+		if m := d.modules[msg.ModuleID]; m != nil {
+			m.lastActivity = d.lastActivity // a module's message is its activity too
+		}
 		c.countTelemetry(msg.DeviceID)
 		c.telemetrySeq++
 		msg.Seq = c.telemetrySeq
