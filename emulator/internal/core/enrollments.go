@@ -38,7 +38,7 @@ const (
 
 // Registration substatus values (RegistrationState.Substatus).
 const (
-	SubstatusInitial      = "initialAssignment"
+	SubstatusInitial       = "initialAssignment"
 	SubstatusReprovisioned = "reprovisionedToInitialAssignment"
 )
 
@@ -374,8 +374,8 @@ func NormalizeEnrollment(e Enrollment) (Enrollment, error) {
 // shows it.
 type CertificateInfo struct {
 	SubjectName, IssuerName, SHA1Thumbprint, SHA256Thumbprint, SerialNumber string
-	NotBefore, NotAfter                                                      time.Time
-	Version                                                                  int
+	NotBefore, NotAfter                                                     time.Time
+	Version                                                                 int
 }
 
 // DescribeCertificate returns the info of the first certificate of a PEM
