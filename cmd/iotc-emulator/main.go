@@ -164,7 +164,8 @@ scope, the enrollment group key, the CA file devices must trust, the REST
 URL, its API token, the dashboard's address and the IoT Hub service
 connection strings (iothubowner, service, registryRead, registryReadWrite)
 for the official service SDKs and the DPS service connection string
-(provisioningserviceowner), whose APIs are on the WebSocket listener (443). Point a device at it with:
+(provisioningserviceowner), whose APIs are on the WebSocket listener
+(443). Point a device at it with:
   provisioning host  localhost, on the port of its transport
   ID scope, group key, trusted CA  as printed at start
 
