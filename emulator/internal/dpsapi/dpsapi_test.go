@@ -514,3 +514,264 @@ func TestX509RegistrationOverHTTPS(t *testing.T) {
 	wantError(t, e.do("PUT", "/enrollmentGroups/cc", map[string]any{"attestation": map[string]any{"type": "x509",
 		"x509": map[string]any{"clientCertificates": map[string]any{"primary": map[string]any{"certificate": string(own.CertPEM)}}}}}, nil), 400, "signingCertificates")
 }
+
+func TestGroupsBulkQueryAndRegistrationStates(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := map[string]any{"enrollmentGroupId": "fleet", "attestation": map[string]any{"type": "symmetricKey"},
+		"initialTwin": map[string]any{"tags": map[string]any{"fleet": "a"}, "properties": map[string]any{"desired": map[string]any{"rate": 5}}},
+		"capabilities": map[string]any{"iotEdge": true}}
+	a := e.do("PUT", "/enrollmentGroups/fleet", g, nil)
+	if a.status != 200 {
+		t.Fatalf("group: %d %s", a.status, a.raw)
+	}
+	grp := a.obj(t)
+	gkey := grp["attestation"].(map[string]any)["symmetricKey"].(map[string]any)["primaryKey"].(string)
+	if grp["etag"] == "" || grp["capabilities"].(map[string]any)["iotEdge"] != true {
+		t.Fatalf("group %s", a.raw)
+	}
+	// The model's group (IoT Central's view) is the same one: iotEdge type.
+	cg, err := e.core.EnrollmentGroup("fleet")
+	if err != nil || cg.Type != core.GroupTypeIoTEdge || cg.PrimaryKey != gkey {
+		t.Fatalf("core group %+v, %v", cg, err)
+	}
+	// A put through the IoT Central shape (no DPS settings) keeps them.
+	if _, err := e.core.PutEnrollmentGroup(core.EnrollmentGroup{ID: "fleet", DisplayName: "Fleet", Enabled: true, PrimaryKey: gkey, SecondaryKey: cg.SecondaryKey, Type: core.GroupTypeIoTEdge}); err != nil {
+		t.Fatal(err)
+	}
+	after := e.do("GET", "/enrollmentGroups/fleet", nil, nil).obj(t)
+	if after["initialTwin"] == nil || after["etag"] == grp["etag"] {
+		t.Fatalf("after the REST put: %v", after)
+	}
+	wantError(t, e.do("PUT", "/enrollmentGroups/fleet", g, nil, "If-Match", grp["etag"].(string)), 412, "etag")
+	wantError(t, e.do("PUT", "/enrollmentGroups/other", map[string]any{"enrollmentGroupId": "x", "attestation": map[string]any{"type": "symmetricKey"}}, nil), 400, "differs from the path")
+
+	// Three devices register with derived keys.
+	for _, id := range []string{"d1", "d2", "d3"} {
+		dk, _ := sas.DeriveKey(gkey, id)
+		auth, err := e.core.AuthenticateDPS(testScope, id, mustToken(t, dk, id), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := e.core.Register(auth, []byte(`{"registrationId":"`+id+`"}`)); r.Status != 202 {
+			t.Fatalf("register %s: %s", id, r.Body)
+		}
+	}
+	tw, err := e.core.HubTwin("d1")
+	if err != nil || tw.Tags["fleet"] != "a" || tw.Desired["rate"] != float64(5) {
+		t.Fatalf("initial twin of a group device: %+v, %v", tw, err)
+	}
+	if d, _ := e.core.HubDevice("d1"); !d.IotEdge {
+		t.Fatal("a device of an iotEdge group is not an edge device")
+	}
+
+	// Registration states of the group, two per page.
+	var seen []string
+	cont := ""
+	for pages := 0; ; pages++ {
+		if pages > 3 {
+			t.Fatal("paging does not end")
+		}
+		a := e.do("POST", "/registrations/fleet/query", `{"query":"*"}`, nil, "x-ms-max-item-count", "2", "x-ms-continuation", cont)
+		if a.status != 200 || a.header.Get("x-ms-item-type") != "DeviceRegistration" {
+			t.Fatalf("query: %d %v %s", a.status, a.header, a.raw)
+		}
+		for _, r := range a.list(t) {
+			seen = append(seen, r["registrationId"].(string))
+		}
+		if cont = a.header.Get("x-ms-continuation"); cont == "" {
+			break
+		}
+	}
+	if strings.Join(seen, ",") != "d1,d2,d3" {
+		t.Fatalf("registration states %v", seen)
+	}
+	wantError(t, e.do("POST", "/registrations/nogroup/query", `{"query":"*"}`, nil), 404, "enrollment group")
+	wantError(t, e.do("POST", "/enrollmentGroups/query", `{"query":"SELECT name FROM x"}`, nil), 400, "SELECT *")
+	wantError(t, e.do("POST", "/enrollments/query", `{"query":"*"}`, nil, "x-ms-max-item-count", "0"), 400, "x-ms-max-item-count")
+	wantError(t, e.do("POST", "/enrollments/query", `{"query":"*"}`, nil, "x-ms-continuation", "!!"), 400, "x-ms-continuation")
+	if a := e.do("POST", "/enrollmentGroups/query", `{"query":"select * from enrollmentGroups"}`, nil); a.status != 200 || len(a.list(t)) != 1 || a.header.Get("x-ms-item-type") != "EnrollmentGroup" {
+		t.Fatalf("group query: %d %s", a.status, a.raw)
+	}
+	if m := e.do("POST", "/enrollmentgroups/fleet/attestationmechanism", nil, nil).obj(t); m["type"] != "symmetricKey" {
+		t.Fatalf("group attestation %v", m)
+	}
+
+	// Deleting a registration state: the next registration is a first
+	// assignment again and gets the initial twin back.
+	if _, err := e.core.UpdateHubTwin(t.Context(), "d1", "", map[string]any{"fleet": "b"}, map[string]any{"rate": 9}, false); err != nil {
+		t.Fatal(err)
+	}
+	rs := e.do("GET", "/registrations/d1", nil, nil).obj(t)
+	wantError(t, e.do("DELETE", "/registrations/d1", nil, nil, "If-Match", `"old"`), 412, "etag")
+	if a := e.do("DELETE", "/registrations/d1", nil, nil, "If-Match", rs["etag"].(string)); a.status != 204 {
+		t.Fatalf("delete: %d %s", a.status, a.raw)
+	}
+	wantError(t, e.do("GET", "/registrations/d1", nil, nil), 404, "registration")
+	dk, _ := sas.DeriveKey(gkey, "d1")
+	auth, _ := e.core.AuthenticateDPS(testScope, "d1", mustToken(t, dk, "d1"), nil)
+	r := e.core.Register(auth, []byte(`{}`))
+	var op map[string]any
+	_ = json.Unmarshal(r.Body, &op)
+	fin := e.core.PollOperation(auth, op["operationId"].(string))
+	if !strings.Contains(string(fin.Body), `"substatus":"initialAssignment"`) {
+		t.Fatalf("after the delete: %s", fin.Body)
+	}
+	if tw, _ := e.core.HubTwin("d1"); tw.Tags["fleet"] != "a" || tw.Desired["rate"] != float64(5) {
+		t.Fatalf("initial twin not applied again: %+v", tw)
+	}
+
+	// Deleting the group removes its registration states.
+	wantError(t, e.do("DELETE", "/enrollmentGroups/fleet", nil, nil, "If-Match", `"old"`), 412, "etag")
+	if a := e.do("DELETE", "/enrollmentGroups/fleet", nil, nil); a.status != 204 {
+		t.Fatalf("delete group: %d %s", a.status, a.raw)
+	}
+	if len(e.core.RegistrationStates("fleet")) != 0 {
+		t.Fatal("registration states of a deleted group remain")
+	}
+	wantError(t, e.do("GET", "/enrollmentGroups/fleet", nil, nil), 404, "enrollment group")
+}
+
+func mustToken(t *testing.T, key, reg string) string {
+	t.Helper()
+	tok, err := sas.Build(key, sas.DPSResource(testScope, reg), time.Now().Add(time.Hour), sas.DPSKeyName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func TestBulkOperations(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for name, c := range map[string]struct {
+		body any
+		msg  string
+	}{
+		"bad mode":       {map[string]any{"mode": "upsert", "enrollments": []any{symEnrollment("a")}}, "bulk mode"},
+		"empty":          {map[string]any{"mode": "create", "enrollments": []any{}}, "1 to 10"},
+		"too many":       {map[string]any{"mode": "create", "enrollments": make([]map[string]any, 11)}, "1 to 10"},
+		"no id":          {map[string]any{"mode": "create", "enrollments": []any{map[string]any{}}}, "no registrationId"},
+		"duplicate id":   {map[string]any{"mode": "create", "enrollments": []any{symEnrollment("a"), symEnrollment("a")}}, "twice"},
+		"not JSON":       {"[", "not the expected JSON"},
+		"no body at all": {nil, "no body"},
+	} {
+		a := e.do("POST", "/enrollments", c.body, nil)
+		t.Run(name, func(t *testing.T) { wantError(t, a, 400, c.msg) })
+	}
+	bulk := func(mode string, es ...map[string]any) map[string]any {
+		t.Helper()
+		a := e.do("POST", "/enrollments", map[string]any{"mode": mode, "enrollments": es}, nil)
+		if a.status != 200 {
+			t.Fatalf("bulk %s: %d %s", mode, a.status, a.raw)
+		}
+		return a.obj(t)
+	}
+	if r := bulk("create", symEnrollment("a"), symEnrollment("b")); r["isSuccessful"] != true {
+		t.Fatalf("create %v", r)
+	}
+	bad := symEnrollment("c")
+	bad["attestation"] = map[string]any{"type": "tpm"}
+	r := bulk("create", symEnrollment("a"), bad, symEnrollment("d"))
+	errs := r["errors"].([]any)
+	if r["isSuccessful"] != false || len(errs) != 2 {
+		t.Fatalf("create again %v", r)
+	}
+	if e0 := errs[0].(map[string]any); e0["registrationId"] != "a" || e0["errorCode"] != float64(409201) {
+		t.Fatalf("first error %v", e0)
+	}
+	if e1 := errs[1].(map[string]any); e1["registrationId"] != "c" || e1["errorCode"] != float64(400004) {
+		t.Fatalf("second error %v", e1)
+	}
+	if _, err := e.core.Enrollment("d"); err != nil {
+		t.Fatal("the valid enrollment of a partly failed bulk was not stored")
+	}
+	cur, _ := e.core.Enrollment("a")
+	stale := symEnrollment("a")
+	stale["etag"] = `"stale"`
+	fresh := symEnrollment("b")
+	if r := bulk("updateIfMatchETag", stale); r["isSuccessful"] != false || r["errors"].([]any)[0].(map[string]any)["errorCode"] != float64(412201) {
+		t.Fatalf("updateIfMatchETag with a stale etag %v", r)
+	}
+	okA := symEnrollment("a")
+	okA["etag"] = cur.ETag
+	okA["provisioningStatus"] = "disabled"
+	if r := bulk("updateIfMatchETag", okA, fresh); r["isSuccessful"] != true {
+		t.Fatalf("updateIfMatchETag %v", r)
+	}
+	if a, _ := e.core.Enrollment("a"); a.Enabled {
+		t.Fatal("the bulk update was not applied")
+	}
+	if r := bulk("update", symEnrollment("new")); r["isSuccessful"] != true {
+		t.Fatalf("update creates %v", r)
+	}
+	if r := bulk("delete", map[string]any{"registrationId": "a"}, map[string]any{"registrationId": "ghost"}); r["isSuccessful"] != false ||
+		r["errors"].([]any)[0].(map[string]any)["errorCode"] != float64(404201) {
+		t.Fatalf("delete %v", r)
+	}
+	// Paged enrollment query: b, d, new remain, one per page.
+	var ids []string
+	cont := ""
+	for range 5 {
+		a := e.do("POST", "/enrollments/query", `{"query":"*"}`, nil, "x-ms-max-item-count", "1", "x-ms-continuation", cont)
+		for _, x := range a.list(t) {
+			ids = append(ids, x["registrationId"].(string))
+		}
+		if cont = a.header.Get("x-ms-continuation"); cont == "" {
+			break
+		}
+	}
+	if strings.Join(ids, ",") != "b,d,new" {
+		t.Fatalf("query %v", ids)
+	}
+}
+
+func TestAllocationAndDisabled(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	register := func(id, key string) map[string]any {
+		t.Helper()
+		auth, err := e.core.AuthenticateDPS(testScope, id, mustToken(t, key, id), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := e.core.Register(auth, []byte(`{}`))
+		var op map[string]any
+		_ = json.Unmarshal(r.Body, &op)
+		var fin map[string]any
+		_ = json.Unmarshal(e.core.PollOperation(auth, op["operationId"].(string)).Body, &fin)
+		return fin
+	}
+	put := func(id string, extra map[string]any) string {
+		t.Helper()
+		b := symEnrollment(id)
+		for k, v := range extra {
+			b[k] = v
+		}
+		a := e.do("PUT", "/enrollments/"+id, b, nil)
+		if a.status != 200 {
+			t.Fatalf("put %s: %d %s", id, a.status, a.raw)
+		}
+		return a.obj(t)["attestation"].(map[string]any)["symmetricKey"].(map[string]any)["primaryKey"].(string)
+	}
+	k := put("elsewhere", map[string]any{"allocationPolicy": "static", "iotHubHostName": "other.azure-devices.net"})
+	fin := register("elsewhere", k)
+	st := fin["registrationState"].(map[string]any)
+	if fin["status"] != "failed" || st["errorCode"] != float64(400208) {
+		t.Fatalf("static allocation to another hub: %v", fin)
+	}
+	if rs := e.do("GET", "/registrations/elsewhere", nil, nil).obj(t); rs["status"] != "failed" || rs["errorCode"] != float64(400208) {
+		t.Fatalf("failed registration state %v", rs)
+	}
+	if _, err := e.core.Device("elsewhere"); err == nil {
+		t.Fatal("a failed registration created a device")
+	}
+	k = put("listed", map[string]any{"allocationPolicy": "hashed", "iotHubs": []string{"other.azure-devices.net", testHost}})
+	if fin := register("listed", k); fin["status"] != "assigned" {
+		t.Fatalf("hashed over a list with the hub: %v", fin)
+	}
+	k = put("off", map[string]any{"provisioningStatus": "disabled"})
+	if fin := register("off", k); fin["status"] != "disabled" {
+		t.Fatalf("disabled enrollment: %v", fin)
+	}
+}
