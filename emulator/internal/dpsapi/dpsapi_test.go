@@ -519,7 +519,7 @@ func TestGroupsBulkQueryAndRegistrationStates(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	g := map[string]any{"enrollmentGroupId": "fleet", "attestation": map[string]any{"type": "symmetricKey"},
-		"initialTwin": map[string]any{"tags": map[string]any{"fleet": "a"}, "properties": map[string]any{"desired": map[string]any{"rate": 5}}},
+		"initialTwin":  map[string]any{"tags": map[string]any{"fleet": "a"}, "properties": map[string]any{"desired": map[string]any{"rate": 5}}},
 		"capabilities": map[string]any{"iotEdge": true}}
 	a := e.do("PUT", "/enrollmentGroups/fleet", g, nil)
 	if a.status != 200 {
