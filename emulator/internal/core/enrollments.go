@@ -404,6 +404,17 @@ func describe(c *x509.Certificate) CertificateInfo {
 // ErrNotFound. It returns what was stored and whether it was created;
 // ErrInvalid for a bad id, key, certificate or setting.
 func (c *Core) PutEnrollment(e Enrollment, ifMatch string) (Enrollment, bool, error) {
+	return c.putEnrollment(e, ifMatch, false)
+}
+
+// CreateEnrollment is PutEnrollment of a new enrollment: ErrConflict when
+// one with its registration id exists.
+func (c *Core) CreateEnrollment(e Enrollment) (Enrollment, error) {
+	out, _, err := c.putEnrollment(e, "", true)
+	return out, err
+}
+
+func (c *Core) putEnrollment(e Enrollment, ifMatch string, create bool) (Enrollment, bool, error) {
 	ne, err := NormalizeEnrollment(e)
 	if err != nil {
 		return Enrollment{}, false, err
@@ -411,6 +422,10 @@ func (c *Core) PutEnrollment(e Enrollment, ifMatch string) (Enrollment, bool, er
 	c.mu.Lock()
 	s := c.dpsLocked()
 	old := s.enrollments[ne.RegistrationID]
+	if create && old != nil {
+		c.mu.Unlock()
+		return Enrollment{}, false, fmt.Errorf("%w: enrollment %q", ErrConflict, ne.RegistrationID)
+	}
 	if err := checkIfMatch(ifMatch, old != nil, func() string { return old.ETag }, "enrollment "+ne.RegistrationID); err != nil {
 		c.mu.Unlock()
 		return Enrollment{}, false, err

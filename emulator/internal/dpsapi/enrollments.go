@@ -508,17 +508,13 @@ func (h *Handler) bulk(w http.ResponseWriter, r *http.Request) error {
 			if ce, err = toEnrollment(e, id); err != nil {
 				break
 			}
-			ifMatch := ""
 			switch in.Mode {
 			case "create":
-				if _, gerr := h.core.Enrollment(id); gerr == nil {
-					err = fmt.Errorf("%w: enrollment %q", core.ErrConflict, id)
-				}
+				_, err = h.core.CreateEnrollment(ce)
 			case "updateIfMatchETag":
-				ifMatch = e.ETag
-			}
-			if err == nil {
-				_, _, err = h.core.PutEnrollment(ce, ifMatch)
+				_, _, err = h.core.PutEnrollment(ce, e.ETag)
+			default:
+				_, _, err = h.core.PutEnrollment(ce, "")
 			}
 		}
 		if err != nil {
