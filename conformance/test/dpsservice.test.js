@@ -1,5 +1,5 @@
 'use strict';
-// Scenario 13: the official DPS service SDK (azure-iot-provisioning-service, pinned) and the
+// Scenario 14: the official DPS service SDK (azure-iot-provisioning-service, pinned) and the
 // DPS device SDK over HTTPS (azure-iot-provisioning-device-http, pinned) against the emulator,
 // unchanged: the service client reads the provisioningserviceowner connection string from the
 // info file and talks HTTPS to the provisioning host on 443, as it does to Azure.
@@ -88,7 +88,7 @@ async function deviceTwinDesired(cs, x509) {
   }
 }
 
-test('scenario 13a: individual symmetric-key enrollment with initialTwin over HTTPS; etags; registration state deleted forces a new assignment', { timeout: 60000 }, async () => {
+test('scenario 14a: individual symmetric-key enrollment with initialTwin over HTTPS; etags; registration state deleted forces a new assignment', { timeout: 60000 }, async () => {
   const svc = dpsService();
   const regId = h.uniqueId('conf-dps-ind');
   const site = h.uniqueId('site');
@@ -163,7 +163,7 @@ test('scenario 13a: individual symmetric-key enrollment with initialTwin over HT
   dpsError(await refused(svc.getIndividualEnrollment(regId), 'GET of a deleted enrollment'), 404);
 });
 
-test('scenario 13b: X.509 individual enrollment registers over HTTPS, MQTT and AMQP and connects with its certificate', { timeout: 90000 }, async () => {
+test('scenario 14b: X.509 individual enrollment registers over HTTPS, MQTT and AMQP and connects with its certificate', { timeout: 90000 }, async () => {
   const svc = dpsService();
   const regId = h.uniqueId('conf-dps-x509');
   const certs = h.makeCertificates(regId);
@@ -194,7 +194,7 @@ test('scenario 13b: X.509 individual enrollment registers over HTTPS, MQTT and A
   await svc.deleteIndividualEnrollment(regId);
 });
 
-test('scenario 13c: enrollment groups (symmetric key, X.509 signing certificate), registration states query, the REST API view', { timeout: 60000 }, async () => {
+test('scenario 14c: enrollment groups (symmetric key, X.509 signing certificate), registration states query, the REST API view', { timeout: 60000 }, async () => {
   const svc = dpsService();
   const groupId = h.uniqueId('conf-dps-grp');
   const grp = (await svc.createOrUpdateEnrollmentGroup({
@@ -257,7 +257,7 @@ test('scenario 13c: enrollment groups (symmetric key, X.509 signing certificate)
   dpsError(await refused(svc.getEnrollmentGroup(groupId), 'GET of a deleted group'), 404);
 });
 
-test('scenario 13d: bulk operations, paged enrollment query, validation errors in the DPS error shape', { timeout: 60000 }, async () => {
+test('scenario 14d: bulk operations, paged enrollment query, validation errors in the DPS error shape', { timeout: 60000 }, async () => {
   const svc = dpsService();
   const ids = [h.uniqueId('conf-dps-b1'), h.uniqueId('conf-dps-b2'), h.uniqueId('conf-dps-b3')];
   const res = (await bulk(svc, {
