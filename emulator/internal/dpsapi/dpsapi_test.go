@@ -775,3 +775,34 @@ func TestAllocationAndDisabled(t *testing.T) {
 		t.Fatalf("disabled enrollment: %v", fin)
 	}
 }
+
+func TestGroupValidation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	sym := map[string]any{"type": "symmetricKey"}
+	cases := []struct {
+		name string
+		body any
+		msg  string
+	}{
+		{"no body", nil, "no body"},
+		{"no attestation", map[string]any{}, "attestation is missing"},
+		{"tpm", map[string]any{"attestation": map[string]any{"type": "tpm"}}, "TPM"},
+		{"bad key", map[string]any{"attestation": map[string]any{"type": "symmetricKey", "symmetricKey": map[string]any{"primaryKey": "!!", "secondaryKey": "!!"}}}, "base64"},
+		{"x509 no primary", map[string]any{"attestation": map[string]any{"type": "x509", "x509": map[string]any{"signingCertificates": map[string]any{}}}}, "no primary certificate"},
+		{"x509 not a certificate", map[string]any{"attestation": map[string]any{"type": "x509", "x509": map[string]any{"signingCertificates": map[string]any{"primary": map[string]any{"certificate": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"}}}}}, "certificate"},
+		{"custom allocation", map[string]any{"attestation": sym, "allocationPolicy": "custom"}, "custom allocation"},
+		{"custom definition", map[string]any{"attestation": sym, "customAllocationDefinition": map[string]any{"webhookUrl": "https://x"}}, "custom allocation"},
+		{"provisioningStatus", map[string]any{"attestation": sym, "provisioningStatus": "on"}, "provisioningStatus"},
+		{"initialTwin desired", map[string]any{"attestation": sym, "initialTwin": map[string]any{"properties": map[string]any{"desired": map[string]any{"a.b": 1}}}}, "initialTwin desired"},
+	}
+	for _, c := range cases {
+		a := e.do("PUT", "/enrollmentGroups/g", c.body, nil)
+		t.Run(c.name, func(t *testing.T) { wantError(t, a, 400, c.msg) })
+	}
+	if _, err := e.core.EnrollmentGroup("g"); err == nil {
+		t.Fatal("a refused PUT stored the group")
+	}
+	wantError(t, e.do("PUT", "/enrollmentGroups/g", map[string]any{"attestation": sym}, nil, "If-Match", `"x"`), 404, "enrollment group")
+	wantError(t, e.do("POST", "/enrollmentGroups/none/attestationmechanism", nil, nil), 404, "enrollment group")
+}
