@@ -79,3 +79,30 @@ func (c *Core) edgeModulesLocked(d *device) []*device {
 	}
 	return added
 }
+
+// edgeLocked gives an edge device what IoT Hub gives it: its generated
+// scope when it has none, and the $edgeAgent and $edgeHub modules it
+// lacks, which it returns (nil for a device that is not an edge device);
+// c.mu held.
+func (c *Core) edgeLocked(d *device) []*device {
+	if !d.edge {
+		return nil
+	}
+	if d.deviceScope == "" {
+		d.deviceScope = edgeScope(d)
+	}
+	return c.edgeModulesLocked(d)
+}
+
+// stageDeviceAndModulesLocked stages the put of device d with the puts of
+// modules (new ones of d) as one unit; c.mu held.
+func (c *Core) stageDeviceAndModulesLocked(d *device, modules []*device) <-chan error {
+	if !c.durable() {
+		return nil
+	}
+	changes := []Change{c.deviceChangeLocked(d)}
+	for _, m := range modules {
+		changes = append(changes, moduleChange(m))
+	}
+	return c.stageLocked(changes...)
+}

@@ -402,22 +402,9 @@ func (c *Core) PutHubDevice(id string, create bool, ifMatch string, spec HubDevi
 	}
 	d.statusReason = spec.StatusReason
 	d.edge, d.deviceScope, d.parentScopes = spec.IotEdge, scope, parents
-	if d.edge && d.deviceScope == "" {
-		d.deviceScope = edgeScope(d)
-	}
-	var added []*device
-	if d.edge {
-		added = c.edgeModulesLocked(d)
-	}
+	added := c.edgeLocked(d)
 	out := c.hubDeviceLocked(d)
-	var staged <-chan error
-	if c.durable() {
-		changes := []Change{c.deviceChangeLocked(d)}
-		for _, m := range added {
-			changes = append(changes, moduleChange(m))
-		}
-		staged = c.stageLocked(changes...)
-	}
+	staged := c.stageDeviceAndModulesLocked(d, added)
 	c.mu.Unlock()
 	if err := awaitNow(staged); err != nil {
 		return HubDevice{}, err

@@ -217,3 +217,25 @@ func BenchmarkSessionTelemetry(b *testing.B) {
 		})
 	}
 }
+
+// TestDPSEdgeDevice: a device DPS assigns from an iotEdge enrollment group
+// is an edge device as the registry shows it: its generated scope and the
+// $edgeAgent and $edgeHub modules.
+func TestDPSEdgeDevice(t *testing.T) {
+	c := core.New(core.Config{IDScope: "0ne1", HubHost: "h", AutoApprove: true})
+	t.Cleanup(c.Close)
+	if _, err := c.PutEnrollmentGroup(core.EnrollmentGroup{ID: "edges", Enabled: true, Type: core.GroupTypeIoTEdge}); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.Register(core.DPSAuth{RegistrationID: "gw1", GroupID: "edges"}, []byte(`{"registrationId":"gw1"}`)); r.Status != 202 {
+		t.Fatalf("register: %d %s", r.Status, r.Body)
+	}
+	d, err := c.HubDevice("gw1")
+	if err != nil || !d.IotEdge || d.DeviceScope != "ms-azure-iot-edge://gw1-"+core.GenerationID(d.Created) {
+		t.Fatalf("edge device: %+v %v", d, err)
+	}
+	ms, err := c.HubModules("gw1")
+	if err != nil || len(ms) != 2 || ms[0].ModuleID != core.ModuleEdgeAgent || ms[1].ModuleID != core.ModuleEdgeHub {
+		t.Fatalf("edge modules: %+v %v", ms, err)
+	}
+}
