@@ -130,7 +130,7 @@ func (c *Core) stageDeviceLocked(d *device) <-chan error {
 
 func c2dChange(deviceID string, m *c2dMsg) Change {
 	return Change{Op: OpPut, Record: Record{Kind: KindC2D, Device: deviceID, Key: m.id, Seq: m.seq,
-		Doc: mustJSON(c2dState{ID: m.id, Properties: m.props, Body: m.body, Deliveries: m.deliveries, Ack: m.ack, Enqueued: m.enqueued, Expiry: m.expiry})}}
+		Doc: mustJSON(c2dState{ID: m.id, Properties: m.props, Body: m.body, Deliveries: m.deliveries, Ack: m.ack, Enqueued: m.enqueued, Expiry: m.expiry, CorrelationID: m.cid, UserID: m.uid})}}
 }
 
 func groupChange(g EnrollmentGroup, order int64) Change {
