@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 
-	"github.com/iotc-go/iotc/emulator/internal/hubapi"
 	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 	"github.com/iotc-go/iotc/emulator/internal/wslistener"
 )
@@ -36,8 +35,9 @@ func (e *Emulator) startWebSocket() error {
 	h := wslistener.New(wslistener.Handlers{
 		MQTT: e.mqtt.ServeConn,
 		AMQP: e.serveAMQPWebSocket,
-		// Every other path of the hub host: IoT Hub's service API.
-		Fallback: netlimit.AuthGuard(hubapi.New(e.core, e.log.With("component", "hubapi")), e.authFails, e.reporter, netlimit.KindServiceAuth),
+		// Every other path of the hub host: IoT Hub's device HTTPS and
+		// service APIs (see hubHTTPS).
+		Fallback: e.hubHTTPS(),
 		Logger:   log,
 		Reporter: e.reporter,
 	})
