@@ -49,6 +49,10 @@ func TestDeviceHTTPSOnTheHubHost(t *testing.T) {
 	if err != nil || len(h) != 1 || string(h[0].Body) != `{"t":1}` {
 		t.Fatalf("history %+v %v", h, err)
 	}
+	// A device token does not open the service API (no device twin over HTTPS).
+	if st, _, b := deviceHTTP(t, e, "GET", "/twins/h1", tok, nil); st != http.StatusUnauthorized {
+		t.Fatalf("twin with a device token: %d %s", st, b)
+	}
 	st, _, dev := service(t, e, "registryRead", "GET", "/devices/h1", nil)
 	if st != http.StatusOK || dev["connectionState"] != "Disconnected" {
 		t.Fatalf("registry: %d %v", st, dev)

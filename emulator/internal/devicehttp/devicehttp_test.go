@@ -737,3 +737,44 @@ func TestC2DSharedWithAConnection(t *testing.T) {
 		t.Fatal("the HTTPS requests replaced the device's connection")
 	}
 }
+
+// TestFaultSwitches: the fault switches refuse HTTPS requests as IoT Hub's
+// answers: connections refused 503, quota 403, an auth-error window 401.
+func TestFaultSwitches(t *testing.T) {
+	e := newEnv(t, Options{})
+	e.device("d1")
+	tok := e.token("d1", time.Hour)
+	if err := e.core.RefuseConnections("d1", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	r := e.do("POST", "/devices/d1/messages/events", tok, []byte("x"))
+	if r.status != http.StatusServiceUnavailable || r.errorCode(t) != "ServiceUnavailable" {
+		t.Fatalf("connections refused: %d %s", r.status, r.body)
+	}
+	e.core.ClearFaults("d1")
+	if err := e.core.InjectFault("d1", core.Fault{Kind: core.FaultMaxMessageQuota, Duration: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the quota fault", func() bool {
+		r = e.do("POST", "/devices/d1/messages/events", tok, []byte("x"))
+		return r.status != http.StatusNoContent
+	})
+	if r.status != http.StatusForbidden || r.errorCode(t) != "IotHubQuotaExceeded" {
+		t.Fatalf("over quota: %d %s", r.status, r.body)
+	}
+	e.core.ClearFaults("d1")
+	if err := e.core.InjectFault("d1", core.Fault{Kind: core.FaultAuthError, Duration: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the auth-error fault", func() bool {
+		r = e.do("GET", "/devices/d1/messages/devicebound", tok, nil)
+		return r.status != http.StatusNoContent
+	})
+	if r.status != http.StatusUnauthorized {
+		t.Fatalf("auth-error fault: %d %s", r.status, r.body)
+	}
+	e.core.ClearFaults("d1")
+	if r := e.do("POST", "/devices/d1/messages/events", tok, []byte("ok")); r.status != http.StatusNoContent {
+		t.Fatalf("after ClearFaults: %d %s", r.status, r.body)
+	}
+}
