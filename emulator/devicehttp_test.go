@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/iotc-go/iotc/emulator/internal/core"
 )
 
 // deviceHTTP sends one request of the device HTTPS API to the hub host
@@ -91,5 +93,39 @@ func TestDeviceHTTPSFailedAuthenticationsAreRateLimited(t *testing.T) {
 	codes = append(codes, st)
 	if fmt.Sprint(codes) != "[401 401 401 429 429]" {
 		t.Errorf("statuses %v, want [401 401 401 429 429]", codes)
+	}
+}
+
+// TestDeviceHTTPSAcrossARestart: with a data directory, a queued message
+// keeps its correlation id, user id and delivery count; its HTTPS lock is
+// not kept, so it is visible again after the restart.
+func TestDeviceHTTPSAcrossARestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	opts := func() *Options {
+		return &Options{MQTTAddr: "127.0.0.1:0", RESTAddr: "-", DataDir: dir, CertDir: dir + "/certs"}
+	}
+	e1, err := Start(t.Context(), opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := e1.CreateDevice("h3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e1.core.SendServiceC2D(ctxT(t), "h3", core.ServiceC2D{MessageID: "kept", CorrelationID: "corr", UserID: "user", Body: []byte("b")}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _, b := deviceHTTP(t, e1, "GET", "/devices/h3/messages/devicebound", hubSAS(t, e1, "h3", key, time.Hour), nil); st != http.StatusOK {
+		t.Fatalf("receive: %d %s", st, b)
+	}
+	if err := e1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e2 := startEmu(t, opts())
+	st, hdr, b := deviceHTTP(t, e2, "GET", "/devices/h3/messages/devicebound", hubSAS(t, e2, "h3", key, time.Hour), nil)
+	if st != http.StatusOK || hdr.Get("iothub-messageid") != "kept" || hdr.Get("iothub-correlationid") != "corr" ||
+		hdr.Get("iothub-userid") != "user" || hdr.Get("iothub-deliverycount") != "2" || string(b) != "b" {
+		t.Fatalf("after the restart: %d %v %q", st, hdr, b)
 	}
 }

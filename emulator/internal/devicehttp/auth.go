@@ -11,17 +11,12 @@ import (
 	"github.com/iotc-go/iotc/emulator/internal/sas"
 )
 
-// AuthMethodPolicy is the iothub-connection-auth-method of a message sent
-// with a shared access policy's token (DeviceConnect) instead of the
-// device's own credentials.
-const AuthMethodPolicy = `{"scope":"hub","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}`
-
 // Identity is the device (or module) a request was authenticated as.
 type Identity struct {
 	// DeviceID is the device; ModuleID is the module, "" for the device itself.
 	DeviceID, ModuleID string
 	// AuthMethod is the iothub-connection-auth-method of what it sends:
-	// core.AuthMethodSAS, core.AuthMethodX509 or AuthMethodPolicy.
+	// core.AuthMethodSAS, core.AuthMethodX509 or core.AuthMethodPolicy.
 	AuthMethod string
 	// Policy is the shared access policy that signed the token, "" for
 	// the device's own credentials.
@@ -97,7 +92,7 @@ func Authenticate(c *core.Core, r *http.Request, deviceID, moduleID string) (Ide
 	if !d.Enabled {
 		return id, fmt.Errorf("%w: device %q is disabled", core.ErrUnauthorized, deviceID)
 	}
-	id.AuthMethod, id.Policy, id.Expiry = AuthMethodPolicy, auth.Policy, auth.Expiry
+	id.AuthMethod, id.Policy, id.Expiry = core.AuthMethodPolicy, auth.Policy, auth.Expiry
 	return id, nil
 }
 

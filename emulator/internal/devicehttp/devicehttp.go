@@ -1,7 +1,7 @@
 // Package devicehttp is IoT Hub's device HTTPS API on the emulator's hub
 // host (the WebSocket listener's HTTPS fallback, beside the service API of
-// hubapi), so that the official SDKs' HTTP transports (azure-iot-device-http,
-// the C SDK's HTTP) work against the emulator unchanged:
+// hubapi), so that the official SDK's HTTP transport (azure-iot-device-http)
+// works against the emulator unchanged:
 //
 //   - POST /devices/{id}/messages/events: one device-to-cloud message
 //     (application properties in iothub-app-* headers, system properties

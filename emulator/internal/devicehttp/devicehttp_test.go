@@ -343,7 +343,7 @@ func TestPolicyToken(t *testing.T) {
 		}
 	}
 	h := e.history("d1")
-	if len(h) != 2 || h[0].AuthMethod != AuthMethodPolicy {
+	if len(h) != 2 || h[0].AuthMethod != core.AuthMethodPolicy {
 		t.Fatalf("history %+v", h)
 	}
 }
