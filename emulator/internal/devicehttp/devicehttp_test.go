@@ -356,6 +356,11 @@ func TestAPIVersionAndMethods(t *testing.T) {
 	if r.status != http.StatusBadRequest || r.errorCode(t) != "InvalidProtocolVersion" {
 		t.Fatalf("bad api-version: %d %s", r.status, r.body)
 	}
+	for _, v := range []string{"2016-11-14", "2020-09-30"} {
+		if r := e.do("POST", "/devices/d1/messages/events?api-version="+v, tok, []byte("x")); r.status != http.StatusNoContent {
+			t.Fatalf("api-version %s: %d %s", v, r.status, r.body)
+		}
+	}
 	r = e.do("PUT", "/devices/d1/messages/events", tok, []byte("x"))
 	if r.status != http.StatusMethodNotAllowed || r.header.Get("Allow") != "POST" {
 		t.Fatalf("PUT events: %d %v", r.status, r.header)
@@ -376,7 +381,7 @@ func TestAPIVersionAndMethods(t *testing.T) {
 			t.Errorf("!Owns(%s)", p)
 		}
 	}
-	if len(e.history("d1")) != 0 {
+	if len(e.history("d1")) != 2 {
 		t.Fatal("refused requests stored telemetry")
 	}
 }
