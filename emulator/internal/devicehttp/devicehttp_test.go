@@ -30,13 +30,13 @@ import (
 const host = "hub.test"
 
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	core *core.Core
 	srv  *httptest.Server
 	keys map[string]string
 }
 
-func newEnv(t *testing.T, opts Options) *env {
+func newEnv(t testing.TB, opts Options) *env {
 	t.Helper()
 	c := core.New(core.Config{IDScope: "0ne00000001", HubHost: host})
 	t.Cleanup(c.Close)
