@@ -50,6 +50,16 @@ type c2dMsg struct {
 	cid, uid   string    // the service's correlation-id and user-id
 	lockToken  string    // the lock of a pull receive (on == pull); see c2dpull.go
 	lockUntil  time.Time // when that lock expires
+	lockTimer  *time.Timer
+}
+
+// unlockLocked drops m's pull lock, if any, and stops its timer; c.mu held.
+func (m *c2dMsg) unlockLocked() {
+	if m.lockTimer != nil {
+		m.lockTimer.Stop()
+		m.lockTimer = nil
+	}
+	m.lockToken, m.lockUntil = "", time.Time{}
 }
 
 // C2DMessage is a cloud-to-device message handed to a front-end.
@@ -227,9 +237,11 @@ func (c *Core) settleLocked(d *device, i int, o Outcome) (notify Link, staged <-
 	id := d.id
 	switch o {
 	case Abandon:
-		m.on, m.lockToken = nil, ""
+		m.on = nil
+		m.unlockLocked()
 		notify = d.link
 	default:
+		m.unlockLocked()
 		d.c2d = slices.Delete(d.c2d, i, i+1)
 		changes := []Change{{Op: OpDelete, Record: Record{Kind: KindC2D, Device: id, Key: m.id}}}
 		if fb, ok := c.feedbackLocked(d, m, o); ok {

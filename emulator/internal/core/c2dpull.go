@@ -99,6 +99,7 @@ func (c *Core) ReceiveC2D(id string, lock time.Duration, maxDeliveries int) (msg
 		found.lockToken = NewUUID()
 		found.lockUntil = c.now().Add(lock)
 		lockToken = found.lockToken
+		found.lockTimer = time.AfterFunc(lock, func() { c.unlockC2D(id, lockToken) })
 		changes = append(changes, c2dChange(id, found))
 	}
 	d.lastActivity = c.now()
@@ -114,7 +115,6 @@ func (c *Core) ReceiveC2D(id string, lock time.Duration, maxDeliveries int) (msg
 	if found == nil {
 		return C2DMessage{}, "", false, nil
 	}
-	time.AfterFunc(lock, func() { c.unlockC2D(id, lockToken) })
 	return msg, lockToken, true, nil
 }
 
@@ -179,7 +179,8 @@ func (c *Core) releaseExpiredLocksLocked(d *device) bool {
 	released := false
 	for _, m := range d.c2d {
 		if m.on == pull && !now.Before(m.lockUntil) {
-			m.on, m.lockToken = nil, ""
+			m.on = nil
+			m.unlockLocked()
 			released = true
 			c.log.Info("cloud-to-device message lock expired", "device_id", d.id, "message_id", m.id)
 		}
