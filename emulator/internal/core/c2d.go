@@ -132,6 +132,7 @@ func (c *Core) queueC2D(ctx context.Context, id string, sm ServiceC2D) (string, 
 		c.mu.Unlock()
 		return "", err
 	}
+	c.releaseExpiredLocksLocked(d)
 	expired := c.expireLocked(d) // expired messages make room, as in IoT Hub
 	if slices.ContainsFunc(d.c2d, func(x *c2dMsg) bool { return x.id == m.id }) {
 		c.stageLocked(expired...)
