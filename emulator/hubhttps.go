@@ -4,16 +4,18 @@ import (
 	"net/http"
 
 	"github.com/iotc-go/iotc/emulator/internal/devicehttp"
+	"github.com/iotc-go/iotc/emulator/internal/dpsapi"
 	"github.com/iotc-go/iotc/emulator/internal/hubapi"
 	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 )
 
 // hubHTTPS is the hub host's HTTPS API behind the WebSocket listener: the
 // device HTTPS API (devicehttp: telemetry, cloud-to-device pull) on its
-// paths, IoT Hub's service API (hubapi) on every other. Both count failed
-// authentications against the listener's FailLimiter.
+// paths, else DPS's HTTPS APIs and IoT Hub's service API (hostRoutes).
+// Both count failed authentications against the listener's FailLimiter.
 func (e *Emulator) hubHTTPS() http.Handler {
-	svc := netlimit.AuthGuard(hubapi.New(e.core, e.log.With("component", "hubapi")), e.authFails, e.reporter, netlimit.KindServiceAuth)
+	svc := netlimit.AuthGuard(hostRoutes(dpsapi.New(e.core, e.log.With("component", "dpsapi")),
+		hubapi.New(e.core, e.log.With("component", "hubapi"))), e.authFails, e.reporter, netlimit.KindServiceAuth)
 	dev := netlimit.AuthGuard(devicehttp.New(e.core, devicehttp.Options{
 		LockTimeout: e.cfg.c2dLock, MaxDeliveryCount: e.cfg.c2dDeliveries, Logger: e.log.With("component", "devicehttp"),
 	}), e.authFails, e.reporter, netlimit.KindDeviceHTTPAuth)

@@ -1,5 +1,5 @@
 'use strict';
-// Scenario 14: the official device SDK's HTTP transport (azure-iot-device-http, pinned)
+// Scenario 15: the official device SDK's HTTP transport (azure-iot-device-http, pinned)
 // against the emulator's device HTTPS API on the hub host (443), unchanged: telemetry, one
 // message and a batch, read back through the emulator's telemetry history; cloud-to-device
 // messages sent with azure-iothub's Client.send and received by HTTP polling, then abandoned
@@ -50,7 +50,7 @@ async function refused(promise, what) {
   assert.fail(`${what} succeeded; it must be refused`);
 }
 
-test('scenario 14: HTTP telemetry, one message and a batch, with properties, and IoT Hub errors', { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
+test('scenario 15: HTTP telemetry, one message and a batch, with properties, and IoT Hub errors', { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
   const dev = await httpDevice(t, 'conf-http');
   const one = new Message(JSON.stringify({ temperature: 21.5 }));
   one.messageId = h.uniqueId('m');
@@ -113,7 +113,7 @@ function raw(dev, method, path) {
   });
 }
 
-test('scenario 14: HTTP cloud-to-device from Client.send, abandon (again, count up), complete and reject with feedback', { timeout: 2 * h.TEST_TIMEOUT_MS }, async (t) => {
+test('scenario 15: HTTP cloud-to-device from Client.send, abandon (again, count up), complete and reject with feedback', { timeout: 2 * h.TEST_TIMEOUT_MS }, async (t) => {
   const dev = await httpDevice(t, 'conf-httpc');
   const service = ServiceClient.fromConnectionString(serviceConnectionString('service'));
   t.after(() => service.close().catch(() => {}));
