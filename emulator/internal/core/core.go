@@ -211,6 +211,9 @@ const (
 	// AuthMethodModuleSAS and AuthMethodModuleX509 are a module connection's.
 	AuthMethodModuleSAS  = `{"scope":"module","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}`
 	AuthMethodModuleX509 = `{"scope":"module","type":"x509Certificate","issuer":"iothub","acceptingIpFilterRule":null}`
+	// AuthMethodPolicy is a message sent with a shared access policy's
+	// token (DeviceConnect) on the device's behalf.
+	AuthMethodPolicy = `{"scope":"hub","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}`
 )
 
 // CommandResult is a device's answer to a direct method.
