@@ -192,6 +192,18 @@ function hubClient(tr, connectionString) {
   return client;
 }
 
+/**
+ * ModuleClient.fromConnectionString over transport tr, remembering the transport's enable
+ * calls as hubClient does, so that syncSubscriptions works for modules too.
+ */
+function moduleClient(tr, connectionString) {
+  const { ModuleClient } = require('azure-iot-device');
+  const enables = new Map();
+  const client = ModuleClient.fromConnectionString(connectionString, trackingTransport(tr.Device, enables));
+  enablesByClient.set(client, enables);
+  return client;
+}
+
 /** Resolves when op has succeeded once; rejects when every call of op so far has failed. */
 function enabled(op, entry) {
   return new Promise((resolve, reject) => {
@@ -443,6 +455,7 @@ module.exports = {
   provisionWithX509,
   provisionDevice,
   openSasClient,
+  moduleClient,
   openX509Client,
   closeQuietly,
   makeCertificates,

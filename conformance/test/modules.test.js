@@ -133,8 +133,8 @@ for (const tr of h.TRANSPORTS) {
     assert.ok(badErr, 'refused');
     await h.closeQuietly(bad);
 
-    client = ModuleClient.fromConnectionString(
-      `HostName=${info.hubHost};DeviceId=${deviceId};ModuleId=${moduleId};SharedAccessKey=${mod.authentication.symmetricKey.primaryKey}`, tr.Device);
+    client = h.moduleClient(tr,
+      `HostName=${info.hubHost};DeviceId=${deviceId};ModuleId=${moduleId};SharedAccessKey=${mod.authentication.symmetricKey.primaryKey}`);
     await h.withTimeout(client.open(), h.WAIT_MS, `module connection over ${tr.title}`);
 
     // Telemetry: the module id reaches the readers of the device's telemetry.
@@ -156,6 +156,8 @@ for (const tr of h.TRANSPORTS) {
     const desiredSeen = new Promise((resolve) => {
       twin.on('properties.desired', (patch) => { if (patch.threshold !== undefined) resolve(patch); });
     });
+    // The SDK subscribes to desired patches in the background: wait until it did.
+    await h.syncSubscriptions(client);
     const svcTwin = (await registry.getModuleTwin(deviceId, moduleId)).responseBody;
     assert.equal(svcTwin.moduleId, moduleId, 'the service reads the module twin');
     await registry.updateModuleTwin(deviceId, moduleId, { properties: { desired: { threshold: 42 } } }, svcTwin.etag);
