@@ -27,26 +27,6 @@ import (
 	"github.com/iotc-go/iotc/ports"
 )
 
-// PropertyHandler applies one writable property and returns the
-// acknowledgement to report: Status 200 (or 0) applied, 202 accepted and
-// still in progress (report the final answer later with Client.AckProperty),
-// 4xx/5xx refused, with an optional Description and the applied Value.
-type PropertyHandler func(ctx context.Context, p domain.DesiredProperty) domain.PropertyAck
-
-// CommandHandler runs a direct-method command and returns its response
-// (any status, a JSON-encodable payload of at most 128 KiB).
-type CommandHandler func(ctx context.Context, c domain.CommandRequest) domain.CommandResponse
-
-// QueuedCommandHandler runs a command IoT Central queued while the device
-// was offline and says how to settle it: domain.Complete (the zero value)
-// when it was handled, domain.Abandon to have it delivered again,
-// domain.Reject to dead-letter it.
-type QueuedCommandHandler func(ctx context.Context, c domain.CommandRequest) domain.Outcome
-
-// CloudMessageHandler receives a cloud-to-device message that is not a
-// queued command and says how to settle it (see QueuedCommandHandler).
-type CloudMessageHandler func(ctx context.Context, m domain.CloudMessage) domain.Outcome
-
 // ErrSuperseded is returned by AckProperty for a version older than one the
 // client has already handed to the property handler: the newer value's
 // acknowledgement stands and the stale one is not reported.
@@ -72,15 +52,7 @@ type Client struct {
 	deviceKey string      // symmetric key the device signs with; "" for X.509
 	connStr   *connStrHub // the connection string's hub and device; nil without one
 
-	handlers struct {
-		sync.RWMutex
-		property   PropertyHandler
-		command    CommandHandler
-		queued     QueuedCommandHandler
-		message    CloudMessageHandler
-		properties map[string]PropertyHandler // by propKey(component, name)
-		commands   map[string]CommandHandler  // by propKey(component, name)
-	}
+	handlers handlerSet // the user's handlers (handlers.go)
 
 	// runCtx is the context handlers see; Close cancels it.
 	runCtx    context.Context
@@ -93,19 +65,7 @@ type Client struct {
 	msgQ    queue[cloudJob]
 	statusQ *queue[domain.ConnectionStatus] // only with OnStatus
 
-	// Property worker state: only the property queue's drainer touches
-	// lastDesired and synced.
-	lastDesired int64
-	synced      bool        // a twin sync succeeded on the current session
-	handling    bool        // handlers of the in-flight properties are running; guarded by ackMu
-	resync      atomic.Bool // an event was dropped: sync the twin again
-
-	// ackMu guards the properties the worker is handling and the final
-	// acknowledgements given for them meanwhile.
-	ackMu    sync.Mutex
-	inflight map[string]int64 // property key -> version being handled; nil until the first property
-	deferred []deferredAck
-	latest   map[string]int64 // property key -> newest version handed to the handler
+	props propertyLedger // the desired version seen, the properties being handled, their final acknowledgements (ledger.go)
 
 	mu        sync.RWMutex  // read-locked only by acquire, the hot path of every send
 	changed   chan struct{} // closed whenever phase or sess changes; nil until someone waits
@@ -197,98 +157,6 @@ func New(opts Options) (*Client, error) {
 	c.status = domain.ConnectionStatus{State: domain.StateDisconnected}
 	c.logOutboxDamage()
 	return c, nil
-}
-
-// OnProperty sets the writable-property handler (nil removes it). Set it
-// before Connect so that the startup twin sync reaches it: without a
-// handler, desired properties are left unacknowledged (never auto-acked).
-// Handlers run one at a time, in the order the patches arrived.
-func (c *Client) OnProperty(h PropertyHandler) {
-	c.handlers.Lock()
-	c.handlers.property = h
-	c.handlers.Unlock()
-}
-
-// HandleProperty sets the handler of the writable property name of
-// component ("" for the root), ahead of the OnProperty catch-all; nil
-// removes it.
-func (c *Client) HandleProperty(component, name string, h PropertyHandler) {
-	c.handlers.Lock()
-	defer c.handlers.Unlock()
-	if h == nil {
-		delete(c.handlers.properties, propKey(component, name))
-		return
-	}
-	if c.handlers.properties == nil {
-		c.handlers.properties = map[string]PropertyHandler{}
-	}
-	c.handlers.properties[propKey(component, name)] = h
-}
-
-// propertyHandler returns the handler of p: its own, else the catch-all.
-func (c *Client) propertyHandler(p domain.DesiredProperty) PropertyHandler {
-	c.handlers.RLock()
-	defer c.handlers.RUnlock()
-	if h, ok := c.handlers.properties[propKey(p.Component, p.Name)]; ok {
-		return h
-	}
-	return c.handlers.property
-}
-
-// OnCommand sets the catch-all direct-method handler (nil removes it).
-// Commands that neither a HandleCommand handler nor this one takes are
-// answered 501 with {"error": "..."}. A panicking handler is answered 500.
-// Commands run one at a time in arrival order, on a goroutine separate from
-// properties and messages.
-func (c *Client) OnCommand(h CommandHandler) {
-	c.handlers.Lock()
-	c.handlers.command = h
-	c.handlers.Unlock()
-}
-
-// HandleCommand sets the handler of the command name of component (""
-// for the root), ahead of the OnCommand catch-all; nil removes it.
-func (c *Client) HandleCommand(component, name string, h CommandHandler) {
-	c.handlers.Lock()
-	defer c.handlers.Unlock()
-	if h == nil {
-		delete(c.handlers.commands, propKey(component, name))
-		return
-	}
-	if c.handlers.commands == nil {
-		c.handlers.commands = map[string]CommandHandler{}
-	}
-	c.handlers.commands[propKey(component, name)] = h
-}
-
-// commandHandler returns the handler of a command: its own, else the
-// catch-all, else nil.
-func (c *Client) commandHandler(component, name string) CommandHandler {
-	c.handlers.RLock()
-	defer c.handlers.RUnlock()
-	if h, ok := c.handlers.commands[propKey(component, name)]; ok {
-		return h
-	}
-	return c.handlers.command
-}
-
-// OnQueuedCommand sets the handler of commands queued while the device
-// was offline (cloud-to-device messages with a "method-name" property,
-// "prefix:name" and "component*name" both understood). When it is nil,
-// queued commands go to the OnCommand handler with Queued set, its
-// response is discarded and the message completed.
-func (c *Client) OnQueuedCommand(h QueuedCommandHandler) {
-	c.handlers.Lock()
-	c.handlers.queued = h
-	c.handlers.Unlock()
-}
-
-// OnCloudMessage sets the handler of other cloud-to-device messages.
-// Without one they are logged and completed.
-func (c *Client) OnCloudMessage(h CloudMessageHandler) {
-	c.handlers.Lock()
-	c.handlers.message = h
-	c.handlers.Unlock()
 }
 
 // Status returns the current connection status.
@@ -789,7 +657,7 @@ func (c *Client) AckProperty(ctx context.Context, p domain.DesiredProperty, ack 
 	if _, err := domain.EncodeReported(patch); err != nil {
 		return err
 	}
-	done, deferred, err := c.deferAck(p, ack)
+	done, deferred, err := c.props.deferAck(p, ack)
 	switch {
 	case err != nil:
 		return err
