@@ -222,13 +222,11 @@ func (c *Client) openHub(ctx context.Context, a assignment) (*session, error) {
 		if err != nil {
 			return err
 		}
-		ref := newSessionRef()
 		c.log.Info("connecting to the hub", "hub", a.hub, "transport", t.Name())
-		hs, err := t.Connect(ctx, ports.HubConnection{Host: a.hub, DeviceID: a.deviceID, ModelID: c.opts.ModelID, Auth: auth}, &events{c: c, ref: ref})
+		hs, err := t.Connect(ctx, ports.HubConnection{Host: a.hub, DeviceID: a.deviceID, ModelID: c.opts.ModelID, Auth: auth}, &events{c: c})
 		if err == nil && hs == nil {
 			err = fmt.Errorf("%w: transport %s returned no session", domain.ErrMalformed, t.Name())
 		}
-		ref.set(hs)
 		if err != nil {
 			return err
 		}

@@ -1,11 +1,11 @@
 package app
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime/debug"
-	"sync"
 	"time"
 
 	"github.com/iotc-go/iotc/domain"
@@ -16,43 +16,17 @@ import (
 // IoT Central command.
 const methodNameProperty = "method-name"
 
-// sessionRef is filled once the transport's Connect returned, so that a
-// command that arrived during Connect is answered on its own session.
-type sessionRef struct {
-	ready sync.Mutex       // held until s is set: no channel per session
-	s     ports.HubSession // nil when Connect failed; read after ready
-}
-
-// newSessionRef returns a ref that is not ready yet.
-func newSessionRef() *sessionRef {
-	r := &sessionRef{}
-	r.ready.Lock()
-	return r
-}
-
-// set makes s known to those waiting in wait.
-func (r *sessionRef) set(s ports.HubSession) {
-	r.s = s
-	r.ready.Unlock()
-}
-
-// wait returns the session once the transport's Connect returned (it
-// returns within its context, which Close cancels).
-func (r *sessionRef) wait() ports.HubSession {
-	r.ready.Lock()
-	defer r.ready.Unlock()
-	return r.s
-}
-
 type propEvent struct {
 	patch     []byte
 	sync      bool // get the twin and handle every pending property
 	reconnect bool // the sync follows a reconnect
 }
 
+// methodJob is a direct-method request with its reply, which answers on
+// the session the request came on.
 type methodJob struct {
-	req ports.MethodRequest
-	ref *sessionRef
+	req     ports.MethodRequest
+	respond func(ctx context.Context, status int, payload []byte) error
 }
 
 type cloudJob struct {
@@ -60,10 +34,10 @@ type cloudJob struct {
 	settle func(domain.Outcome)
 }
 
-// events is the ports.EventHandler of one session: it only queues.
+// events is the client's ports.EventHandler: it only queues, one bounded
+// queue per kind of event.
 type events struct {
-	c   *Client
-	ref *sessionRef
+	c *Client
 }
 
 // OnDesiredPatch queues a desired patch for the property worker. When the
@@ -77,11 +51,12 @@ func (e *events) OnDesiredPatch(patch []byte) {
 }
 
 // OnMethod queues a command; a full queue is answered 503.
-func (e *events) OnMethod(req ports.MethodRequest) {
-	if !e.c.cmdQ.push(methodJob{req: req, ref: e.ref}) {
+func (e *events) OnMethod(req ports.MethodRequest, respond func(ctx context.Context, status int, payload []byte) error) {
+	j := methodJob{req: req, respond: respond}
+	if !e.c.cmdQ.push(j) {
 		e.c.log.Warn("command queue full; answering 503", "command", req.Method)
 		e.c.goTracked(func() {
-			e.c.respond(e.ref, req, domain.CommandResponse{Status: 503, Payload: errorBody("the device is busy")})
+			e.c.respond(j, domain.CommandResponse{Status: 503, Payload: errorBody("the device is busy")})
 		})
 	}
 }
@@ -333,7 +308,7 @@ func (c *Client) handleMethod(j methodJob) {
 	} else {
 		resp = c.callCommand(h, req)
 	}
-	c.respond(j.ref, j.req, resp)
+	c.respond(j, resp)
 }
 
 func (c *Client) callCommand(h CommandHandler, req domain.CommandRequest) (resp domain.CommandResponse) {
@@ -346,23 +321,22 @@ func (c *Client) callCommand(h CommandHandler, req domain.CommandRequest) (resp 
 	return h(c.runCtx, req)
 }
 
-// respond sends resp on the session the request came on: a request id
+// respond answers j on the session the request came on: a request id
 // means nothing on another connection.
-func (c *Client) respond(ref *sessionRef, req ports.MethodRequest, resp domain.CommandResponse) {
+func (c *Client) respond(j methodJob, resp domain.CommandResponse) {
 	status, body, err := resp.Encode()
 	if err != nil {
-		c.log.Warn("command response cannot be encoded; answering 500", "command", req.Method, "err", err)
+		c.log.Warn("command response cannot be encoded; answering 500", "command", j.req.Method, "err", err)
 		status, body, _ = domain.CommandResponse{Status: 500, Payload: errorBody(err.Error())}.Encode()
 	}
-	hs := ref.wait()
-	if hs == nil || c.runCtx.Err() != nil {
+	if c.runCtx.Err() != nil {
 		return
 	}
-	if err := hs.RespondMethod(c.runCtx, req.RequestID, status, body); err != nil {
-		c.log.Warn("cannot answer the command", "command", req.Method, "err", err)
+	if err := j.respond(c.runCtx, status, body); err != nil {
+		c.log.Warn("cannot answer the command", "command", j.req.Method, "err", err)
 		return
 	}
-	c.log.Info("command answered", "command", req.Method, "status", status)
+	c.log.Info("command answered", "command", j.req.Method, "status", status)
 }
 
 // handleCloud runs on the cloud-message worker. The message is settled
