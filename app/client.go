@@ -27,11 +27,6 @@ import (
 	"github.com/iotc-go/iotc/ports"
 )
 
-// ErrSuperseded is returned by AckProperty for a version older than one the
-// client has already handed to the property handler: the newer value's
-// acknowledgement stands and the stale one is not reported.
-var ErrSuperseded = errors.New("iotc: a newer version of the property was received; acknowledgement not reported")
-
 // phase is where the client is in its life.
 type phase uint8
 
@@ -650,7 +645,7 @@ func (c *Client) ReportProperties(ctx context.Context, component string, props m
 // report is logged); while the handler's answer is being reported,
 // AckProperty waits and reports right after it. An acknowledgement for a
 // version older than one already handed to the handler is not reported:
-// AckProperty returns ErrSuperseded. Other errors are those of
+// AckProperty returns domain.ErrSuperseded. Other errors are those of
 // ReportProperties, or ctx's.
 func (c *Client) AckProperty(ctx context.Context, p domain.DesiredProperty, ack domain.PropertyAck) error {
 	patch := domain.AckPatch(p, ack)

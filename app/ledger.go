@@ -83,13 +83,13 @@ func (l *propertyLedger) finish() (final []deferredAck, ended bool) {
 // report's result; it is nil while handlers still run, because the caller
 // may be the handler itself and must not wait for its own return. An
 // acknowledgement older than the newest version handed to the handler
-// gives ErrSuperseded.
+// gives domain.ErrSuperseded.
 func (l *propertyLedger) deferAck(p domain.DesiredProperty, ack domain.PropertyAck) (done <-chan error, deferred bool, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	k := propKey(p.Component, p.Name)
 	if v, ok := l.latest[k]; ok && p.Version < v {
-		return nil, false, fmt.Errorf("%w (%s version %d, newest %d)", ErrSuperseded, p.Name, p.Version, v)
+		return nil, false, fmt.Errorf("%w (%s version %d, newest %d)", domain.ErrSuperseded, p.Name, p.Version, v)
 	}
 	if v, ok := l.inflight[k]; !ok || v != p.Version {
 		return nil, false, nil

@@ -419,7 +419,7 @@ func (c *Client) expireOutbox(ctx context.Context) int {
 
 // errPumpIdle: no session is open or coming; the pump waits for the next
 // Connect.
-var errPumpIdle = errors.New("iotc: outbox: not connected")
+var errPumpIdle = errors.New("outbox: not connected")
 
 // pumpSession is acquire for the pump: it waits for the next session
 // (other than avoid) whatever FailFast says, returns errPumpIdle when

@@ -33,7 +33,7 @@ import (
 
 // ErrNoCredentials is returned by CredentialStore.Load when nothing usable
 // is stored (absent, unreadable or corrupt).
-var ErrNoCredentials = errors.New("iotc: no cached credentials")
+var ErrNoCredentials = errors.New("no cached credentials")
 
 // Auth is how a device authenticates one connection.
 type Auth struct {
