@@ -83,7 +83,7 @@ func newClient(cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("%w: Fallback cannot be combined with Adapter", ErrInvalidConfig)
 		}
 		transports = []ports.Transport{cfg.Adapter}
-	} else if transports, err = cfg.transports(logger); err != nil { // see transport_ws.go
+	} else if transports, err = cfg.transports(logger); err != nil { // see transports.go
 		return nil, err
 	}
 	opts := app.Options{

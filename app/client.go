@@ -13,8 +13,6 @@ package app
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -778,20 +776,7 @@ func (c *Client) shutdown(ctx context.Context, sess *session, done chan struct{}
 }
 
 // newMessageID returns a random UUID (version 4).
-func newMessageID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	var u [36]byte // 8-4-4-4-12, built in place: one allocation
-	hex.Encode(u[0:8], b[0:4])
-	hex.Encode(u[9:13], b[4:6])
-	hex.Encode(u[14:18], b[6:8])
-	hex.Encode(u[19:23], b[8:10])
-	hex.Encode(u[24:], b[10:])
-	u[8], u[13], u[18], u[23] = '-', '-', '-', '-'
-	return string(u[:])
-}
+func newMessageID() string { return domain.NewUUID().String() }
 
 // reasonFor maps an error to the status reason reported with it.
 func reasonFor(err error) domain.Reason {

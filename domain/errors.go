@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 )
 
 // Sentinel errors, all of them declared here. Match them with errors.Is;
@@ -141,12 +140,7 @@ func IsRetryable(err error) bool {
 		return he.Status == 408 || he.Status == 429 || he.Status >= 500
 	}
 	var pe *ProvisioningError
-	if errors.As(err, &pe) {
-		return false
-	}
-	var ne net.Error
-	if errors.As(err, &ne) {
-		return true
-	}
-	return true
+	// Network errors (net.Error) and everything else not named above are
+	// retried.
+	return !errors.As(err, &pe)
 }
