@@ -21,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/internal/sastest"
 	"github.com/iotc-go/iotc/mocks"
 	"github.com/iotc-go/iotc/ports"
 )
@@ -392,13 +393,13 @@ func verifyToken(t *testing.T, tok, resource, keyName, key string) domain.SASTok
 	if err != nil {
 		t.Fatalf("ParseSAS: %v", err)
 	}
-	if !st.MatchesResource(resource) {
+	if !sastest.MatchesResource(st, resource) {
 		t.Fatalf("token resource %q, want %q", st.Resource, resource)
 	}
 	if st.KeyName != keyName {
 		t.Fatalf("token skn %q, want %q", st.KeyName, keyName)
 	}
-	if err := st.Verify(key, time.Now()); err != nil {
+	if err := sastest.Verify(st, key, time.Now()); err != nil {
 		t.Fatalf("token does not verify with the expected key: %v", err)
 	}
 	return st
