@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/iotc-go/iotc/domain"
@@ -84,7 +85,7 @@ func DeviceKey(key string) Credential {
 // A wrong or missing passphrase fails New with ErrInvalidConfig. The certificate's subject
 // CN must be the device id; Config.DeviceID may be left empty.
 func X509Files(certFile, keyFile, passphrase string) Credential {
-	return Credential{domain.Credential{Kind: domain.KindX509, CertFile: certFile, KeyFile: keyFile, Passphrase: passphrase}}
+	return Credential{domain.Credential{Kind: domain.KindX509, CertFile: certFile, KeyFile: keyFile, ReadFile: os.ReadFile, Passphrase: passphrase}}
 }
 
 // X509PEM is an X.509 client certificate and key given as PEM bytes, as
