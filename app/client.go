@@ -60,27 +60,19 @@ type Client struct {
 
 	props propertyLedger // the desired version seen, the properties being handled, their final acknowledgements (ledger.go)
 
-	mu        sync.RWMutex  // read-locked only by acquire, the hot path of every send
-	changed   chan struct{} // closed whenever phase or sess changes; nil until someone waits
+	// hold is the session holder (holder.go); its lock also guards the
+	// fields below up to ob.
+	hold      holder
 	closeDone chan struct{}
-	// gaveUp is why the supervisor gave up in phaseGaveUp; in the other
-	// phases, while no session is open, it is the last failed attempt's
-	// error (Err), reset when a session opens.
-	gaveUp    error
 	status    domain.ConnectionStatus
-	sess      *session // the session new operations use; nil while offline or draining
 	assign    *assignment
-	phase     phase
-	skipCache bool  // the cached record was refused; provision instead
-	untracked bool  // shutdown waits for c.wg: no new tracked goroutine
-	preferred int32 // index of the transport that worked last
 	provided  json.RawMessage
 
 	connectCancel context.CancelFunc // cancels the running Connect's context; nil when none runs
 	watched       *watch             // the current session's watch; nil while a supervisor step runs (supervise.go)
 	// sup is the supervisor's retry state, touched only by the one step
 	// that runs at a time.
-	sup struct{ failures, backoff int }
+	sup struct{ failures, backoff int32 }
 
 	ob outboxState // EnqueueTelemetry and the outbox pump (outbox.go)
 }
@@ -154,17 +146,17 @@ func New(opts Options) (*Client, error) {
 
 // Status returns the current connection status.
 func (c *Client) Status() domain.ConnectionStatus {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.hold.mu.Lock()
+	defer c.hold.mu.Unlock()
 	return c.status
 }
 
 // IsConnected reports whether a hub session is open and taking new
 // operations.
 func (c *Client) IsConnected() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.sess != nil
+	c.hold.mu.Lock()
+	defer c.hold.mu.Unlock()
+	return c.hold.sess != nil
 }
 
 // Err returns the error that made the client give up reconnecting (refused
@@ -174,27 +166,27 @@ func (c *Client) IsConnected() bool {
 // found, the lost session's error); nil while connected or before any
 // attempt failed.
 func (c *Client) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.phase == phaseGaveUp || c.sess == nil {
-		return c.gaveUp
+	c.hold.mu.Lock()
+	defer c.hold.mu.Unlock()
+	if c.hold.phase == phaseGaveUp || c.hold.sess == nil {
+		return c.hold.gaveUp
 	}
 	return nil
 }
 
 // attemptFailed records err as the last attempt's error and reports it.
 func (c *Client) attemptFailed(st domain.ConnectionStatus) {
-	c.mu.Lock()
-	c.gaveUp = st.Err
+	c.hold.mu.Lock()
+	c.hold.gaveUp = st.Err
 	c.setStatusLocked(st)
-	c.mu.Unlock()
+	c.hold.mu.Unlock()
 }
 
 // DeviceID returns the device id: the one assigned by DPS once connected,
 // else the configured one.
 func (c *Client) DeviceID() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.hold.mu.Lock()
+	defer c.hold.mu.Unlock()
 	if c.assign != nil {
 		return c.assign.deviceID
 	}
@@ -205,22 +197,14 @@ func (c *Client) DeviceID() string {
 // last assignment made by this client (a custom allocation policy's
 // answer), or nil when there was none or the cached credentials were used.
 func (c *Client) ProvisioningPayload() json.RawMessage {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.hold.mu.Lock()
+	defer c.hold.mu.Unlock()
 	return append(json.RawMessage(nil), c.provided...)
 }
 
-// broadcastLocked wakes every operation waiting for a session; c.mu is held.
-func (c *Client) broadcastLocked() {
-	if c.changed != nil {
-		close(c.changed)
-		c.changed = nil // made again by the next waiter: a client nobody waits on holds no channel
-	}
-}
-
-// setStatusLocked records and reports a state change; c.mu is held.
+// setStatusLocked records and reports a state change; c.hold.mu is held.
 func (c *Client) setStatusLocked(st domain.ConnectionStatus) {
-	if c.phase == phaseClosed && st.State != domain.StateClosed {
+	if c.hold.phase == phaseClosed && st.State != domain.StateClosed {
 		return
 	}
 	c.status = st
@@ -241,21 +225,21 @@ func (c *Client) setStatusLocked(st domain.ConnectionStatus) {
 }
 
 func (c *Client) setStatus(st domain.ConnectionStatus) {
-	c.mu.Lock()
+	c.hold.mu.Lock()
 	c.setStatusLocked(st)
-	c.mu.Unlock()
+	c.hold.mu.Unlock()
 }
 
 // goTracked runs fn on a goroutine Close waits for, unless the client is
 // closed.
 func (c *Client) goTracked(fn func()) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.hold.mu.Lock()
+	defer c.hold.mu.Unlock()
 	return c.goTrackedLocked(fn)
 }
 
 func (c *Client) goTrackedLocked(fn func()) bool {
-	if c.untracked {
+	if c.hold.untracked {
 		return false
 	}
 	c.wg.Add(1)
@@ -313,48 +297,48 @@ func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
 	// would leave a children map behind in every client).
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	c.mu.Lock()
-	switch c.phase {
+	c.hold.mu.Lock()
+	switch c.hold.phase {
 	case phaseClosed:
-		c.mu.Unlock()
+		c.hold.mu.Unlock()
 		return domain.ErrClosed
 	case phaseGaveUp:
-		err := c.gaveUp
-		c.mu.Unlock()
+		err := c.hold.gaveUp
+		c.hold.mu.Unlock()
 		return fmt.Errorf("%w: %w", domain.ErrClosed, err)
 	case phaseSupervising:
-		c.mu.Unlock()
+		c.hold.mu.Unlock()
 		return nil
 	case phaseConnecting:
-		c.mu.Unlock()
+		c.hold.mu.Unlock()
 		return fmt.Errorf("%w: Connect is already in progress", domain.ErrInvalidConfig)
 	}
-	c.phase = phaseConnecting
-	c.broadcastLocked()
+	c.hold.phase = phaseConnecting
+	c.hold.broadcastLocked()
 	c.wg.Add(1) // Close waits for this call
 	if co.forceProvisioning {
-		c.assign, c.skipCache = nil, true
+		c.assign, c.hold.skipCache = nil, true
 	}
 	c.setStatusLocked(domain.ConnectionStatus{State: domain.StateConnecting})
 	c.connectCancel = cancel
-	c.mu.Unlock()
+	c.hold.mu.Unlock()
 	defer c.wg.Done()
 	defer func() {
-		c.mu.Lock()
+		c.hold.mu.Lock()
 		c.connectCancel = nil
-		c.mu.Unlock()
+		c.hold.mu.Unlock()
 	}()
 
 	fail := func(st domain.ConnectionStatus, err error) error {
-		c.mu.Lock()
-		if c.phase == phaseConnecting {
-			c.phase = phaseIdle
-			c.gaveUp = st.Err
-			c.broadcastLocked()
+		c.hold.mu.Lock()
+		if c.hold.phase == phaseConnecting {
+			c.hold.phase = phaseIdle
+			c.hold.gaveUp = st.Err
+			c.hold.broadcastLocked()
 			c.setStatusLocked(st)
 		}
-		closed := c.phase == phaseClosed
-		c.mu.Unlock()
+		closed := c.hold.phase == phaseClosed
+		c.hold.mu.Unlock()
 		if closed {
 			return domain.ErrClosed
 		}
@@ -365,14 +349,14 @@ func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
 	for {
 		s, err := c.establish(ctx, true)
 		if err == nil {
-			c.mu.Lock()
-			if c.phase == phaseClosed {
-				c.mu.Unlock()
+			c.hold.mu.Lock()
+			if c.hold.phase == phaseClosed {
+				c.hold.mu.Unlock()
 				return domain.ErrClosed
 			}
-			c.phase = phaseSupervising
+			c.hold.phase = phaseSupervising
 			c.armLocked(s)
-			c.mu.Unlock()
+			c.hold.mu.Unlock()
 			return nil
 		}
 		if c.runCtx.Err() != nil {
@@ -437,75 +421,7 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// acquire returns the session a new operation runs on, counted in flight
-// until release. While the client is connecting or reconnecting it waits
-// for the next session (other than avoid, a session an operation just
-// failed on) within ctx. It fails at once after Close (domain.ErrClosed),
-// after the client gave up (domain.ErrClosed wrapping why), when nothing
-// is connecting (domain.ErrNotConnected), or with FailFast set; when ctx
-// ends first the error wraps both domain.ErrNotConnected and ctx's error.
-func (c *Client) acquire(ctx context.Context, avoid *session) (*session, error) {
-	return c.waitSession(ctx, avoid, c.opts.FailFast)
-}
-
-// errNobodyConnects: no session is open and none is coming.
 var errNobodyConnects = fmt.Errorf("%w: the client is not connected (call Connect)", domain.ErrNotConnected)
-
-// waitSession is acquire; failFast returns at once while offline.
-func (c *Client) waitSession(ctx context.Context, avoid *session, failFast bool) (*session, error) {
-	for {
-		c.mu.RLock()
-		switch c.phase {
-		case phaseClosed:
-			c.mu.RUnlock()
-			return nil, domain.ErrClosed
-		case phaseGaveUp:
-			err := c.gaveUp
-			c.mu.RUnlock()
-			return nil, fmt.Errorf("%w: %w", domain.ErrClosed, err)
-		case phaseIdle:
-			c.mu.RUnlock()
-			return nil, errNobodyConnects
-		}
-		if s := c.sess; s != nil && s != avoid && !s.draining.Load() {
-			s.ops.Add(1)
-			c.mu.RUnlock()
-			return s, nil
-		}
-		if failFast {
-			c.mu.RUnlock()
-			return nil, fmt.Errorf("%w: the client is reconnecting", domain.ErrNotConnected)
-		}
-		ch := c.changed
-		c.mu.RUnlock()
-		if ch == nil {
-			c.mu.Lock()
-			if c.changed == nil {
-				c.changed = make(chan struct{})
-			}
-			c.mu.Unlock()
-			continue // look again: the state may have changed meanwhile
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: waiting for a connection: %w", domain.ErrNotConnected, ctx.Err())
-		}
-	}
-}
-
-// release ends an operation started by acquire.
-func (c *Client) release(s *session) {
-	if s.ops.Add(-1) != 0 || !s.draining.Load() {
-		return
-	}
-	c.mu.Lock()
-	if s.idle != nil && s.ops.Load() == 0 {
-		close(s.idle)
-		s.idle = nil
-	}
-	c.mu.Unlock()
-}
 
 // onSession runs op on a session, riding over reconnects: when the session
 // dies under it (an error wrapping domain.ErrNotConnected), op runs again
@@ -514,12 +430,12 @@ func (c *Client) onSession(ctx context.Context, op func(*session) error) error {
 	var avoid *session
 	transient := 0
 	for {
-		s, err := c.acquire(ctx, avoid)
+		s, err := c.hold.wait(ctx, avoid, c.opts.FailFast)
 		if err != nil {
 			return err
 		}
 		err = op(s)
-		c.release(s)
+		c.hold.release(s)
 		if err != nil && isTransient(err) && !c.opts.FailFast {
 			// Throttled (429) or a service error (5xx): the session lives;
 			// try again on it after the backoff, as the Azure SDKs do.
@@ -561,36 +477,6 @@ func (c *Client) sessionFailed(s *session, err error) {
 	c.log.Debug("an operation found the session dead; closing it", "err", err)
 	if !c.goTracked(func() { _ = s.Close() }) {
 		_ = s.Close()
-	}
-}
-
-// drain stops new operations on s and waits until those in flight ended,
-// up to timeout or until the client closes.
-func (c *Client) drain(s *session, timeout time.Duration) {
-	c.mu.Lock()
-	s.draining.Store(true)
-	if c.sess == s {
-		c.sess = nil
-		c.broadcastLocked()
-	}
-	if s.ops.Load() == 0 {
-		c.mu.Unlock()
-		return
-	}
-	if s.idle == nil {
-		s.idle = make(chan struct{})
-	}
-	idle := s.idle
-	n := s.ops.Load()
-	c.mu.Unlock()
-	c.log.Debug("waiting for operations in flight before closing the session", "count", n)
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-idle:
-	case <-t.C:
-		c.log.Warn("operations still in flight after the drain timeout; closing the session", "timeout", timeout)
-	case <-s.Done():
 	}
 }
 
@@ -717,18 +603,18 @@ func (c *Client) FetchTwin(ctx context.Context) (domain.Twin, error) {
 // it.
 func (c *Client) Close(ctx context.Context) error {
 	inside := c.cb.inside()
-	c.mu.Lock()
-	if c.phase != phaseClosed {
+	c.hold.mu.Lock()
+	if c.hold.phase != phaseClosed {
 		c.setStatusLocked(domain.ConnectionStatus{State: domain.StateClosed, Reason: domain.ReasonClientClose})
-		c.phase = phaseClosed
-		c.broadcastLocked()
+		c.hold.phase = phaseClosed
+		c.hold.broadcastLocked()
 		c.closeDone = make(chan struct{})
-		sess := c.sess
-		c.sess = nil
+		sess := c.hold.sess
+		c.hold.sess = nil
 		go c.shutdown(ctx, sess, c.closeDone)
 	}
 	done := c.closeDone
-	c.mu.Unlock()
+	c.hold.mu.Unlock()
 	if inside {
 		return nil
 	}
@@ -747,21 +633,21 @@ func (c *Client) shutdown(ctx context.Context, sess *session, done chan struct{}
 		if dl, ok := ctx.Deadline(); ok {
 			timeout = min(timeout, time.Until(dl))
 		}
-		c.drain(sess, timeout)
+		c.hold.drain(sess, timeout, c.log)
 	}
 	c.runCancel()
 	c.unwatch()
-	c.mu.Lock()
+	c.hold.mu.Lock()
 	if c.connectCancel != nil {
 		c.connectCancel() // a Connect still running ends with ErrClosed
 	}
-	c.mu.Unlock()
+	c.hold.mu.Unlock()
 	c.propQ.stop()
 	c.cmdQ.stop()
 	c.msgQ.stop()
-	c.mu.Lock()
-	c.untracked = true
-	c.mu.Unlock()
+	c.hold.mu.Lock()
+	c.hold.untracked = true
+	c.hold.mu.Unlock()
 	c.wg.Wait() // supervisor, Connect calls, closers of old sessions, outbox pump
 	c.closeOutbox()
 	if sess != nil {

@@ -133,18 +133,18 @@ func (c *Client) propertyEvent(ev propEvent) {
 // session's sync takes over.
 func (c *Client) syncTwin(reconnect bool) {
 	for attempt := 0; ; attempt++ {
-		c.mu.Lock()
-		s := c.sess
+		c.hold.mu.Lock()
+		s := c.hold.sess
 		if s != nil {
 			s.ops.Add(1)
 		}
-		c.mu.Unlock()
+		c.hold.mu.Unlock()
 		if s == nil {
 			c.props.synced = false
 			return
 		}
 		b, err := s.GetTwin(c.runCtx)
-		c.release(s)
+		c.hold.release(s)
 		if err == nil {
 			var twin domain.Twin
 			if twin, err = domain.ParseTwin(b); err == nil {

@@ -116,9 +116,9 @@ func (c *Client) EnqueueTelemetry(ctx context.Context, m domain.Message) error {
 func (c *Client) enqueue(ctx context.Context, m domain.Message, now time.Time) error {
 	c.ob.mu.RLock()
 	defer c.ob.mu.RUnlock()
-	c.mu.Lock()
-	ph, gaveUp := c.phase, c.gaveUp
-	c.mu.Unlock()
+	c.hold.mu.Lock()
+	ph, gaveUp := c.hold.phase, c.hold.gaveUp
+	c.hold.mu.Unlock()
 	switch {
 	case c.ob.closed || ph == phaseClosed:
 		return domain.ErrClosed
@@ -181,9 +181,9 @@ func (c *Client) kickOutbox() {
 		c.ob.dirty = true
 		return
 	}
-	c.mu.Lock()
-	ph := c.phase
-	c.mu.Unlock()
+	c.hold.mu.Lock()
+	ph := c.hold.phase
+	c.hold.mu.Unlock()
 	if ph != phaseConnecting && ph != phaseSupervising {
 		return
 	}
@@ -281,12 +281,12 @@ func (c *Client) pump() {
 				break batch
 			}
 			if !c.claim(e) {
-				c.release(s)
+				c.hold.release(s)
 				stuck = true
 				break batch // expired while waiting for the session
 			}
 			err = c.deliver(s, e)
-			c.release(s)
+			c.hold.release(s)
 			if err != nil {
 				c.setInflight(0)
 			}
@@ -421,11 +421,11 @@ func (c *Client) expireOutbox(ctx context.Context) int {
 // Connect.
 var errPumpIdle = errors.New("outbox: not connected")
 
-// pumpSession is acquire for the pump: it waits for the next session
+// pumpSession is holder.wait for the pump: it waits for the next session
 // (other than avoid) whatever FailFast says, returns errPumpIdle when
 // nothing is connecting and domain.ErrClosed after Close or giving up.
 func (c *Client) pumpSession(avoid *session) (*session, error) {
-	s, err := c.waitSession(c.runCtx, avoid, false)
+	s, err := c.hold.wait(c.runCtx, avoid, false)
 	switch {
 	case err == nil:
 		return s, nil
