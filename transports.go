@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/iotc-go/iotc/adapters/amqp"
+	"github.com/iotc-go/iotc/adapters/amqpws"
 	"github.com/iotc-go/iotc/adapters/mqtt"
 	"github.com/iotc-go/iotc/adapters/mqttws"
 	"github.com/iotc-go/iotc/ports"
@@ -60,22 +61,23 @@ func (cfg Config) transport(t Transport, logger *slog.Logger) (ports.Transport, 
 	return nil, fmt.Errorf("%w: unknown transport %d", ErrInvalidConfig, int(t))
 }
 
-// amqpTransport builds the AMQP adapter for t (AMQP or AMQPWebSockets):
-// AMQPPort (or Port when t is Transport) over TLS, WebSocketPort (or
-// Port) and Proxy over WebSockets.
+// amqpTransport builds the AMQP adapter for t: AMQP over TLS on AMQPPort
+// (or Port when t is Transport), or AMQPWebSockets on WebSocketPort (or
+// Port) through Proxy.
 func (cfg Config) amqpTransport(t Transport, logger *slog.Logger) (ports.Transport, error) {
-	o := &amqp.Options{RootCAs: cfg.RootCAs, ProductInfo: cfg.ProductInfo, ConnectTimeout: cfg.ConnectTimeout, Logger: logger}
-	switch t {
-	case AMQP:
-		o.Port = cfg.AMQPPort
-	case AMQPWebSockets:
+	if t == AMQPWebSockets {
 		if cfg.Proxy != nil && cfg.Proxy.Scheme != "http" {
 			return nil, fmt.Errorf("%w: proxy %s: only http:// proxies are supported", ErrInvalidConfig, cfg.Proxy.Redacted())
 		}
-		o.WebSockets, o.Port, o.Proxy = true, cfg.WebSocketPort, cfg.Proxy
+		port := cfg.WebSocketPort
+		if port == 0 && t == cfg.Transport {
+			port = cfg.Port
+		}
+		return amqpws.New(&amqpws.Options{Port: port, RootCAs: cfg.RootCAs, Proxy: cfg.Proxy, ProductInfo: cfg.ProductInfo, ConnectTimeout: cfg.ConnectTimeout, Logger: logger}), nil
 	}
-	if o.Port == 0 && t == cfg.Transport {
-		o.Port = cfg.Port
+	port := cfg.AMQPPort
+	if port == 0 && t == cfg.Transport {
+		port = cfg.Port
 	}
-	return amqp.New(o), nil
+	return amqp.New(&amqp.Options{Port: port, RootCAs: cfg.RootCAs, ProductInfo: cfg.ProductInfo, ConnectTimeout: cfg.ConnectTimeout, Logger: logger}), nil
 }
