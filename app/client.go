@@ -3,7 +3,17 @@
 // properties in sync and dispatches commands and cloud-to-device messages
 // to the user's handlers. It talks to the world only through package ports
 // (transports and a credential store), so it is tested with the generated
-// mocks; the root package iotc wires it to real adapters.
+// mocks; the root package iotc wires it to real adapters. Users build
+// iotc.Client (custom transports and mocks plug in through
+// iotc.Config.Adapter), not this package's Client.
+//
+// The Client is composed of parts with one job each, each in its own file
+// with its own state: the session holder (holder.go), Connect and the
+// provisioning path (connect.go), the supervisor (supervise.go), the
+// user's handlers (handlers.go), the inbound dispatcher (dispatch.go, with
+// one bounded queue per kind of event, queue.go), the writable-property
+// ledger (ledger.go) and the outbox pump (outbox.go). A new use case is one
+// more file.
 //
 // The client owns a single reconnect loop: transports never reconnect on
 // their own. Sends and property reports ride over reconnects (at least

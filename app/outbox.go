@@ -15,10 +15,10 @@ import (
 // outboxBatch is how many entries the pump reads from the outbox at a time.
 const outboxBatch = 32
 
-// OutboxSendTimeout bounds one attempt to deliver an outbox message: when
+// outboxSendTimeout bounds one attempt to deliver an outbox message: when
 // the hub has not acknowledged it by then, it is sent again (same message
 // id) after the backoff.
-const OutboxSendTimeout = time.Minute
+const outboxSendTimeout = time.Minute
 
 // OutboxStats says what the outbox holds and what became of the messages
 // it held since the client was built.
@@ -320,9 +320,9 @@ func (c *Client) pump() {
 	}
 }
 
-// deliver sends one outbox entry on s, bounded by OutboxSendTimeout.
+// deliver sends one outbox entry on s, bounded by outboxSendTimeout.
 func (c *Client) deliver(s *session, e ports.OutboxEntry) error {
-	ctx, cancel := context.WithTimeout(c.runCtx, OutboxSendTimeout)
+	ctx, cancel := context.WithTimeout(c.runCtx, outboxSendTimeout)
 	defer cancel()
 	err := s.SendTelemetry(ctx, e.Message)
 	if err == nil {
