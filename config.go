@@ -246,7 +246,9 @@ type Config struct {
 	// slog.LevelWarn only what went wrong.
 	LogLevel slog.Leveler
 	// OnStatus is called with every connection state change, in order, on
-	// a goroutine of its own (a slow callback never blocks the client).
+	// a goroutine of its own (a slow callback never blocks the client). A
+	// callback 64 changes behind loses the oldest it has not seen yet
+	// (logged at Warn); the latest, Close's included, is always delivered.
 	OnStatus func(Status)
 
 	// Adapter builds the client on a ports.Transport of your own instead

@@ -35,6 +35,11 @@ import (
 	"github.com/iotc-go/iotc/ports"
 )
 
+// statusQueueLimit bounds the status changes waiting for a slow OnStatus:
+// beyond it the oldest waiting change is dropped (logged), so the latest,
+// Close's included, is always delivered.
+const statusQueueLimit = 64
+
 // phase is where the client is in its life.
 type phase uint8
 
@@ -147,7 +152,8 @@ func New(opts Options) (*Client, error) {
 	// Status reports are all delivered, Close's included.
 	if opts.OnStatus != nil {
 		c.statusQ = new(queue[domain.ConnectionStatus])
-		c.statusQ.init(context.Background(), 0, &c.cb, c.deliverStatus)
+		c.statusQ.init(context.Background(), statusQueueLimit, &c.cb, c.deliverStatus)
+		c.statusQ.dropOldest = true
 	}
 	c.status = domain.ConnectionStatus{State: domain.StateDisconnected}
 	c.logOutboxDamage()
@@ -218,8 +224,8 @@ func (c *Client) setStatusLocked(st domain.ConnectionStatus) {
 		return
 	}
 	c.status = st
-	if c.statusQ != nil { // a drainer goroutine per change is for someone to tell
-		c.statusQ.push(st)
+	if c.statusQ != nil && !c.statusQ.push(st) { // a drainer goroutine per change is for someone to tell
+		c.log.Warn("the status callback is behind; the oldest status not yet delivered was dropped", "limit", statusQueueLimit)
 	}
 	if !c.log.Enabled(context.Background(), slog.LevelInfo) {
 		return
