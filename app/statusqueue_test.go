@@ -50,7 +50,7 @@ func TestSlowStatusCallbackQueueIsBounded(t *testing.T) {
 		}
 		// The survivors are the newest changes, in order.
 		for i, s := range got[1 : len(got)-1] {
-			want := domain.Reason((n - statusQueueLimit + 1 + i) % 5)
+			want := domain.Reason((n - statusQueueLimit + i) % 5)
 			if s.Reason != want {
 				t.Fatalf("status %d reason %v, want %v (the newest, in order)", i+1, s.Reason, want)
 			}
