@@ -511,11 +511,11 @@ func (c *Client) SendTelemetry(ctx context.Context, m domain.Message) error {
 	if m.MessageID == "" {
 		m.MessageID = newMessageID()
 	}
-	m = m.WithDefaults()
-	if err := m.Validate(); err != nil {
+	m, err := m.WithDefaults().Checked() // the transport does not check it again
+	if err != nil {
 		return err
 	}
-	err := c.onSession(ctx, func(s *session) error { return s.SendTelemetry(ctx, m) })
+	err = c.onSession(ctx, func(s *session) error { return s.SendTelemetry(ctx, m) })
 	if err != nil {
 		return fmt.Errorf("iotc: send telemetry: %w", err)
 	}

@@ -101,8 +101,8 @@ func (c *Client) EnqueueTelemetry(ctx context.Context, m domain.Message) error {
 	if m.CreationTime.IsZero() {
 		m.CreationTime = now
 	}
-	m = m.WithDefaults()
-	if err := m.Validate(); err != nil {
+	m, err := m.WithDefaults().Checked() // the transport does not check it again
+	if err != nil {
 		return fmt.Errorf("iotc: enqueue telemetry: %w", err)
 	}
 	if err := c.enqueue(ctx, m, now); err != nil {
