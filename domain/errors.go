@@ -35,6 +35,16 @@ var (
 	ErrInvalidConfig = errors.New("invalid configuration")
 	// ErrMalformed reports a service payload that cannot be parsed.
 	ErrMalformed = errors.New("malformed payload")
+	// Errors of the SAS functions.
+	// ErrInvalidKey reports a symmetric key that is not valid base64 or is empty.
+	ErrInvalidKey = errors.New("symmetric key is not valid base64")
+	// ErrMalformedToken reports a SAS token that cannot be parsed.
+	ErrMalformedToken = errors.New("malformed SAS token")
+	// ErrTokenExpired reports a SAS token whose se lies in the past: the
+	// transports join it to the end of a session the hub dropped after
+	// the token expired.
+	ErrTokenExpired = errors.New("SAS token expired")
+
 	// Classes of connection failure: the transports wrap every failed
 	// dial or TLS handshake with DiagnoseNetwork, so that these match with
 	// errors.Is whatever the transport, and IsRetryable and the client's

@@ -4,7 +4,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -21,18 +20,6 @@ const DPSKeyName = "registration"
 // DefaultTokenTTL is the lifetime of the SAS tokens the SDK mints when no
 // other TTL is configured: one hour, as in the official device SDKs.
 const DefaultTokenTTL = time.Hour
-
-// Errors returned by the SAS functions. Match them with errors.Is.
-var (
-	// ErrInvalidKey reports a symmetric key that is not valid base64 or is empty.
-	ErrInvalidKey = errors.New("symmetric key is not valid base64")
-	// ErrMalformedToken reports a SAS token that cannot be parsed.
-	ErrMalformedToken = errors.New("malformed SAS token")
-	// ErrTokenExpired reports a SAS token whose se lies in the past: the
-	// transports join it to the end of a session the hub dropped after
-	// the token expired.
-	ErrTokenExpired = errors.New("SAS token expired")
-)
 
 func decodeKey(key string) ([]byte, error) {
 	k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(key))
