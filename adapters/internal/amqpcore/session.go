@@ -66,7 +66,7 @@ type Session struct {
 
 	onEnd     notify.OnEnd // AfterDone's functions
 	done      chan struct{}
-	wg        sync.WaitGroup // receive loops and the event drain
+	wg        sync.WaitGroup // receive loops
 	settles   sync.WaitGroup // dispositions being written
 	closeOnce sync.Once
 }
@@ -337,9 +337,9 @@ func (s *Session) RenewToken(ctx context.Context, sasToken string) error {
 // Close closes the connection after the settlements made before it have
 // been written and the hub confirmed it has them (it answered the detach
 // of the cloud-to-device link, waited for at most 10 s), waits for the
-// session's goroutines (the event being
-// delivered, if any, included; queued events not yet delivered are
-// dropped) and returns nil. Unsettled cloud-to-device messages stay with
+// session's goroutines (its receive loops, which hand the events to the
+// EventHandler) and returns nil; events that arrive after Close are not
+// delivered. Unsettled cloud-to-device messages stay with
 // the hub for the next session. Close is idempotent and safe to call from
 // any goroutine except an EventHandler callback.
 func (s *Session) Close() error {

@@ -46,7 +46,6 @@ type Session struct {
 	onEnd   notify.OnEnd // AfterDone's functions
 
 	done      chan struct{}
-	wg        sync.WaitGroup // event drain
 	pubs      sync.WaitGroup // publishes inside paho
 	closeOnce sync.Once
 }
@@ -202,9 +201,8 @@ func (s *Session) RenewToken(context.Context, string) error {
 // Close refuses new operations, lets the publishes already handed to paho
 // reach the connection, disconnects (DISCONNECT after every settlement
 // made before Close, then a graceful close so that none is lost), waits
-// for paho's and the session's goroutines (the event being delivered, if
-// any, included; queued events not yet delivered are dropped) and returns
-// nil. Unsettled cloud-to-device messages stay with the hub for the next
+// for paho's goroutines and returns nil; events that arrive after Close
+// are not delivered. Unsettled cloud-to-device messages stay with the hub for the next
 // session. Close is idempotent and safe to call from any goroutine except
 // an EventHandler callback.
 func (s *Session) Close() error {
@@ -220,7 +218,6 @@ func (s *Session) Close() error {
 		s.cl.Disconnect(disconnectQuiesce)
 		_ = s.raw.Close()
 		s.end(nil)
-		s.wg.Wait()
 		s.log.Debug("hub: closed")
 	})
 	return nil
