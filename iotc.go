@@ -52,8 +52,8 @@ type Client struct {
 // New checks cfg and builds a client; it does not connect (see Connect)
 // and starts no goroutine. Errors wrap ErrInvalidConfig: a missing or
 // malformed credential (ErrInvalidKey for a key that is not base64), a
-// missing IDScope or DeviceID, a transport not available yet, a bad port,
-// LogLevel or a negative ConnectTimeout. With OutboxDir, New also fails
+// missing IDScope or DeviceID, a transport not available yet, a bad port
+// or a negative ConnectTimeout. With Config.Outbox.Dir, New also fails
 // when the directory cannot be used, and with an error matching
 // ErrOutboxDamaged (naming the file) when damaged records in it cannot be
 // moved aside.

@@ -57,7 +57,7 @@ func closeIOTC(t *testing.T, c *iotc.Client) {
 
 // Messages enqueued by one client that never connected are delivered, in
 // order and with the ids they were stored with, by the next client on the
-// same OutboxDir, together with what it enqueues itself.
+// same Outbox.Dir, together with what it enqueues itself.
 func TestEnqueueTelemetrySurvivesARestart(t *testing.T) {
 	emu := newOutboxEmulator(t)
 	dir := filepath.Join(t.TempDir(), "outbox")
@@ -162,7 +162,7 @@ func TestOutboxDirInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := iotc.New(cfg); err == nil || !strings.Contains(err.Error(), "in use") {
-		t.Fatalf("second New on the same OutboxDir: %v", err)
+		t.Fatalf("second New on the same Outbox.Dir: %v", err)
 	}
 	closeIOTC(t, c1)
 	c3, err := iotc.New(cfg) // released by Close
