@@ -437,8 +437,6 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-var errNobodyConnects = fmt.Errorf("%w: the client is not connected (call Connect)", domain.ErrNotConnected)
-
 // onSession runs op on a session, riding over reconnects: when the session
 // dies under it (an error wrapping domain.ErrNotConnected), op runs again
 // on the next session, unless FailFast is set or ctx has ended.

@@ -44,6 +44,7 @@ func (h *holder) broadcastLocked() {
 }
 
 // errNobodyConnects: no session is open and none is coming.
+var errNobodyConnects = fmt.Errorf("%w: the client is not connected (call Connect)", domain.ErrNotConnected)
 
 // wait returns the session a new operation runs on, counted in flight
 // until release. While the client is connecting or reconnecting it waits
