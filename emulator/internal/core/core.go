@@ -303,6 +303,7 @@ type Core struct {
 	watchers map[string]map[chan Telemetry]struct{}
 	changes  map[string]chan struct{} // see WaitSubscribed
 	events   eventHub                 // see events.go
+	feed     feed                     // observers of the model (feed.go)
 	faults   faultState               // see faults.go
 	ext      extState                 // templates, device settings, command history (ext.go); guarded by mu
 
@@ -448,6 +449,7 @@ func (c *Core) CreateDevice(id string) (string, error) {
 	d.indivKeys = [2]string{RandomKey(), RandomKey()}
 	c.devices[id] = d
 	ch := c.stageDeviceLocked(d)
+	c.observeLocked(FeedEvent{Kind: FeedRegistered, DeviceID: id})
 	key := d.indivKeys[0]
 	c.mu.Unlock()
 	if err := awaitNow(ch); err != nil {

@@ -61,6 +61,7 @@ func (c *Core) PutDevice(id string, spec DeviceSpec) (DeviceDetails, bool, error
 		c.devices[id] = d
 	}
 	s := c.ext.settingsOf(id)
+	wasName, wasTemplate, wasEnabled := d.displayName, c.detailsLocked(d).Template, d.enabled
 	if spec.DisplayName != nil {
 		d.displayName = *spec.DisplayName
 		if d.displayName == "" {
@@ -86,6 +87,24 @@ func (c *Core) PutDevice(id string, spec DeviceSpec) (DeviceDetails, bool, error
 	}
 	out := c.detailsLocked(d)
 	staged := c.stageDeviceLocked(d)
+	switch {
+	case created:
+		c.observeLocked(FeedEvent{Kind: FeedRegistered, DeviceID: id})
+	default:
+		if d.enabled != wasEnabled {
+			k := FeedDisabled
+			if d.enabled {
+				k = FeedEnabled
+			}
+			c.observeLocked(FeedEvent{Kind: k, DeviceID: id})
+		}
+		if d.displayName != wasName {
+			c.observeLocked(FeedEvent{Kind: FeedDisplayNameChanged, DeviceID: id})
+		}
+		if out.Template != wasTemplate {
+			c.observeLocked(FeedEvent{Kind: FeedTemplateAssigned, DeviceID: id})
+		}
+	}
 	c.mu.Unlock()
 	if err := awaitNow(staged); err != nil {
 		return DeviceDetails{}, false, err
@@ -140,6 +159,7 @@ func (c *Core) DeleteDevice(id string) error {
 	delete(c.ext.settings, id)
 	delete(c.ext.commands, id)
 	staged := c.stageLocked(Change{Op: OpDeleteDevice, Record: Record{Kind: KindDevice, Key: id}})
+	c.observeLocked(FeedEvent{Kind: FeedDeleted, DeviceID: id})
 	c.mu.Unlock()
 	if err := awaitNow(staged); err != nil {
 		return err

@@ -200,7 +200,9 @@ func (c *Core) Register(a DPSAuth, body []byte) DPSResponse {
 		if !exists {
 			d = newDevice(id, now)
 			c.devices[id] = d
+			c.observeLocked(FeedEvent{Kind: FeedRegistered, DeviceID: id, Time: now})
 		}
+		first := !d.provisioned
 		substatus := "initialAssignment"
 		if d.provisioned {
 			substatus = "reprovisionedToInitialAssignment"
@@ -224,6 +226,9 @@ func (c *Core) Register(a DPSAuth, body []byte) DPSResponse {
 		st.AssignedHub, st.DeviceID = c.cfg.HubHost, id
 		st.Etag = strconv.Quote(RandomHex(8))
 		staged = c.stageDeviceLocked(d)
+		if first {
+			c.observeLocked(FeedEvent{Kind: FeedProvisioned, DeviceID: id, Time: now})
+		}
 	}
 	final.Status = st.Status
 	fb, err := json.Marshal(final)
