@@ -420,4 +420,3 @@ func CheckExport(e Export, exists func(id string) bool) error {
 	}
 	return nil
 }
-

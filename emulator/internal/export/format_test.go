@@ -225,7 +225,7 @@ func (fakeLink) PushDesired([]byte, int64) error { return nil }
 func (fakeLink) InvokeMethod(context.Context, string, []byte) (int, []byte, error) {
 	return 0, nil, context.Canceled
 }
-func (fakeLink) NotifyC2D()  {}
+func (fakeLink) NotifyC2D() {}
 func (fakeLink) Drop(error) {}
 
 func newManager(t *testing.T, c *core.Core, o Options) *Manager {
