@@ -218,6 +218,9 @@ func (m *Manager) PutExport(e Export) (Export, error) {
 		st = &exportState{}
 		m.exports[e.ID] = st
 	}
+	if e.Enabled && !st.cfg.Enabled {
+		st.since = m.seq // from now on: not what was observed before
+	}
 	st.cfg, st.filter = e, f
 	return m.exportView(st), nil
 }

@@ -69,9 +69,11 @@ type PropertyChange struct {
 // deviceInfo is what the format and the enrichments need of a device.
 type deviceInfo struct {
 	ID, DisplayName, TemplateID, TemplateDisplayName, ModelID string
-	Enabled, Provisioned, Simulated                           bool
-	Organizations                                             []string
-	known                                                     bool
+	// TemplateModelID is the "@id" of the template's capability model.
+	TemplateModelID                 string
+	Enabled, Provisioned, Simulated bool
+	Organizations                   []string
+	known                           bool
 }
 
 // sourceOf says which export source an event belongs to and its

@@ -83,7 +83,8 @@ type Manager struct {
 	mu      sync.Mutex
 	dests   map[string]*destState
 	exports map[string]*exportState
-	pending []core.FeedEvent
+	pending []pendingEvent
+	seq     uint64 // events observed so far
 	dropped uint64
 	devices map[string]deviceInfo // last known, for deleted devices
 	wake    chan struct{}
@@ -97,6 +98,12 @@ type exportState struct {
 	cfg    Export
 	filter *Filter
 	last   time.Time
+	since  uint64 // exports the events observed after this many
+}
+
+type pendingEvent struct {
+	seq uint64
+	ev  core.FeedEvent
 }
 
 type queued struct {
@@ -205,7 +212,8 @@ func (m *Manager) Observe(ev core.FeedEvent) {
 			m.log.Warn("data export: events arrive faster than they are exported; oldest dropped", "dropped", m.dropped)
 		}
 	}
-	m.pending = append(m.pending, ev)
+	m.seq++
+	m.pending = append(m.pending, pendingEvent{m.seq, ev})
 	m.mu.Unlock()
 	select {
 	case m.wake <- struct{}{}:
@@ -221,8 +229,8 @@ func (m *Manager) dispatch() {
 		evs := m.pending
 		m.pending = nil
 		m.mu.Unlock()
-		for _, ev := range evs {
-			m.handle(ev)
+		for _, p := range evs {
+			m.handle(p.seq, p.ev)
 		}
 		if len(evs) > 0 {
 			continue
@@ -236,7 +244,7 @@ func (m *Manager) dispatch() {
 }
 
 // handle exports one event through every enabled export of its source.
-func (m *Manager) handle(ev core.FeedEvent) {
+func (m *Manager) handle(seq uint64, ev core.FeedEvent) {
 	source, _, ok := sourceOf(ev.Kind)
 	if !ok {
 		return
@@ -244,7 +252,7 @@ func (m *Manager) handle(ev core.FeedEvent) {
 	m.mu.Lock()
 	var exps []*exportState
 	for _, id := range slices.Sorted(maps.Keys(m.exports)) {
-		if e := m.exports[id]; e.cfg.Enabled && e.cfg.Source == source {
+		if e := m.exports[id]; e.cfg.Enabled && e.cfg.Source == source && seq > e.since {
 			exps = append(exps, e)
 		}
 	}
@@ -290,7 +298,8 @@ func (m *Manager) handle(ev core.FeedEvent) {
 	}
 	for _, e := range exps {
 		if f := e.filter; f != nil && f.From != "" {
-			from := dev.TemplateID == f.From || (dev.ModelID != "" && dev.ModelID == f.From)
+			from := dev.TemplateID == f.From || (dev.ModelID != "" && dev.ModelID == f.From) ||
+				(dev.TemplateModelID != "" && dev.TemplateModelID == f.From)
 			if source == SourceDeviceTemplateLifecycle {
 				from = ev.TemplateID == f.From
 			}
@@ -345,7 +354,7 @@ func (m *Manager) device(id string) deviceInfo {
 		Enabled: dd.Enabled, Provisioned: dd.Provisioned, Simulated: dd.Simulated,
 		Organizations: slices.Clone(dd.Organizations), known: true}
 	if mdl, ok := m.c.DeviceModel(id); ok {
-		info.TemplateID = mdl.ID
+		info.TemplateID, info.TemplateModelID = mdl.ID, mdl.ModelID
 		if doc, err := m.c.Template(mdl.ID); err == nil {
 			info.TemplateDisplayName, _ = doc["displayName"].(string)
 		}

@@ -147,7 +147,7 @@ func (s *eventHubsSender) send(ctx context.Context, msgs []Message) (int, error)
 
 func eventHubsError(err error) error {
 	var ehErr *azeventhubs.Error
-	if errors.As(err, &ehErr) {
+	if errors.As(err, &ehErr) && ehErr.Code != azeventhubs.ErrorCodeConnectionLost {
 		return &sendError{"eventHubsError", fmt.Sprintf("Event Hubs refused the messages (%s)", ehErr.Code)}
 	}
 	return &sendError{"destinationUnreachable", "cannot send to Event Hubs: " + err.Error()}
