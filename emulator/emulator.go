@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/iotc-go/iotc/emulator/internal/core"
+	"github.com/iotc-go/iotc/emulator/internal/export"
 	"github.com/iotc-go/iotc/emulator/internal/mqtthub"
 	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 	"github.com/iotc-go/iotc/emulator/internal/pki"
@@ -34,8 +35,9 @@ type Emulator struct {
 	mqtt    *mqtthub.Server
 	restSrv *http.Server
 	restURL string
-	ws      *wsServer   // nil when disabled; see websocket.go
-	amqp    *amqpServer // see amqp.go
+	ws      *wsServer       // nil when disabled; see websocket.go
+	amqp    *amqpServer     // see amqp.go
+	export  *export.Manager // nil when DataExport.Disabled; see dataexport.go
 
 	reporter             *netlimit.Reporter    // refusals and limit hits; see limits.go
 	authFails            *netlimit.FailLimiter // failed authentications per client on the REST listener
@@ -131,6 +133,9 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 	}
 	e.caPool = x509.NewCertPool()
 	e.caPool.AddCert(e.bundle.CA.Cert)
+	if err := e.startDataExport(); err != nil {
+		return nil, err
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -176,6 +181,9 @@ func (e *Emulator) serverTLS() *tls.Config {
 // more than once; later calls return the first result.
 func (e *Emulator) Close() error {
 	e.closeOnce.Do(func() {
+		if e.export != nil {
+			e.export.Close() // stops observing and delivering
+		}
 		e.core.Close() // ends waits with ErrClosed, stops the saver
 		var errs []error
 		if e.restSrv != nil {

@@ -156,6 +156,10 @@ type Options struct {
 	// MQTT idle time and pre-login buffering). The zero value applies
 	// every default; see Limits.
 	Limits Limits
+	// DataExport configures IoT Central data export (see DataExportOptions).
+	// The zero value runs it with no definitions (add them through the
+	// REST API's dataExport routes).
+	DataExport DataExportOptions
 }
 
 // EnrollmentGroup is a DPS enrollment group: symmetric keys (devices
@@ -176,6 +180,7 @@ type resolved struct {
 	restPageSize                                                              int
 	limits                                                                    Limits
 	trustedCAs                                                                []*x509.Certificate
+	dataExport                                                                DataExportOptions
 }
 
 func resolve(o *Options) (resolved, error) {
@@ -187,6 +192,7 @@ func resolve(o *Options) (resolved, error) {
 		certDir: o.CertDir, apiToken: o.APIToken, autoApprove: o.AutoApprove == nil || *o.AutoApprove,
 		log: o.Logger, dataDir: o.DataDir, history: o.TelemetryHistory, explicitScope: o.IDScope != "", explicitGroups: len(o.Groups) > 0, explicitToken: o.APIToken != "",
 		restBearer: o.RESTAllowBearer, restPageSize: o.RESTPageSize, limits: o.Limits.withDefaults(),
+		dataExport: o.DataExport,
 	}
 	if r.certDir == "" && r.dataDir != "" {
 		r.certDir = filepath.Join(r.dataDir, "certs")

@@ -155,6 +155,8 @@ func permit(role string, r *http.Request) error {
 		return fmt.Errorf("%w: only an App Administrator token manages API tokens", ErrForbidden)
 	case role == RoleOperator && write && (under("/api/deviceTemplates") || under("/api/enrollmentGroups")):
 		return fmt.Errorf("%w: an App Operator token cannot change device templates or enrollment groups", ErrForbidden)
+	case role == RoleOperator && write && under(dataExportPrefix):
+		return fmt.Errorf("%w: only App Administrator and App Builder tokens change data exports", ErrForbidden)
 	}
 	return nil
 }
