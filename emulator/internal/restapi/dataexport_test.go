@@ -83,10 +83,10 @@ func TestDataExportDestinationRoutes(t *testing.T) {
 	}
 	// Validation.
 	for _, bad := range []string{
-		`{"type":"webhook@v1","url":"https://x"}`,                 // no displayName
-		`{"displayName":"D","type":"blobstorage@v1"}`,             // not served
-		`{"displayName":"D","type":"webhook@v1","url":"nope"}`,    // bad url
-		`{"displayName":"D","type":"eventhubs@v1"}`,               // no authorization
+		`{"type":"webhook@v1","url":"https://x"}`,              // no displayName
+		`{"displayName":"D","type":"blobstorage@v1"}`,          // not served
+		`{"displayName":"D","type":"webhook@v1","url":"nope"}`, // bad url
+		`{"displayName":"D","type":"eventhubs@v1"}`,            // no authorization
 		`{"displayName":"D","type":"webhook@v1","url":"https://x","authorization":{"type":"oauth","tokenUrl":"https://t","clientId":"c","clientSecret":"s"}}`,
 		`{"displayName":"D","type":"eventhubs@v1","authorization":{"type":"connectionString","connectionString":"Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=s"}}`,
 		`{"id":"other","displayName":"D","type":"webhook@v1","url":"https://x"}`, // id differs from the path
