@@ -151,6 +151,10 @@ type Options struct {
 	// Limits.LogSummaryInterval counting the refusals and limit hits of
 	// the interval. nil discards. Secrets are never logged.
 	Logger *slog.Logger
+	// EventHubs configures the Event Hubs-compatible endpoint (see
+	// EventHubsOptions); the zero value serves the built-in endpoint with
+	// every default.
+	EventHubs EventHubsOptions
 	// Limits bound what clients can make the emulator hold (AMQP before
 	// login, HTTP timeouts and connection caps, failed-authentication rate,
 	// MQTT idle time and pre-login buffering). The zero value applies
@@ -176,6 +180,7 @@ type resolved struct {
 	restPageSize                                                              int
 	limits                                                                    Limits
 	trustedCAs                                                                []*x509.Certificate
+	eventHubs                                                                 EventHubsOptions
 }
 
 func resolve(o *Options) (resolved, error) {
@@ -187,6 +192,7 @@ func resolve(o *Options) (resolved, error) {
 		certDir: o.CertDir, apiToken: o.APIToken, autoApprove: o.AutoApprove == nil || *o.AutoApprove,
 		log: o.Logger, dataDir: o.DataDir, history: o.TelemetryHistory, explicitScope: o.IDScope != "", explicitGroups: len(o.Groups) > 0, explicitToken: o.APIToken != "",
 		restBearer: o.RESTAllowBearer, restPageSize: o.RESTPageSize, limits: o.Limits.withDefaults(),
+		eventHubs: o.EventHubs,
 	}
 	if r.certDir == "" && r.dataDir != "" {
 		r.certDir = filepath.Join(r.dataDir, "certs")
