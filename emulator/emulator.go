@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/iotc-go/iotc/emulator/internal/core"
+	"github.com/iotc-go/iotc/emulator/internal/eventhubs"
 	"github.com/iotc-go/iotc/emulator/internal/export"
 	"github.com/iotc-go/iotc/emulator/internal/mqtthub"
 	"github.com/iotc-go/iotc/emulator/internal/netlimit"
@@ -35,9 +36,10 @@ type Emulator struct {
 	mqtt    *mqtthub.Server
 	restSrv *http.Server
 	restURL string
-	ws      *wsServer       // nil when disabled; see websocket.go
-	amqp    *amqpServer     // see amqp.go
-	export  *export.Manager // nil when DataExport.Disabled; see dataexport.go
+	ws      *wsServer           // nil when disabled; see websocket.go
+	amqp    *amqpServer         // see amqp.go
+	eh      *eventhubs.Endpoint // see eventhubs.go
+	export  *export.Manager     // nil when DataExport.Disabled; see dataexport.go
 
 	reporter             *netlimit.Reporter    // refusals and limit hits; see limits.go
 	authFails            *netlimit.FailLimiter // failed authentications per client on the REST listener
@@ -145,6 +147,9 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("emulator: %w", err)
 	}
+	if err := e.startEventHubs(); err != nil {
+		return nil, err
+	}
 	if err := e.startAMQP(); err != nil {
 		return nil, err
 	}
@@ -197,6 +202,9 @@ func (e *Emulator) Close() error {
 			errs = append(errs, e.mqtt.Close())
 		}
 		e.wg.Wait()
+		if e.eh != nil {
+			e.eh.Close()
+		}
 		e.reporter.Close() // the last summary
 		if e.store != nil {
 			errs = append(errs, e.store.Close()) // once every connection is gone

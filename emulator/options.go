@@ -151,6 +151,10 @@ type Options struct {
 	// Limits.LogSummaryInterval counting the refusals and limit hits of
 	// the interval. nil discards. Secrets are never logged.
 	Logger *slog.Logger
+	// EventHubs configures the Event Hubs-compatible endpoint (see
+	// EventHubsOptions); the zero value serves the built-in endpoint with
+	// every default.
+	EventHubs EventHubsOptions
 	// Limits bound what clients can make the emulator hold (AMQP before
 	// login, HTTP timeouts and connection caps, failed-authentication rate,
 	// MQTT idle time and pre-login buffering). The zero value applies
@@ -181,6 +185,7 @@ type resolved struct {
 	limits                                                                    Limits
 	trustedCAs                                                                []*x509.Certificate
 	dataExport                                                                DataExportOptions
+	eventHubs                                                                 EventHubsOptions
 }
 
 func resolve(o *Options) (resolved, error) {
@@ -193,6 +198,7 @@ func resolve(o *Options) (resolved, error) {
 		log: o.Logger, dataDir: o.DataDir, history: o.TelemetryHistory, explicitScope: o.IDScope != "", explicitGroups: len(o.Groups) > 0, explicitToken: o.APIToken != "",
 		restBearer: o.RESTAllowBearer, restPageSize: o.RESTPageSize, limits: o.Limits.withDefaults(),
 		dataExport: o.DataExport,
+		eventHubs:  o.EventHubs,
 	}
 	if r.certDir == "" && r.dataDir != "" {
 		r.certDir = filepath.Join(r.dataDir, "certs")

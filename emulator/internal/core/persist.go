@@ -402,6 +402,8 @@ func (c *Core) restoreRecords(recs []Record) error {
 			templates = append(templates, r)
 		case KindCert:
 			certs = append(certs, r)
+		case KindEvent:
+			c.loadedEvents = append(c.loadedEvents, r)
 		}
 		if err != nil {
 			return bad(r, err)

@@ -40,6 +40,7 @@ var Kinds = []core.Kind{
 	core.KindC2D,
 	core.KindTelemetry,
 	core.KindCommand,
+	core.KindEvent,
 }
 
 // KnownKind reports whether k is one of Kinds.
@@ -81,8 +82,8 @@ func validDoc(r core.Record) bool {
 // identity only (Doc is ignored); OpTrim a sequenced kind and a Device;
 // OpDeleteDevice a Key (the device id) and Kind KindDevice or "". The
 // identity of a record is a non-empty Key for the unsequenced kinds (Device
-// must be ""), Device and Key for KindC2D, Device and Seq for KindTelemetry
-// and KindCommand (Key must be "").
+// must be ""), Device and Key for KindC2D, Device and Seq for KindTelemetry,
+// KindCommand and KindEvent (Key must be "").
 func Change(c core.Change) error {
 	r := c.Record
 	switch c.Op {
@@ -124,7 +125,7 @@ func identity(r core.Record) error {
 		if r.Device == "" || r.Key == "" {
 			return fmt.Errorf("%w: c2d record needs Device and Key", ErrInvalid)
 		}
-	case core.KindTelemetry, core.KindCommand:
+	case core.KindTelemetry, core.KindCommand, core.KindEvent:
 		if r.Device == "" {
 			return fmt.Errorf("%w: %s record needs Device", ErrInvalid, r.Kind)
 		}
@@ -147,7 +148,7 @@ func name(r core.Record) string {
 	switch r.Kind {
 	case core.KindC2D:
 		return fmt.Sprintf("%q of device %q", r.Key, r.Device)
-	case core.KindTelemetry, core.KindCommand:
+	case core.KindTelemetry, core.KindCommand, core.KindEvent:
 		return fmt.Sprintf("%d of device %q", r.Seq, r.Device)
 	default:
 		return fmt.Sprintf("%q", r.Key)
