@@ -10,6 +10,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azeventhubs/v2"
+
+	"github.com/iotc-go/iotc/emulator/internal/export"
 )
 
 type exportHook struct {
@@ -115,5 +119,80 @@ func TestDataExportDefinitionsRefusedAndKept(t *testing.T) {
 	}
 	if err := json.NewDecoder(res.Body).Decode(&list); err != nil || res.StatusCode != 200 || len(list.Value) != 3 {
 		t.Fatalf("exports after restart: %d %+v %v", res.StatusCode, list, err)
+	}
+}
+
+// TestDataExportToTheEmbeddedEventHub exports telemetry and connectivity
+// to an event hub of the emulator's own Event Hubs-compatible endpoint
+// and reads them back with the official consumer client.
+func TestDataExportToTheEmbeddedEventHub(t *testing.T) {
+	e := startEmu(t, &Options{EventHubs: EventHubsOptions{Entities: []string{"exports"}}})
+	cs, err := e.EventHubsConnectionString("exports")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.export.PutDestination(export.Destination{ID: "eh", DisplayName: "EH", Type: export.TypeEventHubs,
+		Authorization: &export.Authorization{Type: "connectionString", ConnectionString: cs}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []string{export.SourceTelemetry, export.SourceDeviceConnectivity} {
+		if _, err := e.export.PutExport(export.Export{ID: src, DisplayName: src, Enabled: true, Source: src,
+			Destinations: []export.DestinationRef{{ID: "eh"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := time.Now().Add(-time.Minute)
+	ehSend(t, e, "dev1", 3) // connected, 3 messages, disconnected
+	c := ehConsumer(t, e, "exports", azeventhubs.DefaultConsumerGroup)
+	parts := nonEmptyPartitions(t, c)
+	if len(parts) != 1 {
+		t.Fatalf("a device's exported messages are in %d partitions, want 1", len(parts))
+	}
+	var pid string
+	for p := range parts {
+		pid = p
+	}
+	evs := readPartition(t, c, pid, azeventhubs.StartPosition{EnqueuedTime: &before}, 5)
+	want := []struct{ source, typ string }{{"deviceConnectivity", "connected"}, {"telemetry", ""}, {"telemetry", ""}, {"telemetry", ""},
+		{"deviceConnectivity", "disconnected"}}
+	n := 0
+	for i, ev := range evs {
+		var m map[string]any
+		if err := json.Unmarshal(ev.Body, &m); err != nil {
+			t.Fatalf("event %d: %v: %s", i, err, ev.Body)
+		}
+		if m["messageSource"] != want[i].source || (want[i].typ != "" && m["messageType"] != want[i].typ) || m["deviceId"] != "dev1" {
+			t.Errorf("event %d = %s, want %v", i, ev.Body, want[i])
+		}
+		if ev.Properties[export.PropDeviceID] != "dev1" || ev.Properties[export.PropMessageSource] != want[i].source ||
+			ev.Properties[export.PropApplicationID] != e.export.ApplicationID() {
+			t.Errorf("event %d properties %v", i, ev.Properties)
+		}
+		if ev.ContentType == nil || *ev.ContentType != "application/json" {
+			t.Errorf("event %d content type %v", i, ev.ContentType)
+		}
+		if tel, ok := m["telemetry"].(map[string]any); ok {
+			if tel["i"] != float64(n) {
+				t.Errorf("telemetry %d out of order: %s", n, ev.Body)
+			}
+			n++
+		}
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		d, err := e.export.Destination("eh")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Status.Status == "healthy" {
+			if !strings.Contains(d.Authorization.ConnectionString, "SharedAccessKey="+export.Mask) {
+				t.Errorf("connection string shown as %q", d.Authorization.ConnectionString)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("destination status %+v", d.Status)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -103,6 +103,16 @@ type eventHubsSender struct {
 }
 
 func newEventHubsSender(d Destination, tlsConfig *tls.Config) (*eventHubsSender, error) {
+	if tlsConfig != nil && tlsConfig.ServerName == "" {
+		// The certificate names the namespace host, never "host:port"
+		// (which go-amqp would check when the Endpoint holds a port).
+		if c, err := parseEventHubsConnectionString(d.Authorization.ConnectionString); err == nil {
+			if u, err := url.Parse(c.endpoint); err == nil {
+				tlsConfig = tlsConfig.Clone()
+				tlsConfig.ServerName = u.Hostname()
+			}
+		}
+	}
 	p, err := azeventhubs.NewProducerClientFromConnectionString(d.Authorization.ConnectionString, "", &azeventhubs.ProducerClientOptions{
 		TLSConfig:    tlsConfig,
 		RetryOptions: azeventhubs.RetryOptions{MaxRetries: -1}, // the export retries, with its own status
