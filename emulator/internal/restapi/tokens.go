@@ -142,8 +142,8 @@ func (h *handler) tokenRole(r *http.Request) string {
 }
 
 // permit checks that role may make request r: an operator may not change
-// device templates or enrollment groups; only an administrator manages
-// API tokens. Errors wrap ErrForbidden.
+// device templates, enrollment groups or data exports; only an
+// administrator manages API tokens. Errors wrap ErrForbidden.
 func permit(role string, r *http.Request) error {
 	p := r.URL.Path
 	write := r.Method != http.MethodGet && r.Method != http.MethodHead
