@@ -156,3 +156,25 @@ func TestFeedKindString(t *testing.T) {
 		t.Error("FeedKind names")
 	}
 }
+
+func TestFeedProvisionedOnce(t *testing.T) {
+	c := New(Config{IDScope: "0ne1", HubHost: "h", AutoApprove: true, Groups: []EnrollmentGroup{{ID: "g", Enabled: true, PrimaryKey: RandomKey(), SecondaryKey: RandomKey()}}})
+	t.Cleanup(c.Close)
+	var r recorder
+	defer c.AddObserver(&r)()
+	for range 2 {
+		if res := c.Register(DPSAuth{RegistrationID: "new", GroupID: "g"}, []byte(`{"registrationId":"new"}`)); res.Status >= 300 {
+			t.Fatalf("register: %d %s", res.Status, res.Body)
+		}
+	}
+	if _, err := c.CreateDevice("d"); err != nil {
+		t.Fatal(err)
+	}
+	if res := c.Register(DPSAuth{RegistrationID: "d"}, []byte(`{"registrationId":"d"}`)); res.Status >= 300 {
+		t.Fatalf("register: %d %s", res.Status, res.Body)
+	}
+	want := []FeedKind{FeedRegistered, FeedProvisioned, FeedRegistered, FeedProvisioned}
+	if got := r.kinds(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("observed %v, want %v", got, want)
+	}
+}
