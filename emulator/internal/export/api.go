@@ -26,9 +26,9 @@ func (m *Manager) destinationView(st *destState) Destination {
 func (m *Manager) destStatusLocked(st *destState) Status {
 	s := Status{Status: "waiting", LastExportTime: formatTime(st.last)}
 	switch {
-	case len(st.errs) > 0:
+	case len(st.errs()) > 0:
 		s.Status = "error"
-		s.Errors = slices.Clone(st.errs)
+		s.Errors = st.errs()
 	case !st.last.IsZero():
 		s.Status = "healthy"
 	}
@@ -43,7 +43,7 @@ func (m *Manager) exportView(e *exportState) Export {
 	s := Status{LastExportTime: formatTime(e.last)}
 	for _, r := range e.cfg.Destinations {
 		if d := m.dests[r.ID]; d != nil {
-			for _, de := range d.errs {
+			for _, de := range d.errs() {
 				s.Errors = append(s.Errors, DataExportError{Code: de.Code, Message: "destination " + r.ID + ": " + de.Message})
 			}
 		}
@@ -124,7 +124,7 @@ func (m *Manager) PutDestination(d Destination) (Destination, error) {
 	if st, ok := m.dests[d.ID]; ok {
 		st.cfg = d
 		st.gen++
-		st.errs = nil
+		st.sendErr = nil
 		select {
 		case st.wake <- struct{}{}:
 		default:

@@ -107,16 +107,30 @@ type pendingEvent struct {
 }
 
 type queued struct {
+	id     uint64 // grows along the queue
 	export string
 	msg    Message
+}
+
+// errs are the destination's current errors; m.mu held.
+func (st *destState) errs() []DataExportError {
+	var out []DataExportError
+	for _, e := range []*DataExportError{st.sendErr, st.dropErr} {
+		if e != nil {
+			out = append(out, *e)
+		}
+	}
+	return out
 }
 
 type destState struct {
 	cfg     Destination
 	gen     int // bumped by every change of cfg
 	queue   []queued
-	dropped int
-	errs    []DataExportError
+	dropped int    // since the last delivery
+	nextID  uint64 // of the next queued message
+	sendErr *DataExportError // the last failed delivery, until one succeeds
+	dropErr *DataExportError // messages dropped since the last delivery
 	last    time.Time
 	wake    chan struct{}
 	stop    chan struct{}
@@ -479,10 +493,11 @@ func (m *Manager) enqueue(e Export, msg Message) {
 		if len(d.queue) >= m.o.MaxQueue {
 			d.queue = d.queue[1:]
 			d.dropped++
-			d.errs = []DataExportError{{Code: "messagesDropped",
-				Message: fmt.Sprintf("%d messages dropped: the destination's queue of %d was full", d.dropped, m.o.MaxQueue)}}
+			d.dropErr = &DataExportError{Code: "messagesDropped",
+				Message: fmt.Sprintf("%d messages dropped: the destination's queue of %d was full", d.dropped, m.o.MaxQueue)}
 		}
-		d.queue = append(d.queue, queued{export: e.ID, msg: msg})
+		d.nextID++
+		d.queue = append(d.queue, queued{id: d.nextID, export: e.ID, msg: msg})
 		select {
 		case d.wake <- struct{}{}:
 		default:
@@ -544,8 +559,12 @@ func (m *Manager) work(st *destState) {
 		m.mu.Lock()
 		batch := m.takeBatch(st, s.batch())
 		m.mu.Unlock()
+		msgs := make([]Message, len(batch))
+		for i, q := range batch {
+			msgs[i] = q.msg
+		}
 		ctx, cancel := context.WithTimeout(m.ctx, m.o.SendTimeout)
-		done, err := s.send(ctx, batch)
+		done, err := s.send(ctx, msgs)
 		cancel()
 		m.delivered(st, batch[:done])
 		if err != nil {
@@ -564,34 +583,41 @@ func (m *Manager) work(st *destState) {
 
 // takeBatch returns the head of the queue: up to max messages of the
 // first message's device; m.mu held.
-func (m *Manager) takeBatch(st *destState, max int) []Message {
-	var out []Message
+func (m *Manager) takeBatch(st *destState, max int) []queued {
+	var out []queued
 	for _, q := range st.queue {
-		if len(out) == max || (len(out) > 0 && q.msg.DeviceID != out[0].DeviceID) {
+		if len(out) == max || (len(out) > 0 && q.msg.DeviceID != out[0].msg.DeviceID) {
 			break
 		}
-		out = append(out, q.msg)
+		out = append(out, q)
 	}
 	return out
 }
 
-// delivered pops the delivered head of the queue and records success.
-func (m *Manager) delivered(st *destState, msgs []Message) {
-	if len(msgs) == 0 {
+// delivered pops the delivered messages (those of the queue's head up to
+// the last one delivered; some may have been dropped meanwhile) and
+// records success.
+func (m *Manager) delivered(st *destState, done []queued) {
+	if len(done) == 0 {
 		return
 	}
 	now := time.Now().UTC()
+	last := done[len(done)-1].id
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	n := min(len(msgs), len(st.queue))
-	for _, q := range st.queue[:n] {
+	for _, q := range done {
 		if e := m.exports[q.export]; e != nil {
 			e.last = now
 		}
 	}
+	n := 0
+	for n < len(st.queue) && st.queue[n].id <= last {
+		n++
+	}
 	st.queue = st.queue[n:]
 	st.last = now
-	st.errs = nil
+	st.dropped = 0
+	st.sendErr, st.dropErr = nil, nil
 }
 
 // failed records a delivery error in the destination's status.
@@ -602,7 +628,7 @@ func (m *Manager) failed(st *destState, err error) {
 		e = DataExportError{Code: se.code, Message: se.msg}
 	}
 	m.mu.Lock()
-	st.errs = []DataExportError{e}
+	st.sendErr = &e
 	id := st.cfg.ID
 	m.mu.Unlock()
 	m.log.Warn("data export: delivery failed, will retry", "destination", id, "code", e.Code, "error", e.Message)

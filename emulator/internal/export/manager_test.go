@@ -432,3 +432,52 @@ func TestParseFilter(t *testing.T) {
 		t.Errorf("a connectivity filter on telemetry accepted: %v", err)
 	}
 }
+
+// TestQueueOverflowDropsTheOldest: a destination that stays down holds
+// MaxQueue messages; older ones are dropped and the status says so; the
+// rest arrive, in order, once it is back.
+func TestQueueOverflowDropsTheOldest(t *testing.T) {
+	c := newCore(t, "d")
+	h := newHook(t)
+	var up atomic.Bool
+	h.fail = func(int) int {
+		if up.Load() {
+			return 200
+		}
+		return 500
+	}
+	m := newManager(t, c, Options{MaxQueue: 3})
+	if _, err := m.PutDestination(Destination{ID: "hook", DisplayName: "Hook", Type: TypeWebhook, URL: h.srv.URL}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.PutExport(Export{ID: "e", DisplayName: "E", Enabled: true, Source: SourceTelemetry, Destinations: []DestinationRef{{ID: "hook"}}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		telemetry(t, c, "d", fmt.Sprintf(`{"n":%d}`, i))
+	}
+	eventually(t, "three messages dropped", func() bool {
+		d, _ := m.Destination("hook")
+		for _, e := range d.Errors {
+			if e.Code == "messagesDropped" && strings.HasPrefix(e.Message, "3 messages dropped") {
+				return true
+			}
+		}
+		return false
+	})
+	up.Store(true)
+	bodies := h.wait(t, 3)
+	for i, b := range bodies {
+		var msg struct {
+			Telemetry map[string]int `json:"telemetry"`
+		}
+		_ = json.Unmarshal(b, &msg)
+		if msg.Telemetry["n"] != i+3 {
+			t.Errorf("message %d = %s, want n=%d (the three oldest dropped)", i, b, i+3)
+		}
+	}
+	eventually(t, "healthy after recovery", func() bool {
+		d, _ := m.Destination("hook")
+		return d.Status.Status == "healthy" && len(d.Errors) == 0
+	})
+}
