@@ -127,8 +127,8 @@ type destState struct {
 	cfg     Destination
 	gen     int // bumped by every change of cfg
 	queue   []queued
-	dropped int    // since the last delivery
-	nextID  uint64 // of the next queued message
+	dropped int              // since the last delivery
+	nextID  uint64           // of the next queued message
 	sendErr *DataExportError // the last failed delivery, until one succeeds
 	dropErr *DataExportError // messages dropped since the last delivery
 	last    time.Time
