@@ -19,9 +19,9 @@ import (
 
 // Forwarding limits.
 const (
-	maxBatchRecords = 100             // records per batch
-	flushEvery      = time.Second     // a partial batch waits at most this long
-	queueSize       = 10000           // records waiting; a full queue drops new ones
+	maxBatchRecords = 100              // records per batch
+	flushEvery      = time.Second      // a partial batch waits at most this long
+	queueSize       = 10000            // records waiting; a full queue drops new ones
 	sendTimeout     = 30 * time.Second // one send, the client's own retries included
 )
 
