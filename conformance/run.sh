@@ -15,6 +15,8 @@
 #   IOTC_EMULATOR_BIN              a prebuilt iotc-emulator to run instead of building one
 #   IOTC_CONFORMANCE_TRANSPORTS    comma-separated subset of mqtt,mqttws,amqp,amqpws (default
 #                                  all); the emulator still opens every listener
+#   IOTC_CONFORMANCE_FILES         space-separated test files to run (e.g. test/eventhubs.test.js;
+#                                  default every file of test/)
 #
 # The SDK dials fixed ports (8883, 443, 5671) and has no port option, so the listeners are
 # not configurable here.
@@ -92,6 +94,8 @@ echo "conformance: starting the emulator on $mqtt_addr (MQTT), $ws_addr (WebSock
 	--amqp-addr "$amqp_addr" \
 	--cert-dir "$work/certs" \
 	--info-file "$info" \
+	--event-hub logs \
+	--consumer-group conformance \
 	-v \
 	>"$log" 2>&1 &
 emu_pid=$!
@@ -139,7 +143,12 @@ fi
 ca_file=$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).caFile' "$info")
 echo "conformance: running node --test" >&2
 status=0
-IOTC_EMULATOR_INFO="$info" NODE_EXTRA_CA_CERTS="$ca_file" npm test || status=$?
+if [[ -n "${IOTC_CONFORMANCE_FILES:-}" ]]; then
+	# shellcheck disable=SC2086 # the files are a space-separated list
+	IOTC_EMULATOR_INFO="$info" NODE_EXTRA_CA_CERTS="$ca_file" node --test --test-force-exit --test-timeout=120000 $IOTC_CONFORMANCE_FILES || status=$?
+else
+	IOTC_EMULATOR_INFO="$info" NODE_EXTRA_CA_CERTS="$ca_file" npm test || status=$?
+fi
 
 stop_emulator
 if [[ $status -ne 0 ]]; then

@@ -12,6 +12,16 @@ import (
 	"github.com/iotc-go/iotc/emulator/internal/eventhubs"
 )
 
+// Defaults of EventHubsOptions.
+const (
+	// DefaultEventHubPartitions is the partition count of every event hub.
+	DefaultEventHubPartitions = eventhubs.DefaultPartitions
+	// DefaultEventHubRetentionCount is how many events a partition keeps.
+	DefaultEventHubRetentionCount = eventhubs.DefaultRetentionCount
+	// DefaultEventHubRetention is how long an event is kept.
+	DefaultEventHubRetention = eventhubs.DefaultRetentionAge
+)
+
 // EventHubsOptions configure the Event Hubs-compatible endpoint the
 // emulator serves on its AMQP listener (AMQPAddr, and AMQP over
 // WebSockets on WebSocketAddr at /$servicebus/websocket): the hub's

@@ -5,6 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azeventhubs/v2"
+	"nhooyr.io/websocket"
 )
 
 // ehTLS trusts the emulator's CA.
@@ -387,5 +391,48 @@ func TestEventHubsDataDir(t *testing.T) {
 		if pp.LastEnqueuedSequenceNumber != 4 {
 			t.Fatalf("sequence numbers restarted: %+v", pp)
 		}
+	}
+}
+
+// TestEventHubsOverWebSockets: azeventhubs reaches the endpoint with AMQP
+// over WebSockets at /$servicebus/websocket on the WebSocket listener.
+func TestEventHubsOverWebSockets(t *testing.T) {
+	e := startEmu(t, &Options{EventHubs: EventHubsOptions{Entities: []string{"logs"}}})
+	cs, _ := e.EventHubsConnectionString("logs")
+	var paths []string
+	dialWS := func(ctx context.Context, args azeventhubs.WebSocketConnParams) (net.Conn, error) {
+		u, err := url.Parse(args.Host)
+		if err != nil {
+			return nil, err
+		}
+		paths = append(paths, u.Path)
+		u.Host = e.WebSocketAddr()
+		c, _, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{
+			Subprotocols: []string{"AMQPWSB10"},
+			HTTPClient:   &http.Client{Transport: &http.Transport{TLSClientConfig: e.EventHubsClientTLS()}},
+		})
+		if err != nil {
+			return nil, err
+		}
+		return websocket.NetConn(context.WithoutCancel(ctx), c, websocket.MessageBinary), nil
+	}
+	p, err := azeventhubs.NewProducerClientFromConnectionString(cs, "", &azeventhubs.ProducerClientOptions{NewWebSocketConn: dialWS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	b, err := p.NewEventDataBatch(ctxT(t), &azeventhubs.EventDataBatchOptions{PartitionID: to.Ptr("1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddEventData(&azeventhubs.EventData{Body: []byte("over websockets")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SendEventDataBatch(ctxT(t), b, nil); err != nil {
+		t.Fatal(err)
+	}
+	evs := readPartition(t, ehConsumer(t, e, "logs", "$Default"), "1", azeventhubs.StartPosition{Earliest: to.Ptr(true)}, 1)
+	if string(evs[0].Body) != "over websockets" || len(paths) == 0 || paths[0] != "/$servicebus/websocket" {
+		t.Fatalf("read %q; dialed paths %v", evs[0].Body, paths)
 	}
 }

@@ -66,6 +66,10 @@ type info struct {
 	// registryRead, registryReadWrite), for the official service SDKs;
 	// the service API is on the WebSocket listener's port.
 	ServiceConnectionStrings map[string]string `json:"serviceConnectionStrings"`
+	// EventHubsConnectionStrings are the Event Hubs-compatible endpoint's
+	// connection strings by event hub name: the built-in endpoint (named
+	// after the hub) and every --event-hub.
+	EventHubsConnectionStrings map[string]string `json:"eventHubsConnectionStrings"`
 	// PID is the emulator's process id: signal it (SIGTERM) to stop it.
 	PID int `json:"pid"`
 }
@@ -130,6 +134,7 @@ func start(ctx context.Context, args []string, stdout, stderr io.Writer) (_ *emu
 		trustedCAs = append(trustedCAs, v)
 		return nil
 	})
+	ehOpts := eventHubFlags(fs)
 	var lim emulator.Limits
 	fs.DurationVar(&lim.AMQPLoginDeadline, "amqp-login-deadline", emulator.DefaultAMQPLoginDeadline, "close an AMQP connection that has no valid token this long after open (only $cbs may be used before)")
 	fs.IntVar(&lim.AMQPMaxSessions, "amqp-max-sessions", emulator.DefaultAMQPMaxSessions, "most sessions of one logged-in AMQP connection")
@@ -232,6 +237,7 @@ Flags:
 		RetryAfter:      *retryAfter,
 		Logger:          logger,
 		Limits:          lim,
+		EventHubs:       *ehOpts,
 		// 0 would mean the default; the flag's 0 means none.
 		TelemetryHistory: *history,
 	}
@@ -295,6 +301,11 @@ Flags:
 		in.ServiceConnectionStrings[p.Name] = cs
 		policies += fmt.Sprintf("  %-17s %s\n", p.Name, cs)
 	}
+	ehStrings, ehLines, err := eventHubsInfo(e)
+	if err != nil {
+		return nil, err
+	}
+	in.EventHubsConnectionStrings = ehStrings
 	if *infoFile != "" {
 		b, _ := json.MarshalIndent(in, "", "  ")
 		tmp := *infoFile + ".tmp"
@@ -321,8 +332,10 @@ Flags:
   pid               %d
 IoT Hub service API (official service SDKs) on https://%s (port of the WebSocket listener);
 its connection strings, one per shared access policy:
+%sEvent Hubs-compatible endpoint (azeventhubs, @azure/event-hubs) on the AMQP listener and
+/$servicebus/websocket; its connection strings, one per event hub:
 %sPress Ctrl-C (or send SIGTERM to the pid) to stop.
-`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(in.DashboardURL), in.PID, orNone(in.WebSocketAddr), policies)
+`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(in.DashboardURL), in.PID, orNone(in.WebSocketAddr), policies, ehLines)
 	return e, nil
 }
 
