@@ -217,8 +217,14 @@ func uuidFrom(s string) string {
 }
 
 // Observe implements core.Observer: it queues ev (never blocking).
+// Events of a source no enabled export takes are not queued.
 func (m *Manager) Observe(ev core.FeedEvent) {
 	m.mu.Lock()
+	m.seq++
+	if !m.wantsLocked(ev.Kind) {
+		m.mu.Unlock()
+		return
+	}
 	if len(m.pending) >= m.o.MaxPending {
 		m.pending = m.pending[1:]
 		m.dropped++
@@ -226,13 +232,27 @@ func (m *Manager) Observe(ev core.FeedEvent) {
 			m.log.Warn("data export: events arrive faster than they are exported; oldest dropped", "dropped", m.dropped)
 		}
 	}
-	m.seq++
 	m.pending = append(m.pending, pendingEvent{m.seq, ev})
 	m.mu.Unlock()
 	select {
 	case m.wake <- struct{}{}:
 	default:
 	}
+}
+
+// wantsLocked reports whether an enabled export takes events of kind k;
+// m.mu held.
+func (m *Manager) wantsLocked(k core.FeedKind) bool {
+	source, _, ok := sourceOf(k)
+	if !ok {
+		return false
+	}
+	for _, e := range m.exports {
+		if e.cfg.Enabled && e.cfg.Source == source {
+			return true
+		}
+	}
+	return false
 }
 
 // dispatch turns queued events into messages for the destinations.
@@ -272,9 +292,6 @@ func (m *Manager) handle(seq uint64, ev core.FeedEvent) {
 	}
 	m.mu.Unlock()
 	if len(exps) == 0 {
-		if ev.DeviceID != "" && ev.Kind != core.FeedDeleted && ev.Kind != core.FeedTelemetry {
-			m.device(ev.DeviceID) // remember it for its deletion
-		}
 		return
 	}
 	var dev deviceInfo
