@@ -436,3 +436,33 @@ func TestEventHubsOverWebSockets(t *testing.T) {
 		t.Fatalf("read %q; dialed paths %v", evs[0].Body, paths)
 	}
 }
+
+// TestEventHubsReadsMoreThanCredit: a consumer reads more events of one
+// partition than its link credit (azeventhubs' default prefetch is 300
+// and it never settles events: they are sent pre-settled, as Event Hubs
+// sends them, or the client would stop granting credit).
+func TestEventHubsReadsMoreThanCredit(t *testing.T) {
+	e := startEmu(t, &Options{EventHubs: EventHubsOptions{Entities: []string{"logs"}}})
+	p := ehProducer(t, e, "logs")
+	const n = 1000
+	for sent := 0; sent < n; {
+		b, err := p.NewEventDataBatch(ctxT(t), &azeventhubs.EventDataBatchOptions{PartitionID: to.Ptr("2")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for ; sent < n; sent++ {
+			if err := b.AddEventData(&azeventhubs.EventData{Body: fmt.Appendf(nil, "%d", sent)}, nil); err != nil {
+				break
+			}
+		}
+		if err := p.SendEventDataBatch(ctxT(t), b, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs := readPartition(t, ehConsumer(t, e, "logs", "$Default"), "2", azeventhubs.StartPosition{Earliest: to.Ptr(true)}, n)
+	for i, ev := range evs {
+		if string(ev.Body) != fmt.Sprint(i) || ev.SequenceNumber != int64(i) {
+			t.Fatalf("event %d: body %s, sequence number %d", i, ev.Body, ev.SequenceNumber)
+		}
+	}
+}
