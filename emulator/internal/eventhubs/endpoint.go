@@ -351,7 +351,7 @@ func (e *Endpoint) appendLocked(en *entity, p *partition, msg *amqp.Message, par
 	p.events = append(p.events, ev)
 	var changes []core.Change
 	if e.opts.Durable {
-		doc, _ := json.Marshal(storedEvent{Offset: ev.offset, Time: enqueued.UnixNano(), Key: partKey, Msg: raw})
+		doc := appendStoredEvent(nil, ev.offset, enqueued.UnixNano(), partKey, raw)
 		changes = append(changes, core.Change{Op: core.OpPut, Record: core.Record{Kind: core.KindEvent, Device: streamOf(en, p), Seq: ev.seq, Doc: doc}})
 	}
 	changes = append(changes, e.trimLocked(en, p, enqueued)...)
@@ -571,6 +571,23 @@ type storedEvent struct {
 	Time   int64  `json:"enqueuedNs"`
 	Key    string `json:"partitionKey,omitempty"`
 	Msg    []byte `json:"message"` // the AMQP message, encoded
+}
+
+// appendStoredEvent encodes a storedEvent by hand (one per message: the
+// store's cost per message matters), as encoding/json would.
+func appendStoredEvent(b []byte, offset, enqueuedNs int64, key string, msg []byte) []byte {
+	b = append(b, `{"offset":`...)
+	b = strconv.AppendInt(b, offset, 10)
+	b = append(b, `,"enqueuedNs":`...)
+	b = strconv.AppendInt(b, enqueuedNs, 10)
+	if key != "" {
+		k, _ := json.Marshal(key)
+		b = append(b, `,"partitionKey":`...)
+		b = append(b, k...)
+	}
+	b = append(b, `,"message":"`...)
+	b = base64.StdEncoding.AppendEncode(b, msg)
+	return append(b, `"}`...)
 }
 
 // settingsStream is the stream of the endpoint's own settings record.
