@@ -466,3 +466,55 @@ func TestEventHubsReadsMoreThanCredit(t *testing.T) {
 		}
 	}
 }
+
+// TestEventHubsTwinChangeEvents: with TwinChangeEvents the built-in
+// endpoint carries a twin change event for a reported patch of the device
+// and a desired change of the operator, in IoT Hub's format; without it,
+// only telemetry.
+func TestEventHubsTwinChangeEvents(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		e := startEmu(t, &Options{EventHubs: EventHubsOptions{TwinChangeEvents: on}})
+		key, err := e.CreateDevice("eh-twin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := connectHub(t, e, "eh-twin", key, true)
+		if st, _, _ := d.twinRequest("$iothub/twin/PATCH/properties/reported/", []byte(`{"temp":21.5}`)); st != "204" {
+			t.Fatalf("reported patch: %s", st)
+		}
+		if err := e.UpdateProperties(ctxT(t), "eh-twin", "", map[string]any{"target": 30}); err != nil {
+			t.Fatal(err)
+		}
+		d.publish("devices/eh-twin/messages/events/", 1, []byte(`{"t":1}`))
+		c := ehConsumer(t, e, e.BuiltinEventHub(), "$Default")
+		parts := nonEmptyPartitions(t, c)
+		if len(parts) != 1 {
+			t.Fatalf("twin change events on %v: events in %d partitions", on, len(parts))
+		}
+		for id, pp := range parts {
+			n := int(pp.LastEnqueuedSequenceNumber - pp.BeginningSequenceNumber + 1)
+			if (on && n != 3) || (!on && n != 1) {
+				t.Fatalf("twin change events on %v: %d events", on, n)
+			}
+			evs := readPartition(t, c, id, azeventhubs.StartPosition{Earliest: to.Ptr(true)}, n)
+			if !on {
+				if evs[0].SystemProperties["iothub-message-source"] != "Telemetry" {
+					t.Fatalf("event %v", evs[0].SystemProperties)
+				}
+				continue
+			}
+			for i, want := range []string{`{"properties":{"reported":{"$version":2,"temp":21.5}},"version":3}`, `{"properties":{"desired":{"$version":2,"target":30}},"version":4}`} {
+				ev := evs[i]
+				if string(ev.Body) != want || ev.SystemProperties["iothub-message-source"] != "twinChangeEvents" ||
+					ev.SystemProperties["iothub-connection-device-id"] != "eh-twin" || ev.Properties["opType"] != "updateTwin" ||
+					ev.Properties["iothub-message-schema"] != "twinChangeNotification" || ev.Properties["deviceId"] != "eh-twin" ||
+					ev.Properties["hubName"] != e.BuiltinEventHub() || ev.Properties["operationTimestamp"] == nil {
+					t.Fatalf("twin change event %d: %s %v %v, want body %s", i, ev.Body, ev.Properties, ev.SystemProperties, want)
+				}
+			}
+			if evs[2].SystemProperties["iothub-message-source"] != "Telemetry" {
+				t.Fatalf("third event %v", evs[2].SystemProperties)
+			}
+		}
+	}
+}

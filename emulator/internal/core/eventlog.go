@@ -3,6 +3,7 @@ package core
 import (
 	"fmt"
 	"strconv"
+	"time"
 )
 
 // TelemetrySink sees every device-to-cloud message the model stores (the
@@ -38,6 +39,48 @@ func (c *Core) sinkLocked(d *device, msg Telemetry) []Change {
 // generationID is the device's incarnation: its creation time, as the
 // feedback records give it.
 func generationID(d *device) string { return strconv.FormatInt(d.created.UnixNano(), 10) }
+
+// TwinChange is a change of a device's desired or reported properties,
+// for a TwinChangeSink.
+type TwinChange struct {
+	// DeviceID is the device whose twin changed.
+	DeviceID string
+	// Section is "desired" or "reported".
+	Section string
+	// Patch is the change as applied (a JSON merge patch: null removes).
+	Patch map[string]any
+	// Version is the section's new $version; TwinVersion the twin's.
+	Version, TwinVersion int64
+	// GenerationID identifies the device's incarnation.
+	GenerationID string
+	// Time is when it was applied.
+	Time time.Time
+}
+
+// TwinChangeSink sees every change of desired or reported properties
+// (IoT Hub's twin change events), called like a TelemetrySink: with the
+// model's lock held, its KindEvent changes committed with the twin.
+type TwinChangeSink func(TwinChange) []Change
+
+// SetTwinChangeSink installs s (nil removes it).
+func (c *Core) SetTwinChangeSink(s TwinChangeSink) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.twinSink = s
+}
+
+// twinChangedLocked hands a twin change to the sink and keeps its changes
+// for the device's next stageDeviceLocked; c.mu held.
+func (c *Core) twinChangedLocked(d *device, section string, patch map[string]any, v int64) {
+	if c.twinSink == nil {
+		return
+	}
+	changes := c.twinSink(TwinChange{DeviceID: d.id, Section: section, Patch: patch, Version: v,
+		TwinVersion: twinVersion(d), GenerationID: generationID(d), Time: c.now()})
+	if c.durable() {
+		c.sunk = append(c.sunk, changes...)
+	}
+}
 
 // StageEvents commits changes of KindEvent (an Event Hubs entity's events
 // and settings) after every change the model staged before, and returns

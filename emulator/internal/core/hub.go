@@ -557,6 +557,7 @@ func (c *Core) UpdateHubTwin(ctx context.Context, id, ifMatch string, tags, desi
 			return HubTwin{}, fmt.Errorf("%w: desired patch: %v", ErrInvalid, err)
 		}
 		c.emit(Event{DeviceID: id, Kind: EventDesired, Version: v, Time: c.now()})
+		c.twinChangedLocked(d, "desired", patch, v)
 	}
 	if tags != nil {
 		d.tags = newTags

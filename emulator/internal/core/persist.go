@@ -125,7 +125,9 @@ func (c *Core) stageDeviceLocked(d *device) <-chan error {
 	if !c.durable() {
 		return nil
 	}
-	return c.stageLocked(c.deviceChangeLocked(d))
+	extra := c.sunk
+	c.sunk = nil
+	return c.stageLocked(append([]Change{c.deviceChangeLocked(d)}, extra...)...)
 }
 
 func c2dChange(deviceID string, m *c2dMsg) Change {

@@ -63,6 +63,7 @@ func (c *Core) UpdateDesired(ctx context.Context, id, component string, patch ma
 		return 0, fmt.Errorf("%w: desired patch: %v", ErrInvalid, err)
 	}
 	l := d.link
+	c.twinChangedLocked(d, "desired", p, v)
 	staged := c.stageDeviceLocked(d)
 	c.emit(Event{DeviceID: id, Kind: EventDesired, Version: v, Time: c.now()})
 	c.mu.Unlock()
@@ -130,6 +131,7 @@ func (c *Core) PatchReported(id string, body []byte) (int, int64, []byte) {
 		d.lastActivity = c.now()
 		v, err = d.reported.Apply(patch, c.now())
 		if err == nil {
+			c.twinChangedLocked(d, "reported", patch, v)
 			staged = c.stageDeviceLocked(d)
 			c.emit(Event{DeviceID: id, Kind: EventReported, Version: v, Time: c.now()})
 		}

@@ -57,6 +57,7 @@ var (
 type Model interface {
 	Policies() []core.SharedAccessPolicy
 	SetTelemetrySink(core.TelemetrySink)
+	SetTwinChangeSink(core.TwinChangeSink)
 	StageEvents(changes []core.Change) error
 	StoredEvents() []core.Record
 }
@@ -86,6 +87,11 @@ type Options struct {
 	// RetentionAge is how long an event is kept; 0 means
 	// DefaultRetentionAge.
 	RetentionAge time.Duration
+	// TwinChangeEvents adds IoT Hub's twin change events (every change of
+	// desired or reported properties, iothub-message-source
+	// twinChangeEvents) to the built-in entity. Default false, as on a hub
+	// without that route.
+	TwinChangeEvents bool
 	// Durable makes the endpoint write its events and settings through
 	// Model.StageEvents (the emulator sets it with a data directory).
 	Durable bool
@@ -203,6 +209,9 @@ func New(m Model, opts Options) (*Endpoint, error) {
 		}
 	}
 	m.SetTelemetrySink(e.sinkTelemetry)
+	if opts.TwinChangeEvents {
+		m.SetTwinChangeSink(e.sinkTwinChange)
+	}
 	return e, nil
 }
 
@@ -210,6 +219,9 @@ func New(m Model, opts Options) (*Endpoint, error) {
 // connection. The built-in entity stops taking telemetry.
 func (e *Endpoint) Close() {
 	e.m.SetTelemetrySink(nil)
+	if e.opts.TwinChangeEvents {
+		e.m.SetTwinChangeSink(nil)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.closed = true
@@ -401,6 +413,23 @@ func (e *Endpoint) sinkTelemetry(t core.Telemetry, generationID string) []core.C
 		enq = e.now()
 	}
 	return e.appendLocked(en, p, msg, "", enq.UTC().Truncate(time.Millisecond), raw)
+}
+
+// sinkTwinChange is the built-in entity's core.TwinChangeSink.
+func (e *Endpoint) sinkTwinChange(tc core.TwinChange) []core.Change {
+	msg := twinChangeMessage(tc, e.opts.HubName)
+	var raw []byte
+	if e.opts.Durable {
+		raw, _ = msg.MarshalBinary()
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	en := e.entities[strings.ToLower(e.opts.HubName)]
+	if en == nil || e.closed {
+		return nil
+	}
+	p := en.parts[partitionOf(tc.DeviceID, len(en.parts))]
+	return e.appendLocked(en, p, msg, "", tc.Time.UTC().Truncate(time.Millisecond), raw)
 }
 
 // Publish appends producers' messages to a plain entity: to partition

@@ -1,6 +1,7 @@
 package eventhubs
 
 import (
+	"encoding/json"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +20,8 @@ const (
 	annSource    = "iothub-message-source"
 	annGenID     = "iothub-connection-auth-generation-id"
 	sourceDevice = "Telemetry"
+	// sourceTwinChange is the message source of twin change events.
+	sourceTwinChange = "twinChangeEvents"
 )
 
 // telemetryMessage is a device-to-cloud message as the built-in endpoint
@@ -76,6 +79,39 @@ func telemetryMessage(t core.Telemetry, generationID string) *amqp.Message {
 	}
 	m.Annotations = a
 	return m
+}
+
+// twinChangeMessage is IoT Hub's twin change event: the body
+// {"version": twin version, "properties": {section: patch with $version}},
+// application properties hubName, deviceId, operationTimestamp,
+// iothub-message-schema twinChangeNotification and opType updateTwin, and
+// iothub-message-source twinChangeEvents.
+func twinChangeMessage(tc core.TwinChange, hubName string) *amqp.Message {
+	section := make(map[string]any, len(tc.Patch)+1)
+	for k, v := range tc.Patch {
+		section[k] = v
+	}
+	section["$version"] = tc.Version
+	body, _ := json.Marshal(map[string]any{"version": tc.TwinVersion, "properties": map[string]any{tc.Section: section}})
+	ct, ce := "application/json", "utf-8"
+	at := tc.Time.UTC().Truncate(time.Millisecond)
+	return &amqp.Message{
+		Data:       [][]byte{body},
+		Properties: &amqp.MessageProperties{ContentType: &ct, ContentEncoding: &ce},
+		ApplicationProperties: map[string]any{
+			"hubName":               hubName,
+			"deviceId":              tc.DeviceID,
+			"operationTimestamp":    at.Format("2006-01-02T15:04:05.0000000Z"),
+			"iothub-message-schema": "twinChangeNotification",
+			"opType":                "updateTwin",
+		},
+		Annotations: amqp.Annotations{
+			core.PropDeviceID:     tc.DeviceID,
+			annSource:             sourceTwinChange,
+			annGenID:              tc.GenerationID,
+			core.PropEnqueuedTime: at,
+		},
+	}
 }
 
 // delivered is ev as a receiver gets it: its message with the event's
