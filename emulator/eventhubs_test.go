@@ -3,6 +3,7 @@ package emulator
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -514,6 +515,39 @@ func TestEventHubsTwinChangeEvents(t *testing.T) {
 			}
 			if evs[2].SystemProperties["iothub-message-source"] != "Telemetry" {
 				t.Fatalf("third event %v", evs[2].SystemProperties)
+			}
+		}
+	}
+}
+
+// TestEventHubsLifecycleEvents: with LifecycleEvents, creating and
+// deleting a device put IoT Hub's device lifecycle events, with the twin
+// in the body, on the built-in endpoint.
+func TestEventHubsLifecycleEvents(t *testing.T) {
+	e := startEmu(t, &Options{EventHubs: EventHubsOptions{LifecycleEvents: true}})
+	if _, err := e.CreateDevice("eh-life"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.DeleteDevice("eh-life"); err != nil {
+		t.Fatal(err)
+	}
+	c := ehConsumer(t, e, e.BuiltinEventHub(), "$Default")
+	parts := nonEmptyPartitions(t, c)
+	if len(parts) != 1 {
+		t.Fatalf("events in %d partitions", len(parts))
+	}
+	for id := range parts {
+		evs := readPartition(t, c, id, azeventhubs.StartPosition{Earliest: to.Ptr(true)}, 2)
+		for i, op := range []string{"createDeviceIdentity", "deleteDeviceIdentity"} {
+			ev := evs[i]
+			var body struct {
+				DeviceID   string                    `json:"deviceId"`
+				Properties map[string]map[string]any `json:"properties"`
+			}
+			if err := json.Unmarshal(ev.Body, &body); err != nil || body.DeviceID != "eh-life" || body.Properties["desired"] == nil || body.Properties["reported"] == nil ||
+				ev.Properties["opType"] != op || ev.Properties["iothub-message-schema"] != "deviceLifecycleNotification" ||
+				ev.SystemProperties["iothub-message-source"] != "deviceLifecycleEvents" || ev.SystemProperties["iothub-connection-device-id"] != "eh-life" {
+				t.Fatalf("lifecycle event %d: %s %v %v (%v)", i, ev.Body, ev.Properties, ev.SystemProperties, err)
 			}
 		}
 	}

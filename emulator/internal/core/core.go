@@ -314,12 +314,12 @@ type Core struct {
 	jobSeq   int64                     // creation order of jobs; guarded by mu
 	configs  map[string]*Configuration // IoT Hub configurations; guarded by mu
 
-	telemetrySeq int64          // the last Telemetry.Seq given; guarded by mu
-	sink         TelemetrySink  // see eventlog.go; guarded by mu
-	loadedEvents []Record       // KindEvent records Load found, until StoredEvents; guarded by mu
-	twinSink     TwinChangeSink // see eventlog.go; guarded by mu
-	sunk         []Change       // twinSink's changes for the next stageDeviceLocked; guarded by mu
-	pendingLoad  []Change       // deletes Load found due (a shorter history); committed by Load
+	telemetrySeq int64            // the last Telemetry.Seq given; guarded by mu
+	sink         TelemetrySink    // see eventlog.go; guarded by mu
+	loadedEvents []Record         // KindEvent records Load found, until StoredEvents; guarded by mu
+	notifySink   NotificationSink // see eventlog.go; guarded by mu
+	sunk         []Change         // notifySink's changes for the next staged device change; guarded by mu
+	pendingLoad  []Change         // deletes Load found due (a shorter history); committed by Load
 }
 
 // New returns a model with cfg's groups and no devices. With
@@ -451,6 +451,7 @@ func (c *Core) CreateDevice(id string) (string, error) {
 	d := newDevice(id, c.now())
 	d.indivKeys = [2]string{RandomKey(), RandomKey()}
 	c.devices[id] = d
+	c.sinkNotificationLocked(d, DeviceNotification{Op: OpCreateDeviceIdentity})
 	ch := c.stageDeviceLocked(d)
 	key := d.indivKeys[0]
 	c.mu.Unlock()

@@ -200,6 +200,7 @@ func (c *Core) Register(a DPSAuth, body []byte) DPSResponse {
 		if !exists {
 			d = newDevice(id, now)
 			c.devices[id] = d
+			c.sinkNotificationLocked(d, DeviceNotification{Op: OpCreateDeviceIdentity})
 		}
 		substatus := "initialAssignment"
 		if d.provisioned {

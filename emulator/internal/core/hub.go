@@ -352,6 +352,7 @@ func (c *Core) PutHubDevice(id string, create bool, ifMatch string, spec HubDevi
 		d = newDevice(id, c.now())
 		d.indivKeys = [2]string{RandomKey(), RandomKey()}
 		c.devices[id] = d
+		c.sinkNotificationLocked(d, DeviceNotification{Op: OpCreateDeviceIdentity})
 	} else {
 		d.version++
 	}

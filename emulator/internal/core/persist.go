@@ -125,9 +125,7 @@ func (c *Core) stageDeviceLocked(d *device) <-chan error {
 	if !c.durable() {
 		return nil
 	}
-	extra := c.sunk
-	c.sunk = nil
-	return c.stageLocked(append([]Change{c.deviceChangeLocked(d)}, extra...)...)
+	return c.stageLocked(append([]Change{c.deviceChangeLocked(d)}, c.takeSunkLocked()...)...)
 }
 
 func c2dChange(deviceID string, m *c2dMsg) Change {

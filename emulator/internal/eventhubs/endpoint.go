@@ -57,7 +57,7 @@ var (
 type Model interface {
 	Policies() []core.SharedAccessPolicy
 	SetTelemetrySink(core.TelemetrySink)
-	SetTwinChangeSink(core.TwinChangeSink)
+	SetNotificationSink(core.NotificationSink)
 	StageEvents(changes []core.Change) error
 	StoredEvents() []core.Record
 }
@@ -92,6 +92,10 @@ type Options struct {
 	// twinChangeEvents) to the built-in entity. Default false, as on a hub
 	// without that route.
 	TwinChangeEvents bool
+	// LifecycleEvents adds IoT Hub's device lifecycle events (a device
+	// created or deleted, iothub-message-source deviceLifecycleEvents) to
+	// the built-in entity. Default false.
+	LifecycleEvents bool
 	// Durable makes the endpoint write its events and settings through
 	// Model.StageEvents (the emulator sets it with a data directory).
 	Durable bool
@@ -209,8 +213,8 @@ func New(m Model, opts Options) (*Endpoint, error) {
 		}
 	}
 	m.SetTelemetrySink(e.sinkTelemetry)
-	if opts.TwinChangeEvents {
-		m.SetTwinChangeSink(e.sinkTwinChange)
+	if opts.TwinChangeEvents || opts.LifecycleEvents {
+		m.SetNotificationSink(e.sinkNotification)
 	}
 	return e, nil
 }
@@ -219,8 +223,8 @@ func New(m Model, opts Options) (*Endpoint, error) {
 // connection. The built-in entity stops taking telemetry.
 func (e *Endpoint) Close() {
 	e.m.SetTelemetrySink(nil)
-	if e.opts.TwinChangeEvents {
-		e.m.SetTwinChangeSink(nil)
+	if e.opts.TwinChangeEvents || e.opts.LifecycleEvents {
+		e.m.SetNotificationSink(nil)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -415,9 +419,13 @@ func (e *Endpoint) sinkTelemetry(t core.Telemetry, generationID string) []core.C
 	return e.appendLocked(en, p, msg, "", enq.UTC().Truncate(time.Millisecond), raw)
 }
 
-// sinkTwinChange is the built-in entity's core.TwinChangeSink.
-func (e *Endpoint) sinkTwinChange(tc core.TwinChange) []core.Change {
-	msg := twinChangeMessage(tc, e.opts.HubName)
+// sinkNotification is the built-in entity's core.NotificationSink: twin
+// change and device lifecycle events, as enabled.
+func (e *Endpoint) sinkNotification(n core.DeviceNotification) []core.Change {
+	if n.Op == core.OpUpdateTwin && !e.opts.TwinChangeEvents || n.Op != core.OpUpdateTwin && !e.opts.LifecycleEvents {
+		return nil
+	}
+	msg := notificationMessage(n, e.opts.HubName)
 	var raw []byte
 	if e.opts.Durable {
 		raw, _ = msg.MarshalBinary()
@@ -428,8 +436,8 @@ func (e *Endpoint) sinkTwinChange(tc core.TwinChange) []core.Change {
 	if en == nil || e.closed {
 		return nil
 	}
-	p := en.parts[partitionOf(tc.DeviceID, len(en.parts))]
-	return e.appendLocked(en, p, msg, "", tc.Time.UTC().Truncate(time.Millisecond), raw)
+	p := en.parts[partitionOf(n.DeviceID, len(en.parts))]
+	return e.appendLocked(en, p, msg, "", n.Time.UTC().Truncate(time.Millisecond), raw)
 }
 
 // Publish appends producers' messages to a plain entity: to partition

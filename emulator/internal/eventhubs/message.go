@@ -22,6 +22,8 @@ const (
 	sourceDevice = "Telemetry"
 	// sourceTwinChange is the message source of twin change events.
 	sourceTwinChange = "twinChangeEvents"
+	// sourceLifecycle is the message source of device lifecycle events.
+	sourceLifecycle = "deviceLifecycleEvents"
 )
 
 // telemetryMessage is a device-to-cloud message as the built-in endpoint
@@ -81,34 +83,44 @@ func telemetryMessage(t core.Telemetry, generationID string) *amqp.Message {
 	return m
 }
 
-// twinChangeMessage is IoT Hub's twin change event: the body
-// {"version": twin version, "properties": {section: patch with $version}},
-// application properties hubName, deviceId, operationTimestamp,
-// iothub-message-schema twinChangeNotification and opType updateTwin, and
-// iothub-message-source twinChangeEvents.
-func twinChangeMessage(tc core.TwinChange, hubName string) *amqp.Message {
-	section := make(map[string]any, len(tc.Patch)+1)
-	for k, v := range tc.Patch {
-		section[k] = v
+// notificationMessage is IoT Hub's twin change event (OpUpdateTwin: the
+// body {"version": twin version, "properties": {section: patch with
+// $version}}, iothub-message-schema twinChangeNotification,
+// iothub-message-source twinChangeEvents) or device lifecycle event (the
+// body the device's twin, iothub-message-schema
+// deviceLifecycleNotification, iothub-message-source
+// deviceLifecycleEvents), with the application properties hubName,
+// deviceId, operationTimestamp and opType.
+func notificationMessage(n core.DeviceNotification, hubName string) *amqp.Message {
+	var body []byte
+	schema, source := "deviceLifecycleNotification", sourceLifecycle
+	if n.Op == core.OpUpdateTwin {
+		section := make(map[string]any, len(n.Patch)+1)
+		for k, v := range n.Patch {
+			section[k] = v
+		}
+		section["$version"] = n.Version
+		body, _ = json.Marshal(map[string]any{"version": n.TwinVersion, "properties": map[string]any{n.Section: section}})
+		schema, source = "twinChangeNotification", sourceTwinChange
+	} else {
+		body, _ = json.Marshal(n.Twin)
 	}
-	section["$version"] = tc.Version
-	body, _ := json.Marshal(map[string]any{"version": tc.TwinVersion, "properties": map[string]any{tc.Section: section}})
 	ct, ce := "application/json", "utf-8"
-	at := tc.Time.UTC().Truncate(time.Millisecond)
+	at := n.Time.UTC().Truncate(time.Millisecond)
 	return &amqp.Message{
 		Data:       [][]byte{body},
 		Properties: &amqp.MessageProperties{ContentType: &ct, ContentEncoding: &ce},
 		ApplicationProperties: map[string]any{
 			"hubName":               hubName,
-			"deviceId":              tc.DeviceID,
+			"deviceId":              n.DeviceID,
 			"operationTimestamp":    at.Format("2006-01-02T15:04:05.0000000Z"),
-			"iothub-message-schema": "twinChangeNotification",
-			"opType":                "updateTwin",
+			"iothub-message-schema": schema,
+			"opType":                n.Op,
 		},
 		Annotations: amqp.Annotations{
-			core.PropDeviceID:     tc.DeviceID,
-			annSource:             sourceTwinChange,
-			annGenID:              tc.GenerationID,
+			core.PropDeviceID:     n.DeviceID,
+			annSource:             source,
+			annGenID:              n.GenerationID,
 			core.PropEnqueuedTime: at,
 		},
 	}
