@@ -143,6 +143,8 @@ type partition struct {
 	lastOffset int64
 	lastTime   time.Time
 	wake       chan struct{} // closed and replaced on append
+	trimmedTo  int64         // the last sequence number dropped (-1: none)
+	storedTrim int64         // the last trim given to the store (-1: none)
 }
 
 // event is one stored event: its AMQP message without the annotations the
@@ -271,7 +273,7 @@ func (e *Endpoint) addEntity(name string, builtin bool) error {
 	en := &entity{name: name, builtin: builtin, created: e.now().UTC().Truncate(time.Millisecond),
 		groups: map[string]string{strings.ToLower(DefaultConsumerGroup): DefaultConsumerGroup}, receiver: map[string]*receiverSet{}}
 	for i := range e.opts.Partitions {
-		en.parts = append(en.parts, &partition{id: i, lastSeq: -1, lastOffset: -1, wake: make(chan struct{})})
+		en.parts = append(en.parts, &partition{id: i, lastSeq: -1, lastOffset: -1, trimmedTo: -1, storedTrim: -1, wake: make(chan struct{})})
 	}
 	e.entities[low] = en
 	e.order = append(e.order, name)
@@ -370,14 +372,16 @@ func (e *Endpoint) appendLocked(en *entity, p *partition, msg *amqp.Message, par
 		doc := appendStoredEvent(nil, ev.offset, enqueued.UnixNano(), partKey, raw)
 		changes = append(changes, core.Change{Op: core.OpPut, Record: core.Record{Kind: core.KindEvent, Device: streamOf(en, p), Seq: ev.seq, Doc: doc}})
 	}
-	changes = append(changes, e.trimLocked(en, p, enqueued)...)
+	e.trimLocked(p, enqueued)
+	changes = append(changes, e.trimChangesLocked(en, p)...)
 	close(p.wake)
 	p.wake = make(chan struct{})
 	return changes
 }
 
-// trimLocked drops the events beyond the retention bounds; e.mu held.
-func (e *Endpoint) trimLocked(en *entity, p *partition, now time.Time) []core.Change {
+// trimLocked drops the events beyond the retention bounds; e.mu held. The
+// store follows with the next trimChangesLocked.
+func (e *Endpoint) trimLocked(p *partition, now time.Time) {
 	drop := 0
 	if over := len(p.events) - e.opts.RetentionCount; over > 0 {
 		drop = over
@@ -387,15 +391,21 @@ func (e *Endpoint) trimLocked(en *entity, p *partition, now time.Time) []core.Ch
 		drop++
 	}
 	if drop == 0 {
-		return nil
+		return
 	}
-	last := p.events[drop-1].seq
+	p.trimmedTo = p.events[drop-1].seq
 	clear(p.events[:drop])
 	p.events = p.events[drop:]
-	if !e.opts.Durable {
+}
+
+// trimChangesLocked returns the store's trim of what trimLocked dropped
+// since the last call (nil when nothing or not durable); e.mu held.
+func (e *Endpoint) trimChangesLocked(en *entity, p *partition) []core.Change {
+	if !e.opts.Durable || p.trimmedTo <= p.storedTrim {
 		return nil
 	}
-	return []core.Change{{Op: core.OpTrim, Record: core.Record{Kind: core.KindEvent, Device: streamOf(en, p), Seq: last}}}
+	p.storedTrim = p.trimmedTo
+	return []core.Change{{Op: core.OpTrim, Record: core.Record{Kind: core.KindEvent, Device: streamOf(en, p), Seq: p.trimmedTo}}}
 }
 
 // sinkTelemetry is the built-in entity's core.TelemetrySink.
@@ -545,7 +555,7 @@ func (e *Endpoint) Partition(entityName, id string) (PartitionInfo, error) {
 	if err != nil {
 		return PartitionInfo{}, err
 	}
-	e.trimLocked(en, p, e.now()) // store trims follow with the next append
+	e.trimLocked(p, e.now()) // the store follows with the next append
 	pi := PartitionInfo{Entity: en.name, ID: strconv.Itoa(p.id), LastSeq: p.lastSeq, LastOffset: strconv.FormatInt(p.lastOffset, 10),
 		LastEnqueuedTime: p.lastTime, Empty: len(p.events) == 0, BeginSeq: p.lastSeq + 1}
 	if len(p.events) > 0 {

@@ -130,7 +130,7 @@ func (c *Conn) attachReceiver(ctx context.Context, lk *link) error {
 	}
 	rs.members = append(rs.members, lk)
 	lk.rs = rs
-	e.trimLocked(en, p, e.now())
+	e.trimLocked(p, e.now())
 	next := firstSeq(st, p.events, p.nextSeq)
 	e.mu.Unlock()
 
