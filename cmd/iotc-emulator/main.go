@@ -70,6 +70,10 @@ type info struct {
 	// connection strings by event hub name: the built-in endpoint (named
 	// after the hub) and every --event-hub.
 	EventHubsConnectionStrings map[string]string `json:"eventHubsConnectionStrings"`
+	// DPSConnectionString is the DPS service connection string of the
+	// provisioningserviceowner policy, for the official provisioning
+	// service SDKs (same host and port as the IoT Hub service API).
+	DPSConnectionString string `json:"dpsConnectionString"`
 	// PID is the emulator's process id: signal it (SIGTERM) to stop it.
 	PID int `json:"pid"`
 }
@@ -133,6 +137,10 @@ func start(ctx context.Context, args []string, stdout, stderr io.Writer) (_ *emu
 		return nil
 	})
 	ehOpts := eventHubFlags(fs)
+	var c2dLock time.Duration
+	var c2dDeliveries int
+	fs.DurationVar(&c2dLock, "c2d-lock-timeout", time.Minute, "how long a cloud-to-device message received over the device HTTPS API stays locked before it is visible again (IoT Hub: 1m)")
+	fs.IntVar(&c2dDeliveries, "c2d-max-delivery-count", 10, "deliveries over the device HTTPS API after which a cloud-to-device message is dead-lettered (IoT Hub's default: 10)")
 	var lim emulator.Limits
 	fs.DurationVar(&lim.AMQPLoginDeadline, "amqp-login-deadline", emulator.DefaultAMQPLoginDeadline, "close an AMQP connection that has no valid token this long after open (only $cbs may be used before)")
 	fs.IntVar(&lim.AMQPMaxSessions, "amqp-max-sessions", emulator.DefaultAMQPMaxSessions, "most sessions of one logged-in AMQP connection")
@@ -164,7 +172,8 @@ On start it prints, and --info-file writes as JSON: the listeners, the ID
 scope, the enrollment group key, the CA file devices must trust, the REST
 URL, its API token, the dashboard's address and the IoT Hub service
 connection strings (iothubowner, service, registryRead, registryReadWrite)
-for the official service SDKs, whose API is on the WebSocket listener
+for the official service SDKs and the DPS service connection string
+(provisioningserviceowner), whose APIs are on the WebSocket listener
 (443). Point a device at it with:
   provisioning host  localhost, on the port of its transport
   ID scope, group key, trusted CA  as printed at start
@@ -252,6 +261,10 @@ Flags:
 	if *history == 0 {
 		opts.TelemetryHistory = -1
 	}
+	if c2dLock <= 0 || c2dDeliveries <= 0 {
+		return nil, errors.New("-c2d-lock-timeout and -c2d-max-delivery-count must be positive")
+	}
+	opts.C2DLockTimeout, opts.C2DMaxDeliveryCount = c2dLock, c2dDeliveries
 	if *manual {
 		off := false
 		opts.AutoApprove = &off
@@ -282,6 +295,7 @@ Flags:
 		PID:              os.Getpid(),
 	}
 	in.ServiceConnectionStrings = map[string]string{}
+	in.DPSConnectionString = e.DPSConnectionString()
 	var policies string
 	for _, p := range e.SharedAccessPolicies() {
 		cs, err := e.ServiceConnectionString(p.Name)
@@ -322,10 +336,12 @@ Flags:
   pid               %d
 IoT Hub service API (official service SDKs) on https://%s (port of the WebSocket listener);
 its connection strings, one per shared access policy:
-%sEvent Hubs-compatible endpoint (azeventhubs, @azure/event-hubs) on the AMQP listener and
+%sDPS service API (provisioning service SDKs), same host and port:
+  provisioningserviceowner %s
+Event Hubs-compatible endpoint (azeventhubs, @azure/event-hubs) on the AMQP listener and
 /$servicebus/websocket; its connection strings, one per event hub:
 %sPress Ctrl-C (or send SIGTERM to the pid) to stop.
-`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(in.DashboardURL), in.PID, orNone(in.WebSocketAddr), policies, ehLines)
+`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(in.DashboardURL), in.PID, orNone(in.WebSocketAddr), policies, in.DPSConnectionString, ehLines)
 	return e, nil
 }
 

@@ -208,6 +208,9 @@ func (t Telemetry) SystemProperties() map[string]string {
 const (
 	AuthMethodSAS  = `{"scope":"device","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}`
 	AuthMethodX509 = `{"scope":"device","type":"x509Certificate","issuer":"iothub","acceptingIpFilterRule":null}`
+	// AuthMethodPolicy is a message sent with a shared access policy's
+	// token (DeviceConnect) on the device's behalf.
+	AuthMethodPolicy = `{"scope":"hub","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}`
 )
 
 // CommandResult is a device's answer to a direct method.
@@ -241,6 +244,11 @@ type EnrollmentGroup struct {
 	// it: GroupTypeIoT (also what "" means) or GroupTypeIoTEdge. The
 	// emulator registers both kinds alike; the type is stored and shown.
 	Type string
+	// DPS are the group's DPS service settings (initial twin, policies).
+	// PutEnrollmentGroup keeps the stored ones when it is nil.
+	DPS *DPSSettings
+	// ETag changes with every change of the group (set by the model).
+	ETag string
 }
 
 // Enrollment group types (EnrollmentGroup.Type); NormalizeGroup refuses
@@ -313,6 +321,7 @@ type Core struct {
 	jobs     map[string]*jobState      // IoT Hub jobs (v2); guarded by mu
 	jobSeq   int64                     // creation order of jobs; guarded by mu
 	configs  map[string]*Configuration // IoT Hub configurations; guarded by mu
+	dpsSvc   *dpsState                 // the DPS service's state (enrollments.go); guarded by mu
 
 	telemetrySeq int64            // the last Telemetry.Seq given; guarded by mu
 	sink         TelemetrySink    // see eventlog.go; guarded by mu
@@ -519,15 +528,44 @@ func (c *Core) EnrollmentGroups() []EnrollmentGroup {
 }
 
 // PutEnrollmentGroup creates or replaces the group with g.ID, generating
-// missing symmetric keys, and returns what was stored. It returns
-// ErrInvalid for a bad id, key or CA certificate.
+// missing symmetric keys, and returns what was stored. A nil g.DPS keeps
+// the stored group's DPS settings. It returns ErrInvalid for a bad id,
+// key, CA certificate or DPS setting.
 func (c *Core) PutEnrollmentGroup(g EnrollmentGroup) (EnrollmentGroup, error) {
+	return c.putEnrollmentGroup(g, false, "")
+}
+
+// putEnrollmentGroup is PutEnrollmentGroup; with check, the group must
+// still exist with etag (else ErrPreconditionFailed).
+func (c *Core) putEnrollmentGroup(g EnrollmentGroup, check bool, etag string) (EnrollmentGroup, error) {
 	ng, err := NormalizeGroup(g)
 	if err != nil {
 		return EnrollmentGroup{}, err
 	}
 	c.mu.Lock()
 	i := slices.IndexFunc(c.groups, func(x EnrollmentGroup) bool { return x.ID == ng.ID })
+	if check && (i < 0 || c.groups[i].ETag != etag) {
+		c.mu.Unlock()
+		return EnrollmentGroup{}, fmt.Errorf("%w: enrollment group %q changed meanwhile", ErrPreconditionFailed, ng.ID)
+	}
+	var created time.Time
+	if i >= 0 && c.groups[i].DPS != nil {
+		created = c.groups[i].DPS.Created
+	}
+	switch {
+	case ng.DPS != nil:
+		s, err := normalizeSettings(*ng.DPS, "enrollment group "+ng.ID, created, c.now())
+		if err != nil {
+			c.mu.Unlock()
+			return EnrollmentGroup{}, err
+		}
+		ng.DPS = &s
+	case i >= 0 && c.groups[i].DPS != nil:
+		s := *c.groups[i].DPS
+		s.Updated = c.now()
+		ng.DPS = &s
+	}
+	ng.ETag = newETag()
 	if i >= 0 {
 		c.groups[i] = ng
 	} else {

@@ -37,6 +37,9 @@ type groupState struct {
 	SecondaryKey string `json:"secondaryKey,omitempty"`
 	CACertPEM    string `json:"caCertPem,omitempty"`
 	Type         string `json:"type,omitempty"` // "" (older state): iot
+	// Set through the DPS service API (stored records only).
+	DPS  *DPSSettings `json:"dps,omitempty"`
+	ETag string       `json:"etag,omitempty"`
 }
 
 type deviceState struct {
@@ -78,6 +81,9 @@ type c2dState struct {
 	Ack        string            `json:"ack,omitempty"`
 	Enqueued   time.Time         `json:"enqueued,omitzero"`
 	Expiry     time.Time         `json:"expiry,omitzero"`
+	// CorrelationID and UserID are the service's, when it set them.
+	CorrelationID string `json:"correlationId,omitempty"`
+	UserID        string `json:"userId,omitempty"`
 }
 
 // loadLegacy decodes a legacy state file; it returns nil, nil when there
@@ -116,7 +122,7 @@ func (c *Core) restore(s *snapshot, path string) error {
 		seen := map[string]bool{}
 		for _, gs := range s.Groups {
 			g, err := NormalizeGroup(EnrollmentGroup{ID: gs.ID, DisplayName: gs.DisplayName, Enabled: gs.Enabled,
-				PrimaryKey: gs.PrimaryKey, SecondaryKey: gs.SecondaryKey, CACertPEM: []byte(gs.CACertPEM), Type: gs.Type})
+				PrimaryKey: gs.PrimaryKey, SecondaryKey: gs.SecondaryKey, CACertPEM: []byte(gs.CACertPEM), Type: gs.Type, DPS: gs.DPS, ETag: gs.ETag})
 			if err != nil {
 				return bad("%v", err)
 			}
@@ -179,7 +185,7 @@ func (c *Core) restore(s *snapshot, path string) error {
 				return bad("device %s: bad cloud-to-device message %q", ds.ID, cs.ID)
 			}
 			d.c2dSeq++
-			m := &c2dMsg{id: cs.ID, seq: d.c2dSeq, props: map[string]string{}, body: cs.Body, deliveries: cs.Deliveries, ack: cs.Ack, enqueued: cs.Enqueued, expiry: cs.Expiry}
+			m := &c2dMsg{id: cs.ID, seq: d.c2dSeq, props: map[string]string{}, body: cs.Body, deliveries: cs.Deliveries, ack: cs.Ack, enqueued: cs.Enqueued, expiry: cs.Expiry, cid: cs.CorrelationID, uid: cs.UserID}
 			for k, v := range cs.Properties {
 				m.props[k] = v
 			}
