@@ -205,3 +205,43 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		t.Fatalf("publish to partition 9: %v", err)
 	}
 }
+
+// TestClaims: the Event Hubs side claims its entities' audiences and
+// addresses, never a device's, even when the built-in entity is named
+// like the hub host.
+func TestClaims(t *testing.T) {
+	e, err := New(&fakeModel{}, Options{Host: "localhost", HubName: "localhost", Entities: []string{"logs"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := e.NewConn()
+	for aud, want := range map[string]bool{
+		"sb://localhost/localhost/ConsumerGroups/$Default/Partitions/0": true,
+		"amqps://localhost:5671/logs":                                   true,
+		"amqps%3A%2F%2Flocalhost%2Flogs%2F%24management":                true,
+		"localhost/devices/dev1":                                        false,
+		"localhost%2Fdevices%2Fdev1":                                    false,
+		"amqps://localhost/devices/dev1":                                false,
+		"sb://localhost/other":                                          false,
+		"localhost":                                                     false,
+	} {
+		if got := c.ClaimsAudience(aud); got != want {
+			t.Errorf("ClaimsAudience(%q) = %v, want %v", aud, got, want)
+		}
+	}
+	for addr, want := range map[string]bool{
+		"$management": true,
+		"localhost/ConsumerGroups/$Default/Partitions/1": true,
+		"logs/Partitions/0":                   true,
+		"amqps://localhost/logs":              true,
+		"/devices/dev1/messages/events":       false,
+		"amqps://localhost/devices/dev1/twin": false,
+		"$cbs":                                false,
+		"/messages/devicebound":               false,
+	} {
+		if got := c.ClaimsAddress(addr); got != want {
+			t.Errorf("ClaimsAddress(%q) = %v, want %v", addr, got, want)
+		}
+	}
+	c.Close()
+}
