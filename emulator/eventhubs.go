@@ -48,6 +48,18 @@ type EventHubsOptions struct {
 	// RetentionAge is how long an event is kept; 0 means 24h (IoT Hub's
 	// default retention of the built-in endpoint: 1 day).
 	RetentionAge time.Duration
+	// TwinChangeEvents adds IoT Hub's twin change events to the built-in
+	// endpoint: every change of a device's desired or reported properties,
+	// with iothub-message-source twinChangeEvents, opType updateTwin and
+	// the patch with its $version in the body. Default false (a hub routes
+	// them there only when told to).
+	TwinChangeEvents bool
+	// LifecycleEvents adds IoT Hub's device lifecycle events to the
+	// built-in endpoint: a device created (through DPS, the REST API, the
+	// IoT Hub service API or the Go API) or deleted, opType
+	// createDeviceIdentity or deleteDeviceIdentity, with the device's twin
+	// in the body. Default false.
+	LifecycleEvents bool
 }
 
 // startEventHubs makes the endpoint over the (loaded) core.
@@ -60,7 +72,7 @@ func (e *Emulator) startEventHubs() error {
 	ep, err := eventhubs.New(e.core, eventhubs.Options{
 		Host: e.cfg.hubHost, HubName: name, Entities: o.Entities, Partitions: o.Partitions,
 		ConsumerGroups: o.ConsumerGroups, RetentionCount: o.RetentionCount, RetentionAge: o.RetentionAge,
-		Durable: e.store != nil, Logger: e.log.With("component", "eventhubs"),
+		TwinChangeEvents: o.TwinChangeEvents, LifecycleEvents: o.LifecycleEvents, Durable: e.store != nil, Logger: e.log.With("component", "eventhubs"),
 	})
 	if err != nil {
 		return fmt.Errorf("emulator: Event Hubs endpoint: %w", err)

@@ -3,6 +3,7 @@ package emulator
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -434,5 +435,120 @@ func TestEventHubsOverWebSockets(t *testing.T) {
 	evs := readPartition(t, ehConsumer(t, e, "logs", "$Default"), "1", azeventhubs.StartPosition{Earliest: to.Ptr(true)}, 1)
 	if string(evs[0].Body) != "over websockets" || len(paths) == 0 || paths[0] != "/$servicebus/websocket" {
 		t.Fatalf("read %q; dialed paths %v", evs[0].Body, paths)
+	}
+}
+
+// TestEventHubsReadsMoreThanCredit: a consumer reads more events of one
+// partition than its link credit (azeventhubs' default prefetch is 300
+// and it never settles events: they are sent pre-settled, as Event Hubs
+// sends them, or the client would stop granting credit).
+func TestEventHubsReadsMoreThanCredit(t *testing.T) {
+	e := startEmu(t, &Options{EventHubs: EventHubsOptions{Entities: []string{"logs"}}})
+	p := ehProducer(t, e, "logs")
+	const n = 1000
+	for sent := 0; sent < n; {
+		b, err := p.NewEventDataBatch(ctxT(t), &azeventhubs.EventDataBatchOptions{PartitionID: to.Ptr("2")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for ; sent < n; sent++ {
+			if err := b.AddEventData(&azeventhubs.EventData{Body: fmt.Appendf(nil, "%d", sent)}, nil); err != nil {
+				break
+			}
+		}
+		if err := p.SendEventDataBatch(ctxT(t), b, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs := readPartition(t, ehConsumer(t, e, "logs", "$Default"), "2", azeventhubs.StartPosition{Earliest: to.Ptr(true)}, n)
+	for i, ev := range evs {
+		if string(ev.Body) != fmt.Sprint(i) || ev.SequenceNumber != int64(i) {
+			t.Fatalf("event %d: body %s, sequence number %d", i, ev.Body, ev.SequenceNumber)
+		}
+	}
+}
+
+// TestEventHubsTwinChangeEvents: with TwinChangeEvents the built-in
+// endpoint carries a twin change event for a reported patch of the device
+// and a desired change of the operator, in IoT Hub's format; without it,
+// only telemetry.
+func TestEventHubsTwinChangeEvents(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		e := startEmu(t, &Options{EventHubs: EventHubsOptions{TwinChangeEvents: on}})
+		key, err := e.CreateDevice("eh-twin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := connectHub(t, e, "eh-twin", key, true)
+		if st, _, _ := d.twinRequest("$iothub/twin/PATCH/properties/reported/", []byte(`{"temp":21.5}`)); st != "204" {
+			t.Fatalf("reported patch: %s", st)
+		}
+		if err := e.UpdateProperties(ctxT(t), "eh-twin", "", map[string]any{"target": 30}); err != nil {
+			t.Fatal(err)
+		}
+		d.publish("devices/eh-twin/messages/events/", 1, []byte(`{"t":1}`))
+		c := ehConsumer(t, e, e.BuiltinEventHub(), "$Default")
+		parts := nonEmptyPartitions(t, c)
+		if len(parts) != 1 {
+			t.Fatalf("twin change events on %v: events in %d partitions", on, len(parts))
+		}
+		for id, pp := range parts {
+			n := int(pp.LastEnqueuedSequenceNumber - pp.BeginningSequenceNumber + 1)
+			if (on && n != 3) || (!on && n != 1) {
+				t.Fatalf("twin change events on %v: %d events", on, n)
+			}
+			evs := readPartition(t, c, id, azeventhubs.StartPosition{Earliest: to.Ptr(true)}, n)
+			if !on {
+				if evs[0].SystemProperties["iothub-message-source"] != "Telemetry" {
+					t.Fatalf("event %v", evs[0].SystemProperties)
+				}
+				continue
+			}
+			for i, want := range []string{`{"properties":{"reported":{"$version":2,"temp":21.5}},"version":3}`, `{"properties":{"desired":{"$version":2,"target":30}},"version":4}`} {
+				ev := evs[i]
+				if string(ev.Body) != want || ev.SystemProperties["iothub-message-source"] != "twinChangeEvents" ||
+					ev.SystemProperties["iothub-connection-device-id"] != "eh-twin" || ev.Properties["opType"] != "updateTwin" ||
+					ev.Properties["iothub-message-schema"] != "twinChangeNotification" || ev.Properties["deviceId"] != "eh-twin" ||
+					ev.Properties["hubName"] != e.BuiltinEventHub() || ev.Properties["operationTimestamp"] == nil {
+					t.Fatalf("twin change event %d: %s %v %v, want body %s", i, ev.Body, ev.Properties, ev.SystemProperties, want)
+				}
+			}
+			if evs[2].SystemProperties["iothub-message-source"] != "Telemetry" {
+				t.Fatalf("third event %v", evs[2].SystemProperties)
+			}
+		}
+	}
+}
+
+// TestEventHubsLifecycleEvents: with LifecycleEvents, creating and
+// deleting a device put IoT Hub's device lifecycle events, with the twin
+// in the body, on the built-in endpoint.
+func TestEventHubsLifecycleEvents(t *testing.T) {
+	e := startEmu(t, &Options{EventHubs: EventHubsOptions{LifecycleEvents: true}})
+	if _, err := e.CreateDevice("eh-life"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.DeleteDevice("eh-life"); err != nil {
+		t.Fatal(err)
+	}
+	c := ehConsumer(t, e, e.BuiltinEventHub(), "$Default")
+	parts := nonEmptyPartitions(t, c)
+	if len(parts) != 1 {
+		t.Fatalf("events in %d partitions", len(parts))
+	}
+	for id := range parts {
+		evs := readPartition(t, c, id, azeventhubs.StartPosition{Earliest: to.Ptr(true)}, 2)
+		for i, op := range []string{"createDeviceIdentity", "deleteDeviceIdentity"} {
+			ev := evs[i]
+			var body struct {
+				DeviceID   string                    `json:"deviceId"`
+				Properties map[string]map[string]any `json:"properties"`
+			}
+			if err := json.Unmarshal(ev.Body, &body); err != nil || body.DeviceID != "eh-life" || body.Properties["desired"] == nil || body.Properties["reported"] == nil ||
+				ev.Properties["opType"] != op || ev.Properties["iothub-message-schema"] != "deviceLifecycleNotification" ||
+				ev.SystemProperties["iothub-message-source"] != "deviceLifecycleEvents" || ev.SystemProperties["iothub-connection-device-id"] != "eh-life" {
+				t.Fatalf("lifecycle event %d: %s %v %v (%v)", i, ev.Body, ev.Properties, ev.SystemProperties, err)
+			}
+		}
 	}
 }

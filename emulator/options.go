@@ -160,6 +160,15 @@ type Options struct {
 	// MQTT idle time and pre-login buffering). The zero value applies
 	// every default; see Limits.
 	Limits Limits
+	// C2DLockTimeout is how long a cloud-to-device message received over
+	// the device HTTPS API (GET /devices/{id}/messages/devicebound) stays
+	// locked before it becomes visible again, unsettled. Default (zero)
+	// one minute, as IoT Hub.
+	C2DLockTimeout time.Duration
+	// C2DMaxDeliveryCount is how many times a cloud-to-device message is
+	// handed out over HTTPS before it is dead-lettered (feedback
+	// DeliveryCountExceeded). Default (zero) 10, IoT Hub's default.
+	C2DMaxDeliveryCount int
 	// DataExport configures IoT Central data export (see DataExportOptions).
 	// The zero value runs it with no definitions (add them through the
 	// REST API's dataExport routes).
@@ -186,6 +195,9 @@ type resolved struct {
 	trustedCAs                                                                []*x509.Certificate
 	dataExport                                                                DataExportOptions
 	eventHubs                                                                 EventHubsOptions
+
+	c2dLock       time.Duration // device HTTPS: Options.C2DLockTimeout
+	c2dDeliveries int           // Options.C2DMaxDeliveryCount
 }
 
 func resolve(o *Options) (resolved, error) {
@@ -199,6 +211,7 @@ func resolve(o *Options) (resolved, error) {
 		restBearer: o.RESTAllowBearer, restPageSize: o.RESTPageSize, limits: o.Limits.withDefaults(),
 		dataExport: o.DataExport,
 		eventHubs:  o.EventHubs,
+		c2dLock:    o.C2DLockTimeout, c2dDeliveries: o.C2DMaxDeliveryCount,
 	}
 	if r.certDir == "" && r.dataDir != "" {
 		r.certDir = filepath.Join(r.dataDir, "certs")

@@ -22,6 +22,8 @@ func eventHubFlags(fs *flag.FlagSet) *emulator.EventHubsOptions {
 	})
 	fs.IntVar(&o.Partitions, "event-hub-partitions", emulator.DefaultEventHubPartitions, "partitions of every event hub (1 to 32); a device's messages always go to the same one")
 	fs.IntVar(&o.RetentionCount, "event-hub-retention-count", emulator.DefaultEventHubRetentionCount, "events each partition keeps (the oldest go first)")
+	fs.BoolVar(&o.TwinChangeEvents, "twin-change-events", false, "add IoT Hub's twin change events (desired and reported property changes) to the built-in endpoint")
+	fs.BoolVar(&o.LifecycleEvents, "device-lifecycle-events", false, "add IoT Hub's device lifecycle events (device created or deleted) to the built-in endpoint")
 	fs.DurationVar(&o.RetentionAge, "event-hub-retention", emulator.DefaultEventHubRetention, "how long an event is kept")
 	return o
 }

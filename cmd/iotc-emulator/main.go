@@ -139,6 +139,10 @@ func start(ctx context.Context, args []string, stdout, stderr io.Writer) (_ *emu
 		return nil
 	})
 	ehOpts := eventHubFlags(fs)
+	var c2dLock time.Duration
+	var c2dDeliveries int
+	fs.DurationVar(&c2dLock, "c2d-lock-timeout", time.Minute, "how long a cloud-to-device message received over the device HTTPS API stays locked before it is visible again (IoT Hub: 1m)")
+	fs.IntVar(&c2dDeliveries, "c2d-max-delivery-count", 10, "deliveries over the device HTTPS API after which a cloud-to-device message is dead-lettered (IoT Hub's default: 10)")
 	var lim emulator.Limits
 	fs.DurationVar(&lim.AMQPLoginDeadline, "amqp-login-deadline", emulator.DefaultAMQPLoginDeadline, "close an AMQP connection that has no valid token this long after open (only $cbs may be used before)")
 	fs.IntVar(&lim.AMQPMaxSessions, "amqp-max-sessions", emulator.DefaultAMQPMaxSessions, "most sessions of one logged-in AMQP connection")
@@ -267,6 +271,10 @@ Flags:
 	if *history == 0 {
 		opts.TelemetryHistory = -1
 	}
+	if c2dLock <= 0 || c2dDeliveries <= 0 {
+		return nil, errors.New("-c2d-lock-timeout and -c2d-max-delivery-count must be positive")
+	}
+	opts.C2DLockTimeout, opts.C2DMaxDeliveryCount = c2dLock, c2dDeliveries
 	if *manual {
 		off := false
 		opts.AutoApprove = &off
@@ -338,12 +346,12 @@ Flags:
   pid               %d
 IoT Hub service API (official service SDKs) on https://%s (port of the WebSocket listener);
 its connection strings, one per shared access policy:
-%sEvent Hubs-compatible endpoint (azeventhubs, @azure/event-hubs) on the AMQP listener and
-/$servicebus/websocket; its connection strings, one per event hub:
 %sDPS service API (provisioning service SDKs), same host and port:
   provisioningserviceowner %s
-Press Ctrl-C (or send SIGTERM to the pid) to stop.
-`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(in.DashboardURL), in.PID, orNone(in.WebSocketAddr), policies, ehLines, in.DPSConnectionString)
+Event Hubs-compatible endpoint (azeventhubs, @azure/event-hubs) on the AMQP listener and
+/$servicebus/websocket; its connection strings, one per event hub:
+%sPress Ctrl-C (or send SIGTERM to the pid) to stop.
+`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(in.DashboardURL), in.PID, orNone(in.WebSocketAddr), policies, in.DPSConnectionString, ehLines)
 	return e, nil
 }
 

@@ -1,5 +1,5 @@
 'use strict';
-// Scenario 13: the official Event Hubs client (@azure/event-hubs, pinned) against the
+// Scenario 16: the official Event Hubs client (@azure/event-hubs, pinned) against the
 // emulator's Event Hubs-compatible endpoint, unchanged: it takes the connection strings of
 // the info file (eventHubsConnectionStrings) and connects to the hub host on 5671 (and over
 // WebSockets on 443), as it does to Azure.
@@ -69,7 +69,7 @@ function bodyText(body) {
 
 for (const ws of [false, true]) {
   const label = ws ? 'amqpws: ' : '';
-  test(`${label}scenario 13: @azure/event-hubs reads the built-in endpoint: telemetry with annotations, properties, resume, own consumer group`, { timeout: h.TEST_TIMEOUT_MS * 2 }, async (t) => {
+  test(`${label}scenario 16: @azure/event-hubs reads the built-in endpoint: telemetry with annotations, properties, resume, own consumer group`, { timeout: h.TEST_TIMEOUT_MS * 2 }, async (t) => {
     const tr = h.TRANSPORTS.find((x) => x.id === 'mqtt') || h.TRANSPORTS[0];
     const dev = await h.provisionDevice(tr, 'conf-eh');
     const device = await h.openSasClient(dev);
@@ -153,7 +153,7 @@ for (const ws of [false, true]) {
     await assert.rejects(readEvents(nobody, pid, earliestEventPosition, 1), /not.?found|NotFound|consumer group/i);
   });
 
-  test(`${label}scenario 13: @azure/event-hubs producer batch to a plain event hub`, { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
+  test(`${label}scenario 16: @azure/event-hubs producer batch to a plain event hub`, { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
     const { cs } = ehConnectionString('logs');
     const opts = ws ? { webSocketOptions: { webSocket: require('ws') } } : {};
     const producer = new EventHubProducerClient(cs, opts);

@@ -208,6 +208,9 @@ func (t Telemetry) SystemProperties() map[string]string {
 const (
 	AuthMethodSAS  = `{"scope":"device","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}`
 	AuthMethodX509 = `{"scope":"device","type":"x509Certificate","issuer":"iothub","acceptingIpFilterRule":null}`
+	// AuthMethodPolicy is a message sent with a shared access policy's
+	// token (DeviceConnect) on the device's behalf.
+	AuthMethodPolicy = `{"scope":"hub","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}`
 )
 
 // CommandResult is a device's answer to a direct method.
@@ -321,10 +324,12 @@ type Core struct {
 	configs  map[string]*Configuration // IoT Hub configurations; guarded by mu
 	dpsSvc   *dpsState                 // the DPS service's state (enrollments.go); guarded by mu
 
-	telemetrySeq int64         // the last Telemetry.Seq given; guarded by mu
-	sink         TelemetrySink // see eventlog.go; guarded by mu
-	loadedEvents []Record      // KindEvent records Load found, until StoredEvents; guarded by mu
-	pendingLoad  []Change      // deletes Load found due (a shorter history); committed by Load
+	telemetrySeq int64            // the last Telemetry.Seq given; guarded by mu
+	sink         TelemetrySink    // see eventlog.go; guarded by mu
+	loadedEvents []Record         // KindEvent records Load found, until StoredEvents; guarded by mu
+	notifySink   NotificationSink // see eventlog.go; guarded by mu
+	sunk         []Change         // notifySink's changes for the next staged device change; guarded by mu
+	pendingLoad  []Change         // deletes Load found due (a shorter history); committed by Load
 }
 
 // New returns a model with cfg's groups and no devices. With
@@ -456,6 +461,7 @@ func (c *Core) CreateDevice(id string) (string, error) {
 	d := newDevice(id, c.now())
 	d.indivKeys = [2]string{RandomKey(), RandomKey()}
 	c.devices[id] = d
+	c.sinkNotificationLocked(d, DeviceNotification{Op: OpCreateDeviceIdentity})
 	ch := c.stageDeviceLocked(d)
 	c.observeLocked(FeedEvent{Kind: FeedRegistered, DeviceID: id})
 	key := d.indivKeys[0]

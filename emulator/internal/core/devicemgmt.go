@@ -86,6 +86,9 @@ func (c *Core) PutDevice(id string, spec DeviceSpec) (DeviceDetails, bool, error
 		}
 	}
 	out := c.detailsLocked(d)
+	if created {
+		c.sinkNotificationLocked(d, DeviceNotification{Op: OpCreateDeviceIdentity})
+	}
 	staged := c.stageDeviceLocked(d)
 	switch {
 	case created:
@@ -155,10 +158,11 @@ func (c *Core) DeleteDevice(id string) error {
 		return errNoDevice(id)
 	}
 	l := d.link
+	c.sinkNotificationLocked(d, DeviceNotification{Op: OpDeleteDeviceIdentity})
 	delete(c.devices, id)
 	delete(c.ext.settings, id)
 	delete(c.ext.commands, id)
-	staged := c.stageLocked(Change{Op: OpDeleteDevice, Record: Record{Kind: KindDevice, Key: id}})
+	staged := c.stageLocked(append([]Change{{Op: OpDeleteDevice, Record: Record{Kind: KindDevice, Key: id}}}, c.takeSunkLocked()...)...)
 	c.observeLocked(FeedEvent{Kind: FeedDeleted, DeviceID: id})
 	c.mu.Unlock()
 	if err := awaitNow(staged); err != nil {

@@ -223,6 +223,7 @@ func (c *Core) Register(a DPSAuth, body []byte) DPSResponse {
 		if !exists {
 			d = newDevice(devID, now)
 			c.devices[devID] = d
+			c.sinkNotificationLocked(d, DeviceNotification{Op: OpCreateDeviceIdentity})
 			c.observeLocked(FeedEvent{Kind: FeedRegistered, DeviceID: devID, Time: now})
 		}
 		wasProvisioned := d.provisioned

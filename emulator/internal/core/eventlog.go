@@ -3,6 +3,7 @@ package core
 import (
 	"fmt"
 	"strconv"
+	"time"
 )
 
 // TelemetrySink sees every device-to-cloud message the model stores (the
@@ -38,6 +39,84 @@ func (c *Core) sinkLocked(d *device, msg Telemetry) []Change {
 // generationID is the device's incarnation: its creation time, as the
 // feedback records give it.
 func generationID(d *device) string { return strconv.FormatInt(d.created.UnixNano(), 10) }
+
+// Operations of a DeviceNotification, as IoT Hub names them (opType).
+const (
+	OpUpdateTwin           = "updateTwin"
+	OpCreateDeviceIdentity = "createDeviceIdentity"
+	OpDeleteDeviceIdentity = "deleteDeviceIdentity"
+)
+
+// DeviceNotification is a change IoT Hub can route to its built-in
+// endpoint besides telemetry: a change of a device's desired or reported
+// properties (OpUpdateTwin: twin change events) or its creation or
+// deletion (OpCreateDeviceIdentity, OpDeleteDeviceIdentity: device
+// lifecycle events).
+type DeviceNotification struct {
+	// Op is OpUpdateTwin, OpCreateDeviceIdentity or OpDeleteDeviceIdentity.
+	Op string
+	// DeviceID is the device concerned.
+	DeviceID string
+	// Section ("desired" or "reported"), Patch (as applied: a JSON merge
+	// patch) and Version (the section's new $version): OpUpdateTwin only.
+	Section string
+	Patch   map[string]any
+	Version int64
+	// TwinVersion is the twin's version after the change.
+	TwinVersion int64
+	// Twin is the device's twin after a creation or before a deletion
+	// (deviceId, etag, version, properties.desired, properties.reported),
+	// for the lifecycle operations.
+	Twin map[string]any
+	// GenerationID identifies the device's incarnation.
+	GenerationID string
+	// Time is when it happened.
+	Time time.Time
+}
+
+// NotificationSink sees every DeviceNotification, called like a
+// TelemetrySink: with the model's lock held, its KindEvent changes
+// committed with the device's change.
+type NotificationSink func(DeviceNotification) []Change
+
+// SetNotificationSink installs s (nil removes it).
+func (c *Core) SetNotificationSink(s NotificationSink) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.notifySink = s
+}
+
+// sinkNotificationLocked hands n (DeviceID, GenerationID, TwinVersion and Time
+// filled from d) to the sink and keeps its changes for the next
+// stageDeviceLocked or stageDeleteLocked; c.mu held.
+func (c *Core) sinkNotificationLocked(d *device, n DeviceNotification) {
+	if c.notifySink == nil {
+		return
+	}
+	n.DeviceID, n.GenerationID, n.TwinVersion, n.Time = d.id, generationID(d), twinVersion(d), c.now()
+	if n.Op != OpUpdateTwin {
+		n.Twin = map[string]any{
+			"deviceId": d.id, "etag": ETagOf(d.version), "version": twinVersion(d),
+			"properties": map[string]any{"desired": d.desired.Document(), "reported": d.reported.Document()},
+		}
+	}
+	changes := c.notifySink(n)
+	if c.durable() {
+		c.sunk = append(c.sunk, changes...)
+	}
+}
+
+// twinChangedLocked notifies a change of a twin section; c.mu held.
+func (c *Core) twinChangedLocked(d *device, section string, patch map[string]any, v int64) {
+	c.sinkNotificationLocked(d, DeviceNotification{Op: OpUpdateTwin, Section: section, Patch: patch, Version: v})
+}
+
+// takeSunkLocked returns and forgets the sink's pending changes; c.mu held.
+func (c *Core) takeSunkLocked() []Change {
+	out := c.sunk
+	c.sunk = nil
+	return out
+}
 
 // StageEvents commits changes of KindEvent (an Event Hubs entity's events
 // and settings) after every change the model staged before, and returns

@@ -354,6 +354,7 @@ func (c *Core) PutHubDevice(id string, create bool, ifMatch string, spec HubDevi
 		d.indivKeys = [2]string{RandomKey(), RandomKey()}
 		c.devices[id] = d
 		c.observeLocked(FeedEvent{Kind: FeedRegistered, DeviceID: id})
+		c.sinkNotificationLocked(d, DeviceNotification{Op: OpCreateDeviceIdentity})
 	} else {
 		d.version++
 	}
@@ -567,6 +568,7 @@ func (c *Core) UpdateHubTwin(ctx context.Context, id, ifMatch string, tags, desi
 		}
 		c.emit(Event{DeviceID: id, Kind: EventDesired, Version: v, Time: c.now()})
 		c.observePatchLocked(FeedDesired, id, patch, v)
+		c.twinChangedLocked(d, "desired", patch, v)
 	}
 	if tags != nil {
 		d.tags = newTags

@@ -63,6 +63,7 @@ func (c *Core) UpdateDesired(ctx context.Context, id, component string, patch ma
 		return 0, fmt.Errorf("%w: desired patch: %v", ErrInvalid, err)
 	}
 	l := d.link
+	c.twinChangedLocked(d, "desired", p, v)
 	staged := c.stageDeviceLocked(d)
 	c.emit(Event{DeviceID: id, Kind: EventDesired, Version: v, Time: c.now()})
 	c.observePatchLocked(FeedDesired, id, p, v)
@@ -131,6 +132,7 @@ func (c *Core) PatchReported(id string, body []byte) (int, int64, []byte) {
 		d.lastActivity = c.now()
 		v, err = d.reported.Apply(patch, c.now())
 		if err == nil {
+			c.twinChangedLocked(d, "reported", patch, v)
 			staged = c.stageDeviceLocked(d)
 			c.emit(Event{DeviceID: id, Kind: EventReported, Version: v, Time: c.now()})
 			c.observePatchLocked(FeedReported, id, patch, v)

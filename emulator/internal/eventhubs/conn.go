@@ -139,8 +139,9 @@ func (e *Endpoint) entityOf(path string) *entity {
 }
 
 // ClaimsAudience reports whether a CBS put-token's audience names one of
-// the endpoint's entities ("sb://{host}/{entity}[/...]", "amqps://..." or
-// without a scheme).
+// the endpoint's entities: "sb://{host}/{entity}[/...]" or
+// "amqps://{host}[:port]/{entity}[/...]" (a scheme is required: a device's
+// audience "{host}/devices/{id}" has none).
 func (c *Conn) ClaimsAudience(aud string) bool {
 	if len(aud) > maxAddressBytes {
 		return false
@@ -148,8 +149,11 @@ func (c *Conn) ClaimsAudience(aud string) bool {
 	if dec, err := url.QueryUnescape(aud); err == nil {
 		aud = dec
 	}
-	_, path := splitResource(aud)
-	return c.e.entityOf(path) != nil
+	// The Event Hubs clients send "sb://" (Node) or "amqps://" (Go)
+	// audiences; a device's is "{host}/devices/{id}", whose first segment
+	// is the host, which may be the built-in entity's name too.
+	host, path := splitResource(aud)
+	return host != "" && c.e.entityOf(path) != nil
 }
 
 // ClaimsAddress reports whether a link address names an Event Hubs node:

@@ -57,6 +57,7 @@ var (
 type Model interface {
 	Policies() []core.SharedAccessPolicy
 	SetTelemetrySink(core.TelemetrySink)
+	SetNotificationSink(core.NotificationSink)
 	StageEvents(changes []core.Change) error
 	StoredEvents() []core.Record
 }
@@ -86,6 +87,15 @@ type Options struct {
 	// RetentionAge is how long an event is kept; 0 means
 	// DefaultRetentionAge.
 	RetentionAge time.Duration
+	// TwinChangeEvents adds IoT Hub's twin change events (every change of
+	// desired or reported properties, iothub-message-source
+	// twinChangeEvents) to the built-in entity. Default false, as on a hub
+	// without that route.
+	TwinChangeEvents bool
+	// LifecycleEvents adds IoT Hub's device lifecycle events (a device
+	// created or deleted, iothub-message-source deviceLifecycleEvents) to
+	// the built-in entity. Default false.
+	LifecycleEvents bool
 	// Durable makes the endpoint write its events and settings through
 	// Model.StageEvents (the emulator sets it with a data directory).
 	Durable bool
@@ -133,6 +143,8 @@ type partition struct {
 	lastOffset int64
 	lastTime   time.Time
 	wake       chan struct{} // closed and replaced on append
+	trimmedTo  int64         // the last sequence number dropped (-1: none)
+	storedTrim int64         // the last trim given to the store (-1: none)
 }
 
 // event is one stored event: its AMQP message without the annotations the
@@ -203,6 +215,9 @@ func New(m Model, opts Options) (*Endpoint, error) {
 		}
 	}
 	m.SetTelemetrySink(e.sinkTelemetry)
+	if opts.TwinChangeEvents || opts.LifecycleEvents {
+		m.SetNotificationSink(e.sinkNotification)
+	}
 	return e, nil
 }
 
@@ -210,6 +225,9 @@ func New(m Model, opts Options) (*Endpoint, error) {
 // connection. The built-in entity stops taking telemetry.
 func (e *Endpoint) Close() {
 	e.m.SetTelemetrySink(nil)
+	if e.opts.TwinChangeEvents || e.opts.LifecycleEvents {
+		e.m.SetNotificationSink(nil)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.closed = true
@@ -255,7 +273,7 @@ func (e *Endpoint) addEntity(name string, builtin bool) error {
 	en := &entity{name: name, builtin: builtin, created: e.now().UTC().Truncate(time.Millisecond),
 		groups: map[string]string{strings.ToLower(DefaultConsumerGroup): DefaultConsumerGroup}, receiver: map[string]*receiverSet{}}
 	for i := range e.opts.Partitions {
-		en.parts = append(en.parts, &partition{id: i, lastSeq: -1, lastOffset: -1, wake: make(chan struct{})})
+		en.parts = append(en.parts, &partition{id: i, lastSeq: -1, lastOffset: -1, trimmedTo: -1, storedTrim: -1, wake: make(chan struct{})})
 	}
 	e.entities[low] = en
 	e.order = append(e.order, name)
@@ -351,17 +369,19 @@ func (e *Endpoint) appendLocked(en *entity, p *partition, msg *amqp.Message, par
 	p.events = append(p.events, ev)
 	var changes []core.Change
 	if e.opts.Durable {
-		doc, _ := json.Marshal(storedEvent{Offset: ev.offset, Time: enqueued.UnixNano(), Key: partKey, Msg: raw})
+		doc := appendStoredEvent(nil, ev.offset, enqueued.UnixNano(), partKey, raw)
 		changes = append(changes, core.Change{Op: core.OpPut, Record: core.Record{Kind: core.KindEvent, Device: streamOf(en, p), Seq: ev.seq, Doc: doc}})
 	}
-	changes = append(changes, e.trimLocked(en, p, enqueued)...)
+	e.trimLocked(p, enqueued)
+	changes = append(changes, e.trimChangesLocked(en, p)...)
 	close(p.wake)
 	p.wake = make(chan struct{})
 	return changes
 }
 
-// trimLocked drops the events beyond the retention bounds; e.mu held.
-func (e *Endpoint) trimLocked(en *entity, p *partition, now time.Time) []core.Change {
+// trimLocked drops the events beyond the retention bounds; e.mu held. The
+// store follows with the next trimChangesLocked.
+func (e *Endpoint) trimLocked(p *partition, now time.Time) {
 	drop := 0
 	if over := len(p.events) - e.opts.RetentionCount; over > 0 {
 		drop = over
@@ -371,15 +391,21 @@ func (e *Endpoint) trimLocked(en *entity, p *partition, now time.Time) []core.Ch
 		drop++
 	}
 	if drop == 0 {
-		return nil
+		return
 	}
-	last := p.events[drop-1].seq
+	p.trimmedTo = p.events[drop-1].seq
 	clear(p.events[:drop])
 	p.events = p.events[drop:]
-	if !e.opts.Durable {
+}
+
+// trimChangesLocked returns the store's trim of what trimLocked dropped
+// since the last call (nil when nothing or not durable); e.mu held.
+func (e *Endpoint) trimChangesLocked(en *entity, p *partition) []core.Change {
+	if !e.opts.Durable || p.trimmedTo <= p.storedTrim {
 		return nil
 	}
-	return []core.Change{{Op: core.OpTrim, Record: core.Record{Kind: core.KindEvent, Device: streamOf(en, p), Seq: last}}}
+	p.storedTrim = p.trimmedTo
+	return []core.Change{{Op: core.OpTrim, Record: core.Record{Kind: core.KindEvent, Device: streamOf(en, p), Seq: p.trimmedTo}}}
 }
 
 // sinkTelemetry is the built-in entity's core.TelemetrySink.
@@ -401,6 +427,27 @@ func (e *Endpoint) sinkTelemetry(t core.Telemetry, generationID string) []core.C
 		enq = e.now()
 	}
 	return e.appendLocked(en, p, msg, "", enq.UTC().Truncate(time.Millisecond), raw)
+}
+
+// sinkNotification is the built-in entity's core.NotificationSink: twin
+// change and device lifecycle events, as enabled.
+func (e *Endpoint) sinkNotification(n core.DeviceNotification) []core.Change {
+	if n.Op == core.OpUpdateTwin && !e.opts.TwinChangeEvents || n.Op != core.OpUpdateTwin && !e.opts.LifecycleEvents {
+		return nil
+	}
+	msg := notificationMessage(n, e.opts.HubName)
+	var raw []byte
+	if e.opts.Durable {
+		raw, _ = msg.MarshalBinary()
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	en := e.entities[strings.ToLower(e.opts.HubName)]
+	if en == nil || e.closed {
+		return nil
+	}
+	p := en.parts[partitionOf(n.DeviceID, len(en.parts))]
+	return e.appendLocked(en, p, msg, "", n.Time.UTC().Truncate(time.Millisecond), raw)
 }
 
 // Publish appends producers' messages to a plain entity: to partition
@@ -508,7 +555,7 @@ func (e *Endpoint) Partition(entityName, id string) (PartitionInfo, error) {
 	if err != nil {
 		return PartitionInfo{}, err
 	}
-	e.trimLocked(en, p, e.now()) // store trims follow with the next append
+	e.trimLocked(p, e.now()) // the store follows with the next append
 	pi := PartitionInfo{Entity: en.name, ID: strconv.Itoa(p.id), LastSeq: p.lastSeq, LastOffset: strconv.FormatInt(p.lastOffset, 10),
 		LastEnqueuedTime: p.lastTime, Empty: len(p.events) == 0, BeginSeq: p.lastSeq + 1}
 	if len(p.events) > 0 {
@@ -571,6 +618,23 @@ type storedEvent struct {
 	Time   int64  `json:"enqueuedNs"`
 	Key    string `json:"partitionKey,omitempty"`
 	Msg    []byte `json:"message"` // the AMQP message, encoded
+}
+
+// appendStoredEvent encodes a storedEvent by hand (one per message: the
+// store's cost per message matters), as encoding/json would.
+func appendStoredEvent(b []byte, offset, enqueuedNs int64, key string, msg []byte) []byte {
+	b = append(b, `{"offset":`...)
+	b = strconv.AppendInt(b, offset, 10)
+	b = append(b, `,"enqueuedNs":`...)
+	b = strconv.AppendInt(b, enqueuedNs, 10)
+	if key != "" {
+		k, _ := json.Marshal(key)
+		b = append(b, `,"partitionKey":`...)
+		b = append(b, k...)
+	}
+	b = append(b, `,"message":"`...)
+	b = base64.StdEncoding.AppendEncode(b, msg)
+	return append(b, `"}`...)
 }
 
 // settingsStream is the stream of the endpoint's own settings record.

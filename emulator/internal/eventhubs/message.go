@@ -1,6 +1,7 @@
 package eventhubs
 
 import (
+	"encoding/json"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +20,10 @@ const (
 	annSource    = "iothub-message-source"
 	annGenID     = "iothub-connection-auth-generation-id"
 	sourceDevice = "Telemetry"
+	// sourceTwinChange is the message source of twin change events.
+	sourceTwinChange = "twinChangeEvents"
+	// sourceLifecycle is the message source of device lifecycle events.
+	sourceLifecycle = "deviceLifecycleEvents"
 )
 
 // telemetryMessage is a device-to-cloud message as the built-in endpoint
@@ -76,6 +81,49 @@ func telemetryMessage(t core.Telemetry, generationID string) *amqp.Message {
 	}
 	m.Annotations = a
 	return m
+}
+
+// notificationMessage is IoT Hub's twin change event (OpUpdateTwin: the
+// body {"version": twin version, "properties": {section: patch with
+// $version}}, iothub-message-schema twinChangeNotification,
+// iothub-message-source twinChangeEvents) or device lifecycle event (the
+// body the device's twin, iothub-message-schema
+// deviceLifecycleNotification, iothub-message-source
+// deviceLifecycleEvents), with the application properties hubName,
+// deviceId, operationTimestamp and opType.
+func notificationMessage(n core.DeviceNotification, hubName string) *amqp.Message {
+	var body []byte
+	schema, source := "deviceLifecycleNotification", sourceLifecycle
+	if n.Op == core.OpUpdateTwin {
+		section := make(map[string]any, len(n.Patch)+1)
+		for k, v := range n.Patch {
+			section[k] = v
+		}
+		section["$version"] = n.Version
+		body, _ = json.Marshal(map[string]any{"version": n.TwinVersion, "properties": map[string]any{n.Section: section}})
+		schema, source = "twinChangeNotification", sourceTwinChange
+	} else {
+		body, _ = json.Marshal(n.Twin)
+	}
+	ct, ce := "application/json", "utf-8"
+	at := n.Time.UTC().Truncate(time.Millisecond)
+	return &amqp.Message{
+		Data:       [][]byte{body},
+		Properties: &amqp.MessageProperties{ContentType: &ct, ContentEncoding: &ce},
+		ApplicationProperties: map[string]any{
+			"hubName":               hubName,
+			"deviceId":              n.DeviceID,
+			"operationTimestamp":    at.Format("2006-01-02T15:04:05.0000000Z"),
+			"iothub-message-schema": schema,
+			"opType":                n.Op,
+		},
+		Annotations: amqp.Annotations{
+			core.PropDeviceID:     n.DeviceID,
+			annSource:             source,
+			annGenID:              n.GenerationID,
+			core.PropEnqueuedTime: at,
+		},
+	}
 }
 
 // delivered is ev as a receiver gets it: its message with the event's

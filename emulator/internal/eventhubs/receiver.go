@@ -2,6 +2,7 @@ package eventhubs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -129,7 +130,7 @@ func (c *Conn) attachReceiver(ctx context.Context, lk *link) error {
 	}
 	rs.members = append(rs.members, lk)
 	lk.rs = rs
-	e.trimLocked(en, p, e.now())
+	e.trimLocked(p, e.now())
 	next := firstSeq(st, p.events, p.nextSeq)
 	e.mu.Unlock()
 
@@ -186,9 +187,15 @@ func (c *Conn) pump(ctx context.Context, lk *link, p *partition, next int64) {
 			continue
 		}
 		for _, ev := range evs {
-			// The outcome is not awaited: a consumer's settlement does not
-			// change what a partition holds.
-			if _, err := lk.l.SendAsync(ctx, delivered(ev)); err != nil {
+			// Events go pre-settled, as Event Hubs sends them (a
+			// consumer's settlement would not change what a partition
+			// holds, and azeventhubs never settles them); on a link that
+			// asked for unsettled deliveries the outcome is not awaited.
+			err := lk.l.SendSettled(ctx, delivered(ev))
+			if errors.Is(err, amqp1.ErrSettleMode) {
+				_, err = lk.l.SendAsync(ctx, delivered(ev))
+			}
+			if err != nil {
 				return
 			}
 		}

@@ -64,12 +64,12 @@ func Unit(changes []core.Change) error {
 	return nil
 }
 
-// validDoc reports whether r's Doc is JSON. A telemetry document, the one
-// written per acknowledged message, is only checked to be a JSON object's
+// validDoc reports whether r's Doc is JSON. A telemetry or event document,
+// the ones written per acknowledged message, is only checked to be a JSON object's
 // frame ('{' to '}'): the model encodes it with encoding/json, and a full
 // scan of every message cost about a tenth of the store's CPU per message.
 func validDoc(r core.Record) bool {
-	if r.Kind == core.KindTelemetry {
+	if r.Kind == core.KindTelemetry || r.Kind == core.KindEvent {
 		d := r.Doc
 		return len(d) >= 2 && d[0] == '{' && d[len(d)-1] == '}'
 	}
