@@ -11,7 +11,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azeventhubs/v2"
+
 	"github.com/iotc-go/iotc"
+	"github.com/iotc-go/iotc/emulator"
 	"github.com/iotc-go/iotc/examples/thermostat/thermostat"
 	"github.com/iotc-go/iotc/iotctest"
 )
@@ -98,3 +101,12 @@ func readmeOutbox(ctx context.Context) {
 }
 
 var _ = readmeOutbox
+
+// docs/emulator.md, the Event Hubs-compatible endpoint: a consumer of the
+// built-in endpoint of an emulator on any port.
+func readBuiltinEndpoint(emu *emulator.Emulator) *azeventhubs.ConsumerClient {
+	cs, _ := emu.EventHubsConnectionString(emu.BuiltinEventHub())
+	c, _ := azeventhubs.NewConsumerClientFromConnectionString(cs, "", azeventhubs.DefaultConsumerGroup,
+		&azeventhubs.ConsumerClientOptions{TLSConfig: emu.EventHubsClientTLS()})
+	return c
+}

@@ -151,6 +151,10 @@ type Options struct {
 	// Limits.LogSummaryInterval counting the refusals and limit hits of
 	// the interval. nil discards. Secrets are never logged.
 	Logger *slog.Logger
+	// EventHubs configures the Event Hubs-compatible endpoint (see
+	// EventHubsOptions); the zero value serves the built-in endpoint with
+	// every default.
+	EventHubs EventHubsOptions
 	// Limits bound what clients can make the emulator hold (AMQP before
 	// login, HTTP timeouts and connection caps, failed-authentication rate,
 	// MQTT idle time and pre-login buffering). The zero value applies
@@ -165,6 +169,10 @@ type Options struct {
 	// handed out over HTTPS before it is dead-lettered (feedback
 	// DeliveryCountExceeded). Default (zero) 10, IoT Hub's default.
 	C2DMaxDeliveryCount int
+	// DataExport configures IoT Central data export (see DataExportOptions).
+	// The zero value runs it with no definitions (add them through the
+	// REST API's dataExport routes).
+	DataExport DataExportOptions
 }
 
 // EnrollmentGroup is a DPS enrollment group: symmetric keys (devices
@@ -185,6 +193,8 @@ type resolved struct {
 	restPageSize                                                              int
 	limits                                                                    Limits
 	trustedCAs                                                                []*x509.Certificate
+	dataExport                                                                DataExportOptions
+	eventHubs                                                                 EventHubsOptions
 
 	c2dLock       time.Duration // device HTTPS: Options.C2DLockTimeout
 	c2dDeliveries int           // Options.C2DMaxDeliveryCount
@@ -199,7 +209,9 @@ func resolve(o *Options) (resolved, error) {
 		certDir: o.CertDir, apiToken: o.APIToken, autoApprove: o.AutoApprove == nil || *o.AutoApprove,
 		log: o.Logger, dataDir: o.DataDir, history: o.TelemetryHistory, explicitScope: o.IDScope != "", explicitGroups: len(o.Groups) > 0, explicitToken: o.APIToken != "",
 		restBearer: o.RESTAllowBearer, restPageSize: o.RESTPageSize, limits: o.Limits.withDefaults(),
-		c2dLock: o.C2DLockTimeout, c2dDeliveries: o.C2DMaxDeliveryCount,
+		dataExport: o.DataExport,
+		eventHubs:  o.EventHubs,
+		c2dLock:    o.C2DLockTimeout, c2dDeliveries: o.C2DMaxDeliveryCount,
 	}
 	if r.certDir == "" && r.dataDir != "" {
 		r.certDir = filepath.Join(r.dataDir, "certs")

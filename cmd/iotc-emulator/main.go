@@ -66,6 +66,10 @@ type info struct {
 	// registryRead, registryReadWrite), for the official service SDKs;
 	// the service API is on the WebSocket listener's port.
 	ServiceConnectionStrings map[string]string `json:"serviceConnectionStrings"`
+	// EventHubsConnectionStrings are the Event Hubs-compatible endpoint's
+	// connection strings by event hub name: the built-in endpoint (named
+	// after the hub) and every --event-hub.
+	EventHubsConnectionStrings map[string]string `json:"eventHubsConnectionStrings"`
 	// DPSConnectionString is the DPS service connection string of the
 	// provisioningserviceowner policy, for the official provisioning
 	// service SDKs (same host and port as the IoT Hub service API).
@@ -126,12 +130,15 @@ func start(ctx context.Context, args []string, stdout, stderr io.Writer) (_ *emu
 		verbose    = fs.Bool("v", false, "log every refused connection, failed authentication and limit hit to stderr (without it they are counted in one summary line per -log-summary-interval)")
 		bearer     = fs.Bool("rest-allow-bearer", false, `also accept "Authorization: Bearer <API token>" (IoT Central refuses it: API tokens are sent bare)`)
 		pageSize   = fs.Int("rest-page-size", 0, "items per REST list page before a nextLink (0: 100)")
+		exportDefs = fs.String("data-export", "", `JSON file of IoT Central data export definitions, {"destinations":{"<id>":{...}},"exports":{"<id>":{...}}} in the shapes of the dataExport API's PUT bodies, created or replaced at start (see docs/emulator.md)`)
+		noExport   = fs.Bool("no-data-export", false, "turn IoT Central data export off (its REST routes answer 501)")
 	)
 	var trustedCAs []string
 	fs.Func("trusted-ca", "PEM file of a CA the hub trusts for certificateAuthority devices created through the IoT Hub service API (repeatable)", func(v string) error {
 		trustedCAs = append(trustedCAs, v)
 		return nil
 	})
+	ehOpts := eventHubFlags(fs)
 	var c2dLock time.Duration
 	var c2dDeliveries int
 	fs.DurationVar(&c2dLock, "c2d-lock-timeout", time.Minute, "how long a cloud-to-device message received over the device HTTPS API stays locked before it is visible again (IoT Hub: 1m)")
@@ -239,8 +246,17 @@ Flags:
 		RetryAfter:      *retryAfter,
 		Logger:          logger,
 		Limits:          lim,
+		EventHubs:       *ehOpts,
 		// 0 would mean the default; the flag's 0 means none.
 		TelemetryHistory: *history,
+	}
+	opts.DataExport.Disabled = *noExport
+	if *exportDefs != "" {
+		b, err := os.ReadFile(*exportDefs)
+		if err != nil {
+			return nil, fmt.Errorf("--data-export: %w", err)
+		}
+		opts.DataExport.Definitions = b
 	}
 	if *groupKey != "" {
 		opts.Groups = []emulator.EnrollmentGroup{{ID: "default", Enabled: true, PrimaryKey: *groupKey}}
@@ -299,6 +315,11 @@ Flags:
 		in.ServiceConnectionStrings[p.Name] = cs
 		policies += fmt.Sprintf("  %-17s %s\n", p.Name, cs)
 	}
+	ehStrings, ehLines, err := eventHubsInfo(e)
+	if err != nil {
+		return nil, err
+	}
+	in.EventHubsConnectionStrings = ehStrings
 	if *infoFile != "" {
 		b, _ := json.MarshalIndent(in, "", "  ")
 		tmp := *infoFile + ".tmp"
@@ -327,8 +348,10 @@ IoT Hub service API (official service SDKs) on https://%s (port of the WebSocket
 its connection strings, one per shared access policy:
 %sDPS service API (provisioning service SDKs), same host and port:
   provisioningserviceowner %s
-Press Ctrl-C (or send SIGTERM to the pid) to stop.
-`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(in.DashboardURL), in.PID, orNone(in.WebSocketAddr), policies, in.DPSConnectionString)
+Event Hubs-compatible endpoint (azeventhubs, @azure/event-hubs) on the AMQP listener and
+/$servicebus/websocket; its connection strings, one per event hub:
+%sPress Ctrl-C (or send SIGTERM to the pid) to stop.
+`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(in.DashboardURL), in.PID, orNone(in.WebSocketAddr), policies, in.DPSConnectionString, ehLines)
 	return e, nil
 }
 

@@ -140,7 +140,7 @@ func (c *Core) stageDeviceLocked(d *device) <-chan error {
 	if !c.durable() {
 		return nil
 	}
-	return c.stageLocked(c.deviceChangeLocked(d))
+	return c.stageLocked(append([]Change{c.deviceChangeLocked(d)}, c.takeSunkLocked()...)...)
 }
 
 func c2dChange(deviceID string, m *c2dMsg) Change {
@@ -419,6 +419,8 @@ func (c *Core) restoreRecords(recs []Record) error {
 			templates = append(templates, r)
 		case KindCert:
 			certs = append(certs, r)
+		case KindEvent:
+			c.loadedEvents = append(c.loadedEvents, r)
 		}
 		if err != nil {
 			return bad(r, err)
