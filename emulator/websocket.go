@@ -37,7 +37,9 @@ func (e *Emulator) startWebSocket() error {
 		MQTT: e.mqtt.ServeConn,
 		AMQP: e.serveAMQPWebSocket,
 		// Every other path of the hub host: IoT Hub's service API.
-		Fallback: netlimit.AuthGuard(hubapi.New(e.core, e.log.With("component", "hubapi")), e.authFails, e.reporter, netlimit.KindServiceAuth),
+		// Every other path of the hub host: the device file upload API,
+		// then IoT Hub's service API.
+		Fallback: netlimit.AuthGuard(e.fileUploadRoutes(hubapi.New(e.core, e.log.With("component", "hubapi"))), e.authFails, e.reporter, netlimit.KindServiceAuth),
 		Logger:   log,
 		Reporter: e.reporter,
 	})

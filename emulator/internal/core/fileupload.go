@@ -400,3 +400,11 @@ func (c *Core) SettleFileNotification(seq int64, done bool) error {
 	c.mu.Unlock()
 	return awaitNow(staged)
 }
+
+// PendingFileNotifications is how many file upload notifications wait for
+// the service (in flight or not).
+func (c *Core) PendingFileNotifications() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.uploads.Notes)
+}

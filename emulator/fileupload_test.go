@@ -1,0 +1,127 @@
+package emulator
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
+)
+
+// deviceHTTP posts body to the hub host's path with the device's SAS.
+func deviceHTTP(t *testing.T, e *Emulator, id, key, path string, body any) (int, map[string]any) {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctxT(t), http.MethodPost, "https://"+e.WebSocketAddr()+path+"?api-version=2021-04-12", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", hubSAS(t, e, id, key, time.Hour))
+	req.Header.Set("Content-Type", "application/json")
+	res, err := (&http.Client{Transport: blobTransport(e)}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	rb, _ := io.ReadAll(res.Body)
+	var m map[string]any
+	_ = json.Unmarshal(rb, &m)
+	return res.StatusCode, m
+}
+
+func blobTransport(e *Emulator) *http.Transport {
+	return &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.CAPool(), MinVersion: tls.VersionTLS12}}
+}
+
+// TestFileUploadAPI: the hub's file upload API hands out a SAS the
+// embedded blob endpoint accepts for that blob only, the notification
+// (correlation id in the body or the path) ends the upload with the
+// blob's size, and the eleventh concurrent upload is refused with IoT
+// Hub's 403006.
+func TestFileUploadAPI(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, nil)
+	key, err := e.CreateDevice("up1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.BlobURL() == "" || !strings.Contains(e.StorageConnectionString(), "AccountKey=") {
+		t.Fatalf("blob endpoint %q", e.BlobURL())
+	}
+	code, r := deviceHTTP(t, e, "up1", key, "/devices/up1/files", map[string]any{"blobName": "logs/a.txt"})
+	if code != 200 {
+		t.Fatalf("POST files: %d %v", code, r)
+	}
+	if r["blobName"] != "up1/logs/a.txt" || r["containerName"] != "fileuploads" || !strings.HasPrefix(r["sasToken"].(string), "?") {
+		t.Fatalf("answer %v", r)
+	}
+	u := "https://" + r["hostName"].(string) + "/" + r["containerName"].(string) + "/" + r["blobName"].(string)
+	data := make([]byte, 3<<20)
+	_, _ = rand.Read(data)
+	opts := &blockblob.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: &http.Client{Transport: blobTransport(e)}}}
+	bb, err := blockblob.NewClientWithNoCredential(u+r["sasToken"].(string), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bb.UploadBuffer(ctxT(t), data, &blockblob.UploadBufferOptions{BlockSize: 1 << 20}); err != nil {
+		t.Fatalf("upload with the hub's SAS: %v", err)
+	}
+	// The same SAS does not reach another blob.
+	other, _ := blockblob.NewClientWithNoCredential(strings.Replace(u, "a.txt", "b.txt", 1)+r["sasToken"].(string), opts)
+	if _, err := other.UploadBuffer(ctxT(t), data[:10], nil); err == nil {
+		t.Fatal("the SAS of a.txt wrote b.txt")
+	}
+	cid := r["correlationId"].(string)
+	if code, r := deviceHTTP(t, e, "up1", key, "/devices/up1/files/notifications", map[string]any{"correlationId": cid, "isSuccess": true, "statusCode": 200, "statusDescription": "ok"}); code != 204 {
+		t.Fatalf("notify: %d %v", code, r)
+	}
+	if code, _ := deviceHTTP(t, e, "up1", key, "/devices/up1/files/notifications", map[string]any{"correlationId": cid, "isSuccess": true}); code != 404 {
+		t.Fatalf("second notification: %d, want 404", code)
+	}
+	ups := e.FileUploads("up1")
+	if len(ups) != 1 || !ups[0].Success || ups[0].Size != int64(len(data)) {
+		t.Fatalf("uploads %+v", ups)
+	}
+	// Read back with the account's Shared Key.
+	c, err := azblob.NewClientFromConnectionString(e.StorageConnectionString(), &azblob.ClientOptions{ClientOptions: opts.ClientOptions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(data))
+	if _, err := c.DownloadBuffer(ctxT(t), "fileuploads", "up1/logs/a.txt", got, nil); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back: %v", err)
+	}
+	// Ten active uploads, then 403006; a failure notification in the path
+	// form frees one.
+	var cids []string
+	for i := range 10 {
+		code, r := deviceHTTP(t, e, "up1", key, "/devices/up1/files", map[string]any{"blobName": "f" + string(rune('a'+i))})
+		if code != 200 {
+			t.Fatalf("upload %d: %d %v", i, code, r)
+		}
+		cids = append(cids, r["correlationId"].(string))
+	}
+	code, r = deviceHTTP(t, e, "up1", key, "/devices/up1/files", map[string]any{"blobName": "eleven"})
+	if code != 403 || !strings.Contains(r["Message"].(string), "DeviceMaximumActiveFileUploadLimitExceeded") {
+		t.Fatalf("eleventh upload: %d %v", code, r)
+	}
+	if code, r := deviceHTTP(t, e, "up1", key, "/devices/up1/files/notifications/"+cids[0], map[string]any{"isSuccess": false, "statusCode": 500, "statusDescription": "disk"}); code != 204 {
+		t.Fatalf("path notification: %d %v", code, r)
+	}
+	if code, r := deviceHTTP(t, e, "up1", key, "/devices/up1/files", map[string]any{"blobName": "eleven"}); code != 200 {
+		t.Fatalf("upload after a failure freed a slot: %d %v", code, r)
+	}
+	// Another device's token does not open up1's uploads.
+	key2, _ := e.CreateDevice("up2")
+	if code, _ := deviceHTTP(t, e, "up2", key2, "/devices/up1/files", map[string]any{"blobName": "x"}); code != 401 {
+		t.Fatalf("up2's token on up1: %d, want 401", code)
+	}
+}
