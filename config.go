@@ -200,6 +200,9 @@ type Config struct {
 	// RootCAs verifies the servers; nil means the system roots. To use a
 	// local emulator, trust its CA explicitly here.
 	RootCAs *x509.CertPool
+	// FileUploader replaces the file upload adapter of UploadFile (tests,
+	// another HTTP stack). Default: adapters/fileupload over HTTPS.
+	FileUploader ports.FileUploader
 	// CredentialsFile caches the provisioning result (hub and device id,
 	// no secret) as JSON (mode 0600), so that restarts skip DPS. Optional.
 	CredentialsFile string

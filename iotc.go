@@ -45,7 +45,8 @@ import (
 // concurrent use. Register handlers before Connect so that the startup
 // twin sync reaches them.
 type Client struct {
-	app *app.Client
+	app     *app.Client
+	uploads *uploads // see fileupload.go
 }
 
 // New checks cfg and builds a client; it does not connect (see Connect)
@@ -115,7 +116,7 @@ func New(cfg Config) (*Client, error) {
 		_ = opts.Outbox.Close()
 		return nil, err
 	}
-	return &Client{app: a}, nil
+	return &Client{app: a, uploads: &uploads{cfg: cfg, log: withAttr(logger, "component", "fileupload")}}, nil
 }
 
 func withAttr(l *slog.Logger, k, v string) *slog.Logger {
@@ -273,4 +274,7 @@ func (c *Client) DeviceID() string { return c.app.DeviceID() }
 // idempotent. Called from inside a handler or OnStatus (a "reboot"
 // command), it starts the shutdown and returns nil at once: it cannot
 // wait for its own goroutine; a Close from elsewhere waits for the end.
-func (c *Client) Close(ctx context.Context) error { return c.app.Close(ctx) }
+func (c *Client) Close(ctx context.Context) error {
+	defer c.uploads.close()
+	return c.app.Close(ctx)
+}

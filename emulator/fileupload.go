@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/iotc-go/iotc/emulator/internal/blob"
@@ -31,7 +33,7 @@ const (
 
 // blobEndpoint is the embedded blob endpoint's listener.
 type blobEndpoint struct {
-	ln  net.Listener
+	ln  *outageListener
 	srv *http.Server
 	key string
 }
@@ -88,8 +90,9 @@ func (e *Emulator) startFileUploads() error {
 		Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: e.cfg.limits.HTTPIdleTimeout,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	e.blob = &blobEndpoint{ln: ln, srv: hs, key: key}
-	tln := tls.NewListener(ln, e.serverTLS())
+	ol := &outageListener{Listener: ln, conns: map[net.Conn]struct{}{}}
+	e.blob = &blobEndpoint{ln: ol, srv: hs, key: key}
+	tln := tls.NewListener(ol, e.serverTLS())
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -160,3 +163,83 @@ type FileUpload = core.FileUpload
 // FileUploads lists device id's file uploads, oldest first: the active
 // ones and the last core.MaxFileUploadHistory ended ones.
 func (e *Emulator) FileUploads(id string) []FileUpload { return e.core.FileUploads(id) }
+
+// FileUploadSettings is the file upload configuration (IoT Central's
+// fileUploads resource): container, SAS token lifetime, an optional
+// storage connection string, and whether uploads are disabled.
+type FileUploadSettings = core.FileUploadConfig
+
+// SetFileUploadSettings replaces the file upload configuration (see
+// FileUploadSettings; a zero Container or SASTTL takes its default:
+// "fileuploads", one hour). It returns an error wrapping ErrInvalid for a
+// bad container name or a TTL over 48 hours.
+func (e *Emulator) SetFileUploadSettings(ctx context.Context, s FileUploadSettings) (FileUploadSettings, error) {
+	return e.core.SetFileUploadSettings(ctx, s, "")
+}
+
+// BlobOutage simulates a storage outage (a fault for tests): while on is
+// true, every connection to the embedded blob endpoint is closed at once
+// and new ones are closed as soon as they are accepted. It does nothing
+// when the endpoint is disabled.
+func (e *Emulator) BlobOutage(on bool) {
+	if e.blob != nil {
+		e.blob.ln.outage(on)
+	}
+}
+
+// outageListener tracks its connections so that BlobOutage can cut them.
+type outageListener struct {
+	net.Listener
+	mu    sync.Mutex
+	down  bool
+	conns map[net.Conn]struct{}
+}
+
+func (l *outageListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		l.mu.Lock()
+		if l.down {
+			l.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		tc := &trackedConn{Conn: c, l: l}
+		l.conns[tc] = struct{}{}
+		l.mu.Unlock()
+		return tc, nil
+	}
+}
+
+func (l *outageListener) outage(on bool) {
+	l.mu.Lock()
+	l.down = on
+	var cut []net.Conn
+	if on {
+		for c := range l.conns {
+			cut = append(cut, c)
+		}
+	}
+	l.mu.Unlock()
+	for _, c := range cut {
+		_ = c.Close()
+	}
+}
+
+type trackedConn struct {
+	net.Conn
+	l    *outageListener
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
