@@ -9,6 +9,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -283,5 +285,30 @@ func TestUploadFileReaderSize(t *testing.T) {
 	_, err = blobReader(t, emu).ServiceClient().NewContainerClient("fileuploads").NewBlobClient(id+"/short.bin").GetProperties(testCtx(t), nil)
 	if err == nil {
 		t.Fatal("a short upload was committed")
+	}
+}
+
+// TestUploadFileX509: a device with a certificate (no SAS) asks the hub
+// for the upload with its TLS client certificate.
+func TestUploadFileX509(t *testing.T) {
+	t.Parallel()
+	vec := filepath.Join("domain", "testdata", "pkcs8")
+	caPEM, err := os.ReadFile(filepath.Join(vec, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	emu := startEmulator(t)
+	if _, err := emu.PutEnrollmentGroup(emulator.EnrollmentGroup{ID: "x509-up", Enabled: true, CACertPEM: caPEM}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := uploadConfig(t, emu, "pkcs8-device")
+	cfg.Credential = iotc.X509Files(filepath.Join(vec, "ec-cert.pem"), filepath.Join(vec, "ec-pkcs8-aes256.key"), "correct horse")
+	c := connect(t, cfg, nil)
+	res, err := c.UploadFile(testCtx(t), "x509.txt", strings.NewReader("from a certificate"), 18, nil)
+	if err != nil {
+		t.Fatalf("UploadFile: %v", err)
+	}
+	if ups := emu.FileUploads("pkcs8-device"); len(ups) != 1 || !ups[0].Success || ups[0].Size != 18 || res.BlobName != "pkcs8-device/x509.txt" {
+		t.Fatalf("hub records %+v, result %+v", ups, res)
 	}
 }
