@@ -154,7 +154,8 @@ type Options struct {
 	// BlobAddr is the embedded Azure Blob endpoint's TLS listener, where
 	// devices upload files unless StorageConnectionString is set (see
 	// BlobURL and StorageConnectionString). Default "127.0.0.1:10000",
-	// except when MQTTAddr has port 0: then port 0 on MQTTAddr's host;
+	// except when MQTTAddr or WebSocketAddr has port 0: then port 0 on
+	// its host;
 	// "-" disables it (file uploads then fail unless
 	// StorageConnectionString is set).
 	BlobAddr string
@@ -225,8 +226,11 @@ func resolve(o *Options) (resolved, error) {
 	}
 	if r.blobAddr == "" {
 		r.blobAddr = "127.0.0.1:10000"
-		if host, port, err := net.SplitHostPort(r.mqttAddr); err == nil && port == "0" {
-			r.blobAddr = net.JoinHostPort(host, "0")
+		for _, a := range []string{r.mqttAddr, r.wsAddr} {
+			if host, port, err := net.SplitHostPort(a); err == nil && port == "0" {
+				r.blobAddr = net.JoinHostPort(host, "0")
+				break
+			}
 		}
 	}
 	if r.restAddr == "" {

@@ -66,6 +66,12 @@ type info struct {
 	// registryRead, registryReadWrite), for the official service SDKs;
 	// the service API is on the WebSocket listener's port.
 	ServiceConnectionStrings map[string]string `json:"serviceConnectionStrings"`
+	// BlobURL is the embedded blob endpoint's account URL (file uploads),
+	// "" when uploads go to --storage-connection-string.
+	BlobURL string `json:"blobUrl,omitempty"`
+	// StorageConnectionString reads the uploaded files (azblob, Azure
+	// Storage Explorer): the embedded endpoint's or the one given.
+	StorageConnectionString string `json:"storageConnectionString,omitempty"`
 	// PID is the emulator's process id: signal it (SIGTERM) to stop it.
 	PID int `json:"pid"`
 }
@@ -122,6 +128,8 @@ func start(ctx context.Context, args []string, stdout, stderr io.Writer) (_ *emu
 		verbose    = fs.Bool("v", false, "log every refused connection, failed authentication and limit hit to stderr (without it they are counted in one summary line per -log-summary-interval)")
 		bearer     = fs.Bool("rest-allow-bearer", false, `also accept "Authorization: Bearer <API token>" (IoT Central refuses it: API tokens are sent bare)`)
 		pageSize   = fs.Int("rest-page-size", 0, "items per REST list page before a nextLink (0: 100)")
+		blobAddr   = fs.String("blob-addr", "", `embedded Azure Blob endpoint (TLS) that receives file uploads (default 127.0.0.1:10000, or port 0 when --mqtt-addr or --ws-addr has port 0; "-" disables it)`)
+		storageCS  = fs.String("storage-connection-string", os.Getenv("IOTC_EMULATOR_STORAGE_CONNECTION_STRING"), "storage account (Azurite or Azure Storage) that receives file uploads instead of the embedded blob endpoint (default: $IOTC_EMULATOR_STORAGE_CONNECTION_STRING; prefer the variable: flags show in process listings)")
 	)
 	var trustedCAs []string
 	fs.Func("trusted-ca", "PEM file of a CA the hub trusts for certificateAuthority devices created through the IoT Hub service API (repeatable)", func(v string) error {
@@ -189,7 +197,7 @@ Flags:
 	for _, l := range []struct {
 		flag string
 		addr *string
-	}{{"mqtt-addr", mqttAddr}, {"ws-addr", wsAddr}, {"amqp-addr", amqpAddr}, {"rest-addr", restAddr}} {
+	}{{"mqtt-addr", mqttAddr}, {"ws-addr", wsAddr}, {"amqp-addr", amqpAddr}, {"rest-addr", restAddr}, {"blob-addr", blobAddr}} {
 		note, err := checkPrivileged(l.flag, l.addr, set[l.flag])
 		if err != nil {
 			return nil, err
@@ -227,9 +235,12 @@ Flags:
 		APIToken:        *apiToken,
 		RESTAllowBearer: *bearer,
 		RESTPageSize:    *pageSize,
-		RetryAfter:      *retryAfter,
-		Logger:          logger,
-		Limits:          lim,
+		BlobAddr:        *blobAddr,
+
+		StorageConnectionString: *storageCS,
+		RetryAfter:              *retryAfter,
+		Logger:                  logger,
+		Limits:                  lim,
 		// 0 would mean the default; the flag's 0 means none.
 		TelemetryHistory: *history,
 	}
@@ -274,6 +285,9 @@ Flags:
 		HubHost:          e.HubHost(),
 		ProvisioningHost: e.HubHost(),
 		PID:              os.Getpid(),
+		BlobURL:          e.BlobURL(),
+
+		StorageConnectionString: e.StorageConnectionString(),
 	}
 	in.ServiceConnectionStrings = map[string]string{}
 	var policies string
@@ -302,6 +316,7 @@ Flags:
   MQTT (DPS + hub)  %s
   WebSockets        %s (MQTT and AMQP at /$iothub/websocket)
   AMQP (DPS + hub)  %s
+  blob storage      %s (file uploads)
   ID scope          %s
   group key         %s
   trust this CA     %s
@@ -312,7 +327,7 @@ Flags:
 IoT Hub service API (official service SDKs) on https://%s (port of the WebSocket listener);
 its connection strings, one per shared access policy:
 %sPress Ctrl-C (or send SIGTERM to the pid) to stop.
-`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(in.DashboardURL), in.PID, orNone(in.WebSocketAddr), policies)
+`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), orNone(in.BlobURL), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(in.DashboardURL), in.PID, orNone(in.WebSocketAddr), policies)
 	return e, nil
 }
 
