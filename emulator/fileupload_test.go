@@ -125,3 +125,54 @@ func TestFileUploadAPI(t *testing.T) {
 		t.Fatalf("up2's token on up1: %d, want 401", code)
 	}
 }
+
+// TestFileUploadsREST: IoT Central's /api/fileUploads configures the
+// container and SAS lifetime devices get; the key is never shown; etags
+// guard changes; DELETE returns to the defaults.
+func TestFileUploadsREST(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, &Options{RESTAddr: "127.0.0.1:0"})
+	tok := e.APIToken()
+	if st, b := restDo(t, e, "GET", "/api/fileUploads", tok, nil); st != 404 {
+		t.Fatalf("GET before PUT: %d %s", st, b)
+	}
+	if st, b := restDo(t, e, "PUT", "/api/fileUploads", tok, map[string]any{"container": "Bad_Name"}); st != 422 {
+		t.Fatalf("bad container: %d %s", st, b)
+	}
+	st, b := restDo(t, e, "PUT", "/api/fileUploads", tok, map[string]any{"container": "devlogs", "sasTtl": "PT2H"})
+	var f map[string]any
+	if err := json.Unmarshal(b, &f); err != nil || st != 200 || f["container"] != "devlogs" || f["sasTtl"] != "PT2H" || f["etag"] == "" || f["state"] != "succeeded" {
+		t.Fatalf("PUT: %d %s", st, b)
+	}
+	key, _ := e.CreateDevice("rest-up")
+	code, r := deviceHTTP(t, e, "rest-up", key, "/devices/rest-up/files", map[string]any{"blobName": "a"})
+	if code != 200 || r["containerName"] != "devlogs" {
+		t.Fatalf("upload after PUT: %d %v", code, r)
+	}
+	if st, b := restDo(t, e, "PATCH", "/api/fileUploads", tok, map[string]any{"container": "other", "etag": `"stale"`}); st != 412 {
+		t.Fatalf("PATCH with a stale etag: %d %s", st, b)
+	}
+	cs := "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=c2VjcmV0;BlobEndpoint=https://127.0.0.1:1/acct"
+	st, b = restDo(t, e, "PATCH", "/api/fileUploads", tok, map[string]any{"connectionString": cs})
+	f = nil
+	_ = json.Unmarshal(b, &f)
+	if st != 200 || strings.Contains(string(b), "c2VjcmV0") || !strings.Contains(f["connectionString"].(string), "AccountKey=<redacted>") || f["account"] != "acct" {
+		t.Fatalf("PATCH connection string: %d %s", st, b)
+	}
+	if st, b := restDo(t, e, "PATCH", "/api/fileUploads", tok, map[string]any{"sasTtl": "PT30M"}); st != 200 || strings.Contains(string(b), "c2VjcmV0") || !strings.Contains(string(b), "devlogs") {
+		t.Fatalf("PATCH TTL: %d %s", st, b)
+	}
+	if e.core.FileUploadSettings().ConnectionString != cs {
+		t.Fatal("a PATCH without connectionString lost the stored key")
+	}
+	if st, _ := restDo(t, e, "DELETE", "/api/fileUploads", tok, nil); st != 204 {
+		t.Fatalf("DELETE: %d", st)
+	}
+	if st, _ := restDo(t, e, "GET", "/api/fileUploads", tok, nil); st != 404 {
+		t.Fatalf("GET after DELETE: %d", st)
+	}
+	code, r = deviceHTTP(t, e, "rest-up", key, "/devices/rest-up/files", map[string]any{"blobName": "b"})
+	if code != 200 || r["containerName"] != "fileuploads" {
+		t.Fatalf("upload after DELETE: %d %v", code, r)
+	}
+}
