@@ -176,3 +176,59 @@ func TestFileUploadsREST(t *testing.T) {
 		t.Fatalf("upload after DELETE: %d %v", code, r)
 	}
 }
+
+// TestFileUploadsSurviveRestart: with a data directory the uploads, their
+// pending notification, the configuration, the blobs and the account key
+// survive a restart.
+func TestFileUploadsSurviveRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	e := startEmu(t, &Options{DataDir: dir})
+	key, err := e.CreateDevice("keep-up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.SetFileUploadSettings(ctxT(t), FileUploadSettings{Container: "kept"}); err != nil {
+		t.Fatal(err)
+	}
+	code, r := deviceHTTP(t, e, "keep-up", key, "/devices/keep-up/files", map[string]any{"blobName": "a.bin"})
+	if code != 200 {
+		t.Fatalf("POST files: %d %v", code, r)
+	}
+	opts := &blockblob.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: &http.Client{Transport: blobTransport(e)}}}
+	bb, _ := blockblob.NewClientWithNoCredential("https://"+r["hostName"].(string)+"/kept/keep-up/a.bin"+r["sasToken"].(string), opts)
+	if _, err := bb.UploadBuffer(ctxT(t), []byte("kept bytes"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := deviceHTTP(t, e, "keep-up", key, "/devices/keep-up/files/notifications", map[string]any{"correlationId": r["correlationId"], "isSuccess": true, "statusCode": 201}); code != 204 {
+		t.Fatalf("notify: %d", code)
+	}
+	cs := e.StorageConnectionString()
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e2 := startEmu(t, &Options{DataDir: dir})
+	ups := e2.FileUploads("keep-up")
+	if len(ups) != 1 || !ups[0].Success || ups[0].Size != 10 || ups[0].Container != "kept" {
+		t.Fatalf("uploads after restart %+v", ups)
+	}
+	if e2.core.PendingFileNotifications() != 1 {
+		t.Fatalf("%d pending notifications after restart, want 1", e2.core.PendingFileNotifications())
+	}
+	if e2.core.FileUploadSettings().Container != "kept" {
+		t.Fatal("the configuration was lost")
+	}
+	// The same account key (the port may differ).
+	key1 := cs[strings.Index(cs, "AccountKey="):strings.Index(cs, ";BlobEndpoint")]
+	if !strings.Contains(e2.StorageConnectionString(), key1) {
+		t.Fatal("the account key changed across the restart")
+	}
+	c, err := azblob.NewClientFromConnectionString(e2.StorageConnectionString(), &azblob.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: &http.Client{Transport: blobTransport(e2)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 10)
+	if _, err := c.DownloadBuffer(ctxT(t), "kept", "keep-up/a.bin", got, nil); err != nil || string(got) != "kept bytes" {
+		t.Fatalf("blob after restart %q: %v", got, err)
+	}
+}
