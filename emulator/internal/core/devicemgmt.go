@@ -139,7 +139,11 @@ func (c *Core) DeleteDevice(id string) error {
 	delete(c.devices, id)
 	delete(c.ext.settings, id)
 	delete(c.ext.commands, id)
-	staged := c.stageLocked(Change{Op: OpDeleteDevice, Record: Record{Kind: KindDevice, Key: id}})
+	changes := []Change{{Op: OpDeleteDevice, Record: Record{Kind: KindDevice, Key: id}}}
+	if ch, ok := c.forgetUploadsLocked(id); ok { // fileupload.go
+		changes = append(changes, ch)
+	}
+	staged := c.stageLocked(changes...)
 	c.mu.Unlock()
 	if err := awaitNow(staged); err != nil {
 		return err

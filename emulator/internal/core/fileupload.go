@@ -408,3 +408,14 @@ func (c *Core) PendingFileNotifications() int {
 	defer c.mu.Unlock()
 	return len(c.uploads.Notes)
 }
+
+// forgetUploadsLocked drops a deleted device's upload records (its
+// pending notifications stay: the service still gets them) and returns
+// the change that stores it; c.mu held.
+func (c *Core) forgetUploadsLocked(id string) (Change, bool) {
+	if _, ok := c.uploads.Uploads[id]; !ok {
+		return Change{}, false
+	}
+	delete(c.uploads.Uploads, id)
+	return c.fileUploadChangeLocked(), true
+}
