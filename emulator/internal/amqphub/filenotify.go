@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"time"
 
 	"github.com/Azure/go-amqp"
 
@@ -13,6 +14,10 @@ import (
 // fileNotificationContentType is the content type of a file upload
 // notification message.
 const fileNotificationContentType = "application/vnd.microsoft.iothub.filenotification.json"
+
+// retryPause is how long a notification the service released or rejected
+// waits before it is offered again.
+const retryPause = 500 * time.Millisecond
 
 // fileNotificationLoop sends waiting file upload notifications on l, one
 // per message (as IoT Hub does), until the link ends; a notification the
@@ -48,6 +53,14 @@ func (cs *connState) fileNotificationLoop(l *amqp1.Link) {
 		}
 		if err != nil && !errors.Is(err, context.Canceled) {
 			cs.log.Info("file notification not delivered", "reason", err.Error())
+		}
+		if err == nil && !done {
+			// Released or rejected by the service: offered again after
+			// a pause, not in a tight loop.
+			select {
+			case <-time.After(retryPause):
+			case <-ctx.Done():
+			}
 		}
 	}
 }
