@@ -16,8 +16,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 )
 
-// deviceHTTP posts body to the hub host's path with the device's SAS.
-func deviceHTTP(t *testing.T, e *Emulator, id, key, path string, body any) (int, map[string]any) {
+// uploadHTTP posts body to the hub host's path with the device's SAS.
+func uploadHTTP(t *testing.T, e *Emulator, id, key, path string, body any) (int, map[string]any) {
 	t.Helper()
 	b, _ := json.Marshal(body)
 	req, err := http.NewRequestWithContext(ctxT(t), http.MethodPost, "https://"+e.WebSocketAddr()+path+"?api-version=2021-04-12", bytes.NewReader(b))
@@ -56,7 +56,7 @@ func TestFileUploadAPI(t *testing.T) {
 	if e.BlobURL() == "" || !strings.Contains(e.StorageConnectionString(), "AccountKey=") {
 		t.Fatalf("blob endpoint %q", e.BlobURL())
 	}
-	code, r := deviceHTTP(t, e, "up1", key, "/devices/up1/files", map[string]any{"blobName": "logs/a.txt"})
+	code, r := uploadHTTP(t, e, "up1", key, "/devices/up1/files", map[string]any{"blobName": "logs/a.txt"})
 	if code != 200 {
 		t.Fatalf("POST files: %d %v", code, r)
 	}
@@ -80,10 +80,10 @@ func TestFileUploadAPI(t *testing.T) {
 		t.Fatal("the SAS of a.txt wrote b.txt")
 	}
 	cid := r["correlationId"].(string)
-	if code, r := deviceHTTP(t, e, "up1", key, "/devices/up1/files/notifications", map[string]any{"correlationId": cid, "isSuccess": true, "statusCode": 200, "statusDescription": "ok"}); code != 204 {
+	if code, r := uploadHTTP(t, e, "up1", key, "/devices/up1/files/notifications", map[string]any{"correlationId": cid, "isSuccess": true, "statusCode": 200, "statusDescription": "ok"}); code != 204 {
 		t.Fatalf("notify: %d %v", code, r)
 	}
-	if code, _ := deviceHTTP(t, e, "up1", key, "/devices/up1/files/notifications", map[string]any{"correlationId": cid, "isSuccess": true}); code != 404 {
+	if code, _ := uploadHTTP(t, e, "up1", key, "/devices/up1/files/notifications", map[string]any{"correlationId": cid, "isSuccess": true}); code != 404 {
 		t.Fatalf("second notification: %d, want 404", code)
 	}
 	ups := e.FileUploads("up1")
@@ -103,25 +103,25 @@ func TestFileUploadAPI(t *testing.T) {
 	// form frees one.
 	var cids []string
 	for i := range 10 {
-		code, r := deviceHTTP(t, e, "up1", key, "/devices/up1/files", map[string]any{"blobName": "f" + string(rune('a'+i))})
+		code, r := uploadHTTP(t, e, "up1", key, "/devices/up1/files", map[string]any{"blobName": "f" + string(rune('a'+i))})
 		if code != 200 {
 			t.Fatalf("upload %d: %d %v", i, code, r)
 		}
 		cids = append(cids, r["correlationId"].(string))
 	}
-	code, r = deviceHTTP(t, e, "up1", key, "/devices/up1/files", map[string]any{"blobName": "eleven"})
+	code, r = uploadHTTP(t, e, "up1", key, "/devices/up1/files", map[string]any{"blobName": "eleven"})
 	if code != 403 || !strings.Contains(r["Message"].(string), "DeviceMaximumActiveFileUploadLimitExceeded") {
 		t.Fatalf("eleventh upload: %d %v", code, r)
 	}
-	if code, r := deviceHTTP(t, e, "up1", key, "/devices/up1/files/notifications/"+cids[0], map[string]any{"isSuccess": false, "statusCode": 500, "statusDescription": "disk"}); code != 204 {
+	if code, r := uploadHTTP(t, e, "up1", key, "/devices/up1/files/notifications/"+cids[0], map[string]any{"isSuccess": false, "statusCode": 500, "statusDescription": "disk"}); code != 204 {
 		t.Fatalf("path notification: %d %v", code, r)
 	}
-	if code, r := deviceHTTP(t, e, "up1", key, "/devices/up1/files", map[string]any{"blobName": "eleven"}); code != 200 {
+	if code, r := uploadHTTP(t, e, "up1", key, "/devices/up1/files", map[string]any{"blobName": "eleven"}); code != 200 {
 		t.Fatalf("upload after a failure freed a slot: %d %v", code, r)
 	}
 	// Another device's token does not open up1's uploads.
 	key2, _ := e.CreateDevice("up2")
-	if code, _ := deviceHTTP(t, e, "up2", key2, "/devices/up1/files", map[string]any{"blobName": "x"}); code != 401 {
+	if code, _ := uploadHTTP(t, e, "up2", key2, "/devices/up1/files", map[string]any{"blobName": "x"}); code != 401 {
 		t.Fatalf("up2's token on up1: %d, want 401", code)
 	}
 }
@@ -145,7 +145,7 @@ func TestFileUploadsREST(t *testing.T) {
 		t.Fatalf("PUT: %d %s", st, b)
 	}
 	key, _ := e.CreateDevice("rest-up")
-	code, r := deviceHTTP(t, e, "rest-up", key, "/devices/rest-up/files", map[string]any{"blobName": "a"})
+	code, r := uploadHTTP(t, e, "rest-up", key, "/devices/rest-up/files", map[string]any{"blobName": "a"})
 	if code != 200 || r["containerName"] != "devlogs" {
 		t.Fatalf("upload after PUT: %d %v", code, r)
 	}
@@ -171,7 +171,7 @@ func TestFileUploadsREST(t *testing.T) {
 	if st, _ := restDo(t, e, "GET", "/api/fileUploads", tok, nil); st != 404 {
 		t.Fatalf("GET after DELETE: %d", st)
 	}
-	code, r = deviceHTTP(t, e, "rest-up", key, "/devices/rest-up/files", map[string]any{"blobName": "b"})
+	code, r = uploadHTTP(t, e, "rest-up", key, "/devices/rest-up/files", map[string]any{"blobName": "b"})
 	if code != 200 || r["containerName"] != "fileuploads" {
 		t.Fatalf("upload after DELETE: %d %v", code, r)
 	}
@@ -191,7 +191,7 @@ func TestFileUploadsSurviveRestart(t *testing.T) {
 	if _, err := e.SetFileUploadSettings(ctxT(t), FileUploadSettings{Container: "kept"}); err != nil {
 		t.Fatal(err)
 	}
-	code, r := deviceHTTP(t, e, "keep-up", key, "/devices/keep-up/files", map[string]any{"blobName": "a.bin"})
+	code, r := uploadHTTP(t, e, "keep-up", key, "/devices/keep-up/files", map[string]any{"blobName": "a.bin"})
 	if code != 200 {
 		t.Fatalf("POST files: %d %v", code, r)
 	}
@@ -200,7 +200,7 @@ func TestFileUploadsSurviveRestart(t *testing.T) {
 	if _, err := bb.UploadBuffer(ctxT(t), []byte("kept bytes"), nil); err != nil {
 		t.Fatal(err)
 	}
-	if code, _ := deviceHTTP(t, e, "keep-up", key, "/devices/keep-up/files/notifications", map[string]any{"correlationId": r["correlationId"], "isSuccess": true, "statusCode": 201}); code != 204 {
+	if code, _ := uploadHTTP(t, e, "keep-up", key, "/devices/keep-up/files/notifications", map[string]any{"correlationId": r["correlationId"], "isSuccess": true, "statusCode": 201}); code != 204 {
 		t.Fatalf("notify: %d", code)
 	}
 	cs := e.StorageConnectionString()

@@ -1,5 +1,5 @@
 'use strict';
-// Scenario 15: file upload. The official device SDK's uploadToBlob (azure-iot-device, pinned)
+// Scenario 16: file upload. The official device SDK's uploadToBlob (azure-iot-device, pinned)
 // asks the hub host for a SAS URI (POST /devices/{id}/files on 443), uploads the stream with
 // @azure/storage-blob to the blob URL the hub returned (the emulator's embedded blob endpoint,
 // trusted through NODE_EXTRA_CA_CERTS like any Azure host), and notifies the hub
@@ -23,7 +23,7 @@ function serviceConnectionString(policy) {
 }
 
 for (const tr of h.TRANSPORTS) {
-  test(`${tr.prefix}scenario 15: uploadToBlob, the notification at the service's file notification receiver, the blob read back`, { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
+  test(`${tr.prefix}scenario 16: uploadToBlob, the notification at the service's file notification receiver, the blob read back`, { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
     const info = h.loadInfo();
     assert.ok(info.storageConnectionString, 'the info file has the storage connection string');
     const registry = Registry.fromConnectionString(serviceConnectionString('iothubowner'));
