@@ -87,3 +87,47 @@ func TestSendTelemetryBatchTooLarge(t *testing.T) {
 		t.Fatalf("%d messages sent", len(hist))
 	}
 }
+
+// TestOutboxOverAMQPInBatches: messages enqueued before Connect reach the
+// hub over AMQP in order with their ids (the pump sends them in batches).
+func TestOutboxOverAMQPInBatches(t *testing.T) {
+	t.Parallel()
+	emu := startEmulator(t)
+	cfg := config(t, emu, "batch-outbox")
+	cfg.Transport, cfg.Port = iotc.AMQP, amqpPort(t, emu)
+	cfg.OutboxDir = t.TempDir()
+	c, err := iotc.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	const n = 70
+	for i := range n {
+		if err := c.EnqueueTelemetry(testCtx(t), map[string]any{"i": i}, iotc.MessageID(fmt.Sprintf("ob-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Connect(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+	for c.OutboxLen() != 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d messages still in the outbox", c.OutboxLen())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	hist, err := emu.TelemetryHistory("batch-outbox", emulator.TelemetryFilter{})
+	if err != nil || len(hist) != n {
+		t.Fatalf("the hub has %d messages (%v), want %d", len(hist), err, n)
+	}
+	for i, m := range hist {
+		if m.MessageID != fmt.Sprintf("ob-%d", i) {
+			t.Fatalf("message %d has id %s", i, m.MessageID)
+		}
+	}
+	if st := c.OutboxStats(); st.Delivered != n {
+		t.Fatalf("outbox stats %+v", st)
+	}
+}
