@@ -95,7 +95,7 @@ func TestOutboxOverAMQPInBatches(t *testing.T) {
 	emu := startEmulator(t)
 	cfg := config(t, emu, "batch-outbox")
 	cfg.Transport, cfg.Port = iotc.AMQP, amqpPort(t, emu)
-	cfg.OutboxDir = t.TempDir()
+	cfg.Outbox.Dir = t.TempDir()
 	c, err := iotc.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -111,10 +111,10 @@ func TestOutboxOverAMQPInBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := testCtx(t)
-	for c.OutboxLen() != 0 {
+	for c.OutboxStats().Messages != 0 {
 		select {
 		case <-ctx.Done():
-			t.Fatalf("%d messages still in the outbox", c.OutboxLen())
+			t.Fatalf("%d messages still in the outbox", c.OutboxStats().Messages)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}

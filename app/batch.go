@@ -71,7 +71,7 @@ func (c *Client) deliverRun(s *session, es []ports.OutboxEntry) (int, error) {
 	for i, e := range es {
 		ms[i] = e.Message
 	}
-	ctx, cancel := context.WithTimeout(c.runCtx, OutboxSendTimeout)
+	ctx, cancel := context.WithTimeout(c.runCtx, outboxSendTimeout)
 	err := bs.SendTelemetryBatch(ctx, ms)
 	cancel()
 	if err == nil {

@@ -43,8 +43,9 @@ func (b *batchHub) recorded() [][]domain.Message {
 
 var _ ports.BatchSender = (*batchHub)(nil)
 
-// connectsTo scripts the hub Connect calls to answer the sessions in order.
-func (e *env) connectsTo(sessions ...ports.HubSession) {
+// connectsTo scripts the hub Connect calls to answer the batching
+// sessions in order.
+func (e *env) connectsTo(sessions ...*batchHub) {
 	var mu sync.Mutex
 	i := 0
 	e.tr.EXPECT().Connect(gomock.Any(), gomock.Any(), gomock.Any()).DoAndReturn(
@@ -54,7 +55,7 @@ func (e *env) connectsTo(sessions ...ports.HubSession) {
 			i++
 			mu.Unlock()
 			e.conns <- conn
-			e.events <- ev
+			e.events <- &wire{EventHandler: ev, h: s.hub}
 			return s, nil
 		}).Times(len(sessions))
 }

@@ -89,17 +89,17 @@ func (c *Client) UploadFile(ctx context.Context, up ports.FileUploader, name str
 	if size < 0 || r == nil {
 		return UploadResult{}, fmt.Errorf("%w: upload file: a reader and a size of 0 or more are needed", domain.ErrInvalidConfig)
 	}
-	s, err := c.acquire(ctx, nil)
+	s, err := c.hold.wait(ctx, nil, c.opts.FailFast)
 	if err != nil {
 		return UploadResult{}, fmt.Errorf("iotc: upload file: %w", err)
 	}
-	c.mu.RLock()
+	c.hold.mu.RLock()
 	var hub, id string
 	if c.assign != nil {
 		hub, id = c.assign.hub, c.assign.deviceID
 	}
-	c.mu.RUnlock()
-	c.release(s)
+	c.hold.mu.RUnlock()
+	c.hold.release(s)
 	if hub == "" {
 		return UploadResult{}, fmt.Errorf("iotc: upload file: %w", errNobodyConnects)
 	}

@@ -8,7 +8,12 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/ports"
 )
+
+// The sessions Connect returns batch (app uses ports.BatchSender when the
+// session has it).
+var _ ports.BatchSender = (*Session)(nil)
 
 // SendTelemetryBatch implements ports.BatchSender over MQTT, which has no
 // batch: every message is validated first (nothing is sent when one is

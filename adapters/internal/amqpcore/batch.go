@@ -1,4 +1,4 @@
-package amqp
+package amqpcore
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	goamqp "github.com/Azure/go-amqp"
 
 	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/ports"
 )
 
 // BatchFormat is the AMQP message-format of a batch: each data section
@@ -23,6 +24,10 @@ const MaxBatchMessages = 500
 // batchOverhead is what the data section of one encoded message costs in
 // the batch (its descriptor and length), counted against MaxBatchBytes.
 const batchOverhead = 8
+
+// The sessions Connect returns batch (app uses ports.BatchSender when the
+// session has it).
+var _ ports.BatchSender = (*Session)(nil)
 
 // SendTelemetryBatch implements ports.BatchSender: every message is
 // validated first (nothing is sent when one is invalid), then the
