@@ -7,6 +7,7 @@ package iotc_test
 import (
 	"context"
 	"fmt"
+	"log"
 	"net/url"
 	"os"
 	"time"
@@ -110,3 +111,29 @@ func readBuiltinEndpoint(emu *emulator.Emulator) *azeventhubs.ConsumerClient {
 		&azeventhubs.ConsumerClientOptions{TLSConfig: emu.EventHubsClientTLS()})
 	return c
 }
+
+// readmeUploadFile is docs/fileupload.md's UploadFile snippet (compiled,
+// not run: it needs a connected client and a file).
+func readmeUploadFile(ctx context.Context, client *iotc.Client) (iotc.UploadResult, error) {
+	f, err := os.Open("device.log")
+	// ...
+	st, _ := f.Stat()
+	res, err := client.UploadFile(ctx, "logs/device.log", f, st.Size(), &iotc.UploadOptions{
+		ContentType: "text/plain",
+		BlockSize:   4 << 20, // default 4 MiB
+		Concurrency: 4,       // default 4 blocks in flight
+		Progress:    func(n int64) { log.Printf("%d bytes read", n) },
+	})
+	return res, err
+}
+
+// readmeBatch is docs/fileupload.md's SendTelemetryBatch snippet.
+func readmeBatch(ctx context.Context, client *iotc.Client) error {
+	err := client.SendTelemetryBatch(ctx, []iotc.BatchMessage{
+		{Payload: map[string]any{"temperature": 21.5}},
+		{Payload: map[string]any{"speed": 3}, Options: []iotc.TelemetryOption{iotc.Component("motor"), iotc.MessageID("m-42")}},
+	})
+	return err
+}
+
+var _, _ = readmeUploadFile, readmeBatch

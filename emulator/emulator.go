@@ -16,6 +16,7 @@ import (
 	"github.com/iotc-go/iotc/emulator/internal/core"
 	"github.com/iotc-go/iotc/emulator/internal/eventhubs"
 	"github.com/iotc-go/iotc/emulator/internal/export"
+	"github.com/iotc-go/iotc/emulator/internal/fileupload"
 	"github.com/iotc-go/iotc/emulator/internal/mqtthub"
 	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 	"github.com/iotc-go/iotc/emulator/internal/pki"
@@ -31,15 +32,17 @@ type Emulator struct {
 	bundle  *pki.Bundle
 	caPool  *x509.CertPool
 
-	core    *core.Core
-	store   core.Store // nil without DataDir; closed by Close after the front-ends
-	mqtt    *mqtthub.Server
-	restSrv *http.Server
-	restURL string
-	ws      *wsServer           // nil when disabled; see websocket.go
-	amqp    *amqpServer         // see amqp.go
-	eh      *eventhubs.Endpoint // see eventhubs.go
-	export  *export.Manager     // nil when DataExport.Disabled; see dataexport.go
+	core      *core.Core
+	store     core.Store // nil without DataDir; closed by Close after the front-ends
+	mqtt      *mqtthub.Server
+	restSrv   *http.Server
+	restURL   string
+	ws        *wsServer           // nil when disabled; see websocket.go
+	amqp      *amqpServer         // see amqp.go
+	eh        *eventhubs.Endpoint // see eventhubs.go
+	export    *export.Manager     // nil when DataExport.Disabled; see dataexport.go
+	blob      *blobEndpoint       // nil when disabled; see fileupload.go
+	upStorage fileupload.Storage  // where devices upload; nil when none
 
 	reporter             *netlimit.Reporter    // refusals and limit hits; see limits.go
 	authFails            *netlimit.FailLimiter // failed authentications per client on the REST listener
@@ -153,6 +156,9 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 	if err := e.startAMQP(); err != nil {
 		return nil, err
 	}
+	if err := e.startFileUploads(); err != nil {
+		return nil, err
+	}
 	if err := e.startWebSocket(); err != nil {
 		return nil, err
 	}
@@ -198,6 +204,7 @@ func (e *Emulator) Close() error {
 		}
 		errs = append(errs, e.closeAMQP())      // AMQP connections, TLS and WebSocket alike, get a close
 		errs = append(errs, e.closeWebSocket()) // before mochi's Close, which waits for its clients
+		errs = append(errs, e.closeBlob())
 		if e.mqtt != nil {
 			errs = append(errs, e.mqtt.Close())
 		}

@@ -28,7 +28,7 @@ func TestEmulatorImportRules(t *testing.T) {
 	const mod = "github.com/iotc-go/iotc/"
 	const in = mod + "emulator/internal/"
 	frontEnds := map[string]bool{
-		in + "mqtthub": true, in + "amqphub": true, in + "restapi": true, in + "dashboard": true, in + "wslistener": true, in + "hubapi": true, in + "dpsapi": true,
+		in + "mqtthub": true, in + "amqphub": true, in + "restapi": true, in + "dashboard": true, in + "wslistener": true, in + "hubapi": true, in + "dpsapi": true, in + "fileupload": true,
 		in + "eventhubs":        true, // the Event Hubs-compatible endpoint (amqphub reaches it through an interface)
 		mod + "emulator/inproc": true, // the in-process device front-end iotctest adapts
 		in + "devicehttp":       true, // IoT Hub's device HTTPS API

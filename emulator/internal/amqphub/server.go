@@ -298,7 +298,7 @@ func (cs *connState) OnAttach(ctx context.Context, l *amqp1.Link) error {
 		err = cs.attachCBS(ls)
 	case nodeDPS:
 		err = cs.attachDPS(ctx, ls)
-	case nodeServiceC2D, nodeFeedback:
+	case nodeServiceC2D, nodeFeedback, nodeFileNotifications:
 		err = cs.attachService(ls)
 	default:
 		err = cs.attachHub(ctx, ls)

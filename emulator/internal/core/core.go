@@ -322,6 +322,7 @@ type Core struct {
 	jobs     map[string]*jobState      // IoT Hub jobs (v2); guarded by mu
 	jobSeq   int64                     // creation order of jobs; guarded by mu
 	configs  map[string]*Configuration // IoT Hub configurations; guarded by mu
+	uploads  fileUploadState           // file uploads (fileupload.go); guarded by mu
 	dpsSvc   *dpsState                 // the DPS service's state (enrollments.go); guarded by mu
 
 	telemetrySeq int64            // the last Telemetry.Seq given; guarded by mu
@@ -350,6 +351,7 @@ func New(cfg Config) *Core {
 		changes:  map[string]chan struct{}{},
 		policies: newPolicies(),
 		feedback: feedbackState{wake: make(chan struct{}, 1)},
+		uploads:  fileUploadState{wake: make(chan struct{}, 1)},
 	}
 }
 

@@ -162,7 +162,11 @@ func (c *Core) DeleteDevice(id string) error {
 	delete(c.devices, id)
 	delete(c.ext.settings, id)
 	delete(c.ext.commands, id)
-	staged := c.stageLocked(append([]Change{{Op: OpDeleteDevice, Record: Record{Kind: KindDevice, Key: id}}}, c.takeSunkLocked()...)...)
+	changes := append([]Change{{Op: OpDeleteDevice, Record: Record{Kind: KindDevice, Key: id}}}, c.takeSunkLocked()...)
+	if ch, ok := c.forgetUploadsLocked(id); ok { // fileupload.go
+		changes = append(changes, ch)
+	}
+	staged := c.stageLocked(changes...)
 	c.observeLocked(FeedEvent{Kind: FeedDeleted, DeviceID: id})
 	c.mu.Unlock()
 	if err := awaitNow(staged); err != nil {

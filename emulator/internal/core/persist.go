@@ -387,6 +387,8 @@ func (c *Core) restoreRecords(recs []Record) error {
 				err = c.restorePolicies(r.Doc)
 			case r.Key == metaFeedback:
 				err = c.restoreFeedback(r.Doc)
+			case r.Key == metaFileUploads:
+				err = c.restoreFileUploads(r.Doc)
 			case strings.HasPrefix(r.Key, metaJobPrefix):
 				err = c.restoreJob(r.Doc)
 			case strings.HasPrefix(r.Key, metaConfigPrefix):

@@ -127,6 +127,7 @@ func New(b Backend, o Options) http.Handler {
 	routes = append(routes, h.tokenRoutes()...)
 	routes = append(routes, h.deviceGroupRoutes()...)
 	routes = append(routes, h.dataExportRoutes()...)
+	routes = append(routes, h.fileUploadRoutes()...)
 	if o.Stats != nil {
 		routes = append(routes, route{emulatorPrefix + "/stats", map[string]http.HandlerFunc{"GET": func(w http.ResponseWriter, r *http.Request) {
 			h.reply(w, r, http.StatusOK, o.Stats())
