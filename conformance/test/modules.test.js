@@ -1,5 +1,5 @@
 'use strict';
-// Scenario 16: module identities. The official service SDK (azure-iothub, pinned) creates a
+// Scenario 17: module identities. The official service SDK (azure-iothub, pinned) creates a
 // device and a module (Registry.addModule); the official device SDK's ModuleClient
 // (azure-iot-device, over each transport of azure-iot-device-mqtt and azure-iot-device-amqp)
 // connects as the module with its connection string (client id {device}/{module} over MQTT,
@@ -47,7 +47,7 @@ function errorCode(err) {
   return m ? m[1] : `(no error code in ${text.slice(0, 200)})`;
 }
 
-test('scenario 16: service SDK modules: CRUD errors, list, query, edge scopes, delete with the device', { timeout: h.TEST_TIMEOUT_MS }, async () => {
+test('scenario 17: service SDK modules: CRUD errors, list, query, edge scopes, delete with the device', { timeout: h.TEST_TIMEOUT_MS }, async () => {
   const registry = Registry.fromConnectionString(serviceConnectionString('iothubowner'));
   const deviceId = h.uniqueId('conf-mod');
   await registry.create({ deviceId });
@@ -112,7 +112,7 @@ test('scenario 16: service SDK modules: CRUD errors, list, query, edge scopes, d
 });
 
 for (const tr of h.TRANSPORTS) {
-  test(`${tr.prefix}scenario 16: ModuleClient telemetry, module twin and module method over ${tr.title}`, { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
+  test(`${tr.prefix}scenario 17: ModuleClient telemetry, module twin and module method over ${tr.title}`, { timeout: h.TEST_TIMEOUT_MS }, async (t) => {
     const info = h.loadInfo();
     const registry = Registry.fromConnectionString(serviceConnectionString('iothubowner'));
     const deviceId = h.uniqueId('conf-modc');

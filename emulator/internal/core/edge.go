@@ -94,8 +94,8 @@ func (c *Core) edgeLocked(d *device) []*device {
 	return c.edgeModulesLocked(d)
 }
 
-// stageDeviceAndModulesLocked stages the put of device d with the puts of
-// modules (new ones of d) as one unit; c.mu held.
+// stageDeviceAndModulesLocked is stageDeviceLocked of device d with the
+// puts of modules (new ones of d) in the same unit; c.mu held.
 func (c *Core) stageDeviceAndModulesLocked(d *device, modules []*device) <-chan error {
 	if !c.durable() {
 		return nil
@@ -104,5 +104,5 @@ func (c *Core) stageDeviceAndModulesLocked(d *device, modules []*device) <-chan 
 	for _, m := range modules {
 		changes = append(changes, moduleChange(m))
 	}
-	return c.stageLocked(changes...)
+	return c.stageLocked(append(changes, c.takeSunkLocked()...)...)
 }

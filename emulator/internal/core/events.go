@@ -84,6 +84,12 @@ func (c *Core) emit(ev Event) {
 	if strings.Contains(ev.DeviceID, "/") {
 		return // a module's: the events are the IoT Central devices' (see modules.go)
 	}
+	switch ev.Kind {
+	case EventConnected:
+		c.observeLocked(FeedEvent{Kind: FeedConnected, DeviceID: ev.DeviceID, Time: ev.Time})
+	case EventDisconnected:
+		c.observeLocked(FeedEvent{Kind: FeedDisconnected, DeviceID: ev.DeviceID, Time: ev.Time})
+	}
 	h := &c.events
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -359,10 +359,13 @@ func (c *Core) PutHubDevice(id string, create bool, ifMatch string, spec HubDevi
 		c.mu.Unlock()
 		return HubDevice{}, err
 	}
+	wasEnabled := create || d.enabled
 	if create {
 		d = newDevice(id, c.now())
 		d.indivKeys = [2]string{RandomKey(), RandomKey()}
 		c.devices[id] = d
+		c.observeLocked(FeedEvent{Kind: FeedRegistered, DeviceID: id})
+		c.sinkNotificationLocked(d, DeviceNotification{Op: OpCreateDeviceIdentity})
 	} else {
 		d.version++
 	}
@@ -399,6 +402,13 @@ func (c *Core) PutHubDevice(id string, create bool, ifMatch string, spec HubDevi
 				drops = append(drops, m.link)
 			}
 		}
+	}
+	if d.enabled != wasEnabled {
+		k := FeedDisabled
+		if d.enabled {
+			k = FeedEnabled
+		}
+		c.observeLocked(FeedEvent{Kind: k, DeviceID: id})
 	}
 	d.statusReason = spec.StatusReason
 	d.edge, d.deviceScope, d.parentScopes = spec.IotEdge, scope, parents
@@ -589,6 +599,8 @@ func (c *Core) updateHubTwin(ctx context.Context, id, ifMatch string, tags, desi
 			return HubTwin{}, fmt.Errorf("%w: desired patch: %v", ErrInvalid, err)
 		}
 		c.emit(Event{DeviceID: id, Kind: EventDesired, Version: v, Time: c.now()})
+		c.observePatchLocked(FeedDesired, id, patch, v)
+		c.twinChangedLocked(d, "desired", patch, v)
 	}
 	if tags != nil {
 		d.tags = newTags

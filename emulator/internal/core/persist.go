@@ -143,9 +143,9 @@ func (c *Core) stageDeviceLocked(d *device) <-chan error {
 		return nil
 	}
 	if d.moduleID != "" {
-		return c.stageLocked(moduleChange(d))
+		return c.stageLocked(append([]Change{moduleChange(d)}, c.takeSunkLocked()...)...)
 	}
-	return c.stageLocked(c.deviceChangeLocked(d))
+	return c.stageLocked(append([]Change{c.deviceChangeLocked(d)}, c.takeSunkLocked()...)...)
 }
 
 func c2dChange(deviceID string, m *c2dMsg) Change {
@@ -392,6 +392,8 @@ func (c *Core) restoreRecords(recs []Record) error {
 				err = c.restorePolicies(r.Doc)
 			case r.Key == metaFeedback:
 				err = c.restoreFeedback(r.Doc)
+			case r.Key == metaFileUploads:
+				err = c.restoreFileUploads(r.Doc)
 			case strings.HasPrefix(r.Key, metaJobPrefix):
 				err = c.restoreJob(r.Doc)
 			case strings.HasPrefix(r.Key, metaConfigPrefix):
@@ -426,6 +428,8 @@ func (c *Core) restoreRecords(recs []Record) error {
 			templates = append(templates, r)
 		case KindCert:
 			certs = append(certs, r)
+		case KindEvent:
+			c.loadedEvents = append(c.loadedEvents, r)
 		}
 		if err != nil {
 			return bad(r, err)

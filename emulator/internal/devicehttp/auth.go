@@ -41,12 +41,14 @@ type Identity struct {
 //
 // Errors wrap core.ErrUnauthorized (an unknown device included: IoT Hub
 // answers 401, never telling which devices exist) and never hold the token.
-// Module identities: a moduleID other than "" is refused with
-// core.ErrUnauthorized until the core has module identities.
+// A module (moduleID not "") authenticates with its own credentials only:
+// a token for {hub host}/devices/{deviceID}/modules/{moduleID} signed with
+// one of its keys, or the client certificate of a selfSigned module (the
+// core's AuthenticateHub of core.ModuleKey); a policy token is refused.
 func Authenticate(c *core.Core, r *http.Request, deviceID, moduleID string) (Identity, error) {
 	id := Identity{DeviceID: deviceID, ModuleID: moduleID}
 	if moduleID != "" {
-		return id, fmt.Errorf("%w: module identities are not supported by this emulator", core.ErrUnauthorized)
+		return authenticateModule(c, r, id)
 	}
 	if err := core.ValidID(deviceID); err != nil {
 		return id, fmt.Errorf("%w: %w", core.ErrUnauthorized, err)
@@ -103,4 +105,38 @@ func unauthorized(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w: %w", core.ErrUnauthorized, err)
+}
+
+// authenticateModule is Authenticate of a module identity.
+func authenticateModule(c *core.Core, r *http.Request, id Identity) (Identity, error) {
+	if err := errors.Join(core.ValidID(id.DeviceID), core.ValidID(id.ModuleID)); err != nil {
+		return id, fmt.Errorf("%w: %w", core.ErrUnauthorized, err)
+	}
+	key := core.ModuleKey(id.DeviceID, id.ModuleID)
+	token := strings.TrimSpace(r.Header.Get("Authorization"))
+	if token == "" {
+		certs := peerCerts(r)
+		if len(certs) == 0 {
+			return id, fmt.Errorf("%w: no Authorization header and no client certificate", core.ErrUnauthorized)
+		}
+		auth, err := c.AuthenticateHub(key, "", certs)
+		if err != nil {
+			return id, unauthorized(err)
+		}
+		id.AuthMethod, id.Expiry = core.AuthMethodModuleX509, auth.Expiry
+		return id, nil
+	}
+	tok, err := sas.Parse(token)
+	if err != nil {
+		return id, fmt.Errorf("%w: the Authorization header is not a well-formed SharedAccessSignature", core.ErrUnauthorized)
+	}
+	if tok.KeyName != "" {
+		return id, fmt.Errorf("%w: a module authenticates with its own key, not a policy token", core.ErrUnauthorized)
+	}
+	auth, err := c.AuthenticateHub(key, token, nil)
+	if err != nil {
+		return id, unauthorized(err)
+	}
+	id.AuthMethod, id.Expiry = core.AuthMethodModuleSAS, auth.Expiry
+	return id, nil
 }

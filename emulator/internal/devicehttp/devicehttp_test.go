@@ -309,7 +309,7 @@ func TestAuthenticationRefused(t *testing.T) {
 		{"disabled device", "/devices/off/messages/events", e.token("off", time.Hour)},
 		{"policy without DeviceConnect", "/devices/d1/messages/events", e.policyToken("service", host)},
 		{"policy token for another device", "/devices/d1/messages/events", e.policyToken("iothubowner", sas.HubResource(host, "d2"))},
-		{"module not supported", "/devices/d1/modules/m1/messages/events", good},
+		{"a device token for its module", "/devices/d1/modules/m1/messages/events", good},
 		{"receive with another device's token", "/devices/d2/messages/devicebound", good},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -781,5 +781,44 @@ func TestFaultSwitches(t *testing.T) {
 	e.core.ClearFaults("d1")
 	if r := e.do("POST", "/devices/d1/messages/events", tok, []byte("ok")); r.status != http.StatusNoContent {
 		t.Fatalf("after ClearFaults: %d %s", r.status, r.body)
+	}
+}
+
+// TestModuleTelemetry: a module posts telemetry with its own token; it is
+// stored in its device's history with the module id and a module auth
+// method. Another module's token, a policy token and an unknown module are
+// refused.
+func TestModuleTelemetry(t *testing.T) {
+	e := newEnv(t, Options{})
+	e.device("d1")
+	mkey := core.RandomKey()
+	for _, m := range []string{"m1", "m2"} {
+		if _, err := e.core.PutHubModule("d1", m, true, "", core.HubModuleSpec{PrimaryKey: mkey}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	modTok := func(m string) string {
+		tok, err := sas.Build(mkey, sas.HubResource(host, "d1")+"/modules/"+m, time.Now().Add(time.Hour), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	for name, tc := range map[string]struct{ path, auth string }{
+		"another module's token": {"/devices/d1/modules/m1/messages/events", modTok("m2")},
+		"a policy token":         {"/devices/d1/modules/m1/messages/events", e.policyToken("iothubowner", host)},
+		"an unknown module":      {"/devices/d1/modules/m9/messages/events", modTok("m9")},
+	} {
+		if r := e.do("POST", tc.path, tc.auth, []byte("x")); r.status != http.StatusUnauthorized {
+			t.Fatalf("%s: %d %s", name, r.status, r.body)
+		}
+	}
+	r := e.do("POST", "/devices/d1/modules/m1/messages/events", modTok("m1"), []byte(`{"t":1}`))
+	if r.status != http.StatusNoContent {
+		t.Fatalf("module telemetry: %d %s", r.status, r.body)
+	}
+	h := e.history("d1")
+	if len(h) != 1 || h[0].ModuleID != "m1" || h[0].AuthMethod != core.AuthMethodModuleSAS || h[0].SystemProperties()[core.PropModuleID] != "m1" {
+		t.Fatalf("history: %+v", h)
 	}
 }
