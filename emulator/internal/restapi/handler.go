@@ -74,9 +74,9 @@ type handler struct {
 	mux         *http.ServeMux
 	condMu      sync.Mutex // held by conditional writes (If-Match, body etag); see guard
 	clock       Clock
-	jobs        *jobRunner  // runs jobs (jobrunner.go)
-	sched       *scheduler  // starts scheduled jobs (scheduledjobs.go)
-	entityMu    sync.Mutex  // serializes the writes of organizations, users and relationships (checks across entities)
+	jobs        *jobRunner // runs jobs (jobrunner.go)
+	sched       *scheduler // starts scheduled jobs (scheduledjobs.go)
+	entityMu    sync.Mutex // serializes the writes of organizations, users and relationships (checks across entities)
 }
 
 type route struct {

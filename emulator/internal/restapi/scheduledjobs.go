@@ -78,7 +78,12 @@ func occurrence(s JobSchedule, k int) time.Time {
 	case "weekly":
 		return s.Start.AddDate(0, 0, 7*k)
 	case "monthly":
-		return s.Start.AddDate(0, k, 0)
+		// The same day of the month, or the month's last day when it is
+		// shorter (a schedule on the 31st runs on February's last day).
+		y, m, d := s.Start.Date()
+		first := time.Date(y, m+time.Month(k), 1, s.Start.Hour(), s.Start.Minute(), s.Start.Second(), s.Start.Nanosecond(), s.Start.Location())
+		last := first.AddDate(0, 1, -1).Day()
+		return first.AddDate(0, 0, min(d, last)-1)
 	}
 	return s.Start
 }
@@ -133,10 +138,10 @@ func checkSchedule(s JobSchedule) error {
 // earliest next run or a change. Runs missed while the emulator was down
 // collapse into one run at start-up (they count as occurrences).
 type scheduler struct {
-	h       *handler
-	mu      sync.Mutex // held by runDue and by scheduled job writes
-	wake    chan struct{}
-	once    sync.Once
+	h    *handler
+	mu   sync.Mutex // held by runDue and by scheduled job writes
+	wake chan struct{}
+	once sync.Once
 }
 
 func newScheduler(h *handler) *scheduler {
