@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -149,4 +151,47 @@ func TestJobsThroughTheCoreAndRestart(t *testing.T) {
 		t.Fatalf("rerun: %v", rerun)
 	}
 	waitJobStatus(t, e2, "cmds2", "complete")
+}
+
+// apitoken_create.json (testdata/spec-examples of the REST API, copied
+// unchanged): an administrator role and an Org Administrator role in
+// "seattle" (which must exist: 422 before). The answer is the example's
+// but for the expiry and token text, which the emulator generates.
+func TestSpecExampleFileAPITokenCreate(t *testing.T) {
+	t.Parallel()
+	e := startEmu(t, &Options{RESTAddr: "127.0.0.1:0"})
+	raw, err := os.ReadFile(filepath.Join("internal", "restapi", "testdata", "spec-examples", "apitoken_create.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var x struct {
+		Parameters struct {
+			TokenID string         `json:"tokenId"`
+			Body    map[string]any `json:"body"`
+		} `json:"parameters"`
+		Responses map[string]struct {
+			Body map[string]any `json:"body"`
+		} `json:"responses"`
+	}
+	if err := json.Unmarshal(raw, &x); err != nil {
+		t.Fatal(err)
+	}
+	path := "/api/apiTokens/" + x.Parameters.TokenID
+	restJSON(t, e, "PUT", path, x.Parameters.Body, http.StatusUnprocessableEntity)
+	restJSON(t, e, "PUT", "/api/organizations/seattle", map[string]any{}, http.StatusOK)
+	got := restJSON(t, e, "PUT", path, x.Parameters.Body, http.StatusOK)
+	want := x.Responses["200"].Body
+	for _, k := range []string{"id", "roles"} {
+		if jsonOf(t, got[k]) != jsonOf(t, want[k]) {
+			t.Fatalf("%s = %s, want %s", k, jsonOf(t, got[k]), jsonOf(t, want[k]))
+		}
+	}
+	if tok, _ := got["token"].(string); !strings.HasPrefix(tok, "SharedAccessSignature sr=") {
+		t.Fatalf("token %v", got["token"])
+	}
+	if _, err := time.Parse(time.RFC3339, got["expiry"].(string)); err != nil {
+		t.Fatalf("expiry %v", got["expiry"])
+	}
+	// The organization is now used by the token.
+	restJSON(t, e, "DELETE", "/api/organizations/seattle", nil, http.StatusConflict)
 }

@@ -19,9 +19,11 @@ type Job struct {
 	ID string `json:"id"`
 	// ScheduledJobID names the scheduled job that created the job.
 	ScheduledJobID string `json:"scheduledJobId,omitempty"`
-	// DisplayName and Description are free text.
+	// DisplayName is free text.
 	DisplayName string `json:"displayName,omitempty"`
-	Description string `json:"description,omitempty"`
+	// Description is free text, shown even when empty (as the spec's
+	// example of scheduled runs shows it).
+	Description string `json:"description"`
 	// Group is the id of the device group whose devices the job changes.
 	Group string `json:"group"`
 	// Batch splits the devices into batches run one after another.
