@@ -60,6 +60,10 @@
 //	GET PUT PATCH DELETE /api/users/{id}, /api/organizations/{id}           User, Organization
 //	GET                  /api/devices/{id}/relationships                    {"value":[DeviceRelationship...]}
 //	GET PUT PATCH DELETE /api/devices/{id}/relationships/{rel}              DeviceRelationship
+//	GET                  /api/devices/{id}/modules[/{m}/components]         {"value":[...]} (with a ModuleBackend, else 501)
+//	GET PUT PATCH        /api/devices/{id}/modules/{m}/[components/{c}/]properties
+//	GET POST             /api/devices/{id}/modules/{m}/[components/{c}/]commands/{name}
+//	GET                  /api/devices/{id}/modules/{m}/[components/{c}/]telemetry/{name}
 //	GET                  /api/enrollmentGroups                              {"value":[EnrollmentGroup...]}
 //	GET PUT PATCH DELETE /api/enrollmentGroups/{id}                         EnrollmentGroup
 //	GET PUT DELETE       /api/enrollmentGroups/{id}/certificates/{entry}    {"verified","certificate","info"}

@@ -258,7 +258,7 @@ func (h *handler) failErr(w http.ResponseWriter, r *http.Request, err error) {
 		h.fail(w, r, http.StatusUnprocessableEntity, "UnprocessableEntity", err.Error())
 	case errors.Is(err, ErrBadRequest):
 		h.fail(w, r, http.StatusBadRequest, "BadRequest", err.Error())
-	case errors.Is(err, errNoDocs):
+	case errors.Is(err, errNoDocs), errors.Is(err, errNoModules):
 		h.fail(w, r, http.StatusNotImplemented, "NotImplemented", err.Error())
 	case errors.Is(err, ErrForbidden):
 		h.fail(w, r, http.StatusForbidden, "Forbidden", err.Error())

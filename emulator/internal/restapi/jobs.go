@@ -159,6 +159,7 @@ func (h *handler) applicationRoutes() []route {
 	rs = append(rs, h.scheduledJobRoutes()...)
 	rs = append(rs, h.organizationRoutes()...)
 	rs = append(rs, h.relationshipRoutes()...)
+	rs = append(rs, h.moduleRoutes()...)
 	return rs
 }
 
