@@ -404,3 +404,27 @@ func (r response) wantNoContent(t *testing.T) {
 		t.Fatalf("status = %d, want 204 without a body; body %s", r.status, r.raw)
 	}
 }
+
+// A device that answers a command job with an error status (>= 400)
+// fails; with a success status it completes.
+func TestJobCommandResponseStatus(t *testing.T) {
+	t.Parallel()
+	e, jf, _, _ := newJobEnv(t, 1)
+	jf.mu.Lock()
+	jf.invokeRes = CommandResult{ResponseCode: 500, Response: []byte(`"broken"`)}
+	jf.mu.Unlock()
+	body := `{"group":"all","data":[{"type":"command","target":"` + jobTemplateID + `","path":"reboot"}]}`
+	e.call("PUT", "/api/jobs/bad", body).want(t, http.StatusOK)
+	waitJob(t, e, "bad", JobComplete)
+	if got := deviceStatuses(t, e, "bad")["d1"]; got != DeviceFailed {
+		t.Fatalf("answered 500: %s", got)
+	}
+	jf.mu.Lock()
+	jf.invokeRes = CommandResult{ResponseCode: 200}
+	jf.mu.Unlock()
+	e.call("PUT", "/api/jobs/good", body).want(t, http.StatusOK)
+	waitJob(t, e, "good", JobComplete)
+	if got := deviceStatuses(t, e, "good")["d1"]; got != DeviceCompleted {
+		t.Fatalf("answered 200: %s", got)
+	}
+}
