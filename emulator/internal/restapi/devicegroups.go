@@ -275,6 +275,8 @@ func (h *handler) putDeviceGroup(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = checkDeviceGroup(g, id)
 	}
+	h.entityMu.Lock() // an organization checked is not deleted before the write
+	defer h.entityMu.Unlock()
 	if err == nil {
 		err = h.checkOrganizations(r.Context(), g.Organizations)
 	}
@@ -296,6 +298,8 @@ func (h *handler) patchDeviceGroup(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	patch, bodyEtag, err := readMergePatch(w, r)
 	var g DeviceGroup
+	h.entityMu.Lock() // before guard's lock, as every writer takes them
+	defer h.entityMu.Unlock()
 	if err == nil {
 		err = h.guard(r, bodyEtag, func() error { return h.deviceGroupEtagCheck(r, gb, id, bodyEtag) }, func() error {
 			cur, gerr := gb.GetDeviceGroup(r.Context(), id)

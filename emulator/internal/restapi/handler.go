@@ -76,7 +76,7 @@ type handler struct {
 	clock       Clock
 	jobs        *jobRunner // runs jobs (jobrunner.go)
 	sched       *scheduler // starts scheduled jobs (scheduledjobs.go)
-	entityMu    sync.Mutex // serializes the writes of organizations, users and relationships (checks across entities)
+	entityMu    sync.Mutex // held by every write that checks references to other entities (organizations, roles, devices); taken before condMu, the scheduler's and the job runner's locks
 }
 
 type route struct {

@@ -325,6 +325,8 @@ func (h *handler) putJob(w http.ResponseWriter, r *http.Request) {
 	if err == nil && j.ID != "" && j.ID != id {
 		err = invalidf("body id %q differs from the id %q in the path", j.ID, id)
 	}
+	h.entityMu.Lock() // the organizations checked stay until the job is stored
+	defer h.entityMu.Unlock()
 	if err == nil {
 		err = h.checkJobDefinition(r.Context(), j.Group, j.Data, j.Batch, j.CancellationThreshold, j.Organizations)
 	}

@@ -334,6 +334,8 @@ func (h *handler) writeScheduledJob(w http.ResponseWriter, r *http.Request, sj S
 	if err == nil {
 		err = checkSchedule(sj.Schedule)
 	}
+	h.entityMu.Lock() // the organizations checked stay until the scheduled job is stored
+	defer h.entityMu.Unlock()
 	if err == nil {
 		err = h.checkJobDefinition(r.Context(), sj.Group, sj.Data, sj.Batch, sj.CancellationThreshold, sj.Organizations)
 	}

@@ -252,6 +252,8 @@ func (h *handler) putAPIToken(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = checkTokenID(id)
 	}
+	h.entityMu.Lock() // an organization checked is not deleted before the token is stored
+	defer h.entityMu.Unlock()
 	if err == nil {
 		err = h.checkRoles(r.Context(), in.Roles)
 	}
