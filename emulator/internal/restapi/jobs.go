@@ -69,43 +69,63 @@ type JobCancellationThreshold struct {
 // the device template id; Path "[component.]name"; Value the property
 // value or the command's request payload.
 type JobData struct {
-	Type   string          `json:"type"`
-	Target string          `json:"target"`
-	Path   string          `json:"path"`
-	Value  json.RawMessage `json:"value,omitempty"`
+	// Type is property, cloudProperty or command.
+	Type string `json:"type"`
+	// Target is the id of the device template that defines the capability.
+	Target string `json:"target"`
+	// Path is the capability: "name" or "component.name".
+	Path string `json:"path"`
+	// Value is the property value (required for properties) or the
+	// command's request payload.
+	Value json.RawMessage `json:"value,omitempty"`
 }
 
 // JobProgress counts a job's devices by status.
 type JobProgress struct {
-	Total     int `json:"total"`
-	Pending   int `json:"pending"`
+	// Total is the number of the job's devices.
+	Total int `json:"total"`
+	// Pending counts the devices not run yet.
+	Pending int `json:"pending"`
+	// Completed counts the devices changed.
 	Completed int `json:"completed"`
-	Failed    int `json:"failed"`
+	// Failed counts the devices whose change failed.
+	Failed int `json:"failed"`
 }
 
 // JobDeviceStatus is one device of a job: pending (not run yet),
 // completed or failed.
 type JobDeviceStatus struct {
-	ID     string `json:"id"`
+	// ID is the device id.
+	ID string `json:"id"`
+	// Status is DevicePending, DeviceCompleted or DeviceFailed.
 	Status string `json:"status"`
 }
 
 // The job statuses. IoT Central's spec example shows "complete" for a
 // job that ran to its end (whatever its devices' outcome).
 const (
-	JobPending   = "pending"
-	JobRunning   = "running"
-	JobStopped   = "stopped"
-	JobComplete  = "complete"
+	// JobPending is a job created and not started yet.
+	JobPending = "pending"
+	// JobRunning is a job changing its devices.
+	JobRunning = "running"
+	// JobStopped is a job stopped by POST .../stop (resumable).
+	JobStopped = "stopped"
+	// JobComplete is a job that ran every device.
+	JobComplete = "complete"
+	// JobCancelled is a job its cancellation threshold ended.
 	JobCancelled = "cancelled"
-	JobFailed    = "failed"
+	// JobFailed is a scheduled run that could not start.
+	JobFailed = "failed"
 )
 
 // The device statuses of a job.
 const (
-	DevicePending   = "pending"
+	// DevicePending is a device not run yet.
+	DevicePending = "pending"
+	// DeviceCompleted is a device changed.
 	DeviceCompleted = "completed"
-	DeviceFailed    = "failed"
+	// DeviceFailed is a device whose change failed.
+	DeviceFailed = "failed"
 )
 
 // jobRecord is a job as stored: the job and its devices in the order

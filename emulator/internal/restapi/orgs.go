@@ -50,9 +50,11 @@ type User struct {
 	Type string `json:"type"`
 	// Email is required for an email user.
 	Email string `json:"email,omitempty"`
-	// TenantID and ObjectID are required for a service principal or an AD
-	// group.
+	// TenantID is the Azure AD tenant; required for a service principal
+	// or an AD group.
 	TenantID string `json:"tenantId,omitempty"`
+	// ObjectID is the Azure AD object; required for a service principal or
+	// an AD group.
 	ObjectID string `json:"objectId,omitempty"`
 	// Roles are at least one role assignment.
 	Roles []RoleAssignment `json:"roles"`

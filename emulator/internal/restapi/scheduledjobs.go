@@ -20,14 +20,18 @@ type ScheduledJob struct {
 	ID string `json:"id"`
 	// DisplayName names the jobs it starts ("<displayName> - <run>").
 	DisplayName string `json:"displayName,omitempty"`
+	// Description is free text, copied to its jobs.
 	Description string `json:"description,omitempty"`
-	// Group, Batch, CancellationThreshold, Data and Organizations are
-	// those of the jobs it starts (see Job).
-	Group                 string                    `json:"group"`
-	Batch                 *JobBatch                 `json:"batch,omitempty"`
+	// Group is the device group of its jobs (see Job.Group).
+	Group string `json:"group"`
+	// Batch is its jobs' batching (see Job.Batch).
+	Batch *JobBatch `json:"batch,omitempty"`
+	// CancellationThreshold is its jobs' threshold (see Job).
 	CancellationThreshold *JobCancellationThreshold `json:"cancellationThreshold,omitempty"`
-	Data                  []JobData                 `json:"data"`
-	Organizations         []string                  `json:"organizations,omitempty"`
+	// Data are its jobs' changes (see Job.Data).
+	Data []JobData `json:"data"`
+	// Organizations holds at most one existing organization id.
+	Organizations []string `json:"organizations,omitempty"`
 	// Schedule is when it runs.
 	Schedule JobSchedule `json:"schedule"`
 	// Enabled is true unless set false; a disabled scheduled job starts
@@ -40,17 +44,23 @@ type ScheduledJob struct {
 // JobSchedule is when a scheduled job runs: at Start, then every day,
 // week or month (Recurrence; "" runs once) until End.
 type JobSchedule struct {
-	Recurrence string          `json:"recurrence,omitempty"`
-	Start      time.Time       `json:"start"`
-	End        *JobScheduleEnd `json:"end,omitempty"`
+	// Recurrence is "daily", "weekly", "monthly" or "" (once).
+	Recurrence string `json:"recurrence,omitempty"`
+	// Start is the first run's time; required.
+	Start time.Time `json:"start"`
+	// End ends a recurring schedule; nil runs for ever.
+	End *JobScheduleEnd `json:"end,omitempty"`
 }
 
 // JobScheduleEnd ends a recurring schedule: Type "date" (no run on a
 // later day than Date, YYYY-MM-DD, UTC) or "occurrences" (1..999 runs).
 type JobScheduleEnd struct {
-	Type        string `json:"type"`
-	Date        string `json:"date,omitempty"`
-	Occurrences int    `json:"occurrences,omitempty"`
+	// Type is "date" or "occurrences".
+	Type string `json:"type"`
+	// Date is the last day runs may happen on (YYYY-MM-DD, UTC).
+	Date string `json:"date,omitempty"`
+	// Occurrences is the number of runs, 1..999.
+	Occurrences int `json:"occurrences,omitempty"`
 }
 
 // scheduledRecord is a scheduled job as stored with the number of its
