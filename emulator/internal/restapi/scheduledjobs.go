@@ -362,7 +362,17 @@ func (h *handler) writeScheduledJob(w http.ResponseWriter, r *http.Request, sj S
 		rec := scheduledRecord{Job: sj}
 		if exists && reflect.DeepEqual(cur.Job.Schedule, sj.Schedule) {
 			rec.Runs = cur.Runs
+			if cur.Job.Enabled != nil && !*cur.Job.Enabled && *sj.Enabled {
+				// Enabled again: the occurrences that passed while it was
+				// disabled are skipped, not run late.
+				now := h.clock.Now()
+				for !pastEnd(sj.Schedule, rec.Runs) && !occurrence(sj.Schedule, rec.Runs).After(now) {
+					rec.Runs++
+				}
+			}
 		}
+		rec.Job.Completed = pastEnd(sj.Schedule, rec.Runs)
+		sj.Completed = rec.Job.Completed
 		if err == nil {
 			err = putDoc(r.Context(), db, scheduledJobsCollection, id, rec)
 		}

@@ -134,6 +134,19 @@ func TestScheduledJobCRUD(t *testing.T) {
 	if n := len(scheduledRuns(t, e, "s1")); n != 0 {
 		t.Fatalf("a disabled scheduled job ran %d times", n)
 	}
+	// Enabled again: the occurrence that passed while disabled is skipped;
+	// the next one (a week after the start) runs.
+	r = e.call("PATCH", "/api/scheduledJobs/s1", `{"enabled":true}`)
+	r.want(t, http.StatusOK)
+	h.sched.runDue(t.Context())
+	if n := len(scheduledRuns(t, e, "s1")); n != 0 {
+		t.Fatalf("a missed occurrence ran late after enabling: %d runs", n)
+	}
+	clock.Advance(7 * 24 * time.Hour)
+	h.sched.runDue(t.Context())
+	if n := len(scheduledRuns(t, e, "s1")); n != 1 {
+		t.Fatalf("%d runs a week later", n)
+	}
 	req, _ := http.NewRequest("DELETE", e.srv.URL+"/api/scheduledJobs/s1?api-version="+APIVersion, nil)
 	req.Header.Set("Authorization", testToken)
 	req.Header.Set("If-Match", etag) // stale
