@@ -25,6 +25,9 @@ type jobRunner struct {
 	// deviceTimeout bounds one device's change (a command's connection
 	// and response timeouts plus grace).
 	deviceTimeout time.Duration
+	// exitHook, when set (tests), runs as a job's goroutine begins to
+	// exit after finding its job stopped.
+	exitHook func(id string)
 }
 
 func newJobRunner(h *handler) *jobRunner {
@@ -176,10 +179,23 @@ func (jr *jobRunner) update(ctx context.Context, db DocBackend, id string, f fun
 
 // run is a job's goroutine.
 func (jr *jobRunner) run(db DocBackend, id string) {
+	sawStop := false
 	defer func() {
+		if sawStop && jr.exitHook != nil {
+			jr.exitHook(id)
+		}
 		jr.mu.Lock()
+		defer jr.mu.Unlock()
 		delete(jr.alive, id)
-		jr.mu.Unlock()
+		if !sawStop || jr.ctx.Err() != nil {
+			return
+		}
+		// A resume between this goroutine's last look (stopped) and its
+		// exit found it alive and started nothing: run again.
+		if rec, err := getDoc[jobRecord](jr.ctx, db, jobsCollection, id); err == nil &&
+			(rec.Job.Status == JobRunning || rec.Job.Status == JobPending) {
+			jr.startLocked(db, id)
+		}
 	}()
 	log := jr.h.log.With("job", id)
 	for {
@@ -210,7 +226,11 @@ func (jr *jobRunner) run(db DocBackend, id string) {
 			rec = *r
 			return nil
 		})
-		if errors.Is(err, errStopRun) || err == nil && next.ID == "" {
+		if errors.Is(err, errStopRun) {
+			sawStop = true
+			return
+		}
+		if err == nil && next.ID == "" {
 			return
 		}
 		if err != nil {

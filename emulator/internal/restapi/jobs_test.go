@@ -428,3 +428,29 @@ func TestJobCommandResponseStatus(t *testing.T) {
 		t.Fatalf("answered 200: %s", got)
 	}
 }
+
+// A resume that arrives while the stopped job's goroutine is exiting
+// (it found the job stopped, and is still counted alive) is not lost: the
+// job runs to its end.
+func TestJobResumeWhileExiting(t *testing.T) {
+	t.Parallel()
+	e, jf, _, h := newJobEnv(t, 2)
+	exiting, resumed := make(chan struct{}), make(chan struct{})
+	h.jobs.exitHook = func(string) {
+		close(exiting)
+		<-resumed
+	}
+	jf.blockOn = "d1"
+	e.call("PUT", "/api/jobs/j", `{"group":"all","data":[{"type":"command","target":"`+jobTemplateID+`","path":"reboot"}]}`).want(t, http.StatusOK)
+	<-jf.reached
+	e.call("POST", "/api/jobs/j/stop", "").wantNoContent(t)
+	close(jf.release)
+	<-exiting // the goroutine saw "stopped" and is leaving
+	e.call("POST", "/api/jobs/j/resume", "").wantNoContent(t)
+	h.jobs.exitHook = nil
+	close(resumed)
+	waitJob(t, e, "j", JobComplete)
+	if got := fmt.Sprint(deviceStatuses(t, e, "j")); got != "map[d1:completed d2:completed]" {
+		t.Fatalf("after resume: %s", got)
+	}
+}
