@@ -15,6 +15,8 @@
 #   IOTC_EMULATOR_BIN              a prebuilt iotc-emulator to run instead of building one
 #   IOTC_CONFORMANCE_TRANSPORTS    comma-separated subset of mqtt,mqttws,amqp,amqpws (default
 #                                  all); the emulator still opens every listener
+#   IOTC_CONFORMANCE_FILES         space-separated test files to run, relative to conformance/
+#                                  (default every file of test/)
 #
 # The SDK dials fixed ports (8883, 443, 5671) and has no port option, so the listeners are
 # not configurable here.
@@ -139,7 +141,12 @@ fi
 ca_file=$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).caFile' "$info")
 echo "conformance: running node --test" >&2
 status=0
-IOTC_EMULATOR_INFO="$info" NODE_EXTRA_CA_CERTS="$ca_file" npm test || status=$?
+if [[ -n "${IOTC_CONFORMANCE_FILES:-}" ]]; then
+	# shellcheck disable=SC2086 # the list is split on spaces on purpose
+	IOTC_EMULATOR_INFO="$info" NODE_EXTRA_CA_CERTS="$ca_file" node --test --test-force-exit --test-timeout=120000 $IOTC_CONFORMANCE_FILES || status=$?
+else
+	IOTC_EMULATOR_INFO="$info" NODE_EXTRA_CA_CERTS="$ca_file" npm test || status=$?
+fi
 
 stop_emulator
 if [[ $status -ne 0 ]]; then

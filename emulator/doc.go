@@ -1,9 +1,10 @@
 // Package emulator runs a local Azure IoT Central in-process: the Device
 // Provisioning Service and IoT Hub over MQTT 3.1.1/TLS, MQTT and AMQP over
 // WebSockets (/$iothub/websocket) and AMQP 1.0/TLS, each listener serving
-// DPS and the hub alike, and an operator REST API over HTTPS shaped like
-// IoT Central's. It is what every test of the SDK talks to, and what
-// cmd/iotc-emulator serves.
+// DPS and the hub alike, IoT Hub's service API, the DPS service API and DPS
+// over HTTPS on the hub host (the WebSocket listener), and an operator REST
+// API over HTTPS shaped like IoT Central's. It is what every test of the
+// SDK talks to, and what cmd/iotc-emulator serves.
 //
 // Start it with Start and stop it with Close:
 //

@@ -26,7 +26,7 @@ func TestEmulatorImportRules(t *testing.T) {
 	const mod = "github.com/iotc-go/iotc/"
 	const in = mod + "emulator/internal/"
 	frontEnds := map[string]bool{
-		in + "mqtthub": true, in + "amqphub": true, in + "restapi": true, in + "dashboard": true, in + "wslistener": true, in + "hubapi": true,
+		in + "mqtthub": true, in + "amqphub": true, in + "restapi": true, in + "dashboard": true, in + "wslistener": true, in + "hubapi": true, in + "dpsapi": true,
 		mod + "emulator/inproc": true, // the in-process device front-end iotctest adapts
 	}
 	sdk := []string{mod + "domain", mod + "ports", mod + "app", mod + "adapters", mod + "iotctest", mod + "mocks", mod + "internal"}

@@ -49,3 +49,24 @@ func (e *Emulator) ServiceConnectionString(policy string) (string, error) {
 	}
 	return "", fmt.Errorf("%w: shared access policy %q", core.ErrNotFound, policy)
 }
+
+// DPSSharedAccessPolicy returns the Device Provisioning Service's shared
+// access policy, provisioningserviceowner (every right), with its keys:
+// it signs the SAS tokens of the DPS service API (the official
+// provisioning service SDKs' connection strings). Its keys are generated
+// at the first start and kept in Options.DataDir when there is one.
+func (e *Emulator) DPSSharedAccessPolicy() SharedAccessPolicy {
+	p := e.core.DPSPolicy()
+	return SharedAccessPolicy{Name: p.Name, Rights: "EnrollmentRead, EnrollmentWrite, RegistrationStatusRead, RegistrationStatusWrite, ServiceConfig",
+		PrimaryKey: p.PrimaryKey, SecondaryKey: p.SecondaryKey}
+}
+
+// DPSConnectionString is the DPS service connection string
+// ("HostName={provisioning host};SharedAccessKeyName=provisioningserviceowner;SharedAccessKey={primary
+// key}"), as the official provisioning service SDKs take it. The
+// provisioning host is the hub host; the API is served on the WebSocket
+// listener (port 443 by default).
+func (e *Emulator) DPSConnectionString() string {
+	p := e.core.DPSPolicy()
+	return fmt.Sprintf("HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s", e.cfg.hubHost, p.Name, p.PrimaryKey)
+}

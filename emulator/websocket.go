@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 
+	"github.com/iotc-go/iotc/emulator/internal/dpsapi"
 	"github.com/iotc-go/iotc/emulator/internal/hubapi"
 	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 	"github.com/iotc-go/iotc/emulator/internal/wslistener"
@@ -36,8 +37,10 @@ func (e *Emulator) startWebSocket() error {
 	h := wslistener.New(wslistener.Handlers{
 		MQTT: e.mqtt.ServeConn,
 		AMQP: e.serveAMQPWebSocket,
-		// Every other path of the hub host: IoT Hub's service API.
-		Fallback: netlimit.AuthGuard(hubapi.New(e.core, e.log.With("component", "hubapi")), e.authFails, e.reporter, netlimit.KindServiceAuth),
+		// Every other path of the hub host: DPS's HTTPS paths (the
+		// provisioning host is the hub host), else IoT Hub's service API.
+		Fallback: netlimit.AuthGuard(hostRoutes(dpsapi.New(e.core, e.log.With("component", "dpsapi")),
+			hubapi.New(e.core, e.log.With("component", "hubapi"))), e.authFails, e.reporter, netlimit.KindServiceAuth),
 		Logger:   log,
 		Reporter: e.reporter,
 	})
@@ -78,4 +81,15 @@ func (e *Emulator) WebSocketAddr() string {
 		return ""
 	}
 	return e.ws.ln.Addr().String()
+}
+
+// hostRoutes sends the DPS paths (dpsapi.Handles) to dps, the rest to hub.
+func hostRoutes(dps, hub http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if dpsapi.Handles(r.URL.Path) {
+			dps.ServeHTTP(w, r)
+			return
+		}
+		hub.ServeHTTP(w, r)
+	})
 }

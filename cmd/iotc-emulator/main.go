@@ -66,6 +66,10 @@ type info struct {
 	// registryRead, registryReadWrite), for the official service SDKs;
 	// the service API is on the WebSocket listener's port.
 	ServiceConnectionStrings map[string]string `json:"serviceConnectionStrings"`
+	// DPSConnectionString is the DPS service connection string of the
+	// provisioningserviceowner policy, for the official provisioning
+	// service SDKs (same host and port as the IoT Hub service API).
+	DPSConnectionString string `json:"dpsConnectionString"`
 	// PID is the emulator's process id: signal it (SIGTERM) to stop it.
 	PID int `json:"pid"`
 }
@@ -159,7 +163,8 @@ On start it prints, and --info-file writes as JSON: the listeners, the ID
 scope, the enrollment group key, the CA file devices must trust, the REST
 URL, its API token, the dashboard's address and the IoT Hub service
 connection strings (iothubowner, service, registryRead, registryReadWrite)
-for the official service SDKs, whose API is on the WebSocket listener
+for the official service SDKs and the DPS service connection string
+(provisioningserviceowner), whose APIs are on the WebSocket listener
 (443). Point a device at it with:
   provisioning host  localhost, on the port of its transport
   ID scope, group key, trusted CA  as printed at start
@@ -276,6 +281,7 @@ Flags:
 		PID:              os.Getpid(),
 	}
 	in.ServiceConnectionStrings = map[string]string{}
+	in.DPSConnectionString = e.DPSConnectionString()
 	var policies string
 	for _, p := range e.SharedAccessPolicies() {
 		cs, err := e.ServiceConnectionString(p.Name)
@@ -311,8 +317,10 @@ Flags:
   pid               %d
 IoT Hub service API (official service SDKs) on https://%s (port of the WebSocket listener);
 its connection strings, one per shared access policy:
-%sPress Ctrl-C (or send SIGTERM to the pid) to stop.
-`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(in.DashboardURL), in.PID, orNone(in.WebSocketAddr), policies)
+%sDPS service API (provisioning service SDKs), same host and port:
+  provisioningserviceowner %s
+Press Ctrl-C (or send SIGTERM to the pid) to stop.
+`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(in.DashboardURL), in.PID, orNone(in.WebSocketAddr), policies, in.DPSConnectionString)
 	return e, nil
 }
 

@@ -63,6 +63,9 @@ func TestInfoFile(t *testing.T) {
 	if !strings.Contains(out, "pid ") || !strings.Contains(out, e.IDScope()) {
 		t.Fatalf("start-up text lacks the pid or the scope:\n%s", out)
 	}
+	if in.DPSConnectionString != e.DPSConnectionString() || !strings.Contains(out, "provisioningserviceowner "+e.DPSConnectionString()) {
+		t.Errorf("DPS connection string not in the info file or not printed")
+	}
 }
 
 func TestMQTTAddrDash(t *testing.T) {

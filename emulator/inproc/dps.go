@@ -10,8 +10,9 @@ import (
 type Registration struct {
 	// Status is "assigned", "failed" or "disabled".
 	Status string
-	// Substatus is "initialAssignment" or, for a device registered
-	// before, "reprovisionedToInitialAssignment".
+	// Substatus is "initialAssignment" or, when DPS holds a registration
+	// state of an earlier assignment (not deleted through the DPS service
+	// API since), "reprovisionedToInitialAssignment".
 	Substatus string
 	// AssignedHub and DeviceID are set when Status is "assigned".
 	AssignedHub, DeviceID string

@@ -30,6 +30,9 @@ type DPSAuth struct {
 	GroupID string
 	// X509 is set for certificate authentication.
 	X509 bool
+	// Enrollment is set when an individual enrollment of the DPS service
+	// (PutEnrollment) matched.
+	Enrollment bool
 }
 
 // AuthenticateHub checks a device's hub credentials: a SAS token (when
@@ -114,9 +117,10 @@ func (c *Core) AuthenticateHub(id, token string, certs []*x509.Certificate) (Hub
 }
 
 // AuthenticateDPS checks a registration's DPS credentials: the ID scope,
-// then a SAS token signed with the device's individual key or with a key
-// derived from a symmetric-key group, or else a certificate chain under an
-// X.509 group. Errors wrap ErrNotFound (unknown scope), ErrInvalid (bad
+// then a SAS token signed with a key of its individual enrollment, the
+// device's individual key or a key derived from a symmetric-key group, or
+// else a client certificate of its X.509 individual enrollment or a
+// certificate chain under an X.509 group. Errors wrap ErrNotFound (unknown scope), ErrInvalid (bad
 // registration id) or ErrUnauthorized.
 func (c *Core) AuthenticateDPS(idScope, regID, token string, certs []*x509.Certificate) (DPSAuth, error) {
 	c.mu.Lock()
@@ -142,6 +146,16 @@ func (c *Core) AuthenticateDPS(idScope, regID, token string, certs []*x509.Certi
 		note := func(err error) {
 			if errors.Is(err, sas.ErrExpired) {
 				verr = err
+			}
+		}
+		if e := c.dpsLocked().enrollments[regID]; e != nil && !e.IsX509() {
+			for _, k := range []string{e.PrimaryKey, e.SecondaryKey} {
+				err := tok.Verify(k, now)
+				if err == nil {
+					a.Enrollment = true
+					return a, nil
+				}
+				note(err)
 			}
 		}
 		if d, ok := c.devices[regID]; ok {
@@ -180,6 +194,14 @@ func (c *Core) AuthenticateDPS(idScope, regID, token string, certs []*x509.Certi
 	}
 	if certs[0].Subject.CommonName != regID {
 		return DPSAuth{}, fmt.Errorf("%w: certificate CN %q is not the registration id %q", ErrUnauthorized, certs[0].Subject.CommonName, regID)
+	}
+	if e := c.dpsLocked().enrollments[regID]; e != nil && e.IsX509() {
+		// An individual enrollment wins over groups, as on DPS.
+		if err := matchThumbprint(certs[0], e.thumbprints(), now); err != nil {
+			return DPSAuth{}, fmt.Errorf("%w: registration %q: %w", ErrUnauthorized, regID, err)
+		}
+		a.X509, a.Enrollment = true, true
+		return a, nil
 	}
 	var lastErr error = errors.New("no X.509 enrollment group")
 	for _, g := range c.groups {

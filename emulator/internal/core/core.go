@@ -241,6 +241,11 @@ type EnrollmentGroup struct {
 	// it: GroupTypeIoT (also what "" means) or GroupTypeIoTEdge. The
 	// emulator registers both kinds alike; the type is stored and shown.
 	Type string
+	// DPS are the group's DPS service settings (initial twin, policies).
+	// PutEnrollmentGroup keeps the stored ones when it is nil.
+	DPS *DPSSettings
+	// ETag changes with every change of the group (set by the model).
+	ETag string
 }
 
 // Enrollment group types (EnrollmentGroup.Type); NormalizeGroup refuses
@@ -313,6 +318,7 @@ type Core struct {
 	jobs     map[string]*jobState      // IoT Hub jobs (v2); guarded by mu
 	jobSeq   int64                     // creation order of jobs; guarded by mu
 	configs  map[string]*Configuration // IoT Hub configurations; guarded by mu
+	dpsSvc   *dpsState                 // the DPS service's state (enrollments.go); guarded by mu
 
 	telemetrySeq int64    // the last Telemetry.Seq given; guarded by mu
 	pendingLoad  []Change // deletes Load found due (a shorter history); committed by Load
@@ -514,15 +520,44 @@ func (c *Core) EnrollmentGroups() []EnrollmentGroup {
 }
 
 // PutEnrollmentGroup creates or replaces the group with g.ID, generating
-// missing symmetric keys, and returns what was stored. It returns
-// ErrInvalid for a bad id, key or CA certificate.
+// missing symmetric keys, and returns what was stored. A nil g.DPS keeps
+// the stored group's DPS settings. It returns ErrInvalid for a bad id,
+// key, CA certificate or DPS setting.
 func (c *Core) PutEnrollmentGroup(g EnrollmentGroup) (EnrollmentGroup, error) {
+	return c.putEnrollmentGroup(g, false, "")
+}
+
+// putEnrollmentGroup is PutEnrollmentGroup; with check, the group must
+// still exist with etag (else ErrPreconditionFailed).
+func (c *Core) putEnrollmentGroup(g EnrollmentGroup, check bool, etag string) (EnrollmentGroup, error) {
 	ng, err := NormalizeGroup(g)
 	if err != nil {
 		return EnrollmentGroup{}, err
 	}
 	c.mu.Lock()
 	i := slices.IndexFunc(c.groups, func(x EnrollmentGroup) bool { return x.ID == ng.ID })
+	if check && (i < 0 || c.groups[i].ETag != etag) {
+		c.mu.Unlock()
+		return EnrollmentGroup{}, fmt.Errorf("%w: enrollment group %q changed meanwhile", ErrPreconditionFailed, ng.ID)
+	}
+	var created time.Time
+	if i >= 0 && c.groups[i].DPS != nil {
+		created = c.groups[i].DPS.Created
+	}
+	switch {
+	case ng.DPS != nil:
+		s, err := normalizeSettings(*ng.DPS, "enrollment group "+ng.ID, created, c.now())
+		if err != nil {
+			c.mu.Unlock()
+			return EnrollmentGroup{}, err
+		}
+		ng.DPS = &s
+	case i >= 0 && c.groups[i].DPS != nil:
+		s := *c.groups[i].DPS
+		s.Updated = c.now()
+		ng.DPS = &s
+	}
+	ng.ETag = newETag()
 	if i >= 0 {
 		c.groups[i] = ng
 	} else {

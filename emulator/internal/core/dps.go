@@ -181,31 +181,69 @@ func (c *Core) Register(a DPSAuth, body []byte) DPSResponse {
 
 	var staged <-chan error
 	c.mu.Lock()
-	d, exists := c.devices[id]
+	svc := c.dpsLocked()
+	var enr *Enrollment
+	if a.Enrollment {
+		enr = svc.enrollments[id]
+	}
+	devID := id
+	if enr != nil {
+		devID = enr.Device()
+	}
+	d, exists := c.devices[devID]
 	var g EnrollmentGroup
 	var hasGroup bool
 	if a.GroupID != "" {
 		g, hasGroup = c.group(a.GroupID)
 	}
+	var settings DPSSettings
 	switch {
+	case enr != nil:
+		settings = enr.DPS
+	case hasGroup && g.DPS != nil:
+		settings = *g.DPS
+	}
+	prev := svc.regs[id]
+	switch {
+	case a.Enrollment && enr == nil:
+		st.Status, st.ErrorCode, st.ErrorMessage = "failed", dpsErrNotFound, "enrollment "+id+" no longer exists"
+	case enr != nil && !enr.Enabled:
+		st.Status, st.ErrorCode, st.ErrorMessage = "disabled", dpsErrUnauthorized, "enrollment "+id+" is disabled"
 	case a.GroupID != "" && !hasGroup:
 		st.Status, st.ErrorCode, st.ErrorMessage = "failed", dpsErrNotFound, "enrollment group "+a.GroupID+" no longer exists"
 	case hasGroup && !g.Enabled:
 		st.Status, st.ErrorCode, st.ErrorMessage = "disabled", dpsErrUnauthorized, "enrollment group "+g.ID+" is disabled"
 	case exists && !d.enabled:
-		st.Status, st.ErrorCode, st.ErrorMessage = "disabled", dpsErrUnauthorized, "device "+id+" is disabled"
-	case !exists && (!hasGroup || !c.cfg.AutoApprove):
+		st.Status, st.ErrorCode, st.ErrorMessage = "disabled", dpsErrUnauthorized, "device "+devID+" is disabled"
+	case !settings.hubAllowed(c.cfg.HubHost):
+		st.Status, st.ErrorCode, st.ErrorMessage = "failed", dpsErrNoHub, "the enrollment names no IoT hub this emulator serves ("+c.cfg.HubHost+")"
+	case !exists && enr == nil && (!hasGroup || !c.cfg.AutoApprove):
 		st.Status, st.ErrorCode, st.ErrorMessage = "failed", dpsErrUnauthorized, "device "+id+" is not approved (auto-approve is off)"
 	default:
 		if !exists {
-			d = newDevice(id, now)
-			c.devices[id] = d
+			d = newDevice(devID, now)
+			c.devices[devID] = d
 		}
-		substatus := "initialAssignment"
-		if d.provisioned {
-			substatus = "reprovisionedToInitialAssignment"
+		// A first assignment, or one after the registration state was
+		// deleted, gets the enrollment's initial twin.
+		first := prev == nil || prev.Status != "assigned"
+		substatus := SubstatusInitial
+		if !first {
+			substatus = SubstatusReprovisioned
 		}
-		if hasGroup {
+		switch {
+		case enr != nil:
+			d.groupID = ""
+			d.x509 = enr.IsX509()
+			if d.x509 {
+				d.indivKeys, d.groupKeys = [2]string{}, [2]string{}
+				d.thumbprints = enr.thumbprints()
+			} else {
+				d.indivKeys = [2]string{enr.PrimaryKey, enr.SecondaryKey}
+				d.thumbprints = nil
+			}
+			d.edge = enr.DPS.IotEdge
+		case hasGroup:
 			d.groupID = g.ID
 			d.x509 = g.IsX509()
 			if !d.x509 {
@@ -213,6 +251,12 @@ func (c *Core) Register(a DPSAuth, body []byte) DPSResponse {
 				sk, _ := deriveKey(g.SecondaryKey, id)
 				d.groupKeys = [2]string{pk, sk}
 			}
+			if g.Type == GroupTypeIoTEdge {
+				d.edge = true
+			}
+		}
+		if first {
+			c.applyInitialTwinLocked(d, settings.InitialTwin, now)
 		}
 		if modelID != "" {
 			d.modelID = modelID
@@ -221,10 +265,21 @@ func (c *Core) Register(a DPSAuth, body []byte) DPSResponse {
 		d.lastActivity = now
 		st.Status, st.Substatus = "assigned", substatus
 		st.CreatedDateTimeUtc = d.created.Format(dpsTimeFormat)
-		st.AssignedHub, st.DeviceID = c.cfg.HubHost, id
-		st.Etag = strconv.Quote(RandomHex(8))
+		st.AssignedHub, st.DeviceID = c.cfg.HubHost, devID
 		staged = c.stageDeviceLocked(d)
 	}
+	rs := &RegistrationState{RegistrationID: id, Status: st.Status, Substatus: st.Substatus, ErrorCode: st.ErrorCode,
+		ErrorMessage: st.ErrorMessage, GroupID: a.GroupID, Created: now, Updated: now, ETag: newETag()}
+	if st.Status == "assigned" {
+		rs.DeviceID, rs.AssignedHub = devID, c.cfg.HubHost
+		if prev != nil && prev.Status == "assigned" {
+			rs.Created = prev.Created
+		}
+		st.CreatedDateTimeUtc = rs.Created.Format(dpsTimeFormat)
+	}
+	st.Etag = rs.ETag
+	svc.regs[id] = rs
+	staged2 := c.stageLocked(regStateChange(rs))
 	final.Status = st.Status
 	fb, err := json.Marshal(final)
 	if err == nil {
@@ -246,7 +301,7 @@ func (c *Core) Register(a DPSAuth, body []byte) DPSResponse {
 	if err != nil {
 		return c.dpsFail(id, 500, 500000, "encode registration state")
 	}
-	if err := awaitNow(staged); err != nil {
+	if err := errors.Join(awaitNow(staged), awaitNow(staged2)); err != nil {
 		return c.dpsFail(id, 500, 500000, "registration not stored")
 	}
 	c.log.Info("registration", "registration_id", id, "status", st.Status, "group_id", a.GroupID, "model_id", modelID)

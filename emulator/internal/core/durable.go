@@ -37,6 +37,9 @@ type groupState struct {
 	SecondaryKey string `json:"secondaryKey,omitempty"`
 	CACertPEM    string `json:"caCertPem,omitempty"`
 	Type         string `json:"type,omitempty"` // "" (older state): iot
+	// Set through the DPS service API (stored records only).
+	DPS  *DPSSettings `json:"dps,omitempty"`
+	ETag string       `json:"etag,omitempty"`
 }
 
 type deviceState struct {
@@ -116,7 +119,7 @@ func (c *Core) restore(s *snapshot, path string) error {
 		seen := map[string]bool{}
 		for _, gs := range s.Groups {
 			g, err := NormalizeGroup(EnrollmentGroup{ID: gs.ID, DisplayName: gs.DisplayName, Enabled: gs.Enabled,
-				PrimaryKey: gs.PrimaryKey, SecondaryKey: gs.SecondaryKey, CACertPEM: []byte(gs.CACertPEM), Type: gs.Type})
+				PrimaryKey: gs.PrimaryKey, SecondaryKey: gs.SecondaryKey, CACertPEM: []byte(gs.CACertPEM), Type: gs.Type, DPS: gs.DPS, ETag: gs.ETag})
 			if err != nil {
 				return bad("%v", err)
 			}

@@ -67,6 +67,9 @@ func NormalizeGroup(g EnrollmentGroup) (EnrollmentGroup, error) {
 	if g.DisplayName == "" {
 		g.DisplayName = g.ID
 	}
+	if g.ETag == "" {
+		g.ETag = newETag()
+	}
 	switch g.Type {
 	case "":
 		g.Type = GroupTypeIoT

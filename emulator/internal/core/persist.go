@@ -135,7 +135,7 @@ func c2dChange(deviceID string, m *c2dMsg) Change {
 
 func groupChange(g EnrollmentGroup, order int64) Change {
 	gs := groupState{ID: g.ID, DisplayName: g.DisplayName, Enabled: g.Enabled,
-		PrimaryKey: g.PrimaryKey, SecondaryKey: g.SecondaryKey, CACertPEM: string(g.CACertPEM), Type: g.Type}
+		PrimaryKey: g.PrimaryKey, SecondaryKey: g.SecondaryKey, CACertPEM: string(g.CACertPEM), Type: g.Type, DPS: g.DPS, ETag: g.ETag}
 	return Change{Op: OpPut, Record: Record{Kind: KindGroup, Key: g.ID, Doc: mustJSON(groupDoc{groupState: gs, Order: order})}}
 }
 
@@ -304,7 +304,7 @@ func (c *Core) Load(ctx context.Context) error {
 
 // metaAndGroupsLocked is the put of the ID scope and every group; c.mu held.
 func (c *Core) metaAndGroupsLocked() []Change {
-	out := []Change{{Op: OpPut, Record: Record{Kind: KindMeta, Key: "idScope", Doc: mustJSON(c.cfg.IDScope)}}, c.policiesChangeLocked()}
+	out := []Change{{Op: OpPut, Record: Record{Kind: KindMeta, Key: "idScope", Doc: mustJSON(c.cfg.IDScope)}}, c.policiesChangeLocked(), c.dpsPolicyChangeLocked()}
 	for i, g := range c.groups {
 		out = append(out, groupChange(g, int64(i)))
 	}
@@ -380,6 +380,8 @@ func (c *Core) restoreRecords(recs []Record) error {
 				tokens = append(tokens, r)
 			case strings.HasPrefix(r.Key, appDocKeyPrefix):
 				appDocs = append(appDocs, r)
+			case strings.HasPrefix(r.Key, metaDPSPrefix):
+				err = c.restoreDPS(r.Key, r.Doc)
 			}
 		case KindGroup:
 			var g groupDoc
