@@ -28,6 +28,7 @@ func TestEmulatorImportRules(t *testing.T) {
 	frontEnds := map[string]bool{
 		in + "mqtthub": true, in + "amqphub": true, in + "restapi": true, in + "dashboard": true, in + "wslistener": true, in + "hubapi": true, in + "dpsapi": true,
 		mod + "emulator/inproc": true, // the in-process device front-end iotctest adapts
+		in + "devicehttp":       true, // IoT Hub's device HTTPS API
 	}
 	sdk := []string{mod + "domain", mod + "ports", mod + "app", mod + "adapters", mod + "iotctest", mod + "mocks", mod + "internal"}
 	isSDK := func(p string) bool {

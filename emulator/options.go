@@ -156,6 +156,15 @@ type Options struct {
 	// MQTT idle time and pre-login buffering). The zero value applies
 	// every default; see Limits.
 	Limits Limits
+	// C2DLockTimeout is how long a cloud-to-device message received over
+	// the device HTTPS API (GET /devices/{id}/messages/devicebound) stays
+	// locked before it becomes visible again, unsettled. Default (zero)
+	// one minute, as IoT Hub.
+	C2DLockTimeout time.Duration
+	// C2DMaxDeliveryCount is how many times a cloud-to-device message is
+	// handed out over HTTPS before it is dead-lettered (feedback
+	// DeliveryCountExceeded). Default (zero) 10, IoT Hub's default.
+	C2DMaxDeliveryCount int
 }
 
 // EnrollmentGroup is a DPS enrollment group: symmetric keys (devices
@@ -176,6 +185,9 @@ type resolved struct {
 	restPageSize                                                              int
 	limits                                                                    Limits
 	trustedCAs                                                                []*x509.Certificate
+
+	c2dLock       time.Duration // device HTTPS: Options.C2DLockTimeout
+	c2dDeliveries int           // Options.C2DMaxDeliveryCount
 }
 
 func resolve(o *Options) (resolved, error) {
@@ -187,6 +199,7 @@ func resolve(o *Options) (resolved, error) {
 		certDir: o.CertDir, apiToken: o.APIToken, autoApprove: o.AutoApprove == nil || *o.AutoApprove,
 		log: o.Logger, dataDir: o.DataDir, history: o.TelemetryHistory, explicitScope: o.IDScope != "", explicitGroups: len(o.Groups) > 0, explicitToken: o.APIToken != "",
 		restBearer: o.RESTAllowBearer, restPageSize: o.RESTPageSize, limits: o.Limits.withDefaults(),
+		c2dLock: o.C2DLockTimeout, c2dDeliveries: o.C2DMaxDeliveryCount,
 	}
 	if r.certDir == "" && r.dataDir != "" {
 		r.certDir = filepath.Join(r.dataDir, "certs")

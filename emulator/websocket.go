@@ -8,7 +8,6 @@ import (
 	"net/http"
 
 	"github.com/iotc-go/iotc/emulator/internal/dpsapi"
-	"github.com/iotc-go/iotc/emulator/internal/hubapi"
 	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 	"github.com/iotc-go/iotc/emulator/internal/wslistener"
 )
@@ -37,10 +36,10 @@ func (e *Emulator) startWebSocket() error {
 	h := wslistener.New(wslistener.Handlers{
 		MQTT: e.mqtt.ServeConn,
 		AMQP: e.serveAMQPWebSocket,
-		// Every other path of the hub host: DPS's HTTPS paths (the
-		// provisioning host is the hub host), else IoT Hub's service API.
-		Fallback: netlimit.AuthGuard(hostRoutes(dpsapi.New(e.core, e.log.With("component", "dpsapi")),
-			hubapi.New(e.core, e.log.With("component", "hubapi"))), e.authFails, e.reporter, netlimit.KindServiceAuth),
+		// Every other path of the hub host: IoT Hub's device HTTPS API,
+		// DPS's HTTPS paths (the provisioning host is the hub host), else
+		// IoT Hub's service API (see hubHTTPS).
+		Fallback: e.hubHTTPS(),
 		Logger:   log,
 		Reporter: e.reporter,
 	})

@@ -132,6 +132,10 @@ func start(ctx context.Context, args []string, stdout, stderr io.Writer) (_ *emu
 		trustedCAs = append(trustedCAs, v)
 		return nil
 	})
+	var c2dLock time.Duration
+	var c2dDeliveries int
+	fs.DurationVar(&c2dLock, "c2d-lock-timeout", time.Minute, "how long a cloud-to-device message received over the device HTTPS API stays locked before it is visible again (IoT Hub: 1m)")
+	fs.IntVar(&c2dDeliveries, "c2d-max-delivery-count", 10, "deliveries over the device HTTPS API after which a cloud-to-device message is dead-lettered (IoT Hub's default: 10)")
 	var lim emulator.Limits
 	fs.DurationVar(&lim.AMQPLoginDeadline, "amqp-login-deadline", emulator.DefaultAMQPLoginDeadline, "close an AMQP connection that has no valid token this long after open (only $cbs may be used before)")
 	fs.IntVar(&lim.AMQPMaxSessions, "amqp-max-sessions", emulator.DefaultAMQPMaxSessions, "most sessions of one logged-in AMQP connection")
@@ -251,6 +255,10 @@ Flags:
 	if *history == 0 {
 		opts.TelemetryHistory = -1
 	}
+	if c2dLock <= 0 || c2dDeliveries <= 0 {
+		return nil, errors.New("-c2d-lock-timeout and -c2d-max-delivery-count must be positive")
+	}
+	opts.C2DLockTimeout, opts.C2DMaxDeliveryCount = c2dLock, c2dDeliveries
 	if *manual {
 		off := false
 		opts.AutoApprove = &off

@@ -2,17 +2,24 @@ package main
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/iotc-go/iotc/emulator"
 )
@@ -141,6 +148,8 @@ func TestBadFlags(t *testing.T) {
 		{"extra-argument"},
 		{"-mqtt-addr", "no-port"},
 		{"-hub-host", "bad host"},
+		{"-c2d-lock-timeout", "0s"},
+		{"-c2d-max-delivery-count", "-1"},
 	} {
 		var out, errOut bytes.Buffer
 		e, err := start(t.Context(), append(ephemeral(dir), args...), &out, &errOut)
@@ -229,5 +238,62 @@ func TestUnprivilegedPorts(t *testing.T) {
 	free := "127.0.0.1:0"
 	if note, err := checkPrivileged("mqtt-addr", &free, true); err != nil || note != "" || free != "127.0.0.1:0" {
 		t.Errorf("a bindable port: %q, %v", note, err)
+	}
+}
+
+// TestC2DLockTimeoutFlag: -c2d-lock-timeout sets how long a message
+// received over the device HTTPS API stays locked: it comes again, its
+// delivery count up, once the lock expired.
+func TestC2DLockTimeoutFlag(t *testing.T) {
+	dir := t.TempDir()
+	e, _, _ := startCLI(t, dir, "-c2d-lock-timeout", "20ms")
+	key, err := e.CreateDevice("lock1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SendCloudToDevice(t.Context(), "lock1", []byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	// A device SAS token, built as the SDKs build it.
+	res := url.QueryEscape(e.HubHost() + "/devices/lock1")
+	se := strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)
+	k, err := base64.StdEncoding.DecodeString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mac := hmac.New(sha256.New, k)
+	mac.Write([]byte(res + "\n" + se))
+	tok := "SharedAccessSignature sr=" + res + "&sig=" + url.QueryEscape(base64.StdEncoding.EncodeToString(mac.Sum(nil))) + "&se=" + se
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.CAPool(), ServerName: "localhost", MinVersion: tls.VersionTLS12}}}
+	defer client.CloseIdleConnections()
+	get := func() (int, string) {
+		req, err := http.NewRequestWithContext(t.Context(), "GET", "https://"+e.WebSocketAddr()+"/devices/lock1/messages/devicebound?api-version=2021-04-12", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", tok)
+		r, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		return r.StatusCode, r.Header.Get("iothub-deliverycount")
+	}
+	if st, n := get(); st != http.StatusOK || n != "1" {
+		t.Fatalf("first receive: %d count %q", st, n)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, n := get()
+		if st == http.StatusOK {
+			if n != "2" {
+				t.Fatalf("after the lock expired: count %q", n)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the message never became visible again")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -235,6 +235,12 @@ func c2dMessageOf(deviceID string, c core.C2DMessage) *amqp.Message {
 		Properties: &amqp.MessageProperties{MessageID: c.MessageID, To: &to},
 		Data:       [][]byte{c.Body},
 	}
+	if c.CorrelationID != "" {
+		m.Properties.CorrelationID = c.CorrelationID
+	}
+	if c.UserID != "" {
+		m.Properties.UserID = []byte(c.UserID)
+	}
 	if len(c.Properties) > 0 {
 		m.ApplicationProperties = make(map[string]any, len(c.Properties))
 		for k, v := range c.Properties {

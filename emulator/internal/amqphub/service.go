@@ -136,6 +136,10 @@ func (cs *connState) serviceC2D(ctx context.Context, m *amqp.Message) amqp1.Outc
 		return rejected(amqp1.ErrCondInvalidField, "to must be /devices/{id}/messages/devicebound")
 	}
 	sm := core.ServiceC2D{MessageID: msgID, Body: bodyOf(m), Properties: map[string]string{}, Expiry: expiry}
+	if p := m.Properties; p != nil {
+		sm.CorrelationID, _ = textOf(p.CorrelationID)
+		sm.UserID = string(p.UserID)
+	}
 	for k, v := range m.ApplicationProperties {
 		if strings.EqualFold(k, propAck) {
 			sm.Ack, _ = textOf(v)

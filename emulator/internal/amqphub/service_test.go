@@ -86,7 +86,7 @@ func TestServiceC2DAndFeedback(t *testing.T) {
 		t.Fatal(err)
 	}
 	send := func(to, id, ack string) error {
-		m := &amqp.Message{Properties: &amqp.MessageProperties{To: &to, MessageID: id},
+		m := &amqp.Message{Properties: &amqp.MessageProperties{To: &to, MessageID: id, CorrelationID: "corr-" + id, UserID: []byte("svc")},
 			ApplicationProperties: map[string]any{"color": "green"}, Data: [][]byte{[]byte("hi " + id)}}
 		if ack != "" {
 			m.ApplicationProperties["iothub-ack"] = ack
@@ -120,7 +120,8 @@ func TestServiceC2DAndFeedback(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m.Properties == nil || m.Properties.MessageID != want || m.ApplicationProperties["color"] != "green" || string(m.GetData()) != "hi "+want {
+		if m.Properties == nil || m.Properties.MessageID != want || m.ApplicationProperties["color"] != "green" || string(m.GetData()) != "hi "+want ||
+			m.Properties.CorrelationID != "corr-"+want || string(m.Properties.UserID) != "svc" {
 			t.Fatalf("device got %+v %v %q, want %s", m.Properties, m.ApplicationProperties, m.GetData(), want)
 		}
 		if err := rcv.AcceptMessage(testCtx(t), m); err != nil {

@@ -47,6 +47,19 @@ type c2dMsg struct {
 	ack        string    // feedback asked by the service: "", "positive", "negative", "full"
 	enqueued   time.Time // when it was queued (feedback records)
 	expiry     time.Time // absolute-expiry-time; zero: none
+	cid, uid   string    // the service's correlation-id and user-id
+	lockToken  string    // the lock of a pull receive (on == pull); see c2dpull.go
+	lockUntil  time.Time // when that lock expires
+	lockTimer  *time.Timer
+}
+
+// unlockLocked drops m's pull lock, if any, and stops its timer; c.mu held.
+func (m *c2dMsg) unlockLocked() {
+	if m.lockTimer != nil {
+		m.lockTimer.Stop()
+		m.lockTimer = nil
+	}
+	m.lockToken, m.lockUntil = "", time.Time{}
 }
 
 // C2DMessage is a cloud-to-device message handed to a front-end.
@@ -61,6 +74,18 @@ type C2DMessage struct {
 	Body []byte
 	// Redelivered is set when the message was handed out before.
 	Redelivered bool
+	// CorrelationID and UserID are the service's correlation-id and
+	// user-id, "" when it set none.
+	CorrelationID, UserID string
+	// SequenceNumber numbers the device's messages from 1 in queue order.
+	SequenceNumber int64
+	// EnqueuedTime is when the message was queued.
+	EnqueuedTime time.Time
+	// Expiry is the message's absolute-expiry-time; zero when none.
+	Expiry time.Time
+	// DeliveryCount is how many times the message was handed out,
+	// this delivery included.
+	DeliveryCount int
 }
 
 // SendCloudToDevice queues a cloud-to-device message and offers it to the
@@ -77,10 +102,12 @@ func (c *Core) SendCloudToDevice(ctx context.Context, id string, body []byte, pr
 // lock token, C2DMessage.MessageID), so that the caller can follow its
 // settlement. Errors are those of SendCloudToDevice.
 func (c *Core) QueueC2D(ctx context.Context, id string, body []byte, props map[string]string) (string, error) {
-	return c.queueC2D(ctx, id, body, props, "", "", time.Time{})
+	return c.queueC2D(ctx, id, ServiceC2D{Body: body, Properties: props})
 }
 
-func (c *Core) queueC2D(ctx context.Context, id string, body []byte, props map[string]string, msgID, ack string, expiry time.Time) (string, error) {
+// queueC2D queues sm for device id; sm.Ack is already normalized.
+func (c *Core) queueC2D(ctx context.Context, id string, sm ServiceC2D) (string, error) {
+	body, props, msgID := sm.Body, sm.Properties, sm.MessageID
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
@@ -95,7 +122,7 @@ func (c *Core) queueC2D(ctx context.Context, id string, body []byte, props map[s
 	if msgID == "" {
 		msgID = NewUUID()
 	}
-	m := &c2dMsg{id: msgID, body: slices.Clone(body), props: maps.Clone(props), ack: ack, enqueued: c.now(), expiry: expiry}
+	m := &c2dMsg{id: msgID, body: slices.Clone(body), props: maps.Clone(props), ack: sm.Ack, enqueued: c.now(), expiry: sm.Expiry, cid: sm.CorrelationID, uid: sm.UserID}
 	if m.props == nil {
 		m.props = map[string]string{}
 	}
@@ -105,6 +132,7 @@ func (c *Core) queueC2D(ctx context.Context, id string, body []byte, props map[s
 		c.mu.Unlock()
 		return "", err
 	}
+	c.releaseExpiredLocksLocked(d)
 	expired := c.expireLocked(d) // expired messages make room, as in IoT Hub
 	if slices.ContainsFunc(d.c2d, func(x *c2dMsg) bool { return x.id == m.id }) {
 		c.stageLocked(expired...)
@@ -139,6 +167,8 @@ func (m *c2dMsg) public(deviceID string) C2DMessage {
 	return C2DMessage{
 		MessageID: m.id, To: "/devices/" + deviceID + "/messages/devicebound",
 		Properties: maps.Clone(m.props), Body: m.body, Redelivered: m.deliveries > 0,
+		CorrelationID: m.cid, UserID: m.uid, SequenceNumber: m.seq, EnqueuedTime: m.enqueued, Expiry: m.expiry,
+		DeliveryCount: m.deliveries,
 	}
 }
 
@@ -152,6 +182,7 @@ func (c *Core) NextC2D(id string, l Link) (C2DMessage, bool) {
 	if !ok || d.link != l {
 		return C2DMessage{}, false
 	}
+	c.releaseExpiredLocksLocked(d)
 	if expired := c.expireLocked(d); len(expired) > 0 {
 		c.stageLocked(expired...) // not waited for: nobody is answered
 		c.notifyLocked(id)
@@ -163,6 +194,7 @@ func (c *Core) NextC2D(id string, l Link) (C2DMessage, bool) {
 		out := m.public(id)
 		m.on = l
 		m.deliveries++
+		out.DeliveryCount = m.deliveries
 		if c.durable() {
 			// Not waited for: a delivery count lost in a crash only
 			// makes a redelivered message look new.
@@ -194,14 +226,23 @@ func (c *Core) SettleC2D(id string, l Link, msgID string, o Outcome) error {
 		c.mu.Unlock()
 		return fmt.Errorf("%w: device %q has no message %q in flight on this connection", ErrNotFound, id, msgID)
 	}
+	notify, staged := c.settleLocked(d, i, o)
+	c.mu.Unlock()
+	return c.settled(id, l, msgID, o, notify, staged)
+}
+
+// settleLocked settles d.c2d[i] with o and returns the link to offer an
+// abandoned message to and the staged removal; c.mu held.
+func (c *Core) settleLocked(d *device, i int, o Outcome) (notify Link, staged <-chan error) {
 	m := d.c2d[i]
-	var notify Link
-	var staged <-chan error
+	id := d.id
 	switch o {
 	case Abandon:
 		m.on = nil
+		m.unlockLocked()
 		notify = d.link
 	default:
+		m.unlockLocked()
 		d.c2d = slices.Delete(d.c2d, i, i+1)
 		changes := []Change{{Op: OpDelete, Record: Record{Kind: KindC2D, Device: id, Key: m.id}}}
 		if fb, ok := c.feedbackLocked(d, m, o); ok {
@@ -211,13 +252,24 @@ func (c *Core) SettleC2D(id string, l Link, msgID string, o Outcome) error {
 		d.lastActivity = c.now()
 		c.notifyLocked(id)
 		if o == Reject {
-			d.deadLetters = append(d.deadLetters, m)
-			if len(d.deadLetters) > MaxDeadLetters {
-				d.deadLetters = slices.Delete(d.deadLetters, 0, 1)
-			}
+			c.deadLetterLocked(d, m)
 		}
 	}
-	c.mu.Unlock()
+	return notify, staged
+}
+
+// deadLetterLocked keeps m among the device's dead letters; c.mu held.
+func (c *Core) deadLetterLocked(d *device, m *c2dMsg) {
+	d.deadLetters = append(d.deadLetters, m)
+	if len(d.deadLetters) > MaxDeadLetters {
+		d.deadLetters = slices.Delete(d.deadLetters, 0, 1)
+	}
+}
+
+// settled ends a settlement made by settleLocked on link l, once c.mu is
+// released: it waits for the removal to be stored and offers an abandoned
+// message to the device's connection (when that is not l).
+func (c *Core) settled(id string, l Link, msgID string, o Outcome, notify Link, staged <-chan error) error {
 	if err := awaitNow(staged); err != nil {
 		return err
 	}

@@ -208,6 +208,9 @@ func (t Telemetry) SystemProperties() map[string]string {
 const (
 	AuthMethodSAS  = `{"scope":"device","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}`
 	AuthMethodX509 = `{"scope":"device","type":"x509Certificate","issuer":"iothub","acceptingIpFilterRule":null}`
+	// AuthMethodPolicy is a message sent with a shared access policy's
+	// token (DeviceConnect) on the device's behalf.
+	AuthMethodPolicy = `{"scope":"hub","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}`
 )
 
 // CommandResult is a device's answer to a direct method.

@@ -81,6 +81,9 @@ type c2dState struct {
 	Ack        string            `json:"ack,omitempty"`
 	Enqueued   time.Time         `json:"enqueued,omitzero"`
 	Expiry     time.Time         `json:"expiry,omitzero"`
+	// CorrelationID and UserID are the service's, when it set them.
+	CorrelationID string `json:"correlationId,omitempty"`
+	UserID        string `json:"userId,omitempty"`
 }
 
 // loadLegacy decodes a legacy state file; it returns nil, nil when there
@@ -182,7 +185,7 @@ func (c *Core) restore(s *snapshot, path string) error {
 				return bad("device %s: bad cloud-to-device message %q", ds.ID, cs.ID)
 			}
 			d.c2dSeq++
-			m := &c2dMsg{id: cs.ID, seq: d.c2dSeq, props: map[string]string{}, body: cs.Body, deliveries: cs.Deliveries, ack: cs.Ack, enqueued: cs.Enqueued, expiry: cs.Expiry}
+			m := &c2dMsg{id: cs.ID, seq: d.c2dSeq, props: map[string]string{}, body: cs.Body, deliveries: cs.Deliveries, ack: cs.Ack, enqueued: cs.Enqueued, expiry: cs.Expiry, cid: cs.CorrelationID, uid: cs.UserID}
 			for k, v := range cs.Properties {
 				m.props[k] = v
 			}

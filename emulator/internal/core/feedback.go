@@ -28,6 +28,9 @@ const (
 	FeedbackSuccess  = "Success"
 	FeedbackRejected = "Rejected"
 	FeedbackExpired  = "Expired"
+	// FeedbackDeliveryCountExceeded: the message was dead-lettered after
+	// too many deliveries (see ReceiveC2D).
+	FeedbackDeliveryCountExceeded = "DeliveryCountExceeded"
 )
 
 // MaxFeedback is how many feedback records wait for the service; the
@@ -80,6 +83,9 @@ type ServiceC2D struct {
 	// message not delivered by then is dropped (feedback Expired for a
 	// negative or full ack).
 	Expiry time.Time
+	// CorrelationID and UserID are the message's correlation-id and
+	// user-id, handed to the device as they are ("" when none).
+	CorrelationID, UserID string
 }
 
 // SendServiceC2D queues a service's cloud-to-device message for device id
@@ -95,7 +101,8 @@ func (c *Core) SendServiceC2D(ctx context.Context, id string, m ServiceC2D) (str
 	default:
 		return "", fmt.Errorf("%w: iothub-ack %q is not none, positive, negative or full", ErrInvalid, m.Ack)
 	}
-	return c.queueC2D(ctx, id, m.Body, m.Properties, m.MessageID, ack, m.Expiry)
+	m.Ack = ack
+	return c.queueC2D(ctx, id, m)
 }
 
 // feedbackLocked adds the record the service asked for when m is settled

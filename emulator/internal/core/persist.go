@@ -45,11 +45,26 @@ type telemetryDoc struct {
 }
 
 // authCodes shorten the auth method in stored telemetry (every message
-// carries it); authMethods expand them.
+// carries it); authMethods expand them. Another auth method is stored as
+// it is (authCode, authMethodOf).
 var (
-	authCodes   = map[string]string{AuthMethodSAS: "sas", AuthMethodX509: "x509"}
-	authMethods = map[string]string{"sas": AuthMethodSAS, "x509": AuthMethodX509}
+	authCodes   = map[string]string{AuthMethodSAS: "sas", AuthMethodX509: "x509", AuthMethodPolicy: "policy"}
+	authMethods = map[string]string{"sas": AuthMethodSAS, "x509": AuthMethodX509, "policy": AuthMethodPolicy}
 )
+
+func authCode(method string) string {
+	if c, ok := authCodes[method]; ok {
+		return c
+	}
+	return method
+}
+
+func authMethodOf(code string) string {
+	if m, ok := authMethods[code]; ok {
+		return m
+	}
+	return code
+}
 
 // certDoc is a proven enrollment group certificate.
 type certDoc struct {
@@ -130,7 +145,7 @@ func (c *Core) stageDeviceLocked(d *device) <-chan error {
 
 func c2dChange(deviceID string, m *c2dMsg) Change {
 	return Change{Op: OpPut, Record: Record{Kind: KindC2D, Device: deviceID, Key: m.id, Seq: m.seq,
-		Doc: mustJSON(c2dState{ID: m.id, Properties: m.props, Body: m.body, Deliveries: m.deliveries, Ack: m.ack, Enqueued: m.enqueued, Expiry: m.expiry})}}
+		Doc: mustJSON(c2dState{ID: m.id, Properties: m.props, Body: m.body, Deliveries: m.deliveries, Ack: m.ack, Enqueued: m.enqueued, Expiry: m.expiry, CorrelationID: m.cid, UserID: m.uid})}}
 }
 
 func groupChange(g EnrollmentGroup, order int64) Change {
@@ -170,7 +185,7 @@ func appendTelemetryDoc(b []byte, t Telemetry) []byte {
 	str("correlationId", t.CorrelationID)
 	str("contentType", t.ContentType)
 	str("contentEncoding", t.ContentEncoding)
-	str("authMethod", authCodes[t.AuthMethod])
+	str("authMethod", authCode(t.AuthMethod))
 	switch {
 	case json.Valid(t.Body):
 		field("body")
@@ -448,7 +463,7 @@ func (c *Core) restoreRecords(recs []Record) error {
 			}
 			t := withMaps(Telemetry{DeviceID: id, ModuleID: td.ModuleID, Component: td.Component, MessageID: td.MessageID,
 				CorrelationID: td.CorrelationID, ContentType: td.ContentType, ContentEncoding: td.ContentEncoding,
-				AuthMethod: authMethods[td.AuthMethod], Body: body, Properties: td.Properties, System: td.System,
+				AuthMethod: authMethodOf(td.AuthMethod), Body: body, Properties: td.Properties, System: td.System,
 				Received: td.Received, Seq: sd.seq})
 			c.telemetrySeq = max(c.telemetrySeq, sd.seq)
 			c.latestLocked(d, t, jsonFields(t.Body))

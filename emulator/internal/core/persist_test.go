@@ -39,6 +39,8 @@ func TestTelemetryDocRoundTrip(t *testing.T) {
 			ContentEncoding: "utf-8", AuthMethod: AuthMethodX509, Body: []byte{0xff, 0, 1},
 			Properties: map[string]string{"a": "1", "b\x00": "\xff"}, System: map[string]string{PropUserID: "u"}, Received: received},
 		{DeviceID: "d", Received: received},
+		{DeviceID: "d", AuthMethod: AuthMethodPolicy, Received: received},
+		{DeviceID: "d", AuthMethod: `{"scope":"module","type":"sas"}`, Received: received},
 	} {
 		b := appendTelemetryDoc(nil, msg)
 		var doc telemetryDoc
@@ -59,7 +61,7 @@ func TestTelemetryDocRoundTrip(t *testing.T) {
 		}
 		if doc.ModuleID != msg.ModuleID || doc.Component != msg.Component || doc.MessageID != msg.MessageID ||
 			doc.CorrelationID != msg.CorrelationID || doc.ContentType != msg.ContentType || doc.ContentEncoding != msg.ContentEncoding ||
-			authMethods[doc.AuthMethod] != msg.AuthMethod || string(body) != string(msg.Body) || !doc.Received.Equal(msg.Received) ||
+			authMethodOf(doc.AuthMethod) != msg.AuthMethod || string(body) != string(msg.Body) || !doc.Received.Equal(msg.Received) ||
 			(len(props) > 0 || len(doc.Properties) > 0) && !maps.Equal(doc.Properties, props) || !maps.Equal(doc.System, msg.System) && len(msg.System) > 0 {
 			t.Errorf("%s read back as %+v, from %+v", b, doc, msg)
 		}

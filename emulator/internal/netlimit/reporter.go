@@ -19,6 +19,8 @@ const (
 	KindRESTAuth = "rest_auth"
 	// KindServiceAuth is an IoT Hub service API request answered 401.
 	KindServiceAuth = "service_auth"
+	// KindDeviceHTTPAuth is an IoT Hub device HTTPS API request answered 401.
+	KindDeviceHTTPAuth = "device_http_auth"
 	// KindDashboardAuth is a dashboard login or request refused.
 	KindDashboardAuth = "dashboard_auth"
 	// KindWebSocketUpgrade is a WebSocket upgrade refused.
