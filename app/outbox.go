@@ -223,8 +223,9 @@ func (c *Client) pumpEnd() {
 	c.ob.pumpMu.Unlock()
 }
 
-// pump delivers the outbox in order, one message at a time, each after
-// the previous one was acknowledged. It ends when the outbox is empty,
+// pump delivers the outbox in order, one message (or, on a session that
+// batches, one run of messages: see deliverRun) at a time, each after the
+// previous one was acknowledged. It ends when the outbox is empty,
 // when no session is open or coming (the client is idle, closed or gave
 // up: the next session starts it again), or at Close.
 func (c *Client) pump() {
@@ -285,16 +286,18 @@ func (c *Client) pump() {
 				stuck = true
 				break batch // expired while waiting for the session
 			}
-			err = c.deliver(s, e)
+			n, err := c.deliverRun(s, es[i:]) // batch.go: several at once when the session batches
 			c.hold.release(s)
 			if err != nil {
 				c.setInflight(0)
 			}
 			switch {
 			case err == nil:
-				failures, avoid, c.ob.done = 0, nil, e.Seq
-				c.removeDelivered(e, &c.ob.delivered)
-				i++
+				last := es[i+n-1]
+				failures, avoid, c.ob.done = 0, nil, last.Seq
+				c.removeDelivered(last, &c.ob.delivered)
+				c.ob.delivered.Add(uint64(n - 1))
+				i += n
 			case c.runCtx.Err() != nil:
 				c.pumpEnd()
 				return

@@ -62,6 +62,10 @@ type Options struct {
 	Stats func() any
 	// Clock runs jobs and scheduled jobs; nil is the system clock.
 	Clock Clock
+	// DataExport, when set, serves IoT Central's data export routes
+	// (/api/dataExport/..., api-version 2022-10-31-preview or
+	// 2022-06-30-preview). Nil: they answer 501.
+	DataExport DataExportBackend
 }
 
 type handler struct {
@@ -77,6 +81,7 @@ type handler struct {
 	jobs        *jobRunner // runs jobs (jobrunner.go)
 	sched       *scheduler // starts scheduled jobs (scheduledjobs.go)
 	entityMu    sync.Mutex // held by every write that checks references to other entities (organizations, roles, devices); taken before condMu, the scheduler's and the job runner's locks
+	export      DataExportBackend
 }
 
 type route struct {
@@ -94,7 +99,7 @@ func New(b Backend, o Options) http.Handler {
 		o.PageSize = DefaultPageSize
 	}
 	h := &handler{b: b, digest: sha256.Sum256([]byte(o.Token)), empty: o.Token == "", allowBearer: o.AllowBearer,
-		pageSize: o.PageSize, log: logger, mux: http.NewServeMux()}
+		pageSize: o.PageSize, log: logger, mux: http.NewServeMux(), export: o.DataExport}
 	h.clock = o.Clock
 	if h.clock == nil {
 		h.clock = systemClock{}
@@ -134,6 +139,8 @@ func New(b Backend, o Options) http.Handler {
 	routes = append(routes, h.tokenRoutes()...)
 	routes = append(routes, h.deviceGroupRoutes()...)
 	routes = append(routes, h.applicationRoutes()...)
+	routes = append(routes, h.dataExportRoutes()...)
+	routes = append(routes, h.fileUploadRoutes()...)
 	if o.Stats != nil {
 		routes = append(routes, route{emulatorPrefix + "/stats", map[string]http.HandlerFunc{"GET": func(w http.ResponseWriter, r *http.Request) {
 			h.reply(w, r, http.StatusOK, o.Stats())
@@ -187,11 +194,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch v, ok := r.URL.Query()["api-version"]; {
 	case !ok || len(v) == 0 || v[0] == "":
 		h.fail(w, r, http.StatusBadRequest, "MissingApiVersionParameter",
-			"the api-version query parameter is required; this emulator serves api-version="+APIVersion)
+			"the api-version query parameter is required; this emulator serves api-version="+strings.Join(apiVersionsFor(r.URL.Path), " or ")+" here")
 		return
-	case len(v) > 1 || v[0] != APIVersion:
+	case len(v) > 1 || !servedVersion(r.URL.Path, v[0]):
 		h.fail(w, r, http.StatusBadRequest, "InvalidApiVersionParameter",
-			fmt.Sprintf("api-version %q is not supported; this emulator serves api-version=%s", strings.Join(v, ","), APIVersion))
+			fmt.Sprintf("api-version %q is not supported here; this emulator serves api-version=%s on %s", strings.Join(v, ","),
+				strings.Join(apiVersionsFor(r.URL.Path), " or "), r.URL.Path))
 		return
 	}
 	if err := permit(role, r); err != nil {

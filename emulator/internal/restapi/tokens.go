@@ -156,9 +156,10 @@ func (h *handler) tokenRole(r *http.Request) string {
 }
 
 // permit checks that role may make request r: an operator may not change
-// device templates or enrollment groups; only an administrator manages
-// API tokens and users and changes organizations; a token with only
-// organization roles is refused everything. Errors wrap ErrForbidden.
+// device templates, enrollment groups or data exports; only an
+// administrator manages API tokens and users and changes organizations; a
+// token with only organization roles is refused everything. Errors wrap
+// ErrForbidden.
 func permit(role string, r *http.Request) error {
 	p := r.URL.Path
 	write := r.Method != http.MethodGet && r.Method != http.MethodHead
@@ -176,6 +177,8 @@ func permit(role string, r *http.Request) error {
 		return fmt.Errorf("%w: only an App Administrator token changes organizations", ErrForbidden)
 	case role == RoleOperator && write && (under("/api/deviceTemplates") || under("/api/enrollmentGroups")):
 		return fmt.Errorf("%w: an App Operator token cannot change device templates or enrollment groups", ErrForbidden)
+	case role == RoleOperator && write && under(dataExportPrefix):
+		return fmt.Errorf("%w: only App Administrator and App Builder tokens change data exports", ErrForbidden)
 	}
 	return nil
 }
