@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/iotc-go/iotc/domain"
@@ -84,7 +85,7 @@ func DeviceKey(key string) Credential {
 // A wrong or missing passphrase fails New with ErrInvalidConfig. The certificate's subject
 // CN must be the device id; Config.DeviceID may be left empty.
 func X509Files(certFile, keyFile, passphrase string) Credential {
-	return Credential{domain.Credential{Kind: domain.KindX509, CertFile: certFile, KeyFile: keyFile, Passphrase: passphrase}}
+	return Credential{domain.Credential{Kind: domain.KindX509, CertFile: certFile, KeyFile: keyFile, ReadFile: os.ReadFile, Passphrase: passphrase}}
 }
 
 // X509PEM is an X.509 client certificate and key given as PEM bytes, as
@@ -122,22 +123,6 @@ func X509ConnectionString(s string, cert Credential) Credential {
 func DeriveDeviceKey(groupKey, deviceID string) (string, error) {
 	return domain.DeriveDeviceKey(groupKey, deviceID)
 }
-
-// LogLevel filters the client's log records. The numeric values are those
-// of the Python iotc IOTCLogLevel.
-type LogLevel int
-
-// Log levels.
-const (
-	// LogDisabled logs nothing.
-	LogDisabled LogLevel = 1
-	// LogAPIOnly (the default) logs connection changes, provisioning,
-	// handled properties and commands: slog.LevelInfo and above.
-	LogAPIOnly LogLevel = 2
-	// LogAll also logs every message sent and received: slog.LevelDebug
-	// and above.
-	LogAll LogLevel = 16
-)
 
 // DefaultConnectTimeout is Config.ConnectTimeout's default: 30 s for one
 // attempt to connect to the hub or to provision with DPS.
@@ -200,9 +185,11 @@ type Config struct {
 	// RootCAs verifies the servers; nil means the system roots. To use a
 	// local emulator, trust its CA explicitly here.
 	RootCAs *x509.CertPool
-	// CredentialsFile caches the provisioning result (hub and device id,
-	// no secret) as JSON (mode 0600), so that restarts skip DPS. Optional.
-	CredentialsFile string
+	// CredentialStore caches the provisioning result (hub and device id,
+	// no secret), so that restarts skip DPS: CredentialsFile(path) keeps
+	// it in a JSON file (mode 0600), or use a ports.CredentialStore of
+	// your own. Default nil: every Connect provisions.
+	CredentialStore ports.CredentialStore
 	// TokenTTL is the lifetime of the SAS tokens the client mints; default
 	// one hour, at least 10 s. Tokens are renewed at 80 % of it (over MQTT
 	// by reconnecting).
@@ -252,10 +239,16 @@ type Config struct {
 	// Logger receives the client's logs; nil (the default) is silent.
 	// Keys and SAS tokens are never logged.
 	Logger *slog.Logger
-	// LogLevel filters what reaches Logger. Default LogAPIOnly.
-	LogLevel LogLevel
+	// LogLevel is the least level of the records the client gives Logger
+	// (whose handler may drop more): slog.LevelInfo (the default, nil)
+	// logs connection changes, provisioning, handled properties and
+	// commands; slog.LevelDebug also every message sent and received;
+	// slog.LevelWarn only what went wrong.
+	LogLevel slog.Leveler
 	// OnStatus is called with every connection state change, in order, on
-	// a goroutine of its own (a slow callback never blocks the client).
+	// a goroutine of its own (a slow callback never blocks the client). A
+	// callback 64 changes behind loses the oldest it has not seen yet
+	// (logged at Warn); the latest, Close's included, is always delivered.
 	OnStatus func(Status)
 
 	// Adapter builds the client on a ports.Transport of your own instead
@@ -269,51 +262,21 @@ type Config struct {
 	// com.microsoft:client-version), as the Azure SDKs' productInfo: for
 	// example "contoso-thermostat/2.1". Default none.
 	ProductInfo string
-	// CredentialStore keeps the provisioning result in a store of your
-	// own instead of CredentialsFile (set one or neither). Default nil.
-	CredentialStore ports.CredentialStore
-	// OutboxDir makes the outbox of EnqueueTelemetry durable: messages are
-	// kept in this directory (created mode 0700, files 0600) until the hub
-	// acknowledged them, across crashes, kill -9 and (unless OutboxNoSync)
-	// power loss, and delivered after a restart. One client at a time may
-	// use a directory (New fails otherwise); Close releases it. Damaged
-	// records are moved to quarantine files beside the segments, every
-	// intact record is recovered, and the loss is logged at Error level and
-	// counted in OutboxStats; New fails when the directory cannot be used,
-	// or with ErrOutboxDamaged when damage cannot be moved aside. Default
-	// "": the outbox is in memory and lost when the process ends.
-	OutboxDir string
-	// OutboxLimit bounds the outbox; when it is full EnqueueTelemetry
-	// fails with ErrOutboxFull. Default 10,000 messages and 16 MiB.
-	OutboxLimit OutboxLimit
-	// OutboxMaxAge drops outbox messages older than this, oldest first
-	// (before delivering, and to make room when the outbox is full), each
-	// drop logged and counted in OutboxStats.Expired. Default 0: never.
-	OutboxMaxAge time.Duration
-	// OutboxNoSync skips the fsync that makes each EnqueueTelemetry
-	// durable on disk before it returns: messages then survive the
-	// process being killed but not a power loss, and enqueueing is tens of
-	// times faster (measured in the README). Default false.
-	OutboxNoSync bool
+	// Outbox configures the outbox of EnqueueTelemetry. The zero value is
+	// an in-memory outbox of 10,000 messages and 16 MiB.
+	Outbox OutboxConfig
 }
 
 // logger applies LogLevel to Logger.
-func (c Config) logger() (*slog.Logger, error) {
-	var min slog.Level
-	switch c.LogLevel {
-	case LogDisabled:
-		return nil, nil
-	case 0, LogAPIOnly:
-		min = slog.LevelInfo
-	case LogAll:
-		min = slog.LevelDebug
-	default:
-		return nil, fmt.Errorf("%w: LogLevel %d (use LogDisabled, LogAPIOnly or LogAll)", ErrInvalidConfig, int(c.LogLevel))
-	}
+func (c Config) logger() *slog.Logger {
 	if c.Logger == nil {
-		return nil, nil
+		return nil
 	}
-	return slog.New(levelHandler{min: min, h: c.Logger.Handler()}), nil
+	min := slog.LevelInfo
+	if c.LogLevel != nil {
+		min = c.LogLevel.Level()
+	}
+	return slog.New(levelHandler{min: min, h: c.Logger.Handler()})
 }
 
 // levelHandler drops records below min.

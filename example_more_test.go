@@ -75,7 +75,7 @@ func ExampleClient_SendTelemetry() {
 		DeviceID:        "thermostat-01",
 		IDScope:         os.Getenv("IOTC_ID_SCOPE"),
 		Credential:      iotc.GroupKey(os.Getenv("IOTC_GROUP_KEY")),
-		CredentialsFile: "thermostat-01.json", // restarts skip DPS
+		CredentialStore: iotc.CredentialsFile("thermostat-01.json"), // restarts skip DPS
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -135,7 +135,7 @@ func ExampleForceProvisioning() {
 		DeviceID:            "thermostat-01",
 		IDScope:             "0ne00ABCDEF",
 		Credential:          iotc.GroupKey(os.Getenv("IOTC_GROUP_KEY")),
-		CredentialsFile:     "thermostat-01.json",
+		CredentialStore:     iotc.CredentialsFile("thermostat-01.json"),
 		ProvisioningPayload: map[string]any{"site": "lab-3"},
 	})
 	if err != nil {

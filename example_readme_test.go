@@ -93,10 +93,10 @@ func Example_readmeWebSockets() {
 // readmeOutbox is the README's EnqueueTelemetry snippet (compiled, not run:
 // it needs a writable /var/lib).
 func readmeOutbox(ctx context.Context) {
-	client, _ := iotc.New(iotc.Config{ /* ... */ OutboxDir: "/var/lib/mydevice/outbox"})
+	client, _ := iotc.New(iotc.Config{ /* ... */ Outbox: iotc.OutboxConfig{Dir: "/var/lib/mydevice/outbox"}})
 	err := client.EnqueueTelemetry(ctx, map[string]any{"temperature": 21.5})
-	// errors.Is(err, iotc.ErrOutboxFull): at OutboxLimit; nothing stored was dropped
-	fmt.Println(client.OutboxLen(), client.OutboxStats()) // waiting; delivered, expired, rejected
+	// errors.Is(err, iotc.ErrOutboxFull): at Outbox.Limit; nothing stored was dropped
+	fmt.Println(client.OutboxStats()) // waiting; delivered, expired, rejected
 	_ = err
 }
 

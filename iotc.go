@@ -34,6 +34,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/iotc-go/iotc/adapters/filestore"
 	"github.com/iotc-go/iotc/app"
@@ -51,16 +52,22 @@ type Client struct {
 // New checks cfg and builds a client; it does not connect (see Connect)
 // and starts no goroutine. Errors wrap ErrInvalidConfig: a missing or
 // malformed credential (ErrInvalidKey for a key that is not base64), a
-// missing IDScope or DeviceID, a transport not available yet, a bad port,
-// LogLevel or a negative ConnectTimeout. With OutboxDir, New also fails
+// missing IDScope or DeviceID, a transport not available yet, a bad port
+// or a negative ConnectTimeout. With Config.Outbox.Dir, New also fails
 // when the directory cannot be used, and with an error matching
 // ErrOutboxDamaged (naming the file) when damaged records in it cannot be
 // moved aside.
 func New(cfg Config) (*Client, error) {
-	logger, err := cfg.logger()
+	c, err := newClient(cfg)
 	if err != nil {
-		return nil, err
+		return nil, prefixed(err)
 	}
+	return c, nil
+}
+
+func newClient(cfg Config) (*Client, error) {
+	logger := cfg.logger()
+	var err error
 	if cfg.ConnectTimeout < 0 {
 		return nil, fmt.Errorf("%w: negative ConnectTimeout %v", ErrInvalidConfig, cfg.ConnectTimeout)
 	}
@@ -76,7 +83,7 @@ func New(cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("%w: Fallback cannot be combined with Adapter", ErrInvalidConfig)
 		}
 		transports = []ports.Transport{cfg.Adapter}
-	} else if transports, err = cfg.transports(logger); err != nil { // see transport_ws.go
+	} else if transports, err = cfg.transports(logger); err != nil { // see transports.go
 		return nil, err
 	}
 	opts := app.Options{
@@ -98,25 +105,61 @@ func New(cfg Config) (*Client, error) {
 		OnStatus:         cfg.OnStatus,
 	}
 	opts.ProvisioningPayload = cfg.ProvisioningPayload
-	switch {
-	case cfg.CredentialsFile != "" && cfg.CredentialStore != nil:
-		return nil, fmt.Errorf("%w: set CredentialsFile or CredentialStore, not both", ErrInvalidConfig)
-	case cfg.CredentialStore != nil:
-		opts.Store = cfg.CredentialStore
-	case cfg.CredentialsFile != "":
-		opts.Store = filestore.New(cfg.CredentialsFile, withAttr(logger, "store", "file"))
+	opts.Store = cfg.CredentialStore
+	if f, ok := cfg.CredentialStore.(*credentialsFile); ok {
+		opts.Store = filestore.New(f.path, withAttr(logger, "store", "file"))
 	}
-	if opts.Outbox, err = cfg.openOutbox(logger); err != nil { // outbox.go
+	if opts.Outbox, err = cfg.Outbox.open(logger); err != nil { // outbox.go
 		return nil, err
 	}
-	opts.OutboxMaxAge = cfg.OutboxMaxAge
+	opts.OutboxMaxAge = cfg.Outbox.MaxAge
 	a, err := app.New(opts)
 	if err != nil {
 		_ = opts.Outbox.Close()
-		return nil, err
+		return nil, prefixed(err)
 	}
 	return &Client{app: a}, nil
 }
+
+// CredentialsFile is a credentials cache in the JSON file at path (mode
+// 0600; hub and device id, no secret), for Config.CredentialStore: a
+// restart then skips DPS. A missing, unreadable or corrupt file means
+// "provision" (logged), never a failure; the file is written atomically
+// after each provisioning. CredentialsFile("") is nil: no cache.
+func CredentialsFile(path string) ports.CredentialStore {
+	if path == "" {
+		return nil
+	}
+	return &credentialsFile{path: path}
+}
+
+// credentialsFile is CredentialsFile's store before New gives it the
+// client's logger.
+type credentialsFile struct{ path string }
+
+func (f *credentialsFile) Load(ctx context.Context) (domain.CachedCredentials, error) {
+	return filestore.New(f.path, nil).Load(ctx)
+}
+
+func (f *credentialsFile) Save(ctx context.Context, c domain.CachedCredentials) error {
+	return filestore.New(f.path, nil).Save(ctx, c)
+}
+
+// prefixed is err with "iotc: " in front, once: every error the client
+// returns goes through it.
+func prefixed(err error) error {
+	if err == nil || strings.HasPrefix(err.Error(), "iotc: ") {
+		return err
+	}
+	return &iotcError{err}
+}
+
+// iotcError is an error the SDK returns: its text starts with "iotc: ";
+// errors.Is and errors.As see the error inside.
+type iotcError struct{ err error }
+
+func (e *iotcError) Error() string { return "iotc: " + e.err.Error() }
+func (e *iotcError) Unwrap() error { return e.err }
 
 func withAttr(l *slog.Logger, k, v string) *slog.Logger {
 	if l == nil {
@@ -184,7 +227,7 @@ func (c *Client) OnCloudMessage(h CloudMessageHandler) { c.app.OnCloudMessage(h)
 // failed Connect leaves nothing running; Close waits for a Connect in
 // progress. Options: ForceProvisioning.
 func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
-	return c.app.Connect(ctx, opts...)
+	return prefixed(c.app.Connect(ctx, opts...))
 }
 
 // ConnectOption changes one Connect call.
@@ -215,12 +258,12 @@ func (c *Client) ProvisioningPayload() json.RawMessage { return c.app.Provisioni
 func (c *Client) SendTelemetry(ctx context.Context, v any, opts ...TelemetryOption) error {
 	m, err := domain.NewJSONMessage(v)
 	if err != nil {
-		return err
+		return prefixed(err)
 	}
 	if len(opts) > 0 {
 		m = withTelemetryOptions(m, opts)
 	}
-	return c.app.SendTelemetry(ctx, m)
+	return prefixed(c.app.SendTelemetry(ctx, m))
 }
 
 // ReportProperties reports device (read-only) properties; with
@@ -233,7 +276,7 @@ func (c *Client) ReportProperties(ctx context.Context, props map[string]any, opt
 	for _, o := range opts {
 		o.applyReport(&ro)
 	}
-	return c.app.ReportProperties(ctx, ro.component, props)
+	return prefixed(c.app.ReportProperties(ctx, ro.component, props))
 }
 
 // AckProperty reports an acknowledgement of p, typically the final one
@@ -246,11 +289,14 @@ func (c *Client) ReportProperties(ctx context.Context, props map[string]any, opt
 // handler is not reported and gives ErrSuperseded. Errors as
 // ReportProperties.
 func (c *Client) AckProperty(ctx context.Context, p Property, ack PropertyAck) error {
-	return c.app.AckProperty(ctx, p, ack)
+	return prefixed(c.app.AckProperty(ctx, p, ack))
 }
 
 // FetchTwin reads the device twin. Errors: ErrNotConnected, *HubError.
-func (c *Client) FetchTwin(ctx context.Context) (Twin, error) { return c.app.FetchTwin(ctx) }
+func (c *Client) FetchTwin(ctx context.Context) (Twin, error) {
+	t, err := c.app.FetchTwin(ctx)
+	return t, prefixed(err)
+}
 
 // IsConnected reports whether the client has an open hub session.
 func (c *Client) IsConnected() bool { return c.app.IsConnected() }
@@ -260,7 +306,7 @@ func (c *Client) Status() Status { return c.app.Status() }
 
 // Err returns why the client gave up reconnecting (refused credentials,
 // disabled device, MaxAttempts reached), or nil.
-func (c *Client) Err() error { return c.app.Err() }
+func (c *Client) Err() error { return prefixed(c.app.Err()) }
 
 // DeviceID is the device id: the one DPS assigned once connected, else the
 // configured one.
@@ -273,4 +319,4 @@ func (c *Client) DeviceID() string { return c.app.DeviceID() }
 // idempotent. Called from inside a handler or OnStatus (a "reboot"
 // command), it starts the shutdown and returns nil at once: it cannot
 // wait for its own goroutine; a Close from elsewhere waits for the end.
-func (c *Client) Close(ctx context.Context) error { return c.app.Close(ctx) }
+func (c *Client) Close(ctx context.Context) error { return prefixed(c.app.Close(ctx)) }

@@ -92,7 +92,6 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"key not base64", func(c *iotc.Config) { c.Credential = iotc.GroupKey("secret!!") }, iotc.ErrInvalidKey},
 		{"no scope", func(c *iotc.Config) { c.IDScope = "" }, iotc.ErrInvalidConfig},
 		{"bad port", func(c *iotc.Config) { c.Port = 70000 }, iotc.ErrInvalidConfig},
-		{"bad log level", func(c *iotc.Config) { c.LogLevel = 3 }, iotc.ErrInvalidConfig},
 		{"missing x509 files", func(c *iotc.Config) {
 			c.Credential = iotc.X509Files(filepath.Join(t.TempDir(), "no.pem"), filepath.Join(t.TempDir(), "no-key.pem"), "")
 		}, iotc.ErrInvalidConfig},
@@ -264,7 +263,7 @@ func TestCredentialsFileSkipsDPSOnRestart(t *testing.T) {
 	emu := startEmulator(t)
 	file := filepath.Join(t.TempDir(), "creds.json")
 	cfg := config(t, emu, "cached-device")
-	cfg.CredentialsFile = file
+	cfg.CredentialStore = iotc.CredentialsFile(file)
 	first := connect(t, cfg, nil)
 	if err := first.Close(testCtx(t)); err != nil {
 		t.Fatal(err)
@@ -307,17 +306,21 @@ func TestLogLevelsAndNoSecretsInLogs(t *testing.T) {
 	t.Parallel()
 	emu := startEmulator(t)
 	for _, tc := range []struct {
-		level     iotc.LogLevel
+		level     slog.Leveler
 		wantInfo  bool
 		wantDebug bool
 	}{
-		{iotc.LogDisabled, false, false},
-		{0, true, false}, // default: API only
-		{iotc.LogAPIOnly, true, false},
-		{iotc.LogAll, true, true},
+		{slog.LevelError + 1, false, false}, // above every level the client logs at: silent
+		{nil, true, false},                  // default: slog.LevelInfo
+		{slog.LevelInfo, true, false},
+		{slog.LevelDebug, true, true},
 	} {
 		var buf syncBuffer
-		id := "log-device-" + strconv.Itoa(int(tc.level))
+		name := "default"
+		if tc.level != nil {
+			name = strconv.Itoa(int(tc.level.Level()))
+		}
+		id := "log-device-" + strings.ReplaceAll(name, "-", "m")
 		cfg := config(t, emu, id)
 		cfg.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		cfg.LogLevel = tc.level
@@ -330,15 +333,15 @@ func TestLogLevelsAndNoSecretsInLogs(t *testing.T) {
 		}
 		out := buf.String()
 		if got := strings.Contains(out, "level=INFO"); got != tc.wantInfo {
-			t.Errorf("level %d: info lines present = %v", tc.level, got)
+			t.Errorf("level %s: info lines present = %v", name, got)
 		}
 		if got := strings.Contains(out, "level=DEBUG"); got != tc.wantDebug {
-			t.Errorf("level %d: debug lines present = %v", tc.level, got)
+			t.Errorf("level %s: debug lines present = %v", name, got)
 		}
 		key, _ := iotc.DeriveDeviceKey(emu.GroupKey(), id)
 		for _, secret := range []string{emu.GroupKey(), key, "SharedAccessSignature", "sig="} {
 			if strings.Contains(out, secret) {
-				t.Errorf("level %d: a secret (%.6s...) is in the logs", tc.level, secret)
+				t.Errorf("level %s: a secret (%.6s...) is in the logs", name, secret)
 			}
 		}
 	}

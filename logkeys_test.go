@@ -88,7 +88,7 @@ func TestLogKeysOnceAndSnakeCase(t *testing.T) {
 				cfg.Port = tc.port(t, emu)
 			}
 			cfg.Logger = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-			cfg.LogLevel = iotc.LogAll
+			cfg.LogLevel = slog.LevelDebug
 			c := connect(t, cfg, nil)
 			if err := c.SendTelemetry(testCtx(t), map[string]int{"n": 1}); err != nil {
 				t.Fatal(err)

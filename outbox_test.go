@@ -32,7 +32,7 @@ func outboxConfig(t *testing.T, emu *emulator.Emulator, deviceID, dir string) io
 		ProvisioningHost: host,
 		Port:             port,
 		RootCAs:          emu.CAPool(),
-		OutboxDir:        dir,
+		Outbox:           iotc.OutboxConfig{Dir: dir},
 	}
 }
 
@@ -57,7 +57,7 @@ func closeIOTC(t *testing.T, c *iotc.Client) {
 
 // Messages enqueued by one client that never connected are delivered, in
 // order and with the ids they were stored with, by the next client on the
-// same OutboxDir, together with what it enqueues itself.
+// same Outbox.Dir, together with what it enqueues itself.
 func TestEnqueueTelemetrySurvivesARestart(t *testing.T) {
 	emu := newOutboxEmulator(t)
 	dir := filepath.Join(t.TempDir(), "outbox")
@@ -74,8 +74,8 @@ func TestEnqueueTelemetrySurvivesARestart(t *testing.T) {
 			t.Fatalf("EnqueueTelemetry %d: %v", i, err)
 		}
 	}
-	if n := c1.OutboxLen(); n != 20 {
-		t.Fatalf("OutboxLen = %d", n)
+	if n := c1.OutboxStats().Messages; n != 20 {
+		t.Fatalf("OutboxStats().Messages = %d", n)
 	}
 	closeIOTC(t, c1)
 
@@ -86,8 +86,8 @@ func TestEnqueueTelemetrySurvivesARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer closeIOTC(t, c2)
-	if n := c2.OutboxLen(); n != 20 {
-		t.Fatalf("OutboxLen after restart = %d, want 20", n)
+	if n := c2.OutboxStats().Messages; n != 20 {
+		t.Fatalf("OutboxStats().Messages after restart = %d, want 20", n)
 	}
 	if err := c2.EnqueueTelemetry(ctx, map[string]any{"n": 21}, iotc.Properties(map[string]string{"seq": "21"}), iotc.MessageID("mid-21")); err != nil {
 		t.Fatal(err)
@@ -108,10 +108,10 @@ func TestEnqueueTelemetrySurvivesARestart(t *testing.T) {
 			t.Fatalf("received %d of 21 messages", i-1)
 		}
 	}
-	for c2.OutboxLen() != 0 {
+	for c2.OutboxStats().Messages != 0 {
 		select {
 		case <-ctx.Done():
-			t.Fatalf("OutboxLen = %d after delivery", c2.OutboxLen())
+			t.Fatalf("OutboxStats().Messages = %d after delivery", c2.OutboxStats().Messages)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
@@ -124,7 +124,7 @@ func TestOutboxFullThroughTheFacade(t *testing.T) {
 	emu := newOutboxEmulator(t)
 	for _, dir := range []string{"", filepath.Join(t.TempDir(), "outbox")} {
 		cfg := outboxConfig(t, emu, "outbox-full", dir)
-		cfg.OutboxLimit = iotc.OutboxLimit{Messages: 2}
+		cfg.Outbox.Limit = iotc.OutboxLimit{Messages: 2}
 		c, err := iotc.New(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -138,8 +138,8 @@ func TestOutboxFullThroughTheFacade(t *testing.T) {
 		if err := c.EnqueueTelemetry(ctx, map[string]any{"n": 3}); !errors.Is(err, iotc.ErrOutboxFull) {
 			t.Fatalf("dir %q: third EnqueueTelemetry = %v, want ErrOutboxFull", dir, err)
 		}
-		if n := c.OutboxLen(); n != 2 {
-			t.Fatalf("dir %q: OutboxLen = %d", dir, n)
+		if n := c.OutboxStats().Messages; n != 2 {
+			t.Fatalf("dir %q: OutboxStats().Messages = %d", dir, n)
 		}
 		if err := c.EnqueueTelemetry(ctx, map[string]any{"n": 1}, iotc.Properties(map[string]string{"$.bad": "x"})); !errors.Is(err, iotc.ErrInvalidConfig) {
 			t.Fatalf("reserved property: %v", err)
@@ -162,7 +162,7 @@ func TestOutboxDirInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := iotc.New(cfg); err == nil || !strings.Contains(err.Error(), "in use") {
-		t.Fatalf("second New on the same OutboxDir: %v", err)
+		t.Fatalf("second New on the same Outbox.Dir: %v", err)
 	}
 	closeIOTC(t, c1)
 	c3, err := iotc.New(cfg) // released by Close
@@ -176,16 +176,16 @@ func TestOutboxBadConfigReleasesTheDirectory(t *testing.T) {
 	emu := newOutboxEmulator(t)
 	dir := t.TempDir()
 	cfg := outboxConfig(t, emu, "outbox-bad", dir)
-	cfg.OutboxMaxAge = -time.Second
+	cfg.Outbox.MaxAge = -time.Second
 	if _, err := iotc.New(cfg); !errors.Is(err, iotc.ErrInvalidConfig) {
 		t.Fatalf("negative OutboxMaxAge: %v", err)
 	}
-	cfg.OutboxMaxAge = 0
-	cfg.OutboxLimit = iotc.OutboxLimit{Bytes: -1}
+	cfg.Outbox.MaxAge = 0
+	cfg.Outbox.Limit = iotc.OutboxLimit{Bytes: -1}
 	if _, err := iotc.New(cfg); !errors.Is(err, iotc.ErrInvalidConfig) {
 		t.Fatalf("negative OutboxLimit: %v", err)
 	}
-	cfg.OutboxLimit = iotc.OutboxLimit{}
+	cfg.Outbox.Limit = iotc.OutboxLimit{}
 	c, err := iotc.New(cfg)
 	if err != nil {
 		t.Fatalf("New after the failed ones: %v", err)
@@ -238,7 +238,7 @@ func TestDamagedOutboxDeliversTheRest(t *testing.T) {
 	emu := newOutboxEmulator(t)
 	dir := filepath.Join(t.TempDir(), "outbox")
 	cfg := outboxConfig(t, emu, "outbox-damaged", dir)
-	cfg.OutboxNoSync = true
+	cfg.Outbox.NoSync = true
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c1, err := iotc.New(cfg)
@@ -309,7 +309,7 @@ func TestOutboxDamagedError(t *testing.T) {
 	if err := os.Mkdir(seg+".quarantine", 0o700); err != nil {
 		t.Fatal(err)
 	}
-	cfg := iotc.Config{DeviceID: "d", IDScope: "0ne00000000", Credential: iotc.GroupKey("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="), OutboxDir: dir}
+	cfg := iotc.Config{DeviceID: "d", IDScope: "0ne00000000", Credential: iotc.GroupKey("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="), Outbox: iotc.OutboxConfig{Dir: dir}}
 	c, err := iotc.New(cfg)
 	if !errors.Is(err, iotc.ErrOutboxDamaged) || !strings.Contains(err.Error(), seg) {
 		if c != nil {

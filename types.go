@@ -19,7 +19,7 @@ var (
 	ErrNotConnected = domain.ErrNotConnected
 	// ErrSuperseded: AckProperty for a version older than one already
 	// handed to the property handler; it is not reported.
-	ErrSuperseded = app.ErrSuperseded
+	ErrSuperseded = domain.ErrSuperseded
 	// ErrClosed: Close was called, or the client gave up (see Client.Err).
 	ErrClosed = domain.ErrClosed
 	// ErrMessageTooLarge: over 256 KiB telemetry, 32 KiB reported
@@ -49,6 +49,17 @@ var (
 	// ErrHostNotFound: DNS does not know the host name. Retried with the
 	// backoff; Client.Err and Client.Status carry it meanwhile.
 	ErrHostNotFound = domain.ErrHostNotFound
+	// ErrOutboxFull: EnqueueTelemetry found the outbox at Config.Outbox.Limit.
+	// The message was not stored and nothing stored was dropped; retry once
+	// the outbox drained (see Client.OutboxStats).
+	ErrOutboxFull = domain.ErrOutboxFull
+	// ErrOutboxDamaged: New found damaged records in Config.Outbox.Dir and
+	// could not move them aside to a quarantine file (the error names the
+	// segment and the quarantine file), so opening the outbox could destroy
+	// messages it still holds. Damage that was moved aside is not an error:
+	// New succeeds, the loss is logged at Error level and counted in
+	// OutboxStats (Lost, Torn, QuarantinedBytes).
+	ErrOutboxDamaged = domain.ErrOutboxDamaged
 )
 
 // Outcome is how a cloud-to-device message or queued command is settled
@@ -233,12 +244,3 @@ func ContentType(ct string) TelemetryOption {
 func ContentEncoding(ce string) TelemetryOption {
 	return telemetryFunc(func(m *domain.Message) { m.ContentEncoding = ce })
 }
-
-// Assignment is where DPS placed a device (Hub, DeviceID, Substatus and
-// any custom Payload): what a ports.Provisioner returns, for tests that
-// script a transport with the gomock mocks.
-type Assignment = domain.Assignment
-
-// Message is one telemetry message as a transport sends it, for tests that
-// script a transport with the gomock mocks.
-type Message = domain.Message

@@ -3,7 +3,17 @@
 // properties in sync and dispatches commands and cloud-to-device messages
 // to the user's handlers. It talks to the world only through package ports
 // (transports and a credential store), so it is tested with the generated
-// mocks; the root package iotc wires it to real adapters.
+// mocks; the root package iotc wires it to real adapters. Users build
+// iotc.Client (custom transports and mocks plug in through
+// iotc.Config.Adapter), not this package's Client.
+//
+// The Client is composed of parts with one job each, each in its own file
+// with its own state: the session holder (holder.go), Connect and the
+// provisioning path (connect.go), the supervisor (supervise.go), the
+// user's handlers (handlers.go), the inbound dispatcher (dispatch.go, with
+// one bounded queue per kind of event, queue.go), the writable-property
+// ledger (ledger.go) and the outbox pump (outbox.go). A new use case is one
+// more file.
 //
 // The client owns a single reconnect loop: transports never reconnect on
 // their own. Sends and property reports ride over reconnects (at least
@@ -13,8 +23,6 @@ package app
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,30 +35,10 @@ import (
 	"github.com/iotc-go/iotc/ports"
 )
 
-// PropertyHandler applies one writable property and returns the
-// acknowledgement to report: Status 200 (or 0) applied, 202 accepted and
-// still in progress (report the final answer later with Client.AckProperty),
-// 4xx/5xx refused, with an optional Description and the applied Value.
-type PropertyHandler func(ctx context.Context, p domain.DesiredProperty) domain.PropertyAck
-
-// CommandHandler runs a direct-method command and returns its response
-// (any status, a JSON-encodable payload of at most 128 KiB).
-type CommandHandler func(ctx context.Context, c domain.CommandRequest) domain.CommandResponse
-
-// QueuedCommandHandler runs a command IoT Central queued while the device
-// was offline and says how to settle it: domain.Complete (the zero value)
-// when it was handled, domain.Abandon to have it delivered again,
-// domain.Reject to dead-letter it.
-type QueuedCommandHandler func(ctx context.Context, c domain.CommandRequest) domain.Outcome
-
-// CloudMessageHandler receives a cloud-to-device message that is not a
-// queued command and says how to settle it (see QueuedCommandHandler).
-type CloudMessageHandler func(ctx context.Context, m domain.CloudMessage) domain.Outcome
-
-// ErrSuperseded is returned by AckProperty for a version older than one the
-// client has already handed to the property handler: the newer value's
-// acknowledgement stands and the stale one is not reported.
-var ErrSuperseded = errors.New("iotc: a newer version of the property was received; acknowledgement not reported")
+// statusQueueLimit bounds the status changes waiting for a slow OnStatus:
+// beyond it the oldest waiting change is dropped (logged), so the latest,
+// Close's included, is always delivered.
+const statusQueueLimit = 64
 
 // phase is where the client is in its life.
 type phase uint8
@@ -72,15 +60,7 @@ type Client struct {
 	deviceKey string      // symmetric key the device signs with; "" for X.509
 	connStr   *connStrHub // the connection string's hub and device; nil without one
 
-	handlers struct {
-		sync.RWMutex
-		property   PropertyHandler
-		command    CommandHandler
-		queued     QueuedCommandHandler
-		message    CloudMessageHandler
-		properties map[string]PropertyHandler // by propKey(component, name)
-		commands   map[string]CommandHandler  // by propKey(component, name)
-	}
+	handlers handlerSet // the user's handlers (handlers.go)
 
 	// runCtx is the context handlers see; Close cancels it.
 	runCtx    context.Context
@@ -93,41 +73,21 @@ type Client struct {
 	msgQ    queue[cloudJob]
 	statusQ *queue[domain.ConnectionStatus] // only with OnStatus
 
-	// Property worker state: only the property queue's drainer touches
-	// lastDesired and synced.
-	lastDesired int64
-	synced      bool        // a twin sync succeeded on the current session
-	handling    bool        // handlers of the in-flight properties are running; guarded by ackMu
-	resync      atomic.Bool // an event was dropped: sync the twin again
+	props propertyLedger // the desired version seen, the properties being handled, their final acknowledgements (ledger.go)
 
-	// ackMu guards the properties the worker is handling and the final
-	// acknowledgements given for them meanwhile.
-	ackMu    sync.Mutex
-	inflight map[string]int64 // property key -> version being handled; nil until the first property
-	deferred []deferredAck
-	latest   map[string]int64 // property key -> newest version handed to the handler
-
-	mu        sync.RWMutex  // read-locked only by acquire, the hot path of every send
-	changed   chan struct{} // closed whenever phase or sess changes; nil until someone waits
+	// hold is the session holder (holder.go); its lock also guards the
+	// fields below up to ob.
+	hold      holder
 	closeDone chan struct{}
-	// gaveUp is why the supervisor gave up in phaseGaveUp; in the other
-	// phases, while no session is open, it is the last failed attempt's
-	// error (Err), reset when a session opens.
-	gaveUp    error
 	status    domain.ConnectionStatus
-	sess      *session // the session new operations use; nil while offline or draining
 	assign    *assignment
-	phase     phase
-	skipCache bool  // the cached record was refused; provision instead
-	untracked bool  // shutdown waits for c.wg: no new tracked goroutine
-	preferred int32 // index of the transport that worked last
 	provided  json.RawMessage
 
 	connectCancel context.CancelFunc // cancels the running Connect's context; nil when none runs
 	watched       *watch             // the current session's watch; nil while a supervisor step runs (supervise.go)
 	// sup is the supervisor's retry state, touched only by the one step
 	// that runs at a time.
-	sup struct{ failures, backoff int }
+	sup struct{ failures, backoff int32 }
 
 	ob outboxState // EnqueueTelemetry and the outbox pump (outbox.go)
 }
@@ -192,118 +152,27 @@ func New(opts Options) (*Client, error) {
 	// Status reports are all delivered, Close's included.
 	if opts.OnStatus != nil {
 		c.statusQ = new(queue[domain.ConnectionStatus])
-		c.statusQ.init(context.Background(), 0, &c.cb, c.deliverStatus)
+		c.statusQ.init(context.Background(), statusQueueLimit, &c.cb, c.deliverStatus)
+		c.statusQ.dropOldest = true
 	}
 	c.status = domain.ConnectionStatus{State: domain.StateDisconnected}
 	c.logOutboxDamage()
 	return c, nil
 }
 
-// OnProperty sets the writable-property handler (nil removes it). Set it
-// before Connect so that the startup twin sync reaches it: without a
-// handler, desired properties are left unacknowledged (never auto-acked).
-// Handlers run one at a time, in the order the patches arrived.
-func (c *Client) OnProperty(h PropertyHandler) {
-	c.handlers.Lock()
-	c.handlers.property = h
-	c.handlers.Unlock()
-}
-
-// HandleProperty sets the handler of the writable property name of
-// component ("" for the root), ahead of the OnProperty catch-all; nil
-// removes it.
-func (c *Client) HandleProperty(component, name string, h PropertyHandler) {
-	c.handlers.Lock()
-	defer c.handlers.Unlock()
-	if h == nil {
-		delete(c.handlers.properties, propKey(component, name))
-		return
-	}
-	if c.handlers.properties == nil {
-		c.handlers.properties = map[string]PropertyHandler{}
-	}
-	c.handlers.properties[propKey(component, name)] = h
-}
-
-// propertyHandler returns the handler of p: its own, else the catch-all.
-func (c *Client) propertyHandler(p domain.DesiredProperty) PropertyHandler {
-	c.handlers.RLock()
-	defer c.handlers.RUnlock()
-	if h, ok := c.handlers.properties[propKey(p.Component, p.Name)]; ok {
-		return h
-	}
-	return c.handlers.property
-}
-
-// OnCommand sets the catch-all direct-method handler (nil removes it).
-// Commands that neither a HandleCommand handler nor this one takes are
-// answered 501 with {"error": "..."}. A panicking handler is answered 500.
-// Commands run one at a time in arrival order, on a goroutine separate from
-// properties and messages.
-func (c *Client) OnCommand(h CommandHandler) {
-	c.handlers.Lock()
-	c.handlers.command = h
-	c.handlers.Unlock()
-}
-
-// HandleCommand sets the handler of the command name of component (""
-// for the root), ahead of the OnCommand catch-all; nil removes it.
-func (c *Client) HandleCommand(component, name string, h CommandHandler) {
-	c.handlers.Lock()
-	defer c.handlers.Unlock()
-	if h == nil {
-		delete(c.handlers.commands, propKey(component, name))
-		return
-	}
-	if c.handlers.commands == nil {
-		c.handlers.commands = map[string]CommandHandler{}
-	}
-	c.handlers.commands[propKey(component, name)] = h
-}
-
-// commandHandler returns the handler of a command: its own, else the
-// catch-all, else nil.
-func (c *Client) commandHandler(component, name string) CommandHandler {
-	c.handlers.RLock()
-	defer c.handlers.RUnlock()
-	if h, ok := c.handlers.commands[propKey(component, name)]; ok {
-		return h
-	}
-	return c.handlers.command
-}
-
-// OnQueuedCommand sets the handler of commands queued while the device
-// was offline (cloud-to-device messages with a "method-name" property,
-// "prefix:name" and "component*name" both understood). When it is nil,
-// queued commands go to the OnCommand handler with Queued set, its
-// response is discarded and the message completed.
-func (c *Client) OnQueuedCommand(h QueuedCommandHandler) {
-	c.handlers.Lock()
-	c.handlers.queued = h
-	c.handlers.Unlock()
-}
-
-// OnCloudMessage sets the handler of other cloud-to-device messages.
-// Without one they are logged and completed.
-func (c *Client) OnCloudMessage(h CloudMessageHandler) {
-	c.handlers.Lock()
-	c.handlers.message = h
-	c.handlers.Unlock()
-}
-
 // Status returns the current connection status.
 func (c *Client) Status() domain.ConnectionStatus {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.hold.mu.Lock()
+	defer c.hold.mu.Unlock()
 	return c.status
 }
 
 // IsConnected reports whether a hub session is open and taking new
 // operations.
 func (c *Client) IsConnected() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.sess != nil
+	c.hold.mu.Lock()
+	defer c.hold.mu.Unlock()
+	return c.hold.sess != nil
 }
 
 // Err returns the error that made the client give up reconnecting (refused
@@ -313,27 +182,27 @@ func (c *Client) IsConnected() bool {
 // found, the lost session's error); nil while connected or before any
 // attempt failed.
 func (c *Client) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.phase == phaseGaveUp || c.sess == nil {
-		return c.gaveUp
+	c.hold.mu.Lock()
+	defer c.hold.mu.Unlock()
+	if c.hold.phase == phaseGaveUp || c.hold.sess == nil {
+		return c.hold.gaveUp
 	}
 	return nil
 }
 
 // attemptFailed records err as the last attempt's error and reports it.
 func (c *Client) attemptFailed(st domain.ConnectionStatus) {
-	c.mu.Lock()
-	c.gaveUp = st.Err
+	c.hold.mu.Lock()
+	c.hold.gaveUp = st.Err
 	c.setStatusLocked(st)
-	c.mu.Unlock()
+	c.hold.mu.Unlock()
 }
 
 // DeviceID returns the device id: the one assigned by DPS once connected,
 // else the configured one.
 func (c *Client) DeviceID() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.hold.mu.Lock()
+	defer c.hold.mu.Unlock()
 	if c.assign != nil {
 		return c.assign.deviceID
 	}
@@ -344,27 +213,19 @@ func (c *Client) DeviceID() string {
 // last assignment made by this client (a custom allocation policy's
 // answer), or nil when there was none or the cached credentials were used.
 func (c *Client) ProvisioningPayload() json.RawMessage {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.hold.mu.Lock()
+	defer c.hold.mu.Unlock()
 	return append(json.RawMessage(nil), c.provided...)
 }
 
-// broadcastLocked wakes every operation waiting for a session; c.mu is held.
-func (c *Client) broadcastLocked() {
-	if c.changed != nil {
-		close(c.changed)
-		c.changed = nil // made again by the next waiter: a client nobody waits on holds no channel
-	}
-}
-
-// setStatusLocked records and reports a state change; c.mu is held.
+// setStatusLocked records and reports a state change; c.hold.mu is held.
 func (c *Client) setStatusLocked(st domain.ConnectionStatus) {
-	if c.phase == phaseClosed && st.State != domain.StateClosed {
+	if c.hold.phase == phaseClosed && st.State != domain.StateClosed {
 		return
 	}
 	c.status = st
-	if c.statusQ != nil { // a drainer goroutine per change is for someone to tell
-		c.statusQ.push(st)
+	if c.statusQ != nil && !c.statusQ.push(st) { // a drainer goroutine per change is for someone to tell
+		c.log.Warn("the status callback is behind; the oldest status not yet delivered was dropped", "limit", statusQueueLimit)
 	}
 	if !c.log.Enabled(context.Background(), slog.LevelInfo) {
 		return
@@ -380,21 +241,21 @@ func (c *Client) setStatusLocked(st domain.ConnectionStatus) {
 }
 
 func (c *Client) setStatus(st domain.ConnectionStatus) {
-	c.mu.Lock()
+	c.hold.mu.Lock()
 	c.setStatusLocked(st)
-	c.mu.Unlock()
+	c.hold.mu.Unlock()
 }
 
 // goTracked runs fn on a goroutine Close waits for, unless the client is
 // closed.
 func (c *Client) goTracked(fn func()) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.hold.mu.Lock()
+	defer c.hold.mu.Unlock()
 	return c.goTrackedLocked(fn)
 }
 
 func (c *Client) goTrackedLocked(fn func()) bool {
-	if c.untracked {
+	if c.hold.untracked {
 		return false
 	}
 	c.wg.Add(1)
@@ -452,48 +313,48 @@ func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
 	// would leave a children map behind in every client).
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	c.mu.Lock()
-	switch c.phase {
+	c.hold.mu.Lock()
+	switch c.hold.phase {
 	case phaseClosed:
-		c.mu.Unlock()
+		c.hold.mu.Unlock()
 		return domain.ErrClosed
 	case phaseGaveUp:
-		err := c.gaveUp
-		c.mu.Unlock()
+		err := c.hold.gaveUp
+		c.hold.mu.Unlock()
 		return fmt.Errorf("%w: %w", domain.ErrClosed, err)
 	case phaseSupervising:
-		c.mu.Unlock()
+		c.hold.mu.Unlock()
 		return nil
 	case phaseConnecting:
-		c.mu.Unlock()
+		c.hold.mu.Unlock()
 		return fmt.Errorf("%w: Connect is already in progress", domain.ErrInvalidConfig)
 	}
-	c.phase = phaseConnecting
-	c.broadcastLocked()
+	c.hold.phase = phaseConnecting
+	c.hold.broadcastLocked()
 	c.wg.Add(1) // Close waits for this call
 	if co.forceProvisioning {
-		c.assign, c.skipCache = nil, true
+		c.assign, c.hold.skipCache = nil, true
 	}
 	c.setStatusLocked(domain.ConnectionStatus{State: domain.StateConnecting})
 	c.connectCancel = cancel
-	c.mu.Unlock()
+	c.hold.mu.Unlock()
 	defer c.wg.Done()
 	defer func() {
-		c.mu.Lock()
+		c.hold.mu.Lock()
 		c.connectCancel = nil
-		c.mu.Unlock()
+		c.hold.mu.Unlock()
 	}()
 
 	fail := func(st domain.ConnectionStatus, err error) error {
-		c.mu.Lock()
-		if c.phase == phaseConnecting {
-			c.phase = phaseIdle
-			c.gaveUp = st.Err
-			c.broadcastLocked()
+		c.hold.mu.Lock()
+		if c.hold.phase == phaseConnecting {
+			c.hold.phase = phaseIdle
+			c.hold.gaveUp = st.Err
+			c.hold.broadcastLocked()
 			c.setStatusLocked(st)
 		}
-		closed := c.phase == phaseClosed
-		c.mu.Unlock()
+		closed := c.hold.phase == phaseClosed
+		c.hold.mu.Unlock()
 		if closed {
 			return domain.ErrClosed
 		}
@@ -504,14 +365,14 @@ func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
 	for {
 		s, err := c.establish(ctx, true)
 		if err == nil {
-			c.mu.Lock()
-			if c.phase == phaseClosed {
-				c.mu.Unlock()
+			c.hold.mu.Lock()
+			if c.hold.phase == phaseClosed {
+				c.hold.mu.Unlock()
 				return domain.ErrClosed
 			}
-			c.phase = phaseSupervising
+			c.hold.phase = phaseSupervising
 			c.armLocked(s)
-			c.mu.Unlock()
+			c.hold.mu.Unlock()
 			return nil
 		}
 		if c.runCtx.Err() != nil {
@@ -576,76 +437,6 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// acquire returns the session a new operation runs on, counted in flight
-// until release. While the client is connecting or reconnecting it waits
-// for the next session (other than avoid, a session an operation just
-// failed on) within ctx. It fails at once after Close (domain.ErrClosed),
-// after the client gave up (domain.ErrClosed wrapping why), when nothing
-// is connecting (domain.ErrNotConnected), or with FailFast set; when ctx
-// ends first the error wraps both domain.ErrNotConnected and ctx's error.
-func (c *Client) acquire(ctx context.Context, avoid *session) (*session, error) {
-	return c.waitSession(ctx, avoid, c.opts.FailFast)
-}
-
-// errNobodyConnects: no session is open and none is coming.
-var errNobodyConnects = fmt.Errorf("%w: the client is not connected (call Connect)", domain.ErrNotConnected)
-
-// waitSession is acquire; failFast returns at once while offline.
-func (c *Client) waitSession(ctx context.Context, avoid *session, failFast bool) (*session, error) {
-	for {
-		c.mu.RLock()
-		switch c.phase {
-		case phaseClosed:
-			c.mu.RUnlock()
-			return nil, domain.ErrClosed
-		case phaseGaveUp:
-			err := c.gaveUp
-			c.mu.RUnlock()
-			return nil, fmt.Errorf("%w: %w", domain.ErrClosed, err)
-		case phaseIdle:
-			c.mu.RUnlock()
-			return nil, errNobodyConnects
-		}
-		if s := c.sess; s != nil && s != avoid && !s.draining.Load() {
-			s.ops.Add(1)
-			c.mu.RUnlock()
-			return s, nil
-		}
-		if failFast {
-			c.mu.RUnlock()
-			return nil, fmt.Errorf("%w: the client is reconnecting", domain.ErrNotConnected)
-		}
-		ch := c.changed
-		c.mu.RUnlock()
-		if ch == nil {
-			c.mu.Lock()
-			if c.changed == nil {
-				c.changed = make(chan struct{})
-			}
-			c.mu.Unlock()
-			continue // look again: the state may have changed meanwhile
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: waiting for a connection: %w", domain.ErrNotConnected, ctx.Err())
-		}
-	}
-}
-
-// release ends an operation started by acquire.
-func (c *Client) release(s *session) {
-	if s.ops.Add(-1) != 0 || !s.draining.Load() {
-		return
-	}
-	c.mu.Lock()
-	if s.idle != nil && s.ops.Load() == 0 {
-		close(s.idle)
-		s.idle = nil
-	}
-	c.mu.Unlock()
-}
-
 // onSession runs op on a session, riding over reconnects: when the session
 // dies under it (an error wrapping domain.ErrNotConnected), op runs again
 // on the next session, unless FailFast is set or ctx has ended.
@@ -653,12 +444,12 @@ func (c *Client) onSession(ctx context.Context, op func(*session) error) error {
 	var avoid *session
 	transient := 0
 	for {
-		s, err := c.acquire(ctx, avoid)
+		s, err := c.hold.wait(ctx, avoid, c.opts.FailFast)
 		if err != nil {
 			return err
 		}
 		err = op(s)
-		c.release(s)
+		c.hold.release(s)
 		if err != nil && isTransient(err) && !c.opts.FailFast {
 			// Throttled (429) or a service error (5xx): the session lives;
 			// try again on it after the backoff, as the Azure SDKs do.
@@ -703,36 +494,6 @@ func (c *Client) sessionFailed(s *session, err error) {
 	}
 }
 
-// drain stops new operations on s and waits until those in flight ended,
-// up to timeout or until the client closes.
-func (c *Client) drain(s *session, timeout time.Duration) {
-	c.mu.Lock()
-	s.draining.Store(true)
-	if c.sess == s {
-		c.sess = nil
-		c.broadcastLocked()
-	}
-	if s.ops.Load() == 0 {
-		c.mu.Unlock()
-		return
-	}
-	if s.idle == nil {
-		s.idle = make(chan struct{})
-	}
-	idle := s.idle
-	n := s.ops.Load()
-	c.mu.Unlock()
-	c.log.Debug("waiting for operations in flight before closing the session", "count", n)
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-idle:
-	case <-t.C:
-		c.log.Warn("operations still in flight after the drain timeout; closing the session", "timeout", timeout)
-	case <-s.Done():
-	}
-}
-
 // SendTelemetry validates m, gives it a random message id when it has
 // none, and sends it, returning once the hub acknowledged it. While the
 // client is connecting or reconnecting it waits for the next session
@@ -748,11 +509,11 @@ func (c *Client) SendTelemetry(ctx context.Context, m domain.Message) error {
 	if m.MessageID == "" {
 		m.MessageID = newMessageID()
 	}
-	m = m.WithDefaults()
-	if err := m.Validate(); err != nil {
+	m, err := m.WithDefaults().Checked() // the transport does not check it again
+	if err != nil {
 		return err
 	}
-	err := c.onSession(ctx, func(s *session) error { return s.SendTelemetry(ctx, m) })
+	err = c.onSession(ctx, func(s *session) error { return s.SendTelemetry(ctx, m) })
 	if err != nil {
 		return fmt.Errorf("iotc: send telemetry: %w", err)
 	}
@@ -782,14 +543,14 @@ func (c *Client) ReportProperties(ctx context.Context, component string, props m
 // report is logged); while the handler's answer is being reported,
 // AckProperty waits and reports right after it. An acknowledgement for a
 // version older than one already handed to the handler is not reported:
-// AckProperty returns ErrSuperseded. Other errors are those of
+// AckProperty returns domain.ErrSuperseded. Other errors are those of
 // ReportProperties, or ctx's.
 func (c *Client) AckProperty(ctx context.Context, p domain.DesiredProperty, ack domain.PropertyAck) error {
 	patch := domain.AckPatch(p, ack)
 	if _, err := domain.EncodeReported(patch); err != nil {
 		return err
 	}
-	done, deferred, err := c.deferAck(p, ack)
+	done, deferred, err := c.props.deferAck(p, ack)
 	switch {
 	case err != nil:
 		return err
@@ -856,18 +617,18 @@ func (c *Client) FetchTwin(ctx context.Context) (domain.Twin, error) {
 // it.
 func (c *Client) Close(ctx context.Context) error {
 	inside := c.cb.inside()
-	c.mu.Lock()
-	if c.phase != phaseClosed {
+	c.hold.mu.Lock()
+	if c.hold.phase != phaseClosed {
 		c.setStatusLocked(domain.ConnectionStatus{State: domain.StateClosed, Reason: domain.ReasonClientClose})
-		c.phase = phaseClosed
-		c.broadcastLocked()
+		c.hold.phase = phaseClosed
+		c.hold.broadcastLocked()
 		c.closeDone = make(chan struct{})
-		sess := c.sess
-		c.sess = nil
+		sess := c.hold.sess
+		c.hold.sess = nil
 		go c.shutdown(ctx, sess, c.closeDone)
 	}
 	done := c.closeDone
-	c.mu.Unlock()
+	c.hold.mu.Unlock()
 	if inside {
 		return nil
 	}
@@ -886,21 +647,21 @@ func (c *Client) shutdown(ctx context.Context, sess *session, done chan struct{}
 		if dl, ok := ctx.Deadline(); ok {
 			timeout = min(timeout, time.Until(dl))
 		}
-		c.drain(sess, timeout)
+		c.hold.drain(sess, timeout, c.log)
 	}
 	c.runCancel()
 	c.unwatch()
-	c.mu.Lock()
+	c.hold.mu.Lock()
 	if c.connectCancel != nil {
 		c.connectCancel() // a Connect still running ends with ErrClosed
 	}
-	c.mu.Unlock()
+	c.hold.mu.Unlock()
 	c.propQ.stop()
 	c.cmdQ.stop()
 	c.msgQ.stop()
-	c.mu.Lock()
-	c.untracked = true
-	c.mu.Unlock()
+	c.hold.mu.Lock()
+	c.hold.untracked = true
+	c.hold.mu.Unlock()
 	c.wg.Wait() // supervisor, Connect calls, closers of old sessions, outbox pump
 	c.closeOutbox()
 	if sess != nil {
@@ -915,20 +676,7 @@ func (c *Client) shutdown(ctx context.Context, sess *session, done chan struct{}
 }
 
 // newMessageID returns a random UUID (version 4).
-func newMessageID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	var u [36]byte // 8-4-4-4-12, built in place: one allocation
-	hex.Encode(u[0:8], b[0:4])
-	hex.Encode(u[9:13], b[4:6])
-	hex.Encode(u[14:18], b[6:8])
-	hex.Encode(u[19:23], b[8:10])
-	hex.Encode(u[24:], b[10:])
-	u[8], u[13], u[18], u[23] = '-', '-', '-', '-'
-	return string(u[:])
-}
+func newMessageID() string { return domain.NewUUID().String() }
 
 // reasonFor maps an error to the status reason reported with it.
 func reasonFor(err error) domain.Reason {

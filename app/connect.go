@@ -71,9 +71,9 @@ func (c *Client) establish(ctx context.Context, initial bool) (*session, error) 
 		c.setStatus(domain.ConnectionStatus{State: domain.StateConnecting, Reason: domain.ReasonReprovisioned, Err: err})
 		// Forget the stale record: if DPS cannot be reached now, the next
 		// attempt provisions again instead of retrying the refused hub.
-		c.mu.Lock()
-		c.assign, c.skipCache = nil, true
-		c.mu.Unlock()
+		c.hold.mu.Lock()
+		c.assign, c.hold.skipCache = nil, true
+		c.hold.mu.Unlock()
 		if a, err = c.provision(ctx); err != nil {
 			return nil, err
 		}
@@ -85,17 +85,17 @@ func (c *Client) establish(ctx context.Context, initial bool) (*session, error) 
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	if c.phase == phaseClosed {
-		c.mu.Unlock()
+	c.hold.mu.Lock()
+	if c.hold.phase == phaseClosed {
+		c.hold.mu.Unlock()
 		_ = s.Close()
 		return nil, domain.ErrClosed
 	}
-	c.sess = s
-	c.gaveUp = nil
-	c.broadcastLocked()
+	c.hold.sess = s
+	c.hold.gaveUp = nil
+	c.hold.broadcastLocked()
 	c.setStatusLocked(domain.ConnectionStatus{State: domain.StateConnected, Reason: domain.ReasonConnectionOK, Transport: s.transport})
-	c.mu.Unlock()
+	c.hold.mu.Unlock()
 	c.requestSync(!initial)
 	c.kickOutbox() // deliver what waits in the outbox, first thing on every session
 	return s, nil
@@ -104,22 +104,22 @@ func (c *Client) establish(ctx context.Context, initial bool) (*session, error) 
 // assignment returns the hub and device id to connect to: the one in
 // memory, the connection string's, the cached one, or a new provisioning.
 func (c *Client) assignment(ctx context.Context) (assignment, error) {
-	c.mu.Lock()
+	c.hold.mu.Lock()
 	a := c.assign
-	c.mu.Unlock()
+	c.hold.mu.Unlock()
 	if a != nil {
 		return *a, nil
 	}
 	if c.connStr != nil {
 		a := assignment{hub: c.connStr.host, deviceID: c.connStr.deviceID}
-		c.mu.Lock()
+		c.hold.mu.Lock()
 		c.assign = &a
-		c.mu.Unlock()
+		c.hold.mu.Unlock()
 		return a, nil
 	}
-	c.mu.Lock()
-	skipCache := c.skipCache
-	c.mu.Unlock()
+	c.hold.mu.Lock()
+	skipCache := c.hold.skipCache
+	c.hold.mu.Unlock()
 	if c.opts.Store != nil && !skipCache {
 		rec, err := c.opts.Store.Load(ctx)
 		switch {
@@ -132,9 +132,9 @@ func (c *Client) assignment(ctx context.Context) (assignment, error) {
 		default:
 			a := assignment{hub: rec.Hub, deviceID: rec.DeviceID, fromCache: true}
 			c.log.Info("using cached credentials", "hub", a.hub)
-			c.mu.Lock()
+			c.hold.mu.Lock()
 			c.assign = &a
-			c.mu.Unlock()
+			c.hold.mu.Unlock()
 			return a, nil
 		}
 	}
@@ -172,10 +172,10 @@ func (c *Client) provision(ctx context.Context) (assignment, error) {
 	}
 	a := assignment{hub: res.Hub, deviceID: res.DeviceID}
 	c.log.Info("provisioned", "hub", a.hub, "substatus", res.Substatus)
-	c.mu.Lock()
+	c.hold.mu.Lock()
 	c.assign = &a
 	c.provided = res.Payload
-	c.mu.Unlock()
+	c.hold.mu.Unlock()
 	if c.opts.Store != nil {
 		rec := domain.CachedCredentials{
 			IDScope:        c.opts.IDScope,
@@ -222,13 +222,11 @@ func (c *Client) openHub(ctx context.Context, a assignment) (*session, error) {
 		if err != nil {
 			return err
 		}
-		ref := newSessionRef()
 		c.log.Info("connecting to the hub", "hub", a.hub, "transport", t.Name())
-		hs, err := t.Connect(ctx, ports.HubConnection{Host: a.hub, DeviceID: a.deviceID, ModelID: c.opts.ModelID, Auth: auth}, &events{c: c, ref: ref})
+		hs, err := t.Connect(ctx, ports.HubConnection{Host: a.hub, DeviceID: a.deviceID, ModelID: c.opts.ModelID, Auth: auth}, &events{c: c})
 		if err == nil && hs == nil {
 			err = fmt.Errorf("%w: transport %s returned no session", domain.ErrMalformed, t.Name())
 		}
-		ref.set(hs)
 		if err != nil {
 			return err
 		}
@@ -243,9 +241,9 @@ func (c *Client) openHub(ctx context.Context, a assignment) (*session, error) {
 // worked becomes the preferred one.
 func (c *Client) withTransports(ctx context.Context, fn func(ports.Transport) error) error {
 	ts := c.opts.Transports
-	c.mu.Lock()
-	first := int(c.preferred)
-	c.mu.Unlock()
+	c.hold.mu.Lock()
+	first := int(c.hold.preferred)
+	c.hold.mu.Unlock()
 	var err error
 	for i := range ts {
 		idx := (first + i) % len(ts)
@@ -253,9 +251,9 @@ func (c *Client) withTransports(ctx context.Context, fn func(ports.Transport) er
 			c.setStatus(domain.ConnectionStatus{State: domain.StateConnecting, Reason: domain.ReasonTransportFallback, Err: err, Transport: ts[idx].Name()})
 		}
 		if err = fn(ts[idx]); err == nil {
-			c.mu.Lock()
-			c.preferred = int32(idx)
-			c.mu.Unlock()
+			c.hold.mu.Lock()
+			c.hold.preferred = int32(idx)
+			c.hold.mu.Unlock()
 			return nil
 		}
 		if ctx.Err() != nil || !domain.IsRetryable(err) {

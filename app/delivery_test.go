@@ -226,8 +226,8 @@ func TestStaleAckNeverReplacesANewerVersion(t *testing.T) {
 		}
 		// The late final answer for version 2 arrives while 3 is handled.
 		err := c.AckProperty(context.Background(), p1, domain.PropertyAck{Status: 200, Description: "v1 done"})
-		if !errors.Is(err, ErrSuperseded) {
-			t.Fatalf("AckProperty for the older version = %v, want ErrSuperseded", err)
+		if !errors.Is(err, domain.ErrSuperseded) {
+			t.Fatalf("AckProperty for the older version = %v, want domain.ErrSuperseded", err)
 		}
 		close(release)
 		jsonEqual(t, <-h.reported, `{"target":{"value":2,"ac":200,"av":3,"ad":"v2 applied"}}`)

@@ -1,11 +1,11 @@
 package app
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime/debug"
-	"sync"
 	"time"
 
 	"github.com/iotc-go/iotc/domain"
@@ -16,43 +16,17 @@ import (
 // IoT Central command.
 const methodNameProperty = "method-name"
 
-// sessionRef is filled once the transport's Connect returned, so that a
-// command that arrived during Connect is answered on its own session.
-type sessionRef struct {
-	ready sync.Mutex       // held until s is set: no channel per session
-	s     ports.HubSession // nil when Connect failed; read after ready
-}
-
-// newSessionRef returns a ref that is not ready yet.
-func newSessionRef() *sessionRef {
-	r := &sessionRef{}
-	r.ready.Lock()
-	return r
-}
-
-// set makes s known to those waiting in wait.
-func (r *sessionRef) set(s ports.HubSession) {
-	r.s = s
-	r.ready.Unlock()
-}
-
-// wait returns the session once the transport's Connect returned (it
-// returns within its context, which Close cancels).
-func (r *sessionRef) wait() ports.HubSession {
-	r.ready.Lock()
-	defer r.ready.Unlock()
-	return r.s
-}
-
 type propEvent struct {
 	patch     []byte
 	sync      bool // get the twin and handle every pending property
 	reconnect bool // the sync follows a reconnect
 }
 
+// methodJob is a direct-method request with its reply, which answers on
+// the session the request came on.
 type methodJob struct {
-	req ports.MethodRequest
-	ref *sessionRef
+	req     ports.MethodRequest
+	respond func(ctx context.Context, status int, payload []byte) error
 }
 
 type cloudJob struct {
@@ -60,10 +34,10 @@ type cloudJob struct {
 	settle func(domain.Outcome)
 }
 
-// events is the ports.EventHandler of one session: it only queues.
+// events is the client's ports.EventHandler: it only queues, one bounded
+// queue per kind of event.
 type events struct {
-	c   *Client
-	ref *sessionRef
+	c *Client
 }
 
 // OnDesiredPatch queues a desired patch for the property worker. When the
@@ -71,17 +45,18 @@ type events struct {
 // as the worker has room, on the live session.
 func (e *events) OnDesiredPatch(patch []byte) {
 	if !e.c.propQ.push(propEvent{patch: patch}) {
-		e.c.resync.Store(true)
+		e.c.props.resync.Store(true)
 		e.c.log.Warn("property queue full; the twin is synced again once the queue has room")
 	}
 }
 
 // OnMethod queues a command; a full queue is answered 503.
-func (e *events) OnMethod(req ports.MethodRequest) {
-	if !e.c.cmdQ.push(methodJob{req: req, ref: e.ref}) {
+func (e *events) OnMethod(req ports.MethodRequest, respond func(ctx context.Context, status int, payload []byte) error) {
+	j := methodJob{req: req, respond: respond}
+	if !e.c.cmdQ.push(j) {
 		e.c.log.Warn("command queue full; answering 503", "command", req.Method)
 		e.c.goTracked(func() {
-			e.c.respond(e.ref, req, domain.CommandResponse{Status: 503, Payload: errorBody("the device is busy")})
+			e.c.respond(j, domain.CommandResponse{Status: 503, Payload: errorBody("the device is busy")})
 		})
 	}
 }
@@ -108,9 +83,9 @@ func (c *Client) recovered(what string, r any) error {
 // requestSync asks the property worker for a twin sync; when the queue is
 // full the worker does it once it has room.
 func (c *Client) requestSync(reconnect bool) {
-	c.resync.Store(false)
+	c.props.resync.Store(false)
 	if !c.propQ.push(propEvent{sync: true, reconnect: reconnect}) {
-		c.resync.Store(true)
+		c.props.resync.Store(true)
 		c.log.Warn("property queue full; the twin is synced once the queue has room")
 	}
 }
@@ -118,7 +93,7 @@ func (c *Client) requestSync(reconnect bool) {
 // handleProperty runs on the property worker.
 func (c *Client) handleProperty(ev propEvent) {
 	c.propertyEvent(ev)
-	if c.resync.Swap(false) {
+	if c.props.resync.Swap(false) {
 		c.syncTwin(false)
 	}
 }
@@ -134,21 +109,21 @@ func (c *Client) propertyEvent(ev propEvent) {
 		return
 	}
 	switch {
-	case !c.synced:
+	case !c.props.synced:
 		// No twin read yet on this session: the twin says what is pending.
 		c.syncTwin(false)
 		return
-	case version != 0 && version <= c.lastDesired:
+	case version != 0 && version <= c.props.lastDesired:
 		c.log.Debug("desired patch already handled", "version", version)
 		return
-	case version != 0 && version != c.lastDesired+1:
+	case version != 0 && version != c.props.lastDesired+1:
 		// A gap (a patch was missed) or an absurd jump: the twin is
 		// authoritative, and its version replaces the one seen.
-		c.log.Warn("desired patch version gap; syncing the twin", "have", c.lastDesired, "got", version)
+		c.log.Warn("desired patch version gap; syncing the twin", "have", c.props.lastDesired, "got", version)
 		c.syncTwin(false)
 		return
 	}
-	c.lastDesired = version
+	c.props.lastDesired = version
 	c.applyDesired(props, nil)
 }
 
@@ -158,18 +133,18 @@ func (c *Client) propertyEvent(ev propEvent) {
 // session's sync takes over.
 func (c *Client) syncTwin(reconnect bool) {
 	for attempt := 0; ; attempt++ {
-		c.mu.Lock()
-		s := c.sess
+		c.hold.mu.Lock()
+		s := c.hold.sess
 		if s != nil {
 			s.ops.Add(1)
 		}
-		c.mu.Unlock()
+		c.hold.mu.Unlock()
 		if s == nil {
-			c.synced = false
+			c.props.synced = false
 			return
 		}
 		b, err := s.GetTwin(c.runCtx)
-		c.release(s)
+		c.hold.release(s)
 		if err == nil {
 			var twin domain.Twin
 			if twin, err = domain.ParseTwin(b); err == nil {
@@ -196,9 +171,9 @@ func (c *Client) applyTwin(s *session, twin domain.Twin, reconnect bool) {
 	pending := twin.PendingDesired()
 	// The twin is authoritative: after a re-provisioning (a recreated or
 	// moved device) its versions may start again from 1.
-	first := !c.synced
-	c.lastDesired = twin.DesiredVersion
-	c.synced = true
+	first := !c.props.synced
+	c.props.lastDesired = twin.DesiredVersion
+	c.props.synced = true
 	c.log.Debug("twin synced", "desired_version", twin.DesiredVersion, "pending", len(pending))
 	if reconnect && len(pending) > 0 {
 		c.setStatus(domain.ConnectionStatus{State: domain.StateConnected, Reason: domain.ReasonDesiredChangedOffline, Transport: s.transport})
@@ -229,7 +204,7 @@ func propKey(component, name string) string { return component + "\x00" + name }
 func (c *Client) applyDesired(props []domain.DesiredProperty, report map[string]bool) {
 	var handled []domain.DesiredProperty
 	for _, p := range props {
-		if c.propertyHandler(p) != nil {
+		if c.handlers.propertyHandler(p) != nil {
 			handled = append(handled, p)
 		}
 	}
@@ -240,18 +215,7 @@ func (c *Client) applyDesired(props []domain.DesiredProperty, report map[string]
 	if len(props) == 0 {
 		return
 	}
-	c.ackMu.Lock()
-	clear(c.inflight)
-	if c.inflight == nil { // made on first use: a client without writable properties holds none
-		c.inflight, c.latest = map[string]int64{}, map[string]int64{}
-	}
-	for _, p := range props {
-		k := propKey(p.Component, p.Name)
-		c.inflight[k] = p.Version
-		c.latest[k] = p.Version // the twin may restart versions: not a max
-	}
-	c.handling = true
-	c.ackMu.Unlock()
+	c.props.begin(props)
 	defer c.flushDeferredAcks()
 
 	patch := map[string]any{}
@@ -260,7 +224,7 @@ func (c *Client) applyDesired(props []domain.DesiredProperty, report map[string]
 		if c.runCtx.Err() != nil {
 			return
 		}
-		ack := c.callProperty(c.propertyHandler(p), p)
+		ack := c.callProperty(c.handlers.propertyHandler(p), p)
 		c.log.Info("property handled", "component", p.Component, "name", p.Name, "version", p.Version, "status", ack.Status)
 		if report != nil && !report[propKey(p.Component, p.Name)] {
 			continue
@@ -270,10 +234,7 @@ func (c *Client) applyDesired(props []domain.DesiredProperty, report map[string]
 		acks = append(acks, domain.AckPatch(p, ack))
 		domain.MergePatch(patch, domain.AckPatch(p, ack))
 	}
-	c.ackMu.Lock()
-	final := c.deferred
-	c.deferred, c.handling = nil, false
-	c.ackMu.Unlock()
+	final := c.props.handled()
 	for _, f := range final {
 		domain.MergePatch(patch, f.merge)
 		acks = append(acks, f.alone)
@@ -300,27 +261,14 @@ func (c *Client) applyDesired(props []domain.DesiredProperty, report map[string]
 	}
 }
 
-// deferredAck is a final acknowledgement given while its property was in
-// flight, twice so that merging one copy leaves the other intact; done
-// receives the result of reporting it.
-type deferredAck struct {
-	merge, alone map[string]any
-	done         chan error
-}
-
 // flushDeferredAcks reports the acknowledgements given while the
 // properties were in flight, then ends the in-flight period.
 func (c *Client) flushDeferredAcks() {
 	for {
-		c.ackMu.Lock()
-		final := c.deferred
-		c.deferred, c.handling = nil, false
-		if len(final) == 0 {
-			clear(c.inflight)
-			c.ackMu.Unlock()
+		final, ended := c.props.finish()
+		if ended {
 			return
 		}
-		c.ackMu.Unlock()
 		for _, f := range final {
 			err := c.report(c.runCtx, f.alone)
 			if err != nil {
@@ -329,30 +277,6 @@ func (c *Client) flushDeferredAcks() {
 			f.done <- err
 		}
 	}
-}
-
-// deferAck hands the acknowledgement to the property worker when p is in
-// flight at its version and reports whether it did. done delivers the
-// report's result; it is nil while handlers still run, because the caller
-// may be the handler itself and must not wait for its own return. An
-// acknowledgement older than the newest version handed to the handler
-// gives ErrSuperseded.
-func (c *Client) deferAck(p domain.DesiredProperty, ack domain.PropertyAck) (done <-chan error, deferred bool, err error) {
-	c.ackMu.Lock()
-	defer c.ackMu.Unlock()
-	k := propKey(p.Component, p.Name)
-	if v, ok := c.latest[k]; ok && p.Version < v {
-		return nil, false, fmt.Errorf("%w (%s version %d, newest %d)", ErrSuperseded, p.Name, p.Version, v)
-	}
-	if v, ok := c.inflight[k]; !ok || v != p.Version {
-		return nil, false, nil
-	}
-	d := deferredAck{merge: domain.AckPatch(p, ack), alone: domain.AckPatch(p, ack), done: make(chan error, 1)}
-	c.deferred = append(c.deferred, d)
-	if c.handling {
-		return nil, true, nil
-	}
-	return d.done, true, nil
 }
 
 func (c *Client) callProperty(h PropertyHandler, p domain.DesiredProperty) (ack domain.PropertyAck) {
@@ -376,7 +300,7 @@ func (c *Client) handleMethod(j methodJob) {
 	if len(j.req.Payload) > 0 {
 		req.Payload = json.RawMessage(j.req.Payload)
 	}
-	h := c.commandHandler(component, name)
+	h := c.handlers.commandHandler(component, name)
 	var resp domain.CommandResponse
 	if h == nil {
 		c.log.Info("no command handler; answering 501", "command", j.req.Method)
@@ -384,7 +308,7 @@ func (c *Client) handleMethod(j methodJob) {
 	} else {
 		resp = c.callCommand(h, req)
 	}
-	c.respond(j.ref, j.req, resp)
+	c.respond(j, resp)
 }
 
 func (c *Client) callCommand(h CommandHandler, req domain.CommandRequest) (resp domain.CommandResponse) {
@@ -397,23 +321,22 @@ func (c *Client) callCommand(h CommandHandler, req domain.CommandRequest) (resp 
 	return h(c.runCtx, req)
 }
 
-// respond sends resp on the session the request came on: a request id
+// respond answers j on the session the request came on: a request id
 // means nothing on another connection.
-func (c *Client) respond(ref *sessionRef, req ports.MethodRequest, resp domain.CommandResponse) {
+func (c *Client) respond(j methodJob, resp domain.CommandResponse) {
 	status, body, err := resp.Encode()
 	if err != nil {
-		c.log.Warn("command response cannot be encoded; answering 500", "command", req.Method, "err", err)
+		c.log.Warn("command response cannot be encoded; answering 500", "command", j.req.Method, "err", err)
 		status, body, _ = domain.CommandResponse{Status: 500, Payload: errorBody(err.Error())}.Encode()
 	}
-	hs := ref.wait()
-	if hs == nil || c.runCtx.Err() != nil {
+	if c.runCtx.Err() != nil {
 		return
 	}
-	if err := hs.RespondMethod(c.runCtx, req.RequestID, status, body); err != nil {
-		c.log.Warn("cannot answer the command", "command", req.Method, "err", err)
+	if err := j.respond(c.runCtx, status, body); err != nil {
+		c.log.Warn("cannot answer the command", "command", j.req.Method, "err", err)
 		return
 	}
-	c.log.Info("command answered", "command", req.Method, "status", status)
+	c.log.Info("command answered", "command", j.req.Method, "status", status)
 }
 
 // handleCloud runs on the cloud-message worker. The message is settled
@@ -432,9 +355,7 @@ func (c *Client) handleCloud(j cloudJob) {
 }
 
 func (c *Client) runCloud(msg domain.CloudMessage) (outcome domain.Outcome, settle bool) {
-	c.handlers.RLock()
-	queued, message := c.handlers.queued, c.handlers.message
-	c.handlers.RUnlock()
+	queued, message := c.handlers.cloudHandlers()
 	defer func() {
 		if r := recover(); r != nil {
 			_ = c.recovered("cloud message", r)
@@ -447,7 +368,7 @@ func (c *Client) runCloud(msg domain.CloudMessage) (outcome domain.Outcome, sett
 		if len(msg.Body) > 0 {
 			req.Payload = json.RawMessage(msg.Body)
 		}
-		command := c.commandHandler(component, name)
+		command := c.handlers.commandHandler(component, name)
 		switch {
 		case name == "":
 			c.log.Warn("queued command without a name; rejected", "method_name", methodName)

@@ -111,7 +111,7 @@ func TestDesiredPatchAtTheTwinVersionIsNotHandledAgain(t *testing.T) {
 }
 
 // liveEnv is a connected client with an empty twin and its event handler.
-func liveEnv(t *testing.T) (*env, *Client, *hub, ports.EventHandler) {
+func liveEnv(t *testing.T) (*env, *Client, *hub, *wire) {
 	e := newEnv(t)
 	h := newHub(e.ctrl, emptyTwin)
 	c := e.connected(nil, connResult{hub: h})

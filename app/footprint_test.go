@@ -29,12 +29,11 @@ func (s *nullSession) SendTelemetry(context.Context, domain.Message) error { ret
 func (s *nullSession) GetTwin(context.Context) ([]byte, error) {
 	return []byte(`{"desired":{"$version":1},"reported":{"$version":1}}`), nil
 }
-func (s *nullSession) PatchReported(context.Context, []byte) (int64, error)     { return 2, nil }
-func (s *nullSession) RespondMethod(context.Context, string, int, []byte) error { return nil }
-func (s *nullSession) Done() <-chan struct{}                                    { return s.done }
-func (s *nullSession) Err() error                                               { return nil }
-func (s *nullSession) RenewToken(context.Context, string) error                 { return nil }
-func (s *nullSession) Close() error                                             { return nil }
+func (s *nullSession) PatchReported(context.Context, []byte) (int64, error) { return 2, nil }
+func (s *nullSession) Done() <-chan struct{}                                { return s.done }
+func (s *nullSession) Err() error                                           { return nil }
+func (s *nullSession) RenewToken(context.Context, string) error             { return nil }
+func (s *nullSession) Close() error                                         { return nil }
 
 // BenchmarkClientFootprint reports the heap and goroutines one connected,
 // idle client adds on top of its transport's session.

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iotc-go/iotc/domain"
+	"github.com/iotc-go/iotc/internal/sastest"
 	"github.com/iotc-go/iotc/mocks"
 	"github.com/iotc-go/iotc/ports"
 )
@@ -129,10 +130,6 @@ func newHub(ctrl *gomock.Controller, twin string) *hub {
 		h.reported <- string(b)
 		return int64(v + 1), nil
 	}).AnyTimes()
-	m.RespondMethod(gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).DoAndReturn(func(_ context.Context, rid string, status int, body []byte) error {
-		h.responses <- response{rid, status, string(body)}
-		return nil
-	}).AnyTimes()
 	m.SendTelemetry(gomock.Any(), gomock.Any()).DoAndReturn(func(ctx context.Context, msg domain.Message) error {
 		if h.sendCtxHook != nil {
 			return h.sendCtxHook(ctx, msg)
@@ -172,10 +169,25 @@ func mergeJSON(dst, patch map[string]any) {
 	}
 }
 
+// wire is what the transport hands the client: its events handler, to
+// which OnMethod adds the request's reply, recorded in h.responses.
+type wire struct {
+	ports.EventHandler
+	h *hub
+}
+
+// OnMethod delivers req with a reply on h.
+func (w *wire) OnMethod(req ports.MethodRequest) {
+	w.EventHandler.OnMethod(req, func(_ context.Context, status int, body []byte) error {
+		w.h.responses <- response{req.RequestID, status, string(body)}
+		return nil
+	})
+}
+
 // desire changes the desired properties as the service would: the twin
 // gets the patch and a new $version, and ev receives the patch with it.
 // It returns the new version.
-func (h *hub) desire(ev ports.EventHandler, patch string) int64 {
+func (h *hub) desire(ev *wire, patch string) int64 {
 	var p map[string]any
 	if err := json.Unmarshal([]byte(patch), &p); err != nil {
 		panic(fmt.Sprintf("bad test patch %q: %v", patch, err))
@@ -244,7 +256,7 @@ type env struct {
 	tr     *mocks.MockTransport
 	store  *mocks.MockCredentialStore
 	conns  chan ports.HubConnection
-	events chan ports.EventHandler
+	events chan *wire
 
 	mu       sync.Mutex
 	statuses []domain.ConnectionStatus
@@ -258,7 +270,7 @@ func newEnv(t *testing.T) *env {
 		tr:     mocks.NewMockTransport(ctrl),
 		store:  mocks.NewMockCredentialStore(ctrl),
 		conns:  make(chan ports.HubConnection, 64),
-		events: make(chan ports.EventHandler, 64),
+		events: make(chan *wire, 64),
 	}
 	e.tr.EXPECT().Name().Return("mqtt").AnyTimes()
 	return e
@@ -347,7 +359,7 @@ func (e *env) hubConnects(results ...connResult) {
 			if r.err != nil {
 				return nil, r.err
 			}
-			e.events <- ev
+			e.events <- &wire{EventHandler: ev, h: r.hub}
 			return r.hub, nil
 		}).Times(len(results))
 }
@@ -381,13 +393,13 @@ func verifyToken(t *testing.T, tok, resource, keyName, key string) domain.SASTok
 	if err != nil {
 		t.Fatalf("ParseSAS: %v", err)
 	}
-	if !st.MatchesResource(resource) {
+	if !sastest.MatchesResource(st, resource) {
 		t.Fatalf("token resource %q, want %q", st.Resource, resource)
 	}
 	if st.KeyName != keyName {
 		t.Fatalf("token skn %q, want %q", st.KeyName, keyName)
 	}
-	if err := st.Verify(key, time.Now()); err != nil {
+	if err := sastest.Verify(st, key, time.Now()); err != nil {
 		t.Fatalf("token does not verify with the expected key: %v", err)
 	}
 	return st

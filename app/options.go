@@ -121,7 +121,9 @@ type Options struct {
 	Logger *slog.Logger
 	// OnStatus is called with every connection state change, in order,
 	// from a goroutine of its own: a slow callback delays later status
-	// reports but never the client.
+	// reports but never the client. A callback 64 changes behind loses the
+	// oldest it has not seen yet (logged at Warn); the latest is always
+	// delivered.
 	OnStatus func(domain.ConnectionStatus)
 	// Outbox stores what EnqueueTelemetry accepted until the hub
 	// acknowledged it; the client's pump delivers it in order. The client

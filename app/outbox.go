@@ -15,10 +15,10 @@ import (
 // outboxBatch is how many entries the pump reads from the outbox at a time.
 const outboxBatch = 32
 
-// OutboxSendTimeout bounds one attempt to deliver an outbox message: when
+// outboxSendTimeout bounds one attempt to deliver an outbox message: when
 // the hub has not acknowledged it by then, it is sent again (same message
 // id) after the backoff.
-const OutboxSendTimeout = time.Minute
+const outboxSendTimeout = time.Minute
 
 // OutboxStats says what the outbox holds and what became of the messages
 // it held since the client was built.
@@ -101,8 +101,8 @@ func (c *Client) EnqueueTelemetry(ctx context.Context, m domain.Message) error {
 	if m.CreationTime.IsZero() {
 		m.CreationTime = now
 	}
-	m = m.WithDefaults()
-	if err := m.Validate(); err != nil {
+	m, err := m.WithDefaults().Checked() // the transport does not check it again
+	if err != nil {
 		return fmt.Errorf("iotc: enqueue telemetry: %w", err)
 	}
 	if err := c.enqueue(ctx, m, now); err != nil {
@@ -116,9 +116,9 @@ func (c *Client) EnqueueTelemetry(ctx context.Context, m domain.Message) error {
 func (c *Client) enqueue(ctx context.Context, m domain.Message, now time.Time) error {
 	c.ob.mu.RLock()
 	defer c.ob.mu.RUnlock()
-	c.mu.Lock()
-	ph, gaveUp := c.phase, c.gaveUp
-	c.mu.Unlock()
+	c.hold.mu.Lock()
+	ph, gaveUp := c.hold.phase, c.hold.gaveUp
+	c.hold.mu.Unlock()
 	switch {
 	case c.ob.closed || ph == phaseClosed:
 		return domain.ErrClosed
@@ -181,9 +181,9 @@ func (c *Client) kickOutbox() {
 		c.ob.dirty = true
 		return
 	}
-	c.mu.Lock()
-	ph := c.phase
-	c.mu.Unlock()
+	c.hold.mu.Lock()
+	ph := c.hold.phase
+	c.hold.mu.Unlock()
 	if ph != phaseConnecting && ph != phaseSupervising {
 		return
 	}
@@ -281,12 +281,12 @@ func (c *Client) pump() {
 				break batch
 			}
 			if !c.claim(e) {
-				c.release(s)
+				c.hold.release(s)
 				stuck = true
 				break batch // expired while waiting for the session
 			}
 			err = c.deliver(s, e)
-			c.release(s)
+			c.hold.release(s)
 			if err != nil {
 				c.setInflight(0)
 			}
@@ -320,9 +320,9 @@ func (c *Client) pump() {
 	}
 }
 
-// deliver sends one outbox entry on s, bounded by OutboxSendTimeout.
+// deliver sends one outbox entry on s, bounded by outboxSendTimeout.
 func (c *Client) deliver(s *session, e ports.OutboxEntry) error {
-	ctx, cancel := context.WithTimeout(c.runCtx, OutboxSendTimeout)
+	ctx, cancel := context.WithTimeout(c.runCtx, outboxSendTimeout)
 	defer cancel()
 	err := s.SendTelemetry(ctx, e.Message)
 	if err == nil {
@@ -419,13 +419,13 @@ func (c *Client) expireOutbox(ctx context.Context) int {
 
 // errPumpIdle: no session is open or coming; the pump waits for the next
 // Connect.
-var errPumpIdle = errors.New("iotc: outbox: not connected")
+var errPumpIdle = errors.New("outbox: not connected")
 
-// pumpSession is acquire for the pump: it waits for the next session
+// pumpSession is holder.wait for the pump: it waits for the next session
 // (other than avoid) whatever FailFast says, returns errPumpIdle when
 // nothing is connecting and domain.ErrClosed after Close or giving up.
 func (c *Client) pumpSession(avoid *session) (*session, error) {
-	s, err := c.waitSession(c.runCtx, avoid, false)
+	s, err := c.hold.wait(c.runCtx, avoid, false)
 	switch {
 	case err == nil:
 		return s, nil

@@ -14,12 +14,13 @@ type queue[T any] struct {
 	fn    func(T)
 	hooks *callbacks // records the drainer as a callback goroutine; may be nil
 
-	mu      sync.Mutex
-	items   []T
-	limit   int32 // 0 = unbounded; beside the flags, so that a queue fits 88 bytes
-	closed  bool
-	running bool
-	wg      sync.WaitGroup
+	mu         sync.Mutex
+	items      []T
+	limit      int32 // at most this many items (0 = unbounded); beside the flags, so that a queue fits 88 bytes
+	closed     bool
+	running    bool
+	dropOldest bool // when full, push drops the oldest item instead of the new one
+	wg         sync.WaitGroup
 }
 
 // init sets up a zero queue in place (a queue lives inside its Client,
@@ -29,12 +30,23 @@ func (q *queue[T]) init(ctx context.Context, limit int, hooks *callbacks, fn fun
 }
 
 // push appends v and starts the drainer if none runs; it reports false
-// when the queue is full or stopped.
+// when the queue is stopped, or full: then v is dropped, or with
+// dropOldest the oldest waiting item is dropped and v appended.
 func (q *queue[T]) push(v T) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.closed || (q.limit > 0 && len(q.items) >= int(q.limit)) {
+	if q.closed {
 		return false
+	}
+	ok := true
+	if q.limit > 0 && len(q.items) >= int(q.limit) {
+		if !q.dropOldest {
+			return false
+		}
+		var zero T
+		q.items[0] = zero
+		q.items = q.items[1:]
+		ok = false
 	}
 	q.items = append(q.items, v)
 	if !q.running {
@@ -42,7 +54,7 @@ func (q *queue[T]) push(v T) bool {
 		q.wg.Add(1)
 		go q.drain()
 	}
-	return true
+	return ok
 }
 
 // stop refuses new items and waits for the drainer, which finishes the

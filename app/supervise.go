@@ -31,7 +31,7 @@ type watch struct {
 	stopDone func() bool // stops the end notification
 }
 
-// armLocked starts watching s, the current session. Called with c.mu held
+// armLocked starts watching s, the current session. Called with c.hold.mu held
 // once the client supervises (first Connect, then every step).
 func (c *Client) armLocked(s *session) {
 	w := &watch{s: s}
@@ -71,7 +71,7 @@ func untilCheck(renewAt time.Time) time.Duration {
 	return max(min(renewAt.Sub(time.Now().Round(0)), maxRenewCheck), 0)
 }
 
-// disarmLocked stops w's timer and end notification. Called with c.mu
+// disarmLocked stops w's timer and end notification. Called with c.hold.mu
 // held, after w stopped being c.watched.
 func (c *Client) disarmLocked(w *watch) {
 	if w.timer != nil {
@@ -84,11 +84,11 @@ func (c *Client) disarmLocked(w *watch) {
 // is due by the wall clock, and otherwise sleeps again.
 func (c *Client) renewalDue(w *watch) {
 	if time.Now().Round(0).Before(w.renewAt) {
-		c.mu.Lock()
+		c.hold.mu.Lock()
 		if c.watched == w {
 			w.timer.Reset(untilCheck(w.renewAt))
 		}
-		c.mu.Unlock()
+		c.hold.mu.Unlock()
 		return
 	}
 	c.wake(w, watchRenewal)
@@ -97,9 +97,9 @@ func (c *Client) renewalDue(w *watch) {
 // wake ends w and starts a supervisor step for its session, unless w was
 // already ended (the other trigger fired first, or Close).
 func (c *Client) wake(w *watch, res watchResult) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.watched != w || c.phase != phaseSupervising {
+	c.hold.mu.Lock()
+	defer c.hold.mu.Unlock()
+	if c.watched != w || c.hold.phase != phaseSupervising {
 		return
 	}
 	c.watched = nil
@@ -109,22 +109,22 @@ func (c *Client) wake(w *watch, res watchResult) {
 
 // unwatch ends the current watch, if any (Close).
 func (c *Client) unwatch() {
-	c.mu.Lock()
+	c.hold.mu.Lock()
 	if w := c.watched; w != nil {
 		c.watched = nil
 		c.disarmLocked(w)
 	}
-	c.mu.Unlock()
+	c.hold.mu.Unlock()
 }
 
 // rearm watches s again after a step, unless the client stopped
 // supervising meanwhile.
 func (c *Client) rearm(s *session) {
-	c.mu.Lock()
-	if c.phase == phaseSupervising && c.runCtx.Err() == nil {
+	c.hold.mu.Lock()
+	if c.hold.phase == phaseSupervising && c.runCtx.Err() == nil {
 		c.armLocked(s)
 	}
-	c.mu.Unlock()
+	c.hold.mu.Unlock()
 }
 
 // step is the supervisor's work when a watched session needs it: renew
@@ -161,26 +161,26 @@ func (c *Client) step(s *session, res watchResult) {
 	if res == watchRenewal {
 		// A planned renewal: no new operation on the old session, and
 		// those in flight get their acknowledgements before it closes.
-		c.drain(s, c.opts.DrainTimeout)
+		c.hold.drain(s, c.opts.DrainTimeout, c.log)
 	}
 	stable := time.Since(s.connectedAt) >= c.opts.StableAfter
-	c.mu.Lock()
+	c.hold.mu.Lock()
 	s.draining.Store(true)
-	if c.sess == s {
-		c.sess = nil
-		c.broadcastLocked()
+	if c.hold.sess == s {
+		c.hold.sess = nil
+		c.hold.broadcastLocked()
 	}
-	c.gaveUp = err
+	c.hold.gaveUp = err
 	c.setStatusLocked(domain.ConnectionStatus{State: domain.StateReconnecting, Reason: reason, Err: err, Transport: s.transport})
 	old := s
 	// A drained session closes cleanly before the new one opens; a
 	// dead one is closed in the background so that reconnecting does
 	// not wait for its transport to wind down.
 	if res == watchRenewal || !c.goTrackedLocked(func() { c.closeSession(old) }) {
-		c.mu.Unlock()
+		c.hold.mu.Unlock()
 		c.closeSession(old)
 	} else {
-		c.mu.Unlock()
+		c.hold.mu.Unlock()
 	}
 	// The first attempt after a renewal, or after the loss of a session
 	// that had been stable, is immediate: a single drop is most often
@@ -215,23 +215,23 @@ func (c *Client) giveUp(err error) {
 		reason = domain.ReasonRetryExpired
 	}
 	c.log.Error("giving up reconnecting", "err", err)
-	c.mu.Lock()
-	if c.phase == phaseSupervising {
-		c.gaveUp = err
-		c.phase = phaseGaveUp
-		c.broadcastLocked()
+	c.hold.mu.Lock()
+	if c.hold.phase == phaseSupervising {
+		c.hold.gaveUp = err
+		c.hold.phase = phaseGaveUp
+		c.hold.broadcastLocked()
 		c.setStatusLocked(domain.ConnectionStatus{State: domain.StateClosed, Reason: reason, Err: err})
 	}
-	c.mu.Unlock()
+	c.hold.mu.Unlock()
 }
 
 // renew presents a fresh SAS token on s. done is false when the token was
 // renewed in place and s lives on.
 func (c *Client) renew(s *session) (res watchResult, done bool, err error) {
 	issued := time.Now()
-	c.mu.Lock()
+	c.hold.mu.Lock()
 	a := c.assign
-	c.mu.Unlock()
+	c.hold.mu.Unlock()
 	auth, expiry, err := c.auth(domain.HubResource(a.hub, a.deviceID), "")
 	if err != nil {
 		return watchRenewal, true, err
@@ -254,10 +254,10 @@ func (c *Client) renew(s *session) (res watchResult, done bool, err error) {
 // reconnect opens a new session with backoff. It returns an error when the
 // client closes, a non-retryable error occurs or MaxAttempts consecutive
 // attempts failed.
-func (c *Client) reconnect(failures, backoff *int, immediate bool) (*session, error) {
+func (c *Client) reconnect(failures, backoff *int32, immediate bool) (*session, error) {
 	for {
 		if !immediate {
-			if err := c.sleep(c.runCtx, c.opts.Backoff.Delay(*backoff, randFloat())); err != nil {
+			if err := c.sleep(c.runCtx, c.opts.Backoff.Delay(int(*backoff), randFloat())); err != nil {
 				return nil, err
 			}
 		}
@@ -275,7 +275,7 @@ func (c *Client) reconnect(failures, backoff *int, immediate bool) (*session, er
 		}
 		*failures++
 		*backoff++
-		if c.opts.MaxAttempts > 0 && *failures >= c.opts.MaxAttempts {
+		if c.opts.MaxAttempts > 0 && int(*failures) >= c.opts.MaxAttempts {
 			return nil, fmt.Errorf("%w after %d attempts: %w", errGaveUp, *failures, err)
 		}
 		c.attemptFailed(domain.ConnectionStatus{State: domain.StateReconnecting, Reason: reasonFor(err), Err: err})

@@ -6,7 +6,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 )
 
@@ -47,8 +46,14 @@ type Credential struct {
 	Kind CredentialKind
 	// Key is the base64 group or device key (KindGroupKey, KindDeviceKey).
 	Key string
-	// CertFile and KeyFile are PEM file paths (KindX509).
+	// CertFile and KeyFile are PEM file paths (KindX509), read with
+	// ReadFile at every connection (a certificate renewed on disk is
+	// picked up at the next one).
 	CertFile, KeyFile string
+	// ReadFile reads CertFile and KeyFile; the composition root (package
+	// iotc) sets os.ReadFile: domain itself touches no file. Required
+	// with CertFile or KeyFile.
+	ReadFile func(name string) ([]byte, error)
 	// CertPEM and KeyPEM are PEM contents, used when the files are empty.
 	CertPEM, KeyPEM []byte
 	// Passphrase decrypts an encrypted key: PKCS#8 "ENCRYPTED PRIVATE KEY"
@@ -160,13 +165,16 @@ func (c Credential) TLSCertificate() (tls.Certificate, error) {
 	}
 	certPEM, keyPEM := c.CertPEM, c.KeyPEM
 	var err error
+	if (c.CertFile != "" || c.KeyFile != "") && c.ReadFile == nil {
+		return tls.Certificate{}, fmt.Errorf("%w: certificate files given without a ReadFile to read them", ErrInvalidConfig)
+	}
 	if c.CertFile != "" {
-		if certPEM, err = os.ReadFile(c.CertFile); err != nil {
+		if certPEM, err = c.ReadFile(c.CertFile); err != nil {
 			return tls.Certificate{}, fmt.Errorf("%w: read certificate: %w", ErrInvalidConfig, err)
 		}
 	}
 	if c.KeyFile != "" {
-		if keyPEM, err = os.ReadFile(c.KeyFile); err != nil {
+		if keyPEM, err = c.ReadFile(c.KeyFile); err != nil {
 			return tls.Certificate{}, fmt.Errorf("%w: read key: %w", ErrInvalidConfig, err)
 		}
 	}

@@ -9,24 +9,6 @@ import (
 	"syscall"
 )
 
-// Classes of connection failure. The transports wrap every failed dial or
-// TLS handshake with DiagnoseNetwork, so that these sentinels match with
-// errors.Is whatever the transport, and IsRetryable and the client's status
-// reasons decide on them in one place.
-var (
-	// ErrUntrustedServer reports a server certificate that failed TLS
-	// verification: signed by an unknown authority (Config.RootCAs does not
-	// hold the server's CA), issued for another host name, expired or not
-	// yet valid. It is never retried: a certificate does not mend itself.
-	ErrUntrustedServer = errors.New("server certificate not trusted")
-	// ErrConnectionRefused reports a host that refused the TCP connection
-	// (nothing listens on the port). It is retried with the backoff.
-	ErrConnectionRefused = errors.New("connection refused")
-	// ErrHostNotFound reports a host name that DNS does not know. It is
-	// retried with the backoff (DNS may catch up).
-	ErrHostNotFound = errors.New("host not found")
-)
-
 // diagnosed is a network error with its class and a text that says what
 // to check. Both the class and the original error match errors.Is/As.
 type diagnosed struct {

@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 )
 
-// Sentinel errors. Match them with errors.Is; adapters wrap them with detail.
+// Sentinel errors, all of them declared here. Match them with errors.Is;
+// adapters wrap them with detail. Their texts carry no "iotc:" prefix:
+// package iotc adds it once to every error it returns.
 var (
 	// ErrNotConnected is returned by operations that need a live hub
 	// session while the client is offline or reconnecting.
@@ -34,6 +35,47 @@ var (
 	ErrInvalidConfig = errors.New("invalid configuration")
 	// ErrMalformed reports a service payload that cannot be parsed.
 	ErrMalformed = errors.New("malformed payload")
+	// Errors of the SAS functions.
+	// ErrInvalidKey reports a symmetric key that is not valid base64 or is empty.
+	ErrInvalidKey = errors.New("symmetric key is not valid base64")
+	// ErrMalformedToken reports a SAS token that cannot be parsed.
+	ErrMalformedToken = errors.New("malformed SAS token")
+	// ErrTokenExpired reports a SAS token whose se lies in the past: the
+	// transports join it to the end of a session the hub dropped after
+	// the token expired.
+	ErrTokenExpired = errors.New("SAS token expired")
+
+	// Classes of connection failure: the transports wrap every failed
+	// dial or TLS handshake with DiagnoseNetwork, so that these match with
+	// errors.Is whatever the transport, and IsRetryable and the client's
+	// status reasons decide on them in one place.
+
+	// ErrUntrustedServer reports a server certificate that failed TLS
+	// verification: signed by an unknown authority (Config.RootCAs does not
+	// hold the server's CA), issued for another host name, expired or not
+	// yet valid. It is never retried: a certificate does not mend itself.
+	ErrUntrustedServer = errors.New("server certificate not trusted")
+	// ErrConnectionRefused reports a host that refused the TCP connection
+	// (nothing listens on the port). It is retried with the backoff.
+	ErrConnectionRefused = errors.New("connection refused")
+	// ErrHostNotFound reports a host name that DNS does not know. It is
+	// retried with the backoff (DNS may catch up).
+	ErrHostNotFound = errors.New("host not found")
+	// ErrOutboxFull is returned by EnqueueTelemetry (and ports.Outbox.Append)
+	// when storing the message would exceed the outbox's OutboxLimit. Nothing
+	// already stored is dropped to make room; the message was not stored.
+	ErrOutboxFull = errors.New("outbox full")
+
+	// ErrOutboxDamaged is returned (wrapped, with the path) when a durable
+	// outbox holds damaged records and cannot be opened safely: the damaged
+	// bytes could not be moved aside to a quarantine file, so using the
+	// outbox could destroy what it still holds. Damage that was moved aside
+	// is not an error: it is reported by OutboxDamage.
+	ErrOutboxDamaged = errors.New("outbox damaged")
+	// ErrSuperseded is returned by Client.AckProperty (app) for a version older than one the
+	// client has already handed to the property handler: the newer value's
+	// acknowledgement stands and the stale one is not reported.
+	ErrSuperseded = errors.New("a newer version of the property was received; acknowledgement not reported")
 )
 
 // HubError is a failed IoT Hub or DPS request that carries the service's
@@ -108,12 +150,7 @@ func IsRetryable(err error) bool {
 		return he.Status == 408 || he.Status == 429 || he.Status >= 500
 	}
 	var pe *ProvisioningError
-	if errors.As(err, &pe) {
-		return false
-	}
-	var ne net.Error
-	if errors.As(err, &ne) {
-		return true
-	}
-	return true
+	// Network errors (net.Error) and everything else not named above are
+	// retried.
+	return !errors.As(err, &pe)
 }

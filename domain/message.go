@@ -50,6 +50,11 @@ type Message struct {
 	// Properties are application properties. Keys starting with "$." or
 	// "iothub-" are reserved (except iothub-creation-time-utc).
 	Properties map[string]string
+
+	// checked: Checked validated this message; Validate (and EncodeTopic)
+	// then do not run the rules again. Only Checked sets it, so a message
+	// is validated once on its way from the client to the wire.
+	checked bool
 }
 
 // NewJSONMessage encodes v as the JSON body of a new message. A []byte or
@@ -85,6 +90,9 @@ func (m Message) WithDefaults() Message {
 // it returns ErrMessageTooLarge when the body plus properties exceed
 // MaxTelemetrySize, and ErrInvalidConfig for a reserved or empty property key.
 func (m Message) Validate() error {
+	if m.checked {
+		return nil
+	}
 	if err := m.checkKeys(); err != nil {
 		return err
 	}
@@ -92,6 +100,18 @@ func (m Message) Validate() error {
 		return fmt.Errorf("%w: telemetry of %d bytes exceeds the IoT Hub limit of %d", ErrMessageTooLarge, n, MaxTelemetrySize)
 	}
 	return nil
+}
+
+// Checked validates m as Validate does and returns it marked as checked:
+// Validate and EncodeTopic on the result (the transport's, on its way to
+// the wire) do not run the rules again. Change nothing in a checked
+// message; build a new one instead.
+func (m Message) Checked() (Message, error) {
+	if err := m.Validate(); err != nil {
+		return m, err
+	}
+	m.checked = true
+	return m, nil
 }
 
 // EncodeProperties validates m as Validate does and returns its property

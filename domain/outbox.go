@@ -1,21 +1,8 @@
 package domain
 
 import (
-	"errors"
 	"fmt"
 )
-
-// ErrOutboxFull is returned by EnqueueTelemetry (and ports.Outbox.Append)
-// when storing the message would exceed the outbox's OutboxLimit. Nothing
-// already stored is dropped to make room; the message was not stored.
-var ErrOutboxFull = errors.New("iotc: outbox full")
-
-// ErrOutboxDamaged is returned (wrapped, with the path) when a durable
-// outbox holds damaged records and cannot be opened safely: the damaged
-// bytes could not be moved aside to a quarantine file, so using the
-// outbox could destroy what it still holds. Damage that was moved aside
-// is not an error: it is reported by OutboxDamage.
-var ErrOutboxDamaged = errors.New("iotc: outbox damaged")
 
 // OutboxDamage is what a durable outbox found damaged when it was opened,
 // and what it lost since. The zero value means nothing was damaged.

@@ -83,13 +83,13 @@ func TestX509CredentialPKCS8(t *testing.T) {
 		if key == "ec-genpkey-aes256.key" {
 			// Not the certificate's key: the pair must be refused after
 			// decrypting, which proves decryption ran.
-			c := Credential{Kind: KindX509, CertFile: certFile, KeyFile: filepath.Join(dir, key), Passphrase: vectorPass}
+			c := Credential{Kind: KindX509, ReadFile: os.ReadFile, CertFile: certFile, KeyFile: filepath.Join(dir, key), Passphrase: vectorPass}
 			if _, err := c.TLSCertificate(); err == nil || !strings.Contains(err.Error(), "key pair") {
 				t.Errorf("%s with another certificate: err = %v, want a key pair mismatch", key, err)
 			}
 			continue
 		}
-		c := Credential{Kind: KindX509, CertFile: certFile, KeyFile: filepath.Join(dir, key), Passphrase: vectorPass}
+		c := Credential{Kind: KindX509, ReadFile: os.ReadFile, CertFile: certFile, KeyFile: filepath.Join(dir, key), Passphrase: vectorPass}
 		if _, err := c.TLSCertificate(); err != nil {
 			t.Fatalf("%s: %v", key, err)
 		}
@@ -113,7 +113,7 @@ func TestX509CredentialPKCS8(t *testing.T) {
 		"ec-pkcs8-scrypt.key": "scrypt",
 		"ec-pkcs8-v1.key":     "only PBES2",
 	} {
-		c := Credential{Kind: KindX509, CertFile: filepath.Join(dir, "ec-cert.pem"), KeyFile: filepath.Join(dir, key), Passphrase: vectorPass}
+		c := Credential{Kind: KindX509, ReadFile: os.ReadFile, CertFile: filepath.Join(dir, "ec-cert.pem"), KeyFile: filepath.Join(dir, key), Passphrase: vectorPass}
 		_, err := c.TLSCertificate()
 		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: err = %v, want ErrInvalidConfig mentioning %q", key, err, want)
@@ -200,7 +200,7 @@ func TestX509ConnectionString(t *testing.T) {
 	dir := filepath.Join("testdata", "pkcs8")
 	cs := "HostName=hub.example.net;DeviceId=pkcs8-device;x509=true"
 	c := Credential{Kind: KindConnectionString, ConnectionString: cs,
-		CertFile: filepath.Join(dir, "ec-cert.pem"), KeyFile: filepath.Join(dir, "ec-pkcs8-aes256.key"), Passphrase: vectorPass}
+		ReadFile: os.ReadFile, CertFile: filepath.Join(dir, "ec-cert.pem"), KeyFile: filepath.Join(dir, "ec-pkcs8-aes256.key"), Passphrase: vectorPass}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -215,8 +215,8 @@ func TestX509ConnectionString(t *testing.T) {
 	}
 	for _, bad := range []Credential{
 		{Kind: KindConnectionString, ConnectionString: cs},
-		{Kind: KindConnectionString, ConnectionString: cs, CertFile: c.CertFile},
-		{Kind: KindConnectionString, ConnectionString: "HostName=h;DeviceId=d;SharedAccessKey=" + docDerivedKey, CertFile: c.CertFile, KeyFile: c.KeyFile},
+		{Kind: KindConnectionString, ConnectionString: cs, ReadFile: os.ReadFile, CertFile: c.CertFile},
+		{Kind: KindConnectionString, ConnectionString: "HostName=h;DeviceId=d;SharedAccessKey=" + docDerivedKey, ReadFile: os.ReadFile, CertFile: c.CertFile, KeyFile: c.KeyFile},
 	} {
 		if err := bad.Validate(); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("%v: Validate = %v, want ErrInvalidConfig", bad, err)

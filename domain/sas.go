@@ -4,7 +4,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -21,18 +20,6 @@ const DPSKeyName = "registration"
 // DefaultTokenTTL is the lifetime of the SAS tokens the SDK mints when no
 // other TTL is configured: one hour, as in the official device SDKs.
 const DefaultTokenTTL = time.Hour
-
-// Errors returned by the SAS functions. Match them with errors.Is.
-var (
-	// ErrInvalidKey reports a symmetric key that is not valid base64 or is empty.
-	ErrInvalidKey = errors.New("symmetric key is not valid base64")
-	// ErrMalformedToken reports a SAS token that cannot be parsed.
-	ErrMalformedToken = errors.New("malformed SAS token")
-	// ErrTokenExpired reports a SAS token whose se lies in the past.
-	ErrTokenExpired = errors.New("SAS token expired")
-	// ErrBadSignature reports a SAS token whose signature does not match the key.
-	ErrBadSignature = errors.New("SAS token signature does not match")
-)
 
 func decodeKey(key string) ([]byte, error) {
 	k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(key))
@@ -156,8 +143,9 @@ type SASToken struct {
 	// Expiry is se.
 	Expiry time.Time
 	// KeyName is skn URL-decoded, empty when absent.
-	KeyName   string
-	rawExpiry string
+	KeyName string
+	// RawExpiry is se exactly as it appears in the token.
+	RawExpiry string
 }
 
 // String never shows the signature, so a token can be logged safely.
@@ -210,7 +198,7 @@ func ParseSAS(token string) (SASToken, error) {
 			if err != nil || n < 0 {
 				return t, fmt.Errorf("%w: se %q is not a number of seconds", ErrMalformedToken, v)
 			}
-			t.Expiry, t.rawExpiry = time.Unix(n, 0), v
+			t.Expiry, t.RawExpiry = time.Unix(n, 0), v
 		case "skn":
 			t.KeyName = dec
 		}
@@ -221,65 +209,4 @@ func ParseSAS(token string) (SASToken, error) {
 		}
 	}
 	return t, nil
-}
-
-// Verify checks the signature with the base64 key and the expiry against
-// now. The HMAC is computed over sr exactly as it appears in the token; the
-// decoded, lowercase-hex and uppercase-hex forms are also accepted, because
-// the official SDKs disagree on how to encode sr. It returns ErrInvalidKey,
-// ErrBadSignature or ErrTokenExpired.
-func (t SASToken) Verify(key string, now time.Time) error {
-	k, err := decodeKey(key)
-	if err != nil {
-		return err
-	}
-	got, err := base64.StdEncoding.DecodeString(t.Signature)
-	if err != nil {
-		return ErrBadSignature
-	}
-	se := t.rawExpiry
-	if se == "" {
-		se = strconv.FormatInt(t.Expiry.Unix(), 10)
-	}
-	enc := EscapeComponent(t.Resource)
-	ok := false
-	for _, sr := range []string{t.RawResource, t.Resource, enc, lowerHexEscapes(enc)} {
-		m := hmac.New(sha256.New, k)
-		m.Write([]byte(sr + "\n" + se))
-		if hmac.Equal(m.Sum(nil), got) {
-			ok = true
-			break
-		}
-	}
-	if !ok {
-		return ErrBadSignature
-	}
-	if !t.Expiry.After(now) {
-		return ErrTokenExpired
-	}
-	return nil
-}
-
-// MatchesResource reports whether the token's decoded sr names resource,
-// ignoring case and a trailing slash.
-func (t SASToken) MatchesResource(resource string) bool {
-	a := strings.TrimSuffix(t.Resource, "/")
-	b := strings.TrimSuffix(resource, "/")
-	return strings.EqualFold(a, b)
-}
-
-// lowerHexEscapes rewrites %2F style escapes to %2f, as the C SDK encodes.
-func lowerHexEscapes(s string) string {
-	b := []byte(s)
-	for i := 0; i+2 < len(b); i++ {
-		if b[i] == '%' {
-			for j := i + 1; j <= i+2; j++ {
-				if b[j] >= 'A' && b[j] <= 'F' {
-					b[j] += 'a' - 'A'
-				}
-			}
-			i += 2
-		}
-	}
-	return string(b)
 }

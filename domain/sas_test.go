@@ -36,38 +36,6 @@ func TestDeriveDeviceKey(t *testing.T) {
 	}
 }
 
-func TestSASPublishedSignatures(t *testing.T) {
-	// Tokens as the C SDK (raw sr) and Node/Python (encoded sr) build them.
-	tests := []struct{ token string }{
-		{"SharedAccessSignature sr=myhub.azure-devices.net/devices/dev1&sig=23cY6HBgW47J5%2BicuL79qnio1P%2Bu73PuVu05DK9EFxY%3D&se=1767225600"},
-		{"SharedAccessSignature sr=myhub.azure-devices.net%2Fdevices%2Fdev1&sig=uZlUBGGFiUoAxLq8dU2BwroktLdITY1WBGxJduvxOMg%3D&se=1767225600"},
-		{"SharedAccessSignature sig=uZlUBGGFiUoAxLq8dU2BwroktLdITY1WBGxJduvxOMg%3D&se=1767225600&sr=myhub.azure-devices.net%2Fdevices%2Fdev1"},
-		{"SharedAccessSignature sr=myhub.azure-devices.net%2fdevices%2fdev1&sig=uZlUBGGFiUoAxLq8dU2BwroktLdITY1WBGxJduvxOMg%3D&skn=&se=1767225600"},
-	}
-	before := time.Unix(1767225600-10, 0)
-	for _, tt := range tests {
-		tok, err := ParseSAS(tt.token)
-		if err != nil {
-			t.Fatalf("ParseSAS(%q): %v", tt.token, err)
-		}
-		if !tok.MatchesResource("MyHub.azure-devices.net/devices/dev1") {
-			t.Errorf("%q: resource %q does not match", tt.token, tok.Resource)
-		}
-		if err := tok.Verify(docDerivedKey, before); err != nil {
-			t.Errorf("Verify(%q) = %v", tt.token, err)
-		}
-		if err := tok.Verify(docDerivedKey, time.Unix(1767225600, 0)); !errors.Is(err, ErrTokenExpired) {
-			t.Errorf("Verify at expiry = %v, want ErrTokenExpired", err)
-		}
-		if err := tok.Verify(docGroupKey, before); !errors.Is(err, ErrBadSignature) {
-			t.Errorf("Verify with wrong key = %v, want ErrBadSignature", err)
-		}
-		if strings.Contains(tok.String(), tok.Signature) {
-			t.Errorf("String() leaks the signature: %s", tok)
-		}
-	}
-}
-
 func TestBuildSASRoundTrip(t *testing.T) {
 	exp := time.Unix(1767225600, 0)
 	tok, err := BuildSAS(docDerivedKey, "myhub.azure-devices.net/devices/dev1", exp, "")
@@ -89,8 +57,8 @@ func TestBuildSASRoundTrip(t *testing.T) {
 	if p.Resource != "0ne00000001/registrations/dev 1" || p.KeyName != "registration" || !p.Expiry.Equal(exp) {
 		t.Errorf("parsed %+v", p)
 	}
-	if err := p.Verify(docDerivedKey, exp.Add(-time.Second)); err != nil {
-		t.Errorf("Verify: %v", err)
+	if k, _ := decodeKey(docDerivedKey); p.Signature != sign(k, p.RawResource+"\n"+p.RawExpiry) {
+		t.Errorf("signature %q is not the HMAC of sr and se", p.Signature)
 	}
 }
 
@@ -115,7 +83,8 @@ func TestParseSASErrors(t *testing.T) {
 }
 
 // FuzzParseSAS builds a token from fuzzed parts (fields in a fuzzed order),
-// parses it and checks every field and the signature; and parses fuzzed
+// parses it and checks every field and the signature (verification as a
+// hub does it is tested in internal/sastest); and parses fuzzed
 // text, re-encodes what was accepted and checks that it parses the same.
 func FuzzParseSAS(f *testing.F) {
 	f.Add("myhub.azure-devices.net/devices/dev1", "", int64(1767225600), []byte("key"), uint8(0),
@@ -150,15 +119,8 @@ func FuzzParseSAS(f *testing.F) {
 			if p.Resource != resource || p.RawResource != EscapeComponent(resource) || p.KeyName != skn || p.Expiry.Unix() != se {
 				t.Fatalf("ParseSAS(%q) = %+v, want sr %q skn %q se %d", tok, p, resource, skn, se)
 			}
-			if err := p.Verify(k64, time.Unix(se-1, 0)); err != nil {
-				t.Fatalf("Verify(%q) = %v", tok, err)
-			}
-			if err := p.Verify(k64, time.Unix(se, 0)); !errors.Is(err, ErrTokenExpired) {
-				t.Fatalf("Verify at expiry = %v, want ErrTokenExpired", err)
-			}
-			other := base64.StdEncoding.EncodeToString(append([]byte{1}, key...))
-			if err := p.Verify(other, time.Unix(se-1, 0)); !errors.Is(err, ErrBadSignature) {
-				t.Fatalf("Verify with another key = %v, want ErrBadSignature", err)
+			if p.Signature != sign(key, p.RawResource+"\n"+p.RawExpiry) {
+				t.Fatalf("ParseSAS(%q): signature %q is not the HMAC of sr and se", tok, p.Signature)
 			}
 		}
 		// Parse -> re-encode -> parse.

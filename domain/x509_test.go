@@ -42,7 +42,7 @@ func TestX509Credential(t *testing.T) {
 	os.WriteFile(keyFile, keyPEM, 0o600)
 
 	for _, c := range []Credential{
-		{Kind: KindX509, CertFile: certFile, KeyFile: keyFile},
+		{Kind: KindX509, ReadFile: os.ReadFile, CertFile: certFile, KeyFile: keyFile},
 		{Kind: KindX509, CertPEM: certPEM, KeyPEM: keyPEM},
 	} {
 		if err := c.Validate(); err != nil {
@@ -67,7 +67,7 @@ func TestX509Credential(t *testing.T) {
 	for _, bad := range []Credential{
 		{Kind: KindX509, CertPEM: certPEM, KeyPEM: encPEM, Passphrase: "n0tIt-x"},
 		{Kind: KindX509, CertPEM: certPEM, KeyPEM: encPEM},
-		{Kind: KindX509, CertFile: filepath.Join(dir, "missing.pem"), KeyFile: keyFile},
+		{Kind: KindX509, ReadFile: os.ReadFile, CertFile: filepath.Join(dir, "missing.pem"), KeyFile: keyFile},
 		{Kind: KindX509, CertPEM: []byte("junk"), KeyPEM: keyPEM},
 		{Kind: KindX509, CertPEM: certPEM, KeyPEM: []byte("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n")},
 		{Kind: KindDeviceKey, Key: docDerivedKey},

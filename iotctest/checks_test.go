@@ -29,8 +29,8 @@ type cloudMessage struct {
 
 func newEvents() *events { return &events{c2d: make(chan cloudMessage, 8)} }
 
-func (e *events) OnDesiredPatch([]byte)        {}
-func (e *events) OnMethod(ports.MethodRequest) {}
+func (e *events) OnDesiredPatch([]byte)                                                  {}
+func (e *events) OnMethod(ports.MethodRequest, func(context.Context, int, []byte) error) {}
 func (e *events) OnCloudMessage(m domain.CloudMessage, settle func(domain.Outcome)) {
 	e.c2d <- cloudMessage{m, settle}
 }

@@ -32,7 +32,13 @@ func (s *session) DesiredPatch(patch []byte) { s.events.OnDesiredPatch(patch) }
 
 // Method implements inproc.Events.
 func (s *session) Method(requestID, method string, payload []byte) {
-	s.events.OnMethod(ports.MethodRequest{Method: method, RequestID: requestID, Payload: payload})
+	s.events.OnMethod(ports.MethodRequest{Method: method, RequestID: requestID, Payload: payload}, func(ctx context.Context, status int, payload []byte) error {
+		<-s.ready
+		if s.conn == nil {
+			return fmt.Errorf("%w: the session did not open", domain.ErrNotConnected)
+		}
+		return s.respondMethod(ctx, requestID, status, payload)
+	})
 }
 
 // CloudMessage implements inproc.Events: the message goes to the handler
@@ -136,9 +142,9 @@ func hubError(op string, status int, body []byte) error {
 	return herr
 }
 
-// RespondMethod implements ports.MethodResponder with IoT Hub's 128 KiB
-// limit.
-func (s *session) RespondMethod(ctx context.Context, requestID string, status int, payload []byte) error {
+// respondMethod answers a direct method (the reply OnMethod carries) with
+// IoT Hub's 128 KiB limit.
+func (s *session) respondMethod(ctx context.Context, requestID string, status int, payload []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}

@@ -100,15 +100,15 @@ func (mr *MockEventHandlerMockRecorder) OnDesiredPatch(patch interface{}) *gomoc
 }
 
 // OnMethod mocks base method.
-func (m *MockEventHandler) OnMethod(req ports.MethodRequest) {
+func (m *MockEventHandler) OnMethod(req ports.MethodRequest, respond func(context.Context, int, []byte) error) {
 	m.ctrl.T.Helper()
-	m.ctrl.Call(m, "OnMethod", req)
+	m.ctrl.Call(m, "OnMethod", req, respond)
 }
 
 // OnMethod indicates an expected call of OnMethod.
-func (mr *MockEventHandlerMockRecorder) OnMethod(req interface{}) *gomock.Call {
+func (mr *MockEventHandlerMockRecorder) OnMethod(req, respond interface{}) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "OnMethod", reflect.TypeOf((*MockEventHandler)(nil).OnMethod), req)
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "OnMethod", reflect.TypeOf((*MockEventHandler)(nil).OnMethod), req, respond)
 }
 
 // MockHubConnector is a mock of HubConnector interface.
@@ -237,43 +237,6 @@ func (m *MockTwinClient) PatchReported(ctx context.Context, patch []byte) (int64
 func (mr *MockTwinClientMockRecorder) PatchReported(ctx, patch interface{}) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "PatchReported", reflect.TypeOf((*MockTwinClient)(nil).PatchReported), ctx, patch)
-}
-
-// MockMethodResponder is a mock of MethodResponder interface.
-type MockMethodResponder struct {
-	ctrl     *gomock.Controller
-	recorder *MockMethodResponderMockRecorder
-}
-
-// MockMethodResponderMockRecorder is the mock recorder for MockMethodResponder.
-type MockMethodResponderMockRecorder struct {
-	mock *MockMethodResponder
-}
-
-// NewMockMethodResponder creates a new mock instance.
-func NewMockMethodResponder(ctrl *gomock.Controller) *MockMethodResponder {
-	mock := &MockMethodResponder{ctrl: ctrl}
-	mock.recorder = &MockMethodResponderMockRecorder{mock}
-	return mock
-}
-
-// EXPECT returns an object that allows the caller to indicate expected use.
-func (m *MockMethodResponder) EXPECT() *MockMethodResponderMockRecorder {
-	return m.recorder
-}
-
-// RespondMethod mocks base method.
-func (m *MockMethodResponder) RespondMethod(ctx context.Context, requestID string, status int, payload []byte) error {
-	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "RespondMethod", ctx, requestID, status, payload)
-	ret0, _ := ret[0].(error)
-	return ret0
-}
-
-// RespondMethod indicates an expected call of RespondMethod.
-func (mr *MockMethodResponderMockRecorder) RespondMethod(ctx, requestID, status, payload interface{}) *gomock.Call {
-	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "RespondMethod", reflect.TypeOf((*MockMethodResponder)(nil).RespondMethod), ctx, requestID, status, payload)
 }
 
 // MockSessionLifecycle is a mock of SessionLifecycle interface.
@@ -499,20 +462,6 @@ func (m *MockHubSession) RenewToken(ctx context.Context, sasToken string) error 
 func (mr *MockHubSessionMockRecorder) RenewToken(ctx, sasToken interface{}) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "RenewToken", reflect.TypeOf((*MockHubSession)(nil).RenewToken), ctx, sasToken)
-}
-
-// RespondMethod mocks base method.
-func (m *MockHubSession) RespondMethod(ctx context.Context, requestID string, status int, payload []byte) error {
-	m.ctrl.T.Helper()
-	ret := m.ctrl.Call(m, "RespondMethod", ctx, requestID, status, payload)
-	ret0, _ := ret[0].(error)
-	return ret0
-}
-
-// RespondMethod indicates an expected call of RespondMethod.
-func (mr *MockHubSessionMockRecorder) RespondMethod(ctx, requestID, status, payload interface{}) *gomock.Call {
-	mr.mock.ctrl.T.Helper()
-	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "RespondMethod", reflect.TypeOf((*MockHubSession)(nil).RespondMethod), ctx, requestID, status, payload)
 }
 
 // SendTelemetry mocks base method.

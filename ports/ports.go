@@ -33,7 +33,7 @@ import (
 
 // ErrNoCredentials is returned by CredentialStore.Load when nothing usable
 // is stored (absent, unreadable or corrupt).
-var ErrNoCredentials = errors.New("iotc: no cached credentials")
+var ErrNoCredentials = errors.New("no cached credentials")
 
 // Auth is how a device authenticates one connection.
 type Auth struct {
@@ -95,9 +95,16 @@ type MethodRequest struct {
 type EventHandler interface {
 	// OnDesiredPatch receives a desired-properties patch (JSON with $version).
 	OnDesiredPatch(patch []byte)
-	// OnMethod receives a direct-method request; answer it with
-	// HubSession.RespondMethod.
-	OnMethod(req MethodRequest)
+	// OnMethod receives a direct-method request with its reply: respond
+	// sends the response (any status, a JSON payload of at most
+	// domain.MaxMethodPayloadSize, 128 KiB) on the session the request
+	// came on and returns when it was sent. It fails with
+	// domain.ErrMessageTooLarge before sending an oversized payload, with
+	// an error wrapping domain.ErrNotConnected once that session has died
+	// (a request id means nothing on another connection). It may be
+	// called from any goroutine; the hub answers the caller with 504 when
+	// the response comes after its timeout.
+	OnMethod(req MethodRequest, respond func(ctx context.Context, status int, payload []byte) error)
 	// OnCloudMessage receives a cloud-to-device message. The message is
 	// settled with the hub only when settle is called, with the outcome
 	// the application chose (domain.Complete, domain.Abandon,
@@ -141,12 +148,6 @@ type TwinClient interface {
 	PatchReported(ctx context.Context, patch []byte) (version int64, err error)
 }
 
-// MethodResponder answers direct methods.
-type MethodResponder interface {
-	// RespondMethod sends the response to the request with requestID.
-	RespondMethod(ctx context.Context, requestID string, status int, payload []byte) error
-}
-
 // SessionLifecycle is the life of one session.
 type SessionLifecycle interface {
 	// Done is closed when the session has ended, by Close or by failure.
@@ -178,7 +179,6 @@ type DoneNotifier interface {
 type HubSession interface {
 	TelemetrySender
 	TwinClient
-	MethodResponder
 	SessionLifecycle
 }
 

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iotc-go/iotc/adapters/amqp"
+	"github.com/iotc-go/iotc/adapters/amqpws"
 	"github.com/iotc-go/iotc/emulator"
 	"github.com/iotc-go/iotc/internal/contract"
 	"github.com/iotc-go/iotc/ports"
@@ -42,7 +43,7 @@ func newTLS(t testing.TB) contract.NewTransport {
 // connecting directly.
 func newWS(t testing.TB) contract.NewTransport {
 	return func(e *emulator.Emulator) ports.Transport {
-		return amqp.New(&amqp.Options{WebSockets: true, Port: portOf(t, e.WebSocketAddr()), RootCAs: e.CAPool(), NoProxy: true})
+		return amqpws.New(&amqpws.Options{Port: portOf(t, e.WebSocketAddr()), RootCAs: e.CAPool(), NoProxy: true})
 	}
 }
 

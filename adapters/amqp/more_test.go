@@ -3,6 +3,7 @@ package amqp_test
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/iotc-go/iotc/adapters/amqp"
+	"github.com/iotc-go/iotc/adapters/amqpws"
 	"github.com/iotc-go/iotc/domain"
 	"github.com/iotc-go/iotc/emulator"
 	"github.com/iotc-go/iotc/internal/contract"
@@ -59,8 +61,8 @@ func TestContractThroughProxy(t *testing.T) {
 	contract.RunTransport(t, func(e *emulator.Emulator) ports.Transport {
 		_, port, _ := net.SplitHostPort(e.WebSocketAddr())
 		wsAddr = net.JoinHostPort(contract.DPSHost, port)
-		return amqp.New(&amqp.Options{
-			WebSockets: true, Port: portOf(t, e.WebSocketAddr()), RootCAs: e.CAPool(), Proxy: p.URL(proxyUser, proxyPass),
+		return amqpws.New(&amqpws.Options{
+			Port: portOf(t, e.WebSocketAddr()), RootCAs: e.CAPool(), Proxy: p.URL(proxyUser, proxyPass),
 			Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		})
 	})
@@ -88,7 +90,7 @@ func TestProxyRefusesCredentials(t *testing.T) {
 	id, key := s.NewDevice(t)
 	for name, u := range map[string]*url.URL{"wrong password": p.URL(proxyUser, "wrong-pa55word"), "no credentials": p.URL("", "")} {
 		t.Run(name, func(t *testing.T) {
-			tr := amqp.New(&amqp.Options{WebSockets: true, Port: portOf(t, s.E.WebSocketAddr()), RootCAs: s.E.CAPool(), Proxy: u})
+			tr := amqpws.New(&amqpws.Options{Port: portOf(t, s.E.WebSocketAddr()), RootCAs: s.E.CAPool(), Proxy: u})
 			sess, err := tr.Connect(stepCtx(t), ports.HubConnection{Host: s.E.HubHost(), DeviceID: id, Auth: ports.Auth{SASToken: s.HubSAS(t, id, key)}}, contract.NewRecorder())
 			if err == nil {
 				_ = sess.Close()
@@ -106,14 +108,14 @@ func TestProxyRefusesCredentials(t *testing.T) {
 
 func TestInvalidOptions(t *testing.T) {
 	t.Parallel()
-	for name, o := range map[string]amqp.Options{
-		"proxy and no proxy": {WebSockets: true, Proxy: &url.URL{Scheme: "http", Host: "127.0.0.1:1"}, NoProxy: true},
-		"socks proxy":        {WebSockets: true, Proxy: &url.URL{Scheme: "socks5", Host: "127.0.0.1:1080"}},
-		"port":               {Port: 70000},
-		"credit":             {CloudToDeviceCredit: -1},
+	for name, tr := range map[string]ports.Transport{
+		"proxy and no proxy": amqpws.New(&amqpws.Options{Proxy: &url.URL{Scheme: "http", Host: "127.0.0.1:1"}, NoProxy: true}),
+		"socks proxy":        amqpws.New(&amqpws.Options{Proxy: &url.URL{Scheme: "socks5", Host: "127.0.0.1:1080"}}),
+		"port":               amqp.New(&amqp.Options{Port: 70000}),
+		"websocket port":     amqpws.New(&amqpws.Options{Port: 70000}),
+		"credit":             amqp.New(&amqp.Options{CloudToDeviceCredit: -1}),
 	} {
 		t.Run(name, func(t *testing.T) {
-			tr := amqp.New(&o)
 			ctx := stepCtx(t)
 			if _, err := tr.Connect(ctx, ports.HubConnection{Host: "localhost", DeviceID: "d", Auth: ports.Auth{SASToken: "SharedAccessSignature sr=a&sig=b&se=1"}}, contract.NewRecorder()); !errors.Is(err, domain.ErrInvalidConfig) {
 				t.Errorf("Connect = %v, want ErrInvalidConfig", err)
@@ -124,8 +126,8 @@ func TestInvalidOptions(t *testing.T) {
 		})
 	}
 	tr := amqp.New(nil)
-	if tr.Name() != "amqp" || amqp.New(&amqp.Options{WebSockets: true}).Name() != "amqpws" {
-		t.Errorf("names %q and %q", tr.Name(), amqp.New(&amqp.Options{WebSockets: true}).Name())
+	if tr.Name() != "amqp" || amqpws.New(nil).Name() != "amqpws" {
+		t.Errorf("names %q and %q", tr.Name(), amqpws.New(nil).Name())
 	}
 	_, err := tr.Connect(stepCtx(t), ports.HubConnection{Host: "localhost", DeviceID: "d", Auth: ports.Auth{SASToken: "not a token"}}, contract.NewRecorder())
 	if !errors.Is(err, domain.ErrInvalidConfig) || strings.Contains(err.Error(), "not a token") {
@@ -296,7 +298,7 @@ func TestErrorsNameNoAddressOrSecret(t *testing.T) {
 	_, closedPort, _ := net.SplitHostPort(closedAddr)
 	var refused []error
 	for _, ws := range []bool{false, true} {
-		tr := amqp.New(&amqp.Options{WebSockets: ws, Port: portOf(t, closedAddr), RootCAs: s.E.CAPool(), NoProxy: true})
+		tr := both(ws, portOf(t, closedAddr), s.E.CAPool(), 0)
 		_, err := tr.Connect(ctx, ports.HubConnection{Host: "127.0.0.1", DeviceID: id, Auth: ports.Auth{SASToken: s.HubSAS(t, id, key)}}, contract.NewRecorder())
 		if err == nil || !domain.IsRetryable(err) || !strings.Contains(err.Error(), "refused") {
 			t.Fatalf("Connect to a closed port (websockets %v) = %v, want a retryable error saying refused", ws, err)
@@ -393,7 +395,7 @@ func TestConnectTimeoutAndCancel(t *testing.T) {
 	conn := ports.HubConnection{Host: "localhost", DeviceID: "d", Auth: ports.Auth{SASToken: "SharedAccessSignature sr=localhost%2Fdevices%2Fd&sig=x&se=9999999999"}}
 	prov := ports.ProvisioningRequest{Host: "localhost", IDScope: "0ne1", Registration: domain.RegistrationRequest{RegistrationID: "d"}, Auth: ports.Auth{SASToken: "x"}}
 	for _, ws := range []bool{false, true} {
-		tr := amqp.New(&amqp.Options{WebSockets: ws, Port: port, ConnectTimeout: 300 * time.Millisecond, NoProxy: true})
+		tr := both(ws, port, nil, 300*time.Millisecond)
 		ctx := stepCtx(t)
 		if _, err := tr.Connect(ctx, conn, contract.NewRecorder()); !errors.Is(err, domain.ErrTimeout) || !domain.IsRetryable(err) {
 			t.Errorf("websockets %v: Connect to a silent server = %v, want a retryable ErrTimeout", ws, err)
@@ -401,7 +403,7 @@ func TestConnectTimeoutAndCancel(t *testing.T) {
 		if _, err := tr.Provision(ctx, prov); !errors.Is(err, domain.ErrTimeout) {
 			t.Errorf("websockets %v: Provision from a silent server = %v, want ErrTimeout", ws, err)
 		}
-		slow := amqp.New(&amqp.Options{WebSockets: ws, Port: port, NoProxy: true})
+		slow := both(ws, port, nil, 0)
 		cctx, cancel := context.WithCancel(ctx)
 		time.AfterFunc(100*time.Millisecond, cancel)
 		if _, err := slow.Connect(cctx, conn, contract.NewRecorder()); !errors.Is(err, context.Canceled) {
@@ -434,4 +436,13 @@ func TestProvisionPayload(t *testing.T) {
 	if err != nil || d.ModelID != "dtmi:com:example:Payload;2" || !d.Provisioned {
 		t.Fatalf("device %+v (%v): want model dtmi:com:example:Payload;2, provisioned", d, err)
 	}
+}
+
+// both builds the AMQP transport over TLS or over WebSockets (without a
+// proxy) with the same settings.
+func both(ws bool, port int, roots *x509.CertPool, connectTimeout time.Duration) ports.Transport {
+	if ws {
+		return amqpws.New(&amqpws.Options{Port: port, RootCAs: roots, ConnectTimeout: connectTimeout, NoProxy: true})
+	}
+	return amqp.New(&amqp.Options{Port: port, RootCAs: roots, ConnectTimeout: connectTimeout})
 }

@@ -82,8 +82,8 @@ func envProxyChild() int {
 
 type discard struct{}
 
-func (discard) OnDesiredPatch([]byte)        {}
-func (discard) OnMethod(ports.MethodRequest) {}
+func (discard) OnDesiredPatch([]byte)                                                  {}
+func (discard) OnMethod(ports.MethodRequest, func(context.Context, int, []byte) error) {}
 func (discard) OnCloudMessage(_ domain.CloudMessage, settle func(domain.Outcome)) {
 	settle(domain.Complete)
 }

@@ -36,10 +36,8 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -340,13 +338,7 @@ func twinRequest(ctx context.Context, snd *goamqp.Sender, replies <-chan *goamqp
 }
 
 // uuid returns a random uuid in its canonical text form.
-func uuid() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6], b[8] = b[6]&0x0f|0x40, b[8]&0x3f|0x80
-	h := hex.EncodeToString(b[:])
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
+func uuid() string { return domain.NewUUID().String() }
 
 // putToken authenticates on $cbs and detaches the CBS links, as the
 // adapter does.

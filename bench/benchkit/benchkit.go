@@ -79,8 +79,8 @@ func (p Path) WithKey(key string) Path {
 // noEvents discards hub events.
 type noEvents struct{}
 
-func (noEvents) OnDesiredPatch([]byte)        {}
-func (noEvents) OnMethod(ports.MethodRequest) {}
+func (noEvents) OnDesiredPatch([]byte)                                                  {}
+func (noEvents) OnMethod(ports.MethodRequest, func(context.Context, int, []byte) error) {}
 func (noEvents) OnCloudMessage(_ domain.CloudMessage, settle func(domain.Outcome)) {
 	settle(domain.Complete)
 }

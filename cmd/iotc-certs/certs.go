@@ -211,7 +211,7 @@ func writePair(dir, name string, chain []*x509.Certificate, key *ecdsa.PrivateKe
 
 func loadPair(dir, name, pass string) ([]*x509.Certificate, crypto.Signer, error) {
 	cf, kf := filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key")
-	cred := domain.Credential{Kind: domain.KindX509, CertFile: cf, KeyFile: kf, Passphrase: pass}
+	cred := domain.Credential{Kind: domain.KindX509, CertFile: cf, KeyFile: kf, ReadFile: os.ReadFile, Passphrase: pass}
 	tc, err := cred.TLSCertificate()
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {

@@ -231,7 +231,7 @@ func (d *deviceFlags) configure(stderr io.Writer) (iotc.Config, error) {
 		if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
 			return iotc.Config{}, fmt.Errorf("credentials cache: %w", err)
 		}
-		cfg.CredentialsFile = f
+		cfg.CredentialStore = iotc.CredentialsFile(f)
 	}
 	// Every connection change is printed, so that nobody waits in silence.
 	cfg.OnStatus = func(st iotc.Status) {
@@ -241,7 +241,7 @@ func (d *deviceFlags) configure(stderr io.Writer) (iotc.Config, error) {
 	}
 	if d.verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		cfg.LogLevel = iotc.LogAll
+		cfg.LogLevel = slog.LevelDebug
 	}
 	return cfg, nil
 }

@@ -182,9 +182,9 @@ func run(args []string) error {
 			return fmt.Errorf("%s holds no PEM certificate", s.ca)
 		}
 	}
-	level := iotc.LogAPIOnly
+	level := slog.LevelInfo
 	if s.verbose {
-		level = iotc.LogAll
+		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
@@ -200,7 +200,7 @@ func run(args []string) error {
 		Port:             s.port,
 		WebSocketPort:    s.wsPort,
 		RootCAs:          roots,
-		CredentialsFile:  s.credentials,
+		CredentialStore:  iotc.CredentialsFile(s.credentials),
 		Logger:           logger,
 		LogLevel:         level,
 		OnStatus:         func(st iotc.Status) { fmt.Println("status:", st) },

@@ -103,6 +103,13 @@ func (s *Suite) Connect(t testing.TB, ctx context.Context, id, key string) (port
 	return sess, rec
 }
 
+// MethodEvent is one direct-method request seen by a Recorder, with its
+// reply.
+type MethodEvent struct {
+	Req     ports.MethodRequest
+	Respond func(ctx context.Context, status int, payload []byte) error
+}
+
 // CloudEvent is one cloud-to-device delivery seen by a Recorder.
 type CloudEvent struct {
 	Msg    domain.CloudMessage
@@ -113,7 +120,7 @@ type CloudEvent struct {
 // channels (an event that does not fit is counted in Dropped).
 type Recorder struct {
 	Desired chan []byte
-	Methods chan ports.MethodRequest
+	Methods chan MethodEvent
 	Cloud   chan CloudEvent
 	Dropped atomic.Int64
 }
@@ -122,7 +129,7 @@ type Recorder struct {
 func NewRecorder() *Recorder {
 	return &Recorder{
 		Desired: make(chan []byte, 256),
-		Methods: make(chan ports.MethodRequest, 256),
+		Methods: make(chan MethodEvent, 256),
 		Cloud:   make(chan CloudEvent, 256),
 	}
 }
@@ -137,9 +144,9 @@ func (r *Recorder) OnDesiredPatch(patch []byte) {
 }
 
 // OnMethod implements ports.EventHandler.
-func (r *Recorder) OnMethod(req ports.MethodRequest) {
+func (r *Recorder) OnMethod(req ports.MethodRequest, respond func(ctx context.Context, status int, payload []byte) error) {
 	select {
-	case r.Methods <- req:
+	case r.Methods <- MethodEvent{Req: req, Respond: respond}:
 	default:
 		r.Dropped.Add(1)
 	}
@@ -604,6 +611,7 @@ func (s *Suite) testMethod(t *testing.T) {
 	ctx := stepContext(t)
 	id, key := s.NewDevice(t)
 	sess, rec := s.Connect(t, ctx, id, key)
+	var last MethodEvent
 	type result struct {
 		res emulator.CommandResult
 		err error
@@ -623,14 +631,15 @@ func (s *Suite) testMethod(t *testing.T) {
 			res, err := s.E.InvokeCommand(ctx, id, tc.component, tc.name, tc.payload, StepTimeout)
 			done <- result{res, err}
 		}()
-		req := recv(t, ctx, rec.Methods, "method request")
+		last = recv(t, ctx, rec.Methods, "method request")
+		req := last.Req
 		if req.Method != tc.method || req.RequestID == "" {
 			t.Fatalf("request = %+v, want method %q", req, tc.method)
 		}
 		want, _ := json.Marshal(tc.payload)
 		jsonEqual(t, req.Payload, string(want))
-		if err := sess.RespondMethod(ctx, req.RequestID, tc.status, []byte(tc.response)); err != nil {
-			t.Fatalf("RespondMethod: %v", err)
+		if err := last.Respond(ctx, tc.status, []byte(tc.response)); err != nil {
+			t.Fatalf("respond: %v", err)
 		}
 		r := recv(t, ctx, done, "command result")
 		if r.err != nil {
@@ -641,11 +650,14 @@ func (s *Suite) testMethod(t *testing.T) {
 		}
 		jsonEqual(t, r.res.Payload, tc.response)
 	}
-	if err := sess.RespondMethod(ctx, "1", 200, make([]byte, domain.MaxMethodPayloadSize+1)); !errors.Is(err, domain.ErrMessageTooLarge) {
-		t.Errorf("RespondMethod(over 128 KiB) = %v, want ErrMessageTooLarge", err)
+	if err := last.Respond(ctx, 200, make([]byte, domain.MaxMethodPayloadSize+1)); !errors.Is(err, domain.ErrMessageTooLarge) {
+		t.Errorf("respond(over 128 KiB) = %v, want ErrMessageTooLarge", err)
 	}
-	if err := sess.RespondMethod(ctx, "a/b", 200, nil); !errors.Is(err, domain.ErrInvalidConfig) {
-		t.Errorf("RespondMethod(bad rid) = %v, want ErrInvalidConfig", err)
+	if err := sess.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := last.Respond(ctx, 200, nil); !errors.Is(err, domain.ErrNotConnected) {
+		t.Errorf("respond after the session closed = %v, want ErrNotConnected", err)
 	}
 }
 

@@ -67,7 +67,7 @@ func child(mode string) int {
 		Credential:       iotc.GroupKey(os.Getenv(envKey)),
 		ProvisioningHost: "127.0.0.1",
 		Port:             port,
-		OutboxDir:        os.Getenv(envDir),
+		Outbox:           iotc.OutboxConfig{Dir: os.Getenv(envDir)},
 		// Quick reconnects: the connection-cutting case cuts every 300 ms.
 		StableAfter: 100 * time.Millisecond,
 		Backoff:     iotc.Backoff{Base: 50 * time.Millisecond, Cap: 500 * time.Millisecond},
@@ -103,10 +103,10 @@ func child(mode string) int {
 		if err := c.Connect(ctx); err != nil {
 			return fail("Connect: %v", err)
 		}
-		for c.OutboxLen() > 0 {
+		for c.OutboxStats().Messages > 0 {
 			select {
 			case <-ctx.Done():
-				return fail("outbox still holds %d messages", c.OutboxLen())
+				return fail("outbox still holds %d messages", c.OutboxStats().Messages)
 			case <-time.After(20 * time.Millisecond):
 			}
 		}

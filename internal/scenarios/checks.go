@@ -97,8 +97,8 @@ type portMessage struct {
 
 func newPortEvents() *portEvents { return &portEvents{c2d: make(chan portMessage, 8)} }
 
-func (e *portEvents) OnDesiredPatch([]byte)        {}
-func (e *portEvents) OnMethod(ports.MethodRequest) {}
+func (e *portEvents) OnDesiredPatch([]byte)                                                  {}
+func (e *portEvents) OnMethod(ports.MethodRequest, func(context.Context, int, []byte) error) {}
 func (e *portEvents) OnCloudMessage(m domain.CloudMessage, settle func(domain.Outcome)) {
 	e.c2d <- portMessage{m, settle}
 }

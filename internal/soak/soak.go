@@ -296,7 +296,7 @@ func (r *runner) run(ctx context.Context, rep *Report) error {
 			Port:             proxy.Port(),
 			RootCAs:          emu.CAPool(),
 			Backoff:          iotc.Backoff{Base: 200 * time.Millisecond, Cap: 2 * time.Second},
-			OutboxDir:        outboxDir,
+			Outbox:           iotc.OutboxConfig{Dir: outboxDir},
 			Logger:           cfg.Logger,
 			OnStatus: func(s iotc.Status) {
 				up := s.State == iotc.StateConnected
@@ -366,7 +366,7 @@ func (r *runner) run(ctx context.Context, rep *Report) error {
 func outboxLeft(clients []*iotc.Client) int {
 	n := 0
 	for _, c := range clients {
-		n += c.OutboxLen()
+		n += c.OutboxStats().Messages
 	}
 	return n
 }

@@ -43,12 +43,9 @@ type Session struct {
 	closed  bool                       // Close called
 	ended   bool                       // done closed
 	err     error
-	queue   []func()
-	running bool         // a drain goroutine is active
 	onEnd   notify.OnEnd // AfterDone's functions
 
 	done      chan struct{}
-	wg        sync.WaitGroup // event drain
 	pubs      sync.WaitGroup // publishes inside paho
 	closeOnce sync.Once
 }
@@ -204,16 +201,14 @@ func (s *Session) RenewToken(context.Context, string) error {
 // Close refuses new operations, lets the publishes already handed to paho
 // reach the connection, disconnects (DISCONNECT after every settlement
 // made before Close, then a graceful close so that none is lost), waits
-// for paho's and the session's goroutines (the event being delivered, if
-// any, included; queued events not yet delivered are dropped) and returns
-// nil. Unsettled cloud-to-device messages stay with the hub for the next
+// for paho's goroutines and returns nil; events that arrive after Close
+// are not delivered. Unsettled cloud-to-device messages stay with the hub for the next
 // session. Close is idempotent and safe to call from any goroutine except
 // an EventHandler callback.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
-		s.queue = nil
 		s.mu.Unlock()
 		// While connected, paho's writer takes publishes promptly; waiting
 		// for them keeps a Publish from racing Disconnect (it would block
@@ -223,7 +218,6 @@ func (s *Session) Close() error {
 		s.cl.Disconnect(disconnectQuiesce)
 		_ = s.raw.Close()
 		s.end(nil)
-		s.wg.Wait()
 		s.log.Debug("hub: closed")
 	})
 	return nil
@@ -412,14 +406,14 @@ func (s *Session) PatchReported(ctx context.Context, patch []byte) (int64, error
 	return r.Version, nil
 }
 
-// RespondMethod implements ports.MethodResponder: it publishes payload
+// respondMethod answers a direct method (the reply OnMethod carries): it publishes payload
 // on $iothub/methods/res/{status}/?$rid={requestID} (QoS 0, as the Azure
 // SDKs). A payload over domain.MaxMethodPayloadSize (128 KiB) fails with
 // domain.ErrMessageTooLarge; an empty request id or one holding '/', '#',
 // '+' or '&' with domain.ErrInvalidConfig; a dead session with
 // domain.ErrNotConnected. The hub answers the caller with 504 when the
 // response comes after its timeout.
-func (s *Session) RespondMethod(ctx context.Context, requestID string, status int, payload []byte) error {
+func (s *Session) respondMethod(ctx context.Context, requestID string, status int, payload []byte) error {
 	if requestID == "" || strings.ContainsAny(requestID, "/#+&\x00") {
 		return fmt.Errorf("%w: method request id %q", domain.ErrInvalidConfig, requestID)
 	}
@@ -432,37 +426,14 @@ func (s *Session) RespondMethod(ctx context.Context, requestID string, status in
 	return nil
 }
 
-// enqueue appends an event delivery; a drain goroutine runs while the
-// queue is not empty, so an idle session costs no goroutine of ours.
-func (s *Session) enqueue(f func()) {
+// deliver hands an event to the handler on the calling goroutine (the
+// protocol library's receiver: the handler only queues, see
+// ports.EventHandler), unless the session was closed.
+func (s *Session) deliver(f func()) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return
-	}
-	s.queue = append(s.queue, f)
-	if !s.running {
-		s.running = true
-		s.wg.Add(1)
-		go s.drain()
-	}
-}
-
-// drain delivers queued events in order until the queue is empty.
-func (s *Session) drain() {
-	defer s.wg.Done()
-	for {
-		s.mu.Lock()
-		if len(s.queue) == 0 || s.closed {
-			s.running = false
-			s.queue = nil
-			s.mu.Unlock()
-			return
-		}
-		f := s.queue[0]
-		s.queue[0] = nil
-		s.queue = s.queue[1:]
-		s.mu.Unlock()
+	closed := s.closed
+	s.mu.Unlock()
+	if !closed {
 		f()
 	}
 }
@@ -494,7 +465,7 @@ func (s *Session) onDesired(_ paho.Client, m paho.Message) {
 		return
 	}
 	body := m.Payload()
-	s.enqueue(func() { s.events.OnDesiredPatch(body) })
+	s.deliver(func() { s.events.OnDesiredPatch(body) })
 }
 
 // onMethod runs on paho's router.
@@ -506,7 +477,11 @@ func (s *Session) onMethod(_ paho.Client, m paho.Message) {
 		return
 	}
 	req := ports.MethodRequest{Method: name, RequestID: rid, Payload: m.Payload()}
-	s.enqueue(func() { s.events.OnMethod(req) })
+	s.deliver(func() {
+		s.events.OnMethod(req, func(ctx context.Context, status int, payload []byte) error {
+			return s.respondMethod(ctx, req.RequestID, status, payload)
+		})
+	})
 }
 
 // onCloudMessage runs on paho's router. The PUBACK is sent by settle.
@@ -531,5 +506,5 @@ func (s *Session) onCloudMessage(_ paho.Client, m paho.Message) {
 			m.Ack()
 		})
 	}
-	s.enqueue(func() { s.events.OnCloudMessage(msg, settle) })
+	s.deliver(func() { s.events.OnCloudMessage(msg, settle) })
 }

@@ -116,7 +116,7 @@ type Config struct {
 	// left stopped.
 	ConnectTimeout time.Duration
 	// CredentialsDir keeps each device's provisioning result (hub and
-	// device id, no secret; iotc.Config.CredentialsFile) so that a restart
+	// device id, no secret; iotc.CredentialsFile) so that a restart
 	// does not register again. Created with mode 0700. Default "": none.
 	CredentialsDir string
 	// Duration stops the fleet that long after Run started; 0 runs until
@@ -260,7 +260,7 @@ func New(cfg Config) (*Fleet, error) {
 			ProvisioningHost: cfg.Target.ProvisioningHost,
 			Port:             cfg.Target.Port,
 			RootCAs:          cfg.Target.RootCAs,
-			CredentialsFile:  d.credFile,
+			CredentialStore:  iotc.CredentialsFile(d.credFile),
 			OnStatus:         func(st iotc.Status) { f.status(d, st) },
 		})
 		if err != nil {

@@ -57,7 +57,7 @@ func Parse(name string, args []string, stderr io.Writer) (Flags, error) {
 	fs.StringVar(&f.Section, "section", "DEVICE_A", "section of the device in the file")
 	fs.IntVar(&f.Count, "count", 0, "telemetry rounds before exiting (0: until interrupted)")
 	fs.DurationVar(&f.Interval, "interval", 3*time.Second, "time between telemetry rounds")
-	fs.BoolVar(&f.Verbose, "v", false, "log everything (LogAll)")
+	fs.BoolVar(&f.Verbose, "v", false, "log everything (slog.LevelDebug)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -89,11 +89,11 @@ func Load(f Flags, a samplesini.Auth) (iotc.Config, *samplesini.File, error) {
 	if err != nil {
 		return iotc.Config{}, nil, err
 	}
-	cfg.LogLevel = iotc.LogAPIOnly
 	level := slog.LevelInfo
 	if f.Verbose {
-		cfg.LogLevel, level = iotc.LogAll, slog.LevelDebug
+		level = slog.LevelDebug
 	}
+	cfg.LogLevel = level
 	w := f.Log
 	if w == nil {
 		w = os.Stderr

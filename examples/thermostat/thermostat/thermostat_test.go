@@ -10,6 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/iotc-go/iotc"
+	"github.com/iotc-go/iotc/domain"
 	"github.com/iotc-go/iotc/examples/thermostat/thermostat"
 	"github.com/iotc-go/iotc/iotctest"
 	"github.com/iotc-go/iotc/mocks"
@@ -166,7 +167,7 @@ func TestStartupTwinWithMocks(t *testing.T) {
 	sess := mocks.NewMockHubSession(ctrl)
 	done := make(chan struct{})
 	tr.EXPECT().Name().Return("mock").AnyTimes()
-	tr.EXPECT().Provision(gomock.Any(), gomock.Any()).Return(iotc.Assignment{Hub: "hub.example", DeviceID: "thermostat-01"}, nil)
+	tr.EXPECT().Provision(gomock.Any(), gomock.Any()).Return(domain.Assignment{Hub: "hub.example", DeviceID: "thermostat-01"}, nil)
 	tr.EXPECT().Connect(gomock.Any(), gomock.Any(), gomock.Any()).DoAndReturn(
 		func(_ context.Context, conn ports.HubConnection, _ ports.EventHandler) (ports.HubSession, error) {
 			if conn.ModelID != thermostat.ModelID {

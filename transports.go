@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"slices"
 
+	"github.com/iotc-go/iotc/adapters/amqp"
+	"github.com/iotc-go/iotc/adapters/amqpws"
 	"github.com/iotc-go/iotc/adapters/mqtt"
 	"github.com/iotc-go/iotc/adapters/mqttws"
 	"github.com/iotc-go/iotc/ports"
@@ -57,4 +59,25 @@ func (cfg Config) transport(t Transport, logger *slog.Logger) (ports.Transport, 
 		return cfg.amqpTransport(t, logger)
 	}
 	return nil, fmt.Errorf("%w: unknown transport %d", ErrInvalidConfig, int(t))
+}
+
+// amqpTransport builds the AMQP adapter for t: AMQP over TLS on AMQPPort
+// (or Port when t is Transport), or AMQPWebSockets on WebSocketPort (or
+// Port) through Proxy.
+func (cfg Config) amqpTransport(t Transport, logger *slog.Logger) (ports.Transport, error) {
+	if t == AMQPWebSockets {
+		if cfg.Proxy != nil && cfg.Proxy.Scheme != "http" {
+			return nil, fmt.Errorf("%w: proxy %s: only http:// proxies are supported", ErrInvalidConfig, cfg.Proxy.Redacted())
+		}
+		port := cfg.WebSocketPort
+		if port == 0 && t == cfg.Transport {
+			port = cfg.Port
+		}
+		return amqpws.New(&amqpws.Options{Port: port, RootCAs: cfg.RootCAs, Proxy: cfg.Proxy, ProductInfo: cfg.ProductInfo, ConnectTimeout: cfg.ConnectTimeout, Logger: logger}), nil
+	}
+	port := cfg.AMQPPort
+	if port == 0 && t == cfg.Transport {
+		port = cfg.Port
+	}
+	return amqp.New(&amqp.Options{Port: port, RootCAs: cfg.RootCAs, ProductInfo: cfg.ProductInfo, ConnectTimeout: cfg.ConnectTimeout, Logger: logger}), nil
 }

@@ -1,4 +1,4 @@
-package amqp
+package amqpcore
 
 import (
 	"context"
@@ -63,12 +63,10 @@ type Session struct {
 	closed  bool // Close called
 	ended   bool // done closed
 	err     error
-	queue   []func()
-	running bool // a drain goroutine is active
 
 	onEnd     notify.OnEnd // AfterDone's functions
 	done      chan struct{}
-	wg        sync.WaitGroup // receive loops and the event drain
+	wg        sync.WaitGroup // receive loops
 	settles   sync.WaitGroup // dispositions being written
 	closeOnce sync.Once
 }
@@ -339,16 +337,15 @@ func (s *Session) RenewToken(ctx context.Context, sasToken string) error {
 // Close closes the connection after the settlements made before it have
 // been written and the hub confirmed it has them (it answered the detach
 // of the cloud-to-device link, waited for at most 10 s), waits for the
-// session's goroutines (the event being
-// delivered, if any, included; queued events not yet delivered are
-// dropped) and returns nil. Unsettled cloud-to-device messages stay with
+// session's goroutines (its receive loops, which hand the events to the
+// EventHandler) and returns nil; events that arrive after Close are not
+// delivered. Unsettled cloud-to-device messages stay with
 // the hub for the next session. Close is idempotent and safe to call from
 // any goroutine except an EventHandler callback.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
-		s.queue = nil
 		ended := s.ended
 		s.mu.Unlock()
 		s.settles.Wait()
@@ -575,7 +572,7 @@ func (s *Session) PatchReported(ctx context.Context, patch []byte) (int64, error
 	return n, nil
 }
 
-// RespondMethod implements ports.MethodResponder: it sends payload with
+// respondMethod answers a direct method (the reply OnMethod carries): it sends payload with
 // IoThub-status = status and the request's uuid correlation-id on the
 // method response link and returns when the hub accepted it. A payload
 // over domain.MaxMethodPayloadSize (128 KiB) fails with
@@ -583,7 +580,7 @@ func (s *Session) PatchReported(ctx context.Context, patch []byte) (int64, error
 // request of this transport with domain.ErrInvalidConfig; a dead session
 // with domain.ErrNotConnected. The hub answers the caller with 504 when
 // the response comes after its timeout.
-func (s *Session) RespondMethod(ctx context.Context, requestID string, status int, payload []byte) error {
+func (s *Session) respondMethod(ctx context.Context, requestID string, status int, payload []byte) error {
 	if len(payload) > domain.MaxMethodPayloadSize {
 		return fmt.Errorf("%w: method response of %d bytes exceeds %d", domain.ErrMessageTooLarge, len(payload), domain.MaxMethodPayloadSize)
 	}
@@ -608,37 +605,14 @@ func (s *Session) RespondMethod(ctx context.Context, requestID string, status in
 	return nil
 }
 
-// enqueue appends an event delivery; a drain goroutine runs while the
-// queue is not empty, so an idle session costs no goroutine of ours.
-func (s *Session) enqueue(f func()) {
+// deliver hands an event to the handler on the calling goroutine (the
+// protocol library's receiver: the handler only queues, see
+// ports.EventHandler), unless the session was closed.
+func (s *Session) deliver(f func()) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return
-	}
-	s.queue = append(s.queue, f)
-	if !s.running {
-		s.running = true
-		s.wg.Add(1)
-		go s.drain()
-	}
-}
-
-// drain delivers queued events in order until the queue is empty.
-func (s *Session) drain() {
-	defer s.wg.Done()
-	for {
-		s.mu.Lock()
-		if len(s.queue) == 0 || s.closed {
-			s.running = false
-			s.queue = nil
-			s.mu.Unlock()
-			return
-		}
-		f := s.queue[0]
-		s.queue[0] = nil
-		s.queue = s.queue[1:]
-		s.mu.Unlock()
+	closed := s.closed
+	s.mu.Unlock()
+	if !closed {
 		f()
 	}
 }
@@ -663,11 +637,12 @@ func (s *Session) onTwin(m *goamqp.Message) {
 	if len(strings.TrimSpace(string(body))) == 0 {
 		return
 	}
-	s.enqueue(func() { s.events.OnDesiredPatch(body) })
+	s.deliver(func() { s.events.OnDesiredPatch(body) })
 }
 
 // onMethod handles a direct-method request: accepted at once, answered
-// by RespondMethod with the request id = the uuid correlation-id.
+// through the reply handed with it, the request id being the uuid
+// correlation-id.
 func (s *Session) onMethod(m *goamqp.Message) {
 	_ = s.mReq.AcceptMessage(s.life, m)
 	var id string
@@ -688,7 +663,11 @@ func (s *Session) onMethod(m *goamqp.Message) {
 		return
 	}
 	req := ports.MethodRequest{Method: name, RequestID: id, Payload: bodyOf(m)}
-	s.enqueue(func() { s.events.OnMethod(req) })
+	s.deliver(func() {
+		s.events.OnMethod(req, func(ctx context.Context, status int, payload []byte) error {
+			return s.respondMethod(ctx, req.RequestID, status, payload)
+		})
+	})
 }
 
 // onCloudMessage hands a cloud-to-device message to the handler; the
@@ -699,7 +678,7 @@ func (s *Session) onCloudMessage(m *goamqp.Message) {
 	settle := func(o domain.Outcome) {
 		once.Do(func() { s.settle(m, o) })
 	}
-	s.enqueue(func() { s.events.OnCloudMessage(msg, settle) })
+	s.deliver(func() { s.events.OnCloudMessage(msg, settle) })
 }
 
 // settle writes the disposition of m on its own goroutine, so that the

@@ -1,7 +1,6 @@
-package amqp
+package amqpcore
 
 import (
-	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"strconv"
@@ -9,6 +8,8 @@ import (
 	"time"
 
 	goamqp "github.com/Azure/go-amqp"
+
+	"github.com/iotc-go/iotc/domain"
 )
 
 // Link attach properties and message vocabulary of IoT Hub over AMQP.
@@ -22,13 +23,7 @@ const (
 )
 
 // newUUID returns a random (version 4) UUID.
-func newUUID() goamqp.UUID {
-	var u goamqp.UUID
-	_, _ = rand.Read(u[:])
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	return u
-}
+func newUUID() goamqp.UUID { return goamqp.UUID(domain.NewUUID()) }
 
 // parseUUID parses the canonical 8-4-4-4-12 form, either case.
 func parseUUID(s string) (goamqp.UUID, bool) {
