@@ -174,9 +174,9 @@ func startEmbedded(ctx context.Context) (*embedded, error) {
 func (e *embedded) deviceConfig(f sample.Flags) iotc.Config {
 	host, port, _ := net.SplitHostPort(e.MQTTAddr())
 	p, _ := strconv.Atoi(port)
-	level := iotc.LogAPIOnly
+	level := slog.LevelInfo
 	if f.Verbose {
-		level = iotc.LogAll
+		level = slog.LevelDebug
 	}
 	return iotc.Config{
 		DeviceID: "eventhublog-device", IDScope: e.IDScope(), Credential: iotc.GroupKey(e.GroupKey()),
