@@ -15,6 +15,7 @@ import (
 
 	"github.com/iotc-go/iotc/emulator/internal/core"
 	"github.com/iotc-go/iotc/emulator/internal/eventhubs"
+	"github.com/iotc-go/iotc/emulator/internal/export"
 	"github.com/iotc-go/iotc/emulator/internal/mqtthub"
 	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 	"github.com/iotc-go/iotc/emulator/internal/pki"
@@ -38,6 +39,7 @@ type Emulator struct {
 	ws      *wsServer           // nil when disabled; see websocket.go
 	amqp    *amqpServer         // see amqp.go
 	eh      *eventhubs.Endpoint // see eventhubs.go
+	export  *export.Manager     // nil when DataExport.Disabled; see dataexport.go
 
 	reporter             *netlimit.Reporter    // refusals and limit hits; see limits.go
 	authFails            *netlimit.FailLimiter // failed authentications per client on the REST listener
@@ -133,6 +135,9 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 	}
 	e.caPool = x509.NewCertPool()
 	e.caPool.AddCert(e.bundle.CA.Cert)
+	if err := e.startDataExport(); err != nil {
+		return nil, err
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -181,6 +186,9 @@ func (e *Emulator) serverTLS() *tls.Config {
 // more than once; later calls return the first result.
 func (e *Emulator) Close() error {
 	e.closeOnce.Do(func() {
+		if e.export != nil {
+			e.export.Close() // stops observing and delivering
+		}
 		e.core.Close() // ends waits with ErrClosed, stops the saver
 		var errs []error
 		if e.restSrv != nil {

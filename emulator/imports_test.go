@@ -11,6 +11,8 @@ import (
 //   - a front-end (device or service side) imports the core, never another
 //     front-end;
 //   - a store adapter imports the core's port, never a front-end;
+//   - the data export (internal/export) imports the core, never a
+//     front-end (the REST API imports it to configure it);
 //   - no package under emulator/, tests included, imports the SDK's
 //     packages (domain, ports, app, adapters, iotctest, mocks, the iotc
 //     facade), so the peer that checks the SDK cannot share its bugs.
@@ -62,6 +64,11 @@ func TestEmulatorImportRules(t *testing.T) {
 			}
 			if strings.HasPrefix(pkg, in+"store/") && frontEnds[imp] {
 				t.Errorf("store adapter %s imports front-end %s", pkg, imp)
+			}
+			// The data export is a service over the core that front-ends
+			// (the REST API) configure: it never imports a front-end.
+			if pkg == in+"export" && frontEnds[imp] {
+				t.Errorf("data export %s imports front-end %s", pkg, imp)
 			}
 		}
 	}

@@ -169,6 +169,10 @@ type Options struct {
 	// handed out over HTTPS before it is dead-lettered (feedback
 	// DeliveryCountExceeded). Default (zero) 10, IoT Hub's default.
 	C2DMaxDeliveryCount int
+	// DataExport configures IoT Central data export (see DataExportOptions).
+	// The zero value runs it with no definitions (add them through the
+	// REST API's dataExport routes).
+	DataExport DataExportOptions
 }
 
 // EnrollmentGroup is a DPS enrollment group: symmetric keys (devices
@@ -189,6 +193,7 @@ type resolved struct {
 	restPageSize                                                              int
 	limits                                                                    Limits
 	trustedCAs                                                                []*x509.Certificate
+	dataExport                                                                DataExportOptions
 	eventHubs                                                                 EventHubsOptions
 
 	c2dLock       time.Duration // device HTTPS: Options.C2DLockTimeout
@@ -204,8 +209,9 @@ func resolve(o *Options) (resolved, error) {
 		certDir: o.CertDir, apiToken: o.APIToken, autoApprove: o.AutoApprove == nil || *o.AutoApprove,
 		log: o.Logger, dataDir: o.DataDir, history: o.TelemetryHistory, explicitScope: o.IDScope != "", explicitGroups: len(o.Groups) > 0, explicitToken: o.APIToken != "",
 		restBearer: o.RESTAllowBearer, restPageSize: o.RESTPageSize, limits: o.Limits.withDefaults(),
-		eventHubs: o.EventHubs,
-		c2dLock:   o.C2DLockTimeout, c2dDeliveries: o.C2DMaxDeliveryCount,
+		dataExport: o.DataExport,
+		eventHubs:  o.EventHubs,
+		c2dLock:    o.C2DLockTimeout, c2dDeliveries: o.C2DMaxDeliveryCount,
 	}
 	if r.certDir == "" && r.dataDir != "" {
 		r.certDir = filepath.Join(r.dataDir, "certs")

@@ -130,6 +130,8 @@ func start(ctx context.Context, args []string, stdout, stderr io.Writer) (_ *emu
 		verbose    = fs.Bool("v", false, "log every refused connection, failed authentication and limit hit to stderr (without it they are counted in one summary line per -log-summary-interval)")
 		bearer     = fs.Bool("rest-allow-bearer", false, `also accept "Authorization: Bearer <API token>" (IoT Central refuses it: API tokens are sent bare)`)
 		pageSize   = fs.Int("rest-page-size", 0, "items per REST list page before a nextLink (0: 100)")
+		exportDefs = fs.String("data-export", "", `JSON file of IoT Central data export definitions, {"destinations":{"<id>":{...}},"exports":{"<id>":{...}}} in the shapes of the dataExport API's PUT bodies, created or replaced at start (see docs/emulator.md)`)
+		noExport   = fs.Bool("no-data-export", false, "turn IoT Central data export off (its REST routes answer 501)")
 	)
 	var trustedCAs []string
 	fs.Func("trusted-ca", "PEM file of a CA the hub trusts for certificateAuthority devices created through the IoT Hub service API (repeatable)", func(v string) error {
@@ -247,6 +249,14 @@ Flags:
 		EventHubs:       *ehOpts,
 		// 0 would mean the default; the flag's 0 means none.
 		TelemetryHistory: *history,
+	}
+	opts.DataExport.Disabled = *noExport
+	if *exportDefs != "" {
+		b, err := os.ReadFile(*exportDefs)
+		if err != nil {
+			return nil, fmt.Errorf("--data-export: %w", err)
+		}
+		opts.DataExport.Definitions = b
 	}
 	if *groupKey != "" {
 		opts.Groups = []emulator.EnrollmentGroup{{ID: "default", Enabled: true, PrimaryKey: *groupKey}}

@@ -174,7 +174,7 @@ func startEmbedded(ctx context.Context) (*embedded, error) {
 func (e *embedded) deviceConfig(f sample.Flags) iotc.Config {
 	host, port, _ := net.SplitHostPort(e.MQTTAddr())
 	p, _ := strconv.Atoi(port)
-	level := slog.LevelInfo
+	var level slog.Leveler = slog.LevelInfo
 	if f.Verbose {
 		level = slog.LevelDebug
 	}

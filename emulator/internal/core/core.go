@@ -311,6 +311,7 @@ type Core struct {
 	watchers map[string]map[chan Telemetry]struct{}
 	changes  map[string]chan struct{} // see WaitSubscribed
 	events   eventHub                 // see events.go
+	feed     feed                     // observers of the model (feed.go)
 	faults   faultState               // see faults.go
 	ext      extState                 // templates, device settings, command history (ext.go); guarded by mu
 
@@ -462,6 +463,7 @@ func (c *Core) CreateDevice(id string) (string, error) {
 	c.devices[id] = d
 	c.sinkNotificationLocked(d, DeviceNotification{Op: OpCreateDeviceIdentity})
 	ch := c.stageDeviceLocked(d)
+	c.observeLocked(FeedEvent{Kind: FeedRegistered, DeviceID: id})
 	key := d.indivKeys[0]
 	c.mu.Unlock()
 	if err := awaitNow(ch); err != nil {

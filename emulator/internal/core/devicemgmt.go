@@ -61,6 +61,7 @@ func (c *Core) PutDevice(id string, spec DeviceSpec) (DeviceDetails, bool, error
 		c.devices[id] = d
 	}
 	s := c.ext.settingsOf(id)
+	wasName, wasTemplate, wasEnabled := d.displayName, c.detailsLocked(d).Template, d.enabled
 	if spec.DisplayName != nil {
 		d.displayName = *spec.DisplayName
 		if d.displayName == "" {
@@ -89,6 +90,24 @@ func (c *Core) PutDevice(id string, spec DeviceSpec) (DeviceDetails, bool, error
 		c.sinkNotificationLocked(d, DeviceNotification{Op: OpCreateDeviceIdentity})
 	}
 	staged := c.stageDeviceLocked(d)
+	switch {
+	case created:
+		c.observeLocked(FeedEvent{Kind: FeedRegistered, DeviceID: id})
+	default:
+		if d.enabled != wasEnabled {
+			k := FeedDisabled
+			if d.enabled {
+				k = FeedEnabled
+			}
+			c.observeLocked(FeedEvent{Kind: k, DeviceID: id})
+		}
+		if d.displayName != wasName {
+			c.observeLocked(FeedEvent{Kind: FeedDisplayNameChanged, DeviceID: id})
+		}
+		if out.Template != wasTemplate {
+			c.observeLocked(FeedEvent{Kind: FeedTemplateAssigned, DeviceID: id})
+		}
+	}
 	c.mu.Unlock()
 	if err := awaitNow(staged); err != nil {
 		return DeviceDetails{}, false, err
@@ -144,6 +163,7 @@ func (c *Core) DeleteDevice(id string) error {
 	delete(c.ext.settings, id)
 	delete(c.ext.commands, id)
 	staged := c.stageLocked(append([]Change{{Op: OpDeleteDevice, Record: Record{Kind: KindDevice, Key: id}}}, c.takeSunkLocked()...)...)
+	c.observeLocked(FeedEvent{Kind: FeedDeleted, DeviceID: id})
 	c.mu.Unlock()
 	if err := awaitNow(staged); err != nil {
 		return err

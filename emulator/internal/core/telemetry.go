@@ -29,6 +29,9 @@ func (c *Core) StoreTelemetry(msg Telemetry) error {
 		c.telemetrySeq++
 		msg.Seq = c.telemetrySeq
 		c.latestLocked(d, msg, fields)
+		if c.observingLocked() {
+			c.observeLocked(FeedEvent{Kind: FeedTelemetry, DeviceID: msg.DeviceID, Time: msg.Received, Telemetry: cloneTelemetry(msg)})
+		}
 		sunk := c.sinkLocked(d, msg)
 		if n := c.cfg.TelemetryHistory; n <= 0 {
 			staged = c.stageLocked(sunk...)

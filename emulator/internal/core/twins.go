@@ -66,6 +66,7 @@ func (c *Core) UpdateDesired(ctx context.Context, id, component string, patch ma
 	c.twinChangedLocked(d, "desired", p, v)
 	staged := c.stageDeviceLocked(d)
 	c.emit(Event{DeviceID: id, Kind: EventDesired, Version: v, Time: c.now()})
+	c.observePatchLocked(FeedDesired, id, p, v)
 	c.mu.Unlock()
 	if err := await(ctx, staged); err != nil {
 		return 0, err
@@ -134,6 +135,7 @@ func (c *Core) PatchReported(id string, body []byte) (int, int64, []byte) {
 			c.twinChangedLocked(d, "reported", patch, v)
 			staged = c.stageDeviceLocked(d)
 			c.emit(Event{DeviceID: id, Kind: EventReported, Version: v, Time: c.now()})
+			c.observePatchLocked(FeedReported, id, patch, v)
 		}
 	}
 	c.mu.Unlock()
