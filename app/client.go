@@ -8,12 +8,13 @@
 // iotc.Config.Adapter), not this package's Client.
 //
 // The Client is composed of parts with one job each, each in its own file
-// with its own state: the session holder (holder.go), Connect and the
-// provisioning path (connect.go), the supervisor (supervise.go), the
-// user's handlers (handlers.go), the inbound dispatcher (dispatch.go, with
-// one bounded queue per kind of event, queue.go), the writable-property
-// ledger (ledger.go) and the outbox pump (outbox.go). A new use case is one
-// more file.
+// with its own state and lock: the session holder (holder, holder.go), the
+// inbound dispatcher (dispatcher, dispatch.go: one bounded queue per kind
+// of event, queue.go; the user's handlers, handlers.go; the
+// writable-property ledger, ledger.go) and the outbox pump (outboxPump,
+// outbox.go). The Client itself keeps the connection's life: Connect and
+// the provisioning path (connect.go), the supervisor (supervise.go), the
+// operations and Close. A new use case is one more file.
 //
 // The client owns a single reconnect loop: transports never reconnect on
 // their own. Sends and property reports ride over reconnects (at least
@@ -60,20 +61,14 @@ type Client struct {
 	deviceKey string      // symmetric key the device signs with; "" for X.509
 	connStr   *connStrHub // the connection string's hub and device; nil without one
 
-	handlers handlerSet // the user's handlers (handlers.go)
-
 	// runCtx is the context handlers see; Close cancels it.
 	runCtx    context.Context
 	runCancel context.CancelFunc
 	wg        sync.WaitGroup // supervisor, Connect calls, session closers, helpers
 	cb        callbacks      // goroutines running user code
 
-	propQ   queue[propEvent]
-	cmdQ    queue[methodJob]
-	msgQ    queue[cloudJob]
+	disp    dispatcher                      // inbound events and the user's handlers (dispatch.go)
 	statusQ *queue[domain.ConnectionStatus] // only with OnStatus
-
-	props propertyLedger // the desired version seen, the properties being handled, their final acknowledgements (ledger.go)
 
 	// hold is the session holder (holder.go); its lock also guards the
 	// fields below up to ob.
@@ -89,7 +84,7 @@ type Client struct {
 	// that runs at a time.
 	sup struct{ failures, backoff int32 }
 
-	ob outboxState // EnqueueTelemetry and the outbox pump (outbox.go)
+	ob outboxPump // the outbox pump (outbox.go)
 }
 
 // connStrHub is where a connection string points: all the client keeps of
@@ -146,9 +141,8 @@ func New(opts Options) (*Client, error) {
 		c.connStr = &connStrHub{host: cs.HostName, deviceID: cs.DeviceID}
 	}
 	c.runCtx, c.runCancel = context.WithCancel(context.Background())
-	c.propQ.init(c.runCtx, opts.QueueLimit, &c.cb, c.handleProperty)
-	c.cmdQ.init(c.runCtx, opts.QueueLimit, &c.cb, c.handleMethod)
-	c.msgQ.init(c.runCtx, opts.QueueLimit, &c.cb, c.handleCloud)
+	c.disp.init(c)
+	c.ob.c = c
 	// Status reports are all delivered, Close's included.
 	if opts.OnStatus != nil {
 		c.statusQ = new(queue[domain.ConnectionStatus])
@@ -156,7 +150,7 @@ func New(opts Options) (*Client, error) {
 		c.statusQ.dropOldest = true
 	}
 	c.status = domain.ConnectionStatus{State: domain.StateDisconnected}
-	c.logOutboxDamage()
+	c.ob.logDamage()
 	return c, nil
 }
 
@@ -550,7 +544,7 @@ func (c *Client) AckProperty(ctx context.Context, p domain.DesiredProperty, ack 
 	if _, err := domain.EncodeReported(patch); err != nil {
 		return err
 	}
-	done, deferred, err := c.props.deferAck(p, ack)
+	done, deferred, err := c.disp.props.deferAck(p, ack)
 	switch {
 	case err != nil:
 		return err
@@ -656,14 +650,12 @@ func (c *Client) shutdown(ctx context.Context, sess *session, done chan struct{}
 		c.connectCancel() // a Connect still running ends with ErrClosed
 	}
 	c.hold.mu.Unlock()
-	c.propQ.stop()
-	c.cmdQ.stop()
-	c.msgQ.stop()
+	c.disp.stop()
 	c.hold.mu.Lock()
 	c.hold.untracked = true
 	c.hold.mu.Unlock()
 	c.wg.Wait() // supervisor, Connect calls, closers of old sessions, outbox pump
-	c.closeOutbox()
+	c.ob.close()
 	if sess != nil {
 		if err := sess.Close(); err != nil {
 			c.log.Debug("close session", "err", err)

@@ -96,8 +96,8 @@ func (c *Client) establish(ctx context.Context, initial bool) (*session, error) 
 	c.hold.broadcastLocked()
 	c.setStatusLocked(domain.ConnectionStatus{State: domain.StateConnected, Reason: domain.ReasonConnectionOK, Transport: s.transport})
 	c.hold.mu.Unlock()
-	c.requestSync(!initial)
-	c.kickOutbox() // deliver what waits in the outbox, first thing on every session
+	c.disp.requestSync(!initial)
+	c.ob.kick() // deliver what waits in the outbox, first thing on every session
 	return s, nil
 }
 
@@ -223,7 +223,7 @@ func (c *Client) openHub(ctx context.Context, a assignment) (*session, error) {
 			return err
 		}
 		c.log.Info("connecting to the hub", "hub", a.hub, "transport", t.Name())
-		hs, err := t.Connect(ctx, ports.HubConnection{Host: a.hub, DeviceID: a.deviceID, ModelID: c.opts.ModelID, Auth: auth}, &events{c: c})
+		hs, err := t.Connect(ctx, ports.HubConnection{Host: a.hub, DeviceID: a.deviceID, ModelID: c.opts.ModelID, Auth: auth}, &c.disp)
 		if err == nil && hs == nil {
 			err = fmt.Errorf("%w: transport %s returned no session", domain.ErrMalformed, t.Name())
 		}
