@@ -204,7 +204,7 @@ func (d *dispatcher) applyTwin(s *session, twin domain.Twin, reconnect bool) {
 	d.props.synced = true
 	d.c.log.Debug("twin synced", "desired_version", twin.DesiredVersion, "pending", len(pending))
 	if reconnect && len(pending) > 0 {
-		d.c.setStatus(domain.ConnectionStatus{State: domain.StateConnected, Reason: domain.ReasonDesiredChangedOffline, Transport: s.transport})
+		d.c.setStatus(domain.Status{State: domain.StateConnected, Reason: domain.ReasonDesiredChangedOffline, Transport: s.transport})
 	}
 	if d.c.opts.SyncAllDesired && first {
 		// The whole desired document goes to the handler; only the
@@ -229,8 +229,8 @@ func propKey(component, name string) string { return component + "\x00" + name }
 // their version: a final acknowledgement for that version given meanwhile
 // with AckProperty supersedes the handler's answer in that patch, or is
 // reported right after it, never before.
-func (d *dispatcher) applyDesired(props []domain.DesiredProperty, report map[string]bool) {
-	var handled []domain.DesiredProperty
+func (d *dispatcher) applyDesired(props []domain.Property, report map[string]bool) {
+	var handled []domain.Property
 	for _, p := range props {
 		if d.handlers.propertyHandler(p) != nil {
 			handled = append(handled, p)
@@ -307,7 +307,7 @@ func (d *dispatcher) flushDeferredAcks() {
 	}
 }
 
-func (d *dispatcher) callProperty(h PropertyHandler, p domain.DesiredProperty) (ack domain.PropertyAck) {
+func (d *dispatcher) callProperty(h PropertyHandler, p domain.Property) (ack domain.PropertyAck) {
 	defer func() {
 		if r := recover(); r != nil {
 			err := d.recovered("property", r)
@@ -324,7 +324,7 @@ func (d *dispatcher) callProperty(h PropertyHandler, p domain.DesiredProperty) (
 // handleMethod runs on the command worker.
 func (d *dispatcher) handleMethod(j methodJob) {
 	component, name := domain.SplitMethodName(j.req.Method)
-	req := domain.CommandRequest{Name: name, Component: component, RequestID: j.req.RequestID}
+	req := domain.Command{Name: name, Component: component, RequestID: j.req.RequestID}
 	if len(j.req.Payload) > 0 {
 		req.Payload = json.RawMessage(j.req.Payload)
 	}
@@ -339,7 +339,7 @@ func (d *dispatcher) handleMethod(j methodJob) {
 	d.respond(j, resp)
 }
 
-func (d *dispatcher) callCommand(h CommandHandler, req domain.CommandRequest) (resp domain.CommandResponse) {
+func (d *dispatcher) callCommand(h CommandHandler, req domain.Command) (resp domain.CommandResponse) {
 	defer func() {
 		if r := recover(); r != nil {
 			err := d.recovered("command", r)
@@ -392,7 +392,7 @@ func (d *dispatcher) runCloud(msg domain.CloudMessage) (outcome domain.Outcome, 
 	}()
 	if methodName, ok := msg.Properties[methodNameProperty]; ok {
 		component, name := domain.ParseQueuedCommandName(methodName)
-		req := domain.CommandRequest{Name: name, Component: component, Queued: true}
+		req := domain.Command{Name: name, Component: component, Queued: true}
 		if len(msg.Body) > 0 {
 			req.Payload = json.RawMessage(msg.Body)
 		}

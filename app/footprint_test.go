@@ -50,7 +50,7 @@ func BenchmarkClientFootprint(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if err := c.Connect(context.Background()); err != nil {
+			if err := c.Connect(context.Background(), nil); err != nil {
 				b.Fatal(err)
 			}
 			clients[i] = c
@@ -76,7 +76,7 @@ func BenchmarkSendTelemetry(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer c.Close(context.Background())
-	if err := c.Connect(context.Background()); err != nil {
+	if err := c.Connect(context.Background(), nil); err != nil {
 		b.Fatal(err)
 	}
 	body := []byte(`{"temperature":21.5,"humidity":40}`)

@@ -11,17 +11,17 @@ import (
 // acknowledgement to report: Status 200 (or 0) applied, 202 accepted and
 // still in progress (report the final answer later with Client.AckProperty),
 // 4xx/5xx refused, with an optional Description and the applied Value.
-type PropertyHandler func(ctx context.Context, p domain.DesiredProperty) domain.PropertyAck
+type PropertyHandler func(ctx context.Context, p domain.Property) domain.PropertyAck
 
 // CommandHandler runs a direct-method command and returns its response
 // (any status, a JSON-encodable payload of at most 128 KiB).
-type CommandHandler func(ctx context.Context, c domain.CommandRequest) domain.CommandResponse
+type CommandHandler func(ctx context.Context, c domain.Command) domain.CommandResponse
 
 // QueuedCommandHandler runs a command IoT Central queued while the device
 // was offline and says how to settle it: domain.Complete (the zero value)
 // when it was handled, domain.Abandon to have it delivered again,
 // domain.Reject to dead-letter it.
-type QueuedCommandHandler func(ctx context.Context, c domain.CommandRequest) domain.Outcome
+type QueuedCommandHandler func(ctx context.Context, c domain.Command) domain.Outcome
 
 // CloudMessageHandler receives a cloud-to-device message that is not a
 // queued command and says how to settle it (see QueuedCommandHandler).
@@ -60,7 +60,7 @@ func setHandler[H any](m map[string]H, k string, h H, remove bool) map[string]H 
 }
 
 // propertyHandler returns the handler of p: its own, else the catch-all.
-func (hs *handlerSet) propertyHandler(p domain.DesiredProperty) PropertyHandler {
+func (hs *handlerSet) propertyHandler(p domain.Property) PropertyHandler {
 	hs.mu.RLock()
 	defer hs.mu.RUnlock()
 	if h, ok := hs.properties[propKey(p.Component, p.Name)]; ok {
