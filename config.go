@@ -185,6 +185,9 @@ type Config struct {
 	// RootCAs verifies the servers; nil means the system roots. To use a
 	// local emulator, trust its CA explicitly here.
 	RootCAs *x509.CertPool
+	// FileUploader replaces the file upload adapter of UploadFile (tests,
+	// another HTTP stack). Default: adapters/fileupload over HTTPS.
+	FileUploader ports.FileUploader
 	// CredentialStore caches the provisioning result (hub and device id,
 	// no secret), so that restarts skip DPS: CredentialsFile(path) keeps
 	// it in a JSON file (mode 0600), or use a ports.CredentialStore of

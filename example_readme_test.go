@@ -7,11 +7,15 @@ package iotc_test
 import (
 	"context"
 	"fmt"
+	"log"
 	"net/url"
 	"os"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azeventhubs/v2"
+
 	"github.com/iotc-go/iotc"
+	"github.com/iotc-go/iotc/emulator"
 	"github.com/iotc-go/iotc/examples/thermostat/thermostat"
 	"github.com/iotc-go/iotc/iotctest"
 )
@@ -98,3 +102,38 @@ func readmeOutbox(ctx context.Context) {
 }
 
 var _ = readmeOutbox
+
+// docs/emulator.md, the Event Hubs-compatible endpoint: a consumer of the
+// built-in endpoint of an emulator on any port.
+func readBuiltinEndpoint(emu *emulator.Emulator) *azeventhubs.ConsumerClient {
+	cs, _ := emu.EventHubsConnectionString(emu.BuiltinEventHub())
+	c, _ := azeventhubs.NewConsumerClientFromConnectionString(cs, "", azeventhubs.DefaultConsumerGroup,
+		&azeventhubs.ConsumerClientOptions{TLSConfig: emu.EventHubsClientTLS()})
+	return c
+}
+
+// readmeUploadFile is docs/fileupload.md's UploadFile snippet (compiled,
+// not run: it needs a connected client and a file).
+func readmeUploadFile(ctx context.Context, client *iotc.Client) (iotc.UploadResult, error) {
+	f, err := os.Open("device.log")
+	// ...
+	st, _ := f.Stat()
+	res, err := client.UploadFile(ctx, "logs/device.log", f, st.Size(), &iotc.UploadOptions{
+		ContentType: "text/plain",
+		BlockSize:   4 << 20, // default 4 MiB
+		Concurrency: 4,       // default 4 blocks in flight
+		Progress:    func(n int64) { log.Printf("%d bytes read", n) },
+	})
+	return res, err
+}
+
+// readmeBatch is docs/fileupload.md's SendTelemetryBatch snippet.
+func readmeBatch(ctx context.Context, client *iotc.Client) error {
+	err := client.SendTelemetryBatch(ctx, []iotc.BatchMessage{
+		{Payload: map[string]any{"temperature": 21.5}},
+		{Payload: map[string]any{"speed": 3}, Options: &iotc.TelemetryOptions{Component: "motor", MessageID: "m-42"}},
+	})
+	return err
+}
+
+var _, _ = readmeUploadFile, readmeBatch

@@ -46,7 +46,8 @@ import (
 // concurrent use. Register handlers before Connect so that the startup
 // twin sync reaches them.
 type Client struct {
-	app *app.Client
+	app     *app.Client
+	uploads *uploads // see fileupload.go
 }
 
 // New checks cfg and builds a client; it does not connect (see Connect)
@@ -118,7 +119,7 @@ func newClient(cfg Config) (*Client, error) {
 		_ = opts.Outbox.Close()
 		return nil, prefixed(err)
 	}
-	return &Client{app: a}, nil
+	return &Client{app: a, uploads: &uploads{cfg: cfg, log: withAttr(logger, "component", "fileupload")}}, nil
 }
 
 // CredentialsFile is a credentials cache in the JSON file at path (mode
@@ -315,4 +316,7 @@ func (c *Client) DeviceID() string { return c.app.DeviceID() }
 // idempotent. Called from inside a handler or OnStatus (a "reboot"
 // command), it starts the shutdown and returns nil at once: it cannot
 // wait for its own goroutine; a Close from elsewhere waits for the end.
-func (c *Client) Close(ctx context.Context) error { return prefixed(c.app.Close(ctx)) }
+func (c *Client) Close(ctx context.Context) error {
+	defer c.uploads.close()
+	return prefixed(c.app.Close(ctx))
+}

@@ -230,8 +230,9 @@ func (p *outboxPump) end() {
 	p.pumpMu.Unlock()
 }
 
-// run delivers the outbox in order, one message at a time, each after
-// the previous one was acknowledged. It ends when the outbox is empty,
+// run delivers the outbox in order, one message (or, on a session that
+// batches, one run of messages: see deliverRun) at a time, each after the
+// previous one was acknowledged. It ends when the outbox is empty,
 // when no session is open or coming (the client is idle, closed or gave
 // up: the next session starts it again), or at Close.
 func (p *outboxPump) run() {
@@ -292,16 +293,18 @@ func (p *outboxPump) run() {
 				stuck = true
 				break batch // expired while waiting for the session
 			}
-			err = p.deliver(s, e)
+			n, err := p.deliverRun(s, es[i:]) // batch.go: several at once when the session batches
 			p.c.hold.release(s)
 			if err != nil {
 				p.setInflight(0)
 			}
 			switch {
 			case err == nil:
-				failures, avoid, p.done = 0, nil, e.Seq
-				p.removeDelivered(e, &p.delivered)
-				i++
+				last := es[i+n-1]
+				failures, avoid, p.done = 0, nil, last.Seq
+				p.removeDelivered(last, &p.delivered)
+				p.delivered.Add(uint64(n - 1))
+				i += n
 			case p.c.runCtx.Err() != nil:
 				p.end()
 				return

@@ -94,6 +94,8 @@ echo "conformance: starting the emulator on $mqtt_addr (MQTT), $ws_addr (WebSock
 	--amqp-addr "$amqp_addr" \
 	--cert-dir "$work/certs" \
 	--info-file "$info" \
+	--event-hub logs \
+	--consumer-group conformance \
 	-v \
 	>"$log" 2>&1 &
 emu_pid=$!

@@ -31,9 +31,10 @@ func (e *Emulator) startAMQP() error {
 		// The engine accepts messages up to 1 MiB so that telemetry over
 		// MaxTelemetryBody is rejected with amqp:resource-limit-exceeded,
 		// as IoT Hub does, rather than ending the link.
-		Engine:   e.cfg.limits.amqpEngine(),
-		Logger:   e.log.With("component", "amqp"),
-		Reporter: e.reporter,
+		Engine:    e.cfg.limits.amqpEngine(),
+		Logger:    e.log.With("component", "amqp"),
+		Reporter:  e.reporter,
+		EventHubs: e.eventHubsConn,
 	})
 	if err != nil {
 		return fmt.Errorf("emulator: AMQP: %w", err)

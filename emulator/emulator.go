@@ -14,6 +14,9 @@ import (
 	"sync"
 
 	"github.com/iotc-go/iotc/emulator/internal/core"
+	"github.com/iotc-go/iotc/emulator/internal/eventhubs"
+	"github.com/iotc-go/iotc/emulator/internal/export"
+	"github.com/iotc-go/iotc/emulator/internal/fileupload"
 	"github.com/iotc-go/iotc/emulator/internal/mqtthub"
 	"github.com/iotc-go/iotc/emulator/internal/netlimit"
 	"github.com/iotc-go/iotc/emulator/internal/pki"
@@ -29,13 +32,17 @@ type Emulator struct {
 	bundle  *pki.Bundle
 	caPool  *x509.CertPool
 
-	core    *core.Core
-	store   core.Store // nil without DataDir; closed by Close after the front-ends
-	mqtt    *mqtthub.Server
-	restSrv *http.Server
-	restURL string
-	ws      *wsServer   // nil when disabled; see websocket.go
-	amqp    *amqpServer // see amqp.go
+	core      *core.Core
+	store     core.Store // nil without DataDir; closed by Close after the front-ends
+	mqtt      *mqtthub.Server
+	restSrv   *http.Server
+	restURL   string
+	ws        *wsServer           // nil when disabled; see websocket.go
+	amqp      *amqpServer         // see amqp.go
+	eh        *eventhubs.Endpoint // see eventhubs.go
+	export    *export.Manager     // nil when DataExport.Disabled; see dataexport.go
+	blob      *blobEndpoint       // nil when disabled; see fileupload.go
+	upStorage fileupload.Storage  // where devices upload; nil when none
 
 	reporter             *netlimit.Reporter    // refusals and limit hits; see limits.go
 	authFails            *netlimit.FailLimiter // failed authentications per client on the REST listener
@@ -131,6 +138,9 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 	}
 	e.caPool = x509.NewCertPool()
 	e.caPool.AddCert(e.bundle.CA.Cert)
+	if err := e.startDataExport(); err != nil {
+		return nil, err
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -140,7 +150,13 @@ func Start(ctx context.Context, opts *Options) (*Emulator, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("emulator: %w", err)
 	}
+	if err := e.startEventHubs(); err != nil {
+		return nil, err
+	}
 	if err := e.startAMQP(); err != nil {
+		return nil, err
+	}
+	if err := e.startFileUploads(); err != nil {
 		return nil, err
 	}
 	if err := e.startWebSocket(); err != nil {
@@ -176,6 +192,9 @@ func (e *Emulator) serverTLS() *tls.Config {
 // more than once; later calls return the first result.
 func (e *Emulator) Close() error {
 	e.closeOnce.Do(func() {
+		if e.export != nil {
+			e.export.Close() // stops observing and delivering
+		}
 		e.core.Close() // ends waits with ErrClosed, stops the saver
 		var errs []error
 		if e.restSrv != nil {
@@ -185,10 +204,14 @@ func (e *Emulator) Close() error {
 		}
 		errs = append(errs, e.closeAMQP())      // AMQP connections, TLS and WebSocket alike, get a close
 		errs = append(errs, e.closeWebSocket()) // before mochi's Close, which waits for its clients
+		errs = append(errs, e.closeBlob())
 		if e.mqtt != nil {
 			errs = append(errs, e.mqtt.Close())
 		}
 		e.wg.Wait()
+		if e.eh != nil {
+			e.eh.Close()
+		}
 		e.reporter.Close() // the last summary
 		if e.store != nil {
 			errs = append(errs, e.store.Close()) // once every connection is gone

@@ -14,8 +14,10 @@ import (
 // paths, else DPS's HTTPS APIs and IoT Hub's service API (hostRoutes).
 // Both count failed authentications against the listener's FailLimiter.
 func (e *Emulator) hubHTTPS() http.Handler {
+	// e.fileUploadRoutes: the device file upload API (fileupload.go)
+	// before the service API.
 	svc := netlimit.AuthGuard(hostRoutes(dpsapi.New(e.core, e.log.With("component", "dpsapi")),
-		hubapi.New(e.core, e.log.With("component", "hubapi"))), e.authFails, e.reporter, netlimit.KindServiceAuth)
+		e.fileUploadRoutes(hubapi.New(e.core, e.log.With("component", "hubapi")))), e.authFails, e.reporter, netlimit.KindServiceAuth)
 	dev := netlimit.AuthGuard(devicehttp.New(e.core, devicehttp.Options{
 		LockTimeout: e.cfg.c2dLock, MaxDeliveryCount: e.cfg.c2dDeliveries, Logger: e.log.With("component", "devicehttp"),
 	}), e.authFails, e.reporter, netlimit.KindDeviceHTTPAuth)

@@ -11,6 +11,8 @@ import (
 //   - a front-end (device or service side) imports the core, never another
 //     front-end;
 //   - a store adapter imports the core's port, never a front-end;
+//   - the data export (internal/export) imports the core, never a
+//     front-end (the REST API imports it to configure it);
 //   - no package under emulator/, tests included, imports the SDK's
 //     packages (domain, ports, app, adapters, iotctest, mocks, the iotc
 //     facade), so the peer that checks the SDK cannot share its bugs.
@@ -26,7 +28,8 @@ func TestEmulatorImportRules(t *testing.T) {
 	const mod = "github.com/iotc-go/iotc/"
 	const in = mod + "emulator/internal/"
 	frontEnds := map[string]bool{
-		in + "mqtthub": true, in + "amqphub": true, in + "restapi": true, in + "dashboard": true, in + "wslistener": true, in + "hubapi": true, in + "dpsapi": true,
+		in + "mqtthub": true, in + "amqphub": true, in + "restapi": true, in + "dashboard": true, in + "wslistener": true, in + "hubapi": true, in + "dpsapi": true, in + "fileupload": true,
+		in + "eventhubs":        true, // the Event Hubs-compatible endpoint (amqphub reaches it through an interface)
 		mod + "emulator/inproc": true, // the in-process device front-end iotctest adapts
 		in + "devicehttp":       true, // IoT Hub's device HTTPS API
 	}
@@ -61,6 +64,11 @@ func TestEmulatorImportRules(t *testing.T) {
 			}
 			if strings.HasPrefix(pkg, in+"store/") && frontEnds[imp] {
 				t.Errorf("store adapter %s imports front-end %s", pkg, imp)
+			}
+			// The data export is a service over the core that front-ends
+			// (the REST API) configure: it never imports a front-end.
+			if pkg == in+"export" && frontEnds[imp] {
+				t.Errorf("data export %s imports front-end %s", pkg, imp)
 			}
 		}
 	}

@@ -151,6 +151,26 @@ type Options struct {
 	// Limits.LogSummaryInterval counting the refusals and limit hits of
 	// the interval. nil discards. Secrets are never logged.
 	Logger *slog.Logger
+	// EventHubs configures the Event Hubs-compatible endpoint (see
+	// EventHubsOptions); the zero value serves the built-in endpoint with
+	// every default.
+	EventHubs EventHubsOptions
+	// BlobAddr is the embedded Azure Blob endpoint's TLS listener, where
+	// devices upload files unless StorageConnectionString is set (see
+	// BlobURL and StorageConnectionString). Default "127.0.0.1:10000",
+	// except when MQTTAddr or WebSocketAddr has port 0: then port 0 on
+	// its host;
+	// "-" disables it (file uploads then fail unless
+	// StorageConnectionString is set).
+	BlobAddr string
+	// StorageConnectionString names a storage account (Azurite or Azure
+	// Storage: AccountName, AccountKey, BlobEndpoint) that receives file
+	// uploads instead of the embedded blob endpoint; the emulator makes
+	// the container and signs SAS tokens with its key, and trusts the
+	// system roots and its own CA for its HTTPS. A secret: never logged.
+	// Default "": the embedded endpoint. Start returns ErrInvalid when it
+	// lacks AccountName or AccountKey.
+	StorageConnectionString string
 	// Limits bound what clients can make the emulator hold (AMQP before
 	// login, HTTP timeouts and connection caps, failed-authentication rate,
 	// MQTT idle time and pre-login buffering). The zero value applies
@@ -165,6 +185,10 @@ type Options struct {
 	// handed out over HTTPS before it is dead-lettered (feedback
 	// DeliveryCountExceeded). Default (zero) 10, IoT Hub's default.
 	C2DMaxDeliveryCount int
+	// DataExport configures IoT Central data export (see DataExportOptions).
+	// The zero value runs it with no definitions (add them through the
+	// REST API's dataExport routes).
+	DataExport DataExportOptions
 }
 
 // EnrollmentGroup is a DPS enrollment group: symmetric keys (devices
@@ -176,6 +200,7 @@ type EnrollmentGroup = core.EnrollmentGroup
 type resolved struct {
 	mqttAddr, restAddr, wsAddr, amqpAddr, hubHost, idScope, certDir, apiToken string
 	dataDir                                                                   string
+	blobAddr, storageCS                                                       string
 	groups                                                                    []EnrollmentGroup
 	autoApprove                                                               bool
 	explicitScope, explicitGroups, explicitToken                              bool // set in Options, so they win over DataDir's file
@@ -185,6 +210,8 @@ type resolved struct {
 	restPageSize                                                              int
 	limits                                                                    Limits
 	trustedCAs                                                                []*x509.Certificate
+	dataExport                                                                DataExportOptions
+	eventHubs                                                                 EventHubsOptions
 
 	c2dLock       time.Duration // device HTTPS: Options.C2DLockTimeout
 	c2dDeliveries int           // Options.C2DMaxDeliveryCount
@@ -198,8 +225,11 @@ func resolve(o *Options) (resolved, error) {
 		mqttAddr: o.MQTTAddr, restAddr: o.RESTAddr, wsAddr: o.WebSocketAddr, amqpAddr: o.AMQPAddr, hubHost: o.HubHost, idScope: o.IDScope,
 		certDir: o.CertDir, apiToken: o.APIToken, autoApprove: o.AutoApprove == nil || *o.AutoApprove,
 		log: o.Logger, dataDir: o.DataDir, history: o.TelemetryHistory, explicitScope: o.IDScope != "", explicitGroups: len(o.Groups) > 0, explicitToken: o.APIToken != "",
+		blobAddr: o.BlobAddr, storageCS: o.StorageConnectionString,
 		restBearer: o.RESTAllowBearer, restPageSize: o.RESTPageSize, limits: o.Limits.withDefaults(),
-		c2dLock: o.C2DLockTimeout, c2dDeliveries: o.C2DMaxDeliveryCount,
+		dataExport: o.DataExport,
+		eventHubs:  o.EventHubs,
+		c2dLock:    o.C2DLockTimeout, c2dDeliveries: o.C2DMaxDeliveryCount,
 	}
 	if r.certDir == "" && r.dataDir != "" {
 		r.certDir = filepath.Join(r.dataDir, "certs")
@@ -217,6 +247,15 @@ func resolve(o *Options) (resolved, error) {
 		r.amqpAddr = "127.0.0.1:5671"
 		if host, port, err := net.SplitHostPort(r.mqttAddr); err == nil && port == "0" {
 			r.amqpAddr = net.JoinHostPort(host, "0")
+		}
+	}
+	if r.blobAddr == "" {
+		r.blobAddr = "127.0.0.1:10000"
+		for _, a := range []string{r.mqttAddr, r.wsAddr} {
+			if host, port, err := net.SplitHostPort(a); err == nil && port == "0" {
+				r.blobAddr = net.JoinHostPort(host, "0")
+				break
+			}
 		}
 	}
 	if r.restAddr == "" {

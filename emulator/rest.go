@@ -35,8 +35,9 @@ func (e *Emulator) startREST() error {
 	mux := http.NewServeMux()
 	mux.Handle("/api/", netlimit.AuthGuard(restapi.NewCore(e.core, restapi.Options{
 		Token: e.cfg.apiToken, AllowBearer: e.cfg.restBearer, PageSize: e.cfg.restPageSize,
-		Logger: e.log.With("component", "rest"),
-		Stats:  func() any { return e.Stats() },
+		Logger:     e.log.With("component", "rest"),
+		Stats:      func() any { return e.Stats() },
+		DataExport: e.dataExportBackend(),
 	}), e.authFails, e.reporter, netlimit.KindRESTAuth))
 	// The web dashboard; see dashboard.go.
 	mux.Handle("/", netlimit.AuthGuard(dash, e.authFails, e.reporter, netlimit.KindDashboardAuth))

@@ -5,6 +5,7 @@
 //	iotc-device report '{"firmware": "1.0.2"}'        reported properties
 //	iotc-device watch  -reply '{"ok": true}'          print desired changes, commands and messages
 //	iotc-device twin                                  print the twin
+//	iotc-device upload ./log.txt                      upload a file (IoT Hub file upload)
 //
 // The device is configured by flags, else environment variables, else a
 // samples.ini section (-config, -section) with the Python samples' keys.
@@ -66,6 +67,10 @@ Commands:
         or else sent as a string) is the answer, exit 0 is 200 and any other
         exit 500; IOTC_COMMAND and IOTC_COMPONENT are set for it
   twin  print the twin (desired and reported) as JSON
+  upload [-name NAME] [-content-type T] FILE
+        upload FILE with the hub's file upload (blob "{device}/NAME",
+        NAME defaulting to the file's base name); the hub's HTTPS port is
+        -ws-port (default 443)
 
 Device flags (any command), each defaulting to an environment variable,
 then to the -config file's section:
@@ -262,7 +267,7 @@ func (p props) Set(s string) error {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return errors.New("missing command (send, report, watch or twin)")
+		return errors.New("missing command (send, report, watch, twin or upload)")
 	}
 	cmd := args[0]
 	if cmd == "-h" || cmd == "-help" || cmd == "--help" || cmd == "help" {
@@ -276,6 +281,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	d.register(fs)
 	var (
 		component, reply, execCmd string
+		blobName, contentType     string
 		status                    int
 		watchFor                  time.Duration
 		p                         = props{}
@@ -292,15 +298,21 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fs.StringVar(&execCmd, "exec", "", "shell command answering commands (payload on stdin, answer on stdout)")
 		fs.DurationVar(&watchFor, "for", 0, "stop after this long (0: until interrupted)")
 	case "twin":
+	case "upload":
+		fs.StringVar(&blobName, "name", "", "blob name (default the file's base name)")
+		fs.StringVar(&contentType, "content-type", "", "content type of the blob")
 	default:
 		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q (want send, report, watch or twin)", cmd)
+		return fmt.Errorf("unknown command %q (want send, report, watch, twin or upload)", cmd)
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	if cmd == "watch" && !json.Valid([]byte(reply)) {
 		return errors.New("-reply is not JSON")
+	}
+	if cmd == "upload" && fs.NArg() != 1 {
+		return errors.New("upload takes one file")
 	}
 	if cmd == "report" && fs.NArg() != 1 {
 		return errors.New("report takes one JSON object")
@@ -368,6 +380,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return err
 		}
 		out.printJSON(map[string]any{"reported": m, "component": component})
+	case "upload":
+		res, err := upload(ctx, client, fs.Arg(0), blobName, contentType)
+		if err != nil {
+			return err
+		}
+		out.printJSON(map[string]any{"uploaded": res.BlobURL, "bytes": res.Size})
 	case "twin":
 		tw, err := client.FetchTwin(ctx)
 		if err != nil {
@@ -465,4 +483,24 @@ func (w *watcher) queued(_ context.Context, c iotc.Command) iotc.Outcome {
 func (w *watcher) message(_ context.Context, m iotc.CloudMessage) iotc.Outcome {
 	w.out.printJSON(map[string]any{"message": string(m.Body), "properties": m.Properties})
 	return iotc.Complete
+}
+
+// upload sends the file with the hub's file upload.
+func upload(ctx context.Context, c *iotc.Client, file, name, contentType string) (iotc.UploadResult, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return iotc.UploadResult{}, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return iotc.UploadResult{}, err
+	}
+	if !st.Mode().IsRegular() {
+		return iotc.UploadResult{}, fmt.Errorf("%s is not a regular file", file)
+	}
+	if name == "" {
+		name = filepath.Base(file)
+	}
+	return c.UploadFile(ctx, name, f, st.Size(), &iotc.UploadOptions{ContentType: contentType})
 }

@@ -421,3 +421,34 @@ func TestCredentialsCache(t *testing.T) {
 		t.Fatalf("second run did not use the cache: %v\n%s", err, out.String())
 	}
 }
+
+// TestUpload uploads a file with the hub's file upload; the blob holds
+// its bytes and the hub recorded the upload.
+func TestUpload(t *testing.T) {
+	clearEnv(t)
+	emu := startEmulator(t)
+	ini := writeINI(t, emu, "cli-up")
+	_, wsPort, _ := net.SplitHostPort(emu.WebSocketAddr())
+	file := filepath.Join(t.TempDir(), "log.txt")
+	if err := os.WriteFile(file, []byte("line 1\nline 2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if err := run(ctxT(t), []string{"upload", "-config", ini, "-ws-port", wsPort, "-content-type", "text/plain", file}, nil, &out, &errb); err != nil {
+		t.Fatalf("upload: %v\n%s", err, errb.String())
+	}
+	var res struct {
+		Uploaded string
+		Bytes    int64
+	}
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil || res.Bytes != 14 || !strings.HasSuffix(res.Uploaded, "/fileuploads/cli-up/log.txt") {
+		t.Fatalf("output %q: %v", out.String(), err)
+	}
+	ups := emu.FileUploads("cli-up")
+	if len(ups) != 1 || !ups[0].Success || ups[0].Size != 14 {
+		t.Fatalf("hub records %+v", ups)
+	}
+	if err := run(ctxT(t), []string{"upload", "-config", ini}, nil, &out, &errb); err == nil || !strings.Contains(err.Error(), "one file") {
+		t.Fatalf("upload without a file: %v", err)
+	}
+}

@@ -66,6 +66,16 @@ type info struct {
 	// registryRead, registryReadWrite), for the official service SDKs;
 	// the service API is on the WebSocket listener's port.
 	ServiceConnectionStrings map[string]string `json:"serviceConnectionStrings"`
+	// EventHubsConnectionStrings are the Event Hubs-compatible endpoint's
+	// connection strings by event hub name: the built-in endpoint (named
+	// after the hub) and every --event-hub.
+	EventHubsConnectionStrings map[string]string `json:"eventHubsConnectionStrings"`
+	// BlobURL is the embedded blob endpoint's account URL (file uploads),
+	// "" when uploads go to --storage-connection-string.
+	BlobURL string `json:"blobUrl,omitempty"`
+	// StorageConnectionString reads the uploaded files (azblob, Azure
+	// Storage Explorer): the embedded endpoint's or the one given.
+	StorageConnectionString string `json:"storageConnectionString,omitempty"`
 	// DPSConnectionString is the DPS service connection string of the
 	// provisioningserviceowner policy, for the official provisioning
 	// service SDKs (same host and port as the IoT Hub service API).
@@ -126,12 +136,17 @@ func start(ctx context.Context, args []string, stdout, stderr io.Writer) (_ *emu
 		verbose    = fs.Bool("v", false, "log every refused connection, failed authentication and limit hit to stderr (without it they are counted in one summary line per -log-summary-interval)")
 		bearer     = fs.Bool("rest-allow-bearer", false, `also accept "Authorization: Bearer <API token>" (IoT Central refuses it: API tokens are sent bare)`)
 		pageSize   = fs.Int("rest-page-size", 0, "items per REST list page before a nextLink (0: 100)")
+		exportDefs = fs.String("data-export", "", `JSON file of IoT Central data export definitions, {"destinations":{"<id>":{...}},"exports":{"<id>":{...}}} in the shapes of the dataExport API's PUT bodies, created or replaced at start (see docs/emulator.md)`)
+		noExport   = fs.Bool("no-data-export", false, "turn IoT Central data export off (its REST routes answer 501)")
+		blobAddr   = fs.String("blob-addr", "", `embedded Azure Blob endpoint (TLS) that receives file uploads (default 127.0.0.1:10000, or port 0 when --mqtt-addr or --ws-addr has port 0; "-" disables it)`)
+		storageCS  = fs.String("storage-connection-string", os.Getenv("IOTC_EMULATOR_STORAGE_CONNECTION_STRING"), "storage account (Azurite or Azure Storage) that receives file uploads instead of the embedded blob endpoint (default: $IOTC_EMULATOR_STORAGE_CONNECTION_STRING; prefer the variable: flags show in process listings)")
 	)
 	var trustedCAs []string
 	fs.Func("trusted-ca", "PEM file of a CA the hub trusts for certificateAuthority devices created through the IoT Hub service API (repeatable)", func(v string) error {
 		trustedCAs = append(trustedCAs, v)
 		return nil
 	})
+	ehOpts := eventHubFlags(fs)
 	var c2dLock time.Duration
 	var c2dDeliveries int
 	fs.DurationVar(&c2dLock, "c2d-lock-timeout", time.Minute, "how long a cloud-to-device message received over the device HTTPS API stays locked before it is visible again (IoT Hub: 1m)")
@@ -198,7 +213,7 @@ Flags:
 	for _, l := range []struct {
 		flag string
 		addr *string
-	}{{"mqtt-addr", mqttAddr}, {"ws-addr", wsAddr}, {"amqp-addr", amqpAddr}, {"rest-addr", restAddr}} {
+	}{{"mqtt-addr", mqttAddr}, {"ws-addr", wsAddr}, {"amqp-addr", amqpAddr}, {"rest-addr", restAddr}, {"blob-addr", blobAddr}} {
 		note, err := checkPrivileged(l.flag, l.addr, set[l.flag])
 		if err != nil {
 			return nil, err
@@ -225,22 +240,33 @@ Flags:
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	opts := &emulator.Options{
-		MQTTAddr:        *mqttAddr,
-		WebSocketAddr:   *wsAddr,
-		AMQPAddr:        *amqpAddr,
-		RESTAddr:        *restAddr,
-		HubHost:         *hubHost,
-		IDScope:         *idScope,
-		CertDir:         *certDir,
-		DataDir:         *dataDir,
-		APIToken:        *apiToken,
-		RESTAllowBearer: *bearer,
-		RESTPageSize:    *pageSize,
-		RetryAfter:      *retryAfter,
-		Logger:          logger,
-		Limits:          lim,
+		MQTTAddr:                *mqttAddr,
+		WebSocketAddr:           *wsAddr,
+		AMQPAddr:                *amqpAddr,
+		RESTAddr:                *restAddr,
+		HubHost:                 *hubHost,
+		IDScope:                 *idScope,
+		CertDir:                 *certDir,
+		DataDir:                 *dataDir,
+		APIToken:                *apiToken,
+		RESTAllowBearer:         *bearer,
+		RESTPageSize:            *pageSize,
+		BlobAddr:                *blobAddr,
+		StorageConnectionString: *storageCS,
+		RetryAfter:              *retryAfter,
+		Logger:                  logger,
+		Limits:                  lim,
+		EventHubs:               *ehOpts,
 		// 0 would mean the default; the flag's 0 means none.
 		TelemetryHistory: *history,
+	}
+	opts.DataExport.Disabled = *noExport
+	if *exportDefs != "" {
+		b, err := os.ReadFile(*exportDefs)
+		if err != nil {
+			return nil, fmt.Errorf("--data-export: %w", err)
+		}
+		opts.DataExport.Definitions = b
 	}
 	if *groupKey != "" {
 		opts.Groups = []emulator.EnrollmentGroup{{ID: "default", Enabled: true, PrimaryKey: *groupKey}}
@@ -287,6 +313,9 @@ Flags:
 		HubHost:          e.HubHost(),
 		ProvisioningHost: e.HubHost(),
 		PID:              os.Getpid(),
+		BlobURL:          e.BlobURL(),
+
+		StorageConnectionString: e.StorageConnectionString(),
 	}
 	in.ServiceConnectionStrings = map[string]string{}
 	in.DPSConnectionString = e.DPSConnectionString()
@@ -299,6 +328,11 @@ Flags:
 		in.ServiceConnectionStrings[p.Name] = cs
 		policies += fmt.Sprintf("  %-17s %s\n", p.Name, cs)
 	}
+	ehStrings, ehLines, err := eventHubsInfo(e)
+	if err != nil {
+		return nil, err
+	}
+	in.EventHubsConnectionStrings = ehStrings
 	if *infoFile != "" {
 		b, _ := json.MarshalIndent(in, "", "  ")
 		tmp := *infoFile + ".tmp"
@@ -316,6 +350,7 @@ Flags:
   MQTT (DPS + hub)  %s
   WebSockets        %s (MQTT and AMQP at /$iothub/websocket)
   AMQP (DPS + hub)  %s
+  blob storage      %s (file uploads)
   ID scope          %s
   group key         %s
   trust this CA     %s
@@ -327,8 +362,10 @@ IoT Hub service API (official service SDKs) on https://%s (port of the WebSocket
 its connection strings, one per shared access policy:
 %sDPS service API (provisioning service SDKs), same host and port:
   provisioningserviceowner %s
-Press Ctrl-C (or send SIGTERM to the pid) to stop.
-`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(in.DashboardURL), in.PID, orNone(in.WebSocketAddr), policies, in.DPSConnectionString)
+Event Hubs-compatible endpoint (azeventhubs, @azure/event-hubs) on the AMQP listener and
+/$servicebus/websocket; its connection strings, one per event hub:
+%sPress Ctrl-C (or send SIGTERM to the pid) to stop.
+`, orNone(in.MQTTAddr), orNone(in.WebSocketAddr), orNone(in.AMQPAddr), orNone(in.BlobURL), in.IDScope, in.GroupKey, in.CAFile, orNone(in.RESTURL), in.APIToken, orNone(in.DashboardURL), in.PID, orNone(in.WebSocketAddr), policies, in.DPSConnectionString, ehLines)
 	return e, nil
 }
 

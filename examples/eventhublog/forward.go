@@ -1,187 +1,222 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
+	"net"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azeventhubs/v2"
 )
 
-// eventHub is a parsed Event Hubs connection string.
-type eventHub struct {
-	endpoint *url.URL // https://{namespace}.servicebus.windows.net/
-	keyName  string
-	key      string
-	entity   string
+// Forwarding limits.
+const (
+	maxBatchRecords = 100              // records per batch
+	flushEvery      = time.Second      // a partial batch waits at most this long
+	queueSize       = 10000            // records waiting; a full queue drops new ones
+	sendTimeout     = 30 * time.Second // one send, the client's own retries included
+)
+
+// hubTarget is where the records go: an Event Hubs connection string (its
+// EntityPath, or entity) and the TLS trust.
+type hubTarget struct {
+	connectionString string
+	entity           string
+	rootCAs          *x509.CertPool // nil: the system's
+	retries          int            // attempts after the first, per batch
 }
 
-// String never prints the key.
-func (h eventHub) String() string { return h.endpoint.Host + "/" + h.entity }
-
-// parseEventHub reads "Endpoint=sb://ns.servicebus.windows.net/;
-// SharedAccessKeyName=...;SharedAccessKey=...[;EntityPath=hub]"; name is
-// the event hub when EntityPath is absent. Errors never contain the key.
-func parseEventHub(cs, name string) (eventHub, error) {
-	var h eventHub
-	for _, part := range strings.Split(cs, ";") {
-		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok {
-			continue
-		}
+// String names the event hub without the key.
+func (h hubTarget) String() string {
+	host, entity := "", h.entity
+	for _, part := range strings.Split(h.connectionString, ";") {
+		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
 		switch strings.ToLower(k) {
 		case "endpoint":
-			u, err := url.Parse(v)
-			if err != nil || u.Host == "" {
-				return h, errors.New("[EventHub] ConnectionString: Endpoint is not sb://host/")
+			if u, err := url.Parse(v); err == nil {
+				host = u.Host
 			}
-			h.endpoint = &url.URL{Scheme: "https", Host: u.Host, Path: "/"}
-		case "sharedaccesskeyname":
-			h.keyName = v
-		case "sharedaccesskey":
-			h.key = v
 		case "entitypath":
-			h.entity = v
+			if entity == "" {
+				entity = v
+			}
 		}
 	}
-	if h.entity == "" {
-		h.entity = name
-	}
-	if h.endpoint == nil || h.keyName == "" || h.key == "" || h.entity == "" {
-		return h, errors.New("[EventHub] needs ConnectionString with Endpoint, SharedAccessKeyName and SharedAccessKey, and EventHubName (or EntityPath)")
-	}
-	return h, nil
+	return host + "/" + entity
 }
 
-// token is the Service Bus SAS token for the event hub, valid ttl. Unlike
-// IoT Hub's, the key signs as its UTF-8 text, not base64-decoded.
-func (h eventHub) token(now time.Time, ttl time.Duration) string {
-	uri := strings.ToLower(h.endpoint.String() + h.entity)
-	sr := url.QueryEscape(uri)
-	se := strconv.FormatInt(now.Add(ttl).Unix(), 10)
-	mac := hmac.New(sha256.New, []byte(h.key))
-	mac.Write([]byte(sr + "\n" + se))
-	sig := base64.StdEncoding.EncodeToString(mac.Sum(nil))
-	return fmt.Sprintf("SharedAccessSignature sr=%s&sig=%s&se=%s&skn=%s", sr, url.QueryEscape(sig), se, url.QueryEscape(h.keyName))
+// tlsConfig trusts rootCAs and names the endpoint's host without its port
+// (go-amqp would otherwise check the certificate against "host:port").
+func (h hubTarget) tlsConfig() *tls.Config {
+	cfg := &tls.Config{RootCAs: h.rootCAs, MinVersion: tls.VersionTLS12}
+	for _, part := range strings.Split(h.connectionString, ";") {
+		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
+		if strings.EqualFold(k, "endpoint") {
+			if u, err := url.Parse(v); err == nil {
+				host := u.Host
+				if hh, _, err := net.SplitHostPort(host); err == nil {
+					host = hh
+				}
+				cfg.ServerName = host
+			}
+		}
+	}
+	return cfg
 }
 
-// forwarder is an io.Writer for slog.NewJSONHandler: each record (one
-// Write) is queued and sent to the event hub in batches of up to
-// batchSize records or every flushEvery, whichever comes first. A full
-// queue drops records (counted) rather than slowing the device; failed
-// posts are reported to errLog, never to the forwarded logger itself.
+// forwarder is an io.Writer for a slog JSON handler: each Write is one
+// record, queued and sent in batches with azeventhubs' ProducerClient
+// (which batches, retries and authenticates). A batch the client could
+// not send is tried again up to retries times; records still not sent
+// are counted as failed, records that found the queue full as dropped.
 type forwarder struct {
-	hub    eventHub
-	client *http.Client
-	errLog io.Writer
-	ch     chan []byte
+	p       *azeventhubs.ProducerClient
+	retries int
+	errOut  io.Writer
+
+	mu     sync.Mutex
+	closed bool
+	q      chan []byte
 	done   chan struct{}
-	once   sync.Once
 
-	dropped, sent atomic.Int64
+	sent, dropped, failed atomic.Int64
+	lastErr               atomic.Value // error: the last send failure
 }
 
-const (
-	batchSize  = 100
-	flushEvery = time.Second
-	queueLen   = 1000
-)
-
-func newForwarder(h eventHub, client *http.Client, errLog io.Writer) *forwarder {
-	f := &forwarder{hub: h, client: client, errLog: errLog, ch: make(chan []byte, queueLen), done: make(chan struct{})}
-	go f.loop()
-	return f
+func newForwarder(h hubTarget, errOut io.Writer) (*forwarder, error) {
+	p, err := azeventhubs.NewProducerClientFromConnectionString(h.connectionString, h.entity, &azeventhubs.ProducerClientOptions{
+		TLSConfig:    h.tlsConfig(),
+		RetryOptions: azeventhubs.RetryOptions{MaxRetries: 2, RetryDelay: 200 * time.Millisecond, MaxRetryDelay: 2 * time.Second},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("[EventHub] ConnectionString: %w", err)
+	}
+	f := &forwarder{p: p, retries: h.retries, errOut: errOut, q: make(chan []byte, queueSize), done: make(chan struct{})}
+	go f.run()
+	return f, nil
 }
 
-// Write queues one record; it never blocks and never fails.
-func (f *forwarder) Write(p []byte) (int, error) {
+// Write queues one record; it never blocks the device (a full queue, or a
+// closed forwarder, counts it as dropped).
+func (f *forwarder) Write(b []byte) (int, error) {
+	rec := append([]byte(nil), b...)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		f.dropped.Add(1)
+		return len(b), nil
+	}
 	select {
-	case f.ch <- bytes.TrimSpace(append([]byte(nil), p...)):
+	case f.q <- rec:
 	default:
 		f.dropped.Add(1)
 	}
-	return len(p), nil
+	return len(b), nil
 }
 
-// Close sends what is queued and ends the forwarder; records written
-// after Close are dropped. It waits at most until ctx ends.
-func (f *forwarder) Close(ctx context.Context) error {
-	f.once.Do(func() { close(f.ch) })
-	select {
-	case <-f.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (f *forwarder) loop() {
+func (f *forwarder) run() {
 	defer close(f.done)
 	var batch [][]byte
 	tick := time.NewTicker(flushEvery)
 	defer tick.Stop()
 	for {
 		select {
-		case rec, ok := <-f.ch:
+		case rec, ok := <-f.q:
 			if !ok {
-				f.post(batch)
+				f.send(batch)
 				return
 			}
-			if batch = append(batch, rec); len(batch) >= batchSize {
-				f.post(batch)
+			batch = append(batch, rec)
+			if len(batch) >= maxBatchRecords {
+				f.send(batch)
 				batch = nil
 			}
 		case <-tick.C:
-			f.post(batch)
+			f.send(batch)
 			batch = nil
 		}
 	}
 }
 
-// post sends a batch with the Event Hubs REST API ("Send batch events").
-func (f *forwarder) post(batch [][]byte) {
-	if len(batch) == 0 {
-		return
+// send sends records as one or more batches, trying a failed batch again
+// up to f.retries times.
+func (f *forwarder) send(records [][]byte) {
+	for len(records) > 0 {
+		n, err := f.sendOnce(records)
+		for attempt := 1; err != nil && attempt <= f.retries; attempt++ {
+			time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
+			n, err = f.sendOnce(records)
+		}
+		if err != nil {
+			f.failed.Add(int64(len(records)))
+			f.lastErr.Store(err)
+			fmt.Fprintf(f.errOut, "eventhublog: %d records not forwarded after %d attempts: %v\n", len(records), f.retries+1, err)
+			return
+		}
+		f.sent.Add(int64(n))
+		records = records[n:]
 	}
-	type event struct {
-		Body string `json:"Body"`
-	}
-	events := make([]event, len(batch))
-	for i, b := range batch {
-		events[i] = event{Body: string(b)}
-	}
-	body, _ := json.Marshal(events) // strings only: cannot fail
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+}
+
+// sendOnce sends the records that fit one batch; it returns how many.
+func (f *forwarder) sendOnce(records [][]byte) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
 	defer cancel()
-	u := f.hub.endpoint.JoinPath(f.hub.entity, "messages").String() + "?api-version=2014-01&timeout=60"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	b, err := f.p.NewEventDataBatch(ctx, nil)
 	if err != nil {
-		fmt.Fprintln(f.errLog, "eventhublog:", err)
-		return
+		return 0, err
 	}
-	req.Header.Set("Authorization", f.hub.token(time.Now(), time.Hour))
-	req.Header.Set("Content-Type", "application/vnd.microsoft.servicebus.json")
-	resp, err := f.client.Do(req)
-	if err != nil {
-		fmt.Fprintf(f.errLog, "eventhublog: %d records not forwarded: %v\n", len(batch), err)
-		return
+	n := 0
+	for _, r := range records {
+		err := b.AddEventData(&azeventhubs.EventData{Body: r, ContentType: ptr("application/json")}, nil)
+		if errors.Is(err, azeventhubs.ErrEventDataTooLarge) {
+			if n == 0 { // a record larger than a batch: it can never be sent
+				return 0, fmt.Errorf("a record of %d bytes is larger than a batch", len(r))
+			}
+			break
+		}
+		if err != nil {
+			return 0, err
+		}
+		n++
 	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		fmt.Fprintf(f.errLog, "eventhublog: %d records refused by %s: %s\n", len(batch), f.hub, resp.Status)
-		return
+	if err := f.p.SendEventDataBatch(ctx, b, nil); err != nil {
+		return 0, err
 	}
-	f.sent.Add(int64(len(batch)))
+	return n, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Close sends what is queued, then closes the client. It returns an
+// error when any record was lost (dropped or failed).
+func (f *forwarder) Close(ctx context.Context) error {
+	f.mu.Lock()
+	if !f.closed {
+		f.closed = true
+		close(f.q)
+	}
+	f.mu.Unlock()
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return fmt.Errorf("records still queued: %w", ctx.Err())
+	}
+	_ = f.p.Close(ctx)
+	if lost := f.dropped.Load() + f.failed.Load(); lost > 0 {
+		err := fmt.Errorf("%d records lost (%d dropped at a full queue, %d failed)", lost, f.dropped.Load(), f.failed.Load())
+		if last, ok := f.lastErr.Load().(error); ok {
+			err = fmt.Errorf("%w; last error: %w", err, last)
+		}
+		return err
+	}
+	return nil
 }

@@ -41,6 +41,10 @@ type Local struct {
 	ServiceConnectionString string
 	// PID is the emulator's process (os.Getpid() when in-process).
 	PID int
+	// EventHubsConnectionString (a secret) reads the built-in Event
+	// Hubs-compatible endpoint (every device-to-cloud message); "" for an
+	// ExternalEmulator.
+	EventHubsConnectionString string
 
 	pool  *x509.CertPool
 	close func() error
@@ -83,6 +87,7 @@ type localInfo struct {
 	CAPEM                             []byte
 	ServiceConnectionString           string
 	PID                               int
+	EventHubsConnectionString         string
 }
 
 // APITokenEnv names the environment variable that sets the API token of
@@ -112,12 +117,13 @@ func StartEmulator(ctx context.Context, child bool) (*Local, error) {
 			return nil, fmt.Errorf("fleet: start the emulator: %w", err)
 		}
 		svc, _ := e.ServiceConnectionString("service")
+		eh, _ := e.EventHubsConnectionString(e.BuiltinEventHub())
 		return &Local{
 			IDScope: e.IDScope(), GroupKey: e.GroupKey(), HubHost: e.HubHost(),
 			MQTTAddr: e.MQTTAddr(), WebSocketAddr: e.WebSocketAddr(), AMQPAddr: e.AMQPAddr(),
 			RESTURL: e.RESTURL(), APIToken: e.APIToken(), DashboardURL: e.DashboardURL(), CAPEM: e.CACertPEM(), PID: os.Getpid(),
-			ServiceConnectionString: svc,
-			pool:                    e.CAPool(), close: e.Close,
+			ServiceConnectionString: svc, EventHubsConnectionString: eh,
+			pool: e.CAPool(), close: e.Close,
 		}, nil
 	}
 	exe, err := os.Executable()
@@ -179,8 +185,8 @@ func StartEmulator(ctx context.Context, child bool) (*Local, error) {
 		IDScope: info.IDScope, GroupKey: info.GroupKey, HubHost: info.HubHost,
 		MQTTAddr: info.MQTTAddr, WebSocketAddr: info.WebSocketAddr, AMQPAddr: info.AMQPAddr,
 		RESTURL: info.RESTURL, APIToken: info.APIToken, DashboardURL: info.DashboardURL, CAPEM: info.CAPEM, PID: info.PID,
-		ServiceConnectionString: info.ServiceConnectionString,
-		pool:                    pool, close: stop,
+		ServiceConnectionString: info.ServiceConnectionString, EventHubsConnectionString: info.EventHubsConnectionString,
+		pool: pool, close: stop,
 	}, nil
 }
 
@@ -193,11 +199,12 @@ func ServeChild(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 		return fmt.Errorf("start the emulator: %w", err)
 	}
 	svc, _ := e.ServiceConnectionString("service")
+	eh, _ := e.EventHubsConnectionString(e.BuiltinEventHub())
 	line, err := json.Marshal(localInfo{
 		IDScope: e.IDScope(), GroupKey: e.GroupKey(), HubHost: e.HubHost(),
 		MQTTAddr: e.MQTTAddr(), WebSocketAddr: e.WebSocketAddr(), AMQPAddr: e.AMQPAddr(),
 		RESTURL: e.RESTURL(), APIToken: e.APIToken(), DashboardURL: e.DashboardURL(), CAPEM: e.CACertPEM(), PID: os.Getpid(),
-		ServiceConnectionString: svc,
+		ServiceConnectionString: svc, EventHubsConnectionString: eh,
 	})
 	if err == nil {
 		_, err = stdout.Write(append(line, '\n'))

@@ -332,6 +332,27 @@ func (l *Link) Send(ctx context.Context, msg *Message) (Outcome, error) {
 // more than once and returns the same result after the first return.
 // Errors of SendAsync itself are those of Send before the transfer.
 func (l *Link) SendAsync(ctx context.Context, msg *Message) (wait func(context.Context) (Outcome, error), err error) {
+	return l.sendAsync(ctx, msg, false)
+}
+
+// ErrSettleMode is returned by [Link.SendSettled] on a link whose peer
+// asked for unsettled deliveries (snd-settle-mode unsettled).
+var ErrSettleMode = errors.New("amqp1: the peer asked for unsettled deliveries on this link")
+
+// SendSettled sends msg pre-settled on a link whose snd-settle-mode is
+// mixed (the default) or settled, as Event Hubs sends events: the peer
+// owes no disposition and the server keeps no state for it. It returns
+// once the transfer is written. Errors are those of [Link.Send], and
+// [ErrSettleMode] on a link whose snd-settle-mode is unsettled.
+func (l *Link) SendSettled(ctx context.Context, msg *Message) error {
+	if l.attach.SndSettleMode == SenderSettleModeUnsettled {
+		return ErrSettleMode
+	}
+	_, err := l.sendAsync(ctx, msg, true)
+	return err
+}
+
+func (l *Link) sendAsync(ctx context.Context, msg *Message, presettle bool) (wait func(context.Context) (Outcome, error), err error) {
 	if l.role != RoleSender {
 		return nil, ErrNotSender
 	}
@@ -376,7 +397,7 @@ func (l *Link) SendAsync(ctx context.Context, msg *Message) (wait func(context.C
 	s.nextDeliveryID++
 	tag := binary.BigEndian.AppendUint64(nil, l.nextTag)
 	l.nextTag++
-	settled := l.attach.SndSettleMode == SenderSettleModeSettled
+	settled := presettle || l.attach.SndSettleMode == SenderSettleModeSettled
 	var res chan sendResult
 	if !settled {
 		res = make(chan sendResult, 1)

@@ -20,14 +20,15 @@ const maxAddressLen = 1024
 type nodeKind int
 
 const (
-	nodeCBS        nodeKind = iota + 1 // $cbs
-	nodeTelemetry                      // /devices/{id}/messages/events
-	nodeC2D                            // /devices/{id}/messages/devicebound
-	nodeMethods                        // /devices/{id}/methods/devicebound
-	nodeTwin                           // /devices/{id}/twin
-	nodeDPS                            // {scope}/registrations/{reg}
-	nodeServiceC2D                     // /messages/devicebound (service sender)
-	nodeFeedback                       // /messages/serviceBound/feedback (service receiver)
+	nodeCBS               nodeKind = iota + 1 // $cbs
+	nodeTelemetry                             // /devices/{id}/messages/events
+	nodeC2D                                   // /devices/{id}/messages/devicebound
+	nodeMethods                               // /devices/{id}/methods/devicebound
+	nodeTwin                                  // /devices/{id}/twin
+	nodeDPS                                   // {scope}/registrations/{reg}
+	nodeServiceC2D                            // /messages/devicebound (service sender)
+	nodeFeedback                              // /messages/serviceBound/feedback (service receiver)
+	nodeFileNotifications                     // /messages/serviceBound/filenotifications (service receiver)
 )
 
 func (k nodeKind) String() string {
@@ -48,6 +49,8 @@ func (k nodeKind) String() string {
 		return "service-c2d"
 	case nodeFeedback:
 		return "feedback"
+	case nodeFileNotifications:
+		return "file-notifications"
 	}
 	return "unknown"
 }
@@ -97,6 +100,9 @@ func parseAddress(s string) (address, error) {
 		return a, nil
 	case "messages/servicebound/feedback":
 		a.kind = nodeFeedback
+		return a, nil
+	case "messages/servicebound/filenotifications":
+		a.kind = nodeFileNotifications
 		return a, nil
 	}
 	segs := strings.Split(strings.Trim(rest, "/"), "/")

@@ -27,6 +27,10 @@ type Model interface {
 	FeedbackReady() <-chan struct{}
 	TakeFeedback(maxRecords int) []core.FeedbackRecord
 	SettleFeedback(records []core.FeedbackRecord, done bool) error
+	// File upload notifications (/messages/serviceBound/filenotifications).
+	FileNotificationReady() <-chan struct{}
+	TakeFileNotification() (core.FileNotification, int64, bool)
+	SettleFileNotification(seq int64, done bool) error
 }
 
 var _ Model = (*core.Core)(nil)

@@ -98,6 +98,20 @@ func (cs *connState) putToken(ctx context.Context, m *amqp.Message) (int, string
 	}
 	nv, _ := appProp(m, "name")
 	name, _ := textOf(nv)
+	if cs.eh != nil && cs.eh.ClaimsAudience(name) {
+		status, desc := cs.eh.PutToken(name, string(bodyOf(m)))
+		if status == 200 {
+			cs.mu.Lock()
+			c := cs.conn
+			cs.mu.Unlock()
+			if c != nil {
+				c.SetLoggedIn()
+			}
+		} else {
+			cs.s.opts.Reporter.Refused(netlimit.KindAMQPAuth, "Event Hubs put-token refused", "status", status)
+		}
+		return status, desc
+	}
 	if isServiceAudience(name, cs.s.opts.HubHost) {
 		return cs.putServiceToken(m)
 	}

@@ -51,6 +51,9 @@ type Options struct {
 	// Reporter counts refusals and limit hits and summarises them in the
 	// log; nil counts nothing.
 	Reporter *netlimit.Reporter
+	// EventHubs, when set, makes the Event Hubs side of each new
+	// connection (see EventHubsConn); nil serves no Event Hubs node.
+	EventHubs func() EventHubsConn
 }
 
 // Server is the IoT Hub and DPS application layer over AMQP 1.0: it serves
@@ -99,6 +102,10 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, peerCerts []*x509.C
 		devices: map[string]*device{},
 		dps:     map[string]*dpsReg{},
 		links:   map[*amqp1.Link]*linkState{},
+		ehLinks: map[*amqp1.Link]struct{}{},
+	}
+	if s.opts.EventHubs != nil {
+		cs.eh = s.opts.EventHubs()
 	}
 	cfg := s.opts.Engine
 	cfg.Handler = cs
@@ -120,6 +127,9 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, peerCerts []*x509.C
 	}
 	err := amqp1.Serve(ctx, nc, cfg)
 	cs.shutdown()
+	if cs.eh != nil {
+		cs.eh.Close()
+	}
 	s.reportEnd(err, nc)
 	return err
 }
@@ -176,6 +186,9 @@ type connState struct {
 	nextSeq      uint64
 	service      time.Time   // expiry of the service's token (hub-level put-token); zero: none
 	serviceTimer *time.Timer // detaches the service links at that expiry
+
+	eh      EventHubsConn            // nil without Options.EventHubs
+	ehLinks map[*amqp1.Link]struct{} // links eh accepted
 }
 
 // linkState is the application state of one accepted link.
@@ -255,6 +268,16 @@ func (cs *connState) checkPlain(ctx context.Context, cred amqp1.PlainCredentials
 
 // OnAttach implements amqp1.Handler.
 func (cs *connState) OnAttach(ctx context.Context, l *amqp1.Link) error {
+	if cs.eh != nil && cs.eh.ClaimsAddress(l.Address()) {
+		if err := cs.eh.Attach(ctx, l); err != nil {
+			cs.s.opts.Reporter.Refused(netlimit.KindAMQPAuth, "AMQP Event Hubs link refused", "link", netlimit.Quote(l.Name()), "address", netlimit.Quote(l.Address()), "reason", netlimit.Reason(err))
+			return err
+		}
+		cs.mu.Lock()
+		cs.ehLinks[l] = struct{}{}
+		cs.mu.Unlock()
+		return nil
+	}
 	a, err := parseAddress(l.Address())
 	if err == nil && a.kind != nodeDPS && a.host != "" && !hostIsHub(a.host, cs.s.opts.HubHost) {
 		// DPS addresses name the provisioning endpoint the device was given
@@ -275,7 +298,7 @@ func (cs *connState) OnAttach(ctx context.Context, l *amqp1.Link) error {
 		err = cs.attachCBS(ls)
 	case nodeDPS:
 		err = cs.attachDPS(ctx, ls)
-	case nodeServiceC2D, nodeFeedback:
+	case nodeServiceC2D, nodeFeedback, nodeFileNotifications:
 		err = cs.attachService(ls)
 	default:
 		err = cs.attachHub(ctx, ls)
@@ -316,6 +339,9 @@ func (cs *connState) OnMessage(ctx context.Context, l *amqp1.Link, d *amqp1.Deli
 	ls := cs.links[l]
 	cs.mu.Unlock()
 	if ls == nil {
+		if cs.eh != nil && cs.ehLink(l) {
+			return cs.eh.Message(ctx, l, d)
+		}
 		return rejected(amqp1.ErrCondIllegalState, "link is not attached")
 	}
 	switch ls.addr.kind {
@@ -340,6 +366,12 @@ func (cs *connState) OnDetach(l *amqp1.Link, _ error) {
 	cs.mu.Lock()
 	ls := cs.links[l]
 	delete(cs.links, l)
+	if _, ok := cs.ehLinks[l]; ok {
+		delete(cs.ehLinks, l)
+		cs.mu.Unlock()
+		cs.eh.Detach(l)
+		return
+	}
 	var changed *core.Session
 	if ls != nil {
 		cs.cbsOut = removeLink(cs.cbsOut, ls)

@@ -67,7 +67,7 @@ func (cs *connState) expireService() {
 	}
 	var links []*amqp1.Link
 	for l, ls := range cs.links {
-		if ls.addr.kind == nodeServiceC2D || ls.addr.kind == nodeFeedback {
+		if ls.addr.kind == nodeServiceC2D || ls.addr.kind == nodeFeedback || ls.addr.kind == nodeFileNotifications {
 			links = append(links, l)
 		}
 	}
@@ -98,13 +98,21 @@ func (cs *connState) attachService(ls *linkState) error {
 		if server != amqp1.RoleSender {
 			return &amqp1.Error{Condition: amqp1.ErrCondNotAllowed, Description: "/messages/serviceBound/feedback only sends"}
 		}
+	case nodeFileNotifications:
+		if server != amqp1.RoleSender {
+			return &amqp1.Error{Condition: amqp1.ErrCondNotAllowed, Description: "/messages/serviceBound/filenotifications only sends"}
+		}
 	}
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	cs.links[ls.l] = ls
-	if ls.addr.kind == nodeFeedback {
+	switch ls.addr.kind {
+	case nodeFeedback:
 		cs.wg.Add(1)
 		go cs.feedbackLoop(ls.l)
+	case nodeFileNotifications:
+		cs.wg.Add(1)
+		go cs.fileNotificationLoop(ls.l)
 	}
 	return nil
 }

@@ -311,6 +311,7 @@ type Core struct {
 	watchers map[string]map[chan Telemetry]struct{}
 	changes  map[string]chan struct{} // see WaitSubscribed
 	events   eventHub                 // see events.go
+	feed     feed                     // observers of the model (feed.go)
 	faults   faultState               // see faults.go
 	ext      extState                 // templates, device settings, command history (ext.go); guarded by mu
 
@@ -321,10 +322,15 @@ type Core struct {
 	jobs     map[string]*jobState      // IoT Hub jobs (v2); guarded by mu
 	jobSeq   int64                     // creation order of jobs; guarded by mu
 	configs  map[string]*Configuration // IoT Hub configurations; guarded by mu
+	uploads  fileUploadState           // file uploads (fileupload.go); guarded by mu
 	dpsSvc   *dpsState                 // the DPS service's state (enrollments.go); guarded by mu
 
-	telemetrySeq int64    // the last Telemetry.Seq given; guarded by mu
-	pendingLoad  []Change // deletes Load found due (a shorter history); committed by Load
+	telemetrySeq int64            // the last Telemetry.Seq given; guarded by mu
+	sink         TelemetrySink    // see eventlog.go; guarded by mu
+	loadedEvents []Record         // KindEvent records Load found, until StoredEvents; guarded by mu
+	notifySink   NotificationSink // see eventlog.go; guarded by mu
+	sunk         []Change         // notifySink's changes for the next staged device change; guarded by mu
+	pendingLoad  []Change         // deletes Load found due (a shorter history); committed by Load
 }
 
 // New returns a model with cfg's groups and no devices. With
@@ -345,6 +351,7 @@ func New(cfg Config) *Core {
 		changes:  map[string]chan struct{}{},
 		policies: newPolicies(),
 		feedback: feedbackState{wake: make(chan struct{}, 1)},
+		uploads:  fileUploadState{wake: make(chan struct{}, 1)},
 	}
 }
 
@@ -456,7 +463,9 @@ func (c *Core) CreateDevice(id string) (string, error) {
 	d := newDevice(id, c.now())
 	d.indivKeys = [2]string{RandomKey(), RandomKey()}
 	c.devices[id] = d
+	c.sinkNotificationLocked(d, DeviceNotification{Op: OpCreateDeviceIdentity})
 	ch := c.stageDeviceLocked(d)
+	c.observeLocked(FeedEvent{Kind: FeedRegistered, DeviceID: id})
 	key := d.indivKeys[0]
 	c.mu.Unlock()
 	if err := awaitNow(ch); err != nil {

@@ -61,6 +61,7 @@ func (c *Core) PutDevice(id string, spec DeviceSpec) (DeviceDetails, bool, error
 		c.devices[id] = d
 	}
 	s := c.ext.settingsOf(id)
+	wasName, wasTemplate, wasEnabled := d.displayName, c.detailsLocked(d).Template, d.enabled
 	if spec.DisplayName != nil {
 		d.displayName = *spec.DisplayName
 		if d.displayName == "" {
@@ -85,7 +86,28 @@ func (c *Core) PutDevice(id string, spec DeviceSpec) (DeviceDetails, bool, error
 		}
 	}
 	out := c.detailsLocked(d)
+	if created {
+		c.sinkNotificationLocked(d, DeviceNotification{Op: OpCreateDeviceIdentity})
+	}
 	staged := c.stageDeviceLocked(d)
+	switch {
+	case created:
+		c.observeLocked(FeedEvent{Kind: FeedRegistered, DeviceID: id})
+	default:
+		if d.enabled != wasEnabled {
+			k := FeedDisabled
+			if d.enabled {
+				k = FeedEnabled
+			}
+			c.observeLocked(FeedEvent{Kind: k, DeviceID: id})
+		}
+		if d.displayName != wasName {
+			c.observeLocked(FeedEvent{Kind: FeedDisplayNameChanged, DeviceID: id})
+		}
+		if out.Template != wasTemplate {
+			c.observeLocked(FeedEvent{Kind: FeedTemplateAssigned, DeviceID: id})
+		}
+	}
 	c.mu.Unlock()
 	if err := awaitNow(staged); err != nil {
 		return DeviceDetails{}, false, err
@@ -136,10 +158,16 @@ func (c *Core) DeleteDevice(id string) error {
 		return errNoDevice(id)
 	}
 	l := d.link
+	c.sinkNotificationLocked(d, DeviceNotification{Op: OpDeleteDeviceIdentity})
 	delete(c.devices, id)
 	delete(c.ext.settings, id)
 	delete(c.ext.commands, id)
-	staged := c.stageLocked(Change{Op: OpDeleteDevice, Record: Record{Kind: KindDevice, Key: id}})
+	changes := append([]Change{{Op: OpDeleteDevice, Record: Record{Kind: KindDevice, Key: id}}}, c.takeSunkLocked()...)
+	if ch, ok := c.forgetUploadsLocked(id); ok { // fileupload.go
+		changes = append(changes, ch)
+	}
+	staged := c.stageLocked(changes...)
+	c.observeLocked(FeedEvent{Kind: FeedDeleted, DeviceID: id})
 	c.mu.Unlock()
 	if err := awaitNow(staged); err != nil {
 		return err

@@ -223,7 +223,10 @@ func (c *Core) Register(a DPSAuth, body []byte) DPSResponse {
 		if !exists {
 			d = newDevice(devID, now)
 			c.devices[devID] = d
+			c.sinkNotificationLocked(d, DeviceNotification{Op: OpCreateDeviceIdentity})
+			c.observeLocked(FeedEvent{Kind: FeedRegistered, DeviceID: devID, Time: now})
 		}
+		wasProvisioned := d.provisioned
 		// A first assignment, or one after the registration state was
 		// deleted, gets the enrollment's initial twin.
 		first := prev == nil || prev.Status != "assigned"
@@ -267,6 +270,9 @@ func (c *Core) Register(a DPSAuth, body []byte) DPSResponse {
 		st.CreatedDateTimeUtc = d.created.Format(dpsTimeFormat)
 		st.AssignedHub, st.DeviceID = c.cfg.HubHost, devID
 		staged = c.stageDeviceLocked(d)
+		if !wasProvisioned {
+			c.observeLocked(FeedEvent{Kind: FeedProvisioned, DeviceID: devID, Time: now})
+		}
 	}
 	rs := &RegistrationState{RegistrationID: id, Status: st.Status, Substatus: st.Substatus, ErrorCode: st.ErrorCode,
 		ErrorMessage: st.ErrorMessage, GroupID: a.GroupID, Created: now, Updated: now, ETag: newETag()}

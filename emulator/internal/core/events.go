@@ -80,6 +80,12 @@ type eventHub struct {
 // emit records ev and hands it to the watchers of its device and of all
 // devices, without blocking. Callers may hold c.mu.
 func (c *Core) emit(ev Event) {
+	switch ev.Kind {
+	case EventConnected:
+		c.observeLocked(FeedEvent{Kind: FeedConnected, DeviceID: ev.DeviceID, Time: ev.Time})
+	case EventDisconnected:
+		c.observeLocked(FeedEvent{Kind: FeedDisconnected, DeviceID: ev.DeviceID, Time: ev.Time})
+	}
 	h := &c.events
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -348,10 +348,13 @@ func (c *Core) PutHubDevice(id string, create bool, ifMatch string, spec HubDevi
 		c.mu.Unlock()
 		return HubDevice{}, fmt.Errorf("%w: device %q", ErrPreconditionFailed, id)
 	}
+	wasEnabled := create || d.enabled
 	if create {
 		d = newDevice(id, c.now())
 		d.indivKeys = [2]string{RandomKey(), RandomKey()}
 		c.devices[id] = d
+		c.observeLocked(FeedEvent{Kind: FeedRegistered, DeviceID: id})
+		c.sinkNotificationLocked(d, DeviceNotification{Op: OpCreateDeviceIdentity})
 	} else {
 		d.version++
 	}
@@ -385,6 +388,13 @@ func (c *Core) PutHubDevice(id string, create bool, ifMatch string, spec HubDevi
 		if !d.enabled {
 			drop = d.link
 		}
+	}
+	if d.enabled != wasEnabled {
+		k := FeedDisabled
+		if d.enabled {
+			k = FeedEnabled
+		}
+		c.observeLocked(FeedEvent{Kind: k, DeviceID: id})
 	}
 	d.statusReason = spec.StatusReason
 	d.edge, d.deviceScope, d.parentScopes = spec.IotEdge, spec.DeviceScope, slices.Clone(spec.ParentScopes)
@@ -557,6 +567,8 @@ func (c *Core) UpdateHubTwin(ctx context.Context, id, ifMatch string, tags, desi
 			return HubTwin{}, fmt.Errorf("%w: desired patch: %v", ErrInvalid, err)
 		}
 		c.emit(Event{DeviceID: id, Kind: EventDesired, Version: v, Time: c.now()})
+		c.observePatchLocked(FeedDesired, id, patch, v)
+		c.twinChangedLocked(d, "desired", patch, v)
 	}
 	if tags != nil {
 		d.tags = newTags

@@ -140,7 +140,7 @@ func (c *Core) stageDeviceLocked(d *device) <-chan error {
 	if !c.durable() {
 		return nil
 	}
-	return c.stageLocked(c.deviceChangeLocked(d))
+	return c.stageLocked(append([]Change{c.deviceChangeLocked(d)}, c.takeSunkLocked()...)...)
 }
 
 func c2dChange(deviceID string, m *c2dMsg) Change {
@@ -387,6 +387,8 @@ func (c *Core) restoreRecords(recs []Record) error {
 				err = c.restorePolicies(r.Doc)
 			case r.Key == metaFeedback:
 				err = c.restoreFeedback(r.Doc)
+			case r.Key == metaFileUploads:
+				err = c.restoreFileUploads(r.Doc)
 			case strings.HasPrefix(r.Key, metaJobPrefix):
 				err = c.restoreJob(r.Doc)
 			case strings.HasPrefix(r.Key, metaConfigPrefix):
@@ -419,6 +421,8 @@ func (c *Core) restoreRecords(recs []Record) error {
 			templates = append(templates, r)
 		case KindCert:
 			certs = append(certs, r)
+		case KindEvent:
+			c.loadedEvents = append(c.loadedEvents, r)
 		}
 		if err != nil {
 			return bad(r, err)

@@ -61,11 +61,18 @@ const (
 	// KindCommand is a finished command in Device's history, Seq its
 	// number (Key unused).
 	KindCommand Kind = "command"
+	// KindEvent is an event of the Event Hubs-compatible endpoint: Device
+	// names its stream ("{entity}/{partition}", or a stream of the
+	// endpoint's own settings), Seq its sequence number in the stream
+	// (Key unused). Unlike KindTelemetry, Seq is unique per stream only,
+	// and OpDeleteDevice leaves events alone (they outlive the device, as
+	// in Event Hubs).
+	KindEvent Kind = "event"
 )
 
 // Sequenced reports whether records of k are ordered per device by Seq.
 func (k Kind) Sequenced() bool {
-	return k == KindC2D || k == KindTelemetry || k == KindCommand
+	return k == KindC2D || k == KindTelemetry || k == KindCommand || k == KindEvent
 }
 
 // Record is one stored document.

@@ -29,7 +29,13 @@ func (c *Core) StoreTelemetry(msg Telemetry) error {
 		c.telemetrySeq++
 		msg.Seq = c.telemetrySeq
 		c.latestLocked(d, msg, fields)
-		if n := c.cfg.TelemetryHistory; n > 0 {
+		if c.observingLocked() {
+			c.observeLocked(FeedEvent{Kind: FeedTelemetry, DeviceID: msg.DeviceID, Time: msg.Received, Telemetry: cloneTelemetry(msg)})
+		}
+		sunk := c.sinkLocked(d, msg)
+		if n := c.cfg.TelemetryHistory; n <= 0 {
+			staged = c.stageLocked(sunk...)
+		} else {
 			var changes []Change
 			if c.durable() {
 				changes = append(changes, telemetryChange(msg.Seq, msg))
@@ -44,7 +50,7 @@ func (c *Core) StoreTelemetry(msg Telemetry) error {
 				d.history = slices.Delete(d.history, 0, drop)
 			}
 			d.history = append(d.history, withMaps(msg))
-			staged = c.stageLocked(changes...)
+			staged = c.stageLocked(append(changes, sunk...)...)
 		}
 	}
 	for ch := range c.watchers[msg.DeviceID] {

@@ -179,7 +179,12 @@ func (c *Core) PutTemplate(id string, doc map[string]any) (map[string]any, error
 	if c.ext.templates == nil {
 		c.ext.templates = map[string]*storedTemplate{}
 	}
+	kind := FeedTemplateCreated
+	if _, ok := c.ext.templates[id]; ok {
+		kind = FeedTemplateUpdated
+	}
 	c.ext.templates[id] = &storedTemplate{doc: doc, model: m}
+	c.observeLocked(FeedEvent{Kind: kind, TemplateID: id})
 	staged := c.stageLocked(Change{Op: OpPut, Record: Record{Kind: KindTemplate, Key: id, Doc: b}})
 	c.mu.Unlock()
 	if err := awaitNow(staged); err != nil {
@@ -228,6 +233,7 @@ func (c *Core) DeleteTemplate(id string) error {
 		}
 	}
 	delete(c.ext.templates, id)
+	c.observeLocked(FeedEvent{Kind: FeedTemplateDeleted, TemplateID: id})
 	staged := c.stageLocked(Change{Op: OpDelete, Record: Record{Kind: KindTemplate, Key: id}})
 	c.mu.Unlock()
 	if err := awaitNow(staged); err != nil {

@@ -63,8 +63,10 @@ func (c *Core) UpdateDesired(ctx context.Context, id, component string, patch ma
 		return 0, fmt.Errorf("%w: desired patch: %v", ErrInvalid, err)
 	}
 	l := d.link
+	c.twinChangedLocked(d, "desired", p, v)
 	staged := c.stageDeviceLocked(d)
 	c.emit(Event{DeviceID: id, Kind: EventDesired, Version: v, Time: c.now()})
+	c.observePatchLocked(FeedDesired, id, p, v)
 	c.mu.Unlock()
 	if err := await(ctx, staged); err != nil {
 		return 0, err
@@ -130,8 +132,10 @@ func (c *Core) PatchReported(id string, body []byte) (int, int64, []byte) {
 		d.lastActivity = c.now()
 		v, err = d.reported.Apply(patch, c.now())
 		if err == nil {
+			c.twinChangedLocked(d, "reported", patch, v)
 			staged = c.stageDeviceLocked(d)
 			c.emit(Event{DeviceID: id, Kind: EventReported, Version: v, Time: c.now()})
+			c.observePatchLocked(FeedReported, id, patch, v)
 		}
 	}
 	c.mu.Unlock()

@@ -452,6 +452,7 @@ type devicePageData struct {
 	Raw       []rawMessage
 	ChartInit string
 	Props     propsView
+	Uploads   []Upload // newest first; see uploads.go
 }
 
 type rawMessage struct {
@@ -517,7 +518,7 @@ func (h *Handler) devicePage(w http.ResponseWriter, r *http.Request) {
 	for i, j := 0, len(evs)-1; i < j; i, j = i+1, j-1 {
 		evs[i], evs[j] = evs[j], evs[i]
 	}
-	h.render(w, "device.html", devicePageData{Device: d, Events: evs, Raw: shown, ChartInit: string(init), Props: props})
+	h.render(w, "device.html", devicePageData{Device: d, Events: evs, Raw: shown, ChartInit: string(init), Props: props, Uploads: h.uploadsOf(id)})
 }
 
 func (h *Handler) propertiesFragment(w http.ResponseWriter, r *http.Request) {

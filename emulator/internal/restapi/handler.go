@@ -60,6 +60,10 @@ type Options struct {
 	// /api/emulator/stats: its value as JSON (connections, refusals, limit
 	// hits). Nil: the route is not served.
 	Stats func() any
+	// DataExport, when set, serves IoT Central's data export routes
+	// (/api/dataExport/..., api-version 2022-10-31-preview or
+	// 2022-06-30-preview). Nil: they answer 501.
+	DataExport DataExportBackend
 }
 
 type handler struct {
@@ -71,6 +75,7 @@ type handler struct {
 	log         *slog.Logger
 	mux         *http.ServeMux
 	condMu      sync.Mutex // held by conditional writes (If-Match, body etag); see guard
+	export      DataExportBackend
 }
 
 type route struct {
@@ -88,7 +93,7 @@ func New(b Backend, o Options) http.Handler {
 		o.PageSize = DefaultPageSize
 	}
 	h := &handler{b: b, digest: sha256.Sum256([]byte(o.Token)), empty: o.Token == "", allowBearer: o.AllowBearer,
-		pageSize: o.PageSize, log: logger, mux: http.NewServeMux()}
+		pageSize: o.PageSize, log: logger, mux: http.NewServeMux(), export: o.DataExport}
 	routes := []route{
 		{"/api/devices", map[string]http.HandlerFunc{"GET": h.listDevices}},
 		{"/api/devices/{id}", map[string]http.HandlerFunc{"GET": h.getDevice, "PUT": h.putDevice, "PATCH": h.patchDevice, "DELETE": h.deleteDevice}},
@@ -121,6 +126,8 @@ func New(b Backend, o Options) http.Handler {
 	routes = append(routes, h.certificateRoutes()...)
 	routes = append(routes, h.tokenRoutes()...)
 	routes = append(routes, h.deviceGroupRoutes()...)
+	routes = append(routes, h.dataExportRoutes()...)
+	routes = append(routes, h.fileUploadRoutes()...)
 	if o.Stats != nil {
 		routes = append(routes, route{emulatorPrefix + "/stats", map[string]http.HandlerFunc{"GET": func(w http.ResponseWriter, r *http.Request) {
 			h.reply(w, r, http.StatusOK, o.Stats())
@@ -171,11 +178,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch v, ok := r.URL.Query()["api-version"]; {
 	case !ok || len(v) == 0 || v[0] == "":
 		h.fail(w, r, http.StatusBadRequest, "MissingApiVersionParameter",
-			"the api-version query parameter is required; this emulator serves api-version="+APIVersion)
+			"the api-version query parameter is required; this emulator serves api-version="+strings.Join(apiVersionsFor(r.URL.Path), " or ")+" here")
 		return
-	case len(v) > 1 || v[0] != APIVersion:
+	case len(v) > 1 || !servedVersion(r.URL.Path, v[0]):
 		h.fail(w, r, http.StatusBadRequest, "InvalidApiVersionParameter",
-			fmt.Sprintf("api-version %q is not supported; this emulator serves api-version=%s", strings.Join(v, ","), APIVersion))
+			fmt.Sprintf("api-version %q is not supported here; this emulator serves api-version=%s on %s", strings.Join(v, ","),
+				strings.Join(apiVersionsFor(r.URL.Path), " or "), r.URL.Path))
 		return
 	}
 	if err := permit(role, r); err != nil {

@@ -142,8 +142,8 @@ func (h *handler) tokenRole(r *http.Request) string {
 }
 
 // permit checks that role may make request r: an operator may not change
-// device templates or enrollment groups; only an administrator manages
-// API tokens. Errors wrap ErrForbidden.
+// device templates, enrollment groups or data exports; only an
+// administrator manages API tokens. Errors wrap ErrForbidden.
 func permit(role string, r *http.Request) error {
 	p := r.URL.Path
 	write := r.Method != http.MethodGet && r.Method != http.MethodHead
@@ -155,6 +155,8 @@ func permit(role string, r *http.Request) error {
 		return fmt.Errorf("%w: only an App Administrator token manages API tokens", ErrForbidden)
 	case role == RoleOperator && write && (under("/api/deviceTemplates") || under("/api/enrollmentGroups")):
 		return fmt.Errorf("%w: an App Operator token cannot change device templates or enrollment groups", ErrForbidden)
+	case role == RoleOperator && write && under(dataExportPrefix):
+		return fmt.Errorf("%w: only App Administrator and App Builder tokens change data exports", ErrForbidden)
 	}
 	return nil
 }

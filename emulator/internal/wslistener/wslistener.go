@@ -36,6 +36,10 @@ import (
 // DPS.
 const Path = "/$iothub/websocket"
 
+// ServiceBusPath is the request path of AMQP over WebSockets of Event
+// Hubs clients (azeventhubs, @azure/event-hubs); it is served as Path.
+const ServiceBusPath = "/$servicebus/websocket"
+
 // Subprotocols accepted on Path (matched case-insensitively; the response
 // echoes the spelling the client offered).
 const (
@@ -97,7 +101,7 @@ func New(h Handlers) *Handler {
 // subprotocol, 503 once Close has been called; otherwise it upgrades and
 // runs the protocol's callback until the connection ends.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != Path {
+	if r.URL.Path != Path && r.URL.Path != ServiceBusPath {
 		if h.h.Fallback != nil {
 			h.h.Fallback.ServeHTTP(w, r)
 			return

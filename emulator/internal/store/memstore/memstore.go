@@ -133,7 +133,7 @@ func (s *Store) records() []core.Record {
 					return part[i].Key < part[j].Key
 				})
 			}
-		case core.KindTelemetry, core.KindCommand:
+		case core.KindTelemetry, core.KindCommand, core.KindEvent:
 			logs := s.seqd[k]
 			for _, dev := range sortedKeys(logs) {
 				for _, e := range logs[dev].entries {
@@ -210,7 +210,7 @@ func (s *Store) put(r core.Record) {
 			s.c2d[r.Device] = q
 		}
 		q[r.Key] = c2dEntry{seq: r.Seq, doc: r.Doc}
-	case core.KindTelemetry, core.KindCommand:
+	case core.KindTelemetry, core.KindCommand, core.KindEvent:
 		logs := s.seqd[r.Kind]
 		if logs == nil {
 			logs = map[string]*seqLog{}
@@ -242,7 +242,7 @@ func (s *Store) delete(r core.Record) {
 				delete(s.c2d, r.Device)
 			}
 		}
-	case core.KindTelemetry, core.KindCommand:
+	case core.KindTelemetry, core.KindCommand, core.KindEvent:
 		logs := s.seqd[r.Kind]
 		if l := logs[r.Device]; l != nil {
 			l.delete(r.Seq)
@@ -282,8 +282,10 @@ func (s *Store) trim(r core.Record) {
 func (s *Store) deleteDevice(id string) {
 	delete(s.plain[core.KindDevice], id)
 	delete(s.c2d, id)
-	for _, logs := range s.seqd {
-		delete(logs, id)
+	for k, logs := range s.seqd {
+		if k != core.KindEvent { // events outlive their device
+			delete(logs, id)
+		}
 	}
 }
 

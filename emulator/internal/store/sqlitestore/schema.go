@@ -51,11 +51,21 @@ CREATE TABLE commands (
 	doc    TEXT    NOT NULL
 );
 `,
+	// Version 2: the events of the Event Hubs-compatible endpoint, one
+	// sequence per stream ("{entity}/{partition}").
+	`
+CREATE TABLE events (
+	stream TEXT    NOT NULL,
+	seq    INTEGER NOT NULL,
+	doc    TEXT    NOT NULL,
+	PRIMARY KEY (stream, seq)
+) WITHOUT ROWID;
+`,
 }
 
 // SchemaVersion is the schema version this package writes (PRAGMA
 // user_version); Open refuses a database with a newer one.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // table describes how the records of one kind are kept.
 type table struct {
@@ -87,6 +97,14 @@ var tables = []table{
 	},
 	seqTable(core.KindTelemetry, "telemetry"),
 	seqTable(core.KindCommand, "commands"),
+	{
+		kind: core.KindEvent,
+		put: `INSERT INTO events (stream, seq, doc) VALUES (?1, ?2, ?3)
+			ON CONFLICT (stream, seq) DO UPDATE SET doc = excluded.doc`,
+		del:  `DELETE FROM events WHERE stream = ?1 AND seq = ?2`,
+		trim: `DELETE FROM events WHERE stream = ?1 AND seq <= ?2`,
+		load: `SELECT stream, '', seq, doc FROM events ORDER BY stream, seq`,
+	},
 }
 
 func plainTable(k core.Kind, name, key string) table {

@@ -15,6 +15,7 @@
 //	c2d(device, id, seq, doc)   KindC2D; PRIMARY KEY (device, id), INDEX c2d_queue (device, seq)
 //	telemetry(seq, device, doc) KindTelemetry; INTEGER PRIMARY KEY seq
 //	commands(seq, device, doc)  KindCommand; INTEGER PRIMARY KEY seq
+//	events(stream, seq, doc)    KindEvent (Device is the stream); PRIMARY KEY (stream, seq) (version 2)
 //
 // telemetry and commands are keyed by their number alone (the model
 // numbers each kind in one sequence across devices), so their rows append
@@ -606,7 +607,7 @@ func apply(exec func(query string, args ...any) error, c change) error {
 		switch r.Kind {
 		case core.KindC2D:
 			return exec(t.put, r.Device, r.Key, r.Seq, c.doc)
-		case core.KindTelemetry, core.KindCommand:
+		case core.KindTelemetry, core.KindCommand, core.KindEvent:
 			return exec(t.put, r.Device, r.Seq, c.doc)
 		default:
 			return exec(t.put, r.Key, c.doc)
@@ -615,7 +616,7 @@ func apply(exec func(query string, args ...any) error, c change) error {
 		switch r.Kind {
 		case core.KindC2D:
 			return exec(t.del, r.Device, r.Key)
-		case core.KindTelemetry, core.KindCommand:
+		case core.KindTelemetry, core.KindCommand, core.KindEvent:
 			return exec(t.del, r.Device, r.Seq)
 		default:
 			return exec(t.del, r.Key)

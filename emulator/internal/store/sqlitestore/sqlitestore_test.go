@@ -104,7 +104,7 @@ func TestFileAsTheShellSeesIt(t *testing.T) {
 		{`SELECT id || ' ' || seq || ' ' || json_extract(doc, '$.body') FROM c2d WHERE device = 'dev1'`, "m1 7 hi"},
 		{`SELECT json_extract(doc, '$.body.temp') FROM telemetry WHERE device = 'dev1' AND seq = 1`, "20"},
 		{`SELECT json_extract(doc, '$.name') FROM commands WHERE device = 'dev1'`, "reboot"},
-		{`PRAGMA user_version`, "1"},
+		{`PRAGMA user_version`, fmt.Sprint(SchemaVersion)},
 		{`PRAGMA application_id`, fmt.Sprint(applicationID)},
 	} {
 		var got string
@@ -121,6 +121,7 @@ func TestFileAsTheShellSeesIt(t *testing.T) {
 		"c2d":       "device id seq doc",
 		"telemetry": "seq device doc",
 		"commands":  "seq device doc",
+		"events":    "stream seq doc",
 	}
 	rows, err := db.Query(`SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name`)
 	if err != nil {
@@ -135,7 +136,7 @@ func TestFileAsTheShellSeesIt(t *testing.T) {
 		names = append(names, n)
 	}
 	_ = rows.Close()
-	if got, want := strings.Join(names, " "), "c2d certs commands devices groups meta telemetry templates"; got != want {
+	if got, want := strings.Join(names, " "), "c2d certs commands devices events groups meta telemetry templates"; got != want {
 		t.Fatalf("tables %q, want %q", got, want)
 	}
 	// The identities of core.Store are unique in the file.
@@ -247,7 +248,7 @@ func rawFile(t *testing.T, stmts ...string) string {
 func TestRefusesNewerSchema(t *testing.T) {
 	t.Run("rollback journal", func(t *testing.T) {
 		// Not in WAL mode: switching it would rewrite its header.
-		path := rawFile(t, `CREATE TABLE future (x)`, fmt.Sprintf(`PRAGMA application_id = %d`, applicationID), `PRAGMA user_version = 2`)
+		path := rawFile(t, `CREATE TABLE future (x)`, fmt.Sprintf(`PRAGMA application_id = %d`, applicationID), fmt.Sprintf(`PRAGMA user_version = %d`, SchemaVersion+1))
 		refusedUntouched(t, path, ErrSchemaVersion)
 	})
 	t.Run("written by the store", func(t *testing.T) {

@@ -161,6 +161,10 @@ func allKinds() (given, want []core.Record) {
 		seqd(core.KindTelemetry, "dev2", 3, `{"t":"dev2"}`),
 		seqd(core.KindCommand, "dev1", 3, `{"name":"reboot"}`),
 		seqd(core.KindCommand, "dev1", 4, `{"name":"echo","payload":[1,2]}`),
+		seqd(core.KindEvent, "hub/0", 1, `{"b":"x"}`),
+		seqd(core.KindEvent, "hub/0", 2, `{"b":"y"}`),
+		seqd(core.KindEvent, "hub/1", 1, `{"b":"same seq, other stream"}`),
+		seqd(core.KindEvent, "logs/0", 7, `{"b":"z"}`),
 	}
 	// Shuffled deterministically: reversed, then odd and even interleaved.
 	for i := len(want) - 1; i >= 0; i -= 2 {
@@ -360,7 +364,9 @@ func testDeleteDevice(t *testing.T, s core.Store) {
 			seqd(core.KindCommand, dev, 1, `{}`),
 		}
 	}
-	others := []core.Record{plain(core.KindGroup, "dev1", `{}`), plain(core.KindTemplate, "dev1", `{}`), plain(core.KindCert, "dev1", `{}`)}
+	// An event stream named like the device is not the device's: events
+	// outlive their device.
+	others := []core.Record{plain(core.KindGroup, "dev1", `{}`), plain(core.KindTemplate, "dev1", `{}`), plain(core.KindCert, "dev1", `{}`), seqd(core.KindEvent, "dev1", 1, `{}`)}
 	for _, r := range append(append(owned("dev1"), owned("dev10")...), others...) {
 		unit = append(unit, put(r))
 	}
@@ -368,6 +374,7 @@ func testDeleteDevice(t *testing.T, s core.Store) {
 	apply(t, s, deleteDevice("dev1"), deleteDevice("nobody"))
 	want := append(append([]core.Record{}, others[0]), plain(core.KindDevice, "dev10", `{}`), others[1], others[2])
 	want = append(want, owned("dev10")[1:]...)
+	want = append(want, others[3])
 	same(t, load(t, s), want)
 	// Kind "" is accepted for a device deletion.
 	apply(t, s, core.Change{Op: core.OpDeleteDevice, Record: core.Record{Key: "dev10"}})

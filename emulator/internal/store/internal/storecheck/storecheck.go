@@ -40,6 +40,7 @@ var Kinds = []core.Kind{
 	core.KindC2D,
 	core.KindTelemetry,
 	core.KindCommand,
+	core.KindEvent,
 }
 
 // KnownKind reports whether k is one of Kinds.
@@ -63,12 +64,12 @@ func Unit(changes []core.Change) error {
 	return nil
 }
 
-// validDoc reports whether r's Doc is JSON. A telemetry document, the one
-// written per acknowledged message, is only checked to be a JSON object's
+// validDoc reports whether r's Doc is JSON. A telemetry or event document,
+// the ones written per acknowledged message, is only checked to be a JSON object's
 // frame ('{' to '}'): the model encodes it with encoding/json, and a full
 // scan of every message cost about a tenth of the store's CPU per message.
 func validDoc(r core.Record) bool {
-	if r.Kind == core.KindTelemetry {
+	if r.Kind == core.KindTelemetry || r.Kind == core.KindEvent {
 		d := r.Doc
 		return len(d) >= 2 && d[0] == '{' && d[len(d)-1] == '}'
 	}
@@ -81,8 +82,8 @@ func validDoc(r core.Record) bool {
 // identity only (Doc is ignored); OpTrim a sequenced kind and a Device;
 // OpDeleteDevice a Key (the device id) and Kind KindDevice or "". The
 // identity of a record is a non-empty Key for the unsequenced kinds (Device
-// must be ""), Device and Key for KindC2D, Device and Seq for KindTelemetry
-// and KindCommand (Key must be "").
+// must be ""), Device and Key for KindC2D, Device and Seq for KindTelemetry,
+// KindCommand and KindEvent (Key must be "").
 func Change(c core.Change) error {
 	r := c.Record
 	switch c.Op {
@@ -124,7 +125,7 @@ func identity(r core.Record) error {
 		if r.Device == "" || r.Key == "" {
 			return fmt.Errorf("%w: c2d record needs Device and Key", ErrInvalid)
 		}
-	case core.KindTelemetry, core.KindCommand:
+	case core.KindTelemetry, core.KindCommand, core.KindEvent:
 		if r.Device == "" {
 			return fmt.Errorf("%w: %s record needs Device", ErrInvalid, r.Kind)
 		}
@@ -147,7 +148,7 @@ func name(r core.Record) string {
 	switch r.Kind {
 	case core.KindC2D:
 		return fmt.Sprintf("%q of device %q", r.Key, r.Device)
-	case core.KindTelemetry, core.KindCommand:
+	case core.KindTelemetry, core.KindCommand, core.KindEvent:
 		return fmt.Sprintf("%d of device %q", r.Seq, r.Device)
 	default:
 		return fmt.Sprintf("%q", r.Key)
