@@ -119,7 +119,7 @@ func newClient(cfg Config) (*Client, error) {
 		_ = opts.Outbox.Close()
 		return nil, prefixed(err)
 	}
-	return &Client{app: a, uploads: &uploads{cfg: cfg, log: withAttr(logger, "component", "fileupload")}}, nil
+	return &Client{app: a, uploads: newUploads(cfg, logger)}, nil
 }
 
 // CredentialsFile is a credentials cache in the JSON file at path (mode
