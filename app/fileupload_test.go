@@ -33,7 +33,7 @@ func TestUploadFileNotifiesEveryOutcome(t *testing.T) {
 		e.hubConnects(connResult{hub: newHub(e.ctrl, emptyTwin)})
 		c := e.client(e.options())
 		defer closeClient(t, c)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		up := mocks.NewMockFileUploader(e.ctrl)
