@@ -12,8 +12,9 @@ import (
 type BatchMessage struct {
 	// Payload is encoded with encoding/json, as SendTelemetry's v.
 	Payload any
-	// Options adjust this message only.
-	Options []TelemetryOption
+	// Options adjust this message only; nil selects the defaults (see
+	// TelemetryOptions).
+	Options *TelemetryOptions
 }
 
 // SendTelemetryBatch sends many telemetry messages with as few
@@ -35,9 +36,7 @@ func (c *Client) SendTelemetryBatch(ctx context.Context, msgs []BatchMessage) er
 		if err != nil {
 			return fmt.Errorf("message %d: %w", i, err)
 		}
-		if len(bm.Options) > 0 {
-			m = withTelemetryOptions(m, bm.Options)
-		}
+		m = withTelemetryOptions(m, bm.Options)
 		ms[i] = m
 	}
 	return c.app.SendTelemetryBatch(ctx, ms)

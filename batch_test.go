@@ -43,9 +43,9 @@ func TestSendTelemetryBatch(t *testing.T) {
 			c := connect(t, cfg, nil)
 			msgs := make([]iotc.BatchMessage, tc.n)
 			for i := range msgs {
-				opts := []iotc.TelemetryOption{iotc.MessageID(fmt.Sprintf("%s-%d", id, i)), iotc.Properties(map[string]string{"i": fmt.Sprint(i)})}
+				opts := &iotc.TelemetryOptions{MessageID: fmt.Sprintf("%s-%d", id, i), Properties: map[string]string{"i": fmt.Sprint(i)}}
 				if i%3 == 0 {
-					opts = append(opts, iotc.Component("thermostat1"))
+					opts.Component = "thermostat1"
 				}
 				msgs[i] = iotc.BatchMessage{Payload: map[string]any{"i": i, "pad": strings.Repeat("x", tc.size)}, Options: opts}
 			}
@@ -103,11 +103,11 @@ func TestOutboxOverAMQPInBatches(t *testing.T) {
 	defer c.Close(context.Background())
 	const n = 70
 	for i := range n {
-		if err := c.EnqueueTelemetry(testCtx(t), map[string]any{"i": i}, iotc.MessageID(fmt.Sprintf("ob-%d", i))); err != nil {
+		if err := c.EnqueueTelemetry(testCtx(t), map[string]any{"i": i}, &iotc.TelemetryOptions{MessageID: fmt.Sprintf("ob-%d", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := c.Connect(testCtx(t)); err != nil {
+	if err := c.Connect(testCtx(t), nil); err != nil {
 		t.Fatal(err)
 	}
 	ctx := testCtx(t)

@@ -81,7 +81,7 @@ func TestConnectTimeoutBoundsEachAttempt(t *testing.T) {
 				defer closeIOTC(t, c)
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 				defer cancel()
-				err = c.Connect(ctx)
+				err = c.Connect(ctx, nil)
 				if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
 					t.Fatalf("Connect = %v (its context: %v), want the attempt cut by ConnectTimeout", err, ctx.Err())
 				}

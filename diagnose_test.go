@@ -37,7 +37,7 @@ func permanent(t *testing.T, cfg iotc.Config) (error, *iotc.Client) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	err = c.Connect(longCtx(t))
+	err = c.Connect(longCtx(t), nil)
 	if err == nil {
 		t.Fatal("Connect succeeded")
 	}
@@ -230,7 +230,7 @@ func TestConnectRetriesARefusedPortWithTheCause(t *testing.T) {
 	}
 	defer c.Close(context.Background())
 	result := make(chan error, 1)
-	go func() { result <- c.Connect(ctx) }()
+	go func() { result <- c.Connect(ctx, nil) }()
 	// Two refusals reported: the refused port is retried, not given up.
 	<-refused
 	<-refused
@@ -297,7 +297,7 @@ func TestConnectDeadlineWrapsTheLastCause(t *testing.T) {
 	defer c.Close(context.Background())
 	ctx := &deadlineCtx{Context: context.Background(), done: make(chan struct{})}
 	result := make(chan error, 1)
-	go func() { result <- c.Connect(ctx) }()
+	go func() { result <- c.Connect(ctx, nil) }()
 	<-refused // an attempt failed: its cause must be in Connect's error
 	ctx.end()
 	err = <-result

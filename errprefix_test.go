@@ -21,17 +21,17 @@ func TestEveryErrorSaysIotcOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check(t, "SendTelemetry before Connect", c.SendTelemetry(ctx, map[string]int{"n": 1}), iotc.ErrNotConnected)
-	check(t, "SendTelemetry of a channel", c.SendTelemetry(ctx, make(chan int)), nil)
-	check(t, "EnqueueTelemetry of a channel", c.EnqueueTelemetry(ctx, make(chan int)), nil)
+	check(t, "SendTelemetry before Connect", c.SendTelemetry(ctx, map[string]int{"n": 1}, nil), iotc.ErrNotConnected)
+	check(t, "SendTelemetry of a channel", c.SendTelemetry(ctx, make(chan int), nil), nil)
+	check(t, "EnqueueTelemetry of a channel", c.EnqueueTelemetry(ctx, make(chan int), nil), nil)
 	_, err = c.FetchTwin(ctx)
 	check(t, "FetchTwin before Connect", err, iotc.ErrNotConnected)
 	if err := c.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	check(t, "Connect after Close", c.Connect(ctx), iotc.ErrClosed)
-	check(t, "ReportProperties after Close", c.ReportProperties(ctx, map[string]any{"a": 1}), iotc.ErrClosed)
-	check(t, "EnqueueTelemetry after Close", c.EnqueueTelemetry(ctx, map[string]int{"n": 1}), iotc.ErrClosed)
+	check(t, "Connect after Close", c.Connect(ctx, nil), iotc.ErrClosed)
+	check(t, "ReportProperties after Close", c.ReportProperties(ctx, map[string]any{"a": 1}, nil), iotc.ErrClosed)
+	check(t, "EnqueueTelemetry after Close", c.EnqueueTelemetry(ctx, map[string]int{"n": 1}, nil), iotc.ErrClosed)
 }
 
 func check(t *testing.T, what string, err, want error) {

@@ -34,7 +34,7 @@ func ExampleConfig_fallback() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := client.Connect(context.Background()); err != nil {
+	if err := client.Connect(context.Background(), nil); err != nil {
 		log.Fatal(err)
 	}
 	defer client.Close(context.Background())
@@ -61,7 +61,7 @@ func ExampleClient_AckProperty() {
 		}()
 		return iotc.PropertyAck{Status: 202, Description: "moving"}
 	})
-	if err := client.Connect(context.Background()); err != nil {
+	if err := client.Connect(context.Background(), nil); err != nil {
 		log.Fatal(err)
 	}
 	defer client.Close(context.Background())
@@ -85,15 +85,17 @@ func ExampleClient_SendTelemetry() {
 		return iotc.Complete // iotc.Abandon: deliver it again later; iotc.Reject: never
 	})
 	ctx := context.Background()
-	if err := client.Connect(ctx); err != nil {
+	if err := client.Connect(ctx, nil); err != nil {
 		log.Fatal(err)
 	}
 	defer client.Close(ctx)
 	err = client.SendTelemetry(ctx, map[string]any{"temperature": 21.5},
-		iotc.Component("thermostat1"),
-		iotc.Properties(map[string]string{"alert": "high"}),
-		iotc.MessageID("reading-42"),
-		iotc.CreationTime(time.Now()),
+		&iotc.TelemetryOptions{
+			Component:    "thermostat1",
+			Properties:   map[string]string{"alert": "high"},
+			MessageID:    "reading-42",
+			CreationTime: time.Now(),
+		},
 	)
 	if err != nil {
 		log.Println("send:", err)
@@ -122,7 +124,7 @@ func ExampleClient_Close_fromHandler() {
 		}()
 		return iotc.CommandResponse{Status: 200, Payload: map[string]string{"status": "rebooting"}}
 	})
-	if err := client.Connect(context.Background()); err != nil {
+	if err := client.Connect(context.Background(), nil); err != nil {
 		log.Fatal(err)
 	}
 	<-rebooted
@@ -130,7 +132,7 @@ func ExampleClient_Close_fromHandler() {
 
 // Force a new registration with DPS (Python's connect(force_dps=True)),
 // with custom allocation data, and read what DPS answered.
-func ExampleForceProvisioning() {
+func ExampleConnectOptions() {
 	client, err := iotc.New(iotc.Config{
 		DeviceID:            "thermostat-01",
 		IDScope:             "0ne00ABCDEF",
@@ -142,7 +144,7 @@ func ExampleForceProvisioning() {
 		log.Fatal(err)
 	}
 	defer client.Close(context.Background())
-	if err := client.Connect(context.Background(), iotc.ForceProvisioning()); err != nil {
+	if err := client.Connect(context.Background(), &iotc.ConnectOptions{ForceProvisioning: true}); err != nil {
 		log.Fatal(err)
 	}
 	log.Printf("DPS answered %s", client.ProvisioningPayload())

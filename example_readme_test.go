@@ -44,13 +44,13 @@ func runDevice(ctx context.Context) error {
 		return iotc.CommandResponse{Status: 200, Payload: map[string]any{"ok": true}}
 	})
 
-	if err := client.Connect(ctx); err != nil {
+	if err := client.Connect(ctx, nil); err != nil {
 		return err // ErrUnauthorized (refused credentials), *ProvisioningError (bad scope), ...
 	}
-	if err := client.SendTelemetry(ctx, map[string]any{"temperature": 21.5}, iotc.Component("thermostat1")); err != nil {
+	if err := client.SendTelemetry(ctx, map[string]any{"temperature": 21.5}, &iotc.TelemetryOptions{Component: "thermostat1"}); err != nil {
 		return err
 	}
-	return client.ReportProperties(ctx, map[string]any{"maxTempSinceLastReboot": 21.5})
+	return client.ReportProperties(ctx, map[string]any{"maxTempSinceLastReboot": 21.5}, nil)
 }
 
 // Example_readmeTesting is the README's iotctest snippet.
@@ -61,7 +61,7 @@ func Example_readmeTesting() {
 	hub := iotctest.New()
 	client, _ := iotc.New(hub.Config("thermostat-01"))
 	thermostat.New(20).Attach(client) // your logic registers its handlers
-	_ = client.Connect(ctx)
+	_ = client.Connect(ctx, nil)
 
 	ack, _ := hub.SetProperty(ctx, "thermostat-01", "thermostat1", "targetTemperature", 50)
 	// ack.Status == 400, ack.Description says why, ack.Version is the desired $version
@@ -95,7 +95,7 @@ func Example_readmeWebSockets() {
 // it needs a writable /var/lib).
 func readmeOutbox(ctx context.Context) {
 	client, _ := iotc.New(iotc.Config{ /* ... */ Outbox: iotc.OutboxConfig{Dir: "/var/lib/mydevice/outbox"}})
-	err := client.EnqueueTelemetry(ctx, map[string]any{"temperature": 21.5})
+	err := client.EnqueueTelemetry(ctx, map[string]any{"temperature": 21.5}, nil)
 	// errors.Is(err, iotc.ErrOutboxFull): at Outbox.Limit; nothing stored was dropped
 	fmt.Println(client.OutboxStats()) // waiting; delivered, expired, rejected
 	_ = err
@@ -131,7 +131,7 @@ func readmeUploadFile(ctx context.Context, client *iotc.Client) (iotc.UploadResu
 func readmeBatch(ctx context.Context, client *iotc.Client) error {
 	err := client.SendTelemetryBatch(ctx, []iotc.BatchMessage{
 		{Payload: map[string]any{"temperature": 21.5}},
-		{Payload: map[string]any{"speed": 3}, Options: []iotc.TelemetryOption{iotc.Component("motor"), iotc.MessageID("m-42")}},
+		{Payload: map[string]any{"speed": 3}, Options: &iotc.TelemetryOptions{Component: "motor", MessageID: "m-42"}},
 	})
 	return err
 }

@@ -40,11 +40,11 @@ func ExampleNew() {
 	client.OnCommand(func(ctx context.Context, c iotc.Command) iotc.CommandResponse {
 		return iotc.CommandResponse{Status: 200, Payload: map[string]any{"accepted": true}}
 	})
-	if err := client.Connect(ctx); err != nil {
+	if err := client.Connect(ctx, nil); err != nil {
 		log.Fatal(err)
 	}
 	defer client.Close(ctx)
-	err = client.SendTelemetry(ctx, map[string]any{"temperature": 21.5}, iotc.Component("thermostat1"))
+	err = client.SendTelemetry(ctx, map[string]any{"temperature": 21.5}, &iotc.TelemetryOptions{Component: "thermostat1"})
 	if errors.Is(err, iotc.ErrNotConnected) {
 		log.Println("offline; try again later")
 	}
@@ -98,14 +98,14 @@ func Example_emulator() {
 	client.OnCommand(func(ctx context.Context, c iotc.Command) iotc.CommandResponse {
 		return iotc.CommandResponse{Status: 200, Payload: map[string]string{"command": c.Name}}
 	})
-	if err := client.Connect(ctx); err != nil {
+	if err := client.Connect(ctx, nil); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println("connected:", client.IsConnected())
 
 	received, stop := emu.WatchTelemetry("example-device")
 	defer stop()
-	if err := client.SendTelemetry(ctx, map[string]any{"temperature": 21.5}); err != nil {
+	if err := client.SendTelemetry(ctx, map[string]any{"temperature": 21.5}, nil); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Printf("telemetry: %s\n", (<-received).Body)

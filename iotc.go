@@ -20,7 +20,7 @@
 //	client.OnProperty(func(ctx context.Context, p iotc.Property) iotc.PropertyAck { ... })
 //	client.OnCommand(func(ctx context.Context, c iotc.Command) iotc.CommandResponse { ... })
 //	err = client.Connect(ctx)
-//	err = client.SendTelemetry(ctx, map[string]any{"temperature": 21.5}, iotc.Component("thermostat1"))
+//	err = client.SendTelemetry(ctx, map[string]any{"temperature": 21.5}, &iotc.TelemetryOptions{Component: "thermostat1"})
 //
 // The package is the composition root of the SDK: it wires package app
 // (the use cases) to the transport adapters and the credentials file.
@@ -119,7 +119,7 @@ func newClient(cfg Config) (*Client, error) {
 		_ = opts.Outbox.Close()
 		return nil, prefixed(err)
 	}
-	return &Client{app: a, uploads: &uploads{cfg: cfg, log: withAttr(logger, "component", "fileupload")}}, nil
+	return &Client{app: a, uploads: newUploads(cfg, logger)}, nil
 }
 
 // CredentialsFile is a credentials cache in the JSON file at path (mode
@@ -226,19 +226,17 @@ func (c *Client) OnCloudMessage(h CloudMessageHandler) { c.app.OnCloudMessage(h)
 // disabled device (*ProvisioningError) or an unknown device
 // (ErrDeviceNotFound) return at once. Use a ctx deadline to bound it. A
 // failed Connect leaves nothing running; Close waits for a Connect in
-// progress. Options: ForceProvisioning.
-func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
-	return prefixed(c.app.Connect(ctx, opts...))
+// progress. opts may be nil (see ConnectOptions).
+func (c *Client) Connect(ctx context.Context, opts *ConnectOptions) error {
+	return prefixed(c.app.Connect(ctx, opts))
 }
 
-// ConnectOption changes one Connect call.
-type ConnectOption = app.ConnectOption
-
-// ForceProvisioning makes Connect register with DPS again even when the
-// credentials file holds an assignment (the Python client's
-// connect(force_dps=True)). DPS allows about 5 registrations per 10 s per
-// device and answers 429 beyond.
-func ForceProvisioning() ConnectOption { return app.ForceProvisioning() }
+// ConnectOptions are the optional parts of one Connect call; nil selects
+// the defaults. ForceProvisioning (default false) makes Connect register
+// with DPS again even when the credentials cache holds an assignment (the
+// Python client's connect(force_dps=True)); DPS allows about 5
+// registrations per 10 s per device and answers 429 beyond.
+type ConnectOptions = app.ConnectOptions
 
 // ProvisioningPayload returns the custom payload DPS returned with the
 // assignment this client received (see Config.ProvisioningPayload), or nil.
@@ -256,28 +254,26 @@ func (c *Client) ProvisioningPayload() json.RawMessage { return c.app.Provisioni
 // error matches both ErrNotConnected and ctx's error.
 // IoT Hub meters messages in 4 KiB blocks and throttles a unit at about
 // 100 messages per second.
-func (c *Client) SendTelemetry(ctx context.Context, v any, opts ...TelemetryOption) error {
+func (c *Client) SendTelemetry(ctx context.Context, v any, opts *TelemetryOptions) error {
 	m, err := domain.NewJSONMessage(v)
 	if err != nil {
 		return prefixed(err)
 	}
-	if len(opts) > 0 {
-		m = withTelemetryOptions(m, opts)
-	}
+	m = withTelemetryOptions(m, opts)
 	return prefixed(c.app.SendTelemetry(ctx, m))
 }
 
 // ReportProperties reports device (read-only) properties; with
-// Component(name) they are wrapped as that component's. It waits for the
+// opts.Component they are wrapped as that component's (opts may be nil). It waits for the
 // connection and resends as SendTelemetry does. Errors: those of
 // SendTelemetry, ErrMessageTooLarge over 32 KiB, *HubError when the hub
 // refuses (429: about 50 twin updates per second per unit).
-func (c *Client) ReportProperties(ctx context.Context, props map[string]any, opts ...ReportOption) error {
-	var ro reportOptions
-	for _, o := range opts {
-		o.applyReport(&ro)
+func (c *Client) ReportProperties(ctx context.Context, props map[string]any, opts *ReportOptions) error {
+	var component string
+	if opts != nil {
+		component = opts.Component
 	}
-	return prefixed(c.app.ReportProperties(ctx, ro.component, props))
+	return prefixed(c.app.ReportProperties(ctx, component, props))
 }
 
 // AckProperty reports an acknowledgement of p, typically the final one

@@ -65,7 +65,7 @@ func connect(t *testing.T, cfg iotc.Config, setup func(*iotc.Client)) *iotc.Clie
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := c.Connect(ctx); err != nil {
+	if err := c.Connect(ctx, nil); err != nil {
 		t.Fatalf("Connect: %v", err)
 	}
 	return c
@@ -144,8 +144,13 @@ func TestDeviceAgainstEmulator(t *testing.T) {
 	defer stop()
 	created := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
 	err := c.SendTelemetry(ctx, map[string]any{"temperature": 21.5},
-		iotc.Component("thermostat1"), iotc.Properties(map[string]string{"alert": "high"}),
-		iotc.MessageID("m-1"), iotc.CorrelationID("c-1"), iotc.CreationTime(created))
+		&iotc.TelemetryOptions{
+			Component:     "thermostat1",
+			Properties:    map[string]string{"alert": "high"},
+			MessageID:     "m-1",
+			CorrelationID: "c-1",
+			CreationTime:  created,
+		})
 	if err != nil {
 		t.Fatalf("SendTelemetry: %v", err)
 	}
@@ -154,15 +159,15 @@ func TestDeviceAgainstEmulator(t *testing.T) {
 		got.MessageID != "m-1" || got.CorrelationID != "c-1" || got.ContentType != "application/json" || got.ContentEncoding != "utf-8" {
 		t.Errorf("emulator received %+v", got)
 	}
-	if err := c.SendTelemetry(ctx, make([]byte, 256<<10+1)); !errors.Is(err, iotc.ErrMessageTooLarge) {
+	if err := c.SendTelemetry(ctx, make([]byte, 256<<10+1), nil); !errors.Is(err, iotc.ErrMessageTooLarge) {
 		t.Errorf("oversized telemetry: %v", err)
 	}
 
 	// Reported properties, root and component.
-	if err := c.ReportProperties(ctx, map[string]any{"serialNumber": "SN-1"}); err != nil {
+	if err := c.ReportProperties(ctx, map[string]any{"serialNumber": "SN-1"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.ReportProperties(ctx, map[string]any{"maxTempSinceLastReboot": 30.1}, iotc.Component("thermostat1")); err != nil {
+	if err := c.ReportProperties(ctx, map[string]any{"maxTempSinceLastReboot": 30.1}, &iotc.ReportOptions{Component: "thermostat1"}); err != nil {
 		t.Fatal(err)
 	}
 	_, reported, err := emu.Twin(id)
@@ -238,7 +243,7 @@ func TestDeviceAgainstEmulator(t *testing.T) {
 	if err := c.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SendTelemetry(ctx, 1); !errors.Is(err, iotc.ErrClosed) {
+	if err := c.SendTelemetry(ctx, 1, nil); !errors.Is(err, iotc.ErrClosed) {
 		t.Errorf("SendTelemetry after Close: %v", err)
 	}
 }
@@ -325,7 +330,7 @@ func TestLogLevelsAndNoSecretsInLogs(t *testing.T) {
 		cfg.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		cfg.LogLevel = tc.level
 		c := connect(t, cfg, nil)
-		if err := c.SendTelemetry(testCtx(t), map[string]int{"n": 1}); err != nil {
+		if err := c.SendTelemetry(testCtx(t), map[string]int{"n": 1}, nil); err != nil {
 			t.Fatal(err)
 		}
 		if err := c.Close(testCtx(t)); err != nil {
@@ -359,7 +364,7 @@ func TestStatusCallbackAndRefusedKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = c.Connect(testCtx(t))
+	err = c.Connect(testCtx(t), nil)
 	if !errors.Is(err, iotc.ErrUnauthorized) {
 		t.Fatalf("Connect with a wrong key = %v, want ErrUnauthorized", err)
 	}

@@ -90,10 +90,10 @@ func TestLogKeysOnceAndSnakeCase(t *testing.T) {
 			cfg.Logger = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			cfg.LogLevel = slog.LevelDebug
 			c := connect(t, cfg, nil)
-			if err := c.SendTelemetry(testCtx(t), map[string]int{"n": 1}); err != nil {
+			if err := c.SendTelemetry(testCtx(t), map[string]int{"n": 1}, nil); err != nil {
 				t.Fatal(err)
 			}
-			if err := c.ReportProperties(testCtx(t), map[string]any{"p": 1}); err != nil {
+			if err := c.ReportProperties(testCtx(t), map[string]any{"p": 1}, nil); err != nil {
 				t.Fatal(err)
 			}
 			if err := c.Close(testCtx(t)); err != nil {
@@ -157,7 +157,7 @@ func TestErrorTextsOnce(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close(testCtx(t))
-			err = c.Connect(testCtx(t))
+			err = c.Connect(testCtx(t), nil)
 			if !errors.Is(err, iotc.ErrUnauthorized) {
 				t.Fatalf("Connect = %v, want ErrUnauthorized", err)
 			}

@@ -86,14 +86,12 @@ type OutboxStats = app.OutboxStats
 // outbox fsyncs each message before EnqueueTelemetry returns unless
 // Config.Outbox.NoSync is set. IoT Hub throttles a unit at about 100
 // messages per second; the outbox drains at the rate the hub acknowledges.
-func (c *Client) EnqueueTelemetry(ctx context.Context, v any, opts ...TelemetryOption) error {
+func (c *Client) EnqueueTelemetry(ctx context.Context, v any, opts *TelemetryOptions) error {
 	m, err := domain.NewJSONMessage(v)
 	if err != nil {
 		return prefixed(err)
 	}
-	if len(opts) > 0 {
-		m = withTelemetryOptions(m, opts)
-	}
+	m = withTelemetryOptions(m, opts)
 	return prefixed(c.app.EnqueueTelemetry(ctx, m))
 }
 

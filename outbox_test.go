@@ -70,7 +70,7 @@ func TestEnqueueTelemetrySurvivesARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 1; i <= 20; i++ {
-		if err := c1.EnqueueTelemetry(ctx, map[string]any{"n": i}, iotc.Properties(map[string]string{"seq": strconv.Itoa(i)}), iotc.MessageID("mid-"+strconv.Itoa(i))); err != nil {
+		if err := c1.EnqueueTelemetry(ctx, map[string]any{"n": i}, &iotc.TelemetryOptions{Properties: map[string]string{"seq": strconv.Itoa(i)}, MessageID: "mid-" + strconv.Itoa(i)}); err != nil {
 			t.Fatalf("EnqueueTelemetry %d: %v", i, err)
 		}
 	}
@@ -89,10 +89,10 @@ func TestEnqueueTelemetrySurvivesARestart(t *testing.T) {
 	if n := c2.OutboxStats().Messages; n != 20 {
 		t.Fatalf("OutboxStats().Messages after restart = %d, want 20", n)
 	}
-	if err := c2.EnqueueTelemetry(ctx, map[string]any{"n": 21}, iotc.Properties(map[string]string{"seq": "21"}), iotc.MessageID("mid-21")); err != nil {
+	if err := c2.EnqueueTelemetry(ctx, map[string]any{"n": 21}, &iotc.TelemetryOptions{Properties: map[string]string{"seq": "21"}, MessageID: "mid-21"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c2.Connect(ctx); err != nil {
+	if err := c2.Connect(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	for i := 1; i <= 21; i++ {
@@ -131,24 +131,24 @@ func TestOutboxFullThroughTheFacade(t *testing.T) {
 		}
 		ctx := context.Background()
 		for i := range 2 {
-			if err := c.EnqueueTelemetry(ctx, map[string]any{"n": i}); err != nil {
+			if err := c.EnqueueTelemetry(ctx, map[string]any{"n": i}, nil); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := c.EnqueueTelemetry(ctx, map[string]any{"n": 3}); !errors.Is(err, iotc.ErrOutboxFull) {
+		if err := c.EnqueueTelemetry(ctx, map[string]any{"n": 3}, nil); !errors.Is(err, iotc.ErrOutboxFull) {
 			t.Fatalf("dir %q: third EnqueueTelemetry = %v, want ErrOutboxFull", dir, err)
 		}
 		if n := c.OutboxStats().Messages; n != 2 {
 			t.Fatalf("dir %q: OutboxStats().Messages = %d", dir, n)
 		}
-		if err := c.EnqueueTelemetry(ctx, map[string]any{"n": 1}, iotc.Properties(map[string]string{"$.bad": "x"})); !errors.Is(err, iotc.ErrInvalidConfig) {
+		if err := c.EnqueueTelemetry(ctx, map[string]any{"n": 1}, &iotc.TelemetryOptions{Properties: map[string]string{"$.bad": "x"}}); !errors.Is(err, iotc.ErrInvalidConfig) {
 			t.Fatalf("reserved property: %v", err)
 		}
-		if err := c.EnqueueTelemetry(ctx, make(chan int)); err == nil {
+		if err := c.EnqueueTelemetry(ctx, make(chan int), nil); err == nil {
 			t.Fatal("a value JSON cannot encode was accepted")
 		}
 		closeIOTC(t, c)
-		if err := c.EnqueueTelemetry(ctx, map[string]any{"n": 1}); !errors.Is(err, iotc.ErrClosed) {
+		if err := c.EnqueueTelemetry(ctx, map[string]any{"n": 1}, nil); !errors.Is(err, iotc.ErrClosed) {
 			t.Fatalf("after Close: %v", err)
 		}
 	}
@@ -216,7 +216,7 @@ func TestCorruptOutboxIsReported(t *testing.T) {
 	if st := c.OutboxStats(); st.QuarantinedBytes != int64(len(garbage)) || st.Lost != 0 {
 		t.Fatalf("OutboxStats = %+v, want %d bytes quarantined", st, len(garbage))
 	}
-	if err := c.EnqueueTelemetry(context.Background(), map[string]any{"n": 1}); err != nil {
+	if err := c.EnqueueTelemetry(context.Background(), map[string]any{"n": 1}, nil); err != nil {
 		t.Fatalf("EnqueueTelemetry on a recovered outbox: %v", err)
 	}
 }
@@ -246,7 +246,7 @@ func TestDamagedOutboxDeliversTheRest(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 1; i <= 20; i++ {
-		if err := c1.EnqueueTelemetry(ctx, map[string]any{"n": i}, iotc.Properties(map[string]string{"seq": strconv.Itoa(i)})); err != nil {
+		if err := c1.EnqueueTelemetry(ctx, map[string]any{"n": i}, &iotc.TelemetryOptions{Properties: map[string]string{"seq": strconv.Itoa(i)}}); err != nil {
 			t.Fatalf("EnqueueTelemetry %d: %v", i, err)
 		}
 	}
@@ -280,7 +280,7 @@ func TestDamagedOutboxDeliversTheRest(t *testing.T) {
 	if l := logs.String(); !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "lost=1") {
 		t.Fatalf("the loss was not logged as an error:\n%s", l)
 	}
-	if err := c2.Connect(ctx); err != nil {
+	if err := c2.Connect(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	for i := 1; i <= 20; i++ {

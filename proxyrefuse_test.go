@@ -57,7 +57,7 @@ func TestProxyRefusalEndsConnect(t *testing.T) {
 				defer c.Close(context.Background())
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
-				err = c.Connect(ctx)
+				err = c.Connect(ctx, nil)
 				if !errors.Is(err, iotc.ErrInvalidConfig) || ctx.Err() != nil {
 					t.Fatalf("Connect = %v (ctx %v), want ErrInvalidConfig at once", err, ctx.Err())
 				}

@@ -58,7 +58,7 @@ func TestAMQPTransports(t *testing.T) {
 			ctx := testCtx(t)
 			watch, stop := emu.WatchTelemetry(id)
 			defer stop()
-			if err := c.SendTelemetry(ctx, map[string]any{"temperature": 20.5}, iotc.Component("thermostat1")); err != nil {
+			if err := c.SendTelemetry(ctx, map[string]any{"temperature": 20.5}, &iotc.TelemetryOptions{Component: "thermostat1"}); err != nil {
 				t.Fatalf("SendTelemetry: %v", err)
 			}
 			select {
@@ -69,7 +69,7 @@ func TestAMQPTransports(t *testing.T) {
 			case <-ctx.Done():
 				t.Fatal("no telemetry")
 			}
-			if err := c.ReportProperties(ctx, map[string]any{"maxTemp": 20.5}); err != nil {
+			if err := c.ReportProperties(ctx, map[string]any{"maxTemp": 20.5}, nil); err != nil {
 				t.Fatalf("ReportProperties: %v", err)
 			}
 			if err := emu.UpdateProperties(ctx, id, "", map[string]any{"targetTemperature": 23}); err != nil {
@@ -119,7 +119,7 @@ func TestFallbackChainToAMQP(t *testing.T) {
 	if s := c.Status(); s.State != iotc.StateConnected || s.Transport != "amqpws" {
 		t.Fatalf("status %+v, want connected over amqpws", s)
 	}
-	if err := c.SendTelemetry(testCtx(t), map[string]any{"chain": true}); err != nil {
+	if err := c.SendTelemetry(testCtx(t), map[string]any{"chain": true}, nil); err != nil {
 		t.Fatalf("SendTelemetry: %v", err)
 	}
 	if err := c.Close(testCtx(t)); err != nil {
@@ -158,7 +158,7 @@ func TestAMQPRenewsTokenInPlace(t *testing.T) {
 			end := time.Now().Add(cfg.TokenTTL + 2*time.Second) // past the first token's expiry
 			sent := 0
 			for time.Now().Before(end) {
-				if err := c.SendTelemetry(ctx, map[string]any{"n": sent}); err != nil {
+				if err := c.SendTelemetry(ctx, map[string]any{"n": sent}, nil); err != nil {
 					t.Fatalf("SendTelemetry %d: %v", sent, err)
 				}
 				sent++

@@ -51,7 +51,7 @@ func TestMQTTWebSocketsTransport(t *testing.T) {
 	}
 	watch, stop := emu.WatchTelemetry(id)
 	defer stop()
-	if err := c.SendTelemetry(testCtx(t), map[string]any{"temperature": 22.5}); err != nil {
+	if err := c.SendTelemetry(testCtx(t), map[string]any{"temperature": 22.5}, nil); err != nil {
 		t.Fatalf("SendTelemetry: %v", err)
 	}
 	if got := <-watch; string(got.Body) != `{"temperature":22.5}` {
@@ -79,7 +79,7 @@ func TestFallbackFromBlockedMQTTPort(t *testing.T) {
 	}
 	watch, stop := emu.WatchTelemetry(id)
 	defer stop()
-	if err := c.SendTelemetry(testCtx(t), map[string]any{"fallback": true}); err != nil {
+	if err := c.SendTelemetry(testCtx(t), map[string]any{"fallback": true}, nil); err != nil {
 		t.Fatalf("SendTelemetry: %v", err)
 	}
 	if got := <-watch; string(got.Body) != `{"fallback":true}` {

@@ -1,6 +1,7 @@
 package iotc
 
 import (
+	"maps"
 	"time"
 
 	"github.com/iotc-go/iotc/app"
@@ -86,7 +87,7 @@ type HubError = domain.HubError
 type ProvisioningError = domain.ProvisioningError
 
 // Status is one connection state change: State, Reason, Err, Transport.
-type Status = domain.ConnectionStatus
+type Status = domain.Status
 
 // State is a connection state.
 type State = domain.State
@@ -142,13 +143,13 @@ type CloudMessage = domain.CloudMessage
 // Property is a writable property the operator set: Component (empty for
 // the root), Name, Value (the desired JSON; decode it with Unmarshal) and
 // Version (the desired $version the acknowledgement refers to).
-type Property = domain.DesiredProperty
+type Property = domain.Property
 
 // Command is a command sent to the device: a direct method, or (Queued) a
 // command IoT Central kept while the device was offline (no RequestID, no
 // response). Component is empty for the root; Payload is the request body,
 // normally JSON (decode it with Unmarshal), nil when empty.
-type Command = domain.CommandRequest
+type Command = domain.Command
 
 // PropertyHandler applies one writable property and returns its
 // acknowledgement (see OnProperty).
@@ -166,81 +167,66 @@ type QueuedCommandHandler = app.QueuedCommandHandler
 // settle it (see OnCloudMessage).
 type CloudMessageHandler = app.CloudMessageHandler
 
-// TelemetryOption adjusts one telemetry message.
-type TelemetryOption interface {
-	applyTelemetry(*domain.Message)
+// TelemetryOptions are the optional parts of one telemetry message
+// (SendTelemetry, EnqueueTelemetry); nil, or a zero field, selects the
+// default given with each field. The options are copied: the caller may
+// change them (and Properties) once the call returned.
+type TelemetryOptions struct {
+	// Component sends the message as the IoT Plug and Play component's
+	// ($.sub). Default: the root.
+	Component string
+	// Properties are application properties. Keys starting with "$." or
+	// "iothub-" are reserved (ErrInvalidConfig). Default: none.
+	Properties map[string]string
+	// MessageID is the message id ($.mid). Default: a random UUID.
+	MessageID string
+	// CorrelationID is the correlation id ($.cid). Default: none.
+	CorrelationID string
+	// CreationTime is iothub-creation-time-utc, the time the reading was
+	// taken, which IoT Central uses as the telemetry timestamp. Default:
+	// none for SendTelemetry (IoT Central then uses the time the hub
+	// received it), the time of the call for EnqueueTelemetry.
+	CreationTime time.Time
+	// ContentType is $.ct. Default "application/json"; IoT Central only
+	// decodes JSON telemetry.
+	ContentType string
+	// ContentEncoding is $.ce. Default "utf-8".
+	ContentEncoding string
 }
 
-// ReportOption adjusts one reported-properties patch.
-type ReportOption interface {
-	applyReport(*reportOptions)
+// ReportOptions are the optional parts of a reported-properties patch
+// (ReportProperties); nil selects the defaults.
+type ReportOptions struct {
+	// Component reports the properties inside {"name": {"__t": "c",
+	// ...}}, as the IoT Plug and Play component's. Default: the root.
+	Component string
 }
 
-type reportOptions struct {
-	component string
-}
-
-type telemetryFunc func(*domain.Message)
-
-func (f telemetryFunc) applyTelemetry(m *domain.Message) { f(m) }
-
-// withTelemetryOptions returns m with opts applied. Only its own copy of
-// the message escapes to the heap (options are interface values), so a
-// send without options allocates no message.
-func withTelemetryOptions(m domain.Message, opts []TelemetryOption) domain.Message {
-	for _, o := range opts {
-		o.applyTelemetry(&m)
+// withTelemetryOptions returns m with o applied (nil leaves m as is).
+func withTelemetryOptions(m domain.Message, o *TelemetryOptions) domain.Message {
+	if o == nil {
+		return m
+	}
+	if o.Component != "" {
+		m.Component = o.Component
+	}
+	if len(o.Properties) > 0 {
+		m.Properties = maps.Clone(o.Properties)
+	}
+	if o.MessageID != "" {
+		m.MessageID = o.MessageID
+	}
+	if o.CorrelationID != "" {
+		m.CorrelationID = o.CorrelationID
+	}
+	if !o.CreationTime.IsZero() {
+		m.CreationTime = o.CreationTime
+	}
+	if o.ContentType != "" {
+		m.ContentType = o.ContentType
+	}
+	if o.ContentEncoding != "" {
+		m.ContentEncoding = o.ContentEncoding
 	}
 	return m
-}
-
-// ComponentOption names an IoT Plug and Play component; it is both a
-// TelemetryOption and a ReportOption.
-type ComponentOption string
-
-func (c ComponentOption) applyTelemetry(m *domain.Message) { m.Component = string(c) }
-func (c ComponentOption) applyReport(r *reportOptions)     { r.component = string(c) }
-
-// Component sends telemetry as the component's ($.sub), or reports
-// properties inside {"name": {"__t": "c", ...}}. Default: the root.
-func Component(name string) ComponentOption { return ComponentOption(name) }
-
-// Properties adds application properties to a telemetry message. Keys
-// starting with "$." or "iothub-" are reserved (ErrInvalidConfig).
-func Properties(p map[string]string) TelemetryOption {
-	return telemetryFunc(func(m *domain.Message) {
-		if m.Properties == nil {
-			m.Properties = make(map[string]string, len(p))
-		}
-		for k, v := range p {
-			m.Properties[k] = v
-		}
-	})
-}
-
-// MessageID sets the message id ($.mid). Default: a random UUID.
-func MessageID(id string) TelemetryOption {
-	return telemetryFunc(func(m *domain.Message) { m.MessageID = id })
-}
-
-// CorrelationID sets the correlation id ($.cid).
-func CorrelationID(id string) TelemetryOption {
-	return telemetryFunc(func(m *domain.Message) { m.CorrelationID = id })
-}
-
-// CreationTime sets iothub-creation-time-utc, the time the reading was
-// taken, which IoT Central uses as the telemetry timestamp.
-func CreationTime(t time.Time) TelemetryOption {
-	return telemetryFunc(func(m *domain.Message) { m.CreationTime = t })
-}
-
-// ContentType sets $.ct. Default "application/json"; IoT Central only
-// decodes JSON telemetry.
-func ContentType(ct string) TelemetryOption {
-	return telemetryFunc(func(m *domain.Message) { m.ContentType = ct })
-}
-
-// ContentEncoding sets $.ce. Default "utf-8".
-func ContentEncoding(ce string) TelemetryOption {
-	return telemetryFunc(func(m *domain.Message) { m.ContentEncoding = ce })
 }

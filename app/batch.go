@@ -62,25 +62,25 @@ func sendBatch(ctx context.Context, hs ports.HubSession, ms []domain.Message) er
 // how many entries were delivered. A batch the hub refuses for good
 // (one of its messages is wrong) is not retried as a batch: the head is
 // delivered alone, so the pump drops only the message the hub refuses.
-func (c *Client) deliverRun(s *session, es []ports.OutboxEntry) (int, error) {
+func (p *outboxPump) deliverRun(s *session, es []ports.OutboxEntry) (int, error) {
 	bs, ok := s.HubSession.(ports.BatchSender)
 	if !ok || len(es) == 1 {
-		return 1, c.deliver(s, es[0])
+		return 1, p.deliver(s, es[0])
 	}
 	ms := make([]domain.Message, len(es))
 	for i, e := range es {
 		ms[i] = e.Message
 	}
-	ctx, cancel := context.WithTimeout(c.runCtx, outboxSendTimeout)
+	ctx, cancel := context.WithTimeout(p.c.runCtx, outboxSendTimeout)
 	err := bs.SendTelemetryBatch(ctx, ms)
 	cancel()
 	if err == nil {
-		c.log.Debug("outbox: telemetry batch delivered", "messages", len(ms))
+		p.c.log.Debug("outbox: telemetry batch delivered", "messages", len(ms))
 		return len(es), nil
 	}
 	if isRejected(err) {
-		c.log.Warn("outbox: the hub refused a batch; delivering its messages one by one", "err", err)
-		return 1, c.deliver(s, es[0])
+		p.c.log.Warn("outbox: the hub refused a batch; delivering its messages one by one", "err", err)
+		return 1, p.deliver(s, es[0])
 	}
 	return 0, err
 }

@@ -81,7 +81,7 @@ func TestSendTelemetryBatchOneCall(t *testing.T) {
 		e.connectsTo(b1, b2)
 		c := e.client(e.options())
 		defer closeClient(t, c)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -125,7 +125,7 @@ func TestSendTelemetryBatchWithoutBatching(t *testing.T) {
 		e.hubConnects(connResult{hub: h})
 		c := e.client(e.options())
 		defer closeClient(t, c)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		if err := c.SendTelemetryBatch(context.Background(), batchOf(4)); err != nil {
@@ -157,7 +157,7 @@ func TestOutboxDeliversInBatches(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		synctest.Wait()

@@ -10,6 +10,21 @@ import (
 // callbacks records which goroutines run the user's code (handlers and the
 // status callback), so that Close called from one of them does not wait
 // for its own goroutine.
+//
+// Why a goroutine id: Close promises two things that only the calling
+// goroutine's identity tells apart. Called from any callback (a property,
+// command or cloud-message handler, or OnStatus, which has no ctx), with
+// the handler's ctx or any other, it must not deadlock: it starts the
+// shutdown and returns. Called from anywhere else it must wait for every
+// handler still running. Both are the same client state (a callback runs,
+// Close is called), and Go gives a goroutine no identity of its own: a
+// context value reaches only the callers that pass the handler's ctx
+// (TestCloseFromCallbacks calls Close(context.Background()) from a
+// handler and from OnStatus), and not waiting for handlers would break
+// "every goroutine the client started ends before Close returns". So the
+// id is read from the goroutine's stack header (runtime.Stack), only on
+// entering a callback goroutine (once per drainer run, not per event) and
+// in Close.
 type callbacks struct {
 	mu  sync.Mutex
 	ids map[uint64]int

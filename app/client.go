@@ -8,12 +8,13 @@
 // iotc.Config.Adapter), not this package's Client.
 //
 // The Client is composed of parts with one job each, each in its own file
-// with its own state: the session holder (holder.go), Connect and the
-// provisioning path (connect.go), the supervisor (supervise.go), the
-// user's handlers (handlers.go), the inbound dispatcher (dispatch.go, with
-// one bounded queue per kind of event, queue.go), the writable-property
-// ledger (ledger.go) and the outbox pump (outbox.go). A new use case is one
-// more file.
+// with its own state and lock: the session holder (holder, holder.go), the
+// inbound dispatcher (dispatcher, dispatch.go: one bounded queue per kind
+// of event, queue.go; the user's handlers, handlers.go; the
+// writable-property ledger, ledger.go) and the outbox pump (outboxPump,
+// outbox.go). The Client itself keeps the connection's life: Connect and
+// the provisioning path (connect.go), the supervisor (supervise.go), the
+// operations and Close. A new use case is one more file.
 //
 // The client owns a single reconnect loop: transports never reconnect on
 // their own. Sends and property reports ride over reconnects (at least
@@ -60,26 +61,20 @@ type Client struct {
 	deviceKey string      // symmetric key the device signs with; "" for X.509
 	connStr   *connStrHub // the connection string's hub and device; nil without one
 
-	handlers handlerSet // the user's handlers (handlers.go)
-
 	// runCtx is the context handlers see; Close cancels it.
 	runCtx    context.Context
 	runCancel context.CancelFunc
 	wg        sync.WaitGroup // supervisor, Connect calls, session closers, helpers
 	cb        callbacks      // goroutines running user code
 
-	propQ   queue[propEvent]
-	cmdQ    queue[methodJob]
-	msgQ    queue[cloudJob]
-	statusQ *queue[domain.ConnectionStatus] // only with OnStatus
-
-	props propertyLedger // the desired version seen, the properties being handled, their final acknowledgements (ledger.go)
+	disp    dispatcher            // inbound events and the user's handlers (dispatch.go)
+	statusQ *queue[domain.Status] // only with OnStatus
 
 	// hold is the session holder (holder.go); its lock also guards the
 	// fields below up to ob.
 	hold      holder
 	closeDone chan struct{}
-	status    domain.ConnectionStatus
+	status    domain.Status
 	assign    *assignment
 	provided  json.RawMessage
 
@@ -89,7 +84,7 @@ type Client struct {
 	// that runs at a time.
 	sup struct{ failures, backoff int32 }
 
-	ob outboxState // EnqueueTelemetry and the outbox pump (outbox.go)
+	ob outboxPump // the outbox pump (outbox.go)
 }
 
 // connStrHub is where a connection string points: all the client keeps of
@@ -146,22 +141,21 @@ func New(opts Options) (*Client, error) {
 		c.connStr = &connStrHub{host: cs.HostName, deviceID: cs.DeviceID}
 	}
 	c.runCtx, c.runCancel = context.WithCancel(context.Background())
-	c.propQ.init(c.runCtx, opts.QueueLimit, &c.cb, c.handleProperty)
-	c.cmdQ.init(c.runCtx, opts.QueueLimit, &c.cb, c.handleMethod)
-	c.msgQ.init(c.runCtx, opts.QueueLimit, &c.cb, c.handleCloud)
+	c.disp.init(c)
+	c.ob.c = c
 	// Status reports are all delivered, Close's included.
 	if opts.OnStatus != nil {
-		c.statusQ = new(queue[domain.ConnectionStatus])
+		c.statusQ = new(queue[domain.Status])
 		c.statusQ.init(context.Background(), statusQueueLimit, &c.cb, c.deliverStatus)
 		c.statusQ.dropOldest = true
 	}
-	c.status = domain.ConnectionStatus{State: domain.StateDisconnected}
-	c.logOutboxDamage()
+	c.status = domain.Status{State: domain.StateDisconnected}
+	c.ob.logDamage()
 	return c, nil
 }
 
 // Status returns the current connection status.
-func (c *Client) Status() domain.ConnectionStatus {
+func (c *Client) Status() domain.Status {
 	c.hold.mu.Lock()
 	defer c.hold.mu.Unlock()
 	return c.status
@@ -191,7 +185,7 @@ func (c *Client) Err() error {
 }
 
 // attemptFailed records err as the last attempt's error and reports it.
-func (c *Client) attemptFailed(st domain.ConnectionStatus) {
+func (c *Client) attemptFailed(st domain.Status) {
 	c.hold.mu.Lock()
 	c.hold.gaveUp = st.Err
 	c.setStatusLocked(st)
@@ -219,7 +213,7 @@ func (c *Client) ProvisioningPayload() json.RawMessage {
 }
 
 // setStatusLocked records and reports a state change; c.hold.mu is held.
-func (c *Client) setStatusLocked(st domain.ConnectionStatus) {
+func (c *Client) setStatusLocked(st domain.Status) {
 	if c.hold.phase == phaseClosed && st.State != domain.StateClosed {
 		return
 	}
@@ -240,7 +234,7 @@ func (c *Client) setStatusLocked(st domain.ConnectionStatus) {
 	c.log.Info("connection status", attrs...)
 }
 
-func (c *Client) setStatus(st domain.ConnectionStatus) {
+func (c *Client) setStatus(st domain.Status) {
 	c.hold.mu.Lock()
 	c.setStatusLocked(st)
 	c.hold.mu.Unlock()
@@ -263,7 +257,7 @@ func (c *Client) goTrackedLocked(fn func()) bool {
 	return true
 }
 
-func (c *Client) deliverStatus(st domain.ConnectionStatus) {
+func (c *Client) deliverStatus(st domain.Status) {
 	if c.opts.OnStatus == nil {
 		return
 	}
@@ -275,19 +269,15 @@ func (c *Client) deliverStatus(st domain.ConnectionStatus) {
 	c.opts.OnStatus(st)
 }
 
-// ConnectOption changes one Connect call.
-type ConnectOption func(*connectOptions)
-
-type connectOptions struct {
-	forceProvisioning bool
-}
-
-// ForceProvisioning makes Connect register with DPS again even when the
-// credentials cache (or an earlier Connect) holds an assignment, as the
-// Python client's connect(force_dps=True). DPS allows a limited number of
-// registrations per device (about 5 per 10 s, and it throttles with 429).
-func ForceProvisioning() ConnectOption {
-	return func(o *connectOptions) { o.forceProvisioning = true }
+// ConnectOptions are the optional parts of one Connect call; nil selects
+// the defaults.
+type ConnectOptions struct {
+	// ForceProvisioning makes Connect register with DPS again even when
+	// the credentials cache (or an earlier Connect) holds an assignment,
+	// as the Python client's connect(force_dps=True). DPS allows a limited
+	// number of registrations per device (about 5 per 10 s, and it
+	// throttles with 429). Default false.
+	ForceProvisioning bool
 }
 
 // Connect provisions the device if needed, opens the hub session and
@@ -304,10 +294,10 @@ func ForceProvisioning() ConnectOption {
 // Errors: domain.ErrClosed after Close and those above. A failed Connect leaves no
 // goroutine running. Calling Connect on a connected client returns nil;
 // calling it while another Connect runs returns domain.ErrInvalidConfig.
-func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
-	var co connectOptions
-	for _, o := range opts {
-		o(&co)
+func (c *Client) Connect(ctx context.Context, opts *ConnectOptions) error {
+	var co ConnectOptions
+	if opts != nil {
+		co = *opts
 	}
 	// Close cancels ctx through connectCancel (an AfterFunc on runCtx
 	// would leave a children map behind in every client).
@@ -332,10 +322,10 @@ func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
 	c.hold.phase = phaseConnecting
 	c.hold.broadcastLocked()
 	c.wg.Add(1) // Close waits for this call
-	if co.forceProvisioning {
+	if co.ForceProvisioning {
 		c.assign, c.hold.skipCache = nil, true
 	}
-	c.setStatusLocked(domain.ConnectionStatus{State: domain.StateConnecting})
+	c.setStatusLocked(domain.Status{State: domain.StateConnecting})
 	c.connectCancel = cancel
 	c.hold.mu.Unlock()
 	defer c.wg.Done()
@@ -345,7 +335,7 @@ func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
 		c.hold.mu.Unlock()
 	}()
 
-	fail := func(st domain.ConnectionStatus, err error) error {
+	fail := func(st domain.Status, err error) error {
 		c.hold.mu.Lock()
 		if c.hold.phase == phaseConnecting {
 			c.hold.phase = phaseIdle
@@ -382,24 +372,24 @@ func (c *Client) Connect(ctx context.Context, opts ...ConnectOption) error {
 			// The attempt ctx's end cut short says less than the one
 			// before it.
 			err = connectEnded(ctx, last, err)
-			return fail(domain.ConnectionStatus{State: domain.StateDisconnected, Reason: reasonFor(last), Err: err}, err)
+			return fail(domain.Status{State: domain.StateDisconnected, Reason: reasonFor(last), Err: err}, err)
 		}
 		if !domain.IsRetryable(err) {
-			return fail(domain.ConnectionStatus{State: domain.StateDisconnected, Reason: reasonFor(err), Err: err}, fmt.Errorf("iotc: %w", err))
+			return fail(domain.Status{State: domain.StateDisconnected, Reason: reasonFor(err), Err: err}, fmt.Errorf("iotc: %w", err))
 		}
 		last = err
 		failures++
 		if c.opts.MaxAttempts > 0 && failures >= c.opts.MaxAttempts {
 			err = fmt.Errorf("iotc: %d connection attempts failed: %w", failures, err)
-			return fail(domain.ConnectionStatus{State: domain.StateDisconnected, Reason: domain.ReasonRetryExpired, Err: err}, err)
+			return fail(domain.Status{State: domain.StateDisconnected, Reason: domain.ReasonRetryExpired, Err: err}, err)
 		}
-		c.attemptFailed(domain.ConnectionStatus{State: domain.StateConnecting, Reason: reasonFor(err), Err: err})
+		c.attemptFailed(domain.Status{State: domain.StateConnecting, Reason: reasonFor(err), Err: err})
 		if c.sleep(ctx, c.opts.Backoff.Delay(failures-1, randFloat())) != nil {
 			if c.runCtx.Err() != nil {
-				return fail(domain.ConnectionStatus{State: domain.StateDisconnected}, domain.ErrClosed)
+				return fail(domain.Status{State: domain.StateDisconnected}, domain.ErrClosed)
 			}
 			err = connectEnded(ctx, last, nil)
-			return fail(domain.ConnectionStatus{State: domain.StateDisconnected, Reason: reasonFor(last), Err: err}, err)
+			return fail(domain.Status{State: domain.StateDisconnected, Reason: reasonFor(last), Err: err}, err)
 		}
 	}
 }
@@ -545,12 +535,12 @@ func (c *Client) ReportProperties(ctx context.Context, component string, props m
 // version older than one already handed to the handler is not reported:
 // AckProperty returns domain.ErrSuperseded. Other errors are those of
 // ReportProperties, or ctx's.
-func (c *Client) AckProperty(ctx context.Context, p domain.DesiredProperty, ack domain.PropertyAck) error {
+func (c *Client) AckProperty(ctx context.Context, p domain.Property, ack domain.PropertyAck) error {
 	patch := domain.AckPatch(p, ack)
 	if _, err := domain.EncodeReported(patch); err != nil {
 		return err
 	}
-	done, deferred, err := c.props.deferAck(p, ack)
+	done, deferred, err := c.disp.props.deferAck(p, ack)
 	switch {
 	case err != nil:
 		return err
@@ -619,7 +609,7 @@ func (c *Client) Close(ctx context.Context) error {
 	inside := c.cb.inside()
 	c.hold.mu.Lock()
 	if c.hold.phase != phaseClosed {
-		c.setStatusLocked(domain.ConnectionStatus{State: domain.StateClosed, Reason: domain.ReasonClientClose})
+		c.setStatusLocked(domain.Status{State: domain.StateClosed, Reason: domain.ReasonClientClose})
 		c.hold.phase = phaseClosed
 		c.hold.broadcastLocked()
 		c.closeDone = make(chan struct{})
@@ -656,14 +646,12 @@ func (c *Client) shutdown(ctx context.Context, sess *session, done chan struct{}
 		c.connectCancel() // a Connect still running ends with ErrClosed
 	}
 	c.hold.mu.Unlock()
-	c.propQ.stop()
-	c.cmdQ.stop()
-	c.msgQ.stop()
+	c.disp.stop()
 	c.hold.mu.Lock()
 	c.hold.untracked = true
 	c.hold.mu.Unlock()
 	c.wg.Wait() // supervisor, Connect calls, closers of old sessions, outbox pump
-	c.closeOutbox()
+	c.ob.close()
 	if sess != nil {
 		if err := sess.Close(); err != nil {
 			c.log.Debug("close session", "err", err)

@@ -68,7 +68,7 @@ func (c *Client) establish(ctx context.Context, initial bool) (*session, error) 
 	s, err := c.openHub(ctx, a)
 	if err != nil && a.fromCache && isRefused(err) && c.connStr == nil {
 		c.log.Warn("the hub refused the cached credentials; provisioning again", "hub", a.hub, "err", err)
-		c.setStatus(domain.ConnectionStatus{State: domain.StateConnecting, Reason: domain.ReasonReprovisioned, Err: err})
+		c.setStatus(domain.Status{State: domain.StateConnecting, Reason: domain.ReasonReprovisioned, Err: err})
 		// Forget the stale record: if DPS cannot be reached now, the next
 		// attempt provisions again instead of retrying the refused hub.
 		c.hold.mu.Lock()
@@ -94,10 +94,10 @@ func (c *Client) establish(ctx context.Context, initial bool) (*session, error) 
 	c.hold.sess = s
 	c.hold.gaveUp = nil
 	c.hold.broadcastLocked()
-	c.setStatusLocked(domain.ConnectionStatus{State: domain.StateConnected, Reason: domain.ReasonConnectionOK, Transport: s.transport})
+	c.setStatusLocked(domain.Status{State: domain.StateConnected, Reason: domain.ReasonConnectionOK, Transport: s.transport})
 	c.hold.mu.Unlock()
-	c.requestSync(!initial)
-	c.kickOutbox() // deliver what waits in the outbox, first thing on every session
+	c.disp.requestSync(!initial)
+	c.ob.kick() // deliver what waits in the outbox, first thing on every session
 	return s, nil
 }
 
@@ -223,7 +223,7 @@ func (c *Client) openHub(ctx context.Context, a assignment) (*session, error) {
 			return err
 		}
 		c.log.Info("connecting to the hub", "hub", a.hub, "transport", t.Name())
-		hs, err := t.Connect(ctx, ports.HubConnection{Host: a.hub, DeviceID: a.deviceID, ModelID: c.opts.ModelID, Auth: auth}, &events{c: c})
+		hs, err := t.Connect(ctx, ports.HubConnection{Host: a.hub, DeviceID: a.deviceID, ModelID: c.opts.ModelID, Auth: auth}, &c.disp)
 		if err == nil && hs == nil {
 			err = fmt.Errorf("%w: transport %s returned no session", domain.ErrMalformed, t.Name())
 		}
@@ -248,7 +248,7 @@ func (c *Client) withTransports(ctx context.Context, fn func(ports.Transport) er
 	for i := range ts {
 		idx := (first + i) % len(ts)
 		if i > 0 {
-			c.setStatus(domain.ConnectionStatus{State: domain.StateConnecting, Reason: domain.ReasonTransportFallback, Err: err, Transport: ts[idx].Name()})
+			c.setStatus(domain.Status{State: domain.StateConnecting, Reason: domain.ReasonTransportFallback, Err: err, Transport: ts[idx].Name()})
 		}
 		if err = fn(ts[idx]); err == nil {
 			c.hold.mu.Lock()

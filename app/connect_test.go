@@ -52,7 +52,7 @@ func TestConnectProvisionsWithGroupKeyAndPersists(t *testing.T) {
 		o.Store = e.store
 		c := e.client(o)
 
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatalf("Connect: %v", err)
 		}
 		conn := <-e.conns
@@ -73,7 +73,7 @@ func TestConnectProvisionsWithGroupKeyAndPersists(t *testing.T) {
 		if !h.closed() {
 			t.Error("Close did not close the session")
 		}
-		want := []domain.ConnectionStatus{
+		want := []domain.Status{
 			{State: domain.StateConnecting},
 			{State: domain.StateConnected, Reason: domain.ReasonConnectionOK, Transport: "mqtt"},
 			{State: domain.StateClosed, Reason: domain.ReasonClientClose},
@@ -115,7 +115,7 @@ func TestCachedCredentials(t *testing.T) {
 				o.Store = e.store
 				c := e.client(o)
 				defer closeClient(t, c)
-				if err := c.Connect(context.Background()); err != nil {
+				if err := c.Connect(context.Background(), nil); err != nil {
 					t.Fatalf("Connect: %v", err)
 				}
 				if conn := <-e.conns; conn.Host != wantHub {
@@ -146,7 +146,7 @@ func TestCachedCredentialsRefusedReprovisionOnce(t *testing.T) {
 				o.Store = e.store
 				c := e.client(o)
 				defer closeClient(t, c)
-				if err := c.Connect(context.Background()); err != nil {
+				if err := c.Connect(context.Background(), nil); err != nil {
 					t.Fatalf("Connect: %v", err)
 				}
 				if first, second := <-e.conns, <-e.conns; first.Host != "stale.azure-devices.net" || second.Host != testHub {
@@ -173,7 +173,7 @@ func TestRefusedAfterReprovisioningStops(t *testing.T) {
 		o.Store = e.store
 		c := e.client(o)
 		defer closeClient(t, c)
-		err := c.Connect(context.Background())
+		err := c.Connect(context.Background(), nil)
 		if !errors.Is(err, domain.ErrUnauthorized) {
 			t.Fatalf("Connect = %v, want ErrUnauthorized", err)
 		}
@@ -191,7 +191,7 @@ func TestFreshCredentialsRefusedAreNotReprovisioned(t *testing.T) {
 		o.Store = e.store
 		c := e.client(o)
 		defer closeClient(t, c)
-		if err := c.Connect(context.Background()); !errors.Is(err, domain.ErrUnauthorized) {
+		if err := c.Connect(context.Background(), nil); !errors.Is(err, domain.ErrUnauthorized) {
 			t.Fatalf("Connect = %v", err)
 		}
 		if c.IsConnected() {
@@ -216,7 +216,7 @@ func TestProvisioningRefused(t *testing.T) {
 				e.tr.EXPECT().Provision(gomock.Any(), gomock.Any()).Return(domain.Assignment{}, tc.err).Times(1)
 				c := e.client(e.options()) // no Connect expectation: reaching the hub fails the test
 				defer closeClient(t, c)
-				err := c.Connect(context.Background())
+				err := c.Connect(context.Background(), nil)
 				if !errors.Is(err, tc.err) {
 					t.Fatalf("Connect = %v, want %v", err, tc.err)
 				}
@@ -238,7 +238,7 @@ func TestNetworkErrorsRetriedWithoutReprovisioning(t *testing.T) {
 		o.Store = e.store
 		c := e.client(o)
 		defer closeClient(t, c)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatalf("Connect: %v", err)
 		}
 		e.requireStatus(domain.StateConnecting, domain.ReasonNoNetwork)
@@ -258,7 +258,7 @@ func TestConnectMaxAttempts(t *testing.T) {
 		o.MaxAttempts = 3
 		c := e.client(o)
 		defer closeClient(t, c)
-		err := c.Connect(context.Background())
+		err := c.Connect(context.Background(), nil)
 		if !errors.Is(err, dialErr) {
 			t.Fatalf("Connect = %v", err)
 		}
@@ -277,7 +277,7 @@ func TestConnectRespectsContext(t *testing.T) {
 		defer closeClient(t, c)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := c.Connect(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		if err := c.Connect(ctx, nil); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Connect = %v, want the context's deadline", err)
 		}
 	})
@@ -295,7 +295,7 @@ func TestTransportFallback(t *testing.T) {
 		o.Transports = []ports.Transport{e.tr, ws}
 		c := e.client(o)
 		defer closeClient(t, c)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatalf("Connect: %v", err)
 		}
 		var fallback, connected bool
@@ -318,7 +318,7 @@ func TestConnectionStringSkipsDPS(t *testing.T) {
 		o.Credential = domain.Credential{Kind: domain.KindConnectionString, ConnectionString: "HostName=cs.azure-devices.net;DeviceId=csdev;SharedAccessKey=" + groupKey}
 		c := e.client(o)
 		defer closeClient(t, c)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatalf("Connect: %v", err)
 		}
 		conn := <-e.conns
@@ -349,7 +349,7 @@ func TestX509(t *testing.T) {
 		o.Credential = domain.Credential{Kind: domain.KindX509, CertPEM: certPEM, KeyPEM: keyPEM}
 		c := e.client(o)
 		defer closeClient(t, c)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatalf("Connect: %v", err)
 		}
 		if conn := <-e.conns; conn.Auth.Certificate == nil || conn.Auth.SASToken != "" || conn.DeviceID != "x509dev" {
@@ -417,7 +417,7 @@ func TestRefusedCacheThenDPSUnreachableRetriesDPSNotTheStaleHub(t *testing.T) {
 		o.Store = e.store
 		c := e.client(o)
 		defer closeClient(t, c)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatalf("Connect: %v", err)
 		}
 		if first, second := <-e.conns, <-e.conns; first.Host != "stale.azure-devices.net" || second.Host != testHub {

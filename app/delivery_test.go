@@ -28,7 +28,7 @@ func TestSendWaitsForTheReconnect(t *testing.T) {
 		e.hubConnects(connResult{hub: h1}, connResult{err: dialErr}, connResult{err: dialErr}, connResult{hub: h2})
 		c := e.client(e.options())
 		defer closeClient(t, c)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		<-e.conns
@@ -60,7 +60,7 @@ func TestSendContextEndsWhileOffline(t *testing.T) {
 		e.tr.EXPECT().Connect(gomock.Any(), gomock.Any(), gomock.Any()).Return(nil, dialErr).AnyTimes()
 		c := e.client(e.options())
 		defer closeClient(t, c)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		h1.kill(dropErr)
@@ -98,7 +98,7 @@ func TestFailFast(t *testing.T) {
 		o.FailFast = true
 		c := e.client(o)
 		defer closeClient(t, c)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		ctx := context.Background()
@@ -139,7 +139,7 @@ func TestSendWaitingForAReconnectFailsWhenTheClientGivesUp(t *testing.T) {
 		e.hubConnects(connResult{hub: h1}, connResult{err: refused})
 		c := e.client(e.options())
 		defer closeClient(t, c)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		h1.kill(dropErr)
@@ -206,9 +206,9 @@ func TestStaleAckNeverReplacesANewerVersion(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		_, c, h, ev := liveEnv(t)
 		defer closeClient(t, c)
-		got := make(chan domain.DesiredProperty, 4)
+		got := make(chan domain.Property, 4)
 		release := make(chan struct{})
-		c.OnProperty(func(_ context.Context, p domain.DesiredProperty) domain.PropertyAck {
+		c.OnProperty(func(_ context.Context, p domain.Property) domain.PropertyAck {
 			got <- p
 			if string(p.Value) == "2" {
 				<-release
@@ -253,8 +253,8 @@ func TestDesiredVersionGapResyncsOnTheLiveSession(t *testing.T) {
 		c := e.connected(nil, connResult{hub: h})
 		defer closeClient(t, c)
 		ev := <-e.events
-		got := make(chan domain.DesiredProperty, 8)
-		c.OnProperty(func(_ context.Context, p domain.DesiredProperty) domain.PropertyAck {
+		got := make(chan domain.Property, 8)
+		c.OnProperty(func(_ context.Context, p domain.Property) domain.PropertyAck {
 			got <- p
 			return domain.PropertyAck{}
 		})
@@ -292,8 +292,8 @@ func TestAbsurdDesiredVersionDoesNotSwitchOffLaterPatches(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		_, c, h, ev := liveEnv(t)
 		defer closeClient(t, c)
-		got := make(chan domain.DesiredProperty, 8)
-		c.OnProperty(func(_ context.Context, p domain.DesiredProperty) domain.PropertyAck {
+		got := make(chan domain.Property, 8)
+		c.OnProperty(func(_ context.Context, p domain.Property) domain.PropertyAck {
 			got <- p
 			return domain.PropertyAck{}
 		})
@@ -324,17 +324,17 @@ func TestFailedTwinGetIsRetriedOnTheLiveSession(t *testing.T) {
 			}
 			return nil
 		}
-		got := make(chan domain.DesiredProperty, 4)
+		got := make(chan domain.Property, 4)
 		o := e.options()
 		e.provisions(testHub, 1)
 		e.hubConnects(connResult{hub: h})
 		c := e.client(o)
 		defer closeClient(t, c)
-		c.OnProperty(func(_ context.Context, p domain.DesiredProperty) domain.PropertyAck {
+		c.OnProperty(func(_ context.Context, p domain.Property) domain.PropertyAck {
 			got <- p
 			return domain.PropertyAck{}
 		})
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		if p := <-got; p.Name != "fan" || p.Version != 5 {
@@ -358,7 +358,7 @@ func TestFullPropertyQueueResyncs(t *testing.T) {
 		ev := <-e.events
 		release := make(chan struct{})
 		got := make(chan string, 16)
-		c.OnProperty(func(_ context.Context, p domain.DesiredProperty) domain.PropertyAck {
+		c.OnProperty(func(_ context.Context, p domain.Property) domain.PropertyAck {
 			got <- p.Name
 			if p.Name == "a" {
 				<-release
@@ -395,7 +395,7 @@ func TestFullCommandAndMessageQueues(t *testing.T) {
 		defer closeClient(t, c)
 		ev := <-e.events
 		release := make(chan struct{})
-		c.OnCommand(func(context.Context, domain.CommandRequest) domain.CommandResponse {
+		c.OnCommand(func(context.Context, domain.Command) domain.CommandResponse {
 			<-release
 			return domain.CommandResponse{Status: 200}
 		})
@@ -453,7 +453,7 @@ func TestCloseFromCallbacks(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			_, c, h, ev := liveEnv(t)
 			closed := make(chan error, 1)
-			c.OnCommand(func(ctx context.Context, _ domain.CommandRequest) domain.CommandResponse {
+			c.OnCommand(func(ctx context.Context, _ domain.Command) domain.CommandResponse {
 				closed <- c.Close(ctx) // a "reboot" command
 				return domain.CommandResponse{Status: 200}
 			})
@@ -476,14 +476,14 @@ func TestCloseFromCallbacks(t *testing.T) {
 			var c *Client
 			closed := make(chan error, 1)
 			o := e.options()
-			o.OnStatus = func(s domain.ConnectionStatus) {
+			o.OnStatus = func(s domain.Status) {
 				if s.State == domain.StateConnected {
 					closed <- c.Close(context.Background())
 				}
 			}
 			c = e.client(o)
 			// The callback may close the client before Connect returns.
-			if err := c.Connect(context.Background()); err != nil && !errors.Is(err, domain.ErrClosed) {
+			if err := c.Connect(context.Background(), nil); err != nil && !errors.Is(err, domain.ErrClosed) {
 				t.Fatal(err)
 			}
 			if err := <-closed; err != nil {
@@ -524,7 +524,7 @@ func TestCloseWaitsForConnectInProgress(t *testing.T) {
 		})
 		c := e.client(e.options())
 		connectDone := make(chan error, 1)
-		go func() { connectDone <- c.Connect(context.Background()) }()
+		go func() { connectDone <- c.Connect(context.Background(), nil) }()
 		<-entered
 		start := time.Now()
 		closeClient(t, c)
@@ -546,12 +546,12 @@ func TestFailedConnectLeavesNoGoroutine(t *testing.T) {
 		refused := fmt.Errorf("connack 5: %w", domain.ErrUnauthorized)
 		e.provisions(testHub, 1)
 		e.hubConnects(connResult{err: refused}, connResult{err: refused})
-		statuses := make(chan domain.ConnectionStatus, 8)
+		statuses := make(chan domain.Status, 8)
 		o := e.options()
-		o.OnStatus = func(s domain.ConnectionStatus) { statuses <- s }
+		o.OnStatus = func(s domain.Status) { statuses <- s }
 		c := e.client(o)
 		for range 2 {
-			if err := c.Connect(context.Background()); !errors.Is(err, domain.ErrUnauthorized) {
+			if err := c.Connect(context.Background(), nil); !errors.Is(err, domain.ErrUnauthorized) {
 				t.Fatalf("Connect = %v", err)
 			}
 		}
@@ -630,7 +630,7 @@ func TestConnectOptions(t *testing.T) {
 			o.Store = e.store
 			c := e.client(o)
 			defer closeClient(t, c)
-			if err := c.Connect(context.Background(), ForceProvisioning()); err != nil {
+			if err := c.Connect(context.Background(), &ConnectOptions{ForceProvisioning: true}); err != nil {
 				t.Fatal(err)
 			}
 			if conn := <-e.conns; conn.Host != "hub2.azure-devices.net" {
@@ -654,7 +654,7 @@ func TestConnectOptions(t *testing.T) {
 			o.ProvisioningPayload = map[string]any{"site": "lab"}
 			c := e.client(o)
 			defer closeClient(t, c)
-			if err := c.Connect(context.Background()); err != nil {
+			if err := c.Connect(context.Background(), nil); err != nil {
 				t.Fatal(err)
 			}
 			if sent["site"] != "lab" || sent["modelId"] != testModel {
@@ -677,11 +677,11 @@ func TestConnectOptions(t *testing.T) {
 			c := e.client(o)
 			defer closeClient(t, c)
 			got := make(chan string, 4)
-			c.OnProperty(func(_ context.Context, p domain.DesiredProperty) domain.PropertyAck {
+			c.OnProperty(func(_ context.Context, p domain.Property) domain.PropertyAck {
 				got <- p.Name
 				return domain.PropertyAck{}
 			})
-			if err := c.Connect(context.Background()); err != nil {
+			if err := c.Connect(context.Background(), nil); err != nil {
 				t.Fatal(err)
 			}
 			names := map[string]bool{<-got: true, <-got: true}
@@ -700,8 +700,8 @@ func TestAckWhileTheHandlersReportIsInFlightWaitsAndFollowsIt(t *testing.T) {
 		c := e.connected(nil, connResult{hub: h})
 		defer closeClient(t, c)
 		ev := <-e.events
-		got := make(chan domain.DesiredProperty, 1)
-		c.OnProperty(func(_ context.Context, p domain.DesiredProperty) domain.PropertyAck {
+		got := make(chan domain.Property, 1)
+		c.OnProperty(func(_ context.Context, p domain.Property) domain.PropertyAck {
 			got <- p
 			return domain.PropertyAck{Status: 202}
 		})
@@ -754,7 +754,7 @@ func TestReconnectDelaysAreJittered(t *testing.T) {
 		o.Backoff = domain.Backoff{Base: time.Second, Cap: time.Second} // every ceiling is 1 s
 		c := e.client(o)
 		defer closeClient(t, c)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		<-e.conns

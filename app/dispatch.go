@@ -34,38 +34,66 @@ type cloudJob struct {
 	settle func(domain.Outcome)
 }
 
-// events is the client's ports.EventHandler: it only queues, one bounded
-// queue per kind of event.
-type events struct {
-	c *Client
+// dispatcher is the client's inbound side, one job: it takes the
+// transport's events (it is every session's ports.EventHandler) and runs
+// the user's handlers. It owns one bounded queue per kind of event (each
+// drained by at most one goroutine, only while it holds work), the
+// handlers and the writable-property ledger; each has its own lock. It
+// reaches the rest of the client only through c: the session holder (twin
+// reads), report (property acknowledgements), setStatus, goTracked, the
+// options, the log and the run context.
+type dispatcher struct {
+	c        *Client
+	handlers handlerSet     // the user's handlers (handlers.go)
+	props    propertyLedger // the writable properties' state (ledger.go)
+	propQ    queue[propEvent]
+	cmdQ     queue[methodJob]
+	msgQ     queue[cloudJob]
+}
+
+// init sets up d inside c (no allocation of its own); handlers run with
+// c.runCtx and are recorded as callbacks in c.cb.
+func (d *dispatcher) init(c *Client) {
+	d.c = c
+	d.propQ.init(c.runCtx, c.opts.QueueLimit, &c.cb, d.handleProperty)
+	d.cmdQ.init(c.runCtx, c.opts.QueueLimit, &c.cb, d.handleMethod)
+	d.msgQ.init(c.runCtx, c.opts.QueueLimit, &c.cb, d.handleCloud)
+}
+
+// stop refuses new events and waits for the handlers that run (Close,
+// after the run context was cancelled: queued events are dropped).
+func (d *dispatcher) stop() {
+	d.propQ.stop()
+	d.cmdQ.stop()
+	d.msgQ.stop()
 }
 
 // OnDesiredPatch queues a desired patch for the property worker. When the
 // queue is full the patch is dropped and the twin is synced again as soon
 // as the worker has room, on the live session.
-func (e *events) OnDesiredPatch(patch []byte) {
-	if !e.c.propQ.push(propEvent{patch: patch}) {
-		e.c.props.resync.Store(true)
-		e.c.log.Warn("property queue full; the twin is synced again once the queue has room")
+func (d *dispatcher) OnDesiredPatch(patch []byte) {
+	if !d.propQ.push(propEvent{patch: patch}) {
+		d.props.resync.Store(true)
+		d.c.log.Warn("property queue full; the twin is synced again once the queue has room")
 	}
 }
 
 // OnMethod queues a command; a full queue is answered 503.
-func (e *events) OnMethod(req ports.MethodRequest, respond func(ctx context.Context, status int, payload []byte) error) {
+func (d *dispatcher) OnMethod(req ports.MethodRequest, respond func(ctx context.Context, status int, payload []byte) error) {
 	j := methodJob{req: req, respond: respond}
-	if !e.c.cmdQ.push(j) {
-		e.c.log.Warn("command queue full; answering 503", "command", req.Method)
-		e.c.goTracked(func() {
-			e.c.respond(j, domain.CommandResponse{Status: 503, Payload: errorBody("the device is busy")})
+	if !d.cmdQ.push(j) {
+		d.c.log.Warn("command queue full; answering 503", "command", req.Method)
+		d.c.goTracked(func() {
+			d.respond(j, domain.CommandResponse{Status: 503, Payload: errorBody("the device is busy")})
 		})
 	}
 }
 
 // OnCloudMessage queues a cloud-to-device message; a full queue leaves it
 // unsettled for redelivery.
-func (e *events) OnCloudMessage(msg domain.CloudMessage, settle func(domain.Outcome)) {
-	if !e.c.msgQ.push(cloudJob{msg: msg, settle: settle}) {
-		e.c.log.Warn("cloud message queue full; the message stays unsettled and is delivered again")
+func (d *dispatcher) OnCloudMessage(msg domain.CloudMessage, settle func(domain.Outcome)) {
+	if !d.msgQ.push(cloudJob{msg: msg, settle: settle}) {
+		d.c.log.Warn("cloud message queue full; the message stays unsettled and is delivered again")
 	}
 }
 
@@ -74,111 +102,111 @@ func isTooLarge(err error) bool { return errors.Is(err, domain.ErrMessageTooLarg
 func errorBody(msg string) map[string]string { return map[string]string{"error": msg} }
 
 // recovered turns a handler panic into an error and logs it with its stack.
-func (c *Client) recovered(what string, r any) error {
+func (d *dispatcher) recovered(what string, r any) error {
 	err := fmt.Errorf("iotc: %s handler panicked: %v", what, r)
-	c.log.Error("handler panicked", "handler", what, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	d.c.log.Error("handler panicked", "handler", what, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 	return err
 }
 
 // requestSync asks the property worker for a twin sync; when the queue is
 // full the worker does it once it has room.
-func (c *Client) requestSync(reconnect bool) {
-	c.props.resync.Store(false)
-	if !c.propQ.push(propEvent{sync: true, reconnect: reconnect}) {
-		c.props.resync.Store(true)
-		c.log.Warn("property queue full; the twin is synced once the queue has room")
+func (d *dispatcher) requestSync(reconnect bool) {
+	d.props.resync.Store(false)
+	if !d.propQ.push(propEvent{sync: true, reconnect: reconnect}) {
+		d.props.resync.Store(true)
+		d.c.log.Warn("property queue full; the twin is synced once the queue has room")
 	}
 }
 
 // handleProperty runs on the property worker.
-func (c *Client) handleProperty(ev propEvent) {
-	c.propertyEvent(ev)
-	if c.props.resync.Swap(false) {
-		c.syncTwin(false)
+func (d *dispatcher) handleProperty(ev propEvent) {
+	d.propertyEvent(ev)
+	if d.props.resync.Swap(false) {
+		d.syncTwin(false)
 	}
 }
 
-func (c *Client) propertyEvent(ev propEvent) {
+func (d *dispatcher) propertyEvent(ev propEvent) {
 	if ev.sync {
-		c.syncTwin(ev.reconnect)
+		d.syncTwin(ev.reconnect)
 		return
 	}
 	version, props, err := domain.ParseDesiredPatch(ev.patch)
 	if err != nil {
-		c.log.Warn("ignoring a malformed desired patch", "err", err)
+		d.c.log.Warn("ignoring a malformed desired patch", "err", err)
 		return
 	}
 	switch {
-	case !c.props.synced:
+	case !d.props.synced:
 		// No twin read yet on this session: the twin says what is pending.
-		c.syncTwin(false)
+		d.syncTwin(false)
 		return
-	case version != 0 && version <= c.props.lastDesired:
-		c.log.Debug("desired patch already handled", "version", version)
+	case version != 0 && version <= d.props.lastDesired:
+		d.c.log.Debug("desired patch already handled", "version", version)
 		return
-	case version != 0 && version != c.props.lastDesired+1:
+	case version != 0 && version != d.props.lastDesired+1:
 		// A gap (a patch was missed) or an absurd jump: the twin is
 		// authoritative, and its version replaces the one seen.
-		c.log.Warn("desired patch version gap; syncing the twin", "have", c.props.lastDesired, "got", version)
-		c.syncTwin(false)
+		d.c.log.Warn("desired patch version gap; syncing the twin", "have", d.props.lastDesired, "got", version)
+		d.syncTwin(false)
 		return
 	}
-	c.props.lastDesired = version
-	c.applyDesired(props, nil)
+	d.props.lastDesired = version
+	d.applyDesired(props, nil)
 }
 
 // syncTwin reads the twin on the live session and handles every desired
 // property not yet acknowledged at its version. A failed read is retried
 // with the backoff while the session lives; once it is gone, the next
 // session's sync takes over.
-func (c *Client) syncTwin(reconnect bool) {
+func (d *dispatcher) syncTwin(reconnect bool) {
 	for attempt := 0; ; attempt++ {
-		c.hold.mu.Lock()
-		s := c.hold.sess
+		d.c.hold.mu.Lock()
+		s := d.c.hold.sess
 		if s != nil {
 			s.ops.Add(1)
 		}
-		c.hold.mu.Unlock()
+		d.c.hold.mu.Unlock()
 		if s == nil {
-			c.props.synced = false
+			d.props.synced = false
 			return
 		}
-		b, err := s.GetTwin(c.runCtx)
-		c.hold.release(s)
+		b, err := s.GetTwin(d.c.runCtx)
+		d.c.hold.release(s)
 		if err == nil {
 			var twin domain.Twin
 			if twin, err = domain.ParseTwin(b); err == nil {
-				c.applyTwin(s, twin, reconnect)
+				d.applyTwin(s, twin, reconnect)
 				return
 			}
 		}
-		if c.runCtx.Err() != nil {
+		if d.c.runCtx.Err() != nil {
 			return
 		}
-		d := c.opts.Backoff.Delay(attempt, randFloat())
-		c.log.Warn("twin sync failed; retrying on the live session", "err", err, "retry_in", d)
-		t := time.NewTimer(d)
+		delay := d.c.opts.Backoff.Delay(attempt, randFloat())
+		d.c.log.Warn("twin sync failed; retrying on the live session", "err", err, "retry_in", delay)
+		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
 		case <-s.Done():
-		case <-c.runCtx.Done():
+		case <-d.c.runCtx.Done():
 		}
 		t.Stop()
 	}
 }
 
-func (c *Client) applyTwin(s *session, twin domain.Twin, reconnect bool) {
+func (d *dispatcher) applyTwin(s *session, twin domain.Twin, reconnect bool) {
 	pending := twin.PendingDesired()
 	// The twin is authoritative: after a re-provisioning (a recreated or
 	// moved device) its versions may start again from 1.
-	first := !c.props.synced
-	c.props.lastDesired = twin.DesiredVersion
-	c.props.synced = true
-	c.log.Debug("twin synced", "desired_version", twin.DesiredVersion, "pending", len(pending))
+	first := !d.props.synced
+	d.props.lastDesired = twin.DesiredVersion
+	d.props.synced = true
+	d.c.log.Debug("twin synced", "desired_version", twin.DesiredVersion, "pending", len(pending))
 	if reconnect && len(pending) > 0 {
-		c.setStatus(domain.ConnectionStatus{State: domain.StateConnected, Reason: domain.ReasonDesiredChangedOffline, Transport: s.transport})
+		d.c.setStatus(domain.Status{State: domain.StateConnected, Reason: domain.ReasonDesiredChangedOffline, Transport: s.transport})
 	}
-	if c.opts.SyncAllDesired && first {
+	if d.c.opts.SyncAllDesired && first {
 		// The whole desired document goes to the handler; only the
 		// pending values are acknowledged.
 		all := twin.AllDesired()
@@ -186,10 +214,10 @@ func (c *Client) applyTwin(s *session, twin domain.Twin, reconnect bool) {
 		for _, p := range pending {
 			isPending[propKey(p.Component, p.Name)] = true
 		}
-		c.applyDesired(all, isPending)
+		d.applyDesired(all, isPending)
 		return
 	}
-	c.applyDesired(pending, nil)
+	d.applyDesired(pending, nil)
 }
 
 // propKey identifies a property for in-flight tracking.
@@ -201,31 +229,31 @@ func propKey(component, name string) string { return component + "\x00" + name }
 // their version: a final acknowledgement for that version given meanwhile
 // with AckProperty supersedes the handler's answer in that patch, or is
 // reported right after it, never before.
-func (c *Client) applyDesired(props []domain.DesiredProperty, report map[string]bool) {
-	var handled []domain.DesiredProperty
+func (d *dispatcher) applyDesired(props []domain.Property, report map[string]bool) {
+	var handled []domain.Property
 	for _, p := range props {
-		if c.handlers.propertyHandler(p) != nil {
+		if d.handlers.propertyHandler(p) != nil {
 			handled = append(handled, p)
 		}
 	}
 	if n := len(props) - len(handled); n > 0 {
-		c.log.Info("no property handler; desired properties left unacknowledged", "count", n)
+		d.c.log.Info("no property handler; desired properties left unacknowledged", "count", n)
 	}
 	props = handled
 	if len(props) == 0 {
 		return
 	}
-	c.props.begin(props)
-	defer c.flushDeferredAcks()
+	d.props.begin(props)
+	defer d.flushDeferredAcks()
 
 	patch := map[string]any{}
 	var acks []map[string]any
 	for _, p := range props {
-		if c.runCtx.Err() != nil {
+		if d.c.runCtx.Err() != nil {
 			return
 		}
-		ack := c.callProperty(c.handlers.propertyHandler(p), p)
-		c.log.Info("property handled", "component", p.Component, "name", p.Name, "version", p.Version, "status", ack.Status)
+		ack := d.callProperty(d.handlers.propertyHandler(p), p)
+		d.c.log.Info("property handled", "component", p.Component, "name", p.Name, "version", p.Version, "status", ack.Status)
 		if report != nil && !report[propKey(p.Component, p.Name)] {
 			continue
 		}
@@ -234,14 +262,14 @@ func (c *Client) applyDesired(props []domain.DesiredProperty, report map[string]
 		acks = append(acks, domain.AckPatch(p, ack))
 		domain.MergePatch(patch, domain.AckPatch(p, ack))
 	}
-	final := c.props.handled()
+	final := d.props.handled()
 	for _, f := range final {
 		domain.MergePatch(patch, f.merge)
 		acks = append(acks, f.alone)
 	}
 	var err error
 	if len(patch) > 0 {
-		err = c.report(c.runCtx, patch)
+		err = d.c.report(d.c.runCtx, patch)
 	}
 	defer func() {
 		for _, f := range final {
@@ -251,42 +279,42 @@ func (c *Client) applyDesired(props []domain.DesiredProperty, report map[string]
 	if isTooLarge(err) && len(acks) > 1 {
 		// Too many acknowledgements for one patch: send them one by one.
 		for _, a := range acks {
-			if err = c.report(c.runCtx, a); err != nil {
+			if err = d.c.report(d.c.runCtx, a); err != nil {
 				break
 			}
 		}
 	}
-	if err != nil && c.runCtx.Err() == nil {
-		c.log.Warn("cannot report property acknowledgements; they are handled again at the next twin sync", "err", err)
+	if err != nil && d.c.runCtx.Err() == nil {
+		d.c.log.Warn("cannot report property acknowledgements; they are handled again at the next twin sync", "err", err)
 	}
 }
 
 // flushDeferredAcks reports the acknowledgements given while the
 // properties were in flight, then ends the in-flight period.
-func (c *Client) flushDeferredAcks() {
+func (d *dispatcher) flushDeferredAcks() {
 	for {
-		final, ended := c.props.finish()
+		final, ended := d.props.finish()
 		if ended {
 			return
 		}
 		for _, f := range final {
-			err := c.report(c.runCtx, f.alone)
+			err := d.c.report(d.c.runCtx, f.alone)
 			if err != nil {
-				c.log.Warn("cannot report a final property acknowledgement", "err", err)
+				d.c.log.Warn("cannot report a final property acknowledgement", "err", err)
 			}
 			f.done <- err
 		}
 	}
 }
 
-func (c *Client) callProperty(h PropertyHandler, p domain.DesiredProperty) (ack domain.PropertyAck) {
+func (d *dispatcher) callProperty(h PropertyHandler, p domain.Property) (ack domain.PropertyAck) {
 	defer func() {
 		if r := recover(); r != nil {
-			err := c.recovered("property", r)
+			err := d.recovered("property", r)
 			ack = domain.PropertyAck{Status: 500, Description: err.Error()}
 		}
 	}()
-	ack = h(c.runCtx, p)
+	ack = h(d.c.runCtx, p)
 	if ack.Status == 0 {
 		ack.Status = 200
 	}
@@ -294,59 +322,59 @@ func (c *Client) callProperty(h PropertyHandler, p domain.DesiredProperty) (ack 
 }
 
 // handleMethod runs on the command worker.
-func (c *Client) handleMethod(j methodJob) {
+func (d *dispatcher) handleMethod(j methodJob) {
 	component, name := domain.SplitMethodName(j.req.Method)
-	req := domain.CommandRequest{Name: name, Component: component, RequestID: j.req.RequestID}
+	req := domain.Command{Name: name, Component: component, RequestID: j.req.RequestID}
 	if len(j.req.Payload) > 0 {
 		req.Payload = json.RawMessage(j.req.Payload)
 	}
-	h := c.handlers.commandHandler(component, name)
+	h := d.handlers.commandHandler(component, name)
 	var resp domain.CommandResponse
 	if h == nil {
-		c.log.Info("no command handler; answering 501", "command", j.req.Method)
+		d.c.log.Info("no command handler; answering 501", "command", j.req.Method)
 		resp = domain.CommandResponse{Status: 501, Payload: errorBody("no command handler is registered on the device")}
 	} else {
-		resp = c.callCommand(h, req)
+		resp = d.callCommand(h, req)
 	}
-	c.respond(j, resp)
+	d.respond(j, resp)
 }
 
-func (c *Client) callCommand(h CommandHandler, req domain.CommandRequest) (resp domain.CommandResponse) {
+func (d *dispatcher) callCommand(h CommandHandler, req domain.Command) (resp domain.CommandResponse) {
 	defer func() {
 		if r := recover(); r != nil {
-			err := c.recovered("command", r)
+			err := d.recovered("command", r)
 			resp = domain.CommandResponse{Status: 500, Payload: errorBody(err.Error())}
 		}
 	}()
-	return h(c.runCtx, req)
+	return h(d.c.runCtx, req)
 }
 
 // respond answers j on the session the request came on: a request id
 // means nothing on another connection.
-func (c *Client) respond(j methodJob, resp domain.CommandResponse) {
+func (d *dispatcher) respond(j methodJob, resp domain.CommandResponse) {
 	status, body, err := resp.Encode()
 	if err != nil {
-		c.log.Warn("command response cannot be encoded; answering 500", "command", j.req.Method, "err", err)
+		d.c.log.Warn("command response cannot be encoded; answering 500", "command", j.req.Method, "err", err)
 		status, body, _ = domain.CommandResponse{Status: 500, Payload: errorBody(err.Error())}.Encode()
 	}
-	if c.runCtx.Err() != nil {
+	if d.c.runCtx.Err() != nil {
 		return
 	}
-	if err := j.respond(c.runCtx, status, body); err != nil {
-		c.log.Warn("cannot answer the command", "command", j.req.Method, "err", err)
+	if err := j.respond(d.c.runCtx, status, body); err != nil {
+		d.c.log.Warn("cannot answer the command", "command", j.req.Method, "err", err)
 		return
 	}
-	c.log.Info("command answered", "command", j.req.Method, "status", status)
+	d.c.log.Info("command answered", "command", j.req.Method, "status", status)
 }
 
 // handleCloud runs on the cloud-message worker. The message is settled
 // with the handler's outcome once it returned normally; a panicking
 // handler rejects it (a poison message must not come back forever); a
 // handler cut off by Close leaves it unsettled, so it comes again.
-func (c *Client) handleCloud(j cloudJob) {
-	outcome, settle := c.runCloud(j.msg)
-	if !settle || c.runCtx.Err() != nil {
-		c.log.Info("cloud-to-device message left unsettled; it is delivered again", "message_id", j.msg.MessageID())
+func (d *dispatcher) handleCloud(j cloudJob) {
+	outcome, settle := d.runCloud(j.msg)
+	if !settle || d.c.runCtx.Err() != nil {
+		d.c.log.Info("cloud-to-device message left unsettled; it is delivered again", "message_id", j.msg.MessageID())
 		return
 	}
 	if j.settle != nil {
@@ -354,43 +382,43 @@ func (c *Client) handleCloud(j cloudJob) {
 	}
 }
 
-func (c *Client) runCloud(msg domain.CloudMessage) (outcome domain.Outcome, settle bool) {
-	queued, message := c.handlers.cloudHandlers()
+func (d *dispatcher) runCloud(msg domain.CloudMessage) (outcome domain.Outcome, settle bool) {
+	queued, message := d.handlers.cloudHandlers()
 	defer func() {
 		if r := recover(); r != nil {
-			_ = c.recovered("cloud message", r)
+			_ = d.recovered("cloud message", r)
 			outcome, settle = domain.Reject, true
 		}
 	}()
 	if methodName, ok := msg.Properties[methodNameProperty]; ok {
 		component, name := domain.ParseQueuedCommandName(methodName)
-		req := domain.CommandRequest{Name: name, Component: component, Queued: true}
+		req := domain.Command{Name: name, Component: component, Queued: true}
 		if len(msg.Body) > 0 {
 			req.Payload = json.RawMessage(msg.Body)
 		}
-		command := c.handlers.commandHandler(component, name)
+		command := d.handlers.commandHandler(component, name)
 		switch {
 		case name == "":
-			c.log.Warn("queued command without a name; rejected", "method_name", methodName)
+			d.c.log.Warn("queued command without a name; rejected", "method_name", methodName)
 			return domain.Reject, true
 		case queued != nil:
-			o := queued(c.runCtx, req)
-			c.log.Info("queued command handled", "component", component, "command", name, "outcome", o.String())
+			o := queued(d.c.runCtx, req)
+			d.c.log.Info("queued command handled", "component", component, "command", name, "outcome", o.String())
 			return o, true
 		case command != nil:
-			_ = command(c.runCtx, req)
-			c.log.Info("queued command handled by the command handler", "component", component, "command", name)
+			_ = command(d.c.runCtx, req)
+			d.c.log.Info("queued command handled by the command handler", "component", component, "command", name)
 			return domain.Complete, true
 		default:
-			c.log.Info("no handler for a queued command; completed", "component", component, "command", name)
+			d.c.log.Info("no handler for a queued command; completed", "component", component, "command", name)
 			return domain.Complete, true
 		}
 	}
 	if message == nil {
-		c.log.Info("no cloud message handler; completed", "message_id", msg.MessageID())
+		d.c.log.Info("no cloud message handler; completed", "message_id", msg.MessageID())
 		return domain.Complete, true
 	}
-	o := message(c.runCtx, msg)
-	c.log.Debug("cloud message handled", "message_id", msg.MessageID(), "outcome", o.String())
+	o := message(d.c.runCtx, msg)
+	d.c.log.Debug("cloud message handled", "message_id", msg.MessageID(), "outcome", o.String())
 	return o, true
 }

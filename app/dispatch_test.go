@@ -32,7 +32,7 @@ func TestTwinSyncCallsHandlerOnlyForPendingProperties(t *testing.T) {
 		e.hubConnects(connResult{hub: h})
 		c := e.client(o)
 		defer closeClient(t, c)
-		c.OnProperty(func(_ context.Context, p domain.DesiredProperty) domain.PropertyAck {
+		c.OnProperty(func(_ context.Context, p domain.Property) domain.PropertyAck {
 			mu.Lock()
 			called = append(called, p.Component+"/"+p.Name+"="+string(p.Value))
 			mu.Unlock()
@@ -41,7 +41,7 @@ func TestTwinSyncCallsHandlerOnlyForPendingProperties(t *testing.T) {
 			}
 			return domain.PropertyAck{}
 		})
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatalf("Connect: %v", err)
 		}
 		jsonEqual(t, <-h.reported, `{
@@ -81,12 +81,12 @@ func TestDesiredPatchAtTheTwinVersionIsNotHandledAgain(t *testing.T) {
 		e.hubConnects(connResult{hub: h})
 		c := e.client(e.options())
 		defer closeClient(t, c)
-		calls := make(chan domain.DesiredProperty, 4)
-		c.OnProperty(func(_ context.Context, p domain.DesiredProperty) domain.PropertyAck {
+		calls := make(chan domain.Property, 4)
+		c.OnProperty(func(_ context.Context, p domain.Property) domain.PropertyAck {
 			calls <- p
 			return domain.PropertyAck{}
 		})
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatalf("Connect: %v", err)
 		}
 		ev := <-e.events
@@ -122,8 +122,8 @@ func TestDesiredPatch202ThenFinalAck(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		_, c, h, ev := liveEnv(t)
 		defer closeClient(t, c)
-		got := make(chan domain.DesiredProperty, 4)
-		c.OnProperty(func(_ context.Context, p domain.DesiredProperty) domain.PropertyAck {
+		got := make(chan domain.Property, 4)
+		c.OnProperty(func(_ context.Context, p domain.Property) domain.PropertyAck {
 			got <- p
 			return domain.PropertyAck{Status: 202, Description: "heating up"}
 		})
@@ -152,7 +152,7 @@ func TestPropertyHandlerPanicIsAckedWith500(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		_, c, h, ev := liveEnv(t)
 		defer closeClient(t, c)
-		c.OnProperty(func(context.Context, domain.DesiredProperty) domain.PropertyAck { panic("boom") })
+		c.OnProperty(func(context.Context, domain.Property) domain.PropertyAck { panic("boom") })
 		ev.OnDesiredPatch([]byte(`{"$version":2,"fan":true}`))
 		var ack map[string]map[string]any
 		if err := json.Unmarshal([]byte(<-h.reported), &ack); err != nil {
@@ -162,7 +162,7 @@ func TestPropertyHandlerPanicIsAckedWith500(t *testing.T) {
 			t.Errorf("ack %v", ack)
 		}
 		// The worker survived: the next patch is handled.
-		c.OnProperty(func(context.Context, domain.DesiredProperty) domain.PropertyAck { return domain.PropertyAck{} })
+		c.OnProperty(func(context.Context, domain.Property) domain.PropertyAck { return domain.PropertyAck{} })
 		ev.OnDesiredPatch([]byte(`{"$version":3,"fan":false}`))
 		jsonEqual(t, <-h.reported, `{"fan":{"value":false,"ac":200,"av":3}}`)
 	})
@@ -174,12 +174,12 @@ func TestSlowPropertyHandlerDoesNotStallCommandsOrTransport(t *testing.T) {
 		defer closeClient(t, c)
 		release := make(chan struct{})
 		var order []string
-		c.OnProperty(func(_ context.Context, p domain.DesiredProperty) domain.PropertyAck {
+		c.OnProperty(func(_ context.Context, p domain.Property) domain.PropertyAck {
 			<-release
 			order = append(order, string(p.Value))
 			return domain.PropertyAck{}
 		})
-		c.OnCommand(func(context.Context, domain.CommandRequest) domain.CommandResponse {
+		c.OnCommand(func(context.Context, domain.Command) domain.CommandResponse {
 			return domain.CommandResponse{Payload: "pong"}
 		})
 		// Each call returns at once although the handler is blocked.
@@ -212,8 +212,8 @@ func TestCommands(t *testing.T) {
 			t.Errorf("no handler: %+v", r)
 		}
 
-		got := make(chan domain.CommandRequest, 4)
-		c.OnCommand(func(_ context.Context, req domain.CommandRequest) domain.CommandResponse {
+		got := make(chan domain.Command, 4)
+		c.OnCommand(func(_ context.Context, req domain.Command) domain.CommandResponse {
 			got <- req
 			switch req.Name {
 			case "crash":
@@ -267,7 +267,7 @@ func TestQueuedCommandsAndCloudMessages(t *testing.T) {
 				settled <- id
 			})
 		}
-		c.OnQueuedCommand(func(_ context.Context, req domain.CommandRequest) domain.Outcome {
+		c.OnQueuedCommand(func(_ context.Context, req domain.Command) domain.Outcome {
 			if !req.Queued || req.RequestID != "" {
 				t.Errorf("queued request %+v", req)
 			}
@@ -315,8 +315,8 @@ func TestQueuedCommandsAndCloudMessages(t *testing.T) {
 
 		// Without a queued-command handler the command handler gets them.
 		c.OnQueuedCommand(nil)
-		cmds := make(chan domain.CommandRequest, 1)
-		c.OnCommand(func(_ context.Context, req domain.CommandRequest) domain.CommandResponse {
+		cmds := make(chan domain.Command, 1)
+		c.OnCommand(func(_ context.Context, req domain.Command) domain.CommandResponse {
 			cmds <- req
 			return domain.CommandResponse{}
 		})
@@ -340,7 +340,7 @@ func TestSendTelemetry(t *testing.T) {
 		if err := c.SendTelemetry(ctx, domain.Message{Body: []byte("{}")}); !errors.Is(err, domain.ErrNotConnected) {
 			t.Fatalf("before Connect: %v", err)
 		}
-		if err := c.Connect(ctx); err != nil {
+		if err := c.Connect(ctx, nil); err != nil {
 			t.Fatal(err)
 		}
 		big := domain.Message{Body: make([]byte, domain.MaxTelemetrySize+1)}
@@ -451,8 +451,8 @@ func TestFinalAckDuringHandlerSupersedesIt(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		_, c, h, ev := liveEnv(t)
 		defer closeClient(t, c)
-		started, release := make(chan domain.DesiredProperty), make(chan struct{})
-		c.OnProperty(func(ctx context.Context, p domain.DesiredProperty) domain.PropertyAck {
+		started, release := make(chan domain.Property), make(chan struct{})
+		c.OnProperty(func(ctx context.Context, p domain.Property) domain.PropertyAck {
 			if p.Name == "inside" {
 				// The final answer given from inside the handler wins.
 				if err := c.AckProperty(ctx, p, domain.PropertyAck{Status: 200, Description: "done inside"}); err != nil {

@@ -11,17 +11,17 @@ import (
 // acknowledgement to report: Status 200 (or 0) applied, 202 accepted and
 // still in progress (report the final answer later with Client.AckProperty),
 // 4xx/5xx refused, with an optional Description and the applied Value.
-type PropertyHandler func(ctx context.Context, p domain.DesiredProperty) domain.PropertyAck
+type PropertyHandler func(ctx context.Context, p domain.Property) domain.PropertyAck
 
 // CommandHandler runs a direct-method command and returns its response
 // (any status, a JSON-encodable payload of at most 128 KiB).
-type CommandHandler func(ctx context.Context, c domain.CommandRequest) domain.CommandResponse
+type CommandHandler func(ctx context.Context, c domain.Command) domain.CommandResponse
 
 // QueuedCommandHandler runs a command IoT Central queued while the device
 // was offline and says how to settle it: domain.Complete (the zero value)
 // when it was handled, domain.Abandon to have it delivered again,
 // domain.Reject to dead-letter it.
-type QueuedCommandHandler func(ctx context.Context, c domain.CommandRequest) domain.Outcome
+type QueuedCommandHandler func(ctx context.Context, c domain.Command) domain.Outcome
 
 // CloudMessageHandler receives a cloud-to-device message that is not a
 // queued command and says how to settle it (see QueuedCommandHandler).
@@ -60,7 +60,7 @@ func setHandler[H any](m map[string]H, k string, h H, remove bool) map[string]H 
 }
 
 // propertyHandler returns the handler of p: its own, else the catch-all.
-func (hs *handlerSet) propertyHandler(p domain.DesiredProperty) PropertyHandler {
+func (hs *handlerSet) propertyHandler(p domain.Property) PropertyHandler {
 	hs.mu.RLock()
 	defer hs.mu.RUnlock()
 	if h, ok := hs.properties[propKey(p.Component, p.Name)]; ok {
@@ -92,14 +92,14 @@ func (hs *handlerSet) cloudHandlers() (QueuedCommandHandler, CloudMessageHandler
 // handler, desired properties are left unacknowledged (never auto-acked).
 // Handlers run one at a time, in the order the patches arrived.
 func (c *Client) OnProperty(h PropertyHandler) {
-	c.handlers.set(func(hs *handlerSet) { hs.property = h })
+	c.disp.handlers.set(func(hs *handlerSet) { hs.property = h })
 }
 
 // HandleProperty sets the handler of the writable property name of
 // component ("" for the root), ahead of the OnProperty catch-all; nil
 // removes it.
 func (c *Client) HandleProperty(component, name string, h PropertyHandler) {
-	c.handlers.set(func(hs *handlerSet) { hs.properties = setHandler(hs.properties, propKey(component, name), h, h == nil) })
+	c.disp.handlers.set(func(hs *handlerSet) { hs.properties = setHandler(hs.properties, propKey(component, name), h, h == nil) })
 }
 
 // OnCommand sets the catch-all direct-method handler (nil removes it).
@@ -108,13 +108,13 @@ func (c *Client) HandleProperty(component, name string, h PropertyHandler) {
 // Commands run one at a time in arrival order, on a goroutine separate from
 // properties and messages.
 func (c *Client) OnCommand(h CommandHandler) {
-	c.handlers.set(func(hs *handlerSet) { hs.command = h })
+	c.disp.handlers.set(func(hs *handlerSet) { hs.command = h })
 }
 
 // HandleCommand sets the handler of the command name of component (""
 // for the root), ahead of the OnCommand catch-all; nil removes it.
 func (c *Client) HandleCommand(component, name string, h CommandHandler) {
-	c.handlers.set(func(hs *handlerSet) { hs.commands = setHandler(hs.commands, propKey(component, name), h, h == nil) })
+	c.disp.handlers.set(func(hs *handlerSet) { hs.commands = setHandler(hs.commands, propKey(component, name), h, h == nil) })
 }
 
 // OnQueuedCommand sets the handler of commands queued while the device
@@ -123,11 +123,11 @@ func (c *Client) HandleCommand(component, name string, h CommandHandler) {
 // queued commands go to the OnCommand handler with Queued set, its
 // response is discarded and the message completed.
 func (c *Client) OnQueuedCommand(h QueuedCommandHandler) {
-	c.handlers.set(func(hs *handlerSet) { hs.queued = h })
+	c.disp.handlers.set(func(hs *handlerSet) { hs.queued = h })
 }
 
 // OnCloudMessage sets the handler of other cloud-to-device messages.
 // Without one they are logged and completed.
 func (c *Client) OnCloudMessage(h CloudMessageHandler) {
-	c.handlers.set(func(hs *handlerSet) { hs.message = h })
+	c.disp.handlers.set(func(hs *handlerSet) { hs.message = h })
 }

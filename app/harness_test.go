@@ -259,7 +259,7 @@ type env struct {
 	events chan *wire
 
 	mu       sync.Mutex
-	statuses []domain.ConnectionStatus
+	statuses []domain.Status
 }
 
 func newEnv(t *testing.T) *env {
@@ -283,7 +283,7 @@ func (e *env) options() Options {
 		Credential: domain.Credential{Kind: domain.KindGroupKey, Key: groupKey},
 		ModelID:    testModel,
 		Transports: []ports.Transport{e.tr},
-		OnStatus: func(s domain.ConnectionStatus) {
+		OnStatus: func(s domain.Status) {
 			e.mu.Lock()
 			e.statuses = append(e.statuses, s)
 			e.mu.Unlock()
@@ -302,11 +302,11 @@ func (e *env) client(o Options) *Client {
 
 // status returns the statuses delivered so far, after letting the
 // bubble's goroutines settle.
-func (e *env) status() []domain.ConnectionStatus {
+func (e *env) status() []domain.Status {
 	synctest.Wait()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return append([]domain.ConnectionStatus(nil), e.statuses...)
+	return append([]domain.Status(nil), e.statuses...)
 }
 
 // hasStatus reports whether a status with state and reason was reported.

@@ -37,7 +37,7 @@ type deferredAck struct {
 }
 
 // begin marks props in flight at their versions while their handlers run.
-func (l *propertyLedger) begin(props []domain.DesiredProperty) {
+func (l *propertyLedger) begin(props []domain.Property) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	clear(l.inflight)
@@ -84,7 +84,7 @@ func (l *propertyLedger) finish() (final []deferredAck, ended bool) {
 // may be the handler itself and must not wait for its own return. An
 // acknowledgement older than the newest version handed to the handler
 // gives domain.ErrSuperseded.
-func (l *propertyLedger) deferAck(p domain.DesiredProperty, ack domain.PropertyAck) (done <-chan error, deferred bool, err error) {
+func (l *propertyLedger) deferAck(p domain.Property, ack domain.PropertyAck) (done <-chan error, deferred bool, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	k := propKey(p.Component, p.Name)

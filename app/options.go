@@ -124,7 +124,7 @@ type Options struct {
 	// reports but never the client. A callback 64 changes behind loses the
 	// oldest it has not seen yet (logged at Warn); the latest is always
 	// delivered.
-	OnStatus func(domain.ConnectionStatus)
+	OnStatus func(domain.Status)
 	// Outbox stores what EnqueueTelemetry accepted until the hub
 	// acknowledged it; the client's pump delivers it in order. The client
 	// owns it once New succeeded: Close closes it (when New fails, the

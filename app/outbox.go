@@ -53,9 +53,16 @@ type OutboxStats struct {
 	QuarantinedBytes int64
 }
 
-// outboxState is the client's side of the outbox: the pump's state and
-// the counters. Only this file touches it.
-type outboxState struct {
+// outboxPump is the client's side of the outbox, one job: it appends what
+// EnqueueTelemetry accepts and delivers the outbox in order on the
+// sessions the holder hands out, on a goroutine that exists only while
+// there is something to deliver and a session open or coming. Its state
+// and locks are its own; it reaches the rest of the client only through c
+// (the session holder, goTracked, sessionFailed, the options, the log and
+// the run context).
+type outboxPump struct {
+	c *Client
+
 	// mu is held shared by EnqueueTelemetry while it appends, and
 	// exclusively by Close to close the outbox.
 	mu     sync.RWMutex
@@ -105,29 +112,29 @@ func (c *Client) EnqueueTelemetry(ctx context.Context, m domain.Message) error {
 	if err != nil {
 		return fmt.Errorf("iotc: enqueue telemetry: %w", err)
 	}
-	if err := c.enqueue(ctx, m, now); err != nil {
+	if err := c.ob.enqueue(ctx, m, now); err != nil {
 		return fmt.Errorf("iotc: enqueue telemetry: %w", err)
 	}
 	c.log.Debug("telemetry enqueued", "message_id", m.MessageID, "component", m.Component, "bytes", len(m.Body))
-	c.kickOutbox()
+	c.ob.kick()
 	return nil
 }
 
-func (c *Client) enqueue(ctx context.Context, m domain.Message, now time.Time) error {
-	c.ob.mu.RLock()
-	defer c.ob.mu.RUnlock()
-	c.hold.mu.Lock()
-	ph, gaveUp := c.hold.phase, c.hold.gaveUp
-	c.hold.mu.Unlock()
+func (p *outboxPump) enqueue(ctx context.Context, m domain.Message, now time.Time) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	p.c.hold.mu.Lock()
+	ph, gaveUp := p.c.hold.phase, p.c.hold.gaveUp
+	p.c.hold.mu.Unlock()
 	switch {
-	case c.ob.closed || ph == phaseClosed:
+	case p.closed || ph == phaseClosed:
 		return domain.ErrClosed
 	case ph == phaseGaveUp:
 		return fmt.Errorf("%w: %w", domain.ErrClosed, gaveUp)
 	}
-	_, err := c.opts.Outbox.Append(ctx, m, now)
-	if errors.Is(err, domain.ErrOutboxFull) && c.opts.OutboxMaxAge > 0 && c.expireOutbox(ctx) > 0 {
-		_, err = c.opts.Outbox.Append(ctx, m, now)
+	_, err := p.c.opts.Outbox.Append(ctx, m, now)
+	if errors.Is(err, domain.ErrOutboxFull) && p.c.opts.OutboxMaxAge > 0 && p.expire(ctx) > 0 {
+		_, err = p.c.opts.Outbox.Append(ctx, m, now)
 	}
 	return err
 }
@@ -151,114 +158,114 @@ func (c *Client) OutboxStats() OutboxStats {
 	return st
 }
 
-// logOutboxDamage logs at Error level what the outbox found damaged when
+// logDamage logs at Error level what the outbox found damaged when
 // it was opened: without it a loss would be silent.
-func (c *Client) logOutboxDamage() {
-	d, ok := c.opts.Outbox.(ports.OutboxDamageReporter)
+func (p *outboxPump) logDamage() {
+	d, ok := p.c.opts.Outbox.(ports.OutboxDamageReporter)
 	if !ok {
 		return
 	}
 	dm := d.Damage()
 	switch {
 	case dm.Lost > 0 || dm.Torn > 0:
-		c.log.Error("outbox: messages lost to damage on disk", "lost", dm.Lost, "torn", dm.Torn, "quarantined_bytes", dm.QuarantinedBytes, "quarantine", dm.Quarantine)
+		p.c.log.Error("outbox: messages lost to damage on disk", "lost", dm.Lost, "torn", dm.Torn, "quarantined_bytes", dm.QuarantinedBytes, "quarantine", dm.Quarantine)
 	case dm.QuarantinedBytes > 0:
-		c.log.Warn("outbox: damaged bytes moved to quarantine, no message lost", "quarantined_bytes", dm.QuarantinedBytes, "quarantine", dm.Quarantine)
+		p.c.log.Warn("outbox: damaged bytes moved to quarantine, no message lost", "quarantined_bytes", dm.QuarantinedBytes, "quarantine", dm.Quarantine)
 	}
 }
 
-// kickOutbox starts the pump when the outbox holds something and the
+// kick starts the pump when the outbox holds something and the
 // client is connecting or connected, or tells the running pump to look
 // again. No goroutine exists while there is nothing to deliver or nothing
 // to deliver it on.
-func (c *Client) kickOutbox() {
-	if c.opts.Outbox == nil {
+func (p *outboxPump) kick() {
+	if p.c.opts.Outbox == nil {
 		return
 	}
-	c.ob.pumpMu.Lock()
-	defer c.ob.pumpMu.Unlock()
-	if c.ob.running {
-		c.ob.dirty = true
+	p.pumpMu.Lock()
+	defer p.pumpMu.Unlock()
+	if p.running {
+		p.dirty = true
 		return
 	}
-	c.hold.mu.Lock()
-	ph := c.hold.phase
-	c.hold.mu.Unlock()
+	p.c.hold.mu.Lock()
+	ph := p.c.hold.phase
+	p.c.hold.mu.Unlock()
 	if ph != phaseConnecting && ph != phaseSupervising {
 		return
 	}
-	c.ob.mu.RLock()
-	empty := c.ob.closed
+	p.mu.RLock()
+	empty := p.closed
 	if !empty {
-		n, _ := c.opts.Outbox.Len()
+		n, _ := p.c.opts.Outbox.Len()
 		empty = n == 0
 	}
-	c.ob.mu.RUnlock()
+	p.mu.RUnlock()
 	if empty {
 		return
 	}
-	c.ob.running, c.ob.dirty = true, false
-	if !c.goTracked(c.pump) {
-		c.ob.running = false
+	p.running, p.dirty = true, false
+	if !p.c.goTracked(p.run) {
+		p.running = false
 	}
 }
 
-// pumpStop ends the pump unless something changed since it last looked;
+// stopIfIdle ends the pump unless something changed since it last looked;
 // it reports whether the pump must end.
-func (c *Client) pumpStop() bool {
-	c.ob.pumpMu.Lock()
-	defer c.ob.pumpMu.Unlock()
-	if c.ob.dirty {
-		c.ob.dirty = false
+func (p *outboxPump) stopIfIdle() bool {
+	p.pumpMu.Lock()
+	defer p.pumpMu.Unlock()
+	if p.dirty {
+		p.dirty = false
 		return false
 	}
-	c.ob.running = false
+	p.running = false
 	return true
 }
 
-// pumpEnd marks the pump ended whatever changed: the client is closing.
-func (c *Client) pumpEnd() {
-	c.ob.pumpMu.Lock()
-	c.ob.running, c.ob.dirty = false, false
-	c.ob.pumpMu.Unlock()
+// end marks the pump ended whatever changed: the client is closing.
+func (p *outboxPump) end() {
+	p.pumpMu.Lock()
+	p.running, p.dirty = false, false
+	p.pumpMu.Unlock()
 }
 
-// pump delivers the outbox in order, one message (or, on a session that
+// run delivers the outbox in order, one message (or, on a session that
 // batches, one run of messages: see deliverRun) at a time, each after the
 // previous one was acknowledged. It ends when the outbox is empty,
 // when no session is open or coming (the client is idle, closed or gave
 // up: the next session starts it again), or at Close.
-func (c *Client) pump() {
+func (p *outboxPump) run() {
 	var avoid *session // a session a send just found dead
 	failures := 0      // consecutive failures, for the backoff
 	stuck := false     // the head has expired but could not be removed
 	for {
-		if c.opts.OutboxMaxAge > 0 && c.expireOutbox(c.runCtx) == 0 && stuck {
+		if p.c.opts.OutboxMaxAge > 0 && p.expire(p.c.runCtx) == 0 && stuck {
 			failures++
-			if c.sleep(c.runCtx, c.opts.Backoff.Delay(failures-1, randFloat())) != nil {
-				c.pumpEnd()
+			if p.c.sleep(p.c.runCtx, p.c.opts.Backoff.Delay(failures-1, randFloat())) != nil {
+				p.end()
 				return
 			}
 		}
 		stuck = false
-		es, err := c.opts.Outbox.Peek(c.runCtx, outboxBatch)
-		for len(es) > 0 && es[0].Seq <= c.ob.done {
+		es, err := p.c.opts.Outbox.Peek(p.c.runCtx, outboxBatch)
+		for len(es) > 0 && es[0].Seq <= p.done {
 			es = es[1:]
 		}
 		switch {
-		case c.runCtx.Err() != nil:
-			c.pumpEnd()
+		case p.c.runCtx.Err() != nil:
+			p.end()
 			return
 		case err != nil:
 			failures++
-			c.log.Warn("outbox: cannot read; retrying", "err", err)
-			if c.sleep(c.runCtx, c.opts.Backoff.Delay(failures-1, randFloat())) != nil {
-				c.pumpEnd()
+			p.c.log.Warn("outbox: cannot read; retrying", "err", err)
+			if p.c.sleep(p.c.runCtx, p.c.opts.Backoff.Delay(failures-1, randFloat())) != nil {
+				p.end()
 				return
 			}
 			continue
 		case len(es) == 0:
-			if c.pumpStop() {
+			if p.stopIfIdle() {
 				return
 			}
 			continue
@@ -266,56 +273,56 @@ func (c *Client) pump() {
 	batch:
 		for i := 0; i < len(es); {
 			e := es[i]
-			if c.isExpired(e) {
+			if p.isExpired(e) {
 				stuck = true
-				break batch // expireOutbox drops it and those before it
+				break batch // expire drops it and those before it
 			}
-			s, err := c.pumpSession(avoid)
+			s, err := p.session(avoid)
 			if err != nil {
 				if errors.Is(err, domain.ErrClosed) {
-					c.pumpEnd()
+					p.end()
 					return
 				}
-				if c.pumpStop() {
+				if p.stopIfIdle() {
 					return // idle: the next session starts a pump
 				}
 				break batch
 			}
-			if !c.claim(e) {
-				c.hold.release(s)
+			if !p.claim(e) {
+				p.c.hold.release(s)
 				stuck = true
 				break batch // expired while waiting for the session
 			}
-			n, err := c.deliverRun(s, es[i:]) // batch.go: several at once when the session batches
-			c.hold.release(s)
+			n, err := p.deliverRun(s, es[i:]) // batch.go: several at once when the session batches
+			p.c.hold.release(s)
 			if err != nil {
-				c.setInflight(0)
+				p.setInflight(0)
 			}
 			switch {
 			case err == nil:
 				last := es[i+n-1]
-				failures, avoid, c.ob.done = 0, nil, last.Seq
-				c.removeDelivered(last, &c.ob.delivered)
-				c.ob.delivered.Add(uint64(n - 1))
+				failures, avoid, p.done = 0, nil, last.Seq
+				p.removeDelivered(last, &p.delivered)
+				p.delivered.Add(uint64(n - 1))
 				i += n
-			case c.runCtx.Err() != nil:
-				c.pumpEnd()
+			case p.c.runCtx.Err() != nil:
+				p.end()
 				return
 			case errors.Is(err, domain.ErrNotConnected):
 				// Sent again, same message id, on the next session.
-				c.sessionFailed(s, err)
+				p.c.sessionFailed(s, err)
 				avoid = s
 			case isRejected(err):
-				c.log.Error("outbox: the hub refused a message for good; dropped", "message_id", e.Message.MessageID, "err", err)
-				c.ob.done = e.Seq
-				c.removeDelivered(e, &c.ob.rejected)
+				p.c.log.Error("outbox: the hub refused a message for good; dropped", "message_id", e.Message.MessageID, "err", err)
+				p.done = e.Seq
+				p.removeDelivered(e, &p.rejected)
 				i++
 			default:
 				failures++
-				d := c.opts.Backoff.Delay(failures-1, randFloat())
-				c.log.Warn("outbox: delivery failed; retrying", "message_id", e.Message.MessageID, "err", err, "retry_in", d)
-				if c.sleep(c.runCtx, d) != nil {
-					c.pumpEnd()
+				d := p.c.opts.Backoff.Delay(failures-1, randFloat())
+				p.c.log.Warn("outbox: delivery failed; retrying", "message_id", e.Message.MessageID, "err", err, "retry_in", d)
+				if p.c.sleep(p.c.runCtx, d) != nil {
+					p.end()
 					return
 				}
 			}
@@ -324,43 +331,43 @@ func (c *Client) pump() {
 }
 
 // deliver sends one outbox entry on s, bounded by outboxSendTimeout.
-func (c *Client) deliver(s *session, e ports.OutboxEntry) error {
-	ctx, cancel := context.WithTimeout(c.runCtx, outboxSendTimeout)
+func (p *outboxPump) deliver(s *session, e ports.OutboxEntry) error {
+	ctx, cancel := context.WithTimeout(p.c.runCtx, outboxSendTimeout)
 	defer cancel()
 	err := s.SendTelemetry(ctx, e.Message)
 	if err == nil {
-		c.log.Debug("outbox: telemetry delivered", "message_id", e.Message.MessageID)
+		p.c.log.Debug("outbox: telemetry delivered", "message_id", e.Message.MessageID)
 	}
 	return err
 }
 
 // claim records e as the entry the pump is delivering, so that expiry
 // leaves it and those after it alone; it reports false when e has expired.
-func (c *Client) claim(e ports.OutboxEntry) bool {
-	c.ob.headMu.Lock()
-	defer c.ob.headMu.Unlock()
-	if c.isExpired(e) {
+func (p *outboxPump) claim(e ports.OutboxEntry) bool {
+	p.headMu.Lock()
+	defer p.headMu.Unlock()
+	if p.isExpired(e) {
 		return false
 	}
-	c.ob.inflight = e.Seq
+	p.inflight = e.Seq
 	return true
 }
 
-func (c *Client) setInflight(seq uint64) {
-	c.ob.headMu.Lock()
-	c.ob.inflight = seq
-	c.ob.headMu.Unlock()
+func (p *outboxPump) setInflight(seq uint64) {
+	p.headMu.Lock()
+	p.inflight = seq
+	p.headMu.Unlock()
 }
 
 // removeDelivered removes e (the head of the outbox) and counts it.
-func (c *Client) removeDelivered(e ports.OutboxEntry, counter *atomic.Uint64) {
-	c.ob.headMu.Lock()
-	defer c.ob.headMu.Unlock()
-	c.ob.inflight = 0
+func (p *outboxPump) removeDelivered(e ports.OutboxEntry, counter *atomic.Uint64) {
+	p.headMu.Lock()
+	defer p.headMu.Unlock()
+	p.inflight = 0
 	// Not the run context: an acknowledged message is removed even when
 	// Close is under way, so it is not delivered again.
-	if err := c.opts.Outbox.Remove(context.WithoutCancel(c.runCtx), e.Seq); err != nil {
-		c.log.Warn("outbox: cannot remove a delivered message; it may be delivered again", "message_id", e.Message.MessageID, "err", err)
+	if err := p.c.opts.Outbox.Remove(context.WithoutCancel(p.c.runCtx), e.Seq); err != nil {
+		p.c.log.Warn("outbox: cannot remove a delivered message; it may be delivered again", "message_id", e.Message.MessageID, "err", err)
 	}
 	counter.Add(1)
 }
@@ -375,31 +382,31 @@ func isRejected(err error) bool {
 	return errors.As(err, &he) && (he.Status == 400 || he.Status == 413)
 }
 
-func (c *Client) isExpired(e ports.OutboxEntry) bool {
-	return c.opts.OutboxMaxAge > 0 && time.Since(e.Enqueued) > c.opts.OutboxMaxAge
+func (p *outboxPump) isExpired(e ports.OutboxEntry) bool {
+	return p.c.opts.OutboxMaxAge > 0 && time.Since(e.Enqueued) > p.c.opts.OutboxMaxAge
 }
 
-// expireOutbox drops the messages at the head of the outbox that are older
+// expire drops the messages at the head of the outbox that are older
 // than OutboxMaxAge, with one log line, and returns how many.
-func (c *Client) expireOutbox(ctx context.Context) int {
-	c.ob.headMu.Lock()
-	defer c.ob.headMu.Unlock()
+func (p *outboxPump) expire(ctx context.Context) int {
+	p.headMu.Lock()
+	defer p.headMu.Unlock()
 	dropped := 0
 	var first, last ports.OutboxEntry
 	for {
-		es, err := c.opts.Outbox.Peek(ctx, outboxBatch)
+		es, err := p.c.opts.Outbox.Peek(ctx, outboxBatch)
 		if err != nil {
 			break
 		}
 		n := 0
-		for n < len(es) && c.isExpired(es[n]) && (c.ob.inflight == 0 || es[n].Seq < c.ob.inflight) {
+		for n < len(es) && p.isExpired(es[n]) && (p.inflight == 0 || es[n].Seq < p.inflight) {
 			n++
 		}
 		if n == 0 {
 			break
 		}
-		if err := c.opts.Outbox.Remove(context.WithoutCancel(ctx), es[n-1].Seq); err != nil {
-			c.log.Warn("outbox: cannot remove expired messages", "err", err)
+		if err := p.c.opts.Outbox.Remove(context.WithoutCancel(ctx), es[n-1].Seq); err != nil {
+			p.c.log.Warn("outbox: cannot remove expired messages", "err", err)
 			break
 		}
 		if dropped == 0 {
@@ -412,8 +419,8 @@ func (c *Client) expireOutbox(ctx context.Context) int {
 		}
 	}
 	if dropped > 0 {
-		c.ob.expired.Add(uint64(dropped))
-		c.log.Warn("outbox: dropped messages older than the maximum age", "count", dropped, "max_age", c.opts.OutboxMaxAge,
+		p.expired.Add(uint64(dropped))
+		p.c.log.Warn("outbox: dropped messages older than the maximum age", "count", dropped, "max_age", p.c.opts.OutboxMaxAge,
 			"first_message_id", first.Message.MessageID, "last_message_id", last.Message.MessageID,
 			"oldest_enqueued", first.Enqueued.UTC(), "newest_enqueued", last.Enqueued.UTC())
 	}
@@ -424,39 +431,39 @@ func (c *Client) expireOutbox(ctx context.Context) int {
 // Connect.
 var errPumpIdle = errors.New("outbox: not connected")
 
-// pumpSession is holder.wait for the pump: it waits for the next session
+// session is holder.wait for the pump: it waits for the next session
 // (other than avoid) whatever FailFast says, returns errPumpIdle when
 // nothing is connecting and domain.ErrClosed after Close or giving up.
-func (c *Client) pumpSession(avoid *session) (*session, error) {
-	s, err := c.hold.wait(c.runCtx, avoid, false)
+func (p *outboxPump) session(avoid *session) (*session, error) {
+	s, err := p.c.hold.wait(p.c.runCtx, avoid, false)
 	switch {
 	case err == nil:
 		return s, nil
 	case errors.Is(err, errNobodyConnects):
 		return nil, errPumpIdle
-	case errors.Is(err, domain.ErrClosed), c.runCtx.Err() != nil:
+	case errors.Is(err, domain.ErrClosed), p.c.runCtx.Err() != nil:
 		return nil, domain.ErrClosed
 	}
 	return nil, err
 }
 
-// closeOutbox closes the outbox once the pump has ended (Close). What it
+// close closes the outbox once the pump has ended (Close). What it
 // holds stays stored in a durable outbox.
-func (c *Client) closeOutbox() {
-	if c.opts.Outbox == nil {
+func (p *outboxPump) close() {
+	if p.c.opts.Outbox == nil {
 		return
 	}
-	c.ob.mu.Lock()
-	defer c.ob.mu.Unlock()
-	if c.ob.closed {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
 		return
 	}
-	c.ob.closed = true
-	if n, _ := c.opts.Outbox.Len(); n > 0 {
-		c.log.Info("outbox: closing with messages not yet delivered", "messages", n)
+	p.closed = true
+	if n, _ := p.c.opts.Outbox.Len(); n > 0 {
+		p.c.log.Info("outbox: closing with messages not yet delivered", "messages", n)
 	}
-	if err := c.opts.Outbox.Close(); err != nil {
-		c.log.Warn("outbox: close", "err", err)
+	if err := p.c.opts.Outbox.Close(); err != nil {
+		p.c.log.Warn("outbox: close", "err", err)
 	}
 }
 

@@ -176,7 +176,7 @@ func TestEnqueueBeforeConnectDeliversInOrderAfterConnect(t *testing.T) {
 			t.Fatalf("OutboxStats before Connect = %+v", st)
 		}
 		stored := ob.ids()
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		got := receive(t, h, 1, 40)
@@ -291,7 +291,7 @@ func TestOutboxFullLosesNothing(t *testing.T) {
 		if after := ob.ids(); strings.Join(after, ",") != strings.Join(before, ",") {
 			t.Fatalf("the outbox changed: %v -> %v", before, after)
 		}
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		receive(t, h, 1, 3)
@@ -324,7 +324,7 @@ func TestCloseDrainsADeliveryInFlight(t *testing.T) {
 		o.Outbox = ob
 		c := e.client(o)
 		enqueueN(t, c, 1, 1)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		<-started
@@ -374,7 +374,7 @@ func TestDeliveryRidesOverAReconnect(t *testing.T) {
 		c := e.client(o)
 		defer closeClient(t, c)
 		enqueueN(t, c, 1, 5)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		receive(t, h1, 1, 2)
@@ -403,7 +403,7 @@ func TestDeliveryAfterEveryReconnectIgnoresFailFast(t *testing.T) {
 		o.FailFast = true
 		c := e.client(o)
 		defer closeClient(t, c)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		h1.kill(dropErr)
@@ -437,7 +437,7 @@ func TestRetryableFailureRetriesWithTheSameID(t *testing.T) {
 		c := e.client(o)
 		defer closeClient(t, c)
 		enqueueN(t, c, 1, 1)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		receive(t, h, 1, 1)
@@ -472,7 +472,7 @@ func TestRejectedMessageIsDroppedAndCounted(t *testing.T) {
 		c := e.client(o)
 		defer closeClient(t, c)
 		enqueueN(t, c, 1, 3)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		receive(t, h, 1, 1)
@@ -524,7 +524,7 @@ func TestMaxAgeDropsOldMessagesWithALogLine(t *testing.T) {
 		if st := c.OutboxStats(); st.Expired != 3 || st.Messages != 2 {
 			t.Fatalf("OutboxStats = %+v", st)
 		}
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		receive(t, h, 4, 2)
@@ -564,7 +564,7 @@ func TestMaxAgeWhileWaitingForASession(t *testing.T) {
 		o.OutboxMaxAge = 10 * time.Minute
 		c := e.client(o)
 		defer closeClient(t, c)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		h1.kill(dropErr)
@@ -587,7 +587,7 @@ func TestPeekErrorIsRetriedWithBackoff(t *testing.T) {
 		defer closeClient(t, c)
 		enqueueN(t, c, 1, 2)
 		ob.set(func(f *fakeOutbox) { f.peekErr = errors.New("disk: I/O error") })
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(10 * time.Second)
@@ -617,7 +617,7 @@ func TestRemoveFailureDoesNotResend(t *testing.T) {
 		c := e.client(o)
 		defer closeClient(t, c)
 		enqueueN(t, c, 1, 3)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		receive(t, h, 1, 3)
@@ -651,7 +651,7 @@ func TestCloseStopsThePumpAndKeepsWhatIsStored(t *testing.T) {
 		o.Outbox = ob
 		c := e.client(o)
 		enqueueN(t, c, 1, 5)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		receive(t, h, 1, 1)
@@ -693,14 +693,14 @@ func TestPumpEndsWhenConnectFails(t *testing.T) {
 		c := e.client(o)
 		defer closeClient(t, c)
 		enqueueN(t, c, 1, 2)
-		if err := c.Connect(context.Background()); err == nil {
+		if err := c.Connect(context.Background(), nil); err == nil {
 			t.Fatal("Connect succeeded")
 		}
 		synctest.Wait()
 		if c.pumpRunning() {
 			t.Fatal("a pump runs after Connect failed")
 		}
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		receive(t, h, 1, 2)

@@ -10,13 +10,13 @@ import (
 // runs only while the queue holds work: an idle client costs no goroutine
 // here, and a failed Connect leaves none behind. push never blocks.
 type queue[T any] struct {
-	ctx   context.Context // the drainer stops (dropping what is left) when it ends
+	done  <-chan struct{} // the drainer stops (dropping what is left) when it is closed; ctx.Done() of init's ctx
 	fn    func(T)
 	hooks *callbacks // records the drainer as a callback goroutine; may be nil
 
 	mu         sync.Mutex
 	items      []T
-	limit      int32 // at most this many items (0 = unbounded); beside the flags, so that a queue fits 88 bytes
+	limit      int32 // at most this many items (0 = unbounded); beside the flags, so that a queue fits 80 bytes
 	closed     bool
 	running    bool
 	dropOldest bool // when full, push drops the oldest item instead of the new one
@@ -26,7 +26,7 @@ type queue[T any] struct {
 // init sets up a zero queue in place (a queue lives inside its Client,
 // with no allocation of its own).
 func (q *queue[T]) init(ctx context.Context, limit int, hooks *callbacks, fn func(T)) {
-	q.ctx, q.fn, q.hooks, q.limit = ctx, fn, hooks, int32(min(limit, math.MaxInt32))
+	q.done, q.fn, q.hooks, q.limit = ctx.Done(), fn, hooks, int32(min(limit, math.MaxInt32))
 }
 
 // push appends v and starts the drainer if none runs; it reports false
@@ -58,7 +58,7 @@ func (q *queue[T]) push(v T) bool {
 }
 
 // stop refuses new items and waits for the drainer, which finishes the
-// items already queued unless ctx has ended.
+// items already queued unless init's ctx has ended.
 func (q *queue[T]) stop() {
 	q.mu.Lock()
 	q.closed = true
@@ -74,7 +74,7 @@ func (q *queue[T]) drain() {
 	}
 	for {
 		q.mu.Lock()
-		if len(q.items) == 0 || q.ctx.Err() != nil {
+		if len(q.items) == 0 || q.ended() {
 			q.items = nil
 			q.running = false
 			q.mu.Unlock()
@@ -86,5 +86,16 @@ func (q *queue[T]) drain() {
 		q.items = q.items[1:]
 		q.mu.Unlock()
 		q.fn(v)
+	}
+}
+
+// ended reports whether init's ctx has ended (a nil done, as
+// context.Background's, never does).
+func (q *queue[T]) ended() bool {
+	select {
+	case <-q.done:
+		return true
+	default:
+		return false
 	}
 }

@@ -15,21 +15,21 @@ func TestSlowStatusCallbackQueueIsBounded(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := newEnv(t)
 		release := make(chan struct{})
-		var got []domain.ConnectionStatus
+		var got []domain.Status
 		o := e.options()
-		o.OnStatus = func(s domain.ConnectionStatus) {
+		o.OnStatus = func(s domain.Status) {
 			if len(got) == 0 {
 				<-release
 			}
 			got = append(got, s)
 		}
 		c := e.client(o)
-		first := domain.ConnectionStatus{State: domain.StateConnecting}
+		first := domain.Status{State: domain.StateConnecting}
 		c.setStatus(first)
 		synctest.Wait() // the callback holds the first change
 		n := 3 * statusQueueLimit
 		for i := range n {
-			c.setStatus(domain.ConnectionStatus{State: domain.StateReconnecting, Reason: domain.Reason(i % 5)})
+			c.setStatus(domain.Status{State: domain.StateReconnecting, Reason: domain.Reason(i % 5)})
 		}
 		c.statusQ.mu.Lock()
 		waiting := len(c.statusQ.items)

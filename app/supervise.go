@@ -171,7 +171,7 @@ func (c *Client) step(s *session, res watchResult) {
 		c.hold.broadcastLocked()
 	}
 	c.hold.gaveUp = err
-	c.setStatusLocked(domain.ConnectionStatus{State: domain.StateReconnecting, Reason: reason, Err: err, Transport: s.transport})
+	c.setStatusLocked(domain.Status{State: domain.StateReconnecting, Reason: reason, Err: err, Transport: s.transport})
 	old := s
 	// A drained session closes cleanly before the new one opens; a
 	// dead one is closed in the background so that reconnecting does
@@ -220,7 +220,7 @@ func (c *Client) giveUp(err error) {
 		c.hold.gaveUp = err
 		c.hold.phase = phaseGaveUp
 		c.hold.broadcastLocked()
-		c.setStatusLocked(domain.ConnectionStatus{State: domain.StateClosed, Reason: reason, Err: err})
+		c.setStatusLocked(domain.Status{State: domain.StateClosed, Reason: reason, Err: err})
 	}
 	c.hold.mu.Unlock()
 }
@@ -278,6 +278,6 @@ func (c *Client) reconnect(failures, backoff *int32, immediate bool) (*session, 
 		if c.opts.MaxAttempts > 0 && int(*failures) >= c.opts.MaxAttempts {
 			return nil, fmt.Errorf("%w after %d attempts: %w", errGaveUp, *failures, err)
 		}
-		c.attemptFailed(domain.ConnectionStatus{State: domain.StateReconnecting, Reason: reasonFor(err), Err: err})
+		c.attemptFailed(domain.Status{State: domain.StateReconnecting, Reason: reasonFor(err), Err: err})
 	}
 }

@@ -29,7 +29,7 @@ func (e *env) connected(edit func(*Options), results ...connResult) *Client {
 		edit(&o)
 	}
 	c := e.client(o)
-	if err := c.Connect(context.Background()); err != nil {
+	if err := c.Connect(context.Background(), nil); err != nil {
 		e.t.Fatalf("Connect: %v", err)
 	}
 	<-e.conns
@@ -95,8 +95,8 @@ func TestSessionDeathReconnectsAndResyncsTwin(t *testing.T) {
 			"reported":{"$version":3,"mode":{"value":"eco","ac":200,"av":4}}}`)
 		c := e.connected(nil, connResult{hub: h1}, connResult{hub: h2})
 		defer closeClient(t, c)
-		got := make(chan domain.DesiredProperty, 8)
-		c.OnProperty(func(_ context.Context, p domain.DesiredProperty) domain.PropertyAck {
+		got := make(chan domain.Property, 8)
+		c.OnProperty(func(_ context.Context, p domain.Property) domain.PropertyAck {
 			got <- p
 			return domain.PropertyAck{}
 		})
@@ -175,7 +175,7 @@ func TestReconnectRefusedFreshCredentialsGivesUp(t *testing.T) {
 		if err := c.SendTelemetry(context.Background(), domain.Message{Body: []byte("{}")}); !errors.Is(err, domain.ErrClosed) {
 			t.Errorf("SendTelemetry after giving up = %v", err)
 		}
-		if err := c.Connect(context.Background()); !errors.Is(err, domain.ErrClosed) {
+		if err := c.Connect(context.Background(), nil); !errors.Is(err, domain.ErrClosed) {
 			t.Errorf("Connect after giving up = %v", err)
 		}
 	})
@@ -193,7 +193,7 @@ func TestReconnectRefusedCachedCredentialsReprovision(t *testing.T) {
 		o.Store = e.store
 		c := e.client(o)
 		defer closeClient(t, c)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatalf("Connect: %v", err)
 		}
 		<-e.conns
@@ -251,7 +251,7 @@ func TestReconnectBackoffGrows(t *testing.T) {
 		randFloat = func() float64 { return 0.5 }
 		c := e.client(o)
 		defer closeClient(t, c)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatalf("Connect: %v", err)
 		}
 		<-e.conns
@@ -285,7 +285,7 @@ func TestCloseWhileReconnecting(t *testing.T) {
 		e.hubConnects(connResult{hub: h1})
 		e.tr.EXPECT().Connect(gomock.Any(), gomock.Any(), gomock.Any()).Return(nil, dialErr).AnyTimes()
 		c := e.client(e.options())
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatalf("Connect: %v", err)
 		}
 		h1.kill(errors.New("connection reset"))
@@ -296,7 +296,7 @@ func TestCloseWhileReconnecting(t *testing.T) {
 		}
 		closeClient(t, c)
 		closeClient(t, c) // idempotent
-		if err := c.Connect(context.Background()); !errors.Is(err, domain.ErrClosed) {
+		if err := c.Connect(context.Background(), nil); !errors.Is(err, domain.ErrClosed) {
 			t.Errorf("Connect after Close = %v", err)
 		}
 		if st := c.Status(); st.State != domain.StateClosed || st.Reason != domain.ReasonClientClose {
@@ -317,12 +317,12 @@ func TestStatusCallbackDoesNotBlockTheClient(t *testing.T) {
 		release := make(chan struct{})
 		var got []domain.State
 		o := e.options()
-		o.OnStatus = func(s domain.ConnectionStatus) {
+		o.OnStatus = func(s domain.Status) {
 			<-release
 			got = append(got, s.State)
 		}
 		c := e.client(o)
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatalf("Connect: %v", err)
 		}
 		if !c.IsConnected() {

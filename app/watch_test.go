@@ -99,7 +99,7 @@ func TestIdleClientRunsNoGoroutine(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Connect(context.Background()); err != nil {
+		if err := c.Connect(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
 		clients[i] = c
@@ -126,7 +126,7 @@ func TestEndNotificationReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close(context.Background())
-	if err := c.Connect(context.Background()); err != nil {
+	if err := c.Connect(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
 	s := <-tr.opened

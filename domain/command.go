@@ -9,9 +9,9 @@ import (
 // ComponentSeparator splits "component*command" method names.
 const ComponentSeparator = "*"
 
-// CommandRequest is a command sent to the device: a direct method, or a
+// Command is a command sent to the device: a direct method, or a
 // command IoT Central queued while the device was offline.
-type CommandRequest struct {
+type Command struct {
 	// Name is the command name without component.
 	Name string
 	// Component is the IoT Plug and Play component, empty for the root.
@@ -26,7 +26,7 @@ type CommandRequest struct {
 }
 
 // Unmarshal decodes the request payload into v.
-func (c CommandRequest) Unmarshal(v any) error {
+func (c Command) Unmarshal(v any) error {
 	if err := json.Unmarshal(c.Payload, v); err != nil {
 		return fmt.Errorf("iotc: command %s payload: %w", c.Name, err)
 	}

@@ -272,7 +272,7 @@ func (m Message) PropertyBag() PropertyBag {
 	bag := make(PropertyBag, 0, 6+len(m.Properties))
 	add := func(k, v string) {
 		if v != "" {
-			bag = append(bag, Property{Key: k, Value: v})
+			bag = append(bag, BagEntry{Key: k, Value: v})
 		}
 	}
 	add(PropMessageID, m.MessageID)
@@ -287,7 +287,7 @@ func (m Message) PropertyBag() PropertyBag {
 		if k == PropCreationTimeUTC && !m.CreationTime.IsZero() {
 			continue
 		}
-		bag = append(bag, Property{Key: k, Value: m.Properties[k]})
+		bag = append(bag, BagEntry{Key: k, Value: m.Properties[k]})
 	}
 	return bag
 }

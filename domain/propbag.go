@@ -28,8 +28,8 @@ const (
 	PropMethodName = "method-name"
 )
 
-// Property is one key/value pair of a property bag, in the order it appears.
-type Property struct {
+// BagEntry is one key/value pair of a property bag, in the order it appears.
+type BagEntry struct {
 	Key   string
 	Value string
 	// NoValue is set for a key sent without '=' (a null value).
@@ -37,7 +37,7 @@ type Property struct {
 }
 
 // PropertyBag is an ordered list of properties.
-type PropertyBag []Property
+type PropertyBag []BagEntry
 
 // Get returns the value of the first property named key.
 func (b PropertyBag) Get(key string) (string, bool) {
@@ -107,7 +107,7 @@ func DecodePropertyBag(s string) (PropertyBag, error) {
 		if err != nil {
 			return nil, fmt.Errorf("iotc: property bag value of %q: %w", dk, err)
 		}
-		bag = append(bag, Property{Key: dk, Value: dv, NoValue: !hasValue})
+		bag = append(bag, BagEntry{Key: dk, Value: dv, NoValue: !hasValue})
 	}
 	return bag, nil
 }

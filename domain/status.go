@@ -83,8 +83,8 @@ func (r Reason) String() string {
 	return fmt.Sprintf("Reason(%d)", int(r))
 }
 
-// ConnectionStatus is one state change reported to the status callback.
-type ConnectionStatus struct {
+// Status is one state change reported to the status callback.
+type Status struct {
 	State  State
 	Reason Reason
 	// Err is the error behind the change, nil for normal transitions.
@@ -93,7 +93,7 @@ type ConnectionStatus struct {
 	Transport string
 }
 
-func (s ConnectionStatus) String() string {
+func (s Status) String() string {
 	out := s.State.String() + " (" + s.Reason.String() + ")"
 	if s.Transport != "" {
 		out += " over " + s.Transport

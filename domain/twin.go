@@ -121,8 +121,8 @@ func ParseTwin(b []byte) (Twin, error) {
 	return t, nil
 }
 
-// DesiredProperty is one writable property the service asked for.
-type DesiredProperty struct {
+// Property is one writable property the service asked for.
+type Property struct {
 	// Component is empty for a root property.
 	Component string
 	Name      string
@@ -134,7 +134,7 @@ type DesiredProperty struct {
 }
 
 // Unmarshal decodes the desired value into v.
-func (p DesiredProperty) Unmarshal(v any) error {
+func (p Property) Unmarshal(v any) error {
 	if err := json.Unmarshal(p.Value, v); err != nil {
 		return fmt.Errorf("iotc: property %s: %w", p.Name, err)
 	}
@@ -163,7 +163,7 @@ func rawJSON(v any) json.RawMessage {
 // section) into its properties, splitting components. Keys starting with
 // '$' are metadata and skipped. Properties come out in a stable order:
 // root first, then components, each sorted by name.
-func ParseDesiredPatch(b []byte) (version int64, props []DesiredProperty, err error) {
+func ParseDesiredPatch(b []byte) (version int64, props []Property, err error) {
 	m, err := decodeObject(b)
 	if err != nil {
 		return 0, nil, err
@@ -174,8 +174,8 @@ func ParseDesiredPatch(b []byte) (version int64, props []DesiredProperty, err er
 	return version, flattenDesired(m, version), nil
 }
 
-func flattenDesired(m map[string]any, version int64) []DesiredProperty {
-	var root, comps []DesiredProperty
+func flattenDesired(m map[string]any, version int64) []Property {
+	var root, comps []Property
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		if strings.HasPrefix(k, "$") {
 			continue
@@ -187,18 +187,18 @@ func flattenDesired(m map[string]any, version int64) []DesiredProperty {
 				if sk == ComponentMarker || strings.HasPrefix(sk, "$") {
 					continue
 				}
-				comps = append(comps, DesiredProperty{Component: k, Name: sk, Value: rawJSON(cm[sk]), Version: version})
+				comps = append(comps, Property{Component: k, Name: sk, Value: rawJSON(cm[sk]), Version: version})
 			}
 			continue
 		}
-		root = append(root, DesiredProperty{Name: k, Value: rawJSON(v), Version: version})
+		root = append(root, Property{Name: k, Value: rawJSON(v), Version: version})
 	}
 	return append(root, comps...)
 }
 
 // AllDesired lists every desired property, acknowledged or not, with the
 // section $version.
-func (t Twin) AllDesired() []DesiredProperty {
+func (t Twin) AllDesired() []Property {
 	return flattenDesired(t.Desired, t.DesiredVersion)
 }
 
@@ -206,8 +206,8 @@ func (t Twin) AllDesired() []DesiredProperty {
 // acknowledged at their version: no reported entry, or a reported "av"
 // older than the version the property was last written at (taken from
 // $metadata when the service gives it, else the section $version).
-func (t Twin) PendingDesired() []DesiredProperty {
-	var out []DesiredProperty
+func (t Twin) PendingDesired() []Property {
+	var out []Property
 	meta, _ := t.Desired[metadataKey].(map[string]any)
 	for _, p := range flattenDesired(t.Desired, t.DesiredVersion) {
 		written := t.DesiredVersion
@@ -262,7 +262,7 @@ type PropertyAck struct {
 
 // AckPatch builds the reported patch that acknowledges p, wrapping it in
 // its component with "__t":"c" when p belongs to one.
-func AckPatch(p DesiredProperty, ack PropertyAck) map[string]any {
+func AckPatch(p Property, ack PropertyAck) map[string]any {
 	status := ack.Status
 	if status == 0 {
 		status = 200

@@ -13,18 +13,18 @@ func TestParseDesiredPatchSeedFixtures(t *testing.T) {
 		name    string
 		in      string
 		version int64
-		want    []DesiredProperty
+		want    []Property
 	}{
-		{"root", `{"prop1":"value1","$version":1}`, 1, []DesiredProperty{{Name: "prop1", Value: json.RawMessage(`"value1"`), Version: 1}}},
-		{"component", `{"component1":{"__t":"c","prop1":"value1"},"$version":1}`, 1, []DesiredProperty{{Component: "component1", Name: "prop1", Value: json.RawMessage(`"value1"`), Version: 1}}},
-		{"mixed", `{"b":2,"comp":{"__t":"c","y":{"n":1},"x":true},"a":null,"obj":{"k":"v"},"$version":7}`, 7, []DesiredProperty{
+		{"root", `{"prop1":"value1","$version":1}`, 1, []Property{{Name: "prop1", Value: json.RawMessage(`"value1"`), Version: 1}}},
+		{"component", `{"component1":{"__t":"c","prop1":"value1"},"$version":1}`, 1, []Property{{Component: "component1", Name: "prop1", Value: json.RawMessage(`"value1"`), Version: 1}}},
+		{"mixed", `{"b":2,"comp":{"__t":"c","y":{"n":1},"x":true},"a":null,"obj":{"k":"v"},"$version":7}`, 7, []Property{
 			{Name: "a", Value: json.RawMessage(`null`), Version: 7},
 			{Name: "b", Value: json.RawMessage(`2`), Version: 7},
 			{Name: "obj", Value: json.RawMessage(`{"k":"v"}`), Version: 7},
 			{Component: "comp", Name: "x", Value: json.RawMessage(`true`), Version: 7},
 			{Component: "comp", Name: "y", Value: json.RawMessage(`{"n":1}`), Version: 7},
 		}},
-		{"wrong marker is not a component", `{"c":{"__t":"x","p":1},"$version":2}`, 2, []DesiredProperty{{Name: "c", Value: json.RawMessage(`{"__t":"x","p":1}`), Version: 2}}},
+		{"wrong marker is not a component", `{"c":{"__t":"x","p":1},"$version":2}`, 2, []Property{{Name: "c", Value: json.RawMessage(`{"__t":"x","p":1}`), Version: 2}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -39,7 +39,7 @@ func TestParseDesiredPatchSeedFixtures(t *testing.T) {
 	}
 }
 
-func dump(p []DesiredProperty) string {
+func dump(p []Property) string {
 	var sb strings.Builder
 	for _, x := range p {
 		sb.WriteString(x.Component + "/" + x.Name + "=" + string(x.Value) + "; ")
@@ -96,12 +96,12 @@ func TestPendingDesired(t *testing.T) {
 }
 
 func TestAckPatch(t *testing.T) {
-	root := AckPatch(DesiredProperty{Name: "fan", Value: json.RawMessage(`3`), Version: 4}, PropertyAck{})
+	root := AckPatch(Property{Name: "fan", Value: json.RawMessage(`3`), Version: 4}, PropertyAck{})
 	b, _ := json.Marshal(root)
 	if string(b) != `{"fan":{"ac":200,"av":4,"value":3}}` {
 		t.Errorf("root ack = %s", b)
 	}
-	comp := AckPatch(DesiredProperty{Component: "th", Name: "target", Value: json.RawMessage(`30`), Version: 9},
+	comp := AckPatch(Property{Component: "th", Name: "target", Value: json.RawMessage(`30`), Version: 9},
 		PropertyAck{Status: 400, Description: "out of range", Value: 25})
 	b, _ = json.Marshal(comp)
 	if string(b) != `{"th":{"__t":"c","target":{"ac":400,"ad":"out of range","av":9,"value":25}}}` {
@@ -109,7 +109,7 @@ func TestAckPatch(t *testing.T) {
 	}
 	merged := map[string]any{}
 	MergePatch(merged, comp)
-	MergePatch(merged, AckPatch(DesiredProperty{Component: "th", Name: "mode", Value: json.RawMessage(`"x"`), Version: 9}, PropertyAck{Status: 202}))
+	MergePatch(merged, AckPatch(Property{Component: "th", Name: "mode", Value: json.RawMessage(`"x"`), Version: 9}, PropertyAck{Status: 202}))
 	MergePatch(merged, root)
 	b, _ = json.Marshal(merged)
 	if string(b) != `{"fan":{"ac":200,"av":4,"value":3},"th":{"__t":"c","mode":{"ac":202,"av":9,"value":"x"},"target":{"ac":400,"ad":"out of range","av":9,"value":25}}}` {

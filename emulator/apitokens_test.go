@@ -53,7 +53,7 @@ func TestAPITokensAndRoles(t *testing.T) {
 		restJSON(t, e, "PUT", "/api/apiTokens/bad", body, http.StatusUnprocessableEntity)
 	}
 	roles := restJSON(t, e, "GET", "/api/roles", nil, http.StatusOK)
-	if v := roles["value"].([]any); len(v) != 3 {
+	if v := roles["value"].([]any); len(v) != 6 { // 3 application and 3 organization roles
 		t.Fatalf("roles %v", roles)
 	}
 

@@ -2,7 +2,10 @@ package emulator
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -550,5 +554,67 @@ func TestEventHubsLifecycleEvents(t *testing.T) {
 				t.Fatalf("lifecycle event %d: %s %v %v (%v)", i, ev.Body, ev.Properties, ev.SystemProperties, err)
 			}
 		}
+	}
+}
+
+// TestEventHubsTokenExpiry: a receiver whose only token expires is
+// detached (amqp:unauthorized-access), as IoT Hub detaches device links;
+// a token that covers it still lets the other receiver read on.
+func TestEventHubsTokenExpiry(t *testing.T) {
+	e := startEmu(t, &Options{EventHubs: EventHubsOptions{Entities: []string{"logs"}}})
+	endpoint := e.EventHubsEndpoint()
+	resource := endpoint + "logs"
+	expiry := time.Now().Add(2 * time.Second)
+	sr := url.QueryEscape(resource)
+	se := strconv.FormatInt(expiry.Unix(), 10)
+	mac := hmac.New(sha256.New, []byte(e.eh.NamespaceKey()))
+	mac.Write([]byte(sr + "\n" + se))
+	sig := url.QueryEscape(base64.StdEncoding.EncodeToString(mac.Sum(nil)))
+	short := "Endpoint=" + endpoint + ";SharedAccessSignature=SharedAccessSignature sr=" + sr + "&sig=" + sig + "&se=" + se + "&skn=RootManageSharedAccessKey;EntityPath=logs"
+
+	c, err := azeventhubs.NewConsumerClientFromConnectionString(short, "", "$Default", &azeventhubs.ConsumerClientOptions{
+		TLSConfig: ehTLS(e), RetryOptions: azeventhubs.RetryOptions{MaxRetries: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	pc, err := c.NewPartitionClient("0", &azeventhubs.PartitionClientOptions{StartPosition: azeventhubs.StartPosition{Earliest: to.Ptr(true)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close(context.Background())
+	long := ehConsumer(t, e, "logs", "$Default")
+	p := ehProducer(t, e, "logs")
+	send := func(body string) {
+		b, err := p.NewEventDataBatch(ctxT(t), &azeventhubs.EventDataBatchOptions{PartitionID: to.Ptr("0")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = b.AddEventData(&azeventhubs.EventData{Body: []byte(body)}, nil)
+		if err := p.SendEventDataBatch(ctxT(t), b, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("before")
+	if evs, err := pc.ReceiveEvents(ctxT(t), 1, nil); err != nil || string(evs[0].Body) != "before" {
+		t.Fatalf("with a valid token: %v, %v", evs, err)
+	}
+	// Past the expiry the link is detached; the client's recovery puts the
+	// expired token again and is refused.
+	var rerr error
+	for deadline := time.Now().Add(wait); time.Now().Before(deadline); {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		_, rerr = pc.ReceiveEvents(ctx, 1, nil)
+		cancel()
+		if rerr != nil && !errors.Is(rerr, context.DeadlineExceeded) {
+			break
+		}
+	}
+	if rerr == nil || errors.Is(rerr, context.DeadlineExceeded) || !strings.Contains(strings.ToLower(rerr.Error()), "unauthorized") && !strings.Contains(rerr.Error(), "401") && !strings.Contains(rerr.Error(), "expired") {
+		t.Fatalf("after the token expired: %v, want an unauthorized error", rerr)
+	}
+	send("after")
+	if evs := readPartition(t, long, "0", azeventhubs.StartPosition{Earliest: to.Ptr(true)}, 2); string(evs[1].Body) != "after" {
+		t.Fatalf("the renewing client read %q", evs[1].Body)
 	}
 }

@@ -30,7 +30,7 @@ func Example() {
 	client.HandleCommand("", "reboot", func(context.Context, iotc.Command) iotc.CommandResponse {
 		return iotc.CommandResponse{Status: 202, Payload: map[string]string{"status": "rebooting"}}
 	})
-	if err := client.Connect(ctx); err != nil {
+	if err := client.Connect(ctx, nil); err != nil {
 		panic(err)
 	}
 
@@ -38,7 +38,7 @@ func Example() {
 	fmt.Println("target 50:", ack.Status, ack.Description)
 	res, _ := hub.InvokeCommand(ctx, "thermostat-01", "", "reboot", nil)
 	fmt.Println("reboot:", res.Status, string(res.Payload))
-	_ = client.SendTelemetry(ctx, map[string]float64{"temperature": 21.5})
+	_ = client.SendTelemetry(ctx, map[string]float64{"temperature": 21.5}, nil)
 	sent := hub.Telemetry("thermostat-01")
 	fmt.Println("telemetry:", string(sent[0].Body))
 	// Output:

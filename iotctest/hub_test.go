@@ -31,7 +31,7 @@ func connect(t *testing.T, h *iotctest.Hub, id string, setup func(*iotc.Client))
 	if setup != nil {
 		setup(c)
 	}
-	if err := c.Connect(testCtx(t)); err != nil {
+	if err := c.Connect(testCtx(t), nil); err != nil {
 		t.Fatalf("Connect: %v", err)
 	}
 	return c
@@ -80,7 +80,7 @@ func TestCloudToDeviceSettlement(t *testing.T) {
 	if err := h.WaitConnected(ctx, "dev", 2); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SendTelemetry(ctx, map[string]int{"x": 1}); err != nil {
+	if err := c.SendTelemetry(ctx, map[string]int{"x": 1}, nil); err != nil {
 		t.Fatal(err)
 	}
 	for h.Queued("dev") != 0 {
@@ -100,7 +100,7 @@ func TestRefuseConnectAndWrongKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close(context.Background())
-	if err := c.Connect(testCtx(t)); !errors.Is(err, iotc.ErrUnauthorized) {
+	if err := c.Connect(testCtx(t), nil); !errors.Is(err, iotc.ErrUnauthorized) {
 		t.Fatalf("Connect refused = %v, want ErrUnauthorized", err)
 	}
 	cfg := h.Config("other")
@@ -110,7 +110,7 @@ func TestRefuseConnectAndWrongKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close(context.Background())
-	if err := c2.Connect(testCtx(t)); !errors.Is(err, iotc.ErrUnauthorized) {
+	if err := c2.Connect(testCtx(t), nil); !errors.Is(err, iotc.ErrUnauthorized) {
 		t.Fatalf("Connect with a wrong key = %v, want ErrUnauthorized", err)
 	}
 }

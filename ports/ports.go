@@ -21,6 +21,8 @@
 package ports
 
 //go:generate go run github.com/golang/mock/mockgen@v1.6.0 -source=ports.go -destination=../mocks/ports.go -package=mocks
+//go:generate go run github.com/golang/mock/mockgen@v1.6.0 -source=batch.go -destination=../mocks/batch.go -package=mocks
+//go:generate go run github.com/golang/mock/mockgen@v1.6.0 -source=fileupload.go -destination=../mocks/fileupload.go -package=mocks
 
 import (
 	"context"

@@ -21,13 +21,13 @@ func FacadePath(name string, transport iotc.Transport, port int) Path {
 		if err != nil {
 			return Conn{}, err
 		}
-		if err := c.Connect(ctx); err != nil {
+		if err := c.Connect(ctx, nil); err != nil {
 			_ = c.Close(context.Background())
 			return Conn{}, err
 		}
 		body := Body()
 		return Conn{
-			Send:  func(ctx context.Context) error { return c.SendTelemetry(ctx, body) },
+			Send:  func(ctx context.Context) error { return c.SendTelemetry(ctx, body, nil) },
 			Close: func() error { return c.Close(context.Background()) },
 		}, nil
 	}}

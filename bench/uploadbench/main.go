@@ -98,7 +98,7 @@ func client(ctx context.Context, emu *emulator.Emulator, id string, tr iotc.Tran
 	if err != nil {
 		return nil, err
 	}
-	if err := c.Connect(ctx); err != nil {
+	if err := c.Connect(ctx, nil); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -197,7 +197,7 @@ func batchBench(ctx context.Context, emu *emulator.Emulator, messages, batch, ro
 			runSingle := func() (float64, float64, error) {
 				c0, start := cpuTime(), time.Now()
 				for range messages {
-					if err := c.SendTelemetry(ctx, body); err != nil {
+					if err := c.SendTelemetry(ctx, body, nil); err != nil {
 						return 0, 0, err
 					}
 				}

@@ -56,10 +56,10 @@ func connectX509(t *testing.T, emu *emulator.Emulator, cred iotc.Credential) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	defer c.Close(ctx)
-	if err := c.Connect(ctx); err != nil {
+	if err := c.Connect(ctx, nil); err != nil {
 		t.Fatalf("Connect: %v", err)
 	}
-	if err := c.SendTelemetry(ctx, map[string]int{"x509": 1}); err != nil {
+	if err := c.SendTelemetry(ctx, map[string]int{"x509": 1}, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -115,10 +115,10 @@ func TestCertsAcceptedByEmulator(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	defer c.Close(ctx)
-	if err := c.Connect(ctx); err != nil {
+	if err := c.Connect(ctx, nil); err != nil {
 		t.Fatalf("Connect with an x509 connection string: %v", err)
 	}
-	if err := c.SendTelemetry(ctx, map[string]int{"direct": 1}); err != nil {
+	if err := c.SendTelemetry(ctx, map[string]int{"direct": 1}, nil); err != nil {
 		t.Fatal(err)
 	}
 }

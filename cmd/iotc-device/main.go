@@ -341,20 +341,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if d.timeout > 0 {
 		cctx, cancel = context.WithTimeout(ctx, d.timeout)
 	}
-	err = client.Connect(cctx)
+	err = client.Connect(cctx, nil)
 	cancel()
 	if err != nil {
 		return err
 	}
 	switch cmd {
 	case "send":
-		var opts []iotc.TelemetryOption
-		if component != "" {
-			opts = append(opts, iotc.Component(component))
-		}
-		if len(p) > 0 {
-			opts = append(opts, iotc.Properties(p))
-		}
+		opts := &iotc.TelemetryOptions{Component: component, Properties: p}
 		if fs.NArg() == 1 && fs.Arg(0) != "-" {
 			if err := send(ctx, client, fs.Arg(0), opts); err != nil {
 				return err
@@ -382,11 +376,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if err := json.Unmarshal([]byte(fs.Arg(0)), &m); err != nil {
 			return errors.New("report takes a JSON object, e.g. '{\"firmware\": \"1.0\"}'")
 		}
-		var opts []iotc.ReportOption
-		if component != "" {
-			opts = append(opts, iotc.Component(component))
-		}
-		if err := client.ReportProperties(ctx, m, opts...); err != nil {
+		if err := client.ReportProperties(ctx, m, &iotc.ReportOptions{Component: component}); err != nil {
 			return err
 		}
 		out.printJSON(map[string]any{"reported": m, "component": component})
@@ -415,11 +405,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return client.Close(context.Background())
 }
 
-func send(ctx context.Context, c *iotc.Client, msg string, opts []iotc.TelemetryOption) error {
+func send(ctx context.Context, c *iotc.Client, msg string, opts *iotc.TelemetryOptions) error {
 	if !json.Valid([]byte(msg)) {
 		return errors.New("telemetry must be JSON, e.g. '{\"temperature\": 21.5}'")
 	}
-	return c.SendTelemetry(ctx, json.RawMessage(msg), opts...)
+	return c.SendTelemetry(ctx, json.RawMessage(msg), opts)
 }
 
 // lockedWriter serializes the JSON lines of concurrent handlers.

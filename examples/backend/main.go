@@ -290,7 +290,7 @@ func startDevice(ctx context.Context, emu *emulator.Emulator, s settings, out io
 		fmt.Fprintf(out, "device: %s received (%s): fan on\n", c.Name, c.Payload)
 		return iotc.CommandResponse{Status: 200, Payload: map[string]any{"fan": "on"}}
 	})
-	if err := client.Connect(ctx); err != nil {
+	if err := client.Connect(ctx, nil); err != nil {
 		return nil, fmt.Errorf("simulated device: %w", err)
 	}
 	go func() {
@@ -310,7 +310,7 @@ func startDevice(ctx context.Context, emu *emulator.Emulator, s settings, out io
 				t++
 			}
 			mu.Unlock()
-			if err := client.SendTelemetry(ctx, map[string]any{"temperature": t}); err != nil {
+			if err := client.SendTelemetry(ctx, map[string]any{"temperature": t}, nil); err != nil {
 				return
 			}
 		}

@@ -4,8 +4,11 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/iotc-go/iotc/emulator"
 )
 
 func TestMain(m *testing.M) {
@@ -29,5 +32,35 @@ func TestLoopCloses(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)
 		}
+	}
+}
+
+// TestAgainstARunningEmulator: with -connection-string, -app-url,
+// -api-token and -ca-file the backend works against an emulator it did
+// not start (here one of the test's, with the simulated device).
+func TestAgainstARunningEmulator(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	emu, err := emulator.Start(ctx, &emulator.Options{MQTTAddr: "127.0.0.1:0", RESTAddr: "127.0.0.1:0", RetryAfter: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	var out strings.Builder
+	w := &syncWriter{b: &out}
+	s := settings{device: "external-thermostat", threshold: 25, interval: 20 * time.Millisecond}
+	dev, err := startDevice(ctx, emu, s, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close(context.Background())
+	cs, _ := emu.EventHubsConnectionString(emu.BuiltinEventHub())
+	err = run(ctx, []string{"-connection-string", cs, "-app-url", emu.RESTURL(), "-api-token", emu.APIToken(), "-ca-file", emu.CAFile(),
+		"-device", s.device, "-timeout", "1m"}, w, w)
+	if err != nil || !strings.Contains(out.String(), "the loop is closed") || strings.Contains(out.String(), "emulator running") {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	if err := run(ctx, []string{"-connection-string", cs}, w, w); err == nil {
+		t.Fatal("-connection-string without -app-url and -api-token ran")
 	}
 }

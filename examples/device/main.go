@@ -225,18 +225,18 @@ func run(args []string) error {
 		return iotc.Complete
 	})
 
-	if err := client.Connect(ctx); err != nil {
+	if err := client.Connect(ctx, nil); err != nil {
 		_ = client.Close(context.Background())
 		return fmt.Errorf("connect: %w", err)
 	}
 	fmt.Printf("connected as %s\n", client.DeviceID())
-	_ = client.ReportProperties(ctx, map[string]any{"maxTempSinceLastReboot": th.temperature})
+	_ = client.ReportProperties(ctx, map[string]any{"maxTempSinceLastReboot": th.temperature}, nil)
 
 	ticker := time.NewTicker(s.interval)
 	defer ticker.Stop()
 	for sent := 0; s.count == 0 || sent < s.count; {
 		temp := th.step()
-		err := client.SendTelemetry(ctx, map[string]any{"temperature": temp})
+		err := client.SendTelemetry(ctx, map[string]any{"temperature": temp}, nil)
 		switch {
 		case err == nil:
 			sent++

@@ -121,14 +121,14 @@ func run(tr iotc.Transport) error {
 		return iotc.CommandResponse{Status: 200, Payload: map[string]any{"rebooting": true, "delay": delay}}
 	})
 
-	if err := client.Connect(ctx); err != nil {
+	if err := client.Connect(ctx, nil); err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
 	fmt.Printf("2. device %q provisioned with the group key and connected over %s\n", client.DeviceID(), tr)
 
 	received, stop := emu.WatchTelemetry(deviceID)
 	defer stop()
-	if err := client.SendTelemetry(ctx, map[string]any{"temperature": 21.5}); err != nil {
+	if err := client.SendTelemetry(ctx, map[string]any{"temperature": 21.5}, nil); err != nil {
 		return fmt.Errorf("send telemetry: %w", err)
 	}
 	select {
@@ -138,7 +138,7 @@ func run(tr iotc.Transport) error {
 		return errors.New("the emulator did not receive the telemetry")
 	}
 
-	if err := client.ReportProperties(ctx, map[string]any{"maxTempSinceLastReboot": 21.5}); err != nil {
+	if err := client.ReportProperties(ctx, map[string]any{"maxTempSinceLastReboot": 21.5}, nil); err != nil {
 		return fmt.Errorf("report a property: %w", err)
 	}
 	_, reported, err := emu.Twin(deviceID)

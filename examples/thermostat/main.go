@@ -61,7 +61,7 @@ func run(args []string) error {
 	th.Attach(client)
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if err := client.Connect(cctx); err != nil {
+	if err := client.Connect(cctx, nil); err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
 	fmt.Printf("connected as %s; set %s/targetTemperature (5 to 35) to move it:\n%s\n", client.DeviceID(), thermostat.Component, how(client.DeviceID()))

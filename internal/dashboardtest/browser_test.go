@@ -115,11 +115,11 @@ func TestDashboardInBrowser(t *testing.T) {
 		_ = c.Unmarshal(&req)
 		return iotc.CommandResponse{Status: 200, Payload: map[string]any{"command": c.Name, "request": req}}
 	})
-	if err := client.Connect(ctx); err != nil {
+	if err := client.Connect(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 5 {
-		if err := client.SendTelemetry(ctx, map[string]any{"temperature": 20 + float64(i)/2, "humidity": 40 + i}); err != nil {
+		if err := client.SendTelemetry(ctx, map[string]any{"temperature": 20 + float64(i)/2, "humidity": 40 + i}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -154,7 +154,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	); err != nil {
 		t.Fatalf("device page: %v", err)
 	}
-	if err := client.SendTelemetry(ctx, map[string]any{"temperature": 27.75, "humidity": 45}); err != nil {
+	if err := client.SendTelemetry(ctx, map[string]any{"temperature": 27.75, "humidity": 45}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := run(bctx,
@@ -167,7 +167,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	// A burst of messages keeps the page bounded: the raw list holds the
 	// newest 20 only.
 	for i := range 60 {
-		if err := client.SendTelemetry(ctx, map[string]any{"temperature": 30 + float64(i)/100, "seq": i}); err != nil {
+		if err := client.SendTelemetry(ctx, map[string]any{"temperature": 30 + float64(i)/100, "seq": i}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -84,7 +84,7 @@ func newAzureEnv(t *testing.T, tr iotc.Transport, id string) *azureEnv {
 	env.client = client
 	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer ccancel()
-	if err := client.Connect(cctx); err != nil {
+	if err := client.Connect(cctx, nil); err != nil {
 		_ = client.Close(context.Background())
 		t.Fatalf("connect: %v", err)
 	}
@@ -154,7 +154,7 @@ func (e *azureEnv) startSending(every time.Duration) *sendLoop {
 			case <-tk.C:
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-			err := e.client.SendTelemetry(ctx, map[string]any{"n": n}, iotc.Properties(map[string]string{"seq": strconv.Itoa(n)}))
+			err := e.client.SendTelemetry(ctx, map[string]any{"n": n}, &iotc.TelemetryOptions{Properties: map[string]string{"seq": strconv.Itoa(n)}})
 			cancel()
 			if err != nil {
 				l.errs = append(l.errs, err)
@@ -197,12 +197,12 @@ func (e *azureEnv) sendFault(kind, reason string, delay, duration int) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := e.client.SendTelemetry(ctx, map[string]any{"fault": kind}, iotc.Properties(map[string]string{
+	err := e.client.SendTelemetry(ctx, map[string]any{"fault": kind}, &iotc.TelemetryOptions{Properties: map[string]string{
 		"AzIoTHub_FaultOperationType":           kind,
 		"AzIoTHub_FaultOperationCloseReason":    reason,
 		"AzIoTHub_FaultOperationDelayInSecs":    strconv.Itoa(delay),
 		"AzIoTHub_FaultOperationDurationInSecs": strconv.Itoa(duration),
-	}))
+	}})
 	if err != nil {
 		e.t.Fatalf("fault message: %v", err)
 	}
@@ -320,7 +320,7 @@ func TestAzureThrottlingSurvived(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), recoveryBuffer)
 			defer cancel()
-			if err := env.client.SendTelemetry(ctx, map[string]any{"after": true}); err != nil {
+			if err := env.client.SendTelemetry(ctx, map[string]any{"after": true}, nil); err != nil {
 				t.Fatalf("send after the throttling window: %v", err)
 			}
 			if s := env.client.Status(); s.State != iotc.StateConnected {
@@ -350,7 +350,7 @@ func TestAzureAuthErrorNotRetried(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			if err := env.client.SendTelemetry(ctx, map[string]any{"after": true}); err == nil || errors.Is(err, context.DeadlineExceeded) {
+			if err := env.client.SendTelemetry(ctx, map[string]any{"after": true}, nil); err == nil || errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("send after giving up: %v, want an immediate error", err)
 			}
 		})
@@ -387,7 +387,7 @@ func TestAzureQuotaExceeded(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), recoveryBuffer)
 			defer cancel()
-			if err := env.client.SendTelemetry(ctx, map[string]any{"after": true}); err != nil {
+			if err := env.client.SendTelemetry(ctx, map[string]any{"after": true}, nil); err != nil {
 				t.Fatalf("send after the quota window: %v", err)
 			}
 			env.checkNothingLost(loop.acked)

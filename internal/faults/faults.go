@@ -143,7 +143,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{}, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = client.Connect(cctx)
+	err = client.Connect(cctx, nil)
 	cancel()
 	if err != nil {
 		_ = client.Close(context.Background())
@@ -229,7 +229,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				n := int(seq.Add(1))
 				start := time.Now()
 				sctx, cancel := context.WithTimeout(context.Background(), cfg.SendTimeout)
-				err := client.SendTelemetry(sctx, map[string]any{"n": n}, iotc.Properties(map[string]string{"seq": strconv.Itoa(n)}))
+				err := client.SendTelemetry(sctx, map[string]any{"n": n}, &iotc.TelemetryOptions{Properties: map[string]string{"seq": strconv.Itoa(n)}})
 				cancel()
 				took := time.Since(start)
 				resMu.Lock()

@@ -88,10 +88,10 @@ func child(mode string) int {
 	defer cancel()
 	switch mode {
 	case "enqueue":
-		go func() { _ = c.Connect(ctx) }() // retries against a dead port until killed
+		go func() { _ = c.Connect(ctx, nil) }() // retries against a dead port until killed
 		n, _ := strconv.Atoi(os.Getenv(envCount))
 		for i := 1; i <= n; i++ {
-			err := c.EnqueueTelemetry(ctx, map[string]any{"n": i}, iotc.Properties(map[string]string{"seq": strconv.Itoa(i)}))
+			err := c.EnqueueTelemetry(ctx, map[string]any{"n": i}, &iotc.TelemetryOptions{Properties: map[string]string{"seq": strconv.Itoa(i)}})
 			if err != nil {
 				return fail("EnqueueTelemetry %d: %v", i, err)
 			}
@@ -100,7 +100,7 @@ func child(mode string) int {
 		<-ctx.Done() // wait to be killed
 		return fail("not killed")
 	case "deliver":
-		if err := c.Connect(ctx); err != nil {
+		if err := c.Connect(ctx, nil); err != nil {
 			return fail("Connect: %v", err)
 		}
 		for c.OutboxStats().Messages > 0 {

@@ -83,7 +83,7 @@ func device(t *testing.T, op Operator, id string) (*iotc.Client, chan iotc.Comma
 		queued <- cmd
 		return iotc.Complete
 	})
-	if err := c.Connect(ctxFor(t)); err != nil {
+	if err := c.Connect(ctxFor(t), nil); err != nil {
 		t.Fatalf("Connect: %v", err)
 	}
 	return c, queued
@@ -143,7 +143,7 @@ func Run(t *testing.T, op Operator) {
 	t.Run("TelemetryAndReported", func(t *testing.T) {
 		ctx := ctxFor(t)
 		c, _ := device(t, op, "tel")
-		if err := c.SendTelemetry(ctx, map[string]any{"temperature": 21.5}, iotc.Component("thermostat1"), iotc.Properties(map[string]string{"unit": "C"}), iotc.MessageID("m-1")); err != nil {
+		if err := c.SendTelemetry(ctx, map[string]any{"temperature": 21.5}, &iotc.TelemetryOptions{Component: "thermostat1", Properties: map[string]string{"unit": "C"}, MessageID: "m-1"}); err != nil {
 			t.Fatal(err)
 		}
 		got, err := op.Telemetry(ctx, "tel", 1)
@@ -154,7 +154,7 @@ func Run(t *testing.T, op Operator) {
 		if m.Component != "thermostat1" || m.Properties["unit"] != "C" || m.MessageID != "m-1" || string(m.Body) != `{"temperature":21.5}` {
 			t.Errorf("hub got %+v", m)
 		}
-		if err := c.ReportProperties(ctx, map[string]any{"serialNumber": "X1"}, iotc.Component("deviceInformation")); err != nil {
+		if err := c.ReportProperties(ctx, map[string]any{"serialNumber": "X1"}, &iotc.ReportOptions{Component: "deviceInformation"}); err != nil {
 			t.Fatal(err)
 		}
 		rep, err := op.Reported(ctx, "tel")
@@ -185,7 +185,7 @@ func Run(t *testing.T, op Operator) {
 		if err := op.Drop("queued"); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.SendTelemetry(ctx, map[string]int{"after": 1}); err != nil {
+		if err := c.SendTelemetry(ctx, map[string]int{"after": 1}, nil); err != nil {
 			t.Fatalf("send after the drop: %v", err)
 		}
 		if _, err := op.Telemetry(ctx, "queued", 1); err != nil {

@@ -382,7 +382,7 @@ func connectAll(ctx context.Context, clients []*iotc.Client) error {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			errs[i] = c.Connect(cctx)
+			errs[i] = c.Connect(cctx, nil)
 		})
 	}
 	wg.Wait()
@@ -408,7 +408,7 @@ func (r *runner) sendLoop(ctx context.Context, i int, c *iotc.Client, p Path) {
 		tag = "e"
 	}
 	for seq := 1; ; seq++ {
-		props := iotc.Properties(map[string]string{"seq": tag + strconv.Itoa(seq)})
+		props := &iotc.TelemetryOptions{Properties: map[string]string{"seq": tag + strconv.Itoa(seq)}}
 		body := map[string]any{"seq": seq, "path": p.String()}
 		start := time.Now()
 		var err error

@@ -459,7 +459,7 @@ func (f *Fleet) runDevice(ctx context.Context, d *device, slots chan struct{}) {
 	registers := f.needsRegistration(d)
 	cctx, cancel := context.WithTimeout(ctx, f.cfg.ConnectTimeout)
 	t0 := time.Now()
-	err := d.client.Connect(cctx)
+	err := d.client.Connect(cctx, nil)
 	cancel()
 	<-slots
 	f.attemptDone()
@@ -496,7 +496,7 @@ func (f *Fleet) runDevice(ctx context.Context, d *device, slots chan struct{}) {
 		body := d.gen.Next(time.Since(start))
 		sctx, cancel := context.WithTimeout(ctx, DefaultSendTimeout)
 		s := time.Now()
-		err := d.client.SendTelemetry(sctx, json.RawMessage(body))
+		err := d.client.SendTelemetry(sctx, json.RawMessage(body), nil)
 		cancel()
 		if err != nil {
 			if stopping(ctx, err, time.Since(s)) {

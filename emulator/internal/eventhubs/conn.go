@@ -71,6 +71,8 @@ type link struct {
 	rs     *receiverSet // receivers: their partition's set
 	epoch  *int64
 	cancel context.CancelFunc
+	rights rights      // what the link needs of a token (producers, receivers)
+	timer  *time.Timer // detaches the link when no token covers it any more; guarded by Conn.mu
 }
 
 // node is a parsed Event Hubs link address.
@@ -268,16 +270,40 @@ func (e *Endpoint) checkToken(en *entity, token string) (grant, error) {
 
 // allowed reports whether a live grant covers path with r.
 func (c *Conn) allowed(path string, r rights) bool {
+	return !c.coveredUntil(path, r).IsZero()
+}
+
+// coveredUntil is the latest expiry of the live grants that cover path
+// with r; zero when none does.
+func (c *Conn) coveredUntil(path string, r rights) time.Time {
 	path = strings.ToLower(path)
 	now := c.e.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var until time.Time
 	for _, g := range c.grants {
-		if g.expiry.After(now) && g.rights&r != 0 && isPrefixPath(g.path, path) {
-			return true
+		if g.expiry.After(now) && g.rights&r != 0 && isPrefixPath(g.path, path) && g.expiry.After(until) {
+			until = g.expiry
 		}
 	}
-	return false
+	return until
+}
+
+// watchToken detaches lk with amqp:unauthorized-access once no token of
+// the connection covers it any more (a put-token renewing it in time
+// keeps it), as IoT Hub does with device links.
+func (c *Conn) watchToken(lk *link) {
+	until := c.coveredUntil(nodePath(lk.node), lk.rights)
+	if until.IsZero() {
+		_ = lk.l.Detach(&amqp1.Error{Condition: amqp1.ErrCondUnauthorizedAccess, Description: "the SAS token expired"})
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.links[lk.l] != lk {
+		return
+	}
+	lk.timer = time.AfterFunc(until.Sub(c.e.now()), func() { c.watchToken(lk) })
 }
 
 // parseNode parses a claimed link address.
@@ -356,9 +382,11 @@ func (c *Conn) Attach(ctx context.Context, l *amqp1.Link) error {
 		if _, err := c.producerPartition(n); err != nil {
 			return err
 		}
+		lk.rights = rightSend
 		c.mu.Lock()
 		c.links[l] = lk
 		c.mu.Unlock()
+		c.watchToken(lk)
 		return nil
 	default: // a consumer
 		if n.group == "" {
@@ -477,6 +505,9 @@ func (c *Conn) Detach(l *amqp1.Link) {
 func (c *Conn) forget(lk *link) {
 	c.mu.Lock()
 	delete(c.links, lk.l)
+	if lk.timer != nil {
+		lk.timer.Stop()
+	}
 	for i, m := range c.mgmt {
 		if m == lk.l {
 			c.mgmt = append(c.mgmt[:i:i], c.mgmt[i+1:]...)

@@ -399,13 +399,17 @@ func (e *Endpoint) trimLocked(p *partition, now time.Time) {
 }
 
 // trimChangesLocked returns the store's trim of what trimLocked dropped
-// since the last call (nil when nothing or not durable); e.mu held.
+// since the last call (nil when nothing or not durable); e.mu held. The
+// store keeps the partition's last event even when it aged out, so that a
+// restart goes on with its sequence number and offset (restore drops it
+// again from memory).
 func (e *Endpoint) trimChangesLocked(en *entity, p *partition) []core.Change {
-	if !e.opts.Durable || p.trimmedTo <= p.storedTrim {
+	to := min(p.trimmedTo, p.lastSeq-1)
+	if !e.opts.Durable || to <= p.storedTrim {
 		return nil
 	}
-	p.storedTrim = p.trimmedTo
-	return []core.Change{{Op: core.OpTrim, Record: core.Record{Kind: core.KindEvent, Device: streamOf(en, p), Seq: p.trimmedTo}}}
+	p.storedTrim = to
+	return []core.Change{{Op: core.OpTrim, Record: core.Record{Kind: core.KindEvent, Device: streamOf(en, p), Seq: to}}}
 }
 
 // sinkTelemetry is the built-in entity's core.TelemetrySink.
@@ -697,7 +701,7 @@ func (e *Endpoint) restore(recs []core.Record) error {
 		if !ok {
 			continue
 		}
-		en, p, err := e.lookupLocked(name, id)
+		_, p, err := e.lookupLocked(name, id)
 		if err != nil {
 			continue
 		}
@@ -716,7 +720,16 @@ func (e *Endpoint) restore(recs []core.Record) error {
 		p.events = append(p.events, ev)
 		p.nextSeq, p.nextOffset = ev.seq+1, ev.offset+int64(ev.size)
 		p.lastSeq, p.lastOffset, p.lastTime = ev.seq, ev.offset, ev.enqueued
-		_ = en
+		if len(p.events) == 1 {
+			p.storedTrim = ev.seq - 1 // what precedes it is gone from the store
+		}
+	}
+	// Events past the retention (the anchor of an aged-out partition
+	// among them) leave memory; the store follows with the next append.
+	for _, en := range e.entities {
+		for _, p := range en.parts {
+			e.trimLocked(p, e.now())
+		}
 	}
 	return nil
 }

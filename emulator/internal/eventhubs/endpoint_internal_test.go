@@ -176,6 +176,34 @@ func TestRetention(t *testing.T) {
 	if pi3, _ := e2.Partition("hub", "0"); pi3.LastSeq != 6 {
 		t.Fatalf("sequence numbers after a restore: %+v", pi3)
 	}
+
+	// Every event aged out: the store keeps the last one as an anchor, so
+	// a restart goes on with the sequence numbers.
+	m3 := &fakeModel{}
+	e3, err := New(m3, Options{Host: "localhost", HubName: "hub", Partitions: 1, RetentionAge: time.Minute, Durable: true, now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		m3.staged = append(m3.staged, m3.sink(core.Telemetry{DeviceID: "d", Body: []byte("{}"), Received: clk.t}, "1")...)
+	}
+	clk.t = clk.t.Add(time.Hour)
+	if pi, _ := e3.Partition("hub", "0"); !pi.Empty || pi.LastSeq != 2 {
+		t.Fatalf("aged out: %+v", pi)
+	}
+	e3.Close()
+	m4 := &fakeModel{stored: m3.records()}
+	e4, err := New(m4, Options{Host: "localhost", HubName: "hub", Partitions: 1, RetentionAge: time.Minute, Durable: true, now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pi, _ := e4.Partition("hub", "0"); !pi.Empty || pi.LastSeq != 2 || pi.BeginSeq != 3 {
+		t.Fatalf("restored aged-out partition: %+v", pi)
+	}
+	m4.sink(core.Telemetry{DeviceID: "d", Body: []byte("{}"), Received: clk.t}, "1")
+	if pi, _ := e4.Partition("hub", "0"); pi.LastSeq != 3 || pi.BeginSeq != 3 {
+		t.Fatalf("after a restart of an aged-out partition: %+v", pi)
+	}
 }
 
 func TestNewRefusesBadOptions(t *testing.T) {

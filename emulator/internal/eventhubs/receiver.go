@@ -87,6 +87,7 @@ func (c *Conn) attachReceiver(ctx context.Context, lk *link) error {
 		return &amqp1.Error{Condition: amqp1.ErrCondInvalidField, Description: err.Error()}
 	}
 	lk.epoch = epoch
+	lk.rights = rightListen
 
 	e.mu.Lock()
 	en, p, err := e.lookupLocked(n.entity, n.partition)
@@ -147,6 +148,7 @@ func (c *Conn) attachReceiver(ctx context.Context, lk *link) error {
 	c.wg.Add(1)
 	c.mu.Unlock()
 	go c.pump(lctx, lk, p, next)
+	c.watchToken(lk)
 
 	for _, m := range stolen {
 		desc := fmt.Sprintf("New receiver with higher epoch of '%d' is created hence current receiver with epoch '%s' is getting disconnected", *epoch, epochText(m.epoch))

@@ -22,7 +22,7 @@ type DeviceGroup struct {
 	Filter string `json:"filter"`
 	// Description is free text.
 	Description string `json:"description,omitempty"`
-	// Organizations must be empty: the emulator has no organizations.
+	// Organizations holds at most one existing organization id.
 	Organizations []string `json:"organizations,omitempty"`
 	// Etag changes whenever the group changes (set by the handler).
 	Etag string `json:"etag,omitempty"`
@@ -235,7 +235,8 @@ func (h *handler) getDeviceGroup(w http.ResponseWriter, r *http.Request) {
 }
 
 // checkDeviceGroup validates a group body: id, displayName and a query
-// that parses; no organizations. Errors wrap ErrValidation.
+// that parses (organizations are checked by checkOrganizations). Errors
+// wrap ErrValidation.
 func checkDeviceGroup(g DeviceGroup, id string) error {
 	if id == "" || len(id) > 255 || strings.IndexFunc(id, func(c rune) bool {
 		return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-_.", c))
@@ -250,9 +251,6 @@ func checkDeviceGroup(g DeviceGroup, id string) error {
 	}
 	if g.Filter == "" {
 		return invalidf("filter is required: a query such as SELECT * FROM devices WHERE $provisioned = true")
-	}
-	if len(g.Organizations) > 0 {
-		return invalidf("organization %q does not exist (the emulator has no organizations)", g.Organizations[0])
 	}
 	_, err := parseDeviceQuery(g.Filter)
 	return err
@@ -277,6 +275,11 @@ func (h *handler) putDeviceGroup(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = checkDeviceGroup(g, id)
 	}
+	h.entityMu.Lock() // an organization checked is not deleted before the write
+	defer h.entityMu.Unlock()
+	if err == nil {
+		err = h.checkOrganizations(r.Context(), g.Organizations)
+	}
 	if err == nil {
 		err = h.guard(r, bodyEtag, func() error { return h.deviceGroupEtagCheck(r, gb, id, bodyEtag) }, func() error {
 			var perr error
@@ -295,6 +298,8 @@ func (h *handler) patchDeviceGroup(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	patch, bodyEtag, err := readMergePatch(w, r)
 	var g DeviceGroup
+	h.entityMu.Lock() // before guard's lock, as every writer takes them
+	defer h.entityMu.Unlock()
 	if err == nil {
 		err = h.guard(r, bodyEtag, func() error { return h.deviceGroupEtagCheck(r, gb, id, bodyEtag) }, func() error {
 			cur, gerr := gb.GetDeviceGroup(r.Context(), id)
@@ -311,6 +316,9 @@ func (h *handler) patchDeviceGroup(w http.ResponseWriter, r *http.Request) {
 			}
 			g.Etag = ""
 			if gerr = checkDeviceGroup(g, id); gerr != nil {
+				return gerr
+			}
+			if gerr = h.checkOrganizations(r.Context(), g.Organizations); gerr != nil {
 				return gerr
 			}
 			g, gerr = gb.PutDeviceGroup(r.Context(), g)

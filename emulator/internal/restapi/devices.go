@@ -143,7 +143,11 @@ func (h *handler) getProperties(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t, err := h.b.DeviceTwin(r.Context(), r.PathValue("id"))
-	h.respond(w, r, http.StatusOK, propertiesView(t, c), err)
+	view := propertiesView(t, c)
+	if err == nil {
+		h.addCloudProperties(r.Context(), r.PathValue("id"), c, view)
+	}
+	h.respond(w, r, http.StatusOK, view, err)
 }
 
 func (h *handler) patchProperties(w http.ResponseWriter, r *http.Request) {
@@ -538,7 +542,7 @@ func (h *handler) postCommand(w http.ResponseWriter, r *http.Request) {
 		h.failErr(w, r, err)
 		return
 	}
-	if h.durableCommand(r, id, c, name) {
+	if h.durableCommand(r.Context(), id, c, name) {
 		// "Queue if offline": IoT Central sends the command as a
 		// cloud-to-device message, online or not, and gets no response.
 		err := h.b.QueueCommand(r.Context(), id, c, name, req.Request)

@@ -3,7 +3,13 @@
 // Central data-plane REST API, version 2022-07-31, so that scripts written for
 // IoT Central run against the emulator unchanged. The state behind the API is
 // reached through the Backend interface, which the emulator implements; this
-// package holds no state of its own and starts no goroutines.
+// package holds no state of its own: jobs, scheduled jobs, users,
+// organizations, relationships and cloud property values are JSON documents
+// kept through the optional DocBackend (the core's application documents,
+// persisted with --data-dir). Its background work is the job runner (one
+// goroutine per running job, see jobrunner.go) and the scheduler (one
+// goroutine once a scheduled job exists, see scheduledjobs.go); both read
+// Options.Clock and stop when the Backend's Done channel closes.
 //
 // Every request must carry the API token as the whole Authorization header
 // value (as IoT Central API tokens are sent); "Bearer <token>" is accepted
@@ -42,6 +48,22 @@
 //	GET                  /api/deviceGroups                                  {"value":[DeviceGroup...]}
 //	GET PUT PATCH DELETE /api/deviceGroups/{id}                             DeviceGroup
 //	GET                  /api/deviceGroups/{id}/devices                     {"value":[Device...]}
+//	GET                  /api/jobs                                          {"value":[Job...]}
+//	GET PUT              /api/jobs/{id}                                     Job (PUT creates and starts it)
+//	GET                  /api/jobs/{id}/devices                             {"value":[{"id","status"}...]}
+//	POST                 /api/jobs/{id}/stop, /api/jobs/{id}/resume         204
+//	PUT                  /api/jobs/{id}/rerun/{rerunId}                     Job (the failed devices)
+//	GET                  /api/scheduledJobs                                 {"value":[ScheduledJob...]}
+//	GET PUT PATCH DELETE /api/scheduledJobs/{id}                            ScheduledJob
+//	GET                  /api/scheduledJobs/{id}/jobs                       {"value":[Job...]}
+//	GET                  /api/users, /api/organizations                     {"value":[...]}
+//	GET PUT PATCH DELETE /api/users/{id}, /api/organizations/{id}           User, Organization
+//	GET                  /api/devices/{id}/relationships                    {"value":[DeviceRelationship...]}
+//	GET PUT PATCH DELETE /api/devices/{id}/relationships/{rel}              DeviceRelationship
+//	GET                  /api/devices/{id}/modules[/{m}/components]         {"value":[...]} (with a ModuleBackend, else 501)
+//	GET PUT PATCH        /api/devices/{id}/modules/{m}/[components/{c}/]properties
+//	GET POST             /api/devices/{id}/modules/{m}/[components/{c}/]commands/{name}
+//	GET                  /api/devices/{id}/modules/{m}/[components/{c}/]telemetry/{name}
 //	GET                  /api/enrollmentGroups                              {"value":[EnrollmentGroup...]}
 //	GET PUT PATCH DELETE /api/enrollmentGroups/{id}                         EnrollmentGroup
 //	GET PUT DELETE       /api/enrollmentGroups/{id}/certificates/{entry}    {"verified","certificate","info"}

@@ -1,6 +1,7 @@
 package restapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -96,15 +97,24 @@ func (h *handler) postQueuedCommand(w http.ResponseWriter, r *http.Request) {
 // "durable" (IoT Central's "Queue if offline"; so it exports the option
 // in DTDL). False when the device has no template or it lacks the
 // command.
-func (h *handler) durableCommand(r *http.Request, id, component, name string) bool {
-	d, err := h.b.GetDevice(r.Context(), id)
+func (h *handler) durableCommand(ctx context.Context, id, component, name string) bool {
+	d, err := h.b.GetDevice(ctx, id)
 	if err != nil || d.Template == "" {
 		return false
 	}
-	doc, err := h.b.GetTemplate(r.Context(), d.Template)
+	doc, err := h.b.GetTemplate(ctx, d.Template)
 	if err != nil {
 		return false
 	}
+	e := templateEntry(doc, component, name, "Command")
+	durable, _ := e["durable"].(bool)
+	return durable
+}
+
+// templateEntry returns the contents entry of a template document named
+// name whose @type includes kind, in the root interface (component "")
+// or in the component's interface; nil when there is none.
+func templateEntry(doc map[string]any, component, name, kind string) map[string]any {
 	itf, _ := doc["capabilityModel"].(map[string]any)
 	if component != "" {
 		itf = nil
@@ -116,15 +126,15 @@ func (h *handler) durableCommand(r *http.Request, id, component, name string) bo
 			return true
 		})
 	}
-	durable := false
+	var found map[string]any
 	eachContent(itf, 0, func(e map[string]any) bool {
-		if e["name"] == name && hasJSONType(e["@type"], "Command") {
-			durable, _ = e["durable"].(bool)
+		if e["name"] == name && hasJSONType(e["@type"], kind) {
+			found = e
 			return false
 		}
 		return true
 	})
-	return durable
+	return found
 }
 
 // eachContent calls f with every contents entry of a DTDL interface and

@@ -16,6 +16,7 @@ type fakeExtra struct {
 	codes     map[string]string // group/entry -> code
 	verified  map[string]string // group/entry -> thumbprint
 	deleted   []string
+	docs      map[string]map[string][]byte // application documents (fake3_test.go)
 }
 
 func (f *fakeBackend) x() *fakeExtra {

@@ -60,6 +60,8 @@ type Options struct {
 	// /api/emulator/stats: its value as JSON (connections, refusals, limit
 	// hits). Nil: the route is not served.
 	Stats func() any
+	// Clock runs jobs and scheduled jobs; nil is the system clock.
+	Clock Clock
 	// DataExport, when set, serves IoT Central's data export routes
 	// (/api/dataExport/..., api-version 2022-10-31-preview or
 	// 2022-06-30-preview). Nil: they answer 501.
@@ -75,6 +77,10 @@ type handler struct {
 	log         *slog.Logger
 	mux         *http.ServeMux
 	condMu      sync.Mutex // held by conditional writes (If-Match, body etag); see guard
+	clock       Clock
+	jobs        *jobRunner // runs jobs (jobrunner.go)
+	sched       *scheduler // starts scheduled jobs (scheduledjobs.go)
+	entityMu    sync.Mutex // held by every write that checks references to other entities (organizations, roles, devices); taken before condMu, the scheduler's and the job runner's locks
 	export      DataExportBackend
 }
 
@@ -94,6 +100,12 @@ func New(b Backend, o Options) http.Handler {
 	}
 	h := &handler{b: b, digest: sha256.Sum256([]byte(o.Token)), empty: o.Token == "", allowBearer: o.AllowBearer,
 		pageSize: o.PageSize, log: logger, mux: http.NewServeMux(), export: o.DataExport}
+	h.clock = o.Clock
+	if h.clock == nil {
+		h.clock = systemClock{}
+	}
+	h.jobs = newJobRunner(h)
+	h.sched = newScheduler(h)
 	routes := []route{
 		{"/api/devices", map[string]http.HandlerFunc{"GET": h.listDevices}},
 		{"/api/devices/{id}", map[string]http.HandlerFunc{"GET": h.getDevice, "PUT": h.putDevice, "PATCH": h.patchDevice, "DELETE": h.deleteDevice}},
@@ -126,6 +138,7 @@ func New(b Backend, o Options) http.Handler {
 	routes = append(routes, h.certificateRoutes()...)
 	routes = append(routes, h.tokenRoutes()...)
 	routes = append(routes, h.deviceGroupRoutes()...)
+	routes = append(routes, h.applicationRoutes()...)
 	routes = append(routes, h.dataExportRoutes()...)
 	routes = append(routes, h.fileUploadRoutes()...)
 	if o.Stats != nil {
@@ -158,6 +171,9 @@ func New(b Backend, o Options) http.Handler {
 			" which IoT Central lacks, all under "+emulatorPrefix+"/: devices/{id}/connection, devices/{id}/messages,"+
 			" devices/{id}/telemetry, devices/{id}/faults, devices/{id}/[components/{c}/]commands/{name}/queue and stats)")
 	})
+	// Continue the jobs a restart interrupted and the schedules.
+	h.jobs.recover()
+	h.sched.kickIfAny()
 	return h
 }
 
@@ -250,6 +266,8 @@ func (h *handler) failErr(w http.ResponseWriter, r *http.Request, err error) {
 		h.fail(w, r, http.StatusUnprocessableEntity, "UnprocessableEntity", err.Error())
 	case errors.Is(err, ErrBadRequest):
 		h.fail(w, r, http.StatusBadRequest, "BadRequest", err.Error())
+	case errors.Is(err, errNoDocs), errors.Is(err, errNoModules):
+		h.fail(w, r, http.StatusNotImplemented, "NotImplemented", err.Error())
 	case errors.Is(err, ErrForbidden):
 		h.fail(w, r, http.StatusForbidden, "Forbidden", err.Error())
 	case errors.Is(err, ErrPreconditionFailed):
@@ -407,7 +425,7 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, status int, v 
 var internalPrefixes = []string{
 	"restapi: not found: ", "restapi: device not online: ", "restapi: timed out waiting for the device: ",
 	"restapi: bad request: ", "restapi: invalid input: ", "restapi: conflict: ", "restapi: device queue is full: ",
-	"restapi: payload too large: ", "restapi: precondition failed: ", "restapi: forbidden: ",
+	"restapi: payload too large: ", "restapi: precondition failed: ", "restapi: forbidden: ", "restapi: not implemented: ",
 	"restapi: ", "emulator: ",
 }
 

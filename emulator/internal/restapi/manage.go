@@ -187,6 +187,11 @@ func (h *handler) writeDevice(w http.ResponseWriter, r *http.Request, full bool)
 	if err == nil && spec.Template != nil && *spec.Template != "" {
 		err = h.checkTemplateRef(r, *spec.Template)
 	}
+	if err == nil && spec.Organizations != nil && len(*spec.Organizations) > 0 {
+		h.entityMu.Lock() // an organization checked is not deleted before the write
+		defer h.entityMu.Unlock()
+		err = h.checkOrganizations(r.Context(), *spec.Organizations)
+	}
 	var d Device
 	if err == nil {
 		err = h.guard(r, bodyEtag, func() error { return h.deviceEtagCheck(r, id, bodyEtag) }, func() error {

@@ -125,6 +125,10 @@ func TestSpecExamplesDevices(t *testing.T) {
 	// The device names a template, which must exist (else 422, as IoT Central).
 	e.call("PUT", "/api/devices/ccc", `{"template":"dtmi:contoso:testDeviceTemplate;1"}`).wantError(t, http.StatusUnprocessableEntity, "UnprocessableEntity")
 	e.call("PUT", "/api/deviceTemplates/"+url.PathEscape("dtmi:contoso:testDeviceTemplate;1"), exampleTemplate).want(t, http.StatusOK)
+	// devices_create.json names organization "seattle", which must exist (else 422).
+	body := `{"displayName":"CheckoutThermostatccc","template":"dtmi:contoso:testDeviceTemplate;1","organizations":["seattle"]}`
+	e.call("PUT", "/api/devices/ccc", body).wantError(t, http.StatusUnprocessableEntity, "UnprocessableEntity")
+	e.call("PUT", "/api/organizations/seattle", `{"displayName":"Seattle"}`).want(t, http.StatusOK)
 	// devices_create.json (Devices_Create, and Devices_Update uses it too).
 	r := e.call("PUT", "/api/devices/ccc?api-version=2022-07-31", `{"displayName":"CheckoutThermostatccc",
 		"template":"dtmi:contoso:testDeviceTemplate;1","simulated":true,"enabled":true,"organizations":["seattle"]}`)

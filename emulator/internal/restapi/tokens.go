@@ -33,7 +33,16 @@ var roles = []Role{
 	{ID: RoleAdministrator, DisplayName: "Administrator"},
 	{ID: RoleBuilder, DisplayName: "Builder"},
 	{ID: RoleOperator, DisplayName: "Operator"},
+	{ID: RoleOrgAdministrator, DisplayName: "Org Administrator"},
+	{ID: RoleOrgOperator, DisplayName: "Org Operator"},
+	{ID: RoleOrgViewer, DisplayName: "Org Viewer"},
 }
+
+// orgScoped is what tokenRole returns for a valid token that holds only
+// organization roles: the emulator does not scope requests to an
+// organization, so permit refuses its requests (403) rather than let it
+// see the whole application.
+const orgScoped = "org-scoped"
 
 // rank orders roles by rights: a token with several roles acts with the
 // strongest.
@@ -61,12 +70,14 @@ type Role struct {
 	DisplayName string `json:"displayName"`
 }
 
-// RoleAssignment is one role of an API token; Organization must be empty
-// (the emulator has no organizations).
+// RoleAssignment is one role of an API token or a user: an application
+// role without an organization, or an organization role with one.
 type RoleAssignment struct {
-	// Role is a role id (RoleAdministrator, RoleBuilder, RoleOperator).
+	// Role is a role id (RoleAdministrator, RoleBuilder, RoleOperator,
+	// RoleOrgAdministrator, RoleOrgOperator, RoleOrgViewer).
 	Role string `json:"role"`
-	// Organization scopes the role; "" is the whole application.
+	// Organization scopes the role; "" is the whole application. It must
+	// name an existing organization.
 	Organization string `json:"organization,omitempty"`
 }
 
@@ -138,12 +149,17 @@ func (h *handler) tokenRole(r *http.Request) string {
 			best = ra.Role
 		}
 	}
+	if best == "" && len(t.Roles) > 0 {
+		return orgScoped
+	}
 	return best
 }
 
 // permit checks that role may make request r: an operator may not change
 // device templates, enrollment groups or data exports; only an
-// administrator manages API tokens. Errors wrap ErrForbidden.
+// administrator manages API tokens and users and changes organizations; a
+// token with only organization roles is refused everything. Errors wrap
+// ErrForbidden.
 func permit(role string, r *http.Request) error {
 	p := r.URL.Path
 	write := r.Method != http.MethodGet && r.Method != http.MethodHead
@@ -151,8 +167,14 @@ func permit(role string, r *http.Request) error {
 	switch {
 	case role == RoleAdministrator:
 		return nil
+	case role == orgScoped:
+		return fmt.Errorf("%w: this token holds only organization roles; the emulator does not scope requests to an organization, use a token with an application role", ErrForbidden)
 	case under("/api/apiTokens"):
 		return fmt.Errorf("%w: only an App Administrator token manages API tokens", ErrForbidden)
+	case under("/api/users"):
+		return fmt.Errorf("%w: only an App Administrator token manages users", ErrForbidden)
+	case write && under("/api/organizations"):
+		return fmt.Errorf("%w: only an App Administrator token changes organizations", ErrForbidden)
 	case role == RoleOperator && write && (under("/api/deviceTemplates") || under("/api/enrollmentGroups")):
 		return fmt.Errorf("%w: an App Operator token cannot change device templates or enrollment groups", ErrForbidden)
 	case role == RoleOperator && write && under(dataExportPrefix):
@@ -231,7 +253,12 @@ func (h *handler) putAPIToken(w http.ResponseWriter, r *http.Request) {
 		err = asValidation(decodeJSON(body, &in))
 	}
 	if err == nil {
-		err = checkTokenRequest(id, in.Roles)
+		err = checkTokenID(id)
+	}
+	h.entityMu.Lock() // an organization checked is not deleted before the token is stored
+	defer h.entityMu.Unlock()
+	if err == nil {
+		err = h.checkRoles(r.Context(), in.Roles)
 	}
 	t := APIToken{ID: id, Roles: in.Roles, Expiry: time.Now().Add(DefaultTokenLifetime).UTC().Truncate(time.Millisecond)}
 	if err == nil && in.Expiry != nil {
@@ -257,26 +284,11 @@ func (h *handler) putAPIToken(w http.ResponseWriter, r *http.Request) {
 	h.reply(w, r, http.StatusOK, t)
 }
 
-// checkTokenRequest validates a token id and its roles: the id 1..128 of
-// letters, digits, '-', '_' and '.'; at least one role, each a known
-// application role without an organization (the emulator has none).
-func checkTokenRequest(id string, rs []RoleAssignment) error {
-	if id == "" || len(id) > 128 || strings.IndexFunc(id, func(c rune) bool {
-		return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-_.", c))
-	}) >= 0 {
+// checkTokenID validates a token id: 1..128 of letters, digits, '-', '_'
+// and '.'.
+func checkTokenID(id string) error {
+	if !idPattern(id, 128, "-_.") {
 		return invalidf("API token id %q must be 1 to 128 letters, digits, '-', '_' or '.'", id)
-	}
-	if len(rs) == 0 {
-		return invalidf("roles is required: at least one {\"role\": id}")
-	}
-	for _, ra := range rs {
-		if rank(ra.Role) == 0 {
-			return invalidf("role %q does not exist (App Administrator %s, App Builder %s, App Operator %s)",
-				ra.Role, RoleAdministrator, RoleBuilder, RoleOperator)
-		}
-		if ra.Organization != "" {
-			return invalidf("organization %q does not exist (the emulator has no organizations)", ra.Organization)
-		}
 	}
 	return nil
 }

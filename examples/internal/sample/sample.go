@@ -132,21 +132,21 @@ func Run(ctx context.Context, cfg iotc.Config, f Flags, out io.Writer) error {
 		fmt.Fprintf(out, "queued command %s (component %q): %s\n", c.Name, c.Component, c.Payload)
 		return iotc.Complete
 	})
-	if err := client.Connect(ctx); err != nil {
+	if err := client.Connect(ctx, nil); err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
 	fmt.Fprintf(out, "connected as %s\n", client.DeviceID())
-	if err := client.ReportProperties(ctx, map[string]any{"writeableProp": 50}); err != nil {
+	if err := client.ReportProperties(ctx, map[string]any{"writeableProp": 50}, nil); err != nil {
 		return err
 	}
 	tick := time.NewTicker(f.Interval)
 	defer tick.Stop()
 	for round := 0; f.Count == 0 || round < f.Count; round++ {
 		t := 20 + 10*rand.Float64()
-		if err := client.SendTelemetry(ctx, map[string]any{"temperature": t}); err != nil {
+		if err := client.SendTelemetry(ctx, map[string]any{"temperature": t}, nil); err != nil {
 			return err
 		}
-		if err := client.SendTelemetry(ctx, map[string]any{"temperature": t + 1}, iotc.Component("firstcomponent")); err != nil {
+		if err := client.SendTelemetry(ctx, map[string]any{"temperature": t + 1}, &iotc.TelemetryOptions{Component: "firstcomponent"}); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "sent temperature %.2f\n", t)

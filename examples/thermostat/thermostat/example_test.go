@@ -21,13 +21,13 @@ func ExampleThermostat_Attach() {
 	client, _ := iotc.New(hub.Config("thermostat-01"))
 	defer client.Close(context.Background())
 	thermostat.New(20).Attach(client) // your logic registers its handlers
-	_ = client.Connect(ctx)
+	_ = client.Connect(ctx, nil)
 
 	ack, _ := hub.SetProperty(ctx, "thermostat-01", "thermostat1", "targetTemperature", 50)
 	fmt.Println(ack.Status, ack.Description, ack.Version)
 	res, _ := hub.InvokeCommand(ctx, "thermostat-01", "thermostat1", "getMaxMinReport", since)
 	fmt.Println(res.Status)
-	_ = client.SendTelemetry(ctx, map[string]float64{"temperature": 20.5}, iotc.Component("thermostat1"))
+	_ = client.SendTelemetry(ctx, map[string]float64{"temperature": 20.5}, &iotc.TelemetryOptions{Component: "thermostat1"})
 	sent := hub.Telemetry("thermostat-01") // every message, with component and properties
 	fmt.Println(len(sent), sent[0].Component)
 	// Output:

@@ -128,14 +128,14 @@ func (t *Thermostat) Run(ctx context.Context, c *iotc.Client, interval time.Dura
 	defer tick.Stop()
 	for n := 0; count == 0 || n < count; n++ {
 		temp := t.Step()
-		if err := c.SendTelemetry(ctx, map[string]float64{"temperature": temp}, iotc.Component(Component)); err != nil {
+		if err := c.SendTelemetry(ctx, map[string]float64{"temperature": temp}, &iotc.TelemetryOptions{Component: Component}); err != nil {
 			return fmt.Errorf("send temperature: %w", err)
 		}
 		t.mu.Lock()
 		max, changed := t.max, t.max != t.reportedMax
 		t.mu.Unlock()
 		if changed {
-			if err := c.ReportProperties(ctx, map[string]any{"maxTempSinceLastReboot": max}, iotc.Component(Component)); err != nil {
+			if err := c.ReportProperties(ctx, map[string]any{"maxTempSinceLastReboot": max}, &iotc.ReportOptions{Component: Component}); err != nil {
 				return fmt.Errorf("report maxTempSinceLastReboot: %w", err)
 			}
 			t.mu.Lock()

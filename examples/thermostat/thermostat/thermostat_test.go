@@ -40,7 +40,7 @@ func device(t *testing.T, hub *iotctest.Hub) (*thermostat.Thermostat, *iotc.Clie
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	th := thermostat.New(20)
 	th.Attach(c)
-	if err := c.Connect(testCtx(t)); err != nil {
+	if err := c.Connect(testCtx(t), nil); err != nil {
 		t.Fatalf("Connect: %v", err)
 	}
 	return th, c
@@ -190,7 +190,7 @@ func TestStartupTwinWithMocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	thermostat.New(20).Attach(c)
-	if err := c.Connect(testCtx(t)); err != nil {
+	if err := c.Connect(testCtx(t), nil); err != nil {
 		t.Fatal(err)
 	}
 	select {
