@@ -20,6 +20,10 @@ type extState struct {
 	commandSeq int64                          // the last CommandRecord.seq given
 	apiTokens  map[string]APIToken            // by token id (see apitokens.go)
 	appDocs    map[string]map[string][]byte   // collection -> id -> JSON (see appdocs.go)
+	// moduleCommands are the module commands run through
+	// InvokeModuleCommand, by module incarnation (see moduleHistoryKey),
+	// oldest first; in memory only.
+	moduleCommands map[string][]CommandRecord
 }
 
 // deviceSettings are the device fields only the REST API sets.

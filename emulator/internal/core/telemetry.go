@@ -230,3 +230,10 @@ func (c *Core) watch(id string, buf int) (chan Telemetry, func()) {
 		})
 	}
 }
+
+// JSONField returns field name of a JSON object body, decoded as the
+// latest values are (false for another body or a missing field).
+func JSONField(body []byte, name string) (any, bool) {
+	v, ok := jsonFields(body)[name]
+	return v, ok
+}
