@@ -1,0 +1,142 @@
+package restapi
+
+import (
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/iotc-go/iotc/emulator/internal/core"
+)
+
+// More of the spec's example files replayed, here against the REST API
+// served over the emulator's own core (NewCore), so the answers are the
+// emulator's, not a fake's. Same comparison as spec_examples_files_test.go.
+
+func newSpecCoreEnv(t *testing.T) (*env, *core.Core) {
+	t.Helper()
+	c := core.New(core.Config{IDScope: "0ne00000001", HubHost: "h"})
+	t.Cleanup(c.Close)
+	srv := httptest.NewServer(NewCore(c, Options{Token: testToken}))
+	t.Cleanup(srv.Close)
+	return &env{t: t, srv: srv}, c
+}
+
+// specTemplate is devicetemplates_update.json's request body: the
+// template the device examples below use.
+func specTemplate(t *testing.T) string {
+	return loadExample(t, "devicetemplates_update.json").body()
+}
+
+// devicetemplates_update.json, devicetemplates_get.json,
+// devicetemplates_delete.json. Exceptions: $.etag is the emulator's own
+// (an opaque value the service generates); $.@id: the examples answer
+// "dtmi:modelDefinition:contoso;1" for template
+// "dtmi:contoso:testDeviceTemplate;1" though no request carries that id
+// (the example's own inconsistency: the path's id is the template's
+// @id), and the emulator answers the path's id, asserted below. devicetemplates_get.json
+// shows a template with "extends" and more contents than the update
+// example: it is PUT first (its response as the request, etag dropped)
+// and read back.
+func TestSpecExampleFilesDeviceTemplates(t *testing.T) {
+	t.Parallel()
+	e, _ := newSpecCoreEnv(t)
+	up := loadExample(t, "devicetemplates_update.json")
+	path := "/api/deviceTemplates/" + up.param(t, "deviceTemplateId")
+	wantExample(t, e.call("PUT", path, up.body()), http.StatusOK, up.response(t, "200"), "$.etag", "$.@id")
+	r := e.call("GET", path, "")
+	wantExample(t, r, http.StatusOK, up.response(t, "200"), "$.etag", "$.@id")
+	if r.body["@id"] != up.param(t, "deviceTemplateId") {
+		t.Fatalf("@id %v", r.body["@id"])
+	}
+
+	get := loadExample(t, "devicetemplates_get.json")
+	want := get.response(t, "200").(map[string]any)
+	req := map[string]any{}
+	for k, v := range want {
+		if k != "etag" {
+			req[k] = v
+		}
+	}
+	b, _ := json.Marshal(req)
+	gpath := "/api/deviceTemplates/" + get.param(t, "deviceTemplateId")
+	delete(req, "@id")
+	b, _ = json.Marshal(req)
+	wantExample(t, e.call("PUT", gpath, string(b)), http.StatusOK, want, "$.etag", "$.@id")
+	wantExample(t, e.call("GET", gpath, ""), http.StatusOK, want, "$.etag", "$.@id")
+
+	del := loadExample(t, "devicetemplates_delete.json")
+	if _, ok := del.Responses["204"]; !ok {
+		t.Fatal("devicetemplates_delete.json has no 204")
+	}
+	e.call("DELETE", "/api/deviceTemplates/"+del.param(t, "deviceTemplateId"), "").wantNoContent(t)
+	e.call("GET", gpath, "").wantError(t, http.StatusNotFound, "NotFound")
+}
+
+// devices_create.json: the device, of the update example's template, in
+// organization "seattle" (created first). Exception: $.etag is generated.
+func TestSpecExampleFilesDevicesCreate(t *testing.T) {
+	t.Parallel()
+	e, _ := newSpecCoreEnv(t)
+	x := loadExample(t, "devices_create.json")
+	e.call("PUT", "/api/deviceTemplates/dtmi:contoso:testDeviceTemplate;1", specTemplate(t)).want(t, http.StatusOK)
+	e.call("PUT", "/api/organizations/seattle", `{"displayName":"Seattle"}`).want(t, http.StatusOK)
+	path := "/api/devices/" + x.param(t, "deviceId")
+	wantExample(t, e.call("PUT", path, x.body()), http.StatusOK, x.response(t, "200"), "$.etag")
+	wantExample(t, e.call("GET", path, ""), http.StatusOK, x.response(t, "200"), "$.etag")
+}
+
+// devicecredentials_get.json and the three devices_attestations_set_*
+// examples. Exceptions: the ID scope and the keys of credentials are the
+// emulator's own (generated; the example shows placeholders); the x509
+// example's X.509 attestation of a single device is refused 422
+// UnprocessableEntity by the emulator (it provisions X.509 devices only
+// through an X.509 enrollment group: a mismatch with IoT Central, left,
+// see /work/notes/issue30b.md), as-is and with a real certificate; the
+// emulator refuses TPM attestation (it emulates no TPM). Both refusals
+// are asserted with IoT Central's error shape and lose the key
+// attestation set before.
+func TestSpecExampleFilesDeviceAttestation(t *testing.T) {
+	t.Parallel()
+	e, _ := newSpecCoreEnv(t)
+	cred := loadExample(t, "devicecredentials_get.json")
+	e.call("PUT", "/api/devices/"+cred.param(t, "deviceId"), `{"displayName":"Checkout 4"}`).want(t, http.StatusOK)
+	wantExample(t, e.call("GET", "/api/devices/"+cred.param(t, "deviceId")+"/credentials", ""), http.StatusOK, cred.response(t, "200"),
+		"$.idScope", "$.symmetricKey.primaryKey", "$.symmetricKey.secondaryKey")
+
+	sym := loadExample(t, "devices_attestations_set_symmetricKey.json")
+	dev := "/api/devices/" + sym.param(t, "deviceId")
+	e.call("PUT", dev, `{"displayName":"Checkout thermostat"}`).want(t, http.StatusOK)
+	// The example's keys are placeholders; base64 keys in their place.
+	keys := []string{"<primary key>", "cHJpbWFyeS1rZXktb2YtMzItYnl0ZXMtbG9uZy4uLi4=", "<secondary key>", "c2Vjb25kYXJ5LWtleS1vZi0zMi1ieXRlcy1sb25nLi4="}
+	wantExample(t, e.call("PUT", dev+"/attestation", sym.body(keys...)), http.StatusOK, sym.response(t, "200", keys...))
+	wantExample(t, e.call("GET", dev+"/attestation", ""), http.StatusOK, sym.response(t, "200", keys...))
+
+	x5 := loadExample(t, "devices_attestations_set_x509.json")
+	e.call("PUT", dev+"/attestation", x5.body()).wantError(t, http.StatusUnprocessableEntity, "UnprocessableEntity")
+	cb, _ := json.Marshal(newCert(t, sym.param(t, "deviceId"), false))
+	e.call("PUT", dev+"/attestation", x5.body(`"<string representation of the certificate>"`, string(cb))).
+		wantError(t, http.StatusUnprocessableEntity, "UnprocessableEntity")
+
+	tpm := loadExample(t, "devices_attestations_set_tpm.json")
+	if tpm.response(t, "200") == nil {
+		t.Fatal("devices_attestations_set_tpm.json has no 200 body")
+	}
+	e.call("PUT", dev+"/attestation", tpm.body()).wantError(t, http.StatusUnprocessableEntity, "UnprocessableEntity")
+	wantExample(t, e.call("GET", dev+"/attestation", ""), http.StatusOK, sym.response(t, "200", keys...)) // lost nothing
+}
+
+// thumbprintOf is the upper-case hex SHA-1 of a PEM certificate's DER.
+func thumbprintOf(t *testing.T, p string) string {
+	t.Helper()
+	block, _ := pem.Decode([]byte(p))
+	if block == nil {
+		t.Fatal("no PEM block")
+	}
+	sum := sha1.Sum(block.Bytes)
+	return strings.ToUpper(hex.EncodeToString(sum[:]))
+}
