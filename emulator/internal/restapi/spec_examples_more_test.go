@@ -140,3 +140,111 @@ func thumbprintOf(t *testing.T, p string) string {
 	sum := sha1.Sum(block.Bytes)
 	return strings.ToUpper(hex.EncodeToString(sum[:]))
 }
+
+// enrollmentgroups_create.json, enrollmentgroups_get.json,
+// enrollmentgroups_list.json. Exceptions: the group's symmetric keys and
+// $.etag are generated (the examples show placeholders and another
+// application's etag).
+func TestSpecExampleFilesEnrollmentGroups(t *testing.T) {
+	t.Parallel()
+	e, _ := newSpecCoreEnv(t)
+	cr := loadExample(t, "enrollmentgroups_create.json")
+	path := "/api/enrollmentGroups/" + cr.param(t, "enrollmentGroupId")
+	keys := []string{"$.attestation.symmetricKey.primaryKey", "$.attestation.symmetricKey.secondaryKey", "$.etag"}
+	created := e.call("PUT", path, cr.body())
+	wantExample(t, created, http.StatusOK, cr.response(t, "200"), keys...)
+	get := loadExample(t, "enrollmentgroups_get.json")
+	got := e.call("GET", "/api/enrollmentGroups/"+get.param(t, "enrollmentGroupId"), "")
+	wantExample(t, got, http.StatusOK, get.response(t, "200"), keys...)
+	if string(got.raw) != string(created.raw) {
+		t.Fatalf("GET %s, PUT answered %s", got.raw, created.raw)
+	}
+	list := loadExample(t, "enrollmentgroups_list.json")
+	var items []string
+	for _, k := range keys {
+		items = append(items, "$.value[*]"+k[1:])
+	}
+	wantExample(t, e.call("GET", "/api/enrollmentGroups", ""), http.StatusOK, list.response(t, "200"), items...)
+}
+
+// enrollmentgroups_verifyx509.json and enrollmentgroups_removex509.json
+// on an X.509 group myEnrollmentGroupId with a primary and a secondary
+// CA. The example's "<base64-certificate>" is a placeholder: a
+// certificate whose subject is the issued verification code, signed by
+// the primary CA, in its place. Exception: the emulator refuses to
+// remove the primary certificate (422; a group keeps a primary CA), a
+// mismatch with the example's 204, left (see /work/notes/issue30b.md);
+// the secondary is removed with the example's 204.
+func TestSpecExampleFilesEnrollmentGroupCertificates(t *testing.T) {
+	t.Parallel()
+	e, _ := newSpecCoreEnv(t)
+	ver := loadExample(t, "enrollmentgroups_verifyx509.json")
+	ca, caKey, caPEM := newCA(t, "Group CA")
+	_, _, otherPEM := newCA(t, "Other CA")
+	group := "/api/enrollmentGroups/" + ver.param(t, "enrollmentGroupId")
+	e.call("PUT", group, mustJSON(t, map[string]any{"displayName": "My group", "type": "iot", "attestation": map[string]any{"type": "x509",
+		"x509": map[string]any{"signingCertificates": map[string]any{"primary": map[string]any{"certificate": caPEM},
+			"secondary": map[string]any{"certificate": otherPEM}}}}})).want(t, http.StatusOK)
+	cert := group + "/certificates/" + ver.param(t, "entry")
+	r := e.call("POST", cert+"/generateVerificationCode", "")
+	r.want(t, http.StatusOK)
+	leaf, _ := json.Marshal(signedLeaf(t, r.body["verificationCode"].(string), ca, caKey))
+	if _, ok := ver.Responses["200"]; !ok {
+		t.Fatal("enrollmentgroups_verifyx509.json has no 200")
+	}
+	r = e.call("POST", cert+"/verify", ver.body(`"<base64-certificate>"`, string(leaf)))
+	if r.status != http.StatusOK || len(r.raw) != 0 {
+		t.Fatalf("verify: %d %s, want the example's 200 without a body", r.status, r.raw)
+	}
+	if r := e.call("GET", cert, ""); r.body["verified"] != true {
+		t.Fatalf("after verify: %s", r.raw)
+	}
+
+	rm := loadExample(t, "enrollmentgroups_removex509.json")
+	if _, ok := rm.Responses["204"]; !ok {
+		t.Fatal("enrollmentgroups_removex509.json has no 204")
+	}
+	path := "/api/enrollmentGroups/" + rm.param(t, "enrollmentGroupId") + "/certificates/"
+	e.call("DELETE", path+rm.param(t, "entry"), "").wantError(t, http.StatusUnprocessableEntity, "UnprocessableEntity")
+	e.call("DELETE", path+"secondary", "").wantNoContent(t)
+	e.call("GET", path+"secondary", "").wantError(t, http.StatusNotFound, "NotFound")
+	e.call("GET", path+"primary", "").want(t, http.StatusOK)
+}
+
+// apitoken_list.json: the example's token (an App Administrator and an
+// Org Administrator of "seattle", created first) PUT, then listed as the
+// example shows it (a listing never shows the token's secret). The
+// example's expiry, 2020-10-18, is past: the emulator refuses a token
+// that has expired (422, asserted), so 2099-10-18 takes its place.
+func TestSpecExampleFilesAPITokenList(t *testing.T) {
+	t.Parallel()
+	e, _ := newSpecCoreEnv(t)
+	x := loadExample(t, "apitoken_list.json")
+	past := x.response(t, "200").(map[string]any)["value"].([]any)[0].(map[string]any)
+	e.call("PUT", "/api/organizations/seattle", `{"displayName":"Seattle"}`).want(t, http.StatusOK)
+	b, _ := json.Marshal(map[string]any{"roles": past["roles"], "expiry": past["expiry"]})
+	e.call("PUT", "/api/apiTokens/"+past["id"].(string), string(b)).wantError(t, http.StatusUnprocessableEntity, "UnprocessableEntity")
+	want := x.response(t, "200", "2020-10-18T18:30:40.227Z", "2099-10-18T18:30:40.227Z").(map[string]any)
+	tok := want["value"].([]any)[0].(map[string]any)
+	b, _ = json.Marshal(map[string]any{"roles": tok["roles"], "expiry": tok["expiry"]})
+	e.call("PUT", "/api/apiTokens/"+tok["id"].(string), string(b)).want(t, http.StatusOK)
+	r := e.call("GET", "/api/apiTokens", "")
+	wantExample(t, r, http.StatusOK, want)
+	if strings.Contains(string(r.raw), "SharedAccessSignature") {
+		t.Fatalf("a listing shows a token: %s", r.raw)
+	}
+}
+
+// fileUpload_delete.json: a configured file upload is deleted (204), and
+// then is not there (404).
+func TestSpecExampleFilesFileUploadDelete(t *testing.T) {
+	t.Parallel()
+	e, _ := newSpecCoreEnv(t)
+	x := loadExample(t, "fileUpload_delete.json")
+	if _, ok := x.Responses["204"]; !ok {
+		t.Fatal("fileUpload_delete.json has no 204")
+	}
+	e.call("PUT", "/api/fileUploads", `{"container":"devlogs","sasTtl":"PT1H"}`).want(t, http.StatusOK)
+	e.call("DELETE", "/api/fileUploads", "").wantNoContent(t)
+	e.call("GET", "/api/fileUploads", "").wantError(t, http.StatusNotFound, "NotFound")
+}
