@@ -1,6 +1,7 @@
 package restapi
 
 import (
+	"context"
 	"crypto/sha1"
 	"encoding/hex"
 	"encoding/json"
@@ -247,4 +248,82 @@ func TestSpecExampleFilesFileUploadDelete(t *testing.T) {
 	e.call("PUT", "/api/fileUploads", `{"container":"devlogs","sasTtl":"PT1H"}`).want(t, http.StatusOK)
 	e.call("DELETE", "/api/fileUploads", "").wantNoContent(t)
 	e.call("GET", "/api/fileUploads", "").wantError(t, http.StatusNotFound, "NotFound")
+}
+
+// specLink is a device (or module) connection to the core that answers
+// every command with answer.
+type specLink struct {
+	answer []byte
+}
+
+func (l *specLink) Protocol() string                       { return "test" }
+func (l *specLink) Subscribed(core.Feature) bool           { return true }
+func (l *specLink) PushDesired(body []byte, _ int64) error { return nil }
+func (l *specLink) InvokeMethod(ctx context.Context, _ string, _ []byte) (int, []byte, error) {
+	return http.StatusOK, l.answer, nil
+}
+func (l *specLink) NotifyC2D() {}
+func (l *specLink) Drop(error) {}
+
+// mx1Template is the model of the device examples' "mx1": component
+// "settings" with the writable properties the examples set, "sensors"
+// with telemetry "temperature", "Thermostat_1o" with command "CoolDown".
+const mx1Template = `{"@type":["ModelDefinition","DeviceModel"],"displayName":"mx","capabilityModel":{"@id":"dtmi:contoso:mx;1","@type":"Interface","contents":[
+	{"@type":"Component","name":"settings","schema":{"@id":"dtmi:contoso:settings;1","@type":"Interface","contents":[
+		{"@type":"Property","name":"fanSpeed","schema":"double","writable":true},
+		{"@type":"Property","name":"voltage","schema":"double","writable":true},
+		{"@type":"Property","name":"current","schema":"double","writable":true},
+		{"@type":"Property","name":"irSwitch","schema":"boolean","writable":true}]}},
+	{"@type":"Component","name":"sensors","schema":{"@id":"dtmi:contoso:sensors;1","@type":"Interface","contents":[
+		{"@type":"Telemetry","name":"temperature","schema":"double"}]}},
+	{"@type":"Component","name":"Thermostat_1o","schema":{"@id":"dtmi:contoso:thermostat;1","@type":"Interface","contents":[
+		{"@type":"Command","name":"CoolDown","request":{"name":"tempVal","schema":"double"}}]}}]}}`
+
+// devices_properties_update.json, devices_properties_components_set.json,
+// devices_telemetry_get.json, devices_commands_send.json and
+// modules_commandshistory_get.json on device "mx1" (of mx1Template),
+// connected, with module "camera" connected: its commands answer
+// "Success". Exception: the telemetry's $.timestamp is when the emulator
+// received the message (the example's is another message's).
+func TestSpecExampleFilesDeviceOperations(t *testing.T) {
+	t.Parallel()
+	e, c := newSpecCoreEnv(t)
+	e.call("PUT", "/api/deviceTemplates/dtmi:contoso:mx;1", mx1Template).want(t, http.StatusOK)
+	e.call("PUT", "/api/devices/mx1", `{"displayName":"mx1","template":"dtmi:contoso:mx;1","enabled":true}`).want(t, http.StatusOK)
+	sess, _, err := c.Connect("mx1", core.HubAuth{}, &specLink{answer: []byte(`{}`)}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+
+	up := loadExample(t, "devices_properties_update.json")
+	wantExample(t, e.call("PATCH", "/api/devices/"+up.param(t, "deviceId")+"/properties", up.body()), http.StatusAccepted, up.response(t, "202"))
+	set := loadExample(t, "devices_properties_components_set.json")
+	wantExample(t, e.call("PATCH", "/api/devices/"+set.param(t, "deviceId")+"/components/"+set.param(t, "componentName")+"/properties", set.body()),
+		http.StatusAccepted, set.response(t, "202"))
+
+	tel := loadExample(t, "devices_telemetry_get.json")
+	if err := sess.Telemetry(core.Telemetry{DeviceID: "mx1", Component: tel.param(t, "componentName"), ContentType: "application/json",
+		Body: []byte(`{"` + tel.param(t, "telemetryName") + `":32}`)}); err != nil {
+		t.Fatal(err)
+	}
+	wantExample(t, e.call("GET", "/api/devices/"+tel.param(t, "deviceId")+"/components/"+tel.param(t, "componentName")+"/telemetry/"+tel.param(t, "telemetryName"), ""),
+		http.StatusOK, tel.response(t, "200"), "$.timestamp")
+
+	cmd := loadExample(t, "devices_commands_send.json")
+	wantExample(t, e.call("POST", "/api/devices/"+cmd.param(t, "deviceId")+"/components/"+cmd.param(t, "componentName")+"/commands/"+cmd.param(t, "commandName"), cmd.body()),
+		http.StatusCreated, cmd.response(t, "201"))
+
+	hist := loadExample(t, "modules_commandshistory_get.json")
+	if _, err := c.PutHubModule(hist.param(t, "deviceId"), hist.param(t, "moduleName"), true, "", core.HubModuleSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	msess, _, err := c.Connect(core.ModuleKey(hist.param(t, "deviceId"), hist.param(t, "moduleName")), core.HubAuth{}, &specLink{answer: []byte(`"Success"`)}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer msess.Close()
+	path := "/api/devices/" + hist.param(t, "deviceId") + "/modules/" + hist.param(t, "moduleName") + "/components/" + hist.param(t, "componentName") + "/commands/" + hist.param(t, "commandName")
+	e.call("POST", path, `{"request":{}}`).want(t, http.StatusCreated)
+	wantExample(t, e.call("GET", path, ""), http.StatusOK, hist.response(t, "200"))
 }
