@@ -2,10 +2,7 @@ package restapi
 
 import (
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -129,17 +126,6 @@ func TestSpecExampleFilesDeviceAttestation(t *testing.T) {
 	}
 	e.call("PUT", dev+"/attestation", tpm.body()).wantError(t, http.StatusUnprocessableEntity, "UnprocessableEntity")
 	wantExample(t, e.call("GET", dev+"/attestation", ""), http.StatusOK, sym.response(t, "200", keys...)) // lost nothing
-}
-
-// thumbprintOf is the upper-case hex SHA-1 of a PEM certificate's DER.
-func thumbprintOf(t *testing.T, p string) string {
-	t.Helper()
-	block, _ := pem.Decode([]byte(p))
-	if block == nil {
-		t.Fatal("no PEM block")
-	}
-	sum := sha1.Sum(block.Bytes)
-	return strings.ToUpper(hex.EncodeToString(sum[:]))
 }
 
 // enrollmentgroups_create.json, enrollmentgroups_get.json,
