@@ -317,17 +317,12 @@ func mergeReadOnlyKept[T any](cur T, patch map[string]any) (T, error) {
 	if err == nil {
 		err = json.Unmarshal(raw, &m)
 	}
-	var out T
 	if err != nil {
-		return out, err
+		var zero T
+		return zero, err
 	}
 	for _, k := range []string{"id", "status", "errors", "lastExportTime"} {
 		delete(patch, k)
 	}
-	merged, err := json.Marshal(mergePatch(m, patch))
-	if err != nil {
-		return out, err
-	}
-	err = asValidation(decodeJSON(merged, &out))
-	return out, err
+	return decodeMerged[T](m, patch)
 }
