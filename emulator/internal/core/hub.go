@@ -313,26 +313,9 @@ func (c *Core) PutHubDevice(id string, create bool, ifMatch string, spec HubDevi
 	if err := ValidID(id); err != nil {
 		return HubDevice{}, fmt.Errorf("device: %w", err)
 	}
-	for _, k := range []string{spec.PrimaryKey, spec.SecondaryKey} {
-		if k != "" {
-			if err := validKey(k); err != nil {
-				return HubDevice{}, err
-			}
-		}
-	}
-	var tps []string
-	for _, tp := range spec.Thumbprints {
-		if tp == "" {
-			continue
-		}
-		n, err := normThumbprint(tp)
-		if err != nil {
-			return HubDevice{}, err
-		}
-		tps = append(tps, n)
-	}
-	if len(tps) > 2 {
-		return HubDevice{}, fmt.Errorf("%w: at most 2 thumbprints", ErrInvalid)
+	tps, err := hubCredentials(spec.PrimaryKey, spec.SecondaryKey, spec.Thumbprints)
+	if err != nil {
+		return HubDevice{}, err
 	}
 	if len(spec.ParentScopes) > 1 {
 		return HubDevice{}, fmt.Errorf("%w: a device has at most 1 parent scope", ErrInvalid)
@@ -728,4 +711,32 @@ func replacePatch(cur, want map[string]any) map[string]any {
 		}
 	}
 	return p
+}
+
+// hubCredentials checks the symmetric keys of a registry identity (each
+// may be empty) and normalizes its X.509 thumbprints (empty ones skipped,
+// at most 2). Errors wrap ErrInvalid.
+func hubCredentials(primary, secondary string, thumbprints []string) ([]string, error) {
+	for _, k := range []string{primary, secondary} {
+		if k != "" {
+			if err := validKey(k); err != nil {
+				return nil, err
+			}
+		}
+	}
+	var tps []string
+	for _, tp := range thumbprints {
+		if tp == "" {
+			continue
+		}
+		n, err := normThumbprint(tp)
+		if err != nil {
+			return nil, err
+		}
+		tps = append(tps, n)
+	}
+	if len(tps) > 2 {
+		return nil, fmt.Errorf("%w: at most 2 thumbprints", ErrInvalid)
+	}
+	return tps, nil
 }

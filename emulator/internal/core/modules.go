@@ -175,26 +175,9 @@ func (c *Core) PutHubModule(deviceID, moduleID string, create bool, ifMatch stri
 	if spec.CertificateAuthority {
 		return HubModule{}, fmt.Errorf("%w: certificateAuthority modules are not supported by the emulator (use sas or selfSigned)", ErrInvalid)
 	}
-	for _, k := range []string{spec.PrimaryKey, spec.SecondaryKey} {
-		if k != "" {
-			if err := validKey(k); err != nil {
-				return HubModule{}, err
-			}
-		}
-	}
-	var tps []string
-	for _, tp := range spec.Thumbprints {
-		if tp == "" {
-			continue
-		}
-		n, err := normThumbprint(tp)
-		if err != nil {
-			return HubModule{}, err
-		}
-		tps = append(tps, n)
-	}
-	if len(tps) > 2 {
-		return HubModule{}, fmt.Errorf("%w: at most 2 thumbprints", ErrInvalid)
+	tps, err := hubCredentials(spec.PrimaryKey, spec.SecondaryKey, spec.Thumbprints)
+	if err != nil {
+		return HubModule{}, err
 	}
 	if len(tps) > 0 && (spec.PrimaryKey != "" || spec.SecondaryKey != "") {
 		return HubModule{}, fmt.Errorf("%w: a module has keys or thumbprints, one of them", ErrInvalid)

@@ -182,15 +182,7 @@ func (h *handler) patchDestination(w http.ResponseWriter, r *http.Request) {
 			if gerr != nil {
 				return gerr
 			}
-			var m map[string]any
-			raw, _ := json.Marshal(cur)
-			_ = json.Unmarshal(raw, &m)
-			for _, k := range []string{"id", "status", "errors", "lastExportTime"} {
-				delete(patch, k)
-			}
-			merged, _ := json.Marshal(mergePatch(m, patch))
-			d = export.Destination{}
-			if gerr = asValidation(decodeJSON(merged, &d)); gerr != nil {
+			if d, gerr = mergeReadOnlyKept(cur, patch); gerr != nil {
 				return gerr
 			}
 			d.ID = id
@@ -280,15 +272,7 @@ func (h *handler) patchExport(w http.ResponseWriter, r *http.Request) {
 				return gerr
 			}
 			cur.Status = export.Status{}
-			var m map[string]any
-			raw, _ := json.Marshal(cur)
-			_ = json.Unmarshal(raw, &m)
-			for _, k := range []string{"id", "status", "errors", "lastExportTime"} {
-				delete(patch, k)
-			}
-			merged, _ := json.Marshal(mergePatch(m, patch))
-			e = export.Export{}
-			if gerr = asValidation(decodeJSON(merged, &e)); gerr != nil {
+			if e, gerr = mergeReadOnlyKept(cur, patch); gerr != nil {
 				return gerr
 			}
 			e.ID = id
@@ -322,3 +306,23 @@ func (h *handler) exportDestinations(w http.ResponseWriter, r *http.Request) {
 
 // servedVersion reports whether v is an api-version served on path.
 func servedVersion(path, v string) bool { return slices.Contains(apiVersionsFor(path), v) }
+
+// mergeReadOnlyKept applies a merge patch to cur (a destination or an
+// export) and decodes the result; the read-only keys (id, status, errors,
+// lastExportTime) in patch are ignored. A patch that makes an invalid
+// definition is a validation error.
+func mergeReadOnlyKept[T any](cur T, patch map[string]any) (T, error) {
+	var m map[string]any
+	raw, err := json.Marshal(cur)
+	if err == nil {
+		err = json.Unmarshal(raw, &m)
+	}
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	for _, k := range []string{"id", "status", "errors", "lastExportTime"} {
+		delete(patch, k)
+	}
+	return decodeMerged[T](m, patch)
+}

@@ -333,7 +333,17 @@ func mergeDoc[T any](ctx context.Context, h *handler, collection, id string, pat
 	if err := json.Unmarshal(cur, &m); err != nil {
 		return v, fmt.Errorf("stored %s %q: %w", collection, id, err)
 	}
-	merged, _ := json.Marshal(mergePatch(m, patch))
+	return decodeMerged[T](m, patch)
+}
+
+// decodeMerged merges patch into m (RFC 7396) and decodes the result as
+// a T; a result that is no valid T is a validation error.
+func decodeMerged[T any](m, patch map[string]any) (T, error) {
+	var v T
+	merged, err := json.Marshal(mergePatch(m, patch))
+	if err != nil {
+		return v, err
+	}
 	err = asValidation(decodeJSON(merged, &v))
 	return v, err
 }
